@@ -1,0 +1,250 @@
+"""The shared ctx: an in-memory JSON document that every step of a run reads and writes.
+
+Python steps run as threads of the runner, so many writers may touch the ctx at once; one lock
+guards it. Values are checked when they are stored, not when the ctx is saved, so a bad value
+fails the step that wrote it with the key's name instead of breaking ctx.json later.
+
+Usage, as in the seed workspace::
+
+    ctx = Context()
+    ctx["foo"] = 123
+    env = expose_for_shell(ctx, ["foo"])
+    # env["foo"] == "123"
+
+Every key carries a version that grows on each write, so a viewer (the TUI's inspector, the
+dashboard) can ask for only what changed since it last looked (``changed_since``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import Any
+
+try:  # orjson is much faster for big snapshots; json is the fallback.
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    _orjson = None
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class ContextValueError(TypeError, ValueError):
+    """A value that cannot live in the ctx (not JSON), naming the key it was meant for."""
+
+
+def _check_json(value: Any, key: str) -> None:
+    """Raise ContextValueError unless ``value`` is plain JSON (no NaN, string keys, no cycles).
+
+    Iterative so a deeply nested value cannot overflow the stack.
+    """
+    stack: list[tuple[Any, str]] = [(value, "the value")]
+    seen: set[int] = set()
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ContextValueError(
+                    f"ctx[{key!r}]: {where} is {item!r}, not valid JSON (NaN and infinity are not)"
+                )
+            continue
+        if isinstance(item, _SCALARS):
+            continue
+        if isinstance(item, (list, tuple)):
+            if id(item) in seen:
+                raise ContextValueError(f"ctx[{key!r}]: {where} contains itself")
+            seen.add(id(item))
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+            continue
+        if isinstance(item, dict):
+            if id(item) in seen:
+                raise ContextValueError(f"ctx[{key!r}]: {where} contains itself")
+            seen.add(id(item))
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise ContextValueError(
+                        f"ctx[{key!r}]: key {k!r} in {where} is a {type(k).__name__}; "
+                        "JSON object keys must be strings"
+                    )
+                stack.append((v, f"{where}[{k!r}]"))
+            continue
+        raise ContextValueError(
+            f"ctx[{key!r}]: {where} has type {type(item).__name__}, which is not "
+            "JSON-serialisable (use str, int, float, bool, None, list or dict)"
+        )
+
+
+class Context(MutableMapping[str, Any]):
+    """A thread-safe mapping of str -> JSON value, with per-key versions.
+
+    ``ctx[key]`` returns the stored object itself (no copy: a list of a million rows stays one
+    list); change lists through ``append``/``extend`` or by assigning, so the version moves and
+    viewers notice.
+    """
+
+    def __init__(self, initial: dict[str, Any] | None = None) -> None:
+        self._lock = threading.RLock()
+        self._data: dict[str, Any] = {}
+        self._versions: dict[str, int] = {}
+        self._version = 0
+        self._listeners: list[Callable[[str], None]] = []
+        if initial:
+            for key, value in initial.items():
+                self[key] = value
+
+    # -- mapping protocol -------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise ContextValueError(f"ctx keys must be strings, got {type(key).__name__} {key!r}")
+        _check_json(value, key)
+        with self._lock:
+            self._data[key] = value
+            self._bump(key)
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            del self._data[key]
+            self._bump(key)
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._data))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"Context({len(self._data)} keys, version {self._version})"
+
+    # -- list values --------------------------------------------------------------------------
+    def append(self, key: str, row: Any) -> int:
+        """Append ``row`` to the list at ``key`` in place; return the new length.
+
+        Only the new row is checked; the list is not copied. A missing key starts a new list.
+        """
+        _check_json(row, key)
+        with self._lock:
+            target = self._data.get(key)
+            if target is None:
+                target = self._data[key] = []
+            elif not isinstance(target, list):
+                raise ContextValueError(
+                    f"ctx[{key!r}] holds a {type(target).__name__}, not a list: cannot append"
+                )
+            target.append(row)
+            self._bump(key)
+            return len(target)
+
+    def extend(self, key: str, rows: Iterable[Any]) -> int:
+        """Append many rows under one lock and one version bump."""
+        rows = list(rows)
+        _check_json(rows, key)
+        with self._lock:
+            target = self._data.get(key)
+            if target is None:
+                target = self._data[key] = []
+            elif not isinstance(target, list):
+                raise ContextValueError(
+                    f"ctx[{key!r}] holds a {type(target).__name__}, not a list: cannot extend"
+                )
+            target.extend(rows)
+            self._bump(key)
+            return len(target)
+
+    def tail(self, key: str, n: int) -> tuple[int, list[Any]]:
+        """The length of the list at ``key`` and its last ``n`` rows (copied), for viewers."""
+        with self._lock:
+            value = self._data[key]
+            if not isinstance(value, list):
+                raise ContextValueError(f"ctx[{key!r}] is not a list")
+            return len(value), value[-n:] if n > 0 else []
+
+    def rows_since(self, key: str, start: int) -> tuple[int, list[Any]]:
+        """Rows ``start:`` of the list at ``key`` (copied) and its length: incremental readers."""
+        with self._lock:
+            value = self._data.get(key)
+            if not isinstance(value, list):
+                return 0, []
+            return len(value), value[start:]
+
+    # -- versions ------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Grows by one on every write to any key."""
+        return self._version
+
+    def key_version(self, key: str) -> int:
+        with self._lock:
+            return self._versions.get(key, 0)
+
+    def changed_since(self, version: int) -> dict[str, int]:
+        """Keys written after ``version`` (including deleted ones), with their versions."""
+        with self._lock:
+            return {k: v for k, v in self._versions.items() if v > version}
+
+    def add_listener(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(key)`` after each write, outside nothing: keep it cheap and safe."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def _bump(self, key: str) -> None:
+        self._version += 1
+        self._versions[key] = self._version
+        for callback in self._listeners:
+            callback(key)
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy: the dict and each list value copied (shallow) under the lock.
+
+        Rows are shared, not copied, which is safe because rows are only ever appended whole.
+        """
+        with self._lock:
+            return {k: (list(v) if isinstance(v, list) else v) for k, v in self._data.items()}
+
+    def to_json_bytes(self) -> bytes:
+        """The ctx as JSON bytes; serialised outside the lock so writers are not held up."""
+        snap = self.snapshot()
+        if _orjson is not None:
+            return _orjson.dumps(snap)
+        return json.dumps(snap, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def update_from(self, values: dict[str, Any]) -> None:
+        """Set many keys (each checked) — used to merge a shell step's ORCH_CTX_OUT."""
+        for key, value in values.items():
+            self[key] = value
+
+
+def shell_value(value: Any) -> str:
+    """How a ctx value looks in an environment variable: strings as-is, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def expose_for_shell(ctx: Context | dict[str, Any], keys: Iterable[str]) -> dict[str, str]:
+    """Environment entries for the given ctx keys (missing keys are left out).
+
+    Values travel as environment values, never through a shell, so no quoting is involved: a
+    value of ``$(rm -rf ~)`` arrives as those characters.
+    """
+    env: dict[str, str] = {}
+    for key in keys:
+        if key in ctx:
+            text = shell_value(ctx[key])
+            if "\x00" in text:
+                raise ContextValueError(f"ctx[{key!r}] holds a NUL byte: it cannot be exported")
+            env[key] = text
+    return env

@@ -1,0 +1,190 @@
+"""Python steps: ``function(ctx, **params)`` called in a thread of the runner's process.
+
+They share the live ctx object with no copying, which is the point of python steps. What they
+print goes to their own log: sys.stdout and sys.stderr are replaced, for the run, by a router
+that sends each thread's writes to the step that thread is running (other threads write to the
+real streams as before).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from core.context import Context
+from core.executors import OnExit, Outcome
+from core.recipe import Step
+from core.steplog import StepLog
+from core.workers import Workers
+
+
+class _Router(io.TextIOBase):
+    """A text stream that writes to the calling thread's step log, or to ``fallback``."""
+
+    def __init__(self, fallback: TextIO, local: threading.local) -> None:
+        self._fallback = fallback
+        self._local = local
+
+    def _sink(self) -> StepLog | None:
+        return getattr(self._local, "sink", None)
+
+    def write(self, text: str) -> int:
+        sink = self._sink()
+        if sink is None:
+            return self._fallback.write(text)
+        sink.write_text(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._sink() is None:
+            self._fallback.flush()
+
+    def isatty(self) -> bool:
+        return self._sink() is None and self._fallback.isatty()
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8" if self._sink() is not None else self._fallback.encoding
+
+    def writable(self) -> bool:
+        return True
+
+
+class OutputRouting:
+    """Installs the routers on sys.stdout/sys.stderr once, for as many runners as are active."""
+
+    _lock = threading.Lock()
+    _users = 0
+    _local = threading.local()
+    _saved: tuple[TextIO, TextIO] | None = None
+
+    @classmethod
+    def acquire(cls) -> None:
+        with cls._lock:
+            if cls._users == 0:
+                cls._saved = (sys.stdout, sys.stderr)
+                sys.stdout = _Router(sys.stdout, cls._local)  # type: ignore[assignment]
+                sys.stderr = _Router(sys.stderr, cls._local)  # type: ignore[assignment]
+            cls._users += 1
+
+    @classmethod
+    def release(cls) -> None:
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0 and cls._saved is not None:
+                if isinstance(sys.stdout, _Router):
+                    sys.stdout = cls._saved[0]
+                if isinstance(sys.stderr, _Router):
+                    sys.stderr = cls._saved[1]
+                cls._saved = None
+
+    @classmethod
+    def bind(cls, sink: StepLog | None) -> None:
+        cls._local.sink = sink
+
+
+class _LogHandler(logging.Handler):
+    def __init__(self, sink: StepLog) -> None:
+        super().__init__()
+        self._sink = sink
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._sink.write_text(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+_signature_cache: dict[Callable[..., Any], frozenset[str]] = {}
+
+
+def _named_parameters(fn: Callable[..., Any]) -> frozenset[str]:
+    names = _signature_cache.get(fn)
+    if names is None:
+        try:
+            params = inspect.signature(fn).parameters.values()
+            names = frozenset(
+                p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            )
+        except (TypeError, ValueError):
+            names = frozenset()
+        _signature_cache[fn] = names
+    return names
+
+
+def resolve(module: str, function: str) -> Callable[..., Any]:
+    return getattr(importlib.import_module(module), function)
+
+
+class PythonExecution:
+    """One attempt of a python step."""
+
+    pid = None
+
+    def __init__(
+        self, step: Step, ctx: Context, log: StepLog, workers: Workers, on_exit: OnExit
+    ) -> None:
+        self.step = step
+        self.ctx = ctx
+        self.log = log
+        self.workers = workers
+        self.on_exit = on_exit
+        self.stop_event = threading.Event()
+        self.native_thread_id: int | None = None
+
+    def start(self) -> None:
+        self.workers.submit(self._run)
+
+    def _run(self) -> None:
+        self.native_thread_id = threading.get_native_id()
+        OutputRouting.bind(self.log)
+        try:
+            outcome = self._call()
+        finally:
+            OutputRouting.bind(None)
+        self.on_exit(outcome)
+
+    def _call(self) -> Outcome:
+        step = self.step
+        try:
+            fn = resolve(step.module or "", step.function)
+            kwargs = dict(step.params)
+            wanted = _named_parameters(fn)
+            if "stop" in wanted:
+                kwargs["stop"] = self.stop_event
+            if "log" in wanted:
+                logger = logging.Logger(f"orch.step.{step.name}")
+                logger.addHandler(_LogHandler(self.log))
+                kwargs["log"] = logger
+            result = fn(self.ctx, **kwargs)
+            if step.output:
+                self.ctx[step.output] = result
+            return Outcome(0)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if code == 0:
+                return Outcome(0)
+            if not isinstance(exc.code, int):
+                self.log.write_text(f"{exc.code}\n")
+            return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
+        except BaseException as exc:
+            self.log.write_text(traceback.format_exc())
+            text = str(exc).strip().splitlines()
+            return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+
+    def stop(self, sig: int) -> None:
+        self.stop_event.set()
+
+    def kill(self) -> None:
+        self.stop_event.set()  # a thread cannot be killed; the runner abandons it

@@ -1,0 +1,195 @@
+"""Shell steps: a program in its own process group, its output pumped byte for byte to the log.
+
+``cmd`` + ``args`` are exec'd directly; only ``run`` goes through ``bash -c``, because the recipe
+asked for a shell. stdin is /dev/null (the terminal belongs to the TUI), stdout and stderr share
+one pipe so their order is kept. One thread per step waits on both the pipe and a pidfd, so the
+step ends when its process exits even if a grandchild still holds the pipe: that output is
+drained briefly, then read on in the background until the holder exits or the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from core.context import Context, ContextValueError
+from core.executors import OnExit, Outcome
+from core.recipe import Step
+from core.steplog import StepLog
+from core.workers import Workers
+
+CHUNK = 1 << 16
+DRAIN_SECONDS = 0.2
+
+
+def parse_ctx_out(path: Path) -> dict[str, object]:
+    """Read an ORCH_CTX_OUT file: one JSON object, or ``KEY=VALUE`` lines (values are strings).
+
+    Raises ValueError naming the file and line on anything else.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"ORCH_CTX_OUT file {path} is not UTF-8: {exc}") from None
+    stripped = text.strip()
+    if not stripped:
+        return {}
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"ORCH_CTX_OUT {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"ORCH_CTX_OUT {path}: expected a JSON object")
+        return data
+    values: dict[str, object] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"ORCH_CTX_OUT {path}:{number}: expected KEY=VALUE, got {line!r}")
+        values[key] = value
+    return values
+
+
+class ShellExecution:
+    """One attempt of a shell step."""
+
+    native_thread_id = None
+
+    def __init__(
+        self,
+        step: Step,
+        *,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log: StepLog,
+        ctx: Context,
+        ctx_out: Path,
+        workers: Workers,
+        on_exit: OnExit,
+    ) -> None:
+        self.step = step
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.log = log
+        self.ctx = ctx
+        self.ctx_out = ctx_out
+        self.workers = workers
+        self.on_exit = on_exit
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        """Spawn the process; raises OSError (no such program, not executable, bad cwd)."""
+        read_fd, write_fd = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                cwd=self.cwd,
+                env=self.env,
+                start_new_session=True,  # its own group: our signals reach the whole tree
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.pid = self.proc.pid
+        self.workers.submit(self._pump, read_fd)
+
+    def _pump(self, fd: int) -> None:
+        assert self.proc is not None
+        eof = self._read_until_exit(fd)
+        code = self.proc.wait()
+        outcome = self._outcome(code)
+        self.on_exit(outcome)
+        if not eof:
+            self._read_to_eof(fd)
+        os.close(fd)
+        self.log.close()
+
+    def _read_until_exit(self, fd: int) -> bool:
+        """Copy output until the process exits; True if the pipe reached EOF too."""
+        assert self.proc is not None
+        try:
+            pidfd = os.pidfd_open(self.proc.pid)
+        except OSError:  # pragma: no cover - pidfd needs Linux 5.3
+            pidfd = None
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
+        try:
+            while True:
+                for ready_fd, _ in poller.poll():
+                    if ready_fd == fd:
+                        data = os.read(fd, CHUNK)
+                        if not data:
+                            return True
+                        self.log.write(data)
+                    else:
+                        return self._drain(fd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def _drain(self, fd: int) -> bool:
+        """The process exited: take what is in the pipe, waiting briefly for EOF."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            if not poller.poll(left * 1000):
+                return False
+            data = os.read(fd, CHUNK)
+            if not data:
+                return True
+            self.log.write(data)
+        return False
+
+    def _read_to_eof(self, fd: int) -> None:
+        while data := os.read(fd, CHUNK):
+            self.log.write(data)
+
+    def _outcome(self, code: int) -> Outcome:
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            return Outcome(None, signal=-code, error=f"killed by {name}")
+        if code != 0:
+            return Outcome(code, error=f"exit code {code}")
+        try:
+            values = parse_ctx_out(self.ctx_out)
+            self.ctx.update_from(values)
+        except (ValueError, ContextValueError) as exc:
+            return Outcome(0, error=str(exc))
+        return Outcome(0)
+
+    def _signal(self, sig: int) -> None:
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, sig: int) -> None:
+        self._signal(sig)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)

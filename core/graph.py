@@ -1,0 +1,105 @@
+"""The step graph: who waits for whom, cycles, and the graph as dot or mermaid text.
+
+Kept free of the recipe model's details (it takes plain ``name -> dependencies`` mappings) so
+the loader can use it to name a cycle before any Step object exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+
+def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """Return one cycle as ``[a, b, ..., a]`` (each waits for the next), or None.
+
+    Iterative DFS so a chain of thousands of steps cannot hit the recursion limit. Unknown
+    dependency names are ignored here: the loader reports them separately.
+    """
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(deps, white)
+    for root in deps:
+        if colour[root] != white:
+            continue
+        path: list[str] = [root]
+        stack: list[Iterable[str]] = [iter(deps[root])]
+        colour[root] = grey
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
+                colour[path.pop()] = black
+                continue
+            state = colour.get(child)
+            if state is None or state == black:
+                continue
+            if state == grey:
+                return path[path.index(child) :] + [child]
+            colour[child] = grey
+            path.append(child)
+            stack.append(iter(deps[child]))
+    return None
+
+
+def dependents_of(deps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Invert ``deps``: for each step, the steps that wait for it (in recipe order)."""
+    out: dict[str, list[str]] = {name: [] for name in deps}
+    for name, parents in deps.items():
+        for parent in parents:
+            if parent in out:
+                out[parent].append(name)
+    return out
+
+
+def descendants(deps: Mapping[str, Sequence[str]], start: str) -> list[str]:
+    """Every step that (transitively) waits for ``start``, in recipe order, without it."""
+    down = dependents_of(deps)
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for child in down.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return [name for name in deps if name in seen]
+
+
+def ready_steps(
+    deps: Mapping[str, Sequence[str]], satisfied: set[str], waiting: Iterable[str]
+) -> list[str]:
+    """Of the ``waiting`` steps, those whose dependencies are all ``satisfied``."""
+    return [name for name in waiting if all(d in satisfied for d in deps[name])]
+
+
+def _dot_id(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(deps: Mapping[str, Sequence[str]], *, labels: Mapping[str, str] | None = None) -> str:
+    """Graphviz text; ``labels`` adds a second line (the step type) under each name."""
+    lines = ["digraph recipe {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+    for name in deps:
+        label = name if not labels or name not in labels else f"{name}\\n{labels[name]}"
+        label = label.replace('"', '\\"')
+        lines.append(f'  {_dot_id(name)} [label="{label}"];')
+    for name, parents in deps.items():
+        for parent in parents:
+            lines.append(f"  {_dot_id(parent)} -> {_dot_id(name)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_mermaid(
+    deps: Mapping[str, Sequence[str]], *, labels: Mapping[str, str] | None = None
+) -> str:
+    """Mermaid flowchart text; node ids are positional because step names may hold dashes."""
+    ids = {name: f"s{i}" for i, name in enumerate(deps)}
+    lines = ["flowchart LR"]
+    for name, node in ids.items():
+        text = name if not labels or name not in labels else f"{name}<br/>{labels[name]}"
+        text = text.replace('"', "#quot;")
+        lines.append(f'  {node}["{text}"]')
+    for name, parents in deps.items():
+        for parent in parents:
+            if parent in ids:
+                lines.append(f"  {ids[parent]} --> {ids[name]}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,861 @@
+"""The runner: schedules a recipe's steps, publishes events, and takes commands.
+
+All step state is changed on one scheduler thread, from a queue of messages (a step ended, a
+step is ready, a timer fired, a command arrived), so there are no races between, say, a timeout
+and the step's own exit. Everything else talks to it through the small API at the bottom of the
+class: ``subscribe`` for events; ``skip``, ``retry``, ``stop_step``, ``stop_run`` for commands;
+``state`` for a consistent snapshot. It is all the headless reporter and the TUI use.
+
+Two modes: headless, the run ends when no step can run any more; ``interactive`` (the TUI), a
+failed step blocks its dependents and the runner waits for the user to retry or skip it, until
+``close``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import events as ev
+from core.bus import EventBus
+from core.context import Context, expose_for_shell
+from core.events import (
+    BLOCKED,
+    CANCELLED,
+    FAILED,
+    PENDING,
+    READY,
+    RUNNING,
+    SKIPPED,
+    STOPPED,
+    SUCCEEDED,
+    TIMED_OUT,
+)
+from core.executors import Execution, Outcome
+from core.executors.python import OutputRouting, PythonExecution
+from core.executors.session import SessionExecution
+from core.executors.shell import ShellExecution
+from core.recipe import Recipe, Step
+from core.resources import Sampler, StepTarget
+from core.steplog import StepLog
+from core.store import RunStore, log_name, new_run_id
+from core.watchdog import Watchdog, kill_leftovers
+from core.workers import Workers
+
+_log = logging.getLogger("orch.runner")
+
+TICK = 0.1  # output and ctx events are coalesced to this period
+
+
+@dataclass
+class StepRun:
+    """The scheduler's view of one step. Changed only on the scheduler thread."""
+
+    step: Step
+    log_file: str
+    status: str = PENDING
+    attempts: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    allowed: bool = False
+    satisfied: bool = False
+    ready: bool = False
+    blocked_by: set[str] = field(default_factory=set)
+    peak_cpu: float | None = None
+    peak_rss: int | None = None
+    execution: Execution | None = None
+    steplog: StepLog | None = None
+    stop_as: str | None = None
+    stop_reason: str | None = None
+    retry_due: bool = False
+
+    @property
+    def dead(self) -> bool:
+        """Finished without letting its dependents go on."""
+        return self.status in (FAILED, TIMED_OUT, CANCELLED, STOPPED) and not self.satisfied
+
+    def to_dict(self) -> dict[str, Any]:
+        duration = None
+        if self.started is not None:
+            duration = round((self.ended or time.time()) - self.started, 3)
+        return {
+            "status": self.status,
+            "type": self.step.type,
+            "background": self.step.background,
+            "attempts": self.attempts,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "reason": self.reason,
+            "started": self.started,
+            "ended": self.ended,
+            "duration": duration,
+            "allowed": self.allowed,
+            "blocked_by": sorted(self.blocked_by),
+            "peak_cpu": self.peak_cpu,
+            "peak_rss": self.peak_rss,
+            "log": f"logs/{self.log_file}",
+        }
+
+
+class Runner:
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        run_dir: Path | None = None,
+        jobs: int | None = None,
+        only: list[str] | None = None,
+        skip: list[str] | None = None,
+        resume_from: str | None = None,
+        resume_ctx: dict[str, Any] | None = None,
+        interactive: bool = False,
+        keep_alive: bool = False,
+        sampler: Sampler | None = None,
+        resource_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.recipe = recipe
+        self.run_id = new_run_id()
+        self.run_dir = (run_dir or Path.cwd() / ".orch" / "runs" / self.run_id).absolute()
+        self.jobs = jobs or recipe.jobs or os.cpu_count() or 1
+        self.interactive = interactive
+        self.keep_alive = keep_alive
+        self.clock = clock
+        self.ctx = Context(resume_ctx if resume_ctx is not None else recipe.ctx)
+        self.store = RunStore(self.run_dir)
+        self.bus = EventBus(sink=self.store.append_event)
+        self.workers = Workers()
+        self.watchdog = Watchdog(self.run_dir)
+        self._sampler = sampler
+        self._resource_interval = resource_interval
+
+        taken: set[str] = set()
+        self.runs: dict[str, StepRun] = {
+            s.name: StepRun(s, log_name(s.name, taken)) for s in recipe.steps
+        }
+        self._dependents: dict[str, list[str]] = {name: [] for name in self.runs}
+        for s in recipe.steps:
+            for dep in s.depends_on:
+                self._dependents[dep].append(s.name)
+        self._topo = _topological(recipe)
+        self._preselect(only, skip, resume_from)
+
+        self._lock = threading.RLock()
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._ready_fg: list[int] = []
+        self._ready_bg: list[int] = []
+        self._by_index = {s.index: s.name for s in recipe.steps}
+        self._running_fg = 0
+        self._ctx_watch: dict[str, list[str]] = {}
+        self._interrupted = False
+        self._closing = False
+        self._finished = threading.Event()
+        self._stopping_background = False
+        self._started_at: float | None = None
+        self._ended_at: float | None = None
+        self.exit_code: int | None = None
+        self._status = "pending"
+        self._groups: set[int] = set()
+        self._ctx_seen = self.ctx.version
+        self.ctx.add_listener(self._on_ctx_write)
+
+    # ------------------------------------------------------------------ public API
+    def subscribe(self, callback: Callable[[ev.Event], None]) -> None:
+        """Receive every event, in order, on the event thread (never on the scheduler's)."""
+        self.bus.subscribe(callback)
+
+    def start(self) -> None:
+        """Begin the run in background threads and return at once."""
+        self._started_at = self.clock()
+        self._status = "running"
+        self.watchdog.start()
+        OutputRouting.acquire()
+        self.store.start(self.state, self.ctx.to_json_bytes, lambda: self.ctx.version)
+        self.bus.start()
+        self.bus.publish(
+            ev.RunStarted(
+                run_id=self.run_id,
+                recipe=str(self.recipe.path),
+                run_dir=str(self.run_dir),
+                steps=[self._step_info(r) for r in self.runs.values()],
+                ts=self.clock(),
+            )
+        )
+        for run in self.runs.values():
+            if run.status == SKIPPED:
+                self._emit_status(run)
+        threading.Thread(target=self._loop, name="orch-scheduler", daemon=True).start()
+        threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the run is over; its exit code (None if ``timeout`` passed first)."""
+        if not self._finished.wait(timeout):
+            return None
+        return self.exit_code
+
+    def run(self) -> int:
+        """Start and wait: the headless entry point."""
+        self.start()
+        while (code := self.wait(0.5)) is None:
+            pass
+        return code
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def skip(self, name: str) -> None:
+        """Skip a pending, blocked or failed step: its dependents go on as if it succeeded."""
+        self._command(self._do_skip, name)
+
+    def retry(self, name: str) -> None:
+        """Run a finished step again; steps it blocked go on after it."""
+        self._command(self._do_retry, name)
+
+    def stop_step(self, name: str) -> None:
+        """Stop a running step (SIGTERM to its group, grace, SIGKILL); recorded as cancelled."""
+        self._command(self._do_stop_step, name)
+
+    def stop_run(self, sig: int = signal.SIGTERM, *, force: bool = False) -> None:
+        """Stop everything (Ctrl-C, SIGTERM, quitting the TUI). ``force``: SIGKILL at once."""
+        self._post(lambda: self._do_stop_run(sig, force))
+
+    def close(self) -> None:
+        """End an interactive or keep-alive run: stop background steps, finish cleanly."""
+        self._post(self._do_close)
+
+    def allowed_actions(self, name: str) -> frozenset[str]:
+        """Which of skip/retry/stop apply to the step now (the TUI shows only these keys)."""
+        with self._lock:
+            run = self.runs[name]
+            actions = set()
+            if run.status in (PENDING, BLOCKED, FAILED, TIMED_OUT) and not self._closing:
+                actions.add("skip")
+            if run.status in (FAILED, TIMED_OUT, CANCELLED, SUCCEEDED, STOPPED) and not (
+                self._closing or self._interrupted
+            ):
+                actions.add("retry")
+            if run.status in (RUNNING, READY):
+                actions.add("stop")
+            return frozenset(actions)
+
+    def state(self) -> dict[str, Any]:
+        """The state.json document: a consistent snapshot, safe to call from any thread."""
+        with self._lock:
+            return {
+                "run_id": self.run_id,
+                "recipe": str(self.recipe.path),
+                "name": self.recipe.name or self.recipe.path.stem,
+                "run_dir": str(self.run_dir),
+                "pid": os.getpid(),
+                "status": self._status,
+                "exit_code": self.exit_code,
+                "started": self._started_at,
+                "ended": self._ended_at,
+                "steps": {name: run.to_dict() for name, run in self.runs.items()},
+            }
+
+    def log_tail(self, name: str, n: int) -> list[str]:
+        """The newest ``n`` lines of the step's current attempt, as display text."""
+        with self._lock:
+            steplog = self.runs[name].steplog
+        return steplog.tail(n) if steplog is not None else []
+
+    # ------------------------------------------------------------------ scheduler loop
+    def _post(self, message: Callable[[], None]) -> None:
+        self._inbox.put(message)
+
+    def _command(self, fn: Callable[[StepRun], None], name: str) -> None:
+        if name not in self.runs:
+            raise KeyError(f"no step named {name!r}")
+        self._post(lambda: fn(self.runs[name]))
+
+    def _after(self, delay: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), callback))
+
+    def _loop(self) -> None:
+        with self._lock:
+            self._release_initial()
+            self._schedule()
+        while not self._finished.is_set():
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            try:
+                message: Callable[[], None] | None = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                message = None
+            with self._lock:
+                try:
+                    if message is not None:
+                        message()
+                    while self._timers and self._timers[0][0] <= time.monotonic():
+                        heapq.heappop(self._timers)[2]()
+                    self._schedule()
+                    self._maybe_finish()
+                except Exception:  # a bug here must not leave the run hanging
+                    _log.exception("scheduler error")
+                    self._emit(ev.RunMessage(level="error", text="internal scheduler error"))
+
+    def _release_initial(self) -> None:
+        for name in self._topo:
+            run = self.runs[name]
+            if run.status == PENDING and self._deps_satisfied(run):
+                self._push_ready(run)
+
+    def _deps_satisfied(self, run: StepRun) -> bool:
+        return all(self.runs[d].satisfied for d in run.step.depends_on)
+
+    def _push_ready(self, run: StepRun) -> None:
+        heapq.heappush(self._ready_bg if run.step.background else self._ready_fg, run.step.index)
+
+    def _schedule(self) -> None:
+        if self._interrupted or self._closing:
+            return
+        while self._ready_bg:
+            self._start_if_pending(self.runs[self._by_index[heapq.heappop(self._ready_bg)]])
+        while self._ready_fg and self._running_fg < self.jobs:
+            self._start_if_pending(self.runs[self._by_index[heapq.heappop(self._ready_fg)]])
+
+    def _start_if_pending(self, run: StepRun) -> None:
+        if run.status == PENDING and not run.retry_due and self._deps_satisfied(run):
+            self._start(run)
+
+    # ------------------------------------------------------------------ starting a step
+    def _start(self, run: StepRun) -> None:
+        step = run.step
+        run.attempts += 1
+        run.status = RUNNING
+        run.started, run.ended = self.clock(), None
+        run.exit_code = run.signal = None
+        run.reason = run.stop_as = run.stop_reason = None
+        run.ready = False
+        if not step.background:
+            self._running_fg += 1
+        steplog = StepLog(self.store.logs_dir / run.log_file)
+        if run.attempts > 1:
+            steplog.write_text(f"--- attempt {run.attempts} ---\n")
+        run.steplog = steplog
+        try:
+            execution = self._make_execution(run, steplog)
+            run.execution = execution
+            execution.start()
+        except OSError as exc:
+            run.execution = None
+            steplog.write_text(f"orch-tui: cannot start {step.name!r}: {exc}\n")
+            self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
+            self._ended(run, None, Outcome(None, error=f"cannot start: {exc.strerror or exc}"))
+            return
+        pid = execution.pid
+        if pid is not None:
+            self._groups.add(pid)
+            self.watchdog.add(pid, step.grace)
+        self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, pid=pid, ts=self.clock()))
+        if step.timeout:
+            self._after(step.timeout, lambda: self._on_timeout(run, execution))
+        if step.background:
+            self._arm_readiness(run, execution)
+        self.store.state_changed()
+
+    def _make_execution(self, run: StepRun, steplog: StepLog) -> Execution:
+        step = run.step
+
+        def on_exit(outcome: Outcome, _run: StepRun = run) -> None:
+            self._post(lambda: self._ended(_run, execution, outcome))
+
+        execution: Execution
+        if step.type == "python":
+            execution = PythonExecution(step, self.ctx, steplog, self.workers, on_exit)
+        elif step.type == "shell":
+            ctx_out = self.run_dir / "ctx_out" / f"{run.log_file}.{run.attempts}.env"
+            ctx_out.parent.mkdir(mode=0o700, exist_ok=True)
+            argv = [step.cmd, *step.args] if step.cmd else ["bash", "-c", step.run or ""]
+            execution = ShellExecution(
+                step,
+                argv=argv,  # type: ignore[list-item]
+                env=self._shell_env(step, ctx_out),
+                cwd=self._cwd(step),
+                log=steplog,
+                ctx=self.ctx,
+                ctx_out=ctx_out,
+                workers=self.workers,
+                on_exit=on_exit,
+            )
+        else:
+            execution = SessionExecution(
+                step,
+                run_dir=self.run_dir,
+                env=self._orch_env(step),
+                log=steplog,
+                workers=self.workers,
+                on_exit=on_exit,
+            )
+        return execution
+
+    def _cwd(self, step: Step) -> Path:
+        if not step.cwd:
+            return self.recipe.workspace
+        return (self.recipe.workspace / os.path.expanduser(step.cwd)).resolve()
+
+    def _orch_env(self, step: Step) -> dict[str, str]:
+        return {
+            "ORCH_RUN_DIR": str(self.run_dir),
+            "ORCH_RUN_ID": self.run_id,
+            "ORCH_STEP": step.name,
+        }
+
+    def _shell_env(self, step: Step, ctx_out: Path) -> dict[str, str]:
+        """Inherited < recipe env < step env < exposed ctx keys and ORCH_* (contract.md)."""
+        env = dict(os.environ)
+        env.update(self.recipe.env)
+        env.update(step.env)
+        env.update(expose_for_shell(self.ctx, step.expose))
+        env.update(self._orch_env(step))
+        env["ORCH_CTX_OUT"] = str(ctx_out)
+        return env
+
+    # ------------------------------------------------------------------ readiness
+    def _arm_readiness(self, run: StepRun, execution: Execution) -> None:
+        ready = run.step.ready
+        if ready is None:
+            self._mark_ready(run)
+            return
+
+        def became_ready() -> None:
+            self._post(lambda: self._on_ready(run, execution))
+
+        if ready.kind == "log":
+            assert run.steplog is not None
+            run.steplog.watch(str(ready.value), became_ready)
+        elif ready.kind == "ctx":
+            key = str(ready.value)
+            if key in self.ctx:
+                self._mark_ready(run)
+                return
+            self._ctx_watch.setdefault(key, []).append(run.step.name)
+        elif ready.kind == "delay":
+            self._after(float(ready.value), lambda: self._on_ready(run, execution))
+        elif ready.kind == "port":
+            self.workers.submit(self._probe_port, run, execution, became_ready)
+        self._after(ready.timeout, lambda: self._on_ready_timeout(run, execution))
+
+    def _probe_port(self, run: StepRun, execution: Execution, became_ready: Callable) -> None:
+        """Connect until the port answers, the attempt ends, or readiness times out."""
+        ready = run.step.ready
+        assert ready is not None
+        deadline = time.monotonic() + ready.timeout
+        while run.execution is execution and run.status == RUNNING:
+            try:
+                with socket.create_connection((ready.host, int(ready.value)), timeout=0.5):
+                    became_ready()
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)  # polling a port: there is nothing to wait on
+
+    def _on_ctx_write(self, key: str) -> None:
+        names = self._ctx_watch.get(key)
+        if names:
+            self._post(lambda: self._on_ctx_key(key))
+
+    def _on_ctx_key(self, key: str) -> None:
+        for name in self._ctx_watch.pop(key, []):
+            run = self.runs[name]
+            if run.status == RUNNING and run.execution is not None:
+                self._mark_ready(run)
+
+    def _on_ready(self, run: StepRun, execution: Execution) -> None:
+        if run.execution is execution and run.status == RUNNING and not run.stop_as:
+            self._mark_ready(run)
+
+    def _mark_ready(self, run: StepRun) -> None:
+        run.status, run.ready = READY, True
+        self._emit(ev.StepReady(step=run.step.name, ts=self.clock()))
+        self._satisfy(run)
+        self.store.state_changed()
+
+    def _on_ready_timeout(self, run: StepRun, execution: Execution) -> None:
+        if run.execution is execution and run.status == RUNNING:
+            ready = run.step.ready
+            assert ready is not None
+            what = f"{ready.kind} {ready.value}"
+            self._stop(run, FAILED, f"not ready within {ready.timeout:g}s ({what})")
+
+    # ------------------------------------------------------------------ stopping
+    def _on_timeout(self, run: StepRun, execution: Execution) -> None:
+        if run.execution is execution and not run.stop_as:
+            self._stop(run, TIMED_OUT, f"timed out after {run.step.timeout:g}s")
+
+    def _stop(
+        self, run: StepRun, status: str, reason: str | None, sig: int = signal.SIGTERM
+    ) -> None:
+        """Ask the running attempt to end; record ``status`` when it does; SIGKILL after grace."""
+        execution = run.execution
+        if execution is None:
+            return
+        if run.stop_as is None:
+            run.stop_as, run.stop_reason = status, reason
+        execution.stop(sig)
+        self._after(run.step.grace, lambda: self._kill(run, execution))
+
+    def _kill(self, run: StepRun, execution: Execution) -> None:
+        if run.execution is not execution:
+            return
+        execution.kill()
+        if execution.pid is None:  # a thread that ignored ``stop``: give up on it
+            reason = f"did not stop within {run.step.grace:g}s; its thread was abandoned"
+            self._ended(run, execution, Outcome(None, error=reason))
+
+    # ------------------------------------------------------------------ a step ended
+    def _ended(self, run: StepRun, execution: Execution | None, outcome: Outcome) -> None:
+        if execution is not None and run.execution is not execution:
+            return  # a late report from an attempt we already gave up on
+        step = run.step
+        was_ready = run.ready
+        run.execution = None
+        if not step.background:
+            self._running_fg -= 1
+        if step.type != "shell" and run.steplog is not None:
+            run.steplog.close()
+        run.ended = self.clock()
+        run.exit_code, run.signal = outcome.exit_code, outcome.signal
+        if run.stop_as:
+            status, run.reason = run.stop_as, run.stop_reason or outcome.error
+        elif step.background and not was_ready:
+            status = FAILED
+            run.reason = f"exited before it was ready ({outcome.error or 'exit code 0'})"
+        elif outcome.ok:
+            status, run.reason = SUCCEEDED, None
+        else:
+            status, run.reason = FAILED, outcome.error
+        will_retry = (
+            status in (FAILED, TIMED_OUT)
+            and run.attempts <= step.retries
+            and not (self._interrupted or self._closing)
+        )
+        run.status = status
+        self._emit(
+            ev.StepFinished(
+                step=step.name,
+                status=status,
+                attempt=run.attempts,
+                exit_code=run.exit_code,
+                signal=run.signal,
+                reason=run.reason,
+                duration=round(run.ended - (run.started or run.ended), 3),
+                will_retry=will_retry,
+                ts=self.clock(),
+            )
+        )
+        self._flush_output(run)
+        if will_retry:
+            run.status, run.retry_due = PENDING, True
+            self._emit_status(run, f"retrying in {step.retry_delay:g}s")
+            self._after(step.retry_delay, lambda: self._retry_due(run))
+        elif status in (FAILED, TIMED_OUT) and step.continue_on_error:
+            run.allowed = True
+            self._satisfy(run)
+        elif status == SUCCEEDED and not run.satisfied:
+            self._satisfy(run)
+        elif not run.satisfied:
+            self._recompute_blocking()
+        self.store.state_changed()
+
+    def _retry_due(self, run: StepRun) -> None:
+        run.retry_due = False
+        if run.status == PENDING and self._deps_satisfied(run):
+            self._push_ready(run)
+
+    def _satisfy(self, run: StepRun) -> None:
+        """The step lets its dependents go on: queue those whose dependencies are all met."""
+        run.satisfied = True
+        for name in self._dependents[run.step.name]:
+            child = self.runs[name]
+            if child.status == PENDING and self._deps_satisfied(child):
+                self._push_ready(child)
+
+    def _recompute_blocking(self) -> None:
+        """Mark every waiting step that cannot run because of a failure upstream, and un-mark.
+
+        ``blocked_by`` names the root failures (the steps that failed on their own), so the
+        summary and the TUI can point at the cause rather than at the nearest victim.
+        """
+        for name in self._topo:
+            run = self.runs[name]
+            if run.status not in (PENDING, BLOCKED) or run.retry_due:
+                continue
+            roots: set[str] = set()
+            for dep in run.step.depends_on:
+                parent = self.runs[dep]
+                if parent.dead:
+                    roots.add(dep)
+                elif parent.status == BLOCKED:
+                    roots |= parent.blocked_by
+            if roots:
+                if run.status != BLOCKED or roots != run.blocked_by:
+                    run.status, run.blocked_by = BLOCKED, roots
+                    self._emit_status(run, "blocked by " + ", ".join(sorted(roots)))
+            elif run.status == BLOCKED:
+                run.status, run.blocked_by = PENDING, set()
+                self._emit_status(run)
+                if self._deps_satisfied(run):
+                    self._push_ready(run)
+
+    # ------------------------------------------------------------------ commands
+    def _refuse(self, run: StepRun, action: str) -> None:
+        self._emit(
+            ev.RunMessage(
+                level="warning",
+                text=f"cannot {action} {run.step.name!r}: it is {run.status}",
+                step=run.step.name,
+                ts=self.clock(),
+            )
+        )
+
+    def _do_skip(self, run: StepRun) -> None:
+        if "skip" not in self.allowed_actions(run.step.name):
+            return self._refuse(run, "skip")
+        run.status, run.reason, run.blocked_by, run.retry_due = SKIPPED, "skipped by user", set(), False
+        self._emit_status(run, run.reason)
+        self._satisfy(run)
+        self._recompute_blocking()
+        self.store.state_changed()
+
+    def _do_retry(self, run: StepRun) -> None:
+        if "retry" not in self.allowed_actions(run.step.name):
+            return self._refuse(run, "retry")
+        run.status, run.reason, run.allowed, run.satisfied = PENDING, None, False, False
+        self._emit_status(run, "retry requested")
+        self._recompute_blocking()
+        if self._deps_satisfied(run):
+            self._push_ready(run)
+        self.store.state_changed()
+
+    def _do_stop_step(self, run: StepRun) -> None:
+        if run.status not in (RUNNING, READY):
+            return self._refuse(run, "stop")
+        status = STOPPED if run.ready else CANCELLED
+        self._stop(run, status, "stopped by user")
+
+    def _do_stop_run(self, sig: int, force: bool) -> None:
+        if force and self._interrupted:
+            for run in self.runs.values():
+                if run.execution is not None:
+                    run.execution.kill()
+                    if run.execution.pid is None:
+                        self._ended(run, run.execution, Outcome(None, error="abandoned"))
+            self._finish()
+            return
+        self._interrupted = True
+        self._status = "interrupted"
+        for run in self.runs.values():
+            if run.status in (PENDING, BLOCKED):
+                run.status, run.retry_due = CANCELLED, False
+                self._emit_status(run, "run interrupted")
+            elif run.execution is not None:
+                self._stop(run, CANCELLED, f"run interrupted ({signal.Signals(sig).name})", sig)
+        self.store.state_changed()
+
+    def _do_close(self) -> None:
+        self._closing = True
+        for run in self.runs.values():
+            if run.execution is not None:
+                status = STOPPED if run.step.background and run.ready else CANCELLED
+                self._stop(run, status, "stopped when the run was closed")
+            elif run.status in (PENDING, BLOCKED) and not self._interrupted:
+                pass  # left as they are: they never ran
+
+    # ------------------------------------------------------------------ finishing
+    def _maybe_finish(self) -> None:
+        if self._finished.is_set():
+            return
+        active = [r for r in self.runs.values() if r.execution is not None]
+        if self._interrupted or self._closing:
+            if not active:
+                self._finish()
+            return
+        if any(r.status in (PENDING, RUNNING) for r in self.runs.values()):
+            return
+        # Every foreground step is done; what is left are ready background steps.
+        if self.interactive or (self.keep_alive and active):
+            return
+        if active:
+            if not self._stopping_background:
+                self._stopping_background = True
+                for run in active:
+                    self._stop(run, STOPPED, "stopped after the foreground steps ended")
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._finished.is_set():
+            return
+        leftovers = kill_leftovers(str(self.run_dir), sorted(self._groups), grace=2.0)
+        if leftovers:
+            self._emit(
+                ev.RunMessage(
+                    level="info",
+                    text=f"stopped {leftovers} process(es) that steps left running",
+                    ts=self.clock(),
+                )
+            )
+        self.watchdog.stop()
+        self._ended_at = self.clock()
+        self.exit_code, self._status = self._outcome()
+        for run in self.runs.values():
+            self._flush_output(run)
+        counts: dict[str, int] = {}
+        for run in self.runs.values():
+            counts[run.status] = counts.get(run.status, 0) + 1
+        self._emit(
+            ev.RunFinished(
+                status=self._status, exit_code=self.exit_code, counts=counts, ts=self.clock()
+            )
+        )
+        self.store.state_changed()
+        self.bus.close()
+        self.store.close()
+        OutputRouting.release()
+        self._finished.set()
+
+    def _outcome(self) -> tuple[int, str]:
+        if self._interrupted:
+            return 130, "interrupted"
+        for run in self.runs.values():
+            if run.status in (FAILED, TIMED_OUT, BLOCKED) and not run.allowed:
+                return 1, "failed"
+            if run.status == CANCELLED:
+                return 1, "failed"
+        return 0, "succeeded"
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, event: ev.Event) -> None:
+        self.bus.publish(event)
+
+    def _emit_status(self, run: StepRun, reason: str | None = None) -> None:
+        self._emit(
+            ev.StepStatus(
+                step=run.step.name, status=run.status, reason=reason or run.reason, ts=self.clock()
+            )
+        )
+
+    def _flush_output(self, run: StepRun) -> None:
+        if run.steplog is None:
+            return
+        new = run.steplog.take_new()
+        if new is not None:
+            size, lines, total = new
+            self._emit(
+                ev.StepOutput(
+                    step=run.step.name, size=size, lines=lines, lines_total=total, ts=self.clock()
+                )
+            )
+
+    def _tick_loop(self) -> None:
+        """Coalesced output and ctx events, and resource samples, until the run is over."""
+        next_sample = time.monotonic()
+        while not self._finished.wait(TICK):
+            with self._lock:
+                if self._finished.is_set():
+                    return
+                for run in self.runs.values():
+                    if run.steplog is not None and run.steplog.dirty:
+                        self._flush_output(run)
+                if self.ctx.version != self._ctx_seen:
+                    changed = self.ctx.changed_since(self._ctx_seen)
+                    self._ctx_seen = self.ctx.version
+                    self._emit(ev.CtxChanged(keys=changed, version=self._ctx_seen, ts=self.clock()))
+                    self.store.ctx_changed()
+                targets = self._sample_targets() if self._sampler else None
+            if targets is not None and time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + self._resource_interval
+                self._sample(targets)
+
+    def _sample_targets(self) -> dict[str, StepTarget]:
+        return {
+            name: StepTarget(
+                pid=run.execution.pid, thread_native_id=run.execution.native_thread_id
+            )
+            for name, run in self.runs.items()
+            if run.execution is not None
+        }
+
+    def _sample(self, targets: dict[str, StepTarget]) -> None:
+        assert self._sampler is not None
+        sample = self._sampler.sample(targets)
+        peaks = self._sampler.peaks()
+        with self._lock:
+            for name, peak in peaks.items():
+                run = self.runs.get(name)
+                if run is not None:
+                    run.peak_cpu, run.peak_rss = peak.get("peak_cpu"), peak.get("peak_rss")
+        self._emit(sample)
+        self.store.state_changed()
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _preselect(self, only: list[str] | None, skip: list[str] | None, resume_from: str | None):
+        """--only / --skip / --resume-from: steps that will not run are skipped up front."""
+        first = self.runs[resume_from].step.index if resume_from else 0
+        for name, run in self.runs.items():
+            reason = None
+            if only and name not in only:
+                reason = "not in --only"
+            elif skip and name in skip:
+                reason = "--skip"
+            elif run.step.index < first:
+                reason = f"before --resume-from {resume_from}"
+            if reason:
+                run.status, run.reason, run.satisfied = SKIPPED, reason, True
+
+    def _step_info(self, run: StepRun) -> dict[str, Any]:
+        step = run.step
+        info: dict[str, Any] = {
+            "name": step.name,
+            "type": step.type,
+            "index": step.index,
+            "background": step.background,
+            "depends_on": list(step.depends_on),
+            "log": f"logs/{run.log_file}",
+        }
+        if step.type == "session":
+            info.update(session=step.session, backend=step.backend, action=step.action)
+        return info
+
+
+def _topological(recipe: Recipe) -> list[str]:
+    """Steps in an order where each comes after its dependencies (recipe order where free)."""
+    deps = recipe.deps
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = [s.name for s in recipe.steps]
+    while remaining:
+        rest = []
+        for name in remaining:
+            if all(d in placed for d in deps[name]):
+                order.append(name)
+                placed.add(name)
+            else:
+                rest.append(name)
+        if len(rest) == len(remaining):  # a cycle: the loader refuses these; be safe anyway
+            order.extend(rest)
+            break
+        remaining = rest
+    return order

@@ -1,0 +1,231 @@
+"""What every multiplexer backend offers: the session model, the errors, name checks.
+
+A backend drives one multiplexer (GNU screen or tmux) for the runner's `type: session` steps,
+`orch-tui sessions` and the TUI's attach key. Sessions are always targeted by their exact name,
+and text sent to them arrives byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from core.recipe import SESSION_NAME_PATTERN
+
+_SESSION_NAME_RE = re.compile(SESSION_NAME_PATTERN)
+
+#: The environment variable a run passes to the sessions it creates; `list()` reads it back.
+RUN_ID_ENV = "ORCH_RUN_ID"
+
+#: How long `create` waits for the session's shell to show something (its prompt) before the
+#: first `send`; typed too early, a command may be lost.
+READY_TIMEOUT = 5.0
+
+SessionState = Literal["attached", "detached"]
+
+
+class SessionError(Exception):
+    """A session operation failed; the message is one line meant for the user."""
+
+
+@dataclass
+class SessionInfo:
+    """One multiplexer session as `list()` sees it.
+
+    `state` is "attached" when some terminal (anywhere) is attached to it. `pid` is the screen
+    server's pid, or for tmux the pid of the session's active pane. `created` is a Unix time.
+    `run_id` is the orch-tui run that created it (from `ORCH_RUN_ID`), when known. `socket` is
+    the screen socket file, or the tmux socket name (`None`: the default server).
+    """
+
+    name: str
+    backend: str
+    state: SessionState
+    pid: int | None = None
+    created: float | None = None
+    run_id: str | None = None
+    socket: str | None = None
+
+
+def validate_session_name(name: str) -> str:
+    """Return `name` if it is a valid session name, else raise SessionError."""
+    if not isinstance(name, str) or not _SESSION_NAME_RE.fullmatch(name):
+        raise SessionError(f"invalid session name {name!r}: must match {SESSION_NAME_PATTERN}")
+    return name
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02) -> object:
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes (None).
+
+    The interval grows from `interval` to 0.1 s so short waits stay short and long ones stay cheap.
+    """
+    deadline = time.monotonic() + timeout
+    delay = interval
+    while True:
+        result = predicate()
+        if result:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.1)
+
+
+def prepare_log_path(log_path: Path | str) -> Path:
+    """Make `log_path` absolute, create its missing parent directories (0700) and the file (0600).
+
+    Multiplexers create their logs world-readable (0644); a private file created beforehand keeps
+    its mode because they open it for appending.
+    """
+    path = Path(log_path).expanduser().absolute()
+    missing = [p for p in reversed(path.parents) if not p.exists()]
+    for directory in missing:
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SessionError(f"cannot create log directory {directory}: {exc.strerror}") from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise SessionError(f"cannot open log file {path}: {exc.strerror}") from None
+    os.close(fd)
+    return path
+
+
+_PLAIN_PATH_RE = re.compile(r"[A-Za-z0-9_./-]+")
+
+
+@contextmanager
+def private_tempdir(prefix: str) -> Iterator[Path]:
+    """A fresh 0700 directory, removed afterwards, whose path has no characters a multiplexer
+    command parser could expand (`$`, `~`, `%`, `^`, `\\`, spaces, quotes)."""
+    base = tempfile.gettempdir()
+    if not _PLAIN_PATH_RE.fullmatch(base):
+        base = "/tmp"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=base) as directory:
+        yield Path(directory)
+
+
+class SessionBackend(ABC):
+    """A terminal multiplexer, driven by exact session names.
+
+    Every method that names a session checks the name first (SessionError if invalid); `send`,
+    `kill` and `detach` raise SessionError when the session does not exist.
+    """
+
+    #: "screen" or "tmux"
+    name: ClassVar[str]
+    #: the binary looked up on PATH
+    binary: ClassVar[str]
+    #: what to tell the user when the binary is missing
+    install_hint: ClassVar[str]
+    #: the keys that detach from an attached session, as shown to the user
+    detach_keys: ClassVar[str]
+
+    def available(self) -> bool:
+        """True when the multiplexer's binary is on PATH."""
+        return shutil.which(self.binary) is not None
+
+    def _require_binary(self) -> str:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise SessionError(self.install_hint)
+        return path
+
+    @abstractmethod
+    def list(self) -> list[SessionInfo]:
+        """All sessions of this backend (for screen: in $SCREENDIR or the default socket dir)."""
+
+    def get(self, name: str) -> SessionInfo | None:
+        """The session named exactly `name`, or None."""
+        validate_session_name(name)
+        for info in self.list():
+            if info.name == name:
+                return info
+        return None
+
+    def exists(self, name: str) -> bool:
+        """True when a session named exactly `name` exists."""
+        return self.get(name) is not None
+
+    @abstractmethod
+    def create(
+        self,
+        name: str,
+        *,
+        log_path: Path | None = None,
+        command: str | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> SessionInfo:
+        """Start a detached session running the user's shell and wait until it is ready.
+
+        `log_path`: everything the session shows is appended there, flushed promptly.
+        `command`: typed into the shell once it is ready (as `send` does), so the session
+        outlives it. `env`: added to the inherited environment (`ORCH_RUN_ID` is recorded).
+        Raises SessionError if the session already exists or does not start.
+        """
+
+    def recreate(
+        self,
+        name: str,
+        *,
+        log_path: Path | None = None,
+        command: str | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> SessionInfo:
+        """Kill the session if it exists, then create it."""
+        if self.exists(name):
+            self.kill(name)
+        return self.create(name, log_path=log_path, command=command, cwd=cwd, env=env)
+
+    @abstractmethod
+    def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
+        """Wait until the session's screen shows something (the shell's prompt); False on timeout."""
+
+    @abstractmethod
+    def send(self, name: str, text: str, *, enter: bool = True) -> None:
+        """Type `text` into the session exactly as given; `enter` then presses Enter ("\\r")."""
+
+    @abstractmethod
+    def kill(self, name: str) -> None:
+        """End the session (and everything running in it)."""
+
+    @abstractmethod
+    def detach(self, name: str) -> None:
+        """Detach every terminal attached to the session (a no-op when none is)."""
+
+    @abstractmethod
+    def attach_argv(self, name: str, *, steal: bool = False) -> list[str]:
+        """The argv to exec, with the terminal handed over, to attach to the session.
+
+        `steal`: detach other terminals attached to it first.
+        """
+
+
+def get_backend(name: str, *, socket: str | None = None) -> SessionBackend:
+    """The backend called `name` ("screen" or "tmux"); `socket` is a tmux `-L` socket name."""
+    if name == "screen":
+        if socket is not None:
+            raise SessionError("socket is a tmux option; screen sessions live in $SCREENDIR")
+        from core.sessions.screen import ScreenBackend
+
+        return ScreenBackend()
+    if name == "tmux":
+        from core.sessions.tmux import TmuxBackend
+
+        return TmuxBackend(socket=socket)
+    raise SessionError(f"unknown session backend {name!r}: use screen or tmux")

@@ -1,0 +1,336 @@
+"""GNU screen sessions, driven through screen's command line (argv lists, never a shell).
+
+screen's own habits, and what this module does about them:
+
+- `-S NAME` matches name *prefixes* (`-S web` may hit `web-frontend`): every command targets
+  `PID.NAME`, resolved from `screen -ls` by exact name.
+- `screen -ls` exits 1 even when sessions exist, ends some lines in CRLF, and screen 5 drops the
+  date column: the output is parsed (by tab-separated fields), the exit code ignored. Dead
+  sessions are wiped (`screen -wipe PID.NAME`) and not listed.
+- `-X` returns before the server has run the command, and exits 0 when the command failed:
+  results are checked afterwards (the session list, a file), and `-Q number` (which waits for the
+  server's answer) serves as a barrier before a temporary file is removed.
+- `stuff` expands `$VAR`, `^X` and backslashes: text is written to a private 0600 file and typed
+  with `eval "readbuf FILE" "paste ."`, one server command, so it arrives byte for byte and is not
+  interleaved with another sender's text.
+- `screen -dmS` returns before the session's socket exists, and a command typed before the shell
+  is up may be lost: `create` waits for the session to be listed, then for its window to show
+  something (a hardcopy that is not blank), before the first `send`.
+- logs are flushed every 10 s by default: `logfile flush 0` after creation; `%` in a log path is
+  a screen escape (doubled); screen creates logs 0644 (the file is created 0600 beforehand, its
+  missing directories 0700).
+- `$SCREENDIR` from the environment is respected (read at each call).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.sessions.base import (
+    READY_TIMEOUT,
+    RUN_ID_ENV,
+    SessionBackend,
+    SessionError,
+    SessionInfo,
+    prepare_log_path,
+    private_tempdir,
+    validate_session_name,
+    wait_until,
+)
+
+_SOCKET_DIR_RE = re.compile(r"(?:\d+ Sockets? in|No Sockets found in) (.+?)\.?$")
+_TARGET_RE = re.compile(r"(\d+)\.(.+)")
+_COMMAND_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One line of `screen -ls`."""
+
+    pid: int
+    name: str
+    status: str  # "Detached", "Attached", "Multi, attached", "Dead ???", ...
+
+    @property
+    def target(self) -> str:
+        return f"{self.pid}.{self.name}"
+
+    @property
+    def dead(self) -> bool:
+        status = self.status.lower()
+        return "dead" in status or "unreachable" in status
+
+
+def parse_screen_ls(output: str) -> tuple[list[_Entry], str | None]:
+    """Parse `screen -ls` output into its entries and the socket directory it names."""
+    entries: list[_Entry] = []
+    socket_dir = None
+    for raw in output.splitlines():
+        line = raw.rstrip("\r\n")
+        if line.startswith("\t"):
+            fields = [f for f in line.strip().split("\t") if f]
+            match = _TARGET_RE.fullmatch(fields[0]) if fields else None
+            if match is None:
+                continue
+            status = fields[-1].strip("()") if len(fields) > 1 else ""
+            entries.append(_Entry(int(match.group(1)), match.group(2), status))
+            continue
+        found = _SOCKET_DIR_RE.search(line.strip())
+        if found:
+            socket_dir = found.group(1)
+    return entries, socket_dir
+
+
+def _read_run_id(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = RUN_ID_ENV.encode() + b"="
+    for item in environ.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode("utf-8", "replace")
+    return None
+
+
+def _created(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def _escape_log_path(path: Path) -> str:
+    """screen expands `%` escapes in log file names; `%%` is a literal `%`."""
+    return str(path).replace("%", "%%")
+
+
+class ScreenBackend(SessionBackend):
+    """GNU screen (4.6 or later: logging uses `-L -Logfile`)."""
+
+    name = "screen"
+    binary = "screen"
+    install_hint = "GNU screen is not installed (apt-get install screen)"
+    detach_keys = "Ctrl-a d"
+
+    def __init__(self, *, ready_timeout: float = READY_TIMEOUT) -> None:
+        self.ready_timeout = ready_timeout
+
+    # -- running screen ---------------------------------------------------------------------
+
+    def _run(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = _COMMAND_TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        binary = self._require_binary()
+        try:
+            return subprocess.run(
+                [binary, *args],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                env=env,
+                cwd=cwd,
+                timeout=timeout,
+            )
+        except FileNotFoundError:
+            raise SessionError(self.install_hint) from None
+        except subprocess.TimeoutExpired:
+            raise SessionError(
+                f"screen {' '.join(args[:3])} did not answer in {timeout:g} s"
+            ) from None
+
+    def _x(self, target: str, *command: str) -> None:
+        """Send one command to a session with -X (asynchronous: check the effect yourself)."""
+        result = self._run(["-S", target, "-X", *command])
+        if result.returncode != 0:
+            name = target.split(".", 1)[1]
+            message = (result.stdout + result.stderr).strip().splitlines()
+            if any("No screen session found" in m for m in message):
+                raise SessionError(f"no screen session named '{name}'")
+            detail = message[-1] if message else f"exit code {result.returncode}"
+            raise SessionError(f"screen {command[0]} failed for session '{name}': {detail}")
+
+    def _barrier(self, target: str) -> bool:
+        """Wait until the server has run the commands sent before; False if the session is gone.
+
+        `-Q` (unlike `-X`) waits for the server's answer, and the server handles requests in
+        the order they arrive.
+        """
+        return self._run(["-S", target, "-Q", "number"]).returncode == 0
+
+    def _entries(self) -> tuple[list[_Entry], str | None]:
+        result = self._run(["-ls"])  # exits 1 even when sessions exist
+        entries, socket_dir = parse_screen_ls(result.stdout + result.stderr)
+        dead = [e for e in entries if e.dead]
+        for entry in dead:
+            self._run(["-wipe", entry.target])
+        return [e for e in entries if not e.dead], socket_dir
+
+    def _targets(self, name: str) -> list[str]:
+        validate_session_name(name)
+        return [e.target for e in self._entries()[0] if e.name == name]
+
+    def _target(self, name: str) -> str:
+        """The one live session named exactly `name`, as PID.NAME."""
+        targets = self._targets(name)
+        if not targets:
+            raise SessionError(f"no screen session named '{name}'")
+        if len(targets) > 1:
+            pids = ", ".join(t.split(".", 1)[0] for t in targets)
+            raise SessionError(
+                f"{len(targets)} screen sessions are named '{name}' (pids {pids}); kill the extra ones"
+            )
+        return targets[0]
+
+    # -- the backend API ---------------------------------------------------------------------
+
+    def list(self) -> list[SessionInfo]:
+        entries, socket_dir = self._entries()
+        sessions = []
+        for entry in entries:
+            sessions.append(
+                SessionInfo(
+                    name=entry.name,
+                    backend=self.name,
+                    state="attached" if "attached" in entry.status.lower() else "detached",
+                    pid=entry.pid,
+                    created=_created(entry.pid),
+                    run_id=_read_run_id(entry.pid),
+                    socket=os.path.join(socket_dir, entry.target) if socket_dir else None,
+                )
+            )
+        return sessions
+
+    def exists(self, name: str) -> bool:
+        return bool(self._targets(name))
+
+    def create(
+        self,
+        name: str,
+        *,
+        log_path: Path | None = None,
+        command: str | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> SessionInfo:
+        validate_session_name(name)
+        self._require_binary()
+        if cwd is not None and not Path(cwd).is_dir():
+            raise SessionError(f"working directory {cwd} does not exist")
+        if self._targets(name):
+            raise SessionError(f"screen session '{name}' already exists")
+        args = ["-dmS", name]
+        if log_path is not None:
+            log_path = prepare_log_path(log_path)
+            args = ["-L", "-Logfile", _escape_log_path(log_path), *args]
+        full_env = {**os.environ, **(env or {})}
+        result = self._run(args, env=full_env, cwd=cwd)
+        if result.returncode != 0:
+            detail = (result.stdout + result.stderr).strip().replace("\r", "")
+            raise SessionError(f"screen could not create session '{name}': {detail}")
+        # -dm returns before the session's socket exists
+        targets = wait_until(lambda: self._targets(name), self.ready_timeout)
+        if not targets:
+            raise SessionError(f"screen session '{name}' did not start")
+        target = targets[0]
+        if log_path is not None:
+            self._x(target, "logfile", "flush", "0")
+        if not self.wait_ready(name, self.ready_timeout) and not self._barrier(target):
+            raise SessionError(f"screen session '{name}' ended right after it started")
+        if command:
+            self.send(name, command)
+        info = self.get(name)
+        if info is None:
+            raise SessionError(f"screen session '{name}' ended right after it started")
+        return info
+
+    def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
+        target = self._target(name)
+        with private_tempdir("orch-screen-") as directory:
+            copy = directory / "hardcopy"
+
+            def shows_something() -> bool:
+                copy.unlink(missing_ok=True)
+                self._run(["-S", target, "-X", "hardcopy", str(copy)])
+                if not self._barrier(target):
+                    raise SessionError(f"screen session '{name}' ended while starting")
+                try:
+                    return bool(copy.read_bytes().strip())
+                except FileNotFoundError:
+                    return False
+
+            try:
+                return bool(wait_until(shows_something, timeout, interval=0.03))
+            except SessionError:
+                return False
+
+    def send(self, name: str, text: str, *, enter: bool = True) -> None:
+        target = self._target(name)
+        data = text.encode("utf-8", "surrogateescape")
+        commands = []
+        with private_tempdir("orch-screen-") as directory:
+            if data:
+                buffer = directory / "text"
+                fd = os.open(buffer, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                commands += [f"readbuf {buffer}", "paste ."]
+            if enter:
+                commands.append("stuff \\015")
+            if not commands:
+                return
+            self._x(target, "eval", *commands)
+            if not self._barrier(target):  # readbuf has read the file before it is removed
+                raise SessionError(f"screen session '{name}' ended while text was sent to it")
+
+    def kill(self, name: str) -> None:
+        targets = self._targets(name)
+        if not targets:
+            raise SessionError(f"no screen session named '{name}'")
+        for target in targets:
+            self._run(["-S", target, "-X", "quit"])
+        if wait_until(lambda: not self._targets(name), self.ready_timeout):
+            return
+        for target in self._targets(name):  # quit ignored (a hung server?): ask the server to end
+            try:
+                os.kill(int(target.split(".", 1)[0]), signal.SIGTERM)
+            except OSError:
+                pass
+        if not wait_until(lambda: not self._targets(name), self.ready_timeout):
+            raise SessionError(f"screen session '{name}' did not end")
+
+    def detach(self, name: str) -> None:
+        target = self._target(name)
+        info = self.get(name)
+        if info is None or info.state != "attached":
+            return
+        self._run(["-d", target])
+        if not wait_until(lambda: (i := self.get(name)) is None or i.state == "detached", 5.0):
+            raise SessionError(f"screen session '{name}' is still attached")
+
+    def attach_argv(self, name: str, *, steal: bool = False) -> list[str]:
+        """`screen -r PID.NAME`; `steal`: `screen -d -r PID.NAME` (detach the other terminal).
+
+        A session attached elsewhere without `steal` is shared: `screen -x PID.NAME`.
+        """
+        binary = self._require_binary()
+        target = self._target(name)
+        if steal:
+            return [binary, "-d", "-r", target]
+        info = self.get(name)
+        if info is not None and info.state == "attached":
+            return [binary, "-x", target]
+        return [binary, "-r", target]

@@ -1,0 +1,234 @@
+"""tmux sessions, driven through libtmux's `Server.cmd` (tmux's own commands, argv lists).
+
+tmux's habits, and what this module does about them:
+
+- `-t NAME` matches name prefixes (libtmux's `kill_session(name)` too): sessions are targeted
+  as `=NAME` (exact match), panes as `=NAME:` (the session's current window).
+- libtmux's `send_keys` drops text that starts with `-`: text goes through
+  `send-keys -t =NAME: -l -- TEXT` (literal, after `--`), Enter through a separate `send-keys`.
+- `pipe-pane` runs its argument with `sh -c` after expanding `#` formats: the log path is
+  shell-quoted and its `#` doubled.
+- the interactive shell may drop what is typed before it is up: `create` waits until the pane
+  shows something (`capture-pane`) before the first `send`.
+- the run that created a session is kept in the session option `@orch_run_id` (and the shell
+  gets `ORCH_RUN_ID` in its environment).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+from libtmux import Server
+from libtmux import exc as tmux_exc
+
+from core.sessions.base import (
+    READY_TIMEOUT,
+    RUN_ID_ENV,
+    SessionBackend,
+    SessionError,
+    SessionInfo,
+    prepare_log_path,
+    validate_session_name,
+    wait_until,
+)
+
+_SOCKET_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_FIELDS = "#{session_attached}|#{session_created}|#{pane_pid}|#{@orch_run_id}|#{session_name}"
+_NO_SERVER = (
+    "no server running",
+    "error connecting to",
+    "failed to connect to",
+    "server exited unexpectedly",
+)
+_SEND_CHUNK = 2000  # characters per send-keys: a tmux command must fit in one message
+
+
+class TmuxBackend(SessionBackend):
+    """tmux through libtmux, on the default server or on the `-L` socket `socket`."""
+
+    name = "tmux"
+    binary = "tmux"
+    install_hint = "tmux is not installed (apt-get install tmux)"
+    detach_keys = "Ctrl-b d"
+
+    def __init__(self, *, socket: str | None = None, ready_timeout: float = READY_TIMEOUT) -> None:
+        if socket is not None and not _SOCKET_NAME_RE.fullmatch(socket):
+            raise SessionError(
+                f"invalid tmux socket name {socket!r}: letters, digits, '_', '.' and '-' only"
+            )
+        self.socket = socket
+        self.ready_timeout = ready_timeout
+        self.server = Server(socket_name=socket)
+
+    # -- running tmux ------------------------------------------------------------------------
+
+    def _cmd(self, *args: str) -> tuple[int, list[str], list[str]]:
+        self._require_binary()
+        try:
+            result = self.server.cmd(*args)
+        except tmux_exc.TmuxCommandNotFound:
+            raise SessionError(self.install_hint) from None
+        return result.returncode, list(result.stdout), list(result.stderr)
+
+    def _check(self, name: str, *args: str) -> list[str]:
+        """Run a tmux command about session `name`; SessionError (one line) if it fails."""
+        code, out, err = self._cmd(*args)
+        if code != 0:
+            detail = err[0] if err else f"exit code {code}"
+            if "can't find" in detail or "no such session" in detail or "no server" in detail:
+                raise SessionError(f"no tmux session named '{name}'")
+            raise SessionError(f"tmux {args[0]} failed for session '{name}': {detail}")
+        return out
+
+    def _require_session(self, name: str) -> None:
+        if not self.exists(name):
+            raise SessionError(f"no tmux session named '{name}'")
+
+    # -- the backend API ---------------------------------------------------------------------
+
+    def list(self) -> list[SessionInfo]:
+        code, out, err = self._cmd("list-sessions", "-F", _FIELDS)
+        if code != 0:
+            detail = " ".join(err)
+            if not err or any(marker in detail for marker in _NO_SERVER):
+                return []
+            raise SessionError(f"tmux list-sessions failed: {detail}")
+        sessions = []
+        for line in out:
+            parts = line.split("|", 4)
+            if len(parts) != 5:
+                continue
+            attached, created, pane_pid, run_id, name = parts
+            sessions.append(
+                SessionInfo(
+                    name=name,
+                    backend=self.name,
+                    state="attached" if attached not in ("", "0") else "detached",
+                    pid=int(pane_pid) if pane_pid.isdigit() else None,
+                    created=float(created) if created.isdigit() else None,
+                    run_id=run_id or None,
+                    socket=self.socket,
+                )
+            )
+        return sessions
+
+    def exists(self, name: str) -> bool:
+        validate_session_name(name)
+        code, _, _ = self._cmd("has-session", "-t", f"={name}")
+        return code == 0
+
+    def create(
+        self,
+        name: str,
+        *,
+        log_path: Path | None = None,
+        command: str | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> SessionInfo:
+        validate_session_name(name)
+        if cwd is not None and not Path(cwd).is_dir():
+            raise SessionError(f"working directory {cwd} does not exist")
+        if self.exists(name):
+            raise SessionError(f"tmux session '{name}' already exists")
+        if log_path is not None:
+            log_path = prepare_log_path(log_path)
+        args = ["new-session", "-d", "-s", name]
+        if cwd is not None:
+            args += ["-c", str(Path(cwd).absolute())]
+        for key, value in (env or {}).items():
+            args += ["-e", f"{key}={value}"]
+        code, _, err = self._cmd(*args)
+        if code != 0:
+            detail = err[0] if err else f"exit code {code}"
+            raise SessionError(f"tmux could not create session '{name}': {detail}")
+        run_id = (env or {}).get(RUN_ID_ENV)
+        if run_id:
+            self._check(name, "set-option", "-t", f"={name}:", "@orch_run_id", run_id)
+        if log_path is not None:
+            pipe = "cat >> " + shlex.quote(str(log_path)).replace("#", "##")
+            self._check(name, "pipe-pane", "-o", "-t", f"={name}:", pipe)
+        if not self.wait_ready(name, self.ready_timeout) and not self.exists(name):
+            raise SessionError(f"tmux session '{name}' ended right after it started")
+        if command:
+            self.send(name, command)
+        info = self.get(name)
+        if info is None:
+            raise SessionError(f"tmux session '{name}' ended right after it started")
+        return info
+
+    def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
+        validate_session_name(name)
+
+        def shows_something() -> bool:
+            code, out, _ = self._cmd("capture-pane", "-p", "-t", f"={name}:")
+            if code != 0:
+                raise SessionError(f"tmux session '{name}' ended while starting")
+            return any(line.strip() for line in out)
+
+        try:
+            return bool(wait_until(shows_something, timeout, interval=0.03))
+        except SessionError:
+            return False
+
+    def send(self, name: str, text: str, *, enter: bool = True) -> None:
+        self._require_session(name)
+        target = f"={name}:"
+        for start in range(0, len(text), _SEND_CHUNK):
+            chunk = text[start : start + _SEND_CHUNK]
+            self._check(name, "send-keys", "-t", target, "-l", "--", chunk)
+        if enter:
+            self._check(name, "send-keys", "-t", target, "Enter")
+
+    def kill(self, name: str) -> None:
+        self._require_session(name)
+        self._check(name, "kill-session", "-t", f"={name}")
+        if self.exists(name):
+            raise SessionError(f"tmux session '{name}' did not end")
+
+    def detach(self, name: str) -> None:
+        info = self.get(name)
+        if info is None:
+            raise SessionError(f"no tmux session named '{name}'")
+        if info.state != "attached":
+            return
+        self._check(name, "detach-client", "-s", f"={name}")
+        if not wait_until(lambda: (i := self.get(name)) is None or i.state == "detached", 5.0):
+            raise SessionError(f"tmux session '{name}' is still attached")
+
+    def _socket_path(self) -> Path:
+        base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+        return Path(base) / f"tmux-{os.getuid()}" / (self.socket or "default")
+
+    def _inside_same_server(self) -> bool:
+        current = os.environ.get("TMUX", "")
+        if not current:
+            return False
+        socket_path = current.split(",", 1)[0]
+        try:
+            return os.path.samefile(socket_path, self._socket_path())
+        except OSError:
+            return False
+
+    def attach_argv(self, name: str, *, steal: bool = False) -> list[str]:
+        """`tmux [-L socket] attach-session [-d] -t =NAME` (`steal`: `-d` detaches the others).
+
+        Inside tmux ($TMUX set): on the same server the current client switches to the session
+        instead (`tmux switch-client -t =NAME`, which returns at once; the user comes back with
+        the prefix key and `L` or `(`); on another server tmux refuses to nest unless $TMUX is
+        unset, so the argv starts with `env -u TMUX`.
+        """
+        self._require_session(name)
+        base = [shutil.which(self.binary) or self.binary]
+        if self.socket:
+            base += ["-L", self.socket]
+        if self._inside_same_server():
+            return [*base, "switch-client", "-t", f"={name}"]
+        argv = [*base, "attach-session", *(["-d"] if steal else []), "-t", f"={name}"]
+        if os.environ.get("TMUX"):
+            return ["env", "-u", "TMUX", *argv]
+        return argv

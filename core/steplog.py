@@ -1,0 +1,137 @@
+"""A step's output: every byte to logs/<step>.log, the newest lines in a small ring for viewers.
+
+The log file is the truth and gets everything, byte for byte, whatever its encoding or line
+length. Viewers (the TUI, the reporter, events) only ever need the newest lines, so the ring
+keeps a bounded number of them, each cut to a bounded length: a 10 MB line without a newline,
+or two million lines, cost the same memory. Splitting works from the end of each chunk
+(``rsplit`` with a limit), so a chunk of ten thousand lines is not turned into ten thousand
+objects when only the last few hundred can be shown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+RING_LINES = 1000
+MAX_LINE = 4096  # bytes of one line kept for display; the log file keeps all of it
+_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def clean_line(raw: bytes) -> str:
+    """A log line as text for display: ANSI escapes gone, the last ``\\r`` frame of a progress bar."""
+    if b"\x1b" in raw:
+        raw = _ANSI.sub(b"", raw)
+    if b"\r" in raw:
+        raw = raw.rstrip(b"\r")
+        raw = raw[raw.rfind(b"\r") + 1 :]
+    return raw.decode("utf-8", "replace")
+
+
+class StepLog:
+    """Sink for one step attempt's output. Thread-safe: a reader thread writes, viewers read."""
+
+    def __init__(self, path: Path, *, ring_lines: int = RING_LINES) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lock = threading.Lock()
+        self._ring: deque[bytes] = deque(maxlen=ring_lines)
+        self._partial = b""
+        self.size = os.fstat(self._fd).st_size
+        self.lines_total = 0
+        self._emitted_total = 0
+        self._emitted_size = self.size
+        self._watch: re.Pattern[str] | None = None
+        self._on_match: Callable[[], None] | None = None
+        self._closed = False
+
+    # -- writing ------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self.size += len(data)
+            self._take_lines(data)
+
+    def write_text(self, text: str) -> None:
+        self.write(text.encode("utf-8", "surrogateescape"))
+
+    def _take_lines(self, data: bytes) -> None:
+        newlines = data.count(b"\n")
+        if newlines == 0:
+            if len(self._partial) < MAX_LINE:
+                self._partial += data[: MAX_LINE - len(self._partial)]
+            return
+        self.lines_total += newlines
+        keep = self._ring.maxlen or RING_LINES
+        parts = data.rsplit(b"\n", min(newlines, keep))
+        if newlines <= keep:
+            first = self._partial + parts[0][:MAX_LINE]
+            complete = [first, *parts[1:-1]]
+        else:
+            complete = parts[1:-1]
+        self._ring.extend(line[:MAX_LINE] for line in complete)
+        self._partial = parts[-1][:MAX_LINE]
+        if self._watch is not None:
+            self._check_watch(complete)
+
+    # -- readiness by log line -----------------------------------------------------------------
+    def watch(self, pattern: str, on_match: Callable[[], None]) -> None:
+        """Call ``on_match`` once, when a line (from now on, or already in the ring) matches."""
+        regex = re.compile(pattern)
+        with self._lock:
+            if any(regex.search(clean_line(line)) for line in self._ring):
+                on_match()
+                return
+            self._watch, self._on_match = regex, on_match
+
+    def _check_watch(self, lines: list[bytes]) -> None:
+        assert self._watch is not None
+        for line in lines:
+            if self._watch.search(clean_line(line)):
+                callback, self._watch, self._on_match = self._on_match, None, None
+                if callback is not None:
+                    callback()
+                return
+
+    # -- reading --------------------------------------------------------------------------------
+    def take_new(self, limit: int = 200) -> tuple[int, list[str], int] | None:
+        """(size, newest lines since the last call, lines_total), or None if nothing changed."""
+        with self._lock:
+            if self.size == self._emitted_size and self.lines_total == self._emitted_total:
+                return None
+            new = min(self.lines_total - self._emitted_total, limit, len(self._ring))
+            lines = [clean_line(b) for b in list(self._ring)[len(self._ring) - new :]] if new else []
+            self._emitted_total, self._emitted_size = self.lines_total, self.size
+            return self.size, lines, self.lines_total
+
+    def tail(self, n: int) -> list[str]:
+        """The newest ``n`` complete lines plus the incomplete last one, as display text."""
+        with self._lock:
+            lines = list(self._ring)[-n:] if n > 0 else []
+            if self._partial:
+                lines.append(self._partial)
+            return [clean_line(b) for b in lines]
+
+    @property
+    def dirty(self) -> bool:
+        return self.size != self._emitted_size or self.lines_total != self._emitted_total
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._partial:
+                    self._ring.append(self._partial)
+                    self.lines_total += 1
+                    self._partial = b""
+                os.close(self._fd)

@@ -1,0 +1,184 @@
+"""The run directory: state.json, ctx.json, events.jsonl and logs/, written so a crash loses little.
+
+state.json and ctx.json are replaced atomically (temporary file, fsync, rename), so a reader
+never sees half a file. Writes are coalesced by a flusher thread: a thousand fast steps are not a
+thousand fsyncs, yet what is on disk is at most ``interval`` seconds behind. A large ctx backs the
+flusher off (the interval grows with the time a save takes) so saving never eats a whole core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
+
+RUNS_DIR = Path(".orch") / "runs"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def dumps(data: Any) -> bytes:
+    if _orjson is not None:
+        return _orjson.dumps(data, option=_orjson.OPT_INDENT_2)
+    return json.dumps(data, indent=2, ensure_ascii=False).encode()
+
+
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def new_run_id() -> str:
+    """Sortable and readable: 20261125-081502-3f9c."""
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() & 0xFFFF:04x}"
+
+
+def log_name(step: str, taken: set[str]) -> str:
+    """A file name for a step's log: the step name made safe, unique within the run."""
+    base = _UNSAFE.sub("_", step).strip(".") or "step"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name + ".log"
+
+
+class RunStore:
+    """Owns one run directory. Thread-safe; the runner calls ``mark_*`` and the flusher writes."""
+
+    def __init__(self, run_dir: Path, *, interval: float = 0.25) -> None:
+        self.run_dir = run_dir
+        self.logs_dir = run_dir / "logs"
+        self.interval = interval
+        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(run_dir, 0o700)
+        os.chmod(self.logs_dir, 0o700)
+        self._events: BinaryIO = open(run_dir / "events.jsonl", "ab")  # noqa: SIM115
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one writer at a time, so an old save never lands last
+        self._wake = threading.Event()
+        self._closed = False
+        self._state_dirty = False
+        self._state_fn: Callable[[], dict[str, Any]] | None = None
+        self._ctx_fn: Callable[[], bytes] | None = None
+        self._ctx_version_fn: Callable[[], int] | None = None
+        self._ctx_saved_version = -1
+        self._ctx_next_due = 0.0
+        self._thread = threading.Thread(target=self._flush_loop, name="orch-store", daemon=True)
+
+    def start(
+        self,
+        state_fn: Callable[[], dict[str, Any]],
+        ctx_fn: Callable[[], bytes],
+        ctx_version_fn: Callable[[], int],
+    ) -> None:
+        """Begin coalesced saving; the callables produce the current state and ctx on demand."""
+        self._state_fn, self._ctx_fn, self._ctx_version_fn = state_fn, ctx_fn, ctx_version_fn
+        self._state_dirty = True
+        self._thread.start()
+
+    # -- events ---------------------------------------------------------------------------------
+    def append_event(self, event: dict[str, Any]) -> None:
+        line = (_orjson.dumps(event) if _orjson else json.dumps(event).encode()) + b"\n"
+        with self._lock:
+            if not self._closed:
+                self._events.write(line)
+
+    # -- coalesced snapshots ----------------------------------------------------------------------
+    def state_changed(self) -> None:
+        self._state_dirty = True
+        self._wake.set()
+
+    def ctx_changed(self) -> None:
+        self._wake.set()
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            if self._closed:
+                break
+            time.sleep(self.interval)  # coalescing window, not synchronisation
+            self._wake.clear()
+            self.flush()
+
+    def flush(self, *, final: bool = False) -> None:
+        """Write whatever is dirty now. ``final`` also forces a ctx save."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._closed:
+                    self._events.flush()
+            if self._state_dirty and self._state_fn is not None:
+                self._state_dirty = False
+                atomic_write(self.run_dir / "state.json", dumps(self._state_fn()))
+            self._flush_ctx(final)
+
+    def _flush_ctx(self, final: bool) -> None:
+        if self._ctx_fn is None or self._ctx_version_fn is None:
+            return
+        version = self._ctx_version_fn()
+        if version == self._ctx_saved_version:
+            return
+        now = time.monotonic()
+        if not final and now < self._ctx_next_due:
+            self._wake.set()  # come back when it is due
+            return
+        started = time.monotonic()
+        data = self._ctx_fn()
+        atomic_write(self.run_dir / "ctx.json", data)
+        took = time.monotonic() - started
+        self._ctx_saved_version = version
+        # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
+        self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
+
+    def close(self) -> None:
+        """Final, synchronous save of everything; the directory is complete after this returns."""
+        self.flush(final=True)
+        with self._lock:
+            self._closed = True
+            self._events.flush()
+            os.fsync(self._events.fileno())
+            self._events.close()
+        self._wake.set()
+
+
+def find_latest_run(recipe: Path, roots: list[Path], *, exclude: Path | None = None) -> Path | None:
+    """The newest run directory (by state.json start time) that ran ``recipe``."""
+    best: tuple[float, Path] | None = None
+    target = str(recipe.resolve())
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for state_path in root.glob("*/state.json"):
+            run_dir = state_path.parent
+            if exclude is not None and run_dir.resolve() == exclude.resolve():
+                continue
+            try:
+                state = json.loads(state_path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if state.get("recipe") != target:
+                continue
+            started = float(state.get("started") or 0)
+            if best is None or started > best[0]:
+                best = (started, run_dir)
+    return best[1] if best else None

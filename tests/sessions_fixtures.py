@@ -1,0 +1,177 @@
+"""Shared helpers for the real screen/tmux tests (imported by the test modules, not a conftest).
+
+Each screen test gets its own SCREENDIR (a fresh 0700 directory, short enough for a Unix socket
+path) and each tmux test its own `-L` socket; whatever a test started there is ended in teardown,
+even when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+T = TypeVar("T")
+
+SCREEN = shutil.which("screen")
+TMUX = shutil.which("tmux")
+BASH = shutil.which("bash")
+
+needs_screen = pytest.mark.skipif(SCREEN is None, reason="GNU screen is not installed")
+needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy (returned); fail the test after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def file_becomes(path: Path, expected: bytes, timeout: float = 5.0) -> None:
+    """Wait until `path` holds exactly `expected`; fail showing what it holds instead."""
+    deadline = time.monotonic() + timeout
+    while read_bytes(path) != expected:
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{path} holds {read_bytes(path)!r}, expected {expected!r}")
+        time.sleep(0.01)
+
+
+def _session_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a UTF-8 locale for the multiplexers and the shells, and bash as the sessions' shell
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    if BASH:
+        monkeypatch.setenv("SHELL", BASH)
+    monkeypatch.delenv("STY", raising=False)
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.delenv("ORCH_RUN_ID", raising=False)
+
+
+def _screen_pids(screendir: str) -> list[int]:
+    result = subprocess.run(
+        [SCREEN or "screen", "-ls"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SCREENDIR": screendir},
+        stdin=subprocess.DEVNULL,
+    )
+    pids = []
+    for line in result.stdout.splitlines():
+        field = line.strip().split("\t", 1)[0]
+        head = field.split(".", 1)[0]
+        if line.startswith("\t") and head.isdigit():
+            pids.append(int(head))
+    return pids
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        process = psutil.Process(pid)
+        family = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return
+    for member in family:
+        try:
+            member.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(family, timeout=3)
+
+
+def end_screen_sessions(screendir: str) -> None:
+    """Quit every session in `screendir`, then kill what is left (server and its children)."""
+    env = {**os.environ, "SCREENDIR": screendir}
+    for pid in _screen_pids(screendir):
+        subprocess.run(
+            [SCREEN or "screen", "-S", str(pid), "-X", "quit"],
+            capture_output=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + 3
+    while _screen_pids(screendir) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in _screen_pids(screendir):
+        _kill_tree(pid)
+
+
+@pytest.fixture
+def screendir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private SCREENDIR for this test; every session in it is ended afterwards."""
+    if SCREEN is None:
+        pytest.skip("GNU screen is not installed")
+    _session_env(monkeypatch)
+    directory = tempfile.mkdtemp(prefix="orchscr-", dir="/tmp")  # socket paths must stay short
+    os.chmod(directory, 0o700)
+    monkeypatch.setenv("SCREENDIR", directory)
+    try:
+        yield directory
+    finally:
+        end_screen_sessions(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def tmux_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A tmux `-L` socket name of its own for this test; its server is killed afterwards."""
+    if TMUX is None:
+        pytest.skip("tmux is not installed")
+    _session_env(monkeypatch)
+    socket = f"orchtest-{uuid.uuid4().hex[:12]}"
+    try:
+        yield socket
+    finally:
+        subprocess.run(
+            [TMUX, "-L", socket, "kill-server"], capture_output=True, stdin=subprocess.DEVNULL
+        )
+        base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+        Path(base, f"tmux-{os.getuid()}", socket).unlink(missing_ok=True)
+
+
+#: Texts that must reach the session byte for byte: what screen's `stuff` would expand, what
+#: libtmux's `send_keys` would drop, quotes for the shell, and non-ASCII text.
+TRICKY_TEXTS = [
+    "$HOME and ${USER:-x} and $(echo no)",
+    "^A ^C ^M ^[ ^^",
+    "back\\slash \\n \\\\ \\015 \\",
+    "it's a 'single' quote",
+    'a "double" quote',
+    "-leading dash",
+    "--",
+    "-X quit",
+    "unicode: é ü ß 中文 😀 ∑",
+    "`backticks` ; & | < > * ? ~ # % !wow",
+    "%s %n %% %d %{",
+    "two\nlines",
+]
+
+
+def printf_command(text: str, target: Path) -> str:
+    """A shell command writing `text` (exactly) to `target`."""
+    import shlex
+
+    return f"printf '%s' {shlex.quote(text)} > {shlex.quote(str(target))}"
