@@ -8,6 +8,7 @@ even when the test fails.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -71,7 +72,8 @@ def _session_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ORCH_RUN_ID", raising=False)
 
 
-def _screen_pids(screendir: str) -> list[int]:
+def _screen_targets(screendir: str) -> list[str]:
+    """PID.NAME of every session in `screendir` (never a bare pid: screen matches prefixes)."""
     result = subprocess.run(
         [SCREEN or "screen", "-ls"],
         capture_output=True,
@@ -79,13 +81,12 @@ def _screen_pids(screendir: str) -> list[int]:
         env={**os.environ, "SCREENDIR": screendir},
         stdin=subprocess.DEVNULL,
     )
-    pids = []
+    targets = []
     for line in result.stdout.splitlines():
         field = line.strip().split("\t", 1)[0]
-        head = field.split(".", 1)[0]
-        if line.startswith("\t") and head.isdigit():
-            pids.append(int(head))
-    return pids
+        if line.startswith("\t") and field.split(".", 1)[0].isdigit():
+            targets.append(field)
+    return targets
 
 
 def _kill_tree(pid: int) -> None:
@@ -105,18 +106,18 @@ def _kill_tree(pid: int) -> None:
 def end_screen_sessions(screendir: str) -> None:
     """Quit every session in `screendir`, then kill what is left (server and its children)."""
     env = {**os.environ, "SCREENDIR": screendir}
-    for pid in _screen_pids(screendir):
+    for target in _screen_targets(screendir):
         subprocess.run(
-            [SCREEN or "screen", "-S", str(pid), "-X", "quit"],
+            [SCREEN or "screen", "-S", target, "-X", "quit"],
             capture_output=True,
             env=env,
             stdin=subprocess.DEVNULL,
         )
     deadline = time.monotonic() + 3
-    while _screen_pids(screendir) and time.monotonic() < deadline:
+    while _screen_targets(screendir) and time.monotonic() < deadline:
         time.sleep(0.02)
-    for pid in _screen_pids(screendir):
-        _kill_tree(pid)
+    for target in _screen_targets(screendir):
+        _kill_tree(int(target.split(".", 1)[0]))
 
 
 @pytest.fixture
@@ -172,6 +173,4 @@ TRICKY_TEXTS = [
 
 def printf_command(text: str, target: Path) -> str:
     """A shell command writing `text` (exactly) to `target`."""
-    import shlex
-
     return f"printf '%s' {shlex.quote(text)} > {shlex.quote(str(target))}"

@@ -8,11 +8,13 @@ screen's own habits, and what this module does about them:
   date column: the output is parsed (by tab-separated fields), the exit code ignored. Dead
   sessions are wiped (`screen -wipe PID.NAME`) and not listed.
 - `-X` returns before the server has run the command, and exits 0 when the command failed:
-  results are checked afterwards (the session list, a file), and `-Q number` (which waits for the
-  server's answer) serves as a barrier before a temporary file is removed.
+  results are checked afterwards (the session list, a file the server writes). `-Q` is not
+  used: it answers through a temporary socket `PID.NAME-queryA` in the socket directory, which a
+  concurrent `screen -ls` lists as a session (filtered out here) and disturbs.
 - `stuff` expands `$VAR`, `^X` and backslashes: text is written to a private 0600 file and typed
-  with `eval "readbuf FILE" "paste ."`, one server command, so it arrives byte for byte and is not
-  interleaved with another sender's text.
+  with one server command, `eval "readbuf FILE" "paste ." "stuff \\015" "writebuf ECHO"`, so it
+  arrives byte for byte, is not interleaved with another sender's text, and the echo proves it
+  was read before the file is removed.
 - `screen -dmS` returns before the session's socket exists, and a command typed before the shell
   is up may be lost: `create` waits for the session to be listed, then for its window to show
   something (a hardcopy that is not blank), before the first `send`.
@@ -28,6 +30,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +48,7 @@ from core.sessions.base import (
 
 _SOCKET_DIR_RE = re.compile(r"(?:\d+ Sockets? in|No Sockets found in) (.+?)\.?$")
 _TARGET_RE = re.compile(r"(\d+)\.(.+)")
+_QUERY_SOCKET_RE = re.compile(r".+-query[A-Za-z]")
 _COMMAND_TIMEOUT = 10.0
 
 
@@ -83,7 +87,26 @@ def parse_screen_ls(output: str) -> tuple[list[_Entry], str | None]:
         found = _SOCKET_DIR_RE.search(line.strip())
         if found:
             socket_dir = found.group(1)
+    # `screen -Q` (anyone's) answers through a temporary socket PID.NAME-queryX beside the
+    # session's own PID.NAME: not a session
+    names = {(e.pid, e.name) for e in entries}
+    entries = [
+        e
+        for e in entries
+        if not (_QUERY_SOCKET_RE.fullmatch(e.name) and (e.pid, e.name[:-7]) in names)
+    ]
     return entries, socket_dir
+
+
+def _screen_process_alive(pid: int) -> bool:
+    """True when `pid` is a running screen process (its socket is not stale, just busy)."""
+    try:
+        import psutil
+
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and "screen" in process.name().lower()
+    except Exception:
+        return False
 
 
 def _read_run_id(pid: int) -> str | None:
@@ -104,6 +127,14 @@ def _created(pid: int) -> float | None:
 
         return psutil.Process(pid).create_time()
     except Exception:
+        return None
+
+
+def _read_nonempty(path: Path) -> bytes | None:
+    """The file's bytes, or None while it is missing or empty (being written)."""
+    try:
+        return path.read_bytes() or None
+    except FileNotFoundError:
         return None
 
 
@@ -163,21 +194,16 @@ class ScreenBackend(SessionBackend):
             detail = message[-1] if message else f"exit code {result.returncode}"
             raise SessionError(f"screen {command[0]} failed for session '{name}': {detail}")
 
-    def _barrier(self, target: str) -> bool:
-        """Wait until the server has run the commands sent before; False if the session is gone.
-
-        `-Q` (unlike `-X`) waits for the server's answer, and the server handles requests in
-        the order they arrive.
-        """
-        return self._run(["-S", target, "-Q", "number"]).returncode == 0
-
     def _entries(self) -> tuple[list[_Entry], str | None]:
         result = self._run(["-ls"])  # exits 1 even when sessions exist
         entries, socket_dir = parse_screen_ls(result.stdout + result.stderr)
-        dead = [e for e in entries if e.dead]
-        for entry in dead:
-            self._run(["-wipe", entry.target])
-        return [e for e in entries if not e.dead], socket_dir
+        live = []
+        for entry in entries:
+            if entry.dead and not _screen_process_alive(entry.pid):
+                self._run(["-wipe", entry.target])
+            elif not entry.dead:
+                live.append(entry)
+        return live, socket_dir
 
     def _targets(self, name: str) -> list[str]:
         validate_session_name(name)
@@ -248,7 +274,7 @@ class ScreenBackend(SessionBackend):
         target = targets[0]
         if log_path is not None:
             self._x(target, "logfile", "flush", "0")
-        if not self.wait_ready(name, self.ready_timeout) and not self._barrier(target):
+        if not self.wait_ready(name, self.ready_timeout) and target not in self._targets(name):
             raise SessionError(f"screen session '{name}' ended right after it started")
         if command:
             self.send(name, command)
@@ -259,29 +285,28 @@ class ScreenBackend(SessionBackend):
 
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
         target = self._target(name)
+        deadline = time.monotonic() + timeout
         with private_tempdir("orch-screen-") as directory:
-            copy = directory / "hardcopy"
-
-            def shows_something() -> bool:
-                copy.unlink(missing_ok=True)
-                self._run(["-S", target, "-X", "hardcopy", str(copy)])
-                if not self._barrier(target):
-                    raise SessionError(f"screen session '{name}' ended while starting")
-                try:
-                    return bool(copy.read_bytes().strip())
-                except FileNotFoundError:
+            attempt = 0
+            while time.monotonic() < deadline:
+                copy = directory / f"hardcopy{attempt}"
+                attempt += 1
+                if self._run(["-S", target, "-X", "hardcopy", str(copy)]).returncode != 0:
+                    return False  # the session is gone
+                remaining = max(deadline - time.monotonic(), 0.01)
+                written = wait_until(lambda c=copy: _read_nonempty(c), min(0.5, remaining))
+                if written and written.strip():
+                    return True
+                if written is None and target not in self._targets(name):
                     return False
-
-            try:
-                return bool(wait_until(shows_something, timeout, interval=0.03))
-            except SessionError:
-                return False
+                time.sleep(0.02)
+        return False
 
     def send(self, name: str, text: str, *, enter: bool = True) -> None:
         target = self._target(name)
         data = text.encode("utf-8", "surrogateescape")
-        commands = []
         with private_tempdir("orch-screen-") as directory:
+            commands = []
             if data:
                 buffer = directory / "text"
                 fd = os.open(buffer, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -292,9 +317,16 @@ class ScreenBackend(SessionBackend):
                 commands.append("stuff \\015")
             if not commands:
                 return
+            # the server writes the buffer back once it has typed it: proof that the text went
+            # in whole, and that the file may be removed
+            echo = directory / "echo"
+            if data:
+                commands.append(f"writebuf {echo}")
             self._x(target, "eval", *commands)
-            if not self._barrier(target):  # readbuf has read the file before it is removed
-                raise SessionError(f"screen session '{name}' ended while text was sent to it")
+            if data and not wait_until(lambda: _read_nonempty(echo) == data, self.ready_timeout):
+                if target not in self._targets(name):
+                    raise SessionError(f"screen session '{name}' ended while text was sent to it")
+                raise SessionError(f"screen did not take the text for session '{name}' in time")
 
     def kill(self, name: str) -> None:
         targets = self._targets(name)

@@ -1,0 +1,64 @@
+# orch-tui: every target sets itself up from nothing (venv, project, Debian packages).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := screen tmux shellcheck
+RECIPE ?= recipes/demo_screen_dash_ctx.yaml
+
+.PHONY: help setup system-deps demo test lint format bench screenshots clean distclean
+
+help:
+	@echo "make demo    set up, then run the demo recipe ($(RECIPE))"
+	@echo "make test    set up, then lint and run the test suite"
+	@echo "make bench   set up, then run the benchmarks (bench/results.json)"
+	@echo "make clean   remove runs, logs and caches;  make distclean: the venv too"
+
+setup: system-deps $(STAMP)
+
+# Debian packages: installed when missing and we are root; otherwise we say what to install.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "warning: missing$$missing; install with: sudo apt-get install$$missing" >&2; \
+	    echo "         (tests that need them are skipped)" >&2; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "orch-tui needs Python >= 3.10")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/orch-tui $(RECIPE)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+screenshots: setup
+	$(PY) -m tui.screenshots
+
+clean:
+	@if [ -x $(VENV)/bin/orch-tui ]; then $(VENV)/bin/orch-tui clean; \
+	else rm -rf .orch .pytest_cache .ruff_cache .hypothesis logs; find . -name __pycache__ -not -path './.venv/*' -exec rm -rf {} +; fi
+
+distclean: clean
+	rm -rf $(VENV)

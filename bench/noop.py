@@ -1,0 +1,5 @@
+"""A no-op python step for the benchmarks."""
+
+
+def run(ctx):
+    return None

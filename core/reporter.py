@@ -1,0 +1,1024 @@
+"""The headless reporter: what ``orch-tui RECIPE --no-ui`` prints.
+
+It consumes the runner's events (``handle``, called in order from one dispatcher thread) and,
+at the end, the final state (``close``), and prints:
+
+* off a terminal (CI logs, pipes): plain lines with no ANSI codes, one per event that matters
+  (``12:00:02 ✓ build succeeded in 1.2s``), and every line each step wrote, prefixed by the
+  step's name (``build | compiling...``);
+* on a terminal: a Rich ``Live`` view with one line per step (status, duration, spinner,
+  attempt, CPU/memory), the steps' output scrolling above it, capped per step so a step
+  printing half a million lines a second does not drown the terminal.
+
+Both end with a summary: a table of every step, the root failures with the tail of their logs,
+what they blocked, and one final line (``run failed: 1 failed, 2 blocked, 3 succeeded in 4.2s``).
+
+Output comes from the log files, not from the events: ``StepOutput`` carries only the newest
+lines, so the reporter keeps a byte offset per step and reads ``logs/<step>.log`` from there,
+in big chunks, with byte-level operations (no per-line Python work in plain mode).
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich import box
+from rich.ansi import AnsiDecoder
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from core.events import (
+    BLOCKED,
+    CANCELLED,
+    FAILED,
+    FAILURE_STATUSES,
+    PENDING,
+    READY,
+    RUNNING,
+    SKIPPED,
+    STOPPED,
+    SUCCEEDED,
+    TIMED_OUT,
+    Event,
+    ResourcesSampled,
+    RunFinished,
+    RunMessage,
+    RunStarted,
+    StepFinished,
+    StepOutput,
+    StepReady,
+    StepStarted,
+    StepStatus,
+)
+
+#: Bytes read from a log at a time; also bounds the memory one echo pass needs.
+CHUNK = 4 * 1024 * 1024
+#: An unterminated line longer than this is echoed in pieces rather than held forever.
+MAX_PENDING = 1024 * 1024
+#: On a terminal: at most this many output lines per step per refresh; the rest are counted.
+TTY_LINES_PER_REFRESH = 200
+#: On a terminal: an echoed line is cut to this many characters (the log keeps all of it).
+TTY_MAX_LINE = 2000
+#: Lines of a root failure's log shown in the summary.
+TAIL_LINES = 10
+
+_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+_CR_TRAILING = re.compile(rb"\r+(?=\n|\Z)")  # "text\r\n" is a line ending, not a frame
+_CR_FRAMES = re.compile(rb"(?m)^[^\n]*\r")  # all but the last frame of a \r progress line
+_CONTROL = bytes([*range(0, 9), *range(11, 32), 127])  # C0 controls but tab and newline, DEL
+_CONTROL_TTY = bytes(b for b in _CONTROL if b != 0x1B)  # keep ESC: Rich turns SGR into styles
+
+# status -> (symbol, ASCII fallback, style)
+_ICONS: dict[str, tuple[str, str, str]] = {
+    PENDING: ("·", ".", "dim"),
+    BLOCKED: ("⊘", "-", "yellow"),
+    RUNNING: ("▶", ">", "cyan"),
+    READY: ("●", "*", "green"),
+    SUCCEEDED: ("✓", "+", "green"),
+    FAILED: ("✗", "x", "bold red"),
+    TIMED_OUT: ("⏱", "T", "bold red"),
+    SKIPPED: ("↷", "~", "dim"),
+    CANCELLED: ("⊗", "!", "yellow"),
+    STOPPED: ("■", "#", "dim"),
+    "retry": ("↻", "R", "yellow"),
+    "allowed": ("✗", "x", "yellow"),
+    "run": ("»", ">", "bold"),
+    "debug": ("·", ".", "dim"),
+    "info": ("ℹ", "i", "blue"),
+    "warning": ("⚠", "!", "yellow"),
+    "error": ("✗", "x", "bold red"),
+}
+_PUNCT = {"…": "...", "—": "-", "·": "-", "→": "->"}
+_STEP_COLOURS = (
+    "cyan",
+    "magenta",
+    "blue",
+    "green",
+    "yellow",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_blue",
+    "bright_green",
+    "bright_yellow",
+)
+_SGR = {
+    "dim": "2",
+    "bold": "1",
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "cyan": "36",
+    "bright_green": "92",
+    "bright_yellow": "93",
+    "bright_blue": "94",
+    "bright_magenta": "95",
+    "bright_cyan": "96",
+}
+# (status, label) in the order the final line lists them
+_COUNT_ORDER = (
+    (FAILED, "failed"),
+    ("allowed", "failed (allowed)"),
+    (TIMED_OUT, "timed out"),
+    (BLOCKED, "blocked"),
+    (CANCELLED, "cancelled"),
+    (STOPPED, "stopped"),
+    (SKIPPED, "skipped"),
+    (SUCCEEDED, "succeeded"),
+    (READY, "ready"),
+    (RUNNING, "running"),
+    (PENDING, "pending"),
+)
+
+
+# -- small formatting helpers ---------------------------------------------------------------------
+def format_duration(seconds: float | None) -> str:
+    """``0.3s``, ``5s``, ``2m05s``, ``1h02m``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, float(seconds))
+    if seconds < 59.95:
+        return f"{seconds:.1f}".rstrip("0").rstrip(".") + "s"
+    whole = int(round(seconds))
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def format_bytes(size: int | float | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def clean_block(block: bytes, *, keep_ansi: bool = False) -> bytes:
+    """Complete lines of output as display bytes: ANSI escapes (unless ``keep_ansi``) and other
+    control characters removed, and of a ``\\r`` progress line only its last frame kept."""
+    if not keep_ansi and b"\x1b" in block:
+        block = _ANSI.sub(b"", block)
+    if b"\r" in block:
+        block = _CR_TRAILING.sub(b"", block)
+        if b"\r" in block:
+            block = _CR_FRAMES.sub(b"", block)
+    return block.translate(None, _CONTROL_TTY if keep_ansi else _CONTROL)
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+class _Step:
+    """What the reporter knows of one step."""
+
+    __slots__ = (
+        "name",
+        "type",
+        "background",
+        "depends_on",
+        "log",
+        "index",
+        "max_attempts",
+        "continue_on_error",
+        "status",
+        "attempt",
+        "started",
+        "ended",
+        "duration",
+        "exit_code",
+        "signal",
+        "reason",
+        "allowed",
+        "blocked_by",
+        "peak_cpu",
+        "peak_rss",
+        "cpu",
+        "rss",
+        "offset",
+        "pending",
+        "colour",
+        "spinner",
+        "window",
+        "window_used",
+        "hidden",
+        "lines",
+    )
+
+    def __init__(self, name: str, info: dict[str, Any], index: int) -> None:
+        self.name = name
+        self.index = index
+        self.type = info.get("type", "")
+        self.background = bool(info.get("background", False))
+        self.depends_on = list(info.get("depends_on") or [])
+        self.log = info.get("log") or f"logs/{name}.log"
+        retries = info.get("retries")
+        self.max_attempts: int | None = (
+            int(retries) + 1 if isinstance(retries, int) else info.get("max_attempts")
+        )
+        self.continue_on_error = bool(info.get("continue_on_error", False))
+        self.status = info.get("status") or PENDING
+        self.attempt = int(info.get("attempts") or 0)
+        self.started: float | None = info.get("started")
+        self.ended: float | None = info.get("ended")
+        self.duration: float | None = info.get("duration")
+        self.exit_code: int | None = info.get("exit_code")
+        self.signal: int | None = info.get("signal")
+        self.reason: str | None = info.get("reason")
+        self.allowed = bool(info.get("allowed", False))
+        self.blocked_by: list[str] = list(info.get("blocked_by") or [])
+        self.peak_cpu: float | None = info.get("peak_cpu")
+        self.peak_rss: int | None = info.get("peak_rss")
+        self.cpu: float | None = None
+        self.rss: int | None = None
+        self.offset = 0
+        self.pending = b""
+        self.colour = _STEP_COLOURS[zlib.crc32(name.encode()) % len(_STEP_COLOURS)]
+        self.spinner: Spinner | None = None
+        self.window = -1  # refresh window of the tty echo budget
+        self.window_used = 0
+        self.hidden = 0  # tty: lines counted but not shown since the last notice
+        self.lines = 0  # complete lines echoed or counted so far
+
+    def update_from_state(self, info: dict[str, Any]) -> None:
+        for key, attr in (
+            ("status", "status"),
+            ("exit_code", "exit_code"),
+            ("signal", "signal"),
+            ("reason", "reason"),
+            ("started", "started"),
+            ("ended", "ended"),
+            ("duration", "duration"),
+            ("peak_cpu", "peak_cpu"),
+            ("peak_rss", "peak_rss"),
+        ):
+            if key in info:
+                setattr(self, attr, info[key])
+        if "attempts" in info:
+            self.attempt = int(info["attempts"] or 0)
+        if "allowed" in info:
+            self.allowed = bool(info["allowed"])
+        if "blocked_by" in info:
+            self.blocked_by = list(info["blocked_by"] or [])
+        if info.get("log"):
+            self.log = info["log"]
+        if "type" in info:
+            self.type = info["type"]
+        if "background" in info:
+            self.background = bool(info["background"])
+
+    def elapsed(self, now: float) -> float | None:
+        if self.status in (RUNNING, READY) and self.started is not None:
+            return now - self.started
+        if self.duration is not None:
+            return self.duration
+        if self.started is not None and self.ended is not None:
+            return self.ended - self.started
+        return None
+
+
+class HeadlessReporter:
+    """Prints a run's progress, its steps' output and a final summary to ``stream``.
+
+    ``tty`` (default: ``stream.isatty()``) picks the Rich live view or plain lines; ``color``
+    (default: on a terminal unless ``NO_COLOR`` is set) whether ANSI colours are used at all;
+    ``echo_output`` whether the steps' output is printed. ``width`` fixes the terminal width
+    (tests); ``refresh_per_second`` is the live view's refresh rate.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        stream: TextIO = sys.stdout,
+        tty: bool | None = None,
+        color: bool | None = None,
+        echo_output: bool = True,
+        width: int | None = None,
+        refresh_per_second: float = 8.0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.stream = stream
+        if tty is None:
+            try:
+                tty = bool(stream.isatty())
+            except (AttributeError, ValueError, OSError):
+                tty = False
+        self.tty = tty
+        if color is None:
+            color = tty and "NO_COLOR" not in os.environ
+        self.color = color
+        self.echo_output = echo_output
+        self.refresh_per_second = refresh_per_second
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            encoding = codecs.lookup(encoding).name
+        except LookupError:
+            encoding = "ascii"
+        self._encoding = encoding
+        self._unicode = encoding.startswith("utf")
+        symbols = "".join(icon for icon, _, _ in _ICONS.values()) + "".join(_PUNCT)
+        try:
+            symbols.encode(encoding)
+            self._symbols = True
+        except UnicodeError:
+            self._symbols = False
+        self._steps: dict[str, _Step] = {}
+        self._lock = threading.Lock()  # guards _steps against the live view's refresh thread
+        self._run_id = ""
+        self._name = ""
+        self._started: float | None = None
+        self._system: tuple[float, float] | None = None  # cpu %, mem %
+        self._finished: RunFinished | None = None
+        self._closed = False
+        self._broken = False  # the stream went away (a closed pipe): stop writing
+        self._decoder = AnsiDecoder()
+        self._console: Console | None = None
+        self._live: Live | None = None
+        if tty:
+            self._console = Console(
+                file=stream,
+                force_terminal=True,
+                no_color=not color,
+                width=width,
+                highlight=False,
+                markup=False,
+                emoji=False,
+                legacy_windows=False,
+            )
+
+    # == events ======================================================================================
+    def handle(self, event: Event) -> None:
+        """Consume one event (from the single dispatcher thread, in order)."""
+        if self._closed:
+            return
+        if isinstance(event, StepOutput):
+            step = self._step(event.step)
+            self._echo(step, final=False)
+        elif isinstance(event, StepStarted):
+            self._on_started(event)
+        elif isinstance(event, StepFinished):
+            self._on_finished(event)
+        elif isinstance(event, StepStatus):
+            self._on_status(event)
+        elif isinstance(event, StepReady):
+            step = self._step(event.step)
+            with self._lock:
+                step.status = READY
+            self._event_line(event.ts, READY, step, "ready")
+        elif isinstance(event, ResourcesSampled):
+            with self._lock:
+                self._system = (event.cpu_percent, event.mem_percent)
+                for name, figures in event.steps.items():
+                    step = self._steps.get(name)
+                    if step is not None:
+                        step.cpu = figures.get("cpu")  # type: ignore[assignment]
+                        step.rss = figures.get("rss")  # type: ignore[assignment]
+        elif isinstance(event, RunMessage):
+            icon = event.level if event.level in _ICONS else "info"
+            where = f"{event.step}: " if event.step else ""
+            self._event_line(event.ts, icon, None, f"{event.level}: {where}{event.text}")
+        elif isinstance(event, RunStarted):
+            self._on_run_started(event)
+        elif isinstance(event, RunFinished):
+            self._finished = event
+
+    def _on_run_started(self, event: RunStarted) -> None:
+        with self._lock:
+            self._run_id = event.run_id
+            self._name = Path(event.recipe).stem if event.recipe else ""
+            self._started = event.ts
+            for info in event.steps:
+                name = str(info.get("name"))
+                if name not in self._steps:
+                    self._steps[name] = _Step(name, info, len(self._steps))
+        logs = _display_path(self.run_dir / "logs")
+        self._event_line(
+            event.ts,
+            "run",
+            None,
+            f"run {event.run_id} of {event.recipe}: {len(event.steps)} steps, logs in {logs}",
+        )
+        if self._console is not None and self._live is None:
+            self._live = Live(
+                console=self._console,
+                get_renderable=self._render_live,
+                transient=False,
+                refresh_per_second=self.refresh_per_second,
+                redirect_stdout=False,  # the runner routes sys.stdout to the steps' logs
+                redirect_stderr=False,
+            )
+            try:
+                self._live.start()
+            except Exception:  # a terminal that cannot do live updates: plain lines above
+                self._live = None
+
+    def _on_started(self, event: StepStarted) -> None:
+        step = self._step(event.step)
+        with self._lock:
+            step.status = RUNNING
+            step.attempt = event.attempt
+            step.started = event.ts
+            step.ended = step.duration = None
+            step.exit_code = step.signal = None
+            step.reason = None
+            step.spinner = Spinner("dots", style=step.colour)
+        self._event_line(event.ts, RUNNING, step, "started" + self._attempt_note(step))
+
+    def _on_finished(self, event: StepFinished) -> None:
+        step = self._step(event.step)
+        self._echo(step, final=True)  # its output before the line that says it ended
+        with self._lock:
+            step.status = PENDING if event.will_retry else event.status
+            step.attempt = max(step.attempt, event.attempt)
+            step.exit_code, step.signal = event.exit_code, event.signal
+            step.reason, step.duration = event.reason, event.duration
+            step.ended = event.ts
+            step.spinner = None
+            step.cpu = step.rss = None
+            if event.status in FAILURE_STATUSES and step.continue_on_error:
+                step.allowed = True
+        took = format_duration(event.duration)
+        cause = self._cause(event.exit_code, event.signal)
+        said = self._worth_saying(event.reason, event.status, event.exit_code, event.signal)
+        reason = f" {self._p('—')} {event.reason}" if said else ""
+        if event.will_retry:
+            nxt = event.attempt + 1
+            of = f" of {step.max_attempts}" if step.max_attempts else ""
+            text = f"{self._status_word(event.status)}, retrying (attempt {nxt}{of})"
+            detail = f"{cause}, after {took}" if cause else f"after {took}"
+            self._event_line(event.ts, "retry", step, f"{text} {self._p('—')} {detail}{reason}")
+            return
+        if event.status == SUCCEEDED:
+            text = f"succeeded in {took}" + self._attempt_note(step)
+        elif event.status == TIMED_OUT:
+            text = f"timed out after {took}"
+        elif event.status == FAILED:
+            text = f"failed{f' ({cause})' if cause else ''} in {took}"
+        elif event.status == STOPPED:
+            text = f"stopped after {took}"
+        else:
+            text = f"{self._status_word(event.status)} after {took}"
+        icon = "allowed" if step.allowed else event.status
+        if step.allowed:
+            text += " (continue_on_error)"
+        self._event_line(event.ts, icon, step, text + reason)
+
+    def _on_status(self, event: StepStatus) -> None:
+        step = self._step(event.step)
+        with self._lock:
+            step.status = event.status
+            if event.status != RUNNING:
+                step.spinner = None
+            if event.reason is not None:
+                step.reason = event.reason
+            if event.status == BLOCKED:
+                step.blocked_by = self._roots(step)
+        if event.status == BLOCKED:
+            if event.reason and event.reason.startswith("blocked"):
+                text = event.reason
+            elif step.blocked_by:
+                text = "blocked by " + ", ".join(step.blocked_by)
+            else:
+                text = "blocked" + (f" ({event.reason})" if event.reason else "")
+        elif event.status == PENDING:
+            return  # waiting again (a retry or an un-blocked step): not worth a line
+        elif event.status in (RUNNING, READY):
+            return  # StepStarted / StepReady say these
+        else:
+            text = word = self._status_word(event.status)
+            if event.reason and event.reason.startswith(word):  # "skipped by user"
+                text = event.reason
+            elif event.reason:
+                text = f"{word} ({event.reason})"
+        self._event_line(event.ts, event.status, step, text)
+
+    def _roots(self, step: _Step) -> list[str]:
+        """The failed steps upstream of a blocked one (when the event does not say)."""
+        roots: list[str] = []
+        seen: set[str] = set()
+        stack = list(reversed(step.depends_on))
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            dep = self._steps.get(name)
+            if dep is None:
+                continue
+            if dep.status == BLOCKED:
+                stack.extend(reversed(dep.depends_on))
+            elif dep.status in (FAILED, TIMED_OUT, CANCELLED, STOPPED) and not dep.allowed:
+                roots.append(name)
+        return roots
+
+    def _step(self, name: str) -> _Step:
+        step = self._steps.get(name)
+        if step is None:  # an event for a step RunStarted did not list: still report it
+            with self._lock:
+                step = self._steps[name] = _Step(name, {}, len(self._steps))
+        return step
+
+    # == output echo ================================================================================
+    def _blocks(self, step: _Step, *, final: bool) -> Iterator[bytes]:
+        """New complete lines of the step's log, a chunk at a time, each joined by ``\\n`` with
+        no trailing newline; with ``final`` the incomplete last line too."""
+        path = self.run_dir / step.log
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below, while we yield
+        except OSError:
+            fh = None
+        if fh is not None:
+            with fh:
+                try:
+                    if os.fstat(fh.fileno()).st_size < step.offset:  # replaced: start over
+                        step.offset, step.pending = 0, b""
+                    fh.seek(step.offset)
+                except OSError:
+                    return
+                while True:
+                    try:
+                        data = fh.read(CHUNK)
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    step.offset += len(data)
+                    if step.pending:
+                        data, step.pending = step.pending + data, b""
+                    cut = data.rfind(b"\n")
+                    if cut < 0:
+                        if len(data) > MAX_PENDING:
+                            yield data  # a huge unterminated line: show it in pieces
+                        else:
+                            step.pending = data
+                        continue
+                    step.pending = data[cut + 1 :]
+                    yield data[:cut]
+        if final and step.pending:
+            block, step.pending = step.pending, b""
+            yield block
+
+    def _echo(self, step: _Step, *, final: bool) -> None:
+        """Print everything new in the step's log."""
+        if not self.echo_output:
+            return
+        if not self.tty:
+            for block in self._blocks(step, final=final):
+                self._echo_plain(step, block)
+            return
+        # On a terminal only the newest lines can be shown: keep a bounded tail, count the rest.
+        tail: bytes | None = None
+        total = 0
+        for block in self._blocks(step, final=final):
+            total += block.count(b"\n") + 1
+            tail = block if tail is None else tail + b"\n" + block
+            if tail.count(b"\n") >= TTY_LINES_PER_REFRESH:
+                tail = b"\n".join(tail.rsplit(b"\n", TTY_LINES_PER_REFRESH)[1:])
+        if tail is not None:
+            self._echo_tty(step, tail, total)
+        if final and step.hidden:
+            self._hidden_notice(step)
+
+    def _echo_plain(self, step: _Step, block: bytes) -> None:
+        step.lines += block.count(b"\n") + 1
+        text = clean_block(block).decode("utf-8", "replace")
+        prefix = self._paint(step.name, step.colour) + " | "
+        self._write(prefix + text.replace("\n", "\n" + prefix) + "\n")
+
+    def _echo_tty(self, step: _Step, tail: bytes, total: int) -> None:
+        """Show up to the refresh window's budget of ``tail``; count the other ``total`` lines."""
+        step.lines += total
+        window = int(time.monotonic() * self.refresh_per_second)
+        if window != step.window:
+            step.window, step.window_used = window, 0
+        budget = TTY_LINES_PER_REFRESH - step.window_used
+        count = tail.count(b"\n") + 1
+        if budget <= 0:
+            step.hidden += total
+            return
+        if count > budget:
+            tail = b"\n".join(tail.rsplit(b"\n", budget)[1:])
+            count = budget
+        step.window_used += count
+        step.hidden += total - count
+        if step.hidden:
+            self._hidden_notice(step)
+        text = clean_block(tail, keep_ansi=True).decode("utf-8", "replace")
+        prefix = (f"{step.name} | ", step.colour)
+        lines = []
+        for raw in text.split("\n"):
+            line = self._decoder.decode_line(raw)
+            if len(line) > TTY_MAX_LINE:
+                line.truncate(TTY_MAX_LINE)
+                line.append(self._p("…"))
+            lines.append(Text.assemble(prefix, line))
+        self._print(Text("\n").join(lines))
+
+    def _hidden_notice(self, step: _Step) -> None:
+        log = _display_path(self.run_dir / step.log)
+        notice = f"{step.name} | {self._p('…')} {step.hidden} more lines in {log}"
+        step.hidden = 0
+        self._print(Text(notice, style="dim"))
+
+    # == output primitives ============================================================================
+    def _p(self, symbol: str) -> str:
+        return symbol if self._symbols else _PUNCT.get(symbol, symbol)
+
+    def _icon(self, key: str) -> tuple[str, str]:
+        symbol, fallback, style = _ICONS.get(key, ("·", ".", ""))
+        return (symbol if self._symbols else fallback), style
+
+    def _paint(self, text: str, style: str) -> str:
+        """ANSI colour for plain mode with ``color`` on; the text alone otherwise."""
+        if not self.color or not style:
+            return text
+        codes = ";".join(_SGR[s] for s in style.split() if s in _SGR)
+        return f"\x1b[{codes}m{text}\x1b[0m" if codes else text
+
+    def _write(self, text: str) -> None:
+        if self._broken:
+            return
+        if not self._unicode:
+            text = text.encode(self._encoding, "replace").decode(self._encoding)
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):  # a closed pipe or stream: nobody is reading
+            self._broken = True
+        except OSError:
+            self._broken = True
+
+    def _print(self, renderable: RenderableType) -> None:
+        if self._broken:
+            return
+        if self._console is None:
+            text = renderable.plain if isinstance(renderable, Text) else str(renderable)
+            self._write(text + "\n")
+            return
+        try:
+            self._console.print(renderable, soft_wrap=False, crop=False)
+        except (BrokenPipeError, ValueError, OSError):
+            self._broken = True
+
+    def _event_line(self, ts: float, icon_key: str, step: _Step | None, text: str) -> None:
+        """``12:00:02 ✓ build succeeded in 1.2s``: one line for an event that matters."""
+        clock = time.strftime("%H:%M:%S", time.localtime(ts))
+        icon, style = self._icon(icon_key)
+        if self.tty:
+            line = Text.assemble((clock, "dim"), " ", (icon, style), " ")
+            if step is not None:
+                line.append(step.name, style=f"bold {step.colour}")
+                line.append(" ")
+            line.append(text)
+            self._print(line)
+            return
+        name = f"{self._paint(step.name, step.colour)} " if step is not None else ""
+        self._write(f"{clock} {self._paint(icon, style)} {name}{text}\n")
+
+    # == words ======================================================================================
+    @staticmethod
+    def _status_word(status: str) -> str:
+        return {TIMED_OUT: "timed out"}.get(status, status)
+
+    @staticmethod
+    def _cause(exit_code: int | None, sig: int | None) -> str:
+        if sig is not None:
+            return _signal_name(sig)
+        if exit_code is not None:
+            return f"exit {exit_code}"
+        return ""
+
+    @classmethod
+    def _worth_saying(
+        cls, reason: str | None, status: str, exit_code: int | None, sig: int | None
+    ) -> bool:
+        """Whether a reason adds to what the line says already ("exit code 1" does not)."""
+        if not reason:
+            return False
+        lowered = reason.lower()
+        if lowered.startswith(cls._status_word(status)):
+            return False
+        if exit_code is not None and lowered in (f"exit code {exit_code}", f"exit {exit_code}"):
+            return False
+        return not (sig is not None and lowered in (f"signal {sig}", _signal_name(sig).lower()))
+
+    @staticmethod
+    def _attempt_note(step: _Step) -> str:
+        if step.attempt <= 1:
+            return ""
+        of = f" of {step.max_attempts}" if step.max_attempts else ""
+        return f" (attempt {step.attempt}{of})"
+
+    # == live view ==================================================================================
+    def _render_live(self) -> RenderableType:
+        try:
+            with self._lock:
+                return self._render_live_locked()
+        except Exception as exc:  # never kill the refresh thread
+            return Text(f"(live view error: {exc})", style="dim")
+
+    def _render_live_locked(self) -> RenderableType:
+        now = time.time()
+        steps = list(self._steps.values())
+        done = sum(1 for s in steps if s.status in (SUCCEEDED, SKIPPED, STOPPED, READY))
+        failed = sum(1 for s in steps if s.status in FAILURE_STATUSES and not s.allowed)
+        header = Text.assemble(
+            (self._name or "run", "bold"),
+            f" {self._p('·')} {self._run_id} {self._p('·')} ",
+            f"{done}/{len(steps)} done",
+        )
+        if failed:
+            header.append(f" {self._p('·')} ")
+            header.append(f"{failed} failed", style="bold red")
+        if self._started is not None:
+            end = self._finished.ts if self._finished is not None else now
+            header.append(f" {self._p('·')} {format_duration(end - self._started)}")
+        if self._system is not None:
+            cpu, mem = self._system
+            header.append(f" {self._p('·')} cpu {cpu:.0f}% mem {mem:.0f}%", style="dim")
+
+        assert self._console is not None
+        limit = max(3, self._console.size.height - 3)
+        shown = steps
+        rest: list[_Step] = []
+        if len(steps) > limit:
+            rank = {RUNNING: 0, READY: 0, FAILED: 1, TIMED_OUT: 1, BLOCKED: 2, CANCELLED: 2}
+            keep = sorted(steps, key=lambda s: (rank.get(s.status, 3), s.index))[: limit - 1]
+            keep_names = {s.name for s in keep}
+            shown = [s for s in steps if s.name in keep_names]
+            rest = [s for s in steps if s.name not in keep_names]
+
+        table = Table.grid(padding=(0, 1))
+        table.add_column(width=1)  # icon
+        table.add_column(no_wrap=True, max_width=40)  # name
+        table.add_column(width=1)  # spinner
+        table.add_column(justify="right", no_wrap=True)  # duration
+        table.add_column(no_wrap=True, overflow="ellipsis")  # notes
+        for step in shown:
+            icon, style = self._icon(step.status)
+            if step.allowed:
+                icon, style = self._icon("allowed")
+            spinner: RenderableType = (
+                step.spinner if step.spinner is not None and step.status == RUNNING else ""
+            )
+            notes = Text(style="dim")
+            if step.background:
+                notes.append("ready " if step.status == READY else "bg ")
+            if step.attempt > 1:
+                of = f"/{step.max_attempts}" if step.max_attempts else ""
+                notes.append(f"attempt {step.attempt}{of} ")
+            if step.status in (RUNNING, READY) and step.cpu is not None:
+                notes.append(f"cpu {step.cpu:.0f}% ")
+                if step.rss is not None:
+                    notes.append(f"{format_bytes(step.rss)} ")
+            if step.status == BLOCKED and step.blocked_by:
+                notes.append("blocked by " + ", ".join(step.blocked_by))
+            elif step.status in FAILURE_STATUSES:
+                notes.append(self._cause(step.exit_code, step.signal))
+            table.add_row(
+                Text(icon, style=style),
+                Text(step.name, style=step.colour if step.status == RUNNING else ""),
+                spinner,
+                Text(format_duration(step.elapsed(now)) if step.started else "", style="dim"),
+                notes,
+            )
+        parts: list[RenderableType] = [header, table]
+        if rest:
+            counts = self._counts({s.name: s for s in rest})
+            parts.append(Text(f"{self._p('…')} and {len(rest)} more: {counts}", style="dim"))
+        return Group(*parts)
+
+    # == summary ====================================================================================
+    def close(self, state: dict[str, Any]) -> None:
+        """Stop the live view, print what output is left, then the summary of ``state``."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            for name, info in (state.get("steps") or {}).items():
+                step = self._steps.get(name)
+                if step is None:
+                    self._steps[name] = _Step(name, info, len(self._steps))
+                else:
+                    step.update_from_state(info)
+                    step.spinner = None
+            self._run_id = state.get("run_id") or self._run_id
+            self._name = state.get("name") or self._name
+        for step in list(self._steps.values()):
+            self._echo(step, final=True)
+        if self._live is not None:
+            try:
+                self._live.stop()
+            except Exception:
+                pass
+            self._live = None
+        try:
+            self._summary(state)
+        finally:
+            if not self._broken:
+                try:
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass
+
+    def _summary(self, state: dict[str, Any]) -> None:
+        steps = self._steps
+        table = Table(
+            title=f"{self._name or 'run'} {self._p('—')} run {self._run_id}",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+        )
+        for column, justify in (
+            ("step", "left"),
+            ("status", "left"),
+            ("duration", "right"),
+            ("attempts", "right"),
+            ("exit", "right"),
+            ("peak cpu", "right"),
+            ("peak rss", "right"),
+            ("note", "left"),
+        ):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        now = time.time()
+        for step in steps.values():
+            icon, style = self._icon("allowed" if step.allowed else step.status)
+            status = self._status_word(step.status) + (" (allowed)" if step.allowed else "")
+            exit_text = (
+                str(step.exit_code)
+                if step.exit_code is not None
+                else _signal_name(step.signal)
+                if step.signal is not None
+                else "-"
+            )
+            if step.status == BLOCKED:
+                note = "by " + ", ".join(step.blocked_by) if step.blocked_by else ""
+            elif self._worth_saying(step.reason, step.status, step.exit_code, step.signal):
+                note = step.reason or ""
+            else:
+                note = ""
+            if step.background:
+                note = ("bg; " + note) if note else "bg"
+            table.add_row(
+                Text(step.name, style=step.colour),
+                Text(f"{icon} {status}", style=style),
+                format_duration(step.elapsed(now)),
+                str(step.attempt),
+                exit_text,
+                f"{step.peak_cpu:.0f}%" if step.peak_cpu is not None else "-",
+                format_bytes(step.peak_rss),
+                note,
+            )
+        self._print_block(table)
+
+        roots = [s for s in steps.values() if s.status in FAILURE_STATUSES and not s.allowed]
+        for step in roots:
+            cause = self._cause(step.exit_code, step.signal)
+            if step.status == TIMED_OUT:
+                cause = f"timed out after {format_duration(step.elapsed(now))}"
+            said = self._worth_saying(step.reason, step.status, step.exit_code, step.signal)
+            detail = ", ".join(x for x in (cause, step.reason if said else None) if x)
+            log = _display_path(self.run_dir / step.log)
+            line = Text("root failure: ", style="bold red")
+            line.append(step.name, style=f"bold {step.colour}")
+            line.append(f"{f' ({detail})' if detail else ''} {self._p('—')} see {log}")
+            self._print(line)
+            for tail in self._tail(step):
+                self._print(Text.assemble((f"  {step.name} | ", step.colour), tail))
+        blocked = [s for s in steps.values() if s.status == BLOCKED]
+        by_root: dict[str, list[str]] = {}
+        orphans: list[str] = []
+        for step in blocked:
+            if not step.blocked_by:
+                orphans.append(step.name)
+            for root in step.blocked_by:
+                by_root.setdefault(root, []).append(step.name)
+        for root, names in by_root.items():
+            self._print(Text(f"blocked by {root}: {', '.join(names)}", style="yellow"))
+        if orphans:
+            self._print(Text(f"blocked: {', '.join(orphans)}", style="yellow"))
+        for step in steps.values():
+            if step.allowed:
+                cause = self._cause(step.exit_code, step.signal)
+                log = _display_path(self.run_dir / step.log)
+                self._print(
+                    Text(
+                        f"allowed failure: {step.name}{f' ({cause})' if cause else ''} "
+                        f"{self._p('—')} see {log}",
+                        style="yellow",
+                    )
+                )
+
+        status = state.get("status") or (self._finished.status if self._finished else "")
+        word = {
+            SUCCEEDED: "run succeeded",
+            FAILED: "run failed",
+            "interrupted": "run interrupted",
+        }.get(status, f"run {status or 'ended'}")
+        started = state.get("started") or self._started
+        ended = state.get("ended") or now
+        took = f" in {format_duration(ended - started)}" if started else ""
+        style = {SUCCEEDED: "bold green", FAILED: "bold red"}.get(status, "bold yellow")
+        self._print(Text(f"{word}: {self._counts(steps)}{took}", style=style))
+
+    def _print_block(self, renderable: RenderableType) -> None:
+        """A table: through the live console on a terminal, as plain text without ANSI off it."""
+        if self._console is not None:
+            self._print(renderable)
+            return
+        plain = Console(
+            file=_Sink(self._encoding),  # its encoding decides the box characters
+            force_terminal=False,
+            no_color=True,
+            color_system=None,
+            width=100,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            legacy_windows=False,
+        )
+        with plain.capture() as capture:
+            plain.print(renderable)
+        self._write("".join(line.rstrip() + "\n" for line in capture.get().splitlines()))
+
+    @staticmethod
+    def _counts(steps: dict[str, _Step]) -> str:
+        counts: dict[str, int] = {}
+        for step in steps.values():
+            key = "allowed" if step.allowed else step.status
+            counts[key] = counts.get(key, 0) + 1
+        known = {key for key, _ in _COUNT_ORDER}
+        parts = [f"{counts[key]} {label}" for key, label in _COUNT_ORDER if counts.get(key)]
+        parts += [f"{n} {key}" for key, n in counts.items() if key not in known]
+        return ", ".join(parts) or "no steps"
+
+    def _tail(self, step: _Step, lines: int = TAIL_LINES) -> Iterable[Text]:
+        """The last ``lines`` lines of a step's log, for the summary."""
+        path = self.run_dir / step.log
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                start = max(0, size - 64 * 1024)
+                fh.seek(start)
+                data = fh.read()
+        except OSError:
+            return []
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        parts = data.split(b"\n")
+        if start > 0 and len(parts) > 1:
+            parts = parts[1:]  # the first piece is probably the end of a longer line
+        block = b"\n".join(parts[-lines:])
+        if not block:
+            return []
+        if self.tty:
+            text = clean_block(block, keep_ansi=True).decode("utf-8", "replace")
+            return list(self._decoder.decode(text))
+        text = clean_block(block).decode("utf-8", "replace")
+        return [Text(line) for line in text.split("\n")]
+
+
+class _Sink:
+    """A file-like object for the plain summary console (rendered via ``capture``)."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False

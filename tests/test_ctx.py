@@ -1,0 +1,112 @@
+"""The shared ctx: JSON only, safe under many writers, cheap appends, per-key versions."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from core.context import Context, ContextValueError, expose_for_shell
+
+
+def test_set_get_and_expose_like_the_seed():
+    ctx = Context()
+    ctx["foo"] = 123
+    env = expose_for_shell(ctx, ["foo"])
+    assert env["foo"] == "123"
+    assert ctx["foo"] == 123
+
+
+def test_expose_keeps_strings_and_json_encodes_the_rest():
+    ctx = Context({"s": "a b $HOME", "l": [1, "x"], "d": {"k": None}, "b": True})
+    env = expose_for_shell(ctx, ["s", "l", "d", "b", "missing"])
+    assert env == {"s": "a b $HOME", "l": '[1,"x"]', "d": '{"k":null}', "b": "true"}
+
+
+@pytest.mark.parametrize(
+    "value", [object(), {1, 2}, b"bytes", float("nan"), {"a": [1, {2: "int key"}]}, 1j]
+)
+def test_non_json_value_is_refused_naming_the_key(value):
+    ctx = Context()
+    with pytest.raises(ContextValueError, match="'bad_key'"):
+        ctx["bad_key"] = value
+    assert "bad_key" not in ctx
+
+
+def test_self_containing_value_is_refused():
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(ContextValueError, match="contains itself"):
+        Context()["x"] = loop
+
+
+def test_append_does_not_copy_or_recheck_old_rows():
+    ctx = Context()
+    ctx["rows"] = []
+    rows = ctx["rows"]
+    for i in range(5):
+        ctx.append("rows", [i, i * 2])
+    assert ctx["rows"] is rows and rows[-1] == [4, 8]
+    with pytest.raises(ContextValueError, match="'rows'"):
+        ctx.append("rows", [object()])
+    assert len(ctx["rows"]) == 5
+
+
+def test_append_to_a_non_list_is_an_error():
+    ctx = Context({"n": 1})
+    with pytest.raises(ContextValueError, match="not a list"):
+        ctx.append("n", 2)
+
+
+def test_versions_tell_a_viewer_what_changed():
+    ctx = Context()
+    ctx["a"] = 1
+    ctx["b"] = 2
+    seen = ctx.version
+    ctx["a"] = 3
+    ctx.append("rows", [1])
+    assert set(ctx.changed_since(seen)) == {"a", "rows"}
+    assert ctx.key_version("a") > ctx.key_version("b")
+    assert ctx.changed_since(ctx.version) == {}
+
+
+def test_concurrent_writers_lose_nothing_and_snapshots_stay_consistent():
+    ctx = Context()
+    ctx["rows"] = []
+    writers, per_writer = 8, 5000
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write(w: int) -> None:
+        try:
+            for i in range(per_writer):
+                ctx.append("rows", [w, i])
+                ctx[f"w{w}"] = i
+        except BaseException as exc:  # pragma: no cover - the assertion shows it
+            errors.append(exc)
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                json.loads(ctx.to_json_bytes())
+                list(ctx.items())
+            except BaseException as exc:  # pragma: no cover
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    assert errors == []
+    assert len(ctx["rows"]) == writers * per_writer
+    assert all(ctx[f"w{w}"] == per_writer - 1 for w in range(writers))
+    for w in range(writers):  # each writer's rows arrived in its own order
+        mine = [i for (who, i) in ctx["rows"] if who == w]
+        assert mine == list(range(per_writer))

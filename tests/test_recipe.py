@@ -1,0 +1,665 @@
+"""The recipe loader: both file shapes, every kind of mistake located by file:line and step,
+unsafe YAML refused without being run, and the JSON schema built from the same field table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from core.recipe import (
+    READY_FIELDS,
+    RECIPE_FIELDS,
+    STEP_FIELDS,
+    Problem,
+    Readiness,
+    Recipe,
+    RecipeError,
+    Step,
+    find_workspace,
+    load_recipe,
+    recipe_json_schema,
+)
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A workspace (pyproject.toml beside the recipe) whose sys.path entry is undone afterwards."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write(ws: Path, text: str, name: str = "r.yaml") -> Path:
+    path = ws / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def module(ws: Path, source: str) -> str:
+    """A fresh module in the workspace; unique names keep sys.modules from leaking between tests."""
+    name = f"stepmod_{uuid.uuid4().hex[:12]}"
+    (ws / f"{name}.py").write_text(textwrap.dedent(source))
+    return name
+
+
+def errors(path: Path, **kwargs: object) -> RecipeError:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+# ------------------------------------------------------------------------------------------
+# Good recipes
+
+
+def test_list_shape_runs_top_to_bottom(ws: Path) -> None:
+    path = write(
+        ws,
+        """
+        - name: a
+          type: shell
+          run: echo a
+        - name: b
+          type: shell
+          cmd: echo
+          args: [1, true, x]
+        - name: c
+          type: shell
+          run: echo c
+          depends_on: []
+        """,
+    )
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    assert recipe.path == path.resolve() and recipe.path.is_absolute()
+    assert recipe.workspace == ws
+    a, b, c = recipe.steps
+    assert (a.index, a.line, a.depends_on, a.explicit_deps) == (0, 1, (), False)
+    assert (b.index, b.line, b.depends_on, b.explicit_deps) == (1, 4, ("a",), False)
+    assert (c.index, c.line, c.depends_on, c.explicit_deps) == (2, 8, (), True)
+    assert b.cmd == "echo" and b.args == ("1", "true", "x") and b.run is None
+    assert a == Step(name="a", type="shell", index=0, line=1, depends_on=(), run="echo a")
+
+
+def test_mapping_shape_with_every_step_type(ws: Path) -> None:
+    mod = module(ws, "def run(ctx, n, label='x', *, stop=None, log=None):\n    return n\n")
+    path = write(
+        ws,
+        f"""
+        name: demo
+        description: all three step types
+        env: {{DEBUG: true, LEVEL: 3, NAME: x}}
+        ctx: {{rows: [1, 2.5, null], nested: {{ok: true}}}}
+        jobs: 2
+        steps:
+          - name: init
+            type: python
+            module: {mod}
+            params: {{n: 3}}
+            output: result
+            retries: 2
+            retry_delay: 0.5
+          - name: web
+            type: shell
+            run: python3 -m http.server 8000
+            background: true
+            ready: {{port: 8000, timeout: 10}}
+            grace: 1
+            env: {{PORT: 8000}}
+            expose: [result]
+          - name: attach
+            type: session
+            backend: tmux
+            socket: orch.test
+            action: send
+            session: dash_1
+            command: echo hi
+            log: true
+            depends_on: init
+            continue_on_error: true
+            timeout: 5
+        """,
+    )
+    recipe = load_recipe(path)
+    assert (recipe.name, recipe.description, recipe.jobs) == ("demo", "all three step types", 2)
+    assert recipe.env == {"DEBUG": "true", "LEVEL": "3", "NAME": "x"}
+    assert recipe.ctx == {"rows": [1, 2.5, None], "nested": {"ok": True}}
+    init, web, attach = recipe.steps
+    assert (init.module, init.function, init.params, init.output) == (
+        mod,
+        "run",
+        {"n": 3},
+        "result",
+    )
+    assert (init.retries, init.retry_delay, init.depends_on, init.line) == (2, 0.5, (), 7)
+    assert web.depends_on == ("init",) and web.background and web.grace == 1.0
+    assert web.ready == Readiness("port", 8000, "127.0.0.1", 10.0)
+    assert web.env == {"PORT": "8000"} and web.expose == ("result",)
+    assert attach.depends_on == ("init",) and attach.explicit_deps
+    assert (attach.backend, attach.socket, attach.action, attach.session) == (
+        "tmux",
+        "orch.test",
+        "send",
+        "dash_1",
+    )
+    assert attach.command == "echo hi" and attach.log is True and attach.continue_on_error
+    assert attach.timeout == 5.0
+    assert recipe.deps == {"init": (), "web": ("init",), "attach": ("init",)}
+
+
+def test_ready_kinds_and_yaml_merge_keys(ws: Path) -> None:
+    path = write(
+        ws,
+        """
+        - &shell {name: a, type: shell, run: x, background: true, ready: {log: 'listening on \\d+'}}
+        - {<<: *shell, name: b, ready: {ctx: url}}
+        - {<<: *shell, name: c, ready: {delay: 0}}
+        """,
+    )
+    a, b, c = load_recipe(path).steps
+    assert a.ready == Readiness("log", r"listening on \d+")
+    assert (b.ready, b.run, b.depends_on) == (Readiness("ctx", "url"), "x", ("a",))
+    assert c.ready == Readiness("delay", 0.0)
+
+
+def test_defaults_in_the_field_table_match_the_model() -> None:
+    model = {f.name: f for f in dataclasses.fields(Step)}
+    for spec in STEP_FIELDS.values():
+        assert spec.name in model, spec.name
+        declared = model[spec.name]
+        if declared.default is not dataclasses.MISSING:
+            assert spec.default == declared.default, spec.name
+        elif declared.default_factory is not dataclasses.MISSING:
+            assert spec.default == declared.default_factory(), spec.name
+    ready = {f.name: f.default for f in dataclasses.fields(Readiness)}
+    assert READY_FIELDS["host"].default == ready["host"]
+    assert READY_FIELDS["timeout"].default == ready["timeout"]
+    recipe = {f.name: f for f in dataclasses.fields(Recipe)}
+    assert all(name in recipe for name in RECIPE_FIELDS)
+
+
+# ------------------------------------------------------------------------------------------
+# Mistakes: each one located by file:line and step
+
+GOOD_A = "- {name: a, type: shell, run: x}\n"
+
+CASES = [
+    pytest.param(
+        GOOD_A + "- name: b\n  type: shell\n  run: x\n  dependson: [a]\n",
+        5,
+        "step 'b'",
+        "unknown field 'dependson' (did you mean 'depends_on'?)",
+        id="unknown-field",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  retries: three\n",
+        4,
+        "step 'a'",
+        "field 'retries' must be an integer >= 0, got 'three'",
+        id="wrong-type",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  retries: true\n",
+        4,
+        "step 'a'",
+        "field 'retries' must be an integer >= 0, got true",
+        id="bool-is-not-int",
+    ),
+    pytest.param(
+        GOOD_A + "- type: shell\n  run: x\n",
+        2,
+        "step #2",
+        "missing required field 'name'",
+        id="no-name",
+    ),
+    pytest.param(
+        "- name: a/b\n  type: shell\n  run: x\n",
+        1,
+        "step #1",
+        "field 'name' must be",
+        id="bad-name",
+    ),
+    pytest.param(
+        "- name: '..'\n  type: shell\n  run: x\n", 1, "step #1", "not '.' or '..'", id="dotdot"
+    ),
+    pytest.param(
+        "- name: a\n  type: pyhton\n", 2, "step 'a'", "did you mean 'python'?", id="bad-type"
+    ),
+    pytest.param(
+        "- name: a\n  type: python\n  module: os\n  cmd: ls\n",
+        4,
+        "step 'a'",
+        "field 'cmd' is for shell steps, not python steps",
+        id="other-type-field",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  cmd: ls\n  run: ls\n",
+        4,
+        "step 'a'",
+        "use either 'cmd' or 'run', not both",
+        id="cmd-and-run",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n",
+        1,
+        "step 'a'",
+        "needs 'cmd' (with 'args') or 'run'",
+        id="no-cmd",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: ls\n  args: [x]\n",
+        4,
+        "step 'a'",
+        "field 'args' goes with 'cmd'",
+        id="args-with-run",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  ready: {port: 80}\n",
+        4,
+        "step 'a'",
+        "field 'ready' needs 'background: true'",
+        id="ready-not-background",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    port: 80\n    log: up\n",
+        7,
+        "step 'a'",
+        "takes one of port, log, ctx or delay, not port and log",
+        id="ready-two-kinds",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    log: '(unclosed'\n",
+        6,
+        "step 'a'",
+        "field 'ready.log' is not a valid regular expression: missing ), unterminated subpattern",
+        id="ready-bad-regex",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    port: 70000\n",
+        6,
+        "step 'a'",
+        "field 'ready.port' must be a port number 1-65535, got 70000",
+        id="ready-port-range",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: kill\n  session: 'my session'\n",
+        4,
+        "step 'a'",
+        "field 'session' must match ^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$",
+        id="session-name",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: kill\n  session: s\n  socket: x\n",
+        5,
+        "step 'a'",
+        "field 'socket' is for the tmux backend only",
+        id="socket-with-screen",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: send\n  session: s\n",
+        3,
+        "step 'a'",
+        "action 'send' needs 'command'",
+        id="send-without-command",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  env:\n    A: [1, 2]\n",
+        5,
+        "step 'a'",
+        "field 'env' value of 'A' must be text, a number or a boolean, got a list",
+        id="env-list-value",
+    ),
+    pytest.param(
+        GOOD_A + "- name: b\n  type: shell\n  run: x\n  depends_on:\n    - a\n    - aa\n",
+        7,
+        "step 'b'",
+        "depends_on: unknown step 'aa' (did you mean 'a'?)",
+        id="unknown-dependency",
+    ),
+    pytest.param(
+        GOOD_A + "- name: a\n  type: shell\n  run: y\n",
+        2,
+        "step 'a'",
+        "duplicate step name 'a' (also at line 1)",
+        id="duplicate-name",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  depends_on: [a]\n",
+        1,
+        "step 'a'",
+        "dependency cycle: a -> a",
+        id="self-dependency",
+    ),
+    pytest.param(
+        "- {name: a, type: shell, run: x, depends_on: [b]}\n- {name: b, type: shell, run: x}\n",
+        1,
+        "step 'a'",
+        "dependency cycle: a -> b -> a",
+        id="cycle",
+    ),
+    pytest.param(
+        "name: x\nstpes:\n  - {name: a, type: shell, run: x}\n",
+        2,
+        None,
+        "unknown field 'stpes' (did you mean 'steps'?)",
+        id="unknown-top-level",
+    ),
+    pytest.param(
+        "ctx:\n  ok: 1\n  bad: .nan\nsteps: [{name: a, type: shell, run: x}]\n",
+        3,
+        None,
+        "field 'ctx' must be JSON data, but bad is .nan",
+        id="ctx-nan",
+    ),
+    pytest.param(
+        "jobs: 0\nsteps: [{name: a, type: shell, run: x}]\n",
+        1,
+        None,
+        "field 'jobs' must be an integer >= 1, got 0",
+        id="jobs-zero",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  timeout: 0\n",
+        4,
+        "step 'a'",
+        "field 'timeout' must be a number > 0, got 0",
+        id="timeout-zero",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  grace: -1\n",
+        4,
+        "step 'a'",
+        "field 'grace' must be a number >= 0, got -1",
+        id="grace-negative",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  run: y\n",
+        4,
+        "step 'a'",
+        "duplicate key 'run' (first at line 3)",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: !shout x\n",
+        3,
+        "step 'a'",
+        "YAML tag '!shout' is not allowed",
+        id="custom-tag",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: !!python/name:os.system\n",
+        3,
+        "step 'a'",
+        "YAML tag '!!python/name:os.system' is not allowed",
+        id="python-name-tag",
+    ),
+    pytest.param(
+        "- name: a\n  type: python\n  module: 'not a module'\n",
+        3,
+        "step 'a'",
+        "field 'module' must be a dotted module path",
+        id="module-path",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n- name: b\n   type: shell\n",
+        5,
+        None,
+        "invalid YAML:",
+        id="yaml-syntax",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "step", "message"), CASES)
+def test_mistake_is_located(ws: Path, text: str, line: int, step: str | None, message: str) -> None:
+    error = errors(write(ws, text))
+    matching = [p for p in error.problems if message in p.message]
+    assert matching, str(error)
+    shown = str(matching[0])
+    assert shown.startswith(f"r.yaml:{line}:"), shown
+    if step is not None:
+        assert f": {step}: " in shown, shown
+    assert "Traceback" not in str(error)
+
+
+def test_all_problems_are_reported_at_once(ws: Path) -> None:
+    path = write(
+        ws,
+        """
+        - name: a
+          type: shell
+          run: x
+          retries: -1
+        - name: b
+          type: shell
+          run: x
+          timout: 3
+        - name: c
+          type: shell
+          run: x
+          depends_on: [zz]
+        """,
+    )
+    error = errors(path)
+    assert [(p.line, p.step) for p in error.problems] == [(4, "a"), (8, "b"), (12, "c")]
+    assert len(str(error).splitlines()) == 3
+
+
+def test_problem_text_leaves_out_what_is_unknown() -> None:
+    full = Problem("recipes/x.yaml", 12, 5, "foo", "unknown field 'dependson'")
+    assert str(full) == "recipes/x.yaml:12:5: step 'foo': unknown field 'dependson'"
+    assert str(Problem("x.yaml", None, None, None, "no such file")) == "x.yaml: no such file"
+    assert str(Problem("x.yaml", 3, None, "step #2", "bad", step_is_label=True)) == (
+        "x.yaml:3: step #2: bad"
+    )
+    error = RecipeError([full, Problem("x.yaml", 1, 1, None, "other")])
+    assert str(error).splitlines() == [str(full), "x.yaml:1:1: other"]
+
+
+def test_file_is_shown_relative_to_the_cwd(ws: Path) -> None:
+    path = write(ws, "- {name: a, type: shell}\n")
+    assert str(errors(path).problems[0]).startswith("r.yaml:1:")
+    assert errors(Path("r.yaml")).problems[0].file == "r.yaml"
+
+
+# ------------------------------------------------------------------------------------------
+# Unsafe and hostile input
+
+
+def test_python_object_apply_is_refused_and_never_run(ws: Path) -> None:
+    marker = ws / "X"
+    path = write(
+        ws,
+        f"""
+        - name: a
+          type: shell
+          run: !!python/object/apply:os.system ["touch {marker}"]
+        - !!python/object/apply:os.system ["touch {marker}"]
+        """,
+    )
+    error = errors(path)
+    assert not marker.exists()
+    assert [p.line for p in error.problems] == [3, 4]
+    assert "!!python/object/apply:os.system' is not allowed" in str(error)
+
+
+def test_alias_bomb_and_deep_nesting_are_refused(ws: Path) -> None:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]"
+        for p, c in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    assert "recipe too large" in str(errors(write(ws, "\n".join(lines) + "\n", "bomb.yaml")))
+    deep = "steps: " + "[" * 500 + "]" * 500 + "\n"
+    assert "nested" in str(errors(write(ws, deep, "deep.yaml")))
+    assert "nested" in str(errors(write(ws, "steps: &s [*s]\n", "loop.yaml")))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"just text",
+        b"\xff\xfe not utf-8",
+        b"a: \x00",
+        b"[1, 2",
+        b"a: 1\n---\nb: 2\n",
+        b"steps: 3",
+        b"steps: [1, null, [], {}]",
+        b"- {name: a, type: shell, run: x, retries: 99999999999999999999999999999999}\n"
+        b"- {name: b, type: shell, run: x, timeout: 1e999}",
+        b"{? [1, 2] : x, 1: y, null: z, .nan: w}",
+        b"ctx: {a: !!binary aGVsbG8=, b: 2020-01-01, c: 340282366920938463463374607431768211456}",
+        b"- {name: a, type: shell, run: x, env: {'': 1, 'A=B': 2}}",
+        b"- {<<: 5, name: a}",
+    ],
+)
+def test_garbage_only_ever_raises_recipe_error(ws: Path, content: bytes) -> None:
+    path = ws / "g.yaml"
+    path.write_bytes(content)
+    error = errors(path)
+    assert error.problems and all(p.file == "g.yaml" for p in error.problems)
+
+
+def test_missing_file_and_directory_are_recipe_errors(ws: Path) -> None:
+    assert "no such file" in str(errors(ws / "nope.yaml"))
+    assert "is a directory" in str(errors(ws))
+
+
+# ------------------------------------------------------------------------------------------
+# Python steps: import, function and params checked against the signature
+
+
+def test_python_import_problems(ws: Path) -> None:
+    broken = module(ws, "raise RuntimeError('boom at import')\n")
+    plain = module(
+        ws,
+        """
+        VALUE = 3
+        def run(ctx, count, *, stop=None, log=None):
+            pass
+        def flexible(ctx, **kwargs):
+            pass
+        """,
+    )
+    path = write(
+        ws,
+        f"""
+        - name: missing
+          type: python
+          module: no_such_module_{uuid.uuid4().hex[:8]}
+        - name: broken
+          type: python
+          module: {broken}
+        - name: nofunc
+          type: python
+          module: {plain}
+          function: rnu
+        - name: notcallable
+          type: python
+          module: {plain}
+          function: VALUE
+        - name: params
+          type: python
+          module: {plain}
+          params:
+            cuont: 1
+        - name: flexible
+          type: python
+          module: {plain}
+          function: flexible
+          params: {{anything: 1}}
+        """,
+    )
+    error = errors(path)
+    by_step = {p.step: p for p in error.problems}
+    assert "ModuleNotFoundError" in by_step["missing"].message and by_step["missing"].line == 3
+    assert by_step["broken"].message.endswith("RuntimeError: boom at import")
+    assert by_step["broken"].line == 6
+    assert "has no function 'rnu' (did you mean 'run'?)" in by_step["nofunc"].message
+    assert by_step["nofunc"].line == 10
+    assert "is not callable" in by_step["notcallable"].message
+    messages = [str(p) for p in error.problems if p.step == "params"]
+    assert any(
+        m.startswith("r.yaml:19:") and "unknown param 'cuont'" in m and "did you mean 'count'" in m
+        for m in messages
+    ), messages
+    assert any("missing param 'count'" in m for m in messages), messages
+    assert "flexible" not in by_step
+    assert "Traceback" not in str(error) and len(str(error).splitlines()) == len(error.problems)
+
+
+def test_check_imports_false_skips_importing(ws: Path) -> None:
+    path = write(ws, "- {name: a, type: python, module: surely_not_there_xyz}\n")
+    assert load_recipe(path, check_imports=False).steps[0].module == "surely_not_there_xyz"
+
+
+def test_workspace_is_put_on_sys_path(ws: Path) -> None:
+    mod = module(ws, "def run(ctx):\n    return 1\n")
+    sub = ws / "recipes"
+    sub.mkdir()
+    sys.path[:] = [p for p in sys.path if p != str(ws)]
+    recipe = load_recipe(write(sub, f"- {{name: a, type: python, module: {mod}}}\n"))
+    assert recipe.workspace == ws and sys.path[0] == str(ws)
+
+
+def test_find_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "proj" / "scriptlets").mkdir(parents=True)
+    deep = tmp_path / "proj" / "recipes" / "more"
+    deep.mkdir(parents=True)
+    assert find_workspace(deep / "r.yaml") == tmp_path / "proj"
+    monkeypatch.chdir(tmp_path)
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    # nothing marks a workspace above tmp_path on a normal machine: falls back to the cwd
+    if not any(
+        (p / "pyproject.toml").exists() or (p / "scriptlets").is_dir() for p in lonely.parents
+    ):
+        assert find_workspace(lonely / "r.yaml") == tmp_path
+
+
+# ------------------------------------------------------------------------------------------
+# JSON schema
+
+
+def test_json_schema_covers_the_field_table() -> None:
+    schema = recipe_json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    json.dumps(schema)  # plain JSON all the way down
+    step = schema["$defs"]["step"]
+    assert set(step["properties"]) == set(STEP_FIELDS)
+    assert step["additionalProperties"] is False
+    assert set(step["required"]) == {"name", "type"}
+    assert set(step["properties"]["ready"]["properties"]) == set(READY_FIELDS)
+    top = next(s for s in schema["oneOf"] if s.get("type") == "object")
+    assert set(top["properties"]) == set(RECIPE_FIELDS) and top["required"] == ["steps"]
+    for spec in STEP_FIELDS.values():
+        assert step["properties"][spec.name]["description"] == spec.description
+    rules = {r["if"]["properties"]["type"]["const"]: r["then"] for r in step["allOf"]}
+    assert rules["python"]["required"] == ["module"]
+    assert rules["python"]["properties"]["cmd"] is False
+    assert set(rules["session"]["required"]) == {"action", "session"}
+    assert step["properties"]["grace"]["default"] == 5.0
+
+
+def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = recipe_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    good = {
+        "steps": [
+            {"name": "a", "type": "python", "module": "m.n"},
+            {"name": "b", "type": "shell", "run": "x", "background": True, "ready": {"port": 1}},
+        ]
+    }
+    assert validator.is_valid(good)
+    assert not validator.is_valid([{"name": "a", "type": "python", "module": "m", "cmd": "x"}])
+    assert not validator.is_valid([{"name": "a", "type": "shell", "dependson": []}])

@@ -1,0 +1,516 @@
+"""HeadlessReporter: plain lines off a terminal, a live view on one, and the final summary.
+
+Each test writes a real run directory whose logs grow while events arrive, the way the runner
+writes them, and reads what the reporter printed to an ``io.StringIO``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from core.events import (
+    ResourcesSampled,
+    RunFinished,
+    RunMessage,
+    RunStarted,
+    StepFinished,
+    StepOutput,
+    StepReady,
+    StepStarted,
+    StepStatus,
+)
+from core.reporter import HeadlessReporter, clean_block, format_bytes, format_duration
+
+T0 = 1_700_000_000.0
+ANSI = re.compile(r"\x1b[\[\]()#;?]*(?:[0-9]{1,4}(?:;[0-9]{0,4})*)?[0-9A-ORZcf-nqry=><]")
+STEPS = ["build", "lint", "test", "deploy", "dash"]
+DEPS = {"build": [], "lint": [], "test": ["build"], "deploy": ["test"], "dash": []}
+
+
+class Run:
+    """A run directory plus a reporter fed with events, the logs growing as the runner writes."""
+
+    def __init__(self, run_dir: Path, **kwargs) -> None:
+        self.run_dir = run_dir
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.out = io.StringIO()
+        kwargs.setdefault("tty", False)
+        self.reporter = HeadlessReporter(run_dir, stream=kwargs.pop("stream", self.out), **kwargs)
+        self.ts = T0
+        self.sizes: dict[str, int] = {}
+
+    def tick(self, dt: float = 0.1) -> float:
+        self.ts += dt
+        return self.ts
+
+    def start(self, steps=STEPS) -> None:
+        infos = [
+            {
+                "name": name,
+                "type": "python" if name == "dash" else "shell",
+                "background": name == "dash",
+                "depends_on": DEPS.get(name, []),
+                "log": f"logs/{name}.log",
+                **({"retries": 2} if name == "lint" else {}),
+            }
+            for name in steps
+        ]
+        self.handle(
+            RunStarted(
+                run_id="20261125-120000-abcd",
+                recipe="/work/recipes/demo.yaml",
+                run_dir=str(self.run_dir),
+                steps=infos,
+                ts=self.ts,
+            )
+        )
+
+    def handle(self, event) -> None:
+        self.reporter.handle(event)
+
+    def write(self, step: str, data: bytes, *, event: bool = True) -> None:
+        """Append to the step's log and, like the runner's ticker, announce it."""
+        path = self.run_dir / "logs" / f"{step}.log"
+        with open(path, "ab") as fh:
+            fh.write(data)
+        self.sizes[step] = path.stat().st_size
+        if event:
+            self.handle(StepOutput(step=step, size=self.sizes[step], lines=[], lines_total=0))
+
+    def output(self) -> str:
+        return self.out.getvalue()
+
+    def echoed(self, step: str) -> list[str]:
+        prefix = f"{step} | "
+        return [
+            line[len(prefix) :] for line in self.output().split("\n") if line.startswith(prefix)
+        ]
+
+
+def state_for(run: Run, statuses: dict[str, dict], status: str = "failed") -> dict:
+    steps = {}
+    for name in STEPS:
+        info = {
+            "status": "succeeded",
+            "type": "shell",
+            "background": False,
+            "attempts": 1,
+            "exit_code": 0,
+            "signal": None,
+            "reason": None,
+            "started": T0 + 1,
+            "ended": T0 + 2,
+            "duration": 1.0,
+            "allowed": False,
+            "blocked_by": [],
+            "peak_cpu": 12.0,
+            "peak_rss": 50 * 1024 * 1024,
+            "log": f"logs/{name}.log",
+        }
+        info.update(statuses.get(name, {}))
+        steps[name] = info
+    return {
+        "run_id": "20261125-120000-abcd",
+        "recipe": "/work/recipes/demo.yaml",
+        "name": "demo",
+        "run_dir": str(run.run_dir),
+        "status": status,
+        "exit_code": 1 if status == "failed" else 0,
+        "started": T0,
+        "ended": T0 + 4.2,
+        "steps": steps,
+    }
+
+
+def expected_lines(data: bytes) -> list[str]:
+    """What the plain echo of a log should be: one display line per log line."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    result = []
+    for raw in lines:
+        raw = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"", raw).rstrip(b"\r")
+        raw = raw[raw.rfind(b"\r") + 1 :]
+        result.append(raw.decode("utf-8", "replace"))
+    return result
+
+
+def messy_log(n: int = 3000) -> bytes:
+    """Thousands of lines with everything a real log has: colours, bad bytes, a progress bar."""
+    parts = []
+    for i in range(n):
+        if i % 500 == 7:
+            parts.append(b"\x1b[32mok\x1b[0m test_%d \x1b[1;31mFAILED\x1b[0m\n" % i)
+        elif i % 500 == 100:
+            parts.append(b"latin-1 caf\xe9 and broken \xff\xfe bytes %d\n" % i)
+        elif i % 500 == 200:
+            parts.append(b"".join(b"\rprogress %3d%%" % p for p in range(0, 101, 10)) + b"\r\n")
+        elif i % 500 == 300:
+            parts.append(b"windows line %d\r\n" % i)
+        elif i % 500 == 400:
+            parts.append("unicode ✓ naïve — %d\n".encode() % i)
+        else:
+            parts.append(b"line %d: some ordinary output\n" % i)
+    parts.append(b"final line without newline")
+    return b"".join(parts)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    return Run(tmp_path / "run")
+
+
+# -- the echo of output --------------------------------------------------------------------------
+def test_plain_echo_every_line_in_order(run: Run) -> None:
+    data = messy_log()
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, pid=123, ts=run.tick()))
+    # Written in odd-sized pieces: lines, escape sequences and UTF-8 characters get cut in two.
+    pieces = [data[i : i + 997] for i in range(0, len(data), 997)]
+    for piece in pieces:
+        run.write("build", piece)
+    run.handle(
+        StepFinished(step="build", status="succeeded", attempt=1, duration=1.2, ts=run.tick())
+    )
+
+    assert run.echoed("build") == expected_lines(data)
+    assert run.echoed("build")[-1] == "final line without newline"
+    assert "progress 100%" in run.echoed("build")
+    assert "progress  50%" not in run.output()
+    out = run.output()
+    assert "\x1b" not in out and "\r" not in out
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out)
+    # the finish line comes after the last output line
+    assert out.index("final line without newline") < out.index("build succeeded in 1.2s")
+
+
+def test_partial_lines_wait_until_complete(run: Run) -> None:
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.write("build", b"hel")
+    assert run.echoed("build") == []
+    run.write("build", b"lo\ncaf\xc3")  # a UTF-8 character cut in two
+    assert run.echoed("build") == ["hello"]
+    run.write("build", b"\xa9\n")
+    assert run.echoed("build") == ["hello", "café"]
+    run.write("build", b"\n\n")  # empty lines are lines too
+    assert run.echoed("build") == ["hello", "café", "", ""]
+
+
+def test_interleaved_steps_keep_their_order(run: Run) -> None:
+    run.start()
+    for name in ("build", "lint"):
+        run.handle(StepStarted(step=name, attempt=1, ts=run.tick()))
+    for i in range(300):
+        run.write("build", b"b%d\n" % i)
+        run.write("lint", b"l%d\n" % i, event=i % 7 == 0)  # lint's events are coalesced
+    run.handle(StepFinished(step="lint", status="succeeded", attempt=1, duration=1, ts=run.tick()))
+    assert run.echoed("build") == [f"b{i}" for i in range(300)]
+    assert run.echoed("lint") == [f"l{i}" for i in range(300)]
+
+
+def test_output_after_finish_and_at_close_is_not_lost(run: Run) -> None:
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.write("build", b"one\ntwo", event=False)  # no StepOutput before StepFinished
+    run.handle(StepFinished(step="build", status="succeeded", attempt=1, duration=1, ts=run.tick()))
+    run.handle(StepStarted(step="dash", attempt=1, ts=run.tick()))
+    run.write("dash", b"serving\nstill partial", event=False)
+    run.reporter.close(state_for(run, {}, status="succeeded"))
+    assert run.echoed("build") == ["one", "two"]
+    assert run.echoed("dash") == ["serving", "still partial"]
+
+
+def test_missing_or_replaced_log_does_not_raise(run: Run) -> None:
+    run.start()
+    run.handle(StepOutput(step="build", size=10, lines=["x"], lines_total=1))  # no file yet
+    run.handle(StepOutput(step="unknown", size=10, lines=["x"], lines_total=1))  # no such step
+    run.write("build", b"first attempt line\n")
+    (run.run_dir / "logs" / "build.log").write_bytes(b"new\n")  # replaced by a shorter file
+    run.write("build", b"")
+    assert run.echoed("build") == ["first attempt line", "new"]
+
+
+def test_echo_off(tmp_path: Path) -> None:
+    run = Run(tmp_path / "run", echo_output=False)
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.write("build", b"secret output\n" * 10 + b"the error\n")
+    run.handle(StepFinished(step="build", status="failed", attempt=1, exit_code=2, ts=run.tick()))
+    assert run.echoed("build") == []
+    run.reporter.close(state_for(run, {"build": {"status": "failed", "exit_code": 2}}))
+    assert "  build | the error" in run.output()  # the summary still shows the log's tail
+
+
+def test_many_lines_all_counted(run: Run) -> None:
+    """A speed sanity check without timing: 200,000 lines go through, each exactly once."""
+    n = 200_000
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    block = 20_000
+    for start in range(0, n, block):
+        run.write("build", b"".join(b"row %d\n" % i for i in range(start, start + block)))
+    run.handle(StepFinished(step="build", status="succeeded", attempt=1, duration=1, ts=run.tick()))
+    lines = run.echoed("build")
+    assert len(lines) == n
+    assert lines[0] == "row 0" and lines[-1] == f"row {n - 1}"
+    assert lines[12345] == "row 12345"
+
+
+# -- event lines ------------------------------------------------------------------------------------
+def test_plain_event_lines(run: Run) -> None:
+    run.start()
+    run.handle(StepStatus(step="deploy", status="skipped", reason="--skip", ts=run.tick()))
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.handle(StepStarted(step="dash", attempt=1, ts=run.tick()))
+    run.handle(StepReady(step="dash", ts=run.tick()))
+    run.handle(StepStarted(step="lint", attempt=1, ts=run.tick()))
+    run.handle(
+        StepFinished(
+            step="lint",
+            status="failed",
+            attempt=1,
+            exit_code=1,
+            duration=0.3,
+            will_retry=True,
+            ts=run.tick(),
+        )
+    )
+    run.handle(StepStatus(step="lint", status="pending", reason="retrying in 1s", ts=run.tick()))
+    run.handle(StepStarted(step="lint", attempt=2, ts=run.tick()))
+    run.handle(StepFinished(step="lint", status="succeeded", attempt=2, duration=2, ts=run.tick()))
+    run.handle(
+        StepFinished(
+            step="build", status="timed_out", attempt=1, signal=15, duration=5.01, ts=run.tick()
+        )
+    )
+    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
+    run.handle(RunMessage(level="warning", text="cannot skip it", step="dash", ts=run.tick()))
+    run.handle(ResourcesSampled(cpu_percent=10, mem_percent=20, mem_used=1, steps={}))
+    run.handle(StepFinished(step="dash", status="stopped", attempt=1, duration=9, ts=run.tick()))
+    run.handle(RunFinished(status="failed", exit_code=1, counts={}, ts=run.tick()))
+    lines = [line for line in run.output().splitlines() if " | " not in line]
+    clock = r"\d\d:\d\d:\d\d "
+    expected = [
+        r"» run 20261125-120000-abcd of /work/recipes/demo.yaml: 5 steps, logs in .*logs",
+        r"↷ deploy skipped \(--skip\)",
+        r"▶ build started",
+        r"▶ dash started",
+        r"● dash ready",
+        r"▶ lint started",
+        r"↻ lint failed, retrying \(attempt 2 of 3\) — exit 1, after 0.3s",
+        r"▶ lint started \(attempt 2 of 3\)",
+        r"✓ lint succeeded in 2s \(attempt 2 of 3\)",
+        r"⏱ build timed out after 5s",
+        r"⊘ test blocked by build",
+        r"⚠ warning: dash: cannot skip it",
+        r"■ dash stopped after 9s",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected, strict=True):
+        assert re.fullmatch(clock + pattern, line), (line, pattern)
+
+
+def test_failure_line_and_blocked_without_reason(run: Run) -> None:
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.handle(
+        StepFinished(
+            step="build", status="failed", attempt=1, exit_code=1, duration=0.3, ts=run.tick()
+        )
+    )
+    run.handle(StepStatus(step="test", status="blocked", ts=run.tick()))
+    run.handle(StepStatus(step="deploy", status="blocked", ts=run.tick()))
+    out = run.output()
+    assert "✗ build failed (exit 1) in 0.3s" in out
+    assert "⊘ test blocked by build" in out
+    assert "⊘ deploy blocked by build" in out  # through test, to the root failure
+
+
+# -- summary ----------------------------------------------------------------------------------------
+def test_summary_root_failure_before_blocked(run: Run) -> None:
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.write("build", b"".join(b"compiling %d\n" % i for i in range(50)) + b"error: boom\n")
+    run.handle(
+        StepFinished(
+            step="build", status="failed", attempt=1, exit_code=1, duration=0.3, ts=run.tick()
+        )
+    )
+    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
+    run.handle(
+        StepStatus(step="deploy", status="blocked", reason="blocked by build", ts=run.tick())
+    )
+    state = state_for(
+        run,
+        {
+            "build": {"status": "failed", "exit_code": 1, "duration": 0.3},
+            "test": {
+                "status": "blocked",
+                "blocked_by": ["build"],
+                "attempts": 0,
+                "exit_code": None,
+            },
+            "deploy": {"status": "blocked", "blocked_by": ["build"], "attempts": 0},
+            "lint": {"status": "failed", "exit_code": 3, "allowed": True},
+            "dash": {"status": "stopped", "background": True, "exit_code": None, "signal": 15},
+        },
+    )
+    run.reporter.close(state)
+    out = run.output()
+    summary = out[out.index("demo — run 20261125-120000-abcd") :]
+    assert "\x1b" not in out
+    root = summary.index("root failure: build (exit 1) — see ")
+    assert "logs/build.log" in summary[root : summary.index("\n", root)]
+    blocked = summary.index("blocked by build: test, deploy")
+    assert root < blocked
+    tail = summary[root:blocked]
+    assert "  build | error: boom" in tail
+    assert "  build | compiling 41" in tail and "compiling 40\n" not in tail  # the last 10 lines
+    assert "allowed failure: lint (exit 3)" in summary
+    assert summary.rstrip().endswith(
+        "run failed: 1 failed, 1 failed (allowed), 2 blocked, 1 stopped in 4.2s"
+    )
+    table = summary[: summary.index("root failure")]
+    for name in STEPS:
+        assert re.search(rf"^{name}\s", table, re.M), name
+    assert re.search(r"^build\s+✗ failed\s+0.3s\s+1\s+1\s+12%\s+50.0 MiB", table, re.M)
+    assert re.search(r"^dash\s+■ stopped\s+1s\s+1\s+SIGTERM", table, re.M)
+    assert not any(line != line.rstrip() for line in summary.splitlines())
+
+
+def test_summary_success_and_interrupted(tmp_path: Path) -> None:
+    ok = Run(tmp_path / "ok")
+    ok.reporter.close(state_for(ok, {}, status="succeeded"))  # no events at all: still a summary
+    assert ok.output().rstrip().endswith("run succeeded: 5 succeeded in 4.2s")
+    assert "root failure" not in ok.output()
+
+    stopped = Run(tmp_path / "int")
+    state = state_for(
+        stopped,
+        {"deploy": {"status": "cancelled", "exit_code": None}, "dash": {"status": "stopped"}},
+        status="interrupted",
+    )
+    stopped.reporter.close(state)
+    assert (
+        stopped.output()
+        .rstrip()
+        .endswith("run interrupted: 1 cancelled, 1 stopped, 3 succeeded in 4.2s")
+    )
+
+
+def test_ascii_stream_gets_ascii_fallbacks(tmp_path: Path) -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii", errors="strict", newline="\n")
+    run = Run(tmp_path / "run", stream=stream)
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.write("build", "naïve ✓ output\n".encode())
+    run.handle(StepFinished(step="build", status="failed", attempt=1, exit_code=1, ts=run.tick()))
+    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
+    run.reporter.close(state_for(run, {"build": {"status": "failed", "exit_code": 1}}))
+    stream.flush()
+    text = raw.getvalue().decode("ascii")
+    assert "> build started" in text
+    assert "x build failed (exit 1)" in text
+    assert "- test blocked by build" in text
+    assert "build | na?ve ? output" in text
+    assert "root failure: build (exit 1) - see" in text
+
+
+def test_color_off_a_terminal_only_when_asked(tmp_path: Path) -> None:
+    plain = Run(tmp_path / "a")
+    plain.start()
+    plain.handle(StepStarted(step="build", attempt=1, ts=plain.tick()))
+    assert "\x1b" not in plain.output()
+    coloured = Run(tmp_path / "b", color=True)
+    coloured.start()
+    coloured.handle(StepStarted(step="build", attempt=1, ts=coloured.tick()))
+    coloured.write("build", b"\x1b[31mred\x1b[0m\n")
+    out = coloured.output()
+    assert "\x1b[" in out
+    assert ANSI.sub("", out).splitlines()[-1] == "build | red"
+
+
+# -- on a terminal ------------------------------------------------------------------------------------
+def test_tty_mode_renders(tmp_path: Path) -> None:
+    run = Run(tmp_path / "run", tty=True, width=100, refresh_per_second=50)
+    assert run.reporter.tty
+    run.start()
+    run.handle(StepStarted(step="build", attempt=1, pid=1, ts=run.tick()))
+    run.handle(StepStarted(step="dash", attempt=1, ts=run.tick()))
+    run.handle(
+        ResourcesSampled(
+            cpu_percent=10,
+            mem_percent=20,
+            mem_used=1,
+            steps={"build": {"cpu": 99.0, "rss": 10 * 1024 * 1024}},
+        )
+    )
+    run.write("build", messy_log(50))
+    run.handle(StepReady(step="dash", ts=run.tick()))
+    # far more than a terminal can show: capped, with a pointer to the log
+    run.write("build", b"".join(b"flood %d\n" % i for i in range(20_000)))
+    run.handle(StepFinished(step="build", status="failed", attempt=1, exit_code=1, ts=run.tick()))
+    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
+    run.handle(RunFinished(status="failed", exit_code=1, counts={}, ts=run.tick()))
+    run.reporter.close(
+        state_for(
+            run,
+            {
+                "build": {"status": "failed", "exit_code": 1},
+                "test": {"status": "blocked", "blocked_by": ["build"]},
+                "deploy": {"status": "blocked", "blocked_by": ["build"]},
+            },
+        )
+    )
+    out = run.output()
+    assert "\x1b[" in out  # a terminal gets colours and cursor movement
+    text = ANSI.sub("", out)
+    for name in STEPS:
+        assert name in text
+    assert "build | line 1: some ordinary output" in text
+    assert "build | flood 19999" in text
+    assert "build | flood 100\n" not in text
+    assert re.search(r"build \| … \d+ more lines in \S*logs/build\.log", text)
+    assert "root failure: build (exit 1)" in text
+    assert "run failed:" in text
+
+
+def test_tty_live_view_many_steps(tmp_path: Path) -> None:
+    names = [f"step{i:03d}" for i in range(120)]
+    run = Run(tmp_path / "run", tty=True, width=80)
+    run.start(names)
+    for name in names[:5]:
+        run.handle(StepStarted(step=name, attempt=1, ts=run.tick()))
+    view = run.reporter._render_live()  # what the refresh thread draws: no taller than the screen
+    console = run.reporter._console
+    assert console is not None
+    height = console.size.height
+    screen = Console(file=io.StringIO(), width=80, height=height, color_system=None)
+    screen.print(view)
+    drawn = screen.file.getvalue()
+    assert len(drawn.splitlines()) <= height
+    assert "step000" in drawn and "step004" in drawn  # running steps are always shown
+    assert re.search(r"… and \d+ more: \d+ pending", drawn)
+    run.reporter.close({"run_id": "x", "status": "interrupted", "steps": {}})
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+def test_formatting_helpers() -> None:
+    assert format_duration(None) == "-"
+    assert format_duration(0.34) == "0.3s"
+    assert format_duration(5.01) == "5s"
+    assert format_duration(1.25) == "1.2s"
+    assert format_duration(125) == "2m05s"
+    assert format_duration(3725) == "1h02m"
+    assert format_bytes(None) == "-"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(50 * 1024 * 1024) == "50.0 MiB"
+    assert clean_block(b"a\x1b[1mb\x1b[0m\x07c\rd\r\ne\x1b]0;title\x07") == b"d\ne"
+    assert clean_block(b"a\x1b[1mb", keep_ansi=True) == b"a\x1b[1mb"
