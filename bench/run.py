@@ -46,14 +46,17 @@ def _measure(fn: Callable[[], None], repeat: int) -> dict[str, float]:
 def _write_chain_recipe(path: Path, n: int, *, jobs_wide: bool = False) -> None:
     lines = ["steps:"]
     for i in range(n):
-        lines += [f"  - name: s{i}", "    type: shell", "    cmd: \"true\""]
+        lines += [f"  - name: s{i}", "    type: shell", '    cmd: "true"']
         if jobs_wide:
             lines.append("    depends_on: []")
     path.write_text("\n".join(lines) + "\n")
 
 
 def _write_makefile(path: Path, n: int, *, wide: bool = False) -> None:
-    rules = [f"all: {' '.join(f's{i}' for i in range(n))}", ".PHONY: all " + " ".join(f"s{i}" for i in range(n))]
+    rules = [
+        f"all: {' '.join(f's{i}' for i in range(n))}",
+        ".PHONY: all " + " ".join(f"s{i}" for i in range(n)),
+    ]
     for i in range(n):
         dep = "" if wide or i == 0 else f"s{i - 1}"
         rules.append(f"s{i}: {dep}\n\t@true")
@@ -78,7 +81,9 @@ def bench_scheduling(work: Path, n: int, repeat: int) -> dict:
     out = {
         "make_j1": _measure(lambda: _run(["make", "-s", "-j1"], work), repeat),
         "orch_chain": _measure(orch("chain.yaml", "--jobs", "1"), repeat),
-        "make_j2_wide": _measure(lambda: _run(["make", "-s", "-j2", "-f", "Makefile.wide"], work), repeat),
+        "make_j2_wide": _measure(
+            lambda: _run(["make", "-s", "-j2", "-f", "Makefile.wide"], work), repeat
+        ),
         "orch_wide_j2": _measure(orch("wide.yaml", "--jobs", "2"), repeat),
     }
     out["ratio_chain_vs_make"] = out["orch_chain"]["median"] / out["make_j1"]["median"]
@@ -94,8 +99,15 @@ def bench_python_steps(work: Path, n: int, repeat: int) -> dict:
 
     def chain() -> Recipe:
         steps = tuple(
-            Step(name=f"p{i}", type="python", index=i, line=i + 1,
-                 depends_on=(f"p{i - 1}",) if i else (), module="bench.noop", function="run")
+            Step(
+                name=f"p{i}",
+                type="python",
+                index=i,
+                line=i + 1,
+                depends_on=(f"p{i - 1}",) if i else (),
+                module="bench.noop",
+                function="run",
+            )
             for i in range(n)
         )
         return Recipe(path=work / "py.yaml", workspace=ROOT, steps=steps)
@@ -113,7 +125,9 @@ def bench_python_steps(work: Path, n: int, repeat: int) -> dict:
 
 def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
     (work / "pyproject.toml").write_text("")
-    (work / "flood.yaml").write_text(f"steps:\n  - name: flood\n    type: shell\n    cmd: seq\n    args: ['{lines}']\n")
+    (work / "flood.yaml").write_text(
+        f"steps:\n  - name: flood\n    type: shell\n    cmd: seq\n    args: ['{lines}']\n"
+    )
     runs = work / "floodruns"
 
     def orch() -> None:
@@ -153,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else 5
-    sizes = {"chain": 10, "py": 50, "lines": 10_000} if args.quick else {
-        "chain": 200, "py": 1000, "lines": 2_000_000}
+    sizes = (
+        {"chain": 10, "py": 50, "lines": 10_000}
+        if args.quick
+        else {"chain": 200, "py": 1000, "lines": 2_000_000}
+    )
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         work = Path(tmp)
@@ -173,7 +190,9 @@ def _print_table(results: dict) -> None:
     for group, data in results.items():
         for name, value in data.items():
             if isinstance(value, dict):
-                print(f"{group + '.' + name:<34}{value['median']:>10.3f}{value['min']:>10.3f}{value['max']:>10.3f}")
+                print(
+                    f"{group + '.' + name:<34}{value['median']:>10.3f}{value['min']:>10.3f}{value['max']:>10.3f}"
+                )
         for name, value in data.items():
             if not isinstance(value, dict):
                 shown = f"{value:.2f}" if isinstance(value, float) else str(value)

@@ -1041,7 +1041,7 @@ class _Validator:
 
     # -- fields
 
-    def fields(
+    def check_fields(
         self,
         data: dict[Any, Any],
         trail: Trail,
@@ -1083,6 +1083,8 @@ class _Validator:
             except _Invalid as bad:
                 if not bad.silent:
                     tail = bad.tail or f"must be {spec.kind.phrase}, got {_show(value)}"
+                    if isinstance(value, bool) and "text" in spec.kind.phrase:
+                        tail += f' (YAML reads true/false/yes/no/on/off as booleans: quote it, {key}: "{str(value).lower()}")'
                     self.report(
                         f"field '{prefix}{key}' {tail}", here + bad.sub, who, key=bad.on_key
                     )
@@ -1103,7 +1105,7 @@ class _Validator:
                 self.report("the recipe has no steps", ())
         elif isinstance(doc, dict):
             self.base = ("steps",)
-            top = self.fields(doc, (), RECIPE_FIELDS, None)
+            top = self.check_fields(doc, (), RECIPE_FIELDS, None)
             steps = top.get("steps", [])
         elif doc is not _BAD:
             self.report(
@@ -1125,7 +1127,7 @@ class _Validator:
         step_type = raw_type if isinstance(raw_type, str) and raw_type in STEP_TYPES else None
         who: _Who = (name, False) if name else label
         self.whos[index] = who
-        values = self.fields(data, trail, STEP_FIELDS, who, step_type=step_type)
+        values = self.check_fields(data, trail, STEP_FIELDS, who, step_type=step_type)
         line = self.where(trail)[0] or 1
         draft = _Draft(index, name, step_type, trail, line, who, data, values)
         self.ready(draft)
@@ -1148,7 +1150,7 @@ class _Validator:
             return
         trail = d.trail + ("ready",)
         before = len(self.problems)
-        values = self.fields(spec, trail, READY_FIELDS, d.who, prefix="ready.")
+        values = self.check_fields(spec, trail, READY_FIELDS, d.who, prefix="ready.")
         kinds = [k for k in READY_KINDS if k in spec]
         if not kinds:
             self.report(
@@ -1262,9 +1264,9 @@ class _Validator:
             sys.path.insert(0, str(workspace))
         importlib.invalidate_caches()  # modules written a moment ago must be found
         for d in python:
-            self.callable(d)
+            self.check_function(d)
 
-    def callable(self, d: _Draft) -> None:
+    def check_function(self, d: _Draft) -> None:
         module = d.values["module"]
         at_module = d.trail + ("module",)
         try:
@@ -1437,7 +1439,7 @@ def load_recipe(path: str | Path, *, check_imports: bool = True) -> Recipe:
         return _load(path, check_imports)
     except RecipeError:
         raise
-    except (Exception, RecursionError) as exc:
+    except Exception as exc:
         message = f"internal error while checking the recipe: {_describe(exc)}"
         raise RecipeError([Problem(shown, None, None, None, message)]) from exc
 

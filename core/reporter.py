@@ -230,7 +230,6 @@ class _Step:
         "window",
         "window_used",
         "hidden",
-        "lines",
     )
 
     def __init__(self, name: str, info: dict[str, Any], index: int) -> None:
@@ -266,7 +265,6 @@ class _Step:
         self.window = -1  # refresh window of the tty echo budget
         self.window_used = 0
         self.hidden = 0  # tty: lines counted but not shown since the last notice
-        self.lines = 0  # complete lines echoed or counted so far
 
     def update_from_state(self, info: dict[str, Any]) -> None:
         for key, attr in (
@@ -609,14 +607,12 @@ class HeadlessReporter:
             self._hidden_notice(step)
 
     def _echo_plain(self, step: _Step, block: bytes) -> None:
-        step.lines += block.count(b"\n") + 1
         text = clean_block(block).decode("utf-8", "replace")
         prefix = self._paint(step.name, step.colour) + " | "
         self._write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
     def _echo_tty(self, step: _Step, tail: bytes, total: int) -> None:
         """Show up to the refresh window's budget of ``tail``; count the other ``total`` lines."""
-        step.lines += total
         window = int(time.monotonic() * self.refresh_per_second)
         if window != step.window:
             step.window, step.window_used = window, 0
@@ -672,9 +668,7 @@ class HeadlessReporter:
         try:
             self.stream.write(text)
             self.stream.flush()
-        except (BrokenPipeError, ValueError):  # a closed pipe or stream: nobody is reading
-            self._broken = True
-        except OSError:
+        except (OSError, ValueError):  # a closed pipe or stream: nobody is reading any more
             self._broken = True
 
     def _print(self, renderable: RenderableType) -> None:

@@ -5,7 +5,10 @@ figures are those of the whole process tree. A Python step is a thread of the ru
 process: it has a CPU figure of its own (from the thread's CPU time) but no memory of its own.
 
 CPU percentages follow ``top``: 100 is one core busy, so a step may show more than 100 on a
-multi-core machine. The system figure is the share of all cores (0-100).
+multi-core machine. The system figure is the share of all cores (0-100). A process's figure is
+the delta since the previous sample; the first time a process is seen it is its average over its
+life so far (so a step shorter than the interval still gets a figure). A thread's first figure
+is 0.0.
 
 The runner calls :meth:`ResourceSampler.sample` from its own thread once per ``interval``;
 sampling never raises and costs well under a millisecond per step. Tests and the TUI's snapshot
@@ -14,7 +17,7 @@ suite use :class:`FixedSampler`, which returns constant figures.
     >>> sampler = ResourceSampler()
     >>> event = sampler.sample({"build": StepTarget(pid=1234)})
     >>> event.steps.get("build")   # absent if the process has gone
-    {'cpu': 0.0, 'rss': 10485760, 'procs': 1}
+    {'cpu': 97.5, 'rss': 10485760, 'procs': 1}
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from core.events import ResourcesSampled
 
 _log = logging.getLogger("orch.resources")
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
+_CPUS = os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +182,18 @@ class ResourceSampler:
         """(CPU %, RSS) of one process, or None if it is gone or out of reach."""
         proc = self._procs.get(pid)
         try:
-            if proc is None or not proc.is_running():  # new, or the pid was reused
+            new = proc is None or not proc.is_running()  # not seen before, or the pid was reused
+            if new:
                 proc = psutil.Process(pid)
+            assert proc is not None
             with proc.oneshot():
-                cpu = proc.cpu_percent(None)
+                cpu = proc.cpu_percent(None)  # a delta since the previous sample; 0.0 if new
                 rss = proc.memory_info().rss
+                if new:  # no baseline yet: its average over its life so far, so short steps
+                    times = proc.cpu_times()  # get a figure too
+                    age = time.time() - proc.create_time()
+                    if age > 0.05:
+                        cpu = min((times.user + times.system) / age * 100.0, 100.0 * _CPUS)
         except _GONE:
             return None
         except (OSError, ValueError):

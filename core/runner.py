@@ -633,7 +633,12 @@ class Runner:
     def _do_skip(self, run: StepRun) -> None:
         if "skip" not in self.allowed_actions(run.step.name):
             return self._refuse(run, "skip")
-        run.status, run.reason, run.blocked_by, run.retry_due = SKIPPED, "skipped by user", set(), False
+        run.status, run.reason, run.blocked_by, run.retry_due = (
+            SKIPPED,
+            "skipped by user",
+            set(),
+            False,
+        )
         self._emit_status(run, run.reason)
         self._satisfy(run)
         self._recompute_blocking()
@@ -791,9 +796,7 @@ class Runner:
 
     def _sample_targets(self) -> dict[str, StepTarget]:
         return {
-            name: StepTarget(
-                pid=run.execution.pid, thread_native_id=run.execution.native_thread_id
-            )
+            name: StepTarget(pid=run.execution.pid, thread_native_id=run.execution.native_thread_id)
             for name, run in self.runs.items()
             if run.execution is not None
         }
@@ -834,6 +837,9 @@ class Runner:
             "background": step.background,
             "depends_on": list(step.depends_on),
             "log": f"logs/{run.log_file}",
+            "retries": step.retries,
+            "continue_on_error": step.continue_on_error,
+            "timeout": step.timeout,
         }
         if step.type == "session":
             info.update(session=step.session, backend=step.backend, action=step.action)

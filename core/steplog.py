@@ -110,7 +110,9 @@ class StepLog:
             if self.size == self._emitted_size and self.lines_total == self._emitted_total:
                 return None
             new = min(self.lines_total - self._emitted_total, limit, len(self._ring))
-            lines = [clean_line(b) for b in list(self._ring)[len(self._ring) - new :]] if new else []
+            lines = (
+                [clean_line(b) for b in list(self._ring)[len(self._ring) - new :]] if new else []
+            )
             self._emitted_total, self._emitted_size = self.lines_total, self.size
             return self.size, lines, self.lines_total
 

@@ -174,3 +174,16 @@ TRICKY_TEXTS = [
 def printf_command(text: str, target: Path) -> str:
     """A shell command writing `text` (exactly) to `target`."""
     return f"printf '%s' {shlex.quote(text)} > {shlex.quote(str(target))}"
+
+
+def input_eating_home(directory: Path) -> Path:
+    """A HOME whose .bashrc starts slowly and throws away whatever was typed meanwhile, like a
+    shell that is not ready yet: a command typed before the prompt is lost."""
+    home = directory / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text(
+        "sleep 0.3\nwhile read -r -t 0; do read -r -t 0.05 _ || break; done\nPS1='ready$ '\n"
+    )
+    # tmux starts login shells, which read .bash_profile instead
+    (home / ".bash_profile").write_text(". ~/.bashrc\n")
+    return home

@@ -34,4 +34,4 @@ def test_dot_and_mermaid_show_every_edge():
     assert '"a" -> "b";' in dot and '"c" -> "d";' in dot
     mermaid = to_mermaid({"x-1": [], 'y"2': ["x-1"]})
     assert mermaid.startswith("flowchart LR")
-    assert 's0 --> s1' in mermaid and "#quot;" in mermaid
+    assert "s0 --> s1" in mermaid and "#quot;" in mermaid

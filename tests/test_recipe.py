@@ -78,7 +78,7 @@ def test_list_shape_runs_top_to_bottom(ws: Path) -> None:
     )
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
-    assert recipe.path == path.resolve() and recipe.path.is_absolute()
+    assert recipe.path == path and recipe.path.is_absolute()
     assert recipe.workspace == ws
     a, b, c = recipe.steps
     assert (a.index, a.line, a.depends_on, a.explicit_deps) == (0, 1, (), False)

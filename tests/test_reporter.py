@@ -439,7 +439,7 @@ def test_color_off_a_terminal_only_when_asked(tmp_path: Path) -> None:
 
 # -- on a terminal ------------------------------------------------------------------------------------
 def test_tty_mode_renders(tmp_path: Path) -> None:
-    run = Run(tmp_path / "run", tty=True, width=100, refresh_per_second=50)
+    run = Run(tmp_path / "run", tty=True, width=250, refresh_per_second=50)
     assert run.reporter.tty
     run.start()
     run.handle(StepStarted(step="build", attempt=1, pid=1, ts=run.tick()))

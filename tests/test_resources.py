@@ -62,6 +62,8 @@ def spawn():
             family = []
         proc.kill()
         proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
         for child in family:
             with contextlib.suppress(psutil.Error):
                 child.kill()

@@ -21,6 +21,7 @@ try:
     from sessions_fixtures import (
         TRICKY_TEXTS,
         file_becomes,
+        input_eating_home,
         needs_screen,
         printf_command,
         read_bytes,
@@ -31,6 +32,7 @@ except ImportError:  # tests/ became a package
     from tests.sessions_fixtures import (
         TRICKY_TEXTS,
         file_becomes,
+        input_eating_home,
         needs_screen,
         printf_command,
         read_bytes,
@@ -195,10 +197,12 @@ def test_send_without_enter_then_enter(screen: ScreenBackend, tmp_path: Path) ->
 
 @needs_screen
 def test_first_command_after_create_arrives_20_of_20(screen: ScreenBackend, tmp_path: Path) -> None:
+    # the shell drops what is typed before its prompt: create must wait for it
+    home = input_eating_home(tmp_path)
     started = time.monotonic()
 
     def create_and_send(i: int) -> None:
-        screen.create(f"first-{i}")
+        screen.create(f"first-{i}", env={"HOME": str(home)})
         screen.send(f"first-{i}", f"echo marker-{i} > {tmp_path}/m{i}")
 
     with ThreadPoolExecutor(max_workers=10) as pool:

@@ -45,7 +45,9 @@ def parse_ctx_out(path: Path) -> dict[str, object]:
         try:
             data = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"ORCH_CTX_OUT {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+            raise ValueError(
+                f"ORCH_CTX_OUT {path}: invalid JSON at line {exc.lineno}: {exc.msg}"
+            ) from None
         if not isinstance(data, dict):
             raise ValueError(f"ORCH_CTX_OUT {path}: expected a JSON object")
         return data

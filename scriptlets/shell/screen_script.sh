@@ -10,7 +10,7 @@ set -euo pipefail
 
 readonly NAME_RE='^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$'
 readonly READY_TRIES=100 # x 0.05 s: how long to wait for a new session's shell
-PROG=$(basename "$0")
+PROG=${0##*/}
 readonly PROG
 
 usage() {
@@ -46,25 +46,44 @@ check_name() {
     [[ $1 =~ $NAME_RE ]] || die 2 "invalid session name '$1': must match $NAME_RE"
 }
 
+# True when pid $1 is a running screen (a "Dead ???" socket of a live server is just busy).
+screen_alive() {
+    local comm
+    comm=$(cat "/proc/$1/comm" 2>/dev/null) || return 1
+    [[ $comm == *screen* ]]
+}
+
 # Print "PID.NAME<TAB>STATE" for every live session; dead ones are wiped.
 sessions() {
-    local line target state
-    local -a fields
+    local line target state i
+    local -a fields targets=() states=()
+    local -A seen=()
     while IFS= read -r line; do
         line=${line%$'\r'}
         [[ $line == $'\t'* ]] || continue
         IFS=$'\t' read -r -a fields <<<"${line#$'\t'}"
         target=${fields[0]}
+        [[ $target =~ ^[0-9]+\. ]] || continue
         state=${fields[${#fields[@]} - 1]}
         state=${state#(}
         state=${state%)}
-        [[ $target =~ ^[0-9]+\. ]] || continue
-        if [[ $state == *Dead* || $state == *dead* ]]; then
-            screen -wipe "$target" >/dev/null 2>&1 || true
+        targets+=("$target")
+        states+=("$state")
+        seen[$target]=1
+    done < <(screen -ls 2>&1 || true) # -ls exits 1 even when sessions exist
+    for i in "${!targets[@]}"; do
+        target=${targets[$i]}
+        state=${states[$i]}
+        # screen -Q answers through a temporary socket PID.NAME-queryX: not a session
+        if [[ $target =~ -query[A-Za-z]$ && -n ${seen[${target%-query?}]:-} ]]; then
+            continue
+        fi
+        if [[ $state == *[Dd]ead* ]]; then
+            screen_alive "${target%%.*}" || screen -wipe "$target" >/dev/null 2>&1 || true
             continue
         fi
         printf '%s\t%s\n' "$target" "$state"
-    done < <(screen -ls 2>&1 || true) # -ls exits 1 even when sessions exist
+    done
 }
 
 # Print the PID.NAME of every live session named exactly $1.
@@ -85,12 +104,6 @@ target_of() {
     printf '%s\n' "${found[0]}"
 }
 
-# screen -X returns before the server has run the command; -Q waits for its answer, so it
-# marks the point where everything sent before has been done. Fails if the session is gone.
-barrier() {
-    screen -S "$1" -Q number >/dev/null 2>&1
-}
-
 # A private (0700) temporary directory whose path screen's command parser leaves alone.
 private_tmpdir() {
     local base=${TMPDIR:-/tmp}
@@ -99,22 +112,24 @@ private_tmpdir() {
 }
 
 # Wait until the session's window shows something (its shell's prompt): text typed earlier
-# may be lost.
+# may be lost. screen -X returns before the server has run the command, so each hardcopy is
+# waited for (screen -Q is not used: its temporary socket confuses a concurrent screen -ls).
 wait_ready() {
-    local target=$1 dir i
+    local target=$1 dir i copy=""
     dir=$(private_tmpdir)
     for ((i = 0; i < READY_TRIES; i++)); do
-        rm -f "$dir/hardcopy"
-        screen -S "$target" -X hardcopy "$dir/hardcopy" >/dev/null 2>&1 || true
-        if ! barrier "$target"; then
-            rm -rf "$dir"
-            die 1 "screen session '${target#*.}' ended right after it started"
+        if [[ -z $copy || -e $copy ]]; then # ask for a fresh hardcopy
+            copy=$dir/hardcopy$i
+            if ! screen -S "$target" -X hardcopy "$copy" >/dev/null 2>&1; then
+                rm -rf "$dir"
+                die 1 "screen session '${target#*.}' ended right after it started"
+            fi
         fi
-        if [[ -s $dir/hardcopy ]] && grep -q '[^[:space:]]' "$dir/hardcopy"; then
+        sleep 0.05
+        if [[ -s $copy ]] && grep -q '[^[:space:]]' "$copy"; then
             rm -rf "$dir"
             return 0
         fi
-        sleep 0.05
     done
     rm -rf "$dir"
     return 0 # a shell without a prompt: go on
@@ -189,17 +204,31 @@ cmd_detach() {
 }
 
 cmd_send() {
-    local name=$1 text=$2 target dir
+    local name=$1 text=$2 target dir i
     target=$(target_of "$name")
+    if [[ -z $text ]]; then
+        screen -S "$target" -X stuff $'\r' || die 1 "could not send to screen session '$name'"
+        echo "sent Enter to '$name'"
+        return 0
+    fi
     dir=$(private_tmpdir)
     printf '%s' "$text" >"$dir/text"
-    # one server command: the text and its Enter are not interleaved with another sender's
-    if ! screen -S "$target" -X eval "readbuf $dir/text" "paste ." 'stuff \015' || ! barrier "$target"; then
+    # one server command, so the text and its Enter are not interleaved with another sender's;
+    # writebuf echoes the buffer back once it has been typed: the text went in whole
+    if ! screen -S "$target" -X eval "readbuf $dir/text" "paste ." 'stuff \015' "writebuf $dir/echo"; then
         rm -rf "$dir"
         die 1 "could not send to screen session '$name'"
     fi
+    for ((i = 0; i < READY_TRIES; i++)); do
+        if cmp -s "$dir/text" "$dir/echo"; then
+            rm -rf "$dir"
+            echo "sent ${#text} characters to '$name'"
+            return 0
+        fi
+        sleep 0.05
+    done
     rm -rf "$dir"
-    echo "sent ${#text} characters to '$name'"
+    die 1 "screen did not take the text for session '$name' in time"
 }
 
 cmd_recreate() {
