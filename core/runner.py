@@ -165,6 +165,7 @@ class Runner:
         self._ctx_watch: dict[str, list[str]] = {}
         self._interrupted = False
         self._closing = False
+        self._cut_short = False
         self._finished = threading.Event()
         self._stopping_background = False
         self._started_at: float | None = None
@@ -215,6 +216,10 @@ class Runner:
         while (code := self.wait(0.5)) is None:
             pass
         return code
+
+    @property
+    def started_at(self) -> float | None:
+        return self._started_at
 
     @property
     def finished(self) -> bool:
@@ -680,13 +685,20 @@ class Runner:
         self.store.state_changed()
 
     def _do_close(self) -> None:
+        """Stop what runs; a run closed before its foreground steps ended counts as interrupted."""
         self._closing = True
         for run in self.runs.values():
             if run.execution is not None:
-                status = STOPPED if run.step.background and run.ready else CANCELLED
-                self._stop(run, status, "stopped when the run was closed")
-            elif run.status in (PENDING, BLOCKED) and not self._interrupted:
-                pass  # left as they are: they never ran
+                if run.step.background and run.ready:
+                    self._stop(run, STOPPED, "stopped when the run was closed")
+                else:
+                    self._cut_short = True
+                    self._stop(run, CANCELLED, "stopped when the run was closed")
+            elif run.status == PENDING:
+                self._cut_short = True
+                run.status, run.retry_due = CANCELLED, False
+                self._emit_status(run, "the run was closed before it started")
+        self.store.state_changed()
 
     # ------------------------------------------------------------------ finishing
     def _maybe_finish(self) -> None:
@@ -742,7 +754,7 @@ class Runner:
         self._finished.set()
 
     def _outcome(self) -> tuple[int, str]:
-        if self._interrupted:
+        if self._interrupted or self._cut_short:
             return 130, "interrupted"
         for run in self.runs.values():
             if run.status in (FAILED, TIMED_OUT, BLOCKED) and not run.allowed:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 RING_LINES = 1000
 MAX_LINE = 4096  # bytes of one line kept for display; the log file keeps all of it
+_CONTROL = bytes(c for c in range(32) if c != 9) + b"\x7f"
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
 
@@ -29,7 +30,8 @@ def clean_line(raw: bytes) -> str:
     if b"\r" in raw:
         raw = raw.rstrip(b"\r")
         raw = raw[raw.rfind(b"\r") + 1 :]
-    return raw.decode("utf-8", "replace")
+    text = raw.translate(None, _CONTROL).decode("utf-8", "replace")
+    return text.expandtabs(8) if "\t" in text else text
 
 
 class StepLog:
@@ -137,3 +139,28 @@ class StepLog:
                     self.lines_total += 1
                     self._partial = b""
                 os.close(self._fd)
+
+
+def read_tail(path: Path, max_lines: int, max_bytes: int = 1 << 20) -> tuple[list[str], int, bool]:
+    """The last ``max_lines`` lines of a log file as display text, reading at most ``max_bytes``.
+
+    Returns (lines, file size, whether earlier content was left out). Viewers call this many
+    times a second on a growing file, so it reads only the end, like ``tail``.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            data = f.read(size - start)
+    except OSError:
+        return [], 0, False
+    parts = data.split(b"\n")
+    truncated = start > 0
+    if truncated:
+        parts = parts[1:]  # the first piece is probably the end of a longer line
+    if parts and parts[-1] == b"":
+        parts.pop()
+    if len(parts) > max_lines:
+        parts, truncated = parts[-max_lines:], True
+    return [clean_line(p[:MAX_LINE]) for p in parts], size, truncated

@@ -43,6 +43,13 @@ except ImportError:  # tests/ became a package
 INVALID_NAMES = ["a b", "", "-x", "a.b", "a:b", "x" * 65, "web\n", "ä", "a/b", "$HOME"]
 
 
+def _pid_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.fixture
 def screen(screendir: str) -> ScreenBackend:  # noqa: F811
     return ScreenBackend()
@@ -175,7 +182,7 @@ def test_create_existing_raises_and_recreate_replaces(screen: ScreenBackend) -> 
     second = screen.recreate("dup")
     assert second.pid != first.pid
     assert [s.pid for s in screen.list()] == [second.pid]
-    assert not psutil.pid_exists(first.pid) or psutil.Process(first.pid).status() == "zombie"
+    wait_for(lambda: not _pid_running(first.pid), 5, "the old screen server to end")
 
 
 @needs_screen
@@ -185,6 +192,14 @@ def test_text_arrives_byte_for_byte(screen: ScreenBackend, tmp_path: Path) -> No
         target = tmp_path / f"out{index}"
         screen.send("bytes", printf_command(text, target))
         file_becomes(target, text.encode())
+
+
+@needs_screen
+def test_long_text_is_sent_whole(screen: ScreenBackend, tmp_path: Path) -> None:
+    screen.create("long")
+    text = "x" * 3000 + "-é-" + "y" * 1000
+    screen.send("long", printf_command(text, tmp_path / "long"))
+    file_becomes(tmp_path / "long", text.encode())
 
 
 @needs_screen
@@ -251,7 +266,7 @@ def test_dead_session_is_wiped(screen: ScreenBackend) -> None:
     socket = Path(info.socket or "")
     try:
         server.send_signal(signal.SIGKILL)
-        server.wait(5)
+        wait_for(lambda: not _pid_running(server.pid), 5, "the screen server to die")
         assert socket.exists()  # screen -ls now reports it "(Dead ???)"
         assert screen.list() == []
         assert not socket.exists()

@@ -1,0 +1,1012 @@
+"""The runner end to end: real shell processes, real Python step modules, real run directories.
+
+Most tests run the recipe in-process (``Runner`` from ``load_recipe``) and read what a user
+would read afterwards: state.json, ctx.json, events.jsonl and logs/. Where the command line is
+the thing a user sees (exit codes, the summary, --jobs/--only/--skip/--resume-from), the test
+runs ``orch-tui`` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+
+import pytest
+
+from tests.conftest import (
+    PY,
+    alive,
+    assert_gone,
+    event_index,
+    free_port,
+    make_runner,
+    only_run_dir,
+    read_events,
+    read_json,
+    read_pid,
+    read_state,
+    run_cli,
+    run_recipe,
+    wait_for,
+    write_module,
+    write_recipe,
+)
+
+
+def _py(text: str) -> str:
+    """Recipe text with ``@PY@`` replaced by this interpreter (JSON-quoted for YAML)."""
+    return text.replace("@PY@", json.dumps(PY))
+
+
+# ============================================================================ scheduling
+RENDEZVOUS = """
+steps:
+  - name: left
+    type: shell
+    depends_on: []
+    run: |
+      touch left.started
+      for i in $(seq 100); do [ -f right.started ] && exit 0; sleep 0.05; done
+      echo "right never started while left ran"; exit 1
+  - name: right
+    type: shell
+    depends_on: []
+    run: |
+      touch right.started
+      for i in $(seq 100); do [ -f left.started ] && exit 0; sleep 0.05; done
+      echo "left never started while right ran"; exit 1
+"""
+
+
+def test_parallel_steps_really_overlap_with_jobs_2(tmp_path):
+    # Each step only succeeds if it sees the other one's file while it is itself running.
+    recipe = write_recipe(tmp_path, RENDEZVOUS)
+    result = run_cli(recipe, "--no-ui", "--jobs", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = read_state(only_run_dir(tmp_path))["steps"]
+    assert steps["left"]["status"] == steps["right"]["status"] == "succeeded"
+
+
+def test_jobs_1_serialises_independent_steps(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: one
+            type: shell
+            depends_on: []
+            run: date +%s.%N > one.start; sleep 0.3; date +%s.%N > one.end
+          - name: two
+            type: shell
+            depends_on: []
+            run: date +%s.%N > two.start; sleep 0.3; date +%s.%N > two.end
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", "--jobs", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def times(name):
+        return tuple(float((tmp_path / f"{name}.{e}").read_text()) for e in ("start", "end"))
+
+    (s1, e1), (s2, e2) = times("one"), times("two")
+    assert e1 <= s2 or e2 <= s1, f"one ran {s1}..{e1}, two ran {s2}..{e2}: they overlapped"
+
+
+def test_absent_depends_on_runs_top_to_bottom(tmp_path):
+    # 'first' is the slowest; if the steps were independent, the others would finish before it.
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: first, type: shell, run: "sleep 0.3; echo first >> order.txt"}
+          - {name: second, type: shell, run: "echo second >> order.txt"}
+          - {name: third, type: shell, run: "echo third >> order.txt"}
+        """,
+        jobs=4,
+    )
+    assert result.code == 0
+    assert (tmp_path / "order.txt").read_text().split() == ["first", "second", "third"]
+    steps = result.steps
+    assert steps["second"]["started"] >= steps["first"]["ended"]
+    assert steps["third"]["started"] >= steps["second"]["ended"]
+
+
+FAILING_BRANCH = """
+steps:
+  - name: broken
+    type: shell
+    depends_on: []
+    run: echo "compiler exploded"; exit 3
+  - name: child
+    type: shell
+    depends_on: [broken]
+    run: touch child.ran
+  - name: grandchild
+    type: shell
+    depends_on: [child]
+    run: touch grandchild.ran
+  - name: independent
+    type: shell
+    depends_on: []
+    run: sleep 0.3; touch independent.ran
+"""
+
+
+def test_failure_blocks_only_its_dependents(tmp_path):
+    recipe = write_recipe(tmp_path, FAILING_BRANCH)
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+
+    steps = read_state(only_run_dir(tmp_path))["steps"]
+    assert steps["broken"]["status"] == "failed"
+    assert steps["broken"]["exit_code"] == 3
+    assert steps["broken"]["blocked_by"] == []
+    for name in ("child", "grandchild"):
+        assert steps[name]["status"] == "blocked"
+        assert steps[name]["blocked_by"] == ["broken"], "blocked_by names the root failure"
+        assert steps[name]["attempts"] == 0
+    assert steps["independent"]["status"] == "succeeded"
+    assert (tmp_path / "independent.ran").exists()
+    assert not (tmp_path / "child.ran").exists()
+    assert not (tmp_path / "grandchild.ran").exists()
+
+    # The summary names the root failure (with its output) before what it blocked.
+    out = result.stdout
+    root_at = out.find("root failure: broken")
+    blocked_at = out.find("blocked by broken: child, grandchild")
+    assert root_at != -1 and blocked_at != -1, out
+    assert root_at < blocked_at, out
+    assert "compiler exploded" in out[root_at:blocked_at]
+    assert "run failed" in out.splitlines()[-1]
+
+
+def test_retries_until_the_third_attempt_succeeds(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: flaky
+            type: shell
+            retries: 3
+            retry_delay: 0.3
+            run: |
+              n=$(cat count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > count
+              echo "attempt $n"
+              [ "$n" -ge 3 ]
+          - name: after
+            type: shell
+            run: touch after.ran
+        """,
+    )
+    assert result.code == 0
+    assert (tmp_path / "count").read_text().strip() == "3"
+    flaky = result.steps["flaky"]
+    assert flaky["status"] == "succeeded"
+    assert flaky["attempts"] == 3
+    assert (tmp_path / "after.ran").exists()
+
+    starts = [e["ts"] for e in result.events if e["type"] == "step_started" and e["step"] == "flaky"]
+    assert len(starts) == 3
+    for earlier, later in zip(starts, starts[1:], strict=False):
+        assert later - earlier >= 0.25, f"retry_delay 0.3 not honoured: {starts}"
+    finished = [e for e in result.events if e["type"] == "step_finished" and e["step"] == "flaky"]
+    assert [e["will_retry"] for e in finished] == [True, True, False]
+    log = result.log("flaky").decode()
+    assert "attempt 1" in log and "attempt 3" in log, "every attempt's output is kept"
+
+
+def test_retries_exhausted_fails_with_all_attempts_counted(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: hopeless, type: shell, retries: 2, run: "echo try >> tries; exit 7"}
+        """,
+    )
+    assert result.code == 1
+    assert result.steps["hopeless"]["status"] == "failed"
+    assert result.steps["hopeless"]["attempts"] == 3
+    assert (tmp_path / "tries").read_text().split() == ["try"] * 3
+
+
+def test_timeout_kills_the_whole_tree(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: slow
+            type: shell
+            timeout: 1
+            grace: 2
+            run: |
+              sleep 1000 & echo $! > child.pid
+              bash -c 'sleep 1000 & echo $! > grandchild.pid; wait' &
+              echo $! > middle.pid
+              wait
+        """,
+    )
+    pids = [read_pid(tmp_path / f"{n}.pid") for n in ("child", "middle", "grandchild")]
+    assert result.code == 1
+    slow = result.steps["slow"]
+    assert slow["status"] == "timed_out"
+    assert "timed out" in slow["reason"]
+    assert slow["duration"] < 4
+    assert_gone(pids, timeout=3)
+
+
+def test_step_ignoring_sigterm_is_killed_after_grace(tmp_path):
+    started = time.monotonic()
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: stubborn
+            type: shell
+            timeout: 0.5
+            grace: 1
+            run: |
+              trap '' TERM
+              sleep 1000 & echo $! > child.pid
+              wait; wait; wait
+        """,
+    )
+    elapsed = time.monotonic() - started
+    child = read_pid(tmp_path / "child.pid")
+    stubborn = result.steps["stubborn"]
+    assert stubborn["status"] == "timed_out"
+    assert stubborn["signal"] == signal.SIGKILL, "SIGTERM was ignored, so it took a SIGKILL"
+    assert stubborn["duration"] >= 1.3, "the grace period was not waited out"
+    assert elapsed < 8
+    assert_gone([child], timeout=3)
+
+
+def test_continue_on_error_records_failure_and_lets_dependents_run(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: lint, type: shell, continue_on_error: true, run: "echo warnings; exit 4"}
+          - {name: build, type: shell, run: "touch build.ran"}
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = read_state(only_run_dir(tmp_path))["steps"]
+    assert steps["lint"]["status"] == "failed"
+    assert steps["lint"]["allowed"] is True
+    assert steps["lint"]["exit_code"] == 4
+    assert steps["build"]["status"] == "succeeded"
+    assert (tmp_path / "build.ran").exists()
+    assert "allowed failure: lint" in result.stdout
+
+
+# ============================================================================ --only / --skip
+CHAIN = """
+steps:
+  - {name: fetch, type: shell, run: "touch fetch.ran"}
+  - {name: build, type: shell, run: "touch build.ran"}
+  - {name: test, type: shell, run: "touch test.ran"}
+"""
+
+
+def _ran(tmp_path):
+    return sorted(p.name.removesuffix(".ran") for p in tmp_path.glob("*.ran"))
+
+
+def test_only_runs_just_those_steps_not_their_dependencies(tmp_path):
+    recipe = write_recipe(tmp_path, CHAIN)
+    result = run_cli(recipe, "--no-ui", "--only", "build", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _ran(tmp_path) == ["build"]
+    steps = read_state(only_run_dir(tmp_path))["steps"]
+    assert {n: s["status"] for n, s in steps.items()} == {
+        "fetch": "skipped",
+        "build": "succeeded",
+        "test": "skipped",
+    }
+
+
+def test_skip_lets_dependents_proceed(tmp_path):
+    recipe = write_recipe(tmp_path, CHAIN)
+    result = run_cli(recipe, "--no-ui", "--skip", "build", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _ran(tmp_path) == ["fetch", "test"]
+    steps = read_state(only_run_dir(tmp_path))["steps"]
+    assert steps["build"]["status"] == "skipped"
+    assert steps["build"]["attempts"] == 0
+
+
+@pytest.mark.parametrize("option", ["--only", "--skip", "--resume-from"])
+def test_unknown_step_name_is_a_usage_error_with_suggestion(tmp_path, option):
+    recipe = write_recipe(tmp_path, CHAIN)
+    result = run_cli(recipe, "--no-ui", option, "biuld", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "biuld" in result.stderr
+    assert "did you mean 'build'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".orch").exists(), "nothing may run on a usage error"
+    assert _ran(tmp_path) == []
+
+
+# ============================================================================ --resume-from
+def test_resume_from_restores_ctx_of_the_latest_run(tmp_path):
+    module = write_module(
+        tmp_path,
+        """
+        import os
+
+        def produce(ctx):
+            ctx["greeting"] = os.environ["GREETING"]
+            ctx["numbers"] = [1, 2, 3]
+        """,
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: produce
+            type: python
+            module: {module}
+            function: produce
+          - name: count
+            type: shell
+            run: echo '{{"count": 3}}' > "$ORCH_CTX_OUT"; touch count.ran
+          - name: consume
+            type: shell
+            expose: [greeting, numbers, count]
+            run: echo "$greeting $numbers $count" >> consume.out
+        """,
+    )
+    for greeting in ("first", "second"):  # the latest run's ctx must win
+        result = run_cli(recipe, "--no-ui", cwd=tmp_path, env={"GREETING": greeting})
+        assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "count.ran").unlink()
+
+    result = run_cli(
+        recipe, "--no-ui", "--resume-from", "consume", cwd=tmp_path, env={"GREETING": "third"}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (tmp_path / "consume.out").read_text().splitlines()
+    assert lines == ["first [1,2,3] 3", "second [1,2,3] 3", "second [1,2,3] 3"]
+    assert not (tmp_path / "count.ran").exists(), "steps before --resume-from do not run"
+
+    runs = sorted((tmp_path / ".orch" / "runs").iterdir(), key=lambda d: read_state(d)["started"])
+    assert len(runs) == 3
+    steps = read_state(runs[-1])["steps"]
+    assert steps["produce"]["status"] == "skipped"
+    assert steps["count"]["status"] == "skipped"
+    assert steps["consume"]["status"] == "succeeded"
+    assert read_json(runs[-1] / "ctx.json")["greeting"] == "second"
+
+
+# ============================================================================ ctx values
+def test_non_json_ctx_value_fails_the_step_naming_the_key(tmp_path):
+    module = write_module(
+        tmp_path,
+        """
+        def store(ctx):
+            ctx["fine"] = 1
+            ctx["widget"] = object()
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: store, type: python, module: {module}, function: store}}
+          - {{name: after, type: shell, run: "touch after.ran"}}
+        """,
+    )
+    assert result.code == 1
+    store = result.steps["store"]
+    assert store["status"] == "failed"
+    assert "widget" in store["reason"]
+    assert "JSON" in store["reason"]
+    log = result.log("store").decode()
+    assert "widget" in log
+    assert result.steps["after"]["status"] == "blocked"
+    assert result.ctx == {"fine": 1}, "ctx.json still holds what was valid"
+
+
+def test_non_json_return_value_with_output_fails_naming_the_key(tmp_path):
+    module = write_module(tmp_path, "def make(ctx):\n    return {1, 2}\n")
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: make, type: python, module: {module}, function: make, output: made}}
+        """,
+    )
+    assert result.code == 1
+    assert "made" in result.steps["make"]["reason"]
+    assert "made" not in result.ctx
+
+
+# ============================================================================ python steps
+def test_python_step_output_goes_to_its_log_not_the_terminal(tmp_path, capfd):
+    module = write_module(
+        tmp_path,
+        """
+        import sys
+
+        def chatty(ctx):
+            print("printed-to-stdout-7731")
+            print("printed-to-stderr-7731", file=sys.stderr)
+        """,
+    )
+    result = run_recipe(
+        tmp_path, f"steps:\n  - {{name: chatty, type: python, module: {module}, function: chatty}}\n"
+    )
+    assert result.code == 0
+    log = result.log("chatty").decode()
+    assert "printed-to-stdout-7731" in log
+    assert "printed-to-stderr-7731" in log
+    out, err = capfd.readouterr()
+    assert "7731" not in out + err
+
+
+def test_python_step_gets_stop_and_log_when_named_and_output_stores_result(tmp_path):
+    module = write_module(
+        tmp_path,
+        """
+        import threading
+
+        def full(ctx, stop, log, factor=1):
+            log.info("logger line %d", 5)
+            ctx["stop_type"] = type(stop).__name__
+            ctx["stop_set"] = stop.is_set()
+            return {"answer": 21 * factor}
+
+        def plain(ctx, who):
+            return f"hello {who}"
+
+        def positional(ctx, *args, **kwargs):
+            return sorted(kwargs)
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: full
+            type: python
+            module: {module}
+            function: full
+            params: {{factor: 2}}
+            output: result
+          - {{name: plain, type: python, module: {module}, function: plain,
+              params: {{who: world}}, output: greeting}}
+          - {{name: positional, type: python, module: {module}, function: positional,
+              params: {{x: 1}}, output: kwargs}}
+        """,
+    )
+    assert result.code == 0, result.steps
+    ctx = result.ctx
+    assert ctx["result"] == {"answer": 42}
+    assert ctx["stop_type"] == "Event"
+    assert ctx["stop_set"] is False
+    assert ctx["greeting"] == "hello world"
+    assert ctx["kwargs"] == ["x"], "stop/log are passed only when named"
+    assert "logger line 5" in result.log("full").decode()
+
+
+def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
+    module = write_module(
+        tmp_path,
+        """
+        def explode(ctx):
+            helper_that_fails()
+
+        def helper_that_fails():
+            raise ValueError("bad input 42")
+        """,
+    )
+    result = run_recipe(
+        tmp_path, f"steps:\n  - {{name: explode, type: python, module: {module}, function: explode}}\n"
+    )
+    assert result.code == 1
+    step = result.steps["explode"]
+    assert step["status"] == "failed"
+    assert step["reason"] == "ValueError: bad input 42"
+    log = result.log("explode").decode()
+    assert "Traceback (most recent call last)" in log
+    assert "helper_that_fails" in log
+    assert "ValueError: bad input 42" in log
+
+
+# ============================================================================ shell steps
+def test_shell_environment_expose_and_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("INHERITED_ONLY", "inherited")
+    monkeypatch.setenv("A", "inherited")
+    result = run_recipe(
+        tmp_path,
+        _py(
+            """
+            env: {A: recipe, B: recipe, C: recipe, D: recipe, ORCH_STEP: from-recipe}
+            ctx:
+              C: exposed
+              D: {nested: [1, true, null]}
+              text: "two words $HOME"
+              number: 5
+              ORCH_STEP: from-ctx
+            steps:
+              - name: show
+                type: shell
+                env: {B: step, C: step, D: step, ORCH_STEP: from-step}
+                expose: [C, D, text, number, ORCH_STEP, missing_key]
+                cmd: @PY@
+                args:
+                  - -c
+                  - "import json, os; json.dump(dict(os.environ), open('env.json', 'w'))"
+            """
+        ),
+    )
+    assert result.code == 0, result.steps
+    env = read_json(tmp_path / "env.json")
+    assert env["INHERITED_ONLY"] == "inherited"
+    assert env["A"] == "recipe"
+    assert env["B"] == "step"
+    assert env["C"] == "exposed"
+    assert json.loads(env["D"]) == {"nested": [1, True, None]}
+    assert env["text"] == "two words $HOME", "strings are exposed raw"
+    assert env["number"] == "5"
+    assert "missing_key" not in env
+    assert env["ORCH_STEP"] == "show", "ORCH_* beats everything"
+    assert env["ORCH_RUN_DIR"] == str(result.run_dir)
+    assert os.path.isabs(env["ORCH_RUN_DIR"])
+    assert env["ORCH_CTX_OUT"]
+
+
+def test_ctx_out_key_value_lines_and_json_object(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: lines
+            type: shell
+            run: |
+              printf 'plain=1\\nspaced=hello world\\n# comment\\n\\nequals=a=b\\n' > "$ORCH_CTX_OUT"
+          - name: json
+            type: shell
+            run: echo '{"n": 3, "l": [1, "x"], "flag": false}' > "$ORCH_CTX_OUT"
+          - name: use
+            type: shell
+            expose: [plain, l]
+            run: echo "$plain|$l" > use.out
+        """,
+    )
+    assert result.code == 0, result.steps
+    ctx = result.ctx
+    assert ctx["plain"] == "1", "KEY=VALUE values are strings"
+    assert ctx["spaced"] == "hello world"
+    assert ctx["equals"] == "a=b"
+    assert ctx["n"] == 3 and ctx["l"] == [1, "x"] and ctx["flag"] is False
+    assert (tmp_path / "use.out").read_text() == '1|[1,"x"]\n'
+
+
+def test_failed_step_does_not_merge_its_ctx_out(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: half, type: shell, continue_on_error: true,
+             run: "echo partial=yes > \\"$ORCH_CTX_OUT\\"; exit 1"}
+        """,
+    )
+    assert result.steps["half"]["status"] == "failed"
+    assert "partial" not in result.ctx
+
+
+def test_cmd_and_args_never_go_through_a_shell(tmp_path):
+    nasty = ["$(touch pwned)", "; touch pwned2", "*", "$HOME", "`touch pwned3`", "a b", "'\"", ""]
+    script = "import json, sys; json.dump(sys.argv[1:], open('argv.json', 'w'))"
+    args = json.dumps(["-c", script, *nasty])  # JSON is YAML: the args exactly as listed
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: argv
+            type: shell
+            cmd: {json.dumps(PY)}
+            args: {args}
+        """,
+    )
+    assert result.code == 0, result.steps
+    assert read_json(tmp_path / "argv.json") == nasty
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_binary_output_and_huge_line_logged_byte_for_byte(tmp_path):
+    data = (
+        bytes(range(256)) * 4
+        + b"\n\xff\xfe invalid utf-8 \xc3\x28 \x80\n"
+        + b"\r\x1b[31mred\x1b[0m\n"
+        + b"y" * (1024 * 1024)  # 1 MB, no newline at the end
+    )
+    (tmp_path / "data.bin").write_bytes(data)
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: dump, type: shell, cmd: cat, args: [data.bin]}
+        """,
+    )
+    assert result.code == 0
+    assert result.log("dump") == data
+
+
+def test_step_ends_when_its_process_exits_even_if_a_child_holds_stdout(tmp_path):
+    started = time.monotonic()
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: leaves_child
+            type: shell
+            run: |
+              sleep 30 & echo $! > child.pid
+              echo "main done"
+          - {name: next, type: shell, run: "echo next ran"}
+        """,
+    )
+    elapsed = time.monotonic() - started
+    child = read_pid(tmp_path / "child.pid")
+    assert result.code == 0
+    assert result.steps["leaves_child"]["status"] == "succeeded"
+    assert result.steps["leaves_child"]["duration"] < 3
+    assert result.steps["next"]["status"] == "succeeded"
+    assert elapsed < 10, f"the run waited for the child holding stdout ({elapsed:.1f}s)"
+    assert b"main done" in result.log("leaves_child")
+    assert not alive(child), "what a step left running is stopped at the end of the run"
+
+
+def test_missing_program_fails_the_step_cleanly(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        "steps:\n  - {name: nope, type: shell, cmd: /nonexistent/program-xyz}\n",
+    )
+    assert result.code == 1
+    assert result.steps["nope"]["status"] == "failed"
+    assert "cannot start" in result.steps["nope"]["reason"]
+
+
+# ============================================================================ background steps
+def _order(result, first: tuple[str, str], then: tuple[str, str]) -> None:
+    events = result.events
+    assert event_index(events, first[0], first[1]) < event_index(events, then[0], then[1])
+
+
+def test_background_ready_by_port(tmp_path):
+    port = free_port()
+    result = run_recipe(
+        tmp_path,
+        _py(
+            f"""
+            steps:
+              - name: server
+                type: shell
+                background: true
+                ready: {{port: {port}, timeout: 15}}
+                cmd: @PY@
+                args: [-m, http.server, "{port}", --bind, 127.0.0.1]
+              - name: client
+                type: shell
+                cmd: @PY@
+                args:
+                  - -c
+                  - |
+                    import urllib.request
+                    with urllib.request.urlopen("http://127.0.0.1:{port}/") as r:
+                        open("client.out", "w").write(str(r.status))
+            """
+        ),
+    )
+    assert result.code == 0, result.steps
+    assert (tmp_path / "client.out").read_text() == "200"
+    _order(result, ("step_ready", "server"), ("step_started", "client"))
+    server = result.steps["server"]
+    assert server["status"] == "stopped"
+    pid = next(e["pid"] for e in result.events if e["type"] == "step_started" and e["step"] == "server")
+    assert not alive(pid)
+
+
+def test_background_ready_by_log_regex(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        r"""
+        steps:
+          - name: service
+            type: shell
+            background: true
+            ready: {log: 'listening on port \d+'}
+            run: |
+              echo "starting up"
+              sleep 0.3
+              echo "listening on port 8123" >&2
+              exec sleep 1000
+          - {name: user, type: shell, run: "touch user.ran"}
+        """,
+    )
+    assert result.code == 0, result.steps
+    assert (tmp_path / "user.ran").exists()
+    _order(result, ("step_ready", "service"), ("step_started", "user"))
+    events = result.events
+    ready = events[event_index(events, "step_ready", "service")]
+    started = events[event_index(events, "step_started", "service")]
+    assert ready["ts"] - started["ts"] >= 0.25, "ready before the line was printed"
+    assert result.steps["service"]["status"] == "stopped"
+
+
+def test_background_ready_by_ctx_key_set_by_a_python_step(tmp_path):
+    module = write_module(
+        tmp_path,
+        """
+        import time
+
+        def serve(ctx, stop):
+            time.sleep(0.2)
+            ctx["token"] = "s3cret"
+            stop.wait(30)
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: service
+            type: python
+            module: {module}
+            function: serve
+            background: true
+            ready: {{ctx: token, timeout: 10}}
+          - {{name: user, type: shell, expose: [token], run: 'echo "$token" > token.out'}}
+        """,
+    )
+    assert result.code == 0, result.steps
+    assert (tmp_path / "token.out").read_text() == "s3cret\n"
+    _order(result, ("step_ready", "service"), ("step_started", "user"))
+    assert result.steps["service"]["status"] == "stopped"
+
+
+def test_background_ready_by_delay(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: warm, type: shell, background: true, ready: {delay: 0.5}, run: "exec sleep 1000"}
+          - {name: user, type: shell, run: "true"}
+        """,
+    )
+    assert result.code == 0, result.steps
+    events = result.events
+    _order(result, ("step_ready", "warm"), ("step_started", "user"))
+    warm_started = events[event_index(events, "step_started", "warm")]["ts"]
+    user_started = events[event_index(events, "step_started", "user")]["ts"]
+    assert user_started - warm_started >= 0.45
+
+
+def test_background_not_ready_in_time_fails_and_blocks_dependents(tmp_path):
+    started = time.monotonic()
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: mute
+            type: shell
+            background: true
+            grace: 1
+            ready: {log: NEVER-PRINTED, timeout: 0.5}
+            run: echo $$ > mute.pid; exec sleep 1000
+          - {name: user, type: shell, run: "touch user.ran"}
+        """,
+    )
+    pid = read_pid(tmp_path / "mute.pid")
+    assert result.code == 1
+    mute = result.steps["mute"]
+    assert mute["status"] == "failed"
+    assert "not ready within 0.5s" in mute["reason"]
+    assert result.steps["user"]["status"] == "blocked"
+    assert result.steps["user"]["blocked_by"] == ["mute"]
+    assert not (tmp_path / "user.ran").exists()
+    assert time.monotonic() - started < 8
+    assert not alive(pid)
+
+
+def test_background_exiting_before_ready_fails_at_once(tmp_path):
+    port = free_port()
+    started = time.monotonic()
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: crashy
+            type: shell
+            background: true
+            ready: {{port: {port}, timeout: 20}}
+            run: echo "config error"; exit 0
+          - {{name: user, type: shell, run: "touch user.ran"}}
+        """,
+    )
+    assert time.monotonic() - started < 8, "it waited for the readiness timeout"
+    assert result.code == 1
+    assert result.steps["crashy"]["status"] == "failed"
+    assert "before it was ready" in result.steps["crashy"]["reason"]
+    assert result.steps["user"]["status"] == "blocked"
+
+
+def test_background_steps_are_stopped_when_foreground_ends(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: daemon
+            type: shell
+            background: true
+            run: |
+              sleep 1000 & echo $! > daemon-child.pid
+              echo $$ > daemon.pid
+              wait
+          - {name: work, type: shell, run: "sleep 0.2"}
+        """,
+    )
+    pids = [read_pid(tmp_path / "daemon.pid"), read_pid(tmp_path / "daemon-child.pid")]
+    assert result.code == 0, result.steps
+    daemon = result.steps["daemon"]
+    assert daemon["status"] == "stopped"
+    assert result.state["status"] == "succeeded"
+    assert_gone(pids, timeout=3)
+
+
+# ============================================================================ run directory
+def test_run_directory_files_and_permissions(tmp_path):
+    module = write_module(tmp_path, "def put(ctx):\n    ctx['k'] = 'v'\n")
+    result = run_recipe(
+        tmp_path,
+        f"""
+        name: layout
+        steps:
+          - {{name: put, type: python, module: {module}, function: put}}
+          - {{name: 'odd name/with slash', type: shell, run: "echo hi"}}
+          - {{name: fail, type: shell, depends_on: [], continue_on_error: true, run: "exit 1"}}
+        """,
+    )
+    run_dir = result.run_dir
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((run_dir / "logs").stat().st_mode) == 0o700
+
+    state = read_state(run_dir)
+    assert state["status"] == "succeeded"
+    assert state["exit_code"] == 0
+    assert set(state["steps"]) == {"put", "odd name/with slash", "fail"}
+    for info in state["steps"].values():
+        assert (run_dir / info["log"]).is_file(), info["log"]
+    assert read_json(run_dir / "ctx.json") == {"k": "v"}
+
+    lines = (run_dir / "events.jsonl").read_bytes().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert all(isinstance(e.get("type"), str) for e in events)
+    assert events[0]["type"] == "run_started"
+    assert events[-1]["type"] == "run_finished"
+    assert events[-1]["exit_code"] == 0
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+
+
+# ============================================================================ command API
+INTERACTIVE = """
+steps:
+  - name: check
+    type: shell
+    run: test -f fixed || { echo "not fixed yet"; exit 1; }
+  - name: after
+    type: shell
+    run: touch after.ran
+  - name: side
+    type: shell
+    depends_on: []
+    run: "true"
+"""
+
+
+def _status(runner, name):
+    return runner.state()["steps"][name]["status"]
+
+
+def test_interactive_retry_after_fixing_the_cause(tmp_path, runners):
+    runner = make_runner(tmp_path, INTERACTIVE, interactive=True)
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: _status(runner, "after") == "blocked", message="'after' blocked")
+    assert _status(runner, "check") == "failed"
+    assert runner.state()["steps"]["after"]["blocked_by"] == ["check"]
+    wait_for(lambda: _status(runner, "side") == "succeeded")
+    assert runner.allowed_actions("check") == {"skip", "retry"}
+    assert runner.allowed_actions("after") == {"skip"}
+    assert runner.allowed_actions("side") == {"retry"}
+    assert not runner.finished, "interactive: a failure waits for the user"
+
+    (tmp_path / "fixed").touch()
+    runner.retry("check")
+    wait_for(lambda: _status(runner, "after") == "succeeded", message="'after' ran after retry")
+    steps = runner.state()["steps"]
+    assert steps["check"]["status"] == "succeeded"
+    assert steps["check"]["attempts"] == 2
+    assert (tmp_path / "after.ran").exists()
+
+    runner.close()
+    assert runner.wait(10) == 0
+
+
+def test_interactive_skip_of_failed_step_lets_dependent_run(tmp_path, runners):
+    runner = make_runner(tmp_path, INTERACTIVE, interactive=True)
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: _status(runner, "after") == "blocked")
+    runner.skip("check")
+    wait_for(lambda: _status(runner, "after") == "succeeded")
+    assert _status(runner, "check") == "skipped"
+    assert runner.allowed_actions("check") == frozenset()
+    runner.close()
+    assert runner.wait(10) == 0
+
+
+def test_interactive_stop_step_cancels_quickly(tmp_path, runners):
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: long, type: shell, run: "echo $$ > long.pid; exec sleep 100"}
+          - {name: after, type: shell, run: "true"}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    runner.start()
+    pid = read_pid(tmp_path / "long.pid")
+    wait_for(lambda: _status(runner, "long") == "running")
+    assert runner.allowed_actions("long") == {"stop"}
+    assert runner.allowed_actions("after") == {"skip"}
+    started = time.monotonic()
+    runner.stop_step("long")
+    wait_for(lambda: _status(runner, "long") == "cancelled", timeout=3)
+    assert time.monotonic() - started < 3
+    assert not alive(pid)
+    wait_for(lambda: _status(runner, "after") == "blocked")
+    assert runner.allowed_actions("long") == {"retry"}
+    runner.close()
+    assert runner.wait(10) == 1
+
+
+def test_interactive_close_stops_background_steps(tmp_path, runners):
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: bg, type: shell, background: true, run: "echo $$ > bg.pid; exec sleep 1000"}
+          - {name: fg, type: shell, run: "true"}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    runner.start()
+    pid = read_pid(tmp_path / "bg.pid")
+    wait_for(lambda: _status(runner, "fg") == "succeeded")
+    assert _status(runner, "bg") == "ready"
+    assert runner.allowed_actions("bg") == {"stop"}
+    assert runner.wait(0.3) is None, "interactive runs wait for close()"
+    runner.close()
+    assert runner.wait(10) == 0
+    assert read_state(runner.run_dir)["steps"]["bg"]["status"] == "stopped"
+    assert not alive(pid)
+
+
+def test_commands_on_unknown_steps_raise(tmp_path, runners):
+    runner = make_runner(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
+    runners.append(runner)
+    with pytest.raises(KeyError):
+        runner.skip("nope")
+    runner.start()
+    assert runner.wait(10) == 0
+    assert read_events(runner.run_dir)[-1]["type"] == "run_finished"

@@ -1,0 +1,408 @@
+"""The Textual app: a client of the runner's event stream and command API, nothing more.
+
+Events arrive on the runner's event thread; they are only appended to a deque there. A timer on
+the UI side drains the deque 15 times a second and applies the whole batch at once, so a step
+printing half a million lines a second costs the UI a file read per tick, not a message per line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from core import events as ev
+from core.runner import Runner
+from tui.screens.confirm_quit import ConfirmQuit
+from tui.screens.help import HelpScreen
+from tui.screens.search import SearchPrompt
+from tui.screens.sessions import SessionsScreen
+from tui.widgets import CtxInspector, LogPane, ResourceMeter, RunHeader, StepTree
+
+REFRESH_HZ = 15
+CTX_REFRESH_SECONDS = 0.5
+
+
+class OrchApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "orch-tui"
+    BINDINGS = [
+        Binding("q", "quit_app", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("p", "pin", "Pin log"),
+        Binding("S", "sessions", "Sessions"),
+        Binding("c", "toggle_ctx", "ctx", show=False),
+    ]
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        clock: Callable[[], float] = time.time,
+        start_runner: bool = True,
+    ) -> None:
+        super().__init__()
+        self.runner = runner
+        self.clock = clock
+        self._start_runner = start_runner
+        self._inbox: deque[ev.Event] = deque()
+        self._states: dict[str, dict[str, Any]] = {}
+        self._dirty_logs: set[str] = set()
+        self._ctx_dirty = False
+        self._ctx_refreshed = 0.0
+        self._run_finished: ev.RunFinished | None = None
+        self._quitting = False
+        self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._step_infos = [self._describe_step(s) for s in runner.recipe.steps]
+
+    def _describe_step(self, step) -> dict[str, Any]:
+        info = {
+            "name": step.name,
+            "type": step.type,
+            "background": step.background,
+            "log": f"logs/{self.runner.runs[step.name].log_file}",
+        }
+        if step.type == "session":
+            info.update(session=step.session, backend=step.backend, socket=step.socket)
+        return info
+
+    # -- layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield StepTree(self._step_infos, self.runner.allowed_actions, id="steps")
+                yield ResourceMeter(id="meter")
+            with Vertical(id="right"):
+                with Horizontal(id="logs"):
+                    yield LogPane(id="log-main")
+                    yield LogPane(id="log-pinned")
+                yield CtxInspector(self.runner.ctx, id="ctx")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#log-pinned", LogPane).display = False
+        self.query_one(StepTree).border_title = "steps"
+        self.query_one(ResourceMeter).border_title = "resources"
+        self.runner.subscribe(self._inbox.append)  # called on the event thread: append only
+        self._states = self.runner.state()["steps"]
+        if self._start_runner:
+            self.runner.start()
+        self.set_interval(1 / REFRESH_HZ, self._drain)
+        self.query_one(StepTree).focus()
+        self._show_selected()
+        self._refresh_header()
+
+    # -- the event batch ----------------------------------------------------------------------------
+    def _drain(self) -> None:
+        batch = []
+        while self._inbox:
+            batch.append(self._inbox.popleft())
+        samples = []
+        status_changed = False
+        for event in batch:
+            if isinstance(event, ev.StepOutput):
+                self._dirty_logs.add(event.step)
+            elif isinstance(event, (ev.StepStarted, ev.StepFinished, ev.StepStatus, ev.StepReady)):
+                status_changed = True
+                if isinstance(event, ev.StepFinished):
+                    self._dirty_logs.add(event.step)
+                    self._note_session(event)
+            elif isinstance(event, ev.CtxChanged):
+                self._ctx_dirty = True
+            elif isinstance(event, ev.ResourcesSampled):
+                samples.append(event)
+            elif isinstance(event, ev.RunMessage):
+                self.notify(
+                    event.text, severity="warning" if event.level != "info" else "information"
+                )
+            elif isinstance(event, ev.RunFinished):
+                self._run_finished = event
+                status_changed = True
+        if status_changed or samples:
+            self._states = self.runner.state()["steps"]
+        tree = self.query_one(StepTree)
+        now = self.clock()
+        for name, state in self._states.items():
+            if status_changed or state["status"] in ("running", "ready"):
+                tree.update_step(name, state, now)
+        if status_changed:
+            tree.refresh_bindings()
+            self.refresh_bindings()
+        for pane in self.query(LogPane):
+            if pane.step in self._dirty_logs or (
+                pane.step and self._states.get(pane.step, {}).get("status") == "running"
+            ):
+                pane.poll()
+        self._dirty_logs.clear()
+        meter = self.query_one(ResourceMeter)
+        for sample in samples:
+            meter.add_sample(sample.to_dict())
+        if self._ctx_dirty and time.monotonic() - self._ctx_refreshed >= CTX_REFRESH_SECONDS:
+            self._ctx_dirty = False
+            self._ctx_refreshed = time.monotonic()
+            self.query_one(CtxInspector).refresh_keys()
+        self._refresh_header()
+
+    def _note_session(self, event: ev.StepFinished) -> None:
+        """A session step that succeeded: its session joins the tree's Sessions group."""
+        info = next((i for i in self._step_infos if i["name"] == event.step), None)
+        if not info or info["type"] != "session" or event.status != "succeeded":
+            return
+        key = (info["backend"], info["session"])
+        step = self.runner.recipe.step(event.step)
+        if step.action == "kill":
+            self._sessions.pop(key, None)
+            return
+        self._sessions[key] = {
+            "backend": info["backend"],
+            "name": info["session"],
+            "socket": info.get("socket"),
+            "state": "detached",
+        }
+        self.query_one(StepTree).set_sessions(list(self._sessions.values()))
+
+    def _run_state(self) -> str:
+        if self._quitting:
+            return "stopping"
+        if self._run_finished is not None:
+            return self._run_finished.status
+        statuses = [s["status"] for s in self._states.values()]
+        if any(s in ("running", "pending") for s in statuses):
+            return "running"
+        if any(s in ("failed", "timed_out", "blocked", "cancelled") for s in statuses):
+            return "waiting"  # for the user: retry or skip
+        return "succeeded" if statuses else "running"
+
+    def _refresh_header(self) -> None:
+        counts: dict[str, int] = {}
+        for state in self._states.values():
+            counts[state["status"]] = counts.get(state["status"], 0) + 1
+        started = self.runner.started_at
+        elapsed = (self.clock() - started) if started else 0.0
+        self.query_one(RunHeader).show(
+            recipe=self.runner.recipe.name or self.runner.recipe.path.name,
+            run_state=self._run_state(),
+            counts=counts,
+            total=len(self._states),
+            elapsed=elapsed,
+        )
+
+    # -- selection and logs ---------------------------------------------------------------------
+    def on_step_tree_selected(self, message: StepTree.Selected) -> None:
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        tree = self.query_one(StepTree)
+        name = tree.selected_step
+        data = tree.selected
+        pane = self.query_one("#log-main", LogPane)
+        if name is not None:
+            pane.show(name, self._log_path(name))
+        elif data and data.get("kind") == "session":
+            pane.show(f"session {data['name']}", self._session_log(data))
+        self.query_one(ResourceMeter).show_step(name)
+
+    def _log_path(self, name: str) -> Path:
+        return self.runner.run_dir / "logs" / self.runner.runs[name].log_file
+
+    def _session_log(self, data: dict[str, Any]) -> Path | None:
+        path = self.runner.run_dir / "sessions" / f"{data['name']}.log"
+        return path if path.exists() else None
+
+    def action_pin(self) -> None:
+        """Pin the selected step's log in a second pane beside the first; again to unpin."""
+        tree = self.query_one(StepTree)
+        pinned = self.query_one("#log-pinned", LogPane)
+        name = tree.selected_step
+        if pinned.display and (name is None or pinned.step == name):
+            pinned.display = False
+            pinned.show(None, None)
+            return
+        if name is None:
+            self.notify("select a step to pin its log", severity="warning")
+            return
+        pinned.display = True
+        pinned.show(name, self._log_path(name))
+
+    def on_log_pane_search_requested(self, message: LogPane.SearchRequested) -> None:
+        pane = message.pane
+
+        def done(text: str | None) -> None:
+            if text and not pane.search(text):
+                self.notify(f"{text!r} not found in the loaded lines", severity="warning")
+
+        self.push_screen(SearchPrompt(pane._search or ""), done)
+
+    # -- commands -------------------------------------------------------------------------------
+    def on_step_tree_action(self, message: StepTree.Action) -> None:
+        data = message.data
+        if message.action == "attach":
+            if data.get("kind") == "session":
+                self.attach(data["backend"], data["name"], data.get("socket"))
+            elif data.get("type") == "session":
+                self.attach(data["backend"], data["session"], data.get("socket"))
+            return
+        name = data.get("name")
+        if data.get("kind") != "step" or name is None:
+            return
+        command = {
+            "skip": self.runner.skip,
+            "retry": self.runner.retry,
+            "stop": self.runner.stop_step,
+        }
+        command[message.action](name)
+        self.notify(f"{message.action}: {name}", timeout=2)
+
+    def attach(self, backend_name: str, session: str, socket: str | None = None) -> None:
+        """Hand the terminal to the multiplexer; detaching comes back here."""
+        from core.sessions.base import SessionError, get_backend
+
+        try:
+            backend = get_backend(backend_name, socket=socket)
+            if not backend.available():
+                raise SessionError(
+                    f"{backend_name} is not installed (apt-get install {backend_name})"
+                )
+            if not backend.exists(session):
+                raise SessionError(f"no {backend_name} session named {session!r}")
+            argv = backend.attach_argv(session)
+        except SessionError as exc:
+            self.notify(str(exc), title="cannot attach", severity="error")
+            return
+        try:
+            with self.suspend():
+                print(
+                    f"\norch-tui: attaching to {session}; detach with {backend.detach_keys} to come back\n",
+                    flush=True,
+                )
+                result = subprocess.run(argv, check=False)
+        except Exception as exc:  # SuspendNotSupported under a headless driver, OSError
+            self.notify(f"cannot attach here: {exc or type(exc).__name__}", severity="error")
+            return
+        self.refresh(layout=True)
+        if result.returncode != 0:
+            self.notify(f"{' '.join(argv)} exited with {result.returncode}", severity="warning")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_sessions(self) -> None:
+        self.push_screen(SessionsScreen())
+
+    def action_toggle_ctx(self) -> None:
+        ctx = self.query_one(CtxInspector)
+        ctx.display = not ctx.display
+
+    def _running_steps(self) -> list[str]:
+        return [n for n, s in self._states.items() if s["status"] in ("running", "ready")]
+
+    def action_quit_app(self) -> None:
+        if self._quitting:
+            return
+        running = self._running_steps()
+        if not running or self.runner.finished:
+            self._begin_shutdown()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._begin_shutdown()
+
+        self.push_screen(ConfirmQuit(running), answered)
+
+    def _begin_shutdown(self) -> None:
+        self._quitting = True
+        self._refresh_header()
+        self._close_runner()
+
+    @work(thread=True, exclusive=True, group="shutdown")
+    def _close_runner(self) -> None:
+        if not self.runner.finished:
+            self.runner.close()
+            self.runner.wait(60)
+        self.call_from_thread(
+            self.exit, self.runner.exit_code if self.runner.exit_code is not None else 0
+        )
+
+    def interrupt(self) -> None:
+        """SIGTERM/SIGHUP to the app: stop everything as Ctrl-C would headless, then exit 130."""
+        self._quitting = True
+        self.runner.stop_run(signal.SIGTERM)
+        self._close_runner()
+
+    # -- command palette --------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        tree = self.query_one(StepTree)
+        name = tree.selected_step
+        if name is not None:
+            allowed = self.runner.allowed_actions(name)
+            if "skip" in allowed:
+                yield SystemCommand(f"Skip {name}", "Skip the selected step", tree.action_skip)
+            if "retry" in allowed:
+                yield SystemCommand(
+                    f"Retry {name}", "Run the selected step again", tree.action_retry
+                )
+            if "stop" in allowed:
+                yield SystemCommand(
+                    f"Stop {name}", "Stop the selected running step", tree.action_stop
+                )
+        if tree.check_action("attach", ()):
+            yield SystemCommand(
+                "Attach to session", "Hand the terminal to the session", tree.action_attach
+            )
+        yield SystemCommand(
+            "Sessions", "All screen and tmux sessions on this machine", self.action_sessions
+        )
+        yield SystemCommand(
+            "Pin log", "Pin the selected step's log beside the first", self.action_pin
+        )
+        yield SystemCommand("Toggle ctx", "Show or hide the ctx inspector", self.action_toggle_ctx)
+        yield SystemCommand("Keys", "The key reference", self.action_help)
+
+
+def make_app(
+    runner: Runner, *, clock: Callable[[], float] = time.time, start_runner: bool = True
+) -> OrchApp:
+    """Build the app around a runner (tests pass a runner with a fixed clock and sampler)."""
+    return OrchApp(runner, clock=clock, start_runner=start_runner)
+
+
+def run_app(recipe, args, resume_ctx) -> int:
+    """``orch-tui RECIPE`` on a terminal."""
+    from tui.cli import make_runner
+
+    runner = make_runner(recipe, args, resume_ctx, interactive=True)
+    app = make_app(runner)
+
+    def on_signal(signum: int, _frame) -> None:
+        app.call_later(app.interrupt)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = app.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if runner.started_at is not None and not runner.finished:
+            runner.close()
+            runner.wait(60)
+    if runner.exit_code is not None:
+        code = runner.exit_code
+    print(
+        f"orch-tui: run {runner.run_id} {runner.state()['status']}; logs in {os.path.relpath(runner.run_dir)}"
+    )
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,50 @@
+"""The key reference (``?``)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS = [
+    ("Steps", ""),
+    ("↑ ↓ enter", "move in the step tree; the log follows the selection"),
+    ("Home End", "first / last step"),
+    ("s", "skip the selected step (pending, blocked or failed): its dependents go on"),
+    ("r", "retry the selected step (failed, cancelled or succeeded)"),
+    ("k", "stop the selected running step"),
+    ("a", "attach to the selected session (detach: Ctrl-a d in screen, Ctrl-b d in tmux)"),
+    ("p", "pin the selected step's log beside the first (again: unpin)"),
+    ("Log", ""),
+    ("tab", "move focus between the tree, the logs and the ctx"),
+    ("↑ PgUp", "scroll back (following pauses)"),
+    ("End", "jump to the end and follow again"),
+    ("/  n  N", "search the log, next / previous match"),
+    ("App", ""),
+    ("S", "all screen and tmux sessions on this machine"),
+    ("c", "show or hide the ctx inspector"),
+    ("ctrl+p", "command palette (every action by name)"),
+    ("q", "quit: asks first while steps run; stops steps, leaves sessions"),
+    ("?", "this help"),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("question_mark", "dismiss", "Close", show=False),
+        Binding("q", "dismiss", "Close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        lines = []
+        for key, text in KEYS:
+            if not text:
+                lines.append(f"\n[b u]{key}[/]")
+            else:
+                lines.append(f"  [b cyan]{key:<10}[/] {text}")
+        with Vertical(id="help-box"):
+            yield Static("[b]orch-tui keys[/]   [dim]Escape to close[/]", id="help-title")
+            yield Static("\n".join(lines).lstrip("\n"), id="help-body")

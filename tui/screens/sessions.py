@@ -1,0 +1,118 @@
+"""Every GNU screen and tmux session on the machine, ours and the user's: what replaces typing
+``screen -ls`` and ``screen -r``. Listed by a worker thread (the multiplexers are subprocesses),
+refreshed every two seconds; ``a`` or Enter attaches.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+REFRESH_SECONDS = 2.0
+
+
+def list_all_sessions(socket: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """(sessions, problems) across both backends; a missing binary is a note, not an error."""
+    from core.sessions.base import SessionError, get_backend
+
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for backend_name in ("screen", "tmux"):
+        backend = get_backend(backend_name, socket=socket if backend_name == "tmux" else None)
+        if not backend.available():
+            notes.append(f"{backend_name} is not installed")
+            continue
+        try:
+            for info in backend.list():
+                rows.append(
+                    {
+                        "backend": info.backend,
+                        "name": info.name,
+                        "state": info.state,
+                        "pid": info.pid,
+                        "created": info.created,
+                        "run_id": info.run_id,
+                        "socket": info.socket,
+                    }
+                )
+        except SessionError as exc:
+            notes.append(str(exc))
+    return rows, notes
+
+
+class SessionsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("a", "attach", "Attach"),
+        Binding("enter", "attach", "Attach", show=False),
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("S", "app.pop_screen", "Back", show=False),
+        Binding("f5", "reload", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rows: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            "[b]Sessions[/] on this machine   [dim]a attach · Escape back[/]", id="sessions-title"
+        )
+        table: DataTable[str] = DataTable(
+            id="sessions-table", cursor_type="row", zebra_stripes=True
+        )
+        table.add_columns("backend", "name", "state", "pid", "created", "run")
+        yield table
+        yield Static("", id="sessions-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reload()
+        self.set_interval(REFRESH_SECONDS, self.action_reload)
+
+    def action_reload(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="sessions")
+    def _load(self) -> None:
+        rows, notes = list_all_sessions()
+        self.app.call_from_thread(self._show, rows, notes)
+
+    def _show(self, rows: list[dict[str, Any]], notes: list[str]) -> None:
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        table.clear()
+        self._rows = rows
+        for row in rows:
+            created = (
+                time.strftime("%m-%d %H:%M", time.localtime(row["created"]))
+                if row["created"]
+                else ""
+            )
+            state = row["state"]
+            table.add_row(
+                row["backend"],
+                row["name"],
+                f"[green]{state}[/]" if state == "attached" else state,
+                str(row["pid"] or ""),
+                created,
+                row["run_id"] or "",
+            )
+        if rows:
+            table.move_cursor(row=min(keep, len(rows) - 1))
+        note = " · ".join(notes) if notes else f"{len(rows)} session(s)"
+        self.query_one("#sessions-note", Static).update(f"[dim]{note}[/]")
+
+    def action_attach(self) -> None:
+        table = self.query_one(DataTable)
+        if not self._rows or table.cursor_row >= len(self._rows):
+            self.notify("no session selected", severity="warning")
+            return
+        row = self._rows[table.cursor_row]
+        self.app.attach(row["backend"], row["name"], row.get("socket"))  # type: ignore[attr-defined]
+        self.action_reload()

@@ -1,0 +1,57 @@
+"""How statuses and durations look, shared by every widget (one place to change a colour)."""
+
+from __future__ import annotations
+
+STATUS_ICON = {
+    "pending": "○",
+    "blocked": "⊘",
+    "running": "▶",
+    "ready": "●",
+    "succeeded": "✓",
+    "failed": "✗",
+    "timed_out": "⏱",
+    "skipped": "↷",
+    "cancelled": "■",
+    "stopped": "■",
+}
+
+STATUS_STYLE = {
+    "pending": "dim",
+    "blocked": "red dim",
+    "running": "bold yellow",
+    "ready": "bold cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "timed_out": "bold red",
+    "skipped": "dim",
+    "cancelled": "magenta",
+    "stopped": "cyan",
+}
+
+
+def status_icon(status: str) -> str:
+    return STATUS_ICON.get(status, "?")
+
+
+def format_duration(seconds: float) -> str:
+    """0.4s, 12s, 3m05s, 1h02m: short enough for a tree label."""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,9 @@
+"""The app's widgets, one per module."""
+
+from tui.widgets.ctx_inspector import CtxInspector
+from tui.widgets.log_pane import LogPane
+from tui.widgets.resource_meter import ResourceMeter
+from tui.widgets.run_header import RunHeader
+from tui.widgets.step_tree import StepTree
+
+__all__ = ["CtxInspector", "LogPane", "ResourceMeter", "RunHeader", "StepTree"]

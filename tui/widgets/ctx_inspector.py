@@ -1,0 +1,134 @@
+"""The ctx as a collapsible JSON tree, updated as keys change, never a million nodes.
+
+Only keys whose version moved are rebuilt. A long list shows its length and its last rows
+(``Context.tail`` copies just those), a deep or wide value is cut with a count of what is not
+shown: the inspector costs the same whether a list holds ten rows or ten million.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from core.context import Context
+
+TAIL_ROWS = 20
+MAX_CHILDREN = 50
+MAX_DEPTH = 6
+MAX_SCALAR = 120
+
+
+def _scalar(value: Any) -> Text:
+    if isinstance(value, str):
+        shown = value if len(value) <= MAX_SCALAR else value[:MAX_SCALAR] + "…"
+        return Text(json.dumps(shown, ensure_ascii=False), style="green")
+    if isinstance(value, bool) or value is None:
+        return Text(json.dumps(value), style="magenta")
+    if isinstance(value, float):
+        return Text(f"{value:.6g}", style="cyan")
+    return Text(str(value), style="cyan")
+
+
+def _key_label(key: str, value: Any, *, length: int | None = None) -> Text:
+    label = Text(str(key), style="bold")
+    if isinstance(value, dict):
+        label.append(f" {{{len(value)}}}", style="dim")
+    elif isinstance(value, list) or length is not None:
+        label.append(f" [{length if length is not None else len(value):,}]", style="dim")
+    else:
+        label.append(": ")
+        label.append_text(_scalar(value))
+    return label
+
+
+class CtxInspector(Tree[str]):
+    def __init__(self, ctx: Context, *, id: str | None = None) -> None:
+        super().__init__("ctx", id=id)
+        self.ctx = ctx
+        self._versions: dict[str, int] = {}
+        self._key_nodes: dict[str, TreeNode[str]] = {}
+        self.root.expand()
+        self.guide_depth = 2
+
+    def on_mount(self) -> None:
+        self.refresh_keys()
+
+    def refresh_keys(self) -> None:
+        """Rebuild the nodes of keys whose version changed; add new keys, drop deleted ones."""
+        keys = list(self.ctx)
+        for key in list(self._key_nodes):
+            if key not in self.ctx:
+                self._key_nodes.pop(key).remove()
+                self._versions.pop(key, None)
+        for key in keys:
+            version = self.ctx.key_version(key)
+            if self._versions.get(key) == version:
+                continue
+            self._versions[key] = version
+            self._build_key(key)
+        self.root.set_label(Text.assemble(("ctx", "bold"), (f"  {len(keys)} keys", "dim")))
+
+    def _build_key(self, key: str) -> None:
+        try:
+            value = self.ctx[key]
+        except KeyError:
+            return
+        node = self._key_nodes.get(key)
+        expanded = node.is_expanded if node is not None else False
+        if isinstance(value, list) and len(value) > TAIL_ROWS:
+            length, rows = self.ctx.tail(key, TAIL_ROWS)
+            label = _key_label(key, value, length=length)
+            if node is None:
+                node = self._key_nodes[key] = self.root.add(label, data=key)
+            else:
+                node.set_label(label)
+                node.remove_children()
+            node.add_leaf(Text(f"… {length - len(rows):,} earlier rows", style="dim italic"))
+            for i, row in enumerate(rows, start=length - len(rows)):
+                self._add_value(node, f"[{i}]", row, 1)
+        else:
+            label = _key_label(key, value)
+            if node is None:
+                node = self._key_nodes[key] = self.root.add(label, data=key)
+            else:
+                node.set_label(label)
+                node.remove_children()
+            self._add_json_children(node, value, 1)
+        node.allow_expand = isinstance(value, (list, dict)) and bool(value)
+        if expanded:
+            node.expand()
+
+    def _add_json_children(self, node: TreeNode[str], value: Any, depth: int) -> None:
+        if isinstance(value, dict):
+            items: list[tuple[str, Any]] = list(value.items())
+        elif isinstance(value, list):
+            items = [(f"[{i}]", v) for i, v in enumerate(value)]
+        else:
+            return
+        for name, child in items[:MAX_CHILDREN]:
+            self._add_value(node, name, child, depth)
+        if len(items) > MAX_CHILDREN:
+            node.add_leaf(Text(f"… {len(items) - MAX_CHILDREN:,} more", style="dim italic"))
+
+    def _add_value(self, parent: TreeNode[str], name: str, value: Any, depth: int) -> None:
+        if isinstance(value, (dict, list)) and value:
+            if depth >= MAX_DEPTH:
+                parent.add_leaf(_key_label(name, value).append(" …", style="dim"))
+                return
+            if (
+                isinstance(value, list)
+                and len(value) <= 8
+                and not any(isinstance(v, (dict, list)) for v in value)
+            ):  # a short row of scalars reads best on one line
+                text = Text(f"{name}: ", style="bold")
+                text.append(json.dumps(value, ensure_ascii=False)[:MAX_SCALAR], style="cyan")
+                parent.add_leaf(text)
+                return
+            child = parent.add(_key_label(name, value))
+            self._add_json_children(child, value, depth + 1)
+        else:
+            parent.add_leaf(_key_label(name, value))

@@ -1,0 +1,245 @@
+"""A step's live log: the tail of logs/<step>.log, rendered line by line, like ``less +F``.
+
+The pane never receives output line by line. The app tells it, at most a few times a second,
+that the step's log grew; the pane then reads the end of the file (the complete log stays on
+disk) and renders only the lines on screen. Following stops when the user scrolls up and the
+pane counts what arrived since; End resumes. ``/`` searches the loaded lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from core.steplog import read_tail
+
+FOLLOW_LINES = 2000  # lines kept while following: a few screens of history
+FOLLOW_BYTES = 512 * 1024
+FROZEN_LINES = 20000  # lines loaded when the user scrolls back
+FROZEN_BYTES = 8 * 1024 * 1024
+
+
+class LogPane(ScrollView, can_focus=True):
+    """Shows one step's log. ``show`` picks the step; ``poll`` re-reads it if it grew."""
+
+    BINDINGS = [
+        Binding("end", "follow", "Follow", tooltip="Jump to the end and follow new lines"),
+        Binding("home", "top", "Top", show=False),
+        Binding("slash", "search", "Search"),
+        Binding("n", "next_match", "Next match"),
+        Binding("N", "previous_match", "Prev match", show=False),
+        Binding("escape", "clear_search", "Clear search", show=False),
+    ]
+
+    follow: reactive[bool] = reactive(True)
+    pending: reactive[int] = reactive(0)
+
+    class SearchRequested(Message):
+        def __init__(self, pane: LogPane) -> None:
+            super().__init__()
+            self.pane = pane
+
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ):
+        super().__init__(name=name, id=id, classes=classes)
+        self.step: str | None = None
+        self.path: Path | None = None
+        self._lines: list[str] = []
+        self._width = 0
+        self._size_seen = -1
+        self._truncated = False
+        self._search: str | None = None
+        self._match: int | None = None
+        self._strip_cache: dict[int, Strip] = {}
+
+    # -- data -----------------------------------------------------------------------------------
+    def show(self, step: str | None, path: Path | None) -> None:
+        """Switch to another step's log, following its end."""
+        if step == self.step and path == self.path:
+            return
+        self.step, self.path = step, path
+        self._size_seen = -1
+        self.follow = True
+        self.pending = 0
+        self._match = None
+        self.poll(force=True)
+        self._update_border()
+
+    def poll(self, *, force: bool = False) -> None:
+        """Re-read the file if it changed (cheap when it did not: one stat via read_tail)."""
+        if self.path is None:
+            self._set_lines([], False)
+            return
+        if not self.follow and not force:
+            try:
+                size = self.path.stat().st_size
+            except OSError:
+                return
+            if size != self._size_seen:
+                self.pending = max(0, size - self._size_seen)
+            return
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        if size == self._size_seen and not force:
+            return
+        max_lines, max_bytes = (
+            (FOLLOW_LINES, FOLLOW_BYTES) if self.follow else (FROZEN_LINES, FROZEN_BYTES)
+        )
+        lines, size, truncated = read_tail(self.path, max_lines, max_bytes)
+        self._size_seen = size
+        self._set_lines(lines, truncated)
+
+    def _set_lines(self, lines: list[str], truncated: bool) -> None:
+        self._lines = lines
+        self._truncated = truncated
+        self._strip_cache.clear()
+        self._width = max((cell_len(line) for line in lines[-500:]), default=0)
+        self.virtual_size = Size(self._width, len(lines))
+        if self.follow:
+            self._scroll_to_end()
+            self.call_after_refresh(self._scroll_to_end)
+        self.refresh()
+
+    def _scroll_to_end(self) -> None:
+        if self.follow:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
+    @property
+    def lines(self) -> list[str]:
+        return self._lines
+
+    # -- following ------------------------------------------------------------------------------
+    def _stop_following(self) -> None:
+        if self.follow:
+            self.follow = False
+            if self.path is not None:  # load more history to scroll through
+                keep_from_end = len(self._lines) - self.scroll_y
+                lines, size, truncated = read_tail(self.path, FROZEN_LINES, FROZEN_BYTES)
+                self._size_seen = size
+                self._set_lines(lines, truncated)
+                self.scroll_to(y=max(0, len(lines) - keep_from_end), animate=False, immediate=True)
+
+    def action_follow(self) -> None:
+        self.follow = True
+        self.pending = 0
+        self.poll(force=True)
+        self._scroll_to_end()
+
+    def action_top(self) -> None:
+        self._stop_following()
+        self.scroll_home(animate=False, immediate=True)
+
+    def action_scroll_up(self) -> None:
+        self._stop_following()
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self._stop_following()
+        super().action_page_up()
+
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._stop_following()
+        super()._on_mouse_scroll_up(event)
+
+    def watch_follow(self) -> None:
+        self._update_border()
+
+    def watch_pending(self) -> None:
+        self._update_border()
+
+    def _update_border(self) -> None:
+        title = self.step or "no step selected"
+        self.border_title = Text(title, style="bold")
+        if self._search:
+            hits = sum(1 for line in self._lines if self._search in line)
+            subtitle = f"/{self._search}: {hits} in view"
+        elif not self.follow:
+            subtitle = "paused"
+            if self.pending:
+                subtitle += f" · {self.pending:,} new bytes"
+            subtitle += " · End to follow"
+        else:
+            subtitle = "following"
+        if self._truncated:
+            subtitle = "earlier lines in the log file · " + subtitle
+        self.border_subtitle = subtitle
+
+    # -- search ---------------------------------------------------------------------------------
+    def action_search(self) -> None:
+        self.post_message(self.SearchRequested(self))
+
+    def search(self, text: str) -> bool:
+        """Find ``text`` from the bottom up; True if found (the view scrolls to it)."""
+        self._search = text or None
+        self._match = None
+        self._strip_cache.clear()
+        found = self._find(len(self._lines), -1) if text else False
+        self._update_border()
+        self.refresh()
+        return found
+
+    def _find(self, start: int, step: int) -> bool:
+        if not self._search:
+            return False
+        index = start + step
+        while 0 <= index < len(self._lines):
+            if self._search in self._lines[index]:
+                self._match = index
+                self._stop_following()
+                self.scroll_to(y=max(0, index - self.size.height // 2), animate=False)
+                self._strip_cache.clear()
+                self.refresh()
+                return True
+            index += step
+        return False
+
+    def action_next_match(self) -> None:
+        if self._search:
+            self._find(self._match if self._match is not None else len(self._lines), -1)
+
+    def action_previous_match(self) -> None:
+        if self._search and self._match is not None:
+            self._find(self._match, 1)
+
+    def action_clear_search(self) -> None:
+        self.search("")
+
+    # -- rendering ------------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.scrollable_content_region.width
+        style = self.rich_style
+        if index >= len(self._lines):
+            return Strip.blank(width, style)
+        strip = self._strip_cache.get(index)
+        if strip is None:
+            strip = self._render_text(index, style)
+            if len(self._strip_cache) > 1000:
+                self._strip_cache.clear()
+            self._strip_cache[index] = strip
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
+
+    def _render_text(self, index: int, style: Style) -> Strip:
+        line = self._lines[index]
+        if self._search and self._search in line:
+            text = Text(line, style=style, no_wrap=True)
+            text.highlight_words(
+                [self._search], "black on yellow" if index == self._match else "reverse"
+            )
+            return Strip(text.render(self.app.console), text.cell_len)
+        return Strip([Segment(line, style)], cell_len(line))
