@@ -298,6 +298,9 @@ class Runner:
         with self._lock:
             self._release_initial()
             self._schedule()
+            # Nothing may be left to wait for (every step skipped, or none could start): no
+            # message would ever arrive to end the run, so check now.
+            self._maybe_finish()
         while not self._finished.is_set():
             timeout = None
             if self._timers:
@@ -406,7 +409,9 @@ class Runner:
             execution = SessionExecution(
                 step,
                 run_dir=self.run_dir,
-                env=self._orch_env(step),
+                # not ORCH_RUN_DIR: it marks the run's processes for kill_leftovers and the
+                # watchdog, and sessions outlive the run (contract.md)
+                env={k: v for k, v in self._orch_env(step).items() if k != "ORCH_RUN_DIR"},
                 log=steplog,
                 workers=self.workers,
                 on_exit=on_exit,
@@ -669,9 +674,16 @@ class Runner:
         if force and self._interrupted:
             for run in self.runs.values():
                 if run.execution is not None:
-                    run.execution.kill()
-                    if run.execution.pid is None:
-                        self._ended(run, run.execution, Outcome(None, error="abandoned"))
+                    execution = run.execution
+                    execution.kill()
+                    # Record the end now: ``_finish`` follows at once, before the process's
+                    # own exit report could arrive, and a killed step must not stay "running".
+                    outcome = (
+                        Outcome(None, error="abandoned")
+                        if execution.pid is None
+                        else Outcome(None, signal=signal.SIGKILL, error="killed by SIGKILL")
+                    )
+                    self._ended(run, execution, outcome)
             self._finish()
             return
         self._interrupted = True

@@ -78,6 +78,7 @@ class RunStore:
         self._flush_lock = threading.Lock()  # one writer at a time, so an old save never lands last
         self._wake = threading.Event()
         self._closed = False
+        self._final_saved = False
         self._state_dirty = False
         self._state_fn: Callable[[], dict[str, Any]] | None = None
         self._ctx_fn: Callable[[], bytes] | None = None
@@ -122,15 +123,28 @@ class RunStore:
             self.flush()
 
     def flush(self, *, final: bool = False) -> None:
-        """Write whatever is dirty now. ``final`` also forces a ctx save."""
+        """Write whatever is dirty now. ``final`` also forces a state and ctx save.
+
+        The state is taken *before* ``_flush_lock``: ``state_fn`` takes the runner's lock, and
+        the runner calls ``close`` while holding it, so taking them in the other order here
+        deadlocked the end of a run. Once the final save is written, later (older) snapshots
+        from the flusher thread are dropped, so an old save still never lands last.
+        """
+        with self._lock:
+            if not self._closed:
+                self._events.flush()
+        state = None
+        if (self._state_dirty or final) and self._state_fn is not None:
+            self._state_dirty = False
+            state = dumps(self._state_fn())
         with self._flush_lock:
-            with self._lock:
-                if not self._closed:
-                    self._events.flush()
-            if self._state_dirty and self._state_fn is not None:
-                self._state_dirty = False
-                atomic_write(self.run_dir / "state.json", dumps(self._state_fn()))
+            if self._final_saved:
+                return
+            if state is not None:
+                atomic_write(self.run_dir / "state.json", state)
             self._flush_ctx(final)
+            if final:
+                self._final_saved = True
 
     def _flush_ctx(self, final: bool) -> None:
         if self._ctx_fn is None or self._ctx_version_fn is None:

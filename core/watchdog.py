@@ -47,14 +47,42 @@ def marked_pids(run_dir: str) -> list[int]:
     return found
 
 
-def _alive_pgid(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _running_pgids() -> set[int]:
+    """Process groups with at least one member that is not a zombie (one pass over /proc)."""
+    groups: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] != b"Z":
+            groups.add(int(fields[2]))
+    return groups
+
+
+def _live_groups(groups: list[int]) -> list[int]:
+    """The groups that still have a running member.
+
+    ``killpg(g, 0)`` answers most of them without reading /proc; it also succeeds while a group
+    holds only zombies (exited, not yet reaped by an init that reaps slowly or never), so the
+    groups it does not rule out are checked against one scan of /proc.
+    """
+    candidates = []
+    for pgid in groups:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        candidates.append(pgid)
+    if not candidates:
+        return []
+    running = _running_pgids()
+    return [g for g in candidates if g in running]
 
 
 def _alive_pid(pid: int) -> bool:
@@ -90,13 +118,13 @@ def kill_leftovers(run_dir: str, groups: list[int], grace: float) -> int:
     Returns how many processes/groups had to be signalled (0 when the run left nothing).
     """
     pids = marked_pids(run_dir)
-    groups = [g for g in groups if _alive_pgid(g)]
+    groups = _live_groups(groups)
     if not groups and not pids:
         return 0
     _signal_all(groups, pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not any(_alive_pgid(g) for g in groups) and not any(_alive_pid(p) for p in pids):
+        if not _live_groups(groups) and not any(_alive_pid(p) for p in pids):
             return len(groups) + len(pids)
         time.sleep(0.02)  # polling process death; there is no portable wait for non-children
     _signal_all(groups, pids + marked_pids(run_dir), signal.SIGKILL)

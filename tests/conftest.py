@@ -72,9 +72,12 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
 def event_index(events: list[dict[str, Any]], type_: str, step: str, **match: Any) -> int:
     """Position of the first event of ``type_`` for ``step`` (matching ``match``); fails if none."""
     for i, event in enumerate(events):
-        if event.get("type") == type_ and event.get("step") == step:
-            if all(event.get(k) == v for k, v in match.items()):
-                return i
+        if (
+            event.get("type") == type_
+            and event.get("step") == step
+            and all(event.get(k) == v for k, v in match.items())
+        ):
+            return i
     raise AssertionError(f"no {type_} event for {step!r} {match or ''} in {events}")
 
 
@@ -213,7 +216,9 @@ def run_cli(
     except subprocess.TimeoutExpired:
         kill_tree(proc)
         out, err = proc.communicate()
-        pytest.fail(f"orch-tui {args} did not finish in {timeout}s:\n{out.decode()}\n{err.decode()}")
+        pytest.fail(
+            f"orch-tui {args} did not finish in {timeout}s:\n{out.decode()}\n{err.decode()}"
+        )
     finally:
         kill_tree(proc)
     return subprocess.CompletedProcess(

@@ -188,7 +188,9 @@ def test_retries_until_the_third_attempt_succeeds(tmp_path):
     assert flaky["attempts"] == 3
     assert (tmp_path / "after.ran").exists()
 
-    starts = [e["ts"] for e in result.events if e["type"] == "step_started" and e["step"] == "flaky"]
+    starts = [
+        e["ts"] for e in result.events if e["type"] == "step_started" and e["step"] == "flaky"
+    ]
     assert len(starts) == 3
     for earlier, later in zip(starts, starts[1:], strict=False):
         assert later - earlier >= 0.25, f"retry_delay 0.3 not honoured: {starts}"
@@ -353,7 +355,8 @@ def test_resume_from_restores_ctx_of_the_latest_run(tmp_path):
             function: produce
           - name: count
             type: shell
-            run: echo '{{"count": 3}}' > "$ORCH_CTX_OUT"; touch count.ran
+            run: |
+              echo '{{"count": 3}}' > "$ORCH_CTX_OUT"; touch count.ran
           - name: consume
             type: shell
             expose: [greeting, numbers, count]
@@ -438,7 +441,8 @@ def test_python_step_output_goes_to_its_log_not_the_terminal(tmp_path, capfd):
         """,
     )
     result = run_recipe(
-        tmp_path, f"steps:\n  - {{name: chatty, type: python, module: {module}, function: chatty}}\n"
+        tmp_path,
+        f"steps:\n  - {{name: chatty, type: python, module: {module}, function: chatty}}\n",
     )
     assert result.code == 0
     log = result.log("chatty").decode()
@@ -505,7 +509,8 @@ def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
         """,
     )
     result = run_recipe(
-        tmp_path, f"steps:\n  - {{name: explode, type: python, module: {module}, function: explode}}\n"
+        tmp_path,
+        f"steps:\n  - {{name: explode, type: python, module: {module}, function: explode}}\n",
     )
     assert result.code == 1
     step = result.steps["explode"]
@@ -571,7 +576,8 @@ def test_ctx_out_key_value_lines_and_json_object(tmp_path):
               printf 'plain=1\\nspaced=hello world\\n# comment\\n\\nequals=a=b\\n' > "$ORCH_CTX_OUT"
           - name: json
             type: shell
-            run: echo '{"n": 3, "l": [1, "x"], "flag": false}' > "$ORCH_CTX_OUT"
+            run: |
+              echo '{"n": 3, "l": [1, "x"], "flag": false}' > "$ORCH_CTX_OUT"
           - name: use
             type: shell
             expose: [plain, l]
@@ -663,6 +669,29 @@ def test_step_ends_when_its_process_exits_even_if_a_child_holds_stdout(tmp_path)
     assert not alive(child), "what a step left running is stopped at the end of the run"
 
 
+def test_leftover_ignoring_sigterm_is_killed_and_the_run_still_ends(tmp_path):
+    # Stopping leftovers takes the whole 2 s SIGTERM grace here, while the state is being saved:
+    # this once deadlocked the end of the run (the store and the runner took their locks in
+    # opposite orders), so the run must finish, and the leftover be SIGKILLed.
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: litter
+            type: shell
+            run: |
+              ( trap '' TERM; exec sleep 1000 ) & echo $! > stubborn.pid
+              echo done
+        """,
+        timeout=10,
+    )
+    assert result.code == 0
+    assert result.state["status"] == "succeeded"
+    assert not alive(read_pid(tmp_path / "stubborn.pid"))
+    messages = [e["text"] for e in result.events if e["type"] == "message"]
+    assert any("left running" in m for m in messages), messages
+
+
 def test_missing_program_fails_the_step_cleanly(tmp_path):
     result = run_recipe(
         tmp_path,
@@ -709,7 +738,9 @@ def test_background_ready_by_port(tmp_path):
     _order(result, ("step_ready", "server"), ("step_started", "client"))
     server = result.steps["server"]
     assert server["status"] == "stopped"
-    pid = next(e["pid"] for e in result.events if e["type"] == "step_started" and e["step"] == "server")
+    pid = next(
+        e["pid"] for e in result.events if e["type"] == "step_started" and e["step"] == "server"
+    )
     assert not alive(pid)
 
 
@@ -869,7 +900,7 @@ def test_run_directory_files_and_permissions(tmp_path):
         name: layout
         steps:
           - {{name: put, type: python, module: {module}, function: put}}
-          - {{name: 'odd name/with slash', type: shell, run: "echo hi"}}
+          - {{name: 'odd name (2)', type: shell, run: "echo hi"}}
           - {{name: fail, type: shell, depends_on: [], continue_on_error: true, run: "exit 1"}}
         """,
     )
@@ -880,7 +911,7 @@ def test_run_directory_files_and_permissions(tmp_path):
     state = read_state(run_dir)
     assert state["status"] == "succeeded"
     assert state["exit_code"] == 0
-    assert set(state["steps"]) == {"put", "odd name/with slash", "fail"}
+    assert set(state["steps"]) == {"put", "odd name (2)", "fail"}
     for info in state["steps"].values():
         assert (run_dir / info["log"]).is_file(), info["log"]
     assert read_json(run_dir / "ctx.json") == {"k": "v"}

@@ -107,6 +107,8 @@ class OrchApp(App[int]):
 
     # -- the event batch ----------------------------------------------------------------------------
     def _drain(self) -> None:
+        if not self.is_running:  # shutting down: the widgets are being removed
+            return
         batch = []
         while self._inbox:
             batch.append(self._inbox.popleft())
@@ -184,7 +186,9 @@ class OrchApp(App[int]):
             return "running"
         if any(s in ("failed", "timed_out", "blocked", "cancelled") for s in statuses):
             return "waiting"  # for the user: retry or skip
-        return "succeeded" if statuses else "running"
+        if "ready" in statuses:
+            return "done"  # the foreground is; background steps are still up
+        return "succeeded"
 
     def _refresh_header(self) -> None:
         counts: dict[str, int] = {}
@@ -241,7 +245,9 @@ class OrchApp(App[int]):
         pane = message.pane
 
         def done(text: str | None) -> None:
-            if text and not pane.search(text):
+            if text is None:
+                return
+            if not pane.search(text) and text:
                 self.notify(f"{text!r} not found in the loaded lines", severity="warning")
 
         self.push_screen(SearchPrompt(pane._search or ""), done)

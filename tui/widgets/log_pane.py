@@ -198,8 +198,10 @@ class LogPane(ScrollView, can_focus=True):
         index = start + step
         while 0 <= index < len(self._lines):
             if self._search in self._lines[index]:
+                if self.follow:  # stopping reloads the lines (more history): index them anew
+                    self._stop_following()
+                    return self._find(len(self._lines), -1)
                 self._match = index
-                self._stop_following()
                 self.scroll_to(y=max(0, index - self.size.height // 2), animate=False)
                 self._strip_cache.clear()
                 self.refresh()

@@ -13,6 +13,7 @@ from tui.status import STATUS_STYLE, format_duration, status_icon
 RUN_STYLE = {
     "running": "bold yellow",
     "waiting": "bold red",
+    "done": "bold green",
     "succeeded": "bold green",
     "failed": "bold red",
     "interrupted": "bold magenta",

@@ -91,7 +91,7 @@ class StepTree(Tree[dict[str, Any]]):
         if attempts > 1:
             text.append(f" ×{attempts}", style="yellow")
         if info.get("background"):
-            text.append(" ● ready" if status == "ready" else " bg", style="cyan dim")
+            text.append(" bg", style="cyan dim")
         if status == "blocked" and state.get("blocked_by"):
             text.append(" ← " + ", ".join(state["blocked_by"]), style="dim red")
         return text

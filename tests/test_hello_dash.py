@@ -1,0 +1,663 @@
+"""scriptlets/python/apps/hello_dash.py against a real server: layout, the update callback over
+HTTP (the payload built from ``/_dash-dependencies``, as the browser does), live rows, column
+selection, zoom windows, stopping and the port, a taken port, a million rows, the CLI, and a run.
+
+Also the pure parts (``ColumnCache``, ``make_figure``) on awkward data. Synchronisation is always
+a poll with a deadline; times are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import PY, ROOT, free_port, run_recipe, wait_for, write_module
+
+from core.context import Context
+from scriptlets.python.apps import hello_dash as hd
+
+SCRIPT = ROOT / "scriptlets" / "python" / "apps" / "hello_dash.py"
+TZ_OFFSET = time.localtime().tm_gmtoff
+
+
+# ------------------------------------------------------------------------------------ helpers
+def make_rows(count: int, n: int = 3, start: float | None = None, step: float = 0.01) -> list:
+    start = time.time() - count * step if start is None else start
+    t = start + step * np.arange(count)
+    values = np.random.default_rng(count).random((count, n))
+    return np.column_stack([t, values]).tolist()
+
+
+def http(url: str, body: Any = None, timeout: float = 60) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def decode(spec: Any) -> np.ndarray:
+    """A plotly typed-array spec (or a plain list) as a numpy array."""
+    if isinstance(spec, dict):
+        return np.frombuffer(base64.b64decode(spec["bdata"]), dtype="<" + spec["dtype"])
+    return np.asarray(spec, dtype=float)
+
+
+def trace_x_epoch(trace: dict) -> np.ndarray:
+    """x of a trace back to epoch seconds (it is sent as local-time epoch milliseconds)."""
+    return decode(trace["x"]) / 1000.0 - TZ_OFFSET
+
+
+def local_axis_text(epoch: float) -> str:
+    """How plotly's relayoutData names a point of the date axis: local wall time."""
+    return datetime.fromtimestamp(epoch).isoformat(sep=" ", timespec="microseconds")
+
+
+def rows_in_status(status: str) -> int:
+    return int(status.split(" rows")[0].replace(",", ""))
+
+
+class Tick:
+    """One answer of the update callback."""
+
+    def __init__(self, body: bytes, elapsed: float) -> None:
+        self.size = len(body)
+        self.elapsed = elapsed
+        response = json.loads(body)["response"]
+        self.status: str = response["status"]["children"]
+        self.figure: dict | None = response.get("graph", {}).get("figure")
+        self.options = response.get("columns", {}).get("options")
+        self.value = response.get("columns", {}).get("value")
+        self.figsig = response.get("figsig", {}).get("data")
+
+    @property
+    def traces(self) -> list[dict]:
+        assert self.figure is not None, "no figure in this answer"
+        return self.figure["data"]
+
+
+class DashClient:
+    """Calls the graph's update callback the way dash-renderer does."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        status, body = http(base + "/_dash-dependencies")
+        assert status == 200
+        deps = json.loads(body)
+        (self.callback,) = [
+            d for d in deps if "graph.figure" in d["output"] and not d.get("clientside_function")
+        ]
+        self.outputs = []
+        for out in self.callback["output"].strip(".").split("..."):
+            component_id, prop = out.rsplit(".", 1)
+            self.outputs.append({"id": component_id, "property": prop})
+        self.n = 0
+
+    def update(
+        self,
+        columns: list | None = None,
+        xwindow: list | None = None,
+        options: list | None = None,
+        figsig: Any = None,
+        changed: str = "tick.n_intervals",
+    ) -> Tick:
+        self.n += 1
+        values = {
+            "tick.n_intervals": self.n,
+            "columns.value": columns if columns is not None else [1, 2, 3],
+            "xwindow.data": xwindow,
+            "columns.options": options
+            if options is not None
+            else [{"label": f"v{i}", "value": i} for i in (1, 2, 3)],
+            "figsig.data": figsig,
+        }
+
+        def spec(dep: dict) -> dict:
+            return {**dep, "value": values[f"{dep['id']}.{dep['property']}"]}
+
+        payload = {
+            "output": self.callback["output"],
+            "outputs": self.outputs,
+            "inputs": [spec(d) for d in self.callback["inputs"]],
+            "state": [spec(d) for d in self.callback["state"]],
+            "changedPropIds": [changed],
+        }
+        start = time.perf_counter()
+        status, body = http(self.base + "/_dash-update-component", payload)
+        elapsed = time.perf_counter() - start
+        assert status == 200, body[:2000]
+        return Tick(body, elapsed)
+
+
+class Served:
+    """``hello_dash.run`` in a thread on a free port, until ``stop_and_join``."""
+
+    def __init__(self, source: Any, **params: Any) -> None:
+        self.port = params.pop("port", None) or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._go, args=(source,), kwargs={"port": self.port, **params}, daemon=True
+        )
+        self.thread.start()
+
+    def _go(self, source: Any, **params: Any) -> None:
+        try:
+            hd.run(source, stop=self.stop, **params)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+    def wait_up(self) -> DashClient:
+        def up() -> bool:
+            assert self.error is None, self.error
+            return http(self.base + "/_dash-layout", timeout=5)[0] == 200
+
+        wait_for(up, timeout=30, message=f"the dashboard on port {self.port}")
+        return DashClient(self.base)
+
+    def stop_and_join(self, timeout: float = 2.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"run() still going {timeout}s after stop"
+        assert self.error is None, self.error
+
+
+@pytest.fixture
+def serve():
+    started: list[Served] = []
+
+    def start(source: Any, **params: Any) -> Served:
+        served = Served(source, **params)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop.set()
+        served.thread.join(10)
+
+
+def port_is_free(port: int) -> bool:
+    """A new server can listen there (SO_REUSEADDR, as every server, werkzeug included, binds)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+# ------------------------------------------------------------------------------------ basics
+def test_help():
+    result = subprocess.run([PY, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for option in ("--port", "--ctx_key", "--host", "--run-dir", "--demo-rows"):
+        assert option in result.stdout
+
+
+def test_import_does_not_import_dash():
+    code = (
+        "import sys, scriptlets.python.apps.hello_dash as m; "
+        "heavy = {'dash', 'plotly', 'numpy', 'tsdownsample', 'flask', 'werkzeug'} & set(sys.modules); "
+        "assert not heavy, heavy; assert callable(m.run)"
+    )
+    result = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------------------ live server
+def test_live_dashboard_over_http(serve):
+    ctx = Context()
+    ctx["new_row"] = make_rows(500)
+    served = serve(ctx, ctx_key="new_row")
+    client = served.wait_up()
+
+    # The layout: a title, the column selector (already knowing v1..v3), status, graph, interval.
+    status, body = http(served.base + "/_dash-layout")
+    assert status == 200
+    layout = json.loads(body)
+    text = json.dumps(layout)
+    for component_id in ('"graph"', '"columns"', '"status"', '"tick"', '"title"'):
+        assert component_id in text
+    assert '"Graph"' in text and '"Checklist"' in text and '"Interval"' in text
+    assert "ctx['new_row']" in text
+    assert all(f'"label": "v{i}"' in text for i in (1, 2, 3))
+
+    # A tick: every column as a scattergl trace with all 500 points, x on a date axis.
+    tick = client.update()
+    assert rows_in_status(tick.status) == 500
+    assert "1,500 points shown" in tick.status
+    assert [t["name"] for t in tick.traces] == ["v1", "v2", "v3"]
+    assert {t["type"] for t in tick.traces} == {"scattergl"}
+    assert tick.figure["layout"]["xaxis"]["type"] == "date"
+    assert tick.figure["layout"]["uirevision"]
+    rows = ctx["new_row"]
+    for i, trace in enumerate(tick.traces, start=1):
+        assert np.allclose(trace_x_epoch(trace), [r[0] for r in rows], atol=1e-3)
+        assert np.allclose(decode(trace["y"]), [r[i] for r in rows], atol=1e-6)
+
+    # Rows appended to the ctx show up in the next tick: the count and the last x.
+    more = make_rows(100, start=rows[-1][0] + 1)
+    ctx.extend("new_row", more)
+    tick = client.update()
+    assert rows_in_status(tick.status) == 600
+    last = more[-1][0]
+    assert abs(trace_x_epoch(tick.traces[0])[-1] - last) < 1e-3
+    assert (
+        f"last row {datetime.fromtimestamp(last).isoformat(sep=' ', timespec='milliseconds')}"
+        in (tick.status)
+    )
+
+    # Nothing new: the figure is not sent again (its signature matches), the status still is.
+    same = client.update(figsig=tick.figsig)
+    assert same.figure is None and same.size < 2000
+    assert rows_in_status(same.status) == 600 and "1,800 points shown" in same.status
+
+    # Another column selection: one trace, column 2's values.
+    tick = client.update(columns=[2], changed="columns.value")
+    assert [t["name"] for t in tick.traces] == ["v2"]
+    assert np.allclose(decode(tick.traces[0]["y"]), [r[2] for r in ctx["new_row"]], atol=1e-6)
+    assert "600 points shown" in tick.status
+    assert client.update(columns=[], changed="columns.value").traces == []
+
+    # A zoom window (as plotly reports it: local date strings): only rows inside it.
+    all_rows = ctx["new_row"]
+    lo, hi = all_rows[100][0], all_rows[199][0]
+    tick = client.update(
+        xwindow=[local_axis_text(lo - 0.001), local_axis_text(hi + 0.001)], changed="xwindow.data"
+    )
+    for trace in tick.traces:
+        xs = trace_x_epoch(trace)
+        assert len(xs) == 100
+        assert xs.min() >= lo - 0.002 and xs.max() <= hi + 0.002
+    assert "zoomed to" in tick.status and "(100 rows)" in tick.status
+    # Autorange again (double-click): the whole series.
+    tick = client.update(xwindow=None, changed="xwindow.data")
+    assert "zoomed" not in tick.status
+    assert [len(decode(t["x"])) for t in tick.traces] == [600, 600, 600]
+
+    # Stop: run() returns promptly, the port is free at once and nothing answers there.
+    served.stop_and_join(2.0)
+    assert port_is_free(served.port)
+    with pytest.raises(OSError):
+        http(served.base + "/_dash-layout", timeout=2)
+
+
+def test_new_columns_and_an_empty_start(serve):
+    """Started before any rows: the selector fills in (all selected) when rows arrive."""
+    ctx = Context({"new_row": []})
+    served = serve(ctx, ctx_key="new_row", interval_ms=100)
+    client = served.wait_up()
+    tick = client.update(columns=[], options=[])
+    assert rows_in_status(tick.status) == 0
+    assert tick.traces == []
+    assert "waiting for rows" in json.dumps(tick.figure["layout"])
+
+    ctx.extend("new_row", make_rows(10, n=2))
+    tick = client.update(columns=[], options=[])
+    assert tick.options == [{"label": "v1", "value": 1}, {"label": "v2", "value": 2}]
+    assert tick.value == [1, 2]
+    assert [t["name"] for t in tick.traces] == ["v1", "v2"]
+
+    # A wider row adds a column, selected too since all were.
+    ctx.append("new_row", [time.time(), 1.0, 2.0, 3.0])
+    tick = client.update(columns=[1, 2], options=tick.options)
+    assert tick.value == [1, 2, 3]
+    assert [t["name"] for t in tick.traces] == ["v1", "v2", "v3"]
+    served.stop_and_join()
+
+
+def test_taken_port_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=rf"^port {port} on 127\.0\.0\.1 is already in use$"):
+            hd.run(Context(), port=port, stop=threading.Event())
+
+
+def test_bad_parameters_fail_before_serving():
+    with pytest.raises(ValueError, match="port"):
+        hd.run({}, port=70000, stop=threading.Event())
+    with pytest.raises(ValueError, match="max_points"):
+        hd.run({}, port=free_port(), max_points=2, stop=threading.Event())
+
+
+def test_million_rows_tick_is_small(serve):
+    """1,000,000 rows: at most max_points points per trace and under 150 KB per tick."""
+    source = {"new_row": make_rows(1_000_000, step=0.001)}
+    served = serve(source, ctx_key="new_row")
+    client = served.wait_up()
+    first = client.update()
+    ticks = [client.update() for _ in range(5)]
+    for tick in [first, *ticks]:
+        assert rows_in_status(tick.status) == 1_000_000
+        assert len(tick.traces) == 3
+        for trace in tick.traces:
+            assert 0 < len(decode(trace["x"])) <= hd.DEFAULT_MAX_POINTS
+            assert len(decode(trace["y"])) == len(decode(trace["x"]))
+        assert tick.size < 150 * 1024
+    times = sorted(t.elapsed for t in ticks)
+    print(
+        f"\n1M rows over HTTP: first tick {first.elapsed * 1000:.0f} ms (converts every row), "
+        f"then median {times[len(times) // 2] * 1000:.1f} ms, {ticks[-1].size / 1024:.1f} KB"
+    )
+
+    # Zoomed into 1,500 rows: every one of them is sent (detail), only those.
+    lo, hi = source["new_row"][500_000][0], source["new_row"][501_499][0]
+    tick = client.update(xwindow=[local_axis_text(lo - 1e-4), local_axis_text(hi + 1e-4)])
+    for trace in tick.traces:
+        xs = trace_x_epoch(trace)
+        assert len(xs) == 1500
+        assert xs.min() >= lo - 1e-3 and xs.max() <= hi + 1e-3
+    served.stop_and_join(5.0)
+
+
+@pytest.mark.parametrize("count", [10_000, 100_000, 1_000_000])
+def test_tick_cost_without_http(count):
+    """What the benchmark measures: make_figure on a warm cache, and its JSON size."""
+    import orjson
+
+    rows = make_rows(count, step=0.001)
+    cache = hd.ColumnCache()
+    start = time.perf_counter()
+    cache.add_rows(rows)
+    convert = time.perf_counter() - start
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        payload = orjson.dumps(hd.make_figure(cache, [1, 2, 3]))
+        times.append(time.perf_counter() - start)
+    more = make_rows(250, start=cache.view().last_x + 1)
+    start = time.perf_counter()
+    cache.add_rows(more)
+    incremental = time.perf_counter() - start
+    print(
+        f"\n{count:>9,} rows: figure+json {sorted(times)[2] * 1000:.1f} ms, "
+        f"{len(payload) / 1024:.1f} KB; first conversion {convert * 1000:.0f} ms; "
+        f"+250 rows {incremental * 1000:.2f} ms"
+    )
+    assert len(payload) < 150 * 1024
+
+
+# ------------------------------------------------------------------------------------ pure parts
+def test_cache_converts_only_new_rows_and_restarts_on_a_new_list():
+    ctx = Context({"k": make_rows(5)})
+    cache = hd.ColumnCache()
+    assert cache.sync(ctx, "k") == 5
+    assert cache.sync(ctx, "k") == 0
+    ctx.extend("k", make_rows(3, start=time.time() + 1))
+    assert cache.sync(ctx, "k") == 3
+    assert len(cache) == 8
+    generation = cache.view().generation
+    ctx["k"] = make_rows(2)  # replaced by a shorter list: start over
+    assert cache.sync(ctx, "k") == 2
+    assert len(cache) == 2 and cache.view().generation == generation + 1
+    assert cache.sync({"other": 1}, "k") == 0  # not a list: nothing
+
+
+def test_cache_grows_past_its_capacity():
+    cache = hd.ColumnCache(capacity=16)
+    rows = make_rows(1000)
+    for i in range(0, 1000, 7):
+        cache.add_rows(rows[i : i + 7])
+    view = cache.view()
+    assert view.n == 1000 and view.x_sorted
+    assert np.array_equal(view.x, [r[0] for r in rows])
+    assert np.array_equal(view.ys[2], [r[3] for r in rows])
+
+
+def test_cache_copes_with_ragged_and_non_numeric_rows():
+    now = time.time()
+    cache = hd.ColumnCache()
+    cache.add_rows([[now, 1.0], [now + 1, None, 5], [now + 2, "2.5", "x", 7], "junk", [now + 4]])
+    view = cache.view()
+    assert view.n == 5 and view.width == 3
+    assert np.isnan(view.x[3]) and not view.x_sorted
+    assert view.ys[0][0] == 1.0 and np.isnan(view.ys[0][1]) and view.ys[0][2] == 2.5
+    assert np.isnan(view.ys[2][0]) and view.ys[2][2] == 7
+    assert view.nan_columns == {0, 1, 2}
+    figure = hd.make_figure(cache, [1, 2, 3])
+    assert [t["name"] for t in figure["data"]] == ["v1", "v2", "v3"]
+    # ISO date strings in the time column count as (local) times
+    iso = hd.ColumnCache()
+    iso.add_rows([["2024-06-10 12:00:00", 1], ["2024-06-10T12:00:01.5", 2]])
+    assert iso.view().x[1] - iso.view().x[0] == pytest.approx(1.5)
+    assert iso.view().x[0] == pytest.approx(datetime(2024, 6, 10, 12).timestamp())
+
+
+def test_unsorted_x_falls_back_to_downsampling_by_position():
+    rows = make_rows(20_000)
+    rng = np.random.default_rng(1)
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    cache = hd.ColumnCache()
+    cache.add_rows(shuffled)
+    assert not cache.view().x_sorted
+    figure = hd.make_figure(cache, [1], max_points=500)
+    assert len(decode(figure["data"][0]["x"])) == 500
+    lo, hi = rows[1000][0], rows[1199][0]
+    zoomed = hd.make_figure(cache, ["v1"], x_range=(lo, hi), max_points=500)
+    xs = trace_x_epoch(zoomed["data"][0])
+    assert len(xs) == 200 and xs.min() >= lo - 1e-3 and xs.max() <= hi + 1e-3
+
+
+def test_make_figure_downsamples_keeping_extremes():
+    count = 50_000
+    t = time.time() - count + np.arange(count, dtype=float)
+    y = np.sin(np.arange(count) / 500.0)
+    y[12_345] = 40.0  # a spike that a stride would likely miss
+    cache = hd.ColumnCache()
+    cache.add_rows(np.column_stack([t, y]).tolist())
+    figure = hd.make_figure(cache, [1], max_points=300)
+    trace = figure["data"][0]
+    ys = decode(trace["y"])
+    assert len(ys) == 300 and ys.max() == 40.0
+    assert trace["mode"] == "lines+markers" or len(ys) > hd.MARKERS_UP_TO
+    assert figure["layout"]["meta"] == {"rows": count, "window_rows": count, "points": 300}
+    # f8 when float32 would change the values visibly (a big offset, a tiny span)
+    cache2 = hd.ColumnCache()
+    cache2.add_rows([[t[i], 1e9 + i * 1e-3] for i in range(50)])
+    spec = hd.make_figure(cache2, [1])["data"][0]["y"]
+    assert spec["dtype"] == "f8"
+    assert np.allclose(decode(spec), [1e9 + i * 1e-3 for i in range(50)], rtol=0, atol=1e-7)
+
+
+def test_make_figure_edge_cases():
+    empty = hd.make_figure(hd.ColumnCache(), [1, 2])
+    assert empty["data"] == [] and "waiting for rows" in json.dumps(empty["layout"])
+    cache = hd.ColumnCache()
+    cache.add_rows(make_rows(50))
+    assert [t["name"] for t in hd.make_figure(cache, ["v3", 1, 9, "bad", 1])["data"]] == [
+        "v3",
+        "v1",
+    ]
+    nothing = hd.make_figure(cache, [1], x_range=(0, 1))  # 1970: no rows there
+    assert len(nothing["data"][0]["x"]["bdata"]) == 0
+    assert "no rows in this window" in json.dumps(nothing["layout"])
+    assert "no column selected" in json.dumps(hd.make_figure(cache, [])["layout"])
+
+
+def test_axis_values_round_trip():
+    epoch = 1_718_000_000.25
+    assert hd.axis_to_epoch(local_axis_text(epoch), TZ_OFFSET) == pytest.approx(epoch, abs=1e-4)
+    shown_ms = (epoch + TZ_OFFSET) * 1000
+    assert hd.axis_to_epoch(shown_ms, TZ_OFFSET) == pytest.approx(epoch)
+    midnight_utc = datetime(2024, 6, 10, tzinfo=timezone.utc).timestamp()
+    assert hd.axis_to_epoch("2024-06-10", 0) == midnight_utc
+    assert hd.axis_to_epoch("2024-06-10 00:00", 3600) == midnight_utc - 3600
+    assert hd.axis_to_epoch("not a date", 0) is None
+    assert hd.axis_to_epoch(None, 0) is None
+
+
+# ------------------------------------------------------------------------------------ CLI
+def start_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PY, str(SCRIPT), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
+    try:
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def wait_cli_up(proc: subprocess.Popen, port: int) -> DashClient:
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.communicate()
+        return http(base + "/_dash-layout", timeout=5)[0] == 200
+
+    wait_for(up, timeout=60, message="the CLI's dashboard")
+    return DashClient(base)
+
+
+def test_cli_demo_and_ctrl_c():
+    port = free_port()
+    proc = start_cli("--port", str(port), "--demo-rows", "300", "--interval_ms", "100")
+    try:
+        client = wait_cli_up(proc, port)
+        first = rows_in_status(client.update().status)
+        assert first >= 300
+        wait_for(
+            lambda: rows_in_status(client.update().status) > first, message="demo rows to grow"
+        )
+    finally:
+        out, err = interrupt(proc)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert f"http://127.0.0.1:{port}/" in out
+    assert port_is_free(port)
+
+
+def test_cli_plots_a_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def save(rows: list) -> None:  # as the runner does: a temporary file, then a rename
+        tmp = run_dir / "ctx.json.tmp"
+        tmp.write_text(json.dumps({"new_row": rows, "other": 1}))
+        os.replace(tmp, run_dir / "ctx.json")
+
+    rows = make_rows(50)
+    save(rows)
+    port = free_port()
+    proc = start_cli("--port", str(port), "--ctx_key", "new_row", "--run-dir", str(run_dir))
+    try:
+        client = wait_cli_up(proc, port)
+        assert rows_in_status(client.update().status) == 50
+        save(rows + make_rows(30, start=rows[-1][0] + 1))
+        wait_for(lambda: rows_in_status(client.update().status) == 80, message="the new ctx.json")
+    finally:
+        out, err = interrupt(proc)
+    assert proc.returncode == 0, err
+
+
+def test_cli_taken_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [PY, str(SCRIPT), "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------ in a run
+def test_in_a_run_as_a_background_step(tmp_path):
+    """ready: {port}, a step that reads the page, then the run stops the dashboard: port free."""
+    port = free_port()
+    probe = write_module(
+        tmp_path,
+        f"""
+        import urllib.request
+
+        def run(ctx):
+            with urllib.request.urlopen("http://127.0.0.1:{port}/_dash-layout", timeout=30) as r:
+                body = r.read()
+            return r.status if b'"graph"' in body else body[:300].decode()
+        """,
+    )
+    done = run_recipe(
+        tmp_path,
+        f"""
+        ctx:
+          new_row: [[1718000000.0, 1.0, 2.0], [1718000001.0, 1.5, 2.5]]
+        steps:
+          - name: dash
+            type: python
+            module: scriptlets.python.apps.hello_dash
+            background: true
+            ready: {{port: {port}, timeout: 60}}
+            params: {{port: {port}, ctx_key: new_row}}
+          - name: probe
+            type: python
+            module: {probe}
+            output: probed
+        """,
+        timeout=90,
+    )
+    assert done.code == 0, (done.steps, done.log("dash"))
+    assert done.ctx["probed"] == 200
+    assert done.steps["dash"]["status"] == "stopped"
+    assert b"Dash is running on http://127.0.0.1" in done.log("dash")
+    assert port_is_free(port)
+
+
+def test_in_a_run_a_taken_port_fails_the_step(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_recipe(
+            tmp_path,
+            f"""
+            steps:
+              - name: dash
+                type: python
+                module: scriptlets.python.apps.hello_dash
+                params: {{port: {port}}}
+            """,
+            timeout=60,
+        )
+    assert done.code == 1
+    assert done.steps["dash"]["status"] == "failed"
+    assert f"port {port} on 127.0.0.1 is already in use" in json.dumps(done.steps["dash"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q", "-s"]))

@@ -1,0 +1,212 @@
+"""Nothing a run starts outlives it: signals to a headless ``orch-tui``, and its sudden death.
+
+Each test starts ``orch-tui`` in its own session (signals sent to it never reach pytest), waits
+until the steps' processes are up (pid files the steps write, state.json), collects every
+descendant with psutil, acts, and then checks that all of them are gone.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.conftest import (
+    alive,
+    assert_gone,
+    descendants,
+    kill_tree,
+    marked,
+    only_run_dir,
+    read_pid,
+    read_state,
+    start_cli,
+    wait_for,
+    write_recipe,
+)
+
+BUSY = """
+steps:
+  - name: left
+    type: shell
+    depends_on: []
+    run: |
+      sleep 1000 & echo $! > left-child.pid
+      bash -c 'sleep 1000 & echo $! > left-grandchild.pid; wait' &
+      wait
+  - name: right
+    type: shell
+    depends_on: []
+    run: |
+      sleep 1000 & echo $! > right-child.pid
+      setsid bash -c 'echo $$ > right-setsid.pid; exec sleep 1000' &
+      wait
+  - name: server
+    type: shell
+    depends_on: []
+    background: true
+    run: |
+      sleep 1000 & echo $! > server-child.pid
+      wait
+  - name: after
+    type: shell
+    depends_on: [left, right]
+    run: touch after.ran
+"""
+
+PID_FILES = [
+    "left-child",
+    "left-grandchild",
+    "right-child",
+    "right-setsid",
+    "server-child",
+]
+
+
+def _start_busy(tmp_path):
+    recipe = write_recipe(tmp_path, BUSY)
+    proc = start_cli(recipe, "--no-ui", "--jobs", "4", cwd=tmp_path)
+    return proc
+
+
+def _wait_busy(tmp_path, proc) -> list[int]:
+    """Every process of the BUSY recipe is up; return orch-tui's descendants (and the pids)."""
+    pids = [read_pid(tmp_path / f"{name}.pid") for name in PID_FILES]
+    run_dir = wait_for(lambda: only_run_dir(tmp_path), message="the run directory")
+
+    def running():
+        steps = read_state(run_dir)["steps"]
+        return (
+            steps["left"]["status"] == "running"
+            and steps["right"]["status"] == "running"
+            and steps["server"]["status"] == "ready"
+        )
+
+    wait_for(running, message="left, right running and server ready in state.json")
+    found = set(descendants(proc.pid)) | set(pids)
+    assert set(pids) <= found, "the step processes are orch-tui's descendants"
+    assert all(alive(p) for p in found)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_everything_and_exits_130(tmp_path, sig):
+    proc = _start_busy(tmp_path)
+    pids: list[int] = []
+    try:
+        pids = _wait_busy(tmp_path, proc)
+        started = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=10)
+        took = time.monotonic() - started
+        assert proc.returncode == 130, err.decode()
+        assert took < 5, f"took {took:.1f}s to stop"
+        assert_gone(pids, timeout=3)
+        run_dir = only_run_dir(tmp_path)
+        assert marked(run_dir) == []
+
+        state = read_state(run_dir)
+        assert state["status"] == "interrupted"
+        assert state["exit_code"] == 130
+        steps = state["steps"]
+        for name in ("left", "right", "server", "after"):
+            assert steps[name]["status"] == "cancelled", (name, steps[name])
+        assert not (tmp_path / "after.ran").exists()
+        assert b"Traceback" not in err
+    finally:
+        kill_tree(proc, pids)
+
+
+def test_second_sigint_kills_at_once_even_when_steps_ignore_signals(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: stubborn
+            type: shell
+            grace: 30
+            run: |
+              trap '' INT TERM
+              sleep 1000 & echo $! > stubborn-child.pid
+              wait; wait; wait
+        """,
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        child = read_pid(tmp_path / "stubborn-child.pid")
+        run_dir = wait_for(lambda: only_run_dir(tmp_path))
+        wait_for(lambda: read_state(run_dir)["steps"]["stubborn"]["status"] == "running")
+        pids = sorted(set(descendants(proc.pid)) | {child})
+
+        proc.send_signal(signal.SIGINT)
+        wait_for(
+            lambda: read_state(run_dir)["status"] == "interrupted",
+            message="the first Ctrl-C to be taken",
+        )
+        assert proc.poll() is None, "the step ignores SIGINT/SIGTERM: grace 30 is being waited"
+        assert alive(child)
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+        assert proc.returncode == 130
+        assert time.monotonic() - started < 4, "the second Ctrl-C must not wait for the grace"
+        assert_gone(pids, timeout=3)
+        assert read_state(run_dir)["steps"]["stubborn"]["status"] == "cancelled"
+    finally:
+        kill_tree(proc, pids)
+
+
+def test_watchdog_cleans_up_when_the_runner_is_sigkilled(tmp_path):
+    proc = _start_busy(tmp_path)
+    pids: list[int] = []
+    try:
+        pids = _wait_busy(tmp_path, proc)
+        run_dir = only_run_dir(tmp_path)
+        assert len(marked(run_dir)) >= len(PID_FILES)
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+        # The watchdog outlives the runner, stops every step process (the setsid one too:
+        # it is found by its ORCH_RUN_DIR), then exits itself.
+        assert_gone(pids, timeout=8)
+        assert marked(run_dir) == []
+    finally:
+        kill_tree(proc, pids)
+
+
+def test_nothing_left_behind_after_a_normal_run(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: litter
+            type: shell
+            run: |
+              sleep 1000 & echo $! > plain.pid
+              setsid bash -c 'echo $$ > setsid.pid; exec sleep 1000' &
+              ( trap '' TERM; exec sleep 1000 ) & echo $! > stubborn.pid
+              until [ -f go ]; do sleep 0.05; done
+              echo "step done"
+          - name: next
+            type: shell
+            run: echo next
+        """,
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        litter = [read_pid(tmp_path / f"{n}.pid") for n in ("plain", "setsid", "stubborn")]
+        pids = sorted(set(descendants(proc.pid)) | set(litter))
+        (tmp_path / "go").touch()
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out.decode() + err.decode()
+        assert_gone(pids, timeout=1)
+        run_dir = only_run_dir(tmp_path)
+        assert marked(run_dir) == []
+        steps = read_state(run_dir)["steps"]
+        assert steps["litter"]["status"] == steps["next"]["status"] == "succeeded"
+    finally:
+        kill_tree(proc, pids)

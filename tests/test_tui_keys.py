@@ -1,0 +1,505 @@
+"""Every key of the TUI (contract.md, "TUI keys") against a real runner and real processes.
+
+The app runs headless (``app.run_test``) around a real :class:`core.runner.Runner`; keys go in
+through the Pilot, and each test waits (polling with a deadline, never a bare sleep) for what a
+user would see: the runner's state, the tree's labels, the log pane's lines and subtitle.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import alive, read_state
+from tests.tui_helpers import (
+    SIZE,
+    main_pane,
+    needs_screen,
+    orch,  # noqa: F401  (fixture)
+    screen_session_pids,
+    screendir,  # noqa: F401  (fixture)
+    selected,
+    status,
+    step_pid,
+    tree_label,
+    until,
+    until_status,
+    write_module,
+)
+
+
+def _tree(app):
+    from tui.widgets import StepTree
+
+    return app.query_one(StepTree)
+
+
+def _footer_keys(app) -> set[str]:
+    from textual.widgets._footer import FooterKey
+
+    return {key.key for key in app.screen.query(FooterKey)}
+
+
+async def _type(pilot, text: str) -> None:
+    await pilot.press(*["space" if c == " " else c for c in text])
+
+
+# ------------------------------------------------------------------------------ moving
+async def test_opens_on_first_step_and_moves_with_the_log(orch):
+    app, runner = orch(
+        """
+        steps:
+          - {name: one, type: shell, run: echo output-of-one}
+          - {name: two, type: shell, run: echo output-of-two}
+          - {name: three, type: shell, run: echo output-of-three}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "three", "succeeded")
+        pane = main_pane(app)
+        assert selected(app) == "one"
+        assert app.focused is _tree(app)
+        await until(pilot, lambda: pane.lines == ["output-of-one"], what="one's log")
+        assert pane.step == "one"
+
+        await pilot.press("down")
+        await until(pilot, lambda: selected(app) == "two" and pane.lines == ["output-of-two"])
+        await pilot.press("down")
+        await until(pilot, lambda: selected(app) == "three" and pane.lines == ["output-of-three"])
+        await pilot.press("up")
+        await until(pilot, lambda: selected(app) == "two" and pane.lines == ["output-of-two"])
+        await pilot.press("enter")
+        await until(pilot, lambda: selected(app) == "two" and pane.step == "two")
+        await pilot.press("home")
+        await until(pilot, lambda: selected(app) == "one" and pane.lines == ["output-of-one"])
+        await pilot.press("end")
+        await until(pilot, lambda: selected(app) == "three" and pane.lines == ["output-of-three"])
+        assert "three" in str(pane.border_title)
+
+
+# ------------------------------------------------------------------------------ s, r, k
+async def test_skip_a_failed_step_lets_its_dependent_run(orch):
+    app, runner = orch(
+        """
+        steps:
+          - {name: bad, type: shell, run: echo broken; exit 3}
+          - {name: after, type: shell, run: echo after-ran}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "bad", "failed")
+        await until_status(pilot, runner, "after", "blocked")
+        tree = _tree(app)
+        assert selected(app) == "bad"
+        assert tree.check_action("skip", ()) is True
+        assert "s" in app.screen.active_bindings
+        await until(pilot, lambda: "s" in _footer_keys(app), what="s in the footer")
+        assert "← bad" in tree_label(app, "after")
+
+        await pilot.press("s")
+        await until_status(pilot, runner, "bad", "skipped")
+        await until_status(pilot, runner, "after", "succeeded")
+        assert (runner.run_dir / "logs" / "after.log").read_text() == "after-ran\n"
+
+        # on a succeeded step, s is not offered: not allowed, not bound, not in the footer
+        await pilot.press("down")
+        await until(pilot, lambda: selected(app) == "after")
+        assert tree.check_action("skip", ()) is False
+        assert "s" not in app.screen.active_bindings
+        assert "r" in app.screen.active_bindings  # a succeeded step may be run again
+        await until(pilot, lambda: "s" not in _footer_keys(app), what="s gone from the footer")
+        await pilot.press("s")  # ignored
+        await pilot.pause()
+        assert status(runner, "after") == "succeeded"
+
+
+async def test_retry_a_failed_step_then_its_dependent_runs(orch, tmp_path: Path):
+    marker = tmp_path / "marker"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: flaky
+            type: shell
+            run: |
+              if [ -f '{marker}' ]; then echo found the marker; else echo no marker; exit 1; fi
+          - {{name: after, type: shell, run: echo after-ran}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "flaky", "failed")
+        await until_status(pilot, runner, "after", "blocked")
+        assert runner.state()["steps"]["flaky"]["attempts"] == 1
+        assert "r" in app.screen.active_bindings
+
+        marker.write_text("")
+        await pilot.press("r")
+        await until_status(pilot, runner, "flaky", "succeeded")
+        await until_status(pilot, runner, "after", "succeeded")
+        assert runner.state()["steps"]["flaky"]["attempts"] == 2
+        await until(pilot, lambda: "×2" in tree_label(app, "flaky"), what="×2 in the tree")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["found the marker"], what="attempt 2 log")
+        log = (runner.run_dir / "logs" / "flaky.log").read_text()
+        assert log == "no marker\n--- attempt 2 ---\nfound the marker\n"
+
+
+async def test_stop_a_running_step(orch):
+    app, runner = orch(
+        """
+        steps:
+          - {name: sleeper, type: shell, cmd: sleep, args: ["100"]}
+          - {name: after, type: shell, run: "true"}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sleeper", "running")
+        pid = step_pid(runner, "sleeper")
+        assert pid is not None and alive(pid)
+        assert "k" in app.screen.active_bindings
+        started = time.monotonic()
+        await pilot.press("k")
+        await until_status(pilot, runner, "sleeper", "cancelled", timeout=4)
+        took = time.monotonic() - started
+        print(f"k -> cancelled in {took:.2f}s")
+        await until(pilot, lambda: not alive(pid), 4, f"sleep (pid {pid}) to be gone")
+        assert took < 4  # SIGTERM ends sleep at once: well within the 5 s grace
+        await until_status(pilot, runner, "after", "blocked")
+        assert "k" not in app.screen.active_bindings
+
+
+# ------------------------------------------------------------------------------ q
+async def test_quit_while_running_asks_and_n_or_escape_cancel(orch):
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: sleeper, type: shell, cmd: sleep, args: ["100"]}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sleeper", "running")
+        for cancel in ("n", "escape"):
+            await pilot.press("q")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+            await pilot.press(cancel)
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
+            assert app.is_running
+            assert status(runner, "sleeper") == "running"
+            assert not runner.finished
+
+
+@needs_screen
+async def test_quit_yes_stops_steps_keeps_sessions_and_exits(orch, screendir):
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    session = f"orchtui-q-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: sess, type: session, action: create, session: {session}}}
+          - {{name: fg, type: shell, cmd: sleep, args: ["100"], depends_on: [sess]}}
+          - {{name: bg, type: shell, cmd: sleep, args: ["100"], background: true, depends_on: []}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sess", "succeeded", timeout=20)
+        await until_status(pilot, runner, "fg", "running")
+        await until_status(pilot, runner, "bg", "ready")
+        pids = [step_pid(runner, "fg"), step_pid(runner, "bg")]
+        assert all(pids) and all(alive(p) for p in pids)
+        assert screen_session_pids(screendir, session)
+
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        assert "fg" in str(app.screen.running) and "bg" in str(app.screen.running)
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, 20, "the app to exit")
+    assert app.return_value == 130  # closed before its foreground steps were done
+    assert runner.finished
+    state = read_state(runner.run_dir)
+    assert state["steps"]["fg"]["status"] == "cancelled"
+    assert state["steps"]["bg"]["status"] == "stopped"
+    assert state["steps"]["sess"]["status"] == "succeeded"
+    for pid in pids:
+        assert not alive(pid), f"step process {pid} survived the quit"
+    assert screen_session_pids(screendir, session), "quitting killed the session"
+
+
+async def test_quit_when_nothing_runs_exits_at_once(orch):
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: one, type: shell, run: echo done}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "one", "succeeded")
+        await pilot.press("q")
+        assert not isinstance(app.screen, ConfirmQuit)
+        await until(pilot, lambda: not app.is_running, 10, "the app to exit")
+    assert app.return_value == 0
+    assert runner.finished and runner.exit_code == 0
+
+
+# ------------------------------------------------------------------------------ ?, p
+async def test_help_opens_and_escape_closes(orch):
+    from tui.screens.help import HelpScreen
+
+    app, runner = orch("steps:\n  - {name: one, type: shell, run: echo x}\n")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+        body = str(app.screen.query_one("#help-body").render())
+        for key in ("skip the selected step", "retry", "attach", "quit"):
+            assert key in body
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
+        assert app.focused is _tree(app)
+
+
+async def test_pin_keeps_a_log_beside_and_p_again_unpins(orch):
+    from tui.widgets import LogPane
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: one, type: shell, run: echo output-of-one}
+          - {name: two, type: shell, run: echo output-of-two}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "two", "succeeded")
+        pinned = app.query_one("#log-pinned", LogPane)
+        assert not pinned.display
+        await pilot.press("p")
+        await until(pilot, lambda: pinned.display and pinned.lines == ["output-of-one"])
+        assert pinned.step == "one" and pinned.region.width > 0
+        await pilot.press("down")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines == ["output-of-two"])
+        assert pinned.step == "one" and pinned.lines == ["output-of-one"]
+        await pilot.press("up", "p")
+        await until(pilot, lambda: not pinned.display, what="the pinned pane to close")
+        assert pinned.step is None
+
+
+# ------------------------------------------------------------------------------ the log pane
+async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tmp_path: Path):
+    more = tmp_path / "more"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: chatty
+            type: shell
+            run: |
+              for i in $(seq 1 3000); do echo "line $i"; done
+              while [ ! -f '{more}' ]; do sleep 0.02; done
+              for i in $(seq 3001 3010); do echo "line $i"; done
+              exec sleep 100
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["line 3000"], what="the last line")
+        await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y > 0, what="the tail")
+        assert pane.follow and pane.border_subtitle == "following"
+
+        await pilot.press("tab")
+        assert app.focused is pane
+        await pilot.press("pageup")
+        await until(pilot, lambda: not pane.follow, what="following to pause")
+        assert "paused" in str(pane.border_subtitle)
+        frozen_at = pane.scroll_y
+        assert frozen_at < pane.max_scroll_y
+
+        more.write_text("")
+        await until(pilot, lambda: pane.pending > 0, what="the new output to be counted")
+        assert "new bytes" in str(pane.border_subtitle)
+        assert pane.scroll_y == frozen_at and pane.lines[-1] == "line 3000"
+
+        await pilot.press("end")
+        await until(pilot, lambda: pane.follow and pane.lines[-1:] == ["line 3010"])
+        await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="the tail again")
+        assert pane.border_subtitle == "following"
+
+        await pilot.press("up")  # one line up also pauses
+        await until(pilot, lambda: not pane.follow, what="following to pause on up")
+        await pilot.press("end")
+        await until(pilot, lambda: pane.follow, what="following again")
+
+        from tui.screens.search import SearchPrompt
+
+        await pilot.press("slash")
+        await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
+        await _type(pilot, "line 1234")
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, SearchPrompt))
+        await until(pilot, lambda: pane._match is not None, what="a match")
+        assert pane.lines[pane._match] == "line 1234"
+        await until(
+            pilot,
+            lambda: pane.scroll_y <= pane._match < pane.scroll_y + pane.size.height,
+            what="the match on screen",
+        )
+        assert str(pane.border_subtitle).startswith("/line 1234")
+        assert not pane.follow
+
+
+# ------------------------------------------------------------------------------ ctx, palette
+def _count_nodes(node) -> int:
+    return 1 + sum(_count_nodes(child) for child in node.children)
+
+
+async def test_ctx_inspector_shows_a_long_list_by_its_length(orch, tmp_path: Path):
+    from tui.widgets import CtxInspector
+
+    module = write_module(
+        tmp_path,
+        """
+        def run(ctx):
+            ctx["title"] = "ten thousand rows"
+            for i in range(10_000):
+                ctx.append("rows", [i, i * 2])
+        """,
+    )
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: fill, type: python, module: {module}}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "fill", "succeeded")
+        inspector = app.query_one(CtxInspector)
+        await until(
+            pilot,
+            lambda: "rows" in inspector._key_nodes
+            and "[10,000]" in str(inspector._key_nodes["rows"].label),
+            what="rows [10,000] in the inspector",
+        )
+        node = inspector._key_nodes["rows"]
+        assert str(node.label) == "rows [10,000]"
+        total = _count_nodes(inspector.root)
+        print(f"ctx inspector nodes for 10,000 rows: {total}")
+        assert total < 100, total
+        assert str(node.children[-1].label).startswith("[9999]")
+        assert 'title: "ten thousand rows"' in str(inspector._key_nodes["title"].label)
+
+
+async def test_command_palette_offers_skip_for_a_failed_step(orch):
+    app, runner = orch(
+        """
+        steps:
+          - {name: bad, type: shell, run: exit 1}
+          - {name: good, type: shell, run: "true", depends_on: []}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "bad", "failed")
+        await until_status(pilot, runner, "good", "succeeded")
+        assert selected(app) == "bad"
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Skip bad" in titles and "Retry bad" in titles
+        await pilot.press("down")
+        await until(pilot, lambda: selected(app) == "good")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Skip good" not in titles and "Retry good" in titles
+
+
+# ------------------------------------------------------------------------------ S
+@needs_screen
+async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
+    from textual.widgets import DataTable
+
+    from tui.screens.sessions import SessionsScreen
+
+    session = f"orchtui-s-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: sess, type: session, action: create, session: {session}}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sess", "succeeded", timeout=20)
+        tree = _tree(app)
+        await until(pilot, lambda: ("screen", session) in tree._session_nodes, what="Sessions")
+        assert tree.check_action("attach", ())  # a session step: a offered
+
+        await pilot.press("S")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen), what="sessions")
+        table = app.screen.query_one(DataTable)
+
+        def row():
+            rows = [table.get_row_at(i) for i in range(table.row_count)]
+            return next((r for r in rows if r[0] == "screen" and r[1] == session), None)
+
+        found = await until(pilot, row, 15, f"{session} in the sessions table")
+        assert found[2] == "detached"
+        assert found[5] == runner.run_id  # the run that created it
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, SessionsScreen), what="back")
+        assert selected(app) == "sess"
+
+
+# ------------------------------------------------------------------------------ load
+def _send_key(app, key: str) -> None:
+    """A key press as the terminal driver delivers it (what ``Pilot.press`` sends, without
+    its wait for the *process* to go idle: with a step flooding a pipe that this process
+    drains, that wait always runs to its one-second cap and would be all that is measured)."""
+    from textual import events
+
+    event = events.Key(key, None)
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
+async def test_stays_responsive_while_a_step_floods_its_log(orch):
+    app, runner = orch(
+        """
+        steps:
+          - {name: flood, type: shell, cmd: seq, args: ["100000000"]}
+          - {name: quiet, type: shell, run: echo quiet, depends_on: []}
+        """
+    )
+    me = psutil.Process()
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "flood", "running")
+        log = runner.run_dir / "logs" / "flood.log"
+        await until(pilot, lambda: log.stat().st_size > 1_000_000, what="the flood")
+        pane = main_pane(app)
+        assert pane.step == "flood"  # the pane follows the flood: the worst case
+        rss_start = rss_peak = me.memory_info().rss
+        timings = []
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            for key, target in (("down", "quiet"), ("up", "flood")):
+                t0 = time.perf_counter()
+                _send_key(app, key)
+                await until(pilot, lambda t=target: selected(app) == t, 10, f"{target} selected")
+                timings.append(time.perf_counter() - t0)
+                await until(pilot, lambda t=target: pane.step == t, 10, f"{target}'s log")
+            rss_peak = max(rss_peak, me.memory_info().rss)
+        # the Pilot's own press works too (slowly: it waits for an idle process, capped)
+        await pilot.press("down")
+        await until(pilot, lambda: selected(app) == "quiet")
+        await pilot.press("up")
+        await until(pilot, lambda: selected(app) == "flood" and len(pane.lines) > 100)
+        assert status(runner, "flood") == "running", "the flood ended too soon to be a test"
+        timings.sort()
+        print(
+            f"\nflood log {log.stat().st_size / 1e6:.0f} MB; {len(timings)} moves: "
+            f"median {timings[len(timings) // 2] * 1000:.0f} ms, max {timings[-1] * 1000:.0f} ms; "
+            f"RSS {rss_start / 2**20:.0f} -> peak {rss_peak / 2**20:.0f} MiB"
+        )
+        assert len(pane.lines) <= 2000  # only the tail is kept while following
+        # bounded memory: a tail of the log per tick, never the whole (growing) log
+        assert rss_peak - rss_start < 300 * 2**20
+        await pilot.press("k")
+        await until_status(pilot, runner, "flood", "cancelled")

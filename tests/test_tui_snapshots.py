@@ -1,0 +1,207 @@
+"""SVG snapshots of the TUI (pytest-textual-snapshot), around a real runner and real steps.
+
+What makes them repeatable:
+
+- the runner and the app share a fixed clock, so every duration and the elapsed time read 0.0s;
+- resources come from a ``FixedSampler`` sampled once (``resource_interval=3600``): the first
+  sample is taken on the runner's first tick, while the recipe's first step (``checkout``) still
+  waits for a ``go`` file that ``run_before`` writes only once that sample has reached the app.
+  So the steps the snapshots select were never running when the sample was taken, and their
+  meter reads "idle" every time, whatever the machine's speed;
+- every log holds fixed text, and ``run_before`` waits until the runner and the app both show the
+  expected statuses and the log pane its expected lines;
+- animations are off.
+
+Regenerate with ``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs in
+``tests/__snapshots__/test_tui_snapshots/`` before committing them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.tui_helpers import (
+    SIZE,
+    main_pane,
+    orch,  # noqa: F401  (fixture)
+    selected,
+    until,
+    until_status,
+    write_module,
+)
+
+GATE = """
+  - name: checkout
+    type: shell
+    run: |
+      while [ ! -f go ]; do sleep 0.02; done
+      echo "checked out rev 3f2a9c1 (main)"
+"""
+
+
+def _recipe(name: str, steps: str) -> str:
+    return f"name: '{name}'\nsteps:{GATE}{steps}"
+
+
+async def _open_gate(pilot, tmp_path: Path) -> None:
+    """Wait for the one resource sample to reach the meter, then let the steps go."""
+    from tui.widgets import ResourceMeter
+
+    pilot.app.animation_level = "none"
+    meter = pilot.app.query_one(ResourceMeter)
+    await until(pilot, lambda: meter._last, what="the resource sample")
+    (tmp_path / "go").write_text("")
+
+
+async def _select(pilot, name: str, lines: list[str]) -> None:
+    app = pilot.app
+    while selected(app) != name:
+        await pilot.press("down")
+    pane = main_pane(app)
+    await until(pilot, lambda: pane.step == name and pane.lines == lines, what=f"{name}'s log")
+
+
+RUNNING = _recipe(
+    "snapshot: running",
+    """
+  - name: serve
+    type: shell
+    run: |
+      echo "serving on http://127.0.0.1:8000"
+      echo "press Ctrl-C to stop"
+      exec sleep 100
+  - name: report
+    type: shell
+    run: echo "report written"
+""",
+)
+
+
+async def _running_state(pilot, tmp_path: Path) -> None:
+    runner = pilot.app.runner
+    await _open_gate(pilot, tmp_path)
+    await until_status(pilot, runner, "checkout", "succeeded")
+    await until_status(pilot, runner, "serve", "running")
+    await until_status(pilot, runner, "report", "pending")
+    await _select(pilot, "serve", ["serving on http://127.0.0.1:8000", "press Ctrl-C to stop"])
+
+
+def test_running_state(orch, tmp_path, snap_compare):
+    app, runner = orch(RUNNING)
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=lambda pilot: _running_state(pilot, tmp_path)
+    )
+
+
+def test_running_state_80x24(orch, tmp_path, snap_compare):
+    app, runner = orch(RUNNING)
+    assert snap_compare(
+        app, terminal_size=(80, 24), run_before=lambda pilot: _running_state(pilot, tmp_path)
+    )
+
+
+def test_failed_step_selected_with_its_log(orch, tmp_path, snap_compare):
+    app, runner = orch(
+        _recipe(
+            "snapshot: failed",
+            """
+  - name: build
+    type: shell
+    run: |
+      echo "compiling src/main.c"
+      echo "src/main.c:3:10: fatal error: config.h: No such file or directory" >&2
+      exit 2
+  - name: package
+    type: shell
+    run: echo "packaged"
+  - name: lint
+    type: shell
+    depends_on: [checkout]
+    run: echo "lint found 0 problems"
+""",
+        )
+    )
+
+    async def run_before(pilot) -> None:
+        await _open_gate(pilot, tmp_path)
+        await until_status(pilot, runner, "build", "failed")
+        await until_status(pilot, runner, "package", "blocked")
+        await until_status(pilot, runner, "lint", "succeeded")
+        await _select(
+            pilot,
+            "build",
+            [
+                "compiling src/main.c",
+                "src/main.c:3:10: fatal error: config.h: No such file or directory",
+            ],
+        )
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
+    from tui.widgets import CtxInspector
+
+    module = write_module(
+        tmp_path,
+        """
+        def run(ctx):
+            ctx["service"] = {"host": "127.0.0.1", "port": 8000}
+            ctx["greeting"] = "hello"
+            ctx["ratio"] = 0.25
+            for i in range(500):
+                ctx.append("rows", [i, i * i])
+            print("filled 500 rows")
+        """,
+    )
+    app, runner = orch(
+        _recipe(
+            "snapshot: ctx",
+            f"""
+  - name: fill
+    type: python
+    module: {module}
+""",
+        )
+    )
+
+    async def run_before(pilot) -> None:
+        await _open_gate(pilot, tmp_path)
+        await until_status(pilot, runner, "fill", "succeeded")
+        await _select(pilot, "fill", ["filled 500 rows"])
+        inspector = pilot.app.query_one(CtxInspector)
+        await until(
+            pilot,
+            lambda: "rows" in inspector._key_nodes
+            and str(inspector._key_nodes["rows"].label) == "rows [500]",
+            what="rows [500] in the inspector",
+        )
+        inspector._key_nodes["service"].expand()
+        inspector._key_nodes["rows"].expand()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(orch, tmp_path, snap_compare):
+    from tui.screens.help import HelpScreen
+
+    app, runner = orch(
+        _recipe(
+            "snapshot: help",
+            """
+  - name: build
+    type: shell
+    run: echo "built"
+""",
+        )
+    )
+
+    async def run_before(pilot) -> None:
+        await _open_gate(pilot, tmp_path)
+        await until_status(pilot, runner, "build", "succeeded")
+        await _select(pilot, "build", ["built"])
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), what="help")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

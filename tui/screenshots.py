@@ -1,0 +1,143 @@
+"""``make screenshots``: real screenshots of the app running a recipe, as SVG and PNG.
+
+The app runs the recipe for real (screen session, ctx updater, Dash server) under Textual's
+headless driver; the SVGs are Textual's own screenshots and the PNGs are those SVGs rendered by
+Chromium, so what the README shows is what a terminal shows.
+
+    python -m tui.screenshots [--recipe recipes/demo_screen_dash_ctx.yaml] [--out screenshots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def _wait(pilot, predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not reach the expected state")
+        await pilot.pause(0.1)
+
+
+async def capture(recipe_path: Path, out: Path, sizes: list[tuple[int, int]]) -> list[Path]:
+    from core.recipe import load_recipe
+    from core.resources import ResourceSampler
+    from core.runner import Runner
+    from tui.app import make_app
+    from tui.widgets import LogPane, StepTree
+
+    recipe = load_recipe(recipe_path)
+    written: list[Path] = []
+    for width, height in sizes:
+        with tempfile.TemporaryDirectory(prefix="orch-shots-") as tmp:
+            runner = Runner(
+                recipe, run_dir=Path(tmp) / "run", interactive=True, sampler=ResourceSampler()
+            )
+            app = make_app(runner)
+            try:
+                async with app.run_test(size=(width, height)) as pilot:
+                    app.animation_level = "none"
+
+                    def settled() -> bool:
+                        steps = runner.state()["steps"].values()
+                        return all(s["status"] not in ("pending", "running") for s in steps)
+
+                    await _wait(pilot, settled, 60)
+                    await pilot.pause(2.5)  # let the sparklines and the ctx fill a little
+                    tree = app.query_one(StepTree)
+                    names = [s.name for s in recipe.steps]
+                    background = [s.name for s in recipe.steps if s.background]
+                    target = background[0] if background else names[-1]
+                    for _ in range(names.index(target)):
+                        await pilot.press("down")
+                    await _wait(pilot, lambda: tree.selected_step == target)
+                    await _wait(pilot, lambda: bool(app.query_one("#log-main", LogPane).lines), 10)
+                    suffix = f"{width}x{height}"
+                    written.append(_save(app, out, f"orch-tui-{suffix}"))
+                    if (width, height) == sizes[0]:
+                        await pilot.press("question_mark")
+                        await pilot.pause(0.3)
+                        written.append(_save(app, out, "orch-tui-help"))
+                        await pilot.press("escape")
+                        await pilot.press("S")
+                        await pilot.pause(2.0)
+                        written.append(_save(app, out, "orch-tui-sessions"))
+                        await pilot.press("escape")
+            finally:
+                if not runner.finished:
+                    runner.close()
+                    runner.wait(30)
+    return written
+
+
+def _save(app, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    svg = app.export_screenshot(title="orch-tui")
+    path = out / f"{name}.svg"
+    path.write_text(svg, encoding="utf-8")
+    return path
+
+
+def to_png(svg: Path) -> Path | None:
+    """Render an SVG with Chromium (headless) at its own size; None if Chromium is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return None
+    text = svg.read_text(encoding="utf-8")
+    match = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', text)
+    width, height = (int(float(match.group(1))), int(float(match.group(2)))) if match else (1200, 800)
+    png = svg.with_suffix(".png")
+    with tempfile.TemporaryDirectory(prefix="orch-chromium-") as profile:
+        html = Path(profile) / "page.html"
+        html.write_text(
+            f"<html><body style='margin:0;background:#0c0c0c'>{text}</body></html>", encoding="utf-8"
+        )
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                f"--screenshot={png}",
+                html.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    return png
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Regenerate the README screenshots.")
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "demo_screen_dash_ctx.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    args = parser.parse_args(argv)
+    svgs = asyncio.run(capture(args.recipe, args.out, [(120, 36), (80, 24), (200, 60)]))
+    for svg in svgs:
+        png = to_png(svg)
+        print(f"wrote {svg.relative_to(ROOT) if svg.is_relative_to(ROOT) else svg}" + (f" and {png.name}" if png else " (no chromium: no PNG)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
