@@ -350,9 +350,12 @@ def test_million_rows_tick_is_small(serve):
     served = serve(source, ctx_key="new_row")
     client = served.wait_up()
     first = client.update()
-    ticks = [client.update() for _ in range(5)]
+    ticks = []
+    for _ in range(5):  # a new row before each tick, as live data does: no cached figure
+        source["new_row"].append([source["new_row"][-1][0] + 0.001, 0.5, 0.5, 0.5])
+        ticks.append(client.update())
     for tick in [first, *ticks]:
-        assert rows_in_status(tick.status) == 1_000_000
+        assert rows_in_status(tick.status) >= 1_000_000
         assert len(tick.traces) == 3
         for trace in tick.traces:
             assert 0 < len(decode(trace["x"])) <= hd.DEFAULT_MAX_POINTS

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import psutil
 
+from tests import tui_helpers
 from tests.conftest import alive, read_state
 from tests.tui_helpers import (
     SIZE,
     main_pane,
     needs_screen,
-    orch,  # noqa: F401  (fixture)
     screen_session_pids,
-    screendir,  # noqa: F401  (fixture)
     selected,
     status,
     step_pid,
@@ -29,6 +28,10 @@ from tests.tui_helpers import (
     until_status,
     write_module,
 )
+
+# fixtures (plain assignments, so the test functions' arguments do not shadow an import)
+orch = tui_helpers.orch
+screendir = tui_helpers.screendir
 
 
 def _tree(app):
@@ -379,8 +382,10 @@ async def test_ctx_inspector_shows_a_long_list_by_its_length(orch, tmp_path: Pat
         inspector = app.query_one(CtxInspector)
         await until(
             pilot,
-            lambda: "rows" in inspector._key_nodes
-            and "[10,000]" in str(inspector._key_nodes["rows"].label),
+            lambda: (
+                "rows" in inspector._key_nodes
+                and "[10,000]" in str(inspector._key_nodes["rows"].label)
+            ),
             what="rows [10,000] in the inspector",
         )
         node = inspector._key_nodes["rows"]
@@ -503,3 +508,4 @@ async def test_stays_responsive_while_a_step_floods_its_log(orch):
         assert rss_peak - rss_start < 300 * 2**20
         await pilot.press("k")
         await until_status(pilot, runner, "flood", "cancelled")
+        log.unlink()  # hundreds of MB: not worth keeping in pytest's tmp dirs

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests import tui_helpers
 from tests.tui_helpers import (
     SIZE,
     main_pane,
-    orch,  # noqa: F401  (fixture)
     selected,
     until,
     until_status,
     write_module,
 )
+
+# fixtures (plain assignments, so the test functions' arguments do not shadow an import)
+orch = tui_helpers.orch
 
 GATE = """
   - name: checkout
@@ -172,8 +175,10 @@ def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
         inspector = pilot.app.query_one(CtxInspector)
         await until(
             pilot,
-            lambda: "rows" in inspector._key_nodes
-            and str(inspector._key_nodes["rows"].label) == "rows [500]",
+            lambda: (
+                "rows" in inspector._key_nodes
+                and str(inspector._key_nodes["rows"].label) == "rows [500]"
+            ),
             what="rows [500] in the inspector",
         )
         inspector._key_nodes["service"].expand()

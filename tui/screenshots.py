@@ -32,52 +32,59 @@ async def _wait(pilot, predicate, timeout: float = 30.0) -> None:
 
 async def capture(recipe_path: Path, out: Path, sizes: list[tuple[int, int]]) -> list[Path]:
     from core.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    written: list[Path] = []
+    for n, (width, height) in enumerate(sizes):
+        written += await _capture_size(recipe, out, width, height, extras=n == 0)
+    return written
+
+
+async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: bool) -> list[Path]:
+    """Run the recipe in the app at one terminal size; save the main view (and help, sessions)."""
     from core.resources import ResourceSampler
     from core.runner import Runner
     from tui.app import make_app
     from tui.widgets import LogPane, StepTree
 
-    recipe = load_recipe(recipe_path)
     written: list[Path] = []
-    for width, height in sizes:
-        with tempfile.TemporaryDirectory(prefix="orch-shots-") as tmp:
-            runner = Runner(
-                recipe, run_dir=Path(tmp) / "run", interactive=True, sampler=ResourceSampler()
-            )
-            app = make_app(runner)
-            try:
-                async with app.run_test(size=(width, height)) as pilot:
-                    app.animation_level = "none"
+    with tempfile.TemporaryDirectory(prefix="orch-shots-") as tmp:
+        runner = Runner(
+            recipe, run_dir=Path(tmp) / "run", interactive=True, sampler=ResourceSampler()
+        )
+        app = make_app(runner)
 
-                    def settled() -> bool:
-                        steps = runner.state()["steps"].values()
-                        return all(s["status"] not in ("pending", "running") for s in steps)
+        def settled() -> bool:
+            steps = runner.state()["steps"].values()
+            return all(s["status"] not in ("pending", "running") for s in steps)
 
-                    await _wait(pilot, settled, 60)
-                    await pilot.pause(2.5)  # let the sparklines and the ctx fill a little
-                    tree = app.query_one(StepTree)
-                    names = [s.name for s in recipe.steps]
-                    background = [s.name for s in recipe.steps if s.background]
-                    target = background[0] if background else names[-1]
-                    for _ in range(names.index(target)):
-                        await pilot.press("down")
-                    await _wait(pilot, lambda: tree.selected_step == target)
-                    await _wait(pilot, lambda: bool(app.query_one("#log-main", LogPane).lines), 10)
-                    suffix = f"{width}x{height}"
-                    written.append(_save(app, out, f"orch-tui-{suffix}"))
-                    if (width, height) == sizes[0]:
-                        await pilot.press("question_mark")
-                        await pilot.pause(0.3)
-                        written.append(_save(app, out, "orch-tui-help"))
-                        await pilot.press("escape")
-                        await pilot.press("S")
-                        await pilot.pause(2.0)
-                        written.append(_save(app, out, "orch-tui-sessions"))
-                        await pilot.press("escape")
-            finally:
-                if not runner.finished:
-                    runner.close()
-                    runner.wait(30)
+        names = [s.name for s in recipe.steps]
+        background = [s.name for s in recipe.steps if s.background]
+        target = background[0] if background else names[-1]
+        try:
+            async with app.run_test(size=(width, height)) as pilot:
+                app.animation_level = "none"
+                await _wait(pilot, settled, 60)
+                await pilot.pause(2.5)  # let the sparklines and the ctx fill a little
+                tree = app.query_one(StepTree)
+                for _ in range(names.index(target)):
+                    await pilot.press("down")
+                await _wait(pilot, lambda: tree.selected_step == target)
+                await _wait(pilot, lambda: bool(app.query_one("#log-main", LogPane).lines), 10)
+                written.append(_save(app, out, f"orch-tui-{width}x{height}"))
+                if extras:
+                    await pilot.press("question_mark")
+                    await pilot.pause(0.3)
+                    written.append(_save(app, out, "orch-tui-help"))
+                    await pilot.press("escape")
+                    await pilot.press("S")
+                    await pilot.pause(2.0)
+                    written.append(_save(app, out, "orch-tui-sessions"))
+                    await pilot.press("escape")
+        finally:
+            if not runner.finished:
+                runner.close()
+                runner.wait(30)
     return written
 
 
@@ -96,12 +103,15 @@ def to_png(svg: Path) -> Path | None:
         return None
     text = svg.read_text(encoding="utf-8")
     match = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', text)
-    width, height = (int(float(match.group(1))), int(float(match.group(2)))) if match else (1200, 800)
+    width, height = (
+        (int(float(match.group(1))), int(float(match.group(2)))) if match else (1200, 800)
+    )
     png = svg.with_suffix(".png")
     with tempfile.TemporaryDirectory(prefix="orch-chromium-") as profile:
         html = Path(profile) / "page.html"
         html.write_text(
-            f"<html><body style='margin:0;background:#0c0c0c'>{text}</body></html>", encoding="utf-8"
+            f"<html><body style='margin:0;background:#0c0c0c'>{text}</body></html>",
+            encoding="utf-8",
         )
         subprocess.run(
             [
@@ -129,13 +139,18 @@ def to_png(svg: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate the README screenshots.")
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "demo_screen_dash_ctx.yaml")
+    parser.add_argument(
+        "--recipe", type=Path, default=ROOT / "recipes" / "demo_screen_dash_ctx.yaml"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
     args = parser.parse_args(argv)
     svgs = asyncio.run(capture(args.recipe, args.out, [(120, 36), (80, 24), (200, 60)]))
     for svg in svgs:
         png = to_png(svg)
-        print(f"wrote {svg.relative_to(ROOT) if svg.is_relative_to(ROOT) else svg}" + (f" and {png.name}" if png else " (no chromium: no PNG)"))
+        print(
+            f"wrote {svg.relative_to(ROOT) if svg.is_relative_to(ROOT) else svg}"
+            + (f" and {png.name}" if png else " (no chromium: no PNG)")
+        )
     return 0
 
 

@@ -55,3 +55,14 @@ def format_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def format_bytes_short(n: float | None) -> str:
+    """1.4G, 512M, 3.0K: for the meter's narrow column."""
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if abs(n) < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit in ("B", "M") and n >= 100 else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}T"

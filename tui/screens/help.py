@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -39,12 +41,16 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        lines = []
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
         for key, text in KEYS:
             if not text:
-                lines.append(f"\n[b u]{key}[/]")
+                if table.row_count:
+                    table.add_row("", "")
+                table.add_row(Text(key, style="bold underline"), "")
             else:
-                lines.append(f"  [b cyan]{key:<10}[/] {text}")
+                table.add_row(key, text)
         with Vertical(id="help-box"):
             yield Static("[b]orch-tui keys[/]   [dim]Escape to close[/]", id="help-title")
-            yield Static("\n".join(lines).lstrip("\n"), id="help-body")
+            yield Static(table, id="help-body")

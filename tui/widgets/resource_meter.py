@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.widgets import Label, Sparkline
 
-from tui.status import format_bytes
+from tui.status import format_bytes_short
 
 HISTORY = 60
 
@@ -64,7 +64,9 @@ class ResourceMeter(Grid):
         self.query_one("#cpu-value", Label).update(f"{self._cpu[-1]:5.1f}%")
         used = self._last.get("mem_used")
         self.query_one("#mem-value", Label).update(
-            f"{self._mem[-1]:5.1f}%" + (f" {format_bytes(used)}" if used else "")
+            f"{self._mem[-1]:4.0f}% {format_bytes_short(used)}"
+            if used
+            else f"{self._mem[-1]:5.1f}%"
         )
         cpu = self._step_cpu.get(self.step or "")
         figures = (self._last.get("steps") or {}).get(self.step or "")
@@ -72,7 +74,7 @@ class ResourceMeter(Grid):
         if figures:
             value = f"{figures.get('cpu') or 0.0:5.1f}%"
             if figures.get("rss") is not None:
-                value += f" {format_bytes(figures['rss'])}"
+                value = f"{figures.get('cpu') or 0.0:4.0f}% {format_bytes_short(figures['rss'])}"
         else:
             value = "  idle"
         self.query_one("#step-value", Label).update(value)

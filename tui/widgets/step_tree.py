@@ -105,10 +105,7 @@ class StepTree(Tree[dict[str, Any]]):
         for session in sessions:
             key = (session["backend"], session["name"])
             label = Text.assemble(
-                ("▣ ", "magenta"),
-                session["name"],
-                (f" {session['backend']}", "dim"),
-                (f" {session.get('state', '')}", "dim"),
+                ("▣ ", "magenta"), session["name"], (f" {session['backend']}", "dim")
             )
             node = self._session_nodes.get(key)
             if node is None:

@@ -385,16 +385,14 @@ def _typed_array(values: np.ndarray, *, allow_f4: bool = False) -> dict[str, str
     import numpy as np
 
     a = np.ascontiguousarray(values, dtype="<f8")
-    if allow_f4 and len(a):
+    if allow_f4:
         with np.errstate(over="ignore", invalid="ignore"):
             a32 = a.astype("<f4")
-            err = np.abs(a32.astype("<f8") - a)
-        if not np.isnan(err[~np.isnan(a)]).any():  # no overflow to inf
-            finite = a[~np.isnan(a)]
-            span = float(finite.max() - finite.min()) if len(finite) else 0.0
-            worst = float(np.nanmax(err)) if len(finite) else 0.0
-            if worst <= span * 1e-6 or worst == 0.0:
-                return {"dtype": "f4", "bdata": base64.b64encode(a32.tobytes()).decode("ascii")}
+            present = ~np.isnan(a)
+            worst = float(np.abs(a32[present] - a[present]).max()) if present.any() else 0.0
+            span = float(np.ptp(a[present])) if present.any() else 0.0
+        if worst <= span * 1e-6:  # an overflow to inf is never <=; nor is any error at span 0
+            return {"dtype": "f4", "bdata": base64.b64encode(a32.tobytes()).decode("ascii")}
     return {"dtype": "f8", "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
 
 

@@ -1,0 +1,254 @@
+"""Attaching to a session from the TUI, through a real pseudo-terminal.
+
+``App.suspend`` is not available under the headless test driver, so these tests start the real
+``orch-tui RECIPE`` on a pty (``pty.fork``: its own session, the pty as controlling terminal,
+120x36, TERM=xterm-256color), read what it draws, and type at it like a user: ``a`` hands the
+terminal to ``screen -r``, ``Ctrl-a d`` gives it back. Every session lives in a private
+SCREENDIR; everything started here is killed at the end, pass or fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests import tui_helpers
+from tests.conftest import marked, read_state, write_recipe
+from tests.tui_helpers import SCREEN, needs_screen
+
+# fixtures (plain assignments, so the test functions' arguments do not shadow an import)
+screendir = tui_helpers.screendir
+
+pytestmark = needs_screen
+
+ROWS, COLS = 36, 120
+
+
+class Terminal:
+    """``orch-tui`` running on a pty: what it wrote so far, and a keyboard."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: size the terminal before anything reads it, then exec
+            try:
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+                os.chdir(cwd)
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        os.set_blocking(fd, False)
+        self.output = bytearray()
+        self.returncode: int | None = None
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, timeout: float = 0.05) -> None:
+        """Take whatever the program wrote (waiting up to ``timeout`` for something)."""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        while ready:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: the program has exited and the pty is closed
+                break
+            if not chunk:
+                break
+            self.output += chunk
+            ready, _, _ = select.select([self.fd], [], [], 0)
+        self.poll()
+
+    def text(self, since: int = 0) -> str:
+        return self.output[since:].decode("utf-8", "replace")
+
+    def wait_for(self, what, timeout: float = 20.0, since: int = 0, label: str = "") -> int:
+        """Read until ``what`` (a string, or a callable on nothing) holds; keep the pty drained.
+
+        Returns the output position just past the match for a string.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if isinstance(what, str):
+                position = self.output.find(what.encode(), since)
+                if position >= 0:
+                    return position + len(what.encode())
+            elif what():
+                return len(self.output)
+            if time.monotonic() > deadline:
+                tail = _screen_text(self.text(max(since, len(self.output) - 3000)))
+                pytest.fail(
+                    f"timed out after {timeout:g}s waiting for {label or what!r}; "
+                    f"exit status {self.returncode}; the terminal's last output:\n{tail}"
+                )
+            self.read()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def type(self, data: bytes | str) -> None:
+        os.write(self.fd, data.encode() if isinstance(data, str) else data)
+
+    # -- the process -----------------------------------------------------------------------------
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 5
+            while self.poll() is None and time.monotonic() < deadline:
+                self.read()
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def _screen_text(raw: str) -> str:
+    """Terminal output with the escape sequences taken out (for failure messages)."""
+    return _ESCAPES.sub("", raw).replace("\r", "")
+
+
+def _session_state(name: str) -> str | None:
+    """'Attached' / 'Detached' as ``screen -ls`` says for the session named exactly ``name``."""
+    result = subprocess.run(
+        [SCREEN or "screen", "-ls"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    for line in result.stdout.splitlines():
+        fields = [f for f in line.strip().split("\t") if f]
+        if line.startswith("\t") and fields and fields[0].partition(".")[2] == name:
+            return fields[-1].strip("()")
+    return None
+
+
+def _start(tmp_path: Path, session: str) -> tuple[Terminal, Path]:
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: sess, type: session, action: create, session: {session}}}
+          - {{name: sleeper, type: shell, cmd: sleep, args: ["100"]}}
+        """,
+    )
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "PYTEST_"))}
+    env.update(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS))
+    for name in ("FORCE_COLOR", "NO_COLOR", "TEXTUAL", "STY", "TMUX"):
+        env.pop(name, None)
+    argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir)]
+    term = Terminal(argv, tmp_path, env)
+    return term, run_dir
+
+
+def _wait_running(term: Terminal, run_dir: Path) -> None:
+    """The TUI has drawn its tree, the session exists and ``sleeper`` runs."""
+    term.wait_for("sleeper", label="the step tree")
+
+    def steps_up() -> bool:
+        try:
+            steps = read_state(run_dir)["steps"]
+        except (OSError, ValueError):
+            return False
+        return steps["sess"]["status"] == "succeeded" and steps["sleeper"]["status"] == "running"
+
+    term.wait_for(steps_up, 30, label="sess succeeded and sleeper running (state.json)")
+
+
+def _quit(term: Terminal, run_dir: Path) -> None:
+    """q, y: the TUI stops the running step and exits (130: closed before the steps ended)."""
+    mark = len(term.output)
+    term.type("q")
+    term.wait_for("Quit orch-tui?", since=mark, label="the quit question")
+    started = time.monotonic()
+    term.type("y")
+    term.wait_for(lambda: term.poll() is not None, 10, label="orch-tui to exit")
+    took = time.monotonic() - started
+    term.read()
+    print(f"\norch-tui exited {term.returncode} {took:.2f}s after y")
+    assert term.returncode == 130, _screen_text(term.text(mark))
+    assert "interrupted" in term.text(mark)
+    state = read_state(run_dir)
+    assert state["steps"]["sleeper"]["status"] == "cancelled"
+    assert not marked(run_dir), "a step process outlived orch-tui"
+
+
+def test_attach_hands_the_terminal_to_screen_and_detach_comes_back(tmp_path, screendir):
+    session = f"orchtui-a-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session)
+    try:
+        _wait_running(term, run_dir)
+        assert _session_state(session) == "Detached"
+
+        mark = len(term.output)
+        term.type("a")  # the first step (the session's) is selected
+        term.wait_for(f"attaching to {session}", since=mark, label="the attach message")
+        term.wait_for(lambda: _session_state(session) == "Attached", 15, label="screen attached")
+
+        mark = len(term.output)
+        term.type("echo attached-marker-$((100 + 23))\r")
+        term.wait_for("attached-marker-123", since=mark, label="the session's shell output")
+
+        mark = len(term.output)
+        term.type(b"\x01d")  # Ctrl-a d
+        term.wait_for(lambda: _session_state(session) == "Detached", 15, label="screen detached")
+        after = term.wait_for("[detached from", since=mark, label="screen's detach message")
+        term.wait_for("sleeper", since=after, label="the TUI drawn again after the detach")
+        term.wait_for("sess", since=after, label="the TUI drawn again after the detach")
+        assert term.poll() is None, "orch-tui exited on the detach"
+
+        _quit(term, run_dir)
+        assert _session_state(session) == "Detached", "quitting killed the session"
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_attach_to_a_session_that_is_gone_shows_an_error_and_keeps_running(tmp_path, screendir):
+    from core.sessions import get_backend
+
+    session = f"orchtui-g-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session)
+    try:
+        _wait_running(term, run_dir)
+        get_backend("screen").kill(session)
+        assert _session_state(session) is None
+
+        mark = len(term.output)
+        term.type("a")
+        term.wait_for(
+            lambda: "cannot attach" in term.text(mark) or "no screen session" in term.text(mark),
+            label="an error notification",
+        )
+        assert "attaching to" not in term.text(mark)
+        assert term.poll() is None, "orch-tui exited"
+
+        _quit(term, run_dir)  # still answering keys
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
