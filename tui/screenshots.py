@@ -45,7 +45,7 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
     from core.resources import ResourceSampler
     from core.runner import Runner
     from tui.app import make_app
-    from tui.widgets import LogPane, StepTree
+    from tui.widgets import CtxInspector, LogPane, StepTree
 
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="orch-shots-") as tmp:
@@ -61,15 +61,24 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
         names = [s.name for s in recipe.steps]
         background = [s.name for s in recipe.steps if s.background]
         target = background[0] if background else names[-1]
+        pinned = background[-1] if len(background) > 1 else None
         try:
             async with app.run_test(size=(width, height)) as pilot:
                 app.animation_level = "none"
                 await _wait(pilot, settled, 60)
                 await pilot.pause(2.5)  # let the sparklines and the ctx fill a little
                 tree = app.query_one(StepTree)
+                if pinned is not None:  # show the split: one log pinned beside the other
+                    for _ in range(names.index(pinned)):
+                        await pilot.press("down")
+                    await pilot.press("p")
+                    await pilot.press("home")
                 for _ in range(names.index(target)):
                     await pilot.press("down")
                 await _wait(pilot, lambda: tree.selected_step == target)
+                ctx_view = app.query_one(CtxInspector)
+                for key in list(runner.ctx)[:1]:
+                    ctx_view.expand_key(key)
                 await _wait(pilot, lambda: bool(app.query_one("#log-main", LogPane).lines), 10)
                 written.append(_save(app, out, f"orch-tui-{width}x{height}"))
                 if extras:

@@ -47,14 +47,19 @@ class _Router(io.TextIOBase):
             self._fallback.flush()
 
     def isatty(self) -> bool:
-        return self._sink() is None and self._fallback.isatty()
+        return self._sink() is None and bool(getattr(self._fallback, "isatty", lambda: False)())
 
     def fileno(self) -> int:
         return self._fallback.fileno()
 
+    def __getattr__(self, name: str):  # errors, buffer, ...: whatever the real stream has
+        return getattr(self._fallback, name)
+
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8" if self._sink() is not None else self._fallback.encoding
+        if self._sink() is not None:
+            return "utf-8"
+        return getattr(self._fallback, "encoding", None) or "utf-8"
 
     def writable(self) -> bool:
         return True

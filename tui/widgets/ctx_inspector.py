@@ -33,6 +33,10 @@ def _scalar(value: Any) -> Text:
     return Text(str(value), style="cyan")
 
 
+def _compact(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else json.dumps(value, ensure_ascii=False)
+
+
 def _key_label(key: str, value: Any, *, length: int | None = None) -> Text:
     label = Text(str(key), style="bold")
     if isinstance(value, dict):
@@ -70,7 +74,13 @@ class CtxInspector(Tree[str]):
                 continue
             self._versions[key] = version
             self._build_key(key)
-        self.root.set_label(Text.assemble(("ctx", "bold"), (f"  {len(keys)} keys", "dim")))
+        noun = "key" if len(keys) == 1 else "keys"
+        self.root.set_label(Text.assemble(("ctx", "bold"), (f"  {len(keys)} {noun}", "dim")))
+
+    def expand_key(self, key: str) -> None:
+        node = self._key_nodes.get(key)
+        if node is not None:
+            node.expand()
 
     def _build_key(self, key: str) -> None:
         try:
@@ -125,7 +135,8 @@ class CtxInspector(Tree[str]):
                 and not any(isinstance(v, (dict, list)) for v in value)
             ):  # a short row of scalars reads best on one line
                 text = Text(f"{name}: ", style="bold")
-                text.append(json.dumps(value, ensure_ascii=False)[:MAX_SCALAR], style="cyan")
+                row = ", ".join(_compact(v) for v in value)
+                text.append(f"[{row}]"[:MAX_SCALAR], style="cyan")
                 parent.add_leaf(text)
                 return
             child = parent.add(_key_label(name, value))
