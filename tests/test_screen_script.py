@@ -222,3 +222,13 @@ def test_script_and_adapter_see_the_same_sessions(screendir: str) -> None:  # no
     assert run("-c", "from-script").returncode == 0
     assert set(listed()) == {"from-python", "from-script"}
     assert {s.name for s in ScreenBackend().list()} == {"from-python", "from-script"}
+
+
+@needs_screen
+def test_send_long_text(screendir: str, tmp_path: Path) -> None:  # noqa: F811
+    # screen spins when it pastes more than ~4 KiB at once: the script sends pieces
+    assert run("-c", "long").returncode == 0
+    text = "x" * 999 + "é😀" * 3000 + "y" * 9000
+    result = run("-s", "long", printf_command(text, tmp_path / "long"))
+    assert result.returncode == 0, result.stderr
+    file_becomes(tmp_path / "long", text.encode())

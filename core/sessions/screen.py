@@ -5,8 +5,9 @@ screen's own habits, and what this module does about them:
 - `-S NAME` matches name *prefixes* (`-S web` may hit `web-frontend`): every command targets
   `PID.NAME`, resolved from `screen -ls` by exact name.
 - `screen -ls` exits 1 even when sessions exist, ends some lines in CRLF, and screen 5 drops the
-  date column: the output is parsed (by tab-separated fields), the exit code ignored. Dead
-  sessions are wiped (`screen -wipe PID.NAME`) and not listed.
+  date column: the output is parsed (by tab-separated fields), the exit code ignored. Sessions
+  listed "(Dead ???)" whose server process is gone are wiped (`screen -wipe PID.NAME`); none
+  are listed.
 - `-X` returns before the server has run the command, and exits 0 when the command failed:
   results are checked afterwards (the session list, a file the server writes). `-Q` is not
   used: it answers through a temporary socket `PID.NAME-queryA` in the socket directory, which a
@@ -14,7 +15,8 @@ screen's own habits, and what this module does about them:
 - `stuff` expands `$VAR`, `^X` and backslashes: text is written to a private 0600 file and typed
   with one server command, `eval "readbuf FILE" "paste ." "stuff \\015" "writebuf ECHO"`, so it
   arrives byte for byte, is not interleaved with another sender's text, and the echo proves it
-  was read before the file is removed.
+  was read before the file is removed. screen spins at 100% CPU (and stops answering) when it
+  pastes more than about 4 KiB at once: longer text goes in 2 KiB pieces, each confirmed.
 - `screen -dmS` returns before the session's socket exists, and a command typed before the shell
   is up may be lost: `create` waits for the session to be listed, then for its window to show
   something (a hardcopy that is not blank), before the first `send`.
@@ -34,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from core.sessions.base import (
     READY_TIMEOUT,
     RUN_ID_ENV,
@@ -50,6 +54,8 @@ _SOCKET_DIR_RE = re.compile(r"(?:\d+ Sockets? in|No Sockets found in) (.+?)\.?$"
 _TARGET_RE = re.compile(r"(\d+)\.(.+)")
 _QUERY_SOCKET_RE = re.compile(r".+-query[A-Za-z]")
 _COMMAND_TIMEOUT = 10.0
+#: screen 4.9 spins at 100% CPU when it pastes more than ~4 KiB at once: text goes in pieces
+_PASTE_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,6 @@ def parse_screen_ls(output: str) -> tuple[list[_Entry], str | None]:
 def _screen_process_alive(pid: int) -> bool:
     """True when `pid` is a running screen process (its socket is not stale, just busy)."""
     try:
-        import psutil
-
         process = psutil.Process(pid)
         return process.status() != psutil.STATUS_ZOMBIE and "screen" in process.name().lower()
     except Exception:
@@ -123,11 +127,22 @@ def _read_run_id(pid: int) -> str | None:
 
 def _created(pid: int) -> float | None:
     try:
-        import psutil
-
         return psutil.Process(pid).create_time()
     except Exception:
         return None
+
+
+def _utf8_chunks(data: bytes, size: int) -> list[bytes]:
+    """`data` cut into pieces of at most `size` bytes, never inside a UTF-8 sequence."""
+    chunks = []
+    while data:
+        cut = min(size, len(data))
+        if cut < len(data):
+            while cut > 1 and (data[cut] & 0xC0) == 0x80:  # a continuation byte: back off
+                cut -= 1
+        chunks.append(data[:cut])
+        data = data[cut:]
+    return chunks
 
 
 def _read_nonempty(path: Path) -> bytes | None:
@@ -304,29 +319,33 @@ class ScreenBackend(SessionBackend):
 
     def send(self, name: str, text: str, *, enter: bool = True) -> None:
         target = self._target(name)
-        data = text.encode("utf-8", "surrogateescape")
+        chunks = _utf8_chunks(text.encode("utf-8", "surrogateescape"), _PASTE_CHUNK)
+        if not chunks and not enter:
+            return
         with private_tempdir("orch-screen-") as directory:
-            commands = []
-            if data:
-                buffer = directory / "text"
+            if not chunks:
+                self._x(target, "stuff", "\r")
+            for index, chunk in enumerate(chunks):
+                buffer = directory / f"text{index}"
+                echo = directory / f"echo{index}"
                 fd = os.open(buffer, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                commands += [f"readbuf {buffer}", "paste ."]
-            if enter:
-                commands.append("stuff \\015")
-            if not commands:
-                return
-            # the server writes the buffer back once it has typed it: proof that the text went
-            # in whole, and that the file may be removed
-            echo = directory / "echo"
-            if data:
+                    handle.write(chunk)
+                commands = [f"readbuf {buffer}", "paste ."]
+                if enter and index == len(chunks) - 1:
+                    commands.append("stuff \\015")
+                # the server writes the buffer back once it has typed it: proof that the text
+                # went in whole, and that the file may be removed
                 commands.append(f"writebuf {echo}")
-            self._x(target, "eval", *commands)
-            if data and not wait_until(lambda: _read_nonempty(echo) == data, self.ready_timeout):
-                if target not in self._targets(name):
-                    raise SessionError(f"screen session '{name}' ended while text was sent to it")
-                raise SessionError(f"screen did not take the text for session '{name}' in time")
+                self._x(target, "eval", *commands)
+                if not wait_until(
+                    lambda e=echo, c=chunk: _read_nonempty(e) == c, self.ready_timeout
+                ):
+                    if target not in self._targets(name):
+                        raise SessionError(
+                            f"screen session '{name}' ended while text was sent to it"
+                        )
+                    raise SessionError(f"screen did not take the text for session '{name}' in time")
 
     def kill(self, name: str) -> None:
         targets = self._targets(name)

@@ -25,6 +25,7 @@ from pathlib import Path
 from libtmux import Server
 from libtmux import exc as tmux_exc
 
+from core.recipe import SOCKET_NAME_PATTERN
 from core.sessions.base import (
     READY_TIMEOUT,
     RUN_ID_ENV,
@@ -36,7 +37,7 @@ from core.sessions.base import (
     wait_until,
 )
 
-_SOCKET_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_SOCKET_NAME_RE = re.compile(SOCKET_NAME_PATTERN)
 _FIELDS = "#{session_attached}|#{session_created}|#{pane_pid}|#{@orch_run_id}|#{session_name}"
 _NO_SERVER = (
     "no server running",
@@ -44,7 +45,11 @@ _NO_SERVER = (
     "failed to connect to",
     "server exited unexpectedly",
 )
-_SEND_CHUNK = 2000  # characters per send-keys: a tmux command must fit in one message
+_SEND_CHUNK = 2000
+#: tmux sets these for the session's own shell; copies of the caller's would point elsewhere
+_SERVER_OWNED_ENV = frozenset(
+    {"TMUX", "TMUX_PANE"}
+)  # characters per send-keys: a tmux command must fit in one message
 
 
 class TmuxBackend(SessionBackend):
@@ -56,9 +61,10 @@ class TmuxBackend(SessionBackend):
     detach_keys = "Ctrl-b d"
 
     def __init__(self, *, socket: str | None = None, ready_timeout: float = READY_TIMEOUT) -> None:
-        if socket is not None and not _SOCKET_NAME_RE.fullmatch(socket):
+        if socket is not None and (not _SOCKET_NAME_RE.fullmatch(socket) or not socket.strip(".")):
             raise SessionError(
-                f"invalid tmux socket name {socket!r}: letters, digits, '_', '.' and '-' only"
+                f"invalid tmux socket name {socket!r}: must match {SOCKET_NAME_PATTERN}"
+                " and not be only dots"
             )
         self.socket = socket
         self.ready_timeout = ready_timeout
@@ -141,7 +147,8 @@ class TmuxBackend(SessionBackend):
         if cwd is not None:
             args += ["-c", str(Path(cwd).absolute())]
         for key, value in (env or {}).items():
-            args += ["-e", f"{key}={value}"]
+            if key not in _SERVER_OWNED_ENV:
+                args += ["-e", f"{key}={value}"]
         code, _, err = self._cmd(*args)
         if code != 0:
             detail = err[0] if err else f"exit code {code}"

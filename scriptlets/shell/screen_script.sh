@@ -203,32 +203,44 @@ cmd_detach() {
     echo "detached screen session '$1'"
 }
 
-cmd_send() {
-    local name=$1 text=$2 target dir i
-    target=$(target_of "$name")
-    if [[ -z $text ]]; then
-        screen -S "$target" -X stuff $'\r' || die 1 "could not send to screen session '$name'"
-        echo "sent Enter to '$name'"
-        return 0
-    fi
+# Type $2 into session PID.NAME $1, whole, then press Enter. Pieces of 1000 characters:
+# screen 4.9 spins when it pastes more than about 4 KiB at once. Each piece is one server
+# command (not interleaved with another sender's text), and writebuf echoes it back once it
+# has been typed, so the file is not removed before screen has read it.
+send_line() {
+    local target=$1 text=$2 dir i offset piece
+    local -a enter=()
+    [[ -n $text ]] || {
+        screen -S "$target" -X stuff $'\r'
+        return
+    }
     dir=$(private_tmpdir)
-    printf '%s' "$text" >"$dir/text"
-    # one server command, so the text and its Enter are not interleaved with another sender's;
-    # writebuf echoes the buffer back once it has been typed: the text went in whole
-    if ! screen -S "$target" -X eval "readbuf $dir/text" "paste ." 'stuff \015' "writebuf $dir/echo"; then
-        rm -rf "$dir"
-        die 1 "could not send to screen session '$name'"
-    fi
-    for ((i = 0; i < READY_TRIES; i++)); do
-        if cmp -s "$dir/text" "$dir/echo"; then
+    for ((offset = 0; offset < ${#text}; offset += 1000)); do
+        piece=${text:offset:1000}
+        ((offset + 1000 < ${#text})) || enter=('stuff \015')
+        printf '%s' "$piece" >"$dir/text"
+        rm -f "$dir/echo"
+        if ! screen -S "$target" -X eval "readbuf $dir/text" "paste ." "${enter[@]}" "writebuf $dir/echo"; then
             rm -rf "$dir"
-            echo "sent ${#text} characters to '$name'"
-            return 0
+            return 1
         fi
-        sleep 0.05
+        for ((i = 0; ; i++)); do
+            cmp -s "$dir/text" "$dir/echo" && break
+            if ((i >= READY_TRIES)); then
+                rm -rf "$dir"
+                return 1
+            fi
+            sleep 0.05
+        done
     done
     rm -rf "$dir"
-    die 1 "screen did not take the text for session '$name' in time"
+}
+
+cmd_send() {
+    local name=$1 text=$2 target
+    target=$(target_of "$name")
+    send_line "$target" "$text" || die 1 "could not send to screen session '$name'"
+    echo "sent ${#text} characters to '$name'"
 }
 
 cmd_recreate() {
