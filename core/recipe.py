@@ -76,7 +76,7 @@ class Step:
     action: str | None = None
     session: str | None = None
     command: str | None = None
-    log: bool | str = False
+    log: bool | str | None = None  # None: recreate logs (contract), create does not
     socket: str | None = None
 
 
@@ -937,7 +937,13 @@ STEP_FIELDS = _table(
     Field("session", SESSION_NAME, "session name", _SE, required=True),
     Field("backend", _choice(BACKENDS), "terminal multiplexer", _SE, default="screen"),
     Field("command", TEXT, "text typed into the session (send, create, recreate)", _SE),
-    Field("log", LOG, "true: log file in the run dir; text: log file path", _SE, default=False),
+    Field(
+        "log",
+        LOG,
+        "true: log file in the run dir; text: log file path (default: recreate logs, the rest do not)",
+        _SE,
+        default=None,
+    ),
     Field("socket", SOCKET_NAME, "tmux -L socket name (tmux only)", _SE),
 )
 

@@ -304,6 +304,26 @@ def test_live_dashboard_over_http(serve):
         http(served.base + "/_dash-layout", timeout=2)
 
 
+def test_answers_are_serialised_with_orjson(serve, monkeypatch):
+    """Dash hands the answer to plotly's JSON encoder, which picks orjson when installed."""
+    import orjson
+
+    real_dumps = orjson.dumps
+    encoded: list[int] = []
+
+    def counting_dumps(obj: Any, *args: Any, **kwargs: Any) -> bytes:
+        out = real_dumps(obj, *args, **kwargs)
+        if isinstance(obj, dict) and "response" in obj:
+            encoded.append(len(out))
+        return out
+
+    monkeypatch.setattr(orjson, "dumps", counting_dumps)
+    served = serve({"new_row": make_rows(100)}, ctx_key="new_row")
+    tick = served.wait_up().update()
+    assert encoded and encoded[-1] == pytest.approx(tick.size, rel=0.2)
+    served.stop_and_join()
+
+
 def test_new_columns_and_an_empty_start(serve):
     """Started before any rows: the selector fills in (all selected) when rows arrive."""
     ctx = Context({"new_row": []})
@@ -326,6 +346,21 @@ def test_new_columns_and_an_empty_start(serve):
     assert tick.value == [1, 2, 3]
     assert [t["name"] for t in tick.traces] == ["v1", "v2", "v3"]
     served.stop_and_join()
+
+
+def test_idle_client_connections_do_not_hold_up_stopping(serve):
+    """A client that connected but sent nothing (a browser's spare connection) is cut off."""
+    served = serve({"new_row": make_rows(10)}, ctx_key="new_row")
+    served.wait_up()
+    idle = socket.create_connection(("127.0.0.1", served.port))
+    try:
+        wait_for(lambda: http(served.base + "/_dash-layout")[0] == 200, message="served")
+        served.stop_and_join(2.0)
+        idle.settimeout(5)
+        assert idle.recv(1) == b""  # closed by the server
+    finally:
+        idle.close()
+    assert port_is_free(served.port)
 
 
 def test_taken_port_is_a_clear_error():

@@ -694,8 +694,13 @@ def build_app(
 
 # ------------------------------------------------------------------------------------ serving
 class _Connections:
-    """Open client connections, so stopping can end keep-alive ones (a browser tab polling
-    over one connection would otherwise be served forever, and ``server_close`` would wait)."""
+    """Open client connections, so that stopping can end them.
+
+    werkzeug answers ``Connection: close``, but a connection that is open and idle (browsers open
+    spare ones ahead of time) keeps its request thread waiting for a request line, and
+    ``server_close`` joins those threads: without this, stopping could hang until the client
+    gives up on the connection.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -833,7 +838,7 @@ def run(
         (stop if stop is not None else threading.Event()).wait()
     finally:
         server.shutdown()  # the accept loop ends (within poll_interval)
-        conns.close_all()  # keep-alive connections end after their current request
+        conns.close_all()  # client connections are cut (an answer in the making is dropped)
         server.server_close()  # closes the listening socket; joins the request threads
         thread.join(5)
         log.info("hello_dash on port %d stopped", server.port)
