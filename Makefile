@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := screen tmux shellcheck
+APT_PACKAGES := screen tmux shellcheck chromium
 RECIPE ?= recipes/demo_screen_dash_ctx.yaml
 
 .PHONY: help setup system-deps demo test lint format bench screenshots clean distclean
