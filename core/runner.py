@@ -686,6 +686,11 @@ class Runner:
                     self._ended(run, execution, outcome)
             self._finish()
             return
+        if self.keep_alive and self._foreground_done() and not self._interrupted:
+            # --keep-alive: Ctrl-C is how the user ends a run whose work is done; the
+            # background steps are stopped, not cancelled, and the exit code is the work's.
+            self._do_close()
+            return
         self._interrupted = True
         self._status = "interrupted"
         for run in self.runs.values():
@@ -695,6 +700,9 @@ class Runner:
             elif run.execution is not None:
                 self._stop(run, CANCELLED, f"run interrupted ({signal.Signals(sig).name})", sig)
         self.store.state_changed()
+
+    def _foreground_done(self) -> bool:
+        return not any(r.status in (PENDING, RUNNING) for r in self.runs.values())
 
     def _do_close(self) -> None:
         """Stop what runs; a run closed before its foreground steps ended counts as interrupted."""
