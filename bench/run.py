@@ -1,34 +1,51 @@
-"""orch-tui benchmarks: each figure is a ratio against a baseline run in the same invocation.
+"""orch-tui benchmarks: every figure next to a baseline measured in the same invocation.
 
     python bench/run.py            # full sizes, medians of 5 runs, writes bench/results.json
     python bench/run.py --quick    # tiny sizes, one run: a correctness check (used by the tests)
+    python bench/run.py --only scheduling log_capture
 
-Machines here are shared and noisy, so absolute seconds mean little; the ratio to ``make`` or to
-a plain shell redirect, measured seconds apart, is what to compare between versions.
+These machines are shared and noisy, so absolute seconds mean little: the ratio to make, doit,
+go-task or a plain redirect, measured seconds apart, is what to compare between versions.
+Peers that are not installed are reported as missing, not failed (``pip install doit
+go-task-bin`` adds them).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 ORCH = [sys.executable, "-m", "tui.cli"]
+TRUE = shutil.which("true") or "/bin/true"  # the same external program for every tool
 
 
-def _timed(fn: Callable[[], None]) -> float:
+# ------------------------------------------------------------------------------------ helpers
+def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def _measure(fn: Callable[[], object], repeat: int) -> dict[str, float]:
+    return _stats([_timed(fn) for _ in range(repeat)])
 
 
 def _run(argv: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -38,91 +55,142 @@ def _run(argv: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return result
 
 
-def _measure(fn: Callable[[], None], repeat: int) -> dict[str, float]:
-    times = [_timed(fn) for _ in range(repeat)]
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-def _write_chain_recipe(path: Path, n: int, *, jobs_wide: bool = False) -> None:
+def _peak_rss_of(argv: list[str], cwd: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (bytes) of a child, from wait4's rusage."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv} failed: {proc.stderr.read()[-2000:]!r}")
+    return took, usage.ru_maxrss * 1024
+
+
+# ------------------------------------------------------------------------------------ scheduling
+def _chain_recipe(path: Path, n: int, *, wide: bool) -> None:
     lines = ["steps:"]
     for i in range(n):
-        lines += [f"  - name: s{i}", "    type: shell", '    cmd: "true"']
-        if jobs_wide:
+        lines += [f"  - name: s{i}", "    type: shell", f"    cmd: {TRUE}"]
+        if wide:
             lines.append("    depends_on: []")
     path.write_text("\n".join(lines) + "\n")
 
 
-def _write_makefile(path: Path, n: int, *, wide: bool = False) -> None:
-    rules = [
-        f"all: {' '.join(f's{i}' for i in range(n))}",
-        ".PHONY: all " + " ".join(f"s{i}" for i in range(n)),
-    ]
+def _makefile(path: Path, n: int, *, wide: bool) -> None:
+    names = " ".join(f"s{i}" for i in range(n))
+    rules = [f"all: {names}", f".PHONY: all {names}"]
     for i in range(n):
         dep = "" if wide or i == 0 else f"s{i - 1}"
-        rules.append(f"s{i}: {dep}\n\t@true")
+        rules.append(f"s{i}: {dep}\n\t@{TRUE}")
     path.write_text("\n".join(rules) + "\n")
+
+
+def _dodo(path: Path, n: int) -> None:
+    path.write_text(
+        "DOIT_CONFIG = {'verbosity': 0}\n"
+        f"def task_s():\n    for i in range({n}):\n"
+        f"        yield {{'name': str(i), 'actions': [[{TRUE!r}]],"
+        " 'task_dep': [f's:{i - 1}'] if i else [], 'uptodate': [False]}\n"
+    )
+
+
+def _taskfile(path: Path, n: int) -> None:
+    lines = ["version: '3'", "tasks:"]
+    for i in range(n):
+        lines += [f"  s{i}:", "    silent: true", f"    cmds: [{TRUE}]"]
+        if i:
+            lines.append(f"    deps: [s{i - 1}]")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def bench_scheduling(work: Path, n: int, repeat: int) -> dict:
     (work / "pyproject.toml").write_text("")
-    _write_chain_recipe(work / "chain.yaml", n)
-    _write_makefile(work / "Makefile", n)
-    _write_chain_recipe(work / "wide.yaml", n, jobs_wide=True)
-    _write_makefile(work / "Makefile.wide", n, wide=True)
+    _chain_recipe(work / "chain.yaml", n, wide=False)
+    _chain_recipe(work / "wide.yaml", n, wide=True)
+    _makefile(work / "Makefile", n, wide=False)
+    _makefile(work / "Makefile.wide", n, wide=True)
     runs = work / "runs"
 
-    def orch(recipe: str, *extra: str) -> Callable[[], None]:
+    def orch(recipe: str, jobs: str) -> Callable[[], None]:
         def go() -> None:
             shutil.rmtree(runs, ignore_errors=True)
-            _run([*ORCH, recipe, "--no-ui", "--run-dir", str(runs), *extra], work, env=_env())
+            _run(
+                [*ORCH, recipe, "--no-ui", "--jobs", jobs, "--run-dir", str(runs)], work, env=_env()
+            )
 
         return go
 
-    out = {
-        "make_j1": _measure(lambda: _run(["make", "-s", "-j1"], work), repeat),
-        "orch_chain": _measure(orch("chain.yaml", "--jobs", "1"), repeat),
-        "make_j2_wide": _measure(
-            lambda: _run(["make", "-s", "-j2", "-f", "Makefile.wide"], work), repeat
-        ),
-        "orch_wide_j2": _measure(orch("wide.yaml", "--jobs", "2"), repeat),
-    }
-    out["ratio_chain_vs_make"] = out["orch_chain"]["median"] / out["make_j1"]["median"]
+    out: dict = {"steps": n}
+    out["make_j1"] = _measure(lambda: _run(["make", "-s", "-j1"], work), repeat)
+    out["orch_chain_j1"] = _measure(orch("chain.yaml", "1"), repeat)
+    doit = shutil.which("doit", path=str(Path(sys.executable).parent)) or shutil.which("doit")
+    if doit:
+        _dodo(work / "dodo.py", n)
+        out["doit"] = _measure(
+            lambda: _run([doit, "-f", "dodo.py", "--backend", "json"], work), repeat
+        )
+    task = shutil.which("task", path=str(Path(sys.executable).parent)) or shutil.which("task")
+    if task:
+        _taskfile(work / "Taskfile.yml", n)
+        out["go_task"] = _measure(lambda: _run([task, f"s{n - 1}"], work), repeat)
+    out["make_j2_wide"] = _measure(
+        lambda: _run(["make", "-s", "-j2", "-f", "Makefile.wide"], work), repeat
+    )
+    out["orch_wide_j2"] = _measure(orch("wide.yaml", "2"), repeat)
+    base = out["make_j1"]["median"]
+    out["ratio_chain_vs_make"] = out["orch_chain_j1"]["median"] / base
+    for peer in ("doit", "go_task"):
+        if peer in out:
+            out[f"ratio_chain_vs_{peer}"] = out["orch_chain_j1"]["median"] / out[peer]["median"]
     out["ratio_wide_vs_make"] = out["orch_wide_j2"]["median"] / out["make_j2_wide"]["median"]
     return out
 
 
 def bench_python_steps(work: Path, n: int, repeat: int) -> dict:
-    """No-op python steps per second, in-process (the runner's own overhead, no start-up)."""
-    sys.path.insert(0, str(ROOT))
+    """No-op python steps per second in-process (the runner's overhead, no start-up) vs a loop."""
     from core.recipe import Recipe, Step
     from core.runner import Runner
 
-    def chain() -> Recipe:
-        steps = tuple(
-            Step(
-                name=f"p{i}",
-                type="python",
-                index=i,
-                line=i + 1,
-                depends_on=(f"p{i - 1}",) if i else (),
-                module="bench.noop",
-                function="run",
-            )
-            for i in range(n)
+    steps = tuple(
+        Step(
+            name=f"p{i}",
+            type="python",
+            index=i,
+            line=i + 1,
+            depends_on=(f"p{i - 1}",) if i else (),
+            module="bench.noop",
+            function="run",
         )
-        return Recipe(path=work / "py.yaml", workspace=ROOT, steps=steps)
+        for i in range(n)
+    )
+    recipe = Recipe(path=work / "py.yaml", workspace=ROOT, steps=steps)
 
     def go() -> None:
         run_dir = work / "pyruns"
         shutil.rmtree(run_dir, ignore_errors=True)
-        code = Runner(chain(), run_dir=run_dir, jobs=1).run()
+        code = Runner(recipe, run_dir=run_dir, jobs=1).run()
         assert code == 0, code
 
-    m = _measure(go, repeat)
-    m["steps_per_second"] = n / m["median"]
-    return m
+    from bench.noop import run as noop
+
+    def loop() -> None:
+        ctx: dict = {}
+        for _ in range(n):
+            noop(ctx)
+
+    out = {"steps": n, "orch": _measure(go, repeat), "bare_loop": _measure(loop, repeat)}
+    out["steps_per_second"] = n / out["orch"]["median"]
+    return out
 
 
+# ------------------------------------------------------------------------------------ log capture
 def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
     (work / "pyproject.toml").write_text("")
     (work / "flood.yaml").write_text(
@@ -130,73 +198,268 @@ def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
     )
     runs = work / "floodruns"
 
-    def orch() -> None:
-        shutil.rmtree(runs, ignore_errors=True)
-        _run([*ORCH, "flood.yaml", "--no-ui", "--run-dir", str(runs)], work, env=_env())
-
     def redirect() -> None:
         with open(work / "seq.out", "wb") as f:
             subprocess.run(["seq", str(lines)], stdout=f, check=True)
 
-    out = {"redirect": _measure(redirect, repeat), "orch": _measure(orch, repeat)}
+    times, peaks = [], []
+    for _ in range(repeat):
+        shutil.rmtree(runs, ignore_errors=True)
+        took, rss = _peak_rss_of([*ORCH, "flood.yaml", "--no-ui", "--run-dir", str(runs)], work)
+        times.append(took)
+        peaks.append(rss)
+    out = {"lines": lines, "redirect": _measure(redirect, repeat), "orch": _stats(times)}
     got = (runs / "logs" / "flood.log").read_bytes()
     out["lines_lost"] = lines - got.count(b"\n")
     out["byte_identical"] = got == (work / "seq.out").read_bytes()
+    out["peak_rss_mb"] = max(peaks) / 2**20
     out["ratio_vs_redirect"] = out["orch"]["median"] / out["redirect"]["median"]
+    # the same without start-up: what capturing costs per line, in-process
+    out["python_start"] = _measure(lambda: _run([sys.executable, "-c", "pass"], work), repeat)
     return out
 
 
+# ------------------------------------------------------------------------------------ start-up
 def bench_startup(repeat: int) -> dict:
-    demo = ROOT / "recipes" / "example_parallel.yaml"
+    demo = ROOT / "recipes" / "demo_screen_dash_ctx.yaml"
     out = {
         "python_pass": _measure(lambda: _run([sys.executable, "-c", "pass"], ROOT), repeat),
-        "version": _measure(lambda: _run([*ORCH, "--version"], ROOT), repeat),
-        "validate": _measure(lambda: _run([*ORCH, "validate", str(demo)], ROOT), repeat),
+        "version": _measure(lambda: _run([*ORCH, "--version"], ROOT, env=_env()), repeat),
+        "validate_demo": _measure(
+            lambda: _run([*ORCH, "validate", str(demo)], ROOT, env=_env()), repeat
+        ),
     }
     out["ratio_version_vs_python"] = out["version"]["median"] / out["python_pass"]["median"]
     return out
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT))
+# ------------------------------------------------------------------------------------ ctx
+def bench_ctx(rows: int, repeat: int) -> dict:
+    from core.context import Context
+
+    threads_n, per_thread = 8, rows // 8
+
+    def appends() -> None:
+        ctx = Context({"rows": []})
+
+        def writer(w: int) -> None:
+            row = [float(w), 1.0, 2.0, 3.0]
+            for _ in range(per_thread):
+                ctx.append("rows", row)
+
+        workers = [threading.Thread(target=writer, args=(w,)) for w in range(threads_n)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        assert len(ctx["rows"]) == threads_n * per_thread
+
+    out: dict = {"rows": threads_n * per_thread, "append_8_threads": _measure(appends, repeat)}
+    out["appends_per_second"] = out["rows"] / out["append_8_threads"]["median"]
+    big = Context({"rows": [[time.time(), 0.1, 0.2, 0.3] for _ in range(rows)]})
+    out["snapshot_json"] = _measure(big.to_json_bytes, repeat)
+    out["snapshot_mb"] = len(big.to_json_bytes()) / 2**20
+    return out
+
+
+# ------------------------------------------------------------------------------------ Dash
+def _dash_tick(make_figure, cache) -> bytes:
+    """What one interval request costs the server: the figure, downsampled, as JSON."""
+    import orjson
+
+    figure = make_figure(cache, [1, 2, 3], max_points=2000)
+    return orjson.dumps(figure, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _dash_naive(rows: list[list[float]]) -> str:
+    """The seed's approach: every row in a plain Scatter figure, serialised by plotly."""
+    import plotly.graph_objects as go
+
+    xs = [r[0] for r in rows]
+    traces = [go.Scatter(x=xs, y=[r[c] for r in rows], mode="lines") for c in (1, 2, 3)]
+    return go.Figure(traces).to_json()
+
+
+def bench_dash(sizes: list[int], repeat: int) -> dict:
+
+    from scriptlets.python.apps.hello_dash import ColumnCache, make_figure
+
+    out: dict = {}
+    for n in sizes:
+        t0 = time.time() - n * 0.01
+        rows = [[t0 + i * 0.01, float(i % 97), float(i % 13), float(i % 7)] for i in range(n)]
+        cache = ColumnCache()
+        cache.add_rows(rows)
+        tick = functools.partial(_dash_tick, make_figure, cache)
+        naive = functools.partial(_dash_naive, rows)
+        entry = {"tick": _measure(tick, repeat), "tick_bytes": len(tick())}
+        entry["naive"] = _measure(naive, max(1, repeat // 2))
+        entry["naive_bytes"] = len(naive())
+        entry["ratio_time"] = entry["tick"]["median"] / entry["naive"]["median"]
+        entry["ratio_bytes"] = entry["tick_bytes"] / entry["naive_bytes"]
+        out[f"{n}_rows"] = entry
+    return out
+
+
+# ------------------------------------------------------------------------------------ TUI
+def bench_tui(seconds: float) -> dict:
+    """The app under run_test with a step printing as fast as it can."""
+    import asyncio
+
+    import psutil
+
+    from core.recipe import load_recipe
+    from core.resources import FixedSampler
+    from core.runner import Runner
+    from tui.app import make_app
+    from tui.widgets import LogPane, StepTree
+
+    with tempfile.TemporaryDirectory(prefix="bench-tui-", dir=ROOT / ".orch") as tmp:
+        work = Path(tmp)
+        (work / "pyproject.toml").write_text("")
+        (work / "r.yaml").write_text(
+            "steps:\n"
+            "  - {name: flood, type: shell, cmd: seq, args: ['1000000000']}\n"
+            "  - {name: quiet, type: shell, run: echo quiet, depends_on: []}\n"
+        )
+        runner = Runner(
+            load_recipe(work / "r.yaml"),
+            run_dir=work / "run",
+            interactive=True,
+            sampler=FixedSampler(),
+            resource_interval=3600,
+        )
+        app = make_app(runner)
+        me = psutil.Process()
+        result: dict = {}
+
+        async def scenario() -> None:
+            async with app.run_test(size=(120, 36)) as pilot:
+                log = runner.run_dir / "logs" / "flood.log"
+                while not log.exists() or log.stat().st_size < 1_000_000:
+                    await pilot.pause(0.05)
+                pane = app.query_one("#log-main", LogPane)
+                tree = app.query_one(StepTree)
+                latencies, lags = [], []
+                first, t0 = _last_number(log), time.perf_counter()
+                pane_first = _pane_number(pane)
+                rss_peak = me.memory_info().rss
+                while time.perf_counter() - t0 < seconds:
+                    for key, target in (("down", "quiet"), ("up", "flood")):
+                        start = time.perf_counter()
+                        app.post_message(_key(key))
+                        while tree.selected_step != target:
+                            await asyncio.sleep(0.002)
+                        latencies.append(time.perf_counter() - start)
+                    await asyncio.sleep(0.1)
+                    if pane.lines:  # how far the pane's last line is behind the file's
+                        lags.append(_last_number(log) - _pane_number(pane))
+                    rss_peak = max(rss_peak, me.memory_info().rss)
+                took = time.perf_counter() - t0
+                written = _last_number(log) - first
+                shown = _pane_number(pane) - pane_first
+                runner.stop_step("flood")
+                await pilot.pause(0.5)
+                result.update(
+                    step_lines_per_second=written / took,
+                    pane_lines_per_second=shown / took,
+                    key_latency_ms_median=statistics.median(latencies) * 1000,
+                    key_latency_ms_max=max(latencies) * 1000,
+                    pane_lag_lines_median=statistics.median(lags) if lags else None,
+                    peak_rss_mb=rss_peak / 2**20,
+                )
+                log.unlink()
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            runner.close()
+            runner.wait(30)
+        return result
+
+
+def _pane_number(pane) -> int:
+    """The last complete number the pane shows (seq's lines are their own line numbers)."""
+    for line in reversed(pane.lines[-3:]):
+        if line.isdigit():
+            return int(line)
+    return 0
+
+
+def _key(key: str):
+    from textual import events
+
+    return events.Key(key, None)
+
+
+def _last_number(path: Path) -> int:
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 64))
+        tail = f.read().split(b"\n")[:-1]  # the last piece is an unfinished line
+    for part in reversed(tail):
+        if part.isdigit():
+            return int(part)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ main
+BENCHES = ("scheduling", "python_steps", "log_capture", "startup", "ctx", "dash", "tui")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run")
+    parser.add_argument("--only", nargs="+", choices=BENCHES)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
-    repeat = 1 if args.quick else 5
-    sizes = (
-        {"chain": 10, "py": 50, "lines": 10_000}
-        if args.quick
-        else {"chain": 200, "py": 1000, "lines": 2_000_000}
-    )
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
+    quick = args.quick
+    repeat = 1 if quick else 5
+    chosen = args.only or BENCHES
+    results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()}}
+    # Runs go where a user's would (under the project, .orch/): on some machines /tmp is a
+    # much slower file system for creating files, which would measure the machine, not us.
+    (ROOT / ".orch").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".orch") as tmp:
         work = Path(tmp)
-        results["scheduling"] = bench_scheduling(work, sizes["chain"], repeat)
-        results["python_steps"] = bench_python_steps(work, sizes["py"], repeat)
-        results["log_capture"] = bench_log_capture(work, sizes["lines"], repeat)
-        results["startup"] = bench_startup(repeat)
+        if "scheduling" in chosen:
+            results["scheduling"] = bench_scheduling(work, 10 if quick else 200, repeat)
+        if "python_steps" in chosen:
+            results["python_steps"] = bench_python_steps(work, 50 if quick else 1000, repeat)
+        if "log_capture" in chosen:
+            results["log_capture"] = bench_log_capture(work, 10_000 if quick else 2_000_000, repeat)
+        if "startup" in chosen:
+            results["startup"] = bench_startup(repeat)
+        if "ctx" in chosen:
+            results["ctx"] = bench_ctx(8_000 if quick else 1_000_000, 1 if quick else 3)
+        if "dash" in chosen:
+            sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
+            results["dash"] = bench_dash(sizes, 1 if quick else 5)
+        if "tui" in chosen:
+            results["tui"] = bench_tui(0.5 if quick else 5.0)
     _print_table(results)
-    if not args.quick:
+    if not quick:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {args.out.relative_to(ROOT)}")
     return 0
 
 
 def _print_table(results: dict) -> None:
-    print(f"{'benchmark':<34}{'median':>10}{'min':>10}{'max':>10}")
+    print(f"{'benchmark':<44}{'median':>10}{'min':>10}{'max':>10}")
     for group, data in results.items():
-        for name, value in data.items():
-            if isinstance(value, dict):
-                print(
-                    f"{group + '.' + name:<34}{value['median']:>10.3f}{value['min']:>10.3f}{value['max']:>10.3f}"
-                )
-        for name, value in data.items():
-            if not isinstance(value, dict):
-                shown = f"{value:.2f}" if isinstance(value, float) else str(value)
-                print(f"  {group + '.' + name:<32}{shown:>10}")
+        _print_group(group, data)
+
+
+def _print_group(prefix: str, data: dict) -> None:
+    for name, value in data.items():
+        label = f"{prefix}.{name}"
+        if isinstance(value, dict) and "median" in value:
+            print(f"{label:<44}{value['median']:>10.4f}{value['min']:>10.4f}{value['max']:>10.4f}")
+        elif isinstance(value, dict):
+            _print_group(label, value)
+        else:
+            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            print(f"  {label:<42}{shown:>20}")
 
 
 if __name__ == "__main__":

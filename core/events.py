@@ -13,7 +13,7 @@ and carries the log's byte size plus the newest lines; the complete output is al
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 # Step statuses, as written to state.json (contract.md, "Run directory").
@@ -36,6 +36,9 @@ SATISFIED_STATUSES = frozenset({SUCCEEDED, SKIPPED, READY})
 FAILURE_STATUSES = frozenset({FAILED, TIMED_OUT})
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _now() -> float:
     return time.time()
 
@@ -48,7 +51,11 @@ class Event:
     ts: float = field(default_factory=_now, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """A plain dict (values are shared, not copied: events are immutable once published)."""
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
+        data = {name: getattr(self, name) for name in names}
         data["type"] = self.kind
         return data
 

@@ -37,13 +37,14 @@ def clean_line(raw: bytes) -> str:
 class StepLog:
     """Sink for one step attempt's output. Thread-safe: a reader thread writes, viewers read."""
 
-    def __init__(self, path: Path, *, ring_lines: int = RING_LINES) -> None:
+    def __init__(self, path: Path | str, *, ring_lines: int = RING_LINES) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd: int | None = None
+        self.size = 0
+        self._open()
         self._lock = threading.Lock()
         self._ring: deque[bytes] = deque(maxlen=ring_lines)
         self._partial = b""
-        self.size = os.fstat(self._fd).st_size
         self.lines_total = 0
         self._emitted_total = 0
         self._emitted_size = self.size
@@ -58,11 +59,17 @@ class StepLog:
         with self._lock:
             if self._closed:
                 return
+            fd = self._fd if self._fd is not None else self._open()
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view) :]
+                view = view[os.write(fd, view) :]
             self.size += len(data)
             self._take_lines(data)
+
+    def _open(self) -> int:
+        fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = os.fstat(fd).st_size
+        return fd
 
     def write_text(self, text: str) -> None:
         self.write(text.encode("utf-8", "surrogateescape"))
@@ -138,7 +145,8 @@ class StepLog:
                     self._ring.append(self._partial)
                     self.lines_total += 1
                     self._partial = b""
-                os.close(self._fd)
+                if self._fd is not None:
+                    os.close(self._fd)
 
 
 def read_tail(path: Path, max_lines: int, max_bytes: int = 1 << 20) -> tuple[list[str], int, bool]:

@@ -138,6 +138,7 @@ class Watchdog:
         self.run_dir = str(run_dir)
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd: int | None = None
+        self._pending: list[str] = []
 
     def start(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -158,10 +159,17 @@ class Watchdog:
         self._fd = write_fd
 
     def _send(self, line: str) -> None:
-        if self._fd is None:
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        """Send what was queued. The runner calls this a few times a second, not per step:
+        each write wakes the watchdog process, and a step spawned since the last flush is
+        still found by its ORCH_RUN_DIR marker if the runner dies in between."""
+        if self._fd is None or not self._pending:
             return
+        lines, self._pending = self._pending, []
         try:
-            os.write(self._fd, line.encode() + b"\n")
+            os.write(self._fd, ("\n".join(lines) + "\n").encode())
         except OSError:
             pass
 
@@ -173,7 +181,8 @@ class Watchdog:
 
     def stop(self) -> None:
         """The run ended cleanly: the watchdog exits without touching anything."""
-        self._send("done")
+        self._pending = ["done"]
+        self.flush()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -27,7 +27,23 @@ class Workers:
         self._idle = 0
         self._count = 0
 
+    _local = threading.local()
+
+    def chain_next(self) -> None:
+        """The current task is about to end: its thread may take the next task submitted.
+
+        A python step calls this just before reporting its end; the scheduler, run on the same
+        thread, usually starts the next step at once, and running it here rather than on
+        another thread avoids two thread switches per step. Only for tasks that return right
+        after (an output pump, which may keep reading, must not hold a chained task back).
+        """
+        self._local.can_chain = True
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        local = self._local
+        if getattr(local, "can_chain", False) and getattr(local, "chained", None) is None:
+            local.chained = (fn, args)
+            return
         with self._lock:
             if self._idle:
                 self._idle -= 1
@@ -39,11 +55,16 @@ class Workers:
         self._queue.put((fn, args))
 
     def _work(self) -> None:
+        local = self._local
         while True:
-            fn, args = self._queue.get()
-            try:
-                fn(*args)
-            except Exception:
-                _log.exception("worker task %r failed", fn)
+            task: tuple[Callable[..., Any], tuple[Any, ...]] | None = self._queue.get()
+            while task is not None:
+                local.can_chain, local.chained = False, None
+                fn, args = task
+                try:
+                    fn(*args)
+                except Exception:
+                    _log.exception("worker task %r failed", fn)
+                task, local.chained, local.can_chain = local.chained, None, False
             with self._lock:
                 self._idle += 1

@@ -145,7 +145,8 @@ class PythonExecution:
         self.log = log
         self.workers = workers
         self.on_exit = on_exit
-        self.stop_event = threading.Event()
+        self._stop_event: threading.Event | None = None  # made only when asked for: it is not free
+        self._stopping = False
         self.native_thread_id: int | None = None
 
     def start(self) -> None:
@@ -158,6 +159,7 @@ class PythonExecution:
             outcome = self._call()
         finally:
             OutputRouting.bind(None)
+        self.workers.chain_next()
         self.on_exit(outcome)
 
     def _call(self) -> Outcome:
@@ -188,8 +190,17 @@ class PythonExecution:
             text = str(exc).strip().splitlines()
             return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
 
+    @property
+    def stop_event(self) -> threading.Event:
+        if self._stop_event is None:
+            self._stop_event = threading.Event()
+            if self._stopping:
+                self._stop_event.set()
+        return self._stop_event
+
     def stop(self, sig: int) -> None:
+        self._stopping = True
         self.stop_event.set()
 
     def kill(self) -> None:
-        self.stop_event.set()  # a thread cannot be killed; the runner abandons it
+        self.stop(0)  # a thread cannot be killed; the runner abandons it
