@@ -80,6 +80,8 @@ _CR_TRAILING = re.compile(rb"\r+(?=\n|\Z)")  # "text\r\n" is a line ending, not 
 _CR_FRAMES = re.compile(rb"(?m)^[^\n]*\r")  # all but the last frame of a \r progress line
 _CONTROL = bytes([*range(0, 9), *range(11, 32), 127])  # C0 controls but tab and newline, DEL
 _CONTROL_TTY = bytes(b for b in _CONTROL if b != 0x1B)  # keep ESC: Rich turns SGR into styles
+# C1 controls (U+0080-U+009F) in UTF-8: terminals may act on them as on ESC (U+009B is CSI)
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
 
 # status -> (symbol, ASCII fallback, style)
 _ICONS: dict[str, tuple[str, str, str]] = {
@@ -186,6 +188,8 @@ def clean_block(block: bytes, *, keep_ansi: bool = False) -> bytes:
         block = _CR_TRAILING.sub(b"", block)
         if b"\r" in block:
             block = _CR_FRAMES.sub(b"", block)
+    if b"\xc2" in block:
+        block = _C1_UTF8.sub(b"", block)
     return block.translate(None, _CONTROL_TTY if keep_ansi else _CONTROL)
 
 

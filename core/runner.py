@@ -144,6 +144,7 @@ class Runner:
         self.watchdog = Watchdog(self.run_dir)
         self._sampler = sampler
         self._resource_interval = resource_interval
+        self._sampling = threading.Event()  # a sample is being taken, on a worker thread
 
         taken: set[str] = set()
         self.runs: dict[str, StepRun] = {
@@ -382,7 +383,13 @@ class Runner:
         run.ready = False
         if not step.background:
             self._running_fg += 1
-        steplog = StepLog(self._logs_dir + run.log_file)
+        try:
+            steplog = StepLog(self._logs_dir + run.log_file)
+        except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
+            run.steplog = None
+            self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
+            self._ended(run, None, Outcome(None, error=f"cannot open its log: {exc}"))
+            return
         if run.attempts > 1:
             steplog.write_text(f"--- attempt {run.attempts} ---\n")
         run.steplog = steplog
@@ -390,11 +397,12 @@ class Runner:
             execution = self._make_execution(run, steplog)
             run.execution = execution
             execution.start()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a ctx value with NUL to expose, ...
             run.execution = None
             steplog.write_text(f"orch-tui: cannot start {step.name!r}: {exc}\n")
             self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
-            self._ended(run, None, Outcome(None, error=f"cannot start: {exc.strerror or exc}"))
+            why = getattr(exc, "strerror", None) or exc
+            self._ended(run, None, Outcome(None, error=f"cannot start: {why}"))
             return
         pid = execution.pid
         if pid is not None:
@@ -873,9 +881,16 @@ class Runner:
                     self._emit(ev.CtxChanged(keys=changed, version=self._ctx_seen, ts=self.clock()))
                     self.store.ctx_changed()
                 targets = self._sample_targets() if self._sampler else None
-            if targets is not None and time.monotonic() >= next_sample:
+            if (
+                targets is not None
+                and time.monotonic() >= next_sample
+                and not self._sampling.is_set()
+            ):
                 next_sample = time.monotonic() + self._resource_interval
-                self._sample(targets)
+                # Not on this thread: a slow sample (a stalled /proc, thousands of processes)
+                # must not hold up output and ctx events, nor the saving they trigger.
+                self._sampling.set()
+                self.workers.submit(self._sample, targets)
 
     def _sample_targets(self) -> dict[str, StepTarget]:
         return {
@@ -886,15 +901,20 @@ class Runner:
 
     def _sample(self, targets: dict[str, StepTarget]) -> None:
         assert self._sampler is not None
-        sample = self._sampler.sample(targets)
-        peaks = self._sampler.peaks()
-        with self._lock:
-            for name, peak in peaks.items():
-                run = self.runs.get(name)
-                if run is not None:
-                    run.peak_cpu, run.peak_rss = peak.get("peak_cpu"), peak.get("peak_rss")
-        self._emit(sample)
-        self.store.state_changed()
+        try:
+            sample = self._sampler.sample(targets)
+            peaks = self._sampler.peaks()
+            with self._lock:
+                if self._finished.is_set():
+                    return
+                for name, peak in peaks.items():
+                    run = self.runs.get(name)
+                    if run is not None:
+                        run.peak_cpu, run.peak_rss = peak.get("peak_cpu"), peak.get("peak_rss")
+                self._emit(sample)
+                self.store.state_changed()
+        finally:
+            self._sampling.clear()
 
     # ------------------------------------------------------------------ set-up helpers
     def _preselect(self, only: list[str] | None, skip: list[str] | None, resume_from: str | None):

@@ -21,6 +21,8 @@ RING_LINES = 1000
 MAX_LINE = 4096  # bytes of one line kept for display; the log file keeps all of it
 _CONTROL = bytes(c for c in range(32) if c != 9) + b"\x7f"
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# C1 controls (U+0080-U+009F) in UTF-8: terminals may act on them as on ESC (U+009B is CSI)
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
 
 
 def clean_line(raw: bytes) -> str:
@@ -30,6 +32,8 @@ def clean_line(raw: bytes) -> str:
     if b"\r" in raw:
         raw = raw.rstrip(b"\r")
         raw = raw[raw.rfind(b"\r") + 1 :]
+    if b"\xc2" in raw:
+        raw = _C1_UTF8.sub(b"", raw)
     text = raw.translate(None, _CONTROL).decode("utf-8", "replace")
     return text.expandtabs(8) if "\t" in text else text
 
@@ -165,7 +169,7 @@ def read_tail(path: Path, max_lines: int, max_bytes: int = 1 << 20) -> tuple[lis
         return [], 0, False
     parts = data.split(b"\n")
     truncated = start > 0
-    if truncated:
+    if truncated and len(parts) > 1:
         parts = parts[1:]  # the first piece is probably the end of a longer line
     if parts and parts[-1] == b"":
         parts.pop()

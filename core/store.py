@@ -140,22 +140,28 @@ class RunStore:
         with self._flush_lock:
             if self._final_saved:
                 return
+            # The ctx first (it was taken after the state, so it is as new or newer): a
+            # state.json calling a step succeeded must never be on disk before the ctx.json
+            # holding what that step wrote, or --resume-from after a crash would lose it.
+            if not self._flush_ctx(final) and state is not None:
+                state = None  # the ctx save is not due yet: the state waits for it
+                self._state_dirty = True
             if state is not None:
                 atomic_write(self.run_dir / "state.json", state)
-            self._flush_ctx(final)
             if final:
                 self._final_saved = True
 
-    def _flush_ctx(self, final: bool) -> None:
+    def _flush_ctx(self, final: bool) -> bool:
+        """Save the ctx if it changed; False when it changed but its save is not due yet."""
         if self._ctx_fn is None or self._ctx_version_fn is None:
-            return
+            return True
         version = self._ctx_version_fn()
         if version == self._ctx_saved_version:
-            return
+            return True
         now = time.monotonic()
         if not final and now < self._ctx_next_due:
             self._wake.set()  # come back when it is due
-            return
+            return False
         started = time.monotonic()
         data = self._ctx_fn()
         atomic_write(self.run_dir / "ctx.json", data)
@@ -163,6 +169,7 @@ class RunStore:
         self._ctx_saved_version = version
         # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
         self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
+        return True
 
     def close(self) -> None:
         """Final, synchronous save of everything; the directory is complete after this returns."""

@@ -226,8 +226,9 @@ def test_daemon_that_ignores_sigterm_is_stopped_at_the_end_of_a_normal_run(tmp_p
 def test_daemon_clearing_its_environment_known_limit(tmp_path, faults):
     """README, "Known limits": found if it stays in its group; escapes if it also setsid's."""
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "a daemon that clears its environment *and* leaves the process group cannot be found" in (
-        readme
+    assert (
+        "a daemon that clears its environment *and* leaves the process group cannot be found"
+        in (readme)
     )
     recipe = write_recipe(
         tmp_path,
@@ -250,7 +251,9 @@ def test_daemon_clearing_its_environment_known_limit(tmp_path, faults):
     proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
     pids: list[int] = []
     try:
-        pids = [read_pid(tmp_path / f"{n}.pid") for n in ("cleared-in-group", "escaped", "rewritten")]
+        pids = [
+            read_pid(tmp_path / f"{n}.pid") for n in ("cleared-in-group", "escaped", "rewritten")
+        ]
         in_group, escaped, rewritten = pids
         out, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, out.decode() + err.decode()
@@ -276,9 +279,7 @@ def _spawn_with_pid(pid: int, tries: int = 50) -> subprocess.Popen | None:
             NS_LAST_PID.write_text(str(pid - 1))
         except OSError:
             return None
-        proc = subprocess.Popen(
-            ["sleep", "1000"], start_new_session=True, stdin=subprocess.DEVNULL
-        )
+        proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, stdin=subprocess.DEVNULL)
         if proc.pid == pid:
             return proc
         proc.kill()

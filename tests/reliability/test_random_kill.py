@@ -161,7 +161,8 @@ def test_random_sigkills_lose_nothing_and_resume_continues(tmp_path, seed, fault
     (final_dir,) = _runs(tmp_path) - before
     dupes += _check_complete(final_dir)
     print(
-        f"\nseed {seed}: {kills} kills at " + ", ".join(report)
+        f"\nseed {seed}: {kills} kills at "
+        + ", ".join(report)
         + f"; {completed + 1} complete runs; steps run again after a kill: {reruns}, "
         f"duplicated appends: {dupes}; keys lost: 0"
     )

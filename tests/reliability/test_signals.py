@@ -187,8 +187,10 @@ def test_second_signal_kills_at_once_even_daemons_that_ignore_signals(tmp_path, 
         own = [read_pid(tmp_path / f"{n}.pid") for n in ("daemon", "bg-child", "fg-child")]
         run_dir = wait_for(lambda: only_run_dir(tmp_path))
         wait_for(
-            lambda: read_state(run_dir)["steps"]["stubborn_fg"]["status"] == "running"
-            and read_state(run_dir)["steps"]["stubborn_bg"]["status"] == "ready"
+            lambda: (
+                read_state(run_dir)["steps"]["stubborn_fg"]["status"] == "running"
+                and read_state(run_dir)["steps"]["stubborn_bg"]["status"] == "ready"
+            )
         )
         pids = sorted(set(descendants(proc.pid)) | set(own))
 

@@ -1,0 +1,336 @@
+"""The recipe loader under fuzzing: only RecipeError comes out, and never an internal error.
+
+``load_recipe`` wraps anything unexpected into a RecipeError saying "internal error while
+checking the recipe", so "only RecipeError" alone proves little: the tests also require that no
+problem is such an internal error (each would be a loader bug). Inputs: random YAML documents
+(structures, types, unicode, huge and odd values, deep nesting), recipe-shaped documents with
+random field values, random YAML-ish text and random bytes. Then ``orch-tui validate`` on a
+handful of nasty files: exit 0 or 2, never a traceback, never a hang.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import string
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from core.recipe import READY_FIELDS, RECIPE_FIELDS, STEP_FIELDS, RecipeError, load_recipe
+from tests.conftest import run_cli
+
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+
+_TRIED = {"n": 0}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A workspace with python step modules: good, broken at import, odd functions."""
+    ws = tmp_path_factory.mktemp("fuzz")
+    (ws / "pyproject.toml").write_text("[project]\nname = 'fuzz'\nversion = '0'\n")
+    (ws / "fuzz_good.py").write_text(
+        "def run(ctx, a=1, *, b=2):\n    pass\n\nNOT_CALLABLE = 3\n\n"
+        "def needs(ctx, x):\n    pass\n\ndef kw(ctx, **kw):\n    pass\n"
+    )
+    (ws / "fuzz_boom.py").write_text("raise RuntimeError('boom at import')\n")
+    (ws / "fuzz_exit.py").write_text("import sys\nsys.exit(3)\n")
+    (ws / "fuzz_syntax.py").write_text("def (:\n")
+    return ws
+
+
+def _check(workspace: Path, text: str | bytes, *, check_imports: bool = False) -> None:
+    path = workspace / "recipe.yaml"
+    if isinstance(text, str):
+        path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    else:
+        path.write_bytes(text)
+    _TRIED["n"] += 1
+    try:
+        load_recipe(path, check_imports=check_imports)
+    except RecipeError as exc:
+        text_of = str(exc)  # must render
+        assert exc.problems, "a RecipeError lists its problems"
+        internal = [p for p in exc.problems if "internal error" in p.message]
+        assert not internal, f"loader bug: {internal}\n--- input:\n{path.read_bytes()[:2000]!r}"
+        assert "Traceback" not in text_of
+
+
+# ---------------------------------------------------------------------------- strategies
+FIELD_NAMES = sorted({*STEP_FIELDS, *RECIPE_FIELDS, *READY_FIELDS})
+ODD_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "\x00",
+        "a\x00b",
+        "\n",
+        "é",
+        "\u202e",
+        "\ufeff",
+        "💥" * 50,
+        "x" * 5000,
+        "../../etc/passwd",
+        "/",
+        ".",
+        "..",
+        "-rf",
+        "$(touch pwned)",
+        "`id`",
+        "a;b",
+        "web.1",
+        "!!python/object/apply:os.system",
+        "{{ jinja }}",
+        "%s%n",
+        "\\",
+        "'\"",
+        "NaN",
+        "1e999",
+        "0x10",
+        "~",
+        "null",
+        "yes",
+        "on",
+    ]
+)
+TEXT = st.one_of(st.text(max_size=40), ODD_TEXT, st.sampled_from(FIELD_NAMES))
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([0, -1, 2**63, 2**64, -(2**63) - 1, 10**30, 65536, 65535]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([math.inf, -math.inf, math.nan, 1e9, 1e9 + 1, 1e-320, -0.0]),
+    TEXT,
+)
+KEYS = st.one_of(
+    st.sampled_from(FIELD_NAMES), st.text(max_size=12), st.integers(), st.none(), st.booleans()
+)
+DOCS = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(KEYS, children, max_size=6)
+    ),
+    max_leaves=40,
+)
+
+
+def _value_for(field: str) -> st.SearchStrategy:
+    common = [DOCS]
+    specific = {
+        "type": st.sampled_from(["python", "shell", "session", "Shell", "docker", ""]),
+        "action": st.sampled_from(["create", "recreate", "send", "kill", "detach", "nuke"]),
+        "backend": st.sampled_from(["screen", "tmux", "zellij"]),
+        "module": st.sampled_from(
+            [
+                "fuzz_good",
+                "fuzz_boom",
+                "fuzz_exit",
+                "fuzz_syntax",
+                "json",
+                "no_such_module_xyz",
+                "fuzz_good.sub",
+                "a..b",
+                "1abc",
+            ]
+        ),
+        "function": st.sampled_from(["run", "needs", "kw", "NOT_CALLABLE", "missing", "x y", ""]),
+        "session": st.one_of(st.sampled_from(["web", "a" * 64, "a" * 65, "-x", "a.b", "é"]), TEXT),
+        "depends_on": st.one_of(st.lists(st.sampled_from(["s0", "s1", "s2", "zz"]), max_size=4)),
+        "ready": st.dictionaries(
+            st.sampled_from(sorted(READY_FIELDS) + ["bogus"]), SCALARS, max_size=3
+        ),
+        "params": st.dictionaries(
+            st.sampled_from(["a", "b", "x", "ctx", "stop", "log", "zz"]), DOCS, max_size=3
+        ),
+        "env": st.dictionaries(st.one_of(TEXT, st.integers()), SCALARS, max_size=3),
+        "args": st.lists(SCALARS, max_size=4),
+        "expose": st.lists(TEXT, max_size=3),
+        "log": st.one_of(st.booleans(), TEXT),
+    }
+    if field in specific:
+        return st.one_of(specific[field], *common)
+    return st.one_of(SCALARS, *common)
+
+
+@st.composite
+def recipe_docs(draw) -> object:
+    steps = []
+    for i in range(draw(st.integers(0, 4))):
+        fields = draw(st.lists(st.sampled_from(sorted(STEP_FIELDS) + ["bogus"]), max_size=8))
+        step = {"name": draw(st.one_of(st.just(f"s{i}"), TEXT))}
+        for name in fields:
+            step[name] = draw(_value_for(name))
+        steps.append(step)
+    if draw(st.booleans()):
+        return steps
+    top = {"steps": steps}
+    for name in draw(st.lists(st.sampled_from(sorted(RECIPE_FIELDS) + ["bogus"]), max_size=4)):
+        top[name] = draw(_value_for(name))
+    return top
+
+
+def _dump(doc: object, draw_flags: tuple[bool, bool]) -> str:
+    allow_unicode, flow = draw_flags
+    try:
+        return yaml.safe_dump(doc, allow_unicode=allow_unicode, default_flow_style=flow)
+    except (yaml.YAMLError, UnicodeEncodeError, ValueError):
+        return yaml.safe_dump(str(doc))
+
+
+YAMLISH = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "steps:",
+                "- ",
+                "  ",
+                "\n",
+                ":",
+                "name: a",
+                "type: shell",
+                "run: echo",
+                "[",
+                "]",
+                "{",
+                "}",
+                ",",
+                "&a ",
+                "*a",
+                "<<: *a",
+                "!!python/object/apply:os.system ['touch pwned']",
+                "!!python/name:os.system",
+                "!!binary aGVsbG8=",
+                "!!timestamp 2001-12-14",
+                "!custom",
+                "? ",
+                "|",
+                ">-",
+                "%YAML 1.1\n",
+                "%TAG ! tag:x,2000:\n",
+                "---\n",
+                "...\n",
+                "'",
+                '"',
+                "\t",
+                "#",
+                "\ufeff",
+                "\x00",
+                "\x85",
+                "\u2028",
+                "depends_on: [",
+                "99999999999999999999999999",
+                ".nan",
+                "~",
+            ]
+        ),
+        st.text(string.printable, max_size=5),
+    ),
+    max_size=60,
+).map("".join)
+
+
+# ---------------------------------------------------------------------------- the fuzzers
+@FUZZ
+@given(doc=DOCS, flags=st.tuples(st.booleans(), st.booleans()))
+def test_random_yaml_documents(workspace, doc, flags):
+    _check(workspace, _dump(doc, flags))
+
+
+@FUZZ
+@given(doc=recipe_docs(), flags=st.tuples(st.booleans(), st.booleans()))
+@example(
+    doc={"steps": [{"name": "a", "type": "shell", "run": "x", "timeout": 1e400}]},
+    flags=(True, False),
+)
+@example(
+    doc=[{"name": "a", "type": "python", "module": "fuzz_good", "params": {"ctx": 1}}],
+    flags=(True, False),
+)
+def test_recipe_shaped_documents_with_random_fields(workspace, doc, flags):
+    _check(workspace, _dump(doc, flags), check_imports=True)
+
+
+@FUZZ
+@given(text=YAMLISH)
+@example(text="steps:\n  - &a {name: a, type: shell, run: x, x: *a}\n")
+@example(text="a: &a [*a]\n")
+@example(text="- " + "[" * 5000 + "]" * 5000)
+@example(text="- " + "{a: " * 3000 + "}" * 3000)
+@example(text="- {name: a, type: shell, run: x, timeout: 1" + "0" * 5000 + "}\n")
+def test_random_yamlish_text(workspace, text):
+    _check(workspace, text)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+@example(data=b"\xff\xfe\x00s\x00t\x00e\x00p\x00s\x00")
+@example(data=b"steps:\n  - {name: \xc3\x28, type: shell, run: x}\n")
+def test_random_bytes(workspace, data):
+    _check(workspace, data)
+
+
+def test_fuzz_budget_report(faults):
+    """Runs after the fuzzers in this module: the number of inputs they tried."""
+    faults.tried("loader fuzz inputs", _TRIED["n"])
+    faults.survived("loader fuzz inputs", _TRIED["n"])
+    print(f"\nloader fuzz: {_TRIED['n']} inputs, only RecipeError, no internal error")
+
+
+# ---------------------------------------------------------------------------- validate
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(8)]
+    + ["steps: [{name: s, type: shell, run: x}]"]
+)
+
+NASTY = {
+    "python_tag": "steps:\n  - !!python/object/apply:os.system ['touch pwned']\n",
+    "python_name": "steps: !!python/name:os.system\n",
+    "billion_laughs": BILLION_LAUGHS,
+    "deep_lists": "steps: " + "[" * 10000 + "]" * 10000 + "\n",
+    "deep_maps": "steps: " + "{a: " * 5000 + "b" + "}" * 5000 + "\n",
+    "recursive_alias": "steps: &s [*s]\n",
+    "huge_int": "steps: [{name: s, type: shell, run: x, retries: 1" + "0" * 10000 + "}]\n",
+    "nul": 'steps: [{name: "a\\0b", type: shell, run: "x\\0y"}]\n',
+    "bom_tabs": "\ufeffsteps:\n\t- {name: s, type: shell, run: x}\n",
+    "garbage": "\x00\x01\x02\x03 : : : [[[ }}}\n",
+    "empty": "",
+    "good": "steps:\n  - {name: s, type: shell, run: echo ok}\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NASTY) + ["invalid_utf8", "too_big", "fifo", "dir"])
+def test_validate_exits_0_or_2_without_a_traceback(tmp_path, kind, faults):
+    (tmp_path / "pyproject.toml").write_text("")
+    path = tmp_path / "recipe.yaml"
+    if kind in NASTY:
+        path.write_text(NASTY[kind])
+    elif kind == "invalid_utf8":
+        path.write_bytes(b"steps:\n  - {name: \xff\xfe, type: shell, run: x}\n")
+    elif kind == "too_big":
+        path.write_bytes(b"# " + b"x" * (5 * 1024 * 1024) + b"\n")
+    elif kind == "fifo":
+        os.mkfifo(path)  # reading it would block forever: must be refused, not read
+    elif kind == "dir":
+        path.mkdir()
+    faults.tried("orch-tui validate on a nasty file")
+    result = run_cli("validate", path, cwd=tmp_path, timeout=20)
+    assert result.returncode in (0, 2), result
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "internal error" not in result.stderr, result.stderr
+    assert not (tmp_path / "pwned").exists()
+    if kind == "good":
+        assert result.returncode == 0
+    else:
+        assert result.returncode == 2 and "recipe.yaml" in result.stderr, result.stderr
+    faults.survived("orch-tui validate on a nasty file")
