@@ -107,12 +107,14 @@ def test_random_sigkills_lose_nothing_and_resume_continues(tmp_path, seed, fault
                 # once something is saved, a random number of steps more: anywhere in a step
                 # (python, shell, ctx merge, a save in progress)
                 wait_for(
-                    lambda d=run_dir: (d / "state.json").exists() or proc.poll() is not None,
+                    lambda d=run_dir, p=proc: (d / "state.json").exists() or p.poll() is not None,
                     message="a first save",
                 )
                 extra = _started_steps(run_dir) + rng.randrange(120)
                 wait_for(
-                    lambda d=run_dir, n=extra: _started_steps(d) >= n or proc.poll() is not None,
+                    lambda d=run_dir, n=extra, p=proc: (
+                        _started_steps(d) >= n or p.poll() is not None
+                    ),
                     timeout=15,
                     message=f"{extra} steps started",
                 )
