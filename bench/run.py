@@ -365,6 +365,7 @@ def bench_tui(seconds: float) -> dict:
                     pane_lines_per_second=shown / took,
                     key_latency_ms_median=statistics.median(latencies) * 1000,
                     key_latency_ms_max=max(latencies) * 1000,
+                    key_latency_ms_p90=sorted(latencies)[int(len(latencies) * 0.9)] * 1000,
                     pane_lag_lines_median=statistics.median(lags) if lags else None,
                     peak_rss_mb=rss_peak / 2**20,
                 )
@@ -380,10 +381,8 @@ def bench_tui(seconds: float) -> dict:
 
 def _pane_number(pane) -> int:
     """The last complete number the pane shows (seq's lines are their own line numbers)."""
-    for line in reversed(pane.lines[-3:]):
-        if line.isdigit():
-            return int(line)
-    return 0
+    numbers = [int(line) for line in pane.lines[-3:] if line.isdigit()]
+    return max(numbers, default=0)  # the last line may be a number cut short mid-write
 
 
 def _key(key: str):

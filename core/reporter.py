@@ -83,6 +83,9 @@ _CONTROL_TTY = bytes(b for b in _CONTROL if b != 0x1B)  # keep ESC: Rich turns S
 # C1 controls (U+0080-U+009F) in UTF-8: terminals may act on them as on ESC (U+009B is CSI)
 _C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
 
+SUMMARY_ALL_UP_TO = 40  # steps listed one by one in the summary table
+SUMMARY_SLOWEST = 10
+
 # status -> (symbol, ASCII fallback, style)
 _ICONS: dict[str, tuple[str, str, str]] = {
     PENDING: ("·", ".", "dim"),
@@ -869,7 +872,8 @@ class HeadlessReporter:
         ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         now = time.time()
-        for step in steps.values():
+        shown, hidden = self._summary_rows(steps, now)
+        for step in shown:
             icon, style = self._icon("allowed" if step.allowed else step.status)
             status = self._status_word(step.status) + (" (allowed)" if step.allowed else "")
             exit_text = (
@@ -898,6 +902,14 @@ class HeadlessReporter:
                 note,
             )
         self._print_block(table)
+        if hidden:
+            self._print(
+                Text(
+                    f"{self._p('…')} and {hidden} more steps that succeeded or were skipped "
+                    f"(every step is in {_display_path(self.run_dir / 'state.json')})",
+                    style="dim",
+                )
+            )
 
         roots = [s for s in steps.values() if s.status in FAILURE_STATUSES and not s.allowed]
         for step in roots:
@@ -948,6 +960,23 @@ class HeadlessReporter:
         took = f" in {format_duration(ended - started)}" if started else ""
         style = {SUCCEEDED: "bold green", FAILED: "bold red"}.get(status, "bold yellow")
         self._print(Text(f"{word}: {self._counts(steps)}{took}", style=style))
+
+    def _summary_rows(self, steps: dict[str, _Step], now: float) -> tuple[list[_Step], int]:
+        """Every step of a small run; of a large one, what needs reading and the slowest.
+
+        A table of a thousand steps is unreadable and costs seconds to lay out; the
+        failures, the blocked, the cancelled and the slowest steps are what a summary is for.
+        """
+        everything = list(steps.values())
+        if len(everything) <= SUMMARY_ALL_UP_TO:
+            return everything, 0
+        quiet = {SUCCEEDED, "skipped"}
+        loud = [s for s in everything if s.status not in quiet or s.allowed]
+        calm = [s for s in everything if s.status in quiet and not s.allowed]
+        slowest = sorted(calm, key=lambda s: s.elapsed(now) or 0.0, reverse=True)[:SUMMARY_SLOWEST]
+        keep = {id(s) for s in loud[:SUMMARY_ALL_UP_TO]} | {id(s) for s in slowest}
+        shown = [s for s in everything if id(s) in keep]
+        return shown, len(everything) - len(shown)
 
     def _print_block(self, renderable: RenderableType) -> None:
         """A table: through the live console on a terminal, as plain text without ANSI off it."""

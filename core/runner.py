@@ -512,6 +512,15 @@ class Runner:
                     return
             except OSError:
                 pass
+            except ValueError as exc:  # a host that cannot even be looked up ("label too long")
+                reason = f"cannot probe ready.port: host {ready.host!r}: {exc}"
+
+                def bad_host(reason: str = reason) -> None:
+                    if run.execution is execution and run.status == RUNNING:
+                        self._stop(run, FAILED, reason)
+
+                self._post(bad_host)
+                return
             if time.monotonic() > deadline:
                 return
             time.sleep(0.05)  # polling a port: there is nothing to wait on

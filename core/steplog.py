@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 RING_LINES = 1000
+PER_CHUNK = 250  # lines of one chunk kept for viewers (take_new hands out at most 200)
 MAX_LINE = 4096  # bytes of one line kept for display; the log file keeps all of it
 _CONTROL = bytes(c for c in range(32) if c != 9) + b"\x7f"
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
@@ -85,14 +86,20 @@ class StepLog:
                 self._partial += data[: MAX_LINE - len(self._partial)]
             return
         self.lines_total += newlines
-        keep = self._ring.maxlen or RING_LINES
+        # Only the newest lines of a chunk can ever be shown (viewers take at most a couple of
+        # hundred per tick), so split no more than that: a 1 MB chunk of short lines costs a
+        # few hundred objects, not a hundred thousand. It keeps a flooding step's reader off
+        # the GIL, which is what keeps the TUI answering keys.
+        keep = min(self._ring.maxlen or RING_LINES, PER_CHUNK)
         parts = data.rsplit(b"\n", min(newlines, keep))
         if newlines <= keep:
             first = self._partial + parts[0][:MAX_LINE]
             complete = [first, *parts[1:-1]]
         else:
             complete = parts[1:-1]
-        self._ring.extend(line[:MAX_LINE] for line in complete)
+        if complete and max(map(len, complete)) > MAX_LINE:
+            complete = [line[:MAX_LINE] for line in complete]
+        self._ring.extend(complete)
         self._partial = parts[-1][:MAX_LINE]
         if self._watch is not None:
             self._check_watch(complete)

@@ -9,6 +9,7 @@ flusher off (the interval grows with the time a save takes) so saving never eats
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -23,6 +24,7 @@ except ImportError:  # pragma: no cover
     _orjson = None
 
 RUNS_DIR = Path(".orch") / "runs"
+_log = logging.getLogger("orch.store")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -73,11 +75,14 @@ class RunStore:
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(run_dir, 0o700)
         os.chmod(self.logs_dir, 0o700)
-        self._events: BinaryIO = open(run_dir / "events.jsonl", "ab")  # noqa: SIM115
+        # 0600 like every file of the run, whatever the umask: events carry the steps' output
+        events_fd = os.open(run_dir / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._events: BinaryIO = os.fdopen(events_fd, "ab")
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time, so an old save never lands last
         self._wake = threading.Event()
         self._closed = False
+        self._failing = False
         self._final_saved = False
         self._state_dirty = False
         self._state_fn: Callable[[], dict[str, Any]] | None = None
@@ -120,7 +125,12 @@ class RunStore:
                 break
             time.sleep(self.interval)  # coalescing window, not synchronisation
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:  # too many open files, disk full: the run goes on
+                self._save_failed(exc)
+                self._state_dirty = True
+                self._wake.set()  # try again after the next interval
 
     def flush(self, *, final: bool = False) -> None:
         """Write whatever is dirty now. ``final`` also forces a state and ctx save.
@@ -171,14 +181,31 @@ class RunStore:
         self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
         return True
 
+    def _save_failed(self, exc: OSError) -> None:
+        if not self._failing:  # once, not every interval
+            self._failing = True
+            _log.warning("cannot save the run's files in %s: %s", self.run_dir, exc)
+
     def close(self) -> None:
-        """Final, synchronous save of everything; the directory is complete after this returns."""
-        self.flush(final=True)
+        """Final, synchronous save of everything; the directory is complete after this returns
+        (unless the system refuses: then what could not be saved is logged, and the run still
+        ends; a failed save must not leave the run hanging)."""
+        try:
+            self.flush(final=True)
+        except OSError as exc:
+            self._failing = False
+            self._save_failed(exc)
         with self._lock:
             self._closed = True
-            self._events.flush()
-            os.fsync(self._events.fileno())
-            self._events.close()
+            try:
+                self._events.flush()
+                os.fsync(self._events.fileno())
+            except OSError as exc:
+                self._save_failed(exc)
+            try:
+                self._events.close()
+            except OSError:  # what the flush above could not write: already reported
+                pass
         self._wake.set()
 
 

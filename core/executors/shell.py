@@ -9,6 +9,7 @@ drained briefly, then read on in the background until the holder exits or the ru
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -23,7 +24,11 @@ from core.recipe import Step
 from core.steplog import StepLog
 from core.workers import Workers
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20  # a bigger pipe: fewer, larger reads when a step floods its output
+F_SETPIPE_SZ = (
+    1031  # fcntl.F_SETPIPE_SZ (Linux), named in fcntl only from Python 3.10 on some builds
+)
 DRAIN_SECONDS = 0.2
 
 
@@ -96,6 +101,10 @@ class ShellExecution:
     def start(self) -> None:
         """Spawn the process; raises OSError (no such program, not executable, bad cwd)."""
         read_fd, write_fd = os.pipe()
+        try:
+            fcntl.fcntl(read_fd, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # over /proc/sys/fs/pipe-max-size for this user: keep the default
+            pass
         try:
             self.proc = subprocess.Popen(
                 self.argv,

@@ -268,6 +268,46 @@ def test_daemon_clearing_its_environment_known_limit(tmp_path, faults):
         kill_pids(pids)
 
 
+# ------------------------------------------------------------------------------ exhaustion
+def test_running_out_of_file_descriptors_fails_steps_cleanly(tmp_path, faults):
+    """60 steps at once under ``ulimit -n 64``: some cannot get a pipe or a log file. Those
+    fail with the reason; the run ends (once, a log file that could not be opened left its
+    step "running" forever); no traceback; the saves that failed are retried."""
+    import resource
+
+    steps = "".join(
+        f"  - {{name: s{i:02d}, type: shell, depends_on: [], run: 'echo hi {i}; sleep 0.3'}}\n"
+        for i in range(60)
+    )
+    recipe = write_recipe(tmp_path, "jobs: 60\nsteps:\n" + steps)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    faults.tried("file descriptors exhausted (ulimit -n 64, 60 steps at once)")
+    proc = start_orch(recipe, "--no-ui", cwd=tmp_path, preexec_fn=limit)
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        kill_tree(proc)
+    assert proc.returncode == 1, out.decode()[-3000:] + err.decode()
+    assert b"Traceback" not in err and b"scheduler error" not in err, err.decode()
+    run_dir = only_run_dir(tmp_path)
+    state = read_state(run_dir)
+    assert state["status"] == "failed"
+    statuses = {}
+    for name, step in state["steps"].items():
+        statuses[step["status"]] = statuses.get(step["status"], 0) + 1
+        if step["status"] == "failed":
+            assert "Too many open files" in step["reason"], (name, step)
+        else:
+            assert step["status"] == "succeeded", (name, step)
+    print(f"\nunder ulimit -n 64: {statuses}")
+    assert statuses.get("failed") and statuses.get("succeeded")
+    assert marked(run_dir) == []
+    faults.survived("file descriptors exhausted (ulimit -n 64, 60 steps at once)")
+
+
 # ------------------------------------------------------------------------------ pid reuse
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
 

@@ -334,3 +334,29 @@ def test_validate_exits_0_or_2_without_a_traceback(tmp_path, kind, faults):
     else:
         assert result.returncode == 2 and "recipe.yaml" in result.stderr, result.stderr
     faults.survived("orch-tui validate on a nasty file")
+
+
+def test_odd_values_the_loader_accepts_fail_their_step_cleanly_at_run_time(tmp_path, faults):
+    """A ready.host that no resolver accepts ("label too long"): once, the probe thread died
+    with a traceback on stderr and the step sat out its whole readiness timeout."""
+    faults.tried("unresolvable ready.host")
+    host = "a" * 80 + ".example"
+    (tmp_path / "pyproject.toml").write_text("")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "steps:\n"
+        "  - name: srv\n"
+        "    type: shell\n"
+        "    background: true\n"
+        f"    ready: {{port: 8080, host: {host}, timeout: 30}}\n"
+        "    run: sleep 100\n"
+        "  - {name: after, type: shell, run: echo after}\n"
+        "  - {name: huge_args, type: shell, depends_on: [], cmd: echo,"
+        f" args: [{', '.join(['x' * 1000] * 3000)}]}}\n"
+    )
+    result = run_cli(path, "--no-ui", cwd=tmp_path, timeout=20)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "cannot probe ready.port" in result.stdout and host in result.stdout
+    assert "huge_args" in result.stdout and "Argument list too long" in result.stdout
+    faults.survived("unresolvable ready.host")

@@ -13,6 +13,7 @@ import json
 import random
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,43 @@ def test_random_sigkills_lose_nothing_and_resume_continues(tmp_path, seed, fault
         + f"; {completed + 1} complete runs; steps run again after a kill: {reruns}, "
         f"duplicated appends: {dupes}; keys lost: 0"
     )
+
+
+def test_state_json_is_never_ahead_of_ctx_json_when_ctx_saves_are_slow(tmp_path, faults):
+    """A big ctx (here: one that takes 0.1 s to serialise) is saved less often than the state;
+    the state must then wait for it. Once, state.json was written at every interval while the
+    ctx save was put off: a crash in between left a state.json calling steps succeeded whose
+    writes were not in ctx.json, and --resume-from after them lost those writes."""
+    from core.store import RunStore
+
+    store = RunStore(tmp_path / "run", interval=0.02)
+    counter = {"n": 0}
+
+    def slow_ctx() -> bytes:
+        n = counter["n"]
+        time.sleep(0.1)  # the injected fault: a slow save (huge ctx, slow disk)
+        return json.dumps({"n": n}).encode()
+
+    store.start(lambda: {"n": counter["n"]}, slow_ctx, lambda: counter["n"])
+    faults.tried("slow ctx saves while the state changes")
+    state_path, ctx_path = tmp_path / "run" / "state.json", tmp_path / "run" / "ctx.json"
+    checks = 0
+    deadline = time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            counter["n"] += 1  # a step succeeded (its ctx write first, then its state)
+            store.ctx_changed()
+            store.state_changed()
+            if state_path.exists() and ctx_path.exists():
+                state = json.loads(state_path.read_bytes())  # first the state ...
+                ctx = json.loads(ctx_path.read_bytes())  # ... then a ctx at least as new
+                assert ctx["n"] >= state["n"], f"state.json at {state['n']}, ctx.json at {ctx['n']}"
+                checks += 1
+            time.sleep(0.002)  # the pace of steps finishing, not synchronisation
+    finally:
+        store.close()
+    final = (json.loads(state_path.read_bytes()), json.loads(ctx_path.read_bytes()))
+    assert final[0]["n"] == final[1]["n"] == counter["n"]
+    assert checks > 100
+    print(f"\n{checks} checks of state.json against ctx.json")
+    faults.survived("slow ctx saves while the state changes")
