@@ -28,6 +28,7 @@ class EventBus:
         self._wake = threading.Event()
         self._subscribers: list[Subscriber] = []
         self._sink = sink
+        self._sink_failed = False
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="orch-events", daemon=True)
         self._started = False
@@ -60,6 +61,10 @@ class EventBus:
         if self._sink is not None:
             try:
                 self._sink(event.to_dict())
+            except OSError as exc:  # a full disk: said once, and the run's consumers go on
+                if not self._sink_failed:
+                    self._sink_failed = True
+                    _log.warning("cannot record events: %s", exc)
             except Exception:  # a full disk must not stop the run's consumers
                 _log.exception("could not record event %s", event.kind)
         for callback in list(self._subscribers):

@@ -620,6 +620,15 @@ class Runner:
             )
         )
         self._flush_output(run)
+        if run.steplog is not None and run.steplog.write_error is not None:
+            self._emit(
+                ev.RunMessage(
+                    level="warning",
+                    text=f"the log of {step.name!r} is incomplete: {run.steplog.write_error}",
+                    step=step.name,
+                    ts=self.clock(),
+                )
+            )
         if will_retry:
             run.status, run.retry_due = PENDING, True
             self._emit_status(run, f"retrying in {step.retry_delay:g}s")

@@ -56,6 +56,7 @@ class StepLog:
         self._watch: re.Pattern[str] | None = None
         self._on_match: Callable[[], None] | None = None
         self._closed = False
+        self.write_error: OSError | None = None  # the first failed write: the log is incomplete
 
     # -- writing ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -64,12 +65,19 @@ class StepLog:
         with self._lock:
             if self._closed:
                 return
-            fd = self._fd if self._fd is not None else self._open()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            self.size += len(data)
-            self._take_lines(data)
+            written = 0
+            try:
+                fd = self._fd if self._fd is not None else self._open()
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    written += n
+                    view = view[n:]
+            except OSError as exc:  # disk full, I/O error: the step goes on, its log is short
+                if self.write_error is None:
+                    self.write_error = exc
+            self.size += written
+            self._take_lines(data)  # viewers and ready: {log} still see the lines
 
     def _open(self) -> int:
         fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -44,6 +44,12 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
             view = view[os.write(fd, view) :]
         if fsync:
             os.fsync(fd)
+    except BaseException:  # a full disk: no half-written temporary file left behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -72,6 +78,7 @@ class RunStore:
         self.run_dir = run_dir
         self.logs_dir = run_dir / "logs"
         self.interval = interval
+        _private_parents(run_dir)
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(run_dir, 0o700)
         os.chmod(self.logs_dir, 0o700)
@@ -209,6 +216,26 @@ class RunStore:
         self._wake.set()
 
 
+def _private_parents(run_dir: Path) -> None:
+    """Create the run directory's missing parents (.orch/runs) as 0700, whatever the umask:
+    a shared working directory must not let other users plant runs for --resume-from."""
+    missing = []
+    parent = run_dir.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+
+
+def _ours(path: Path) -> bool:
+    try:
+        return path.stat().st_uid == os.getuid()
+    except OSError:
+        return False
+
+
 def find_latest_run(recipe: Path, roots: list[Path], *, exclude: Path | None = None) -> Path | None:
     """The newest run directory (by state.json start time) that ran ``recipe``."""
     best: tuple[float, Path] | None = None
@@ -220,6 +247,8 @@ def find_latest_run(recipe: Path, roots: list[Path], *, exclude: Path | None = N
             run_dir = state_path.parent
             if exclude is not None and run_dir.resolve() == exclude.resolve():
                 continue
+            if not _ours(run_dir) or not _ours(state_path):
+                continue  # another user's run: its ctx is not ours to restore
             try:
                 state = json.loads(state_path.read_bytes())
             except (OSError, ValueError):

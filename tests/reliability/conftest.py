@@ -13,7 +13,6 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import ORCH, _cli_env, alive
@@ -84,15 +83,6 @@ def kill_pids(pids) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def tree(pid: int) -> set[int]:
-    """``pid`` and every live descendant of it."""
-    try:
-        proc = psutil.Process(pid)
-        return {pid, *(p.pid for p in proc.children(recursive=True))}
-    except psutil.NoSuchProcess:
-        return set()
 
 
 def send_key(app, key: str) -> None:

@@ -308,6 +308,51 @@ def test_running_out_of_file_descriptors_fails_steps_cleanly(tmp_path, faults):
     faults.survived("file descriptors exhausted (ulimit -n 64, 60 steps at once)")
 
 
+def test_disk_full_the_run_still_ends_and_says_what_is_missing(tmp_path, faults):
+    """The run directory on a 2 MB filesystem; a step prints 5 MB. Once, the failed log write
+    killed the step's output reader: the step stayed "running" forever, its process blocked on
+    a full pipe, and not even SIGTERM ended the run."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        recipe = write_recipe(
+            tmp_path,
+            """
+            steps:
+              - {name: big, type: shell, run: "head -c 5000000 /dev/zero | tr '\\\\0' x; echo"}
+              - {name: after, type: shell, run: echo after}
+            """,
+        )
+        faults.tried("disk full under the run directory")
+        started = time.monotonic()
+        proc = start_orch(recipe, "--no-ui", "--run-dir", mount / "run", cwd=tmp_path)
+        try:
+            out, err = proc.communicate(timeout=20)
+        finally:
+            kill_tree(proc)
+        took = time.monotonic() - started
+        text = out.decode()
+        assert proc.returncode == 0, text[-2000:] + err.decode()
+        assert took < 15
+        assert b"Traceback" not in err, err.decode()
+        assert "the log of 'big' is incomplete" in text and "No space left on device" in text
+        assert "run succeeded" in text
+        run_dir = mount / "run"
+        assert not list(run_dir.glob(".*.tmp")), "no half-written temporary files left"
+        assert marked(run_dir) == []
+        print(
+            f"\ndisk full: run ended in {took:.1f}s; {(run_dir / 'logs' / 'big.log').stat().st_size} B logged"
+        )
+        faults.survived("disk full under the run directory")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
 # ------------------------------------------------------------------------------ pid reuse
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
 
