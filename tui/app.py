@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -395,6 +397,11 @@ def run_app(recipe, args, resume_ctx) -> int:
     app = make_app(runner)
 
     def on_signal(signum: int, _frame) -> None:
+        if signum == signal.SIGHUP:
+            # The terminal is gone: Textual cannot restore it and its shutdown can block on
+            # writing to it. Stop the run (steps, background steps; sessions stay) and leave.
+            threading.Thread(target=_hang_up, args=(runner,), daemon=True).start()
+            return
         app.call_later(app.interrupt)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -408,7 +415,28 @@ def run_app(recipe, args, resume_ctx) -> int:
             runner.wait(60)
     if runner.exit_code is not None:
         code = runner.exit_code
-    print(
-        f"orch-tui: run {runner.run_id} {runner.state()['status']}; logs in {os.path.relpath(runner.run_dir)}"
-    )
-    return code if isinstance(code, int) else 0
+    code = code if isinstance(code, int) else 0
+    try:
+        where = os.path.relpath(runner.run_dir)
+        print(f"orch-tui: run {runner.run_id} {runner.state()['status']}; logs in {where}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the terminal is gone (SIGHUP): nothing to tell
+        pass
+    if _stuck_threads():
+        # Textual's input thread spins on a terminal that hung up and is not a daemon, so the
+        # interpreter would wait for it forever at exit (seen with a killed tmux). The run is
+        # complete on disk by now: leave without waiting.
+        os._exit(code)
+    return code
+
+
+def _hang_up(runner: Runner) -> None:
+    runner.stop_run(signal.SIGTERM)
+    runner.wait(60)
+    os._exit(130)
+
+
+def _stuck_threads() -> bool:
+    main = threading.main_thread()
+    return any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate())
