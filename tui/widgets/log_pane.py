@@ -114,9 +114,13 @@ class LogPane(ScrollView, can_focus=True):
             self.call_after_refresh(self._scroll_to_end)
         self.refresh()
 
+    def on_resize(self, event: events.Resize) -> None:
+        """The first layout (and any resize) moves the end: a following pane stays on it."""
+        self._scroll_to_end()
+
     def _scroll_to_end(self) -> None:
         if self.follow:
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
 
     @property
     def lines(self) -> list[str]:
