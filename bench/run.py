@@ -209,6 +209,9 @@ def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
         times.append(took)
         peaks.append(rss)
     out = {"lines": lines, "redirect": _measure(redirect, repeat), "orch": _stats(times)}
+    step = json.loads((runs / "state.json").read_bytes())["steps"]["flood"]
+    out["step_seconds"] = step["duration"]  # the capture itself, without interpreter start-up
+    out["ratio_step_vs_redirect"] = step["duration"] / out["redirect"]["median"]
     got = (runs / "logs" / "flood.log").read_bytes()
     out["lines_lost"] = lines - got.count(b"\n")
     out["byte_identical"] = got == (work / "seq.out").read_bytes()

@@ -384,7 +384,7 @@ class Runner:
         if not step.background:
             self._running_fg += 1
         try:
-            steplog = StepLog(self._logs_dir + run.log_file)
+            steplog = StepLog(self._logs_dir + run.log_file, lazy=step.type == "python")
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
             self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))

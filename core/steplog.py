@@ -42,11 +42,17 @@ def clean_line(raw: bytes) -> str:
 class StepLog:
     """Sink for one step attempt's output. Thread-safe: a reader thread writes, viewers read."""
 
-    def __init__(self, path: Path | str, *, ring_lines: int = RING_LINES) -> None:
+    def __init__(
+        self, path: Path | str, *, ring_lines: int = RING_LINES, lazy: bool = False
+    ) -> None:
+        """``lazy``: create the file on the first write. A python step that prints nothing
+        then costs no file at all, which on a slow file system is most of what a no-op step
+        costs (creating a file took from 6 µs to 300 µs on the same machine here)."""
         self.path = path
         self._fd: int | None = None
         self.size = 0
-        self._open()
+        if not lazy:
+            self._open()
         self._lock = threading.Lock()
         self._ring: deque[bytes] = deque(maxlen=ring_lines)
         self._partial = b""

@@ -912,7 +912,10 @@ def test_run_directory_files_and_permissions(tmp_path):
     assert state["status"] == "succeeded"
     assert state["exit_code"] == 0
     assert set(state["steps"]) == {"put", "odd name (2)", "fail"}
-    for info in state["steps"].values():
+    for name, info in state["steps"].items():
+        if name == "put":  # a python step that printed nothing has no log file (lazy)
+            assert not (run_dir / info["log"]).exists()
+            continue
         assert (run_dir / info["log"]).is_file(), info["log"]
     assert read_json(run_dir / "ctx.json") == {"k": "v"}
 
