@@ -228,6 +228,10 @@ class OrchApp(App[int]):
         path = self.runner.run_dir / "sessions" / f"{data['name']}.log"
         return path if path.exists() else None
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Pinning and the ctx toggle act on the main screen only: hidden elsewhere."""
+        return not (action in ("pin", "toggle_ctx") and isinstance(self.screen, SessionsScreen))
+
     def action_pin(self) -> None:
         """Pin the selected step's log in a second pane beside the first; again to unpin."""
         tree = self.query_one(StepTree)
