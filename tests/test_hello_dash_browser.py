@@ -20,6 +20,7 @@ from conftest import wait_for
 from test_hello_dash import make_rows, port_is_free, serve  # noqa: F401  (serve: a fixture)
 
 from core.context import Context
+from tui.screenshots import CHROMIUM_ARGS
 
 try:
     from playwright.sync_api import sync_playwright
@@ -27,16 +28,6 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.skipif(

@@ -20,6 +20,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Headless Chromium on a machine with no network: without the background-networking flags
+#: it keeps trying to reach its services at every start.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 async def _wait(pilot, predicate, timeout: float = 30.0) -> None:
@@ -125,14 +137,7 @@ def to_png(svg: Path) -> Path | None:
         subprocess.run(
             [
                 chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *CHROMIUM_ARGS,
                 "--hide-scrollbars",
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",
