@@ -46,6 +46,7 @@ from core.executors import Execution, Outcome
 from core.executors.python import OutputRouting, PythonExecution
 from core.executors.session import SessionExecution
 from core.executors.shell import ShellExecution
+from core.reactor import OutputReactor
 from core.recipe import Recipe, Step
 from core.resources import Sampler, StepTarget
 from core.steplog import StepLog
@@ -139,6 +140,7 @@ class Runner:
         self.store = RunStore(self.run_dir)
         self.bus = EventBus(sink=self.store.append_event)
         self.workers = Workers()
+        self.reactor = OutputReactor()
         self._logs_dir = f"{self.store.logs_dir}{os.sep}"  # a str: Path joins cost per step
         self._ctx_out_dir = self.run_dir / "ctx_out"
         self.watchdog = Watchdog(self.run_dir)
@@ -437,7 +439,7 @@ class Runner:
                 log=steplog,
                 ctx=self.ctx,
                 ctx_out=ctx_out,
-                workers=self.workers,
+                reactor=self.reactor,
                 on_exit=on_exit,
             )
         else:

@@ -211,7 +211,10 @@ class OrchApp(App[int]):
         self._show_selected()
 
     def _show_selected(self) -> None:
-        tree = self.query_one(StepTree)
+        trees = self.screen.query(StepTree) if self.is_running else None
+        if not trees:  # shutting down, or another screen is on top: nothing to show
+            return
+        tree = trees.first()
         name = tree.selected_step
         data = tree.selected
         pane = self.query_one("#log-main", LogPane)

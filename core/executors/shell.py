@@ -2,9 +2,10 @@
 
 ``cmd`` + ``args`` are exec'd directly; only ``run`` goes through ``bash -c``, because the recipe
 asked for a shell. stdin is /dev/null (the terminal belongs to the TUI), stdout and stderr share
-one pipe so their order is kept. One thread per step waits on both the pipe and a pidfd, so the
-step ends when its process exits even if a grandchild still holds the pipe: that output is
-drained briefly, then read on in the background until the holder exits or the run ends.
+one pipe so their order is kept. The run's OutputReactor (one thread for every step) copies the
+pipe to the log and watches a pidfd, so the step ends when its process exits even if a
+grandchild still holds the pipe: that output is drained briefly, then read on until the holder
+exits or the run ends.
 """
 
 from __future__ import annotations
@@ -12,24 +13,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import select
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from core.context import Context, ContextValueError
 from core.executors import OnExit, Outcome
+from core.reactor import OutputReactor
 from core.recipe import Step
 from core.steplog import StepLog
-from core.workers import Workers
 
-CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20  # a bigger pipe: fewer, larger reads when a step floods its output
 F_SETPIPE_SZ = (
     1031  # fcntl.F_SETPIPE_SZ (Linux), named in fcntl only from Python 3.10 on some builds
 )
-DRAIN_SECONDS = 0.2
 
 
 def parse_ctx_out(path: Path) -> dict[str, object]:
@@ -83,7 +80,7 @@ class ShellExecution:
         log: StepLog,
         ctx: Context,
         ctx_out: Path,
-        workers: Workers,
+        reactor: OutputReactor,
         on_exit: OnExit,
     ) -> None:
         self.step = step
@@ -93,7 +90,7 @@ class ShellExecution:
         self.log = log
         self.ctx = ctx
         self.ctx_out = ctx_out
-        self.workers = workers
+        self.reactor = reactor
         self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
@@ -122,61 +119,12 @@ class ShellExecution:
         finally:
             os.close(write_fd)
         self.pid = self.proc.pid
-        self.workers.submit(self._pump, read_fd)
+        self.reactor.watch(read_fd, self.pid, self.log, self._ended)
 
-    def _pump(self, fd: int) -> None:
+    def _ended(self) -> None:
+        """Called by the reactor once the process has exited (its output copied or drained)."""
         assert self.proc is not None
-        eof = self._read_until_exit(fd)
-        code = self.proc.wait()
-        outcome = self._outcome(code)
-        self.on_exit(outcome)
-        if not eof:
-            self._read_to_eof(fd)
-        os.close(fd)
-        self.log.close()
-
-    def _read_until_exit(self, fd: int) -> bool:
-        """Copy output until the process exits; True if the pipe reached EOF too."""
-        assert self.proc is not None
-        try:
-            pidfd = os.pidfd_open(self.proc.pid)
-        except OSError:  # pragma: no cover - pidfd needs Linux 5.3
-            pidfd = None
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP)
-        if pidfd is not None:
-            poller.register(pidfd, select.POLLIN)
-        try:
-            while True:
-                for ready_fd, _ in poller.poll():
-                    if ready_fd == fd:
-                        data = os.read(fd, CHUNK)
-                        if not data:
-                            return True
-                        self.log.write(data)
-                    else:
-                        return self._drain(fd)
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-
-    def _drain(self, fd: int) -> bool:
-        """The process exited: take what is in the pipe, waiting briefly for EOF."""
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while (left := deadline - time.monotonic()) > 0:
-            if not poller.poll(left * 1000):
-                return False
-            data = os.read(fd, CHUNK)
-            if not data:
-                return True
-            self.log.write(data)
-        return False
-
-    def _read_to_eof(self, fd: int) -> None:
-        while data := os.read(fd, CHUNK):
-            self.log.write(data)
+        self.on_exit(self._outcome(self.proc.wait()))
 
     def _outcome(self, code: int) -> Outcome:
         if code < 0:
