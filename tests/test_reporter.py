@@ -514,3 +514,44 @@ def test_formatting_helpers() -> None:
     assert format_bytes(50 * 1024 * 1024) == "50.0 MiB"
     assert clean_block(b"a\x1b[1mb\x1b[0m\x07c\rd\r\ne\x1b]0;title\x07") == b"d\ne"
     assert clean_block(b"a\x1b[1mb", keep_ansi=True) == b"a\x1b[1mb"
+
+
+def test_summary_of_a_large_run_lists_what_needs_reading(tmp_path: Path) -> None:
+    """Sixty steps: the table keeps the failure and the slowest, and says how many it left out."""
+    run = Run(tmp_path / "big")
+    names = [f"s{i:02d}" for i in range(60)]
+    run.start(steps=names)
+    steps = {}
+    for i, name in enumerate(names):
+        steps[name] = {
+            "status": "failed" if name == "s07" else "succeeded",
+            "type": "shell",
+            "background": False,
+            "attempts": 1,
+            "exit_code": 1 if name == "s07" else 0,
+            "signal": None,
+            "reason": None,
+            "started": T0,
+            "ended": T0 + (5.0 if name == "s42" else 0.01 * i),
+            "duration": None,
+            "allowed": False,
+            "blocked_by": [],
+            "peak_cpu": None,
+            "peak_rss": None,
+            "log": f"logs/{name}.log",
+        }
+    run.reporter.close(
+        {
+            "run_id": "r",
+            "name": "big",
+            "status": "failed",
+            "steps": steps,
+            "started": T0,
+            "ended": T0 + 6,
+        }
+    )
+    out = run.output()
+    rows = [n for n in names if re.search(rf"^{n}\s", out, re.M)]
+    assert "s07" in rows and "s42" in rows  # the failure, and the slowest step
+    assert len(rows) == 11
+    assert "and 49 more steps that succeeded or were skipped" in out

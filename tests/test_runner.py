@@ -1044,3 +1044,30 @@ def test_commands_on_unknown_steps_raise(tmp_path, runners):
     runner.start()
     assert runner.wait(10) == 0
     assert read_events(runner.run_dir)[-1]["type"] == "run_finished"
+
+
+def test_runs_folder_is_private_whatever_the_umask(tmp_path):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: one, type: shell, run: 'true'}\n")
+    old = os.umask(0)
+    try:
+        result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    for folder in (tmp_path / ".orch", tmp_path / ".orch" / "runs"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a run to another user needs root")
+def test_resume_ignores_a_run_left_by_another_user(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: a, type: shell, run: 'true'}\n  - {name: b, type: shell, run: 'true'}\n",
+    )
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 0
+    (planted,) = (tmp_path / ".orch" / "runs").iterdir()
+    for path in (planted, planted / "state.json"):
+        os.chown(path, 65534, 65534)  # nobody's run now
+    result = run_cli(recipe, "--no-ui", "--resume-from", "b", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no earlier run" in result.stderr

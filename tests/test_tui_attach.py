@@ -252,3 +252,22 @@ def test_attach_to_a_session_that_is_gone_shows_an_error_and_keeps_running(tmp_p
         term.kill()
         for pid in marked(run_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir):
+    """Closing the terminal (SIGHUP) must not leave orch-tui spinning on a dead tty."""
+    session = f"orchtui-h-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session)
+    try:
+        _wait_running(term, run_dir)
+        os.close(term.fd)  # the terminal goes away: the kernel hangs up its session
+        deadline = time.monotonic() + 15
+        while term.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling a process exit; there is no fd left to wait on
+        assert term.returncode == 130
+        assert read_state(run_dir)["steps"]["sleeper"]["status"] == "cancelled"
+        assert not marked(run_dir), "a step process outlived the hang-up"
+        assert _session_state(session) == "Detached"  # sessions stay
+    finally:
+        term.kill()
+        subprocess.run([SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True)
