@@ -50,6 +50,29 @@ def dependents_of(deps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return out
 
 
+def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
+    """Steps in an order where each comes after its dependencies, recipe order where free.
+
+    Steps in a cycle (the loader refuses those) come last, so the order is always complete.
+    """
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = list(deps)
+    while remaining:
+        rest = []
+        for name in remaining:
+            if all(d in placed for d in deps[name]):
+                order.append(name)
+                placed.add(name)
+            else:
+                rest.append(name)
+        if len(rest) == len(remaining):
+            order.extend(rest)
+            break
+        remaining = rest
+    return order
+
+
 def descendants(deps: Mapping[str, Sequence[str]], start: str) -> list[str]:
     """Every step that (transitively) waits for ``start``, in recipe order, without it."""
     down = dependents_of(deps)

@@ -46,6 +46,7 @@ from core.executors import Execution, Outcome
 from core.executors.python import OutputRouting, PythonExecution
 from core.executors.session import SessionExecution
 from core.executors.shell import ShellExecution
+from core.graph import dependents_of, topological_order
 from core.reactor import OutputReactor
 from core.recipe import Recipe, Step
 from core.resources import Sampler, StepTarget
@@ -143,6 +144,7 @@ class Runner:
         self.reactor = OutputReactor()
         self._logs_dir = f"{self.store.logs_dir}{os.sep}"  # a str: Path joins cost per step
         self._ctx_out_dir = self.run_dir / "ctx_out"
+        self._ctx_out_dir.mkdir(mode=0o700, exist_ok=True)  # once, not a stat per shell step
         self.watchdog = Watchdog(self.run_dir)
         self._sampler = sampler
         self._resource_interval = resource_interval
@@ -152,11 +154,8 @@ class Runner:
         self.runs: dict[str, StepRun] = {
             s.name: StepRun(s, log_name(s.name, taken)) for s in recipe.steps
         }
-        self._dependents: dict[str, list[str]] = {name: [] for name in self.runs}
-        for s in recipe.steps:
-            for dep in s.depends_on:
-                self._dependents[dep].append(s.name)
-        self._topo = _topological(recipe)
+        self._dependents = dependents_of(recipe.deps)
+        self._topo = topological_order(recipe.deps)
         self._preselect(only, skip, resume_from)
 
         self._lock = threading.RLock()
@@ -282,12 +281,6 @@ class Runner:
                 "ended": self._ended_at,
                 "steps": {name: run.to_dict() for name, run in self.runs.items()},
             }
-
-    def log_tail(self, name: str, n: int) -> list[str]:
-        """The newest ``n`` lines of the step's current attempt, as display text."""
-        with self._lock:
-            steplog = self.runs[name].steplog
-        return steplog.tail(n) if steplog is not None else []
 
     # ------------------------------------------------------------------ scheduler loop
     def _post(self, message: Callable[[], None]) -> None:
@@ -427,8 +420,6 @@ class Runner:
         if step.type == "python":
             execution = PythonExecution(step, self.ctx, steplog, self.workers, on_exit)
         elif step.type == "shell":
-            if not self._ctx_out_dir.is_dir():
-                self._ctx_out_dir.mkdir(mode=0o700, exist_ok=True)
             ctx_out = self._ctx_out_dir / f"{run.log_file}.{run.attempts}.env"
             argv = [step.cmd, *step.args] if step.cmd else ["bash", "-c", step.run or ""]
             execution = ShellExecution(
@@ -971,24 +962,3 @@ class Runner:
 
 def _noop() -> None:
     pass
-
-
-def _topological(recipe: Recipe) -> list[str]:
-    """Steps in an order where each comes after its dependencies (recipe order where free)."""
-    deps = recipe.deps
-    order: list[str] = []
-    placed: set[str] = set()
-    remaining = [s.name for s in recipe.steps]
-    while remaining:
-        rest = []
-        for name in remaining:
-            if all(d in placed for d in deps[name]):
-                order.append(name)
-                placed.add(name)
-            else:
-                rest.append(name)
-        if len(rest) == len(remaining):  # a cycle: the loader refuses these; be safe anyway
-            order.extend(rest)
-            break
-        remaining = rest
-    return order

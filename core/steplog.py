@@ -150,14 +150,6 @@ class StepLog:
             self._emitted_total, self._emitted_size = self.lines_total, self.size
             return self.size, lines, self.lines_total
 
-    def tail(self, n: int) -> list[str]:
-        """The newest ``n`` complete lines plus the incomplete last one, as display text."""
-        with self._lock:
-            lines = list(self._ring)[-n:] if n > 0 else []
-            if self._partial:
-                lines.append(self._partial)
-            return [clean_line(b) for b in lines]
-
     @property
     def dirty(self) -> bool:
         return self.size != self._emitted_size or self.lines_total != self._emitted_total
