@@ -13,7 +13,7 @@ help:
 	@echo "make demo    set up, then run the demo recipe ($(RECIPE))"
 	@echo "make test    set up, then lint and run the test suite"
 	@echo "make bench   set up, then run the benchmarks (bench/results.json)"
-	@echo "make clean   remove runs, logs and caches;  make distclean: the venv too"
+	@echo "make clean   remove runs (orch-tui clean) and this repo's caches;  make distclean: the venv too"
 
 setup: system-deps $(STAMP)
 
@@ -56,9 +56,13 @@ bench: setup
 screenshots: setup
 	$(PY) -m tui.screenshots
 
+# The runs go through `orch-tui clean` (it keeps a run still going); the rest is what this
+# repository's own tools leave: caches, egg-info, a crashed benchmark's folders. Nothing else.
 clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis *.egg-info bench/results.json.tmp snapshot_report.html .orch/bench-*
+	find . -path ./.venv -prune -o -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 	@if [ -x $(VENV)/bin/orch-tui ]; then $(VENV)/bin/orch-tui clean; \
-	else rm -rf .orch .pytest_cache .ruff_cache .hypothesis logs; find . -name __pycache__ -not -path './.venv/*' -exec rm -rf {} +; fi
+	elif [ -e .orch ]; then echo "orch-tui is not installed: .orch/ left alone (make setup, then make clean)"; fi
 
 distclean: clean
 	rm -rf $(VENV)

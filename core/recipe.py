@@ -20,6 +20,7 @@ import inspect
 import math
 import os
 import re
+import shutil
 import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -90,6 +91,8 @@ class Recipe:
     env: dict[str, str] = field(default_factory=dict)
     ctx: dict[str, Any] = field(default_factory=dict)
     jobs: int | None = None
+    # Doubts that do not stop a run (a cmd that a step before it may build); see _Validator.paths
+    warnings: tuple[Problem, ...] = ()
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -1013,6 +1016,7 @@ class _Validator:
         self.file = file
         self.conv = conv
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.base: Trail = ()  # trail of the steps list
         self.whos: dict[int, _Who] = {}
 
@@ -1029,10 +1033,19 @@ class _Validator:
                 return (None, None)
             probe = probe[:-1]
 
-    def report(self, message: str, trail: Trail, who: _Who = None, *, key: bool = False) -> None:
+    def report(
+        self,
+        message: str,
+        trail: Trail,
+        who: _Who = None,
+        *,
+        key: bool = False,
+        warning: bool = False,
+    ) -> None:
         line, column = self.where(trail, key=key)
         step, is_label = who if who else (None, False)
-        self.problems.append(Problem(self.file, line, column, step, message, is_label))
+        problem = Problem(self.file, line, column, step, message, is_label)
+        (self.warnings if warning else self.problems).append(problem)
 
     def report_conversion(self) -> None:
         """Tag, duplicate-key and size problems found while building values, now that the
@@ -1260,6 +1273,46 @@ class _Validator:
             )
         return tuple(found)
 
+    # -- what shell steps run, and where
+
+    def paths(self, drafts: list[_Draft | None], workspace: Path, env: Mapping[str, str]) -> None:
+        """Each shell step's ``cwd`` must be a folder and its ``cmd`` a program, or the run fails
+        when it gets there. What is missing is an error when no step runs before this one (so
+        nothing in the recipe can make it), and only a warning after other steps: ``cmd:
+        build/app`` after a ``make`` step, or a ``cwd`` an earlier step creates, are normal, and
+        an error would refuse such a recipe for good."""
+        for d in drafts:
+            if d is not None and d.step_type == "shell":
+                self.shell_paths(d, workspace, env)
+
+    def shell_paths(self, d: _Draft, workspace: Path, env: Mapping[str, str]) -> None:
+        cwd, cmd = d.values.get("cwd"), d.values.get("cmd")
+        warning = bool(d.deps)
+        tail = ": fine only if a step before it makes it" if warning else ""
+        folder = step_cwd(workspace, cwd)
+        if cwd:
+            problem = _folder_problem(folder)
+            if problem is not None:
+                base = (
+                    "" if os.path.isabs(os.path.expanduser(cwd)) else f" (relative to {workspace})"
+                )
+                message = f"cwd: {_as_written(cwd)} {problem}{base}{tail}"
+                self.report(message, d.trail + ("cwd",), d.who, warning=warning)
+                if cmd and "/" in cmd and not os.path.isabs(cmd):
+                    return  # a cmd relative to a folder that is not there: already said
+        if cmd is None:
+            return
+        if "/" in cmd:
+            problem = _program_problem(folder / cmd)
+            base = "" if os.path.isabs(cmd) else f" (relative to cwd {folder})"
+        else:
+            search = {**os.environ, **env, **d.values.get("env", {})}.get("PATH", os.defpath)
+            problem = None if shutil.which(cmd, path=search) else "not found on PATH"
+            base = ""
+        if problem is not None:
+            message = f"cmd: {_as_written(cmd)} {problem}{base}{tail}"
+            self.report(message, d.trail + ("cmd",), d.who, warning=warning)
+
     # -- python steps
 
     def imports(self, drafts: list[_Draft | None], workspace: Path) -> None:
@@ -1367,21 +1420,69 @@ class _Validator:
             self.report(f"missing param '{p.name}' required by {qualname}()", where, d.who)
 
 
+def _as_written(path: str) -> str:
+    """A path from the recipe in a message: as written when it is plain text, else escaped
+    (no control or bidi characters reach the terminal); a line long at most."""
+    shown = path if path.isprintable() and path.strip() == path and path else repr(path)
+    return shown if len(shown) <= 200 else shown[:197] + "..."
+
+
+def _folder_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being a step's working directory, or None."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be used ({exc.strerror})"
+    return None if stat.S_ISDIR(info.st_mode) else "is not a directory"
+
+
+def _program_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being run as a program, or None."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return "not found"
+    except OSError as exc:
+        return f"cannot be used ({exc.strerror})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a program"
+    if not os.access(path, os.X_OK):
+        return "is not executable (chmod +x it, or use run: instead of cmd:)"
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 
 
-def find_workspace(recipe_path: Path) -> Path:
-    """The nearest parent of the recipe holding ``pyproject.toml`` or ``scriptlets/``: module
-    paths in recipes are relative to it, wherever the command is run from."""
-    start = Path(os.path.abspath(recipe_path)).parent
-    for folder in (start, *start.parents):
+def workspace_of(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and its parents holding ``pyproject.toml`` or ``scriptlets/``
+    (contract.md), or None. The one place this search is made: a recipe's module paths are
+    relative to it, and ``orch-tui clean`` removes only the ``.orch`` folder it holds."""
+    start = Path(os.path.abspath(folder))
+    for candidate in (start, *start.parents):
         try:
-            if (folder / "pyproject.toml").is_file() or (folder / "scriptlets").is_dir():
-                return folder
+            if (candidate / "pyproject.toml").is_file() or (candidate / "scriptlets").is_dir():
+                return candidate
         except OSError:
             continue
-    return Path.cwd()
+    return None
+
+
+def find_workspace(recipe_path: Path) -> Path:
+    """The workspace of a recipe: module paths in recipes are relative to it, wherever the
+    command is run from; without one, the current directory."""
+    return workspace_of(Path(os.path.abspath(recipe_path)).parent) or Path.cwd()
+
+
+def step_cwd(workspace: Path, cwd: str | None) -> Path:
+    """Where a shell step runs: ``cwd`` (``~`` expanded) relative to the workspace, by default
+    the workspace itself. The validator and the runner both ask here, so they agree."""
+    if not cwd:
+        return workspace
+    return (workspace / os.path.expanduser(cwd)).resolve()
 
 
 def _locate(path: str | Path) -> tuple[Path, str]:
@@ -1395,8 +1496,6 @@ def _locate(path: str | Path) -> tuple[Path, str]:
                 shown = str(absolute.relative_to(Path.cwd()))
             except ValueError:
                 shown = str(given)
-        else:
-            shown = str(given)
     except (TypeError, ValueError, OSError) as exc:
         raise RecipeError(
             [Problem(shown, None, None, None, f"invalid path: {_describe(exc)}")]
@@ -1411,7 +1510,9 @@ def _read(path: Path, shown: str) -> str:
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise fail("is a directory, not a recipe file")
+            # "." or ".." name no folder a reader can tell: add which one it is
+            named = f" ({path})" if Path(shown).name in ("", "..") else ""
+            raise fail(f"is a directory{named}, expected a YAML file")
         if not stat.S_ISREG(info.st_mode):
             raise fail("is not a regular file")
         if info.st_size > MAX_FILE_BYTES:
@@ -1475,12 +1576,14 @@ def _load(path: str | Path, check_imports: bool) -> Recipe:
     workspace = find_workspace(absolute)
     if check_imports:
         check.imports(drafts, workspace)
+    check.paths(drafts, workspace, top.get("env", {}))
     check.report_conversion()
     if check.problems:
         raise RecipeError(_in_file_order(check.problems))
     steps = tuple(_build_step(d) for d in drafts if d is not None)
     settings = {k: v for k, v in top.items() if k != "steps"}
-    return Recipe(path=absolute, workspace=workspace, steps=steps, **settings)
+    warnings = tuple(_in_file_order(check.warnings))
+    return Recipe(path=absolute, workspace=workspace, steps=steps, warnings=warnings, **settings)
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:

@@ -85,6 +85,23 @@ _C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
 
 SUMMARY_ALL_UP_TO = 40  # steps listed one by one in the summary table
 SUMMARY_SLOWEST = 10
+SUMMARY_NAME_MIN, SUMMARY_NOTE_MIN = 20, 12  # a narrow screen cuts them no narrower
+PLAIN_WIDTH = 100  # the summary's width off a terminal
+_SUMMARY_COLUMNS = (
+    ("step", "left"),
+    ("status", "left"),
+    ("duration", "right"),
+    ("attempts", "right"),
+    ("exit", "right"),
+    ("peak cpu", "right"),
+    ("peak rss", "right"),
+    ("note", "left"),
+)
+_SUMMARY_OPTIONAL = ("peak cpu", "peak rss")  # left out when the screen is too narrow
+_GAP = 2  # columns between two cells of the summary table
+_QUIET = frozenset({SUCCEEDED, SKIPPED})  # what a large run's summary need not list
+# failures first, then what they kept from running
+_LOUD_ORDER = {FAILED: 0, TIMED_OUT: 0, "allowed": 1, CANCELLED: 2, BLOCKED: 3, STOPPED: 4}
 
 # status -> (symbol, ASCII fallback, style)
 _ICONS: dict[str, tuple[str, str, str]] = {
@@ -853,63 +870,13 @@ class HeadlessReporter:
 
     def _summary(self, state: dict[str, Any]) -> None:
         steps = self._steps
-        table = Table(
-            title=f"{self._name or 'run'} {self._p('—')} run {self._run_id}",
-            box=box.SIMPLE_HEAD,
-            title_justify="left",
-            show_edge=False,
-            pad_edge=False,
-        )
-        for column, justify in (
-            ("step", "left"),
-            ("status", "left"),
-            ("duration", "right"),
-            ("attempts", "right"),
-            ("exit", "right"),
-            ("peak cpu", "right"),
-            ("peak rss", "right"),
-            ("note", "left"),
-        ):
-            table.add_column(column, justify=justify)  # type: ignore[arg-type]
         now = time.time()
         shown, hidden = self._summary_rows(steps, now)
-        for step in shown:
-            icon, style = self._icon("allowed" if step.allowed else step.status)
-            status = self._status_word(step.status) + (" (allowed)" if step.allowed else "")
-            exit_text = (
-                str(step.exit_code)
-                if step.exit_code is not None
-                else _signal_name(step.signal)
-                if step.signal is not None
-                else "-"
-            )
-            if step.status == BLOCKED:
-                note = "by " + ", ".join(step.blocked_by) if step.blocked_by else ""
-            elif self._worth_saying(step.reason, step.status, step.exit_code, step.signal):
-                note = step.reason or ""
-            else:
-                note = ""
-            if step.background:
-                note = ("bg; " + note) if note else "bg"
-            table.add_row(
-                Text(step.name, style=step.colour),
-                Text(f"{icon} {status}", style=style),
-                format_duration(step.elapsed(now)),
-                str(step.attempt),
-                exit_text,
-                f"{step.peak_cpu:.0f}%" if step.peak_cpu is not None else "-",
-                format_bytes(step.peak_rss),
-                note,
-            )
+        rows = [self._summary_row(step, now) for step in shown]
+        table = self._summary_table(rows)
         self._print_block(table)
         if hidden:
-            self._print(
-                Text(
-                    f"{self._p('…')} and {hidden} more steps that succeeded or were skipped "
-                    f"(every step is in {_display_path(self.run_dir / 'state.json')})",
-                    style="dim",
-                )
-            )
+            self._print(Text(self._hidden_line(hidden), style="dim"))
 
         roots = [s for s in steps.values() if s.status in FAILURE_STATUSES and not s.allowed]
         for step in roots:
@@ -961,22 +928,93 @@ class HeadlessReporter:
         style = {SUCCEEDED: "bold green", FAILED: "bold red"}.get(status, "bold yellow")
         self._print(Text(f"{word}: {self._counts(steps)}{took}", style=style))
 
-    def _summary_rows(self, steps: dict[str, _Step], now: float) -> tuple[list[_Step], int]:
-        """Every step of a small run; of a large one, what needs reading and the slowest.
+    def _summary_row(self, step: _Step, now: float) -> list[Text]:
+        """One row of the summary table, a cell per ``_SUMMARY_COLUMNS``."""
+        icon, style = self._icon("allowed" if step.allowed else step.status)
+        status = self._status_word(step.status) + (" (allowed)" if step.allowed else "")
+        exit_text = (
+            str(step.exit_code)
+            if step.exit_code is not None
+            else _signal_name(step.signal)
+            if step.signal is not None
+            else "-"
+        )
+        if step.status == BLOCKED:
+            note = "by " + ", ".join(step.blocked_by) if step.blocked_by else ""
+        elif self._worth_saying(step.reason, step.status, step.exit_code, step.signal):
+            note = step.reason or ""
+        else:
+            note = ""
+        if step.background:
+            note = ("bg; " + note) if note else "bg"
+        cells = [
+            (step.name, step.colour),
+            (f"{icon} {status}", style),
+            (format_duration(step.elapsed(now)), ""),
+            (str(step.attempt), ""),
+            (exit_text, ""),
+            (f"{step.peak_cpu:.0f}%" if step.peak_cpu is not None else "-", ""),
+            (format_bytes(step.peak_rss), ""),
+            (" ".join(note.split()), ""),  # a reason's newlines and tabs would break the row
+        ]
+        return [Text(text, style=style, no_wrap=True, overflow="ellipsis") for text, style in cells]
+
+    def _summary_table(self, rows: list[list[Text]]) -> Table:
+        """The table, each row one line wide as the screen: the note is cut first (with an
+        ellipsis: the whole of it is in state.json), then a long step name down to
+        ``SUMMARY_NAME_MIN``; on a narrow screen the peak cpu and rss columns go."""
+        width = self._console.width if self._console is not None else PLAIN_WIDTH
+        natural = [
+            max(len(header), *(row[i].cell_len for row in rows))
+            for i, (header, _) in enumerate(_SUMMARY_COLUMNS)
+        ]
+        for drop in ((), _SUMMARY_OPTIONAL):
+            keep = [i for i, (header, _) in enumerate(_SUMMARY_COLUMNS) if header not in drop]
+            room = width - sum(natural[i] for i in keep[1:-1]) - _GAP * (len(keep) - 1)
+            name = min(natural[0], max(SUMMARY_NAME_MIN, room - SUMMARY_NOTE_MIN))
+            if room - name >= SUMMARY_NOTE_MIN:
+                break
+        table = Table(
+            title=f"{self._name or 'run'} {self._p('—')} run {self._run_id}",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,  # _GAP columns between cells
+        )
+        for i in keep:
+            header, justify = _SUMMARY_COLUMNS[i]
+            limit = {0: name, len(natural) - 1: max(room - name, 1)}.get(i)
+            table.add_column(header, justify=justify, max_width=limit)  # type: ignore[arg-type]
+        for row in rows:
+            table.add_row(*(row[i] for i in keep))
+        return table
+
+    def _summary_rows(self, steps: dict[str, _Step], now: float) -> tuple[list[_Step], list[_Step]]:
+        """Every step of a small run, in recipe order; of a large one, what needs reading
+        (failures first), then the slowest (slowest first); also the steps left out.
 
         A table of a thousand steps is unreadable and costs seconds to lay out; the
         failures, the blocked, the cancelled and the slowest steps are what a summary is for.
         """
         everything = list(steps.values())
         if len(everything) <= SUMMARY_ALL_UP_TO:
-            return everything, 0
-        quiet = {SUCCEEDED, "skipped"}
-        loud = [s for s in everything if s.status not in quiet or s.allowed]
-        calm = [s for s in everything if s.status in quiet and not s.allowed]
-        slowest = sorted(calm, key=lambda s: s.elapsed(now) or 0.0, reverse=True)[:SUMMARY_SLOWEST]
-        keep = {id(s) for s in loud[:SUMMARY_ALL_UP_TO]} | {id(s) for s in slowest}
-        shown = [s for s in everything if id(s) in keep]
-        return shown, len(everything) - len(shown)
+            return everything, []
+        loud = [s for s in everything if s.status not in _QUIET or s.allowed]
+        loud.sort(key=lambda s: _LOUD_ORDER.get("allowed" if s.allowed else s.status, 99))
+        timed = [s for s in everything if s.status in _QUIET and not s.allowed and s.elapsed(now)]
+        timed.sort(key=lambda s: s.elapsed(now) or 0.0, reverse=True)
+        shown = loud[:SUMMARY_ALL_UP_TO] + timed[:SUMMARY_SLOWEST]
+        kept = {id(s) for s in shown}
+        return shown, [s for s in everything if id(s) not in kept]
+
+    def _hidden_line(self, hidden: list[_Step]) -> str:
+        where = _display_path(self.run_dir / "state.json")
+        if all(s.status in _QUIET and not s.allowed for s in hidden):
+            what = "that succeeded or were skipped, none slower than those listed"
+        else:
+            what = f"({self._counts({s.name: s for s in hidden})})"
+        return f"{self._p('…')} and {len(hidden)} more steps {what} (every step is in {where})"
 
     def _print_block(self, renderable: RenderableType) -> None:
         """A table: through the live console on a terminal, as plain text without ANSI off it."""
@@ -988,7 +1026,7 @@ class HeadlessReporter:
             force_terminal=False,
             no_color=True,
             color_system=None,
-            width=100,
+            width=PLAIN_WIDTH,
             highlight=False,
             markup=False,
             emoji=False,

@@ -48,7 +48,7 @@ from core.executors.session import SessionExecution
 from core.executors.shell import ShellExecution
 from core.graph import dependents_of, topological_order
 from core.reactor import OutputReactor
-from core.recipe import Recipe, Step
+from core.recipe import Recipe, Step, step_cwd
 from core.resources import Sampler, StepTarget
 from core.steplog import StepLog
 from core.store import RunStore, log_name, new_run_id
@@ -447,9 +447,7 @@ class Runner:
         return execution
 
     def _cwd(self, step: Step) -> Path:
-        if not step.cwd:
-            return self.recipe.workspace
-        return (self.recipe.workspace / os.path.expanduser(step.cwd)).resolve()
+        return step_cwd(self.recipe.workspace, step.cwd)
 
     def _orch_env(self, step: Step) -> dict[str, str]:
         return {

@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,7 +26,10 @@ except ImportError:  # pragma: no cover
 
 RUNS_DIR = Path(".orch") / "runs"
 _log = logging.getLogger("orch.store")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: What a file name cannot hold (or would turn into a path): '/', NUL and control characters.
+_UNFIT = re.compile("[/\x00-\x1f\x7f-\x9f]")
+#: File systems allow 255 bytes a name: room for "-N" and ".log" (a step name may be 512 bytes).
+MAX_LOG_NAME_BYTES = 200
 
 
 def dumps(data: Any) -> bytes:
@@ -61,14 +65,28 @@ def new_run_id() -> str:
 
 
 def log_name(step: str, taken: set[str]) -> str:
-    """A file name for a step's log: the step name made safe, unique within the run."""
-    base = _UNSAFE.sub("_", step).strip(".") or "step"
-    name, n = base, 1
-    while name in taken:
+    """A file name for a step's log: the step's own name, in whatever script it is written,
+    with only what a file name cannot hold replaced ('/', NUL and other control characters,
+    leading dots that would hide it), cut to ``MAX_LOG_NAME_BYTES`` of UTF-8, and unique
+    within the run even where the file system folds case or Unicode forms (``taken`` holds
+    the folded names already given)."""
+    base = _UNFIT.sub("_", step).lstrip(".") or "step"
+    name, n = _cut(base, MAX_LOG_NAME_BYTES), 1
+    while _folded(name) in taken:
         n += 1
-        name = f"{base}-{n}"
-    taken.add(name)
+        suffix = f"-{n}"
+        name = _cut(base, MAX_LOG_NAME_BYTES - len(suffix)) + suffix
+    taken.add(_folded(name))
     return name + ".log"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` shortened to at most ``limit`` bytes of UTF-8, never inside a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore")
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 class RunStore:

@@ -6,8 +6,12 @@ behind. Recipe errors must name ``file:line`` and never show a traceback.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
+import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -308,3 +312,355 @@ def test_exit_code_130_on_sigint(tmp_path):
         assert "interrupted" in out.decode().splitlines()[-1]
     finally:
         kill_tree(proc)
+
+
+# -- clean: only what orch-tui made, in the workspace it is run in -------------------------------
+def _user_files(folder: Path) -> list[Path]:
+    """What a user or a developer keeps next to their recipes; clean must leave all of it."""
+    made = [
+        folder / "logs" / "measurements.csv",
+        folder / "mypkg.egg-info" / "PKG-INFO",
+        folder / "sub" / "__pycache__" / "mod.cpython-311.pyc",
+        folder / ".pytest_cache" / "README.md",
+    ]
+    for path in made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep me\n")
+    return made
+
+
+def _fake_run(runs: Path, name: str, state: dict | None = None) -> Path:
+    run = runs / name
+    (run / "logs").mkdir(parents=True)
+    (run / "state.json").write_text(json.dumps(state or {"status": "succeeded", "pid": 1}))
+    return run
+
+
+def test_clean_outside_a_workspace_removes_nothing(tmp_path):
+    here = tmp_path / "not_a_workspace"
+    kept = _user_files(here)
+    kept.append(_fake_run(here / ".orch" / "runs", "20260101-000000-0001") / "state.json")
+    for args in (["--dry-run"], []):
+        result = run_cli("clean", *args, cwd=here)
+        assert result.returncode == 0, result.stderr
+        assert "nothing to clean" in result.stdout and "not in a workspace" in result.stdout
+        assert "remove" not in result.stdout
+    assert all(path.exists() for path in kept)
+
+
+def test_clean_in_a_system_folder_lists_nothing():
+    stdlib = Path(sysconfig.get_paths()["stdlib"])  # full of __pycache__, no workspace
+    result = run_cli("clean", "--dry-run", cwd=stdlib)
+    assert result.returncode == 0, result.stderr
+    assert "remove" not in result.stdout, result.stdout[:500]
+    assert "nothing to clean" in result.stdout
+
+
+def test_clean_removes_the_workspace_runs_and_nothing_else(tmp_path):
+    recipe = write_recipe(tmp_path, GOOD)
+    kept = _user_files(tmp_path) + [recipe, tmp_path / "pyproject.toml"]
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path)
+
+    result = run_cli("clean", cwd=tmp_path / "sub")  # from below: the workspace is found
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(rf"removed {re.escape(str(run_dir))} \(\d[\d.]* KiB\)", lines[0])
+    assert lines[-1] == f"removed {tmp_path / '.orch'}"
+    assert not (tmp_path / ".orch").exists()
+    assert all(path.exists() for path in kept), [p for p in kept if not p.exists()]
+
+
+def test_clean_removes_symlinks_never_their_targets(tmp_path):
+    workspace, outside = tmp_path / "ws", tmp_path / "outside"
+    workspace.mkdir()
+    write_recipe(workspace, GOOD)
+    target = _fake_run(outside / "orch" / "runs", "20260101-000000-0001")
+    (workspace / ".orch").symlink_to(outside / "orch")
+    result = run_cli("clean", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"removed .orch (a symlink: {outside / 'orch'} is not touched)")
+    assert not os.path.lexists(workspace / ".orch")
+    assert (target / "state.json").exists()
+
+    runs = workspace / ".orch" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "20260101-000000-0002").symlink_to(target)
+    result = run_cli("clean", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "removed .orch/runs/20260101-000000-0002 (a symlink" in result.stdout
+    assert (target / "state.json").exists()
+    assert not (workspace / ".orch").exists()
+
+
+def test_clean_leaves_what_does_not_look_like_orch_tui_s(tmp_path):
+    recipe = write_recipe(tmp_path, GOOD)
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path)
+    stranger = tmp_path / ".orch" / "runs" / "my-notes"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine\n")
+    (tmp_path / ".orch" / "settings.toml").write_text("mine\n")
+
+    result = run_cli("clean", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"removed .orch/runs/{run_dir.name}" in result.stdout
+    assert "left alone .orch/runs/my-notes: not an orch-tui run (no state.json)" in result.stdout
+    assert "left alone .orch/settings.toml: not made by orch-tui" in result.stdout
+    assert not run_dir.exists()
+    assert (stranger / "notes.txt").exists() and (tmp_path / ".orch" / "settings.toml").exists()
+
+
+def test_clean_keeps_a_live_run(tmp_path):
+    recipe = write_recipe(
+        tmp_path, "steps:\n  - {name: long, type: shell, run: 'touch started; exec sleep 100'}\n"
+    )
+    finished = _fake_run(tmp_path / ".orch" / "runs", "20200101-000000-0001")
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), message="the step to start")
+        live = wait_for(
+            lambda: [
+                d
+                for d in (tmp_path / ".orch" / "runs").iterdir()
+                if read_state(d).get("status") == "running"
+            ],
+            message="the live run's state.json",
+        )[0]
+        result = run_cli("clean", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"kept .orch/runs/{live.name}: still running (pid {proc.pid})" in result.stdout
+        assert f"removed .orch/runs/{finished.name}" in result.stdout
+        assert (live / "state.json").exists() and not finished.exists()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        kill_tree(proc)
+
+
+def _first_line_then_close(*args: str, cwd: Path) -> tuple[str, int, str]:
+    """``orch-tui ARGS | head -1``: read a line, close the pipe, let it finish."""
+    proc = start_cli(*args, cwd=cwd)
+    try:
+        first = proc.stdout.readline().decode()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        return first, proc.wait(timeout=30), err
+    finally:
+        kill_tree(proc)
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path):
+    write_recipe(tmp_path, GOOD)
+    runs = tmp_path / ".orch" / "runs"
+    for i in range(3000):  # far more than a pipe holds
+        _fake_run(runs, f"20260101-000000-{i:04x}")
+    first, code, err = _first_line_then_close("clean", "--dry-run", cwd=tmp_path)
+    assert first.startswith("would remove .orch/runs/20260101-000000-0000 ("), first
+    assert (code, err) == (0, "")
+    assert len(list(runs.iterdir())) == 3000
+
+    steps = "".join(f"  - {{name: s{i}, type: shell, run: 'true'}}\n" for i in range(3000))
+    big = write_recipe(tmp_path, "steps:\n" + steps, "big.yaml")
+    first, code, err = _first_line_then_close("graph", str(big), cwd=tmp_path)
+    assert first.startswith("digraph")
+    assert (code, err) == (0, "")
+
+
+# -- which words are the recipe, which are step names, which are commands ------------------------
+STEPS3 = """
+steps:
+  - {name: load, type: shell, run: "echo loaded"}
+  - {name: check, type: shell, run: "echo checked"}
+  - {name: report, type: shell, run: "echo reported"}
+"""
+
+
+def _ran(cwd: Path) -> dict[str, str]:
+    runs = sorted((cwd / ".orch" / "runs").iterdir())
+    return {name: info["status"] for name, info in read_state(runs[-1])["steps"].items()}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--only", "load", "check", "r1.yaml"],
+        ["--only", "load,check", "r1.yaml"],
+        ["--only", "load", "--only", "check", "r1.yaml"],
+        ["r1.yaml", "--only", "load", "check"],
+        ["--skip", "report", "r1.yaml"],
+    ],
+    ids=" ".join,
+)
+def test_only_and_skip_leave_the_recipe_alone(tmp_path, args):
+    write_recipe(tmp_path, STEPS3, "r1.yaml")
+    result = run_cli(*args, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _ran(tmp_path) == {"load": "succeeded", "check": "succeeded", "report": "skipped"}
+
+
+def test_a_step_name_with_a_comma_is_one_step(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: "a,b", type: shell, depends_on: [], run: "true"}
+          - {name: a, type: shell, depends_on: [], run: "true"}
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", "--only", "a,b", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _ran(tmp_path) == {"a,b": "succeeded", "a": "skipped"}
+    unknown = run_cli(recipe, "--no-ui", "--only", "a,c", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "--only: no step named 'c'" in unknown.stderr
+
+
+def test_a_subcommand_name_is_never_a_recipe(tmp_path):
+    (tmp_path / "validate").write_text("steps:\n  - {name: a, type: shell, run: 'touch ran'}\n")
+    recipe = write_recipe(tmp_path, GOOD)
+
+    result = run_cli("--no-ui", "validate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "'validate' is a command" in result.stderr
+    assert "./validate or --recipe validate" in result.stderr
+    assert not (tmp_path / "ran").exists()
+
+    after_debug = run_cli("--debug", "validate", recipe, cwd=tmp_path)
+    assert after_debug.returncode == 0, after_debug.stderr
+    assert "OK" in after_debug.stdout
+
+    for spelling in (["./validate"], ["--recipe", "validate"]):
+        (tmp_path / "ran").unlink(missing_ok=True)
+        assert run_cli(*spelling, "--no-ui", cwd=tmp_path).returncode == 0
+        assert (tmp_path / "ran").exists()
+
+
+# -- usage errors name what is wrong ----------------------------------------------------------------
+def test_run_dir_that_is_a_file_is_a_usage_error(tmp_path):
+    recipe = write_recipe(tmp_path, GOOD)
+    (tmp_path / "afile").write_text("x\n")
+    for run_dir, message in (
+        ("afile", "--run-dir afile: is a file, expected a folder"),
+        ("afile/run", f"--run-dir afile/run: {tmp_path / 'afile'} is a file, not a folder"),
+    ):
+        result = run_cli(recipe, "--no-ui", "--run-dir", run_dir, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == f"orch-tui: {message}"
+    assert not (tmp_path / ".orch").exists()
+
+
+def test_a_folder_given_as_the_recipe(tmp_path):
+    write_recipe(tmp_path, GOOD)
+    (tmp_path / "recipes").mkdir()
+    result = run_cli("recipes/", "--no-ui", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == "orch-tui: recipe recipes/: is a directory, expected a YAML file"
+    )
+    dot = run_cli("validate", ".", cwd=tmp_path)
+    assert dot.returncode == 2
+    assert (
+        dot.stderr.strip()
+        == f"orch-tui: recipe .: is a directory ({tmp_path}), expected a YAML file"
+    )
+
+
+# -- cmd and cwd are checked before anything runs ----------------------------------------------------
+def test_validate_a_missing_cmd_or_cwd(tmp_path):
+    for text, expected in (
+        (
+            "steps:\n  - {name: x, type: shell, cmd: ./does_not_exist.sh}\n",
+            f"recipe.yaml:2:33: step 'x': cmd: ./does_not_exist.sh not found "
+            f"(relative to cwd {tmp_path})",
+        ),
+        (
+            "steps:\n  - {name: x, type: shell, cwd: /nonexistent/dir, cmd: ls}\n",
+            "recipe.yaml:2:33: step 'x': cwd: /nonexistent/dir does not exist",
+        ),
+    ):
+        recipe = write_recipe(tmp_path, text)
+        for args in (["validate", recipe], [recipe, "--no-ui"]):
+            result = run_cli(*args, cwd=tmp_path)
+            assert result.returncode == 2, result.stdout
+            assert result.stderr.splitlines()[-1] == expected
+            assert not (tmp_path / ".orch").exists()
+
+
+def test_a_cmd_an_earlier_step_builds_is_a_warning(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: make
+            type: shell
+            run: mkdir -p build && printf '#!/bin/sh\\necho built app\\n' > build/app && chmod +x build/app
+          - {name: app, type: shell, cmd: build/app}
+        """,
+    )
+    warning = (
+        f"orch-tui: warning: recipe.yaml:5:35: step 'app': cmd: build/app not found "
+        f"(relative to cwd {tmp_path}): fine only if a step before it makes it"
+    )
+    checked = run_cli("validate", recipe, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.strip() == warning
+    assert checked.stdout.strip().endswith("OK, 2 steps (2 shell), 1 warning")
+    ran = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert warning in ran.stderr
+    assert "app | built app" in ran.stdout
+
+
+def test_a_cwd_gone_at_run_time_is_named_as_text(tmp_path):
+    (tmp_path / "gone").mkdir()
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: remove, type: shell, run: rmdir gone}
+          - {name: inside, type: shell, cwd: gone, cmd: pwd}
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 1
+    state = read_state(only_run_dir(tmp_path))
+    expected = f"cannot start: cwd {tmp_path / 'gone'}: No such file or directory"
+    assert state["steps"]["inside"]["reason"] == expected
+    log = (only_run_dir(tmp_path) / "logs" / "inside.log").read_text()
+    everything = result.stdout + result.stderr + log + json.dumps(state)
+    assert "PosixPath" not in everything and expected in result.stdout
+
+
+# -- the run's files ---------------------------------------------------------------------------------
+def test_log_names_keep_the_step_names(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: 数据处理, type: shell, run: "echo 一"}
+          - {name: データ処理, type: shell, run: "echo 二"}
+          - {name: .hidden, type: shell, run: "echo three"}
+          - {name: hidden, type: shell, run: "echo four"}
+        """,
+    )
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path)
+    logs = {p.name: p.read_text() for p in (run_dir / "logs").iterdir()}
+    assert logs == {
+        "数据处理.log": "一\n",
+        "データ処理.log": "二\n",
+        "hidden.log": "three\n",
+        "hidden-2.log": "four\n",
+    }
+    assert read_state(run_dir)["steps"]["hidden"]["log"] == "logs/hidden-2.log"
+
+
+def test_debug_reaches_the_steps(tmp_path):
+    recipe = write_recipe(
+        tmp_path, "steps:\n  - {name: show, type: shell, run: 'echo debug=${ORCH_DEBUG:-off}'}\n"
+    )
+    quiet = run_cli(recipe, "--no-ui", cwd=tmp_path, env={"ORCH_DEBUG": ""})
+    assert "show | debug=off" in quiet.stdout.splitlines()
+    loud = run_cli(recipe, "--no-ui", "--debug", cwd=tmp_path, env={"ORCH_DEBUG": ""})
+    assert "show | debug=1" in loud.stdout.splitlines()

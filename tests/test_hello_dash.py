@@ -676,6 +676,41 @@ def test_in_a_run_as_a_background_step(tmp_path):
     assert port_is_free(port)
 
 
+@pytest.mark.parametrize("debug", ["", "1"], ids=["quiet", "ORCH_DEBUG=1"])
+def test_requests_are_logged_only_when_debugging(tmp_path, monkeypatch, debug):
+    """The browser polls twice a second: a log line each only under orch-tui --debug."""
+    monkeypatch.setenv("ORCH_DEBUG", debug)  # what orch-tui --debug sets for its steps
+    port = free_port()
+    poller = write_module(
+        tmp_path,
+        f"""
+        import urllib.request
+
+        def run(ctx):
+            for _ in range(5):
+                with urllib.request.urlopen("http://127.0.0.1:{port}/_dash-layout", timeout=30):
+                    pass
+        """,
+    )
+    done = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: dash
+            type: python
+            module: scriptlets.python.apps.hello_dash
+            background: true
+            ready: {{port: {port}, timeout: 60}}
+            params: {{port: {port}}}
+          - {{name: poll, type: python, module: {poller}}}
+        """,
+        timeout=90,
+    )
+    assert done.code == 0, (done.steps, done.log("dash"))
+    requests = [line for line in done.log("dash").splitlines() if b"/_dash-layout" in line]
+    assert len(requests) == (5 if debug else 0), done.log("dash")
+
+
 def test_in_a_run_a_taken_port_fails_the_step(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

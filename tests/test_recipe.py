@@ -626,6 +626,97 @@ def test_find_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 # ------------------------------------------------------------------------------------------
+# Shell steps: the program and the folder they name must be there
+
+
+def executable(path: Path, text: str = "#!/bin/sh\necho hi\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_cmd_and_cwd_that_exist(ws: Path) -> None:
+    executable(ws / "tools" / "run.sh")
+    executable(ws / "bin" / "helper")
+    (ws / "data").mkdir()
+    path = write(
+        ws,
+        f"""
+        env: {{PATH: "{ws / "bin"}"}}
+        steps:
+          - {{name: rel, type: shell, cmd: ./tools/run.sh}}
+          - {{name: in_cwd, type: shell, cwd: tools, cmd: ./run.sh}}
+          - {{name: absolute, type: shell, cwd: {ws / "data"}, cmd: {ws / "tools" / "run.sh"}}}
+          - {{name: on_path, type: shell, cmd: helper}}
+          - {{name: home, type: shell, cwd: "~", cmd: ls, env: {{PATH: /usr/bin:/bin}}}}
+        """,
+    )
+    recipe = load_recipe(path)
+    assert recipe.warnings == ()
+    assert [s.cwd for s in recipe.steps][:2] == [None, "tools"]
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ("cmd: ./does_not_exist.sh", "cmd: ./does_not_exist.sh not found (relative to cwd WS)"),
+        ("cmd: ./not_executable.sh", "cmd: ./not_executable.sh is not executable"),
+        ("cmd: ./tools", "cmd: ./tools is a directory, not a program"),
+        ("cmd: no_such_program_q8z", "cmd: no_such_program_q8z not found on PATH"),
+        ("cmd: helper, env: {PATH: /nonexistent}", "cmd: helper not found on PATH"),
+        ("cwd: /nonexistent/dir, cmd: ls", "cwd: /nonexistent/dir does not exist"),
+        ("cwd: missing, cmd: ls", "cwd: missing does not exist (relative to WS)"),
+        ("cwd: r.yaml, cmd: ls", "cwd: r.yaml is not a directory (relative to WS)"),
+        ("cwd: missing, cmd: ./x.sh", "cwd: missing does not exist (relative to WS)"),
+    ],
+)
+def test_a_first_step_with_a_missing_cmd_or_cwd_is_an_error(
+    ws: Path, step: str, message: str
+) -> None:
+    (ws / "not_executable.sh").write_text("echo hi\n")
+    (ws / "tools").mkdir()
+    executable(ws / "bin" / "helper")
+    path = write(ws, f"steps:\n  - {{name: x, type: shell, {step}}}\n")
+    problems = errors(path).problems
+    assert [(p.step, p.line) for p in problems] == [("x", 2)]
+    assert problems[0].message.startswith(message.replace("WS", str(ws))), problems[0]
+    assert problems[0].column == 2 + len("  - {name: x, type: shell, ") + step.index(": ") + 1
+
+
+def test_after_other_steps_a_missing_cmd_or_cwd_is_a_warning(ws: Path) -> None:
+    """A step before it may build the program or make the folder: the recipe still runs."""
+    path = write(
+        ws,
+        """
+        steps:
+          - {name: make, type: shell, run: "make"}
+          - {name: app, type: shell, cmd: build/app}
+          - {name: report, type: shell, cwd: out/reports, cmd: ls}
+          - {name: free, type: shell, depends_on: [], cmd: ./nowhere.sh}
+        """,
+    )
+    problems = errors(path).problems
+    assert [(p.step, p.message.split(" not found")[0]) for p in problems] == [
+        ("free", "cmd: ./nowhere.sh")
+    ], "a step that depends on nothing: nothing can make its cmd"
+    path.write_text(path.read_text().replace("  - {name: free", "# "))
+    recipe = load_recipe(path)
+    assert [str(w) for w in recipe.warnings] == [
+        f"r.yaml:3:35: step 'app': cmd: build/app not found (relative to cwd {ws}): "
+        "fine only if a step before it makes it",
+        f"r.yaml:4:38: step 'report': cwd: out/reports does not exist (relative to {ws}): "
+        "fine only if a step before it makes it",
+    ]
+
+
+def test_a_folder_is_not_a_recipe(ws: Path) -> None:
+    (ws / "recipes").mkdir()
+    assert str(errors(ws / "recipes")) == "recipes: is a directory, expected a YAML file"
+    assert str(errors(".")) == f".: is a directory ({ws}), expected a YAML file"
+
+
+# ------------------------------------------------------------------------------------------
 # JSON schema
 
 

@@ -555,3 +555,62 @@ def test_summary_of_a_large_run_lists_what_needs_reading(tmp_path: Path) -> None
     assert "s07" in rows and "s42" in rows  # the failure, and the slowest step
     assert len(rows) == 11
     assert "and 49 more steps that succeeded or were skipped" in out
+
+
+def _big_state(statuses: dict[str, dict], count: int) -> dict:
+    """A finished run of ``count`` succeeded steps (step i took i ms, in a shuffled order)."""
+    steps = {}
+    for i in range(count):
+        name = f"s{(i * 7919) % count:04d}"  # recipe order is not duration order
+        took = ((i * 7919) % count) / 1000
+        steps[name] = {
+            "status": "succeeded",
+            "attempts": 1,
+            "exit_code": 0,
+            "started": T0,
+            "ended": T0 + took,
+            "duration": took,
+            "log": f"logs/{name}.log",
+        }
+        steps[name].update(statuses.get(name, {}))
+    return {"run_id": "r", "name": "big", "status": "failed", "steps": steps, "started": T0}
+
+
+def test_summary_of_a_2000_step_run_lists_failures_then_the_slowest(tmp_path: Path) -> None:
+    run = Run(tmp_path / "big")
+    failed = {"status": "failed", "exit_code": 1, "duration": 0.001}
+    state = _big_state(
+        {"s1500": failed, "s0003": {**failed, "status": "blocked", "blocked_by": ["s1500"]}},
+        2000,
+    )
+    run.reporter.close(state)
+    out = run.output()
+    table = out[out.index("big — run r") : out.index("and 1988 more")]
+    rows = [m.group(1) for m in re.finditer(r"^(s\d{4})\s", table, re.M)]
+    slowest = [f"s{n:04d}" for n in range(1999, 1989, -1)]
+    assert rows == ["s1500", "s0003", *slowest], rows
+    assert "… and 1988 more steps that succeeded or were skipped, none slower than" in out
+
+
+def test_summary_rows_stay_on_one_line(tmp_path: Path) -> None:
+    """A long reason is cut with an ellipsis at the screen's edge; the figures are kept."""
+    reason = "cannot start: " + ", ".join(["a very long reason"] * 40)
+    statuses = {
+        "build": {"status": "failed", "exit_code": 1, "reason": reason},
+        "test": {"status": "blocked", "blocked_by": ["build"]},
+    }
+    for width in (80, 120):
+        run = Run(tmp_path / f"w{width}", tty=True, width=width)
+        run.reporter.close(state_for(run, statuses))
+        text = ANSI.sub("", run.output())
+        table = text[text.index("demo — run") : text.index("root failure")]
+        rows = [line for line in table.splitlines() if re.match(r"(build|test|lint|deploy) ", line)]
+        assert len(rows) == 4, table
+        assert all(len(row.rstrip()) <= width for row in rows), table
+        assert re.search(r"^build +✗ failed +1s +1 +1 .*cannot start.*…$", table, re.M)
+    plain = Run(tmp_path / "plain")
+    plain.reporter.close(state_for(plain, statuses))
+    out = plain.output()
+    row = next(line for line in out.splitlines() if line.startswith("build "))
+    assert len(row) <= 100 and row.endswith("…") and "12%" in row and "50.0 MiB" in row
+    assert f"root failure: build (exit 1, {reason})" in out  # the whole reason, below

@@ -695,7 +695,9 @@ def test_leftover_ignoring_sigterm_is_killed_and_the_run_still_ends(tmp_path):
 def test_missing_program_fails_the_step_cleanly(tmp_path):
     result = run_recipe(
         tmp_path,
-        "steps:\n  - {name: nope, type: shell, cmd: /nonexistent/program-xyz}\n",
+        # after another step (which might have built it), so it is not refused up front
+        "steps:\n  - {name: first, type: shell, run: 'true'}\n"
+        "  - {name: nope, type: shell, cmd: /nonexistent/program-xyz}\n",
     )
     assert result.code == 1
     assert result.steps["nope"]["status"] == "failed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -33,15 +34,25 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe_pos", nargs="?", metavar="RECIPE", help="the recipe YAML file")
     p.add_argument("--recipe", dest="recipe_opt", metavar="RECIPE", help="same, the seed's way")
     p.add_argument("--no-ui", action="store_true", help="run headless (the default off a terminal)")
-    p.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps")
-    p.add_argument("--skip", nargs="+", metavar="STEP", help="do not run these steps")
+    for option, what in (("--only", "run only these steps"), ("--skip", "do not run these steps")):
+        p.add_argument(
+            option,
+            nargs="+",
+            action="extend",
+            metavar="STEP",
+            help=f"{what}: {option} a,b or {option} a {option} b (or {option} a b after RECIPE)",
+        )
     p.add_argument("--resume-from", metavar="STEP", help="restore the last run's ctx, start here")
     p.add_argument("--jobs", type=_positive_int, metavar="N", help="steps at once (default: CPUs)")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="where this run's files go")
     p.add_argument(
         "--keep-alive", action="store_true", help="keep background steps up until Ctrl-C"
     )
-    p.add_argument("--debug", action="store_true", help="verbose runner logging, tracebacks")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="verbose runner logging, tracebacks; steps get ORCH_DEBUG=1",
+    )
     p.add_argument("--version", action="version", version=f"orch-tui {__version__}")
     return p
 
@@ -70,7 +81,10 @@ def _sub_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--backend", choices=("screen", "tmux"))
         p.add_argument("--socket", metavar="NAME", help="tmux -L socket name")
     if command == "clean":
-        p.description = "Remove generated runs, logs and caches (never sources)."
+        p.description = (
+            "Remove what orch-tui made in this workspace: the runs in its .orch folder "
+            "(not a run still going). Nothing else of yours: not logs/, not build output."
+        )
         p.add_argument("--dry-run", action="store_true", help="list what would go")
     if command == "schema":
         p.description = "Print the recipe JSON Schema (for editors)."
@@ -82,21 +96,74 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        if argv and argv[0] in SUBCOMMANDS:
-            args = _sub_parser(argv[0]).parse_args(argv[1:])
-            return _COMMANDS[argv[0]](args)
-        return _cmd_run(_run_parser().parse_args(argv))
+        code = _dispatch(argv)
     except UsageError as exc:
         print(f"orch-tui: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        code = EXIT_USAGE
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
     except Exception as exc:
-        if debug:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            _stdout_gone()  # the reader went away (`orch-tui graph R | head`): nothing to say
+            code = EXIT_OK
+        elif debug:
             raise
-        print(f"orch-tui: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("orch-tui: run again with --debug for the traceback", file=sys.stderr)
-        return EXIT_FAILED
+        else:
+            print(f"orch-tui: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("orch-tui: run again with --debug for the traceback", file=sys.stderr)
+            code = EXIT_FAILED
+    try:
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print a warning
+    except BrokenPipeError:
+        _stdout_gone()
+    return code
+
+
+def _dispatch(argv: list[str]) -> int:
+    at = _subcommand_at(argv)
+    if at is not None:
+        command = argv[at]
+        args = _sub_parser(command).parse_args(argv[:at] + argv[at + 1 :])
+        return _COMMANDS[command](args)
+    return _cmd_run(_run_parser().parse_args(argv))
+
+
+def _subcommand_at(argv: list[str]) -> int | None:
+    """Where the subcommand is: first, or after ``--debug``. A subcommand name there is always
+    the subcommand, even when a file of that name is in the cwd: a recipe named like one is
+    given as ``./NAME`` or ``--recipe NAME``."""
+    for i, arg in enumerate(argv):
+        if arg != "--debug":
+            return i if arg in SUBCOMMANDS else None
+    return None
+
+
+def _stdout_closed() -> bool:
+    """Whether nobody reads stdout any more (a pipe whose reader has closed it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # no stdout at all, or not a file descriptor
+        return False
+
+
+def _stdout_gone() -> None:
+    """Send what is left for stdout to /dev/null: the reader closed the pipe, which ends a
+    command quietly, not with a traceback (the "Note on SIGPIPE" in Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _say(text: str) -> None:
+    """Print a line of a listing; a closed stdout stops the listing, not the work."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _stdout_gone()
 
 
 def _load(path: str, *, debug: bool = False):
@@ -110,32 +177,82 @@ def _load(path: str, *, debug: bool = False):
 
             traceback.print_exc()
         problems = exc.problems
+        if len(problems) == 1 and problems[0].line is None:  # the file itself: missing, a folder
+            raise UsageError(f"recipe {problems[0]}") from None
         noun = "problem" if len(problems) == 1 else "problems"
         raise UsageError(f"{len(problems)} {noun} in the recipe:\n{exc}") from None
 
 
-def _check_names(recipe, names: list[str] | None, option: str) -> None:
+def _print_warnings(recipe) -> None:
+    for warning in recipe.warnings:
+        print(f"orch-tui: warning: {warning}", file=sys.stderr)
+
+
+def _step_names(recipe, values: list[str] | None, option: str) -> list[str] | None:
+    """The steps named by --only/--skip: one a word (``--only a b``), repeated (``--only a
+    --only b``) or comma-separated (``--only a,b``). A value that is a step's whole name is
+    that step, commas and all."""
+    if values is None:
+        return None
     known = [s.name for s in recipe.steps]
-    for name in names or []:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"{option}: no step named {name!r} in {recipe.path.name}{hint}")
+    names: list[str] = []
+    for value in values:
+        parts = [value] if value in known else [p.strip() for p in value.split(",")]
+        for name in filter(None, parts):
+            if name not in known:
+                raise _no_such_step(recipe, name, option)
+            names.append(name)
+    if not names:
+        raise UsageError(f"{option}: no step names given")
+    return list(dict.fromkeys(names))
+
+
+def _no_such_step(recipe, name: str, option: str) -> UsageError:
+    known = [s.name for s in recipe.steps]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UsageError(f"{option}: no step named {name!r} in {recipe.path.name}{hint}")
+
+
+def _recipe_path(args: argparse.Namespace) -> str:
+    """The recipe, wherever it was put. ``--only``/``--skip`` take every word after them, so
+    ``orch-tui --only load r1.yaml`` hands them the recipe: when no recipe is given elsewhere,
+    a word there ending in .yaml/.yml is taken back as the recipe."""
+    if args.recipe_pos in SUBCOMMANDS:
+        name = args.recipe_pos
+        raise UsageError(
+            f"{name!r} is a command: put it first (orch-tui {name} ...); "
+            f"a recipe file of that name is given as ./{name} or --recipe {name}"
+        )
+    given = [p for p in (args.recipe_opt, args.recipe_pos) if p]
+    for option in ("only", "skip"):
+        values = getattr(args, option) or []
+        found = [v for v in values if v.lower().endswith((".yaml", ".yml"))]
+        if found and not given:
+            setattr(args, option, [v for v in values if v not in found])
+            given.extend(found)
+    if not given:
+        hint = ""
+        if args.only or args.skip:
+            hint = " (--only and --skip take the words after them: put RECIPE first, or --only a,b)"
+        raise UsageError(f"no recipe given: orch-tui RECIPE (or --recipe RECIPE){hint}; see --help")
+    if len(set(given)) > 1:
+        raise UsageError(f"more than one recipe given ({', '.join(given)}): give one")
+    return given[0]
 
 
 # ---------------------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace) -> int:
-    recipe_path = args.recipe_opt or args.recipe_pos
-    if not recipe_path:
-        raise UsageError("no recipe given: orch-tui RECIPE (or --recipe RECIPE); see --help")
-    if args.recipe_opt and args.recipe_pos and args.recipe_opt != args.recipe_pos:
-        raise UsageError("give the recipe once, either as RECIPE or as --recipe")
+    recipe_path = _recipe_path(args)
     _setup_logging(args.debug)
+    if args.debug:  # for the steps: shell steps inherit it, python steps (hello_dash) read it
+        os.environ["ORCH_DEBUG"] = "1"
     recipe = _load(recipe_path, debug=args.debug)
-    _check_names(recipe, args.only, "--only")
-    _check_names(recipe, args.skip, "--skip")
-    if args.resume_from:
-        _check_names(recipe, [args.resume_from], "--resume-from")
+    args.only = _step_names(recipe, args.only, "--only")
+    args.skip = _step_names(recipe, args.skip, "--skip")
+    if args.resume_from and args.resume_from not in {s.name for s in recipe.steps}:
+        raise _no_such_step(recipe, args.resume_from, "--resume-from")
+    _print_warnings(recipe)
     resume_ctx = _resume_ctx(recipe, args) if args.resume_from else None
 
     use_ui = not args.no_ui and sys.stdout.isatty() and sys.stdin.isatty()
@@ -173,8 +290,8 @@ def make_runner(recipe, args: argparse.Namespace, resume_ctx: dict | None, **ext
     from core.resources import ResourceSampler
     from core.runner import Runner
 
-    if args.run_dir is not None and args.run_dir.exists() and any(args.run_dir.iterdir()):
-        raise UsageError(f"--run-dir {args.run_dir} exists and is not empty")
+    if args.run_dir is not None:
+        _check_run_dir(args.run_dir)
     return Runner(
         recipe,
         run_dir=args.run_dir,
@@ -187,6 +304,22 @@ def make_runner(recipe, args: argparse.Namespace, resume_ctx: dict | None, **ext
         sampler=ResourceSampler(),
         **extra,
     )
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """--run-dir must be a new folder or an empty one, in a place a folder can be made."""
+    try:
+        if run_dir.exists():
+            if not run_dir.is_dir():
+                raise UsageError(f"--run-dir {run_dir}: is a file, expected a folder")
+            if any(run_dir.iterdir()):
+                raise UsageError(f"--run-dir {run_dir}: exists and is not empty")
+            return
+        above = next((p for p in run_dir.absolute().parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UsageError(f"--run-dir {run_dir}: {above} is a file, not a folder")
+    except OSError as exc:
+        raise UsageError(f"--run-dir {run_dir}: {exc.strerror or exc}") from None
 
 
 def _run_headless(recipe, args: argparse.Namespace, resume_ctx: dict | None) -> int:
@@ -236,7 +369,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for step in recipe.steps:
         kinds[step.type] = kinds.get(step.type, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    print(f"{args.recipe}: OK, {len(recipe.steps)} steps ({detail})")
+    _print_warnings(recipe)
+    count = len(recipe.warnings)
+    warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
+    print(f"{args.recipe}: OK, {len(recipe.steps)} steps ({detail}){warned}")
     return EXIT_OK
 
 
@@ -305,31 +441,190 @@ def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
-CLEAN_DIRS = (".orch", ".pytest_cache", ".ruff_cache", ".hypothesis", "logs")
-CLEAN_GLOBS = ("**/__pycache__", "**/*.egg-info", "bench/results.json.tmp")
-
-
+# ---------------------------------------------------------------------------------- clean
 def _cmd_clean(args: argparse.Namespace) -> int:
-    """What tools/clean_pristine.sh did: generated files only, listed as they go."""
-    import shutil
+    """Remove what orch-tui made in this workspace, its ``.orch`` folder, and nothing else:
+    not a user's ``logs/`` or build output, not what a symlink points to, not another user's
+    files, not a run still going. The developer's clean-up (caches, egg-info) is ``make clean``."""
+    from core.recipe import workspace_of
 
-    root = Path.cwd()
-    targets: list[Path] = [root / d for d in CLEAN_DIRS if (root / d).exists()]
-    for pattern in CLEAN_GLOBS:
-        targets.extend(
-            p for p in root.glob(pattern) if ".venv" not in p.parts and ".git" not in p.parts
+    here = Path.cwd()
+    workspace = workspace_of(here)
+    if workspace is None:
+        _say(
+            f"nothing to clean: {here} is not in a workspace "
+            "(no pyproject.toml or scriptlets/ here or above)"
         )
-    if not targets:
-        print("nothing to clean")
         return EXIT_OK
-    for path in sorted(set(targets)):
-        print(("would remove " if args.dry_run else "removed ") + os.path.relpath(path, root))
-        if not args.dry_run:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-    return EXIT_OK
+    cleaner = _Cleaner(here, dry_run=args.dry_run)
+    if not cleaner.orch(workspace / ".orch"):
+        _say(f"nothing to clean in {workspace}")
+    return cleaner.code
+
+
+class _Cleaner:
+    """Walks ``.orch`` and removes (or, dry, lists) only what has the shape of orch-tui's own:
+    the folder itself owned by this user, ``runs/<id>/`` folders holding a state.json. Symlinks
+    are removed as links, never followed. Everything it meets is said, one line each."""
+
+    def __init__(self, here: Path, *, dry_run: bool) -> None:
+        self.here = here
+        self.dry_run = dry_run
+        self.code = EXIT_OK
+
+    def orch(self, orch: Path) -> bool:
+        """Clean the .orch folder; False when there is none."""
+        kind = self._kind(orch)
+        if kind is None:
+            return False
+        if kind == "link":
+            self._unlink(orch)
+        elif kind != "ours":
+            self._leave(orch, "not a folder of yours")
+        elif self._clean_folder(orch, self._runs):
+            self._rmdir(orch)
+        return True
+
+    def _runs(self, entry: Path) -> bool:
+        """Inside .orch: the runs folder is orch-tui's; anything else is left alone."""
+        if entry.name != "runs":
+            return self._leave(entry, "not made by orch-tui")
+        kind = self._kind(entry)
+        if kind == "link":
+            return self._unlink(entry)
+        if kind != "ours":
+            return self._leave(entry, "not a folder of yours")
+        return self._clean_folder(entry, self._run) and self._rmdir(entry)
+
+    def _run(self, run: Path) -> bool:
+        kind = self._kind(run)
+        if kind == "link":
+            return self._unlink(run)
+        state = run / "state.json"
+        if kind != "ours":
+            return self._leave(run, "not a folder of yours")
+        if self._kind(state) != "file":
+            return self._leave(run, "not an orch-tui run (no state.json)")
+        pid = _live_pid(state)
+        if pid is not None:
+            _say(f"kept {self._shown(run)}: still running (pid {pid})")
+            return False
+        from core.reporter import format_bytes
+
+        return self._remove(run, f" ({format_bytes(_tree_size(run))})")
+
+    # -- what a path is, and what is done with it
+
+    @staticmethod
+    def _kind(path: Path) -> str | None:
+        """None (nothing there), "link", "ours" (a real folder of this user), "file", "other"."""
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return "other"
+        if stat.S_ISLNK(info.st_mode):
+            return "link"
+        if stat.S_ISDIR(info.st_mode):
+            return "ours" if info.st_uid == os.getuid() else "other"
+        return "file" if stat.S_ISREG(info.st_mode) else "other"
+
+    def _clean_folder(self, folder: Path, clean_entry) -> bool:
+        """``clean_entry`` on each entry, in name order; True when every one went."""
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as exc:
+            return self._failed(folder, exc)
+        results = [clean_entry(entry) for entry in entries]
+        return all(results)
+
+    def _shown(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.here))
+        except ValueError:
+            return str(path)
+
+    def _leave(self, path: Path, why: str) -> bool:
+        _say(f"left alone {self._shown(path)}: {why}")
+        return False
+
+    def _unlink(self, link: Path) -> bool:
+        try:
+            target = os.readlink(link)
+        except OSError:
+            target = "?"
+        return self._remove(link, f" (a symlink: {target} is not touched)")
+
+    def _remove(self, path: Path, detail: str = "") -> bool:
+        verb = "would remove" if self.dry_run else "removed"
+        if not self.dry_run:
+            import shutil
+
+            try:
+                if path.is_symlink():
+                    path.unlink()
+                else:
+                    shutil.rmtree(path)  # never follows the symlinks inside
+            except OSError as exc:
+                return self._failed(path, exc)
+        _say(f"{verb} {self._shown(path)}{detail}")
+        return True
+
+    def _rmdir(self, folder: Path) -> bool:
+        """Remove a folder once emptied (a dry run says it would go)."""
+        if not self.dry_run:
+            try:
+                folder.rmdir()
+            except OSError as exc:
+                return self._failed(folder, exc)
+        _say(f"{'would remove' if self.dry_run else 'removed'} {self._shown(folder)}")
+        return True
+
+    def _failed(self, path: Path, exc: OSError) -> bool:
+        print(
+            f"orch-tui: cannot remove {self._shown(path)}: {exc.strerror or exc}", file=sys.stderr
+        )
+        self.code = EXIT_FAILED
+        return False
+
+
+def _live_pid(state_path: Path) -> int | None:
+    """The runner's pid if the run's state.json says it is running and that process is alive."""
+    import json
+
+    try:
+        state = json.loads(state_path.read_bytes())
+    except (OSError, ValueError):
+        return None  # state.json is replaced atomically: a running run's always parses
+    if not isinstance(state, dict) or state.get("status") != "running":
+        return None
+    pid = state.get("pid")
+    if type(pid) is not int or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, under another user
+    return pid
+
+
+def _tree_size(folder: Path) -> int:
+    """Bytes under ``folder``, symlinks counted as links, not followed."""
+    total, todo = 0, [folder]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(Path(entry.path))
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
 
 
 _COMMANDS = {

@@ -113,6 +113,9 @@ class ShellExecution:
                 start_new_session=True,  # its own group: our signals reach the whole tree
                 close_fds=True,
             )
+        except OSError as exc:
+            os.close(read_fd)
+            raise OSError(exc.errno, self._spawn_error(exc)) from None
         except BaseException:
             os.close(read_fd)
             raise
@@ -120,6 +123,14 @@ class ShellExecution:
             os.close(write_fd)
         self.pid = self.proc.pid
         self.reactor.watch(read_fd, self.pid, self.log, self._ended)
+
+    def _spawn_error(self, exc: OSError) -> str:
+        """Which path the system refused, as text: Popen names a bad cwd by its repr
+        (``PosixPath('...')``), and a bare "No such file or directory" says neither which."""
+        why = exc.strerror or str(exc)
+        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(self.cwd):
+            return f"cwd {self.cwd}: {why}"
+        return f"{self.argv[0]}: {why} (cwd {self.cwd})"
 
     def _ended(self) -> None:
         """Called by the reactor once the process has exited (its output copied or drained)."""

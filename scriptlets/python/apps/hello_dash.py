@@ -43,6 +43,7 @@ import errno
 import itertools
 import logging
 import math
+import os
 import re
 import signal
 import socket
@@ -729,7 +730,7 @@ class _Connections:
                 pass
 
 
-def _handler_class(conns: _Connections, log: logging.Logger) -> type:
+def _handler_class(conns: _Connections, log: logging.Logger, requests: bool) -> type:
     from werkzeug.serving import WSGIRequestHandler
 
     class Handler(WSGIRequestHandler):
@@ -754,13 +755,17 @@ def _handler_class(conns: _Connections, log: logging.Logger) -> type:
             super().finish()
 
         def log_request(self, code: Any = "-", size: Any = "-") -> None:
-            if log.isEnabledFor(logging.DEBUG):
+            if requests:  # a line per browser poll: only when debugging
                 log.debug("%s %s %s", self.command, self.path, code)
 
         def log(self, type: str, message: str, *args: Any) -> None:
             log.info("http %s: %s", type, message % args if args else message)
 
     return Handler
+
+
+def _orch_debug() -> bool:
+    return os.environ.get("ORCH_DEBUG", "") not in ("", "0")
 
 
 def _check_port(host: str, port: int) -> None:
@@ -791,13 +796,18 @@ def run(
     log: logging.Logger | None = None,
     interval_ms: int = 500,
     max_points: int = DEFAULT_MAX_POINTS,
+    debug: bool | None = None,
 ) -> None:
     """Serve the dashboard of ``ctx[ctx_key]`` on ``http://host:port/`` until ``stop`` is set.
 
     Then the server is shut down and its socket closed, so the port is free at once. A port in
-    use raises ``RuntimeError("port N on HOST is already in use")``.
+    use raises ``RuntimeError("port N on HOST is already in use")``. ``debug`` logs every HTTP
+    request (the browser polls twice a second); by default it is on when ``ORCH_DEBUG`` is
+    set, as ``orch-tui --debug`` does for its steps.
     """
     log = log or _LOG
+    if debug is None:
+        debug = _orch_debug()
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be a whole number from 0 to 65535, got {port!r}")
     if not isinstance(ctx_key, str) or not ctx_key:
@@ -817,7 +827,11 @@ def run(
     conns = _Connections()
     try:
         server = make_server(
-            host, port, app.server, threaded=True, request_handler=_handler_class(conns, log)
+            host,
+            port,
+            app.server,
+            threaded=True,
+            request_handler=_handler_class(conns, log, bool(debug)),
         )
     except (SystemExit, OSError):  # werkzeug exits on a bind error; the probe missed a race
         raise RuntimeError(f"port {port} on {host} is already in use") from None
@@ -909,11 +923,15 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MAX_POINTS,
         help=f"points per trace sent to the browser (default: {DEFAULT_MAX_POINTS})",
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="log every HTTP request (default: $ORCH_DEBUG)"
+    )
     args = parser.parse_args(argv)
     if args.demo_rows < 0 or args.demo_n < 1 or not args.demo_interval > 0:
         parser.error("--demo-rows must be >= 0, --demo-n >= 1 and --demo-interval > 0")
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    debug = args.debug or _orch_debug()
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -948,6 +966,7 @@ def main(argv: list[str] | None = None) -> int:
             stop=stop,
             interval_ms=args.interval_ms,
             max_points=args.max_points,
+            debug=debug,
         )
     except (RuntimeError, ValueError) as exc:
         print(f"hello_dash: {exc}", file=sys.stderr)
