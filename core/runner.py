@@ -86,6 +86,11 @@ class StepRun:
     retry_due: bool = False
 
     @property
+    def passing_through(self) -> bool:
+        """Skipped, but still waiting for its own dependencies before its dependents go on."""
+        return self.status == SKIPPED and not self.satisfied
+
+    @property
     def dead(self) -> bool:
         """Finished without letting its dependents go on."""
         return self.status in (FAILED, TIMED_OUT, CANCELLED, STOPPED) and not self.satisfied
@@ -346,8 +351,12 @@ class Runner:
     def _release_initial(self) -> None:
         for name in self._topo:
             run = self.runs[name]
-            if run.status == PENDING and self._deps_satisfied(run):
+            if not self._deps_satisfied(run):
+                continue
+            if run.status == PENDING:
                 self._push_ready(run)
+            elif run.passing_through:
+                self._satisfy(run)
 
     def _deps_satisfied(self, run: StepRun) -> bool:
         return all(self.runs[d].satisfied for d in run.step.depends_on)
@@ -659,12 +668,23 @@ class Runner:
             self._push_ready(run)
 
     def _satisfy(self, run: StepRun) -> None:
-        """The step lets its dependents go on: queue those whose dependencies are all met."""
+        """The step lets its dependents go on: queue those whose dependencies are all met.
+
+        A skipped dependent still waiting for its own dependencies is a pass-through: it lets
+        its dependents go on in turn, now that it may (a loop, not recursion: a chain of
+        thousands of skipped steps must not overflow the stack).
+        """
         run.satisfied = True
-        for name in self._dependents[run.step.name]:
-            child = self.runs[name]
-            if child.status == PENDING and self._deps_satisfied(child):
-                self._push_ready(child)
+        passing = [run]
+        while passing:
+            for name in self._dependents[passing.pop().step.name]:
+                child = self.runs[name]
+                if child.status == PENDING:
+                    if self._deps_satisfied(child):
+                        self._push_ready(child)
+                elif child.passing_through and self._deps_satisfied(child):
+                    child.satisfied, child.blocked_by = True, set()
+                    passing.append(child)
 
     def _recompute_blocking(self) -> None:
         """Mark every waiting step that cannot run because of a failure upstream, and un-mark.
@@ -674,15 +694,12 @@ class Runner:
         """
         for name in self._topo:
             run = self.runs[name]
+            if run.passing_through:  # skipped, waiting: what holds it up holds up its dependents
+                run.blocked_by = self._failed_roots(run)
+                continue
             if run.status not in (PENDING, BLOCKED) or run.retry_due:
                 continue
-            roots: set[str] = set()
-            for dep in run.step.depends_on:
-                parent = self.runs[dep]
-                if parent.dead:
-                    roots.add(dep)
-                elif parent.status == BLOCKED:
-                    roots |= parent.blocked_by
+            roots = self._failed_roots(run)
             if roots:
                 if run.status != BLOCKED or roots != run.blocked_by:
                     run.status, run.blocked_by = BLOCKED, roots
@@ -692,6 +709,17 @@ class Runner:
                 self._emit_status(run)
                 if self._deps_satisfied(run):
                     self._push_ready(run)
+
+    def _failed_roots(self, run: StepRun) -> set[str]:
+        """The root failures that keep ``run``'s dependencies from being done."""
+        roots: set[str] = set()
+        for dep in run.step.depends_on:
+            parent = self.runs[dep]
+            if parent.dead:
+                roots.add(dep)
+            elif parent.status == BLOCKED or parent.passing_through:
+                roots |= parent.blocked_by
+        return roots
 
     # ------------------------------------------------------------------ commands
     def _refuse(self, run: StepRun, action: str) -> None:
@@ -707,6 +735,9 @@ class Runner:
     def _do_skip(self, run: StepRun) -> None:
         if "skip" not in self.allowed_actions(run.step.name):
             return self._refuse(run, "skip")
+        # A pending step passes its dependents on once its own dependencies are done; skipping
+        # a failed or blocked one is the user asking for its dependents to go on now.
+        now = run.status != PENDING or self._deps_satisfied(run)
         run.status, run.reason, run.blocked_by, run.retry_due = (
             SKIPPED,
             "skipped by user",
@@ -714,7 +745,8 @@ class Runner:
             False,
         )
         self._emit_status(run, run.reason)
-        self._satisfy(run)
+        if now:
+            self._satisfy(run)
         self._recompute_blocking()
         self.store.state_changed()
 
@@ -929,7 +961,10 @@ class Runner:
 
     # ------------------------------------------------------------------ set-up helpers
     def _preselect(self, only: list[str] | None, skip: list[str] | None, resume_from: str | None):
-        """--only / --skip / --resume-from: steps that will not run are skipped up front."""
+        """--only / --skip / --resume-from: steps that will not run are skipped up front.
+
+        They pass their dependents on once their own dependencies are done, so the order of
+        the recipe is kept (contract.md, --skip)."""
         first = self.runs[resume_from].step.index if resume_from else 0
         for name, run in self.runs.items():
             reason = None
@@ -939,8 +974,8 @@ class Runner:
                 reason = "--skip"
             elif run.step.index < first:
                 reason = f"before --resume-from {resume_from}"
-            if reason:
-                run.status, run.reason, run.satisfied = SKIPPED, reason, True
+            if reason:  # a pass-through: released in order by _release_initial
+                run.status, run.reason = SKIPPED, reason
 
     def _step_info(self, run: StepRun) -> dict[str, Any]:
         step = run.step
