@@ -541,7 +541,7 @@ def test_shell_environment_expose_and_precedence(tmp_path, monkeypatch):
               - name: show
                 type: shell
                 env: {B: step, C: step, D: step, ORCH_STEP: from-step}
-                expose: [C, D, text, number, ORCH_STEP, missing_key]
+                expose: [C, D, text, number, ORCH_STEP]
                 cmd: @PY@
                 args:
                   - -c
@@ -558,11 +558,29 @@ def test_shell_environment_expose_and_precedence(tmp_path, monkeypatch):
     assert json.loads(env["D"]) == {"nested": [1, True, None]}
     assert env["text"] == "two words $HOME", "strings are exposed raw"
     assert env["number"] == "5"
-    assert "missing_key" not in env
     assert env["ORCH_STEP"] == "show", "ORCH_* beats everything"
     assert env["ORCH_RUN_DIR"] == str(result.run_dir)
     assert os.path.isabs(env["ORCH_RUN_DIR"])
     assert env["ORCH_CTX_OUT"]
+
+
+def test_expose_of_a_key_the_ctx_does_not_hold_fails_the_step_naming_it(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        ctx: {present: yes}
+        steps:
+          - {name: show, type: shell, expose: [present, foo], run: "touch show.ran"}
+          - {name: after, type: shell, run: "touch after.ran"}
+        """,
+    )
+    assert result.code == 1
+    show = result.steps["show"]
+    assert show["status"] == "failed"
+    assert "expose: ctx has no key 'foo'" in show["reason"]
+    assert "expose: ctx has no key 'foo'" in result.log("show").decode()
+    assert result.steps["after"]["status"] == "blocked"
+    assert not (tmp_path / "show.ran").exists(), "the step must not run without its variable"
 
 
 def test_ctx_out_key_value_lines_and_json_object(tmp_path):
