@@ -98,6 +98,7 @@ class StepFinished(Event):
     reason: str | None = None
     duration: float | None = None
     will_retry: bool = False
+    log_size: int | None = None  # the log's size when this attempt ended (None: no log)
 
 
 @dataclass(frozen=True, slots=True)

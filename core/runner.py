@@ -595,6 +595,8 @@ class Runner:
         run.exit_code, run.signal = outcome.exit_code, outcome.signal
         if run.stop_as:
             status, run.reason = run.stop_as, run.stop_reason or outcome.error
+            if execution is not None and execution.pid is None:
+                run.exit_code = None  # a thread we stopped: its "0" only says it returned
         elif step.background and not was_ready:
             status = FAILED
             run.reason = f"exited before it was ready ({outcome.error or 'exit code 0'})"
@@ -608,6 +610,7 @@ class Runner:
             and not (self._interrupted or self._closing)
         )
         run.status = status
+        self._flush_output(run)  # the attempt's output, then its end, then the next attempt
         self._emit(
             ev.StepFinished(
                 step=step.name,
@@ -618,10 +621,10 @@ class Runner:
                 reason=run.reason,
                 duration=round(run.ended - (run.started or run.ended), 3),
                 will_retry=will_retry,
+                log_size=None if run.steplog is None else run.steplog.size,
                 ts=self.clock(),
             )
         )
-        self._flush_output(run)
         if run.steplog is not None and run.steplog.write_error is not None:
             self._emit(
                 ev.RunMessage(

@@ -200,6 +200,46 @@ def test_retries_until_the_third_attempt_succeeds(tmp_path):
     assert "attempt 1" in log and "attempt 3" in log, "every attempt's output is kept"
 
 
+def test_retry_is_announced_before_the_next_attempts_output(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: always_fails, type: shell, retries: 2, retry_delay: 0, run: "echo failing; exit 1"}
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    for attempt in (2, 3):
+        assert first(f"retrying (attempt {attempt}") < first(f"--- attempt {attempt} ---"), (
+            result.stdout
+        )
+    # events.jsonl: each attempt's output, then its end, then the retry, then the next start
+    events = [
+        e
+        for e in read_events(only_run_dir(tmp_path))
+        if e.get("step") == "always_fails" and e["type"] != "resources"
+    ]
+    kinds = []
+    for e in events:
+        if e["type"] == "step_output":
+            kinds.append(
+                "output" + ("+header" if any("--- attempt" in x for x in e["lines"]) else "")
+            )
+        else:
+            kinds.append(e["type"] + (f":{e.get('status')}" if e["type"] == "step_status" else ""))
+    assert kinds == [
+        "step_started", "output", "step_finished", "step_status:pending",
+        "step_started", "output+header", "step_finished", "step_status:pending",
+        "step_started", "output+header", "step_finished",
+    ], kinds  # fmt: skip
+
+
 def test_retries_exhausted_fails_with_all_attempts_counted(tmp_path):
     result = run_recipe(
         tmp_path,
@@ -497,6 +537,20 @@ def test_python_step_gets_stop_and_log_when_named_and_output_stores_result(tmp_p
     assert "logger line 5" in result.log("full").decode()
 
 
+def test_timed_out_python_step_has_no_exit_code(tmp_path):
+    module = write_module(tmp_path, "def run(ctx, stop):\n    stop.wait(30)\n")
+    result = run_recipe(
+        tmp_path, f"steps:\n  - {{name: slow, type: python, module: {module}, timeout: 0.5}}\n"
+    )
+    assert result.code == 1
+    slow = result.steps["slow"]
+    assert slow["status"] == "timed_out"
+    assert slow["exit_code"] is None, "a thread has no exit code; 0 would read as success"
+    assert slow["reason"] == "timed out after 0.5s"
+    finished = result.events[event_index(result.events, "step_finished", "slow")]
+    assert finished["exit_code"] is None
+
+
 def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
     module = write_module(
         tmp_path,
@@ -622,6 +676,33 @@ def test_failed_step_does_not_merge_its_ctx_out(tmp_path):
     )
     assert result.steps["half"]["status"] == "failed"
     assert "partial" not in result.ctx
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("not json", "line 1: not KEY=VALUE or a JSON object"),
+        ("a=1\\n=2", "line 2: not KEY=VALUE or a JSON object"),
+        ("{broken", "invalid JSON at line 1"),
+        ("[1, 2]", "not KEY=VALUE or a JSON object"),
+        ('{\\"n\\": NaN}', "ctx['n']"),
+    ],
+    ids=["text", "empty-key", "bad-json", "json-list", "nan"],
+)
+def test_bad_ctx_out_fails_the_step_naming_it_not_an_internal_file(tmp_path, written, problem):
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: badjson, type: shell, run: "printf '{written}' > \\"$ORCH_CTX_OUT\\""}}
+        """,
+    )
+    assert result.code == 1
+    step = result.steps["badjson"]
+    assert step["status"] == "failed"
+    assert step["reason"].startswith("step 'badjson': ORCH_CTX_OUT: "), step["reason"]
+    assert problem in step["reason"]
+    assert "ctx_out" not in step["reason"].replace("ORCH_CTX_OUT", ""), "no internal file name"
 
 
 def test_cmd_and_args_never_go_through_a_shell(tmp_path):
