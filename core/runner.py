@@ -114,7 +114,8 @@ class StepRun:
             "blocked_by": sorted(self.blocked_by),
             "peak_cpu": self.peak_cpu,
             "peak_rss": self.peak_rss,
-            "log": f"logs/{self.log_file}",
+            # None until the file exists: a pending step, or a python step that printed nothing
+            "log": f"logs/{self.log_file}" if self.steplog and self.steplog.created else None,
         }
 
 

@@ -1013,7 +1013,8 @@ def test_run_directory_files_and_permissions(tmp_path):
     assert set(state["steps"]) == {"put", "odd name (2)", "fail"}
     for name, info in state["steps"].items():
         if name == "put":  # a python step that printed nothing has no log file (lazy)
-            assert not (run_dir / info["log"]).exists()
+            assert info["log"] is None
+            assert not list((run_dir / "logs").glob("put*"))
             continue
         assert (run_dir / info["log"]).is_file(), info["log"]
     assert read_json(run_dir / "ctx.json") == {"k": "v"}
@@ -1025,6 +1026,29 @@ def test_run_directory_files_and_permissions(tmp_path):
     assert events[-1]["type"] == "run_finished"
     assert events[-1]["exit_code"] == 0
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+
+
+def test_state_names_a_log_only_once_it_exists(tmp_path, runners):
+    module = write_module(tmp_path, "def speak(ctx):\n    print('said')\n")
+    runner = make_runner(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: speak, type: python, module: {module}, function: speak}}
+          - {{name: gate, type: shell, run: "while [ ! -f go ]; do sleep 0.05; done"}}
+          - {{name: later, type: shell, run: "true"}}
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: read_state(runner.run_dir)["steps"]["gate"]["status"] == "running")
+    steps = read_state(runner.run_dir)["steps"]
+    assert steps["later"]["log"] is None, "a pending step has no log yet"
+    for name in ("speak", "gate"):
+        assert (runner.run_dir / steps[name]["log"]).is_file(), name
+    (tmp_path / "go").touch()
+    assert runner.wait(10) == 0
+    assert (runner.run_dir / read_state(runner.run_dir)["steps"]["later"]["log"]).is_file()
 
 
 # ============================================================================ command API
