@@ -51,7 +51,7 @@ from core.reactor import OutputReactor
 from core.recipe import Recipe, Step
 from core.resources import Sampler, StepTarget
 from core.steplog import StepLog
-from core.store import RunStore, log_name, new_run_id
+from core.store import ResumePoint, RunStore, log_name, new_run_id
 from core.watchdog import Watchdog, kill_leftovers
 from core.workers import Workers
 
@@ -128,8 +128,7 @@ class Runner:
         jobs: int | None = None,
         only: list[str] | None = None,
         skip: list[str] | None = None,
-        resume_from: str | None = None,
-        resume_ctx: dict[str, Any] | None = None,
+        resume: ResumePoint | None = None,
         interactive: bool = False,
         keep_alive: bool = False,
         sampler: Sampler | None = None,
@@ -143,7 +142,8 @@ class Runner:
         self.interactive = interactive
         self.keep_alive = keep_alive
         self.clock = clock
-        self.ctx = Context(resume_ctx if resume_ctx is not None else recipe.ctx)
+        self.resume = resume
+        self.ctx = Context(resume.ctx if resume is not None else recipe.ctx)
         self.store = RunStore(self.run_dir)
         self.bus = EventBus(sink=self.store.append_event)
         self.workers = Workers()
@@ -162,7 +162,7 @@ class Runner:
         }
         self._dependents = dependents_of(recipe.deps)
         self._topo = topological_order(recipe.deps)
-        self._preselect(only, skip, resume_from)
+        self._preselect(only, skip, resume.step if resume else None)
 
         self._lock = threading.RLock()
         self._handling = False
@@ -210,6 +210,9 @@ class Runner:
                 ts=self.clock(),
             )
         )
+        if self.resume is not None:
+            where = f"{self.resume.run_id} ({self.resume.run_dir})"
+            self._emit(ev.RunMessage(level="info", text=f"ctx restored from run {where}"))
         for run in self.runs.values():
             if run.status == SKIPPED:
                 self._emit_status(run)
@@ -285,6 +288,7 @@ class Runner:
                 "exit_code": self.exit_code,
                 "started": self._started_at,
                 "ended": self._ended_at,
+                "resumed_from": self.resume.record() if self.resume else None,
                 "steps": {name: run.to_dict() for name, run in self.runs.items()},
             }
 

@@ -425,6 +425,72 @@ def test_resume_from_restores_ctx_of_the_latest_run(tmp_path):
     assert read_json(runs[-1] / "ctx.json")["greeting"] == "second"
 
 
+def _resume_recipe(tmp_path):
+    module = write_module(
+        tmp_path, "import os\n\ndef produce(ctx):\n    ctx['greeting'] = os.environ['GREETING']\n"
+    )
+    return write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: produce, type: python, module: {module}, function: produce}}
+          - {{name: count, type: shell, run: 'echo count=3 > "$ORCH_CTX_OUT"'}}
+          - {{name: consume, type: shell, expose: [greeting, count],
+              run: 'echo "$greeting $count" >> consume.out'}}
+        """,
+    )
+
+
+def _runs_by_start(tmp_path):
+    runs = (tmp_path / ".orch" / "runs").iterdir()
+    return sorted(runs, key=lambda d: read_state(d)["started"])
+
+
+def test_resume_skips_a_newer_run_that_did_not_produce_the_ctx(tmp_path):
+    recipe = _resume_recipe(tmp_path)
+    full = run_cli(recipe, "--no-ui", cwd=tmp_path, env={"GREETING": "full"})
+    assert full.returncode == 0, full.stdout + full.stderr
+    partial = run_cli(recipe, "--no-ui", "--only", "count", cwd=tmp_path, env={"GREETING": "x"})
+    assert partial.returncode == 0, partial.stdout + partial.stderr
+    first, newer = _runs_by_start(tmp_path)
+    assert "greeting" not in read_json(newer / "ctx.json")
+
+    result = run_cli(recipe, "--no-ui", "--resume-from", "consume", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "consume.out").read_text().splitlines() == ["full 3", "full 3"]
+    first_id = read_state(first)["run_id"]
+    assert f"ctx restored from run {first_id} ({first})" in result.stdout
+    resumed = _runs_by_start(tmp_path)[-1]
+    assert read_state(resumed)["resumed_from"] == {
+        "run_id": first_id,
+        "run_dir": str(first),
+        "step": "consume",
+    }
+
+    # That resumed run restored produce and count from a run where they succeeded, and says
+    # so in its state.json: it is the newest run to resume from now.
+    again = run_cli(recipe, "--no-ui", "--resume-from", "consume", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (
+        read_state(_runs_by_start(tmp_path)[-1])["resumed_from"]["run_id"]
+        == (read_state(resumed)["run_id"])
+    )
+
+
+def test_resume_with_no_run_that_got_that_far_is_a_usage_error(tmp_path):
+    recipe = _resume_recipe(tmp_path)
+    skipped = run_cli(recipe, "--no-ui", "--skip", "count", cwd=tmp_path, env={"GREETING": "a"})
+    assert skipped.returncode == 1  # consume: expose of the missing count
+    (only,) = _runs_by_start(tmp_path)
+
+    result = run_cli(recipe, "--no-ui", "--resume-from", "consume", cwd=tmp_path)
+    assert result.returncode == 2
+    assert read_state(only)["run_id"] in result.stderr
+    assert "'count'" in result.stderr and "skipped" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(_runs_by_start(tmp_path)) == 1, "nothing ran"
+
+
 # ============================================================================ ctx values
 def test_non_json_ctx_value_fails_the_step_naming_the_key(tmp_path):
     module = write_module(

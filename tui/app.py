@@ -396,11 +396,11 @@ def make_app(
     return OrchApp(runner, clock=clock, start_runner=start_runner)
 
 
-def run_app(recipe, args, resume_ctx) -> int:
+def run_app(recipe, args, resume) -> int:
     """``orch-tui RECIPE`` on a terminal."""
     from tui.cli import make_runner
 
-    runner = make_runner(recipe, args, resume_ctx, interactive=True)
+    runner = make_runner(recipe, args, resume, interactive=True)
     app = make_app(runner)
 
     def on_signal(signum: int, _frame) -> None:
