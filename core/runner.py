@@ -19,7 +19,6 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +46,14 @@ from core.executors.python import OutputRouting, PythonExecution
 from core.executors.session import SessionExecution
 from core.executors.shell import ShellExecution
 from core.graph import dependents_of, topological_order
+from core.ports import (
+    answers,
+    describe_holder,
+    group_members,
+    held_by,
+    listeners,
+    local_addresses,
+)
 from core.reactor import OutputReactor
 from core.recipe import Recipe, Step
 from core.resources import Sampler, StepTarget
@@ -402,6 +409,12 @@ class Runner:
         if run.attempts > 1:
             steplog.write_text(f"--- attempt {run.attempts} ---\n")
         run.steplog = steplog
+        taken = self._port_taken(step)
+        if taken:
+            steplog.write_text(f"orch-tui: not started: {taken}\n")
+            self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
+            self._ended(run, None, Outcome(None, error=taken))
+            return
         try:
             execution = self._make_execution(run, steplog)
             run.execution = execution
@@ -423,6 +436,21 @@ class Runner:
         if step.background:
             self._arm_readiness(run, execution)
         self.store.state_changed()
+
+    def _port_taken(self, step: Step) -> str | None:
+        """Why a ``ready: {port: N}`` step cannot start: somebody already listens on N (its own
+        server would die with "Address already in use" while the stranger answered for it)."""
+        ready = step.ready
+        if ready is None or ready.kind != "port":
+            return None
+        addresses = local_addresses(ready.host)
+        if addresses is None:
+            return None  # another machine: nobody's processes to see there
+        port = int(ready.value)
+        found = listeners(port, addresses) if answers(ready.host, port) else []
+        if not found:
+            return None
+        return f"port {port} is already in use by {describe_holder(found[0])}"
 
     def _make_execution(self, run: StepRun, steplog: StepLog) -> Execution:
         step = run.step
@@ -508,17 +536,20 @@ class Runner:
         self._after(ready.timeout, lambda: self._on_ready_timeout(run, execution))
 
     def _probe_port(self, run: StepRun, execution: Execution, became_ready: Callable) -> None:
-        """Connect until the port answers, the attempt ends, or readiness times out."""
+        """Poll until the step itself listens on the port (another machine's port: until it
+        answers), the attempt ends, or readiness times out."""
         ready = run.step.ready
         assert ready is not None
         deadline = time.monotonic() + ready.timeout
+        port, addresses = int(ready.value), local_addresses(ready.host)
         while run.execution is execution and run.status == RUNNING:
+            pause = 0.05  # polling a port: there is nothing to wait on
             try:
-                with socket.create_connection((ready.host, int(ready.value)), timeout=0.5):
-                    became_ready()
-                    return
-            except OSError:
-                pass
+                if answers(ready.host, port):
+                    if addresses is None or self._listens(execution, port, addresses):
+                        became_ready()
+                        return
+                    pause = 0.25  # somebody else answers: /proc/net/tcp less often
             except ValueError as exc:  # a host that cannot even be looked up ("label too long")
                 reason = f"cannot probe ready.port: host {ready.host!r}: {exc}"
 
@@ -530,7 +561,17 @@ class Runner:
                 return
             if time.monotonic() > deadline:
                 return
-            time.sleep(0.05)  # polling a port: there is nothing to wait on
+            time.sleep(pause)
+
+    @staticmethod
+    def _listens(execution: Execution, port: int, addresses: frozenset[str]) -> bool:
+        """A LISTEN socket on ``port`` belongs to the step: its process group or session, or
+        for a python step (a thread of the runner) the runner's own process."""
+        found = listeners(port, addresses)
+        if not found:
+            return False
+        pids = [os.getpid()] if execution.pid is None else group_members(execution.pid)
+        return held_by(found, pids)
 
     def _on_ctx_write(self, key: str) -> None:
         names = self._ctx_watch.get(key)
@@ -602,7 +643,7 @@ class Runner:
             status, run.reason = run.stop_as, run.stop_reason or outcome.error
             if execution is not None and execution.pid is None:
                 run.exit_code = None  # a thread we stopped: its "0" only says it returned
-        elif step.background and not was_ready:
+        elif step.background and not was_ready and execution is not None:
             status = FAILED
             run.reason = f"exited before it was ready ({outcome.error or 'exit code 0'})"
         elif outcome.ok:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import time
 
@@ -907,6 +908,108 @@ def test_background_ready_by_port(tmp_path):
         e["pid"] for e in result.events if e["type"] == "step_started" and e["step"] == "server"
     )
     assert not alive(pid)
+
+
+@pytest.fixture
+def stranger():
+    """A listener of somebody else's (this test's process, not the step's) on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_port_already_taken_fails_the_step_naming_the_holder(tmp_path, stranger):
+    result = run_recipe(
+        tmp_path,
+        _py(
+            f"""
+            steps:
+              - name: server
+                type: shell
+                background: true
+                ready: {{port: {stranger}, timeout: 15}}
+                cmd: @PY@
+                args: [-m, http.server, "{stranger}", --bind, 127.0.0.1]
+              - {{name: client, type: shell, run: "touch client.ran"}}
+            """
+        ),
+    )
+    assert result.code == 1
+    server = result.steps["server"]
+    assert server["status"] == "failed"
+    assert server["exit_code"] is None, "it was not started"
+    assert server["reason"].startswith(f"port {stranger} is already in use by pid {os.getpid()} (")
+    assert result.steps["client"]["status"] == "blocked"
+    assert not (tmp_path / "client.ran").exists(), "the dependent never met the stranger"
+
+
+def test_port_holder_as_proc_tells_it(stranger):
+    from core.ports import Listener, describe_holder, held_by, listeners, local_addresses
+
+    (found,) = listeners(stranger, local_addresses("localhost"))
+    assert held_by([found], [os.getpid()])
+    assert not held_by([found], [os.getppid()])
+    assert describe_holder(found).startswith(f"pid {os.getpid()} (")
+    assert listeners(stranger, local_addresses("127.0.0.2")) == [], "another address"
+    assert local_addresses("192.0.2.1") is None, "not an address of this machine: connect only"
+    hidden = Listener("127.0.0.1", inode=0, uid=os.getuid() + 1)  # no process shows inode 0
+    assert describe_holder(hidden) == "another user's process"
+
+
+def test_a_stranger_listening_later_does_not_make_the_step_ready(tmp_path, runners):
+    port = free_port()
+    runner = make_runner(
+        tmp_path,
+        f"""
+        steps:
+          - name: server
+            type: shell
+            background: true
+            ready: {{port: {port}, timeout: 1}}
+            run: exec sleep 1000
+          - {{name: client, type: shell, run: "touch client.ran"}}
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: runner.state()["steps"]["server"]["status"] == "running")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        assert runner.wait(15) == 1
+    server = runner.state()["steps"]["server"]
+    assert server["status"] == "failed"
+    assert f"not ready within 1s (port {port})" in server["reason"]
+    assert not (tmp_path / "client.ran").exists()
+
+
+def test_python_step_listening_in_the_runner_is_ready_by_port(tmp_path):
+    port = free_port()
+    module = write_module(
+        tmp_path,
+        """
+        import socket
+
+        def serve(ctx, port, stop):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+                stop.wait(30)
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: server, type: python, module: {module}, function: serve,
+              params: {{port: {port}}}, background: true, ready: {{port: {port}, timeout: 15}}}}
+          - {{name: client, type: shell, run: "touch client.ran"}}
+        """,
+    )
+    assert result.code == 0, result.steps
+    _order(result, ("step_ready", "server"), ("step_started", "client"))
+    assert result.steps["server"]["status"] == "stopped"
 
 
 def test_background_ready_by_log_regex(tmp_path):
