@@ -165,6 +165,13 @@ class RunFinished(Event):
     counts: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class RunReopened(Event):
+    """An interactive run that had ended (RunFinished) runs again: the user retried a step."""
+
+    kind: ClassVar[str] = "run_reopened"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -178,6 +185,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ResourcesSampled,
         RunMessage,
         RunFinished,
+        RunReopened,
     )
 }
 

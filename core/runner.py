@@ -245,7 +245,20 @@ class Runner:
 
     @property
     def finished(self) -> bool:
+        """The runner's threads are done (after ``close`` in interactive mode): see ``status``."""
         return self._finished.is_set()
+
+    @property
+    def status(self) -> str:
+        """The run's status as state.json has it: running, then succeeded, failed or
+        interrupted once every step has ended, which in interactive mode happens before
+        ``finished`` (the app stays open) and may be undone by a retry."""
+        return self._status
+
+    @property
+    def ended_at(self) -> float | None:
+        """When the run ended (None while it runs, and again after a retry reopened it)."""
+        return self._ended_at
 
     def skip(self, name: str) -> None:
         """Skip a pending, blocked or failed step: its dependents go on as if it succeeded."""
@@ -831,9 +844,11 @@ class Runner:
                     self._ended(run, execution, outcome)
             self._finish(leftover_grace=0.0)  # "again to kill at once": leftovers too
             return
-        if self.keep_alive and self._foreground_done() and not self._interrupted:
-            # --keep-alive: Ctrl-C is how the user ends a run whose work is done; the
-            # background steps are stopped, not cancelled, and the exit code is the work's.
+        work_done = self._ended_at is not None or (self.keep_alive and self._foreground_done())
+        if work_done and not self._interrupted:
+            # --keep-alive, or an interactive run whose steps have all ended: Ctrl-C or a
+            # signal is how the user ends a run whose work is done; the background steps are
+            # stopped, not cancelled, and the exit code is the work's.
             self._do_close()
             return
         self._interrupted = True
@@ -870,6 +885,8 @@ class Runner:
         if self._finished.is_set():
             return
         if self._running_fg and not (self._interrupted or self._closing):
+            if self._ended_at is not None:
+                self._reopen()
             return  # the common case, answered without looking at every step
         active = [r for r in self.runs.values() if r.execution is not None]
         if self._interrupted or self._closing:
@@ -877,9 +894,16 @@ class Runner:
                 self._finish()
             return
         if any(r.status in (PENDING, RUNNING) for r in self.runs.values()):
+            if self._ended_at is not None:
+                self._reopen()
             return
         # Every foreground step is done; what is left are ready background steps.
-        if self.interactive or (self.keep_alive and active):
+        if self.interactive:
+            # The app stays open for retries, but the run is over once nothing runs any more.
+            if not active:
+                self._record_end()
+            return
+        if self.keep_alive and active:
             return
         if active:
             if not self._stopping_background:
@@ -902,8 +926,25 @@ class Runner:
                 )
             )
         self.watchdog.stop()
+        self._record_end()
+        self.bus.close()
+        self.store.close()
+        OutputRouting.release()
+        self._finished.set()
+        self._inbox.put(_noop)  # the scheduler thread may be asleep: let it see the end
+
+    def _record_end(self) -> None:
+        """The run's end in state.json and events: status, exit code, end time, RunFinished.
+
+        Once per end: closing an interactive run that already ended (every step had) adds
+        nothing, unless it changed the outcome. A retry may reopen it (``_reopen``) and it
+        ends again later.
+        """
+        outcome = self._outcome()
+        if self._ended_at is not None and outcome == (self.exit_code, self._status):
+            return
         self._ended_at = self.clock()
-        self.exit_code, self._status = self._outcome()
+        self.exit_code, self._status = outcome
         for run in self.runs.values():
             self._flush_output(run)
         counts: dict[str, int] = {}
@@ -911,15 +952,18 @@ class Runner:
             counts[run.status] = counts.get(run.status, 0) + 1
         self._emit(
             ev.RunFinished(
-                status=self._status, exit_code=self.exit_code, counts=counts, ts=self.clock()
+                status=self._status, exit_code=self.exit_code, counts=counts, ts=self._ended_at
             )
         )
         self.store.state_changed()
-        self.bus.close()
-        self.store.close()
-        OutputRouting.release()
-        self._finished.set()
-        self._inbox.put(_noop)  # the scheduler thread may be asleep: let it see the end
+
+    def _reopen(self) -> None:
+        """An interactive run that had ended runs again (a retry, a skip that let blocked
+        steps go on): state.json says running, with no end, until it ends again."""
+        self._ended_at = self.exit_code = None
+        self._status = "running"
+        self._emit(ev.RunReopened(ts=self.clock()))
+        self.store.state_changed()
 
     def _outcome(self) -> tuple[int, str]:
         if self._interrupted or self._cut_short:
@@ -972,12 +1016,9 @@ class Runner:
                     self._ctx_seen = self.ctx.version
                     self._emit(ev.CtxChanged(keys=changed, version=self._ctx_seen, ts=self.clock()))
                     self.store.ctx_changed()
+                # no step runs: nothing to sample, nothing appended while an idle app is open
                 targets = self._sample_targets() if self._sampler else None
-            if (
-                targets is not None
-                and time.monotonic() >= next_sample
-                and not self._sampling.is_set()
-            ):
+            if targets and time.monotonic() >= next_sample and not self._sampling.is_set():
                 next_sample = time.monotonic() + self._resource_interval
                 # Not on this thread: a slow sample (a stalled /proc, thousands of processes)
                 # must not hold up output and ctx events, nor the saving they trigger.
@@ -997,8 +1038,8 @@ class Runner:
             sample = self._sampler.sample(targets)
             peaks = self._sampler.peaks()
             with self._lock:
-                if self._finished.is_set():
-                    return
+                if self._finished.is_set() or self._ended_at is not None:
+                    return  # taken as the run ended: no sample after its end
                 for name, peak in peaks.items():
                     run = self.runs.get(name)
                     if run is not None:

@@ -1328,6 +1328,82 @@ def test_interactive_close_stops_background_steps(tmp_path, runners):
     assert not alive(pid)
 
 
+def test_interactive_run_ends_once_every_step_has_and_a_retry_reopens_it(tmp_path, runners):
+    from core.resources import FixedSampler
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: check, type: shell, run: "test -f fixed"}
+          - {name: after, type: shell, run: "while [ ! -f go ]; do sleep 0.05; done"}
+        """,
+        interactive=True,
+        sampler=FixedSampler(),
+        resource_interval=0.05,
+    )
+    runners.append(runner)
+    seen: list[dict] = []
+    runner.subscribe(lambda event: seen.append(event.to_dict()))
+    runner.start()
+
+    def kinds() -> list[str]:
+        return [e["type"] for e in seen if e["type"] in ("run_finished", "run_reopened")]
+
+    def state() -> dict:
+        return read_state(runner.run_dir)
+
+    wait_for(lambda: state()["status"] == "failed", message="the run over in state.json")
+    assert state()["exit_code"] == 1 and state()["ended"] is not None
+    assert state()["steps"]["after"]["status"] == "blocked"
+    wait_for(lambda: kinds() == ["run_finished"])
+    wait_for(lambda: "run_finished" in [e["type"] for e in read_events(runner.run_dir)])
+    assert not runner.finished, "the app is still open: the runner still takes commands"
+    time.sleep(0.5)  # ten sampling intervals: an absence can only be seen by waiting
+    after_end = [e["type"] for e in seen[[e["type"] for e in seen].index("run_finished") :]]
+    assert "resources" not in after_end, "nothing runs: nothing to sample"
+
+    (tmp_path / "fixed").touch()
+    runner.retry("check")
+    wait_for(lambda: _status(runner, "after") == "running", message="after running")
+    wait_for(lambda: state()["status"] == "running" and state()["ended"] is None)
+    assert state()["exit_code"] is None
+    assert kinds() == ["run_finished", "run_reopened"]
+    (tmp_path / "go").touch()
+    wait_for(lambda: state()["status"] == "succeeded", message="the run over again")
+    assert state()["exit_code"] == 0 and state()["ended"] is not None
+    wait_for(lambda: kinds() == ["run_finished", "run_reopened", "run_finished"])
+    finished = [e for e in seen if e["type"] == "run_finished"]
+    assert [e["status"] for e in finished] == ["failed", "succeeded"]
+
+    runner.close()
+    assert runner.wait(10) == 0
+    assert kinds() == ["run_finished", "run_reopened", "run_finished"], "closing: no new end"
+    assert read_state(runner.run_dir)["ended"] == finished[-1]["ts"]
+
+
+def test_interactive_run_with_a_ready_background_step_is_not_over(tmp_path, runners):
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: bg, type: shell, background: true, run: "exec sleep 1000"}
+          - {name: fg, type: shell, run: "true"}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: _status(runner, "fg") == "succeeded")
+    assert _status(runner, "bg") == "ready"
+    wait_for(lambda: read_state(runner.run_dir)["steps"]["fg"]["status"] == "succeeded")
+    assert read_state(runner.run_dir)["status"] == "running"
+    runner.stop_step("bg")
+    wait_for(lambda: read_state(runner.run_dir)["status"] == "succeeded", message="over")
+    runner.close()
+    assert runner.wait(10) == 0
+
+
 def test_commands_on_unknown_steps_raise(tmp_path, runners):
     runner = make_runner(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
     runners.append(runner)
