@@ -165,3 +165,27 @@ def test_retried_root_releases_the_steps_behind_a_skipped_one(tmp_path, runners)
     assert not (tmp_path / "b.ran").exists()
     runner.close()
     assert runner.wait(10) == 0
+
+
+def test_skipping_the_failed_root_lets_the_steps_behind_a_skipped_one_go_on(tmp_path, runners):
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: a, type: shell, run: "exit 3"}
+          - {name: b, type: shell, run: "touch b.ran"}
+          - {name: c, type: shell, run: "touch c.ran"}
+          - {name: d, type: shell, run: "touch d.ran"}
+        """,
+        interactive=True,
+        skip=["b", "c"],
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: _status(runner, "d") == "blocked", message="d blocked by a")
+    assert runner.state()["steps"]["d"]["blocked_by"] == ["a"]
+    runner.skip("a")
+    wait_for(lambda: _status(runner, "d") == "succeeded", message="d ran once a was skipped")
+    assert sorted(p.name for p in tmp_path.glob("*.ran")) == ["d.ran"]
+    runner.close()
+    assert runner.wait(10) == 0
