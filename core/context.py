@@ -234,17 +234,28 @@ def shell_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+class ExposeError(ValueError):
+    """A key named in ``expose:`` that the ctx does not hold."""
+
+
 def expose_for_shell(ctx: Context | dict[str, Any], keys: Iterable[str]) -> dict[str, str]:
-    """Environment entries for the given ctx keys (missing keys are left out).
+    """Environment entries for the given ctx keys.
+
+    A missing key raises ExposeError rather than leaving the variable unset: a step run
+    without a value it asked for fails later and far from the cause (often with a shell's
+    "unbound variable", or silently with an empty string).
 
     Values travel as environment values, never through a shell, so no quoting is involved: a
     value of ``$(rm -rf ~)`` arrives as those characters.
     """
     env: dict[str, str] = {}
     for key in keys:
-        if key in ctx:
-            text = shell_value(ctx[key])
-            if "\x00" in text:
-                raise ContextValueError(f"ctx[{key!r}] holds a NUL byte: it cannot be exported")
-            env[key] = text
+        try:
+            value = ctx[key]
+        except KeyError:
+            raise ExposeError(f"expose: ctx has no key {key!r}") from None
+        text = shell_value(value)
+        if "\x00" in text:
+            raise ContextValueError(f"ctx[{key!r}] holds a NUL byte: it cannot be exported")
+        env[key] = text
     return env

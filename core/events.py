@@ -98,6 +98,7 @@ class StepFinished(Event):
     reason: str | None = None
     duration: float | None = None
     will_retry: bool = False
+    log_size: int | None = None  # the log's size when this attempt ended (None: no log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,13 @@ class RunFinished(Event):
     counts: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class RunReopened(Event):
+    """An interactive run that had ended (RunFinished) runs again: the user retried a step."""
+
+    kind: ClassVar[str] = "run_reopened"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -177,6 +185,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ResourcesSampled,
         RunMessage,
         RunFinished,
+        RunReopened,
     )
 }
 

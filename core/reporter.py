@@ -404,7 +404,7 @@ class HeadlessReporter:
             return
         if isinstance(event, StepOutput):
             step = self._step(event.step)
-            self._echo(step, final=False)
+            self._echo(step, final=False, upto=event.size)
         elif isinstance(event, StepStarted):
             self._on_started(event)
         elif isinstance(event, StepFinished):
@@ -477,7 +477,9 @@ class HeadlessReporter:
 
     def _on_finished(self, event: StepFinished) -> None:
         step = self._step(event.step)
-        self._echo(step, final=True)  # its output before the line that says it ended
+        # its output before the line that says it ended, and no further: a retry's next
+        # attempt may already be writing, and its lines must not come before that line
+        self._echo(step, final=True, upto=event.log_size)
         with self._lock:
             step.status = PENDING if event.will_retry else event.status
             step.attempt = max(step.attempt, event.attempt)
@@ -570,9 +572,10 @@ class HeadlessReporter:
         return step
 
     # == output echo ================================================================================
-    def _blocks(self, step: _Step, *, final: bool) -> Iterator[bytes]:
+    def _blocks(self, step: _Step, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
         """New complete lines of the step's log, a chunk at a time, each joined by ``\\n`` with
-        no trailing newline; with ``final`` the incomplete last line too."""
+        no trailing newline; with ``final`` the incomplete last line too. ``upto``: the log
+        size the event announced, not read past."""
         path = self.run_dir / step.log
         try:
             fh = open(path, "rb")  # noqa: SIM115 - closed below, while we yield
@@ -587,8 +590,9 @@ class HeadlessReporter:
                 except OSError:
                     return
                 while True:
+                    want = CHUNK if upto is None else min(CHUNK, upto - step.offset)
                     try:
-                        data = fh.read(CHUNK)
+                        data = fh.read(want) if want > 0 else b""
                     except OSError:
                         break
                     if not data:
@@ -609,18 +613,18 @@ class HeadlessReporter:
             block, step.pending = step.pending, b""
             yield block
 
-    def _echo(self, step: _Step, *, final: bool) -> None:
+    def _echo(self, step: _Step, *, final: bool, upto: int | None = None) -> None:
         """Print everything new in the step's log."""
         if not self.echo_output:
             return
         if not self.tty:
-            for block in self._blocks(step, final=final):
+            for block in self._blocks(step, final=final, upto=upto):
                 self._echo_plain(step, block)
             return
         # On a terminal only the newest lines can be shown: keep a bounded tail, count the rest.
         tail: bytes | None = None
         total = 0
-        for block in self._blocks(step, final=final):
+        for block in self._blocks(step, final=final, upto=upto):
             total += block.count(b"\n") + 1
             tail = block if tail is None else tail + b"\n" + block
             if tail.count(b"\n") >= TTY_LINES_PER_REFRESH:

@@ -19,7 +19,6 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -47,11 +46,19 @@ from core.executors.python import OutputRouting, PythonExecution
 from core.executors.session import SessionExecution
 from core.executors.shell import ShellExecution
 from core.graph import dependents_of, topological_order
+from core.ports import (
+    answers,
+    describe_holder,
+    group_members,
+    held_by,
+    listeners,
+    local_addresses,
+)
 from core.reactor import OutputReactor
 from core.recipe import Recipe, Step, step_cwd
 from core.resources import Sampler, StepTarget
 from core.steplog import StepLog
-from core.store import RunStore, log_name, new_run_id
+from core.store import ResumePoint, RunStore, log_name, new_run_id
 from core.watchdog import Watchdog, kill_leftovers
 from core.workers import Workers
 
@@ -86,6 +93,11 @@ class StepRun:
     retry_due: bool = False
 
     @property
+    def passing_through(self) -> bool:
+        """Skipped, but still waiting for its own dependencies before its dependents go on."""
+        return self.status == SKIPPED and not self.satisfied
+
+    @property
     def dead(self) -> bool:
         """Finished without letting its dependents go on."""
         return self.status in (FAILED, TIMED_OUT, CANCELLED, STOPPED) and not self.satisfied
@@ -109,7 +121,8 @@ class StepRun:
             "blocked_by": sorted(self.blocked_by),
             "peak_cpu": self.peak_cpu,
             "peak_rss": self.peak_rss,
-            "log": f"logs/{self.log_file}",
+            # None until the file exists: a pending step, or a python step that printed nothing
+            "log": f"logs/{self.log_file}" if self.steplog and self.steplog.created else None,
         }
 
 
@@ -122,8 +135,7 @@ class Runner:
         jobs: int | None = None,
         only: list[str] | None = None,
         skip: list[str] | None = None,
-        resume_from: str | None = None,
-        resume_ctx: dict[str, Any] | None = None,
+        resume: ResumePoint | None = None,
         interactive: bool = False,
         keep_alive: bool = False,
         sampler: Sampler | None = None,
@@ -137,7 +149,8 @@ class Runner:
         self.interactive = interactive
         self.keep_alive = keep_alive
         self.clock = clock
-        self.ctx = Context(resume_ctx if resume_ctx is not None else recipe.ctx)
+        self.resume = resume
+        self.ctx = Context(resume.ctx if resume is not None else recipe.ctx)
         self.store = RunStore(self.run_dir)
         self.bus = EventBus(sink=self.store.append_event)
         self.workers = Workers()
@@ -156,7 +169,7 @@ class Runner:
         }
         self._dependents = dependents_of(recipe.deps)
         self._topo = topological_order(recipe.deps)
-        self._preselect(only, skip, resume_from)
+        self._preselect(only, skip, resume.step if resume else None)
 
         self._lock = threading.RLock()
         self._handling = False
@@ -204,6 +217,9 @@ class Runner:
                 ts=self.clock(),
             )
         )
+        if self.resume is not None:
+            where = f"{self.resume.run_id} ({self.resume.run_dir})"
+            self._emit(ev.RunMessage(level="info", text=f"ctx restored from run {where}"))
         for run in self.runs.values():
             if run.status == SKIPPED:
                 self._emit_status(run)
@@ -229,7 +245,20 @@ class Runner:
 
     @property
     def finished(self) -> bool:
+        """The runner's threads are done (after ``close`` in interactive mode): see ``status``."""
         return self._finished.is_set()
+
+    @property
+    def status(self) -> str:
+        """The run's status as state.json has it: running, then succeeded, failed or
+        interrupted once every step has ended, which in interactive mode happens before
+        ``finished`` (the app stays open) and may be undone by a retry."""
+        return self._status
+
+    @property
+    def ended_at(self) -> float | None:
+        """When the run ended (None while it runs, and again after a retry reopened it)."""
+        return self._ended_at
 
     def skip(self, name: str) -> None:
         """Skip a pending, blocked or failed step: its dependents go on as if it succeeded."""
@@ -279,6 +308,7 @@ class Runner:
                 "exit_code": self.exit_code,
                 "started": self._started_at,
                 "ended": self._ended_at,
+                "resumed_from": self.resume.record() if self.resume else None,
                 "steps": {name: run.to_dict() for name, run in self.runs.items()},
             }
 
@@ -346,8 +376,12 @@ class Runner:
     def _release_initial(self) -> None:
         for name in self._topo:
             run = self.runs[name]
-            if run.status == PENDING and self._deps_satisfied(run):
+            if not self._deps_satisfied(run):
+                continue
+            if run.status == PENDING:
                 self._push_ready(run)
+            elif run.passing_through:
+                self._satisfy(run)
 
     def _deps_satisfied(self, run: StepRun) -> bool:
         return all(self.runs[d].satisfied for d in run.step.depends_on)
@@ -388,6 +422,12 @@ class Runner:
         if run.attempts > 1:
             steplog.write_text(f"--- attempt {run.attempts} ---\n")
         run.steplog = steplog
+        taken = self._port_taken(step)
+        if taken:
+            steplog.write_text(f"orch-tui: not started: {taken}\n")
+            self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
+            self._ended(run, None, Outcome(None, error=taken))
+            return
         try:
             execution = self._make_execution(run, steplog)
             run.execution = execution
@@ -409,6 +449,21 @@ class Runner:
         if step.background:
             self._arm_readiness(run, execution)
         self.store.state_changed()
+
+    def _port_taken(self, step: Step) -> str | None:
+        """Why a ``ready: {port: N}`` step cannot start: somebody already listens on N (its own
+        server would die with "Address already in use" while the stranger answered for it)."""
+        ready = step.ready
+        if ready is None or ready.kind != "port":
+            return None
+        addresses = local_addresses(ready.host)
+        if addresses is None:
+            return None  # another machine: nobody's processes to see there
+        port = int(ready.value)
+        found = listeners(port, addresses) if answers(ready.host, port) else []
+        if not found:
+            return None
+        return f"port {port} is already in use by {describe_holder(found[0])}"
 
     def _make_execution(self, run: StepRun, steplog: StepLog) -> Execution:
         step = run.step
@@ -492,17 +547,20 @@ class Runner:
         self._after(ready.timeout, lambda: self._on_ready_timeout(run, execution))
 
     def _probe_port(self, run: StepRun, execution: Execution, became_ready: Callable) -> None:
-        """Connect until the port answers, the attempt ends, or readiness times out."""
+        """Poll until the step itself listens on the port (another machine's port: until it
+        answers), the attempt ends, or readiness times out."""
         ready = run.step.ready
         assert ready is not None
         deadline = time.monotonic() + ready.timeout
+        port, addresses = int(ready.value), local_addresses(ready.host)
         while run.execution is execution and run.status == RUNNING:
+            pause = 0.05  # polling a port: there is nothing to wait on
             try:
-                with socket.create_connection((ready.host, int(ready.value)), timeout=0.5):
-                    became_ready()
-                    return
-            except OSError:
-                pass
+                if answers(ready.host, port):
+                    if addresses is None or self._listens(execution, port, addresses):
+                        became_ready()
+                        return
+                    pause = 0.25  # somebody else answers: /proc/net/tcp less often
             except ValueError as exc:  # a host that cannot even be looked up ("label too long")
                 reason = f"cannot probe ready.port: host {ready.host!r}: {exc}"
 
@@ -514,7 +572,17 @@ class Runner:
                 return
             if time.monotonic() > deadline:
                 return
-            time.sleep(0.05)  # polling a port: there is nothing to wait on
+            time.sleep(pause)
+
+    @staticmethod
+    def _listens(execution: Execution, port: int, addresses: frozenset[str]) -> bool:
+        """A LISTEN socket on ``port`` belongs to the step: its process group or session, or
+        for a python step (a thread of the runner) the runner's own process."""
+        found = listeners(port, addresses)
+        if not found:
+            return False
+        pids = [os.getpid()] if execution.pid is None else group_members(execution.pid)
+        return held_by(found, pids)
 
     def _on_ctx_write(self, key: str) -> None:
         names = self._ctx_watch.get(key)
@@ -584,7 +652,9 @@ class Runner:
         run.exit_code, run.signal = outcome.exit_code, outcome.signal
         if run.stop_as:
             status, run.reason = run.stop_as, run.stop_reason or outcome.error
-        elif step.background and not was_ready:
+            if execution is not None and execution.pid is None:
+                run.exit_code = None  # a thread we stopped: its "0" only says it returned
+        elif step.background and not was_ready and execution is not None:
             status = FAILED
             run.reason = f"exited before it was ready ({outcome.error or 'exit code 0'})"
         elif outcome.ok:
@@ -597,6 +667,7 @@ class Runner:
             and not (self._interrupted or self._closing)
         )
         run.status = status
+        self._flush_output(run)  # the attempt's output, then its end, then the next attempt
         self._emit(
             ev.StepFinished(
                 step=step.name,
@@ -607,10 +678,10 @@ class Runner:
                 reason=run.reason,
                 duration=round(run.ended - (run.started or run.ended), 3),
                 will_retry=will_retry,
+                log_size=None if run.steplog is None else run.steplog.size,
                 ts=self.clock(),
             )
         )
-        self._flush_output(run)
         if run.steplog is not None and run.steplog.write_error is not None:
             self._emit(
                 ev.RunMessage(
@@ -657,12 +728,23 @@ class Runner:
             self._push_ready(run)
 
     def _satisfy(self, run: StepRun) -> None:
-        """The step lets its dependents go on: queue those whose dependencies are all met."""
+        """The step lets its dependents go on: queue those whose dependencies are all met.
+
+        A skipped dependent still waiting for its own dependencies is a pass-through: it lets
+        its dependents go on in turn, now that it may (a loop, not recursion: a chain of
+        thousands of skipped steps must not overflow the stack).
+        """
         run.satisfied = True
-        for name in self._dependents[run.step.name]:
-            child = self.runs[name]
-            if child.status == PENDING and self._deps_satisfied(child):
-                self._push_ready(child)
+        passing = [run]
+        while passing:
+            for name in self._dependents[passing.pop().step.name]:
+                child = self.runs[name]
+                if child.status == PENDING:
+                    if self._deps_satisfied(child):
+                        self._push_ready(child)
+                elif child.passing_through and self._deps_satisfied(child):
+                    child.satisfied, child.blocked_by = True, set()
+                    passing.append(child)
 
     def _recompute_blocking(self) -> None:
         """Mark every waiting step that cannot run because of a failure upstream, and un-mark.
@@ -672,15 +754,12 @@ class Runner:
         """
         for name in self._topo:
             run = self.runs[name]
+            if run.passing_through:  # skipped, waiting: what holds it up holds up its dependents
+                run.blocked_by = self._failed_roots(run)
+                continue
             if run.status not in (PENDING, BLOCKED) or run.retry_due:
                 continue
-            roots: set[str] = set()
-            for dep in run.step.depends_on:
-                parent = self.runs[dep]
-                if parent.dead:
-                    roots.add(dep)
-                elif parent.status == BLOCKED:
-                    roots |= parent.blocked_by
+            roots = self._failed_roots(run)
             if roots:
                 if run.status != BLOCKED or roots != run.blocked_by:
                     run.status, run.blocked_by = BLOCKED, roots
@@ -690,6 +769,17 @@ class Runner:
                 self._emit_status(run)
                 if self._deps_satisfied(run):
                     self._push_ready(run)
+
+    def _failed_roots(self, run: StepRun) -> set[str]:
+        """The root failures that keep ``run``'s dependencies from being done."""
+        roots: set[str] = set()
+        for dep in run.step.depends_on:
+            parent = self.runs[dep]
+            if parent.dead:
+                roots.add(dep)
+            elif parent.status == BLOCKED or parent.passing_through:
+                roots |= parent.blocked_by
+        return roots
 
     # ------------------------------------------------------------------ commands
     def _refuse(self, run: StepRun, action: str) -> None:
@@ -705,6 +795,9 @@ class Runner:
     def _do_skip(self, run: StepRun) -> None:
         if "skip" not in self.allowed_actions(run.step.name):
             return self._refuse(run, "skip")
+        # A pending step passes its dependents on once its own dependencies are done; skipping
+        # a failed or blocked one is the user asking for its dependents to go on now.
+        now = run.status != PENDING or self._deps_satisfied(run)
         run.status, run.reason, run.blocked_by, run.retry_due = (
             SKIPPED,
             "skipped by user",
@@ -712,7 +805,8 @@ class Runner:
             False,
         )
         self._emit_status(run, run.reason)
-        self._satisfy(run)
+        if now:
+            self._satisfy(run)
         self._recompute_blocking()
         self.store.state_changed()
 
@@ -748,9 +842,11 @@ class Runner:
                     self._ended(run, execution, outcome)
             self._finish(leftover_grace=0.0)  # "again to kill at once": leftovers too
             return
-        if self.keep_alive and self._foreground_done() and not self._interrupted:
-            # --keep-alive: Ctrl-C is how the user ends a run whose work is done; the
-            # background steps are stopped, not cancelled, and the exit code is the work's.
+        work_done = self._ended_at is not None or (self.keep_alive and self._foreground_done())
+        if work_done and not self._interrupted:
+            # --keep-alive, or an interactive run whose steps have all ended: Ctrl-C or a
+            # signal is how the user ends a run whose work is done; the background steps are
+            # stopped, not cancelled, and the exit code is the work's.
             self._do_close()
             return
         self._interrupted = True
@@ -787,6 +883,8 @@ class Runner:
         if self._finished.is_set():
             return
         if self._running_fg and not (self._interrupted or self._closing):
+            if self._ended_at is not None:
+                self._reopen()
             return  # the common case, answered without looking at every step
         active = [r for r in self.runs.values() if r.execution is not None]
         if self._interrupted or self._closing:
@@ -794,9 +892,16 @@ class Runner:
                 self._finish()
             return
         if any(r.status in (PENDING, RUNNING) for r in self.runs.values()):
+            if self._ended_at is not None:
+                self._reopen()
             return
         # Every foreground step is done; what is left are ready background steps.
-        if self.interactive or (self.keep_alive and active):
+        if self.interactive:
+            # The app stays open for retries, but the run is over once nothing runs any more.
+            if not active:
+                self._record_end()
+            return
+        if self.keep_alive and active:
             return
         if active:
             if not self._stopping_background:
@@ -819,8 +924,25 @@ class Runner:
                 )
             )
         self.watchdog.stop()
+        self._record_end()
+        self.bus.close()
+        self.store.close()
+        OutputRouting.release()
+        self._finished.set()
+        self._inbox.put(_noop)  # the scheduler thread may be asleep: let it see the end
+
+    def _record_end(self) -> None:
+        """The run's end in state.json and events: status, exit code, end time, RunFinished.
+
+        Once per end: closing an interactive run that already ended (every step had) adds
+        nothing, unless it changed the outcome. A retry may reopen it (``_reopen``) and it
+        ends again later.
+        """
+        outcome = self._outcome()
+        if self._ended_at is not None and outcome == (self.exit_code, self._status):
+            return
         self._ended_at = self.clock()
-        self.exit_code, self._status = self._outcome()
+        self.exit_code, self._status = outcome
         for run in self.runs.values():
             self._flush_output(run)
         counts: dict[str, int] = {}
@@ -828,15 +950,18 @@ class Runner:
             counts[run.status] = counts.get(run.status, 0) + 1
         self._emit(
             ev.RunFinished(
-                status=self._status, exit_code=self.exit_code, counts=counts, ts=self.clock()
+                status=self._status, exit_code=self.exit_code, counts=counts, ts=self._ended_at
             )
         )
         self.store.state_changed()
-        self.bus.close()
-        self.store.close()
-        OutputRouting.release()
-        self._finished.set()
-        self._inbox.put(_noop)  # the scheduler thread may be asleep: let it see the end
+
+    def _reopen(self) -> None:
+        """An interactive run that had ended runs again (a retry, a skip that let blocked
+        steps go on): state.json says running, with no end, until it ends again."""
+        self._ended_at = self.exit_code = None
+        self._status = "running"
+        self._emit(ev.RunReopened(ts=self.clock()))
+        self.store.state_changed()
 
     def _outcome(self) -> tuple[int, str]:
         if self._interrupted or self._cut_short:
@@ -889,12 +1014,9 @@ class Runner:
                     self._ctx_seen = self.ctx.version
                     self._emit(ev.CtxChanged(keys=changed, version=self._ctx_seen, ts=self.clock()))
                     self.store.ctx_changed()
+                # no step runs: nothing to sample, nothing appended while an idle app is open
                 targets = self._sample_targets() if self._sampler else None
-            if (
-                targets is not None
-                and time.monotonic() >= next_sample
-                and not self._sampling.is_set()
-            ):
+            if targets and time.monotonic() >= next_sample and not self._sampling.is_set():
                 next_sample = time.monotonic() + self._resource_interval
                 # Not on this thread: a slow sample (a stalled /proc, thousands of processes)
                 # must not hold up output and ctx events, nor the saving they trigger.
@@ -914,8 +1036,8 @@ class Runner:
             sample = self._sampler.sample(targets)
             peaks = self._sampler.peaks()
             with self._lock:
-                if self._finished.is_set():
-                    return
+                if self._finished.is_set() or self._ended_at is not None:
+                    return  # taken as the run ended: no sample after its end
                 for name, peak in peaks.items():
                     run = self.runs.get(name)
                     if run is not None:
@@ -927,7 +1049,10 @@ class Runner:
 
     # ------------------------------------------------------------------ set-up helpers
     def _preselect(self, only: list[str] | None, skip: list[str] | None, resume_from: str | None):
-        """--only / --skip / --resume-from: steps that will not run are skipped up front."""
+        """--only / --skip / --resume-from: steps that will not run are skipped up front.
+
+        They pass their dependents on once their own dependencies are done, so the order of
+        the recipe is kept (contract.md, --skip)."""
         first = self.runs[resume_from].step.index if resume_from else 0
         for name, run in self.runs.items():
             reason = None
@@ -937,8 +1062,8 @@ class Runner:
                 reason = "--skip"
             elif run.step.index < first:
                 reason = f"before --resume-from {resume_from}"
-            if reason:
-                run.status, run.reason, run.satisfied = SKIPPED, reason, True
+            if reason:  # a pass-through: released in order by _release_initial
+                run.status, run.reason = SKIPPED, reason
 
     def _step_info(self, run: StepRun) -> dict[str, Any]:
         step = run.step

@@ -90,6 +90,11 @@ class StepLog:
         self.size = os.fstat(fd).st_size
         return fd
 
+    @property
+    def created(self) -> bool:
+        """The log file exists (a lazy one only once something was written)."""
+        return self._fd is not None
+
     def write_text(self, text: str) -> None:
         self.write(text.encode("utf-8", "surrogateescape"))
 

@@ -16,8 +16,11 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from core.events import FAILED, STOPPED, SUCCEEDED, TIMED_OUT
 
 try:
     import orjson as _orjson
@@ -254,16 +257,79 @@ def _ours(path: Path) -> bool:
         return False
 
 
-def find_latest_run(recipe: Path, roots: list[Path], *, exclude: Path | None = None) -> Path | None:
-    """The newest run directory (by state.json start time) that ran ``recipe``."""
-    best: tuple[float, Path] | None = None
+@dataclass(frozen=True)
+class PastRun:
+    """An earlier run of a recipe, as its state.json tells it."""
+
+    run_dir: Path
+    state: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.state.get("run_id") or self.run_dir.name)
+
+    def restored_steps(self) -> set[str]:
+        """Steps this run skipped because it resumed after them from a run that had done them
+        (recorded as ``resumed_from``: such a source was checked, see ``find_resume_point``)."""
+        source = self.state.get("resumed_from")
+        names = list(self.state.get("steps") or {})  # recipe order
+        if not isinstance(source, dict) or source.get("step") not in names:
+            return set()
+        return set(names[: names.index(source["step"])])
+
+    def not_done(self, names: list[str]) -> str | None:
+        """How the first of ``names`` whose work this run's ctx lacks ended, or None if all did.
+
+        Done: succeeded; stopped (a background step that was ready, stopped with the run); an
+        allowed failure (continue_on_error: the run went on without its output by design);
+        restored from an earlier run (``restored_steps``). Not done: anything else, a step
+        left out by --skip/--only above all, which never wrote its part of the ctx.
+        """
+        steps = self.state.get("steps") or {}
+        restored = self.restored_steps()
+        for name in names:
+            step = steps.get(name)
+            if not isinstance(step, dict):
+                return f"{name!r} is not in it"
+            status = step.get("status")
+            allowed = status in (FAILED, TIMED_OUT) and step.get("allowed")
+            if status in (SUCCEEDED, STOPPED) or allowed or name in restored:
+                continue
+            reason = f" ({step['reason']})" if step.get("reason") else ""
+            return f"{name!r} is {status}{reason}"
+        return None
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What --resume-from STEP restores: the ctx of ``run_id``, whose steps before STEP did
+    their work."""
+
+    step: str
+    ctx: dict[str, Any]
+    run_id: str
+    run_dir: Path
+
+    def record(self) -> dict[str, str]:
+        """state.json's ``resumed_from``."""
+        return {"run_id": self.run_id, "run_dir": str(self.run_dir), "step": self.step}
+
+
+class ResumeError(Exception):
+    """No earlier run can be resumed from; the message says which and why."""
+
+
+def past_runs(recipe: Path, roots: list[Path], *, exclude: Path | None = None) -> list[PastRun]:
+    """This user's runs of ``recipe`` under ``roots``, newest (by state.json start) first."""
     target = str(recipe.resolve())
+    skip = exclude.resolve() if exclude is not None else None
+    found: dict[Path, tuple[float, PastRun]] = {}
     for root in roots:
         if not root.is_dir():
             continue
         for state_path in root.glob("*/state.json"):
-            run_dir = state_path.parent
-            if exclude is not None and run_dir.resolve() == exclude.resolve():
+            run_dir = state_path.parent.resolve()
+            if run_dir == skip or run_dir in found:
                 continue
             if not _ours(run_dir) or not _ours(state_path):
                 continue  # another user's run: its ctx is not ours to restore
@@ -271,9 +337,31 @@ def find_latest_run(recipe: Path, roots: list[Path], *, exclude: Path | None = N
                 state = json.loads(state_path.read_bytes())
             except (OSError, ValueError):
                 continue
-            if state.get("recipe") != target:
+            if not isinstance(state, dict) or state.get("recipe") != target:
                 continue
-            started = float(state.get("started") or 0)
-            if best is None or started > best[0]:
-                best = (started, run_dir)
-    return best[1] if best else None
+            found[run_dir] = (float(state.get("started") or 0), PastRun(run_dir, state))
+    return [run for _, run in sorted(found.values(), key=lambda item: item[0], reverse=True)]
+
+
+def find_resume_point(
+    recipe: Path, step: str, before: list[str], roots: list[Path], *, exclude: Path | None = None
+) -> ResumePoint:
+    """The ctx of the newest run in which every step of ``before`` (those ahead of ``step`` in
+    the recipe) did its work: a newer run that skipped or failed one of them never wrote its
+    part of the ctx, and resuming from it would run ``step`` on a ctx it was not meant for."""
+    runs = past_runs(recipe, roots, exclude=exclude)
+    if not runs:
+        where = " or ".join(str(r) for r in roots)
+        raise ResumeError(f"no earlier run of {recipe.name} under {where}")
+    for run in runs:
+        if run.not_done(before) is None:
+            try:
+                ctx = json.loads((run.run_dir / "ctx.json").read_bytes())
+            except (OSError, ValueError) as exc:
+                raise ResumeError(f"cannot read {run.run_dir / 'ctx.json'}: {exc}") from None
+            return ResumePoint(step, ctx, run.run_id, run.run_dir)
+    newest = runs[0]
+    raise ResumeError(
+        f"no earlier run of {recipe.name} in which every step before {step!r} succeeded; "
+        f"in the newest, {newest.run_id} ({newest.run_dir}), {newest.not_done(before)}"
+    )

@@ -20,8 +20,13 @@ def test_set_get_and_expose_like_the_seed():
 
 def test_expose_keeps_strings_and_json_encodes_the_rest():
     ctx = Context({"s": "a b $HOME", "l": [1, "x"], "d": {"k": None}, "b": True})
-    env = expose_for_shell(ctx, ["s", "l", "d", "b", "missing"])
+    env = expose_for_shell(ctx, ["s", "l", "d", "b"])
     assert env == {"s": "a b $HOME", "l": '[1,"x"]', "d": '{"k":null}', "b": "true"}
+
+
+def test_expose_of_a_missing_key_names_it():
+    with pytest.raises(ValueError, match="expose: ctx has no key 'missing'"):
+        expose_for_shell(Context({"s": "x"}), ["s", "missing"])
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,32 @@ def test_output_after_finish_and_at_close_is_not_lost(run: Run) -> None:
     assert run.echoed("dash") == ["serving", "still partial"]
 
 
+def test_retry_line_comes_before_the_next_attempts_output(run: Run) -> None:
+    # The runner may start the next attempt before the reporter reads the log: what that
+    # attempt writes must wait for the events that announce it.
+    run.start()
+    run.handle(StepStarted(step="lint", attempt=1, ts=run.tick()))
+    run.write("lint", b"failing\n")
+    ended_at = run.sizes["lint"]
+    run.write("lint", b"--- attempt 2 ---\nfailing again\n", event=False)
+    run.handle(
+        StepFinished(
+            step="lint", status="failed", attempt=1, exit_code=1, duration=0.1,
+            will_retry=True, log_size=ended_at, ts=run.tick(),
+        )
+    )  # fmt: skip
+    run.handle(StepStarted(step="lint", attempt=2, ts=run.tick()))
+    run.handle(StepOutput(step="lint", size=run.sizes["lint"], lines=[], lines_total=0))
+    lines = run.output().splitlines()
+    retry = next(i for i, line in enumerate(lines) if "retrying (attempt 2" in line)
+    assert [i for i, line in enumerate(lines) if line.startswith("lint | ")] == [
+        retry - 1,
+        retry + 2,
+        retry + 3,
+    ], lines
+    assert run.echoed("lint") == ["failing", "--- attempt 2 ---", "failing again"]
+
+
 def test_missing_or_replaced_log_does_not_raise(run: Run) -> None:
     run.start()
     run.handle(StepOutput(step="build", size=10, lines=["x"], lines_total=1))  # no file yet

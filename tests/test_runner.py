@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import time
 
@@ -200,6 +201,46 @@ def test_retries_until_the_third_attempt_succeeds(tmp_path):
     assert "attempt 1" in log and "attempt 3" in log, "every attempt's output is kept"
 
 
+def test_retry_is_announced_before_the_next_attempts_output(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: always_fails, type: shell, retries: 2, retry_delay: 0, run: "echo failing; exit 1"}
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    for attempt in (2, 3):
+        assert first(f"retrying (attempt {attempt}") < first(f"--- attempt {attempt} ---"), (
+            result.stdout
+        )
+    # events.jsonl: each attempt's output, then its end, then the retry, then the next start
+    events = [
+        e
+        for e in read_events(only_run_dir(tmp_path))
+        if e.get("step") == "always_fails" and e["type"] != "resources"
+    ]
+    kinds = []
+    for e in events:
+        if e["type"] == "step_output":
+            kinds.append(
+                "output" + ("+header" if any("--- attempt" in x for x in e["lines"]) else "")
+            )
+        else:
+            kinds.append(e["type"] + (f":{e.get('status')}" if e["type"] == "step_status" else ""))
+    assert kinds == [
+        "step_started", "output", "step_finished", "step_status:pending",
+        "step_started", "output+header", "step_finished", "step_status:pending",
+        "step_started", "output+header", "step_finished",
+    ], kinds  # fmt: skip
+
+
 def test_retries_exhausted_fails_with_all_attempts_counted(tmp_path):
     result = run_recipe(
         tmp_path,
@@ -385,6 +426,72 @@ def test_resume_from_restores_ctx_of_the_latest_run(tmp_path):
     assert read_json(runs[-1] / "ctx.json")["greeting"] == "second"
 
 
+def _resume_recipe(tmp_path):
+    module = write_module(
+        tmp_path, "import os\n\ndef produce(ctx):\n    ctx['greeting'] = os.environ['GREETING']\n"
+    )
+    return write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: produce, type: python, module: {module}, function: produce}}
+          - {{name: count, type: shell, run: 'echo count=3 > "$ORCH_CTX_OUT"'}}
+          - {{name: consume, type: shell, expose: [greeting, count],
+              run: 'echo "$greeting $count" >> consume.out'}}
+        """,
+    )
+
+
+def _runs_by_start(tmp_path):
+    runs = (tmp_path / ".orch" / "runs").iterdir()
+    return sorted(runs, key=lambda d: read_state(d)["started"])
+
+
+def test_resume_skips_a_newer_run_that_did_not_produce_the_ctx(tmp_path):
+    recipe = _resume_recipe(tmp_path)
+    full = run_cli(recipe, "--no-ui", cwd=tmp_path, env={"GREETING": "full"})
+    assert full.returncode == 0, full.stdout + full.stderr
+    partial = run_cli(recipe, "--no-ui", "--only", "count", cwd=tmp_path, env={"GREETING": "x"})
+    assert partial.returncode == 0, partial.stdout + partial.stderr
+    first, newer = _runs_by_start(tmp_path)
+    assert "greeting" not in read_json(newer / "ctx.json")
+
+    result = run_cli(recipe, "--no-ui", "--resume-from", "consume", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "consume.out").read_text().splitlines() == ["full 3", "full 3"]
+    first_id = read_state(first)["run_id"]
+    assert f"ctx restored from run {first_id} ({first})" in result.stdout
+    resumed = _runs_by_start(tmp_path)[-1]
+    assert read_state(resumed)["resumed_from"] == {
+        "run_id": first_id,
+        "run_dir": str(first),
+        "step": "consume",
+    }
+
+    # That resumed run restored produce and count from a run where they succeeded, and says
+    # so in its state.json: it is the newest run to resume from now.
+    again = run_cli(recipe, "--no-ui", "--resume-from", "consume", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (
+        read_state(_runs_by_start(tmp_path)[-1])["resumed_from"]["run_id"]
+        == (read_state(resumed)["run_id"])
+    )
+
+
+def test_resume_with_no_run_that_got_that_far_is_a_usage_error(tmp_path):
+    recipe = _resume_recipe(tmp_path)
+    skipped = run_cli(recipe, "--no-ui", "--skip", "count", cwd=tmp_path, env={"GREETING": "a"})
+    assert skipped.returncode == 1  # consume: expose of the missing count
+    (only,) = _runs_by_start(tmp_path)
+
+    result = run_cli(recipe, "--no-ui", "--resume-from", "consume", cwd=tmp_path)
+    assert result.returncode == 2
+    assert read_state(only)["run_id"] in result.stderr
+    assert "'count'" in result.stderr and "skipped" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(_runs_by_start(tmp_path)) == 1, "nothing ran"
+
+
 # ============================================================================ ctx values
 def test_non_json_ctx_value_fails_the_step_naming_the_key(tmp_path):
     module = write_module(
@@ -497,6 +604,20 @@ def test_python_step_gets_stop_and_log_when_named_and_output_stores_result(tmp_p
     assert "logger line 5" in result.log("full").decode()
 
 
+def test_timed_out_python_step_has_no_exit_code(tmp_path):
+    module = write_module(tmp_path, "def run(ctx, stop):\n    stop.wait(30)\n")
+    result = run_recipe(
+        tmp_path, f"steps:\n  - {{name: slow, type: python, module: {module}, timeout: 0.5}}\n"
+    )
+    assert result.code == 1
+    slow = result.steps["slow"]
+    assert slow["status"] == "timed_out"
+    assert slow["exit_code"] is None, "a thread has no exit code; 0 would read as success"
+    assert slow["reason"] == "timed out after 0.5s"
+    finished = result.events[event_index(result.events, "step_finished", "slow")]
+    assert finished["exit_code"] is None
+
+
 def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
     module = write_module(
         tmp_path,
@@ -541,7 +662,7 @@ def test_shell_environment_expose_and_precedence(tmp_path, monkeypatch):
               - name: show
                 type: shell
                 env: {B: step, C: step, D: step, ORCH_STEP: from-step}
-                expose: [C, D, text, number, ORCH_STEP, missing_key]
+                expose: [C, D, text, number, ORCH_STEP]
                 cmd: @PY@
                 args:
                   - -c
@@ -558,11 +679,29 @@ def test_shell_environment_expose_and_precedence(tmp_path, monkeypatch):
     assert json.loads(env["D"]) == {"nested": [1, True, None]}
     assert env["text"] == "two words $HOME", "strings are exposed raw"
     assert env["number"] == "5"
-    assert "missing_key" not in env
     assert env["ORCH_STEP"] == "show", "ORCH_* beats everything"
     assert env["ORCH_RUN_DIR"] == str(result.run_dir)
     assert os.path.isabs(env["ORCH_RUN_DIR"])
     assert env["ORCH_CTX_OUT"]
+
+
+def test_expose_of_a_key_the_ctx_does_not_hold_fails_the_step_naming_it(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        ctx: {present: yes}
+        steps:
+          - {name: show, type: shell, expose: [present, foo], run: "touch show.ran"}
+          - {name: after, type: shell, run: "touch after.ran"}
+        """,
+    )
+    assert result.code == 1
+    show = result.steps["show"]
+    assert show["status"] == "failed"
+    assert "expose: ctx has no key 'foo'" in show["reason"]
+    assert "expose: ctx has no key 'foo'" in result.log("show").decode()
+    assert result.steps["after"]["status"] == "blocked"
+    assert not (tmp_path / "show.ran").exists(), "the step must not run without its variable"
 
 
 def test_ctx_out_key_value_lines_and_json_object(tmp_path):
@@ -604,6 +743,33 @@ def test_failed_step_does_not_merge_its_ctx_out(tmp_path):
     )
     assert result.steps["half"]["status"] == "failed"
     assert "partial" not in result.ctx
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("not json", "line 1: not KEY=VALUE or a JSON object"),
+        ("a=1\\n=2", "line 2: not KEY=VALUE or a JSON object"),
+        ("{broken", "invalid JSON at line 1"),
+        ("[1, 2]", "not KEY=VALUE or a JSON object"),
+        ('{\\"n\\": NaN}', "ctx['n']"),
+    ],
+    ids=["text", "empty-key", "bad-json", "json-list", "nan"],
+)
+def test_bad_ctx_out_fails_the_step_naming_it_not_an_internal_file(tmp_path, written, problem):
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: badjson, type: shell, run: "printf '{written}' > \\"$ORCH_CTX_OUT\\""}}
+        """,
+    )
+    assert result.code == 1
+    step = result.steps["badjson"]
+    assert step["status"] == "failed"
+    assert step["reason"].startswith("step 'badjson': ORCH_CTX_OUT: "), step["reason"]
+    assert problem in step["reason"]
+    assert "ctx_out" not in step["reason"].replace("ORCH_CTX_OUT", ""), "no internal file name"
 
 
 def test_cmd_and_args_never_go_through_a_shell(tmp_path):
@@ -744,6 +910,108 @@ def test_background_ready_by_port(tmp_path):
         e["pid"] for e in result.events if e["type"] == "step_started" and e["step"] == "server"
     )
     assert not alive(pid)
+
+
+@pytest.fixture
+def stranger():
+    """A listener of somebody else's (this test's process, not the step's) on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_port_already_taken_fails_the_step_naming_the_holder(tmp_path, stranger):
+    result = run_recipe(
+        tmp_path,
+        _py(
+            f"""
+            steps:
+              - name: server
+                type: shell
+                background: true
+                ready: {{port: {stranger}, timeout: 15}}
+                cmd: @PY@
+                args: [-m, http.server, "{stranger}", --bind, 127.0.0.1]
+              - {{name: client, type: shell, run: "touch client.ran"}}
+            """
+        ),
+    )
+    assert result.code == 1
+    server = result.steps["server"]
+    assert server["status"] == "failed"
+    assert server["exit_code"] is None, "it was not started"
+    assert server["reason"].startswith(f"port {stranger} is already in use by pid {os.getpid()} (")
+    assert result.steps["client"]["status"] == "blocked"
+    assert not (tmp_path / "client.ran").exists(), "the dependent never met the stranger"
+
+
+def test_port_holder_as_proc_tells_it(stranger):
+    from core.ports import Listener, describe_holder, held_by, listeners, local_addresses
+
+    (found,) = listeners(stranger, local_addresses("localhost"))
+    assert held_by([found], [os.getpid()])
+    assert not held_by([found], [os.getppid()])
+    assert describe_holder(found).startswith(f"pid {os.getpid()} (")
+    assert listeners(stranger, local_addresses("127.0.0.2")) == [], "another address"
+    assert local_addresses("192.0.2.1") is None, "not an address of this machine: connect only"
+    hidden = Listener("127.0.0.1", inode=0, uid=os.getuid() + 1)  # no process shows inode 0
+    assert describe_holder(hidden) == "another user's process"
+
+
+def test_a_stranger_listening_later_does_not_make_the_step_ready(tmp_path, runners):
+    port = free_port()
+    runner = make_runner(
+        tmp_path,
+        f"""
+        steps:
+          - name: server
+            type: shell
+            background: true
+            ready: {{port: {port}, timeout: 1}}
+            run: exec sleep 1000
+          - {{name: client, type: shell, run: "touch client.ran"}}
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: runner.state()["steps"]["server"]["status"] == "running")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        assert runner.wait(15) == 1
+    server = runner.state()["steps"]["server"]
+    assert server["status"] == "failed"
+    assert f"not ready within 1s (port {port})" in server["reason"]
+    assert not (tmp_path / "client.ran").exists()
+
+
+def test_python_step_listening_in_the_runner_is_ready_by_port(tmp_path):
+    port = free_port()
+    module = write_module(
+        tmp_path,
+        """
+        import socket
+
+        def serve(ctx, port, stop):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+                stop.wait(30)
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: server, type: python, module: {module}, function: serve,
+              params: {{port: {port}}}, background: true, ready: {{port: {port}, timeout: 15}}}}
+          - {{name: client, type: shell, run: "touch client.ran"}}
+        """,
+    )
+    assert result.code == 0, result.steps
+    _order(result, ("step_ready", "server"), ("step_started", "client"))
+    assert result.steps["server"]["status"] == "stopped"
 
 
 def test_background_ready_by_log_regex(tmp_path):
@@ -916,7 +1184,8 @@ def test_run_directory_files_and_permissions(tmp_path):
     assert set(state["steps"]) == {"put", "odd name (2)", "fail"}
     for name, info in state["steps"].items():
         if name == "put":  # a python step that printed nothing has no log file (lazy)
-            assert not (run_dir / info["log"]).exists()
+            assert info["log"] is None
+            assert not list((run_dir / "logs").glob("put*"))
             continue
         assert (run_dir / info["log"]).is_file(), info["log"]
     assert read_json(run_dir / "ctx.json") == {"k": "v"}
@@ -928,6 +1197,29 @@ def test_run_directory_files_and_permissions(tmp_path):
     assert events[-1]["type"] == "run_finished"
     assert events[-1]["exit_code"] == 0
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+
+
+def test_state_names_a_log_only_once_it_exists(tmp_path, runners):
+    module = write_module(tmp_path, "def speak(ctx):\n    print('said')\n")
+    runner = make_runner(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: speak, type: python, module: {module}, function: speak}}
+          - {{name: gate, type: shell, run: "while [ ! -f go ]; do sleep 0.05; done"}}
+          - {{name: later, type: shell, run: "true"}}
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: read_state(runner.run_dir)["steps"]["gate"]["status"] == "running")
+    steps = read_state(runner.run_dir)["steps"]
+    assert steps["later"]["log"] is None, "a pending step has no log yet"
+    for name in ("speak", "gate"):
+        assert (runner.run_dir / steps[name]["log"]).is_file(), name
+    (tmp_path / "go").touch()
+    assert runner.wait(10) == 0
+    assert (runner.run_dir / read_state(runner.run_dir)["steps"]["later"]["log"]).is_file()
 
 
 # ============================================================================ command API
@@ -1036,6 +1328,82 @@ def test_interactive_close_stops_background_steps(tmp_path, runners):
     assert runner.wait(10) == 0
     assert read_state(runner.run_dir)["steps"]["bg"]["status"] == "stopped"
     assert not alive(pid)
+
+
+def test_interactive_run_ends_once_every_step_has_and_a_retry_reopens_it(tmp_path, runners):
+    from core.resources import FixedSampler
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: check, type: shell, run: "test -f fixed"}
+          - {name: after, type: shell, run: "while [ ! -f go ]; do sleep 0.05; done"}
+        """,
+        interactive=True,
+        sampler=FixedSampler(),
+        resource_interval=0.05,
+    )
+    runners.append(runner)
+    seen: list[dict] = []
+    runner.subscribe(lambda event: seen.append(event.to_dict()))
+    runner.start()
+
+    def kinds() -> list[str]:
+        return [e["type"] for e in seen if e["type"] in ("run_finished", "run_reopened")]
+
+    def state() -> dict:
+        return read_state(runner.run_dir)
+
+    wait_for(lambda: state()["status"] == "failed", message="the run over in state.json")
+    assert state()["exit_code"] == 1 and state()["ended"] is not None
+    assert state()["steps"]["after"]["status"] == "blocked"
+    wait_for(lambda: kinds() == ["run_finished"])
+    wait_for(lambda: "run_finished" in [e["type"] for e in read_events(runner.run_dir)])
+    assert not runner.finished, "the app is still open: the runner still takes commands"
+    time.sleep(0.5)  # ten sampling intervals: an absence can only be seen by waiting
+    after_end = [e["type"] for e in seen[[e["type"] for e in seen].index("run_finished") :]]
+    assert "resources" not in after_end, "nothing runs: nothing to sample"
+
+    (tmp_path / "fixed").touch()
+    runner.retry("check")
+    wait_for(lambda: _status(runner, "after") == "running", message="after running")
+    wait_for(lambda: state()["status"] == "running" and state()["ended"] is None)
+    assert state()["exit_code"] is None
+    assert kinds() == ["run_finished", "run_reopened"]
+    (tmp_path / "go").touch()
+    wait_for(lambda: state()["status"] == "succeeded", message="the run over again")
+    assert state()["exit_code"] == 0 and state()["ended"] is not None
+    wait_for(lambda: kinds() == ["run_finished", "run_reopened", "run_finished"])
+    finished = [e for e in seen if e["type"] == "run_finished"]
+    assert [e["status"] for e in finished] == ["failed", "succeeded"]
+
+    runner.close()
+    assert runner.wait(10) == 0
+    assert kinds() == ["run_finished", "run_reopened", "run_finished"], "closing: no new end"
+    assert read_state(runner.run_dir)["ended"] == finished[-1]["ts"]
+
+
+def test_interactive_run_with_a_ready_background_step_is_not_over(tmp_path, runners):
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: bg, type: shell, background: true, run: "exec sleep 1000"}
+          - {name: fg, type: shell, run: "true"}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: _status(runner, "fg") == "succeeded")
+    assert _status(runner, "bg") == "ready"
+    wait_for(lambda: read_state(runner.run_dir)["steps"]["fg"]["status"] == "succeeded")
+    assert read_state(runner.run_dir)["status"] == "running"
+    runner.stop_step("bg")
+    wait_for(lambda: read_state(runner.run_dir)["status"] == "succeeded", message="over")
+    runner.close()
+    assert runner.wait(10) == 0
 
 
 def test_commands_on_unknown_steps_raise(tmp_path, runners):

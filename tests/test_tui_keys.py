@@ -513,3 +513,31 @@ async def test_stays_responsive_while_a_step_floods_its_log(orch):
         await pilot.press("k")
         await until_status(pilot, runner, "flood", "cancelled")
         log.unlink()  # hundreds of MB: not worth keeping in pytest's tmp dirs
+
+
+# ------------------------------------------------------------------------------ the header
+async def test_header_clock_stops_once_every_step_has_ended(tmp_path: Path):
+    from core.recipe import load_recipe
+    from core.runner import Runner
+    from tui.app import make_app
+    from tui.widgets.run_header import RunHeader
+
+    now = [1_000.0]  # the runner's and the app's clock, moved by hand
+
+    def clock() -> float:
+        return now[0]
+
+    path = tui_helpers.write_recipe(tmp_path, "steps:\n  - {name: one, type: shell, run: 'true'}\n")
+    runner = Runner(load_recipe(path), run_dir=tmp_path / "run", interactive=True, clock=clock)
+    app = make_app(runner, clock=clock)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until_status(pilot, runner, "one", "succeeded")
+            await until(pilot, lambda: runner.status == "succeeded", 10, "the run over")
+            now[0] += 100  # an app left open long after the run ended
+            header = app.query_one(RunHeader)
+            await until(pilot, lambda: "succeeded" in str(header.content), 10, "the header")
+            await pilot.pause(0.2)  # a few refreshes of the header with the new time
+            assert str(header.content).endswith("· 0.0s"), str(header.content)
+    finally:
+        tui_helpers.close_runner(runner)

@@ -181,8 +181,8 @@ class OrchApp(App[int]):
     def _run_state(self) -> str:
         if self._quitting:
             return "stopping"
-        if self._run_finished is not None:
-            return self._run_finished.status
+        if self._run_finished is not None and self.runner.finished:
+            return self._run_finished.status  # closed; before that a retry may reopen it
         statuses = [s["status"] for s in self._states.values()]
         if any(s in ("running", "pending") for s in statuses):
             return "running"
@@ -196,8 +196,8 @@ class OrchApp(App[int]):
         counts: dict[str, int] = {}
         for state in self._states.values():
             counts[state["status"]] = counts.get(state["status"], 0) + 1
-        started = self.runner.started_at
-        elapsed = (self.clock() - started) if started else 0.0
+        started, ended = self.runner.started_at, self.runner.ended_at
+        elapsed = ((ended or self.clock()) - started) if started else 0.0  # stops at the end
         self.query_one(RunHeader).show(
             recipe=self.runner.recipe.name or self.runner.recipe.path.name,
             run_state=self._run_state(),
@@ -396,11 +396,11 @@ def make_app(
     return OrchApp(runner, clock=clock, start_runner=start_runner)
 
 
-def run_app(recipe, args, resume_ctx) -> int:
+def run_app(recipe, args, resume) -> int:
     """``orch-tui RECIPE`` on a terminal."""
     from tui.cli import make_runner
 
-    runner = make_runner(recipe, args, resume_ctx, interactive=True)
+    runner = make_runner(recipe, args, resume, interactive=True)
     app = make_app(runner)
 
     def on_signal(signum: int, _frame) -> None:

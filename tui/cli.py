@@ -13,8 +13,12 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import __version__
+
+if TYPE_CHECKING:
+    from core.store import ResumePoint
 
 SUBCOMMANDS = ("validate", "graph", "sessions", "clean", "schema")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -253,7 +257,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume_from and args.resume_from not in {s.name for s in recipe.steps}:
         raise _no_such_step(recipe, args.resume_from, "--resume-from")
     _print_warnings(recipe)
-    resume_ctx = _resume_ctx(recipe, args) if args.resume_from else None
+    resume = _resume_point(recipe, args) if args.resume_from else None
 
     use_ui = not args.no_ui and sys.stdout.isatty() and sys.stdin.isatty()
     if use_ui:
@@ -262,31 +266,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except ImportError:
             use_ui = False
         else:
-            return run_app(recipe, args, resume_ctx)
-    return _run_headless(recipe, args, resume_ctx)
+            return run_app(recipe, args, resume)
+    return _run_headless(recipe, args, resume)
 
 
-def _resume_ctx(recipe, args: argparse.Namespace) -> dict:
-    import json
-
-    from core.store import RUNS_DIR, find_latest_run
+def _resume_point(recipe, args: argparse.Namespace) -> ResumePoint:
+    """The ctx --resume-from restores and the run it comes from."""
+    from core.store import RUNS_DIR, ResumeError, find_resume_point
 
     roots = [Path.cwd() / RUNS_DIR]
     if args.run_dir is not None:
         roots.append(args.run_dir.absolute().parent)
-    previous = find_latest_run(recipe.path, roots, exclude=args.run_dir)
-    if previous is None:
-        raise UsageError(
-            f"--resume-from: no earlier run of {recipe.path.name} under "
-            + " or ".join(str(r) for r in roots)
-        )
+    first = recipe.step(args.resume_from).index
+    before = [s.name for s in recipe.steps if s.index < first]
     try:
-        return json.loads((previous / "ctx.json").read_bytes())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--resume-from: cannot read {previous / 'ctx.json'}: {exc}") from None
+        return find_resume_point(recipe.path, args.resume_from, before, roots, exclude=args.run_dir)
+    except ResumeError as exc:
+        raise UsageError(f"--resume-from {args.resume_from}: {exc}") from None
 
 
-def make_runner(recipe, args: argparse.Namespace, resume_ctx: dict | None, **extra):
+def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **extra):
     from core.resources import ResourceSampler
     from core.runner import Runner
 
@@ -298,8 +297,7 @@ def make_runner(recipe, args: argparse.Namespace, resume_ctx: dict | None, **ext
         jobs=args.jobs,
         only=args.only,
         skip=args.skip,
-        resume_from=args.resume_from,
-        resume_ctx=resume_ctx,
+        resume=resume,
         keep_alive=args.keep_alive,
         sampler=ResourceSampler(),
         **extra,
@@ -322,12 +320,12 @@ def _check_run_dir(run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: {exc.strerror or exc}") from None
 
 
-def _run_headless(recipe, args: argparse.Namespace, resume_ctx: dict | None) -> int:
+def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
     import signal
 
     from core.reporter import HeadlessReporter
 
-    runner = make_runner(recipe, args, resume_ctx)
+    runner = make_runner(recipe, args, resume)
     reporter = HeadlessReporter(runner.run_dir, stream=sys.stdout)
     runner.subscribe(reporter.handle)
     interrupts = 0

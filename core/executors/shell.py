@@ -32,14 +32,17 @@ F_SETPIPE_SZ = (
 def parse_ctx_out(path: Path) -> dict[str, object]:
     """Read an ORCH_CTX_OUT file: one JSON object, or ``KEY=VALUE`` lines (values are strings).
 
-    Raises ValueError naming the file and line on anything else.
+    Raises ValueError saying what is wrong and where, in the step's terms ("ORCH_CTX_OUT: line
+    2: ..."): the file's own name is the runner's business, the user only knows the variable.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except UnicodeDecodeError as exc:
-        raise ValueError(f"ORCH_CTX_OUT file {path} is not UTF-8: {exc}") from None
+        raise ValueError(
+            f"ORCH_CTX_OUT: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     stripped = text.strip()
     if not stripped:
         return {}
@@ -48,11 +51,9 @@ def parse_ctx_out(path: Path) -> dict[str, object]:
             data = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise ValueError(
-                f"ORCH_CTX_OUT {path}: invalid JSON at line {exc.lineno}: {exc.msg}"
+                f"ORCH_CTX_OUT: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
-        if not isinstance(data, dict):
-            raise ValueError(f"ORCH_CTX_OUT {path}: expected a JSON object")
-        return data
+        return data  # text starting with { that parses is an object
     values: dict[str, object] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -60,7 +61,10 @@ def parse_ctx_out(path: Path) -> dict[str, object]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"ORCH_CTX_OUT {path}:{number}: expected KEY=VALUE, got {line!r}")
+            shown = line if len(line) <= 60 else line[:60] + "..."
+            raise ValueError(
+                f"ORCH_CTX_OUT: line {number}: not KEY=VALUE or a JSON object: {shown!r}"
+            )
         values[key] = value
     return values
 
@@ -145,9 +149,12 @@ class ShellExecution:
             return Outcome(code, error=f"exit code {code}")
         try:
             values = parse_ctx_out(self.ctx_out)
+        except ValueError as exc:
+            return Outcome(0, error=f"step {self.step.name!r}: {exc}")
+        try:
             self.ctx.update_from(values)
-        except (ValueError, ContextValueError) as exc:
-            return Outcome(0, error=str(exc))
+        except ContextValueError as exc:
+            return Outcome(0, error=f"step {self.step.name!r}: ORCH_CTX_OUT: {exc}")
         return Outcome(0)
 
     def _signal(self, sig: int) -> None:
