@@ -443,7 +443,7 @@ def test_yaml_tags_are_recipe_errors(tmp_path, tag, where, faults):
     path = write_recipe(tmp_path, body)
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
-    # one problem, located at the tag, saying what is wrong with it
+    # the error names the tag (what is wrong with it) and where it is
     text, at = path.read_text(), path.read_text().index(tag)
     line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
     step = "step 'a': " if where in ("run", "params", "key") else ""
