@@ -58,6 +58,8 @@ from core.workers import Workers
 _log = logging.getLogger("orch.runner")
 
 TICK = 0.1  # output and ctx events are coalesced to this period
+#: events too frequent for the --debug log (the step logs and the meters have them)
+_NOT_LOGGED = frozenset({"step_output", "resources"})
 
 
 @dataclass
@@ -852,6 +854,9 @@ class Runner:
 
     # ------------------------------------------------------------------ events
     def _emit(self, event: ev.Event) -> None:
+        if event.kind not in _NOT_LOGGED and _log.isEnabledFor(logging.DEBUG):  # --debug
+            fields = {k: v for k, v in event.to_dict().items() if k not in ("type", "ts")}
+            _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)
 
     def _emit_status(self, run: StepRun, reason: str | None = None) -> None:
