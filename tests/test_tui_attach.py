@@ -145,8 +145,11 @@ def _session_state(name: str) -> str | None:
     return None
 
 
-def _start(tmp_path: Path, session: str, backend: str = "") -> tuple[Terminal, Path]:
-    """``backend``: extra fields of the session step (``, backend: tmux, socket: S``)."""
+def _start(
+    tmp_path: Path, session: str, backend: str = "", options: tuple[str, ...] = ()
+) -> tuple[Terminal, Path]:
+    """``backend``: extra fields of the session step (``, backend: tmux, socket: S``);
+    ``options``: more command-line options."""
     recipe = write_recipe(
         tmp_path,
         f"""
@@ -160,7 +163,7 @@ def _start(tmp_path: Path, session: str, backend: str = "") -> tuple[Terminal, P
     env.update(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS))
     for name in ("FORCE_COLOR", "NO_COLOR", "TEXTUAL", "STY", "TMUX"):
         env.pop(name, None)
-    argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir)]
+    argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir), *options]
     term = Terminal(argv, tmp_path, env)
     return term, run_dir
 
@@ -328,3 +331,23 @@ def test_attach_hands_the_terminal_to_tmux_and_ctrl_b_d_comes_back(tmp_path, tmu
         term.kill()
         for pid in marked(run_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+@needs_screen
+def test_debug_logs_to_the_run_directory_not_over_the_tui(tmp_path, screendir):
+    """The app draws on the terminal: --debug's lines go to <run-dir>/debug.log instead."""
+    session = f"orchtui-d-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session, options=("--debug",))
+    try:
+        _wait_running(term, run_dir)
+        log = run_dir / "debug.log"
+        started = "orch-tui DEBUG orch.runner: step_started {'step': 'sleeper'"
+        term.wait_for(lambda: log.exists() and started in log.read_text(), label="debug.log")
+        _quit(term, run_dir)
+        assert "DEBUG" not in term.text(), "a log line was written over the app"
+        assert "step_finished {'step': 'sleeper', 'status': 'cancelled'" in log.read_text()
+    finally:
+        term.kill()
+        subprocess.run(
+            [SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True, timeout=10
+        )
