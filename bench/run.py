@@ -413,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run")
     parser.add_argument("--only", nargs="+", choices=BENCHES)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default bench/results.json; with --quick: none unless given)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     repeat = 1 if quick else 5
@@ -440,9 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         if "tui" in chosen:
             results["tui"] = bench_tui(0.5 if quick else 5.0)
     _print_table(results)
-    if not quick:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.out.relative_to(ROOT)}")
+    out = args.out or (None if quick else ROOT / "bench" / "results.json")
+    if out is not None:  # quick figures never replace the real ones by default
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {out}")
     return 0
 
 

@@ -65,6 +65,8 @@ from core.workers import Workers
 _log = logging.getLogger("orch.runner")
 
 TICK = 0.1  # output and ctx events are coalesced to this period
+#: events too frequent for the --debug log (the step logs and the meters have them)
+_NOT_LOGGED = frozenset({"step_output", "resources"})
 
 
 @dataclass
@@ -635,6 +637,8 @@ class Runner:
         execution.kill()
         if execution.pid is None:  # a thread that ignored ``stop``: give up on it
             reason = f"did not stop within {run.step.grace:g}s; its thread was abandoned"
+            # recorded with why it was stopped (state.json's reason), not instead of it
+            run.stop_reason = "; ".join(filter(None, (run.stop_reason, reason)))
             self._ended(run, execution, Outcome(None, error=reason))
 
     # ------------------------------------------------------------------ a step ended
@@ -975,6 +979,9 @@ class Runner:
 
     # ------------------------------------------------------------------ events
     def _emit(self, event: ev.Event) -> None:
+        if event.kind not in _NOT_LOGGED and _log.isEnabledFor(logging.DEBUG):  # --debug
+            fields = {k: v for k, v in event.to_dict().items() if k not in ("type", "ts")}
+            _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)
 
     def _emit_status(self, run: StepRun, reason: str | None = None) -> None:

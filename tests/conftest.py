@@ -306,3 +306,39 @@ def runners():
     yield started
     for runner in started:
         stop_runner(runner)
+
+
+# ------------------------------------------------------------------------------------ timeouts
+# pytest-timeout (method "signal", timeout_func_only false) arms ONE SIGALRM for a test's setup,
+# call and teardown together, and cancels it as soon as any phase fails (its
+# pytest_exception_interact hook, meant for pdb). So a teardown that hangs after a failed or
+# timed-out test (a multiplexer command that never returns) would hang the whole suite. These
+# two hooks close that gap: the alarm repeats every ``timeout`` seconds until pytest-timeout
+# cancels it after the teardown, and a teardown starting with no alarm gets a fresh one.
+_TIMEOUT_SETTINGS = pytest.StashKey[Any]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any):
+    """Remember the test's timeout settings; make the SIGALRM repeat (each finaliser that hangs
+    is interrupted in turn, not only the first)."""
+    item.stash[_TIMEOUT_SETTINGS] = settings
+    yield
+    delay = signal.getitimer(signal.ITIMER_REAL)[0]
+    if delay > 0 and callable(signal.getsignal(signal.SIGALRM)):
+        signal.setitimer(signal.ITIMER_REAL, delay, settings.timeout)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item):
+    """A teardown runs under a timeout even when the failure before it cancelled the alarm."""
+    settings = item.stash.get(_TIMEOUT_SETTINGS, None)
+    rearm = (
+        settings is not None
+        and settings.method == "signal"
+        and not settings.func_only  # func_only: the teardown is deliberately not timed
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
+    if rearm:
+        item.config.hook.pytest_timeout_set_timer(item=item, settings=settings)
+    yield

@@ -6,10 +6,10 @@ import json
 import subprocess
 
 import pytest
-from conftest import PY, ROOT, run_recipe
 
 from core.context import Context
 from scriptlets.python.steps import ctx_init
+from tests.conftest import PY, ROOT, run_recipe
 
 SCRIPT = ROOT / "scriptlets" / "python" / "steps" / "ctx_init.py"
 

@@ -14,10 +14,10 @@ import threading
 import time
 
 import pytest
-from conftest import PY, ROOT, run_recipe, wait_for
 
 from core.context import Context
 from scriptlets.python.steps import ctx_row_updater
+from tests.conftest import PY, ROOT, run_recipe, wait_for
 
 SCRIPT = ROOT / "scriptlets" / "python" / "steps" / "ctx_row_updater.py"
 

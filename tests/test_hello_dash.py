@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import PY, ROOT, free_port, run_recipe, wait_for, write_module
 
 from core.context import Context
 from scriptlets.python.apps import hello_dash as hd
+from tests.conftest import PY, ROOT, free_port, run_recipe, wait_for, write_module
 
 SCRIPT = ROOT / "scriptlets" / "python" / "apps" / "hello_dash.py"
 TZ_OFFSET = time.localtime().tm_gmtoff

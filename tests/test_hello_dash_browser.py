@@ -16,10 +16,10 @@ import time
 from typing import Any
 
 import pytest
-from conftest import wait_for
-from test_hello_dash import make_rows, port_is_free, serve  # noqa: F401  (serve: a fixture)
 
 from core.context import Context
+from tests.conftest import wait_for
+from tests.test_hello_dash import make_rows, port_is_free, serve  # noqa: F401  (serve: a fixture)
 from tui.screenshots import CHROMIUM_ARGS
 
 try:

@@ -616,13 +616,10 @@ def test_find_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     deep.mkdir(parents=True)
     assert find_workspace(deep / "r.yaml") == tmp_path / "proj"
     monkeypatch.chdir(tmp_path)
-    lonely = tmp_path / "lonely"
-    lonely.mkdir()
-    # nothing marks a workspace above tmp_path on a normal machine: falls back to the cwd
-    if not any(
-        (p / "pyproject.toml").exists() or (p / "scriptlets").is_dir() for p in lonely.parents
-    ):
-        assert find_workspace(lonely / "r.yaml") == tmp_path
+    # no marker in a folder that does not exist, nor above it (only "/"): falls back to the cwd
+    assert not (Path("/pyproject.toml").exists() or Path("/scriptlets").exists())
+    nowhere = Path("/") / f"orch-no-such-folder-{uuid.uuid4().hex}" / "r.yaml"
+    assert find_workspace(nowhere) == tmp_path
 
 
 # ------------------------------------------------------------------------------------------

@@ -11,16 +11,18 @@ import json
 import shutil
 import signal
 import socket
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests import sessions_fixtures
 from tests.conftest import ROOT, free_port, only_run_dir, read_state, run_cli, start_cli, wait_for
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 needs_screen = pytest.mark.skipif(shutil.which("screen") is None, reason="GNU screen not installed")
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+# a fixture (a plain assignment, so the test's argument does not shadow an import)
+tmux_socket = sessions_fixtures.tmux_socket
 
 
 @pytest.fixture
@@ -59,15 +61,17 @@ def test_every_shipped_recipe_validates():
         assert result.returncode == 0, (recipe.name, result.stderr)
 
 
-def test_parallel_example_runs_its_branches_and_joins(workspace: Path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_parallel_example_runs_its_branches_and_joins(workspace: Path, jobs: int):
     recipe = _copy(workspace, "example_parallel.yaml")
-    result = run_cli(recipe, "--no-ui", cwd=workspace)
+    result = run_cli(recipe, "--no-ui", "--jobs", str(jobs), cwd=workspace)
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = only_run_dir(workspace)
     steps = read_state(run_dir)["steps"]
     assert {s["status"] for s in steps.values()} == {"succeeded"}
     a, b, join = steps["fetch_a"], steps["fetch_b"], steps["combine"]
-    assert a["started"] < b["ended"] and b["started"] < a["ended"]  # the branches overlapped
+    overlapped = a["started"] < b["ended"] and b["started"] < a["ended"]
+    assert overlapped == (jobs == 2)  # the two branches run at once only with two slots
     assert join["started"] >= max(a["ended"], b["ended"])
     assert "combine | both branches done" in result.stdout
 
@@ -84,25 +88,22 @@ def test_shell_and_ctx_example_exchanges_values(workspace: Path):
 
 
 @needs_tmux
-def test_tmux_example_creates_feeds_and_leaves_its_session(workspace: Path):
-    sock = f"orchtest-{uuid.uuid4().hex[:8]}"
+def test_tmux_example_creates_feeds_and_leaves_its_session(workspace: Path, tmux_socket: str):
+    sock = tmux_socket  # its server is killed and its socket file removed afterwards
     recipe = _copy(workspace, "example_tmux_session.yaml", **{"orch-example": sock})
     import subprocess
 
-    try:
-        result = run_cli(recipe, "--no-ui", cwd=workspace)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "wait_for_work | working 3" in result.stdout
-        alive = subprocess.run(["tmux", "-L", sock, "has-session", "-t", "=orch_example"])
-        assert alive.returncode == 0, "the session must outlive the run"
-        listing = run_cli("sessions", "--backend", "tmux", "--socket", sock, cwd=workspace)
-        assert listing.returncode == 0
-        row = next(line for line in listing.stdout.splitlines() if "orch_example" in line)
-        assert "detached" in row
-        run_id = read_state(only_run_dir(workspace))["run_id"]
-        assert run_id in row  # which run created it
-    finally:
-        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, check=False)
+    result = run_cli(recipe, "--no-ui", cwd=workspace)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "wait_for_work | working 3" in result.stdout
+    alive = subprocess.run(["tmux", "-L", sock, "has-session", "-t", "=orch_example"])
+    assert alive.returncode == 0, "the session must outlive the run"
+    listing = run_cli("sessions", "--backend", "tmux", "--socket", sock, cwd=workspace)
+    assert listing.returncode == 0
+    row = next(line for line in listing.stdout.splitlines() if "orch_example" in line)
+    assert "detached" in row
+    run_id = read_state(only_run_dir(workspace))["run_id"]
+    assert run_id in row  # which run created it
 
 
 @needs_screen

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import tui_helpers
+from tests import sessions_fixtures, tui_helpers
 from tests.conftest import marked, read_state, write_recipe
+from tests.sessions_fixtures import TMUX, needs_tmux
 from tests.tui_helpers import SCREEN, needs_screen
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 screendir = tui_helpers.screendir
-
-pytestmark = needs_screen
+tmux_socket = sessions_fixtures.tmux_socket
 
 ROWS, COLS = 36, 120
 
@@ -145,12 +145,16 @@ def _session_state(name: str) -> str | None:
     return None
 
 
-def _start(tmp_path: Path, session: str) -> tuple[Terminal, Path]:
+def _start(
+    tmp_path: Path, session: str, backend: str = "", options: tuple[str, ...] = ()
+) -> tuple[Terminal, Path]:
+    """``backend``: extra fields of the session step (``, backend: tmux, socket: S``);
+    ``options``: more command-line options."""
     recipe = write_recipe(
         tmp_path,
         f"""
         steps:
-          - {{name: sess, type: session, action: create, session: {session}}}
+          - {{name: sess, type: session, action: create, session: {session}{backend}}}
           - {{name: sleeper, type: shell, cmd: sleep, args: ["100"]}}
         """,
     )
@@ -159,7 +163,7 @@ def _start(tmp_path: Path, session: str) -> tuple[Terminal, Path]:
     env.update(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS))
     for name in ("FORCE_COLOR", "NO_COLOR", "TEXTUAL", "STY", "TMUX"):
         env.pop(name, None)
-    argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir)]
+    argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir), *options]
     term = Terminal(argv, tmp_path, env)
     return term, run_dir
 
@@ -196,6 +200,7 @@ def _quit(term: Terminal, run_dir: Path) -> None:
     assert not marked(run_dir), "a step process outlived orch-tui"
 
 
+@needs_screen
 def test_attach_hands_the_terminal_to_screen_and_detach_comes_back(tmp_path, screendir):
     session = f"orchtui-a-{uuid.uuid4().hex[:8]}"
     term, run_dir = _start(tmp_path, session)
@@ -228,6 +233,7 @@ def test_attach_hands_the_terminal_to_screen_and_detach_comes_back(tmp_path, scr
             os.kill(pid, signal.SIGKILL)
 
 
+@needs_screen
 def test_attach_to_a_session_that_is_gone_shows_an_error_and_keeps_running(tmp_path, screendir):
     from core.sessions import get_backend
 
@@ -254,6 +260,7 @@ def test_attach_to_a_session_that_is_gone_shows_an_error_and_keeps_running(tmp_p
             os.kill(pid, signal.SIGKILL)
 
 
+@needs_screen
 def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir):
     """Closing the terminal (SIGHUP) must not leave orch-tui spinning on a dead tty."""
     session = f"orchtui-h-{uuid.uuid4().hex[:8]}"
@@ -271,3 +278,76 @@ def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir
     finally:
         term.kill()
         subprocess.run([SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True)
+
+
+def _tmux_attached(socket: str, name: str) -> int | None:
+    """How many clients are attached to the tmux session ``name`` (None: no such session)."""
+    result = subprocess.run(
+        [
+            TMUX or "tmux",
+            "-L",
+            socket,
+            "display-message",
+            "-p",
+            "-t",
+            f"={name}:",
+            "#{session_attached}",
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=10,
+    )
+    return int(result.stdout) if result.returncode == 0 else None
+
+
+@needs_tmux
+def test_attach_hands_the_terminal_to_tmux_and_ctrl_b_d_comes_back(tmp_path, tmux_socket):
+    session = f"orchtui-t-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session, f", backend: tmux, socket: {tmux_socket}")
+    try:
+        _wait_running(term, run_dir)
+        assert _tmux_attached(tmux_socket, session) == 0
+
+        mark = len(term.output)
+        term.type("a")  # the first step (the session's) is selected
+        term.wait_for(f"attaching to {session}", since=mark, label="the attach message")
+        term.wait_for(lambda: _tmux_attached(tmux_socket, session) == 1, 15, label="attached")
+
+        mark = len(term.output)
+        term.type("echo attached-marker-$((100 + 23))\r")
+        term.wait_for("attached-marker-123", since=mark, label="the session's shell output")
+
+        mark = len(term.output)
+        term.type(b"\x02d")  # Ctrl-b d
+        term.wait_for(lambda: _tmux_attached(tmux_socket, session) == 0, 15, label="detached")
+        after = term.wait_for("[detached", since=mark, label="tmux's detach message")
+        term.wait_for("sleeper", since=after, label="the TUI drawn again after the detach")
+        assert term.poll() is None, "orch-tui exited on the detach"
+
+        _quit(term, run_dir)
+        assert _tmux_attached(tmux_socket, session) == 0, "quitting killed the session"
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_screen
+def test_debug_logs_to_the_run_directory_not_over_the_tui(tmp_path, screendir):
+    """The app draws on the terminal: --debug's lines go to <run-dir>/debug.log instead."""
+    session = f"orchtui-d-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session, options=("--debug",))
+    try:
+        _wait_running(term, run_dir)
+        log = run_dir / "debug.log"
+        started = "orch-tui DEBUG orch.runner: step_started {'step': 'sleeper'"
+        term.wait_for(lambda: log.exists() and started in log.read_text(), label="debug.log")
+        _quit(term, run_dir)
+        assert "DEBUG" not in term.text(), "a log line was written over the app"
+        assert "step_finished {'step': 'sleeper', 'status': 'cancelled'" in log.read_text()
+    finally:
+        term.kill()
+        subprocess.run(
+            [SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True, timeout=10
+        )

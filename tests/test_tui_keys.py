@@ -16,7 +16,7 @@ import psutil
 from rich.console import Console
 
 from tests import tui_helpers
-from tests.conftest import alive, read_state
+from tests.conftest import alive, read_events, read_state
 from tests.tui_helpers import (
     SIZE,
     main_pane,
@@ -46,6 +46,21 @@ def _footer_keys(app) -> set[str]:
     from textual.widgets._footer import FooterKey
 
     return {key.key for key in app.screen.query(FooterKey)}
+
+
+def _events_of(runner, step: str, kind: str | None = None, **match) -> list[dict]:
+    """events.jsonl's events about ``step`` (of ``kind``, with ``match``); [] while unreadable."""
+    try:
+        events = read_events(runner.run_dir)
+    except (OSError, ValueError):  # not written yet, or a line half written
+        return []
+    return [
+        e
+        for e in events
+        if e.get("step") == step
+        and kind in (None, e["type"])
+        and all(e.get(k) == v for k, v in match.items())
+    ]
 
 
 async def _type(pilot, text: str) -> None:
@@ -117,7 +132,13 @@ async def test_skip_a_failed_step_lets_its_dependent_run(orch):
         assert "r" in app.screen.active_bindings  # a succeeded step may be run again
         await until(pilot, lambda: "s" not in _footer_keys(app), what="s gone from the footer")
         await pilot.press("s")  # ignored
-        await pilot.pause()
+        await pilot.press("r")  # a later key, handled (and sent to the runner) after s
+        await until(pilot, lambda: _events_of(runner, "after", "step_finished", attempt=2))
+        events = _events_of(runner, "after")
+        assert not [
+            e for e in events if e.get("status") == "skipped" or "skip" in e.get("text", "")
+        ]
+        assert _events_of(runner, "bad", "step_status", status="skipped")  # what a skip leaves
         assert status(runner, "after") == "succeeded"
 
 

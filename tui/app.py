@@ -396,12 +396,27 @@ def make_app(
     return OrchApp(runner, clock=clock, start_runner=start_runner)
 
 
+def _log_to_file(path: Path) -> None:
+    """--debug's log goes to a file: the app draws on stderr, where log lines would tear it."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    for old in root.handlers[:]:
+        handler.setFormatter(old.formatter)
+        root.removeHandler(old)
+    root.addHandler(handler)
+
+
 def run_app(recipe, args, resume) -> int:
     """``orch-tui RECIPE`` on a terminal."""
     from tui.cli import make_runner
 
     runner = make_runner(recipe, args, resume, interactive=True)
     app = make_app(runner)
+    if args.debug:
+        _log_to_file(runner.run_dir / "debug.log")
 
     def on_signal(signum: int, _frame) -> None:
         if signum == signal.SIGHUP:

@@ -1,17 +1,22 @@
-"""The recipe loader under fuzzing: only RecipeError comes out, and never an internal error.
+"""The recipe loader under fuzzing: a valid Recipe or a located RecipeError, nothing else.
 
-``load_recipe`` wraps anything unexpected into a RecipeError saying "internal error while
-checking the recipe", so "only RecipeError" alone proves little: the tests also require that no
-problem is such an internal error (each would be a loader bug). Inputs: random YAML documents
-(structures, types, unicode, huge and odd values, deep nesting), recipe-shaped documents with
-random field values, random YAML-ish text and random bytes. Then ``orch-tui validate`` on a
-handful of nasty files: exit 0 or 2, never a traceback, never a hang.
+Every input is checked and counted as a fault survived only once its checks passed: the loader
+either returns a Recipe whose invariants hold (unique names, known types, known dependencies,
+no cycle, valid session names), or raises a RecipeError each of whose problems is one line that
+names the file and a line:column inside it (only "the recipe is empty" has no line). Never
+another exception, and never an "internal error while checking the recipe" (``load_recipe``
+wraps anything unexpected into one: each would be a loader bug). A hang fails the test through
+pytest-timeout. Inputs: random YAML documents (structures, types, unicode, huge and odd values,
+deep nesting), recipe-shaped documents with random field values, random YAML-ish text and
+random bytes. Then ``orch-tui validate`` on a handful of nasty files: exit 0 or 2, never a
+traceback, never a hang.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import string
 from pathlib import Path
 
@@ -20,17 +25,35 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from core.recipe import READY_FIELDS, RECIPE_FIELDS, STEP_FIELDS, RecipeError, load_recipe
+from core.graph import find_cycle
+from core.recipe import (
+    READY_FIELDS,
+    RECIPE_FIELDS,
+    SESSION_ACTIONS,
+    SESSION_NAME_PATTERN,
+    STEP_FIELDS,
+    STEP_TYPES,
+    Recipe,
+    RecipeError,
+    load_recipe,
+)
 from tests.conftest import run_cli
 
 FUZZ = settings(
     max_examples=200,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # function_scoped_fixture: ``faults`` is meant to add up over all of a test's examples
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
     database=None,
 )
-
-_TRIED = {"n": 0}
+KIND = "loader fuzz input: a valid Recipe or a located RecipeError"
+#: problems about the file as a whole, which have no line to point at
+WHOLE_FILE = ("the recipe is empty",)
+YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
 @pytest.fixture(scope="module")
@@ -48,21 +71,59 @@ def workspace(tmp_path_factory) -> Path:
     return ws
 
 
-def _check(workspace: Path, text: str | bytes, *, check_imports: bool = False) -> None:
+def _check(workspace: Path, text: str | bytes, faults, *, check_imports: bool = False) -> None:
+    """Load ``text`` as a recipe file; count it survived once the outcome passed its checks."""
     path = workspace / "recipe.yaml"
     if isinstance(text, str):
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
     else:
         path.write_bytes(text)
-    _TRIED["n"] += 1
+    faults.tried(KIND)
     try:
-        load_recipe(path, check_imports=check_imports)
+        recipe = load_recipe(path, check_imports=check_imports)
     except RecipeError as exc:
-        text_of = str(exc)  # must render
-        assert exc.problems, "a RecipeError lists its problems"
-        internal = [p for p in exc.problems if "internal error" in p.message]
-        assert not internal, f"loader bug: {internal}\n--- input:\n{path.read_bytes()[:2000]!r}"
-        assert "Traceback" not in text_of
+        _assert_located(exc, path)
+    else:
+        _assert_valid(recipe, path)
+    faults.survived(KIND)
+
+
+def _assert_located(exc: RecipeError, path: Path) -> None:
+    """Each problem: one line naming this file and a line:column in it, no internal error."""
+    data = path.read_bytes()
+    # YAML 1.1 line breaks (PyYAML counts NEL and U+2028 too); "unexpected end" points past
+    # the last line
+    end = len(YAML_BREAK.findall(data.decode("utf-8", "replace"))) + 2
+    assert exc.problems, "a RecipeError lists its problems"
+    for problem in exc.problems:
+        shown = str(problem)
+        context = f"{shown!r}\n--- input:\n{data[:2000]!r}"
+        assert "internal error" not in problem.message, f"loader bug: {context}"
+        assert "\n" not in shown and "Traceback" not in shown, context
+        assert problem.file == str(path) and shown.startswith(f"{path}"), context
+        if problem.message in WHOLE_FILE:
+            continue
+        assert problem.line is not None and problem.column is not None, context
+        assert 1 <= problem.line <= end and problem.column >= 1, context
+        assert shown.startswith(f"{path}:{problem.line}:{problem.column}: "), context
+
+
+def _assert_valid(recipe: Recipe, path: Path) -> None:
+    """What the runner relies on from a loaded recipe."""
+    assert recipe.path == path.resolve()
+    names = [step.name for step in recipe.steps]
+    assert len(set(names)) == len(names), names
+    for step in recipe.steps:
+        assert step.type in STEP_TYPES, step
+        assert set(step.depends_on) <= set(names) - {step.name}, step
+        if step.type == "python":
+            assert step.module, step
+        elif step.type == "shell":
+            assert (step.run is None) != (step.cmd is None), step
+        else:
+            assert step.action in SESSION_ACTIONS, step
+            assert re.fullmatch(SESSION_NAME_PATTERN, step.session or ""), step
+    assert find_cycle(recipe.deps) is None, recipe.deps
 
 
 # ---------------------------------------------------------------------------- strategies
@@ -242,8 +303,8 @@ YAMLISH = st.lists(
 # ---------------------------------------------------------------------------- the fuzzers
 @FUZZ
 @given(doc=DOCS, flags=st.tuples(st.booleans(), st.booleans()))
-def test_random_yaml_documents(workspace, doc, flags):
-    _check(workspace, _dump(doc, flags))
+def test_random_yaml_documents(workspace, faults, doc, flags):
+    _check(workspace, _dump(doc, flags), faults)
 
 
 @FUZZ
@@ -256,8 +317,8 @@ def test_random_yaml_documents(workspace, doc, flags):
     doc=[{"name": "a", "type": "python", "module": "fuzz_good", "params": {"ctx": 1}}],
     flags=(True, False),
 )
-def test_recipe_shaped_documents_with_random_fields(workspace, doc, flags):
-    _check(workspace, _dump(doc, flags), check_imports=True)
+def test_recipe_shaped_documents_with_random_fields(workspace, faults, doc, flags):
+    _check(workspace, _dump(doc, flags), faults, check_imports=True)
 
 
 @FUZZ
@@ -267,23 +328,92 @@ def test_recipe_shaped_documents_with_random_fields(workspace, doc, flags):
 @example(text="- " + "[" * 5000 + "]" * 5000)
 @example(text="- " + "{a: " * 3000 + "}" * 3000)
 @example(text="- {name: a, type: shell, run: x, timeout: 1" + "0" * 5000 + "}\n")
-def test_random_yamlish_text(workspace, text):
-    _check(workspace, text)
+def test_random_yamlish_text(workspace, faults, text):
+    _check(workspace, text, faults)
 
 
 @FUZZ
 @given(data=st.binary(max_size=300))
 @example(data=b"\xff\xfe\x00s\x00t\x00e\x00p\x00s\x00")
 @example(data=b"steps:\n  - {name: \xc3\x28, type: shell, run: x}\n")
-def test_random_bytes(workspace, data):
-    _check(workspace, data)
+def test_random_bytes(workspace, faults, data):
+    _check(workspace, data, faults)
 
 
-def test_fuzz_budget_report(faults):
-    """Runs after the fuzzers in this module: the number of inputs they tried."""
-    faults.tried("loader fuzz inputs", _TRIED["n"])
-    faults.survived("loader fuzz inputs", _TRIED["n"])
-    print(f"\nloader fuzz: {_TRIED['n']} inputs, only RecipeError, no internal error")
+#: text a recipe may hold anywhere: no NUL (never legal) and no lone surrogate (not UTF-8)
+LEGAL_TEXT = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20
+)
+
+
+@st.composite
+def valid_recipes(draw) -> tuple[list[dict], dict[str, tuple[str, ...]]]:
+    """Recipes that must load: valid steps of each type, odd but legal names and values,
+    dependencies on earlier steps only. Returns the steps and the dependencies they imply."""
+    names = draw(
+        st.lists(
+            st.text(string.ascii_letters + string.digits + "_-. é💥", min_size=1, max_size=12),
+            min_size=1,
+            max_size=6,
+            unique=True,
+        ).filter(lambda ns: not {".", ".."} & set(ns))
+    )
+    steps, deps = [], {}
+    for i, name in enumerate(names):
+        step = draw(
+            st.one_of(
+                st.fixed_dictionaries(
+                    {"type": st.just("python"), "module": st.just("fuzz_good")},
+                    optional={"function": st.sampled_from(["run", "kw"])},
+                ),
+                st.fixed_dictionaries({"type": st.just("shell"), "run": LEGAL_TEXT}),
+                st.fixed_dictionaries(
+                    {"type": st.just("shell"), "cmd": LEGAL_TEXT.filter(bool)},
+                    optional={"args": st.lists(st.one_of(LEGAL_TEXT, st.integers()), max_size=3)},
+                ),
+                st.fixed_dictionaries(
+                    {
+                        "type": st.just("session"),
+                        "action": st.sampled_from(SESSION_ACTIONS),
+                        "session": st.from_regex(SESSION_NAME_PATTERN, fullmatch=True),
+                    },
+                    optional={"backend": st.sampled_from(["screen", "tmux"])},
+                ),
+            )
+        )
+        extra = st.fixed_dictionaries(
+            {},
+            optional={
+                "timeout": st.floats(0.001, 1e6),
+                "retries": st.integers(0, 100),
+                "continue_on_error": st.booleans(),
+                "env": st.dictionaries(st.from_regex("[A-Z_]{1,8}", fullmatch=True), LEGAL_TEXT),
+            },
+        )
+        if step.get("action") == "send":
+            step["command"] = draw(LEGAL_TEXT)
+        step = {"name": name, **step, **draw(extra)}
+        if i and draw(st.booleans()):  # absent: the previous step
+            deps[name] = (names[i - 1],)
+        else:
+            earlier = st.sampled_from(names[:i]) if i else st.nothing()
+            step["depends_on"] = draw(st.lists(earlier, unique=True))
+            deps[name] = tuple(step["depends_on"])
+        steps.append(step)
+    return steps, deps
+
+
+@FUZZ
+@given(drawn=valid_recipes(), flags=st.tuples(st.booleans(), st.booleans()))
+def test_random_valid_recipes_load_as_written(workspace, drawn, flags):
+    """The other half of the loader's promise: what is valid loads, exactly as written."""
+    steps, deps = drawn
+    path = workspace / "recipe.yaml"
+    path.write_text(_dump({"steps": steps}, flags), encoding="utf-8")
+    recipe = load_recipe(path, check_imports=True)
+    _assert_valid(recipe, path)
+    assert [(s.name, s.type) for s in recipe.steps] == [(d["name"], d["type"]) for d in steps]
+    assert recipe.deps == deps
 
 
 # ---------------------------------------------------------------------------- validate

@@ -174,6 +174,7 @@ def test_hostile_output_headless_logs_complete_and_plain_output_clean(tmp_path, 
 async def test_hostile_output_shown_sanely_in_the_tui(tmp_path, orch, faults):
     recipe = _write_hostile(tmp_path)
     app, runner = orch(recipe.read_text())
+    faults.tried("hostile output in the TUI", 6)
     (tmp_path / "go").touch()
     async with app.run_test(size=SIZE) as pilot:
         for kind in KINDS:
@@ -209,7 +210,6 @@ async def test_hostile_output_shown_sanely_in_the_tui(tmp_path, orch, faults):
         assert "backspaces and del" in seen["binary"]
         assert seen["closes_early"] == ["before closing stdout"]
         assert "holder's own output" in seen["holder"]
-    faults.tried("hostile output in the TUI", 6)
     faults.survived("hostile output in the TUI", 6)
 
 
