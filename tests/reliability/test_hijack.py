@@ -311,3 +311,48 @@ def test_clean_never_touches_what_another_user_made(tmp_path, shared, attacker):
     assert "removed .orch/runs/20200101-000000-0004 (a symlink" in result.stdout
     assert not mine.exists() and (theirs / "state.json").exists()
     assert (elsewhere / "state.json").exists()
+
+
+# ------------------------------------------------------------------------------ workspace
+def _pwn(marker: Path) -> str:
+    """Python that leaves ``marker`` behind if anyone ever imports it."""
+    return f"open({str(marker)!r}, 'a').close()\n"
+
+
+def test_a_workspace_planted_in_a_shared_parent_is_not_used(shared, attacker):
+    pwned = shared / "pwned"
+    mine = shared / "mine"
+    mine.mkdir()
+    recipe = mine / "recipe.yaml"
+    recipe.write_text(
+        "steps:\n  - name: init\n    type: python\n    params: {keys: [rows]}\n"
+        "    module: scriptlets.python.steps.ctx_init\n"
+    )
+
+    def plant() -> None:
+        (shared / "pyproject.toml").write_text("[project]\nname = 'mine'\n")
+        (shared / "scriptlets").mkdir()
+        (shared / "scriptlets" / "__init__.py").write_text(_pwn(pwned))
+        (shared / "psutil.py").write_text(_pwn(pwned))
+
+    attacker.do(plant)
+    for args in (["validate", recipe], [recipe, "--no-ui"]):
+        result = run_cli(*args, cwd=mine)
+        assert not pwned.exists(), f"orch-tui {args[0]} ran another user's code"
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_python_steps_are_not_imported_from_a_folder_others_can_write(shared, attacker):
+    pwned = shared / "pwned"
+    recipe = shared / "recipe.yaml"
+    recipe.write_text("steps:\n  - {name: init, type: python, module: helper}\n")
+    attacker.do(lambda: (shared / "helper.py").write_text(_pwn(pwned) + "def run(ctx): pass\n"))
+    for args in (["validate", recipe], [recipe, "--no-ui"]):
+        result = run_cli(*args, cwd=shared)
+        assert not pwned.exists(), f"orch-tui {args[0]} ran another user's code"
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.endswith(
+            f"recipe.yaml:2:40: step 'init': python steps are not imported from the workspace "
+            f"{shared}: it is writable by other users (mode 1777); "
+            "keep the recipe in a folder of yours\n"
+        ), result.stderr
