@@ -425,7 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()}}
     # Runs go where a user's would (under the project, .orch/): on some machines /tmp is a
     # much slower file system for creating files, which would measure the machine, not us.
-    (ROOT / ".orch").mkdir(exist_ok=True)
+    # Made private (0700, whatever the umask) as orch-tui makes it, or refused if it is not.
+    from core.privatedir import PrivateDir
+
+    PrivateDir.open(ROOT / ".orch", below=ROOT).close()
     with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".orch") as tmp:
         work = Path(tmp)
         if "scheduling" in chosen:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from core.graph import find_cycle
+from core.privatedir import chain_problem, folder_problem
 
 SESSION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
 
@@ -1319,6 +1320,17 @@ class _Validator:
         python = [d for d in drafts if d and d.step_type == "python" and "module" in d.values]
         if not python:
             return
+        untrusted = workspace_problem(workspace)
+        if untrusted is not None:
+            first = python[0]
+            message = (
+                f"python steps are not imported from the workspace {workspace}: {untrusted}; "
+                "keep the recipe in a folder of yours"
+            )
+            self.report(message, first.trail + ("module",), first.who)
+            return
+        # First, ahead of installed packages: a workspace's own ``scriptlets`` must win over
+        # the one installed with orch-tui. Only a folder of this user's gets there.
         if str(workspace) not in sys.path:
             sys.path.insert(0, str(workspace))
         importlib.invalidate_caches()  # modules written a moment ago must be found
@@ -1460,15 +1472,37 @@ def _program_problem(path: Path) -> str | None:
 def workspace_of(folder: Path) -> Path | None:
     """The nearest of ``folder`` and its parents holding ``pyproject.toml`` or ``scriptlets/``
     (contract.md), or None. The one place this search is made: a recipe's module paths are
-    relative to it, and ``orch-tui clean`` removes only the ``.orch`` folder it holds."""
+    relative to it, and ``orch-tui clean`` removes only the ``.orch`` folder it holds.
+
+    The search ends at the user's home, and at a folder that is not this user's or root's or
+    that others may write to (/tmp, a shared project): anyone could have dropped a
+    ``pyproject.toml`` there to make it the workspace, and their ``psutil.py`` with it."""
     start = Path(os.path.abspath(folder))
+    home = Path(os.path.abspath(os.path.expanduser("~")))
     for candidate in (start, *start.parents):
         try:
+            if folder_problem(candidate.stat()) is not None:
+                return None
             if (candidate / "pyproject.toml").is_file() or (candidate / "scriptlets").is_dir():
                 return candidate
         except OSError:
-            continue
+            return None
+        if candidate == home:
+            return None
     return None
+
+
+def workspace_problem(workspace: Path) -> str | None:
+    """Why python steps must not be imported from ``workspace`` (put on ``sys.path``), or None.
+
+    Its files become code run as this user, so nobody else may write to it (the sticky bit is
+    no help: anyone can add a ``psutil.py`` to /tmp), nor to a folder above it (they could
+    swap it for theirs)."""
+    try:
+        why = folder_problem(workspace.stat())
+        return f"it is {why}" if why is not None else chain_problem(workspace)
+    except OSError as exc:
+        return f"it cannot be checked ({exc.strerror or exc})"
 
 
 def find_workspace(recipe_path: Path) -> Path:

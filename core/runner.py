@@ -54,6 +54,7 @@ from core.ports import (
     listeners,
     local_addresses,
 )
+from core.privatedir import HeldFile
 from core.reactor import OutputReactor
 from core.recipe import Recipe, Step, step_cwd
 from core.resources import Sampler, StepTarget
@@ -153,13 +154,11 @@ class Runner:
         self.clock = clock
         self.resume = resume
         self.ctx = Context(resume.ctx if resume is not None else recipe.ctx)
-        self.store = RunStore(self.run_dir)
+        # .orch and .orch/runs must be this user's own too, not only the run's folder
+        self.store = RunStore(self.run_dir, below=None if run_dir else Path.cwd())
         self.bus = EventBus(sink=self.store.append_event)
         self.workers = Workers()
         self.reactor = OutputReactor()
-        self._logs_dir = f"{self.store.logs_dir}{os.sep}"  # a str: Path joins cost per step
-        self._ctx_out_dir = self.run_dir / "ctx_out"
-        self._ctx_out_dir.mkdir(mode=0o700, exist_ok=True)  # once, not a stat per shell step
         self.watchdog = Watchdog(self.run_dir)
         self._sampler = sampler
         self._resource_interval = resource_interval
@@ -415,7 +414,7 @@ class Runner:
         if not step.background:
             self._running_fg += 1
         try:
-            steplog = StepLog(self._logs_dir + run.log_file, lazy=step.type == "python")
+            steplog = StepLog(self.store.logs, run.log_file, lazy=step.type == "python")
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
             self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
@@ -477,7 +476,7 @@ class Runner:
         if step.type == "python":
             execution = PythonExecution(step, self.ctx, steplog, self.workers, on_exit)
         elif step.type == "shell":
-            ctx_out = self._ctx_out_dir / f"{run.log_file}.{run.attempts}.env"
+            ctx_out = self._new_ctx_out(run)
             argv = [step.cmd, *step.args] if step.cmd else ["bash", "-c", step.run or ""]
             execution = ShellExecution(
                 step,
@@ -503,6 +502,14 @@ class Runner:
             )
         return execution
 
+    def _new_ctx_out(self, run: StepRun) -> HeldFile:
+        """The attempt's ORCH_CTX_OUT, made here (new, 0600) before the step starts: the step
+        writes into the run's own file, and what is merged is read back through the held
+        folder, whatever became of the path."""
+        ctx_out = HeldFile(self.store.ctx_out, f"{run.log_file}.{run.attempts}.env")
+        os.close(self.store.ctx_out.create(ctx_out.name))
+        return ctx_out
+
     def _cwd(self, step: Step) -> Path:
         return step_cwd(self.recipe.workspace, step.cwd)
 
@@ -513,14 +520,14 @@ class Runner:
             "ORCH_STEP": step.name,
         }
 
-    def _shell_env(self, step: Step, ctx_out: Path) -> dict[str, str]:
+    def _shell_env(self, step: Step, ctx_out: HeldFile) -> dict[str, str]:
         """Inherited < recipe env < step env < exposed ctx keys and ORCH_* (contract.md)."""
         env = dict(os.environ)
         env.update(self.recipe.env)
         env.update(step.env)
         env.update(expose_for_shell(self.ctx, step.expose))
         env.update(self._orch_env(step))
-        env["ORCH_CTX_OUT"] = str(ctx_out)
+        env["ORCH_CTX_OUT"] = str(ctx_out.path)
         return env
 
     # ------------------------------------------------------------------ readiness

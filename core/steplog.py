@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from core.privatedir import PrivateDir
+
 RING_LINES = 1000
 PER_CHUNK = 250  # lines of one chunk kept for viewers (take_new hands out at most 200)
 MAX_LINE = 4096  # bytes of one line kept for display; the log file keeps all of it
@@ -43,12 +45,15 @@ class StepLog:
     """Sink for one step attempt's output. Thread-safe: a reader thread writes, viewers read."""
 
     def __init__(
-        self, path: Path | str, *, ring_lines: int = RING_LINES, lazy: bool = False
+        self, folder: PrivateDir, name: str, *, ring_lines: int = RING_LINES, lazy: bool = False
     ) -> None:
-        """``lazy``: create the file on the first write. A python step that prints nothing
+        """The log is file ``name`` in the run's held ``folder`` (logs/): opened through it,
+        never by a path a planted link could redirect (``PrivateDir.append``).
+
+        ``lazy``: create the file on the first write. A python step that prints nothing
         then costs no file at all, which on a slow file system is most of what a no-op step
         costs (creating a file took from 6 µs to 300 µs on the same machine here)."""
-        self.path = path
+        self.folder, self.name = folder, name
         self._fd: int | None = None
         self.size = 0
         if not lazy:
@@ -86,7 +91,7 @@ class StepLog:
             self._take_lines(data)  # viewers and ready: {log} still see the lines
 
     def _open(self) -> int:
-        fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = self._fd = self.folder.append(self.name)
         self.size = os.fstat(fd).st_size
         return fd
 

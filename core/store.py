@@ -1,5 +1,7 @@
 """The run directory: state.json, ctx.json, events.jsonl and logs/, written so a crash loses little.
 
+The folder is made private and held open (core.privatedir): every file is created or replaced
+through its descriptor, never by following a path another user could have changed.
 state.json and ctx.json are replaced atomically (temporary file, fsync, rename), so a reader
 never sees half a file. Writes are coalesced by a flusher thread: a thousand fast steps are not a
 thousand fsyncs, yet what is on disk is at most ``interval`` seconds behind. A large ctx backs the
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.events import FAILED, STOPPED, SUCCEEDED, TIMED_OUT
+from core.privatedir import PrivateDir
 
 try:
     import orjson as _orjson
@@ -41,10 +44,15 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data, indent=2, ensure_ascii=False).encode()
 
 
-def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def atomic_write(folder: PrivateDir, name: str, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``name`` in ``folder`` so that readers see the old file or the new
+    one, never a mix. The temporary file is new (O_EXCL: never a link someone left there)."""
+    tmp = f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        fd = folder.create(tmp)
+    except FileExistsError:  # left by a save of this thread that could not even clean up
+        folder.unlink(tmp)
+        fd = folder.create(tmp)
     try:
         view = memoryview(data)
         while view:
@@ -53,13 +61,13 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
             os.fsync(fd)
     except BaseException:  # a full disk: no half-written temporary file left behind
         try:
-            os.unlink(tmp)
+            folder.unlink(tmp)
         except OSError:
             pass
         raise
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    folder.replace(tmp, name)
 
 
 def new_run_id() -> str:
@@ -93,19 +101,28 @@ def _folded(name: str) -> str:
 
 
 class RunStore:
-    """Owns one run directory. Thread-safe; the runner calls ``mark_*`` and the flusher writes."""
+    """Owns one run directory. Thread-safe; the runner calls ``mark_*`` and the flusher writes.
 
-    def __init__(self, run_dir: Path, *, interval: float = 0.25) -> None:
+    ``folder``, ``logs`` and ``ctx_out`` are the run directory, its logs/ and ctx_out/ (the
+    shell steps' ORCH_CTX_OUT files), held open until ``close``. Raises PrivateDirError when the
+    run directory, or a folder between ``below`` and it, is not private to this user (see
+    ``PrivateDir.open``)."""
+
+    def __init__(self, run_dir: Path, *, below: Path | None = None, interval: float = 0.25) -> None:
         self.run_dir = run_dir
-        self.logs_dir = run_dir / "logs"
         self.interval = interval
-        _private_parents(run_dir)
-        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(run_dir, 0o700)
-        os.chmod(self.logs_dir, 0o700)
-        # 0600 like every file of the run, whatever the umask: events carry the steps' output
-        events_fd = os.open(run_dir / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._events: BinaryIO = os.fdopen(events_fd, "ab")
+        self.folder = PrivateDir.open(run_dir, below=below)
+        self._held = [self.folder]
+        try:
+            self.logs = self.folder.subdir("logs")
+            self._held.append(self.logs)
+            self.ctx_out = self.folder.subdir("ctx_out")
+            self._held.append(self.ctx_out)
+            # 0600 like every file of the run, whatever the umask: events carry the steps' output
+            self._events: BinaryIO = os.fdopen(self.folder.append("events.jsonl"), "ab")
+        except BaseException:
+            self._close_folders()
+            raise
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time, so an old save never lands last
         self._wake = threading.Event()
@@ -185,7 +202,7 @@ class RunStore:
                 state = None  # the ctx save is not due yet: the state waits for it
                 self._state_dirty = True
             if state is not None:
-                atomic_write(self.run_dir / "state.json", state)
+                atomic_write(self.folder, "state.json", state)
             if final:
                 self._final_saved = True
 
@@ -202,7 +219,7 @@ class RunStore:
             return False
         started = time.monotonic()
         data = self._ctx_fn()
-        atomic_write(self.run_dir / "ctx.json", data)
+        atomic_write(self.folder, "ctx.json", data)
         took = time.monotonic() - started
         self._ctx_saved_version = version
         # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
@@ -234,27 +251,14 @@ class RunStore:
                 self._events.close()
             except OSError:  # what the flush above could not write: already reported
                 pass
+        with self._flush_lock:  # a save of the flusher thread may still be using them
+            self._final_saved = True  # even if the final save failed: nothing saves after
+            self._close_folders()
         self._wake.set()
 
-
-def _private_parents(run_dir: Path) -> None:
-    """Create the run directory's missing parents (.orch/runs) as 0700, whatever the umask:
-    a shared working directory must not let other users plant runs for --resume-from."""
-    missing = []
-    parent = run_dir.parent
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-
-
-def _ours(path: Path) -> bool:
-    try:
-        return path.stat().st_uid == os.getuid()
-    except OSError:
-        return False
+    def _close_folders(self) -> None:
+        for folder in self._held:
+            folder.close()
 
 
 @dataclass(frozen=True)
@@ -320,26 +324,34 @@ class ResumeError(Exception):
 
 
 def past_runs(recipe: Path, roots: list[Path], *, exclude: Path | None = None) -> list[PastRun]:
-    """This user's runs of ``recipe`` under ``roots``, newest (by state.json start) first."""
+    """This user's runs of ``recipe`` under ``roots``, newest (by state.json start) first.
+
+    Only what no other user could have made or changed counts: a root that is not safe, a run
+    folder that is not this user's own (or is a link), a state.json that is not a regular file
+    of this user's are passed over (core.privatedir); another user's ctx is not ours to restore.
+    """
     target = str(recipe.resolve())
     skip = exclude.resolve() if exclude is not None else None
     found: dict[Path, tuple[float, PastRun]] = {}
     for root in roots:
-        if not root.is_dir():
+        try:
+            folder = PrivateDir.open(root, below=root, create=False)
+        except OSError:  # not there, or not safe
             continue
-        for state_path in root.glob("*/state.json"):
-            run_dir = state_path.parent.resolve()
-            if run_dir == skip or run_dir in found:
-                continue
-            if not _ours(run_dir) or not _ours(state_path):
-                continue  # another user's run: its ctx is not ours to restore
-            try:
-                state = json.loads(state_path.read_bytes())
-            except (OSError, ValueError):
-                continue
-            if not isinstance(state, dict) or state.get("recipe") != target:
-                continue
-            found[run_dir] = (float(state.get("started") or 0), PastRun(run_dir, state))
+        with folder:
+            base = Path(os.path.realpath(folder.path))
+            for name in folder.names():
+                run_dir = base / name
+                if run_dir == skip or run_dir in found:
+                    continue
+                try:
+                    with folder.subdir(name, create=False) as run_folder:
+                        state = json.loads(run_folder.read("state.json"))
+                except (OSError, ValueError):
+                    continue
+                if not isinstance(state, dict) or state.get("recipe") != target:
+                    continue
+                found[run_dir] = (float(state.get("started") or 0), PastRun(run_dir, state))
     return [run for _, run in sorted(found.values(), key=lambda item: item[0], reverse=True)]
 
 
@@ -356,7 +368,8 @@ def find_resume_point(
     for run in runs:
         if run.not_done(before) is None:
             try:
-                ctx = json.loads((run.run_dir / "ctx.json").read_bytes())
+                with PrivateDir.open(run.run_dir, below=run.run_dir.parent, create=False) as d:
+                    ctx = json.loads(d.read("ctx.json"))
             except (OSError, ValueError) as exc:
                 raise ResumeError(f"cannot read {run.run_dir / 'ctx.json'}: {exc}") from None
             return ResumePoint(step, ctx, run.run_id, run.run_dir)

@@ -5,7 +5,8 @@ mechanisms use that:
 
 * ``kill_leftovers`` (called by the runner at the end of a run) stops the recorded process
   groups and any process whose environment carries this run's marker: grandchildren that left
-  the group with ``setsid``, double-forked daemons.
+  the group with ``setsid``, double-forked daemons. Each process is signalled by pid and start
+  time, never by a bare pid or group id found seconds earlier, which may be a stranger's now.
 * A watchdog process (this file run as a script, started by ``Watchdog.start``) lives in its own
   session with a pipe from the runner on its stdin. The runner tells it each process group it
   starts and ends. If the pipe closes without ``done`` (the runner died, however), the watchdog
@@ -47,88 +48,116 @@ def marked_pids(run_dir: str) -> list[int]:
     return found
 
 
-def _running_pgids() -> set[int]:
-    """Process groups with at least one member that is not a zombie (one pass over /proc)."""
-    groups: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[0] != b"Z":
-            groups.add(int(fields[2]))
-    return groups
-
-
-def _live_groups(groups: list[int]) -> list[int]:
-    """The groups that still have a running member.
-
-    ``killpg(g, 0)`` answers most of them without reading /proc; it also succeeds while a group
-    holds only zombies (exited, not yet reaped by an init that reaps slowly or never), so the
-    groups it does not rule out are checked against one scan of /proc.
-    """
-    candidates = []
-    for pgid in groups:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            pass
-        candidates.append(pgid)
-    if not candidates:
-        return []
-    running = _running_pgids()
-    return [g for g in candidates if g in running]
-
-
-def _alive_pid(pid: int) -> bool:
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if gone."""
     try:
-        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (process group, start time) of every process that has not exited, but this one.
+
+    The start time (clock ticks since boot) tells a process from a later one that got its pid.
+    """
+    me = os.getpid()
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is not None and len(fields) > 19 and fields[0] != b"Z":  # a zombie is dead
+            table[int(entry)] = (int(fields[2]), int(fields[19]))
+    return table
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
+        pass
+    return True
 
 
-def _signal_all(groups: list[int], pids: list[int], sig: int) -> None:
-    for pgid in groups:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for pid in pids:
-        try:
+def _members(groups: set[int], table: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """pid -> start time of the processes of ``table`` in ``groups``."""
+    return {pid: start for pid, (pgid, start) in table.items() if pgid in groups}
+
+
+def _marked(run_dir: str, table: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """pid -> start time of the processes of ``table`` carrying the run's marker.
+
+    ``table`` must be read first: a process found in it, marked when looked at later, and
+    still there with the same start time when signalled, was one process all along."""
+    return {pid: table[pid][1] for pid in marked_pids(run_dir) if pid in table}
+
+
+def _still_there(
+    found: dict[int, int], groups: set[int], table: dict[int, tuple[int, int]]
+) -> dict[int, int]:
+    """Which of ``found`` are still running (same pid, same start time), with the processes
+    that joined their groups since. A group counts only while one of ``found`` is still in it:
+    once it has emptied, its id may be a stranger's."""
+    alive = {pid: start for pid, start in found.items() if table.get(pid, (0, -1))[1] == start}
+    held = {table[pid][0] for pid in alive} & groups
+    return {**_members(held, table), **alive}
+
+
+def _send(pid: int, start: int, sig: int) -> None:
+    """Signal ``pid`` only if it is still the process that started at ``start``: the pid of one
+    that exited since the scan may be an unrelated process's now. The pidfd, opened before the
+    check, pins the process the check saw, so nothing can take its place before the signal."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfd (Linux < 5.3, no descriptor left): check, then kill
+        pidfd = None
+    try:
+        fields = _stat_fields(pid)
+        if fields is None or len(fields) <= 19 or int(fields[19]) != start:
+            return
+        if pidfd is None:
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        else:
+            signal.pidfd_send_signal(pidfd, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def kill_leftovers(run_dir: str, groups: list[int], grace: float) -> int:
-    """SIGTERM the groups and marked processes, wait up to ``grace``, SIGKILL what is left.
+    """SIGTERM the groups' members and the marked processes, wait up to ``grace``, SIGKILL what
+    is left: each one only while it is still the process that was found (``_send``).
 
-    Returns how many processes/groups had to be signalled (0 when the run left nothing).
+    Returns how many processes had to be signalled (0 when the run left nothing).
     """
-    pids = marked_pids(run_dir)
-    groups = _live_groups(groups)
-    if not groups and not pids:
+    live = {g for g in groups if _group_exists(g)}
+    if not live and not marked_pids(run_dir):
         return 0
-    _signal_all(groups, pids, signal.SIGTERM)
+    table = _processes()  # before the markers are read: see ``_marked``
+    found = {**_members(live, table), **_marked(run_dir, table)}
+    signalled = set(found)
+    for pid, start in found.items():
+        _send(pid, start, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _live_groups(groups) and not any(_alive_pid(p) for p in pids):
-            return len(groups) + len(pids)
+    while found:
+        if time.monotonic() >= deadline:
+            table = _processes()  # a last look: what was forked or marked meanwhile too
+            found = {**_still_there(found, live, table), **_marked(run_dir, table)}
+            signalled |= set(found)
+            for pid, start in found.items():
+                _send(pid, start, signal.SIGKILL)
+            break
         time.sleep(0.02)  # polling process death; there is no portable wait for non-children
-    _signal_all(groups, pids + marked_pids(run_dir), signal.SIGKILL)
-    return len(groups) + len(pids)
+        found = _still_there(found, live, _processes())
+    return len(signalled)
 
 
 class Watchdog:

@@ -550,6 +550,16 @@ def test_run_dir_that_is_a_file_is_a_usage_error(tmp_path):
     assert not (tmp_path / ".orch").exists()
 
 
+def test_a_run_folder_that_cannot_be_made_is_a_usage_error(tmp_path):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'touch ran'}\n")
+    result = run_cli(recipe, "--no-ui", "--run-dir", "/proc/orch-tui-test/run", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        "orch-tui: cannot make the run's folder /proc/orch-tui-test: No such file or directory\n"
+    )
+    assert not (tmp_path / "ran").exists()
+
+
 def test_a_folder_given_as_the_recipe(tmp_path):
     write_recipe(tmp_path, GOOD)
     (tmp_path / "recipes").mkdir()

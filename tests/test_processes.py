@@ -7,12 +7,18 @@ descendant with psutil, acts, and then checks that all of them are gone.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
 from tests.conftest import (
+    PY,
+    ROOT,
     alive,
     assert_gone,
     descendants,
@@ -210,3 +216,72 @@ def test_nothing_left_behind_after_a_normal_run(tmp_path):
         assert steps["litter"]["status"] == steps["next"]["status"] == "succeeded"
     finally:
         kill_tree(proc, pids)
+
+
+# The clean-up run as pid 1 of a pid namespace of its own, where the test decides which pid the
+# next process gets (ns_last_pid): a step that exits on SIGTERM, an unrelated process given its
+# pid during the grace, and a deaf step that makes the clean-up wait out the grace and SIGKILL.
+REUSE = r"""
+import json, os, subprocess, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from core.watchdog import kill_leftovers
+
+RUN = "/orch-test/run"  # only the marker's value: no such folder is needed
+marked = dict(os.environ, ORCH_RUN_DIR=RUN)
+if sys.argv[2] == "marked process":
+    quits, groups = subprocess.Popen(["sleep", "1000"], env=marked), []
+else:
+    quits = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    groups = [quits.pid]
+deaf = subprocess.Popen(
+    [sys.executable, "-S", "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+     "signal.SIG_IGN); print(flush=True); time.sleep(1000)"],
+    env=marked, stdout=subprocess.PIPE,
+)
+deaf.stdout.readline()
+# A process started in the same clock tick as another cannot be told from it by start time
+# (/proc's unit is 1/CLK_TCK s); only a forced pid can come back that fast. Not this test's case.
+with open(f"/proc/{quits.pid}/stat") as f:
+    started = int(f.read().rsplit(")", 1)[1].split()[19])
+while time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK") < started + 2:
+    time.sleep(0.005)
+done = threading.Thread(target=kill_leftovers, args=(RUN, groups, 3.0))
+done.start()
+quits.wait()  # SIGTERMed and reaped: its pid is free
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(quits.pid - 1))
+stranger = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+done.join()
+# kill() returns before the target has died: a signal on its way shows as pending
+with open(f"/proc/{stranger.pid}/status") as f:
+    status = dict(line.rstrip("\n").split(":\t", 1) for line in f)
+sigkill = 1 << (9 - 1)
+hit = status["State"].startswith("Z") or any(
+    int(status[k], 16) & sigkill for k in ("SigPnd", "ShdPnd"))
+result = {"pid reused": stranger.pid == quits.pid, "stranger alive": not hit,
+          "deaf killed": deaf.wait(5) == -9}
+stranger.kill()
+stranger.wait()
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+@pytest.mark.parametrize("how", ["marked process", "process group"])
+def test_cleanup_never_kills_a_process_that_got_a_leftovers_pid_during_the_grace(how):
+    """The clean-up finds the leftovers, SIGTERMs them, waits, then SIGKILLs what is left: a
+    leftover that exited meanwhile may have lent its pid (or group id) to an unrelated process."""
+    result = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", PY, "-c", REUSE, str(ROOT), how],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["pid reused"], outcome
+    assert outcome["deaf killed"], "the leftover that ignored SIGTERM was not killed"
+    assert outcome["stranger alive"], f"the clean-up killed an unrelated process ({how})"

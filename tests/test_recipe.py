@@ -622,6 +622,47 @@ def test_find_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert find_workspace(nowhere) == tmp_path
 
 
+def test_workspace_search_ends_at_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text("")  # above home: not the user's to use
+    project = tmp_path / "home" / "me" / "project"
+    project.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home" / "me"))
+    monkeypatch.chdir(project)
+    assert find_workspace(project / "r.yaml") == project  # the cwd: no workspace found
+    (tmp_path / "home" / "me" / "scriptlets").mkdir()
+    assert find_workspace(project / "r.yaml") == tmp_path / "home" / "me"
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777], ids=["0777", "1777"])
+def test_workspace_search_ends_at_a_folder_others_may_write_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int
+) -> None:
+    """Anyone could have dropped the pyproject.toml of a shared folder (even a sticky one,
+    like /tmp), and a psutil.py beside it: it is no workspace, nor is anything above it."""
+    (tmp_path / "pyproject.toml").write_text("")
+    shared = tmp_path / "shared"
+    project = shared / "project"
+    project.mkdir(parents=True)
+    (shared / "pyproject.toml").write_text("")
+    shared.chmod(mode)
+    monkeypatch.chdir(project)
+    assert find_workspace(project / "r.yaml") == project
+
+
+def test_python_steps_are_not_imported_from_a_workspace_others_may_write_to(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = module(ws, "def run(ctx):\n    return 1\n")
+    ws.chmod(0o777)
+    sys.path[:] = [p for p in sys.path if p != str(ws)]
+    error = errors(write(ws, f"- {{name: a, type: python, module: {mod}}}\n"))
+    assert str(error) == (
+        f"r.yaml:1:35: step 'a': python steps are not imported from the workspace {ws}: it is "
+        "writable by other users (mode 0777); keep the recipe in a folder of yours"
+    )
+    assert str(ws) not in sys.path and mod not in sys.modules
+
+
 # ------------------------------------------------------------------------------------------
 # Shell steps: the program and the folder they name must be there
 

@@ -185,6 +185,31 @@ def test_recreate_default_log_dir_is_relative_to_cwd(screendir: str, tmp_path: P
 
 
 @needs_screen
+@pytest.mark.parametrize("planted", ["link", "open folder"])
+def test_recreate_never_logs_through_a_link_or_an_open_folder(
+    screendir: str,  # noqa: F811
+    tmp_path: Path,
+    planted: str,
+) -> None:
+    """screen appends to whatever the log path leads to: a link left there, or a folder
+    anyone may write to (they could put one there), is refused and no session is made."""
+    keys = tmp_path / "authorized_keys"
+    keys.write_text("key\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if planted == "link":
+        (logs / "app.log").symlink_to(keys)
+        why = f"log file {logs / 'app.log'}: it is a symbolic link (not followed)"
+    else:
+        logs.chmod(0o777)
+        why = f"log folder {logs}: writable by other users (mode 0777)"
+    result = run("-r", "app", env={**os.environ, "SCREEN_LOG_DIR": str(logs)})
+    assert (result.returncode, result.stderr) == (1, f"screen_script.sh: refusing {why}\n")
+    assert "app" not in listed()
+    assert keys.read_text() == "key\n"
+
+
+@needs_screen
 def test_detach(screendir: str) -> None:  # noqa: F811
     assert run("-c", "att").returncode == 0
     not_attached = run("-d", "att")

@@ -286,22 +286,32 @@ def _resume_point(recipe, args: argparse.Namespace) -> ResumePoint:
 
 
 def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **extra):
+    from core.privatedir import PrivateDirError
     from core.resources import ResourceSampler
     from core.runner import Runner
 
     if args.run_dir is not None:
         _check_run_dir(args.run_dir)
-    return Runner(
-        recipe,
-        run_dir=args.run_dir,
-        jobs=args.jobs,
-        only=args.only,
-        skip=args.skip,
-        resume=resume,
-        keep_alive=args.keep_alive,
-        sampler=ResourceSampler(),
-        **extra,
-    )
+    try:
+        return Runner(
+            recipe,
+            run_dir=args.run_dir,
+            jobs=args.jobs,
+            only=args.only,
+            skip=args.skip,
+            resume=resume,
+            keep_alive=args.keep_alive,
+            sampler=ResourceSampler(),
+            **extra,
+        )
+    except PrivateDirError as exc:
+        raise UsageError(
+            f"{exc}: another user could take over the run's files there; "
+            "give --run-dir a folder of yours"
+        ) from None
+    except OSError as exc:  # a folder that cannot be made (read-only, no permission)
+        where = exc.filename or args.run_dir or ".orch/runs"
+        raise UsageError(f"cannot make the run's folder {where}: {exc.strerror or exc}") from None
 
 
 def _check_run_dir(run_dir: Path) -> None:

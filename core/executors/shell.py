@@ -19,6 +19,7 @@ from pathlib import Path
 
 from core.context import Context, ContextValueError
 from core.executors import OnExit, Outcome
+from core.privatedir import HeldFile, PrivateDirError
 from core.reactor import OutputReactor
 from core.recipe import Step
 from core.steplog import StepLog
@@ -29,9 +30,10 @@ F_SETPIPE_SZ = (
 )
 
 
-def parse_ctx_out(path: Path) -> dict[str, object]:
+def parse_ctx_out(path: HeldFile) -> dict[str, object]:
     """Read an ORCH_CTX_OUT file: one JSON object, or ``KEY=VALUE`` lines (values are strings).
 
+    Read through the run's held ctx_out folder, never following a link (core.privatedir).
     Raises ValueError saying what is wrong and where, in the step's terms ("ORCH_CTX_OUT: line
     2: ..."): the file's own name is the runner's business, the user only knows the variable.
     """
@@ -39,6 +41,8 @@ def parse_ctx_out(path: Path) -> dict[str, object]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    except PrivateDirError as exc:  # the step put a link or a FIFO in its place
+        raise ValueError(f"ORCH_CTX_OUT: {exc.why}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"ORCH_CTX_OUT: not UTF-8 text ({exc.reason} at byte {exc.start})"
@@ -83,7 +87,7 @@ class ShellExecution:
         cwd: Path,
         log: StepLog,
         ctx: Context,
-        ctx_out: Path,
+        ctx_out: HeldFile,
         reactor: OutputReactor,
         on_exit: OnExit,
     ) -> None:

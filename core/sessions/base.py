@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from core.privatedir import PrivateDir, PrivateDirError, nearest_existing
 from core.recipe import SESSION_NAME_PATTERN
 
 _SESSION_NAME_RE = re.compile(SESSION_NAME_PATTERN)
@@ -82,25 +83,22 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 
 
 def prepare_log_path(log_path: Path | str) -> Path:
-    """Make `log_path` absolute, create its missing parent directories (0700) and the file (0600).
+    """Make `log_path` absolute, create its missing folders (0700) and the file (0600).
 
-    Multiplexers create their logs world-readable (0644); a private file created beforehand keeps
-    its mode because they open it for appending.
+    The multiplexer opens the file by its path afterwards, so nothing another user controls is
+    accepted on the way (core.privatedir): not a symlink, not a file or folder of theirs, not a
+    folder above it that they could write to (the sticky /tmp is fine). Multiplexers create
+    their logs world-readable (0644); a private file created beforehand keeps its mode because
+    they open it for appending.
     """
     path = Path(log_path).expanduser().absolute()
-    missing = [p for p in reversed(path.parents) if not p.exists()]
-    for directory in missing:
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise SessionError(f"cannot create log directory {directory}: {exc.strerror}") from None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with PrivateDir.open(path.parent, below=nearest_existing(path.parent)) as folder:
+            os.close(folder.append(path.name))
+    except PrivateDirError as exc:
+        raise SessionError(str(exc)) from None
     except OSError as exc:
-        raise SessionError(f"cannot open log file {path}: {exc.strerror}") from None
-    os.close(fd)
+        raise SessionError(f"cannot open log file {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -15,19 +15,17 @@ def session_log_path(
 ) -> Path | None:
     """Where a create/recreate step's session logs, or None.
 
-    `True` -> `run_dir/sessions/<session>.log` (the directory 0700); a string -> that path, a
-    relative one taken relative to `run_dir`; `False` -> no log; `None` (not given) -> a log for
-    `recreate` (as `screen_script.sh -r` did), none for `create`.
+    `True` -> `run_dir/sessions/<session>.log`; a string -> that path, a relative one taken
+    relative to `run_dir`; `False` -> no log; `None` (not given) -> a log for `recreate` (as
+    `screen_script.sh -r` did), none for `create`. The backend makes the folder and the file
+    (`prepare_log_path`).
     """
     if log is None:
         log = action == "recreate"
     if log is False:
         return None
     if log is True:
-        directory = Path(run_dir) / "sessions"
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.chmod(0o700)
-        return (directory / f"{session}.log").absolute()
+        return (Path(run_dir) / "sessions" / f"{session}.log").absolute()
     if not isinstance(log, str) or not log.strip():
         raise SessionError(f"invalid log setting {log!r}: use true or a path")
     path = Path(log).expanduser()

@@ -243,14 +243,62 @@ cmd_send() {
     echo "sent ${#text} characters to '$name'"
 }
 
+# True when group $2 is the private group of user $1: same name, the user's primary group,
+# nobody else in it (Fedora and Debian give users one, with umask 002: their folders are 0775).
+private_group() {
+    local user name gid members
+    IFS=: read -r user _ _ gid _ < <(getent passwd "$1") || return 1
+    IFS=: read -r name _ _ members < <(getent group "$2") || return 1
+    [[ $gid == "$2" && $name == "$user" && (-z $members || $members == "$user") ]]
+}
+
+# Refuse log folder $1 (absolute, links resolved) unless only this user and root can change it
+# and every folder above it (others may write to one only if it is sticky, like /tmp): screen
+# opens the log by its path, and whoever can write to one of them could put a link there.
+check_log_dir() {
+    local dir=$1 path=$1 uid gid mode owner where open
+    while :; do
+        read -r uid gid mode owner < <(stat -c '%u %g %a %U' -- "$path") ||
+            die 1 "cannot check log folder $path"
+        where=""
+        [[ $path == "$dir" ]] || where="$path is "
+        if ((uid != EUID && uid != 0)); then
+            die 1 "refusing log folder $dir: ${where}owned by user $owner, not by you"
+        fi
+        open=$((8#$mode & 8#002))
+        if ((8#$mode & 8#020)) && ! private_group "$uid" "$gid"; then
+            open=1
+        fi
+        if ((open && !(8#$mode & 8#1000))); then
+            die 1 "refusing log folder $dir: ${where}writable by other users (mode $(printf '%04o' "$((8#$mode))"))"
+        fi
+        [[ $path == / ]] && return 0
+        path=${path%/*}
+        path=${path:-/}
+    done
+}
+
+# Refuse log file $1 if it is a link, or not a regular file of this user's: screen would
+# append to whatever it leads to.
+check_log_file() {
+    local log=$1
+    [[ ! -L $log ]] || die 1 "refusing log file $log: it is a symbolic link (not followed)"
+    [[ -e $log ]] || return 0
+    [[ -f $log ]] || die 1 "refusing log file $log: it is not a regular file"
+    [[ -O $log ]] || die 1 "refusing log file $log: it is owned by user $(stat -c %U -- "$log"), not by you"
+}
+
 cmd_recreate() {
     local name=$1 dir log target
     dir=${SCREEN_LOG_DIR:-./logs}
-    mkdir -p "$dir" || die 1 "cannot create log directory $dir"
-    chmod 700 "$dir" 2>/dev/null || true
-    dir=$(cd "$dir" && pwd) # screen runs elsewhere: the log path must be absolute
+    (umask 077 && mkdir -p -- "$dir") || die 1 "cannot create log directory $dir"
+    dir=$(cd -P -- "$dir" && pwd -P) || die 1 "cannot enter log directory $dir"
+    check_log_dir "$dir" # screen runs elsewhere: the log path is absolute, links resolved
     log=$dir/$name.log
-    (umask 077 && : >>"$log") || die 1 "cannot write log file $log"
+    check_log_file "$log"
+    if [[ ! -e $log ]]; then # new: created here, 0600, never through a link (noclobber: O_EXCL)
+        (umask 077 && set -o noclobber && : >"$log") || die 1 "cannot create log file $log"
+    fi
     if [[ -n $(targets_of "$name") ]]; then
         kill_session "$name"
     fi

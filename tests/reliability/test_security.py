@@ -7,7 +7,10 @@
   override ``ORCH_*``; NUL cannot be exported and fails the step with a clear reason (once, this
   left the step "running" forever and the run hung); an oversized value fails it cleanly too.
 * Session names are validated: a recipe error, exit 2, nothing runs.
-* Run and log directories are 0700 and the files orch-tui writes 0600, even under umask 000.
+* Run and log directories are 0700 and the files orch-tui writes 0600, even under umask 000;
+  a run folder (or .orch) others could change is refused, a swapped one redirects nothing,
+  no link is followed, and --resume-from uses no run others could have changed. What another
+  real user can try is in test_hijack.py.
 * The Dash step listens on 127.0.0.1 unless a recipe says otherwise.
 * YAML is loaded safely: python tags are recipe errors and run nothing.
 """
@@ -31,6 +34,7 @@ from tests.conftest import (
     ROOT,
     free_port,
     kill_tree,
+    make_runner,
     only_run_dir,
     read_state,
     run_cli,
@@ -320,15 +324,150 @@ def test_run_files_private_even_under_umask_000(tmp_path, faults):
     assert proc.returncode == 0, out.decode() + err.decode()
     run_dir = only_run_dir(tmp_path)
     loose = []
-    for path in [run_dir, *run_dir.rglob("*")]:
-        if path.parent.name == "ctx_out":
-            continue  # written by the step itself, with its own umask (inside a 0700 dir)
+    for path in [run_dir, *run_dir.rglob("*")]:  # ctx_out files too: made by orch-tui first
         mode = stat.S_IMODE(path.lstat().st_mode)
         want = 0o700 if path.is_dir() else 0o600
         if mode != want:
             loose.append(f"{path.relative_to(tmp_path)} {mode:o} (want {want:o})")
     assert not loose, loose
     faults.survived("umask 000 while orch-tui writes its run directory")
+
+
+@pytest.mark.parametrize("planted", ["open to others", "a link"])
+def test_an_orch_folder_others_could_change_is_refused(tmp_path, planted, faults):
+    """Anyone may write to a folder that is 0777 (as a careless umask, or an old bench, left
+    .orch): they could put links in it or swap its runs. orch-tui refuses it, exit 2."""
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'touch ran'}\n")
+    orch, elsewhere = tmp_path / ".orch", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if planted == "a link":
+        orch.symlink_to(elsewhere)
+        why = "is a symbolic link (not followed)"
+    else:
+        orch.mkdir()
+        orch.chmod(0o777)
+        why = "writable by other users (mode 0777)"
+    faults.tried(f".orch {planted}")
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        f"orch-tui: {orch}: {why}: another user could take over the run's files there; "
+        "give --run-dir a folder of yours\n"
+    )
+    assert not (tmp_path / "ran").exists() and list(elsewhere.iterdir()) == []
+    faults.survived(f".orch {planted}")
+
+
+def test_a_run_dir_under_a_folder_others_may_write_to_is_refused(tmp_path, faults):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'touch ran'}\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone could rename the run's folder and put theirs
+    faults.tried("--run-dir in a folder others may write to")
+    result = run_cli(recipe, "--no-ui", "--run-dir", shared / "run", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{shared / 'run'}: {shared} is writable by other users (mode 0777)" in result.stderr
+    assert not (tmp_path / "ran").exists() and not (shared / "run").exists()
+    faults.survived("--run-dir in a folder others may write to")
+
+
+def test_a_run_folder_swapped_during_the_run_redirects_nothing(tmp_path, runners, faults):
+    """The run folder is held open: renamed away and replaced by a decoy full of links, it
+    still gets every file, and nothing of the decoy is followed or read."""
+    keys = tmp_path / "authorized_keys"
+    keys.write_text("ssh-ed25519 KEY victim\n")
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: first, type: shell, run: 'until [ -f go ]; do sleep 0.02; done'}
+          - {name: second, type: shell, run: 'echo second output; echo k=v > "$ORCH_CTX_OUT"'}
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: runner.state()["steps"]["first"]["status"] == "running")
+    faults.tried("run folder swapped for a decoy during the run")
+    run_dir, moved = runner.run_dir, tmp_path / "moved"
+    run_dir.rename(moved)
+    for sub in ("logs", "ctx_out"):
+        (run_dir / sub).mkdir(parents=True)
+    (run_dir / "logs" / "second.log").symlink_to(keys)
+    (run_dir / "state.json").symlink_to(keys)
+    (run_dir / "ctx_out" / "second.log.1.env").write_text("token=decoy\n")
+    (tmp_path / "go").touch()
+    assert runner.wait(20) == 0, runner.state()
+    assert keys.read_text() == "ssh-ed25519 KEY victim\n"
+    assert (moved / "logs" / "second.log").read_text() == "second output\n"
+    assert read_state(moved)["status"] == "succeeded"
+    assert "token" not in runner.ctx and "k" not in runner.ctx  # the step wrote to the decoy
+    faults.survived("run folder swapped for a decoy during the run")
+
+
+def test_a_ctx_out_replaced_by_a_link_is_not_followed(tmp_path, faults):
+    secret = tmp_path / "secret.env"
+    secret.write_text("password=hunter2\n")
+    faults.tried("ORCH_CTX_OUT replaced by a link")
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: link
+            type: shell
+            run: 'rm "$ORCH_CTX_OUT" && ln -s {secret} "$ORCH_CTX_OUT"'
+        """,
+    )
+    step = result.steps["link"]
+    assert step["status"] == "failed", step
+    assert step["reason"] == "step 'link': ORCH_CTX_OUT: is a symbolic link (not followed)"
+    assert "password" not in result.ctx
+    faults.survived("ORCH_CTX_OUT replaced by a link")
+
+
+@pytest.mark.parametrize("planted", ["a link", "a folder open to others"])
+def test_a_session_log_path_through_a_link_or_an_open_folder_is_refused(tmp_path, planted, faults):
+    """screen and tmux open a session's log by its path: a link there, or a folder anyone may
+    write to (they could put one there), would send the session's output elsewhere."""
+    from core.sessions.base import SessionError, prepare_log_path
+
+    keys = tmp_path / "authorized_keys"
+    keys.write_text("key\n")
+    if planted == "a link":
+        log = tmp_path / "session.log"
+        log.symlink_to(keys)
+        why = f"{log}: is a symbolic link (not followed)"
+    else:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)
+        log = shared / "logs" / "session.log"
+        why = f"{log.parent}: {shared} is writable by other users (mode 0777)"
+    faults.tried(f"session log path through {planted}")
+    with pytest.raises(SessionError) as refused:
+        prepare_log_path(log)
+    assert str(refused.value) == why
+    assert keys.read_text() == "key\n" and not (tmp_path / "shared" / "logs").exists()
+    faults.survived(f"session log path through {planted}")
+
+
+@pytest.mark.parametrize("planted", ["a link to a run", "a run folder open to others"])
+def test_resume_uses_no_run_others_could_have_changed(tmp_path, planted, faults):
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: a, type: shell, run: 'true'}\n  - {name: b, type: shell, run: 'true'}\n",
+    )
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path)
+    if planted == "a link to a run":
+        run_dir.rename(tmp_path / "elsewhere")
+        run_dir.symlink_to(tmp_path / "elsewhere")
+    else:
+        run_dir.chmod(0o777)
+    faults.tried(f"--resume-from with {planted}")
+    result = run_cli(recipe, "--no-ui", "--resume-from", "b", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no earlier run of recipe.yaml" in result.stderr
+    faults.survived(f"--resume-from with {planted}")
 
 
 # ------------------------------------------------------------------------------ listeners
@@ -357,8 +496,6 @@ def _unreachable_from_outside(port: int) -> None:
 
 
 def test_dash_step_listens_on_loopback_only(tmp_path, runners, faults):
-    from tests.conftest import make_runner
-
     port = free_port()
     runner = make_runner(
         tmp_path,
