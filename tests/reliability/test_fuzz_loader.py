@@ -346,6 +346,9 @@ LEGAL_TEXT = st.text(
 )
 
 
+PROGRAMS = ["/bin/true", "/bin/echo", "/bin/sh"]
+
+
 @st.composite
 def valid_recipes(draw) -> tuple[list[dict], dict[str, tuple[str, ...]]]:
     """Recipes that must load: valid steps of each type, odd but legal names and values,
@@ -368,7 +371,8 @@ def valid_recipes(draw) -> tuple[list[dict], dict[str, tuple[str, ...]]]:
                 ),
                 st.fixed_dictionaries({"type": st.just("shell"), "run": LEGAL_TEXT}),
                 st.fixed_dictionaries(
-                    {"type": st.just("shell"), "cmd": LEGAL_TEXT.filter(bool)},
+                    # a program that exists: a missing one is an error of the recipe
+                    {"type": st.just("shell"), "cmd": st.sampled_from(PROGRAMS)},
                     optional={"args": st.lists(st.one_of(LEGAL_TEXT, st.integers()), max_size=3)},
                 ),
                 st.fixed_dictionaries(
