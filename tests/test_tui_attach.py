@@ -136,7 +136,11 @@ def _screen_text(raw: str) -> str:
 def _session_state(name: str) -> str | None:
     """'Attached' / 'Detached' as ``screen -ls`` says for the session named exactly ``name``."""
     result = subprocess.run(
-        [SCREEN or "screen", "-ls"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        [SCREEN or "screen", "-ls"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=10,  # a server that stopped answering fails the test instead of hanging it
     )
     for line in result.stdout.splitlines():
         fields = [f for f in line.strip().split("\t") if f]
@@ -270,4 +274,6 @@ def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir
         assert _session_state(session) == "Detached"  # sessions stay
     finally:
         term.kill()
-        subprocess.run([SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True)
+        subprocess.run(
+            [SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True, timeout=10
+        )
