@@ -163,6 +163,29 @@ def tmux_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         Path(base, f"tmux-{os.getuid()}", socket).unlink(missing_ok=True)
 
 
+@pytest.fixture
+def tmux_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private TMUX_TMPDIR: every tmux server started under it (the default one and each `-L`
+    socket) is this test's alone, and is killed afterwards."""
+    if TMUX is None:
+        pytest.skip("tmux is not installed")
+    _session_env(monkeypatch)
+    directory = Path(tempfile.mkdtemp(prefix="orchtmx-", dir="/tmp"))  # socket paths: short
+    monkeypatch.setenv("TMUX_TMPDIR", str(directory))
+    try:
+        yield directory
+    finally:
+        sockets = directory / f"tmux-{os.getuid()}"
+        for socket in sockets.iterdir() if sockets.is_dir() else []:
+            subprocess.run(
+                [TMUX, "-S", str(socket), "kill-server"],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=10,
+            )
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 #: Texts that must reach the session byte for byte: what screen's `stuff` would expand, what
 #: libtmux's `send_keys` would drop, quotes for the shell, and non-ASCII text.
 TRICKY_TEXTS = [

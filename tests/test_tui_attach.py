@@ -25,12 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import tui_helpers
+from tests import sessions_fixtures, tui_helpers
 from tests.conftest import marked, read_state, write_recipe
+from tests.sessions_fixtures import needs_tmux
 from tests.tui_helpers import SCREEN, needs_screen
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 screendir = tui_helpers.screendir
+tmux_tmpdir = sessions_fixtures.tmux_tmpdir
 
 pytestmark = needs_screen
 
@@ -149,12 +151,15 @@ def _session_state(name: str) -> str | None:
     return None
 
 
-def _start(tmp_path: Path, session: str) -> tuple[Terminal, Path]:
+def _start(tmp_path: Path, session: str, options: str = "") -> tuple[Terminal, Path]:
+    """orch-tui on a recipe that creates ``session`` (screen, or what ``options`` add to the
+    step, e.g. ``backend: tmux, socket: x``), then runs ``sleeper`` for 100 s."""
+    options = f", {options}" if options else ""
     recipe = write_recipe(
         tmp_path,
         f"""
         steps:
-          - {{name: sess, type: session, action: create, session: {session}}}
+          - {{name: sess, type: session, action: create, session: {session}{options}}}
           - {{name: sleeper, type: shell, cmd: sleep, args: ["100"]}}
         """,
     )
@@ -226,6 +231,82 @@ def test_attach_hands_the_terminal_to_screen_and_detach_comes_back(tmp_path, scr
 
         _quit(term, run_dir)
         assert _session_state(session) == "Detached", "quitting killed the session"
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _attach_from_the_sessions_screen(term: Terminal, session: str, attached, detach) -> None:
+    """S, the session's row (the first: the only one), a: the multiplexer takes the terminal;
+    ``detach()`` gives it back to the Sessions screen."""
+    mark = len(term.output)
+    term.type("S")
+    # the test's private SCREENDIR and TMUX_TMPDIR hold this one session
+    term.wait_for("1 session(s)", since=mark, label=f"{session} listed in the Sessions screen")
+    mark = len(term.output)
+    term.type("a")
+    term.wait_for(f"attaching to {session}", since=mark, label="the attach message")
+    term.wait_for(attached, 15, label="the session attached")
+    mark = len(term.output)
+    term.type("echo attached-marker-$((100 + 23))\r")
+    term.wait_for("attached-marker-123", since=mark, label="the session's shell output")
+    mark = len(term.output)
+    detach()
+    term.wait_for(lambda: not attached(), 15, label="the session detached")
+    term.wait_for("Sessions", since=mark, label="the Sessions screen drawn again")
+    assert term.poll() is None, "orch-tui exited on the detach"
+    _back_to_the_steps(term)
+
+
+def _back_to_the_steps(term: Terminal) -> None:
+    mark = len(term.output)
+    term.type("\x1b")  # Escape
+    term.wait_for("sleeper", since=mark, label="the step tree again")
+
+
+def test_a_in_the_sessions_screen_attaches_to_a_screen_session(tmp_path, screendir, tmux_tmpdir):
+    session = f"orchtui-S-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session)
+    try:
+        _wait_running(term, run_dir)
+        _attach_from_the_sessions_screen(
+            term,
+            session,
+            lambda: _session_state(session) == "Attached",
+            lambda: term.type(b"\x01d"),  # Ctrl-a d
+        )
+        _quit(term, run_dir)
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_tmux
+def test_a_in_the_sessions_screen_attaches_to_a_tmux_session_on_its_server(
+    tmp_path, screendir, tmux_tmpdir
+):
+    from core.sessions.tmux import TmuxBackend
+
+    session, server = f"orchtui-T-{uuid.uuid4().hex[:8]}", "orch-side"
+    term, run_dir = _start(tmp_path, session, f"backend: tmux, socket: {server}")
+    tmux = TmuxBackend(socket=server)
+
+    def attached() -> bool:
+        info = tmux.get(session)
+        return info is not None and info.state == "attached"
+
+    try:
+        _wait_running(term, run_dir)
+        mark = len(term.output)
+        term.type("S")
+        term.wait_for(server, since=mark, label="the tmux server's name in the Sessions screen")
+        _back_to_the_steps(term)
+        # detached from outside: a Ctrl-b d typed here right after the shell's output
+        # sometimes reached the shell instead (echoed as ^Bd)
+        _attach_from_the_sessions_screen(term, session, attached, lambda: tmux.detach(session))
+        _quit(term, run_dir)
     finally:
         term.kill()
         for pid in marked(run_dir):

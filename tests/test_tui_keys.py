@@ -447,11 +447,11 @@ async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
 
         def row():
             rows = [table.get_row_at(i) for i in range(table.row_count)]
-            return next((r for r in rows if r[0] == "screen" and r[1] == session), None)
+            return next((r for r in rows if r[0] == "screen" and r[2] == session), None)
 
         found = await until(pilot, row, 15, f"{session} in the sessions table")
-        assert found[2] == "detached"
-        assert found[5] == runner.run_id  # the run that created it
+        assert found[3] == "detached"
+        assert found[6] == runner.run_id  # the run that created it
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, SessionsScreen), what="back")
         assert selected(app) == "sess"
