@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+import pytest
 from rich.console import Console
 
 from tests import tui_helpers
@@ -176,7 +177,8 @@ async def test_stop_a_running_step(orch):
 
 
 # ------------------------------------------------------------------------------ q
-async def test_quit_while_running_asks_and_n_or_escape_cancel(orch):
+@pytest.mark.parametrize("key", ["q", "ctrl+q", "ctrl+c"])
+async def test_quit_while_running_asks_and_n_or_escape_cancel(orch, key: str):
     from tui.screens.confirm_quit import ConfirmQuit
 
     app, runner = orch(
@@ -188,13 +190,22 @@ async def test_quit_while_running_asks_and_n_or_escape_cancel(orch):
     async with app.run_test(size=SIZE) as pilot:
         await until_status(pilot, runner, "sleeper", "running")
         for cancel in ("n", "escape"):
-            await pilot.press("q")
+            await pilot.press(key)
             await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+            depth = len(app.screen_stack)
+            await pilot.press(key)  # again: the same question, not a second one
+            assert len(app.screen_stack) == depth and app.is_running
             await pilot.press(cancel)
             await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
             assert app.is_running
             assert status(runner, "sleeper") == "running"
             assert not runner.finished
+        await pilot.press(key)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, 20, "the app to exit")
+    assert app.return_value == 130
+    assert read_state(runner.run_dir)["steps"]["sleeper"]["status"] == "cancelled"
 
 
 @needs_screen

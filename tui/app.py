@@ -42,6 +42,10 @@ class OrchApp(App[int]):
     TITLE = "orch-tui"
     BINDINGS = [
         Binding("q", "quit_app", "Quit"),
+        # Textual quits on Ctrl+Q without asking and only shows a toast on Ctrl+C: both do what
+        # q does here (Ctrl+C still copies text selected with the mouse: the screen's binding)
+        Binding("ctrl+q", "quit_app", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "quit_app", "Quit", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("p", "pin", "Pin log"),
         Binding("S", "sessions", "Sessions"),
@@ -325,7 +329,7 @@ class OrchApp(App[int]):
         return [n for n, s in self._states.items() if s["status"] in ("running", "ready")]
 
     def action_quit_app(self) -> None:
-        if self._quitting:
+        if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already
             return
         running = self._running_steps()
         if not running or self.runner.finished:

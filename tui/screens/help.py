@@ -28,7 +28,7 @@ KEYS = [
     ("S", "all screen and tmux sessions on this machine"),
     ("c", "show or hide the ctx inspector"),
     ("ctrl+p", "command palette (every action by name)"),
-    ("q", "quit: asks first while steps run; stops steps, leaves sessions"),
+    ("q ctrl+q ctrl+c", "quit: asks first while steps run; stops steps, leaves sessions"),
     ("?", "this help"),
 ]
 
