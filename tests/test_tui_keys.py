@@ -369,6 +369,64 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
         assert not pane.follow
 
 
+_COUNTED_LINES = """
+        steps:
+          - name: counted
+            type: shell
+            run: |
+              n=$(( $(cat '{count}' 2>/dev/null || echo 0) + 1 )); echo $n > '{count}'
+              for i in $(seq 1 300); do echo "run $n line $i"; done
+              exit 1
+"""
+
+
+async def test_slash_from_the_step_tree_searches_the_selected_log(orch, tmp_path: Path):
+    from tui.screens.search import SearchPrompt
+
+    app, runner = orch(_COUNTED_LINES.format(count=tmp_path / "count"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "counted", "failed")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["run 1 line 300"], what="the log")
+        assert app.focused is _tree(app)  # where the app opens
+
+        await pilot.press("slash")
+        await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
+        await _type(pilot, "line 12")
+        await pilot.press("enter")
+        await until(pilot, lambda: pane._match is not None, what="a match")
+        assert pane.lines[pane._match] == "run 1 line 129"  # the last one: searched upwards
+        # the search stopped following: the pane says so, and how to come back
+        subtitle = str(pane.border_subtitle)
+        assert subtitle.startswith("/line 12: 11 in view") and "paused" in subtitle
+        assert subtitle.endswith("End to follow") and not pane.follow
+
+        assert app.focused is _tree(app)
+        await pilot.press("n")  # from the tree too: the next match upwards
+        await until(pilot, lambda: pane.lines[pane._match] == "run 1 line 128", what="n")
+        await pilot.press("N")
+        await until(pilot, lambda: pane.lines[pane._match] == "run 1 line 129", what="N")
+
+
+async def test_retry_shows_the_new_attempt_in_a_paused_pane(orch, tmp_path: Path):
+    app, runner = orch(_COUNTED_LINES.format(count=tmp_path / "count"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "counted", "failed")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["run 1 line 300"], what="the log")
+        await pilot.press("tab", "pageup")  # reading the failure: following pauses
+        await until(pilot, lambda: not pane.follow, what="following to pause")
+        await pilot.press("shift+tab")
+        assert app.focused is _tree(app)
+
+        await pilot.press("r")
+        await until_status(pilot, runner, "counted", "failed")
+        assert runner.state()["steps"]["counted"]["attempts"] == 2
+        await until(pilot, lambda: pane.lines[-1:] == ["run 2 line 300"], what="attempt 2")
+        assert pane.follow and pane.border_subtitle == "following"
+        await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="the end shown")
+
+
 # ------------------------------------------------------------------------------ ctx, palette
 def _count_nodes(node) -> int:
     return 1 + sum(_count_nodes(child) for child in node.children)

@@ -50,7 +50,13 @@ class OrchApp(App[int]):
         Binding("p", "pin", "Pin log"),
         Binding("S", "sessions", "Sessions"),
         Binding("c", "toggle_ctx", "ctx", show=False),
+        # the log pane has these keys too; here they reach it from the step tree
+        Binding("slash", "search", "Search", show=False),
+        Binding("n", "next_match", "Next match", show=False),
+        Binding("N", "previous_match", "Prev match", show=False),
     ]
+    #: actions on the steps screen's panes: not offered while another screen is on top
+    MAIN_SCREEN_ACTIONS = frozenset({"pin", "toggle_ctx", "search", "next_match", "previous_match"})
 
     def __init__(
         self,
@@ -236,8 +242,8 @@ class OrchApp(App[int]):
         return path if path.exists() else None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Pinning and the ctx toggle act on the main screen only: hidden elsewhere."""
-        return not (action in ("pin", "toggle_ctx") and isinstance(self.screen, SessionsScreen))
+        """Pinning, searching and the ctx toggle act on the steps screen only: hidden elsewhere."""
+        return action not in self.MAIN_SCREEN_ACTIONS or self.screen is self.screen_stack[0]
 
     def action_pin(self) -> None:
         """Pin the selected step's log in a second pane beside the first; again to unpin."""
@@ -254,9 +260,24 @@ class OrchApp(App[int]):
         pinned.display = True
         pinned.show(name, self._log_path(name))
 
-    def on_log_pane_search_requested(self, message: LogPane.SearchRequested) -> None:
-        pane = message.pane
+    def _search_pane(self) -> LogPane:
+        """The pane `/`, `n` and `N` act on: the focused log pane, else the selected step's."""
+        focused = self.focused
+        return focused if isinstance(focused, LogPane) else self.query_one("#log-main", LogPane)
 
+    def action_search(self) -> None:
+        self._prompt_search(self._search_pane())
+
+    def action_next_match(self) -> None:
+        self._search_pane().action_next_match()
+
+    def action_previous_match(self) -> None:
+        self._search_pane().action_previous_match()
+
+    def on_log_pane_search_requested(self, message: LogPane.SearchRequested) -> None:
+        self._prompt_search(message.pane)
+
+    def _prompt_search(self, pane: LogPane) -> None:
         def done(text: str | None) -> None:
             if text is None:
                 return
@@ -283,6 +304,10 @@ class OrchApp(App[int]):
             "stop": self.runner.stop_step,
         }
         command[message.action](name)
+        if message.action == "retry":  # the new attempt is what to see, even in a paused pane
+            for pane in self.query(LogPane):
+                if pane.step == name:
+                    pane.action_follow()
         self.notify(f"{message.action}: {name}", timeout=2)
 
     def attach(self, backend_name: str, session: str, socket: str | None = None) -> None:

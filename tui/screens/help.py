@@ -23,7 +23,7 @@ KEYS = [
     ("tab", "move focus between the tree, the logs and the ctx"),
     ("↑ PgUp", "scroll back (following pauses)"),
     ("End", "jump to the end and follow again"),
-    ("/  n  N", "search the log, next / previous match"),
+    ("/  n  N", "search the selected log, next / previous match (pauses following)"),
     ("App", ""),
     ("S", "all screen and tmux sessions on this machine"),
     ("c", "show or hide the ctx inspector"),

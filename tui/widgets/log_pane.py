@@ -168,19 +168,20 @@ class LogPane(ScrollView, can_focus=True):
     def _update_border(self) -> None:
         title = self.step or "no step selected"
         self.border_title = Text(title, style="bold")
+        parts = []
+        if self._truncated:
+            parts.append("earlier lines in the log file")
         if self._search:
             hits = sum(1 for line in self._lines if self._search in line)
-            subtitle = f"/{self._search}: {hits} in view"
-        elif not self.follow:
-            subtitle = "paused"
+            parts.append(f"/{self._search}: {hits} in view")
+        if self.follow:
+            parts.append("following")
+        else:  # a search pauses too: say so, and how to come back
+            parts.append("paused")
             if self.pending:
-                subtitle += f" · {self.pending:,} new bytes"
-            subtitle += " · End to follow"
-        else:
-            subtitle = "following"
-        if self._truncated:
-            subtitle = "earlier lines in the log file · " + subtitle
-        self.border_subtitle = subtitle
+                parts.append(f"{self.pending:,} new bytes")
+            parts.append("End to follow")
+        self.border_subtitle = " · ".join(parts)
 
     # -- search ---------------------------------------------------------------------------------
     def action_search(self) -> None:
