@@ -427,6 +427,40 @@ async def test_retry_shows_the_new_attempt_in_a_paused_pane(orch, tmp_path: Path
         await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="the end shown")
 
 
+def _first_line(pane) -> str:
+    """The pane's top line as drawn (what an empty pane says, dimmed)."""
+    return pane.render_line(0).text.rstrip()
+
+
+async def test_an_empty_log_says_why(orch, tmp_path: Path):
+    go = tmp_path / "go"
+    module = write_module(tmp_path, "def run(ctx):\n    return None\n")
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: silent, type: python, module: {module}}}
+          - name: waiting
+            type: shell
+            run: "while [ ! -f '{go}' ]; do sleep 0.02; done"
+            depends_on: []
+          - {{name: later, type: shell, run: "true", depends_on: [waiting]}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until_status(pilot, runner, "silent", "succeeded")  # printed nothing: no log
+        assert not (runner.run_dir / "logs" / "silent.log").exists()
+        await until(pilot, lambda: _first_line(pane) == "no output", what="no output")
+        await until_status(pilot, runner, "waiting", "running")
+        await pilot.press("down")
+        await until(pilot, lambda: _first_line(pane) == "waiting for output…", what="waiting")
+        await pilot.press("down")
+        await until(pilot, lambda: _first_line(pane) == "pending: no output yet", what="pending")
+        go.write_text("")
+        await until_status(pilot, runner, "later", "succeeded")
+        await until(pilot, lambda: _first_line(pane) == "no output", what="later: no output")
+
+
 # ------------------------------------------------------------------------------ ctx, palette
 def _count_nodes(node) -> int:
     return 1 + sum(_count_nodes(child) for child in node.children)
@@ -524,6 +558,49 @@ async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, SessionsScreen), what="back")
         assert selected(app) == "sess"
+
+
+async def _select_session(pilot, name: str) -> None:
+    """Move down the tree to the session node ``name`` (under the steps)."""
+    tree = _tree(pilot.app)
+    for _ in range(len(tree._step_nodes) + len(tree._session_nodes) + 1):
+        data = tree.selected or {}
+        if data.get("kind") == "session" and data.get("name") == name:
+            return
+        await pilot.press("down")
+    pytest.fail(f"no session node {name} in the tree")
+
+
+@needs_screen
+async def test_a_session_pane_shows_what_arrives_in_the_session(orch, screendir):
+    from core.sessions import get_backend
+
+    session = f"orchtui-l-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: logged, type: session, action: create, session: {session}, log: true}}
+          - {{name: unlogged, type: session, action: create, session: {session}-n}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "unlogged", "succeeded", timeout=20)
+        tree = _tree(app)
+        await until(pilot, lambda: len(tree._session_nodes) == 2, what="the Sessions group")
+        pane = main_pane(app)
+        await _select_session(pilot, session)
+        await until(pilot, lambda: pane.step == f"session {session}", what="the session's pane")
+
+        # typed from outside (or by a user attached to it): no step event says the log grew
+        get_backend("screen").send(session, "echo typed-$((6 * 7))")
+        await until(pilot, lambda: "typed-42" in pane.lines, 10, "the session's new output")
+
+        await _select_session(pilot, f"{session}-n")
+        await until(
+            pilot,
+            lambda: _first_line(pane).startswith("no log: `log: true`"),
+            what="the hint of a session without a log",
+        )
 
 
 # ------------------------------------------------------------------------------ load

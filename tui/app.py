@@ -27,6 +27,7 @@ from textual.widgets import Footer
 
 from core import events as ev
 from core.runner import Runner
+from core.sessions.step import session_log_path
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -105,6 +106,8 @@ class OrchApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        for pane in self.query(LogPane):
+            pane.empty_hint = self._empty_hint
         self.query_one("#log-pinned", LogPane).display = False
         self.query_one(StepTree).border_title = "steps"
         self.query_one(ResourceMeter).border_title = "resources"
@@ -180,11 +183,17 @@ class OrchApp(App[int]):
         if step.action == "kill":
             self._sessions.pop(key, None)
             return
+        log = self._sessions.get(key, {}).get("log")  # a send or detach step keeps the log
+        if step.action in ("create", "recreate"):
+            log = session_log_path(
+                step.log, action=step.action, run_dir=self.runner.run_dir, session=step.session
+            )
         self._sessions[key] = {
             "backend": info["backend"],
             "name": info["session"],
             "socket": info.get("socket"),
             "state": "detached",
+            "log": log,
         }
         self.query_one(StepTree).set_sessions(list(self._sessions.values()))
 
@@ -231,15 +240,27 @@ class OrchApp(App[int]):
         if name is not None:
             pane.show(name, self._log_path(name))
         elif data and data.get("kind") == "session":
-            pane.show(f"session {data['name']}", self._session_log(data))
+            # text typed into a session raises no step event: the pane watches the file itself
+            pane.show(f"session {data['name']}", data.get("log"), live=True)
         self.query_one(ResourceMeter).show_step(name)
 
     def _log_path(self, name: str) -> Path:
         return self.runner.run_dir / "logs" / self.runner.runs[name].log_file
 
-    def _session_log(self, data: dict[str, Any]) -> Path | None:
-        path = self.runner.run_dir / "sessions" / f"{data['name']}.log"
-        return path if path.exists() else None
+    def _empty_hint(self, step: str | None, path: Path | None) -> str:
+        """What an empty log pane says: the log file is missing or empty, and the step is..."""
+        if step is None:
+            return ""
+        state = self._states.get(step)
+        if state is None:  # a session's pane
+            if path is None:
+                return "no log: `log: true` on the session's step keeps one"
+            return "waiting for output…"
+        if state["status"] in ("pending", "blocked"):
+            return f"{state['status']}: no output yet"
+        if state["status"] in ("running", "ready"):
+            return "waiting for output…"
+        return "no output"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Pinning, searching and the ctx toggle act on the steps screen only: hidden elsewhere."""
