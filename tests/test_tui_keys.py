@@ -281,7 +281,7 @@ async def test_help_opens_and_escape_closes(orch):
         assert app.focused is _tree(app)
 
 
-async def test_pin_keeps_a_log_beside_and_p_again_unpins(orch):
+async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):
     from tui.widgets import LogPane
 
     app, runner = orch(
@@ -289,22 +289,39 @@ async def test_pin_keeps_a_log_beside_and_p_again_unpins(orch):
         steps:
           - {name: one, type: shell, run: echo output-of-one}
           - {name: two, type: shell, run: echo output-of-two}
+          - {name: three, type: shell, run: echo output-of-three}
         """
     )
     async with app.run_test(size=SIZE) as pilot:
-        await until_status(pilot, runner, "two", "succeeded")
-        pinned = app.query_one("#log-pinned", LogPane)
-        assert not pinned.display
-        await pilot.press("p")
-        await until(pilot, lambda: pinned.display and pinned.lines == ["output-of-one"])
-        assert pinned.step == "one" and pinned.region.width > 0
+        await until_status(pilot, runner, "three", "succeeded")
+        pinned, pane = app.query_one("#log-pinned", LogPane), main_pane(app)
+
+        def shown() -> tuple[str | None, str | None]:
+            """(main pane's step, pinned pane's step if it is on screen)"""
+            assert not (pinned.display and pinned.step == pane.step), "the same log twice"
+            return pane.step, pinned.step if pinned.display else None
+
+        assert shown() == ("one", None)
+        await pilot.press("p")  # pins one: beside the others, not beside itself
+        await until(pilot, lambda: pinned.step == "one", what="one pinned")
+        assert shown() == ("one", None)
         await pilot.press("down")
-        pane = main_pane(app)
-        await until(pilot, lambda: pane.lines == ["output-of-two"])
-        assert pinned.step == "one" and pinned.lines == ["output-of-one"]
-        await pilot.press("up", "p")
-        await until(pilot, lambda: not pinned.display, what="the pinned pane to close")
-        assert pinned.step is None
+        await until(pilot, lambda: shown() == ("two", "one"), what="one beside two")
+        await until(pilot, lambda: pinned.lines == ["output-of-one"], what="one's log pinned")
+        assert pinned.region.width > 0 and pane.lines == ["output-of-two"]
+
+        await pilot.press("p")  # on another step: pins that one instead
+        await until(pilot, lambda: pinned.step == "two", what="two pinned")
+        assert shown() == ("two", None)
+        await pilot.press("down")
+        await until(pilot, lambda: shown() == ("three", "two"), what="two beside three")
+        await pilot.press("up", "up")
+        await until(pilot, lambda: shown() == ("one", "two"), what="two beside one")
+
+        await pilot.press("down", "p")  # on the pinned step: unpins
+        await until(pilot, lambda: pinned.step is None, what="unpinned")
+        await pilot.press("down")
+        await until(pilot, lambda: shown() == ("three", None), what="no pinned pane")
 
 
 # ------------------------------------------------------------------------------ the log pane
@@ -522,6 +539,38 @@ async def test_command_palette_offers_skip_for_a_failed_step(orch):
         await until(pilot, lambda: selected(app) == "good")
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "Skip good" not in titles and "Retry good" in titles
+
+
+async def test_command_palette_has_one_keys_entry_and_its_quit_asks(orch):
+    from textual.command import CommandList, CommandPalette
+
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch("steps:\n  - {name: sleeper, type: shell, cmd: sleep, args: ['100']}\n")
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sleeper", "running")
+
+        async def palette_titles(query: str) -> list[str]:
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+            await _type(pilot, query)
+            results = app.screen.query_one(CommandList)
+            await until(pilot, lambda: results.option_count > 0, what=f"matches for {query}")
+            return [
+                str(results.get_option_at_index(i).prompt).split("\n")[0]
+                for i in range(results.option_count)
+            ]
+
+        titles = await palette_titles("keys")
+        assert titles.count("Keys") == 1, titles
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, CommandPalette), what="closed")
+
+        assert "Quit" in await palette_titles("quit")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        assert app.is_running and status(runner, "sleeper") == "running"
+        await pilot.press("n")
 
 
 # ------------------------------------------------------------------------------ S

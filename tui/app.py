@@ -78,6 +78,7 @@ class OrchApp(App[int]):
         self._run_finished: ev.RunFinished | None = None
         self._quitting = False
         self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pinned: str | None = None  # the step whose log the second pane keeps
         self._step_infos = [self._describe_step(s) for s in runner.recipe.steps]
 
     def _describe_step(self, step) -> dict[str, Any]:
@@ -242,6 +243,7 @@ class OrchApp(App[int]):
         elif data and data.get("kind") == "session":
             # text typed into a session raises no step event: the pane watches the file itself
             pane.show(f"session {data['name']}", data.get("log"), live=True)
+        self._show_pinned()
         self.query_one(ResourceMeter).show_step(name)
 
     def _log_path(self, name: str) -> Path:
@@ -267,19 +269,29 @@ class OrchApp(App[int]):
         return action not in self.MAIN_SCREEN_ACTIONS or self.screen is self.screen_stack[0]
 
     def action_pin(self) -> None:
-        """Pin the selected step's log in a second pane beside the first; again to unpin."""
-        tree = self.query_one(StepTree)
-        pinned = self.query_one("#log-pinned", LogPane)
-        name = tree.selected_step
-        if pinned.display and (name is None or pinned.step == name):
-            pinned.display = False
-            pinned.show(None, None)
-            return
+        """Pin the selected step's log beside the main pane: `p` on another step pins that one
+        instead, `p` on the pinned step unpins it."""
+        name = self.query_one(StepTree).selected_step
         if name is None:
             self.notify("select a step to pin its log", severity="warning")
             return
-        pinned.display = True
-        pinned.show(name, self._log_path(name))
+        if name == self._pinned:
+            self._pinned = None
+            self.notify(f"unpinned {name}", timeout=2)
+        else:
+            self._pinned = name
+            self.notify(f"pinned {name}: its log stays beside the selected step's", timeout=3)
+        self._show_pinned()
+
+    def _show_pinned(self) -> None:
+        """The pinned pane never repeats the main one: hidden while its step is selected."""
+        pinned = self.query_one("#log-pinned", LogPane)
+        if self._pinned is None:
+            pinned.display = False
+            pinned.show(None, None)
+            return
+        pinned.show(self._pinned, self._log_path(self._pinned))
+        pinned.display = self.query_one("#log-main", LogPane).step != self._pinned
 
     def _search_pane(self) -> LogPane:
         """The pane `/`, `n` and `N` act on: the focused log pane, else the selected step's."""
@@ -410,7 +422,14 @@ class OrchApp(App[int]):
 
     # -- command palette --------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":  # ours below: the whole key reference
+                continue
+            if command.title == "Quit":  # Textual's quits at once: ours asks while steps run
+                command = SystemCommand(
+                    "Quit", "Quit (asks first while steps run)", self.action_quit_app
+                )
+            yield command
         tree = self.query_one(StepTree)
         name = tree.selected_step
         if name is not None:
@@ -433,7 +452,9 @@ class OrchApp(App[int]):
             "Sessions", "All screen and tmux sessions on this machine", self.action_sessions
         )
         yield SystemCommand(
-            "Pin log", "Pin the selected step's log beside the first", self.action_pin
+            "Pin log",
+            "Pin the selected step's log beside the others (on it again: unpin)",
+            self.action_pin,
         )
         yield SystemCommand("Toggle ctx", "Show or hide the ctx inspector", self.action_toggle_ctx)
         yield SystemCommand("Keys", "The key reference", self.action_help)
