@@ -304,6 +304,7 @@ def test_tmux_binary_is_what_attach_uses(tmux: TmuxBackend) -> None:
 
 def test_sessions_of_every_tmux_server_are_listed_with_their_socket(
     tmux_tmpdir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     TmuxBackend().create("on-default")
     TmuxBackend(socket="work").create("on-work")
@@ -311,17 +312,21 @@ def test_sessions_of_every_tmux_server_are_listed_with_their_socket(
     TmuxBackend(socket="ended").create("gone")
     TmuxBackend(socket="ended").kill("gone")  # its server exits; the socket file may stay
     (tmux_tmpdir / f"tmux-{os.getuid()}" / "not-a-socket").write_text("")
-    assert server_sockets()[0] is None and {"work", "lab.2"} <= set(server_sockets())
+    assert server_sockets()[0] == "default" and {"work", "lab.2"} <= set(server_sockets())
 
     sessions, problems = list_sessions(["tmux"])
     assert problems == []
     assert {(s.socket, s.name) for s in sessions} == {
-        (None, "on-default"),
+        ("default", "on-default"),
         ("work", "on-work"),
         ("lab.2", "on-lab"),
     }
     only, _ = list_sessions(["tmux"], socket="work")
     assert [(s.socket, s.name) for s in only] == [("work", "on-work")]
+    # from inside a client of the work server: tmux without -L would mean that server
+    monkeypatch.setenv("TMUX", f"{tmux_tmpdir}/tmux-{os.getuid()}/work,1,0")
+    inside, _ = list_sessions(["tmux"])
+    assert sorted(s.name for s in inside) == ["on-default", "on-lab", "on-work"]
 
 
 def test_orch_tui_sessions_shows_every_tmux_server(tmux_tmpdir: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -431,17 +431,19 @@ async def test_retry_shows_the_new_attempt_in_a_paused_pane(orch, tmp_path: Path
         await until_status(pilot, runner, "counted", "failed")
         pane = main_pane(app)
         await until(pilot, lambda: pane.lines[-1:] == ["run 1 line 300"], what="the log")
-        await pilot.press("tab", "pageup")  # reading the failure: following pauses
+        await pilot.press("slash")  # looking into the failure: following pauses
+        await _type(pilot, "line 12")
+        await pilot.press("enter")
         await until(pilot, lambda: not pane.follow, what="following to pause")
-        await pilot.press("shift+tab")
         assert app.focused is _tree(app)
 
         await pilot.press("r")
         await until_status(pilot, runner, "counted", "failed")
         assert runner.state()["steps"]["counted"]["attempts"] == 2
         await until(pilot, lambda: pane.lines[-1:] == ["run 2 line 300"], what="attempt 2")
-        assert pane.follow and pane.border_subtitle == "following"
         await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="the end shown")
+        # still searching, in both attempts' lines
+        assert pane.follow and pane.border_subtitle == "/line 12: 22 in view · following"
 
 
 def _first_line(pane) -> str:

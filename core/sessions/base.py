@@ -235,7 +235,7 @@ def list_sessions(
         if name == "tmux":
             from core.sessions.tmux import server_sockets
 
-            sockets = [socket] if socket else server_sockets()
+            sockets = [socket] if socket else list(server_sockets())
         for server in sockets:
             backend = get_backend(name, socket=server)
             if not backend.available():

@@ -58,9 +58,11 @@ def socket_dir() -> Path:
     return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
 
 
-def server_sockets() -> list[str | None]:
-    """Every tmux server of this user: None (the default server) and each `-L` socket name found
-    in `socket_dir()`, sorted. A socket left by a server that has ended lists no sessions."""
+def server_sockets() -> list[str]:
+    """The `-L` names of every tmux server of this user: "default" first, then each socket
+    found in `socket_dir()`, sorted. Named explicitly: inside tmux, a command without `-L`
+    goes to the enclosing server, which would be listed twice. A socket left by a server that
+    has ended lists no sessions."""
     try:
         entries = list(socket_dir().iterdir())
     except OSError:
@@ -73,7 +75,7 @@ def server_sockets() -> list[str | None]:
             continue
         if is_socket and entry.name != "default" and _SOCKET_NAME_RE.fullmatch(entry.name):
             names.add(entry.name)
-    return [None, *sorted(names)]
+    return ["default", *sorted(names)]
 
 
 class TmuxBackend(SessionBackend):

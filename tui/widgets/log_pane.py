@@ -138,6 +138,8 @@ class LogPane(ScrollView, can_focus=True):
             self._scroll_to_end()
             self.call_after_refresh(self._scroll_to_end)
         self._update_hint()
+        if self._search:  # the count of matches in view changed with the lines
+            self._update_border()
         self.refresh()
 
     def on_resize(self, event: events.Resize) -> None:
