@@ -72,21 +72,26 @@ def _session_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ORCH_RUN_ID", raising=False)
 
 
+#: every screen command a fixture runs is bounded: a server that stopped answering (its socket's
+#: backlog full, so every client blocks in connect) must fail one test, not hang the suite
+SCREEN_TIMEOUT = 5.0
+
+
 def _screen_targets(screendir: str) -> list[str]:
-    """PID.NAME of every session in `screendir` (never a bare pid: screen matches prefixes)."""
-    result = subprocess.run(
-        [SCREEN or "screen", "-ls"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SCREENDIR": screendir},
-        stdin=subprocess.DEVNULL,
-    )
-    targets = []
-    for line in result.stdout.splitlines():
-        field = line.strip().split("\t", 1)[0]
-        if line.startswith("\t") and field.split(".", 1)[0].isdigit():
-            targets.append(field)
-    return targets
+    """PID.NAME of every live session in `screendir` (never a bare pid: screen matches prefixes).
+
+    Read from the directory's socket files, not from `screen -ls`, which connects to every
+    server and blocks on one that does not answer.
+    """
+    try:
+        names = os.listdir(screendir)
+    except FileNotFoundError:
+        return []
+    return [
+        name
+        for name in names
+        if name.partition(".")[0].isdigit() and psutil.pid_exists(int(name.partition(".")[0]))
+    ]
 
 
 def _kill_tree(pid: int) -> None:
@@ -104,15 +109,20 @@ def _kill_tree(pid: int) -> None:
 
 
 def end_screen_sessions(screendir: str) -> None:
-    """Quit every session in `screendir`, then kill what is left (server and its children)."""
+    """Quit every session in `screendir`, then kill what is left (server and its children):
+    a server that does not answer `quit` in time is killed too."""
     env = {**os.environ, "SCREENDIR": screendir}
     for target in _screen_targets(screendir):
-        subprocess.run(
-            [SCREEN or "screen", "-S", target, "-X", "quit"],
-            capture_output=True,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            subprocess.run(
+                [SCREEN or "screen", "-S", target, "-X", "quit"],
+                capture_output=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                timeout=SCREEN_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            pass  # killed below
     deadline = time.monotonic() + 3
     while _screen_targets(screendir) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -151,6 +161,29 @@ def tmux_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         )
         base = os.environ.get("TMUX_TMPDIR") or "/tmp"
         Path(base, f"tmux-{os.getuid()}", socket).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def tmux_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private TMUX_TMPDIR: every tmux server started under it (the default one and each `-L`
+    socket) is this test's alone, and is killed afterwards."""
+    if TMUX is None:
+        pytest.skip("tmux is not installed")
+    _session_env(monkeypatch)
+    directory = Path(tempfile.mkdtemp(prefix="orchtmx-", dir="/tmp"))  # socket paths: short
+    monkeypatch.setenv("TMUX_TMPDIR", str(directory))
+    try:
+        yield directory
+    finally:
+        sockets = directory / f"tmux-{os.getuid()}"
+        for socket in sockets.iterdir() if sockets.is_dir() else []:
+            subprocess.run(
+                [TMUX, "-S", str(socket), "kill-server"],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=10,
+            )
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 #: Texts that must reach the session byte for byte: what screen's `stuff` would expand, what

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pty
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -197,10 +199,70 @@ def test_text_arrives_byte_for_byte(screen: ScreenBackend, tmp_path: Path) -> No
 @needs_screen
 def test_long_text_is_sent_whole(screen: ScreenBackend, tmp_path: Path) -> None:
     screen.create("long")
-    # screen spins when it pastes more than ~4 KiB at once: the adapter sends pieces
+    # bash redraws the whole line for each character it reads: it takes 30 KB slowly
     text = "x" * 2047 + "é😀" * 3000 + "y" * 9000
     screen.send("long", printf_command(text, tmp_path / "long"))
     file_becomes(tmp_path / "long", text.encode())
+
+
+#: A program that puts its terminal in raw mode, writes `ready`, reads nothing for `stall`
+#: seconds (busy), then reads until Enter and writes what it read to `out`.
+SLOW_READER = """\
+import os, sys, time, tty
+ready, out, stall = sys.argv[1:]
+tty.setraw(0)
+open(ready, "w").close()
+time.sleep(float(stall))
+data = b""
+while not data.endswith(b"\\r"):
+    data += os.read(0, 65536)
+open(out, "wb").write(data)
+"""
+
+
+def _start_slow_reader(screen: ScreenBackend, name: str, tmp_path: Path, stall: float) -> Path:
+    """Run SLOW_READER in session `name`; return the file it will write."""
+    script, ready, out = tmp_path / "reader.py", tmp_path / "ready", tmp_path / "out"
+    script.write_text(SLOW_READER)
+    command = [sys.executable, str(script), str(ready), str(out), str(stall)]
+    screen.send(name, " ".join(shlex.quote(arg) for arg in command))
+    wait_for(ready.exists, 10, "the reader to start")
+    return out
+
+
+@needs_screen
+def test_texts_sent_while_the_program_is_busy_arrive_whole(
+    screen: ScreenBackend, tmp_path: Path
+) -> None:
+    # 50 KB while the program reads nothing: more than the tty and screen's input buffer hold.
+    # screen used to spin at 100% CPU for ever on the Enter (`stuff` waits for room in a full
+    # buffer inside its only thread), and a second text cut off the rest of the first
+    screen.create("busy")
+    out = _start_slow_reader(screen, "busy", tmp_path, stall=1.5)
+    first = "a" * 20000 + "é😀" * 3000 + "b" * 10000
+    second = "tail-é😀" * 100
+    screen.send("busy", first, enter=False)
+    screen.send("busy", second)
+    got = wait_for(lambda: read_bytes(out), 30, "the reader's output")
+    expected = (first + second + "\r").encode()
+    assert (len(got), got) == (len(expected), expected)
+    assert screen.wait_ready("busy", 5), "the session no longer answers"
+
+
+@needs_screen
+def test_a_program_that_never_reads_fails_the_send_and_screen_keeps_answering(
+    screendir: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    screen = ScreenBackend(ready_timeout=1.0)
+    screen.create("deaf")
+    _start_slow_reader(screen, "deaf", tmp_path, stall=3600)
+    screen.send("deaf", "x" * 40000, enter=False)  # taken: screen feeds it as the tty drains
+    with pytest.raises(SessionError, match="^screen session 'deaf' is not reading its input"):
+        screen.send("deaf", "more")
+    assert screen.wait_ready("deaf", 5), "the session no longer answers"
+    screen.kill("deaf")
+    assert not screen.exists("deaf")
 
 
 @needs_screen

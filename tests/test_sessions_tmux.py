@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.sessions import SessionError, get_backend, run_session_step
-from core.sessions.tmux import TmuxBackend
+from core.sessions import SessionError, get_backend, list_sessions, run_session_step
+from core.sessions.tmux import TmuxBackend, server_sockets
 
 try:
     from sessions_fixtures import (
@@ -24,6 +24,7 @@ try:
         printf_command,
         read_bytes,
         tmux_socket,  # noqa: F401  (fixture)
+        tmux_tmpdir,  # noqa: F401  (fixture)
         wait_for,
     )
 except ImportError:  # tests/ became a package
@@ -36,6 +37,7 @@ except ImportError:  # tests/ became a package
         printf_command,
         read_bytes,
         tmux_socket,  # noqa: F401  (fixture)
+        tmux_tmpdir,  # noqa: F401  (fixture)
         wait_for,
     )
 
@@ -298,3 +300,48 @@ def test_run_session_step_actions(tmux: TmuxBackend, tmux_socket: str, tmp_path:
 def test_tmux_binary_is_what_attach_uses(tmux: TmuxBackend) -> None:
     tmux.create("which")
     assert tmux.attach_argv("which")[0] == TMUX
+
+
+def test_sessions_of_every_tmux_server_are_listed_with_their_socket(
+    tmux_tmpdir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    TmuxBackend().create("on-default")
+    TmuxBackend(socket="work").create("on-work")
+    TmuxBackend(socket="lab.2").create("on-lab")
+    TmuxBackend(socket="ended").create("gone")
+    TmuxBackend(socket="ended").kill("gone")  # its server exits; the socket file may stay
+    (tmux_tmpdir / f"tmux-{os.getuid()}" / "not-a-socket").write_text("")
+    assert server_sockets()[0] == "default" and {"work", "lab.2"} <= set(server_sockets())
+
+    sessions, problems = list_sessions(["tmux"])
+    assert problems == []
+    assert {(s.socket, s.name) for s in sessions} == {
+        ("default", "on-default"),
+        ("work", "on-work"),
+        ("lab.2", "on-lab"),
+    }
+    only, _ = list_sessions(["tmux"], socket="work")
+    assert [(s.socket, s.name) for s in only] == [("work", "on-work")]
+    # from inside a client of the work server: tmux without -L would mean that server
+    monkeypatch.setenv("TMUX", f"{tmux_tmpdir}/tmux-{os.getuid()}/work,1,0")
+    inside, _ = list_sessions(["tmux"])
+    assert sorted(s.name for s in inside) == ["on-default", "on-lab", "on-work"]
+
+
+def test_orch_tui_sessions_shows_every_tmux_server(tmux_tmpdir: Path, tmp_path: Path) -> None:  # noqa: F811
+    from tests.conftest import run_cli
+
+    TmuxBackend().create("on-default")
+    TmuxBackend(socket="work").create("on-work")
+    result = run_cli("sessions", "--backend", "tmux", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["BACKEND", "SOCKET", "NAME", "STATE", "PID", "CREATED", "RUN"]
+    rows = sorted(line.split()[:4] for line in lines[1:])
+    assert rows == [
+        ["tmux", "default", "on-default", "detached"],
+        ["tmux", "work", "on-work", "detached"],
+    ]
+    result = run_cli("sessions", "--backend", "tmux", "--socket", "work", cwd=tmp_path)
+    assert [line.split()[2] for line in result.stdout.splitlines()[1:]] == ["on-work"]

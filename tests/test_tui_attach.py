@@ -32,6 +32,7 @@ from tests.tui_helpers import SCREEN, needs_screen
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 screendir = tui_helpers.screendir
+tmux_tmpdir = sessions_fixtures.tmux_tmpdir
 tmux_socket = sessions_fixtures.tmux_socket
 
 ROWS, COLS = 36, 120
@@ -136,7 +137,11 @@ def _screen_text(raw: str) -> str:
 def _session_state(name: str) -> str | None:
     """'Attached' / 'Detached' as ``screen -ls`` says for the session named exactly ``name``."""
     result = subprocess.run(
-        [SCREEN or "screen", "-ls"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        [SCREEN or "screen", "-ls"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=10,  # a server that stopped answering fails the test instead of hanging it
     )
     for line in result.stdout.splitlines():
         fields = [f for f in line.strip().split("\t") if f]
@@ -146,15 +151,16 @@ def _session_state(name: str) -> str | None:
 
 
 def _start(
-    tmp_path: Path, session: str, backend: str = "", options: tuple[str, ...] = ()
+    tmp_path: Path, session: str, options: str = "", cli: tuple[str, ...] = ()
 ) -> tuple[Terminal, Path]:
-    """``backend``: extra fields of the session step (``, backend: tmux, socket: S``);
-    ``options``: more command-line options."""
+    """orch-tui (with ``cli`` options) on a recipe that creates ``session`` (screen, or what
+    ``options`` add to the step, e.g. ``backend: tmux, socket: x``), then runs ``sleeper``."""
+    options = f", {options}" if options else ""
     recipe = write_recipe(
         tmp_path,
         f"""
         steps:
-          - {{name: sess, type: session, action: create, session: {session}{backend}}}
+          - {{name: sess, type: session, action: create, session: {session}{options}}}
           - {{name: sleeper, type: shell, cmd: sleep, args: ["100"]}}
         """,
     )
@@ -163,7 +169,7 @@ def _start(
     env.update(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS))
     for name in ("FORCE_COLOR", "NO_COLOR", "TEXTUAL", "STY", "TMUX"):
         env.pop(name, None)
-    argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir), *options]
+    argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir), *cli]
     term = Terminal(argv, tmp_path, env)
     return term, run_dir
 
@@ -233,6 +239,84 @@ def test_attach_hands_the_terminal_to_screen_and_detach_comes_back(tmp_path, scr
             os.kill(pid, signal.SIGKILL)
 
 
+def _attach_from_the_sessions_screen(term: Terminal, session: str, attached, detach) -> None:
+    """S, the session's row (the first: the only one), a: the multiplexer takes the terminal;
+    ``detach()`` gives it back to the Sessions screen."""
+    mark = len(term.output)
+    term.type("S")
+    # the test's private SCREENDIR and TMUX_TMPDIR hold this one session
+    term.wait_for("1 session(s)", since=mark, label=f"{session} listed in the Sessions screen")
+    mark = len(term.output)
+    term.type("a")
+    term.wait_for(f"attaching to {session}", since=mark, label="the attach message")
+    term.wait_for(attached, 15, label="the session attached")
+    mark = len(term.output)
+    term.type("echo attached-marker-$((100 + 23))\r")
+    term.wait_for("attached-marker-123", since=mark, label="the session's shell output")
+    mark = len(term.output)
+    detach()
+    term.wait_for(lambda: not attached(), 15, label="the session detached")
+    term.wait_for("Sessions", since=mark, label="the Sessions screen drawn again")
+    assert term.poll() is None, "orch-tui exited on the detach"
+    _back_to_the_steps(term)
+
+
+def _back_to_the_steps(term: Terminal) -> None:
+    mark = len(term.output)
+    term.type("\x1b")  # Escape
+    term.wait_for("sleeper", since=mark, label="the step tree again")
+
+
+@needs_screen
+def test_a_in_the_sessions_screen_attaches_to_a_screen_session(tmp_path, screendir, tmux_tmpdir):
+    session = f"orchtui-S-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session)
+    try:
+        _wait_running(term, run_dir)
+        _attach_from_the_sessions_screen(
+            term,
+            session,
+            lambda: _session_state(session) == "Attached",
+            lambda: term.type(b"\x01d"),  # Ctrl-a d
+        )
+        _quit(term, run_dir)
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_screen
+@needs_tmux
+def test_a_in_the_sessions_screen_attaches_to_a_tmux_session_on_its_server(
+    tmp_path, screendir, tmux_tmpdir
+):
+    from core.sessions.tmux import TmuxBackend
+
+    session, server = f"orchtui-T-{uuid.uuid4().hex[:8]}", "orch-side"
+    term, run_dir = _start(tmp_path, session, f"backend: tmux, socket: {server}")
+    tmux = TmuxBackend(socket=server)
+
+    def attached() -> bool:
+        info = tmux.get(session)
+        return info is not None and info.state == "attached"
+
+    try:
+        _wait_running(term, run_dir)
+        mark = len(term.output)
+        term.type("S")
+        term.wait_for(server, since=mark, label="the tmux server's name in the Sessions screen")
+        _back_to_the_steps(term)
+        # detached from outside: a Ctrl-b d typed here right after the shell's output
+        # sometimes reached the shell instead (echoed as ^Bd)
+        _attach_from_the_sessions_screen(term, session, attached, lambda: tmux.detach(session))
+        _quit(term, run_dir)
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
 @needs_screen
 def test_attach_to_a_session_that_is_gone_shows_an_error_and_keeps_running(tmp_path, screendir):
     from core.sessions import get_backend
@@ -277,7 +361,9 @@ def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir
         assert _session_state(session) == "Detached"  # sessions stay
     finally:
         term.kill()
-        subprocess.run([SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True)
+        subprocess.run(
+            [SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True, timeout=10
+        )
 
 
 def _tmux_attached(socket: str, name: str) -> int | None:
@@ -304,7 +390,7 @@ def _tmux_attached(socket: str, name: str) -> int | None:
 @needs_tmux
 def test_attach_hands_the_terminal_to_tmux_and_ctrl_b_d_comes_back(tmp_path, tmux_socket):
     session = f"orchtui-t-{uuid.uuid4().hex[:8]}"
-    term, run_dir = _start(tmp_path, session, f", backend: tmux, socket: {tmux_socket}")
+    term, run_dir = _start(tmp_path, session, f"backend: tmux, socket: {tmux_socket}")
     try:
         _wait_running(term, run_dir)
         assert _tmux_attached(tmux_socket, session) == 0
@@ -337,7 +423,7 @@ def test_attach_hands_the_terminal_to_tmux_and_ctrl_b_d_comes_back(tmp_path, tmu
 def test_debug_logs_to_the_run_directory_not_over_the_tui(tmp_path, screendir):
     """The app draws on the terminal: --debug's lines go to <run-dir>/debug.log instead."""
     session = f"orchtui-d-{uuid.uuid4().hex[:8]}"
-    term, run_dir = _start(tmp_path, session, options=("--debug",))
+    term, run_dir = _start(tmp_path, session, cli=("--debug",))
     try:
         _wait_running(term, run_dir)
         log = run_dir / "debug.log"

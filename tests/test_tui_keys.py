@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+import pytest
 from rich.console import Console
 
 from tests import tui_helpers
@@ -197,7 +198,8 @@ async def test_stop_a_running_step(orch):
 
 
 # ------------------------------------------------------------------------------ q
-async def test_quit_while_running_asks_and_n_or_escape_cancel(orch):
+@pytest.mark.parametrize("key", ["q", "ctrl+q", "ctrl+c"])
+async def test_quit_while_running_asks_and_n_or_escape_cancel(orch, key: str):
     from tui.screens.confirm_quit import ConfirmQuit
 
     app, runner = orch(
@@ -209,13 +211,22 @@ async def test_quit_while_running_asks_and_n_or_escape_cancel(orch):
     async with app.run_test(size=SIZE) as pilot:
         await until_status(pilot, runner, "sleeper", "running")
         for cancel in ("n", "escape"):
-            await pilot.press("q")
+            await pilot.press(key)
             await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+            depth = len(app.screen_stack)
+            await pilot.press(key)  # again: the same question, not a second one
+            assert len(app.screen_stack) == depth and app.is_running
             await pilot.press(cancel)
             await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
             assert app.is_running
             assert status(runner, "sleeper") == "running"
             assert not runner.finished
+        await pilot.press(key)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, 20, "the app to exit")
+    assert app.return_value == 130
+    assert read_state(runner.run_dir)["steps"]["sleeper"]["status"] == "cancelled"
 
 
 @needs_screen
@@ -291,7 +302,7 @@ async def test_help_opens_and_escape_closes(orch):
         assert app.focused is _tree(app)
 
 
-async def test_pin_keeps_a_log_beside_and_p_again_unpins(orch):
+async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):
     from tui.widgets import LogPane
 
     app, runner = orch(
@@ -299,22 +310,39 @@ async def test_pin_keeps_a_log_beside_and_p_again_unpins(orch):
         steps:
           - {name: one, type: shell, run: echo output-of-one}
           - {name: two, type: shell, run: echo output-of-two}
+          - {name: three, type: shell, run: echo output-of-three}
         """
     )
     async with app.run_test(size=SIZE) as pilot:
-        await until_status(pilot, runner, "two", "succeeded")
-        pinned = app.query_one("#log-pinned", LogPane)
-        assert not pinned.display
-        await pilot.press("p")
-        await until(pilot, lambda: pinned.display and pinned.lines == ["output-of-one"])
-        assert pinned.step == "one" and pinned.region.width > 0
+        await until_status(pilot, runner, "three", "succeeded")
+        pinned, pane = app.query_one("#log-pinned", LogPane), main_pane(app)
+
+        def shown() -> tuple[str | None, str | None]:
+            """(main pane's step, pinned pane's step if it is on screen)"""
+            assert not (pinned.display and pinned.step == pane.step), "the same log twice"
+            return pane.step, pinned.step if pinned.display else None
+
+        assert shown() == ("one", None)
+        await pilot.press("p")  # pins one: beside the others, not beside itself
+        await until(pilot, lambda: pinned.step == "one", what="one pinned")
+        assert shown() == ("one", None)
         await pilot.press("down")
-        pane = main_pane(app)
-        await until(pilot, lambda: pane.lines == ["output-of-two"])
-        assert pinned.step == "one" and pinned.lines == ["output-of-one"]
-        await pilot.press("up", "p")
-        await until(pilot, lambda: not pinned.display, what="the pinned pane to close")
-        assert pinned.step is None
+        await until(pilot, lambda: shown() == ("two", "one"), what="one beside two")
+        await until(pilot, lambda: pinned.lines == ["output-of-one"], what="one's log pinned")
+        assert pinned.region.width > 0 and pane.lines == ["output-of-two"]
+
+        await pilot.press("p")  # on another step: pins that one instead
+        await until(pilot, lambda: pinned.step == "two", what="two pinned")
+        assert shown() == ("two", None)
+        await pilot.press("down")
+        await until(pilot, lambda: shown() == ("three", "two"), what="two beside three")
+        await pilot.press("up", "up")
+        await until(pilot, lambda: shown() == ("one", "two"), what="two beside one")
+
+        await pilot.press("down", "p")  # on the pinned step: unpins
+        await until(pilot, lambda: pinned.step is None, what="unpinned")
+        await pilot.press("down")
+        await until(pilot, lambda: shown() == ("three", None), what="no pinned pane")
 
 
 # ------------------------------------------------------------------------------ the log pane
@@ -377,6 +405,100 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
         )
         assert str(pane.border_subtitle).startswith("/line 1234")
         assert not pane.follow
+
+
+_COUNTED_LINES = """
+        steps:
+          - name: counted
+            type: shell
+            run: |
+              n=$(( $(cat '{count}' 2>/dev/null || echo 0) + 1 )); echo $n > '{count}'
+              for i in $(seq 1 300); do echo "run $n line $i"; done
+              exit 1
+"""
+
+
+async def test_slash_from_the_step_tree_searches_the_selected_log(orch, tmp_path: Path):
+    from tui.screens.search import SearchPrompt
+
+    app, runner = orch(_COUNTED_LINES.format(count=tmp_path / "count"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "counted", "failed")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["run 1 line 300"], what="the log")
+        assert app.focused is _tree(app)  # where the app opens
+
+        await pilot.press("slash")
+        await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
+        await _type(pilot, "line 12")
+        await pilot.press("enter")
+        await until(pilot, lambda: pane._match is not None, what="a match")
+        assert pane.lines[pane._match] == "run 1 line 129"  # the last one: searched upwards
+        # the search stopped following: the pane says so, and how to come back
+        subtitle = str(pane.border_subtitle)
+        assert subtitle.startswith("/line 12: 11 in view") and "paused" in subtitle
+        assert subtitle.endswith("End to follow") and not pane.follow
+
+        assert app.focused is _tree(app)
+        await pilot.press("n")  # from the tree too: the next match upwards
+        await until(pilot, lambda: pane.lines[pane._match] == "run 1 line 128", what="n")
+        await pilot.press("N")
+        await until(pilot, lambda: pane.lines[pane._match] == "run 1 line 129", what="N")
+
+
+async def test_retry_shows_the_new_attempt_in_a_paused_pane(orch, tmp_path: Path):
+    app, runner = orch(_COUNTED_LINES.format(count=tmp_path / "count"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "counted", "failed")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["run 1 line 300"], what="the log")
+        await pilot.press("slash")  # looking into the failure: following pauses
+        await _type(pilot, "line 12")
+        await pilot.press("enter")
+        await until(pilot, lambda: not pane.follow, what="following to pause")
+        assert app.focused is _tree(app)
+
+        await pilot.press("r")
+        await until_status(pilot, runner, "counted", "failed")
+        assert runner.state()["steps"]["counted"]["attempts"] == 2
+        await until(pilot, lambda: pane.lines[-1:] == ["run 2 line 300"], what="attempt 2")
+        await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="the end shown")
+        # still searching, in both attempts' lines
+        assert pane.follow and pane.border_subtitle == "/line 12: 22 in view · following"
+
+
+def _first_line(pane) -> str:
+    """The pane's top line as drawn (what an empty pane says, dimmed)."""
+    return pane.render_line(0).text.rstrip()
+
+
+async def test_an_empty_log_says_why(orch, tmp_path: Path):
+    go = tmp_path / "go"
+    module = write_module(tmp_path, "def run(ctx):\n    return None\n")
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: silent, type: python, module: {module}}}
+          - name: waiting
+            type: shell
+            run: "while [ ! -f '{go}' ]; do sleep 0.02; done"
+            depends_on: []
+          - {{name: later, type: shell, run: "true", depends_on: [waiting]}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until_status(pilot, runner, "silent", "succeeded")  # printed nothing: no log
+        assert not (runner.run_dir / "logs" / "silent.log").exists()
+        await until(pilot, lambda: _first_line(pane) == "no output", what="no output")
+        await until_status(pilot, runner, "waiting", "running")
+        await pilot.press("down")
+        await until(pilot, lambda: _first_line(pane) == "waiting for output…", what="waiting")
+        await pilot.press("down")
+        await until(pilot, lambda: _first_line(pane) == "pending: no output yet", what="pending")
+        go.write_text("")
+        await until_status(pilot, runner, "later", "succeeded")
+        await until(pilot, lambda: _first_line(pane) == "no output", what="later: no output")
 
 
 # ------------------------------------------------------------------------------ ctx, palette
@@ -442,6 +564,38 @@ async def test_command_palette_offers_skip_for_a_failed_step(orch):
         assert "Skip good" not in titles and "Retry good" in titles
 
 
+async def test_command_palette_has_one_keys_entry_and_its_quit_asks(orch):
+    from textual.command import CommandList, CommandPalette
+
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch("steps:\n  - {name: sleeper, type: shell, cmd: sleep, args: ['100']}\n")
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sleeper", "running")
+
+        async def palette_titles(query: str) -> list[str]:
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+            await _type(pilot, query)
+            results = app.screen.query_one(CommandList)
+            await until(pilot, lambda: results.option_count > 0, what=f"matches for {query}")
+            return [
+                str(results.get_option_at_index(i).prompt).split("\n")[0]
+                for i in range(results.option_count)
+            ]
+
+        titles = await palette_titles("keys")
+        assert titles.count("Keys") == 1, titles
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, CommandPalette), what="closed")
+
+        assert "Quit" in await palette_titles("quit")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        assert app.is_running and status(runner, "sleeper") == "running"
+        await pilot.press("n")
+
+
 # ------------------------------------------------------------------------------ S
 @needs_screen
 async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
@@ -468,14 +622,57 @@ async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
 
         def row():
             rows = [table.get_row_at(i) for i in range(table.row_count)]
-            return next((r for r in rows if r[0] == "screen" and r[1] == session), None)
+            return next((r for r in rows if r[0] == "screen" and r[2] == session), None)
 
         found = await until(pilot, row, 15, f"{session} in the sessions table")
-        assert found[2] == "detached"
-        assert found[5] == runner.run_id  # the run that created it
+        assert found[3] == "detached"
+        assert found[6] == runner.run_id  # the run that created it
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, SessionsScreen), what="back")
         assert selected(app) == "sess"
+
+
+async def _select_session(pilot, name: str) -> None:
+    """Move down the tree to the session node ``name`` (under the steps)."""
+    tree = _tree(pilot.app)
+    for _ in range(len(tree._step_nodes) + len(tree._session_nodes) + 1):
+        data = tree.selected or {}
+        if data.get("kind") == "session" and data.get("name") == name:
+            return
+        await pilot.press("down")
+    pytest.fail(f"no session node {name} in the tree")
+
+
+@needs_screen
+async def test_a_session_pane_shows_what_arrives_in_the_session(orch, screendir):
+    from core.sessions import get_backend
+
+    session = f"orchtui-l-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: logged, type: session, action: create, session: {session}, log: true}}
+          - {{name: unlogged, type: session, action: create, session: {session}-n}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "unlogged", "succeeded", timeout=20)
+        tree = _tree(app)
+        await until(pilot, lambda: len(tree._session_nodes) == 2, what="the Sessions group")
+        pane = main_pane(app)
+        await _select_session(pilot, session)
+        await until(pilot, lambda: pane.step == f"session {session}", what="the session's pane")
+
+        # typed from outside (or by a user attached to it): no step event says the log grew
+        get_backend("screen").send(session, "echo typed-$((6 * 7))")
+        await until(pilot, lambda: "typed-42" in pane.lines, 10, "the session's new output")
+
+        await _select_session(pilot, f"{session}-n")
+        await until(
+            pilot,
+            lambda: _first_line(pane).startswith("no log: `log: true`"),
+            what="the hint of a session without a log",
+        )
 
 
 # ------------------------------------------------------------------------------ load

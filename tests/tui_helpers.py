@@ -186,6 +186,7 @@ def screen_session_pids(screendir: str, name: str) -> list[int]:
         text=True,
         env=screen_env(screendir),
         stdin=subprocess.DEVNULL,
+        timeout=10,  # a server that stopped answering fails the test instead of hanging it
     )
     pids = []
     for line in result.stdout.splitlines():

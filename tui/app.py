@@ -27,6 +27,7 @@ from textual.widgets import Footer
 
 from core import events as ev
 from core.runner import Runner
+from core.sessions.step import session_log_path
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -42,11 +43,21 @@ class OrchApp(App[int]):
     TITLE = "orch-tui"
     BINDINGS = [
         Binding("q", "quit_app", "Quit"),
+        # Textual quits on Ctrl+Q without asking and only shows a toast on Ctrl+C: both do what
+        # q does here (Ctrl+C still copies text selected with the mouse: the screen's binding)
+        Binding("ctrl+q", "quit_app", "Quit", show=False, priority=True),
+        Binding("ctrl+c", "quit_app", "Quit", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("p", "pin", "Pin log"),
         Binding("S", "sessions", "Sessions"),
         Binding("c", "toggle_ctx", "ctx", show=False),
+        # the log pane has these keys too; here they reach it from the step tree
+        Binding("slash", "search", "Search", show=False),
+        Binding("n", "next_match", "Next match", show=False),
+        Binding("N", "previous_match", "Prev match", show=False),
     ]
+    #: actions on the steps screen's panes: not offered while another screen is on top
+    MAIN_SCREEN_ACTIONS = frozenset({"pin", "toggle_ctx", "search", "next_match", "previous_match"})
 
     def __init__(
         self,
@@ -67,6 +78,7 @@ class OrchApp(App[int]):
         self._run_finished: ev.RunFinished | None = None
         self._quitting = False
         self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pinned: str | None = None  # the step whose log the second pane keeps
         self._step_infos = [self._describe_step(s) for s in runner.recipe.steps]
 
     def _describe_step(self, step) -> dict[str, Any]:
@@ -95,6 +107,8 @@ class OrchApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        for pane in self.query(LogPane):
+            pane.empty_hint = self._empty_hint
         self.query_one("#log-pinned", LogPane).display = False
         self.query_one(StepTree).border_title = "steps"
         self.query_one(ResourceMeter).border_title = "resources"
@@ -170,11 +184,17 @@ class OrchApp(App[int]):
         if step.action == "kill":
             self._sessions.pop(key, None)
             return
+        log = self._sessions.get(key, {}).get("log")  # a send or detach step keeps the log
+        if step.action in ("create", "recreate"):
+            log = session_log_path(
+                step.log, action=step.action, run_dir=self.runner.run_dir, session=step.session
+            )
         self._sessions[key] = {
             "backend": info["backend"],
             "name": info["session"],
             "socket": info.get("socket"),
             "state": "detached",
+            "log": log,
         }
         self.query_one(StepTree).set_sessions(list(self._sessions.values()))
 
@@ -221,38 +241,76 @@ class OrchApp(App[int]):
         if name is not None:
             pane.show(name, self._log_path(name))
         elif data and data.get("kind") == "session":
-            pane.show(f"session {data['name']}", self._session_log(data))
+            # text typed into a session raises no step event: the pane watches the file itself
+            pane.show(f"session {data['name']}", data.get("log"), live=True)
+        self._show_pinned()
         self.query_one(ResourceMeter).show_step(name)
 
     def _log_path(self, name: str) -> Path:
         return self.runner.run_dir / "logs" / self.runner.runs[name].log_file
 
-    def _session_log(self, data: dict[str, Any]) -> Path | None:
-        path = self.runner.run_dir / "sessions" / f"{data['name']}.log"
-        return path if path.exists() else None
+    def _empty_hint(self, step: str | None, path: Path | None) -> str:
+        """What an empty log pane says: the log file is missing or empty, and the step is..."""
+        if step is None:
+            return ""
+        state = self._states.get(step)
+        if state is None:  # a session's pane
+            if path is None:
+                return "no log: `log: true` on the session's step keeps one"
+            return "waiting for output…"
+        if state["status"] in ("pending", "blocked"):
+            return f"{state['status']}: no output yet"
+        if state["status"] in ("running", "ready"):
+            return "waiting for output…"
+        return "no output"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Pinning and the ctx toggle act on the main screen only: hidden elsewhere."""
-        return not (action in ("pin", "toggle_ctx") and isinstance(self.screen, SessionsScreen))
+        """Pinning, searching and the ctx toggle act on the steps screen only: hidden elsewhere."""
+        return action not in self.MAIN_SCREEN_ACTIONS or self.screen is self.screen_stack[0]
 
     def action_pin(self) -> None:
-        """Pin the selected step's log in a second pane beside the first; again to unpin."""
-        tree = self.query_one(StepTree)
-        pinned = self.query_one("#log-pinned", LogPane)
-        name = tree.selected_step
-        if pinned.display and (name is None or pinned.step == name):
-            pinned.display = False
-            pinned.show(None, None)
-            return
+        """Pin the selected step's log beside the main pane: `p` on another step pins that one
+        instead, `p` on the pinned step unpins it."""
+        name = self.query_one(StepTree).selected_step
         if name is None:
             self.notify("select a step to pin its log", severity="warning")
             return
-        pinned.display = True
-        pinned.show(name, self._log_path(name))
+        if name == self._pinned:
+            self._pinned = None
+            self.notify(f"unpinned {name}", timeout=2)
+        else:
+            self._pinned = name
+            self.notify(f"pinned {name}: its log stays beside the selected step's", timeout=3)
+        self._show_pinned()
+
+    def _show_pinned(self) -> None:
+        """The pinned pane never repeats the main one: hidden while its step is selected."""
+        pinned = self.query_one("#log-pinned", LogPane)
+        if self._pinned is None:
+            pinned.display = False
+            pinned.show(None, None)
+            return
+        pinned.show(self._pinned, self._log_path(self._pinned))
+        pinned.display = self.query_one("#log-main", LogPane).step != self._pinned
+
+    def _search_pane(self) -> LogPane:
+        """The pane `/`, `n` and `N` act on: the focused log pane, else the selected step's."""
+        focused = self.focused
+        return focused if isinstance(focused, LogPane) else self.query_one("#log-main", LogPane)
+
+    def action_search(self) -> None:
+        self._prompt_search(self._search_pane())
+
+    def action_next_match(self) -> None:
+        self._search_pane().action_next_match()
+
+    def action_previous_match(self) -> None:
+        self._search_pane().action_previous_match()
 
     def on_log_pane_search_requested(self, message: LogPane.SearchRequested) -> None:
-        pane = message.pane
+        self._prompt_search(message.pane)
 
+    def _prompt_search(self, pane: LogPane) -> None:
         def done(text: str | None) -> None:
             if text is None:
                 return
@@ -279,6 +337,10 @@ class OrchApp(App[int]):
             "stop": self.runner.stop_step,
         }
         command[message.action](name)
+        if message.action == "retry":  # the new attempt is what to see, even in a paused pane
+            for pane in self.query(LogPane):
+                if pane.step == name:
+                    pane.action_follow()
         self.notify(f"{message.action}: {name}", timeout=2)
 
     def attach(self, backend_name: str, session: str, socket: str | None = None) -> None:
@@ -325,7 +387,7 @@ class OrchApp(App[int]):
         return [n for n, s in self._states.items() if s["status"] in ("running", "ready")]
 
     def action_quit_app(self) -> None:
-        if self._quitting:
+        if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already
             return
         running = self._running_steps()
         if not running or self.runner.finished:
@@ -360,7 +422,14 @@ class OrchApp(App[int]):
 
     # -- command palette --------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":  # ours below: the whole key reference
+                continue
+            if command.title == "Quit":  # Textual's quits at once: ours asks while steps run
+                command = SystemCommand(
+                    "Quit", "Quit (asks first while steps run)", self.action_quit_app
+                )
+            yield command
         tree = self.query_one(StepTree)
         name = tree.selected_step
         if name is not None:
@@ -383,7 +452,9 @@ class OrchApp(App[int]):
             "Sessions", "All screen and tmux sessions on this machine", self.action_sessions
         )
         yield SystemCommand(
-            "Pin log", "Pin the selected step's log beside the first", self.action_pin
+            "Pin log",
+            "Pin the selected step's log beside the others (on it again: unpin)",
+            self.action_pin,
         )
         yield SystemCommand("Toggle ctx", "Show or hide the ctx inspector", self.action_toggle_ctx)
         yield SystemCommand("Keys", "The key reference", self.action_help)

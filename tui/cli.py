@@ -83,7 +83,11 @@ def _sub_parser(command: str) -> argparse.ArgumentParser:
     if command == "sessions":
         p.description = "List GNU screen and tmux sessions on this machine."
         p.add_argument("--backend", choices=("screen", "tmux"))
-        p.add_argument("--socket", metavar="NAME", help="tmux -L socket name")
+        p.add_argument(
+            "--socket",
+            metavar="NAME",
+            help="only this tmux -L server (default: every one of yours)",
+        )
     if command == "clean":
         p.description = (
             "Remove what orch-tui made in this workspace: the runs in its .orch folder "
@@ -404,29 +408,30 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    from core.sessions.base import SessionError, get_backend
+    from core.sessions.base import get_backend, list_sessions
 
-    backends = [args.backend] if args.backend else ["screen", "tmux"]
-    rows = []
-    missing = []
-    for name in backends:
-        backend = get_backend(name, socket=args.socket if name == "tmux" else None)
-        if not backend.available():
-            missing.append(name)
-            continue
-        try:
-            rows.extend(backend.list())
-        except SessionError as exc:
-            raise UsageError(str(exc)) from None
-    if args.backend and missing:
+    if args.backend and not get_backend(args.backend).available():
         raise UsageError(f"{args.backend} is not installed (apt-get install {args.backend})")
-    if not rows:
+    backends = [args.backend] if args.backend else ["screen", "tmux"]
+    rows, problems = list_sessions(backends, socket=args.socket)
+    missing = {get_backend(name).install_hint for name in backends}
+    errors = [p for p in problems if p not in missing]  # a multiplexer not installed: skipped
+    if rows:
+        _print_sessions(rows)
+    elif not errors:
         print("no sessions")
-        return EXIT_OK
-    header = ("BACKEND", "NAME", "STATE", "PID", "CREATED", "RUN")
+    for error in errors:
+        print(f"orch-tui: {error}", file=sys.stderr)
+    return EXIT_USAGE if errors else EXIT_OK
+
+
+def _print_sessions(rows) -> None:
+    """One aligned line per session; SOCKET is the tmux server (`-L` name, or default)."""
+    header = ("BACKEND", "SOCKET", "NAME", "STATE", "PID", "CREATED", "RUN")
     table = [header] + [
         (
             s.backend,
+            s.server,
             s.name,
             s.state,
             str(s.pid or ""),
@@ -438,7 +443,6 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return EXIT_OK
 
 
 def _fmt_time(ts: float | None) -> str:

@@ -12,6 +12,7 @@ from core.sessions.base import (
     SessionError,
     SessionInfo,
     get_backend,
+    list_sessions,
     validate_session_name,
 )
 from core.sessions.step import run_session_step
@@ -25,6 +26,7 @@ __all__ = [
     "SessionError",
     "SessionInfo",
     "get_backend",
+    "list_sessions",
     "run_session_step",
     "validate_session_name",
 ]

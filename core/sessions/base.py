@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,12 @@ class SessionInfo:
     created: float | None = None
     run_id: str | None = None
     socket: str | None = None
+
+    @property
+    def server(self) -> str:
+        """The tmux server as the user names it: its `-L` socket name, or "default"; "" for
+        screen (one server per session)."""
+        return (self.socket or "default") if self.backend == "tmux" else ""
 
 
 def validate_session_name(name: str) -> str:
@@ -212,6 +218,32 @@ class SessionBackend(ABC):
 
         `steal`: detach other terminals attached to it first.
         """
+
+
+def list_sessions(
+    backends: Iterable[str] = ("screen", "tmux"), *, socket: str | None = None
+) -> tuple[list[SessionInfo], list[str]]:
+    """(sessions, problems): the sessions of each backend, for tmux on every server of the user
+    (the default one and each `-L` socket; only `socket` when given). A multiplexer that is not
+    installed or a server that fails is a problem (one line), the others are still listed."""
+    sessions: list[SessionInfo] = []
+    problems: list[str] = []
+    for name in backends:
+        sockets: list[str | None] = [None]
+        if name == "tmux":
+            from core.sessions.tmux import server_sockets
+
+            sockets = [socket] if socket else list(server_sockets())
+        for server in sockets:
+            backend = get_backend(name, socket=server)
+            if not backend.available():
+                problems.append(backend.install_hint)
+                break
+            try:
+                sessions.extend(backend.list())
+            except SessionError as exc:
+                problems.append(str(exc))
+    return sessions, problems
 
 
 def get_backend(name: str, *, socket: str | None = None) -> SessionBackend:

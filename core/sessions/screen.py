@@ -12,11 +12,20 @@ screen's own habits, and what this module does about them:
   results are checked afterwards (the session list, a file the server writes). `-Q` is not
   used: it answers through a temporary socket `PID.NAME-queryA` in the socket directory, which a
   concurrent `screen -ls` lists as a session (filtered out here) and disturbs.
-- `stuff` expands `$VAR`, `^X` and backslashes: text is written to a private 0600 file and typed
-  with one server command, `eval "readbuf FILE" "paste ." "stuff \\015" "writebuf ECHO"`, so it
-  arrives byte for byte, is not interleaved with another sender's text, and the echo proves it
-  was read before the file is removed. screen spins at 100% CPU (and stops answering) when it
-  pastes more than about 4 KiB at once: longer text goes in 2 KiB pieces, each confirmed.
+- `stuff` expands `$VAR`, `^X` and backslashes, and it is a busy loop in the server: screen 4.9
+  runs `while (n) LayProcess(&s, &n);` until the window's 4 KiB input buffer takes the text. That
+  buffer only drains into the window's tty when the server gets back to its event loop, so a
+  `stuff` arriving while the buffer is full (the program in the window is not reading fast
+  enough: bash redrawing a 30 KB line, a program that is busy) spins at 100% CPU forever; once
+  its socket's backlog is full every client blocks connecting to it, `screen -ls` included (for
+  the whole socket directory). `stuff` is never used. Text (with its Enter, "\\r") is written to a
+  private 0600 file and typed with one server command, `eval "readbuf FILE" "paste ."
+  "writebuf ECHO"`: a paste never loops (the server feeds the rest as the tty drains), the text
+  arrives byte for byte, is not interleaved with another sender's, and the echo proves the
+  server read it before the file is removed. The text goes in one paste, not in pieces: a new
+  `readbuf` or `paste` throws away what is left of a paste still being fed. For the same reason
+  `send` first waits until the window's tty input queue is less than half full (the previous
+  paste has been taken), and fails when the program in the window stops reading.
 - `screen -dmS` returns before the session's socket exists, and a command typed before the shell
   is up may be lost: `create` waits for the session to be listed, then for its window to show
   something (a hardcopy that is not blank), before the first `send`.
@@ -28,10 +37,13 @@ screen's own habits, and what this module does about them:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
+import struct
 import subprocess
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +66,16 @@ _SOCKET_DIR_RE = re.compile(r"(?:\d+ Sockets? in|No Sockets found in) (.+?)\.?$"
 _TARGET_RE = re.compile(r"(\d+)\.(.+)")
 _QUERY_SOCKET_RE = re.compile(r".+-query[A-Za-z]")
 _COMMAND_TIMEOUT = 10.0
-#: screen 4.9 spins at 100% CPU when it pastes more than ~4 KiB at once: text goes in pieces
-_PASTE_CHUNK = 2048
+#: a send waits while the window's tty holds this many unread bytes (half of Linux's 4 KiB
+#: input queue): a fuller queue means screen may still be feeding the previous paste
+_INPUT_QUEUE_BUSY = 2048
+#: unread bytes are sampled this many times in a row, 10 ms apart, below the mark before a send
+#: goes on (a queue the program just emptied refills from screen within a few milliseconds)
+_INPUT_QUEUE_CALM_SAMPLES = 4
+#: screen's input buffer per window (IOSIZE): a longer paste is fed in turns of its event loop
+_SCREEN_INPUT_BUFFER = 4096
+#: how long a send of a longer text waits for the first of it to show on the tty
+_ARRIVAL_WAIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,17 +152,43 @@ def _created(pid: int) -> float | None:
         return None
 
 
-def _utf8_chunks(data: bytes, size: int) -> list[bytes]:
-    """`data` cut into pieces of at most `size` bytes, never inside a UTF-8 sequence."""
-    chunks = []
-    while data:
-        cut = min(size, len(data))
-        if cut < len(data):
-            while cut > 1 and (data[cut] & 0xC0) == 0x80:  # a continuation byte: back off
-                cut -= 1
-        chunks.append(data[:cut])
-        data = data[cut:]
-    return chunks
+def _window_ttys(server_pid: int) -> list[str]:
+    """The ttys of the session's windows, e.g. ["/dev/pts/3"]: the standard input of the
+    server's children (psutil's `terminal()` caches the ttys that existed at its first call)."""
+    ttys = []
+    try:
+        children = psutil.Process(server_pid).children()
+    except psutil.Error:
+        return []
+    for child in children:
+        try:
+            tty = os.readlink(f"/proc/{child.pid}/fd/0")
+        except OSError:
+            continue
+        if tty.startswith(("/dev/pts/", "/dev/tty")) and tty not in ttys:
+            ttys.append(tty)
+    return ttys
+
+
+def _unread_input(ttys: list[str]) -> int:
+    """The most bytes waiting to be read on any of `ttys` (FIONREAD); 0 when none can be read.
+
+    Opening a window's tty (the same user's) to ask is harmless: nothing is read from it.
+    """
+    most = 0
+    for tty in ttys:
+        try:
+            fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            unread = 0
+        finally:
+            os.close(fd)
+        most = max(most, unread)
+    return most
 
 
 def _read_nonempty(path: Path) -> bytes | None:
@@ -151,6 +197,15 @@ def _read_nonempty(path: Path) -> bytes | None:
         return path.read_bytes() or None
     except FileNotFoundError:
         return None
+
+
+def _same_text(echo: bytes | None, sent: bytes) -> bool:
+    """True when `echo` (what `writebuf` wrote) is the buffer `sent` was read into.
+
+    screen's buffer files swap line ends: `readbuf` turns a lone "\\n" into "\\r" and `writebuf`
+    a lone "\\r" into "\\n" (each byte for one byte), so both are compared with "\\n" for either.
+    """
+    return echo is not None and echo.replace(b"\r", b"\n") == sent.replace(b"\r", b"\n")
 
 
 def _escape_log_path(path: Path) -> str:
@@ -319,33 +374,50 @@ class ScreenBackend(SessionBackend):
 
     def send(self, name: str, text: str, *, enter: bool = True) -> None:
         target = self._target(name)
-        chunks = _utf8_chunks(text.encode("utf-8", "surrogateescape"), _PASTE_CHUNK)
-        if not chunks and not enter:
+        data = text.encode("utf-8", "surrogateescape") + (b"\r" if enter else b"")
+        if not data:
             return
+        ttys = _window_ttys(int(target.split(".", 1)[0]))
+        self._wait_for_input_room(name, ttys)
         with private_tempdir("orch-screen-") as directory:
-            if not chunks:
-                self._x(target, "stuff", "\r")
-            for index, chunk in enumerate(chunks):
-                buffer = directory / f"text{index}"
-                echo = directory / f"echo{index}"
-                fd = os.open(buffer, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(chunk)
-                commands = [f"readbuf {buffer}", "paste ."]
-                if enter and index == len(chunks) - 1:
-                    commands.append("stuff \\015")
-                # the server writes the buffer back once it has typed it: proof that the text
-                # went in whole, and that the file may be removed
-                commands.append(f"writebuf {echo}")
-                self._x(target, "eval", *commands)
-                if not wait_until(
-                    lambda e=echo, c=chunk: _read_nonempty(e) == c, self.ready_timeout
-                ):
-                    if target not in self._targets(name):
-                        raise SessionError(
-                            f"screen session '{name}' ended while text was sent to it"
-                        )
-                    raise SessionError(f"screen did not take the text for session '{name}' in time")
+            buffer, echo = directory / "text", directory / "echo"
+            fd = os.open(buffer, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            # the server writes the buffer back once it has read it: proof that the text went
+            # in whole, and that the file may be removed
+            self._x(target, "eval", f"readbuf {buffer}", "paste .", f"writebuf {echo}")
+            if not wait_until(lambda: _same_text(_read_nonempty(echo), data), self.ready_timeout):
+                if target not in self._targets(name):
+                    raise SessionError(f"screen session '{name}' ended while text was sent to it")
+                raise SessionError(f"screen did not take the text for session '{name}' in time")
+        if len(data) > _SCREEN_INPUT_BUFFER:
+            # the server types the rest in later turns of its loop: until it shows on the tty,
+            # the next send would find the queue empty and cut it off
+            wait_until(lambda: _unread_input(ttys) > 0, _ARRIVAL_WAIT)
+
+    def _wait_for_input_room(self, name: str, ttys: list[str]) -> None:
+        """Wait until the session's windows have read most of what was typed into them.
+
+        A paste still being fed would be cut off by the next one. screen keeps feeding it only
+        while the tty's input queue is full, so a queue found less than half full a few times
+        in a row means it is done. A queue that stops moving means the program in the window
+        does not read: SessionError after `ready_timeout`, rather than text thrown away.
+        """
+        calm, last, moved = 0, -1, time.monotonic()
+        while calm < _INPUT_QUEUE_CALM_SAMPLES:
+            unread = _unread_input(ttys)
+            calm = calm + 1 if unread < _INPUT_QUEUE_BUSY else 0
+            now = time.monotonic()
+            if unread != last:
+                last, moved = unread, now
+            elif calm == 0 and now - moved > self.ready_timeout:
+                raise SessionError(
+                    f"screen session '{name}' is not reading its input"
+                    f" ({unread} bytes typed into it are still waiting)"
+                )
+            if calm < _INPUT_QUEUE_CALM_SAMPLES:
+                time.sleep(0.01)
 
     def kill(self, name: str) -> None:
         targets = self._targets(name)

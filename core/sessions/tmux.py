@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 from pathlib import Path
 
 from libtmux import Server
@@ -50,6 +51,31 @@ _SEND_CHUNK = 2000
 _SERVER_OWNED_ENV = frozenset(
     {"TMUX", "TMUX_PANE"}
 )  # characters per send-keys: a tmux command must fit in one message
+
+
+def socket_dir() -> Path:
+    """Where tmux keeps this user's server sockets: `$TMUX_TMPDIR/tmux-UID`, else /tmp/tmux-UID."""
+    return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+
+
+def server_sockets() -> list[str]:
+    """The `-L` names of every tmux server of this user: "default" first, then each socket
+    found in `socket_dir()`, sorted. Named explicitly: inside tmux, a command without `-L`
+    goes to the enclosing server, which would be listed twice. A socket left by a server that
+    has ended lists no sessions."""
+    try:
+        entries = list(socket_dir().iterdir())
+    except OSError:
+        entries = []
+    names = set()
+    for entry in entries:
+        try:
+            is_socket = stat.S_ISSOCK(entry.lstat().st_mode)
+        except OSError:
+            continue
+        if is_socket and entry.name != "default" and _SOCKET_NAME_RE.fullmatch(entry.name):
+            names.add(entry.name)
+    return ["default", *sorted(names)]
 
 
 class TmuxBackend(SessionBackend):
@@ -208,8 +234,7 @@ class TmuxBackend(SessionBackend):
             raise SessionError(f"tmux session '{name}' is still attached")
 
     def _socket_path(self) -> Path:
-        base = os.environ.get("TMUX_TMPDIR") or "/tmp"
-        return Path(base) / f"tmux-{os.getuid()}" / (self.socket or "default")
+        return socket_dir() / (self.socket or "default")
 
     def _inside_same_server(self) -> bool:
         current = os.environ.get("TMUX", "")

@@ -18,17 +18,21 @@ KEYS = [
     ("r", "retry the selected step (failed, cancelled or succeeded)"),
     ("k", "stop the selected running step"),
     ("a", "attach to the selected session (detach: Ctrl-a d in screen, Ctrl-b d in tmux)"),
-    ("p", "pin the selected step's log beside the first (again: unpin)"),
+    (
+        "p",
+        "pin the selected step's log beside the others; p on another step pins that one,"
+        " p on the pinned step unpins",
+    ),
     ("Log", ""),
     ("tab", "move focus between the tree, the logs and the ctx"),
     ("↑ PgUp", "scroll back (following pauses)"),
     ("End", "jump to the end and follow again"),
-    ("/  n  N", "search the log, next / previous match"),
+    ("/  n  N", "search the selected log, next / previous match (pauses following)"),
     ("App", ""),
-    ("S", "all screen and tmux sessions on this machine"),
+    ("S", "every screen session and the sessions of each of your tmux servers (a attaches)"),
     ("c", "show or hide the ctx inspector"),
     ("ctrl+p", "command palette (every action by name)"),
-    ("q", "quit: asks first while steps run; stops steps, leaves sessions"),
+    ("q ctrl+q ctrl+c", "quit: asks first while steps run; stops steps, leaves sessions"),
     ("?", "this help"),
 ]
 

@@ -1,12 +1,12 @@
-"""Every GNU screen and tmux session on the machine, ours and the user's: what replaces typing
-``screen -ls`` and ``screen -r``. Listed by a worker thread (the multiplexers are subprocesses),
-refreshed every two seconds; ``a`` or Enter attaches.
+"""Every GNU screen and tmux session of the user, ours and theirs, on every tmux server: what
+replaces typing ``screen -ls`` and ``screen -r``. Listed by a worker thread (the multiplexers are
+subprocesses), refreshed every two seconds; ``a`` or Enter attaches (to the row's tmux server).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -14,36 +14,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+if TYPE_CHECKING:
+    from core.sessions.base import SessionInfo
+
 REFRESH_SECONDS = 2.0
-
-
-def list_all_sessions(socket: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """(sessions, problems) across both backends; a missing binary is a note, not an error."""
-    from core.sessions.base import SessionError, get_backend
-
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for backend_name in ("screen", "tmux"):
-        backend = get_backend(backend_name, socket=socket if backend_name == "tmux" else None)
-        if not backend.available():
-            notes.append(f"{backend_name} is not installed")
-            continue
-        try:
-            for info in backend.list():
-                rows.append(
-                    {
-                        "backend": info.backend,
-                        "name": info.name,
-                        "state": info.state,
-                        "pid": info.pid,
-                        "created": info.created,
-                        "run_id": info.run_id,
-                        "socket": info.socket,
-                    }
-                )
-        except SessionError as exc:
-            notes.append(str(exc))
-    return rows, notes
 
 
 class SessionsScreen(Screen[None]):
@@ -57,7 +31,7 @@ class SessionsScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[SessionInfo] = []
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -66,7 +40,7 @@ class SessionsScreen(Screen[None]):
         table: DataTable[str] = DataTable(
             id="sessions-table", cursor_type="row", zebra_stripes=True
         )
-        table.add_columns("backend", "name", "state", "pid", "created", "run")
+        table.add_columns("backend", "socket", "name", "state", "pid", "created", "run")
         yield table
         yield Static("", id="sessions-note")
         yield Footer()
@@ -80,28 +54,28 @@ class SessionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="sessions")
     def _load(self) -> None:
-        rows, notes = list_all_sessions()
+        from core.sessions.base import list_sessions
+
+        rows, notes = list_sessions()
         self.app.call_from_thread(self._show, rows, notes)
 
-    def _show(self, rows: list[dict[str, Any]], notes: list[str]) -> None:
+    def _show(self, rows: list[SessionInfo], notes: list[str]) -> None:
         table = self.query_one(DataTable)
         keep = table.cursor_row
         table.clear()
         self._rows = rows
         for row in rows:
             created = (
-                time.strftime("%m-%d %H:%M", time.localtime(row["created"]))
-                if row["created"]
-                else ""
+                time.strftime("%m-%d %H:%M", time.localtime(row.created)) if row.created else ""
             )
-            state = row["state"]
             table.add_row(
-                row["backend"],
-                row["name"],
-                f"[green]{state}[/]" if state == "attached" else state,
-                str(row["pid"] or ""),
+                row.backend,
+                row.server,
+                row.name,
+                f"[green]{row.state}[/]" if row.state == "attached" else row.state,
+                str(row.pid or ""),
                 created,
-                row["run_id"] or "",
+                row.run_id or "",
             )
         if rows:
             table.move_cursor(row=min(keep, len(rows) - 1))
@@ -114,5 +88,7 @@ class SessionsScreen(Screen[None]):
             self.notify("no session selected", severity="warning")
             return
         row = self._rows[table.cursor_row]
-        self.app.attach(row["backend"], row["name"], row.get("socket"))  # type: ignore[attr-defined]
+        # a screen session's socket is a file in its SCREENDIR, not a tmux server
+        server = row.socket if row.backend == "tmux" else None
+        self.app.attach(row.backend, row.name, server)  # type: ignore[attr-defined]
         self.action_reload()

@@ -3,11 +3,14 @@
 The pane never receives output line by line. The app tells it, at most a few times a second,
 that the step's log grew; the pane then reads the end of the file (the complete log stays on
 disk) and renders only the lines on screen. Following stops when the user scrolls up and the
-pane counts what arrived since; End resumes. ``/`` searches the loaded lines.
+pane counts what arrived since; End resumes. ``/`` searches the loaded lines. A *live* pane (a
+session's log: no step events say when it grows) polls its file itself. An empty pane says why
+in a dim line (``empty_hint``), so a step that printed nothing does not look broken.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.cells import cell_len
@@ -21,6 +24,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 
 from core.steplog import read_tail
 
@@ -28,6 +32,7 @@ FOLLOW_LINES = 2000  # lines kept while following: a few screens of history
 FOLLOW_BYTES = 512 * 1024
 FROZEN_LINES = 20000  # lines loaded when the user scrolls back
 FROZEN_BYTES = 8 * 1024 * 1024
+LIVE_POLL_SECONDS = 0.1  # a live pane's own polling, as often as the app polls step logs
 
 
 class LogPane(ScrollView, can_focus=True):
@@ -63,10 +68,22 @@ class LogPane(ScrollView, can_focus=True):
         self._search: str | None = None
         self._match: int | None = None
         self._strip_cache: dict[int, Strip] = {}
+        #: (step, path) -> the dim line an empty pane shows; set by the app
+        self.empty_hint: Callable[[str | None, Path | None], str] | None = None
+        self._hint = ""
+        self._live: Timer | None = None
+
+    def on_mount(self) -> None:
+        self._live = self.set_interval(LIVE_POLL_SECONDS, self.poll, pause=True)
 
     # -- data -----------------------------------------------------------------------------------
-    def show(self, step: str | None, path: Path | None) -> None:
-        """Switch to another step's log, following its end."""
+    def show(self, step: str | None, path: Path | None, *, live: bool = False) -> None:
+        """Switch to another step's log, following its end. ``live``: poll the file here (it
+        may not exist yet), not only when the app says it grew."""
+        if self._live is not None and live:
+            self._live.resume()
+        elif self._live is not None:
+            self._live.pause()
         if step == self.step and path == self.path:
             return
         self.step, self.path = step, path
@@ -79,6 +96,7 @@ class LogPane(ScrollView, can_focus=True):
 
     def poll(self, *, force: bool = False) -> None:
         """Re-read the file if it changed (cheap when it did not: one stat via read_tail)."""
+        self._update_hint()
         if self.path is None:
             self._set_lines([], False)
             return
@@ -103,6 +121,13 @@ class LogPane(ScrollView, can_focus=True):
         self._size_seen = size
         self._set_lines(lines, truncated)
 
+    def _update_hint(self) -> None:
+        """The empty pane's line follows the step (pending, running, done): redraw on change."""
+        hint = self.empty_hint(self.step, self.path) if self.empty_hint and not self._lines else ""
+        if hint != self._hint:
+            self._hint = hint
+            self.refresh()
+
     def _set_lines(self, lines: list[str], truncated: bool) -> None:
         self._lines = lines
         self._truncated = truncated
@@ -112,6 +137,9 @@ class LogPane(ScrollView, can_focus=True):
         if self.follow:
             self._scroll_to_end()
             self.call_after_refresh(self._scroll_to_end)
+        self._update_hint()
+        if self._search:  # the count of matches in view changed with the lines
+            self._update_border()
         self.refresh()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -168,19 +196,20 @@ class LogPane(ScrollView, can_focus=True):
     def _update_border(self) -> None:
         title = self.step or "no step selected"
         self.border_title = Text(title, style="bold")
+        parts = []
+        if self._truncated:
+            parts.append("earlier lines in the log file")
         if self._search:
             hits = sum(1 for line in self._lines if self._search in line)
-            subtitle = f"/{self._search}: {hits} in view"
-        elif not self.follow:
-            subtitle = "paused"
+            parts.append(f"/{self._search}: {hits} in view")
+        if self.follow:
+            parts.append("following")
+        else:  # a search pauses too: say so, and how to come back
+            parts.append("paused")
             if self.pending:
-                subtitle += f" · {self.pending:,} new bytes"
-            subtitle += " · End to follow"
-        else:
-            subtitle = "following"
-        if self._truncated:
-            subtitle = "earlier lines in the log file · " + subtitle
-        self.border_subtitle = subtitle
+                parts.append(f"{self.pending:,} new bytes")
+            parts.append("End to follow")
+        self.border_subtitle = " · ".join(parts)
 
     # -- search ---------------------------------------------------------------------------------
     def action_search(self) -> None:
@@ -231,6 +260,11 @@ class LogPane(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         style = self.rich_style
         if index >= len(self._lines):
+            if index == 0 and self._hint:
+                hint = Text(self._hint, style=style + Style(dim=True, italic=True))
+                return Strip(hint.render(self.app.console), hint.cell_len).crop_extend(
+                    0, width, style
+                )
             return Strip.blank(width, style)
         strip = self._strip_cache.get(index)
         if strip is None:
