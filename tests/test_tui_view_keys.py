@@ -61,7 +61,8 @@ async def test_n_and_shift_n_step_through_the_matches_of_a_search(orch):
         await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
         await pilot.press("h", "i", "t", "enter")
         await until(pilot, lambda: matched() == "hit 3", what="the last match first")
-        assert str(pane.border_subtitle) == "/hit: 3 in view"
+        # the search paused following, and says so (issue 10, item 7)
+        assert str(pane.border_subtitle) == "/hit: 3 in view · paused · End to follow"
         # n goes up the log (towards older lines), N back down; each stops at the last match
         for key, expected in [
             ("n", "hit 2"),
