@@ -41,6 +41,11 @@ class EventBus:
             self._started = True
             self._thread.start()
 
+    @property
+    def closed(self) -> bool:
+        """``close`` was called: what is published now is not delivered."""
+        return self._closing
+
     def publish(self, event: Event) -> None:
         self._events.append(event)
         if not self._wake.is_set():

@@ -35,45 +35,91 @@ class ContextValueError(TypeError, ValueError):
     """A value that cannot live in the ctx (not JSON), naming the key it was meant for."""
 
 
+#: How deep a ctx value may nest lists and objects. ctx.json must always be writable, and
+#: orjson refuses to write past 254 levels (a value nested 300 deep once killed the thread that
+#: saves the run's files); nothing a step shares needs more than a few.
+MAX_DEPTH = 64
+#: The integers orjson can write (JSON itself has no limit, but ctx.json must be writable).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
 def _check_json(value: Any, key: str) -> None:
-    """Raise ContextValueError unless ``value`` is plain JSON (no NaN, string keys, no cycles).
+    """Raise ContextValueError unless ``value`` can be saved in ctx.json: plain JSON (no NaN,
+    string keys, no cycles), nested at most ``MAX_DEPTH`` levels, integers within 64 bits,
+    text without lone surrogates.
 
     Iterative so a deeply nested value cannot overflow the stack.
     """
-    stack: list[tuple[Any, str]] = [(value, "the value")]
+    stack: list[tuple[Any, str, int]] = [(value, "the value", 0)]
     seen: set[int] = set()
     while stack:
-        item, where = stack.pop()
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, key, where)
+            continue
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise ContextValueError(
                     f"ctx[{key!r}]: {where} is {item!r}, not valid JSON (NaN and infinity are not)"
                 )
             continue
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise ContextValueError(
+                    f"ctx[{key!r}]: {where} is an integer beyond 64 bits, which ctx.json cannot "
+                    "hold (store it as a string)"
+                )
+            continue
         if isinstance(item, _SCALARS):
             continue
-        if isinstance(item, (list, tuple)):
+        if isinstance(item, (list, tuple, dict)):
+            if depth == MAX_DEPTH:
+                raise ContextValueError(
+                    f"ctx[{key!r}]: the value is nested deeper than {MAX_DEPTH} levels"
+                )
             if id(item) in seen:
                 raise ContextValueError(f"ctx[{key!r}]: {where} contains itself")
             seen.add(id(item))
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
-            continue
-        if isinstance(item, dict):
-            if id(item) in seen:
-                raise ContextValueError(f"ctx[{key!r}]: {where} contains itself")
-            seen.add(id(item))
-            for k, v in item.items():
-                if not isinstance(k, str):
-                    raise ContextValueError(
-                        f"ctx[{key!r}]: key {k!r} in {where} is a {type(k).__name__}; "
-                        "JSON object keys must be strings"
-                    )
-                stack.append((v, f"{where}[{k!r}]"))
+            stack.extend(_children(item, key, where, depth + 1))
             continue
         raise ContextValueError(
             f"ctx[{key!r}]: {where} has type {type(item).__name__}, which is not "
             "JSON-serialisable (use str, int, float, bool, None, list or dict)"
         )
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise ContextValueError(f"ctx keys must be strings, got {type(key).__name__} {key!r}")
+    _check_text(key, key, "the key")
+
+
+def _children(
+    item: list | tuple | dict, key: str, where: str, depth: int
+) -> list[tuple[Any, str, int]]:
+    if not isinstance(item, dict):
+        return [(v, f"{where}[{i}]", depth) for i, v in enumerate(item)]
+    for k in item:
+        if not isinstance(k, str):
+            raise ContextValueError(
+                f"ctx[{key!r}]: key {k!r} in {where} is a {type(k).__name__}; "
+                "JSON object keys must be strings"
+            )
+        _check_text(k, key, f"key {k[:40]!r} in {where}")
+    return [(v, f"{where}[{k!r}]", depth) for k, v in item.items()]
+
+
+def _check_text(text: str, key: str, where: str) -> None:
+    """Text must be encodable as UTF-8 for ctx.json: a lone surrogate (``"\\udc80"``, from
+    decoding bytes with ``surrogateescape``) is not."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ContextValueError(
+                f"ctx[{key!r}]: {where} holds a lone surrogate, which is not UTF-8 text "
+                "(decode bytes with errors='replace')"
+            ) from None
 
 
 class Context(MutableMapping[str, Any]):
@@ -100,8 +146,7 @@ class Context(MutableMapping[str, Any]):
             return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise ContextValueError(f"ctx keys must be strings, got {type(key).__name__} {key!r}")
+        _check_key(key)
         _check_json(value, key)
         with self._lock:
             self._data[key] = value
@@ -222,9 +267,15 @@ class Context(MutableMapping[str, Any]):
         return json.dumps(snap, ensure_ascii=False, separators=(",", ":")).encode()
 
     def update_from(self, values: dict[str, Any]) -> None:
-        """Set many keys (each checked) — used to merge a shell step's ORCH_CTX_OUT."""
+        """Set many keys — used to merge a shell step's ORCH_CTX_OUT. All are checked first:
+        a bad value merges nothing, not the keys before it."""
         for key, value in values.items():
-            self[key] = value
+            _check_key(key)
+            _check_json(value, key)
+        with self._lock:
+            for key, value in values.items():
+                self._data[key] = value
+                self._bump(key)
 
 
 def shell_value(value: Any) -> str:
