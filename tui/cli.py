@@ -346,8 +346,28 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    reporter.close(runner.state())
+    if not reporter.close(runner.state()):
+        # stdout took nothing for ORCH_STDOUT_TIMEOUT seconds: what is left for it goes
+        # nowhere, and the exit's own flush of sys.stdout cannot block either
+        _stdout_gone()
+        _tell_stderr(
+            "orch-tui: stdout is not being read: gave up on the rest of the output "
+            f"(the run's files are complete in {runner.run_dir})\n"
+        )
     return code
+
+
+def _tell_stderr(text: str) -> None:
+    """A short note on stderr if it can take it now: stderr may be the same blocked pipe."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stderr.fileno(), select.POLLOUT)
+        if poller.poll(0):
+            os.write(sys.stderr.fileno(), text.encode(errors="replace"))
+    except (OSError, ValueError):
+        pass
 
 
 def _setup_logging(debug: bool) -> None:
@@ -395,6 +415,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
     from core.sessions.base import SessionError, get_backend
+    from core.text import clean
 
     backends = [args.backend] if args.backend else ["screen", "tmux"]
     rows = []
@@ -417,11 +438,11 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     table = [header] + [
         (
             s.backend,
-            s.name,
-            s.state,
+            clean(s.name),  # anyone on the machine names sessions: no escapes to the terminal
+            clean(s.state),
             str(s.pid or ""),
             _fmt_time(s.created),
-            s.run_id or "",
+            clean(s.run_id or ""),
         )
         for s in rows
     ]

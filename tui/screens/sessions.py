@@ -8,11 +8,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+
+from core.text import clean
 
 REFRESH_SECONDS = 2.0
 
@@ -97,7 +100,7 @@ class SessionsScreen(Screen[None]):
             state = row["state"]
             table.add_row(
                 row["backend"],
-                row["name"],
+                Text(clean(row["name"])),  # any user's session name: no escapes, no markup
                 f"[green]{state}[/]" if state == "attached" else state,
                 str(row["pid"] or ""),
                 created,
