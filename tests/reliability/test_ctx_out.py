@@ -152,7 +152,7 @@ def test_an_unsaveable_ctx_is_reported_once_and_the_saver_goes_on(tmp_path, runn
     (tmp_path / "go").touch()
     # the saver survived: the ctx, savable again, reaches ctx.json while the run goes on
     wait_for(lambda: read_json(run_dir / "ctx.json").get("fixed"), 10, "ctx.json saved again")
-    assert read_state(run_dir)["steps"]["hold2"]["status"] == "running"
+    wait_for(lambda: read_state(run_dir)["steps"]["hold2"]["status"] == "running", 10, "state.json")
     (tmp_path / "go2").touch()
     assert runner.wait(20) == 0
     (warning,) = [m for m in messages if "cannot save" in m]
