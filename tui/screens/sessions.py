@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.text import Text
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -100,7 +100,7 @@ class SessionsScreen(Screen[None]):
             state = row["state"]
             table.add_row(
                 row["backend"],
-                Text(clean(row["name"])),  # any user's session name: no escapes, no markup
+                escape(clean(row["name"])),  # any user's session name: no escapes, no markup
                 f"[green]{state}[/]" if state == "attached" else state,
                 str(row["pid"] or ""),
                 created,
