@@ -15,6 +15,7 @@ import json
 import os
 import re
 import select
+import threading
 import time
 
 import psutil
@@ -22,6 +23,7 @@ import psutil
 from tests.conftest import (
     PY,
     kill_tree,
+    make_runner,
     only_run_dir,
     read_state,
     run_recipe,
@@ -57,12 +59,16 @@ def _start_blocked(tmp_path, env=None):
     return proc, read_end
 
 
-def _run_recorded(run_dir) -> bool:
-    """events.jsonl holds both steps' ends and the run's (read while it is being written: only
+def _recorded(run_dir, *steps: str) -> bool:
+    """events.jsonl holds the steps' ends and the run's (read while it is being written: only
     its complete lines)."""
     lines = (run_dir / "events.jsonl").read_bytes().split(b"\n")[:-1]
     kinds = {(e["type"], e.get("step")) for e in map(json.loads, lines)}
-    return {("step_finished", "flood"), ("step_finished", "after"), ("run_finished", None)} <= kinds
+    return {*(("step_finished", step) for step in steps), ("run_finished", None)} <= kinds
+
+
+def _run_recorded(run_dir) -> bool:
+    return _recorded(run_dir, "flood", "after")
 
 
 def _read_to_end(fd: int, timeout: float = 60) -> bytes:
@@ -138,6 +144,35 @@ def test_stdout_never_read_orch_tui_gives_up_and_exits(tmp_path, faults):
     assert _run_recorded(run_dir)
     (run_dir / "logs" / "flood.log").unlink()
     faults.survived("stdout never read at all")
+
+
+def test_a_consumer_that_blocks_does_not_cut_events_jsonl_short(tmp_path, runners, faults):
+    """events.jsonl is the run's record, written apart from the consumers (the reporter, the
+    TUI): one stuck in its handler gets a bounded wait at the end, the file gets everything."""
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: first, type: shell, run: "echo first"}
+          - {name: second, type: shell, run: "echo second"}
+        """,
+    )
+    runners.append(runner)
+    release = threading.Event()
+
+    def stuck(event) -> None:  # like a write to a terminal nobody reads
+        if event.kind == "step_finished":
+            release.wait(60)
+
+    runner.subscribe(stuck)
+    faults.tried("an event consumer stuck in its handler")
+    runner.start()
+    try:
+        wait_for(lambda: _recorded(runner.run_dir, "first", "second"), 30, "the whole record")
+        assert runner.wait(30) == 0
+    finally:
+        release.set()
+    faults.survived("an event consumer stuck in its handler")
 
 
 def test_events_carry_the_size_of_the_output_not_a_copy(tmp_path, faults):
