@@ -35,45 +35,126 @@ class ContextValueError(TypeError, ValueError):
     """A value that cannot live in the ctx (not JSON), naming the key it was meant for."""
 
 
-def _check_json(value: Any, key: str) -> None:
-    """Raise ContextValueError unless ``value`` is plain JSON (no NaN, string keys, no cycles).
+#: How deep a ctx value may nest lists and objects. ctx.json must always be writable, and
+#: orjson refuses to write past 254 levels (a value nested 300 deep once killed the thread that
+#: saves the run's files); nothing a step shares needs more than a few.
+MAX_DEPTH = 64
+#: The integers orjson can write (JSON itself has no limit, but ctx.json must be writable).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
-    Iterative so a deeply nested value cannot overflow the stack.
+
+def _check_json(value: Any, key: str) -> None:
+    """Raise ContextValueError unless ``value`` can be saved in ctx.json: plain JSON (no NaN,
+    string keys, no cycles), nested at most ``MAX_DEPTH`` levels, integers within 64 bits,
+    text without lone surrogates.
+
+    Depth first with a stack of iterators, one per level (so at most ``MAX_DEPTH`` of them, and
+    no stack overflow however deep the value): a million rows cost no memory of their own, and
+    the path to a bad item ("the value[3]['x']") is only spelled out for the error.
     """
-    stack: list[tuple[Any, str]] = [(value, "the value")]
-    seen: set[int] = set()
+    if not isinstance(value, _CONTAINERS):
+        problem = _scalar_problem(value)
+        if problem is not None:
+            raise ContextValueError(f"ctx[{key!r}]: the value {problem}")
+        return
+    stack = [_Level(value)]
+    on_path = {id(value)}  # the lists and objects being inside of: a cycle comes back to one
     while stack:
-        item, where = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ContextValueError(
-                    f"ctx[{key!r}]: {where} is {item!r}, not valid JSON (NaN and infinity are not)"
-                )
-            continue
-        if isinstance(item, _SCALARS):
-            continue
-        if isinstance(item, (list, tuple)):
-            if id(item) in seen:
-                raise ContextValueError(f"ctx[{key!r}]: {where} contains itself")
-            seen.add(id(item))
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
-            continue
-        if isinstance(item, dict):
-            if id(item) in seen:
-                raise ContextValueError(f"ctx[{key!r}]: {where} contains itself")
-            seen.add(id(item))
-            for k, v in item.items():
-                if not isinstance(k, str):
+        level = stack[-1]
+        for k, item in level.items:
+            if level.is_dict and (problem := _key_problem(k)) is not None:
+                raise ContextValueError(f"ctx[{key!r}]: {_path(stack)} {problem}")
+            if isinstance(item, _CONTAINERS):
+                if len(stack) == MAX_DEPTH:
                     raise ContextValueError(
-                        f"ctx[{key!r}]: key {k!r} in {where} is a {type(k).__name__}; "
-                        "JSON object keys must be strings"
+                        f"ctx[{key!r}]: the value is nested deeper than {MAX_DEPTH} levels"
                     )
-                stack.append((v, f"{where}[{k!r}]"))
-            continue
-        raise ContextValueError(
-            f"ctx[{key!r}]: {where} has type {type(item).__name__}, which is not "
-            "JSON-serialisable (use str, int, float, bool, None, list or dict)"
+                if id(item) in on_path:
+                    problem = "contains itself"
+                else:
+                    level.key = k
+                    stack.append(_Level(item))
+                    on_path.add(id(item))
+                    break
+            else:
+                problem = _scalar_problem(item)
+            if problem is not None:
+                raise ContextValueError(f"ctx[{key!r}]: {_path(stack, k)} {problem}")
+        else:
+            on_path.discard(id(stack.pop().container))
+
+
+_CONTAINERS = (list, tuple, dict)
+
+
+class _Level:
+    """A list or object ``_check_json`` is inside of: its items still to check, and the key of
+    the child it went into (for the path in an error)."""
+
+    __slots__ = ("container", "is_dict", "items", "key")
+
+    def __init__(self, container: list | tuple | dict) -> None:
+        self.container = container
+        self.is_dict = isinstance(container, dict)
+        self.items: Iterator[tuple[Any, Any]] = (
+            iter(container.items()) if self.is_dict else enumerate(container)  # type: ignore[union-attr]
         )
+        self.key: Any = None
+
+
+def _key_problem(k: Any) -> str | None:
+    if not isinstance(k, str):
+        return f"has the key {k!r} ({type(k).__name__}): JSON object keys must be strings"
+    problem = _text_problem(k)
+    return None if problem is None else f"has a key that {problem}"
+
+
+def _scalar_problem(item: Any) -> str | None:
+    """Why a value that is not a list or an object cannot be saved, or None."""
+    if item is None or isinstance(item, bool):
+        return None
+    if isinstance(item, str):
+        return _text_problem(item)
+    if isinstance(item, float):
+        if math.isfinite(item):
+            return None
+        return f"is {item!r}, not valid JSON (NaN and infinity are not)"
+    if isinstance(item, int):
+        if _INT_MIN <= item <= _INT_MAX:
+            return None
+        return "is an integer beyond 64 bits, which ctx.json cannot hold (store it as a string)"
+    return (
+        f"has type {type(item).__name__}, which is not JSON-serialisable "
+        "(use str, int, float, bool, None, list or dict)"
+    )
+
+
+def _text_problem(text: str) -> str | None:
+    """Text must be encodable as UTF-8 for ctx.json: a lone surrogate (``"\\udc80"``, from
+    decoding bytes with ``surrogateescape``) is not."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            "holds a lone surrogate, which is not UTF-8 text (decode bytes with errors='replace')"
+        )
+    return None
+
+
+def _path(stack: list[_Level], *last: Any) -> str:
+    """Where in the value the check is (``the value[3]['x']``), for an error."""
+    keys = [*(level.key for level in stack[:-1]), *last]
+    return "the value" + "".join(f"[{k!r}]" for k in keys)
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise ContextValueError(f"ctx keys must be strings, got {type(key).__name__} {key!r}")
+    problem = _text_problem(key)
+    if problem is not None:
+        raise ContextValueError(f"ctx[{key!r}]: the key {problem}")
 
 
 class Context(MutableMapping[str, Any]):
@@ -100,8 +181,7 @@ class Context(MutableMapping[str, Any]):
             return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise ContextValueError(f"ctx keys must be strings, got {type(key).__name__} {key!r}")
+        _check_key(key)
         _check_json(value, key)
         with self._lock:
             self._data[key] = value
@@ -222,9 +302,15 @@ class Context(MutableMapping[str, Any]):
         return json.dumps(snap, ensure_ascii=False, separators=(",", ":")).encode()
 
     def update_from(self, values: dict[str, Any]) -> None:
-        """Set many keys (each checked) — used to merge a shell step's ORCH_CTX_OUT."""
+        """Set many keys — used to merge a shell step's ORCH_CTX_OUT. All are checked first:
+        a bad value merges nothing, not the keys before it."""
         for key, value in values.items():
-            self[key] = value
+            _check_key(key)
+            _check_json(value, key)
+        with self._lock:
+            for key, value in values.items():
+                self._data[key] = value
+                self._bump(key)
 
 
 def shell_value(value: Any) -> str:

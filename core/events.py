@@ -6,8 +6,9 @@ events, so each one is a frozen dataclass of JSON types only. ``to_dict`` adds a
 
 Output is deliberately *not* one event per line: a step printing half a million lines a second
 would drown every consumer. ``StepOutput`` is coalesced by the runner (a few per second per step)
-and carries the log's byte size plus the newest lines; the complete output is always in
-``logs/<step>.log``, which a consumer that wants every byte reads from its last offset.
+and carries the log's byte size, its line count and a few of the newest lines; the complete
+output is always in ``logs/<step>.log``, which a consumer that wants every byte reads from its
+last offset.
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ class StepStatus(Event):
 class StepOutput(Event):
     """New output since the previous StepOutput of this step (coalesced).
 
-    ``size`` is the log file's size in bytes after this output; ``lines`` the newest complete
-    lines (decoded with replacement, at most a few hundred); ``lines_total`` how many lines the
-    step has written so far, so a consumer can tell how many it did not get here.
+    ``size`` is the log file's size in bytes after this output; ``lines_total`` how many lines
+    the step has written so far; ``lines`` a glance at the newest complete lines (cleaned text,
+    at most ``steplog.EVENT_LINES``, each cut to ``steplog.EVENT_LINE_CHARS``): the log file is
+    the record, and a consumer that shows output reads it from its last offset up to ``size``.
     """
 
     kind: ClassVar[str] = "step_output"

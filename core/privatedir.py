@@ -124,6 +124,14 @@ def nearest_existing(path: Path) -> Path:
     return Path("/")  # pragma: no cover - "/" exists
 
 
+class TooLarge(Exception):
+    """A file bigger than the caller's limit: ``size`` bytes (or more)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
 class PrivateDir:
     """A folder of this user's that nobody else can write to, held open by descriptor.
 
@@ -192,11 +200,20 @@ class PrivateDir:
         except FileExistsError:
             return self._existing(name, os.O_WRONLY | os.O_APPEND)
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, limit: int | None = None) -> bytes:
         """The content of ``name``, a regular file of this user's (not a link, not a FIFO
-        that would block)."""
+        that would block). With ``limit``, a file larger than that raises TooLarge before
+        anything is read (its size is looked at first), or if it grew past it meanwhile."""
         with os.fdopen(self._existing(name, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            return f.read()
+            if limit is None:
+                return f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise TooLarge(size)
+            data = f.read(limit + 1)
+            if len(data) > limit:
+                raise TooLarge(len(data))
+            return data
 
     def replace(self, source: str, target: str) -> None:
         """Rename ``source`` to ``target`` within this folder, atomically."""
@@ -254,8 +271,17 @@ class HeldFile:
     def path(self) -> Path:
         return self.folder.path / self.name
 
-    def read_bytes(self) -> bytes:
-        return self.folder.read(self.name)
+    def untouched(self) -> bool:
+        """Still the empty regular file orch-tui made (or gone): nothing to read. A cheap look
+        (no open), so the common case costs a step's end no more than a stat."""
+        try:
+            info = os.stat(self.name, dir_fd=self.folder.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        return stat.S_ISREG(info.st_mode) and info.st_size == 0
+
+    def read_bytes(self, limit: int | None = None) -> bytes:
+        return self.folder.read(self.name, limit)
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)

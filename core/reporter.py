@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
+import select
 import signal
 import sys
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,6 +65,7 @@ from core.events import (
     StepStarted,
     StepStatus,
 )
+from core.text import clean
 
 #: Bytes read from a log at a time; also bounds the memory one echo pass needs.
 CHUNK = 4 * 1024 * 1024
@@ -74,14 +77,16 @@ TTY_LINES_PER_REFRESH = 200
 TTY_MAX_LINE = 2000
 #: Lines of a root failure's log shown in the summary.
 TAIL_LINES = 10
-
-_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
-_CR_TRAILING = re.compile(rb"\r+(?=\n|\Z)")  # "text\r\n" is a line ending, not a frame
-_CR_FRAMES = re.compile(rb"(?m)^[^\n]*\r")  # all but the last frame of a \r progress line
-_CONTROL = bytes([*range(0, 9), *range(11, 32), 127])  # C0 controls but tab and newline, DEL
-_CONTROL_TTY = bytes(b for b in _CONTROL if b != 0x1B)  # keep ESC: Rich turns SGR into styles
-# C1 controls (U+0080-U+009F) in UTF-8: terminals may act on them as on ESC (U+009B is CSI)
-_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
+#: Bytes waiting for the terminal past which the steps' output is skipped (and counted, and
+#: said) instead of queued: a terminal that stopped reading must not grow the runner's memory.
+#: A backlog past it first gets ``CATCH_UP_SECONDS`` to drain (a fast terminal is only ever a
+#: block behind); once skipping, the echo resumes when half of it is left.
+BACKLOG_LIMIT = 4 * 1024 * 1024
+CATCH_UP_SECONDS = 0.5
+#: At the end, how long a terminal may take nothing before what is left for it is given up
+#: (seconds; ``ORCH_STDOUT_TIMEOUT`` overrides it): the run's files are complete by then, and
+#: a reader that never reads must not keep orch-tui alive for ever.
+STDOUT_TIMEOUT = 60.0
 
 SUMMARY_ALL_UP_TO = 40  # steps listed one by one in the summary table
 SUMMARY_SLOWEST = 10
@@ -199,18 +204,13 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def clean_block(block: bytes, *, keep_ansi: bool = False) -> bytes:
-    """Complete lines of output as display bytes: ANSI escapes (unless ``keep_ansi``) and other
-    control characters removed, and of a ``\\r`` progress line only its last frame kept."""
-    if not keep_ansi and b"\x1b" in block:
-        block = _ANSI.sub(b"", block)
-    if b"\r" in block:
-        block = _CR_TRAILING.sub(b"", block)
-        if b"\r" in block:
-            block = _CR_FRAMES.sub(b"", block)
-    if b"\xc2" in block:
-        block = _C1_UTF8.sub(b"", block)
-    return block.translate(None, _CONTROL_TTY if keep_ansi else _CONTROL)
+def _stdout_timeout() -> float:
+    """``STDOUT_TIMEOUT``, or the seconds ``ORCH_STDOUT_TIMEOUT`` says (if a number >= 0)."""
+    try:
+        seconds = float(os.environ.get("ORCH_STDOUT_TIMEOUT", ""))
+    except ValueError:
+        return STDOUT_TIMEOUT
+    return seconds if seconds >= 0 else STDOUT_TIMEOUT
 
 
 def _display_path(path: Path) -> str:
@@ -254,6 +254,9 @@ class _Step:
         "window",
         "window_used",
         "hidden",
+        "label",
+        "dropped",
+        "resync",
     )
 
     def __init__(self, name: str, info: dict[str, Any], index: int) -> None:
@@ -289,6 +292,9 @@ class _Step:
         self.window = -1  # refresh window of the tty echo budget
         self.window_used = 0
         self.hidden = 0  # tty: lines counted but not shown since the last notice
+        self.label = clean(name)  # the name as shown
+        self.dropped = 0  # bytes skipped while the terminal was behind, not said yet
+        self.resync = False  # after a skip: the next read starts inside a line
 
     def update_from_state(self, info: dict[str, Any]) -> None:
         for key, attr in (
@@ -327,6 +333,113 @@ class _Step:
         return None
 
 
+class _Terminal:
+    """The reporter's way to its stream, file-like (Rich's console writes here too): a write
+    never blocks.
+
+    Text is queued and written by a thread of its own, straight to the stream's file
+    descriptor: not through ``sys.stdout``'s buffer, whose lock a blocked write would hold when
+    the interpreter flushes it at exit. A stream without a descriptor (``io.StringIO``) cannot
+    block and is written at once. ``backlog`` is what waits for the terminal; the reporter
+    stops queueing the steps' output when it stays past ``BACKLOG_LIMIT``.
+    """
+
+    def __init__(self, stream: TextIO, encoding: str) -> None:
+        self.encoding = encoding
+        self._stream = stream
+        self._queue: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self.backlog = 0
+        self.broken = False  # the stream went away (a closed pipe): nothing more is written
+        self._progress = time.monotonic()  # when the terminal last took something
+        try:
+            self._fd: int | None = stream.fileno()
+            stream.flush()  # what was printed before goes first
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+            self._fd = None
+        if self._fd is not None:
+            threading.Thread(target=self._pump, name="orch-terminal", daemon=True).start()
+
+    def write(self, text: str) -> int:
+        if self.broken:
+            return len(text)
+        if self._fd is None:
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+            return len(text)
+        data = text.encode(self.encoding, "replace")
+        with self._cond:
+            if not self._queue:
+                self._progress = time.monotonic()  # idle until now, not stuck
+            self._queue.append(data)
+            self.backlog += len(data)
+            self._cond.notify_all()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: the pump writes as soon as it can (``drain`` waits for it)."""
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def _pump(self) -> None:
+        assert self._fd is not None
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                data = b"".join(self._queue)
+                self._queue.clear()
+            view = memoryview(data)
+            while view:
+                try:
+                    written = os.write(self._fd, view)
+                except BlockingIOError:  # someone made the descriptor non-blocking
+                    select.select([], [self._fd], [])
+                    continue
+                except OSError:  # a closed pipe, a closed descriptor: nobody reads any more
+                    with self._cond:
+                        self.broken = True
+                        self._queue.clear()
+                        self.backlog = 0
+                        self._cond.notify_all()
+                    return
+                view = view[written:]
+                with self._cond:
+                    self.backlog -= written
+                    self._progress = time.monotonic()
+                    self._cond.notify_all()
+
+    def wait_below(self, size: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the backlog to shrink to ``size``; whether it did
+        (or the stream went away: nothing is queued for it any more)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.backlog > size and not self.broken:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def drain(self, patience: float) -> bool:
+        """Wait until everything queued is written (or the stream went away); give up once the
+        terminal has taken nothing for ``patience`` seconds: False if it was given up."""
+        with self._cond:
+            while self.backlog and not self.broken:
+                idle = time.monotonic() - self._progress
+                if idle >= patience:
+                    return False
+                self._cond.wait(patience - idle)
+        return True
+
+
 class HeadlessReporter:
     """Prints a run's progress, its steps' output and a final summary to ``stream``.
 
@@ -348,7 +461,6 @@ class HeadlessReporter:
         refresh_per_second: float = 8.0,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.stream = stream
         if tty is None:
             try:
                 tty = bool(stream.isatty())
@@ -381,13 +493,15 @@ class HeadlessReporter:
         self._system: tuple[float, float] | None = None  # cpu %, mem %
         self._finished: RunFinished | None = None
         self._closed = False
-        self._broken = False  # the stream went away (a closed pipe): stop writing
+        self._out = _Terminal(stream, encoding)
+        self._behind = False  # the terminal is not keeping up: the steps' output is skipped
         self._decoder = AnsiDecoder()
         self._console: Console | None = None
         self._live: Live | None = None
+        self._refresher: threading.Event | None = None  # set: the live view's refresh ends
         if tty:
             self._console = Console(
-                file=stream,
+                file=self._out,  # type: ignore[arg-type]  # file-like: write, flush, isatty
                 force_terminal=True,
                 no_color=not color,
                 width=width,
@@ -436,7 +550,7 @@ class HeadlessReporter:
     def _on_run_started(self, event: RunStarted) -> None:
         with self._lock:
             self._run_id = event.run_id
-            self._name = Path(event.recipe).stem if event.recipe else ""
+            self._name = clean(Path(event.recipe).stem) if event.recipe else ""
             self._started = event.ts
             for info in event.steps:
                 name = str(info.get("name"))
@@ -454,7 +568,7 @@ class HeadlessReporter:
                 console=self._console,
                 get_renderable=self._render_live,
                 transient=False,
-                refresh_per_second=self.refresh_per_second,
+                auto_refresh=False,  # _refresh_live does it, and skips a terminal that is behind
                 redirect_stdout=False,  # the runner routes sys.stdout to the steps' logs
                 redirect_stderr=False,
             )
@@ -462,6 +576,22 @@ class HeadlessReporter:
                 self._live.start()
             except Exception:  # a terminal that cannot do live updates: plain lines above
                 self._live = None
+                return
+            self._refresher = threading.Event()
+            threading.Thread(
+                target=self._refresh_live,
+                args=(self._live, self._refresher),
+                name="orch-live",
+                daemon=True,
+            ).start()
+
+    def _refresh_live(self, live: Live, stop: threading.Event) -> None:
+        """Redraw the live view ``refresh_per_second`` times a second, but not while the
+        terminal is behind: redraws queued for a terminal that takes nothing would pile up
+        without bound, and the next one shows the same, newer."""
+        while not stop.wait(1 / self.refresh_per_second):
+            if self._out.backlog < BACKLOG_LIMIT:
+                live.refresh()
 
     def _on_started(self, event: StepStarted) -> None:
         step = self._step(event.step)
@@ -600,6 +730,12 @@ class HeadlessReporter:
                     step.offset += len(data)
                     if step.pending:
                         data, step.pending = step.pending + data, b""
+                    if step.resync:  # after a skip: from the start of the next line
+                        cut = data.find(b"\n")
+                        skipped = len(data) if cut < 0 else cut + 1
+                        step.dropped += skipped
+                        step.resync = cut < 0
+                        data = data[skipped:]
                     cut = data.rfind(b"\n")
                     if cut < 0:
                         if len(data) > MAX_PENDING:
@@ -613,30 +749,67 @@ class HeadlessReporter:
             block, step.pending = step.pending, b""
             yield block
 
+    def _keeps_up(self) -> bool:
+        """Whether the steps' output is echoed (the terminal keeps up) or skipped (it is
+        behind: see ``BACKLOG_LIMIT``). Sets ``_behind``."""
+        if self._behind:
+            self._behind = self._out.backlog > BACKLOG_LIMIT // 2
+        else:
+            self._behind = not self._out.wait_below(BACKLOG_LIMIT, CATCH_UP_SECONDS)
+        return not self._behind
+
     def _echo(self, step: _Step, *, final: bool, upto: int | None = None) -> None:
-        """Print everything new in the step's log."""
+        """Print everything new in the step's log; while the terminal is behind, skip it."""
         if not self.echo_output:
             return
-        if not self.tty:
-            for block in self._blocks(step, final=final, upto=upto):
-                self._echo_plain(step, block)
-            return
-        # On a terminal only the newest lines can be shown: keep a bounded tail, count the rest.
+        if self._keeps_up():
+            if step.dropped:
+                self._dropped_notice(step)
+            with closing(self._blocks(step, final=final, upto=upto)) as blocks:
+                if self.tty:
+                    self._echo_tail(step, blocks)
+                else:
+                    for block in blocks:
+                        self._echo_plain(step, block)
+                        if not self._keeps_up():
+                            break
+        if self._behind:
+            self._skip(step, final=final, upto=upto)
+        if final and step.dropped:
+            self._dropped_notice(step)  # a status line: queued even while behind
+        if final and step.hidden:
+            self._hidden_notice(step)
+
+    def _echo_tail(self, step: _Step, blocks: Iterator[bytes]) -> None:
+        """On a terminal only the newest lines can be shown: keep a bounded tail, count the
+        rest."""
         tail: bytes | None = None
         total = 0
-        for block in self._blocks(step, final=final, upto=upto):
+        for block in blocks:
             total += block.count(b"\n") + 1
             tail = block if tail is None else tail + b"\n" + block
             if tail.count(b"\n") >= TTY_LINES_PER_REFRESH:
                 tail = b"\n".join(tail.rsplit(b"\n", TTY_LINES_PER_REFRESH)[1:])
         if tail is not None:
             self._echo_tty(step, tail, total)
-        if final and step.hidden:
-            self._hidden_notice(step)
+
+    def _skip(self, step: _Step, *, final: bool, upto: int | None) -> None:
+        """Pass over the step's new output without reading it (the log keeps all of it),
+        counting it for ``_dropped_notice``: a terminal that takes nothing must cost neither
+        memory nor the time to read what it will never show."""
+        end = upto
+        if end is None:
+            try:
+                end = os.stat(self.run_dir / step.log).st_size
+            except OSError:
+                end = step.offset
+        step.dropped += max(0, end - step.offset) + len(step.pending)
+        step.offset, step.pending = max(end, step.offset), b""
+        step.resync = not final  # the next read starts inside a line: shown from the next one
 
     def _echo_plain(self, step: _Step, block: bytes) -> None:
-        text = clean_block(block).decode("utf-8", "replace")
-        prefix = self._paint(step.name, step.colour) + " | "
+        text = clean(block)
+        prefix = self._paint(step.label, step.colour) + " | "
         self._write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
     def _echo_tty(self, step: _Step, tail: bytes, total: int) -> None:
@@ -656,8 +829,8 @@ class HeadlessReporter:
         step.hidden += total - count
         if step.hidden:
             self._hidden_notice(step)
-        text = clean_block(tail, keep_ansi=True).decode("utf-8", "replace")
-        prefix = (f"{step.name} | ", step.colour)
+        text = clean(tail, keep_sgr=True)
+        prefix = (f"{step.label} | ", step.colour)
         lines = []
         for raw in text.split("\n"):
             line = self._decoder.decode_line(raw)
@@ -667,9 +840,18 @@ class HeadlessReporter:
             lines.append(Text.assemble(prefix, line))
         self._print(Text("\n").join(lines))
 
+    def _dropped_notice(self, step: _Step) -> None:
+        log = _display_path(self.run_dir / step.log)
+        notice = (
+            f"{step.label} | {self._p('…')} {step.dropped:,} bytes of output not shown "
+            f"(terminal too slow; complete in {log})"
+        )
+        step.dropped = 0
+        self._print(Text(notice, style="dim"))
+
     def _hidden_notice(self, step: _Step) -> None:
         log = _display_path(self.run_dir / step.log)
-        notice = f"{step.name} | {self._p('…')} {step.hidden} more lines in {log}"
+        notice = f"{step.label} | {self._p('…')} {step.hidden} more lines in {log}"
         step.hidden = 0
         self._print(Text(notice, style="dim"))
 
@@ -689,41 +871,34 @@ class HeadlessReporter:
         return f"\x1b[{codes}m{text}\x1b[0m" if codes else text
 
     def _write(self, text: str) -> None:
-        if self._broken:
-            return
         if not self._unicode:
             text = text.encode(self._encoding, "replace").decode(self._encoding)
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nobody is reading any more
-            self._broken = True
+        self._out.write(text)
 
     def _print(self, renderable: RenderableType) -> None:
-        if self._broken:
+        if self._out.broken:
             return
         if self._console is None:
             text = renderable.plain if isinstance(renderable, Text) else str(renderable)
             self._write(text + "\n")
             return
-        try:
-            self._console.print(renderable, soft_wrap=False, crop=False)
-        except (BrokenPipeError, ValueError, OSError):
-            self._broken = True
+        self._console.print(renderable, soft_wrap=False, crop=False)
 
     def _event_line(self, ts: float, icon_key: str, step: _Step | None, text: str) -> None:
-        """``12:00:02 ✓ build succeeded in 1.2s``: one line for an event that matters."""
+        """``12:00:02 ✓ build succeeded in 1.2s``: one line for an event that matters (its
+        text may carry a step's words, a failure's reason: cleaned like the steps' output)."""
+        text = clean(text)
         clock = time.strftime("%H:%M:%S", time.localtime(ts))
         icon, style = self._icon(icon_key)
         if self.tty:
             line = Text.assemble((clock, "dim"), " ", (icon, style), " ")
             if step is not None:
-                line.append(step.name, style=f"bold {step.colour}")
+                line.append(step.label, style=f"bold {step.colour}")
                 line.append(" ")
             line.append(text)
             self._print(line)
             return
-        name = f"{self._paint(step.name, step.colour)} " if step is not None else ""
+        name = f"{self._paint(step.label, step.colour)} " if step is not None else ""
         self._write(f"{clock} {self._paint(icon, style)} {name}{text}\n")
 
     # == words ======================================================================================
@@ -823,12 +998,12 @@ class HeadlessReporter:
                 if step.rss is not None:
                     notes.append(f"{format_bytes(step.rss)} ")
             if step.status == BLOCKED and step.blocked_by:
-                notes.append("blocked by " + ", ".join(step.blocked_by))
+                notes.append(clean("blocked by " + ", ".join(step.blocked_by)))
             elif step.status in FAILURE_STATUSES:
                 notes.append(self._cause(step.exit_code, step.signal))
             table.add_row(
                 Text(icon, style=style),
-                Text(step.name, style=step.colour if step.status == RUNNING else ""),
+                Text(step.label, style=step.colour if step.status == RUNNING else ""),
                 spinner,
                 Text(format_duration(step.elapsed(now)) if step.started else "", style="dim"),
                 notes,
@@ -840,10 +1015,13 @@ class HeadlessReporter:
         return Group(*parts)
 
     # == summary ====================================================================================
-    def close(self, state: dict[str, Any]) -> None:
-        """Stop the live view, print what output is left, then the summary of ``state``."""
+    def close(self, state: dict[str, Any], *, patience: float | None = None) -> bool:
+        """Stop the live view, print what output is left, then the summary of ``state``, and
+        wait for the terminal to take it: once it has taken nothing for ``patience`` seconds
+        (default ``STDOUT_TIMEOUT``, or ``ORCH_STDOUT_TIMEOUT``), what is left is given up and
+        False returned. The run's files are complete whatever the terminal does."""
         if self._closed:
-            return
+            return True
         self._closed = True
         with self._lock:
             for name, info in (state.get("steps") or {}).items():
@@ -854,23 +1032,19 @@ class HeadlessReporter:
                     step.update_from_state(info)
                     step.spinner = None
             self._run_id = state.get("run_id") or self._run_id
-            self._name = state.get("name") or self._name
+            self._name = clean(state.get("name") or "") or self._name
         for step in list(self._steps.values()):
             self._echo(step, final=True)
+        if self._refresher is not None:
+            self._refresher.set()
         if self._live is not None:
             try:
                 self._live.stop()
             except Exception:
                 pass
             self._live = None
-        try:
-            self._summary(state)
-        finally:
-            if not self._broken:
-                try:
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass
+        self._summary(state)
+        return self._out.drain(_stdout_timeout() if patience is None else patience)
 
     def _summary(self, state: dict[str, Any]) -> None:
         steps = self._steps
@@ -888,22 +1062,22 @@ class HeadlessReporter:
             if step.status == TIMED_OUT:
                 cause = f"timed out after {format_duration(step.elapsed(now))}"
             said = self._worth_saying(step.reason, step.status, step.exit_code, step.signal)
-            detail = ", ".join(x for x in (cause, step.reason if said else None) if x)
+            detail = clean(", ".join(x for x in (cause, step.reason if said else None) if x))
             log = _display_path(self.run_dir / step.log)
             line = Text("root failure: ", style="bold red")
-            line.append(step.name, style=f"bold {step.colour}")
+            line.append(step.label, style=f"bold {step.colour}")
             line.append(f"{f' ({detail})' if detail else ''} {self._p('—')} see {log}")
             self._print(line)
             for tail in self._tail(step):
-                self._print(Text.assemble((f"  {step.name} | ", step.colour), tail))
+                self._print(Text.assemble((f"  {step.label} | ", step.colour), tail))
         blocked = [s for s in steps.values() if s.status == BLOCKED]
         by_root: dict[str, list[str]] = {}
         orphans: list[str] = []
         for step in blocked:
             if not step.blocked_by:
-                orphans.append(step.name)
+                orphans.append(step.label)
             for root in step.blocked_by:
-                by_root.setdefault(root, []).append(step.name)
+                by_root.setdefault(clean(root), []).append(step.label)
         for root, names in by_root.items():
             self._print(Text(f"blocked by {root}: {', '.join(names)}", style="yellow"))
         if orphans:
@@ -914,7 +1088,7 @@ class HeadlessReporter:
                 log = _display_path(self.run_dir / step.log)
                 self._print(
                     Text(
-                        f"allowed failure: {step.name}{f' ({cause})' if cause else ''} "
+                        f"allowed failure: {step.label}{f' ({cause})' if cause else ''} "
                         f"{self._p('—')} see {log}",
                         style="yellow",
                     )
@@ -952,14 +1126,14 @@ class HeadlessReporter:
         if step.background:
             note = ("bg; " + note) if note else "bg"
         cells = [
-            (step.name, step.colour),
+            (step.label, step.colour),
             (f"{icon} {status}", style),
             (format_duration(step.elapsed(now)), ""),
             (str(step.attempt), ""),
             (exit_text, ""),
             (f"{step.peak_cpu:.0f}%" if step.peak_cpu is not None else "-", ""),
             (format_bytes(step.peak_rss), ""),
-            (" ".join(note.split()), ""),  # a reason's newlines and tabs would break the row
+            (" ".join(clean(note).split()), ""),  # newlines and tabs would break the row
         ]
         return [Text(text, style=style, no_wrap=True, overflow="ellipsis") for text, style in cells]
 
@@ -1071,9 +1245,8 @@ class HeadlessReporter:
         if not block:
             return []
         if self.tty:
-            text = clean_block(block, keep_ansi=True).decode("utf-8", "replace")
-            return list(self._decoder.decode(text))
-        text = clean_block(block).decode("utf-8", "replace")
+            return list(self._decoder.decode(clean(block, keep_sgr=True)))
+        text = clean(block)
         return [Text(line) for line in text.split("\n")]
 
 

@@ -207,7 +207,9 @@ class Runner:
         self._status = "running"
         self.watchdog.start()
         OutputRouting.acquire()
-        self.store.start(self.state, self.ctx.to_json_bytes, lambda: self.ctx.version)
+        self.store.start(
+            self.state, self.ctx.to_json_bytes, lambda: self.ctx.version, self._save_error
+        )
         self.bus.start()
         self.bus.publish(
             ev.RunStarted(
@@ -487,6 +489,7 @@ class Runner:
                 ctx=self.ctx,
                 ctx_out=ctx_out,
                 reactor=self.reactor,
+                workers=self.workers,
                 on_exit=on_exit,
             )
         else:
@@ -1009,6 +1012,14 @@ class Runner:
                     step=run.step.name, size=size, lines=lines, lines_total=total, ts=self.clock()
                 )
             )
+
+    def _save_error(self, text: str) -> None:
+        """The store could not save a file (said once a file): a warning in the run's events,
+        or on stderr once they are closed (the final save comes after them)."""
+        if self.bus.closed:
+            _log.warning("%s", text)
+        else:
+            self._emit(ev.RunMessage(level="warning", text=text, ts=self.clock()))
 
     def _tick_loop(self) -> None:
         """Coalesced output and ctx events, and resource samples, until the run is over."""

@@ -10,6 +10,7 @@ objects when only the last few hundred can be shown.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -18,26 +19,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.privatedir import PrivateDir
+from core.text import clean
 
 RING_LINES = 1000
-PER_CHUNK = 250  # lines of one chunk kept for viewers (take_new hands out at most 200)
+PER_CHUNK = 250  # lines of one chunk kept for viewers and ready: {log}
 MAX_LINE = 4096  # bytes of one line kept for display; the log file keeps all of it
-_CONTROL = bytes(c for c in range(32) if c != 9) + b"\x7f"
-_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
-# C1 controls (U+0080-U+009F) in UTF-8: terminals may act on them as on ESC (U+009B is CSI)
-_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
+#: What a StepOutput event carries of the output: its newest lines, each cut. The log file is
+#: the record and every viewer reads it by offset; these are for a glance (``ctl events``), and
+#: more made events.jsonl a second copy of a flooding step's output, megabytes a second.
+EVENT_LINES = 20
+EVENT_LINE_CHARS = 500
 
 
 def clean_line(raw: bytes) -> str:
-    """A log line as text for display: ANSI escapes gone, the last ``\\r`` frame of a progress bar."""
-    if b"\x1b" in raw:
-        raw = _ANSI.sub(b"", raw)
-    if b"\r" in raw:
-        raw = raw.rstrip(b"\r")
-        raw = raw[raw.rfind(b"\r") + 1 :]
-    if b"\xc2" in raw:
-        raw = _C1_UTF8.sub(b"", raw)
-    text = raw.translate(None, _CONTROL).decode("utf-8", "replace")
+    """A log line as display text (``core.text.clean``: no escape sequences or controls, the
+    last frame of a ``\\r`` progress bar), tabs expanded for the log pane."""
+    text = clean(raw)
     return text.expandtabs(8) if "\t" in text else text
 
 
@@ -148,15 +145,15 @@ class StepLog:
                 return
 
     # -- reading --------------------------------------------------------------------------------
-    def take_new(self, limit: int = 200) -> tuple[int, list[str], int] | None:
-        """(size, newest lines since the last call, lines_total), or None if nothing changed."""
+    def take_new(self) -> tuple[int, list[str], int] | None:
+        """(size, newest lines since the last call, lines_total), or None if nothing changed;
+        at most ``EVENT_LINES`` lines, each cut to ``EVENT_LINE_CHARS``."""
         with self._lock:
             if self.size == self._emitted_size and self.lines_total == self._emitted_total:
                 return None
-            new = min(self.lines_total - self._emitted_total, limit, len(self._ring))
-            lines = (
-                [clean_line(b) for b in list(self._ring)[len(self._ring) - new :]] if new else []
-            )
+            new = min(self.lines_total - self._emitted_total, EVENT_LINES, len(self._ring))
+            newest = list(itertools.islice(reversed(self._ring), new))
+            lines = [clean_line(b)[:EVENT_LINE_CHARS] for b in reversed(newest)]
             self._emitted_total, self._emitted_size = self.lines_total, self.size
             return self.size, lines, self.lines_total
 

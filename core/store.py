@@ -127,7 +127,8 @@ class RunStore:
         self._flush_lock = threading.Lock()  # one writer at a time, so an old save never lands last
         self._wake = threading.Event()
         self._closed = False
-        self._failing = False
+        self._reported: set[str] = set()  # the files whose save failed, said once each
+        self._on_error: Callable[[str], None] = _log.warning
         self._final_saved = False
         self._state_dirty = False
         self._state_fn: Callable[[], dict[str, Any]] | None = None
@@ -142,9 +143,13 @@ class RunStore:
         state_fn: Callable[[], dict[str, Any]],
         ctx_fn: Callable[[], bytes],
         ctx_version_fn: Callable[[], int],
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
-        """Begin coalesced saving; the callables produce the current state and ctx on demand."""
+        """Begin coalesced saving; the callables produce the current state and ctx on demand.
+        ``on_error`` is told (once a file) what could not be saved; default: a log warning."""
         self._state_fn, self._ctx_fn, self._ctx_version_fn = state_fn, ctx_fn, ctx_version_fn
+        if on_error is not None:
+            self._on_error = on_error
         self._state_dirty = True
         self._thread.start()
 
@@ -172,8 +177,8 @@ class RunStore:
             self._wake.clear()
             try:
                 self.flush()
-            except OSError as exc:  # too many open files, disk full: the run goes on
-                self._save_failed(exc)
+            except Exception as exc:  # disk full, too many open files, a bug: never the end
+                self._save_failed("state.json", exc)  # of this thread, which the run's end needs
                 self._state_dirty = True
                 self._wake.set()  # try again after the next interval
 
@@ -187,7 +192,10 @@ class RunStore:
         """
         with self._lock:
             if not self._closed:
-                self._events.flush()
+                try:
+                    self._events.flush()
+                except OSError as exc:
+                    self._save_failed("events.jsonl", exc)
         state = None
         if (self._state_dirty or final) and self._state_fn is not None:
             self._state_dirty = False
@@ -198,13 +206,25 @@ class RunStore:
             # The ctx first (it was taken after the state, so it is as new or newer): a
             # state.json calling a step succeeded must never be on disk before the ctx.json
             # holding what that step wrote, or --resume-from after a crash would lose it.
-            if not self._flush_ctx(final) and state is not None:
-                state = None  # the ctx save is not due yet: the state waits for it
+            # Only the final save writes the state whatever happened to the ctx: a run must
+            # end with its state on disk, and the error said what ctx.json lacks.
+            ctx_saved = self._ctx_saved(final)
+            if not ctx_saved and not final and state is not None:
+                state = None  # the ctx save is not due yet, or failed: the state waits for it
                 self._state_dirty = True
             if state is not None:
                 atomic_write(self.folder, "state.json", state)
             if final:
                 self._final_saved = True
+
+    def _ctx_saved(self, final: bool) -> bool:
+        """``_flush_ctx``; a ctx that cannot be saved (the disk, or a value a step changed in
+        place into something JSON cannot hold) is reported and counts as not saved."""
+        try:
+            return self._flush_ctx(final)
+        except Exception as exc:
+            self._save_failed("ctx.json", exc)
+            return False
 
     def _flush_ctx(self, final: bool) -> bool:
         """Save the ctx if it changed; False when it changed but its save is not due yet."""
@@ -226,10 +246,11 @@ class RunStore:
         self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
         return True
 
-    def _save_failed(self, exc: OSError) -> None:
-        if not self._failing:  # once, not every interval
-            self._failing = True
-            _log.warning("cannot save the run's files in %s: %s", self.run_dir, exc)
+    def _save_failed(self, name: str, exc: Exception) -> None:
+        if name not in self._reported:  # once, not every interval
+            self._reported.add(name)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            self._on_error(f"cannot save {self.run_dir / name}: {why}")
 
     def close(self) -> None:
         """Final, synchronous save of everything; the directory is complete after this returns
@@ -237,16 +258,16 @@ class RunStore:
         ends; a failed save must not leave the run hanging)."""
         try:
             self.flush(final=True)
-        except OSError as exc:
-            self._failing = False
-            self._save_failed(exc)
+        except Exception as exc:
+            self._reported.discard("state.json")  # the final state is worth saying again
+            self._save_failed("state.json", exc)
         with self._lock:
             self._closed = True
             try:
                 self._events.flush()
                 os.fsync(self._events.fileno())
             except OSError as exc:
-                self._save_failed(exc)
+                self._save_failed("events.jsonl", exc)
             try:
                 self._events.close()
             except OSError:  # what the flush above could not write: already reported

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import tracemalloc
 
 import pytest
 
@@ -44,6 +45,53 @@ def test_self_containing_value_is_refused():
     loop.append(loop)
     with pytest.raises(ContextValueError, match="contains itself"):
         Context()["x"] = loop
+
+
+def test_a_value_shared_twice_is_not_a_cycle():
+    row = [1, 2]
+    ctx = Context()
+    ctx["x"] = {"a": row, "b": [row, row]}
+    assert json.loads(ctx.to_json_bytes()) == {"x": {"a": [1, 2], "b": [[1, 2], [1, 2]]}}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ([[[0]]] * 2, None),
+        (json.loads("[" * 64 + "]" * 64), None),
+        (json.loads("[" * 65 + "]" * 65), "ctx['k']: the value is nested deeper than 64 levels"),
+        ({"a": [1, 2**64]}, "ctx['k']: the value['a'][1] is an integer beyond 64 bits"),
+        ([-(2**63), 2**64 - 1], None),
+        ({"a": "x\udc80"}, "ctx['k']: the value['a'] holds a lone surrogate"),
+        ({"a": {"\udc80": 1}}, "ctx['k']: the value['a'] has a key that holds a lone surrogate"),
+        ({"a": [{1: 2}]}, "ctx['k']: the value['a'][0] has the key 1 (int)"),
+    ],
+    ids=["shallow", "64 deep", "65 deep", "big int", "64-bit ints", "surrogate", "key", "int key"],
+)
+def test_only_what_ctx_json_can_hold_is_stored(value, problem):
+    """Refused when set, naming the key and where: never accepted and then unsaveable (a value
+    300 deep once killed the thread that saves ctx.json)."""
+    ctx = Context()
+    if problem is None:
+        ctx["k"] = value
+        assert json.loads(ctx.to_json_bytes()) == {"k": value}
+        return
+    with pytest.raises(ContextValueError) as refused:
+        ctx["k"] = value
+    assert str(refused.value).startswith(problem), refused.value
+    assert "k" not in ctx
+
+
+def test_checking_a_big_value_costs_no_memory_of_its_own():
+    rows = [[float(i), 1.0, 2.0] for i in range(200_000)]
+    ctx = Context()
+    tracemalloc.start()
+    try:
+        ctx["rows"] = rows
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak / 2**20:.0f} MiB to check 200,000 rows"
 
 
 def test_append_does_not_copy_or_recheck_old_rows():

@@ -12,6 +12,8 @@ import base64
 import errno
 import json
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,7 +22,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime, timezone
+from http.client import HTTPConnection, HTTPResponse
 from typing import Any
 
 import numpy as np
@@ -93,11 +97,12 @@ class Tick:
 
 
 class DashClient:
-    """Calls the graph's update callback the way dash-renderer does."""
+    """Calls the graph's update callback the way dash-renderer does; ``url(path)`` is where
+    (with the dashboard's token)."""
 
-    def __init__(self, base: str) -> None:
-        self.base = base
-        status, body = http(base + "/_dash-dependencies")
+    def __init__(self, url: Callable[[str], str]) -> None:
+        self.url = url
+        status, body = http(url("/_dash-dependencies"))
         assert status == 200
         deps = json.loads(body)
         (self.callback,) = [
@@ -139,24 +144,30 @@ class DashClient:
             "changedPropIds": [changed],
         }
         start = time.perf_counter()
-        status, body = http(self.base + "/_dash-update-component", payload)
+        status, body = http(self.url("/_dash-update-component"), payload)
         elapsed = time.perf_counter() - start
         assert status == 200, body[:2000]
         return Tick(body, elapsed)
 
 
 class Served:
-    """``hello_dash.run`` in a thread on a free port, until ``stop_and_join``."""
+    """``hello_dash.run`` in a thread on a free port, until ``stop_and_join``; with a token of
+    its own unless ``token`` is given."""
 
     def __init__(self, source: Any, **params: Any) -> None:
         self.port = params.pop("port", None) or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.token = params.setdefault("token", secrets.token_urlsafe(12))
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(
             target=self._go, args=(source,), kwargs={"port": self.port, **params}, daemon=True
         )
         self.thread.start()
+
+    def url(self, path: str = "/") -> str:
+        """``path`` on the dashboard, with its token."""
+        return f"{self.base}{path}?token={self.token}" if self.token else self.base + path
 
     def _go(self, source: Any, **params: Any) -> None:
         try:
@@ -167,10 +178,10 @@ class Served:
     def wait_up(self) -> DashClient:
         def up() -> bool:
             assert self.error is None, self.error
-            return http(self.base + "/_dash-layout", timeout=5)[0] == 200
+            return http(self.url("/_dash-layout"), timeout=5)[0] == 200
 
         wait_for(up, timeout=30, message=f"the dashboard on port {self.port}")
-        return DashClient(self.base)
+        return DashClient(self.url)
 
     def stop_and_join(self, timeout: float = 2.0) -> None:
         self.stop.set()
@@ -234,7 +245,7 @@ def test_live_dashboard_over_http(serve):
     client = served.wait_up()
 
     # The layout: a title, the column selector (already knowing v1..v3), status, graph, interval.
-    status, body = http(served.base + "/_dash-layout")
+    status, body = http(served.url("/_dash-layout"))
     assert status == 200
     layout = json.loads(body)
     text = json.dumps(layout)
@@ -301,7 +312,7 @@ def test_live_dashboard_over_http(serve):
     served.stop_and_join(2.0)
     assert port_is_free(served.port)
     with pytest.raises(OSError):
-        http(served.base + "/_dash-layout", timeout=2)
+        http(served.url("/_dash-layout"), timeout=2)
 
 
 def test_answers_are_serialised_with_orjson(serve, monkeypatch):
@@ -348,13 +359,63 @@ def test_new_columns_and_an_empty_start(serve):
     served.stop_and_join()
 
 
+def get(
+    served: Served, path: str, host: str | None = None, cookie: str | None = None
+) -> HTTPResponse:
+    """GET ``path`` with this ``Host`` header (default: as the URL) and cookie; the response,
+    its body read into ``body``."""
+    conn = HTTPConnection("127.0.0.1", served.port, timeout=30)
+    headers = {k: v for k, v in (("Host", host), ("Cookie", cookie)) if v is not None}
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.body = response.read()
+        return response
+    finally:
+        conn.close()
+
+
+def test_only_this_machines_pages_with_the_token_get_in(serve):
+    """A web page that reaches 127.0.0.1 under its own name (DNS rebinding) sends that name as
+    Host; a request without the token or its cookie comes from someone who was not given the
+    address. Both get 403, and a browser given the address keeps the token in a cookie."""
+    served = serve({"new_row": make_rows(10)}, ctx_key="new_row")
+    served.wait_up()
+    port, token = served.port, served.token
+    for path in ("/_dash-layout", "/_dash-layout?token=not-the-token", "/"):
+        refused = get(served, path)
+        assert refused.status == 403, path
+        assert b"needs its token" in refused.body
+    rebound = get(served, f"/_dash-layout?token={token}", host=f"rebound.example:{port}")
+    assert rebound.status == 403
+    assert b"Host 'rebound.example:" in rebound.body
+    for name in ("127.0.0.1", "localhost", "[::1]"):
+        assert get(served, f"/_dash-layout?token={token}", host=f"{name}:{port}").status == 200
+
+    first = get(served, f"/?token={token}")  # the address printed in the step's log
+    assert (first.status, first.getheader("Location")) == (303, "/")
+    cookie = first.getheader("Set-Cookie")
+    assert cookie.startswith(f"hello_dash_{port}={token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    for path in ("/", "/_dash-layout", "/_dash-dependencies"):
+        assert get(served, path, cookie=f"hello_dash_{port}={token}").status == 200, path
+    assert get(served, "/", cookie=f"hello_dash_{port}=guess").status == 403
+
+
+def test_without_a_token_the_host_is_still_checked(serve):
+    served = serve({"new_row": make_rows(10)}, ctx_key="new_row", token=False)
+    served.wait_up()
+    assert get(served, "/_dash-layout").status == 200
+    assert get(served, "/_dash-layout", host=f"rebound.example:{served.port}").status == 403
+
+
 def test_idle_client_connections_do_not_hold_up_stopping(serve):
     """A client that connected but sent nothing (a browser's spare connection) is cut off."""
     served = serve({"new_row": make_rows(10)}, ctx_key="new_row")
     served.wait_up()
     idle = socket.create_connection(("127.0.0.1", served.port))
     try:
-        wait_for(lambda: http(served.base + "/_dash-layout")[0] == 200, message="served")
+        wait_for(lambda: http(served.url("/_dash-layout"))[0] == 200, message="served")
         served.stop_and_join(2.0)
         idle.settimeout(5)
         assert idle.recv(1) == b""  # closed by the server
@@ -549,53 +610,81 @@ def test_axis_values_round_trip():
 
 
 # ------------------------------------------------------------------------------------ CLI
-def start_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PY, str(SCRIPT), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+class Cli:
+    """``hello_dash.py ARGS`` with its output collected as it comes (the address it prints
+    carries the token every request needs)."""
 
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [PY, str(SCRIPT), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._collect, args=(stream, into), daemon=True)
+            for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for reader in self._readers:
+            reader.start()
 
-def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
-    try:
-        proc.send_signal(signal.SIGINT)
-        return proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    @staticmethod
+    def _collect(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
 
+    def address(self) -> str:
+        """The address it printed: ``http://127.0.0.1:PORT/?token=...``."""
 
-def wait_cli_up(proc: subprocess.Popen, port: int) -> DashClient:
-    base = f"http://127.0.0.1:{port}"
+        def printed() -> str | None:
+            assert self.proc.poll() is None, "".join(self.err)
+            found = re.search(r"Dash is running on (\S+)", "".join(self.out))
+            return found.group(1) if found else None
 
-    def up() -> bool:
-        assert proc.poll() is None, proc.communicate()
-        return http(base + "/_dash-layout", timeout=5)[0] == 200
+        return wait_for(printed, timeout=60, message="the CLI's address")
 
-    wait_for(up, timeout=60, message="the CLI's dashboard")
-    return DashClient(base)
+    def wait_up(self) -> DashClient:
+        base, _, query = self.address().partition("/?")
+
+        def url(path: str) -> str:
+            return f"{base}{path}?{query}"
+
+        wait_for(lambda: http(url("/_dash-layout"), timeout=5)[0] == 200, 60, "the dashboard")
+        return DashClient(url)
+
+    def interrupt(self) -> tuple[str, str]:
+        """Ctrl-C; its output and errors."""
+        try:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for reader in self._readers:
+                reader.join(5)
+        return "".join(self.out), "".join(self.err)
 
 
 def test_cli_demo_and_ctrl_c():
     port = free_port()
-    proc = start_cli("--port", str(port), "--demo-rows", "300", "--interval_ms", "100")
+    cli = Cli("--port", str(port), "--demo-rows", "300", "--interval_ms", "100")
     try:
-        client = wait_cli_up(proc, port)
+        client = cli.wait_up()
         first = rows_in_status(client.update().status)
         assert first >= 300
         wait_for(
             lambda: rows_in_status(client.update().status) > first, message="demo rows to grow"
         )
     finally:
-        out, err = interrupt(proc)
-    assert proc.returncode == 0, err
+        out, err = cli.interrupt()
+    assert cli.proc.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert f"http://127.0.0.1:{port}/" in out
+    assert f"http://127.0.0.1:{port}/?token=" in out
     assert port_is_free(port)
 
 
@@ -611,15 +700,15 @@ def test_cli_plots_a_run_directory(tmp_path):
     rows = make_rows(50)
     save(rows)
     port = free_port()
-    proc = start_cli("--port", str(port), "--ctx_key", "new_row", "--run-dir", str(run_dir))
+    cli = Cli("--port", str(port), "--ctx_key", "new_row", "--run-dir", str(run_dir))
     try:
-        client = wait_cli_up(proc, port)
+        client = cli.wait_up()
         assert rows_in_status(client.update().status) == 50
         save(rows + make_rows(30, start=rows[-1][0] + 1))
         wait_for(lambda: rows_in_status(client.update().status) == 80, message="the new ctx.json")
     finally:
-        out, err = interrupt(proc)
-    assert proc.returncode == 0, err
+        out, err = cli.interrupt()
+    assert cli.proc.returncode == 0, err
 
 
 def test_cli_taken_port():
@@ -637,15 +726,17 @@ def test_cli_taken_port():
 
 # ------------------------------------------------------------------------------------ in a run
 def test_in_a_run_as_a_background_step(tmp_path):
-    """ready: {port}, a step that reads the page, then the run stops the dashboard: port free."""
+    """ready: {port}, a step that reads the page (at the address, token and all, the dashboard
+    put in the ctx), then the run stops the dashboard: port free."""
     port = free_port()
     probe = write_module(
         tmp_path,
-        f"""
+        """
         import urllib.request
 
         def run(ctx):
-            with urllib.request.urlopen("http://127.0.0.1:{port}/_dash-layout", timeout=30) as r:
+            address = ctx["dash_url"].replace("/?", "/_dash-layout?")
+            with urllib.request.urlopen(address, timeout=30) as r:
                 body = r.read()
             return r.status if b'"graph"' in body else body[:300].decode()
         """,
@@ -660,8 +751,8 @@ def test_in_a_run_as_a_background_step(tmp_path):
             type: python
             module: scriptlets.python.apps.hello_dash
             background: true
-            ready: {{port: {port}, timeout: 60}}
-            params: {{port: {port}, ctx_key: new_row}}
+            ready: {{ctx: dash_url, timeout: 60}}
+            params: {{port: {port}, ctx_key: new_row, url_key: dash_url}}
           - name: probe
             type: python
             module: {probe}
@@ -672,7 +763,8 @@ def test_in_a_run_as_a_background_step(tmp_path):
     assert done.code == 0, (done.steps, done.log("dash"))
     assert done.ctx["probed"] == 200
     assert done.steps["dash"]["status"] == "stopped"
-    assert b"Dash is running on http://127.0.0.1" in done.log("dash")
+    assert done.ctx["dash_url"].startswith(f"http://127.0.0.1:{port}/?token=")  # on by default
+    assert f"Dash is running on {done.ctx['dash_url']}".encode() in done.log("dash")
     assert port_is_free(port)
 
 
@@ -688,7 +780,8 @@ def test_requests_are_logged_only_when_debugging(tmp_path, monkeypatch, debug):
 
         def run(ctx):
             for _ in range(5):
-                with urllib.request.urlopen("http://127.0.0.1:{port}/_dash-layout", timeout=30):
+                address = "http://127.0.0.1:{port}/_dash-layout?token=a-test-token"
+                with urllib.request.urlopen(address, timeout=30):
                     pass
         """,
     )
@@ -701,7 +794,7 @@ def test_requests_are_logged_only_when_debugging(tmp_path, monkeypatch, debug):
             module: scriptlets.python.apps.hello_dash
             background: true
             ready: {{port: {port}, timeout: 60}}
-            params: {{port: {port}}}
+            params: {{port: {port}, token: a-test-token}}
           - {{name: poll, type: python, module: {poller}}}
         """,
         timeout=90,

@@ -113,7 +113,7 @@ def test_dashboard_in_a_browser(serve, browser):  # noqa: F811
     ctx["new_row"] = make_rows(1500, step=0.01)
     served = serve(ctx, ctx_key="new_row", interval_ms=200)
     served.wait_up()
-    page = Page(browser, served.base + "/")
+    page = Page(browser, served.url("/"))
 
     # The page loads and the plot shows points: three scattergl traces, all 1500 rows each.
     fig = page.until(
@@ -184,7 +184,7 @@ def test_a_slow_tick_never_overlaps_the_next(serve, browser):  # noqa: F811
     source = SlowSource(new_row=make_rows(20))
     served = serve(source, ctx_key="new_row", interval_ms=50)
     served.wait_up()
-    page = Page(browser, served.base + "/")
+    page = Page(browser, served.url("/"))
     page.until(lambda: page.updates()["sent"] >= 6, "six ticks", timeout=60)
     assert page.updates()["peak"] == 1
     assert page.errors == []
@@ -197,7 +197,7 @@ def test_stopping_with_a_page_open(serve, browser):  # noqa: F811
     ctx = Context({"new_row": make_rows(10)})
     served = serve(ctx, ctx_key="new_row", interval_ms=100)
     served.wait_up()
-    page = Page(browser, served.base + "/")
+    page = Page(browser, served.url("/"))
     page.until(lambda: page.updates()["sent"] >= 3, "a few ticks")
     served.stop_and_join(5.0)
     assert port_is_free(served.port)

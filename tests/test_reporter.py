@@ -24,7 +24,8 @@ from core.events import (
     StepStarted,
     StepStatus,
 )
-from core.reporter import HeadlessReporter, clean_block, format_bytes, format_duration
+from core.reporter import HeadlessReporter, format_bytes, format_duration
+from core.text import clean
 
 T0 = 1_700_000_000.0
 ANSI = re.compile(r"\x1b[\[\]()#;?]*(?:[0-9]{1,4}(?:;[0-9]{0,4})*)?[0-9A-ORZcf-nqry=><]")
@@ -538,8 +539,8 @@ def test_formatting_helpers() -> None:
     assert format_bytes(None) == "-"
     assert format_bytes(512) == "512 B"
     assert format_bytes(50 * 1024 * 1024) == "50.0 MiB"
-    assert clean_block(b"a\x1b[1mb\x1b[0m\x07c\rd\r\ne\x1b]0;title\x07") == b"d\ne"
-    assert clean_block(b"a\x1b[1mb", keep_ansi=True) == b"a\x1b[1mb"
+    assert clean(b"a\x1b[1mb\x1b[0m\x07c\rd\r\ne\x1b]0;title\x07") == "d\ne"
+    assert clean(b"a\x1b[1mb", keep_sgr=True) == "a\x1b[1mb"
 
 
 def test_summary_of_a_large_run_lists_what_needs_reading(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from textual.widgets import Footer
 from core import events as ev
 from core.runner import Runner
 from core.sessions.step import session_log_path
+from core.text import clean
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -144,7 +145,9 @@ class OrchApp(App[int]):
                 samples.append(event)
             elif isinstance(event, ev.RunMessage):
                 self.notify(
-                    event.text, severity="warning" if event.level != "info" else "information"
+                    clean(event.text),  # it may quote a step's words: no escapes, no markup
+                    severity="warning" if event.level != "info" else "information",
+                    markup=False,
                 )
             elif isinstance(event, ev.RunFinished):
                 self._run_finished = event
@@ -219,7 +222,7 @@ class OrchApp(App[int]):
         started, ended = self.runner.started_at, self.runner.ended_at
         elapsed = ((ended or self.clock()) - started) if started else 0.0  # stops at the end
         self.query_one(RunHeader).show(
-            recipe=self.runner.recipe.name or self.runner.recipe.path.name,
+            recipe=clean(self.runner.recipe.name or self.runner.recipe.path.name),
             run_state=self._run_state(),
             counts=counts,
             total=len(self._states),

@@ -360,8 +360,28 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    reporter.close(runner.state())
+    if not reporter.close(runner.state()):
+        # stdout took nothing for ORCH_STDOUT_TIMEOUT seconds: what is left for it goes
+        # nowhere, and the exit's own flush of sys.stdout cannot block either
+        _stdout_gone()
+        _tell_stderr(
+            "orch-tui: stdout is not being read: gave up on the rest of the output "
+            f"(the run's files are complete in {runner.run_dir})\n"
+        )
     return code
+
+
+def _tell_stderr(text: str) -> None:
+    """A short note on stderr if it can take it now: stderr may be the same blocked pipe."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stderr.fileno(), select.POLLOUT)
+        if poller.poll(0):
+            os.write(sys.stderr.fileno(), text.encode(errors="replace"))
+    except (OSError, ValueError):
+        pass
 
 
 def _setup_logging(debug: bool) -> None:
@@ -427,16 +447,18 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 
 def _print_sessions(rows) -> None:
     """One aligned line per session; SOCKET is the tmux server (`-L` name, or default)."""
+    from core.text import clean
+
     header = ("BACKEND", "SOCKET", "NAME", "STATE", "PID", "CREATED", "RUN")
     table = [header] + [
         (
             s.backend,
-            s.server,
-            s.name,
-            s.state,
+            clean(s.server),
+            clean(s.name),  # anyone on the machine names sessions: no escapes to the terminal
+            clean(s.state),
             str(s.pid or ""),
             _fmt_time(s.created),
-            s.run_id or "",
+            clean(s.run_id or ""),
         )
         for s in rows
     ]

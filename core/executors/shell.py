@@ -17,17 +17,23 @@ import signal
 import subprocess
 from pathlib import Path
 
-from core.context import Context, ContextValueError
+from core.context import MAX_DEPTH, Context, ContextValueError
 from core.executors import OnExit, Outcome
-from core.privatedir import HeldFile, PrivateDirError
+from core.privatedir import HeldFile, PrivateDirError, TooLarge
 from core.reactor import OutputReactor
 from core.recipe import Step
 from core.steplog import StepLog
+from core.workers import Workers
 
 PIPE_SIZE = 1 << 20  # a bigger pipe: fewer, larger reads when a step floods its output
 F_SETPIPE_SZ = (
     1031  # fcntl.F_SETPIPE_SZ (Linux), named in fcntl only from Python 3.10 on some builds
 )
+
+
+#: The largest ORCH_CTX_OUT merged. The ctx lives in the runner's memory and is saved to
+#: ctx.json as it changes; bigger data belongs in a file whose path the step puts in the ctx.
+CTX_OUT_LIMIT = 64 * 1024 * 1024
 
 
 def parse_ctx_out(path: HeldFile) -> dict[str, object]:
@@ -37,12 +43,9 @@ def parse_ctx_out(path: HeldFile) -> dict[str, object]:
     Raises ValueError saying what is wrong and where, in the step's terms ("ORCH_CTX_OUT: line
     2: ..."): the file's own name is the runner's business, the user only knows the variable.
     """
+    data = _read_ctx_out(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except PrivateDirError as exc:  # the step put a link or a FIFO in its place
-        raise ValueError(f"ORCH_CTX_OUT: {exc.why}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"ORCH_CTX_OUT: not UTF-8 text ({exc.reason} at byte {exc.start})"
@@ -52,12 +55,13 @@ def parse_ctx_out(path: HeldFile) -> dict[str, object]:
         return {}
     if stripped.startswith("{"):
         try:
-            data = json.loads(stripped)
+            return json.loads(stripped)  # text starting with { that parses is an object
         except json.JSONDecodeError as exc:
             raise ValueError(
                 f"ORCH_CTX_OUT: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
-        return data  # text starting with { that parses is an object
+        except RecursionError:  # thousands of levels: the decoder gives up before we can look
+            raise ValueError(f"ORCH_CTX_OUT: nested deeper than {MAX_DEPTH} levels") from None
     values: dict[str, object] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -71,6 +75,30 @@ def parse_ctx_out(path: HeldFile) -> dict[str, object]:
             )
         values[key] = value
     return values
+
+
+def _read_ctx_out(path: HeldFile) -> bytes:
+    """The file's bytes, read through the run's held ctx_out folder: a regular file of this
+    user's (not a link the step put in its place, not a FIFO that would hang the step's end),
+    within ``CTX_OUT_LIMIT`` (its size is looked at before anything is read; a step once wrote
+    a gigabyte)."""
+    try:
+        return path.read_bytes(limit=CTX_OUT_LIMIT)
+    except FileNotFoundError:
+        return b""
+    except PrivateDirError as exc:
+        raise ValueError(f"ORCH_CTX_OUT: {exc.why}") from None
+    except TooLarge as exc:
+        raise ValueError(_too_big(exc.size)) from None
+    except OSError as exc:
+        raise ValueError(f"ORCH_CTX_OUT: cannot read it: {exc.strerror}") from None
+
+
+def _too_big(size: int) -> str:
+    return (
+        f"ORCH_CTX_OUT: {size / 2**20:.1f} MiB, over the limit of {CTX_OUT_LIMIT // 2**20} MiB "
+        "(write large data to a file and put its path in the ctx)"
+    )
 
 
 class ShellExecution:
@@ -89,6 +117,7 @@ class ShellExecution:
         ctx: Context,
         ctx_out: HeldFile,
         reactor: OutputReactor,
+        workers: Workers,
         on_exit: OnExit,
     ) -> None:
         self.step = step
@@ -99,6 +128,7 @@ class ShellExecution:
         self.ctx = ctx
         self.ctx_out = ctx_out
         self.reactor = reactor
+        self.workers = workers
         self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
@@ -141,9 +171,18 @@ class ShellExecution:
         return f"{self.argv[0]}: {why} (cwd {self.cwd})"
 
     def _ended(self) -> None:
-        """Called by the reactor once the process has exited (its output copied or drained)."""
+        """Called by the reactor once the process has exited (its output copied or drained).
+
+        Merging an ORCH_CTX_OUT (up to ``CTX_OUT_LIMIT`` of JSON) is done on a worker: the
+        reactor's thread copies every other step's output, and a merge there once froze them
+        all for seconds.
+        """
         assert self.proc is not None
-        self.on_exit(self._outcome(self.proc.wait()))
+        code = self.proc.wait()
+        if code == 0 and not self.ctx_out.untouched():
+            self.workers.submit(lambda: self.on_exit(self._merge()))
+        else:
+            self.on_exit(self._outcome(code))
 
     def _outcome(self, code: int) -> Outcome:
         if code < 0:
@@ -151,14 +190,24 @@ class ShellExecution:
             return Outcome(None, signal=-code, error=f"killed by {name}")
         if code != 0:
             return Outcome(code, error=f"exit code {code}")
+        return Outcome(0)
+
+    def _merge(self) -> Outcome:
+        """The step's ORCH_CTX_OUT merged into the ctx: its success, or a failure saying why.
+
+        Whatever goes wrong, the step ends: an exception escaping here once left a finished
+        step "running" until a second signal.
+        """
+        where = f"step {self.step.name!r}: "
         try:
             values = parse_ctx_out(self.ctx_out)
-        except ValueError as exc:
-            return Outcome(0, error=f"step {self.step.name!r}: {exc}")
-        try:
             self.ctx.update_from(values)
         except ContextValueError as exc:
-            return Outcome(0, error=f"step {self.step.name!r}: ORCH_CTX_OUT: {exc}")
+            return Outcome(0, error=f"{where}ORCH_CTX_OUT: {exc}")
+        except ValueError as exc:
+            return Outcome(0, error=f"{where}{exc}")
+        except Exception as exc:  # MemoryError, a bug: still the step's end, never a hang
+            return Outcome(0, error=f"{where}ORCH_CTX_OUT: {type(exc).__name__}: {exc}")
         return Outcome(0)
 
     def _signal(self, sig: int) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+
+from core.text import clean
 
 if TYPE_CHECKING:
     from core.sessions.base import SessionInfo
@@ -70,12 +73,12 @@ class SessionsScreen(Screen[None]):
             )
             table.add_row(
                 row.backend,
-                row.server,
-                row.name,
-                f"[green]{row.state}[/]" if row.state == "attached" else row.state,
+                escape(clean(row.server)),
+                escape(clean(row.name)),  # any user's session name: no escapes, no markup
+                f"[green]{row.state}[/]" if row.state == "attached" else escape(clean(row.state)),
                 str(row.pid or ""),
                 created,
-                row.run_id or "",
+                escape(clean(row.run_id or "")),
             )
         if rows:
             table.move_cursor(row=min(keep, len(rows) - 1))

@@ -15,6 +15,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from core.context import Context
+from core.text import clean
 
 TAIL_ROWS = 20
 MAX_CHILDREN = 50
@@ -38,14 +39,15 @@ def _compact(value: Any) -> str:
 
 
 def _key_label(key: str, value: Any, *, length: int | None = None) -> Text:
-    label = Text(str(key), style="bold")
+    label = Text(clean(str(key)), style="bold")  # a key is any text a step chose
     if isinstance(value, dict):
         label.append(f" {{{len(value)}}}", style="dim")
     elif isinstance(value, list) or length is not None:
         label.append(f" [{length if length is not None else len(value):,}]", style="dim")
     else:
         label.append(": ")
-        label.append_text(_scalar(value))
+        scalar = _scalar(value)  # text a step wrote (C1 controls survive JSON quoting)
+        label.append(clean(scalar.plain), style=scalar.style)
     return label
 
 

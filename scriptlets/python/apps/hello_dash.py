@@ -11,6 +11,12 @@ Recipe (a background step: it serves until the run stops it)::
         port: 8050
         ctx_key: new_row
 
+Only this machine's browser gets in, and only with the run's token: the address it prints (in
+the step's log, and in ``ctx[url_key]`` if given) carries a random ``?token=``, which the first
+visit trades for a cookie; a request without either, or whose Host header is not the dashboard's
+own loopback address (a web page reaching 127.0.0.1 through DNS rebinding), is answered 403.
+``token: false`` turns the token off (the Host check stays).
+
 CLI, standalone: plot the ctx.json of a run directory (re-read when it changes), or rows it makes
 up itself (``--demo-rows`` to start with that many)::
 
@@ -40,11 +46,14 @@ import argparse
 import base64
 import calendar
 import errno
+import hmac
+import ipaddress
 import itertools
 import logging
 import math
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -764,6 +773,71 @@ def _handler_class(conns: _Connections, log: logging.Logger, requests: bool) -> 
     return Handler
 
 
+def _allowed_hosts(host: str, port: int) -> frozenset[str] | None:
+    """The Host headers a request to a dashboard on a loopback address may carry: this
+    machine's loopback names, with the port. A web page whose own name resolves to 127.0.0.1
+    (DNS rebinding) sends its own name and is refused. None for any other interface: the names
+    it is reached by cannot be known here (the token guards it)."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        return None
+    names = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
+    allowed = {f"{name}:{port}" for name in names}
+    if port == 80:  # the default port is left out of the Host header
+        allowed |= names
+    return frozenset(allowed)
+
+
+def _guard(server: Any, host: str, port: int, token: str | None) -> None:
+    """Answer 403 to a request with a foreign Host header and, with a ``token``, to one that
+    carries neither the token (``?token=``) nor its cookie. The first visit with the token
+    gets the cookie and is sent on to ``/``, so the token leaves the address bar."""
+    import flask
+
+    allowed = _allowed_hosts(host, port)
+    cookie = f"hello_dash_{port}"  # per port: browsers share cookies between a host's ports
+
+    def refuse(why: str) -> Any:
+        return flask.Response(f"hello_dash: {why}\n", status=403, mimetype="text/plain")
+
+    def holds(given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), token.encode())  # type: ignore[union-attr]
+
+    @server.before_request
+    def check() -> Any:
+        request = flask.request
+        if allowed is not None and request.host.lower() not in allowed:
+            return refuse(f"Host {request.host!r} is not this dashboard's address")
+        if token is None or holds(request.cookies.get(cookie)):
+            return None
+        if not holds(request.args.get("token")):
+            return refuse(
+                "this dashboard needs its token: open the address it printed (in the log of "
+                "the step that runs it), which ends in ?token=..."
+            )
+        if request.method == "GET" and request.path == "/":
+            response = flask.redirect("/", code=303)
+            response.set_cookie(cookie, token, httponly=True, samesite="Strict")
+            return response
+        return None
+
+
+def _token(token: bool | str) -> str | None:
+    """The run's token: a new random one (True), none (False), or the one given."""
+    if token is True:
+        return secrets.token_urlsafe(24)
+    if token is False:
+        return None
+    if not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_-]{8,}", token):
+        raise ValueError(
+            f"token must be true, false or at least 8 letters, digits, '-' or '_', got {token!r}"
+        )
+    return token
+
+
 def _orch_debug() -> bool:
     return os.environ.get("ORCH_DEBUG", "") not in ("", "0")
 
@@ -797,13 +871,17 @@ def run(
     interval_ms: int = 500,
     max_points: int = DEFAULT_MAX_POINTS,
     debug: bool | None = None,
+    token: bool | str = True,
+    url_key: str | None = None,
 ) -> None:
     """Serve the dashboard of ``ctx[ctx_key]`` on ``http://host:port/`` until ``stop`` is set.
 
     Then the server is shut down and its socket closed, so the port is free at once. A port in
     use raises ``RuntimeError("port N on HOST is already in use")``. ``debug`` logs every HTTP
     request (the browser polls twice a second); by default it is on when ``ORCH_DEBUG`` is
-    set, as ``orch-tui --debug`` does for its steps.
+    set, as ``orch-tui --debug`` does for its steps. ``token``: a random one (True), none
+    (False) or this one (a string); the address with it is printed, and stored in
+    ``ctx[url_key]`` if given, so a later step can show or use it.
     """
     log = log or _LOG
     if debug is None:
@@ -818,6 +896,9 @@ def run(
         raise ValueError(f"interval_ms must be >= 50, got {interval_ms!r}")
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < MIN_POINTS:
         raise ValueError(f"max_points must be a whole number >= {MIN_POINTS}, got {max_points!r}")
+    if url_key is not None and (not isinstance(url_key, str) or not url_key):
+        raise ValueError(f"url_key must be a non-empty string, got {url_key!r}")
+    secret = _token(token)
 
     from werkzeug.serving import make_server
 
@@ -836,6 +917,7 @@ def run(
     except (SystemExit, OSError):  # werkzeug exits on a bind error; the probe missed a race
         raise RuntimeError(f"port {port} on {host} is already in use") from None
     server.log = lambda type, message, *args: log.error(message, *args)  # type: ignore[method-assign]
+    _guard(app.server, host, server.port, secret)
 
     thread = threading.Thread(
         target=server.serve_forever,
@@ -845,9 +927,10 @@ def run(
     )
     thread.start()
     shown_host = f"[{host}]" if ":" in host else host
-    print(
-        f"Dash is running on http://{shown_host}:{server.port}/ (ctx key {ctx_key!r})", flush=True
-    )
+    url = f"http://{shown_host}:{server.port}/" + (f"?token={secret}" if secret else "")
+    print(f"Dash is running on {url} (ctx key {ctx_key!r})", flush=True)
+    if url_key is not None:
+        ctx[url_key] = url
     try:
         (stop if stop is not None else threading.Event()).wait()
     finally:
@@ -926,6 +1009,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--debug", action="store_true", help="log every HTTP request (default: $ORCH_DEBUG)"
     )
+    parser.add_argument(
+        "--no-token",
+        action="store_true",
+        help="no token in the address: any local user's browser gets in (the Host check stays)",
+    )
     args = parser.parse_args(argv)
     if args.demo_rows < 0 or args.demo_n < 1 or not args.demo_interval > 0:
         parser.error("--demo-rows must be >= 0, --demo-n >= 1 and --demo-interval > 0")
@@ -967,6 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
             interval_ms=args.interval_ms,
             max_points=args.max_points,
             debug=debug,
+            token=not args.no_token,
         )
     except (RuntimeError, ValueError) as exc:
         print(f"hello_dash: {exc}", file=sys.stderr)
