@@ -136,7 +136,7 @@ async def until_status(pilot, runner, name: str, *statuses: str, timeout: float 
 def tree_label(app, name: str) -> str:
     from tui.widgets import StepTree
 
-    return str(app.query_one(StepTree)._step_nodes[name].label)
+    return app.query_one(StepTree).label_of(name).plain
 
 
 def selected(app) -> str | None:
