@@ -37,6 +37,22 @@ __all__ = [
 ]
 
 
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Local time is UTC for this test (the ctx inspector shows epoch numbers in local time)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
 def fixed_clock() -> float:
     """The runner's and the app's clock: every duration on screen reads 0.0s."""
     return FIXED_NOW
