@@ -10,7 +10,7 @@ What makes them repeatable:
   meter reads "idle" every time, whatever the machine's speed;
 - every log holds fixed text, and ``run_before`` waits until the runner and the app both show the
   expected statuses and the log pane its expected lines;
-- animations are off.
+- animations are off; a snapshot that shows a time hint of the ctx inspector runs in UTC.
 
 Regenerate with ``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs in
 ``tests/__snapshots__/test_tui_snapshots/`` before committing them.
@@ -32,6 +32,7 @@ from tests.tui_helpers import (
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 orch = tui_helpers.orch
+utc = tui_helpers.utc
 
 GATE = """
   - name: checkout
@@ -142,9 +143,7 @@ def test_failed_step_selected_with_its_log(orch, tmp_path, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
-    from tui.widgets import CtxInspector
-
+def _ctx_app(orch, tmp_path: Path):
     module = write_module(
         tmp_path,
         """
@@ -152,12 +151,13 @@ def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
             ctx["service"] = {"host": "127.0.0.1", "port": 8000}
             ctx["greeting"] = "hello"
             ctx["ratio"] = 0.25
+            ctx["updated"] = 1795980000.5
             for i in range(500):
                 ctx.append("rows", [i, i * i])
             print("filled 500 rows")
         """,
     )
-    app, runner = orch(
+    app, _runner = orch(
         _recipe(
             "snapshot: ctx",
             f"""
@@ -167,23 +167,54 @@ def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
 """,
         )
     )
+    return app
+
+
+async def _ctx_filled(pilot, tmp_path: Path):
+    """The ctx inspector with every key shown and ``rows`` expanded."""
+    from tui.widgets import CtxInspector
+
+    await _open_gate(pilot, tmp_path)
+    await until_status(pilot, pilot.app.runner, "fill", "succeeded")
+    await _select(pilot, "fill", ["filled 500 rows"])
+    inspector = pilot.app.query_one(CtxInspector)
+    await until(
+        pilot,
+        lambda: (
+            "rows" in inspector._key_nodes
+            and str(inspector._key_nodes["rows"].label) == "rows [500]"
+        ),
+        what="rows [500] in the inspector",
+    )
+    inspector._key_nodes["rows"].expand()
+    await pilot.pause()
+    return inspector
+
+
+def test_ctx_inspector_keys(orch, tmp_path, snap_compare, utc):
+    """Scalars as JSON prints them, an epoch time with its (UTC here) time, a long list's
+    length and how many of its rows are left out."""
+    app = _ctx_app(orch, tmp_path)
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=lambda pilot: _ctx_filled(pilot, tmp_path)
+    )
+
+
+def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare, utc):
+    """The same inspector scrolled to the end: the list's last rows."""
+    app = _ctx_app(orch, tmp_path)
 
     async def run_before(pilot) -> None:
-        await _open_gate(pilot, tmp_path)
-        await until_status(pilot, runner, "fill", "succeeded")
-        await _select(pilot, "fill", ["filled 500 rows"])
-        inspector = pilot.app.query_one(CtxInspector)
+        inspector = await _ctx_filled(pilot, tmp_path)
+        last = inspector._key_nodes["rows"].children[-1]
+        inspector.focus()
+        inspector.move_cursor(last)  # as End would: the last row comes into view
         await until(
             pilot,
-            lambda: (
-                "rows" in inspector._key_nodes
-                and str(inspector._key_nodes["rows"].label) == "rows [500]"
-            ),
-            what="rows [500] in the inspector",
+            lambda: inspector.scroll_y <= last.line < inspector.scroll_y + inspector.size.height,
+            what="the last row on screen",
         )
-        inspector._key_nodes["service"].expand()
-        inspector._key_nodes["rows"].expand()
-        await pilot.pause()
+        assert str(last.label) == "[499]: [499, 249001]"
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

@@ -73,13 +73,8 @@ def build_app(tmp_path: Path, yaml_text: str, *, recipe_name: str = "recipe.yaml
     path = write_recipe(tmp_path, yaml_text, name=recipe_name)
     runner_kw.setdefault("run_dir", tmp_path / "run")
     runner_kw.setdefault("sampler", fixed_sampler())
-    runner = Runner(
-        load_recipe(path),
-        interactive=True,
-        resource_interval=3600,
-        clock=fixed_clock,
-        **runner_kw,
-    )
+    runner_kw.setdefault("resource_interval", 3600)
+    runner = Runner(load_recipe(path), interactive=True, clock=fixed_clock, **runner_kw)
     app = make_app(runner, clock=fixed_clock)
     return app, runner
 

@@ -115,7 +115,6 @@ class OrchApp(App[int]):
     def on_mount(self) -> None:
         self.query_one("#log-pinned", LogPane).display = False
         self.query_one(StepTree).border_title = "steps"
-        self.query_one(ResourceMeter).border_title = "resources"
         self.runner.subscribe(self._inbox.append)  # called on the event thread: append only
         self._load_states(self.runner.state()["steps"])
         # What exists now (Textual, the widgets, a node per step, the recipe) lives as long as
