@@ -1,5 +1,5 @@
-"""What the TUI draws, read back from its widgets around a real runner: the meter's scale and
-the ctx inspector's numbers.
+"""What the TUI draws, read back from its widgets around a real runner: the meter's scale, the
+ctx inspector's numbers, the help at 80x24 and the 80x24 layout.
 
 Each test waits (polling with a deadline) for what a user would see, then reads the lines the
 widget renders (``render_lines``: the strips the terminal gets).
@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 
+from rich.cells import cell_len
 from textual.geometry import Region
 
 from tests import tui_helpers
-from tests.tui_helpers import selected, until, until_status, write_module
+from tests.tui_helpers import (
+    main_pane,
+    selected,
+    tree_label,
+    until,
+    until_status,
+    write_module,
+)
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 orch = tui_helpers.orch
@@ -100,3 +108,67 @@ async def test_ctx_numbers_keep_every_digit_and_epoch_times_show_their_date(orch
         assert str(nodes["ratio"].label) == "ratio: 0.1234567890123"
         rows = nodes["samples"].children
         assert str(rows[-1].label) == "[29]: [1795980029.0 (2026-11-29 19:20:29), 7.25]"
+
+
+# ------------------------------------------------------------------------------ 80x24
+HELP_RECIPE = "steps:\n  - {name: build, type: shell, run: echo built}\n"
+
+
+async def test_help_scrolls_to_its_last_key_at_80x24(orch):
+    from tui.screens.help import HelpScreen
+
+    app, runner = orch(HELP_RECIPE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "build", "succeeded")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
+        box = app.screen.query_one("#help-box")
+        assert app.screen.region.contains_region(box.region)  # the box fits the screen
+        assert box.max_scroll_y > 0  # what does not fit is below, to scroll to
+        await pilot.press("end")
+        await until(pilot, lambda: box.scroll_y == box.max_scroll_y, what="the help's end")
+        body = app.screen.query_one("#help-body")  # the table of keys, down to "? this help"
+        assert body.region.bottom <= box.scrollable_content_region.bottom  # its end in view
+
+
+LONG_NAMES = """
+steps:
+  - name: serve-the-dashboard
+    type: shell
+    background: true
+    run: echo serving; exec sleep 100
+  - name: run-the-integration-tests
+    type: shell
+    depends_on: []
+    run: echo testing; exec sleep 100
+"""
+
+
+async def test_80x24_keeps_names_durations_and_bg_marks_and_stacks_a_pinned_log(orch):
+    from tui.widgets import CtxInspector, LogPane, ResourceMeter, StepTree
+
+    app, runner = orch(LONG_NAMES)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "serve-the-dashboard", "ready")
+        await until_status(pilot, runner, "run-the-integration-tests", "running")
+        room = app.query_one(StepTree).scrollable_content_region.width
+        for name in ("serve-the-dashboard", "run-the-integration-tests"):
+            label = tree_label(app, name)
+            assert cell_len(label) <= room, f"{label!r} cut to {room} columns"
+        assert tree_label(app, "serve-the-dashboard").endswith(" 0.0s bg")
+        # the meter and the ctx give their rows to the tree and the logs; c brings the ctx back
+        assert not app.query_one(ResourceMeter).display
+        ctx = app.query_one(CtxInspector)
+        assert not ctx.display
+        await pilot.press("c")
+        await until(pilot, lambda: ctx.display and ctx.region.height > 0, what="the ctx shown")
+        await pilot.press("c")
+
+        await pilot.press("p")  # pin serve-the-dashboard's log; the main pane follows the tree
+        pinned = app.query_one("#log-pinned", LogPane)
+        await until(pilot, lambda: pinned.lines == ["serving"], what="the pinned log")
+        await pilot.press("down")
+        main = main_pane(app)
+        await until(pilot, lambda: main.lines == ["testing"], what="the main log")
+        assert pinned.region.x == main.region.x and pinned.region.width == main.region.width
+        assert pinned.region.y >= main.region.bottom  # under the main pane, as wide

@@ -68,26 +68,36 @@ async def _select(pilot, name: str, lines: list[str]) -> None:
 RUNNING = _recipe(
     "snapshot: running",
     """
-  - name: serve
+  - name: serve-dashboard
     type: shell
+    background: true
     run: |
       echo "serving on http://127.0.0.1:8000"
-      echo "press Ctrl-C to stop"
       exec sleep 100
-  - name: report
+  - name: integration-tests
+    type: shell
+    depends_on: [checkout]
+    run: |
+      echo "collected 12 items"
+      echo "tests/test_api.py ....."
+      exec sleep 100
+  - name: publish-report
     type: shell
     run: echo "report written"
 """,
 )
+SERVE_LOG = ["serving on http://127.0.0.1:8000"]
+TESTS_LOG = ["collected 12 items", "tests/test_api.py ....."]
 
 
 async def _running_state(pilot, tmp_path: Path) -> None:
     runner = pilot.app.runner
     await _open_gate(pilot, tmp_path)
     await until_status(pilot, runner, "checkout", "succeeded")
-    await until_status(pilot, runner, "serve", "running")
-    await until_status(pilot, runner, "report", "pending")
-    await _select(pilot, "serve", ["serving on http://127.0.0.1:8000", "press Ctrl-C to stop"])
+    await until_status(pilot, runner, "serve-dashboard", "ready")
+    await until_status(pilot, runner, "integration-tests", "running")
+    await until_status(pilot, runner, "publish-report", "pending")
+    await _select(pilot, "integration-tests", TESTS_LOG)
 
 
 def test_running_state(orch, tmp_path, snap_compare):
@@ -98,10 +108,22 @@ def test_running_state(orch, tmp_path, snap_compare):
 
 
 def test_running_state_80x24(orch, tmp_path, snap_compare):
+    """80x24: the tree keeps names, durations and the bg mark; the meter and the ctx give way;
+    a pinned log goes under the main one."""
     app, runner = orch(RUNNING)
-    assert snap_compare(
-        app, terminal_size=(80, 24), run_before=lambda pilot: _running_state(pilot, tmp_path)
-    )
+
+    async def run_before(pilot) -> None:
+        from tui.widgets import LogPane
+
+        await _running_state(pilot, tmp_path)
+        while selected(pilot.app) != "serve-dashboard":
+            await pilot.press("up")
+        await pilot.press("p")
+        pinned = pilot.app.query_one("#log-pinned", LogPane)
+        await until(pilot, lambda: pinned.lines == SERVE_LOG, what="the pinned log")
+        await _select(pilot, "integration-tests", TESTS_LOG)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
 def test_failed_step_selected_with_its_log(orch, tmp_path, snap_compare):
@@ -219,25 +241,43 @@ def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare, utc):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_help_screen(orch, tmp_path, snap_compare):
-    from tui.screens.help import HelpScreen
-
-    app, runner = orch(
-        _recipe(
-            "snapshot: help",
-            """
+def _help_recipe():
+    return _recipe(
+        "snapshot: help",
+        """
   - name: build
     type: shell
     run: echo "built"
 """,
-        )
     )
 
-    async def run_before(pilot) -> None:
-        await _open_gate(pilot, tmp_path)
-        await until_status(pilot, runner, "build", "succeeded")
-        await _select(pilot, "build", ["built"])
-        await pilot.press("question_mark")
-        await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), what="help")
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+async def _open_help(pilot, tmp_path: Path) -> None:
+    from tui.screens.help import HelpScreen
+
+    await _open_gate(pilot, tmp_path)
+    await until_status(pilot, pilot.app.runner, "build", "succeeded")
+    await _select(pilot, "build", ["built"])
+    await pilot.press("question_mark")
+    await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), what="help")
+
+
+def test_help_screen(orch, tmp_path, snap_compare):
+    app, runner = orch(_help_recipe())
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=lambda pilot: _open_help(pilot, tmp_path)
+    )
+
+
+def test_help_screen_80x24_scrolled_to_the_end(orch, tmp_path, snap_compare):
+    app, runner = orch(_help_recipe())
+
+    async def run_before(pilot) -> None:
+        await _open_help(pilot, tmp_path)
+        box = pilot.app.screen.query_one("#help-box")
+        await pilot.press("end")
+        await until(
+            pilot, lambda: box.max_scroll_y > 0 and box.scroll_y == box.max_scroll_y, what="end"
+        )
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

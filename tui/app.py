@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -43,6 +43,7 @@ from tui.widgets import CtxInspector, LogPane, ResourceMeter, RunHeader, StepTre
 REFRESH_HZ = 15
 CTX_REFRESH_SECONDS = 0.5
 DURATION_REFRESH_SECONDS = 1.0
+TREE_CHROME = 6  # the tree's border, padding and vertical scrollbar, in columns
 #: Statuses whose duration grows while they last: redrawn every DURATION_REFRESH_SECONDS.
 LIVE = frozenset({ev.RUNNING, ev.READY})
 STEP_EVENTS = (ev.StepStarted, ev.StepFinished, ev.StepStatus, ev.StepReady)
@@ -51,6 +52,10 @@ STEP_EVENTS = (ev.StepStarted, ev.StepFinished, ev.StepStatus, ev.StepReady)
 class OrchApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "orch-tui"
+    # app.tcss: under 100 columns a pinned log goes under the main one; under 30 rows the
+    # meter and the ctx give their rows to the tree and the logs (c brings the ctx back)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("q", "quit_app", "Quit"),
         Binding("question_mark", "help", "Help"),
@@ -130,6 +135,19 @@ class OrchApp(App[int]):
 
     def on_unmount(self) -> None:
         gc.unfreeze()  # collectable again: another app in this process (tests) starts afresh
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_tree(event.size.width)
+
+    def _fit_tree(self, screen_width: int) -> None:
+        """The tree as wide as its widest row (name, duration, bg mark), within limits.
+
+        At least 30 % of the screen (26 to 48 columns), at most half of it, so that at 80
+        columns names are not cut while the log keeps the larger part.
+        """
+        wanted = self.query_one(StepTree).wanted_width() + TREE_CHROME
+        least = min(48, max(26, screen_width * 3 // 10))
+        self.query_one("#left").styles.width = max(least, min(wanted, screen_width // 2))
 
     # -- the event batch ----------------------------------------------------------------------------
     def _load_states(self, steps: dict[str, dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
@@ -24,6 +25,9 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from tui.status import STATUS_STYLE, format_duration, status_icon
+
+#: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
+DURATION_CELLS = 7
 
 
 class StepTree(Tree[dict[str, Any]]):
@@ -95,6 +99,14 @@ class StepTree(Tree[dict[str, Any]]):
     def label_of(self, name: str) -> Text:
         """The row the tree shows for a step (its status icon, name, duration, marks)."""
         return self._labels[name]
+
+    def wanted_width(self) -> int:
+        """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
+        widest = 0
+        for name, info in self._info.items():
+            cells = 2 + cell_len(name) + DURATION_CELLS + (3 if info.get("background") else 0)
+            widest = max(widest, cells)
+        return widest
 
     def _set_label(self, name: str, label: Text) -> None:
         self._labels[name] = label
