@@ -481,8 +481,10 @@ class _TmuxApp:
     def keys(self, *keys: str) -> None:
         subprocess.run([*self.tmux, "send-keys", "-t", "bench", *keys], check=True)
 
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float, *, styled=False) -> str:
-        """Poll the screen (every 5 ms) until ``predicate(screen)``; return that screen."""
+    def wait_for(
+        self, predicate: Callable[[str], bool], timeout: float, *, styled=False, every=0.005
+    ) -> str:
+        """Poll the screen until ``predicate(screen)``; return that screen."""
         deadline = time.perf_counter() + timeout
         while True:
             screen = self.screen(styled=styled)
@@ -490,7 +492,7 @@ class _TmuxApp:
                 return screen
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"timed out; the screen was:\n{self.screen()}")
-            time.sleep(0.005)
+            time.sleep(every)
 
     def quit(self) -> None:
         """q (the run is over: no question), then wait for the app to leave."""
@@ -534,20 +536,13 @@ def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> d
             start = time.perf_counter()
             app.keys("Down")
             at = at + 1
-            app.wait_for(lambda s, t=at: _cursor_step(s) == t, 120, styled=True)
+            app.wait_for(lambda s, t=at: _cursor_step(s) == t, 120, styled=True, every=0.01)
             latencies.append(time.perf_counter() - start)
             time.sleep(0.1)
         app.quit()
     finally:
         app.close()
-    out: dict = {"seconds": took}
-    if latencies:
-        latencies.sort()
-        out["key_presses"] = len(latencies)
-        out["key_ms_median"] = statistics.median(latencies) * 1000
-        out["key_ms_p99"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-        out["key_ms_max"] = latencies[-1] * 1000
-    return out
+    return {"seconds": took, **(_latencies(latencies) if latencies else {})}
 
 
 def _first_paint(work: Path, recipe: str, run_dir: Path) -> float:
@@ -574,6 +569,52 @@ def _wait_run_over(run_dir: Path) -> None:
         time.sleep(0.05)
 
 
+def _latencies(seconds: list[float]) -> dict:
+    seconds = sorted(seconds)
+    return {
+        "key_presses": len(seconds),
+        "key_ms_median": statistics.median(seconds) * 1000,
+        "key_ms_p99": seconds[min(len(seconds) - 1, int(len(seconds) * 0.99))] * 1000,
+        "key_ms_max": seconds[-1] * 1000,
+    }
+
+
+def _pilot_keys(work: Path, recipe: str, n: int) -> dict:
+    """The same run in-process (run_test, the real runner): Down every 50 ms, timed until the
+    tree's cursor moves. No terminal, no tmux: what the app itself adds to a key press."""
+    import asyncio
+
+    from core.recipe import load_recipe
+    from core.runner import Runner
+    from tui.app import make_app
+    from tui.widgets import StepTree
+
+    run_dir = work / "pilot-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    runner = Runner(load_recipe(work / recipe), run_dir=run_dir, interactive=True, jobs=2)
+    app = make_app(runner)
+    latencies: list[float] = []
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 36)):
+            tree = app.query_one(StepTree)
+            while app._counts.get("succeeded", 0) < n:
+                target = list(tree._step_nodes)[tree.cursor_line + 1]
+                start = time.perf_counter()
+                app.post_message(_key("down"))
+                while tree.selected_step != target:
+                    await asyncio.sleep(0.001)
+                latencies.append(time.perf_counter() - start)
+                await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        runner.close()
+        runner.wait(30)
+    return _latencies(latencies)
+
+
 def bench_tui_big_run(work: Path, n: int, big: int, repeat: int) -> dict:
     """n independent ``echo`` steps, --jobs 2, in the app (a tmux pane, 120x36) and --no-ui,
     measured in turns (the machine's load drifts); key latency meanwhile; first paint of big."""
@@ -598,6 +639,7 @@ def bench_tui_big_run(work: Path, n: int, big: int, repeat: int) -> dict:
     with_keys = _tui_run(work, "echo.yaml", n, runs, keys=True)
     out["tui_with_keys_seconds"] = with_keys.pop("seconds")
     out.update(with_keys)
+    out["in_process"] = _pilot_keys(work, "echo.yaml", n)
     paints = [_first_paint(work, "big.yaml", runs) for _ in range(repeat)]
     out[f"first_paint_{big}_steps"] = _stats(paints)
     return out
@@ -648,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             results["tui"] = bench_tui(0.5 if quick else 5.0)
         if "tui_big_run" in chosen:
             sizes = (50, 200) if quick else (2_000, 10_000)
-            results["tui_big_run"] = bench_tui_big_run(work, *sizes, 1 if quick else 3)
+            results["tui_big_run"] = bench_tui_big_run(work, *sizes, repeat)
     _print_table(results)
     if not quick:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
