@@ -17,6 +17,8 @@ import functools
 import json
 import os
 import platform
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -405,8 +407,255 @@ def _last_number(path: Path) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ TUI, big run
+TMUX = shutil.which("tmux")
+_SGR = re.compile(r"\x1b\[([0-9;]*)m")
+_STEP = re.compile(r"│ \S s(\d+)\b")
+
+
+def _wide_echo_recipe(path: Path, n: int) -> None:
+    lines = ["steps:"]
+    for i in range(n):
+        lines += [f"  - name: s{i}", "    type: shell", f"    run: echo step {i}"]
+        lines.append("    depends_on: []")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _backgrounds(line: str) -> tuple[str, list[str]]:
+    """A captured line (``capture-pane -e``) as its text and each character's background."""
+    text, backs, back = [], [], ""
+    pos = 0
+    for match in _SGR.finditer(line + "\x1b[m"):
+        for ch in line[pos : match.start()]:
+            text.append(ch)
+            backs.append(back)
+        pos = match.end()
+        params = match.group(1).split(";") if match.group(1) else ["0"]
+        i = 0
+        while i < len(params):
+            p = params[i]
+            if p in ("0", "49"):
+                back = ""
+            elif p == "48":  # 48;5;N or 48;2;R;G;B
+                width = 3 if params[i + 1 : i + 2] == ["5"] else 5
+                back = ";".join(params[i : i + width])
+                i += width - 1
+            elif p in ("38", "58"):  # a foreground (or underline) colour: skip its arguments
+                i += 2 if params[i + 1 : i + 2] == ["5"] else 4
+            i += 1
+    return "".join(text), backs
+
+
+def _cursor_step(screen: str) -> int | None:
+    """The step under the tree's cursor: the row whose name has a background of its own."""
+    rows: list[tuple[int, str]] = []
+    for line in screen.splitlines():
+        text, backs = _backgrounds(line)
+        match = _STEP.search(text)
+        if match:
+            rows.append((int(match.group(1)), backs[match.start(1)]))
+    counts: dict[str, int] = {}
+    for _, back in rows:
+        counts[back] = counts.get(back, 0) + 1
+    odd = [step for step, back in rows if counts[back] == 1]
+    return odd[0] if len(rows) > 2 and len(odd) == 1 else None
+
+
+class _TmuxApp:
+    """``orch-tui`` in a pane of a private tmux server, seen as the user sees it (capture-pane)."""
+
+    def __init__(self, work: Path, argv: list[str], size: tuple[int, int]) -> None:
+        self.socket = work / "tmux.sock"  # in the work folder: tmux leaves it behind
+        self.tmux = [TMUX or "tmux", "-S", str(self.socket), "-f", "/dev/null"]
+        root, cwd = shlex.quote(str(ROOT)), shlex.quote(str(work))
+        command = f"cd {cwd} && PYTHONPATH={root} exec {shlex.join(argv)}"
+        width, height = size
+        self.started = time.perf_counter()
+        new = ["new-session", "-d", "-s", "bench", "-x", str(width), "-y", str(height), command]
+        subprocess.run([*self.tmux, *new], check=True)
+
+    def screen(self, *, styled: bool = False) -> str:
+        argv = [*self.tmux, "capture-pane", "-p", "-t", "bench"] + (["-e"] if styled else [])
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([*self.tmux, "send-keys", "-t", "bench", *keys], check=True)
+
+    def wait_for(
+        self, predicate: Callable[[str], bool], timeout: float, *, styled=False, every=0.005
+    ) -> str:
+        """Poll the screen until ``predicate(screen)``; return that screen."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            screen = self.screen(styled=styled)
+            if predicate(screen):
+                return screen
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"timed out; the screen was:\n{self.screen()}")
+            time.sleep(every)
+
+    def quit(self) -> None:
+        """q (the run is over: no question), then wait for the app to leave."""
+        self.keys("q")
+        deadline = time.perf_counter() + 60
+        has = [*self.tmux, "has-session", "-t", "bench"]
+        while subprocess.run(has, capture_output=True).returncode == 0:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the app did not quit")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Kill the server, wait until it is gone, remove its socket (tmux leaves it)."""
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+        deadline = time.perf_counter() + 30
+        alive = [*self.tmux, "list-sessions"]
+        while subprocess.run(alive, capture_output=True).returncode == 0:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the tmux server did not exit")
+            time.sleep(0.05)
+        self.socket.unlink(missing_ok=True)
+
+
+def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> dict:
+    """Launch to "succeeded · n/n" in the header; with ``keys``, Down presses timed meanwhile
+    (send-keys until the tree's cursor shows on the next row)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    app = _TmuxApp(work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36))
+    done = f"succeeded · {n}/{n}"
+    latencies: list[float] = []
+    try:
+        at = _cursor_step(app.wait_for(lambda s: _cursor_step(s) is not None, 120, styled=True))
+        while True:
+            screen = app.screen(styled=keys)
+            if done in _SGR.sub("", screen):
+                took = time.perf_counter() - app.started
+                break
+            if not keys:
+                time.sleep(0.1)
+                continue
+            start = time.perf_counter()
+            app.keys("Down")
+            at = at + 1
+            app.wait_for(lambda s, t=at: _cursor_step(s) == t, 120, styled=True, every=0.01)
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.1)
+        app.quit()
+    finally:
+        app.close()
+    return {"seconds": took, **(_latencies(latencies) if latencies else {})}
+
+
+def _first_paint(work: Path, recipe: str, run_dir: Path) -> float:
+    """Launch to the step tree on screen, its cursor on the first step."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    app = _TmuxApp(work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36))
+    try:
+        app.wait_for(lambda s: _cursor_step(s) == 0, 120, styled=True)
+        return time.perf_counter() - app.started
+    finally:
+        app.close()  # SIGHUP: the app stops its run and leaves
+        _wait_run_over(run_dir)
+
+
+def _wait_run_over(run_dir: Path) -> None:
+    """The run's processes are gone (the app was hung up on): nothing left behind."""
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        try:
+            pid = json.loads((run_dir / "state.json").read_bytes())["pid"]
+            os.kill(pid, 0)
+        except (OSError, ValueError, KeyError):
+            return
+        time.sleep(0.05)
+
+
+def _latencies(seconds: list[float]) -> dict:
+    seconds = sorted(seconds)
+    return {
+        "key_presses": len(seconds),
+        "key_ms_median": statistics.median(seconds) * 1000,
+        "key_ms_p99": seconds[min(len(seconds) - 1, int(len(seconds) * 0.99))] * 1000,
+        "key_ms_max": seconds[-1] * 1000,
+    }
+
+
+def _pilot_keys(work: Path, recipe: str, n: int) -> dict:
+    """The same run in-process (run_test, the real runner): Down every 50 ms, timed until the
+    tree's cursor moves. No terminal, no tmux: what the app itself adds to a key press."""
+    import asyncio
+
+    from core.recipe import load_recipe
+    from core.runner import Runner
+    from tui.app import make_app
+    from tui.widgets import StepTree
+
+    run_dir = work / "pilot-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    runner = Runner(load_recipe(work / recipe), run_dir=run_dir, interactive=True, jobs=2)
+    app = make_app(runner)
+    latencies: list[float] = []
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 36)):
+            tree = app.query_one(StepTree)
+            while app._counts.get("succeeded", 0) < n:
+                target = list(tree._step_nodes)[tree.cursor_line + 1]
+                start = time.perf_counter()
+                app.post_message(_key("down"))
+                while tree.selected_step != target:
+                    await asyncio.sleep(0.001)
+                latencies.append(time.perf_counter() - start)
+                await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        runner.close()
+        runner.wait(30)
+    return _latencies(latencies)
+
+
+def bench_tui_big_run(work: Path, n: int, big: int, repeat: int) -> dict:
+    """n independent ``echo`` steps, --jobs 2, in the app (a tmux pane, 120x36) and --no-ui,
+    measured in turns (the machine's load drifts); key latency meanwhile; first paint of big."""
+    if TMUX is None:
+        return {"missing": "tmux"}
+    (work / "pyproject.toml").write_text("")
+    _wide_echo_recipe(work / "echo.yaml", n)
+    _wide_echo_recipe(work / "big.yaml", big)
+    runs = work / "echo-runs"
+
+    def headless() -> None:
+        shutil.rmtree(runs, ignore_errors=True)
+        argv = [*ORCH, "echo.yaml", "--no-ui", "--jobs", "2", "--run-dir", str(runs)]
+        _run(argv, work, env=_env())
+
+    headless_times, tui_times = [], []
+    for _ in range(repeat):
+        headless_times.append(_timed(headless))
+        tui_times.append(_tui_run(work, "echo.yaml", n, runs, keys=False)["seconds"])
+    out: dict = {"steps": n, "headless": _stats(headless_times), "tui": _stats(tui_times)}
+    out["ratio_tui_vs_headless"] = out["tui"]["median"] / out["headless"]["median"]
+    with_keys = _tui_run(work, "echo.yaml", n, runs, keys=True)
+    out["tui_with_keys_seconds"] = with_keys.pop("seconds")
+    out.update(with_keys)
+    out["in_process"] = _pilot_keys(work, "echo.yaml", n)
+    paints = [_first_paint(work, "big.yaml", runs) for _ in range(repeat)]
+    out[f"first_paint_{big}_steps"] = _stats(paints)
+    return out
+
+
 # ------------------------------------------------------------------------------------ main
-BENCHES = ("scheduling", "python_steps", "log_capture", "startup", "ctx", "dash", "tui")
+BENCHES = (
+    "scheduling",
+    "python_steps",
+    "log_capture",
+    "startup",
+    "ctx",
+    "dash",
+    "tui",
+    "tui_big_run",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -446,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
             results["dash"] = bench_dash(sizes, 1 if quick else 5)
         if "tui" in chosen:
             results["tui"] = bench_tui(0.5 if quick else 5.0)
+        if "tui_big_run" in chosen:
+            sizes = (50, 200) if quick else (2_000, 10_000)
+            results["tui_big_run"] = bench_tui_big_run(work, *sizes, repeat)
     _print_table(results)
     out = args.out or (None if quick else ROOT / "bench" / "results.json")
     if out is not None:  # quick figures never replace the real ones by default

@@ -21,7 +21,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +314,15 @@ class Runner:
                 "resumed_from": self.resume.record() if self.resume else None,
                 "steps": {name: run.to_dict() for name, run in self.runs.items()},
             }
+
+    def step_states(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The state.json entries of these steps only, read-only, under one hold of the lock.
+
+        For a client that follows the events and needs, now and then, what an event does not
+        carry (e.g. what blocks a step): ``state()`` would build every step's entry to get it.
+        """
+        with self._lock:
+            return {name: self.runs[name].to_dict() for name in names}
 
     # ------------------------------------------------------------------ scheduler loop
     def _post(self, message: Callable[[], None]) -> None:

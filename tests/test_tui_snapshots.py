@@ -10,7 +10,7 @@ What makes them repeatable:
   meter reads "idle" every time, whatever the machine's speed;
 - every log holds fixed text, and ``run_before`` waits until the runner and the app both show the
   expected statuses and the log pane its expected lines;
-- animations are off.
+- animations are off; a snapshot that shows a time hint of the ctx inspector runs in UTC.
 
 Regenerate with ``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs in
 ``tests/__snapshots__/test_tui_snapshots/`` before committing them.
@@ -32,6 +32,7 @@ from tests.tui_helpers import (
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 orch = tui_helpers.orch
+utc = tui_helpers.utc
 
 GATE = """
   - name: checkout
@@ -67,26 +68,36 @@ async def _select(pilot, name: str, lines: list[str]) -> None:
 RUNNING = _recipe(
     "snapshot: running",
     """
-  - name: serve
+  - name: serve-dashboard
     type: shell
+    background: true
     run: |
       echo "serving on http://127.0.0.1:8000"
-      echo "press Ctrl-C to stop"
       exec sleep 100
-  - name: report
+  - name: integration-tests
+    type: shell
+    depends_on: [checkout]
+    run: |
+      echo "collected 12 items"
+      echo "tests/test_api.py ....."
+      exec sleep 100
+  - name: publish-report
     type: shell
     run: echo "report written"
 """,
 )
+SERVE_LOG = ["serving on http://127.0.0.1:8000"]
+TESTS_LOG = ["collected 12 items", "tests/test_api.py ....."]
 
 
 async def _running_state(pilot, tmp_path: Path) -> None:
     runner = pilot.app.runner
     await _open_gate(pilot, tmp_path)
     await until_status(pilot, runner, "checkout", "succeeded")
-    await until_status(pilot, runner, "serve", "running")
-    await until_status(pilot, runner, "report", "pending")
-    await _select(pilot, "serve", ["serving on http://127.0.0.1:8000", "press Ctrl-C to stop"])
+    await until_status(pilot, runner, "serve-dashboard", "ready")
+    await until_status(pilot, runner, "integration-tests", "running")
+    await until_status(pilot, runner, "publish-report", "pending")
+    await _select(pilot, "integration-tests", TESTS_LOG)
 
 
 def test_running_state(orch, tmp_path, snap_compare):
@@ -97,10 +108,22 @@ def test_running_state(orch, tmp_path, snap_compare):
 
 
 def test_running_state_80x24(orch, tmp_path, snap_compare):
+    """80x24: the tree keeps names, durations and the bg mark; the meter and the ctx give way;
+    a pinned log goes under the main one."""
     app, runner = orch(RUNNING)
-    assert snap_compare(
-        app, terminal_size=(80, 24), run_before=lambda pilot: _running_state(pilot, tmp_path)
-    )
+
+    async def run_before(pilot) -> None:
+        from tui.widgets import LogPane
+
+        await _running_state(pilot, tmp_path)
+        while selected(pilot.app) != "serve-dashboard":
+            await pilot.press("up")
+        await pilot.press("p")
+        pinned = pilot.app.query_one("#log-pinned", LogPane)
+        await until(pilot, lambda: pinned.lines == SERVE_LOG, what="the pinned log")
+        await _select(pilot, "integration-tests", TESTS_LOG)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
 def test_failed_step_selected_with_its_log(orch, tmp_path, snap_compare):
@@ -142,9 +165,7 @@ def test_failed_step_selected_with_its_log(orch, tmp_path, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
-    from tui.widgets import CtxInspector
-
+def _ctx_app(orch, tmp_path: Path):
     module = write_module(
         tmp_path,
         """
@@ -152,12 +173,13 @@ def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
             ctx["service"] = {"host": "127.0.0.1", "port": 8000}
             ctx["greeting"] = "hello"
             ctx["ratio"] = 0.25
+            ctx["updated"] = 1795980000.5
             for i in range(500):
                 ctx.append("rows", [i, i * i])
             print("filled 500 rows")
         """,
     )
-    app, runner = orch(
+    app, _runner = orch(
         _recipe(
             "snapshot: ctx",
             f"""
@@ -167,46 +189,95 @@ def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare):
 """,
         )
     )
+    return app
+
+
+async def _ctx_filled(pilot, tmp_path: Path):
+    """The ctx inspector with every key shown and ``rows`` expanded."""
+    from tui.widgets import CtxInspector
+
+    await _open_gate(pilot, tmp_path)
+    await until_status(pilot, pilot.app.runner, "fill", "succeeded")
+    await _select(pilot, "fill", ["filled 500 rows"])
+    inspector = pilot.app.query_one(CtxInspector)
+    await until(
+        pilot,
+        lambda: (
+            "rows" in inspector._key_nodes
+            and str(inspector._key_nodes["rows"].label) == "rows [500]"
+        ),
+        what="rows [500] in the inspector",
+    )
+    inspector._key_nodes["rows"].expand()
+    await pilot.pause()
+    return inspector
+
+
+def test_ctx_inspector_keys(orch, tmp_path, snap_compare, utc):
+    """Scalars as JSON prints them, an epoch time with its (UTC here) time, a long list's
+    length and how many of its rows are left out."""
+    app = _ctx_app(orch, tmp_path)
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=lambda pilot: _ctx_filled(pilot, tmp_path)
+    )
+
+
+def test_ctx_inspector_with_a_long_list(orch, tmp_path, snap_compare, utc):
+    """The same inspector scrolled to the end: the list's last rows."""
+    app = _ctx_app(orch, tmp_path)
 
     async def run_before(pilot) -> None:
-        await _open_gate(pilot, tmp_path)
-        await until_status(pilot, runner, "fill", "succeeded")
-        await _select(pilot, "fill", ["filled 500 rows"])
-        inspector = pilot.app.query_one(CtxInspector)
+        inspector = await _ctx_filled(pilot, tmp_path)
+        last = inspector._key_nodes["rows"].children[-1]
+        inspector.focus()
+        inspector.move_cursor(last)  # as End would: the last row comes into view
         await until(
             pilot,
-            lambda: (
-                "rows" in inspector._key_nodes
-                and str(inspector._key_nodes["rows"].label) == "rows [500]"
-            ),
-            what="rows [500] in the inspector",
+            lambda: inspector.scroll_y <= last.line < inspector.scroll_y + inspector.size.height,
+            what="the last row on screen",
         )
-        inspector._key_nodes["service"].expand()
-        inspector._key_nodes["rows"].expand()
-        await pilot.pause()
+        assert str(last.label) == "[499]: [499, 249001]"
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_help_screen(orch, tmp_path, snap_compare):
-    from tui.screens.help import HelpScreen
-
-    app, runner = orch(
-        _recipe(
-            "snapshot: help",
-            """
+def _help_recipe():
+    return _recipe(
+        "snapshot: help",
+        """
   - name: build
     type: shell
     run: echo "built"
 """,
-        )
     )
 
-    async def run_before(pilot) -> None:
-        await _open_gate(pilot, tmp_path)
-        await until_status(pilot, runner, "build", "succeeded")
-        await _select(pilot, "build", ["built"])
-        await pilot.press("question_mark")
-        await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), what="help")
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+async def _open_help(pilot, tmp_path: Path) -> None:
+    from tui.screens.help import HelpScreen
+
+    await _open_gate(pilot, tmp_path)
+    await until_status(pilot, pilot.app.runner, "build", "succeeded")
+    await _select(pilot, "build", ["built"])
+    await pilot.press("question_mark")
+    await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), what="help")
+
+
+def test_help_screen(orch, tmp_path, snap_compare):
+    app, runner = orch(_help_recipe())
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=lambda pilot: _open_help(pilot, tmp_path)
+    )
+
+
+def test_help_screen_80x24_scrolled_to_the_end(orch, tmp_path, snap_compare):
+    app, runner = orch(_help_recipe())
+
+    async def run_before(pilot) -> None:
+        await _open_help(pilot, tmp_path)
+        box = pilot.app.screen.query_one("#help-box")
+        await pilot.press("end")
+        await until(
+            pilot, lambda: box.max_scroll_y > 0 and box.scroll_y == box.max_scroll_y, what="end"
+        )
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -37,6 +37,22 @@ __all__ = [
 ]
 
 
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Local time is UTC for this test (the ctx inspector shows epoch numbers in local time)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
 def fixed_clock() -> float:
     """The runner's and the app's clock: every duration on screen reads 0.0s."""
     return FIXED_NOW
@@ -57,13 +73,8 @@ def build_app(tmp_path: Path, yaml_text: str, *, recipe_name: str = "recipe.yaml
     path = write_recipe(tmp_path, yaml_text, name=recipe_name)
     runner_kw.setdefault("run_dir", tmp_path / "run")
     runner_kw.setdefault("sampler", fixed_sampler())
-    runner = Runner(
-        load_recipe(path),
-        interactive=True,
-        resource_interval=3600,
-        clock=fixed_clock,
-        **runner_kw,
-    )
+    runner_kw.setdefault("resource_interval", 3600)
+    runner = Runner(load_recipe(path), interactive=True, clock=fixed_clock, **runner_kw)
     app = make_app(runner, clock=fixed_clock)
     return app, runner
 
@@ -136,7 +147,7 @@ async def until_status(pilot, runner, name: str, *statuses: str, timeout: float 
 def tree_label(app, name: str) -> str:
     from tui.widgets import StepTree
 
-    return str(app.query_one(StepTree)._step_nodes[name].label)
+    return app.query_one(StepTree).label_of(name).plain
 
 
 def selected(app) -> str | None:

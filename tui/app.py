@@ -3,10 +3,17 @@
 Events arrive on the runner's event thread; they are only appended to a deque there. A timer on
 the UI side drains the deque 15 times a second and applies the whole batch at once, so a step
 printing half a million lines a second costs the UI a file read per tick, not a message per line.
+
+The app keeps its own copy of each step's state, updated from the events themselves (they carry
+the status, the attempt and the times a tree row shows), so a tick costs what changed in it: it
+never asks the runner for the whole state (a dict of every step, built under the runner's lock,
+which the scheduler needs too) and never walks every step. Running steps' durations are redrawn
+about once a second, from a set of the running ones.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -18,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -37,11 +44,20 @@ from tui.widgets import CtxInspector, LogPane, ResourceMeter, RunHeader, StepTre
 
 REFRESH_HZ = 15
 CTX_REFRESH_SECONDS = 0.5
+DURATION_REFRESH_SECONDS = 1.0
+TREE_CHROME = 6  # the tree's border, padding and vertical scrollbar, in columns
+#: Statuses whose duration grows while they last: redrawn every DURATION_REFRESH_SECONDS.
+LIVE = frozenset({ev.RUNNING, ev.READY})
+STEP_EVENTS = (ev.StepStarted, ev.StepFinished, ev.StepStatus, ev.StepReady)
 
 
 class OrchApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "orch-tui"
+    # app.tcss: under 100 columns a pinned log goes under the main one; under 30 rows the
+    # meter and the ctx give their rows to the tree and the logs (c brings the ctx back)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("q", "quit_app", "Quit"),
         # Textual quits on Ctrl+Q without asking and only shows a toast on Ctrl+C: both do what
@@ -72,7 +88,14 @@ class OrchApp(App[int]):
         self.clock = clock
         self._start_runner = start_runner
         self._inbox: deque[ev.Event] = deque()
+        # Each step's label inputs (status, started, ended, attempts, blocked_by), kept from the
+        # events; the counts per status and the live (running/ready) steps follow them.
         self._states: dict[str, dict[str, Any]] = {}
+        self._counts: dict[str, int] = {}
+        self._live: set[str] = set()
+        self._changed: set[str] = set()  # rows to redraw at the end of this tick
+        self._blocked: set[str] = set()  # steps that became blocked: ask by what, once a tick
+        self._durations_drawn = 0.0  # monotonic time the live rows' durations were last drawn
         self._dirty_logs: set[str] = set()
         self._ctx_dirty = False
         self._ctx_refreshed = 0.0
@@ -112,9 +135,12 @@ class OrchApp(App[int]):
             pane.empty_hint = self._empty_hint
         self.query_one("#log-pinned", LogPane).display = False
         self.query_one(StepTree).border_title = "steps"
-        self.query_one(ResourceMeter).border_title = "resources"
         self.runner.subscribe(self._inbox.append)  # called on the event thread: append only
-        self._states = self.runner.state()["steps"]
+        self._load_states(self.runner.state()["steps"])
+        # What exists now (Textual, the widgets, a node per step, the recipe) lives as long as
+        # the app: out of the collector's sight, a full collection during a run of thousands of
+        # steps stops every thread (the runner's too) for tens of ms instead of 50-150 ms.
+        gc.freeze()
         if self._start_runner:
             self.runner.start()
         self.set_interval(1 / REFRESH_HZ, self._drain)
@@ -122,23 +148,47 @@ class OrchApp(App[int]):
         self._show_selected()
         self._refresh_header()
 
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # collectable again: another app in this process (tests) starts afresh
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_tree(event.size.width)
+
+    def _fit_tree(self, screen_width: int) -> None:
+        """The tree as wide as its widest row (name, duration, bg mark), within limits.
+
+        At least 30 % of the screen (26 to 48 columns), at most half of it, so that at 80
+        columns names are not cut while the log keeps the larger part.
+        """
+        wanted = self.query_one(StepTree).wanted_width() + TREE_CHROME
+        least = min(48, max(26, screen_width * 3 // 10))
+        self.query_one("#left").styles.width = max(least, min(wanted, screen_width // 2))
+
     # -- the event batch ----------------------------------------------------------------------------
+    def _load_states(self, steps: dict[str, dict[str, Any]]) -> None:
+        """Start from the runner's state (once, before the run starts): every row drawn."""
+        for name, state in steps.items():
+            self._states[name] = {
+                key: state[key] for key in ("status", "started", "ended", "attempts", "blocked_by")
+            }
+            self._count(state["status"], 1)
+            if state["status"] in LIVE:
+                self._live.add(name)
+        drawn = {n: s for n, s in self._states.items() if s["status"] != ev.PENDING}
+        self.query_one(StepTree).update_steps(drawn, self.clock())  # pending: drawn already
+
     def _drain(self) -> None:
         if not self.is_running:  # shutting down: the widgets are being removed
             return
-        batch = []
-        while self._inbox:
-            batch.append(self._inbox.popleft())
+        inbox = self._inbox
         samples = []
-        status_changed = False
-        for event in batch:
+        run_changed = False
+        while inbox:
+            event = inbox.popleft()
             if isinstance(event, ev.StepOutput):
                 self._dirty_logs.add(event.step)
-            elif isinstance(event, (ev.StepStarted, ev.StepFinished, ev.StepStatus, ev.StepReady)):
-                status_changed = True
-                if isinstance(event, ev.StepFinished):
-                    self._dirty_logs.add(event.step)
-                    self._note_session(event)
+            elif isinstance(event, STEP_EVENTS):
+                self._apply_step_event(event)
             elif isinstance(event, ev.CtxChanged):
                 self._ctx_dirty = True
             elif isinstance(event, ev.ResourcesSampled):
@@ -151,20 +201,11 @@ class OrchApp(App[int]):
                 )
             elif isinstance(event, ev.RunFinished):
                 self._run_finished = event
-                status_changed = True
-        if status_changed or samples:
-            self._states = self.runner.state()["steps"]
-        tree = self.query_one(StepTree)
-        now = self.clock()
-        for name, state in self._states.items():
-            if status_changed or state["status"] in ("running", "ready"):
-                tree.update_step(name, state, now)
-        if status_changed:
-            tree.refresh_bindings()
-            self.refresh_bindings()
+                run_changed = True
+        self._redraw_rows(run_changed)
         for pane in self.query(LogPane):
             if pane.step in self._dirty_logs or (
-                pane.step and self._states.get(pane.step, {}).get("status") == "running"
+                pane.step and self._states.get(pane.step, {}).get("status") == ev.RUNNING
             ):
                 pane.poll()
         self._dirty_logs.clear()
@@ -177,13 +218,69 @@ class OrchApp(App[int]):
             self.query_one(CtxInspector).refresh_keys()
         self._refresh_header()
 
+    def _apply_step_event(self, event: ev.Event) -> None:
+        """One step's event into its state, the counts and the live set; its row is due."""
+        name = event.step  # type: ignore[attr-defined]
+        state = self._states[name]
+        if isinstance(event, ev.StepStarted):
+            state.update(started=event.ts, ended=None, attempts=event.attempt)
+            new = ev.RUNNING
+        elif isinstance(event, ev.StepReady):
+            new = ev.READY
+        elif isinstance(event, ev.StepFinished):
+            new = event.status
+            state.update(ended=event.ts, attempts=event.attempt)
+            if event.duration is not None:  # the runner's own start, to the millisecond
+                state["started"] = event.ts - event.duration
+            self._dirty_logs.add(name)
+            self._note_session(event)
+        else:
+            assert isinstance(event, ev.StepStatus)
+            new = event.status
+        self._set_status(name, state, new)
+        self._changed.add(name)
+
+    def _set_status(self, name: str, state: dict[str, Any], new: str) -> None:
+        old = state["status"]
+        state["status"] = new
+        self._count(old, -1)
+        self._count(new, 1)
+        if new in LIVE:
+            self._live.add(name)
+        else:
+            self._live.discard(name)
+        if new == ev.BLOCKED:
+            self._blocked.add(name)
+        else:
+            state["blocked_by"] = []
+
+    def _count(self, status: str, delta: int) -> None:
+        self._counts[status] = self._counts.get(status, 0) + delta
+
+    def _redraw_rows(self, run_changed: bool) -> None:
+        """Redraw the rows that changed, and the live ones' durations about once a second."""
+        if self._blocked:  # what blocks them is not in the events: one question for them all
+            for name, state in self.runner.step_states(self._blocked).items():
+                self._states[name]["blocked_by"] = state["blocked_by"]
+            self._blocked.clear()
+        if self._live and time.monotonic() - self._durations_drawn >= DURATION_REFRESH_SECONDS:
+            self._durations_drawn = time.monotonic()
+            self._changed |= self._live
+        tree = self.query_one(StepTree)
+        if self._changed:
+            states = self._states
+            tree.update_steps({name: states[name] for name in self._changed}, self.clock())
+        # the keys offered depend on the selected step's status (and on the run's, at its end)
+        if run_changed or tree.selected_step in self._changed:
+            tree.sync_bindings()
+        self._changed.clear()
+
     def _note_session(self, event: ev.StepFinished) -> None:
         """A session step that succeeded: its session joins the tree's Sessions group."""
-        info = next((i for i in self._step_infos if i["name"] == event.step), None)
-        if not info or info["type"] != "session" or event.status != "succeeded":
+        step = self.runner.runs[event.step].step  # a dict fixed at the start: no lock needed
+        if step.type != "session" or event.status != "succeeded":
             return
-        key = (info["backend"], info["session"])
-        step = self.runner.recipe.step(event.step)
+        key = (step.backend, step.session)
         if step.action == "kill":
             self._sessions.pop(key, None)
             return
@@ -193,9 +290,9 @@ class OrchApp(App[int]):
                 step.log, action=step.action, run_dir=self.runner.run_dir, session=step.session
             )
         self._sessions[key] = {
-            "backend": info["backend"],
-            "name": info["session"],
-            "socket": info.get("socket"),
+            "backend": step.backend,
+            "name": step.session,
+            "socket": step.socket,
             "state": "detached",
             "log": log,
         }
@@ -206,25 +303,22 @@ class OrchApp(App[int]):
             return "stopping"
         if self._run_finished is not None and self.runner.finished:
             return self._run_finished.status  # closed; before that a retry may reopen it
-        statuses = [s["status"] for s in self._states.values()]
-        if any(s in ("running", "pending") for s in statuses):
+        counts = self._counts
+        if counts.get(ev.RUNNING) or counts.get(ev.PENDING):
             return "running"
-        if any(s in ("failed", "timed_out", "blocked", "cancelled") for s in statuses):
+        if any(counts.get(s) for s in (ev.FAILED, ev.TIMED_OUT, ev.BLOCKED, ev.CANCELLED)):
             return "waiting"  # for the user: retry or skip
-        if "ready" in statuses:
+        if counts.get(ev.READY):
             return "done"  # the foreground is; background steps are still up
         return "succeeded"
 
     def _refresh_header(self) -> None:
-        counts: dict[str, int] = {}
-        for state in self._states.values():
-            counts[state["status"]] = counts.get(state["status"], 0) + 1
         started, ended = self.runner.started_at, self.runner.ended_at
         elapsed = ((ended or self.clock()) - started) if started else 0.0  # stops at the end
         self.query_one(RunHeader).show(
             recipe=clean(self.runner.recipe.name or self.runner.recipe.path.name),
             run_state=self._run_state(),
-            counts=counts,
+            counts=self._counts,
             total=len(self._states),
             elapsed=elapsed,
         )

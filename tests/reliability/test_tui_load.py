@@ -15,7 +15,7 @@ import time
 from core.recipe import load_recipe
 from core.resources import ResourceSampler
 from core.runner import Runner
-from tests.conftest import write_module, write_recipe
+from tests.conftest import read_state, write_module, write_recipe
 from tests.reliability.conftest import send_key
 from tests.tui_helpers import (
     SIZE,
@@ -23,6 +23,7 @@ from tests.tui_helpers import (
     close_runner,
     main_pane,
     selected,
+    tree_label,
     until,
 )
 
@@ -207,4 +208,63 @@ async def test_a_hanging_resource_sampler_does_not_block_the_ui(tmp_path, faults
             (tmp_path / "stop").touch()
     finally:
         (tmp_path / "stop").touch()
+        close_runner(runner)
+
+
+def _wide_echo_recipe(n: int) -> str:
+    steps = "".join(
+        f"  - {{name: s{i}, type: shell, run: echo step {i}, depends_on: []}}\n" for i in range(n)
+    )
+    return "jobs: 2\nsteps:\n" + steps
+
+
+async def test_two_thousand_steps_end_in_the_tree_as_in_state_json(tmp_path):
+    """Every row ends as state.json says, the header counts them all, keys move the selection
+    during the run, and the app never rebuilds the runner's whole state while it goes (that
+    dict of every step, built under the runner's lock, once per tick, was what made a 2,000-step
+    run 20 times slower in the app). ``bench/run.py --only tui_big_run`` measures the speed."""
+    from tui.status import format_duration, status_icon
+
+    n = 2000
+    app, runner = build_app(tmp_path, _wide_echo_recipe(n))
+    whole_state_reads = []
+    state = runner.state
+
+    def counted_state():
+        if threading.current_thread() is threading.main_thread():  # the app's thread
+            whole_state_reads.append(time.monotonic())
+        return state()
+
+    runner.state = counted_state
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            mounted = len(whole_state_reads)
+            timings = await _move_and_time(app, pilot, 5)
+            await until(
+                pilot,
+                lambda: app._run_state() == "succeeded",
+                300,
+                f"the header to show all {n} steps succeeded",
+            )
+            assert len(whole_state_reads) == mounted  # not once more after the app started
+            header = app.query_one("#header").render().plain
+            assert f"succeeded · {n}/{n}" in header
+            runner.state = state
+            await until(
+                pilot,
+                lambda: all(
+                    s["status"] == "succeeded" for s in read_state(runner.run_dir)["steps"].values()
+                ),
+                30,
+                "state.json to show every step succeeded",
+            )
+            steps = read_state(runner.run_dir)["steps"]
+            for name, step in steps.items():
+                expected = (
+                    f"{status_icon(step['status'])} {name} {format_duration(step['duration'])}"
+                )
+                assert tree_label(app, name) == expected
+            print(f"\n{n} steps; 5 key presses during the run, max {max(timings) * 1000:.0f} ms")
+    finally:
+        runner.state = state
         close_runner(runner)

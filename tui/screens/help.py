@@ -1,4 +1,5 @@
-"""The key reference (``?``)."""
+"""The key reference (``?``): a box that scrolls (arrows, PgUp/PgDn, Home/End, the mouse) when
+the terminal is too small to show it whole, e.g. at 80x24."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -55,6 +56,9 @@ class HelpScreen(ModalScreen[None]):
                 table.add_row(Text(key, style="bold underline"), "")
             else:
                 table.add_row(key, text)
-        with Vertical(id="help-box"):
+        with VerticalScroll(id="help-box"):
             yield Static("[b]orch-tui keys[/]   [dim]Escape to close[/]", id="help-title")
             yield Static(table, id="help-body")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-box").focus()  # so the scrolling keys reach it

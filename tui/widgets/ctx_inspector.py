@@ -3,11 +3,15 @@
 Only keys whose version moved are rebuilt. A long list shows its length and its last rows
 (``Context.tail`` copies just those), a deep or wide value is cut with a count of what is not
 shown: the inspector costs the same whether a list holds ten rows or ten million.
+
+Numbers are shown as JSON prints them (every digit: ``repr``), and one that looks like an epoch
+time in seconds (2000-01-01 to 2100-01-01) gets its local time beside it, dim.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from rich.text import Text
@@ -21,6 +25,27 @@ TAIL_ROWS = 20
 MAX_CHILDREN = 50
 MAX_DEPTH = 6
 MAX_SCALAR = 120
+EPOCH_FROM = 946_684_800  # 2000-01-01 UTC
+EPOCH_TO = 4_102_444_800  # 2100-01-01 UTC
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _time_hint(value: float) -> str | None:
+    """``2026-11-29 21:40:00`` (local time) for a number that looks like epoch seconds."""
+    if EPOCH_FROM <= value < EPOCH_TO:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return None
+
+
+def _number(value: float) -> Text:
+    text = Text(repr(value), style="cyan")
+    hint = _time_hint(value)
+    if hint is not None:
+        text.append(f"  ({hint})", style="dim")
+    return text
 
 
 def _scalar(value: Any) -> Text:
@@ -29,13 +54,27 @@ def _scalar(value: Any) -> Text:
         return Text(json.dumps(shown, ensure_ascii=False), style="green")
     if isinstance(value, bool) or value is None:
         return Text(json.dumps(value), style="magenta")
-    if isinstance(value, float):
-        return Text(f"{value:.6g}", style="cyan")
+    if _is_number(value):
+        return _number(value)
     return Text(str(value), style="cyan")
 
 
-def _compact(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else json.dumps(value, ensure_ascii=False)
+def _compact_row(values: list[Any]) -> Text:
+    """A short list of scalars on one line, each time-like number with its hint after it."""
+    text = Text("[", style="cyan")
+    for i, value in enumerate(values):
+        if i:
+            text.append(", ")
+        if _is_number(value):
+            text.append(repr(value))
+            hint = _time_hint(value)
+            if hint is not None:
+                text.append(f" ({hint})", style="dim")
+        else:
+            text.append(json.dumps(value, ensure_ascii=False))
+    text.append("]")
+    text.truncate(MAX_SCALAR, overflow="ellipsis")
+    return text
 
 
 def _key_label(key: str, value: Any, *, length: int | None = None) -> Text:
@@ -137,8 +176,7 @@ class CtxInspector(Tree[str]):
                 and not any(isinstance(v, (dict, list)) for v in value)
             ):  # a short row of scalars reads best on one line
                 text = Text(f"{name}: ", style="bold")
-                row = ", ".join(_compact(v) for v in value)
-                text.append(f"[{row}]"[:MAX_SCALAR], style="cyan")
+                text.append_text(_compact_row(value))
                 parent.add_leaf(text)
                 return
             child = parent.add(_key_label(name, value))

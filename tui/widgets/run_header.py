@@ -1,12 +1,14 @@
 """One line at the top: the recipe, the run's state, step counts and the elapsed time.
 
 The time comes from the injected clock, so snapshot tests are not at the mercy of the wall.
+The app calls ``show`` on every tick: the line is repainted only when its text changed, and
+never re-laid out (``Static.update`` would reflow the whole screen, 15 times a second).
 """
 
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from tui.status import STATUS_STYLE, format_duration, status_icon
 
@@ -21,7 +23,14 @@ RUN_STYLE = {
 }
 
 
-class RunHeader(Static):
+class RunHeader(Widget):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._text = Text()
+
+    def render(self) -> Text:
+        return self._text
+
     def show(
         self,
         *,
@@ -42,4 +51,6 @@ class RunHeader(Static):
             if counts.get(status):
                 text.append(f" {status_icon(status)}{counts[status]}", STATUS_STYLE[status])
         text.append(f" · {format_duration(elapsed)}", style="dim")
-        self.update(text)
+        if text != self._text:
+            self._text = text
+            self.refresh()

@@ -3,6 +3,12 @@
 It owns the keys that act on the selection (skip, retry, stop, attach) and shows only those that
 apply to the selected step now (``check_action`` asks the runner), so the footer is a truthful
 list of what can be done.
+
+A step's row is drawn from the tree's own table of labels (``render_label``), not from the
+node's label: ``TreeNode.set_label`` queues a callback per node that scans the visible lines,
+which for a run of thousands of steps changing a few hundred times a second kept the app busy
+with nothing else. Here a change costs a Text and a repaint of that one line, and a 10,000-step
+tree costs no label rendering to build (``get_label_width`` is a stored number).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
@@ -17,6 +25,9 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from tui.status import STATUS_STYLE, format_duration, status_icon
+
+#: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
+DURATION_CELLS = 7
 
 
 class StepTree(Tree[dict[str, Any]]):
@@ -61,10 +72,15 @@ class StepTree(Tree[dict[str, Any]]):
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
         self._session_nodes: dict[tuple[str, str], TreeNode[dict[str, Any]]] = {}
         self._info: dict[str, dict[str, Any]] = {}
+        self._labels: dict[str, Text] = {}
+        self._widths: dict[str, int] = {}
+        self._offered: frozenset[str] | None = None  # the keys the footer shows now
         for info in steps:
-            self._info[info["name"]] = info
-            node = self.root.add_leaf(info["name"], data={"kind": "step", **info})
-            self._step_nodes[info["name"]] = node
+            name = info["name"]
+            self._info[name] = info
+            self._set_label(name, self._label(name, {}, 0.0))
+            node = self.root.add_leaf(Text(name), data={"kind": "step", **info})  # no markup
+            self._step_nodes[name] = node
         self.root.expand()
 
     def on_mount(self) -> None:
@@ -72,11 +88,43 @@ class StepTree(Tree[dict[str, Any]]):
             self.move_cursor(next(iter(self._step_nodes.values())))
 
     # -- labels ---------------------------------------------------------------------------------
-    def update_step(self, name: str, state: dict[str, Any], now: float) -> None:
-        node = self._step_nodes.get(name)
-        if node is None:
-            return
-        node.set_label(self._label(name, state, now))
+    def update_steps(self, states: dict[str, dict[str, Any]], now: float) -> None:
+        """Redraw the rows of these steps (and only these) from their states."""
+        for name, state in states.items():
+            node = self._step_nodes.get(name)
+            if node is not None:
+                self._set_label(name, self._label(name, state, now))
+                node.refresh()  # this node's line: its cached strip is dropped, it is repainted
+
+    def label_of(self, name: str) -> Text:
+        """The row the tree shows for a step (its status icon, name, duration, marks)."""
+        return self._labels[name]
+
+    def wanted_width(self) -> int:
+        """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
+        widest = 0
+        for name, info in self._info.items():
+            cells = 2 + cell_len(name) + DURATION_CELLS + (3 if info.get("background") else 0)
+            widest = max(widest, cells)
+        return widest
+
+    def _set_label(self, name: str, label: Text) -> None:
+        self._labels[name] = label
+        self._widths[name] = label.cell_len
+
+    def render_label(self, node: TreeNode[dict[str, Any]], base_style: Style, style: Style) -> Text:
+        data = node.data
+        if not data or data.get("kind") != "step":
+            return super().render_label(node, base_style, style)
+        label = self._labels[data["name"]].copy()
+        label.stylize(style)
+        return Text.assemble(("", base_style), label)
+
+    def get_label_width(self, node: TreeNode[dict[str, Any]]) -> int:
+        data = node.data
+        if not data or data.get("kind") != "step":
+            return super().get_label_width(node)
+        return self._widths[data["name"]]
 
     def _label(self, name: str, state: dict[str, Any], now: float) -> Text:
         status = state.get("status", "pending")
@@ -129,8 +177,19 @@ class StepTree(Tree[dict[str, Any]]):
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         event.stop()
-        self.refresh_bindings()
+        self.sync_bindings()
         self.post_message(self.Selected(event.node.data))
+
+    def sync_bindings(self) -> None:
+        """Refresh the footer if the keys that apply to the selection changed.
+
+        Only then: a refresh rebuilds the footer's widgets, which moving the cursor over a
+        thousand steps of the same status would otherwise pay at every key press.
+        """
+        offered = self._applicable()
+        if offered != self._offered:
+            self._offered = offered
+            self.refresh_bindings()
 
     def action_first(self) -> None:
         if self._step_nodes:
@@ -144,16 +203,18 @@ class StepTree(Tree[dict[str, Any]]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action not in ("skip", "retry", "stop", "attach"):
             return True
+        return action in self._applicable()
+
+    def _applicable(self) -> frozenset[str]:
+        """Which of skip/retry/stop/attach apply to the selection now."""
         data = self.selected
         if data is None:
-            return False
-        if action == "attach":
-            return data.get("kind") == "session" or (
-                data.get("kind") == "step" and data.get("type") == "session"
-            )
-        if data.get("kind") != "step":
-            return False
-        return action in self._allowed(data["name"])
+            return frozenset()
+        kind = data.get("kind")
+        offered = set(self._allowed(data["name"])) if kind == "step" else set()
+        if kind == "session" or (kind == "step" and data.get("type") == "session"):
+            offered.add("attach")
+        return frozenset(offered)
 
     def _act(self, action: str) -> None:
         data = self.selected

@@ -1,0 +1,174 @@
+"""What the TUI draws, read back from its widgets around a real runner: the meter's scale, the
+ctx inspector's numbers, the help at 80x24 and the 80x24 layout.
+
+Each test waits (polling with a deadline) for what a user would see, then reads the lines the
+widget renders (``render_lines``: the strips the terminal gets).
+"""
+
+from __future__ import annotations
+
+import os
+
+from rich.cells import cell_len
+from textual.geometry import Region
+
+from tests import tui_helpers
+from tests.tui_helpers import (
+    main_pane,
+    selected,
+    tree_label,
+    until,
+    until_status,
+    write_module,
+)
+
+# fixtures (plain assignments, so the test functions' arguments do not shadow an import)
+orch = tui_helpers.orch
+utc = tui_helpers.utc
+
+
+def _drawn(widget) -> str:
+    """The text the widget draws now, its lines joined by newlines."""
+    width, height = widget.size
+    return "\n".join(strip.text for strip in widget.render_lines(Region(0, 0, width, height)))
+
+
+async def _select(pilot, name: str) -> None:
+    names = list(pilot.app.query_one("#steps")._step_nodes)
+    while selected(pilot.app) != name:
+        key = "down" if names.index(selected(pilot.app)) < names.index(name) else "up"
+        await pilot.press(key)
+
+
+# ------------------------------------------------------------------------------ resource meter
+async def test_meter_bars_are_shares_of_the_machine_not_of_their_own_range(orch):
+    """3 % CPU and memory draw the lowest bar; a step using every core a full block; a step that
+    never ran draws nothing and reads idle."""
+    from core.resources import FixedSampler
+    from tui.widgets import ResourceMeter
+
+    every_core = 100.0 * (os.cpu_count() or 1)
+    sampler = FixedSampler(
+        cpu_percent=3.0, mem_percent=3.0, per_step={"spin": {"cpu": every_core, "rss": 2**20}}
+    )
+    app, runner = orch(
+        """
+        steps:
+          - {name: spin, type: shell, cmd: sleep, args: ["100"]}
+          - {name: later, type: shell, run: "true"}
+        """,
+        sampler=sampler,
+        resource_interval=0.05,
+    )
+    async with app.run_test(size=tui_helpers.SIZE) as pilot:
+        await until_status(pilot, runner, "spin", "running")
+        meter = app.query_one(ResourceMeter)
+        await until(
+            pilot,
+            lambda: len(meter._step_cpu.get("spin", ())) >= 3,
+            what="three samples of spin",
+        )
+        cpu, mem, step = (meter.query_one(f"#{row}-spark") for row in ("cpu", "mem", "step"))
+        for row in (cpu, mem):
+            drawn = _drawn(row)
+            assert set(drawn) <= {"▁", " "} and "▁" in drawn, f"3 % drawn as {drawn!r}"
+        assert selected(app) == "spin"
+        await until(pilot, lambda: "█" in _drawn(step), what="spin's bars")
+        assert set(_drawn(step).strip()) == {"█"}
+
+        await _select(pilot, "later")
+        await until(pilot, lambda: meter.step == "later", what="the meter on later")
+        assert _drawn(step).strip() == ""
+        assert _drawn(meter.query_one("#step-value")).strip() == "idle"
+
+
+# ------------------------------------------------------------------------------ ctx numbers
+async def test_ctx_numbers_keep_every_digit_and_epoch_times_show_their_date(orch, tmp_path, utc):
+    from tui.widgets import CtxInspector
+
+    module = write_module(
+        tmp_path,
+        """
+        def run(ctx):
+            ctx["updated"] = 1795980000.5
+            ctx["bytes"] = 123456789012345
+            ctx["ratio"] = 0.1234567890123
+            for i in range(30):
+                ctx.append("samples", [1795980000.0 + i, i / 4])
+        """,
+    )
+    app, runner = orch(f"steps:\n  - {{name: fill, type: python, module: {module}}}\n")
+    async with app.run_test(size=tui_helpers.SIZE) as pilot:
+        await until_status(pilot, runner, "fill", "succeeded")
+        inspector = app.query_one(CtxInspector)
+        nodes = inspector._key_nodes
+        await until(pilot, lambda: "samples" in nodes, what="the ctx keys")
+        assert str(nodes["updated"].label) == "updated: 1795980000.5  (2026-11-29 19:20:00)"
+        assert str(nodes["bytes"].label) == "bytes: 123456789012345"  # beyond 2100: no date
+        assert str(nodes["ratio"].label) == "ratio: 0.1234567890123"
+        rows = nodes["samples"].children
+        assert str(rows[-1].label) == "[29]: [1795980029.0 (2026-11-29 19:20:29), 7.25]"
+
+
+# ------------------------------------------------------------------------------ 80x24
+HELP_RECIPE = "steps:\n  - {name: build, type: shell, run: echo built}\n"
+
+
+async def test_help_scrolls_to_its_last_key_at_80x24(orch):
+    from tui.screens.help import HelpScreen
+
+    app, runner = orch(HELP_RECIPE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "build", "succeeded")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
+        box = app.screen.query_one("#help-box")
+        assert app.screen.region.contains_region(box.region)  # the box fits the screen
+        assert box.max_scroll_y > 0  # what does not fit is below, to scroll to
+        await pilot.press("end")
+        await until(pilot, lambda: box.scroll_y == box.max_scroll_y, what="the help's end")
+        body = app.screen.query_one("#help-body")  # the table of keys, down to "? this help"
+        assert body.region.bottom <= box.scrollable_content_region.bottom  # its end in view
+
+
+LONG_NAMES = """
+steps:
+  - name: serve-the-dashboard
+    type: shell
+    background: true
+    run: echo serving; exec sleep 100
+  - name: run-the-integration-tests
+    type: shell
+    depends_on: []
+    run: echo testing; exec sleep 100
+"""
+
+
+async def test_80x24_keeps_names_durations_and_bg_marks_and_stacks_a_pinned_log(orch):
+    from tui.widgets import CtxInspector, LogPane, ResourceMeter, StepTree
+
+    app, runner = orch(LONG_NAMES)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "serve-the-dashboard", "ready")
+        await until_status(pilot, runner, "run-the-integration-tests", "running")
+        room = app.query_one(StepTree).scrollable_content_region.width
+        for name in ("serve-the-dashboard", "run-the-integration-tests"):
+            label = tree_label(app, name)
+            assert cell_len(label) <= room, f"{label!r} cut to {room} columns"
+        assert tree_label(app, "serve-the-dashboard").endswith(" 0.0s bg")
+        # the meter and the ctx give their rows to the tree and the logs; c brings the ctx back
+        assert not app.query_one(ResourceMeter).display
+        ctx = app.query_one(CtxInspector)
+        assert not ctx.display
+        await pilot.press("c")
+        await until(pilot, lambda: ctx.display and ctx.region.height > 0, what="the ctx shown")
+        await pilot.press("c")
+
+        await pilot.press("p")  # pin serve-the-dashboard's log; the main pane follows the tree
+        pinned = app.query_one("#log-pinned", LogPane)
+        await until(pilot, lambda: pinned.lines == ["serving"], what="the pinned log")
+        await pilot.press("down")
+        main = main_pane(app)
+        await until(pilot, lambda: main.lines == ["testing"], what="the main log")
+        assert pinned.region.x == main.region.x and pinned.region.width == main.region.width
+        assert pinned.region.y >= main.region.bottom  # under the main pane, as wide
