@@ -473,6 +473,8 @@ class _TmuxApp:
         self.started = time.perf_counter()
         new = ["new-session", "-d", "-s", "bench", "-x", str(width), "-y", str(height), command]
         subprocess.run([*self.tmux, *new], check=True)
+        shown = [*self.tmux, "display-message", "-p", "-t", "bench", "#{pane_pid}"]
+        self.pid = int(subprocess.run(shown, capture_output=True, text=True).stdout)  # exec'd
 
     def screen(self, *, styled: bool = False) -> str:
         argv = [*self.tmux, "capture-pane", "-p", "-t", "bench"] + (["-e"] if styled else [])
@@ -505,15 +507,26 @@ class _TmuxApp:
             time.sleep(0.05)
 
     def close(self) -> None:
-        """Kill the server, wait until it is gone, remove its socket (tmux leaves it)."""
+        """Kill the server, wait until it and the app are gone (a hung-up app still stops its
+        run, writing into the run folder), remove its socket (tmux leaves it)."""
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
-        deadline = time.perf_counter() + 30
+        deadline = time.perf_counter() + 60
         alive = [*self.tmux, "list-sessions"]
-        while subprocess.run(alive, capture_output=True).returncode == 0:
+        while subprocess.run(alive, capture_output=True).returncode == 0 or _alive(self.pid):
             if time.perf_counter() > deadline:
-                raise RuntimeError("the tmux server did not exit")
+                raise RuntimeError("the tmux server or the app did not exit")
             time.sleep(0.05)
         self.socket.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
 
 
 def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> dict:
@@ -554,19 +567,6 @@ def _first_paint(work: Path, recipe: str, run_dir: Path) -> float:
         return time.perf_counter() - app.started
     finally:
         app.close()  # SIGHUP: the app stops its run and leaves
-        _wait_run_over(run_dir)
-
-
-def _wait_run_over(run_dir: Path) -> None:
-    """The run's processes are gone (the app was hung up on): nothing left behind."""
-    deadline = time.perf_counter() + 60
-    while time.perf_counter() < deadline:
-        try:
-            pid = json.loads((run_dir / "state.json").read_bytes())["pid"]
-            os.kill(pid, 0)
-        except (OSError, ValueError, KeyError):
-            return
-        time.sleep(0.05)
 
 
 def _latencies(seconds: list[float]) -> dict:

@@ -470,6 +470,9 @@ def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     if mark is not None:
         return Problem(file, mark.line + 1, mark.column + 1, None, message)
     position = getattr(exc, "position", None)  # ReaderError: an offset into the text
+    if isinstance(position, int) and _loader() is not yaml.SafeLoader:
+        # libyaml counts bytes of the UTF-8 encoding, the Python reader characters
+        position = len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
     if isinstance(position, int) and 0 <= position <= len(text):
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1

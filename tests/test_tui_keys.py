@@ -754,8 +754,8 @@ async def test_header_clock_stops_once_every_step_has_ended(tmp_path: Path):
             await until(pilot, lambda: runner.status == "succeeded", 10, "the run over")
             now[0] += 100  # an app left open long after the run ended
             header = app.query_one(RunHeader)
-            await until(pilot, lambda: "succeeded" in str(header.content), 10, "the header")
+            await until(pilot, lambda: "succeeded" in str(header.render()), 10, "the header")
             await pilot.pause(0.2)  # a few refreshes of the header with the new time
-            assert str(header.content).endswith("· 0.0s"), str(header.content)
+            assert str(header.render()).endswith("· 0.0s"), str(header.render())
     finally:
         tui_helpers.close_runner(runner)
