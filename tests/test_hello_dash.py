@@ -551,11 +551,41 @@ def test_cache_copes_with_ragged_and_non_numeric_rows():
     figure = make_figure(cache, [1, 2, 3])
     assert [t["name"] for t in figure["data"]] == ["v1", "v2", "v3"]
 
-    # ISO date strings in the time column count as (local) times
-    iso = ColumnCache()
-    iso.add_rows([["2024-06-10 12:00:00", 1], ["2024-06-10T12:00:01.5", 2]])
-    assert iso.view().x[1] - iso.view().x[0] == pytest.approx(1.5)
-    assert iso.view().x[0] == pytest.approx(datetime(2024, 6, 10, 12).timestamp())
+
+@pytest.fixture
+def india_time(monkeypatch):
+    """The process's local time is UTC+5:30 for the test (a POSIX TZ: no tz database needed),
+    so that local time and UTC differ whatever the machine's zone."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_time_column_reads_iso_dates(india_time):
+    """ISO 8601 text in the time column: local time, unless it names its offset."""
+    noon = datetime(2024, 6, 10, 12).timestamp()
+    assert noon == datetime(2024, 6, 10, 6, 30, tzinfo=timezone.utc).timestamp()
+    noon_utc = datetime(2024, 6, 10, 12, tzinfo=timezone.utc).timestamp()
+    cache = ColumnCache()
+    cache.add_rows(
+        [
+            ["2024-06-10 12:00:00", 1],
+            ["2024-06-10T12:00:01.5", 2],
+            [" 2024-06-10 12:00 ", 3],
+            ["2024-06-10", 4],
+            ["2024-06-10T12:00:00Z", 5],
+            ["2024-06-10T14:00:00+02:00", 6],
+            ["10/06/2024 12:00", 7],
+        ]
+    )
+    x = cache.view().x
+    assert list(x[:4]) == pytest.approx(
+        [noon, noon + 1.5, noon, datetime(2024, 6, 10).timestamp()], abs=1e-3
+    )
+    assert list(x[4:6]) == pytest.approx([noon_utc, noon_utc], abs=1e-3)
+    assert np.isnan(x[6])
 
 
 def test_unsorted_x_falls_back_to_downsampling_by_position():

@@ -8,29 +8,26 @@ what the axis sends back (a zoom range) is shifted back (:func:`axis_to_epoch`).
 
 from __future__ import annotations
 
-import calendar
 import math
-import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
-
-_ISO_RE = re.compile(
-    r"^\s*(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?)?\s*$"
-)
 
 
 def iso_to_epoch(text: str, *, as_utc: bool) -> float | None:
-    """``YYYY-MM-DD[ HH[:MM[:SS[.f]]]]`` to epoch seconds (local time unless ``as_utc``)."""
-    m = _ISO_RE.match(text)
-    if not m:
-        return None
-    y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups()[:6])
-    frac = float("0." + m.group(7)) if m.group(7) else 0.0
+    """An ISO 8601 date, or date and time, as epoch seconds; None when it is not one.
+
+    Without an offset in the text it is local time (a person's timestamp in a ctx row), or UTC
+    with ``as_utc`` (the axis's own text, see the module's docstring).
+    """
     try:
-        if as_utc:
-            return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) + frac
-        return datetime(y, mo, d, h, mi, s).timestamp() + frac
-    except (ValueError, OverflowError):
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if as_utc and when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):  # outside what the platform's time can hold
         return None
 
 
