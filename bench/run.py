@@ -287,7 +287,8 @@ def _dash_naive(rows: list[list[float]]) -> str:
 
 def bench_dash(sizes: list[int], repeat: int) -> dict:
 
-    from scriptlets.python.apps.hello_dash import ColumnCache, make_figure
+    from scriptlets.python.apps.dashboard.cache import ColumnCache
+    from scriptlets.python.apps.dashboard.figure import make_figure
 
     out: dict = {}
     for n in sizes:

@@ -32,6 +32,9 @@ import pytest
 
 from core.context import Context
 from scriptlets.python.apps import hello_dash as hd
+from scriptlets.python.apps.dashboard.cache import ColumnCache
+from scriptlets.python.apps.dashboard.figure import DEFAULT_MAX_POINTS, MARKERS_UP_TO, make_figure
+from scriptlets.python.apps.dashboard.times import axis_to_epoch
 from tests.conftest import PY, ROOT, free_port, run_recipe, wait_for, write_module
 
 SCRIPT = ROOT / "scriptlets" / "python" / "apps" / "hello_dash.py"
@@ -220,8 +223,16 @@ def port_is_free(port: int) -> bool:
 
 
 # ------------------------------------------------------------------------------------ basics
-def test_help():
-    result = subprocess.run([PY, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("how", ["file", "module"])
+def test_help(how, tmp_path):
+    """As a file from any folder (its package found next to it), or as a module from the repo."""
+    command, cwd = {
+        "file": ([PY, str(SCRIPT)], tmp_path),
+        "module": ([PY, "-m", "scriptlets.python.apps.hello_dash"], ROOT),
+    }[how]
+    result = subprocess.run(
+        [*command, "--help"], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     for option in ("--port", "--ctx_key", "--host", "--run-dir", "--demo-rows"):
         assert option in result.stdout
@@ -454,7 +465,7 @@ def test_million_rows_tick_is_small(serve):
         assert rows_in_status(tick.status) >= 1_000_000
         assert len(tick.traces) == 3
         for trace in tick.traces:
-            assert 0 < len(decode(trace["x"])) <= hd.DEFAULT_MAX_POINTS
+            assert 0 < len(decode(trace["x"])) <= DEFAULT_MAX_POINTS
             assert len(decode(trace["y"])) == len(decode(trace["x"]))
         assert tick.size < 150 * 1024
     times = sorted(t.elapsed for t in ticks)
@@ -479,14 +490,14 @@ def test_tick_cost_without_http(count):
     import orjson
 
     rows = make_rows(count, step=0.001)
-    cache = hd.ColumnCache()
+    cache = ColumnCache()
     start = time.perf_counter()
     cache.add_rows(rows)
     convert = time.perf_counter() - start
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        payload = orjson.dumps(hd.make_figure(cache, [1, 2, 3]))
+        payload = orjson.dumps(make_figure(cache, [1, 2, 3]))
         times.append(time.perf_counter() - start)
     more = make_rows(250, start=cache.view().last_x + 1)
     start = time.perf_counter()
@@ -503,7 +514,7 @@ def test_tick_cost_without_http(count):
 # ------------------------------------------------------------------------------------ pure parts
 def test_cache_converts_only_new_rows_and_restarts_on_a_new_list():
     ctx = Context({"k": make_rows(5)})
-    cache = hd.ColumnCache()
+    cache = ColumnCache()
     assert cache.sync(ctx, "k") == 5
     assert cache.sync(ctx, "k") == 0
     ctx.extend("k", make_rows(3, start=time.time() + 1))
@@ -517,7 +528,7 @@ def test_cache_converts_only_new_rows_and_restarts_on_a_new_list():
 
 
 def test_cache_grows_past_its_capacity():
-    cache = hd.ColumnCache(capacity=16)
+    cache = ColumnCache(capacity=16)
     rows = make_rows(1000)
     for i in range(0, 1000, 7):
         cache.add_rows(rows[i : i + 7])
@@ -529,7 +540,7 @@ def test_cache_grows_past_its_capacity():
 
 def test_cache_copes_with_ragged_and_non_numeric_rows():
     now = time.time()
-    cache = hd.ColumnCache()
+    cache = ColumnCache()
     cache.add_rows([[now, 1.0], [now + 1, None, 5], [now + 2, "2.5", "x", 7], "junk", [now + 4]])
     view = cache.view()
     assert view.n == 5 and view.width == 3
@@ -537,26 +548,57 @@ def test_cache_copes_with_ragged_and_non_numeric_rows():
     assert view.ys[0][0] == 1.0 and np.isnan(view.ys[0][1]) and view.ys[0][2] == 2.5
     assert np.isnan(view.ys[2][0]) and view.ys[2][2] == 7
     assert view.nan_columns == {0, 1, 2}
-    figure = hd.make_figure(cache, [1, 2, 3])
+    figure = make_figure(cache, [1, 2, 3])
     assert [t["name"] for t in figure["data"]] == ["v1", "v2", "v3"]
-    # ISO date strings in the time column count as (local) times
-    iso = hd.ColumnCache()
-    iso.add_rows([["2024-06-10 12:00:00", 1], ["2024-06-10T12:00:01.5", 2]])
-    assert iso.view().x[1] - iso.view().x[0] == pytest.approx(1.5)
-    assert iso.view().x[0] == pytest.approx(datetime(2024, 6, 10, 12).timestamp())
+
+
+@pytest.fixture
+def india_time(monkeypatch):
+    """The process's local time is UTC+5:30 for the test (a POSIX TZ: no tz database needed),
+    so that local time and UTC differ whatever the machine's zone."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_time_column_reads_iso_dates(india_time):
+    """ISO 8601 text in the time column: local time, unless it names its offset."""
+    noon = datetime(2024, 6, 10, 12).timestamp()
+    assert noon == datetime(2024, 6, 10, 6, 30, tzinfo=timezone.utc).timestamp()
+    noon_utc = datetime(2024, 6, 10, 12, tzinfo=timezone.utc).timestamp()
+    cache = ColumnCache()
+    cache.add_rows(
+        [
+            ["2024-06-10 12:00:00", 1],
+            ["2024-06-10T12:00:01.5", 2],
+            [" 2024-06-10 12:00 ", 3],
+            ["2024-06-10", 4],
+            ["2024-06-10T12:00:00Z", 5],
+            ["2024-06-10T14:00:00+02:00", 6],
+            ["10/06/2024 12:00", 7],
+        ]
+    )
+    x = cache.view().x
+    assert list(x[:4]) == pytest.approx(
+        [noon, noon + 1.5, noon, datetime(2024, 6, 10).timestamp()], abs=1e-3
+    )
+    assert list(x[4:6]) == pytest.approx([noon_utc, noon_utc], abs=1e-3)
+    assert np.isnan(x[6])
 
 
 def test_unsorted_x_falls_back_to_downsampling_by_position():
     rows = make_rows(20_000)
     rng = np.random.default_rng(1)
     shuffled = [rows[i] for i in rng.permutation(len(rows))]
-    cache = hd.ColumnCache()
+    cache = ColumnCache()
     cache.add_rows(shuffled)
     assert not cache.view().x_sorted
-    figure = hd.make_figure(cache, [1], max_points=500)
+    figure = make_figure(cache, [1], max_points=500)
     assert len(decode(figure["data"][0]["x"])) == 500
     lo, hi = rows[1000][0], rows[1199][0]
-    zoomed = hd.make_figure(cache, ["v1"], x_range=(lo, hi), max_points=500)
+    zoomed = make_figure(cache, ["v1"], x_range=(lo, hi), max_points=500)
     xs = trace_x_epoch(zoomed["data"][0])
     assert len(xs) == 200 and xs.min() >= lo - 1e-3 and xs.max() <= hi + 1e-3
 
@@ -566,47 +608,47 @@ def test_make_figure_downsamples_keeping_extremes():
     t = time.time() - count + np.arange(count, dtype=float)
     y = np.sin(np.arange(count) / 500.0)
     y[12_345] = 40.0  # a spike that a stride would likely miss
-    cache = hd.ColumnCache()
+    cache = ColumnCache()
     cache.add_rows(np.column_stack([t, y]).tolist())
-    figure = hd.make_figure(cache, [1], max_points=300)
+    figure = make_figure(cache, [1], max_points=300)
     trace = figure["data"][0]
     ys = decode(trace["y"])
     assert len(ys) == 300 and ys.max() == 40.0
-    assert trace["mode"] == "lines+markers" or len(ys) > hd.MARKERS_UP_TO
+    assert trace["mode"] == "lines+markers" or len(ys) > MARKERS_UP_TO
     assert figure["layout"]["meta"] == {"rows": count, "window_rows": count, "points": 300}
     # f8 when float32 would change the values visibly (a big offset, a tiny span)
-    cache2 = hd.ColumnCache()
+    cache2 = ColumnCache()
     cache2.add_rows([[t[i], 1e9 + i * 1e-3] for i in range(50)])
-    spec = hd.make_figure(cache2, [1])["data"][0]["y"]
+    spec = make_figure(cache2, [1])["data"][0]["y"]
     assert spec["dtype"] == "f8"
     assert np.allclose(decode(spec), [1e9 + i * 1e-3 for i in range(50)], rtol=0, atol=1e-7)
 
 
 def test_make_figure_edge_cases():
-    empty = hd.make_figure(hd.ColumnCache(), [1, 2])
+    empty = make_figure(ColumnCache(), [1, 2])
     assert empty["data"] == [] and "waiting for rows" in json.dumps(empty["layout"])
-    cache = hd.ColumnCache()
+    cache = ColumnCache()
     cache.add_rows(make_rows(50))
-    assert [t["name"] for t in hd.make_figure(cache, ["v3", 1, 9, "bad", 1])["data"]] == [
+    assert [t["name"] for t in make_figure(cache, ["v3", 1, 9, "bad", 1])["data"]] == [
         "v3",
         "v1",
     ]
-    nothing = hd.make_figure(cache, [1], x_range=(0, 1))  # 1970: no rows there
+    nothing = make_figure(cache, [1], x_range=(0, 1))  # 1970: no rows there
     assert len(nothing["data"][0]["x"]["bdata"]) == 0
     assert "no rows in this window" in json.dumps(nothing["layout"])
-    assert "no column selected" in json.dumps(hd.make_figure(cache, [])["layout"])
+    assert "no column selected" in json.dumps(make_figure(cache, [])["layout"])
 
 
 def test_axis_values_round_trip():
     epoch = 1_718_000_000.25
-    assert hd.axis_to_epoch(local_axis_text(epoch), TZ_OFFSET) == pytest.approx(epoch, abs=1e-4)
+    assert axis_to_epoch(local_axis_text(epoch), TZ_OFFSET) == pytest.approx(epoch, abs=1e-4)
     shown_ms = (epoch + TZ_OFFSET) * 1000
-    assert hd.axis_to_epoch(shown_ms, TZ_OFFSET) == pytest.approx(epoch)
+    assert axis_to_epoch(shown_ms, TZ_OFFSET) == pytest.approx(epoch)
     midnight_utc = datetime(2024, 6, 10, tzinfo=timezone.utc).timestamp()
-    assert hd.axis_to_epoch("2024-06-10", 0) == midnight_utc
-    assert hd.axis_to_epoch("2024-06-10 00:00", 3600) == midnight_utc - 3600
-    assert hd.axis_to_epoch("not a date", 0) is None
-    assert hd.axis_to_epoch(None, 0) is None
+    assert axis_to_epoch("2024-06-10", 0) == midnight_utc
+    assert axis_to_epoch("2024-06-10 00:00", 3600) == midnight_utc - 3600
+    assert axis_to_epoch("not a date", 0) is None
+    assert axis_to_epoch(None, 0) is None
 
 
 # ------------------------------------------------------------------------------------ CLI
