@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.client import HTTPConnection, HTTPResponse
 from typing import Any
 
@@ -566,8 +566,8 @@ def india_time(monkeypatch):
 def test_time_column_reads_iso_dates(india_time):
     """ISO 8601 text in the time column: local time, unless it names its offset."""
     noon = datetime(2024, 6, 10, 12).timestamp()
-    assert noon == datetime(2024, 6, 10, 6, 30, tzinfo=timezone.utc).timestamp()
-    noon_utc = datetime(2024, 6, 10, 12, tzinfo=timezone.utc).timestamp()
+    assert noon == datetime(2024, 6, 10, 6, 30, tzinfo=UTC).timestamp()
+    noon_utc = datetime(2024, 6, 10, 12, tzinfo=UTC).timestamp()
     cache = ColumnCache()
     cache.add_rows(
         [
@@ -644,7 +644,7 @@ def test_axis_values_round_trip():
     assert axis_to_epoch(local_axis_text(epoch), TZ_OFFSET) == pytest.approx(epoch, abs=1e-4)
     shown_ms = (epoch + TZ_OFFSET) * 1000
     assert axis_to_epoch(shown_ms, TZ_OFFSET) == pytest.approx(epoch)
-    midnight_utc = datetime(2024, 6, 10, tzinfo=timezone.utc).timestamp()
+    midnight_utc = datetime(2024, 6, 10, tzinfo=UTC).timestamp()
     assert axis_to_epoch("2024-06-10", 0) == midnight_utc
     assert axis_to_epoch("2024-06-10 00:00", 3600) == midnight_utc - 3600
     assert axis_to_epoch("not a date", 0) is None

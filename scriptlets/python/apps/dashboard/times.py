@@ -9,7 +9,7 @@ what the axis sends back (a zoom range) is shifted back (:func:`axis_to_epoch`).
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -24,7 +24,7 @@ def iso_to_epoch(text: str, *, as_utc: bool) -> float | None:
     except ValueError:
         return None
     if as_utc and when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     try:
         return when.timestamp()
     except (OverflowError, OSError, ValueError):  # outside what the platform's time can hold
