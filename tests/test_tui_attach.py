@@ -307,9 +307,9 @@ def test_a_in_the_sessions_screen_attaches_to_a_tmux_session_on_its_server(
         term.type("S")
         term.wait_for(server, since=mark, label="the tmux server's name in the Sessions screen")
         _back_to_the_steps(term)
-        # detached from outside: a Ctrl-b d typed here right after the shell's output
-        # sometimes reached the shell instead (echoed as ^Bd)
-        _attach_from_the_sessions_screen(term, session, attached, lambda: tmux.detach(session))
+        _attach_from_the_sessions_screen(
+            term, session, attached, lambda: _type_tmux_keys(term, server, session, b"\x02d")
+        )
         _quit(term, run_dir)
     finally:
         term.kill()
@@ -366,25 +366,49 @@ def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir
         )
 
 
-def _tmux_attached(socket: str, name: str) -> int | None:
-    """How many clients are attached to the tmux session ``name`` (None: no such session)."""
+def _tmux_format(socket: str, name: str, format_: str) -> str | None:
+    """``format_`` expanded by tmux for the session ``name`` (None: no such session)."""
     result = subprocess.run(
-        [
-            TMUX or "tmux",
-            "-L",
-            socket,
-            "display-message",
-            "-p",
-            "-t",
-            f"={name}:",
-            "#{session_attached}",
-        ],
+        [TMUX or "tmux", "-L", socket, "display-message", "-p", "-t", f"={name}:", format_],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
         timeout=10,
     )
-    return int(result.stdout) if result.returncode == 0 else None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _tmux_attached(socket: str, name: str) -> int | None:
+    """How many clients are attached to the tmux session ``name`` (None: no such session)."""
+    attached = _tmux_format(socket, name, "#{session_attached}")
+    return None if attached is None else int(attached)
+
+
+def _type_tmux_keys(term: Terminal, socket: str, name: str, keys: bytes) -> None:
+    """Type tmux keys (Ctrl-b d) as a person does after reading the screen: not within tmux's
+    ``assume-paste-time`` of the key before.
+
+    tmux takes a key that comes less than assume-paste-time (1 ms) after the one before, while
+    keys keep coming that fast, for pasted text, and gives it to the pane, prefix included:
+    typed within a millisecond of the echo line's output, Ctrl-b d reached the shell (^Bd).
+    That output came after tmux had taken the line's last key, so typing no sooner than
+    assume-paste-time after it was read is enough. No person types faster.
+    """
+    paste_time = int(_tmux_format(socket, name, "#{assume-paste-time}") or 0) / 1000
+    deadline = time.monotonic() + paste_time
+    while (left := deadline - time.monotonic()) > 0:
+        term.read(left)  # the pty stays drained meanwhile
+    term.type(keys)
+
+
+def _detach_from_tmux(term: Terminal, socket: str, name: str) -> None:
+    """Ctrl-b d: tmux detaches, says so, and the TUI is drawn again."""
+    mark = len(term.output)
+    _type_tmux_keys(term, socket, name, b"\x02d")
+    term.wait_for(lambda: _tmux_attached(socket, name) == 0, 15, label="detached")
+    after = term.wait_for("[detached", since=mark, label="tmux's detach message")
+    term.wait_for("sleeper", since=after, label="the TUI drawn again after the detach")
+    assert term.poll() is None, "orch-tui exited on the detach"
 
 
 @needs_tmux
@@ -403,13 +427,7 @@ def test_attach_hands_the_terminal_to_tmux_and_ctrl_b_d_comes_back(tmp_path, tmu
         mark = len(term.output)
         term.type("echo attached-marker-$((100 + 23))\r")
         term.wait_for("attached-marker-123", since=mark, label="the session's shell output")
-
-        mark = len(term.output)
-        term.type(b"\x02d")  # Ctrl-b d
-        term.wait_for(lambda: _tmux_attached(tmux_socket, session) == 0, 15, label="detached")
-        after = term.wait_for("[detached", since=mark, label="tmux's detach message")
-        term.wait_for("sleeper", since=after, label="the TUI drawn again after the detach")
-        assert term.poll() is None, "orch-tui exited on the detach"
+        _detach_from_tmux(term, tmux_socket, session)
 
         _quit(term, run_dir)
         assert _tmux_attached(tmux_socket, session) == 0, "quitting killed the session"
