@@ -3,8 +3,10 @@
 ``App.suspend`` is not available under the headless test driver, so these tests start the real
 ``orch-tui RECIPE`` on a pty (``pty.fork``: its own session, the pty as controlling terminal,
 120x36, TERM=xterm-256color), read what it draws, and type at it like a user: ``a`` hands the
-terminal to ``screen -r``, ``Ctrl-a d`` gives it back. Every session lives in a private
-SCREENDIR; everything started here is killed at the end, pass or fail.
+terminal to ``screen -r``, ``Ctrl-a d`` gives it back. Like a real one, the test's terminal
+answers a device attributes request (orch-tui asks one before handing the terminal over).
+Every session lives in a private SCREENDIR; everything started here is killed at the end, pass
+or fail.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests import sessions_fixtures, tui_helpers
 from tests.conftest import marked, read_state, write_recipe
 from tests.sessions_fixtures import TMUX, needs_tmux
 from tests.tui_helpers import SCREEN, needs_screen
+from tui.handover import ANSWER_TIMEOUT
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 screendir = tui_helpers.screendir
@@ -36,6 +39,12 @@ tmux_tmpdir = sessions_fixtures.tmux_tmpdir
 tmux_socket = sessions_fixtures.tmux_socket
 
 ROWS, COLS = 36, 120
+#: a Primary Device Attributes request, and a terminal's answer (a VT220 with colours)
+DA1_REQUEST = re.compile(rb"\x1b\[0?c")
+DA1_ANSWER = b"\x1b[?62;22c"
+#: what the kernel holds of a pty's output for its reader; more waits in a buffer that tmux,
+#: attaching, empties (``tcflush``) along with what is in it
+PTY_READ_BUFFER = 4095
 
 
 class Terminal:
@@ -53,6 +62,7 @@ class Terminal:
         self.pid, self.fd = pid, fd
         os.set_blocking(fd, False)
         self.output = bytearray()
+        self._scanned = 0  # where the search for terminal requests goes on from
         self.returncode: int | None = None
 
     # -- reading ---------------------------------------------------------------------------------
@@ -70,7 +80,20 @@ class Terminal:
                 break
             self.output += chunk
             ready, _, _ = select.select([self.fd], [], [], 0)
+        self._answer_requests()
         self.poll()
+
+    def _answer_requests(self) -> None:
+        """Answer the device attributes requests read so far, as a terminal does."""
+        for request in DA1_REQUEST.finditer(self.output, self._scanned):
+            self.type(DA1_ANSWER)
+            self._scanned = request.end()
+        # a request cut short by the end of what was read is answered once the rest is read
+        self._scanned = max(self._scanned, len(self.output) - 3)
+
+    def unread(self) -> int:
+        """How much the program wrote that this terminal has not read (at most PTY_READ_BUFFER)."""
+        return struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0" * 4))[0]
 
     def text(self, since: int = 0) -> str:
         return self.output[since:].decode("utf-8", "replace")
@@ -307,9 +330,9 @@ def test_a_in_the_sessions_screen_attaches_to_a_tmux_session_on_its_server(
         term.type("S")
         term.wait_for(server, since=mark, label="the tmux server's name in the Sessions screen")
         _back_to_the_steps(term)
-        # detached from outside: a Ctrl-b d typed here right after the shell's output
-        # sometimes reached the shell instead (echoed as ^Bd)
-        _attach_from_the_sessions_screen(term, session, attached, lambda: tmux.detach(session))
+        _attach_from_the_sessions_screen(
+            term, session, attached, lambda: _type_tmux_keys(term, server, session, b"\x02d")
+        )
         _quit(term, run_dir)
     finally:
         term.kill()
@@ -366,25 +389,49 @@ def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir
         )
 
 
-def _tmux_attached(socket: str, name: str) -> int | None:
-    """How many clients are attached to the tmux session ``name`` (None: no such session)."""
+def _tmux_format(socket: str, name: str, format_: str) -> str | None:
+    """``format_`` expanded by tmux for the session ``name`` (None: no such session)."""
     result = subprocess.run(
-        [
-            TMUX or "tmux",
-            "-L",
-            socket,
-            "display-message",
-            "-p",
-            "-t",
-            f"={name}:",
-            "#{session_attached}",
-        ],
+        [TMUX or "tmux", "-L", socket, "display-message", "-p", "-t", f"={name}:", format_],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
         timeout=10,
     )
-    return int(result.stdout) if result.returncode == 0 else None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _tmux_attached(socket: str, name: str) -> int | None:
+    """How many clients are attached to the tmux session ``name`` (None: no such session)."""
+    attached = _tmux_format(socket, name, "#{session_attached}")
+    return None if attached is None else int(attached)
+
+
+def _type_tmux_keys(term: Terminal, socket: str, name: str, keys: bytes) -> None:
+    """Type tmux keys (Ctrl-b d) as a person does after reading the screen: not within tmux's
+    ``assume-paste-time`` of the key before.
+
+    tmux takes a key that comes less than assume-paste-time (1 ms) after the one before, while
+    keys keep coming that fast, for pasted text, and gives it to the pane, prefix included:
+    typed within a millisecond of the echo line's output, Ctrl-b d reached the shell (^Bd).
+    That output came after tmux had taken the line's last key, so typing no sooner than
+    assume-paste-time after it was read is enough. No person types faster.
+    """
+    paste_time = int(_tmux_format(socket, name, "#{assume-paste-time}") or 0) / 1000
+    deadline = time.monotonic() + paste_time
+    while (left := deadline - time.monotonic()) > 0:
+        term.read(left)  # the pty stays drained meanwhile
+    term.type(keys)
+
+
+def _detach_from_tmux(term: Terminal, socket: str, name: str) -> None:
+    """Ctrl-b d: tmux detaches, says so, and the TUI is drawn again."""
+    mark = len(term.output)
+    _type_tmux_keys(term, socket, name, b"\x02d")
+    term.wait_for(lambda: _tmux_attached(socket, name) == 0, 15, label="detached")
+    after = term.wait_for("[detached", since=mark, label="tmux's detach message")
+    term.wait_for("sleeper", since=after, label="the TUI drawn again after the detach")
+    assert term.poll() is None, "orch-tui exited on the detach"
 
 
 @needs_tmux
@@ -403,16 +450,41 @@ def test_attach_hands_the_terminal_to_tmux_and_ctrl_b_d_comes_back(tmp_path, tmu
         mark = len(term.output)
         term.type("echo attached-marker-$((100 + 23))\r")
         term.wait_for("attached-marker-123", since=mark, label="the session's shell output")
-
-        mark = len(term.output)
-        term.type(b"\x02d")  # Ctrl-b d
-        term.wait_for(lambda: _tmux_attached(tmux_socket, session) == 0, 15, label="detached")
-        after = term.wait_for("[detached", since=mark, label="tmux's detach message")
-        term.wait_for("sleeper", since=after, label="the TUI drawn again after the detach")
-        assert term.poll() is None, "orch-tui exited on the detach"
+        _detach_from_tmux(term, tmux_socket, session)
 
         _quit(term, run_dir)
         assert _tmux_attached(tmux_socket, session) == 0, "quitting killed the session"
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_tmux
+def test_the_attach_message_reaches_a_terminal_that_reads_late(tmp_path, tmux_socket):
+    """tmux, attaching, throws away the output its terminal has not read yet: orch-tui hands
+    the terminal over only once the terminal has read the attach message."""
+    session = f"orchtui-l-{uuid.uuid4().hex[:8]}"
+    term, run_dir = _start(tmp_path, session, f"backend: tmux, socket: {tmux_socket}")
+    try:
+        _wait_running(term, run_dir)
+        term.read()
+        mark = len(term.output)
+        # the terminal falls behind (a busy machine): the app's clock ticks fill what the kernel
+        # holds for it, so what comes next waits where tmux's attach empties it
+        deadline = time.monotonic() + 30
+        while term.unread() < PTY_READ_BUFFER and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling a kernel count; the terminal must not read meanwhile
+        assert term.unread() >= PTY_READ_BUFFER, "the app stopped drawing"
+
+        term.type("a")  # the first step (the session's) is selected
+        deadline = time.monotonic() + ANSWER_TIMEOUT / 2  # well inside orch-tui's wait
+        while _tmux_attached(tmux_socket, session) != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the terminal is still busy: it reads nothing yet
+        term.wait_for(f"attaching to {session}", since=mark, label="the attach message")
+        term.wait_for(lambda: _tmux_attached(tmux_socket, session) == 1, 15, label="attached")
+        _detach_from_tmux(term, tmux_socket, session)
+        _quit(term, run_dir)
     finally:
         term.kill()
         for pid in marked(run_dir):

@@ -346,6 +346,9 @@ async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):
 
 
 # ------------------------------------------------------------------------------ the log pane
+EARLIER = "earlier lines in the log file"  # a log pane's border, when it shows only the end
+
+
 async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tmp_path: Path):
     more = tmp_path / "more"
     app, runner = orch(
@@ -364,13 +367,15 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
         pane = main_pane(app)
         await until(pilot, lambda: pane.lines[-1:] == ["line 3000"], what="the last line")
         await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y > 0, what="the tail")
-        assert pane.follow and pane.border_subtitle == "following"
+        # following keeps the last FOLLOW_LINES (2,000) of the 3,000 lines, and says so
+        assert pane.follow and pane.border_subtitle == f"{EARLIER} · following"
 
         await pilot.press("tab")
         assert app.focused is pane
         await pilot.press("pageup")
         await until(pilot, lambda: not pane.follow, what="following to pause")
-        assert "paused" in str(pane.border_subtitle)
+        # paused, the pane holds the whole log: nothing earlier is left out
+        assert pane.border_subtitle == "paused · End to follow" and len(pane.lines) == 3000
         frozen_at = pane.scroll_y
         assert frozen_at < pane.max_scroll_y
 
@@ -382,7 +387,7 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
         await pilot.press("end")
         await until(pilot, lambda: pane.follow and pane.lines[-1:] == ["line 3010"])
         await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="the tail again")
-        assert pane.border_subtitle == "following"
+        assert pane.border_subtitle == f"{EARLIER} · following"
 
         await pilot.press("up")  # one line up also pauses
         await until(pilot, lambda: not pane.follow, what="following to pause on up")

@@ -443,6 +443,7 @@ class OrchApp(App[int]):
     def attach(self, backend_name: str, session: str, socket: str | None = None) -> None:
         """Hand the terminal to the multiplexer; detaching comes back here."""
         from core.sessions.base import SessionError, get_backend
+        from tui.handover import wait_until_shown
 
         try:
             backend = get_backend(backend_name, socket=socket)
@@ -462,6 +463,8 @@ class OrchApp(App[int]):
                     f"\norch-tui: attaching to {session}; detach with {backend.detach_keys} to come back\n",
                     flush=True,
                 )
+                # tmux drops what the terminal has not read yet: the message must be shown first
+                wait_until_shown(sys.__stdin__.fileno(), sys.__stdout__.fileno())
                 result = subprocess.run(argv, check=False)
         except Exception as exc:  # SuspendNotSupported under a headless driver, OSError
             self.notify(f"cannot attach here: {exc or type(exc).__name__}", severity="error")

@@ -129,6 +129,8 @@ class LogPane(ScrollView, can_focus=True):
             self.refresh()
 
     def _set_lines(self, lines: list[str], truncated: bool) -> None:
+        # the border says whether earlier lines were left out, and a search's count of matches
+        border_changed = truncated != self._truncated or self._search is not None
         self._lines = lines
         self._truncated = truncated
         self._strip_cache.clear()
@@ -138,7 +140,7 @@ class LogPane(ScrollView, can_focus=True):
             self._scroll_to_end()
             self.call_after_refresh(self._scroll_to_end)
         self._update_hint()
-        if self._search:  # the count of matches in view changed with the lines
+        if border_changed:
             self._update_border()
         self.refresh()
 
