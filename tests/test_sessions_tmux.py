@@ -167,8 +167,9 @@ def test_first_command_after_create_arrives_20_of_20(tmux: TmuxBackend, tmp_path
 
 
 def test_log_gets_output_within_2_seconds(tmux: TmuxBackend, tmp_path: Path) -> None:
-    # pipe-pane runs `sh -c` on its argument after expanding #-formats: the path must survive both
-    log = tmp_path / "it's #{session_name} 50% $HOME" / "s.log"
+    # pipe-pane expands #-formats and strftime %-escapes, then runs `sh -c` on its argument:
+    # the path must survive all of them (a trailing line break too)
+    log = tmp_path / "it's #{session_name} 50% $HOME \\ %p" / "s.log\n"
     tmux.create("logged", log_path=log, cwd=tmp_path)
     tmux.send("logged", "echo log-marker-$((6*7))")
     started = time.monotonic()
@@ -176,7 +177,8 @@ def test_log_gets_output_within_2_seconds(tmux: TmuxBackend, tmp_path: Path) -> 
     assert time.monotonic() - started < 2.0
     assert log.stat().st_mode & 0o777 == 0o600
     assert log.parent.stat().st_mode & 0o777 == 0o700
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["it's #{session_name} 50% $HOME"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["it's #{session_name} 50% $HOME \\ %p"]
+    assert sorted(p.name for p in log.parent.iterdir()) == ["s.log\n"]
 
 
 def test_create_with_command_cwd_and_env(tmux: TmuxBackend, tmp_path: Path) -> None:
