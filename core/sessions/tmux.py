@@ -32,7 +32,6 @@ from core.sessions.base import (
     SessionBackend,
     SessionError,
     SessionInfo,
-    prepare_log_path,
     validate_session_name,
     wait_until,
 )
@@ -167,45 +166,24 @@ class TmuxBackend(SessionBackend):
         code, _, _ = self._cmd("has-session", "-t", f"={name}")
         return code == 0
 
-    def create(
-        self,
-        name: str,
-        *,
-        log_path: Path | None = None,
-        command: str | None = None,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> SessionInfo:
-        validate_session_name(name)
-        if cwd is not None and not Path(cwd).is_dir():
-            raise SessionError(f"working directory {cwd} does not exist")
-        if self.exists(name):
-            raise SessionError(f"tmux session '{name}' already exists")
-        if log_path is not None:
-            log_path = prepare_log_path(log_path)
+    def _start(self, name: str, log: Path | None, cwd: Path | None, env: dict[str, str]) -> None:
         args = ["new-session", "-d", "-s", name]
         if cwd is not None:
             args += ["-c", str(Path(cwd).absolute())]
-        for key, value in (env or {}).items():
+        for key, value in env.items():
             if key not in _SERVER_OWNED_ENV:
                 args += ["-e", f"{key}={value}"]
         code, _, err = self._cmd(*args)
         if code != 0:
             detail = err[0] if err else f"exit code {code}"
             raise SessionError(f"tmux could not create session '{name}': {detail}")
-        run_id = (env or {}).get(RUN_ID_ENV)
+        run_id = env.get(RUN_ID_ENV)
         if run_id:
             self._check(name, "set-option", "-t", f"={name}:", "@orch_run_id", run_id)
-        if log_path is not None:
-            self._check(name, "pipe-pane", "-o", "-t", f"={name}:", _log_pipe(log_path))
+        if log is not None:
+            self._check(name, "pipe-pane", "-o", "-t", f"={name}:", _log_pipe(log))
         if not self.wait_ready(name, self.ready_timeout) and not self.exists(name):
             raise SessionError(f"tmux session '{name}' ended right after it started")
-        if command:
-            self.send(name, command)
-        info = self.get(name)
-        if info is None:
-            raise SessionError(f"tmux session '{name}' ended right after it started")
-        return info
 
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
         validate_session_name(name)
