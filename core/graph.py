@@ -73,26 +73,6 @@ def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
     return order
 
 
-def descendants(deps: Mapping[str, Sequence[str]], start: str) -> list[str]:
-    """Every step that (transitively) waits for ``start``, in recipe order, without it."""
-    down = dependents_of(deps)
-    seen: set[str] = set()
-    todo = [start]
-    while todo:
-        for child in down.get(todo.pop(), ()):
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
-    return [name for name in deps if name in seen]
-
-
-def ready_steps(
-    deps: Mapping[str, Sequence[str]], satisfied: set[str], waiting: Iterable[str]
-) -> list[str]:
-    """Of the ``waiting`` steps, those whose dependencies are all ``satisfied``."""
-    return [name for name in waiting if all(d in satisfied for d in deps[name])]
-
-
 def _dot_id(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -1,25 +1,32 @@
-"""Shared helpers for the runner, CLI and process tests.
+"""The test suite's one home of shared helpers and fixtures (tests/tui_helpers.py adds the TUI's).
 
 Everything here drives the real thing: recipes are written to ``tmp_path`` (with a
 ``pyproject.toml`` beside them, so ``tmp_path`` is the workspace root and Python step modules
 written there import by their bare name), shell steps are real processes, and the command line
 is run as a real ``orch-tui`` subprocess. Synchronisation is always a poll of something the
 runner itself writes (state.json, events.jsonl, its in-memory state) with a deadline, never a
-bare sleep.
+bare sleep. Each screen test gets its own SCREENDIR and each tmux test its own server; whatever a
+test started is ended in teardown, pass or fail, and every multiplexer command run here has a
+timeout (a screen server that stopped answering must fail one test, not hang the suite).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pty
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,14 @@ def write_module(tmp_path: Path, source: str, prefix: str = "steps") -> str:
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(source).lstrip("\n"))
     return name
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None while it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def read_json(path: Path) -> Any:
@@ -122,6 +137,15 @@ def read_pid(path: Path, timeout: float = 10.0) -> int:
     return wait_for(lambda: int(path.read_text().strip()), timeout, f"a pid in {path}")
 
 
+def file_becomes(path: Path, expected: bytes, timeout: float = 5.0) -> None:
+    """Wait until ``path`` holds exactly ``expected``; fail showing what it holds instead."""
+    deadline = time.monotonic() + timeout
+    while read_bytes(path) != expected:
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{path} holds {read_bytes(path)!r}, expected {expected!r}")
+        time.sleep(0.01)  # polling interval, not synchronisation
+
+
 # ------------------------------------------------------------------------------------ processes
 def alive(pid: int) -> bool:
     """Running (a zombie counts as gone: it has already exited)."""
@@ -154,33 +178,37 @@ def marked(run_dir: Path) -> list[int]:
     return [p for p in marked_pids(str(run_dir.absolute())) if alive(p)]
 
 
-def kill_tree(proc: subprocess.Popen, extra: Iterable[int] = ()) -> None:
-    """Clean-up for a test's orch-tui subprocess: SIGKILL it, its group, what it started."""
-    pids = set(extra)
-    pids.update(descendants(proc.pid))
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for pid in pids:
-        try:
-            pgid = os.getpgid(pid)
-        except ProcessLookupError:
-            continue
-        if pgid != os.getpgrp():
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+def _kill_with_group(pid: int) -> None:
+    """SIGKILL ``pid`` and its process group (never pytest's own group)."""
     try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        pass
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    if pgid != os.getpgrp():
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    with suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def kill_tree(proc: subprocess.Popen | int, extra: Iterable[int] = ()) -> None:
+    """Clean-up, pass or fail: SIGKILL a process (a test's orch-tui, a screen server), what it
+    started, the ``extra`` pids a test knows about (steps that left its tree), and the process
+    group of each; then reap the Popen and wait (briefly) for the rest to go."""
+    popen = proc if isinstance(proc, subprocess.Popen) else None
+    root = popen.pid if popen is not None else int(proc)
+    pids = set(extra)
+    if popen is None or popen.poll() is None:  # a reaped child's pid may be someone else's now
+        pids.update((root, *descendants(root)))
+    for pid in pids:
+        _kill_with_group(pid)
+    if popen is not None:
+        with suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=5)
+        pids.discard(root)
+    deadline = time.monotonic() + 3
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling interval, not synchronisation
 
 
 # ------------------------------------------------------------------------------------ the CLI
@@ -202,15 +230,7 @@ def run_cli(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``orch-tui ARGS`` to completion with stdout/stderr piped (so it runs headless)."""
-    proc = subprocess.Popen(
-        [*ORCH, *map(str, args)],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_cli_env(env),
-        start_new_session=True,
-    )
+    proc = start_cli(*args, cwd=cwd, env=env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -227,17 +247,19 @@ def run_cli(
 
 
 def start_cli(
-    *args: str | os.PathLike, cwd: Path, env: dict[str, str] | None = None
+    *args: str | os.PathLike, cwd: Path, env: dict[str, str] | None = None, **popen: Any
 ) -> subprocess.Popen[bytes]:
-    """Start ``orch-tui ARGS`` in its own session (signals sent to it never reach pytest)."""
+    """Start ``orch-tui ARGS`` in its own session (signals sent to it never reach pytest);
+    stdout and stderr are pipes unless ``popen`` says otherwise."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
     return subprocess.Popen(
         [*ORCH, *map(str, args)],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         env=_cli_env(env),
         start_new_session=True,
+        **popen,
     )
 
 
@@ -306,6 +328,209 @@ def runners():
     yield started
     for runner in started:
         stop_runner(runner)
+
+
+# ------------------------------------------------------------------------------------ sessions
+SCREEN = shutil.which("screen")
+TMUX = shutil.which("tmux")
+BASH = shutil.which("bash")
+needs_screen = pytest.mark.skipif(SCREEN is None, reason="GNU screen is not installed")
+needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+
+#: every multiplexer command run here is bounded: a screen server that stopped answering (its
+#: socket's backlog full, so every client blocks in connect) must fail one test, not hang the suite
+MULTIPLEXER_TIMEOUT = 10.0
+
+
+def _session_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UTF-8 locale and bash for the multiplexers and their shells; not inside any session."""
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    if BASH:
+        monkeypatch.setenv("SHELL", BASH)
+    for name in ("STY", "TMUX", "ORCH_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_screen(
+    *args: str, screendir: str | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``screen ARGS`` (in ``screendir``, else $SCREENDIR), bounded by MULTIPLEXER_TIMEOUT."""
+    env = dict(os.environ, SCREENDIR=screendir) if screendir else None
+    return subprocess.run(
+        [SCREEN or "screen", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=MULTIPLEXER_TIMEOUT,
+        check=check,
+    )
+
+
+def _screen_targets(screendir: str) -> list[str]:
+    """PID.NAME of every live session in ``screendir`` (never a bare pid: screen matches
+    prefixes). Read from the directory's socket files, not from ``screen -ls``, which connects
+    to every server and blocks on one that does not answer."""
+    try:
+        names = os.listdir(screendir)
+    except FileNotFoundError:
+        return []
+    return [
+        name
+        for name in names
+        if name.partition(".")[0].isdigit() and psutil.pid_exists(int(name.partition(".")[0]))
+    ]
+
+
+def end_screen_sessions(screendir: str) -> None:
+    """Quit every session in ``screendir``, then kill what is left (server and its children):
+    a server that does not answer ``quit`` in time is killed too."""
+    for target in _screen_targets(screendir):
+        with suppress(subprocess.TimeoutExpired):  # killed below
+            run_screen("-S", target, "-X", "quit", screendir=screendir)
+    deadline = time.monotonic() + 3
+    while _screen_targets(screendir) and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling interval, not synchronisation
+    for target in _screen_targets(screendir):
+        kill_tree(int(target.split(".", 1)[0]))
+
+
+def screen_sessions(screendir: str | None = None) -> list[tuple[int, str, str]]:
+    """(pid, name, state) of each session ``screen -ls`` lists; state as screen words it
+    ("Detached", "Attached", "Dead ???")."""
+    sessions = []
+    for line in run_screen("-ls", screendir=screendir).stdout.splitlines():
+        if not line.startswith("\t"):
+            continue
+        fields = [field for field in line.strip().split("\t") if field]
+        pid, _, name = fields[0].partition(".")
+        if pid.isdigit():
+            sessions.append((int(pid), name, fields[-1].strip("()")))
+    return sessions
+
+
+def screen_session_pids(screendir: str, name: str) -> list[int]:
+    """pids of the live screen servers of sessions named exactly ``name`` in ``screendir``."""
+    return [pid for pid, found, _ in screen_sessions(screendir) if found == name and alive(pid)]
+
+
+@pytest.fixture
+def screendir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private SCREENDIR for this test (in the environment); its sessions end afterwards."""
+    if SCREEN is None:
+        pytest.skip("GNU screen is not installed")
+    _session_env(monkeypatch)
+    directory = tempfile.mkdtemp(prefix="orchscr-", dir="/tmp")  # socket paths must stay short
+    os.chmod(directory, 0o700)
+    monkeypatch.setenv("SCREENDIR", directory)
+    try:
+        yield directory
+    finally:
+        end_screen_sessions(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _kill_tmux_server(*where: str) -> None:
+    """``tmux -L NAME kill-server`` / ``tmux -S PATH kill-server``, bounded."""
+    with suppress(subprocess.TimeoutExpired):
+        subprocess.run(
+            [TMUX or "tmux", *where, "kill-server"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=MULTIPLEXER_TIMEOUT,
+        )
+
+
+@pytest.fixture
+def tmux_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A tmux ``-L`` socket name of its own for this test; its server is killed afterwards."""
+    if TMUX is None:
+        pytest.skip("tmux is not installed")
+    _session_env(monkeypatch)
+    name = f"orchtest-{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        _kill_tmux_server("-L", name)
+        base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+        Path(base, f"tmux-{os.getuid()}", name).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def tmux_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private TMUX_TMPDIR: every tmux server started under it (the default one and each
+    ``-L`` socket) is this test's alone, and is killed afterwards."""
+    if TMUX is None:
+        pytest.skip("tmux is not installed")
+    _session_env(monkeypatch)
+    directory = Path(tempfile.mkdtemp(prefix="orchtmx-", dir="/tmp"))  # socket paths: short
+    monkeypatch.setenv("TMUX_TMPDIR", str(directory))
+    try:
+        yield directory
+    finally:
+        sockets = directory / f"tmux-{os.getuid()}"
+        for path in sockets.iterdir() if sockets.is_dir() else []:
+            _kill_tmux_server("-S", str(path))
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def attached_client(backend: Any, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A terminal attached to session ``name``: the backend's attach command on a pty, until
+    it is detached (or killed at the end)."""
+    master, slave = pty.openpty()
+    client = subprocess.Popen(
+        backend.attach_argv(name),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm"},
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        wait_for(lambda: backend.get(name).state == "attached", 5, "the session to be attached")
+        yield client
+    finally:
+        kill_tree(client)
+        os.close(master)
+
+
+#: Texts that must reach a session byte for byte: what screen's `stuff` would expand, what
+#: libtmux's `send_keys` would drop, quotes for the shell, and non-ASCII text.
+TRICKY_TEXTS = [
+    "$HOME and ${USER:-x} and $(echo no)",
+    "^A ^C ^M ^[ ^^",
+    "back\\slash \\n \\\\ \\015 \\",
+    "it's a 'single' quote",
+    'a "double" quote',
+    "-leading dash",
+    "--",
+    "-X quit",
+    "unicode: é ü ß 中文 😀 ∑",
+    "`backticks` ; & | < > * ? ~ # % !wow",
+    "%s %n %% %d %{",
+    "two\nlines",
+]
+
+
+def printf_command(text: str, target: Path) -> str:
+    """A shell command writing ``text`` (exactly) to ``target``."""
+    return f"printf '%s' {shlex.quote(text)} > {shlex.quote(str(target))}"
+
+
+def input_eating_home(directory: Path) -> Path:
+    """A HOME whose .bashrc starts slowly and throws away whatever was typed meanwhile, like a
+    shell that is not ready yet: a command typed before the prompt is lost."""
+    home = directory / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text(
+        "sleep 0.3\nwhile read -r -t 0; do read -r -t 0.05 _ || break; done\nPS1='ready$ '\n"
+    )
+    # tmux starts login shells, which read .bash_profile instead
+    (home / ".bash_profile").write_text(". ~/.bashrc\n")
+    return home
 
 
 # ------------------------------------------------------------------------------------ timeouts

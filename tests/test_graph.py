@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from core.graph import descendants, find_cycle, ready_steps, to_dot, to_mermaid
+from core.graph import find_cycle, to_dot, to_mermaid
 
 DEPS = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": []}
 
@@ -22,11 +22,6 @@ def test_self_dependency_is_a_cycle():
 def test_long_chain_does_not_hit_the_recursion_limit():
     deps = {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(20000)}
     assert find_cycle(deps) is None
-
-
-def test_descendants_and_ready_set():
-    assert descendants(DEPS, "a") == ["b", "c", "d"]
-    assert ready_steps(DEPS, {"a"}, ["b", "c", "d", "e"]) == ["b", "c", "e"]
 
 
 def test_dot_and_mermaid_show_every_edge():

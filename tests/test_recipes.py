@@ -15,14 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from tests import sessions_fixtures
-from tests.conftest import ROOT, free_port, only_run_dir, read_state, run_cli, start_cli, wait_for
+from tests.conftest import (
+    ROOT,
+    SCREEN,
+    end_screen_sessions,
+    free_port,
+    needs_screen,
+    needs_tmux,
+    only_run_dir,
+    read_state,
+    run_cli,
+    start_cli,
+    wait_for,
+)
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-needs_screen = pytest.mark.skipif(shutil.which("screen") is None, reason="GNU screen not installed")
-needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
-# a fixture (a plain assignment, so the test's argument does not shadow an import)
-tmux_socket = sessions_fixtures.tmux_socket
 
 
 @pytest.fixture
@@ -34,15 +41,8 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     screendir.mkdir(mode=0o700)
     monkeypatch.setenv("SCREENDIR", str(screendir))
     yield tmp_path
-    if shutil.which("screen"):
-        _quit_screens(screendir)
-
-
-def _quit_screens(screendir: Path) -> None:
-    import subprocess
-
-    for sock in screendir.iterdir():
-        subprocess.run(["screen", "-S", sock.name, "-X", "quit"], capture_output=True, check=False)
+    if SCREEN:
+        end_screen_sessions(str(screendir))
 
 
 def _copy(workspace: Path, name: str, **replace: str) -> Path:

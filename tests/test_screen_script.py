@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
 import shutil
 import stat
 import subprocess
@@ -13,29 +12,16 @@ from pathlib import Path
 import pytest
 
 from core.sessions.screen import ScreenBackend
-
-try:
-    from sessions_fixtures import (
-        BASH,
-        TRICKY_TEXTS,
-        file_becomes,
-        needs_screen,
-        printf_command,
-        read_bytes,
-        screendir,  # noqa: F401  (fixture)
-        wait_for,
-    )
-except ImportError:  # tests/ became a package
-    from tests.sessions_fixtures import (
-        BASH,
-        TRICKY_TEXTS,
-        file_becomes,
-        needs_screen,
-        printf_command,
-        read_bytes,
-        screendir,  # noqa: F401  (fixture)
-        wait_for,
-    )
+from tests.conftest import (
+    BASH,
+    TRICKY_TEXTS,
+    attached_client,
+    file_becomes,
+    needs_screen,
+    printf_command,
+    read_bytes,
+    wait_for,
+)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scriptlets" / "shell" / "screen_script.sh"
 
@@ -103,7 +89,7 @@ def test_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
 
 @needs_screen
 @pytest.mark.parametrize("args", [("-k", "ghost"), ("-d", "ghost"), ("-s", "ghost", "echo hi")])
-def test_missing_session_exits_1(screendir: str, args: tuple[str, ...]) -> None:  # noqa: F811
+def test_missing_session_exits_1(screendir: str, args: tuple[str, ...]) -> None:
     result = run(*args)
     assert result.returncode == 1
     assert result.stderr.strip() == "screen_script.sh: no screen session named 'ghost'"
@@ -116,7 +102,7 @@ def test_screen_not_installed_exits_1(tmp_path: Path) -> None:
 
 
 @needs_screen
-def test_create_list_send_kill_with_exact_names(screendir: str, tmp_path: Path) -> None:  # noqa: F811
+def test_create_list_send_kill_with_exact_names(screendir: str, tmp_path: Path) -> None:
     assert listed() == {}
     created = run("-c", "web")
     assert created.returncode == 0, created.stderr
@@ -144,7 +130,7 @@ def test_create_list_send_kill_with_exact_names(screendir: str, tmp_path: Path) 
 
 
 @needs_screen
-def test_send_is_byte_for_byte(screendir: str, tmp_path: Path) -> None:  # noqa: F811
+def test_send_is_byte_for_byte(screendir: str, tmp_path: Path) -> None:
     assert run("-c", "bytes").returncode == 0
     for index, text in enumerate(TRICKY_TEXTS):
         target = tmp_path / f"out{index}"
@@ -154,7 +140,7 @@ def test_send_is_byte_for_byte(screendir: str, tmp_path: Path) -> None:  # noqa:
 
 
 @needs_screen
-def test_recreate_logs_and_flushes_at_once(screendir: str, tmp_path: Path) -> None:  # noqa: F811
+def test_recreate_logs_and_flushes_at_once(screendir: str, tmp_path: Path) -> None:
     logs = tmp_path / "my logs"
     env = {**os.environ, "SCREEN_LOG_DIR": str(logs)}
     first = run("-r", "app", env=env)
@@ -177,7 +163,7 @@ def test_recreate_logs_and_flushes_at_once(screendir: str, tmp_path: Path) -> No
 
 
 @needs_screen
-def test_recreate_default_log_dir_is_relative_to_cwd(screendir: str, tmp_path: Path) -> None:  # noqa: F811
+def test_recreate_default_log_dir_is_relative_to_cwd(screendir: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SCREEN_LOG_DIR"}
     result = run("-r", "rel", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
@@ -187,7 +173,7 @@ def test_recreate_default_log_dir_is_relative_to_cwd(screendir: str, tmp_path: P
 @needs_screen
 @pytest.mark.parametrize("planted", ["link", "open folder"])
 def test_recreate_never_logs_through_a_link_or_an_open_folder(
-    screendir: str,  # noqa: F811
+    screendir: str,
     tmp_path: Path,
     planted: str,
 ) -> None:
@@ -210,39 +196,23 @@ def test_recreate_never_logs_through_a_link_or_an_open_folder(
 
 
 @needs_screen
-def test_detach(screendir: str) -> None:  # noqa: F811
+def test_detach(screendir: str) -> None:
     assert run("-c", "att").returncode == 0
     not_attached = run("-d", "att")
     assert not_attached.returncode == 0
     assert "not attached" in not_attached.stdout
 
-    argv = ScreenBackend().attach_argv("att")
-    master, slave = pty.openpty()
-    client = subprocess.Popen(
-        argv,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "TERM": "xterm"},
-        start_new_session=True,
-    )
-    os.close(slave)
-    try:
-        wait_for(lambda: listed()["att"][1] == "Attached", 5, "the session to be attached")
+    with attached_client(ScreenBackend(), "att") as client:
+        assert listed()["att"][1] == "Attached"
         detached = run("-d", "att")
         assert detached.returncode == 0, detached.stderr
         assert "detached screen session 'att'" in detached.stdout
         assert listed()["att"][1] == "Detached"
         assert client.wait(timeout=5) == 0
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-        os.close(master)
 
 
 @needs_screen
-def test_script_and_adapter_see_the_same_sessions(screendir: str) -> None:  # noqa: F811
+def test_script_and_adapter_see_the_same_sessions(screendir: str) -> None:
     ScreenBackend().create("from-python")
     assert run("-c", "from-script").returncode == 0
     assert set(listed()) == {"from-python", "from-script"}
@@ -250,7 +220,7 @@ def test_script_and_adapter_see_the_same_sessions(screendir: str) -> None:  # no
 
 
 @needs_screen
-def test_send_long_text(screendir: str, tmp_path: Path) -> None:  # noqa: F811
+def test_send_long_text(screendir: str, tmp_path: Path) -> None:
     # screen spins when it pastes more than ~4 KiB at once: the script sends pieces
     assert run("-c", "long").returncode == 0
     text = "x" * 999 + "é😀" * 3000 + "y" * 9000

@@ -27,16 +27,17 @@ from pathlib import Path
 
 import pytest
 
-from tests import sessions_fixtures, tui_helpers
-from tests.conftest import marked, read_state, write_recipe
-from tests.sessions_fixtures import TMUX, needs_tmux
-from tests.tui_helpers import SCREEN, needs_screen
+from tests.conftest import (
+    MULTIPLEXER_TIMEOUT,
+    TMUX,
+    marked,
+    needs_screen,
+    needs_tmux,
+    read_state,
+    screen_sessions,
+    write_recipe,
+)
 from tui.handover import ANSWER_TIMEOUT
-
-# fixtures (plain assignments, so the test functions' arguments do not shadow an import)
-screendir = tui_helpers.screendir
-tmux_tmpdir = sessions_fixtures.tmux_tmpdir
-tmux_socket = sessions_fixtures.tmux_socket
 
 ROWS, COLS = 36, 120
 #: a Primary Device Attributes request, and a terminal's answer (a VT220 with colours)
@@ -159,18 +160,7 @@ def _screen_text(raw: str) -> str:
 
 def _session_state(name: str) -> str | None:
     """'Attached' / 'Detached' as ``screen -ls`` says for the session named exactly ``name``."""
-    result = subprocess.run(
-        [SCREEN or "screen", "-ls"],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=10,  # a server that stopped answering fails the test instead of hanging it
-    )
-    for line in result.stdout.splitlines():
-        fields = [f for f in line.strip().split("\t") if f]
-        if line.startswith("\t") and fields and fields[0].partition(".")[2] == name:
-            return fields[-1].strip("()")
-    return None
+    return next((state for _, found, state in screen_sessions() if found == name), None)
 
 
 def _start(
@@ -383,10 +373,7 @@ def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir
         assert not marked(run_dir), "a step process outlived the hang-up"
         assert _session_state(session) == "Detached"  # sessions stay
     finally:
-        term.kill()
-        subprocess.run(
-            [SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True, timeout=10
-        )
+        term.kill()  # the session ends with the test's SCREENDIR
 
 
 def _tmux_format(socket: str, name: str, format_: str) -> str | None:
@@ -396,7 +383,7 @@ def _tmux_format(socket: str, name: str, format_: str) -> str | None:
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=10,
+        timeout=MULTIPLEXER_TIMEOUT,
     )
     return result.stdout.strip() if result.returncode == 0 else None
 
@@ -505,7 +492,4 @@ def test_debug_logs_to_the_run_directory_not_over_the_tui(tmp_path, screendir):
         assert "DEBUG" not in term.text(), "a log line was written over the app"
         assert "step_finished {'step': 'sleeper', 'status': 'cancelled'" in log.read_text()
     finally:
-        term.kill()
-        subprocess.run(
-            [SCREEN or "screen", "-S", session, "-X", "quit"], capture_output=True, timeout=10
-        )
+        term.kill()  # the session ends with the test's SCREENDIR

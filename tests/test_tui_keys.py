@@ -17,13 +17,12 @@ import pytest
 from rich.console import Console
 
 from tests import tui_helpers
-from tests.conftest import alive, read_events, read_state
+from tests.conftest import alive, needs_screen, read_events, read_state, screen_session_pids
 from tests.tui_helpers import (
     SIZE,
     main_pane,
-    needs_screen,
-    screen_session_pids,
     selected,
+    send_key,
     status,
     step_pid,
     tree_label,
@@ -32,9 +31,8 @@ from tests.tui_helpers import (
     write_module,
 )
 
-# fixtures (plain assignments, so the test functions' arguments do not shadow an import)
+# a fixture (a plain assignment, so the test functions' arguments do not shadow an import)
 orch = tui_helpers.orch
-screendir = tui_helpers.screendir
 
 
 def _tree(app):
@@ -681,17 +679,6 @@ async def test_a_session_pane_shows_what_arrives_in_the_session(orch, screendir)
 
 
 # ------------------------------------------------------------------------------ load
-def _send_key(app, key: str) -> None:
-    """A key press as the terminal driver delivers it (what ``Pilot.press`` sends, without
-    its wait for the *process* to go idle: with a step flooding a pipe that this process
-    drains, that wait always runs to its one-second cap and would be all that is measured)."""
-    from textual import events
-
-    event = events.Key(key, None)
-    event.set_sender(app)
-    app._driver.send_message(event)
-
-
 async def test_stays_responsive_while_a_step_floods_its_log(orch):
     app, runner = orch(
         """
@@ -713,7 +700,7 @@ async def test_stays_responsive_while_a_step_floods_its_log(orch):
         while time.monotonic() < deadline:
             for key, target in (("down", "quiet"), ("up", "flood")):
                 t0 = time.perf_counter()
-                _send_key(app, key)
+                send_key(app, key)
                 await until(pilot, lambda t=target: selected(app) == t, 10, f"{target} selected")
                 timings.append(time.perf_counter() - t0)
                 await until(pilot, lambda t=target: pane.step == t, 10, f"{target}'s log")

@@ -9,10 +9,7 @@ app's event loop a turn between polls (``pilot.pause``), never a bare sleep.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,18 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import alive, marked, write_module, write_recipe
+from tests.conftest import marked, write_module, write_recipe
 
 FIXED_NOW = 1_700_000_000.0
 SIZE = (120, 36)
-SCREEN = shutil.which("screen")
-needs_screen = pytest.mark.skipif(SCREEN is None, reason="GNU screen is not installed")
 
 __all__ = [
     "FIXED_NOW",
     "SIZE",
     "fixed_clock",
-    "needs_screen",
     "write_module",
     "write_recipe",
 ]
@@ -156,6 +150,17 @@ def selected(app) -> str | None:
     return app.query_one(StepTree).selected_step
 
 
+def send_key(app, key: str) -> None:
+    """A key press as the terminal driver delivers it: what ``Pilot.press`` sends, without its
+    wait for the whole *process* to go idle (with a step flooding a pipe that this process
+    drains, that wait always runs to its one-second cap and would be all a test measures)."""
+    from textual import events
+
+    event = events.Key(key, None)
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
 def main_pane(app):
     from tui.widgets import LogPane
 
@@ -165,65 +170,3 @@ def main_pane(app):
 def step_pid(runner, name: str) -> int | None:
     execution = runner.runs[name].execution
     return execution.pid if execution is not None else None
-
-
-# ---------------------------------------------------------------------------------- screen
-def private_screendir() -> str:
-    """A fresh 0700 SCREENDIR (short: it holds Unix sockets)."""
-    directory = tempfile.mkdtemp(prefix="orchtui-", dir="/tmp")
-    os.chmod(directory, 0o700)
-    return directory
-
-
-def screen_env(screendir: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["SCREENDIR"] = screendir
-    return env
-
-
-def end_screendir(screendir: str) -> None:
-    """Quit every screen session in ``screendir``, kill what ignores that, remove the dir."""
-    from tests.sessions_fixtures import end_screen_sessions
-
-    end_screen_sessions(screendir)
-    shutil.rmtree(screendir, ignore_errors=True)
-
-
-def screen_session_pids(screendir: str, name: str) -> list[int]:
-    """pids of the screen servers of sessions named exactly ``name`` in ``screendir``."""
-    result = subprocess.run(
-        [SCREEN or "screen", "-ls"],
-        capture_output=True,
-        text=True,
-        env=screen_env(screendir),
-        stdin=subprocess.DEVNULL,
-        timeout=10,  # a server that stopped answering fails the test instead of hanging it
-    )
-    pids = []
-    for line in result.stdout.splitlines():
-        if not line.startswith("\t"):
-            continue
-        target = line.strip().split("\t", 1)[0]
-        pid, _, session = target.partition(".")
-        if pid.isdigit() and session == name and alive(int(pid)):
-            pids.append(int(pid))
-    return pids
-
-
-@pytest.fixture
-def screendir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private SCREENDIR for this test (in the environment); its sessions end afterwards."""
-    if SCREEN is None:
-        pytest.skip("GNU screen is not installed")
-    directory = private_screendir()
-    monkeypatch.setenv("SCREENDIR", directory)
-    monkeypatch.setenv("LANG", "C.UTF-8")
-    monkeypatch.setenv("LC_ALL", "C.UTF-8")
-    monkeypatch.delenv("STY", raising=False)
-    bash = shutil.which("bash")
-    if bash:
-        monkeypatch.setenv("SHELL", bash)
-    try:
-        yield directory
-    finally:
-        end_screendir(directory)

@@ -164,7 +164,6 @@ class SessionBackend(ABC):
         """True when a session named exactly `name` exists."""
         return self.get(name) is not None
 
-    @abstractmethod
     def create(
         self,
         name: str,
@@ -181,20 +180,25 @@ class SessionBackend(ABC):
         outlives it. `env`: added to the inherited environment (`ORCH_RUN_ID` is recorded).
         Raises SessionError if the session already exists or does not start.
         """
-
-    def recreate(
-        self,
-        name: str,
-        *,
-        log_path: Path | None = None,
-        command: str | None = None,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> SessionInfo:
-        """Kill the session if it exists, then create it."""
+        validate_session_name(name)
+        self._require_binary()
+        if cwd is not None and not Path(cwd).is_dir():
+            raise SessionError(f"working directory {cwd} does not exist")
         if self.exists(name):
-            self.kill(name)
-        return self.create(name, log_path=log_path, command=command, cwd=cwd, env=env)
+            raise SessionError(f"{self.name} session '{name}' already exists")
+        log = prepare_log_path(log_path) if log_path is not None else None
+        self._start(name, log, cwd, env or {})
+        if command:
+            self.send(name, command)
+        info = self.get(name)
+        if info is None:
+            raise SessionError(f"{self.name} session '{name}' ended right after it started")
+        return info
+
+    @abstractmethod
+    def _start(self, name: str, log: Path | None, cwd: Path | None, env: dict[str, str]) -> None:
+        """`create` without its checks: start the session (its log file, made private, already
+        exists) and wait until it is ready; SessionError if it does not start."""
 
     @abstractmethod
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:

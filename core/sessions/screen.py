@@ -56,7 +56,6 @@ from core.sessions.base import (
     SessionBackend,
     SessionError,
     SessionInfo,
-    prepare_log_path,
     private_tempdir,
     validate_session_name,
     wait_until,
@@ -313,27 +312,11 @@ class ScreenBackend(SessionBackend):
     def exists(self, name: str) -> bool:
         return bool(self._targets(name))
 
-    def create(
-        self,
-        name: str,
-        *,
-        log_path: Path | None = None,
-        command: str | None = None,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> SessionInfo:
-        validate_session_name(name)
-        self._require_binary()
-        if cwd is not None and not Path(cwd).is_dir():
-            raise SessionError(f"working directory {cwd} does not exist")
-        if self._targets(name):
-            raise SessionError(f"screen session '{name}' already exists")
+    def _start(self, name: str, log: Path | None, cwd: Path | None, env: dict[str, str]) -> None:
         args = ["-dmS", name]
-        if log_path is not None:
-            log_path = prepare_log_path(log_path)
-            args = ["-L", "-Logfile", _escape_log_path(log_path), *args]
-        full_env = {**os.environ, **(env or {})}
-        result = self._run(args, env=full_env, cwd=cwd)
+        if log is not None:
+            args = ["-L", "-Logfile", _escape_log_path(log), *args]
+        result = self._run(args, env={**os.environ, **env}, cwd=cwd)
         if result.returncode != 0:
             detail = (result.stdout + result.stderr).strip().replace("\r", "")
             raise SessionError(f"screen could not create session '{name}': {detail}")
@@ -342,16 +325,10 @@ class ScreenBackend(SessionBackend):
         if not targets:
             raise SessionError(f"screen session '{name}' did not start")
         target = targets[0]
-        if log_path is not None:
+        if log is not None:
             self._x(target, "logfile", "flush", "0")
         if not self.wait_ready(name, self.ready_timeout) and target not in self._targets(name):
             raise SessionError(f"screen session '{name}' ended right after it started")
-        if command:
-            self.send(name, command)
-        info = self.get(name)
-        if info is None:
-            raise SessionError(f"screen session '{name}' ended right after it started")
-        return info
 
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
         target = self._target(name)

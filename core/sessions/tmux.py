@@ -6,8 +6,8 @@ tmux's habits, and what this module does about them:
   as `=NAME` (exact match), panes as `=NAME:` (the session's current window).
 - libtmux's `send_keys` drops text that starts with `-`: text goes through
   `send-keys -t =NAME: -l -- TEXT` (literal, after `--`), Enter through a separate `send-keys`.
-- `pipe-pane` runs its argument with `sh -c` after expanding `#` formats: the log path is
-  shell-quoted and its `#` doubled.
+- `pipe-pane` runs its argument with `sh -c` after expanding `#` formats (tmux 3.x: and
+  strftime `%` escapes): the log path goes in as printf octal escapes, which none of them touch.
 - the interactive shell may drop what is typed before it is up: `create` waits until the pane
   shows something (`capture-pane`) before the first `send`.
 - the run that created a session is kept in the session option `@orch_run_id` (and the shell
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import stat
 from pathlib import Path
@@ -33,7 +32,6 @@ from core.sessions.base import (
     SessionBackend,
     SessionError,
     SessionInfo,
-    prepare_log_path,
     validate_session_name,
     wait_until,
 )
@@ -46,11 +44,26 @@ _NO_SERVER = (
     "failed to connect to",
     "server exited unexpectedly",
 )
+#: characters per send-keys: a tmux command must fit in one message
 _SEND_CHUNK = 2000
 #: tmux sets these for the session's own shell; copies of the caller's would point elsewhere
-_SERVER_OWNED_ENV = frozenset(
-    {"TMUX", "TMUX_PANE"}
-)  # characters per send-keys: a tmux command must fit in one message
+_SERVER_OWNED_ENV = frozenset({"TMUX", "TMUX_PANE"})
+#: the bytes of a log path that go into pipe-pane's command as they are
+_PLAIN_PATH_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-")
+
+
+def _log_pipe(log: Path) -> str:
+    """The pipe-pane command appending the pane's output to `log`.
+
+    tmux expands `#` formats (3.x: strftime `%` escapes too) in it before `sh -c` runs it, so
+    the path holds no byte any of them would change: printf rebuilds it from octal escapes.
+    Trailing line breaks stay outside the `$(...)`, which would drop them.
+    """
+    path = os.fsencode(log)
+    kept = path.rstrip(b"\n")
+    escaped = "".join(chr(b) if b in _PLAIN_PATH_BYTES else f"\\{b:03o}" for b in kept)
+    line_breaks = "\n" * (len(path) - len(kept))
+    return f"cat >> \"$(printf '{escaped}'){line_breaks}\""
 
 
 def socket_dir() -> Path:
@@ -153,46 +166,24 @@ class TmuxBackend(SessionBackend):
         code, _, _ = self._cmd("has-session", "-t", f"={name}")
         return code == 0
 
-    def create(
-        self,
-        name: str,
-        *,
-        log_path: Path | None = None,
-        command: str | None = None,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> SessionInfo:
-        validate_session_name(name)
-        if cwd is not None and not Path(cwd).is_dir():
-            raise SessionError(f"working directory {cwd} does not exist")
-        if self.exists(name):
-            raise SessionError(f"tmux session '{name}' already exists")
-        if log_path is not None:
-            log_path = prepare_log_path(log_path)
+    def _start(self, name: str, log: Path | None, cwd: Path | None, env: dict[str, str]) -> None:
         args = ["new-session", "-d", "-s", name]
         if cwd is not None:
             args += ["-c", str(Path(cwd).absolute())]
-        for key, value in (env or {}).items():
+        for key, value in env.items():
             if key not in _SERVER_OWNED_ENV:
                 args += ["-e", f"{key}={value}"]
         code, _, err = self._cmd(*args)
         if code != 0:
             detail = err[0] if err else f"exit code {code}"
             raise SessionError(f"tmux could not create session '{name}': {detail}")
-        run_id = (env or {}).get(RUN_ID_ENV)
+        run_id = env.get(RUN_ID_ENV)
         if run_id:
             self._check(name, "set-option", "-t", f"={name}:", "@orch_run_id", run_id)
-        if log_path is not None:
-            pipe = "cat >> " + shlex.quote(str(log_path)).replace("#", "##")
-            self._check(name, "pipe-pane", "-o", "-t", f"={name}:", pipe)
+        if log is not None:
+            self._check(name, "pipe-pane", "-o", "-t", f"={name}:", _log_pipe(log))
         if not self.wait_ready(name, self.ready_timeout) and not self.exists(name):
             raise SessionError(f"tmux session '{name}' ended right after it started")
-        if command:
-            self.send(name, command)
-        info = self.get(name)
-        if info is None:
-            raise SessionError(f"tmux session '{name}' ended right after it started")
-        return info
 
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
         validate_session_name(name)

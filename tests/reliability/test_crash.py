@@ -32,11 +32,11 @@ from tests.conftest import (
     read_json,
     read_pid,
     read_state,
+    start_cli,
     wait_for,
     write_module,
     write_recipe,
 )
-from tests.reliability.conftest import kill_pids, start_orch
 
 PYTHON_STEP = """
 def spin(ctx, stop):
@@ -107,7 +107,7 @@ def _watchdog_of(runner_pid: int) -> int:
 def test_sigkill_of_the_runner_leaves_nothing(tmp_path, faults):
     module = write_module(tmp_path, PYTHON_STEP)
     recipe = write_recipe(tmp_path, LITTER.format(module=module))
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     pids: list[int] = []
     try:
         own = [read_pid(tmp_path / f"{name}.pid") for name in LITTER_PIDS]
@@ -139,7 +139,6 @@ def test_sigkill_of_the_runner_leaves_nothing(tmp_path, faults):
         faults.survived("SIGKILL of the runner")
     finally:
         kill_tree(proc, pids)
-        kill_pids(pids)
 
 
 def test_step_ignoring_sigterm_past_its_timeout_is_killed_after_grace(tmp_path, faults):
@@ -162,7 +161,7 @@ def test_step_ignoring_sigterm_past_its_timeout_is_killed_after_grace(tmp_path, 
     )
     faults.tried("step ignoring SIGTERM past its timeout")
     started = time.monotonic()
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     pids: list[int] = []
     try:
         pids = [read_pid(tmp_path / "child.pid"), read_pid(tmp_path / "setsid.pid")]
@@ -186,7 +185,6 @@ def test_step_ignoring_sigterm_past_its_timeout_is_killed_after_grace(tmp_path, 
         faults.survived("step ignoring SIGTERM past its timeout")
     finally:
         kill_tree(proc, pids)
-        kill_pids(pids)
 
 
 def test_daemon_that_ignores_sigterm_is_stopped_at_the_end_of_a_normal_run(tmp_path, faults):
@@ -207,7 +205,7 @@ def test_daemon_that_ignores_sigterm_is_stopped_at_the_end_of_a_normal_run(tmp_p
         """,
     )
     faults.tried("step daemonising (setsid, double fork) in a normal run")
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     daemon = 0
     try:
         daemon = read_pid(tmp_path / "daemon.pid")
@@ -220,7 +218,6 @@ def test_daemon_that_ignores_sigterm_is_stopped_at_the_end_of_a_normal_run(tmp_p
         faults.survived("step daemonising (setsid, double fork) in a normal run")
     finally:
         kill_tree(proc, [daemon] if daemon else [])
-        kill_pids([daemon] if daemon else [])
 
 
 def test_daemon_clearing_its_environment_known_limit(tmp_path, faults):
@@ -248,7 +245,7 @@ def test_daemon_clearing_its_environment_known_limit(tmp_path, faults):
     )
     faults.tried("daemon in its group with a cleared environment")
     faults.tried("daemon with a cleared environment that left its group (known limit)")
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     pids: list[int] = []
     try:
         pids = [
@@ -265,7 +262,6 @@ def test_daemon_clearing_its_environment_known_limit(tmp_path, faults):
         print("\nknown limit confirmed: an env-cleared setsid daemon outlives the run")
     finally:
         kill_tree(proc, pids)
-        kill_pids(pids)
 
 
 # ------------------------------------------------------------------------------ exhaustion
@@ -285,7 +281,7 @@ def test_running_out_of_file_descriptors_fails_steps_cleanly(tmp_path, faults):
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
     faults.tried("file descriptors exhausted (ulimit -n 64, 60 steps at once)")
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path, preexec_fn=limit)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path, preexec_fn=limit)
     try:
         out, err = proc.communicate(timeout=20)
     finally:
@@ -330,7 +326,7 @@ def test_disk_full_the_run_still_ends_and_says_what_is_missing(tmp_path, faults)
         )
         faults.tried("disk full under the run directory")
         started = time.monotonic()
-        proc = start_orch(recipe, "--no-ui", "--run-dir", mount / "run", cwd=tmp_path)
+        proc = start_cli(recipe, "--no-ui", "--run-dir", mount / "run", cwd=tmp_path)
         try:
             out, err = proc.communicate(timeout=20)
         finally:
@@ -393,7 +389,7 @@ steps:
 @pytest.mark.parametrize("how", ["end of run", "runner SIGKILL"])
 def test_cleanup_never_signals_a_process_that_reused_a_finished_steps_pid(tmp_path, how, faults):
     recipe = write_recipe(tmp_path, REUSE)
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     stranger = None
     try:
         first = read_pid(tmp_path / "first.pid")

@@ -21,11 +21,11 @@ from tests.conftest import (
     read_json,
     read_state,
     run_recipe,
+    start_cli,
     wait_for,
     write_module,
     write_recipe,
 )
-from tests.reliability.conftest import start_orch
 
 
 def _args(text_expr: str) -> str:
@@ -72,7 +72,7 @@ def test_ctx_out_nested_300_deep_fails_its_step_and_the_run_saves_and_ends(tmp_p
           - {{name: other, type: shell, depends_on: [], run: "echo other=1 > $ORCH_CTX_OUT"}}
         """,
     )
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     try:
         out, err = proc.communicate(timeout=30)
     finally:
@@ -173,7 +173,7 @@ def test_a_ctx_unsaveable_to_the_end_still_ends_the_run_with_its_state(tmp_path,
         """,
     )
     faults.tried("a ctx ctx.json cannot hold at the end of the run")
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     try:
         out, err = proc.communicate(timeout=30)
     finally:

@@ -16,12 +16,17 @@ import subprocess
 import time
 
 from tests import tui_helpers
-from tests.conftest import kill_tree, run_cli, write_module, write_recipe
-from tests.reliability.conftest import start_orch
+from tests.conftest import (
+    kill_tree,
+    run_cli,
+    run_screen,
+    start_cli,
+    write_module,
+    write_recipe,
+)
 from tests.tui_helpers import SIZE, until
 
 orch = tui_helpers.orch  # fixture
-screendir = tui_helpers.screendir  # fixture
 
 #: In YAML: a clipboard write (OSC 52), a title change, a C1 CSI, around readable words.
 EVIL = r"\e]52;c;cHduZWQ=\a\e]0;pwned title\a bad value \u009b31m!"
@@ -93,7 +98,7 @@ def test_live_view_on_a_terminal_passes_no_hyperlinks_or_titles(tmp_path, faults
     recipe = _recipe(tmp_path)
     master, slave = pty.openpty()
     faults.tried("escape sequences from steps and ctx on a terminal (live view, summary)")
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path, stdout=slave, stderr=slave)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path, stdout=slave, stderr=slave)
     os.close(slave)
     try:
         shown = _read_pty(master, proc)
@@ -127,7 +132,7 @@ async def test_tui_shows_ctx_keys_messages_and_sessions_without_their_escapes(
 
     from tui.widgets import CtxInspector
 
-    subprocess.run(["screen", "-dmS", SESSION, "sleep", "60"], check=True)
+    run_screen("-dmS", SESSION, "sleep", "60", check=True)
 
     module = write_module(tmp_path, SPOIL)
     app, runner = orch(
@@ -176,7 +181,7 @@ async def test_tui_shows_ctx_keys_messages_and_sessions_without_their_escapes(
 
 def test_sessions_listing_shows_names_without_their_escapes(tmp_path, screendir, faults):
     faults.tried("escape sequences in a screen session's name (orch-tui sessions)")
-    subprocess.run(["screen", "-dmS", SESSION, "sleep", "60"], check=True)
+    run_screen("-dmS", SESSION, "sleep", "60", check=True)
     result = run_cli("sessions", "--backend", "screen", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     _assert_no_sequences(result.stdout.encode())

@@ -26,13 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import tui_helpers
-from tests.conftest import PY, kill_tree, run_cli, write_recipe
-from tests.reliability.conftest import start_orch
+from tests.conftest import PY, kill_tree, run_cli, screen_session_pids, start_cli, write_recipe
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: makes a second user")
 
-screendir = tui_helpers.screendir  # fixture
 SCRIPT = Path(__file__).resolve().parents[2] / "scriptlets" / "shell" / "screen_script.sh"
 SECRET = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIVictimsOwnKey victim@host\n"
 
@@ -199,7 +196,7 @@ def test_a_new_run_dir_is_never_open_to_others_even_under_umask_0(tmp_path, shar
     )
     try:
         for name in names:
-            proc = start_orch(recipe, "--no-ui", "--run-dir", shared / name, cwd=tmp_path, umask=0)
+            proc = start_cli(recipe, "--no-ui", "--run-dir", shared / name, cwd=tmp_path, umask=0)
             try:
                 out, err = proc.communicate(timeout=30)
             finally:
@@ -239,7 +236,7 @@ def test_a_session_log_path_another_user_linked_is_refused(tmp_path, shared, att
     assert step["status"] == "failed", step
     assert step["reason"] == f"{link}: is a symbolic link (not followed)"
     assert keys.read_text() == SECRET
-    assert tui_helpers.screen_session_pids(screendir, "orchhijack") == []
+    assert screen_session_pids(screendir, "orchhijack") == []
 
 
 def test_a_session_log_file_of_another_user_is_refused(shared, attacker):
@@ -275,7 +272,7 @@ def test_screen_script_recreate_never_logs_through_a_planted_path(
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr == f"screen_script.sh: refusing {why}\n"
-    assert tui_helpers.screen_session_pids(screendir, "orchhijack") == []
+    assert screen_session_pids(screendir, "orchhijack") == []
     assert keys.read_text() == SECRET
 
 

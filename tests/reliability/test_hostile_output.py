@@ -27,11 +27,11 @@ from tests.conftest import (
     read_pid,
     read_state,
     run_recipe,
+    start_cli,
     wait_for,
     write_recipe,
 )
-from tests.reliability.conftest import kill_pids, send_key, start_orch
-from tests.tui_helpers import SIZE, main_pane, selected, until, until_status
+from tests.tui_helpers import SIZE, main_pane, selected, send_key, until, until_status
 
 orch = tui_helpers.orch  # fixture
 
@@ -126,7 +126,7 @@ def test_hostile_output_headless_logs_complete_and_plain_output_clean(tmp_path, 
     out_path = tmp_path / "headless.out"
     started = time.monotonic()
     with out_path.open("wb") as out:
-        proc = start_orch(recipe, "--no-ui", cwd=tmp_path, stdout=out)
+        proc = start_cli(recipe, "--no-ui", cwd=tmp_path, stdout=out)
     pids: list[int] = []
     try:
         faults.tried("hostile output (10 MB line, binary, ANSI, \\r, pipe games)", 6)
@@ -168,7 +168,6 @@ def test_hostile_output_headless_logs_complete_and_plain_output_clean(tmp_path, 
         faults.survived("hostile output (10 MB line, binary, ANSI, \\r, pipe games)", 6)
     finally:
         kill_tree(proc, pids)
-        kill_pids(pids)
 
 
 async def test_hostile_output_shown_sanely_in_the_tui(tmp_path, orch, faults):
@@ -293,7 +292,7 @@ def test_headless_reporter_memory_bounded_on_a_200_mb_line(tmp_path, faults):
     )
     faults.tried("headless reporter echoing a 200 MB line")
     with open("/dev/null", "wb") as devnull:
-        proc = start_orch(recipe, "--no-ui", cwd=tmp_path, stdout=devnull)
+        proc = start_cli(recipe, "--no-ui", cwd=tmp_path, stdout=devnull)
     try:
         me = psutil.Process(proc.pid)
         run_dir = wait_for(lambda: only_run_dir(tmp_path))

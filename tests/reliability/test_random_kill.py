@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import kill_tree, marked, wait_for, write_module, write_recipe
-from tests.reliability.conftest import start_orch
+from tests.conftest import kill_tree, marked, start_cli, wait_for, write_module, write_recipe
 
 STEPS = 600
 KILLS = 6
@@ -99,7 +98,7 @@ def test_random_sigkills_lose_nothing_and_resume_continues(tmp_path, seed, fault
         if resume is not None:
             args += ["--resume-from", f"s{resume:03d}"]
         before = _runs(tmp_path)
-        proc = start_orch(*args, cwd=tmp_path, stdout=subprocess.DEVNULL)
+        proc = start_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL)
         try:
             run_dir = wait_for(lambda b=before: (_runs(tmp_path) - b).pop(), message="run dir")
             if kills == early:
@@ -155,7 +154,7 @@ def test_random_sigkills_lose_nothing_and_resume_continues(tmp_path, seed, fault
 
     args = [recipe, "--no-ui"] + (["--resume-from", f"s{resume:03d}"] if resume else [])
     before = _runs(tmp_path)
-    proc = start_orch(*args, cwd=tmp_path)
+    proc = start_cli(*args, cwd=tmp_path)
     try:
         out, err = proc.communicate(timeout=30)
     finally:

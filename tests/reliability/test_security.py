@@ -28,7 +28,6 @@ import psutil
 import pytest
 
 from core.recipe import RecipeError, load_recipe
-from tests import tui_helpers
 from tests.conftest import (
     PY,
     ROOT,
@@ -39,13 +38,11 @@ from tests.conftest import (
     read_state,
     run_cli,
     run_recipe,
+    start_cli,
     wait_for,
     write_module,
     write_recipe,
 )
-from tests.reliability.conftest import start_orch
-
-screendir = tui_helpers.screendir  # fixture
 
 PAYLOADS = [
     "$(touch pwned-1)",
@@ -233,7 +230,7 @@ def test_nul_or_oversized_exposed_value_fails_the_step_clearly(tmp_path, faults)
     faults.tried("NUL in an exposed ctx value")
     faults.tried("exposed ctx value larger than the kernel allows")
     started = time.monotonic()
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     try:
         out, err = proc.communicate(timeout=20)  # once, this hung forever
     finally:
@@ -319,7 +316,7 @@ def test_run_files_private_even_under_umask_000(tmp_path, faults):
         """,
     )
     faults.tried("umask 000 while orch-tui writes its run directory")
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path, umask=0)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path, umask=0)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode() + err.decode()
     run_dir = only_run_dir(tmp_path)

@@ -24,11 +24,11 @@ from tests.conftest import (
     only_run_dir,
     read_pid,
     read_state,
+    start_cli,
     wait_for,
     write_module,
     write_recipe,
 )
-from tests.reliability.conftest import kill_pids, start_orch
 
 WAITER = """
 def wait_stop(ctx, stop):
@@ -95,7 +95,7 @@ PID_FILES = [
 def _start(tmp_path):
     module = write_module(tmp_path, WAITER)
     recipe = write_recipe(tmp_path, RECIPE.format(module=module))
-    return start_orch(recipe, "--no-ui", cwd=tmp_path)
+    return start_cli(recipe, "--no-ui", cwd=tmp_path)
 
 
 def _everything_up(tmp_path, proc) -> tuple[list[int], object]:
@@ -152,7 +152,6 @@ def test_signal_stops_daemons_background_and_python_steps_and_exits_130(tmp_path
         faults.survived(f"{signal.Signals(sig).name} to a headless run")
     finally:
         kill_tree(proc, pids)
-        kill_pids(pids)
 
 
 STUBBORN = """
@@ -181,7 +180,7 @@ steps:
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["INT-INT", "INT-TERM"])
 def test_second_signal_kills_at_once_even_daemons_that_ignore_signals(tmp_path, second, faults):
     recipe = write_recipe(tmp_path, STUBBORN)
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     pids: list[int] = []
     try:
         own = [read_pid(tmp_path / f"{n}.pid") for n in ("daemon", "bg-child", "fg-child")]
@@ -216,7 +215,6 @@ def test_second_signal_kills_at_once_even_daemons_that_ignore_signals(tmp_path, 
         faults.survived("second Ctrl-C against processes ignoring signals")
     finally:
         kill_tree(proc, pids)
-        kill_pids(pids)
 
 
 def test_a_storm_of_signals_still_ends_in_130_without_a_traceback(tmp_path, faults):
@@ -234,7 +232,7 @@ def test_a_storm_of_signals_still_ends_in_130_without_a_traceback(tmp_path, faul
             run: "( sleep 1000 & echo $! > b.pid ) & wait"
         """,
     )
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
     pids: list[int] = []
     try:
         pids = [read_pid(tmp_path / "a.pid"), read_pid(tmp_path / "b.pid")]
@@ -257,4 +255,3 @@ def test_a_storm_of_signals_still_ends_in_130_without_a_traceback(tmp_path, faul
         faults.survived("signal storm (up to 40 signals)", sent)
     finally:
         kill_tree(proc, pids)
-        kill_pids(pids)

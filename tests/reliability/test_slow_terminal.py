@@ -27,10 +27,10 @@ from tests.conftest import (
     only_run_dir,
     read_state,
     run_recipe,
+    start_cli,
     wait_for,
     write_recipe,
 )
-from tests.reliability.conftest import start_orch
 
 #: 100 MB of 4,000-character lines over a few seconds (the reporter keeps up with a fast reader).
 FLOOD = r"""
@@ -54,7 +54,7 @@ def _start_blocked(tmp_path, env=None):
     (tmp_path / "flood.py").write_text(FLOOD)
     recipe = write_recipe(tmp_path, RECIPE.format(py=json.dumps(PY)))
     read_end, write_end = os.pipe()
-    proc = start_orch(recipe, "--no-ui", cwd=tmp_path, stdout=write_end, env=env)
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path, stdout=write_end, env=env)
     os.close(write_end)
     return proc, read_end
 

@@ -16,13 +16,13 @@ from core.recipe import load_recipe
 from core.resources import ResourceSampler
 from core.runner import Runner
 from tests.conftest import read_state, write_module, write_recipe
-from tests.reliability.conftest import send_key
 from tests.tui_helpers import (
     SIZE,
     build_app,
     close_runner,
     main_pane,
     selected,
+    send_key,
     tree_label,
     until,
 )
