@@ -157,13 +157,12 @@ def bench_scheduling(work: Path, n: int, repeat: int) -> dict:
 
 def bench_python_steps(work: Path, n: int, repeat: int) -> dict:
     """No-op python steps per second in-process (the runner's overhead, no start-up) vs a loop."""
-    from core.recipe import Recipe, Step
+    from core.recipe import PythonStep, Recipe
     from core.runner import Runner
 
     steps = tuple(
-        Step(
+        PythonStep(
             name=f"p{i}",
-            type="python",
             index=i,
             line=i + 1,
             depends_on=(f"p{i - 1}",) if i else (),
