@@ -3,6 +3,7 @@ unsafe YAML refused without being run, and the JSON schema built from the same f
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import textwrap
@@ -612,6 +613,54 @@ def test_python_import_problems(ws: Path) -> None:
     assert any("missing param 'count'" in m for m in messages), messages
     assert "flexible" not in by_step
     assert "Traceback" not in str(error) and len(str(error).splitlines()) == len(error.problems)
+
+
+def test_many_steps_calling_one_callable_object(ws: Path) -> None:
+    """The signature of a function many steps call is read once, whatever the callable (an
+    object of a class that defines __eq__ and so is not hashable): each step still gets its
+    own problems."""
+    mod = module(
+        ws,
+        """
+        class Run:
+            def __eq__(self, other):
+                return self is other
+            def __call__(self, ctx, n):
+                return n
+        run = Run()
+        """,
+    )
+    path = write(
+        ws,
+        f"""
+        - {{name: a, type: python, module: {mod}, params: {{n: 1}}}}
+        - {{name: b, type: python, module: {mod}}}
+        - {{name: c, type: python, module: {mod}, params: {{nn: 1}}}}
+        """,
+    )
+    assert [(p.step, p.line, p.message) for p in errors(path).problems] == [
+        ("b", 2, f"missing param 'n' required by {mod}.run()"),
+        ("c", 3, f"missing param 'n' required by {mod}.run()"),
+        ("c", 3, f"unknown param 'nn' for {mod}.run() (did you mean 'n'?)"),
+    ]
+
+
+def test_loading_leaves_the_garbage_collector_as_it_was(ws: Path) -> None:
+    """Loading pauses the cyclic collector (a large recipe loads twice as fast); it is on
+    again afterwards, whether the recipe loaded or not, and stays off if it was off."""
+    good = write(ws, "- {name: a, type: shell, run: x}\n", "good.yaml")
+    bad = write(ws, "- {name: a, type: shell}\n", "bad.yaml")
+    assert gc.isenabled()
+    load_recipe(good)
+    assert gc.isenabled()
+    errors(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_recipe(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_check_imports_false_skips_importing(ws: Path) -> None:
