@@ -480,25 +480,29 @@ def _as_written(path: str) -> str:
     return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
-def _folder_problem(path: Path) -> str | None:
-    """What keeps ``path`` from being a step's working directory, or None."""
+def _stat(path: Path, missing: str) -> os.stat_result | str:
+    """The file's status, or why there is none: ``missing``, or what the system said."""
     try:
-        info = path.stat()
+        return path.stat()
     except (FileNotFoundError, NotADirectoryError):
-        return "does not exist"
+        return missing
     except OSError as exc:
         return f"cannot be used ({exc.strerror})"
+
+
+def _folder_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being a step's working directory, or None."""
+    info = _stat(path, "does not exist")
+    if isinstance(info, str):
+        return info
     return None if stat.S_ISDIR(info.st_mode) else "is not a directory"
 
 
 def _program_problem(path: Path) -> str | None:
     """What keeps ``path`` from being run as a program, or None."""
-    try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return "not found"
-    except OSError as exc:
-        return f"cannot be used ({exc.strerror})"
+    info = _stat(path, "not found")
+    if isinstance(info, str):
+        return info
     if stat.S_ISDIR(info.st_mode):
         return "is a directory, not a program"
     if not os.access(path, os.X_OK):

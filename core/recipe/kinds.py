@@ -271,6 +271,23 @@ def check_steps(value: Any) -> list[Any]:
 
 # -------------------------------------------------------------------------------- kinds
 
+
+def _one_of(options: tuple[str, ...]) -> Any:
+    return Annotated[
+        Literal[options], Meta(extra=_kind("one of " + ", ".join(options), _choice(options)))
+    ]
+
+
+def _matching(pattern: str, what: str) -> Any:
+    return Annotated[
+        str,
+        Meta(
+            extra_json_schema={"pattern": pattern},
+            extra=_kind(f"text matching {pattern}", _pattern(pattern, what)),
+        ),
+    ]
+
+
 _TextValue = Annotated[str, Meta(pattern=_NO_NUL)]
 _EnvName = Annotated[str, Meta(pattern=_ENV_NAME)]
 _Scalar = _TextValue | int | float | bool
@@ -297,10 +314,7 @@ StepName = Annotated[
         ),
     ),
 ]
-StepType = Annotated[
-    Literal[STEP_TYPES],
-    Meta(extra=_kind("one of " + ", ".join(STEP_TYPES), _choice(STEP_TYPES))),
-]
+StepType = _one_of(STEP_TYPES)
 ModulePath = Annotated[
     str,
     Meta(
@@ -336,34 +350,9 @@ LogSpec = Annotated[
     bool | Annotated[str, Meta(min_length=1, pattern=_NO_NUL)],
     Meta(extra=_kind("true, false or a file path")),
 ]
-Action = Annotated[
-    Literal[SESSION_ACTIONS],
-    Meta(extra=_kind("one of " + ", ".join(SESSION_ACTIONS), _choice(SESSION_ACTIONS))),
-]
-Backend = Annotated[
-    Literal[BACKENDS],
-    Meta(extra=_kind("one of " + ", ".join(BACKENDS), _choice(BACKENDS))),
-]
-SessionName = Annotated[
-    str,
-    Meta(
-        extra_json_schema={"pattern": SESSION_NAME_PATTERN},
-        extra=_kind(
-            f"text matching {SESSION_NAME_PATTERN}",
-            _pattern(
-                SESSION_NAME_PATTERN,
-                "letters, digits, '_' and '-', at most 64, not starting with '-'",
-            ),
-        ),
-    ),
-]
-SocketName = Annotated[
-    str,
-    Meta(
-        extra_json_schema={"pattern": SOCKET_NAME_PATTERN},
-        extra=_kind(
-            f"text matching {SOCKET_NAME_PATTERN}",
-            _pattern(SOCKET_NAME_PATTERN, "letters, digits, '_', '.' and '-', at most 64"),
-        ),
-    ),
-]
+Action = _one_of(SESSION_ACTIONS)
+Backend = _one_of(BACKENDS)
+SessionName = _matching(
+    SESSION_NAME_PATTERN, "letters, digits, '_' and '-', at most 64, not starting with '-'"
+)
+SocketName = _matching(SOCKET_NAME_PATTERN, "letters, digits, '_', '.' and '-', at most 64")
