@@ -1,5 +1,5 @@
 """The recipe loader: both file shapes, every kind of mistake located by file:line and step,
-unsafe YAML refused without being run, and the JSON schema built from the same field table."""
+unsafe YAML refused without being run, and the JSON schema made from the same model."""
 
 from __future__ import annotations
 
