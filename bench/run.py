@@ -157,13 +157,12 @@ def bench_scheduling(work: Path, n: int, repeat: int) -> dict:
 
 def bench_python_steps(work: Path, n: int, repeat: int) -> dict:
     """No-op python steps per second in-process (the runner's overhead, no start-up) vs a loop."""
-    from core.recipe import Recipe, Step
+    from core.recipe import PythonStep, Recipe
     from core.runner import Runner
 
     steps = tuple(
-        Step(
+        PythonStep(
             name=f"p{i}",
-            type="python",
             index=i,
             line=i + 1,
             depends_on=(f"p{i - 1}",) if i else (),
@@ -225,13 +224,19 @@ def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------ start-up
-def bench_startup(repeat: int) -> dict:
+def bench_startup(work: Path, big: int, repeat: int) -> dict:
     demo = ROOT / "recipes" / "demo_screen_dash_ctx.yaml"
+    (work / "pyproject.toml").write_text("")
+    _wide_echo_recipe(work / "validate.yaml", big)
     out = {
         "python_pass": _measure(lambda: _run([sys.executable, "-c", "pass"], ROOT), repeat),
         "version": _measure(lambda: _run([*ORCH, "--version"], ROOT, env=_env()), repeat),
         "validate_demo": _measure(
             lambda: _run([*ORCH, "validate", str(demo)], ROOT, env=_env()), repeat
+        ),
+        # the whole command, a recipe of `big` shell steps (issue 15: at most 1 s for 10,000)
+        f"validate_{big}_steps": _measure(
+            lambda: _run([*ORCH, "validate", "validate.yaml"], work, env=_env()), repeat
         ),
     }
     out["ratio_version_vs_python"] = out["version"]["median"] / out["python_pass"]["median"]
@@ -688,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         if "log_capture" in chosen:
             results["log_capture"] = bench_log_capture(work, 10_000 if quick else 2_000_000, repeat)
         if "startup" in chosen:
-            results["startup"] = bench_startup(repeat)
+            results["startup"] = bench_startup(work, 1_000 if quick else 10_000, repeat)
         if "ctx" in chosen:
             results["ctx"] = bench_ctx(8_000 if quick else 1_000_000, 1 if quick else 3)
         if "dash" in chosen:

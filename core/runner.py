@@ -56,7 +56,7 @@ from core.ports import (
 )
 from core.privatedir import HeldFile
 from core.reactor import OutputReactor
-from core.recipe import Recipe, Step, step_cwd
+from core.recipe import Recipe, Step, put_workspace_on_path, step_cwd
 from core.resources import Sampler, StepTarget
 from core.steplog import StepLog
 from core.store import ResumePoint, RunStore, log_name, new_run_id
@@ -203,6 +203,7 @@ class Runner:
 
     def start(self) -> None:
         """Begin the run in background threads and return at once."""
+        put_workspace_on_path(self.recipe)
         self._started_at = self.clock()
         self._status = "running"
         self.watchdog.start()

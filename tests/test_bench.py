@@ -32,6 +32,7 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
         "python_steps.steps_per_second",
         "log_capture.ratio_vs_redirect",
         "startup.ratio_version_vs_python",
+        "startup.validate_1000_steps",
         "ctx.appends_per_second",
         "dash.10000_rows.tick_bytes",
         "tui.pane_lines_per_second",

@@ -1,9 +1,9 @@
 """The recipe loader: both file shapes, every kind of mistake located by file:line and step,
-unsafe YAML refused without being run, and the JSON schema built from the same field table."""
+unsafe YAML refused without being run, and the JSON schema made from the same model."""
 
 from __future__ import annotations
 
-import dataclasses
+import gc
 import json
 import sys
 import textwrap
@@ -15,16 +15,18 @@ import pytest
 from core.recipe import (
     READY_FIELDS,
     RECIPE_FIELDS,
+    SESSION_ACTIONS,
     STEP_FIELDS,
     Problem,
     Readiness,
     Recipe,
     RecipeError,
-    Step,
+    ShellStep,
     find_workspace,
     load_recipe,
     recipe_json_schema,
 )
+from tests.conftest import run_recipe, write_module
 
 
 @pytest.fixture
@@ -85,7 +87,8 @@ def test_list_shape_runs_top_to_bottom(ws: Path) -> None:
     assert (b.index, b.line, b.depends_on, b.explicit_deps) == (1, 4, ("a",), False)
     assert (c.index, c.line, c.depends_on, c.explicit_deps) == (2, 8, (), True)
     assert b.cmd == "echo" and b.args == ("1", "true", "x") and b.run is None
-    assert a == Step(name="a", type="shell", index=0, line=1, depends_on=(), run="echo a")
+    assert a == ShellStep(name="a", index=0, line=1, depends_on=(), run="echo a")
+    assert a.type == "shell" and isinstance(a, ShellStep)
 
 
 def test_mapping_shape_with_every_step_type(ws: Path) -> None:
@@ -140,7 +143,8 @@ def test_mapping_shape_with_every_step_type(ws: Path) -> None:
     )
     assert (init.retries, init.retry_delay, init.depends_on, init.line) == (2, 0.5, (), 7)
     assert web.depends_on == ("init",) and web.background and web.grace == 1.0
-    assert web.ready == Readiness("port", 8000, "127.0.0.1", 10.0)
+    assert web.ready == Readiness(port=8000, host="127.0.0.1", timeout=10.0)
+    assert (web.ready.kind, web.ready.value) == ("port", 8000)
     assert web.env == {"PORT": "8000"} and web.expose == ("result",)
     assert attach.depends_on == ("init",) and attach.explicit_deps
     assert (attach.backend, attach.socket, attach.action, attach.session) == (
@@ -164,25 +168,40 @@ def test_ready_kinds_and_yaml_merge_keys(ws: Path) -> None:
         """,
     )
     a, b, c = load_recipe(path).steps
-    assert a.ready == Readiness("log", r"listening on \d+")
-    assert (b.ready, b.run, b.depends_on) == (Readiness("ctx", "url"), "x", ("a",))
-    assert c.ready == Readiness("delay", 0.0)
+    assert a.ready == Readiness(log=r"listening on \d+")
+    assert (b.ready, b.run, b.depends_on) == (Readiness(ctx="url"), "x", ("a",))
+    assert c.ready == Readiness(delay=0.0)
+    assert [(s.ready.kind, s.ready.value) for s in (b, c)] == [("ctx", "url"), ("delay", 0.0)]
 
 
-def test_defaults_in_the_field_table_match_the_model() -> None:
-    model = {f.name: f for f in dataclasses.fields(Step)}
-    for spec in STEP_FIELDS.values():
-        assert spec.name in model, spec.name
-        declared = model[spec.name]
-        if declared.default is not dataclasses.MISSING:
-            assert spec.default == declared.default, spec.name
-        elif declared.default_factory is not dataclasses.MISSING:
-            assert spec.default == declared.default_factory(), spec.name
-    ready = {f.name: f.default for f in dataclasses.fields(Readiness)}
-    assert READY_FIELDS["host"].default == ready["host"]
-    assert READY_FIELDS["timeout"].default == ready["timeout"]
-    recipe = {f.name: f for f in dataclasses.fields(Recipe)}
-    assert all(name in recipe for name in RECIPE_FIELDS)
+def test_a_field_left_out_gets_the_default_the_schema_shows(ws: Path) -> None:
+    """What an editor shows as a field's default is what the runner gets when it is left out."""
+    written = [
+        {"name": "p", "type": "python", "module": module(ws, "def run(ctx):\n    pass\n")},
+        {"name": "s", "type": "shell", "run": "x", "background": True, "ready": {"port": 1}},
+        {"name": "t", "type": "session", "action": "kill", "session": "x"},
+    ]
+    recipe = load_recipe(write(ws, json.dumps({"steps": written})))
+    defs = json.loads(json.dumps(recipe_json_schema()))["$defs"]  # as an editor reads it
+
+    def defaults(struct: str) -> dict[str, object]:
+        props = defs[struct]["properties"]
+        return {name: prop["default"] for name, prop in props.items() if "default" in prop}
+
+    def plain(value: object) -> object:
+        return list(value) if isinstance(value, tuple) else value
+
+    assert defaults("PythonStep")["function"] == "run"
+    for step, fields in zip(recipe.steps, written, strict=True):
+        for name, default in defaults(type(step).__name__).items():
+            if name not in fields:
+                assert plain(getattr(step, name)) == default, (step.name, name)
+    ready = recipe.steps[1].ready
+    assert {"host": ready.host, "timeout": ready.timeout} == defaults("Readiness")
+    assert {k: getattr(recipe, k) for k in RECIPE_FIELDS if k != "steps"} == {
+        **defaults("RecipeFile"),
+        "jobs": None,
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -596,18 +615,88 @@ def test_python_import_problems(ws: Path) -> None:
     assert "Traceback" not in str(error) and len(str(error).splitlines()) == len(error.problems)
 
 
+def test_many_steps_calling_one_callable_object(ws: Path) -> None:
+    """The signature of a function many steps call is read once, whatever the callable (an
+    object of a class that defines __eq__ and so is not hashable): each step still gets its
+    own problems."""
+    mod = module(
+        ws,
+        """
+        class Run:
+            def __eq__(self, other):
+                return self is other
+            def __call__(self, ctx, n):
+                return n
+        run = Run()
+        """,
+    )
+    path = write(
+        ws,
+        f"""
+        - {{name: a, type: python, module: {mod}, params: {{n: 1}}}}
+        - {{name: b, type: python, module: {mod}}}
+        - {{name: c, type: python, module: {mod}, params: {{nn: 1}}}}
+        """,
+    )
+    assert [(p.step, p.line, p.message) for p in errors(path).problems] == [
+        ("b", 2, f"missing param 'n' required by {mod}.run()"),
+        ("c", 3, f"missing param 'n' required by {mod}.run()"),
+        ("c", 3, f"unknown param 'nn' for {mod}.run() (did you mean 'n'?)"),
+    ]
+
+
+def test_loading_leaves_the_garbage_collector_as_it_was(ws: Path) -> None:
+    """Loading pauses the cyclic collector (a large recipe loads twice as fast); it is on
+    again afterwards, whether the recipe loaded or not, and stays off if it was off."""
+    good = write(ws, "- {name: a, type: shell, run: x}\n", "good.yaml")
+    bad = write(ws, "- {name: a, type: shell}\n", "bad.yaml")
+    assert gc.isenabled()
+    load_recipe(good)
+    assert gc.isenabled()
+    errors(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_recipe(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_check_imports_false_skips_importing(ws: Path) -> None:
     path = write(ws, "- {name: a, type: python, module: surely_not_there_xyz}\n")
     assert load_recipe(path, check_imports=False).steps[0].module == "surely_not_there_xyz"
 
 
-def test_workspace_is_put_on_sys_path(ws: Path) -> None:
-    mod = module(ws, "def run(ctx):\n    return 1\n")
+def test_loading_leaves_sys_path_as_it_was(ws: Path) -> None:
+    """The validator imports python steps from the workspace and takes the workspace off
+    sys.path again: loading a recipe changes nothing for the program that loads it. What a
+    module itself adds to the path on import stays, for its own later use."""
+    mod = module(ws, "import sys\nsys.path.append('/own/dir')\ndef run(ctx):\n    return 1\n")
     sub = ws / "recipes"
     sub.mkdir()
     sys.path[:] = [p for p in sys.path if p != str(ws)]
+    before = list(sys.path)
     recipe = load_recipe(write(sub, f"- {{name: a, type: python, module: {mod}}}\n"))
-    assert recipe.workspace == ws and sys.path[0] == str(ws)
+    assert recipe.workspace == ws and mod in sys.modules
+    assert sys.path == [*before, "/own/dir"]
+
+
+def test_a_running_python_step_imports_from_the_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner puts the workspace on sys.path itself: a step that imports another module
+    of the workspace only when it runs finds it, though loading took the workspace off."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    helper = write_module(tmp_path, "VALUE = 42\n", prefix="helper")
+    step = write_module(
+        tmp_path, f"def run(ctx):\n    import {helper}\n    return {helper}.VALUE\n"
+    )
+    yaml_text = f"- {{name: a, type: python, module: {step}, output: got}}\n"
+    finished = run_recipe(tmp_path, yaml_text)
+    assert finished.code == 0, finished.events
+    assert finished.ctx == {"got": 42}
+    assert sys.path[0] == str(tmp_path)
 
 
 def test_find_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -758,24 +847,33 @@ def test_a_folder_is_not_a_recipe(ws: Path) -> None:
 # JSON schema
 
 
-def test_json_schema_covers_the_field_table() -> None:
+def test_json_schema_is_made_from_the_model() -> None:
     schema = recipe_json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     json.dumps(schema)  # plain JSON all the way down
-    step = schema["$defs"]["step"]
-    assert set(step["properties"]) == set(STEP_FIELDS)
-    assert step["additionalProperties"] is False
-    assert set(step["required"]) == {"name", "type"}
-    assert set(step["properties"]["ready"]["properties"]) == set(READY_FIELDS)
-    top = next(s for s in schema["oneOf"] if s.get("type") == "object")
+    defs = schema["$defs"]
+    steps = {t: defs[f"{t.capitalize()}Step"] for t in ("python", "shell", "session")}
+    # every field a step may have, each on the step types that have it; none the loader sets
+    assert set().union(*(s["properties"] for s in steps.values())) == set(STEP_FIELDS)
+    for step_type, step in steps.items():
+        assert step["additionalProperties"] is False
+        assert step["properties"]["type"] == {
+            "enum": [step_type],
+            "description": "what the step runs",
+        }
+        for name, prop in step["properties"].items():
+            assert STEP_FIELDS[name].applies(step_type), (step_type, name)
+            assert prop["description"] == STEP_FIELDS[name].description
+            assert "null" not in json.dumps(prop), (step_type, name)  # absent, never null
+    assert set(steps["python"]["required"]) == {"name", "type", "module"}
+    assert set(steps["shell"]["required"]) == {"name", "type"}
+    assert set(steps["session"]["required"]) == {"name", "type", "action", "session"}
+    assert steps["shell"]["properties"]["grace"]["default"] == 5.0
+    assert set(steps["session"]["properties"]["action"]["enum"]) == set(SESSION_ACTIONS)
+    assert set(defs["Readiness"]["properties"]) == set(READY_FIELDS)
+    top = defs["RecipeFile"]
     assert set(top["properties"]) == set(RECIPE_FIELDS) and top["required"] == ["steps"]
-    for spec in STEP_FIELDS.values():
-        assert step["properties"][spec.name]["description"] == spec.description
-    rules = {r["if"]["properties"]["type"]["const"]: r["then"] for r in step["allOf"]}
-    assert rules["python"]["required"] == ["module"]
-    assert rules["python"]["properties"]["cmd"] is False
-    assert set(rules["session"]["required"]) == {"action", "session"}
-    assert step["properties"]["grace"]["default"] == 5.0
+    assert top["properties"]["steps"]["items"]["discriminator"]["propertyName"] == "type"
 
 
 def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
@@ -792,3 +890,14 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
     assert validator.is_valid(good)
     assert not validator.is_valid([{"name": "a", "type": "python", "module": "m", "cmd": "x"}])
     assert not validator.is_valid([{"name": "a", "type": "shell", "dependson": []}])
+    # what the loader refuses, an editor flags too
+    shell = {"name": "a", "type": "shell", "run": "x"}
+    for bad in [
+        {**shell, "timeout": None},  # a field is written or left out, never null
+        {**shell, "index": 3},  # the loader's, not the user's
+        {**shell, "background": True, "ready": {"port": 1, "log": "up"}},
+        {**shell, "background": True, "ready": {"host": "h"}},
+        {**shell, "name": ".."},
+        {**shell, "type": "pyhton"},
+    ]:
+        assert not validator.is_valid([bad]), bad

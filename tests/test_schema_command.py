@@ -17,7 +17,8 @@ def test_schema_command_prints_a_json_schema_the_shipped_recipes_satisfy(tmp_pat
     assert result.returncode == 0 and result.stderr == "", result
     schema = json.loads(result.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)  # a valid JSON Schema (2020-12)
-    assert set(schema["$defs"]["step"]["properties"]) == set(STEP_FIELDS)
+    steps = [schema["$defs"][f"{t}Step"] for t in ("Python", "Shell", "Session")]
+    assert set().union(*(step["properties"] for step in steps)) == set(STEP_FIELDS)
     validator = jsonschema.Draft202012Validator(schema)
 
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))

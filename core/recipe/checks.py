@@ -1,0 +1,510 @@
+"""The validator: every problem of a recipe found in one pass, each located in the file.
+
+Each step mapping is converted through msgspec into its Struct in one call (the common case: a
+good step costs a few microseconds, so 10,000 steps check in a blink). When that call refuses
+it, msgspec stops at the first error; the step is then gone through field by field, each value
+converted on its own, so one bad field never hides the next, and each refusal is worded by the
+field's kind (``core.recipe.kinds``) rather than in msgspec's terms. Then the rules no type can
+say: a shell step's cmd or run, a session's command and socket, ready conditions, unique names,
+known dependencies, no cycle, and whether the cmd and cwd of shell steps exist.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from core.graph import find_cycle
+from core.recipe.kinds import READY_KINDS, check_steps, valid_step_name
+from core.recipe.model import (
+    KEYS,
+    READY_FIELDS,
+    RECIPE_FIELDS,
+    STEP_CLASSES,
+    STEP_FIELDS,
+    FieldSpec,
+    Readiness,
+    Step,
+)
+from core.recipe.problems import (
+    BAD,
+    Invalid,
+    Problem,
+    Trail,
+    boolean_hint,
+    show,
+    suggest,
+)
+from core.recipe.source import Source
+from core.recipe.workspace import step_cwd
+
+Who = tuple[str, bool] | None  # (step name or "step #3" label, is it a label)
+
+
+class Draft(msgspec.Struct):
+    """A step while it is being checked: the raw mapping, what converted cleanly, and where."""
+
+    index: int
+    name: str | None
+    step_type: str | None
+    trail: Trail
+    line: int
+    who: Who
+    data: dict[Any, Any]
+    values: dict[str, Any]
+    readiness: Readiness | None = None
+    deps: tuple[str, ...] = ()
+
+    def build(self) -> Step:
+        """The step the runner gets (only once the whole recipe checked clean)."""
+        fields = dict(self.values)
+        fields.update(
+            index=self.index,
+            line=self.line,
+            depends_on=self.deps,
+            explicit_deps="depends_on" in self.data,
+            ready=self.readiness,
+        )
+        return STEP_CLASSES[self.step_type or ""](**fields)
+
+
+class Validator:
+    """Collects the problems (and warnings) of one recipe file, located through its Source."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.file = source.shown
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.base: Trail = ()  # trail of the steps list
+        self.whos: dict[int, Who] = {}
+        self._found: dict[tuple[str, str], bool] = {}  # shutil.which, per program and PATH
+
+    # -- reporting
+
+    def report(
+        self,
+        message: str,
+        trail: Trail,
+        who: Who = None,
+        *,
+        key: bool = False,
+        warning: bool = False,
+    ) -> None:
+        line, column = self.source.where(trail, key=key)
+        step, is_label = who if who else (None, False)
+        problem = Problem(self.file, line, column, step, message, is_label)
+        (self.warnings if warning else self.problems).append(problem)
+
+    def report_conversion(self) -> None:
+        """Tag, duplicate-key and size problems found while reading the file, now that the
+        step each one sits in is known."""
+        n = len(self.base)
+        for (message, (line, column)), trail in self.source.issues.items():
+            who = None
+            if len(trail) > n and trail[:n] == self.base and isinstance(trail[n], int):
+                who = self.whos.get(trail[n])
+            step, is_label = who if who else (None, False)
+            self.problems.append(Problem(self.file, line, column, step, message, is_label))
+
+    # -- fields
+
+    def fields(
+        self,
+        data: dict[Any, Any],
+        trail: Trail,
+        table: Mapping[str, FieldSpec],
+        who: Who,
+        *,
+        cls: type | None = None,
+        step_type: str | None = None,
+        prefix: str = "",
+        skip: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """Check every key of ``data`` against ``table``; return what converted cleanly (the
+        ``skip`` fields are left to the caller). ``cls``: the Struct a good mapping converts
+        to in one go, the fast way for the common case."""
+        if cls is not None and _fits(data, cls):
+            try:
+                whole = msgspec.convert(data, cls)
+            except msgspec.ValidationError:
+                pass  # now field by field, to find every problem and word it
+            else:
+                return self._checked(whole, data, trail, table, who, prefix, skip)
+        return self._one_by_one(data, trail, table, who, step_type, prefix, skip)
+
+    def _one_by_one(
+        self,
+        data: dict[Any, Any],
+        trail: Trail,
+        table: Mapping[str, FieldSpec],
+        who: Who,
+        step_type: str | None,
+        prefix: str,
+        skip: frozenset[str],
+    ) -> dict[str, Any]:
+        """Each key and value on its own, every problem reported."""
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            here = trail + (key,)
+            if not isinstance(key, str):
+                self.report(f"field names must be text, got {show(key)}", here, who, key=True)
+                continue
+            spec = table.get(key)
+            if spec is None:
+                message = f"unknown field {show(prefix + key)}{suggest(key, table)}"
+                self.report(message, here, who, key=True)
+                continue
+            if not spec.applies(step_type):
+                owners = " and ".join(sorted(spec.types or ()))
+                message = f"field '{prefix}{key}' is for {owners} steps, not {step_type} steps"
+                self.report(message, here, who, key=True)
+                continue
+            if value is BAD or key in skip:
+                continue
+            try:
+                converted = _convert(spec, value)
+            except Invalid as bad:
+                self.refused(bad, spec, value, here, who, prefix)
+                continue
+            if key != "type":  # the Struct's class says it
+                out[key] = converted
+        for spec in table.values():
+            needed = spec.types is None or step_type in spec.types  # unknown type: common only
+            if spec.required and needed and spec.name not in data:
+                self.report(f"missing required field '{prefix}{spec.name}'", trail, who)
+        return out
+
+    def _checked(
+        self,
+        whole: Any,
+        data: dict[str, Any],
+        trail: Trail,
+        table: Mapping[str, FieldSpec],
+        who: Who,
+        prefix: str,
+        skip: frozenset[str],
+    ) -> dict[str, Any]:
+        """The fields of a Struct msgspec accepted, through the checks of their kinds."""
+        out: dict[str, Any] = {}
+        for key in data:
+            if key == "type" or key in skip:
+                continue
+            value, spec = getattr(whole, key), table[key]
+            if spec.check is not None:
+                try:
+                    value = spec.check(value)
+                except Invalid as bad:
+                    self.refused(bad, spec, data[key], trail + (key,), who, prefix)
+                    continue
+            out[key] = value
+        return out
+
+    def refused(
+        self, bad: Invalid, spec: FieldSpec, value: Any, here: Trail, who: Who, prefix: str = ""
+    ) -> None:
+        if bad.silent:
+            return
+        tail = bad.tail or f"must be {spec.phrase}, got {show(value)}"
+        if "text" in spec.phrase:
+            tail += boolean_hint(spec.name, value)
+        self.report(f"field '{prefix}{spec.name}' {tail}", here + bad.sub, who, key=bad.on_key)
+
+    # -- document and steps
+
+    def document(self, doc: Any) -> tuple[dict[str, Any], list[Draft | None]]:
+        steps: Any = []
+        top: dict[str, Any] = {}
+        if isinstance(doc, list):
+            steps = doc
+            if not steps:
+                self.report("the recipe has no steps", ())
+        elif isinstance(doc, dict):
+            self.base = ("steps",)
+            top = self.fields(doc, (), RECIPE_FIELDS, None, skip=frozenset({"steps"}))
+            raw = doc.get("steps", BAD)
+            if raw is not BAD:
+                try:
+                    steps = check_steps(raw)
+                except Invalid as bad:
+                    self.refused(bad, RECIPE_FIELDS["steps"], raw, ("steps",), None)
+        elif doc is not BAD:
+            self.report(
+                f"a recipe is a list of steps or a mapping with 'steps:', got {show(doc)}", ()
+            )
+        drafts = [self.step(i, data) for i, data in enumerate(steps)]
+        return top, drafts
+
+    def step(self, index: int, data: Any) -> Draft | None:
+        trail = self.base + (index,)
+        label: Who = (f"step #{index + 1}", True)
+        if not isinstance(data, dict):
+            self.whos[index] = label
+            if data is not BAD:
+                self.report(f"a step must be a mapping of fields, got {show(data)}", trail, label)
+            return None
+        raw_name, raw_type = data.get("name"), data.get("type")
+        name = raw_name if isinstance(raw_name, str) and valid_step_name(raw_name) else None
+        step_type = raw_type if isinstance(raw_type, str) and raw_type in STEP_CLASSES else None
+        who: Who = (name, False) if name else label
+        self.whos[index] = who
+        values = self.fields(
+            data,
+            trail,
+            STEP_FIELDS,
+            who,
+            cls=STEP_CLASSES.get(step_type or ""),
+            step_type=step_type,
+            skip=frozenset({"ready"}),
+        )
+        line = self.source.where(trail)[0] or 1
+        draft = Draft(index, name, step_type, trail, line, who, data, values)
+        self.ready(draft)
+        if step_type == "shell":
+            self.shell(draft)
+        elif step_type == "session":
+            self.session(draft)
+        return draft
+
+    def ready(self, d: Draft) -> None:
+        if "ready" not in d.data:
+            return
+        trail = d.trail + ("ready",)
+        if d.data.get("background") is not True:
+            self.report(
+                "field 'ready' needs 'background: true' (only background steps wait to be ready)",
+                trail,
+                d.who,
+                key=True,
+            )
+        spec = d.data["ready"]
+        if spec is BAD:
+            return
+        if not isinstance(spec, dict):
+            self.refused(Invalid(), STEP_FIELDS["ready"], spec, trail, d.who)
+            return
+        before = len(self.problems)
+        values = self.fields(spec, trail, READY_FIELDS, d.who, cls=Readiness, prefix="ready.")
+        kinds = [k for k in READY_KINDS if k in spec]
+        if not kinds:
+            self.report(
+                "field 'ready' needs one of port, log, ctx or delay", trail, d.who, key=True
+            )
+        elif len(kinds) > 1:
+            self.report(
+                f"field 'ready' takes one of port, log, ctx or delay, not {' and '.join(kinds)}",
+                trail + (kinds[1],),
+                d.who,
+                key=True,
+            )
+        if "host" in spec and "port" not in spec:
+            self.report(
+                "field 'ready.host' only goes with ready.port", trail + ("host",), d.who, key=True
+            )
+        if len(self.problems) == before and len(kinds) == 1:
+            d.readiness = Readiness(**values)
+
+    def shell(self, d: Draft) -> None:
+        has_cmd, has_run = "cmd" in d.data, "run" in d.data
+        if not has_cmd and not has_run:
+            self.report("a shell step needs 'cmd' (with 'args') or 'run'", d.trail, d.who)
+        elif has_cmd and has_run:
+            self.report("use either 'cmd' or 'run', not both", d.trail + ("run",), d.who, key=True)
+        elif has_run and "args" in d.data:
+            self.report(
+                "field 'args' goes with 'cmd', not 'run'", d.trail + ("args",), d.who, key=True
+            )
+
+    def session(self, d: Draft) -> None:
+        action = d.values.get("action")
+        if action == "send" and "command" not in d.data:
+            self.report(
+                "action 'send' needs 'command' (the text to type)",
+                d.trail + ("action",),
+                d.who,
+            )
+        if action in ("kill", "detach") and "command" in d.data:
+            self.report(
+                f"field 'command' is not used by action '{action}' "
+                "(only by send, create and recreate)",
+                d.trail + ("command",),
+                d.who,
+                key=True,
+            )
+        backend_ok = "backend" not in d.data or "backend" in d.values
+        if "socket" in d.data and backend_ok and d.values.get("backend", "screen") == "screen":
+            self.report(
+                "field 'socket' is for the tmux backend only (this step uses screen)",
+                d.trail + ("socket",),
+                d.who,
+                key=True,
+            )
+
+    # -- the graph
+
+    def graph(self, drafts: list[Draft | None]) -> None:
+        first: dict[str, Draft] = {}
+        for d in drafts:
+            if d is None or d.name is None:
+                continue
+            if d.name in first:
+                self.report(
+                    f"duplicate step name '{d.name}' (also at line {first[d.name].line})",
+                    d.trail + ("name",),
+                    d.who,
+                )
+            else:
+                first[d.name] = d
+        deps: dict[str, tuple[str, ...]] = {}
+        for d in drafts:
+            if d is None:
+                continue
+            d.deps = self.resolve(d, drafts, first)
+            if d.name is not None and first[d.name] is d:
+                deps[d.name] = d.deps
+        cycle = find_cycle(deps)
+        if cycle:
+            head = first[cycle[0]]
+            self.report("dependency cycle: " + " -> ".join(cycle), head.trail, head.who)
+
+    def resolve(
+        self, d: Draft, drafts: list[Draft | None], known: Mapping[str, Draft]
+    ) -> tuple[str, ...]:
+        if "depends_on" not in d.data:
+            prev = drafts[d.index - 1] if d.index > 0 else None
+            return (prev.name,) if prev is not None and prev.name else ()
+        raw = d.data["depends_on"]
+        found = []
+        for name in d.values.get("depends_on", ()):
+            if name in known:
+                found.append(name)
+                continue
+            sub = (raw.index(name),) if isinstance(raw, list) else ()
+            self.report(
+                f"depends_on: unknown step {show(name)}{suggest(name, known)}",
+                d.trail + ("depends_on",) + sub,
+                d.who,
+            )
+        return tuple(found)
+
+    # -- what shell steps run, and where
+
+    def paths(self, drafts: list[Draft | None], workspace: Path, env: Mapping[str, str]) -> None:
+        """Each shell step's ``cwd`` must be a folder and its ``cmd`` a program, or the run fails
+        when it gets there. What is missing is an error when no step runs before this one (so
+        nothing in the recipe can make it), and only a warning after other steps: ``cmd:
+        build/app`` after a ``make`` step, or a ``cwd`` an earlier step creates, are normal, and
+        an error would refuse such a recipe for good."""
+        for d in drafts:
+            if d is not None and d.step_type == "shell":
+                self.shell_paths(d, workspace, env)
+
+    def shell_paths(self, d: Draft, workspace: Path, env: Mapping[str, str]) -> None:
+        cwd, cmd = d.values.get("cwd"), d.values.get("cmd")
+        warning = bool(d.deps)
+        tail = ": fine only if a step before it makes it" if warning else ""
+        folder = step_cwd(workspace, cwd)
+        if cwd:
+            problem = _folder_problem(folder)
+            if problem is not None:
+                base = (
+                    "" if os.path.isabs(os.path.expanduser(cwd)) else f" (relative to {workspace})"
+                )
+                message = f"cwd: {_as_written(cwd)} {problem}{base}{tail}"
+                self.report(message, d.trail + ("cwd",), d.who, warning=warning)
+                if cmd and "/" in cmd and not os.path.isabs(cmd):
+                    return  # a cmd relative to a folder that is not there: already said
+        if cmd is None:
+            return
+        if "/" in cmd:
+            problem = _program_problem(folder / cmd)
+            base = "" if os.path.isabs(cmd) else f" (relative to cwd {folder})"
+        else:
+            search = _path_variable(d.values.get("env", {}), env)
+            problem = None if self._on_path(cmd, search) else "not found on PATH"
+            base = ""
+        if problem is not None:
+            message = f"cmd: {_as_written(cmd)} {problem}{base}{tail}"
+            self.report(message, d.trail + ("cmd",), d.who, warning=warning)
+
+    def _on_path(self, cmd: str, search: str) -> bool:
+        """``shutil.which``, asked once per program and PATH: a recipe runs the same few
+        programs in many steps, and each search stats every PATH folder."""
+        found = self._found.get((cmd, search))
+        if found is None:
+            import shutil  # it imports the compression modules: only a cmd on PATH needs it
+
+            found = self._found[(cmd, search)] = shutil.which(cmd, path=search) is not None
+        return found
+
+
+def _path_variable(step_env: Mapping[str, str], recipe_env: Mapping[str, str]) -> str:
+    """The PATH a shell step will get: its own env's, else the recipe's, else inherited."""
+    for env in (step_env, recipe_env, os.environ):
+        if "PATH" in env:
+            return env["PATH"]
+    return os.defpath
+
+
+def _fits(data: dict[Any, Any], cls: type) -> bool:
+    """Worth converting in one go: only known keys, the required ones there, no null."""
+    allowed, required = KEYS[cls]
+    keys = data.keys()
+    return keys <= allowed and required <= keys and None not in data.values()
+
+
+def _convert(spec: FieldSpec, value: Any) -> Any:
+    """One field's value through msgspec, then its kind's check. A value msgspec refuses goes
+    to the check to be worded (its own words, or the standard "must be ..." if it has none).
+    ``null`` is never a value: a field is written, or absent."""
+    try:
+        if value is None:
+            raise Invalid()
+        converted = msgspec.convert(value, spec.type)
+    except (Invalid, msgspec.ValidationError):
+        if spec.check is not None:
+            spec.check(value)
+        raise Invalid() from None
+    return spec.check(converted) if spec.check is not None else converted
+
+
+def _as_written(path: str) -> str:
+    """A path from the recipe in a message: as written when it is plain text, else escaped
+    (no control or bidi characters reach the terminal); a line long at most."""
+    shown = path if path.isprintable() and path.strip() == path and path else repr(path)
+    return shown if len(shown) <= 200 else shown[:197] + "..."
+
+
+def _stat(path: Path, missing: str) -> os.stat_result | str:
+    """The file's status, or why there is none: ``missing``, or what the system said."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return missing
+    except OSError as exc:
+        return f"cannot be used ({exc.strerror})"
+
+
+def _folder_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being a step's working directory, or None."""
+    info = _stat(path, "does not exist")
+    if isinstance(info, str):
+        return info
+    return None if stat.S_ISDIR(info.st_mode) else "is not a directory"
+
+
+def _program_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being run as a program, or None."""
+    info = _stat(path, "not found")
+    if isinstance(info, str):
+        return info
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a program"
+    if not os.access(path, os.X_OK):
+        return "is not executable (chmod +x it, or use run: instead of cmd:)"
+    return None

@@ -1,0 +1,156 @@
+"""What is wrong with a recipe, said so that an editor can jump to it and a person can fix it.
+
+A ``Problem`` names the file, line, column and step; a ``RecipeError`` carries every problem
+found, because fixing a recipe one error per run is miserable. The helpers here word values the
+way the user wrote them (YAML spelling, shortened) and offer "did you mean".
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import yaml
+
+Trail = tuple[Any, ...]  # keys and list indexes from the document root to a value
+
+
+class Problem(msgspec.Struct, frozen=True, repr_omit_defaults=True):
+    """One thing wrong with a recipe, located well enough for an editor to jump to it."""
+
+    file: str
+    line: int | None
+    column: int | None
+    step: str | None
+    message: str
+    # True when ``step`` is a stand-in such as "step #3" (the step has no usable name), so it is
+    # shown as is rather than quoted as a name.
+    step_is_label: bool = False
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        parts = [where]
+        if self.step is not None:
+            parts.append(self.step if self.step_is_label else f"step '{self.step}'")
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class RecipeError(Exception):
+    """Everything wrong with a recipe at once; ``str()`` is one problem per line."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
+
+
+class Invalid(Exception):
+    """A field value refused by its kind's check. ``tail`` replaces the standard "must be ...,
+    got ..." text; ``sub`` points below the field (a list item, a mapping key); ``silent``: the
+    value was already reported where it was read (a bad YAML tag), say nothing more."""
+
+    def __init__(
+        self,
+        tail: str | None = None,
+        sub: Trail = (),
+        *,
+        on_key: bool = False,
+        silent: bool = False,
+    ) -> None:
+        super().__init__(tail)
+        self.tail = tail
+        self.sub = sub
+        self.on_key = on_key
+        self.silent = silent
+
+
+class Bad:
+    """Stands in for a value already reported (bad tag, too deep) so it is not reported twice."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+BAD = Bad()
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it (YAML spelling), short enough for a one-line message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 128 else "a very large integer"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bytes):
+        return "binary data"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"the date {value.isoformat()}"
+    return type(value).__name__
+
+
+def suggest(word: Any, options: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest option, or nothing."""
+    if not isinstance(word, str) or len(word) > 200:
+        return ""
+    import difflib  # only a recipe with a problem needs it
+
+    match = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def boolean_hint(field: str, value: Any) -> str:
+    """YAML 1.1 reads an unquoted yes/no/on/off as a boolean: where text was meant, say how to
+    quote it, since the value the user sees in the file is not the one that arrived."""
+    if not isinstance(value, bool):
+        return ""
+    return (
+        " (YAML reads true/false/yes/no/on/off as booleans: quote it, "
+        f'{field}: "{str(value).lower()}")'
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message, no traceback."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        text = exc.problem
+    else:
+        try:
+            text = str(exc)
+        except Exception:
+            text = ""
+    lines = text.strip().splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > 200:
+        first = first[:197] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Problems as an editor lists them: by line and column, the whole-file ones first."""
+    return sorted(problems, key=lambda p: (p.line is not None, p.line or 0, p.column or 0))

@@ -1,0 +1,373 @@
+"""A recipe file read safely into plain values, each with the line and column it came from.
+
+PyYAML never builds Python objects here: the loader composes the node tree (which keeps line and
+column marks) and converts it itself, so an unsafe tag is reported instead of executed and every
+problem can name its line. A recipe is a small hand-written file, so anything far beyond that
+(size, nesting, aliases expanded) is a mistake or an attack, and is refused with a limit.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from core.recipe.problems import BAD, Bad, Problem, RecipeError, Trail, describe, show
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_NODES = 1_000_000  # values built, aliases expanded: stops "billion laughs"
+MAX_DEPTH = 100  # nesting of lists and mappings
+
+_LOC_DEPTH = 6  # locations are recorded this deep: enough for steps[i].ready.port, not for data
+_YAML = "tag:yaml.org,2002:"
+_SCALAR_TAGS = frozenset(
+    _YAML + t for t in ("null", "bool", "int", "float", "binary", "timestamp", "str")
+)
+_MERGE_TAG = _YAML + "merge"
+_STR_TAG, _SEQ_TAG, _MAP_TAG = _YAML + "str", _YAML + "seq", _YAML + "map"
+
+Loc = tuple[int, int]  # 1-based line and column
+
+
+def _short_tag(tag: str | None) -> str:
+    tag = tag or "?"
+    return "!!" + tag[len(_YAML) :] if tag.startswith(_YAML) else tag
+
+
+class _TooLarge(Exception):
+    """The node budget ran out: give up on the document instead of building it."""
+
+
+def _mark(node: yaml.Node) -> Loc:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _is_merge(key: yaml.Node) -> bool:
+    return isinstance(key, yaml.ScalarNode) and key.tag == _MERGE_TAG
+
+
+class _Converter:
+    """Builds plain values from a node tree without recursion and without trusting any tag.
+
+    Aliases are expanded (each use gets its own copy and path) but every value built counts
+    against ``MAX_NODES``; recursive anchors end at ``MAX_DEPTH``.
+    """
+
+    def __init__(self) -> None:
+        self.locs: dict[Trail, Loc] = {}
+        self.key_locs: dict[Trail, Loc] = {}
+        self.issues: dict[tuple[str, Loc], Trail] = {}  # deduplicated: aliases repeat nodes
+        self.count = 0
+        self._ctor = yaml.constructor.SafeConstructor()
+        self._flat: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
+        self._busy: set[int] = set()
+
+    def issue(self, message: str, trail: Trail, loc: Loc) -> None:
+        self.issues.setdefault((message, loc), trail)
+
+    def convert(self, root: yaml.Node) -> Any:
+        box: list[Any] = [None]
+        stack: list[tuple[yaml.Node, Trail, Any, Any]] = [(root, (), box, 0)]
+        while stack:
+            node, trail, holder, slot = stack.pop()
+            holder[slot] = self._value(node, trail, stack)
+        return box[0]
+
+    def _tick(self, node: yaml.Node, trail: Trail, amount: int = 1) -> None:
+        self.count += amount
+        if self.count > MAX_NODES:
+            self.issue(
+                f"recipe too large: more than {MAX_NODES:,} values once aliases are expanded",
+                trail,
+                _mark(node),
+            )
+            raise _TooLarge
+
+    def _value(self, node: yaml.Node, trail: Trail, stack: list[Any]) -> Any:
+        self._tick(node, trail)
+        depth = len(trail)
+        if depth <= _LOC_DEPTH:
+            self.locs[trail] = _mark(node)
+        if depth > MAX_DEPTH:
+            self.issue(f"nested more than {MAX_DEPTH} levels deep", trail, _mark(node))
+            return BAD
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, trail)
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+            items: list[Any] = [None] * len(node.value)
+            for i in reversed(range(len(node.value))):
+                stack.append((node.value[i], trail + (i,), items, i))
+            return items
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
+            return self._mapping(node, trail, stack)
+        return self._bad_tag(node, trail)
+
+    def _bad_tag(self, node: yaml.Node, trail: Trail) -> Bad:
+        self.issue(
+            f"YAML tag '{_short_tag(node.tag)}' is not allowed: a recipe holds plain data "
+            "(text, numbers, booleans, null, lists and mappings)",
+            trail,
+            _mark(node),
+        )
+        return BAD
+
+    def _scalar(self, node: yaml.ScalarNode, trail: Trail) -> Any:
+        tag = node.tag
+        if tag == _STR_TAG:  # most of a recipe: what SafeConstructor would return, directly
+            value = node.value
+        elif tag == _MERGE_TAG:  # a lone "<<" outside a key is just text
+            return node.value
+        elif tag not in _SCALAR_TAGS:
+            return self._bad_tag(node, trail)
+        else:
+            try:
+                value = self._ctor.yaml_constructors[tag](self._ctor, node)
+            except Exception as exc:
+                self.issue(
+                    f"invalid {_short_tag(tag)} value {show(node.value)}: {describe(exc)}",
+                    trail,
+                    _mark(node),
+                )
+                return BAD
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                self.issue("text holds an invalid unicode character", trail, _mark(node))
+                return BAD
+        return value
+
+    def _mapping(self, node: yaml.MappingNode, trail: Trail, stack: list[Any]) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        first: dict[Any, Loc] = {}
+        todo: list[tuple[yaml.Node, Trail, Any, Any]] = []
+        for key_node, value_node, merged in self._pairs(node, trail):
+            key = self._key(key_node, trail)
+            if key is BAD:
+                continue
+            if key in out:
+                if not merged:  # explicit keys beat merged ones; two explicit ones are an error
+                    self.issue(
+                        f"duplicate key {show(key)} (first at line {first[key][0]})",
+                        trail + (key,),
+                        _mark(key_node),
+                    )
+                continue
+            out[key] = None
+            first[key] = mark = _mark(key_node)
+            if len(trail) < _LOC_DEPTH:
+                self.key_locs[trail + (key,)] = mark
+            todo.append((value_node, trail + (key,), out, key))
+        stack.extend(reversed(todo))
+        return out
+
+    def _key(self, node: yaml.Node, trail: Trail) -> Any:
+        self._tick(node, trail)
+        if not isinstance(node, yaml.ScalarNode):
+            self.issue(
+                "mapping keys must be plain values, not lists or mappings", trail, _mark(node)
+            )
+            return BAD
+        return self._scalar(node, trail)
+
+    def _pairs(
+        self, node: yaml.MappingNode, trail: Trail
+    ) -> list[tuple[yaml.Node, yaml.Node, bool]]:
+        """The mapping's own pairs (duplicates kept, to be reported), then merged-in ones."""
+        pairs = [(k, v, False) for k, v in node.value if not _is_merge(k)]
+        for k, v in node.value:
+            if _is_merge(k):
+                for source in self._merge_sources(k, v, trail):
+                    pairs.extend((mk, mv, True) for mk, mv in self._flatten(source, trail, 0))
+        return pairs
+
+    def _merge_sources(self, key: yaml.Node, value: yaml.Node, trail: Trail) -> list[yaml.Node]:
+        def is_map(n: yaml.Node) -> bool:
+            return isinstance(n, yaml.MappingNode) and n.tag == _MAP_TAG
+
+        if is_map(value):
+            return [value]
+        if isinstance(value, yaml.SequenceNode) and all(is_map(n) for n in value.value):
+            return list(value.value)
+        self.issue("'<<' (merge) needs a mapping or a list of mappings", trail, _mark(key))
+        return []
+
+    def _flatten(
+        self, node: yaml.MappingNode, trail: Trail, depth: int
+    ) -> list[tuple[yaml.Node, yaml.Node]]:
+        """A merge source's pairs, its own merges included, first key wins; memoised per node
+        so merging the same anchor many times costs nothing extra."""
+        cached = self._flat.get(id(node))
+        if cached is not None:
+            return cached
+        if depth > MAX_DEPTH or id(node) in self._busy:
+            self.issue("'<<' (merge) chain is recursive or too deep", trail, _mark(node))
+            return []
+        self._busy.add(id(node))
+        seen: set[Any] = set()
+        out: list[tuple[yaml.Node, yaml.Node]] = []
+        own = [(k, v) for k, v in node.value if not _is_merge(k)]
+        merged = [
+            pair
+            for k, v in node.value
+            if _is_merge(k)
+            for source in self._merge_sources(k, v, trail)
+            for pair in self._flatten(source, trail, depth + 1)
+        ]
+        for k, v in own + merged:
+            raw = (k.tag, k.value) if isinstance(k, yaml.ScalarNode) else id(k)
+            if raw not in seen:
+                seen.add(raw)
+                out.append((k, v))
+        self._busy.discard(id(node))
+        self._flat[id(node)] = out
+        self._tick(node, trail, len(out))
+        return out
+
+
+def _loader() -> type:
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any) -> None:
+        super().__init__("too deep")
+        self.mark = mark
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """Compose after an event pass that refuses deep nesting: the composer recurses per level
+    and would hit the recursion limit (or the C stack) on ``[[[[...]]]]``."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_loader()):
+        if isinstance(event, yaml.events.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep(event.start_mark)
+        elif isinstance(event, yaml.events.CollectionEndEvent):
+            depth -= 1
+    return yaml.compose(text, Loader=_loader())
+
+
+def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError):
+        message = f"invalid YAML: {exc.problem or exc.context or 'syntax error'}"
+        if exc.problem and exc.context:
+            message += f" ({exc.context})"
+    else:
+        message = f"invalid YAML: {describe(exc).split(': ', 1)[-1]}"
+    if mark is not None:
+        return Problem(file, mark.line + 1, mark.column + 1, None, message)
+    position = getattr(exc, "position", None)  # ReaderError: an offset into the text
+    if isinstance(position, int) and _loader() is not yaml.SafeLoader:
+        # libyaml counts bytes of the UTF-8 encoding, the Python reader characters
+        position = len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
+    if isinstance(position, int) and 0 <= position <= len(text):
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        return Problem(file, line, column, None, message)
+    return Problem(file, None, None, None, message)
+
+
+def _locate(path: str | Path) -> tuple[Path, str]:
+    """The absolute path, and the name to show: as given, or relative to the cwd if under it."""
+    shown = str(path)
+    try:
+        given = Path(path)
+        absolute = Path(os.path.abspath(given))
+        if given.is_absolute():
+            try:
+                shown = str(absolute.relative_to(Path.cwd()))
+            except ValueError:
+                shown = str(given)
+    except (TypeError, ValueError, OSError) as exc:
+        raise RecipeError(
+            [Problem(shown, None, None, None, f"invalid path: {describe(exc)}")]
+        ) from None
+    return absolute, shown
+
+
+def _read(path: Path, shown: str) -> str:
+    def fail(message: str, line: int | None = None, column: int | None = None) -> RecipeError:
+        return RecipeError([Problem(shown, line, column, None, message)])
+
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            # "." or ".." name no folder a reader can tell: add which one it is
+            named = f" ({path})" if Path(shown).name in ("", "..") else ""
+            raise fail(f"is a directory{named}, expected a YAML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise fail("is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise fail(f"recipe file too large (over {MAX_FILE_BYTES:,} bytes)")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except PermissionError:
+        raise fail("permission denied") from None
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read: {describe(exc)}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise fail(f"recipe file too large (over {MAX_FILE_BYTES:,} bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise fail(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", line, column) from None
+
+
+class Source(msgspec.Struct, frozen=True):
+    """A recipe file read into plain values (``BAD`` where a value was refused), with the line
+    and column of each value and key down to ``_LOC_DEPTH``, and the problems found while
+    reading (bad tags, duplicate keys), by the trail of the value they are about."""
+
+    path: Path  # absolute
+    shown: str  # the name problems give: as the user wrote it, or relative to the cwd
+    doc: Any
+    locs: dict[Trail, Loc]
+    key_locs: dict[Trail, Loc]
+    issues: dict[tuple[str, Loc], Trail]
+
+    def where(self, trail: Trail, *, key: bool = False) -> tuple[int | None, int | None]:
+        """Where the value at ``trail`` (or its key) is, or the nearest enclosing value."""
+        if key and trail in self.key_locs:
+            return self.key_locs[trail]
+        probe = trail
+        while True:
+            if probe in self.locs:
+                return self.locs[probe]
+            if not probe:
+                return (None, None)
+            probe = probe[:-1]
+
+
+def read_source(path: str | Path) -> Source:
+    """Read and convert a recipe file; a problem with the file as a whole (missing, not
+    YAML, too deep, too large, empty) is raised at once as a RecipeError."""
+    absolute, shown = _locate(path)
+    text = _read(absolute, shown)
+    try:
+        root = _compose(text)
+    except _TooDeep as exc:
+        line, column = exc.mark.line + 1, exc.mark.column + 1
+        message = f"nested more than {MAX_DEPTH} levels deep"
+        raise RecipeError([Problem(shown, line, column, None, message)]) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError([_yaml_problem(shown, text, exc)]) from None
+    if root is None:
+        raise RecipeError([Problem(shown, None, None, None, "the recipe is empty")])
+    conv = _Converter()
+    try:
+        doc = conv.convert(root)
+    except _TooLarge:
+        problems = [Problem(shown, *loc, None, message) for message, loc in conv.issues]
+        raise RecipeError(problems) from None
+    return Source(absolute, shown, doc, conv.locs, conv.key_locs, conv.issues)
