@@ -17,26 +17,6 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-# Step statuses, as written to state.json (contract.md, "Run directory").
-PENDING = "pending"
-BLOCKED = "blocked"
-RUNNING = "running"
-READY = "ready"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-SKIPPED = "skipped"
-CANCELLED = "cancelled"
-STOPPED = "stopped"
-
-#: Statuses after which a step will not run again unless retried.
-FINISHED_STATUSES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, SKIPPED, CANCELLED, STOPPED})
-#: Statuses that let dependents go on.
-SATISFIED_STATUSES = frozenset({SUCCEEDED, SKIPPED, READY})
-#: Statuses that are a failure of the step itself (not of something upstream).
-FAILURE_STATUSES = frozenset({FAILED, TIMED_OUT})
-
-
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 

@@ -43,17 +43,6 @@ from rich.table import Table
 from rich.text import Text
 
 from core.events import (
-    BLOCKED,
-    CANCELLED,
-    FAILED,
-    FAILURE_STATUSES,
-    PENDING,
-    READY,
-    RUNNING,
-    SKIPPED,
-    STOPPED,
-    SUCCEEDED,
-    TIMED_OUT,
     Event,
     ResourcesSampled,
     RunFinished,
@@ -65,6 +54,7 @@ from core.events import (
     StepStarted,
     StepStatus,
 )
+from core.state import ACTIVE, FAILURES, RunStatus, Status
 from core.text import clean
 
 #: Bytes read from a log at a time; also bounds the memory one echo pass needs.
@@ -104,22 +94,29 @@ _SUMMARY_COLUMNS = (
 )
 _SUMMARY_OPTIONAL = ("peak cpu", "peak rss")  # left out when the screen is too narrow
 _GAP = 2  # columns between two cells of the summary table
-_QUIET = frozenset({SUCCEEDED, SKIPPED})  # what a large run's summary need not list
+_QUIET = frozenset({Status.SUCCEEDED, Status.SKIPPED})  # what a large run's summary need not list
 # failures first, then what they kept from running
-_LOUD_ORDER = {FAILED: 0, TIMED_OUT: 0, "allowed": 1, CANCELLED: 2, BLOCKED: 3, STOPPED: 4}
+_LOUD_ORDER = {
+    Status.FAILED: 0,
+    Status.TIMED_OUT: 0,
+    "allowed": 1,
+    Status.CANCELLED: 2,
+    Status.BLOCKED: 3,
+    Status.STOPPED: 4,
+}
 
 # status -> (symbol, ASCII fallback, style)
 _ICONS: dict[str, tuple[str, str, str]] = {
-    PENDING: ("·", ".", "dim"),
-    BLOCKED: ("⊘", "-", "yellow"),
-    RUNNING: ("▶", ">", "cyan"),
-    READY: ("●", "*", "green"),
-    SUCCEEDED: ("✓", "+", "green"),
-    FAILED: ("✗", "x", "bold red"),
-    TIMED_OUT: ("⏱", "T", "bold red"),
-    SKIPPED: ("↷", "~", "dim"),
-    CANCELLED: ("⊗", "!", "yellow"),
-    STOPPED: ("■", "#", "dim"),
+    Status.PENDING: ("·", ".", "dim"),
+    Status.BLOCKED: ("⊘", "-", "yellow"),
+    Status.RUNNING: ("▶", ">", "cyan"),
+    Status.READY: ("●", "*", "green"),
+    Status.SUCCEEDED: ("✓", "+", "green"),
+    Status.FAILED: ("✗", "x", "bold red"),
+    Status.TIMED_OUT: ("⏱", "T", "bold red"),
+    Status.SKIPPED: ("↷", "~", "dim"),
+    Status.CANCELLED: ("⊗", "!", "yellow"),
+    Status.STOPPED: ("■", "#", "dim"),
     "retry": ("↻", "R", "yellow"),
     "allowed": ("✗", "x", "yellow"),
     "run": ("»", ">", "bold"),
@@ -158,17 +155,17 @@ _SGR = {
 }
 # (status, label) in the order the final line lists them
 _COUNT_ORDER = (
-    (FAILED, "failed"),
+    (Status.FAILED, "failed"),
     ("allowed", "failed (allowed)"),
-    (TIMED_OUT, "timed out"),
-    (BLOCKED, "blocked"),
-    (CANCELLED, "cancelled"),
-    (STOPPED, "stopped"),
-    (SKIPPED, "skipped"),
-    (SUCCEEDED, "succeeded"),
-    (READY, "ready"),
-    (RUNNING, "running"),
-    (PENDING, "pending"),
+    (Status.TIMED_OUT, "timed out"),
+    (Status.BLOCKED, "blocked"),
+    (Status.CANCELLED, "cancelled"),
+    (Status.STOPPED, "stopped"),
+    (Status.SKIPPED, "skipped"),
+    (Status.SUCCEEDED, "succeeded"),
+    (Status.READY, "ready"),
+    (Status.RUNNING, "running"),
+    (Status.PENDING, "pending"),
 )
 
 
@@ -271,7 +268,7 @@ class _Step:
             int(retries) + 1 if isinstance(retries, int) else info.get("max_attempts")
         )
         self.continue_on_error = bool(info.get("continue_on_error", False))
-        self.status = info.get("status") or PENDING
+        self.status = info.get("status") or Status.PENDING
         self.attempt = int(info.get("attempts") or 0)
         self.started: float | None = info.get("started")
         self.ended: float | None = info.get("ended")
@@ -324,7 +321,7 @@ class _Step:
             self.background = bool(info["background"])
 
     def elapsed(self, now: float) -> float | None:
-        if self.status in (RUNNING, READY) and self.started is not None:
+        if self.status in ACTIVE and self.started is not None:
             return now - self.started
         if self.duration is not None:
             return self.duration
@@ -528,8 +525,8 @@ class HeadlessReporter:
         elif isinstance(event, StepReady):
             step = self._step(event.step)
             with self._lock:
-                step.status = READY
-            self._event_line(event.ts, READY, step, "ready")
+                step.status = Status.READY
+            self._event_line(event.ts, Status.READY, step, "ready")
         elif isinstance(event, ResourcesSampled):
             with self._lock:
                 self._system = (event.cpu_percent, event.mem_percent)
@@ -596,14 +593,14 @@ class HeadlessReporter:
     def _on_started(self, event: StepStarted) -> None:
         step = self._step(event.step)
         with self._lock:
-            step.status = RUNNING
+            step.status = Status.RUNNING
             step.attempt = event.attempt
             step.started = event.ts
             step.ended = step.duration = None
             step.exit_code = step.signal = None
             step.reason = None
             step.spinner = Spinner("dots", style=step.colour)
-        self._event_line(event.ts, RUNNING, step, "started" + self._attempt_note(step))
+        self._event_line(event.ts, Status.RUNNING, step, "started" + self._attempt_note(step))
 
     def _on_finished(self, event: StepFinished) -> None:
         step = self._step(event.step)
@@ -611,14 +608,14 @@ class HeadlessReporter:
         # attempt may already be writing, and its lines must not come before that line
         self._echo(step, final=True, upto=event.log_size)
         with self._lock:
-            step.status = PENDING if event.will_retry else event.status
+            step.status = Status.PENDING if event.will_retry else event.status
             step.attempt = max(step.attempt, event.attempt)
             step.exit_code, step.signal = event.exit_code, event.signal
             step.reason, step.duration = event.reason, event.duration
             step.ended = event.ts
             step.spinner = None
             step.cpu = step.rss = None
-            if event.status in FAILURE_STATUSES and step.continue_on_error:
+            if event.status in FAILURES and step.continue_on_error:
                 step.allowed = True
         took = format_duration(event.duration)
         cause = self._cause(event.exit_code, event.signal)
@@ -631,13 +628,13 @@ class HeadlessReporter:
             detail = f"{cause}, after {took}" if cause else f"after {took}"
             self._event_line(event.ts, "retry", step, f"{text} {self._p('—')} {detail}{reason}")
             return
-        if event.status == SUCCEEDED:
+        if event.status == Status.SUCCEEDED:
             text = f"succeeded in {took}" + self._attempt_note(step)
-        elif event.status == TIMED_OUT:
+        elif event.status == Status.TIMED_OUT:
             text = f"timed out after {took}"
-        elif event.status == FAILED:
+        elif event.status == Status.FAILED:
             text = f"failed{f' ({cause})' if cause else ''} in {took}"
-        elif event.status == STOPPED:
+        elif event.status == Status.STOPPED:
             text = f"stopped after {took}"
         else:
             text = f"{self._status_word(event.status)} after {took}"
@@ -650,22 +647,22 @@ class HeadlessReporter:
         step = self._step(event.step)
         with self._lock:
             step.status = event.status
-            if event.status != RUNNING:
+            if event.status != Status.RUNNING:
                 step.spinner = None
             if event.reason is not None:
                 step.reason = event.reason
-            if event.status == BLOCKED:
+            if event.status == Status.BLOCKED:
                 step.blocked_by = self._roots(step)
-        if event.status == BLOCKED:
+        if event.status == Status.BLOCKED:
             if event.reason and event.reason.startswith("blocked"):
                 text = event.reason
             elif step.blocked_by:
                 text = "blocked by " + ", ".join(step.blocked_by)
             else:
                 text = "blocked" + (f" ({event.reason})" if event.reason else "")
-        elif event.status == PENDING:
+        elif event.status == Status.PENDING:
             return  # waiting again (a retry or an un-blocked step): not worth a line
-        elif event.status in (RUNNING, READY):
+        elif event.status in ACTIVE:
             return  # StepStarted / StepReady say these
         else:
             text = word = self._status_word(event.status)
@@ -688,9 +685,12 @@ class HeadlessReporter:
             dep = self._steps.get(name)
             if dep is None:
                 continue
-            if dep.status == BLOCKED:
+            if dep.status == Status.BLOCKED:
                 stack.extend(reversed(dep.depends_on))
-            elif dep.status in (FAILED, TIMED_OUT, CANCELLED, STOPPED) and not dep.allowed:
+            elif (
+                dep.status in (Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.STOPPED)
+                and not dep.allowed
+            ):
                 roots.append(name)
         return roots
 
@@ -904,7 +904,7 @@ class HeadlessReporter:
     # == words ======================================================================================
     @staticmethod
     def _status_word(status: str) -> str:
-        return {TIMED_OUT: "timed out"}.get(status, status)
+        return {Status.TIMED_OUT: "timed out"}.get(status, status)
 
     @staticmethod
     def _cause(exit_code: int | None, sig: int | None) -> str:
@@ -946,8 +946,12 @@ class HeadlessReporter:
     def _render_live_locked(self) -> RenderableType:
         now = time.time()
         steps = list(self._steps.values())
-        done = sum(1 for s in steps if s.status in (SUCCEEDED, SKIPPED, STOPPED, READY))
-        failed = sum(1 for s in steps if s.status in FAILURE_STATUSES and not s.allowed)
+        done = sum(
+            1
+            for s in steps
+            if s.status in (Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED, Status.READY)
+        )
+        failed = sum(1 for s in steps if s.status in FAILURES and not s.allowed)
         header = Text.assemble(
             (self._name or "run", "bold"),
             f" {self._p('·')} {self._run_id} {self._p('·')} ",
@@ -968,7 +972,14 @@ class HeadlessReporter:
         shown = steps
         rest: list[_Step] = []
         if len(steps) > limit:
-            rank = {RUNNING: 0, READY: 0, FAILED: 1, TIMED_OUT: 1, BLOCKED: 2, CANCELLED: 2}
+            rank = {
+                Status.RUNNING: 0,
+                Status.READY: 0,
+                Status.FAILED: 1,
+                Status.TIMED_OUT: 1,
+                Status.BLOCKED: 2,
+                Status.CANCELLED: 2,
+            }
             keep = sorted(steps, key=lambda s: (rank.get(s.status, 3), s.index))[: limit - 1]
             keep_names = {s.name for s in keep}
             shown = [s for s in steps if s.name in keep_names]
@@ -985,25 +996,25 @@ class HeadlessReporter:
             if step.allowed:
                 icon, style = self._icon("allowed")
             spinner: RenderableType = (
-                step.spinner if step.spinner is not None and step.status == RUNNING else ""
+                step.spinner if step.spinner is not None and step.status == Status.RUNNING else ""
             )
             notes = Text(style="dim")
             if step.background:
-                notes.append("ready " if step.status == READY else "bg ")
+                notes.append("ready " if step.status == Status.READY else "bg ")
             if step.attempt > 1:
                 of = f"/{step.max_attempts}" if step.max_attempts else ""
                 notes.append(f"attempt {step.attempt}{of} ")
-            if step.status in (RUNNING, READY) and step.cpu is not None:
+            if step.status in ACTIVE and step.cpu is not None:
                 notes.append(f"cpu {step.cpu:.0f}% ")
                 if step.rss is not None:
                     notes.append(f"{format_bytes(step.rss)} ")
-            if step.status == BLOCKED and step.blocked_by:
+            if step.status == Status.BLOCKED and step.blocked_by:
                 notes.append(clean("blocked by " + ", ".join(step.blocked_by)))
-            elif step.status in FAILURE_STATUSES:
+            elif step.status in FAILURES:
                 notes.append(self._cause(step.exit_code, step.signal))
             table.add_row(
                 Text(icon, style=style),
-                Text(step.label, style=step.colour if step.status == RUNNING else ""),
+                Text(step.label, style=step.colour if step.status == Status.RUNNING else ""),
                 spinner,
                 Text(format_duration(step.elapsed(now)) if step.started else "", style="dim"),
                 notes,
@@ -1056,10 +1067,10 @@ class HeadlessReporter:
         if hidden:
             self._print(Text(self._hidden_line(hidden), style="dim"))
 
-        roots = [s for s in steps.values() if s.status in FAILURE_STATUSES and not s.allowed]
+        roots = [s for s in steps.values() if s.status in FAILURES and not s.allowed]
         for step in roots:
             cause = self._cause(step.exit_code, step.signal)
-            if step.status == TIMED_OUT:
+            if step.status == Status.TIMED_OUT:
                 cause = f"timed out after {format_duration(step.elapsed(now))}"
             said = self._worth_saying(step.reason, step.status, step.exit_code, step.signal)
             detail = clean(", ".join(x for x in (cause, step.reason if said else None) if x))
@@ -1070,7 +1081,7 @@ class HeadlessReporter:
             self._print(line)
             for tail in self._tail(step):
                 self._print(Text.assemble((f"  {step.label} | ", step.colour), tail))
-        blocked = [s for s in steps.values() if s.status == BLOCKED]
+        blocked = [s for s in steps.values() if s.status == Status.BLOCKED]
         by_root: dict[str, list[str]] = {}
         orphans: list[str] = []
         for step in blocked:
@@ -1096,14 +1107,16 @@ class HeadlessReporter:
 
         status = state.get("status") or (self._finished.status if self._finished else "")
         word = {
-            SUCCEEDED: "run succeeded",
-            FAILED: "run failed",
-            "interrupted": "run interrupted",
+            RunStatus.SUCCEEDED: "run succeeded",
+            RunStatus.FAILED: "run failed",
+            RunStatus.INTERRUPTED: "run interrupted",
         }.get(status, f"run {status or 'ended'}")
         started = state.get("started") or self._started
         ended = state.get("ended") or now
         took = f" in {format_duration(ended - started)}" if started else ""
-        style = {SUCCEEDED: "bold green", FAILED: "bold red"}.get(status, "bold yellow")
+        style = {RunStatus.SUCCEEDED: "bold green", RunStatus.FAILED: "bold red"}.get(
+            status, "bold yellow"
+        )
         self._print(Text(f"{word}: {self._counts(steps)}{took}", style=style))
 
     def _summary_row(self, step: _Step, now: float) -> list[Text]:
@@ -1117,7 +1130,7 @@ class HeadlessReporter:
             if step.signal is not None
             else "-"
         )
-        if step.status == BLOCKED:
+        if step.status == Status.BLOCKED:
             note = "by " + ", ".join(step.blocked_by) if step.blocked_by else ""
         elif self._worth_saying(step.reason, step.status, step.exit_code, step.signal):
             note = step.reason or ""

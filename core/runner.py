@@ -22,25 +22,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from core import events as ev
 from core.bus import EventBus
 from core.context import Context, expose_for_shell
-from core.events import (
-    BLOCKED,
-    CANCELLED,
-    FAILED,
-    PENDING,
-    READY,
-    RUNNING,
-    SKIPPED,
-    STOPPED,
-    SUCCEEDED,
-    TIMED_OUT,
-)
 from core.executors import Execution, Outcome
 from core.executors.python import OutputRouting, PythonExecution
 from core.executors.session import SessionExecution
@@ -58,6 +49,18 @@ from core.privatedir import HeldFile
 from core.reactor import OutputReactor
 from core.recipe import Recipe, Step, step_cwd
 from core.resources import Sampler, StepTarget
+from core.state import (
+    ACTIVE,
+    DEAD,
+    FAILURES,
+    WAITING,
+    RunState,
+    RunStatus,
+    SessionRef,
+    Status,
+    StepState,
+    allowed_actions,
+)
 from core.steplog import StepLog
 from core.store import ResumePoint, RunStore, log_name, new_run_id
 from core.watchdog import Watchdog, kill_leftovers
@@ -68,65 +71,35 @@ _log = logging.getLogger("orch.runner")
 TICK = 0.1  # output and ctx events are coalesced to this period
 #: events too frequent for the --debug log (the step logs and the meters have them)
 _NOT_LOGGED = frozenset({"step_output", "resources"})
+#: Statuses that fail the run, unless the step's failure is allowed (continue_on_error).
+_FAILS_THE_RUN = FAILURES | {Status.BLOCKED, Status.CANCELLED}
 
 
 @dataclass
 class StepRun:
-    """The scheduler's view of one step. Changed only on the scheduler thread."""
+    """The scheduler's view of one step: its ``state`` (what state.json and the events say)
+    and what only the scheduler needs. Changed only on the scheduler thread."""
 
     step: Step
+    state: StepState
     log_file: str
-    status: str = PENDING
-    attempts: int = 0
-    exit_code: int | None = None
-    signal: int | None = None
-    reason: str | None = None
-    started: float | None = None
-    ended: float | None = None
-    allowed: bool = False
     satisfied: bool = False
     ready: bool = False
-    blocked_by: set[str] = field(default_factory=set)
-    peak_cpu: float | None = None
-    peak_rss: int | None = None
     execution: Execution | None = None
     steplog: StepLog | None = None
-    stop_as: str | None = None
+    stop_as: Status | None = None
     stop_reason: str | None = None
     retry_due: bool = False
 
     @property
     def passing_through(self) -> bool:
         """Skipped, but still waiting for its own dependencies before its dependents go on."""
-        return self.status == SKIPPED and not self.satisfied
+        return self.state.status == Status.SKIPPED and not self.satisfied
 
     @property
     def dead(self) -> bool:
         """Finished without letting its dependents go on."""
-        return self.status in (FAILED, TIMED_OUT, CANCELLED, STOPPED) and not self.satisfied
-
-    def to_dict(self) -> dict[str, Any]:
-        duration = None
-        if self.started is not None:
-            duration = round((self.ended or time.time()) - self.started, 3)
-        return {
-            "status": self.status,
-            "type": self.step.type,
-            "background": self.step.background,
-            "attempts": self.attempts,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-            "reason": self.reason,
-            "started": self.started,
-            "ended": self.ended,
-            "duration": duration,
-            "allowed": self.allowed,
-            "blocked_by": sorted(self.blocked_by),
-            "peak_cpu": self.peak_cpu,
-            "peak_rss": self.peak_rss,
-            # None until the file exists: a pending step, or a python step that printed nothing
-            "log": f"logs/{self.log_file}" if self.steplog and self.steplog.created else None,
-        }
+        return self.state.status in DEAD and not self.satisfied
 
 
 class Runner:
@@ -165,9 +138,20 @@ class Runner:
         self._sampling = threading.Event()  # a sample is being taken, on a worker thread
 
         taken: set[str] = set()
-        self.runs: dict[str, StepRun] = {
-            s.name: StepRun(s, log_name(s.name, taken)) for s in recipe.steps
-        }
+        self.runs: dict[str, StepRun] = {}
+        for step in recipe.steps:
+            log_file = log_name(step.name, taken)
+            self.runs[step.name] = StepRun(step, self._step_state(step), log_file)
+        self._state = RunState(
+            run_id=self.run_id,
+            recipe=str(recipe.path),
+            name=recipe.name or recipe.path.stem,
+            run_dir=str(self.run_dir),
+            pid=os.getpid(),
+            resumed_from=resume.record() if resume else None,
+            ctx_version=self.ctx.version,
+            steps={name: run.state for name, run in self.runs.items()},
+        )
         self._dependents = dependents_of(recipe.deps)
         self._topo = topological_order(recipe.deps)
         self._preselect(only, skip, resume.step if resume else None)
@@ -188,12 +172,7 @@ class Runner:
         self._cut_short = False
         self._finished = threading.Event()
         self._stopping_background = False
-        self._started_at: float | None = None
-        self._ended_at: float | None = None
-        self.exit_code: int | None = None
-        self._status = "pending"
         self._groups: set[int] = set()
-        self._ctx_seen = self.ctx.version
         self.ctx.add_listener(self._on_ctx_write)
 
     # ------------------------------------------------------------------ public API
@@ -203,12 +182,12 @@ class Runner:
 
     def start(self) -> None:
         """Begin the run in background threads and return at once."""
-        self._started_at = self.clock()
-        self._status = "running"
+        self._state.started = self.clock()
+        self._state.status = RunStatus.RUNNING
         self.watchdog.start()
         OutputRouting.acquire()
         self.store.start(
-            self.state, self.ctx.to_json_bytes, lambda: self.ctx.version, self._save_error
+            self._state_json, self.ctx.to_json_bytes, lambda: self.ctx.version, self._save_error
         )
         self.bus.start()
         self.bus.publish(
@@ -224,7 +203,7 @@ class Runner:
             where = f"{self.resume.run_id} ({self.resume.run_dir})"
             self._emit(ev.RunMessage(level="info", text=f"ctx restored from run {where}"))
         for run in self.runs.values():
-            if run.status == SKIPPED:
+            if run.state.status == Status.SKIPPED:
                 self._emit_status(run)
         self._thread.start()
         threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True).start()
@@ -233,7 +212,7 @@ class Runner:
         """Block until the run is over; its exit code (None if ``timeout`` passed first)."""
         if not self._finished.wait(timeout):
             return None
-        return self.exit_code
+        return self._state.exit_code
 
     def run(self) -> int:
         """Start and wait: the headless entry point."""
@@ -243,8 +222,13 @@ class Runner:
         return code
 
     @property
+    def exit_code(self) -> int | None:
+        """The run's exit code once it has ended (see ``status``), else None."""
+        return self._state.exit_code
+
+    @property
     def started_at(self) -> float | None:
-        return self._started_at
+        return self._state.started
 
     @property
     def finished(self) -> bool:
@@ -252,16 +236,16 @@ class Runner:
         return self._finished.is_set()
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         """The run's status as state.json has it: running, then succeeded, failed or
         interrupted once every step has ended, which in interactive mode happens before
         ``finished`` (the app stays open) and may be undone by a retry."""
-        return self._status
+        return self._state.status
 
     @property
     def ended_at(self) -> float | None:
         """When the run ended (None while it runs, and again after a retry reopened it)."""
-        return self._ended_at
+        return self._state.ended
 
     def skip(self, name: str) -> None:
         """Skip a pending, blocked or failed step: its dependents go on as if it succeeded."""
@@ -286,34 +270,17 @@ class Runner:
     def allowed_actions(self, name: str) -> frozenset[str]:
         """Which of skip/retry/stop apply to the step now (the TUI shows only these keys)."""
         with self._lock:
-            run = self.runs[name]
-            actions = set()
-            if run.status in (PENDING, BLOCKED, FAILED, TIMED_OUT) and not self._closing:
-                actions.add("skip")
-            if run.status in (FAILED, TIMED_OUT, CANCELLED, SUCCEEDED, STOPPED) and not (
-                self._closing or self._interrupted
-            ):
-                actions.add("retry")
-            if run.status in (RUNNING, READY):
-                actions.add("stop")
-            return frozenset(actions)
+            return allowed_actions(self.runs[name].state, self._state)
 
     def state(self) -> dict[str, Any]:
         """The state.json document: a consistent snapshot, safe to call from any thread."""
         with self._lock:
-            return {
-                "run_id": self.run_id,
-                "recipe": str(self.recipe.path),
-                "name": self.recipe.name or self.recipe.path.stem,
-                "run_dir": str(self.run_dir),
-                "pid": os.getpid(),
-                "status": self._status,
-                "exit_code": self.exit_code,
-                "started": self._started_at,
-                "ended": self._ended_at,
-                "resumed_from": self.resume.record() if self.resume else None,
-                "steps": {name: run.to_dict() for name, run in self.runs.items()},
-            }
+            return self._state.to_dict()
+
+    def _state_json(self) -> bytes:
+        """state.json's bytes, taken under the lock (10,000 steps take a few ms)."""
+        with self._lock:
+            return self._state.to_json()
 
     def step_states(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The state.json entries of these steps only, read-only, under one hold of the lock.
@@ -322,7 +289,7 @@ class Runner:
         carry (e.g. what blocks a step): ``state()`` would build every step's entry to get it.
         """
         with self._lock:
-            return {name: self.runs[name].to_dict() for name in names}
+            return {name: msgspec.to_builtins(self.runs[name].state) for name in names}
 
     # ------------------------------------------------------------------ scheduler loop
     def _post(self, message: Callable[[], None]) -> None:
@@ -390,7 +357,7 @@ class Runner:
             run = self.runs[name]
             if not self._deps_satisfied(run):
                 continue
-            if run.status == PENDING:
+            if run.state.status == Status.PENDING:
                 self._push_ready(run)
             elif run.passing_through:
                 self._satisfy(run)
@@ -410,17 +377,17 @@ class Runner:
             self._start_if_pending(self.runs[self._by_index[heapq.heappop(self._ready_fg)]])
 
     def _start_if_pending(self, run: StepRun) -> None:
-        if run.status == PENDING and not run.retry_due and self._deps_satisfied(run):
+        if run.state.status == Status.PENDING and not run.retry_due and self._deps_satisfied(run):
             self._start(run)
 
     # ------------------------------------------------------------------ starting a step
     def _start(self, run: StepRun) -> None:
         step = run.step
-        run.attempts += 1
-        run.status = RUNNING
-        run.started, run.ended = self.clock(), None
-        run.exit_code = run.signal = None
-        run.reason = run.stop_as = run.stop_reason = None
+        run.state.attempts += 1
+        run.state.status = Status.RUNNING
+        run.state.started, run.state.ended, run.state.duration = self.clock(), None, None
+        run.state.exit_code = run.state.signal = None
+        run.state.reason = run.stop_as = run.stop_reason = None
         run.ready = False
         if not step.background:
             self._running_fg += 1
@@ -428,16 +395,17 @@ class Runner:
             steplog = StepLog(self.store.logs, run.log_file, lazy=step.type == "python")
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
-            self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
+            self._emit(ev.StepStarted(step=step.name, attempt=run.state.attempts, ts=self.clock()))
             self._ended(run, None, Outcome(None, error=f"cannot open its log: {exc}"))
             return
-        if run.attempts > 1:
-            steplog.write_text(f"--- attempt {run.attempts} ---\n")
+        if run.state.attempts > 1:
+            steplog.write_text(f"--- attempt {run.state.attempts} ---\n")
         run.steplog = steplog
+        self._note_log(run)
         taken = self._port_taken(step)
         if taken:
             steplog.write_text(f"orch-tui: not started: {taken}\n")
-            self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
+            self._emit(ev.StepStarted(step=step.name, attempt=run.state.attempts, ts=self.clock()))
             self._ended(run, None, Outcome(None, error=taken))
             return
         try:
@@ -447,7 +415,7 @@ class Runner:
         except (OSError, ValueError) as exc:  # ValueError: a ctx value with NUL to expose, ...
             run.execution = None
             steplog.write_text(f"orch-tui: cannot start {step.name!r}: {exc}\n")
-            self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, ts=self.clock()))
+            self._emit(ev.StepStarted(step=step.name, attempt=run.state.attempts, ts=self.clock()))
             why = getattr(exc, "strerror", None) or exc
             self._ended(run, None, Outcome(None, error=f"cannot start: {why}"))
             return
@@ -455,7 +423,9 @@ class Runner:
         if pid is not None:
             self._groups.add(pid)
             self.watchdog.add(pid, step.grace)
-        self._emit(ev.StepStarted(step=step.name, attempt=run.attempts, pid=pid, ts=self.clock()))
+        self._emit(
+            ev.StepStarted(step=step.name, attempt=run.state.attempts, pid=pid, ts=self.clock())
+        )
         if step.timeout:
             self._after(step.timeout, lambda: self._on_timeout(run, execution))
         if step.background:
@@ -518,7 +488,7 @@ class Runner:
         """The attempt's ORCH_CTX_OUT, made here (new, 0600) before the step starts: the step
         writes into the run's own file, and what is merged is read back through the held
         folder, whatever became of the path."""
-        ctx_out = HeldFile(self.store.ctx_out, f"{run.log_file}.{run.attempts}.env")
+        ctx_out = HeldFile(self.store.ctx_out, f"{run.log_file}.{run.state.attempts}.env")
         os.close(self.store.ctx_out.create(ctx_out.name))
         return ctx_out
 
@@ -574,7 +544,7 @@ class Runner:
         assert ready is not None
         deadline = time.monotonic() + ready.timeout
         port, addresses = int(ready.value), local_addresses(ready.host)
-        while run.execution is execution and run.status == RUNNING:
+        while run.execution is execution and run.state.status == Status.RUNNING:
             pause = 0.05  # polling a port: there is nothing to wait on
             try:
                 if answers(ready.host, port):
@@ -586,8 +556,8 @@ class Runner:
                 reason = f"cannot probe ready.port: host {ready.host!r}: {exc}"
 
                 def bad_host(reason: str = reason) -> None:
-                    if run.execution is execution and run.status == RUNNING:
-                        self._stop(run, FAILED, reason)
+                    if run.execution is execution and run.state.status == Status.RUNNING:
+                        self._stop(run, Status.FAILED, reason)
 
                 self._post(bad_host)
                 return
@@ -613,30 +583,30 @@ class Runner:
     def _on_ctx_key(self, key: str) -> None:
         for name in self._ctx_watch.pop(key, []):
             run = self.runs[name]
-            if run.status == RUNNING and run.execution is not None:
+            if run.state.status == Status.RUNNING and run.execution is not None:
                 self._mark_ready(run)
 
     def _on_ready(self, run: StepRun, execution: Execution) -> None:
-        if run.execution is execution and run.status == RUNNING and not run.stop_as:
+        if run.execution is execution and run.state.status == Status.RUNNING and not run.stop_as:
             self._mark_ready(run)
 
     def _mark_ready(self, run: StepRun) -> None:
-        run.status, run.ready = READY, True
+        run.state.status, run.ready = Status.READY, True
         self._emit(ev.StepReady(step=run.step.name, ts=self.clock()))
         self._satisfy(run)
         self.store.state_changed()
 
     def _on_ready_timeout(self, run: StepRun, execution: Execution) -> None:
-        if run.execution is execution and run.status == RUNNING:
+        if run.execution is execution and run.state.status == Status.RUNNING:
             ready = run.step.ready
             assert ready is not None
             what = f"{ready.kind} {ready.value}"
-            self._stop(run, FAILED, f"not ready within {ready.timeout:g}s ({what})")
+            self._stop(run, Status.FAILED, f"not ready within {ready.timeout:g}s ({what})")
 
     # ------------------------------------------------------------------ stopping
     def _on_timeout(self, run: StepRun, execution: Execution) -> None:
         if run.execution is execution and not run.stop_as:
-            self._stop(run, TIMED_OUT, f"timed out after {run.step.timeout:g}s")
+            self._stop(run, Status.TIMED_OUT, f"timed out after {run.step.timeout:g}s")
 
     def _stop(
         self, run: StepRun, status: str, reason: str | None, sig: int = signal.SIGTERM
@@ -671,35 +641,38 @@ class Runner:
             self._running_fg -= 1
         if step.type != "shell" and run.steplog is not None:
             run.steplog.close()
-        run.ended = self.clock()
-        run.exit_code, run.signal = outcome.exit_code, outcome.signal
+        run.state.ended = self.clock()
+        run.state.duration = round(run.state.ended - (run.state.started or run.state.ended), 3)
+        run.state.exit_code, run.state.signal = outcome.exit_code, outcome.signal
         if run.stop_as:
-            status, run.reason = run.stop_as, run.stop_reason or outcome.error
+            status, run.state.reason = run.stop_as, run.stop_reason or outcome.error
             if execution is not None and execution.pid is None:
-                run.exit_code = None  # a thread we stopped: its "0" only says it returned
+                run.state.exit_code = None  # a thread we stopped: its "0" only says it returned
         elif step.background and not was_ready and execution is not None:
-            status = FAILED
-            run.reason = f"exited before it was ready ({outcome.error or 'exit code 0'})"
+            status = Status.FAILED
+            run.state.reason = f"exited before it was ready ({outcome.error or 'exit code 0'})"
         elif outcome.ok:
-            status, run.reason = SUCCEEDED, None
+            status, run.state.reason = Status.SUCCEEDED, None
         else:
-            status, run.reason = FAILED, outcome.error
+            status, run.state.reason = Status.FAILED, outcome.error
         will_retry = (
-            status in (FAILED, TIMED_OUT)
-            and run.attempts <= step.retries
+            status in FAILURES
+            and run.state.attempts <= step.retries
             and not (self._interrupted or self._closing)
         )
-        run.status = status
+        run.state.status = status
+        # a continue_on_error failure lets its dependents go on (once no retry is due)
+        run.state.allowed = status in FAILURES and step.continue_on_error and not will_retry
         self._flush_output(run)  # the attempt's output, then its end, then the next attempt
         self._emit(
             ev.StepFinished(
                 step=step.name,
                 status=status,
-                attempt=run.attempts,
-                exit_code=run.exit_code,
-                signal=run.signal,
-                reason=run.reason,
-                duration=round(run.ended - (run.started or run.ended), 3),
+                attempt=run.state.attempts,
+                exit_code=run.state.exit_code,
+                signal=run.state.signal,
+                reason=run.state.reason,
+                duration=run.state.duration,
                 will_retry=will_retry,
                 log_size=None if run.steplog is None else run.steplog.size,
                 ts=self.clock(),
@@ -715,13 +688,10 @@ class Runner:
                 )
             )
         if will_retry:
-            run.status, run.retry_due = PENDING, True
+            run.state.status, run.retry_due = Status.PENDING, True
             self._emit_status(run, f"retrying in {step.retry_delay:g}s")
             self._after(step.retry_delay, lambda: self._retry_due(run))
-        elif status in (FAILED, TIMED_OUT) and step.continue_on_error:
-            run.allowed = True
-            self._satisfy(run)
-        elif status == SUCCEEDED and not run.satisfied:
+        elif run.state.allowed or (status == Status.SUCCEEDED and not run.satisfied):
             self._satisfy(run)
         elif not run.satisfied:
             self._recompute_blocking()
@@ -747,7 +717,7 @@ class Runner:
 
     def _retry_due(self, run: StepRun) -> None:
         run.retry_due = False
-        if run.status == PENDING and self._deps_satisfied(run):
+        if run.state.status == Status.PENDING and self._deps_satisfied(run):
             self._push_ready(run)
 
     def _satisfy(self, run: StepRun) -> None:
@@ -762,11 +732,11 @@ class Runner:
         while passing:
             for name in self._dependents[passing.pop().step.name]:
                 child = self.runs[name]
-                if child.status == PENDING:
+                if child.state.status == Status.PENDING:
                     if self._deps_satisfied(child):
                         self._push_ready(child)
                 elif child.passing_through and self._deps_satisfied(child):
-                    child.satisfied, child.blocked_by = True, set()
+                    child.satisfied, child.state.blocked_by = True, []
                     passing.append(child)
 
     def _recompute_blocking(self) -> None:
@@ -778,17 +748,17 @@ class Runner:
         for name in self._topo:
             run = self.runs[name]
             if run.passing_through:  # skipped, waiting: what holds it up holds up its dependents
-                run.blocked_by = self._failed_roots(run)
+                run.state.blocked_by = sorted(self._failed_roots(run))
                 continue
-            if run.status not in (PENDING, BLOCKED) or run.retry_due:
+            if run.state.status not in WAITING or run.retry_due:
                 continue
-            roots = self._failed_roots(run)
+            roots = sorted(self._failed_roots(run))
             if roots:
-                if run.status != BLOCKED or roots != run.blocked_by:
-                    run.status, run.blocked_by = BLOCKED, roots
-                    self._emit_status(run, "blocked by " + ", ".join(sorted(roots)))
-            elif run.status == BLOCKED:
-                run.status, run.blocked_by = PENDING, set()
+                if run.state.status != Status.BLOCKED or roots != run.state.blocked_by:
+                    run.state.status, run.state.blocked_by = Status.BLOCKED, roots
+                    self._emit_status(run, "blocked by " + ", ".join(roots))
+            elif run.state.status == Status.BLOCKED:
+                run.state.status, run.state.blocked_by = Status.PENDING, []
                 self._emit_status(run)
                 if self._deps_satisfied(run):
                     self._push_ready(run)
@@ -800,8 +770,8 @@ class Runner:
             parent = self.runs[dep]
             if parent.dead:
                 roots.add(dep)
-            elif parent.status == BLOCKED or parent.passing_through:
-                roots |= parent.blocked_by
+            elif parent.state.status == Status.BLOCKED or parent.passing_through:
+                roots.update(parent.state.blocked_by)
         return roots
 
     # ------------------------------------------------------------------ commands
@@ -809,7 +779,7 @@ class Runner:
         self._emit(
             ev.RunMessage(
                 level="warning",
-                text=f"cannot {action} {run.step.name!r}: it is {run.status}",
+                text=f"cannot {action} {run.step.name!r}: it is {run.state.status}",
                 step=run.step.name,
                 ts=self.clock(),
             )
@@ -820,14 +790,14 @@ class Runner:
             return self._refuse(run, "skip")
         # A pending step passes its dependents on once its own dependencies are done; skipping
         # a failed or blocked one is the user asking for its dependents to go on now.
-        now = run.status != PENDING or self._deps_satisfied(run)
-        run.status, run.reason, run.blocked_by, run.retry_due = (
-            SKIPPED,
+        now = run.state.status != Status.PENDING or self._deps_satisfied(run)
+        run.state.status, run.state.reason, run.state.blocked_by, run.retry_due = (
+            Status.SKIPPED,
             "skipped by user",
             set(),
             False,
         )
-        self._emit_status(run, run.reason)
+        self._emit_status(run, run.state.reason)
         if now:
             self._satisfy(run)
         self._recompute_blocking()
@@ -836,7 +806,12 @@ class Runner:
     def _do_retry(self, run: StepRun) -> None:
         if "retry" not in self.allowed_actions(run.step.name):
             return self._refuse(run, "retry")
-        run.status, run.reason, run.allowed, run.satisfied = PENDING, None, False, False
+        run.state.status, run.state.reason, run.state.allowed, run.satisfied = (
+            Status.PENDING,
+            None,
+            False,
+            False,
+        )
         self._emit_status(run, "retry requested")
         self._recompute_blocking()
         if self._deps_satisfied(run):
@@ -844,9 +819,9 @@ class Runner:
         self.store.state_changed()
 
     def _do_stop_step(self, run: StepRun) -> None:
-        if run.status not in (RUNNING, READY):
+        if run.state.status not in ACTIVE:
             return self._refuse(run, "stop")
-        status = STOPPED if run.ready else CANCELLED
+        status = Status.STOPPED if run.ready else Status.CANCELLED
         self._stop(run, status, "stopped by user")
 
     def _do_stop_run(self, sig: int, force: bool) -> None:
@@ -865,7 +840,7 @@ class Runner:
                     self._ended(run, execution, outcome)
             self._finish(leftover_grace=0.0)  # "again to kill at once": leftovers too
             return
-        work_done = self._ended_at is not None or (self.keep_alive and self._foreground_done())
+        work_done = self._state.ended is not None or (self.keep_alive and self._foreground_done())
         if work_done and not self._interrupted:
             # --keep-alive, or an interactive run whose steps have all ended: Ctrl-C or a
             # signal is how the user ends a run whose work is done; the background steps are
@@ -873,31 +848,35 @@ class Runner:
             self._do_close()
             return
         self._interrupted = True
-        self._status = "interrupted"
+        self._state.status, self._state.closing = RunStatus.INTERRUPTED, True
         for run in self.runs.values():
-            if run.status in (PENDING, BLOCKED):
-                run.status, run.retry_due = CANCELLED, False
+            if run.state.status in WAITING:
+                run.state.status, run.retry_due = Status.CANCELLED, False
                 self._emit_status(run, "run interrupted")
             elif run.execution is not None:
-                self._stop(run, CANCELLED, f"run interrupted ({signal.Signals(sig).name})", sig)
+                self._stop(
+                    run, Status.CANCELLED, f"run interrupted ({signal.Signals(sig).name})", sig
+                )
         self.store.state_changed()
 
     def _foreground_done(self) -> bool:
-        return not any(r.status in (PENDING, RUNNING) for r in self.runs.values())
+        return not any(
+            r.state.status in (Status.PENDING, Status.RUNNING) for r in self.runs.values()
+        )
 
     def _do_close(self) -> None:
         """Stop what runs; a run closed before its foreground steps ended counts as interrupted."""
-        self._closing = True
+        self._closing = self._state.closing = True
         for run in self.runs.values():
             if run.execution is not None:
                 if run.step.background and run.ready:
-                    self._stop(run, STOPPED, "stopped when the run was closed")
+                    self._stop(run, Status.STOPPED, "stopped when the run was closed")
                 else:
                     self._cut_short = True
-                    self._stop(run, CANCELLED, "stopped when the run was closed")
-            elif run.status == PENDING:
+                    self._stop(run, Status.CANCELLED, "stopped when the run was closed")
+            elif run.state.status == Status.PENDING:
                 self._cut_short = True
-                run.status, run.retry_due = CANCELLED, False
+                run.state.status, run.retry_due = Status.CANCELLED, False
                 self._emit_status(run, "the run was closed before it started")
         self.store.state_changed()
 
@@ -906,7 +885,7 @@ class Runner:
         if self._finished.is_set():
             return
         if self._running_fg and not (self._interrupted or self._closing):
-            if self._ended_at is not None:
+            if self._state.ended is not None:
                 self._reopen()
             return  # the common case, answered without looking at every step
         active = [r for r in self.runs.values() if r.execution is not None]
@@ -914,8 +893,8 @@ class Runner:
             if not active:
                 self._finish()
             return
-        if any(r.status in (PENDING, RUNNING) for r in self.runs.values()):
-            if self._ended_at is not None:
+        if any(r.state.status in (Status.PENDING, Status.RUNNING) for r in self.runs.values()):
+            if self._state.ended is not None:
                 self._reopen()
             return
         # Every foreground step is done; what is left are ready background steps.
@@ -930,7 +909,7 @@ class Runner:
             if not self._stopping_background:
                 self._stopping_background = True
                 for run in active:
-                    self._stop(run, STOPPED, "stopped after the foreground steps ended")
+                    self._stop(run, Status.STOPPED, "stopped after the foreground steps ended")
             return
         self._finish()
 
@@ -962,18 +941,22 @@ class Runner:
         ends again later.
         """
         outcome = self._outcome()
-        if self._ended_at is not None and outcome == (self.exit_code, self._status):
+        if self._state.ended is not None and outcome == (self._state.exit_code, self._state.status):
             return
-        self._ended_at = self.clock()
-        self.exit_code, self._status = outcome
+        self._state.ended = self.clock()
+        self._state.exit_code, self._state.status = outcome
         for run in self.runs.values():
             self._flush_output(run)
         counts: dict[str, int] = {}
         for run in self.runs.values():
-            counts[run.status] = counts.get(run.status, 0) + 1
+            status = str(run.state.status)
+            counts[status] = counts.get(status, 0) + 1
         self._emit(
             ev.RunFinished(
-                status=self._status, exit_code=self.exit_code, counts=counts, ts=self._ended_at
+                status=self._state.status,
+                exit_code=self._state.exit_code,
+                counts=counts,
+                ts=self._state.ended,
             )
         )
         self.store.state_changed()
@@ -981,38 +964,53 @@ class Runner:
     def _reopen(self) -> None:
         """An interactive run that had ended runs again (a retry, a skip that let blocked
         steps go on): state.json says running, with no end, until it ends again."""
-        self._ended_at = self.exit_code = None
-        self._status = "running"
+        self._state.ended = self._state.exit_code = None
+        self._state.status = RunStatus.RUNNING
         self._emit(ev.RunReopened(ts=self.clock()))
         self.store.state_changed()
 
-    def _outcome(self) -> tuple[int, str]:
+    def _outcome(self) -> tuple[int, RunStatus]:
         if self._interrupted or self._cut_short:
-            return 130, "interrupted"
+            return 130, RunStatus.INTERRUPTED
         for run in self.runs.values():
-            if run.status in (FAILED, TIMED_OUT, BLOCKED) and not run.allowed:
-                return 1, "failed"
-            if run.status == CANCELLED:
-                return 1, "failed"
-        return 0, "succeeded"
+            if run.state.status in _FAILS_THE_RUN and not run.state.allowed:
+                return 1, RunStatus.FAILED
+        return 0, RunStatus.SUCCEEDED
 
     # ------------------------------------------------------------------ events
     def _emit(self, event: ev.Event) -> None:
         if event.kind not in _NOT_LOGGED and _log.isEnabledFor(logging.DEBUG):  # --debug
-            fields = {k: v for k, v in event.to_dict().items() if k not in ("type", "ts")}
+            fields = {
+                k: v.value if isinstance(v, Enum) else v
+                for k, v in event.to_dict().items()
+                if k not in ("type", "ts")
+            }
             _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)
 
     def _emit_status(self, run: StepRun, reason: str | None = None) -> None:
         self._emit(
             ev.StepStatus(
-                step=run.step.name, status=run.status, reason=reason or run.reason, ts=self.clock()
+                step=run.step.name,
+                status=run.state.status,
+                reason=reason or run.state.reason,
+                ts=self.clock(),
             )
         )
+
+    def _note_log(self, run: StepRun) -> str | None:
+        """state.json names the log once its file exists (a python step's: once it printed);
+        the name, the first time."""
+        if run.state.log is None and run.steplog is not None and run.steplog.created:
+            run.state.log = f"logs/{run.log_file}"
+            return run.state.log
+        return None
 
     def _flush_output(self, run: StepRun) -> None:
         if run.steplog is None:
             return
+        if self._note_log(run):
+            self.store.state_changed()
         new = run.steplog.take_new()
         if new is not None:
             size, lines, total = new
@@ -1043,10 +1041,10 @@ class Runner:
                 if self._groups:
                     self._prune_groups()
                 self.watchdog.flush()
-                if self.ctx.version != self._ctx_seen:
-                    changed = self.ctx.changed_since(self._ctx_seen)
-                    self._ctx_seen = self.ctx.version
-                    self._emit(ev.CtxChanged(keys=changed, version=self._ctx_seen, ts=self.clock()))
+                if self.ctx.version != self._state.ctx_version:
+                    changed = self.ctx.changed_since(self._state.ctx_version)
+                    version = self._state.ctx_version = self.ctx.version
+                    self._emit(ev.CtxChanged(keys=changed, version=version, ts=self.clock()))
                     self.store.ctx_changed()
                 # no step runs: nothing to sample, nothing appended while an idle app is open
                 targets = self._sample_targets() if self._sampler else None
@@ -1070,12 +1068,15 @@ class Runner:
             sample = self._sampler.sample(targets)
             peaks = self._sampler.peaks()
             with self._lock:
-                if self._finished.is_set() or self._ended_at is not None:
+                if self._finished.is_set() or self._state.ended is not None:
                     return  # taken as the run ended: no sample after its end
                 for name, peak in peaks.items():
                     run = self.runs.get(name)
                     if run is not None:
-                        run.peak_cpu, run.peak_rss = peak.get("peak_cpu"), peak.get("peak_rss")
+                        run.state.peak_cpu, run.state.peak_rss = (
+                            peak.get("peak_cpu"),
+                            peak.get("peak_rss"),
+                        )
                 self._emit(sample)
                 self.store.state_changed()
         finally:
@@ -1097,7 +1098,37 @@ class Runner:
             elif run.step.index < first:
                 reason = f"before --resume-from {resume_from}"
             if reason:  # a pass-through: released in order by _release_initial
-                run.status, run.reason = SKIPPED, reason
+                run.state.status, run.state.reason = Status.SKIPPED, reason
+
+    def _step_state(self, step: Step) -> StepState:
+        """A step's state before it runs: what it is, for every client, and pending."""
+        session = None
+        if step.type == "session":
+            from core.sessions.step import session_log_path
+
+            action = step.action or ""
+            log = None
+            if action in ("create", "recreate"):
+                path = session_log_path(
+                    step.log, action=action, run_dir=self.run_dir, session=step.session or ""
+                )
+                log = None if path is None else str(path)
+            session = SessionRef(
+                backend=step.backend,
+                name=step.session or "",
+                action=action,
+                socket=step.socket,
+                log=log,
+            )
+        return StepState(
+            name=step.name,
+            type=step.type,
+            index=step.index,
+            background=step.background,
+            depends_on=list(step.depends_on),
+            retries=step.retries,
+            session=session,
+        )
 
     def _step_info(self, run: StepRun) -> dict[str, Any]:
         step = run.step

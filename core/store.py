@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from core.events import FAILED, STOPPED, SUCCEEDED, TIMED_OUT
 from core.privatedir import PrivateDir
+from core.state import FAILURES, Status
 
 try:
     import orjson as _orjson
@@ -36,12 +36,6 @@ _log = logging.getLogger("orch.store")
 _UNFIT = re.compile("[/\x00-\x1f\x7f-\x9f]")
 #: File systems allow 255 bytes a name: room for "-N" and ".log" (a step name may be 512 bytes).
 MAX_LOG_NAME_BYTES = 200
-
-
-def dumps(data: Any) -> bytes:
-    if _orjson is not None:
-        return _orjson.dumps(data, option=_orjson.OPT_INDENT_2)
-    return json.dumps(data, indent=2, ensure_ascii=False).encode()
 
 
 def atomic_write(folder: PrivateDir, name: str, data: bytes, *, fsync: bool = True) -> None:
@@ -131,7 +125,7 @@ class RunStore:
         self._on_error: Callable[[str], None] = _log.warning
         self._final_saved = False
         self._state_dirty = False
-        self._state_fn: Callable[[], dict[str, Any]] | None = None
+        self._state_fn: Callable[[], bytes] | None = None
         self._ctx_fn: Callable[[], bytes] | None = None
         self._ctx_version_fn: Callable[[], int] | None = None
         self._ctx_saved_version = -1
@@ -140,12 +134,13 @@ class RunStore:
 
     def start(
         self,
-        state_fn: Callable[[], dict[str, Any]],
+        state_fn: Callable[[], bytes],
         ctx_fn: Callable[[], bytes],
         ctx_version_fn: Callable[[], int],
         on_error: Callable[[str], None] | None = None,
     ) -> None:
-        """Begin coalesced saving; the callables produce the current state and ctx on demand.
+        """Begin coalesced saving; the callables produce the current state.json and ctx.json
+        bytes on demand.
         ``on_error`` is told (once a file) what could not be saved; default: a log warning."""
         self._state_fn, self._ctx_fn, self._ctx_version_fn = state_fn, ctx_fn, ctx_version_fn
         if on_error is not None:
@@ -199,7 +194,7 @@ class RunStore:
         state = None
         if (self._state_dirty or final) and self._state_fn is not None:
             self._state_dirty = False
-            state = dumps(self._state_fn())
+            state = self._state_fn()
         with self._flush_lock:
             if self._final_saved:
                 return
@@ -317,8 +312,8 @@ class PastRun:
             if not isinstance(step, dict):
                 return f"{name!r} is not in it"
             status = step.get("status")
-            allowed = status in (FAILED, TIMED_OUT) and step.get("allowed")
-            if status in (SUCCEEDED, STOPPED) or allowed or name in restored:
+            allowed = status in FAILURES and step.get("allowed")
+            if status in (Status.SUCCEEDED, Status.STOPPED) or allowed or name in restored:
                 continue
             reason = f" ({step['reason']})" if step.get("reason") else ""
             return f"{name!r} is {status}{reason}"

@@ -35,6 +35,7 @@ from textual.widgets import Footer
 from core import events as ev
 from core.runner import Runner
 from core.sessions.step import session_log_path
+from core.state import ACTIVE, FAILURES, WAITING, Status
 from core.text import clean
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
@@ -46,8 +47,6 @@ REFRESH_HZ = 15
 CTX_REFRESH_SECONDS = 0.5
 DURATION_REFRESH_SECONDS = 1.0
 TREE_CHROME = 6  # the tree's border, padding and vertical scrollbar, in columns
-#: Statuses whose duration grows while they last: redrawn every DURATION_REFRESH_SECONDS.
-LIVE = frozenset({ev.RUNNING, ev.READY})
 STEP_EVENTS = (ev.StepStarted, ev.StepFinished, ev.StepStatus, ev.StepReady)
 
 
@@ -172,9 +171,9 @@ class OrchApp(App[int]):
                 key: state[key] for key in ("status", "started", "ended", "attempts", "blocked_by")
             }
             self._count(state["status"], 1)
-            if state["status"] in LIVE:
+            if state["status"] in ACTIVE:
                 self._live.add(name)
-        drawn = {n: s for n, s in self._states.items() if s["status"] != ev.PENDING}
+        drawn = {n: s for n, s in self._states.items() if s["status"] != Status.PENDING}
         self.query_one(StepTree).update_steps(drawn, self.clock())  # pending: drawn already
 
     def _drain(self) -> None:
@@ -205,7 +204,7 @@ class OrchApp(App[int]):
         self._redraw_rows(run_changed)
         for pane in self.query(LogPane):
             if pane.step in self._dirty_logs or (
-                pane.step and self._states.get(pane.step, {}).get("status") == ev.RUNNING
+                pane.step and self._states.get(pane.step, {}).get("status") == Status.RUNNING
             ):
                 pane.poll()
         self._dirty_logs.clear()
@@ -224,9 +223,9 @@ class OrchApp(App[int]):
         state = self._states[name]
         if isinstance(event, ev.StepStarted):
             state.update(started=event.ts, ended=None, attempts=event.attempt)
-            new = ev.RUNNING
+            new = Status.RUNNING
         elif isinstance(event, ev.StepReady):
-            new = ev.READY
+            new = Status.READY
         elif isinstance(event, ev.StepFinished):
             new = event.status
             state.update(ended=event.ts, attempts=event.attempt)
@@ -245,11 +244,11 @@ class OrchApp(App[int]):
         state["status"] = new
         self._count(old, -1)
         self._count(new, 1)
-        if new in LIVE:
+        if new in ACTIVE:
             self._live.add(name)
         else:
             self._live.discard(name)
-        if new == ev.BLOCKED:
+        if new == Status.BLOCKED:
             self._blocked.add(name)
         else:
             state["blocked_by"] = []
@@ -278,7 +277,7 @@ class OrchApp(App[int]):
     def _note_session(self, event: ev.StepFinished) -> None:
         """A session step that succeeded: its session joins the tree's Sessions group."""
         step = self.runner.runs[event.step].step  # a dict fixed at the start: no lock needed
-        if step.type != "session" or event.status != "succeeded":
+        if step.type != "session" or event.status != Status.SUCCEEDED:
             return
         key = (step.backend, step.session)
         if step.action == "kill":
@@ -304,11 +303,11 @@ class OrchApp(App[int]):
         if self._run_finished is not None and self.runner.finished:
             return self._run_finished.status  # closed; before that a retry may reopen it
         counts = self._counts
-        if counts.get(ev.RUNNING) or counts.get(ev.PENDING):
+        if counts.get(Status.RUNNING) or counts.get(Status.PENDING):
             return "running"
-        if any(counts.get(s) for s in (ev.FAILED, ev.TIMED_OUT, ev.BLOCKED, ev.CANCELLED)):
+        if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):
             return "waiting"  # for the user: retry or skip
-        if counts.get(ev.READY):
+        if counts.get(Status.READY):
             return "done"  # the foreground is; background steps are still up
         return "succeeded"
 
@@ -355,9 +354,9 @@ class OrchApp(App[int]):
             if path is None:
                 return "no log: `log: true` on the session's step keeps one"
             return "waiting for output…"
-        if state["status"] in ("pending", "blocked"):
+        if state["status"] in WAITING:
             return f"{state['status']}: no output yet"
-        if state["status"] in ("running", "ready"):
+        if state["status"] in ACTIVE:
             return "waiting for output…"
         return "no output"
 
@@ -481,7 +480,7 @@ class OrchApp(App[int]):
         ctx.display = not ctx.display
 
     def _running_steps(self) -> list[str]:
-        return [n for n, s in self._states.items() if s["status"] in ("running", "ready")]
+        return [n for n, s in self._states.items() if s["status"] in ACTIVE]
 
     def action_quit_app(self) -> None:
         if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already

@@ -56,6 +56,7 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
     """Run the recipe in the app at one terminal size; save the main view (and help, sessions)."""
     from core.resources import ResourceSampler
     from core.runner import Runner
+    from core.state import Status
     from tui.app import make_app
     from tui.widgets import CtxInspector, LogPane, StepTree
 
@@ -68,7 +69,7 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
 
         def settled() -> bool:
             steps = runner.state()["steps"].values()
-            return all(s["status"] not in ("pending", "running") for s in steps)
+            return all(s["status"] not in (Status.PENDING, Status.RUNNING) for s in steps)
 
         names = [s.name for s in recipe.steps]
         background = [s.name for s in recipe.steps if s.background]

@@ -186,7 +186,7 @@ def test_state_json_is_never_ahead_of_ctx_json_when_ctx_saves_are_slow(tmp_path,
         time.sleep(0.1)  # the injected fault: a slow save (huge ctx, slow disk)
         return json.dumps({"n": n}).encode()
 
-    store.start(lambda: {"n": counter["n"]}, slow_ctx, lambda: counter["n"])
+    store.start(lambda: json.dumps({"n": counter["n"]}).encode(), slow_ctx, lambda: counter["n"])
     faults.tried("slow ctx saves while the state changes")
     state_path, ctx_path = tmp_path / "run" / "state.json", tmp_path / "run" / "ctx.json"
     checks = 0

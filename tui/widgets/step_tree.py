@@ -24,6 +24,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from core.state import ACTIVE, Status
 from tui.status import STATUS_STYLE, format_duration, status_icon
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
@@ -127,11 +128,11 @@ class StepTree(Tree[dict[str, Any]]):
         return self._widths[data["name"]]
 
     def _label(self, name: str, state: dict[str, Any], now: float) -> Text:
-        status = state.get("status", "pending")
+        status = state.get("status", Status.PENDING)
         info = self._info[name]
         text = Text()
         text.append(status_icon(status) + " ", style=STATUS_STYLE.get(status, ""))
-        text.append(name, style="bold" if status in ("running", "ready") else "")
+        text.append(name, style="bold" if status in ACTIVE else "")
         started, ended = state.get("started"), state.get("ended")
         if started is not None:
             text.append(" " + format_duration((ended or now) - started), style="dim")
@@ -140,7 +141,7 @@ class StepTree(Tree[dict[str, Any]]):
             text.append(f" ×{attempts}", style="yellow")
         if info.get("background"):
             text.append(" bg", style="cyan dim")
-        if status == "blocked" and state.get("blocked_by"):
+        if status == Status.BLOCKED and state.get("blocked_by"):
             text.append(" ← " + ", ".join(state["blocked_by"]), style="dim red")
         return text
 
