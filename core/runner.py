@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,8 @@ _log = logging.getLogger("orch.runner")
 TICK = 0.1  # output and ctx events are coalesced to this period
 #: events too frequent for the --debug log (the step logs and the meters have them)
 _NOT_LOGGED = frozenset({"step_output", "resources"})
+#: fields of an event left out of the --debug log line (the state: the other fields say it)
+_NOT_DEBUG_FIELDS = frozenset({"type", "ts", "seq", "state"})
 #: Statuses that fail the run, unless the step's failure is allowed (continue_on_error).
 _FAILS_THE_RUN = FAILURES | {Status.BLOCKED, Status.CANCELLED}
 
@@ -190,15 +191,16 @@ class Runner:
             self._state_json, self.ctx.to_json_bytes, lambda: self.ctx.version, self._save_error
         )
         self.bus.start()
-        self.bus.publish(
-            ev.RunStarted(
-                run_id=self.run_id,
-                recipe=str(self.recipe.path),
-                run_dir=str(self.run_dir),
-                steps=[self._step_info(r) for r in self.runs.values()],
-                ts=self.clock(),
+        with self._lock:
+            self._emit(
+                ev.RunStarted(
+                    run_id=self.run_id,
+                    recipe=str(self.recipe.path),
+                    run_dir=str(self.run_dir),
+                    state=self._state.copy(),
+                    ts=self.clock(),
+                )
             )
-        )
         if self.resume is not None:
             where = f"{self.resume.run_id} ({self.resume.run_dir})"
             self._emit(ev.RunMessage(level="info", text=f"ctx restored from run {where}"))
@@ -271,6 +273,11 @@ class Runner:
         """Which of skip/retry/stop apply to the step now (the TUI shows only these keys)."""
         with self._lock:
             return allowed_actions(self.runs[name].state, self._state)
+
+    def snapshot(self) -> RunState:
+        """The run's state now, a copy that does not change (its ``seq``: the last event in it)."""
+        with self._lock:
+            return self._state.copy()
 
     def state(self) -> dict[str, Any]:
         """The state.json document: a consistent snapshot, safe to call from any thread."""
@@ -395,7 +402,7 @@ class Runner:
             steplog = StepLog(self.store.logs, run.log_file, lazy=step.type == "python")
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
-            self._emit(ev.StepStarted(step=step.name, attempt=run.state.attempts, ts=self.clock()))
+            self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)
             self._ended(run, None, Outcome(None, error=f"cannot open its log: {exc}"))
             return
         if run.state.attempts > 1:
@@ -405,7 +412,7 @@ class Runner:
         taken = self._port_taken(step)
         if taken:
             steplog.write_text(f"orch-tui: not started: {taken}\n")
-            self._emit(ev.StepStarted(step=step.name, attempt=run.state.attempts, ts=self.clock()))
+            self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)
             self._ended(run, None, Outcome(None, error=taken))
             return
         try:
@@ -415,7 +422,7 @@ class Runner:
         except (OSError, ValueError) as exc:  # ValueError: a ctx value with NUL to expose, ...
             run.execution = None
             steplog.write_text(f"orch-tui: cannot start {step.name!r}: {exc}\n")
-            self._emit(ev.StepStarted(step=step.name, attempt=run.state.attempts, ts=self.clock()))
+            self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)
             why = getattr(exc, "strerror", None) or exc
             self._ended(run, None, Outcome(None, error=f"cannot start: {why}"))
             return
@@ -423,9 +430,7 @@ class Runner:
         if pid is not None:
             self._groups.add(pid)
             self.watchdog.add(pid, step.grace)
-        self._emit(
-            ev.StepStarted(step=step.name, attempt=run.state.attempts, pid=pid, ts=self.clock())
-        )
+        self._emit_step(ev.StepStarted, run, attempt=run.state.attempts, pid=pid)
         if step.timeout:
             self._after(step.timeout, lambda: self._on_timeout(run, execution))
         if step.background:
@@ -592,7 +597,7 @@ class Runner:
 
     def _mark_ready(self, run: StepRun) -> None:
         run.state.status, run.ready = Status.READY, True
-        self._emit(ev.StepReady(step=run.step.name, ts=self.clock()))
+        self._emit_step(ev.StepReady, run)
         self._satisfy(run)
         self.store.state_changed()
 
@@ -664,19 +669,17 @@ class Runner:
         # a continue_on_error failure lets its dependents go on (once no retry is due)
         run.state.allowed = status in FAILURES and step.continue_on_error and not will_retry
         self._flush_output(run)  # the attempt's output, then its end, then the next attempt
-        self._emit(
-            ev.StepFinished(
-                step=step.name,
-                status=status,
-                attempt=run.state.attempts,
-                exit_code=run.state.exit_code,
-                signal=run.state.signal,
-                reason=run.state.reason,
-                duration=run.state.duration,
-                will_retry=will_retry,
-                log_size=None if run.steplog is None else run.steplog.size,
-                ts=self.clock(),
-            )
+        self._emit_step(
+            ev.StepFinished,
+            run,
+            status=status,
+            attempt=run.state.attempts,
+            exit_code=run.state.exit_code,
+            signal=run.state.signal,
+            reason=run.state.reason,
+            duration=run.state.duration,
+            will_retry=will_retry,
+            log_size=None if run.steplog is None else run.steplog.size,
         )
         if run.steplog is not None and run.steplog.write_error is not None:
             self._emit(
@@ -736,7 +739,8 @@ class Runner:
                     if self._deps_satisfied(child):
                         self._push_ready(child)
                 elif child.passing_through and self._deps_satisfied(child):
-                    child.satisfied, child.state.blocked_by = True, []
+                    child.satisfied = True
+                    self._pass_blocked_by(child, [])
                     passing.append(child)
 
     def _recompute_blocking(self) -> None:
@@ -748,7 +752,7 @@ class Runner:
         for name in self._topo:
             run = self.runs[name]
             if run.passing_through:  # skipped, waiting: what holds it up holds up its dependents
-                run.state.blocked_by = sorted(self._failed_roots(run))
+                self._pass_blocked_by(run, sorted(self._failed_roots(run)))
                 continue
             if run.state.status not in WAITING or run.retry_due:
                 continue
@@ -762,6 +766,13 @@ class Runner:
                 self._emit_status(run)
                 if self._deps_satisfied(run):
                     self._push_ready(run)
+
+    def _pass_blocked_by(self, run: StepRun, roots: list[str]) -> None:
+        """A skipped step still waiting for its dependencies: what holds it up (and so its
+        dependents) changed."""
+        if roots != run.state.blocked_by:
+            run.state.blocked_by = roots
+            self._emit_status(run)
 
     def _failed_roots(self, run: StepRun) -> set[str]:
         """The root failures that keep ``run``'s dependencies from being done."""
@@ -848,7 +859,7 @@ class Runner:
             self._do_close()
             return
         self._interrupted = True
-        self._state.status, self._state.closing = RunStatus.INTERRUPTED, True
+        self._mark_closing(RunStatus.INTERRUPTED)
         for run in self.runs.values():
             if run.state.status in WAITING:
                 run.state.status, run.retry_due = Status.CANCELLED, False
@@ -859,6 +870,12 @@ class Runner:
                 )
         self.store.state_changed()
 
+    def _mark_closing(self, status: RunStatus) -> None:
+        """Only ``stop`` applies to the steps from now on (``status``: the run's now)."""
+        if not self._state.closing or status != self._state.status:
+            self._state.closing, self._state.status = True, status
+            self._emit(ev.RunClosing(status=status, ts=self.clock()))
+
     def _foreground_done(self) -> bool:
         return not any(
             r.state.status in (Status.PENDING, Status.RUNNING) for r in self.runs.values()
@@ -866,7 +883,8 @@ class Runner:
 
     def _do_close(self) -> None:
         """Stop what runs; a run closed before its foreground steps ended counts as interrupted."""
-        self._closing = self._state.closing = True
+        self._closing = True
+        self._mark_closing(self._state.status)
         for run in self.runs.values():
             if run.execution is not None:
                 if run.step.background and run.ready:
@@ -947,6 +965,7 @@ class Runner:
         self._state.exit_code, self._state.status = outcome
         for run in self.runs.values():
             self._flush_output(run)
+        self._flush_ctx()
         counts: dict[str, int] = {}
         for run in self.runs.values():
             status = str(run.state.status)
@@ -979,24 +998,21 @@ class Runner:
 
     # ------------------------------------------------------------------ events
     def _emit(self, event: ev.Event) -> None:
+        """Publish an event; the run's state includes it (``seq``)."""
         if event.kind not in _NOT_LOGGED and _log.isEnabledFor(logging.DEBUG):  # --debug
-            fields = {
-                k: v.value if isinstance(v, Enum) else v
-                for k, v in event.to_dict().items()
-                if k not in ("type", "ts")
-            }
+            fields = {k: v for k, v in event.to_dict().items() if k not in _NOT_DEBUG_FIELDS}
             _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)
+        self._state.seq = event.seq
+
+    def _emit_step(self, kind: type[ev.StepEvent], run: StepRun, **fields: Any) -> None:
+        """A step event carrying (a copy of) the step's state as it is now."""
+        state = msgspec.structs.replace(run.state)
+        self._emit(kind(step=run.step.name, state=state, ts=self.clock(), **fields))
 
     def _emit_status(self, run: StepRun, reason: str | None = None) -> None:
-        self._emit(
-            ev.StepStatus(
-                step=run.step.name,
-                status=run.state.status,
-                reason=reason or run.state.reason,
-                ts=self.clock(),
-            )
-        )
+        status, reason = run.state.status, reason or run.state.reason
+        self._emit_step(ev.StepStatus, run, status=status, reason=reason)
 
     def _note_log(self, run: StepRun) -> str | None:
         """state.json names the log once its file exists (a python step's: once it printed);
@@ -1007,18 +1023,24 @@ class Runner:
         return None
 
     def _flush_output(self, run: StepRun) -> None:
-        if run.steplog is None:
+        """A StepOutput for what the step wrote since the last one (naming its log, the first
+        time the file exists)."""
+        steplog = run.steplog
+        if steplog is None:
             return
-        if self._note_log(run):
+        log = self._note_log(run)
+        new = steplog.take_new()
+        if new is None and log is None:
+            return
+        size, lines, total = new or (steplog.size, [], steplog.lines_total)
+        if log is not None:
             self.store.state_changed()
-        new = run.steplog.take_new()
-        if new is not None:
-            size, lines, total = new
-            self._emit(
-                ev.StepOutput(
-                    step=run.step.name, size=size, lines=lines, lines_total=total, ts=self.clock()
-                )
+        name = run.step.name
+        self._emit(
+            ev.StepOutput(
+                step=name, size=size, lines=lines, lines_total=total, log=log, ts=self.clock()
             )
+        )
 
     def _save_error(self, text: str) -> None:
         """The store could not save a file (said once a file): a warning in the run's events,
@@ -1041,11 +1063,7 @@ class Runner:
                 if self._groups:
                     self._prune_groups()
                 self.watchdog.flush()
-                if self.ctx.version != self._state.ctx_version:
-                    changed = self.ctx.changed_since(self._state.ctx_version)
-                    version = self._state.ctx_version = self.ctx.version
-                    self._emit(ev.CtxChanged(keys=changed, version=version, ts=self.clock()))
-                    self.store.ctx_changed()
+                self._flush_ctx()
                 # no step runs: nothing to sample, nothing appended while an idle app is open
                 targets = self._sample_targets() if self._sampler else None
             if targets and time.monotonic() >= next_sample and not self._sampling.is_set():
@@ -1054,6 +1072,14 @@ class Runner:
                 # must not hold up output and ctx events, nor the saving they trigger.
                 self._sampling.set()
                 self.workers.submit(self._sample, targets)
+
+    def _flush_ctx(self) -> None:
+        """A CtxChanged for the keys written since the last one."""
+        if self.ctx.version != self._state.ctx_version:
+            changed = self.ctx.changed_since(self._state.ctx_version)
+            version = self._state.ctx_version = self.ctx.version
+            self._emit(ev.CtxChanged(keys=changed, version=version, ts=self.clock()))
+            self.store.ctx_changed()
 
     def _sample_targets(self) -> dict[str, StepTarget]:
         return {
@@ -1070,15 +1096,15 @@ class Runner:
             with self._lock:
                 if self._finished.is_set() or self._state.ended is not None:
                     return  # taken as the run ended: no sample after its end
+                grown = {}
                 for name, peak in peaks.items():
-                    run = self.runs.get(name)
-                    if run is not None:
-                        run.state.peak_cpu, run.state.peak_rss = (
-                            peak.get("peak_cpu"),
-                            peak.get("peak_rss"),
-                        )
-                self._emit(sample)
-                self.store.state_changed()
+                    state = self.runs[name].state
+                    figures = (peak.get("peak_cpu"), peak.get("peak_rss"))
+                    if figures != (state.peak_cpu, state.peak_rss):
+                        state.peak_cpu, state.peak_rss = grown[name] = figures  # type: ignore[assignment]
+                self._emit(msgspec.structs.replace(sample, peaks=grown))
+                if grown:
+                    self.store.state_changed()
         finally:
             self._sampling.clear()
 
@@ -1129,23 +1155,6 @@ class Runner:
             retries=step.retries,
             session=session,
         )
-
-    def _step_info(self, run: StepRun) -> dict[str, Any]:
-        step = run.step
-        info: dict[str, Any] = {
-            "name": step.name,
-            "type": step.type,
-            "index": step.index,
-            "background": step.background,
-            "depends_on": list(step.depends_on),
-            "log": f"logs/{run.log_file}",
-            "retries": step.retries,
-            "continue_on_error": step.continue_on_error,
-            "timeout": step.timeout,
-        }
-        if step.type == "session":
-            info.update(session=step.session, backend=step.backend, action=step.action)
-        return info
 
 
 def _noop() -> None:

@@ -22,13 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from core.events import Event, encode_event
 from core.privatedir import PrivateDir
 from core.state import FAILURES, Status
-
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover
-    _orjson = None
 
 RUNS_DIR = Path(".orch") / "runs"
 _log = logging.getLogger("orch.store")
@@ -149,8 +145,8 @@ class RunStore:
         self._thread.start()
 
     # -- events ---------------------------------------------------------------------------------
-    def append_event(self, event: dict[str, Any]) -> None:
-        line = (_orjson.dumps(event) if _orjson else json.dumps(event).encode()) + b"\n"
+    def append_event(self, event: Event) -> None:
+        line = encode_event(event) + b"\n"
         with self._lock:
             if not self._closed:
                 self._events.write(line)

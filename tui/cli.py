@@ -360,7 +360,7 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not reporter.close(runner.state()):
+    if not reporter.close(runner.snapshot()):
         # stdout took nothing for ORCH_STDOUT_TIMEOUT seconds: what is left for it goes
         # nowhere, and the exit's own flush of sys.stdout cannot block either
         _stdout_gone()
