@@ -54,6 +54,7 @@ from core.events import (
     StepStarted,
     StepStatus,
 )
+from core.rundir import RunDir
 from core.state import ACTIVE, FAILURES, RunState, RunStatus, Status, StepState
 from core.text import clean
 
@@ -388,7 +389,7 @@ class HeadlessReporter:
 
     def __init__(
         self,
-        run_dir: Path,
+        run_dir: RunDir,
         *,
         stream: TextIO = sys.stdout,
         tty: bool | None = None,
@@ -397,7 +398,7 @@ class HeadlessReporter:
         width: int | None = None,
         refresh_per_second: float = 8.0,
     ) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = run_dir
         if tty is None:
             try:
                 tty = bool(stream.isatty())
@@ -424,7 +425,7 @@ class HeadlessReporter:
             self._symbols = False
         # the run as the events tell it (a mirror: core.state), and how each step is shown;
         # the lock guards them against the live view's refresh thread
-        self._run = RunState(run_id="", recipe="", name="", run_dir=str(run_dir), pid=0)
+        self._run = RunState(run_id="", recipe="", name="", run_dir=str(run_dir.path), pid=0)
         self._views: dict[str, _View] = {}
         self._lock = threading.Lock()
         self._name = ""
@@ -493,7 +494,7 @@ class HeadlessReporter:
             for name in event.state.steps:
                 if name not in self._views:
                     self._views[name] = _View(name)
-        logs = _display_path(self.run_dir / "logs")
+        logs = _display_path(self.run_dir.logs)
         count = len(event.state.steps)
         self._event_line(
             event.ts,
@@ -602,8 +603,7 @@ class HeadlessReporter:
         self._event_line(event.ts, event.status, view, text)
 
     def _log_path(self, name: str) -> Path:
-        state = self._run.steps.get(name)
-        return self.run_dir / (state.log if state and state.log else f"logs/{name}.log")
+        return self.run_dir.log(name)
 
     # == output echo ================================================================================
     def _blocks(self, view: _View, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
@@ -1095,7 +1095,7 @@ class HeadlessReporter:
         return shown, [s for s in everything if id(s) not in kept]
 
     def _hidden_line(self, hidden: list[StepState]) -> str:
-        where = _display_path(self.run_dir / "state.json")
+        where = _display_path(self.run_dir.state)
         if all(s.status in _QUIET and not s.allowed for s in hidden):
             what = "that succeeded or were skipped, none slower than those listed"
         else:

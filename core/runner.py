@@ -48,6 +48,7 @@ from core.privatedir import HeldFile
 from core.reactor import OutputReactor
 from core.recipe import Recipe, Step, step_cwd
 from core.resources import Sampler, StepTarget
+from core.rundir import RunDir, new_run_id
 from core.state import (
     ACTIVE,
     DEAD,
@@ -61,7 +62,7 @@ from core.state import (
     allowed_actions,
 )
 from core.steplog import StepLog
-from core.store import ResumePoint, RunStore, log_name, new_run_id
+from core.store import ResumePoint, RunStore
 from core.watchdog import Watchdog, kill_leftovers
 from core.workers import Workers
 
@@ -83,7 +84,6 @@ class StepRun:
 
     step: Step
     state: StepState
-    log_file: str
     satisfied: bool = False
     ready: bool = False
     execution: Execution | None = None
@@ -121,15 +121,15 @@ class Runner:
     ) -> None:
         self.recipe = recipe
         self.run_id = new_run_id()
-        self.run_dir = (run_dir or Path.cwd() / ".orch" / "runs" / self.run_id).absolute()
         self.jobs = jobs or recipe.jobs or os.cpu_count() or 1
         self.interactive = interactive
         self.keep_alive = keep_alive
         self.clock = clock
         self.resume = resume
         self.ctx = Context(resume.ctx if resume is not None else recipe.ctx)
-        # .orch and .orch/runs must be this user's own too, not only the run's folder
-        self.store = RunStore(self.run_dir, below=None if run_dir else Path.cwd())
+        self.rundir = RunDir.create(run_dir, Path.cwd(), self.run_id)
+        self.rundir.name_logs(s.name for s in recipe.steps)
+        self.store = RunStore(self.rundir)
         self.bus = EventBus(sink=self.store.append_event)
         self.workers = Workers()
         self.reactor = OutputReactor()
@@ -138,11 +138,7 @@ class Runner:
         self._resource_interval = resource_interval
         self._sampling = threading.Event()  # a sample is being taken, on a worker thread
 
-        taken: set[str] = set()
-        self.runs: dict[str, StepRun] = {}
-        for step in recipe.steps:
-            log_file = log_name(step.name, taken)
-            self.runs[step.name] = StepRun(step, self._step_state(step), log_file)
+        self.runs = {s.name: StepRun(s, self._step_state(s)) for s in recipe.steps}
         self._state = RunState(
             run_id=self.run_id,
             recipe=str(recipe.path),
@@ -222,6 +218,11 @@ class Runner:
         while (code := self.wait(0.5)) is None:
             pass
         return code
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder (``rundir`` knows where each file in it is)."""
+        return self.rundir.path
 
     @property
     def exit_code(self) -> int | None:
@@ -399,7 +400,8 @@ class Runner:
         if not step.background:
             self._running_fg += 1
         try:
-            steplog = StepLog(self.store.logs, run.log_file, lazy=step.type == "python")
+            log_file = self.rundir.log_file(step.name)
+            steplog = StepLog(self.rundir.logs_folder, log_file, lazy=step.type == "python")
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
             self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)
@@ -462,7 +464,7 @@ class Runner:
         if step.type == "python":
             execution = PythonExecution(step, self.ctx, steplog, self.workers, on_exit)
         elif step.type == "shell":
-            ctx_out = self._new_ctx_out(run)
+            ctx_out = self.rundir.new_ctx_out(step.name, run.state.attempts)
             argv = [step.cmd, *step.args] if step.cmd else ["bash", "-c", step.run or ""]
             execution = ShellExecution(
                 step,
@@ -488,14 +490,6 @@ class Runner:
                 on_exit=on_exit,
             )
         return execution
-
-    def _new_ctx_out(self, run: StepRun) -> HeldFile:
-        """The attempt's ORCH_CTX_OUT, made here (new, 0600) before the step starts: the step
-        writes into the run's own file, and what is merged is read back through the held
-        folder, whatever became of the path."""
-        ctx_out = HeldFile(self.store.ctx_out, f"{run.log_file}.{run.state.attempts}.env")
-        os.close(self.store.ctx_out.create(ctx_out.name))
-        return ctx_out
 
     def _cwd(self, step: Step) -> Path:
         return step_cwd(self.recipe.workspace, step.cwd)
@@ -1018,7 +1012,7 @@ class Runner:
         """state.json names the log once its file exists (a python step's: once it printed);
         the name, the first time."""
         if run.state.log is None and run.steplog is not None and run.steplog.created:
-            run.state.log = f"logs/{run.log_file}"
+            run.state.log = self.rundir.log_name(run.step.name)
             return run.state.log
         return None
 
@@ -1136,7 +1130,7 @@ class Runner:
             log = None
             if action in ("create", "recreate"):
                 path = session_log_path(
-                    step.log, action=action, run_dir=self.run_dir, session=step.session or ""
+                    step.log, action=action, run_dir=self.rundir.path, session=step.session or ""
                 )
                 log = None if path is None else str(path)
             session = SessionRef(

@@ -26,6 +26,7 @@ from core.events import (
     StepStatus,
 )
 from core.reporter import HeadlessReporter, format_bytes, format_duration
+from core.rundir import RunDir
 from core.state import RunState, StepState
 from core.text import clean
 
@@ -47,7 +48,8 @@ class Run:
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.out = io.StringIO()
         kwargs.setdefault("tty", False)
-        self.reporter = HeadlessReporter(run_dir, stream=kwargs.pop("stream", self.out), **kwargs)
+        stream = kwargs.pop("stream", self.out)
+        self.reporter = HeadlessReporter(RunDir(run_dir), stream=stream, **kwargs)
         self.ts = T0
         self.seq = 0
         self.sizes: dict[str, int] = {}

@@ -34,7 +34,6 @@ from textual.widgets import Footer
 
 from core import events as ev
 from core.runner import Runner
-from core.sessions.step import session_log_path
 from core.state import ACTIVE, FAILURES, WAITING, Status
 from core.text import clean
 from tui.screens.confirm_quit import ConfirmQuit
@@ -109,7 +108,6 @@ class OrchApp(App[int]):
             "name": step.name,
             "type": step.type,
             "background": step.background,
-            "log": f"logs/{self.runner.runs[step.name].log_file}",
         }
         if step.type == "session":
             info.update(session=step.session, backend=step.backend, socket=step.socket)
@@ -276,22 +274,20 @@ class OrchApp(App[int]):
 
     def _note_session(self, event: ev.StepFinished) -> None:
         """A session step that succeeded: its session joins the tree's Sessions group."""
-        step = self.runner.runs[event.step].step  # a dict fixed at the start: no lock needed
-        if step.type != "session" or event.status != Status.SUCCEEDED:
+        session = event.state.session
+        if session is None or event.status != Status.SUCCEEDED:
             return
-        key = (step.backend, step.session)
-        if step.action == "kill":
+        key = (session.backend, session.name)
+        if session.action == "kill":
             self._sessions.pop(key, None)
             return
         log = self._sessions.get(key, {}).get("log")  # a send or detach step keeps the log
-        if step.action in ("create", "recreate"):
-            log = session_log_path(
-                step.log, action=step.action, run_dir=self.runner.run_dir, session=step.session
-            )
+        if session.action in ("create", "recreate"):
+            log = None if session.log is None else Path(session.log)
         self._sessions[key] = {
-            "backend": step.backend,
-            "name": step.session,
-            "socket": step.socket,
+            "backend": session.backend,
+            "name": session.name,
+            "socket": session.socket,
             "state": "detached",
             "log": log,
         }
@@ -343,7 +339,7 @@ class OrchApp(App[int]):
         self.query_one(ResourceMeter).show_step(name)
 
     def _log_path(self, name: str) -> Path:
-        return self.runner.run_dir / "logs" / self.runner.runs[name].log_file
+        return self.runner.rundir.log(name)
 
     def _empty_hint(self, step: str | None, path: Path | None) -> str:
         """What an empty log pane says: the log file is missing or empty, and the step is..."""
@@ -583,7 +579,7 @@ def run_app(recipe, args, resume) -> int:
     runner = make_runner(recipe, args, resume, interactive=True)
     app = make_app(runner)
     if args.debug:
-        _log_to_file(runner.run_dir / "debug.log")
+        _log_to_file(runner.rundir.debug_log)
 
     def on_signal(signum: int, _frame) -> None:
         if signum == signal.SIGHUP:

@@ -276,9 +276,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _resume_point(recipe, args: argparse.Namespace) -> ResumePoint:
     """The ctx --resume-from restores and the run it comes from."""
-    from core.store import RUNS_DIR, ResumeError, find_resume_point
+    from core.rundir import runs_root
+    from core.store import ResumeError, find_resume_point
 
-    roots = [Path.cwd() / RUNS_DIR]
+    roots = [runs_root(Path.cwd())]
     if args.run_dir is not None:
         roots.append(args.run_dir.absolute().parent)
     first = recipe.step(args.resume_from).index
@@ -314,7 +315,9 @@ def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **
             "give --run-dir a folder of yours"
         ) from None
     except OSError as exc:  # a folder that cannot be made (read-only, no permission)
-        where = exc.filename or args.run_dir or ".orch/runs"
+        from core.rundir import runs_root
+
+        where = exc.filename or args.run_dir or runs_root(Path())
         raise UsageError(f"cannot make the run's folder {where}: {exc.strerror or exc}") from None
 
 
@@ -340,7 +343,7 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     from core.reporter import HeadlessReporter
 
     runner = make_runner(recipe, args, resume)
-    reporter = HeadlessReporter(runner.run_dir, stream=sys.stdout)
+    reporter = HeadlessReporter(runner.rundir, stream=sys.stdout)
     runner.subscribe(reporter.handle)
     interrupts = 0
 
@@ -481,6 +484,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     not a user's ``logs/`` or build output, not what a symlink points to, not another user's
     files, not a run still going. The developer's clean-up (caches, egg-info) is ``make clean``."""
     from core.recipe import workspace_of
+    from core.rundir import orch_folder
 
     here = Path.cwd()
     workspace = workspace_of(here)
@@ -491,7 +495,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     cleaner = _Cleaner(here, dry_run=args.dry_run)
-    if not cleaner.orch(workspace / ".orch"):
+    if not cleaner.orch(orch_folder(workspace)):
         _say(f"nothing to clean in {workspace}")
     return cleaner.code
 
@@ -521,7 +525,9 @@ class _Cleaner:
 
     def _runs(self, entry: Path) -> bool:
         """Inside .orch: the runs folder is orch-tui's; anything else is left alone."""
-        if entry.name != "runs":
+        from core.rundir import RUNS_FOLDER
+
+        if entry.name != RUNS_FOLDER:
             return self._leave(entry, "not made by orch-tui")
         kind = self._kind(entry)
         if kind == "link":
@@ -531,10 +537,12 @@ class _Cleaner:
         return self._clean_folder(entry, self._run) and self._rmdir(entry)
 
     def _run(self, run: Path) -> bool:
+        from core.rundir import RunDir
+
         kind = self._kind(run)
         if kind == "link":
             return self._unlink(run)
-        state = run / "state.json"
+        state = RunDir(run).state
         if kind != "ours":
             return self._leave(run, "not a folder of yours")
         if self._kind(state) != "file":
@@ -627,11 +635,13 @@ def _live_pid(state_path: Path) -> int | None:
     """The runner's pid if the run's state.json says it is running and that process is alive."""
     import json
 
+    from core.state import RunStatus
+
     try:
         state = json.loads(state_path.read_bytes())
     except (OSError, ValueError):
         return None  # state.json is replaced atomically: a running run's always parses
-    if not isinstance(state, dict) or state.get("status") != "running":
+    if not isinstance(state, dict) or state.get("status") != RunStatus.RUNNING:
         return None
     pid = state.get("pid")
     if type(pid) is not int or pid <= 0:

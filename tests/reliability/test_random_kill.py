@@ -176,9 +176,10 @@ def test_state_json_is_never_ahead_of_ctx_json_when_ctx_saves_are_slow(tmp_path,
     the state must then wait for it. Once, state.json was written at every interval while the
     ctx save was put off: a crash in between left a state.json calling steps succeeded whose
     writes were not in ctx.json, and --resume-from after them lost those writes."""
+    from core.rundir import RunDir
     from core.store import RunStore
 
-    store = RunStore(tmp_path / "run", interval=0.02)
+    store = RunStore(RunDir.create(tmp_path / "run", tmp_path, "run"), interval=0.02)
     counter = {"n": 0}
 
     def slow_ctx() -> bytes:
