@@ -1,7 +1,8 @@
 """The headless reporter: what ``orch-tui RECIPE --no-ui`` prints.
 
-It consumes the runner's events (``handle``, called in order from one dispatcher thread) and,
-at the end, the final state (``close``), and prints:
+It follows a run through its control (core.control: the run's state and events, nothing of
+the runner's): the events (``handle``, called in order from one dispatcher thread) and, at the
+end, the final state (``close``). It prints:
 
 * off a terminal (CI logs, pipes): plain lines with no ANSI codes, one per event that matters
   (``12:00:02 ✓ build succeeded in 1.2s``), and every line each step wrote, prefixed by the
@@ -32,7 +33,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich import box
 from rich.ansi import AnsiDecoder
@@ -54,9 +55,11 @@ from core.events import (
     StepStarted,
     StepStatus,
 )
-from core.rundir import RunDir
 from core.state import ACTIVE, FAILURES, RunState, RunStatus, Status, StepState
 from core.text import clean
+
+if TYPE_CHECKING:
+    from core.control import RunControl
 
 #: Bytes read from a log at a time; also bounds the memory one echo pass needs.
 CHUNK = 4 * 1024 * 1024
@@ -381,6 +384,8 @@ class _Terminal:
 class HeadlessReporter:
     """Prints a run's progress, its steps' output and a final summary to ``stream``.
 
+    It subscribes to ``control``'s events itself, from the snapshot it takes as it does.
+
     ``tty`` (default: ``stream.isatty()``) picks the Rich live view or plain lines; ``color``
     (default: on a terminal unless ``NO_COLOR`` is set) whether ANSI colours are used at all;
     ``echo_output`` whether the steps' output is printed. ``width`` fixes the terminal width
@@ -389,7 +394,7 @@ class HeadlessReporter:
 
     def __init__(
         self,
-        run_dir: RunDir,
+        control: RunControl,
         *,
         stream: TextIO = sys.stdout,
         tty: bool | None = None,
@@ -398,7 +403,8 @@ class HeadlessReporter:
         width: int | None = None,
         refresh_per_second: float = 8.0,
     ) -> None:
-        self.run_dir = run_dir
+        self.control = control
+        self.run_dir = control.run_dir
         if tty is None:
             try:
                 tty = bool(stream.isatty())
@@ -424,10 +430,15 @@ class HeadlessReporter:
         except UnicodeError:
             self._symbols = False
         # the run as the events tell it (a mirror: core.state), and how each step is shown;
-        # the lock guards them against the live view's refresh thread
-        self._run = RunState(run_id="", recipe="", name="", run_dir=str(run_dir.path), pid=0)
+        # the lock guards them against the live view's refresh thread, and the first events
+        # against the snapshot taken after subscribing
         self._views: dict[str, _View] = {}
         self._lock = threading.Lock()
+        with self._lock:
+            control.subscribe(self.handle)
+            self._run = control.snapshot()
+            for name in self._run.steps:
+                self._views[name] = _View(name)
         self._name = ""
         self._system: tuple[float, float] | None = None  # cpu %, mem %
         self._finished: RunFinished | None = None
@@ -456,6 +467,8 @@ class HeadlessReporter:
         if self._closed:
             return
         with self._lock:
+            if event.seq <= self._run.seq:
+                return  # in the snapshot the reporter started from
             before = self._run.steps.get(event.step) if isinstance(event, StepStatus) else None
             self._run.apply(event)
             step = getattr(event, "step", None)
@@ -915,15 +928,16 @@ class HeadlessReporter:
         return Group(*parts)
 
     # == summary ====================================================================================
-    def close(self, state: RunState, *, patience: float | None = None) -> bool:
-        """Stop the live view, print what output is left, then the summary of ``state`` (the
-        run's final state), and wait for the terminal to take it: once it has taken nothing for
-        ``patience`` seconds (default ``STDOUT_TIMEOUT``, or ``ORCH_STDOUT_TIMEOUT``), what is
-        left is given up and False returned. The run's files are complete whatever the terminal
-        does."""
+    def close(self, *, patience: float | None = None) -> bool:
+        """Stop the live view, print what output is left, then the summary of the run's state
+        (once it is over: the final one), and wait for the terminal to take it: once it has
+        taken nothing for ``patience`` seconds (default ``STDOUT_TIMEOUT``, or
+        ``ORCH_STDOUT_TIMEOUT``), what is left is given up and False returned. The run's files
+        are complete whatever the terminal does."""
         if self._closed:
             return True
         self._closed = True
+        state = self.control.snapshot()
         with self._lock:
             self._run = state
             for name in state.steps:

@@ -2,9 +2,12 @@
 
 All step state is changed on one scheduler thread, from a queue of messages (a step ended, a
 step is ready, a timer fired, a command arrived), so there are no races between, say, a timeout
-and the step's own exit. Everything else talks to it through the small API at the bottom of the
-class: ``subscribe`` for events; ``skip``, ``retry``, ``stop_step``, ``stop_run`` for commands;
-``state`` for a consistent snapshot. It is all the headless reporter and the TUI use.
+and the step's own exit. The run's state is one ``RunState`` (core.state), changed on that
+thread; every change is published as an event that carries it (core.events). Everything else
+talks to the runner through the small API at the top of the class: ``subscribe`` for events;
+``skip``, ``retry``, ``stop_step``, ``stop_run``, ``close`` for commands; ``snapshot`` for a
+consistent copy of the state. Front ends (the headless reporter, the TUI) use it only through
+core.control's ``RunControl``.
 
 Two modes: headless, the run ends when no step can run any more; ``interactive`` (the TUI), a
 failed step blocks its dependents and the runner waits for the user to retry or skip it, until
@@ -21,7 +24,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,15 +292,6 @@ class Runner:
         """state.json's bytes, taken under the lock (10,000 steps take a few ms)."""
         with self._lock:
             return self._state.to_json()
-
-    def step_states(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The state.json entries of these steps only, read-only, under one hold of the lock.
-
-        For a client that follows the events and needs, now and then, what an event does not
-        carry (e.g. what blocks a step): ``state()`` would build every step's entry to get it.
-        """
-        with self._lock:
-            return {name: msgspec.to_builtins(self.runs[name].state) for name in names}
 
     # ------------------------------------------------------------------ scheduler loop
     def _post(self, message: Callable[[], None]) -> None:

@@ -40,20 +40,35 @@ _FINISHED_FIELDS = ("status", "exit_code", "signal", "reason", "duration")
 class Run:
     """A run directory plus a reporter fed with events, the logs growing as the runner writes.
 
-    It keeps the run's state as the runner would, so each step event carries the step's new
-    state, and numbers the events as the bus does."""
+    The run's control, as far as the reporter uses one (``run_dir``, ``subscribe``,
+    ``snapshot``): it keeps the run's state as the runner would, so each step event carries the
+    step's new state, numbers the events as the bus does, and ``close`` gives the reporter the
+    final state a test made."""
 
     def __init__(self, run_dir: Path, **kwargs) -> None:
-        self.run_dir = run_dir
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.run_dir = RunDir(run_dir)
         self.out = io.StringIO()
-        kwargs.setdefault("tty", False)
-        stream = kwargs.pop("stream", self.out)
-        self.reporter = HeadlessReporter(RunDir(run_dir), stream=stream, **kwargs)
         self.ts = T0
         self.seq = 0
         self.sizes: dict[str, int] = {}
         self.states: dict[str, StepState] = {}
+        self.final = final_state({}, run_dir=str(run_dir))
+        self.subscribers: list = []
+        kwargs.setdefault("tty", False)
+        stream = kwargs.pop("stream", self.out)
+        self.reporter = HeadlessReporter(self, stream=stream, **kwargs)
+
+    def subscribe(self, callback) -> None:
+        self.subscribers.append(callback)
+
+    def snapshot(self) -> RunState:
+        return self.final
+
+    def close(self, state: RunState) -> None:
+        """The run is over: the reporter prints its summary of ``state``."""
+        self.final = state
+        self.reporter.close()
 
     def tick(self, dt: float = 0.1) -> float:
         self.ts += dt
@@ -76,7 +91,7 @@ class Run:
             run_id="20261125-120000-abcd",
             recipe="/work/recipes/demo.yaml",
             name="demo",
-            run_dir=str(self.run_dir),
+            run_dir=str(self.run_dir.path),
             pid=1,
             status="running",
             started=self.ts,
@@ -112,11 +127,12 @@ class Run:
     def handle(self, event) -> None:
         self.seq += 1
         event.seq = self.seq
-        self.reporter.handle(event)
+        for callback in self.subscribers:
+            callback(event)
 
     def write(self, step: str, data: bytes, *, event: bool = True) -> None:
         """Append to the step's log and, like the runner's ticker, announce it."""
-        path = self.run_dir / "logs" / f"{step}.log"
+        path = self.run_dir.log(step)
         with open(path, "ab") as fh:
             fh.write(data)
         self.sizes[step] = path.stat().st_size
@@ -177,7 +193,7 @@ def state_for(run: Run, statuses: dict[str, dict], status: str = "failed") -> Ru
     return final_state(
         steps,
         run_id="20261125-120000-abcd",
-        run_dir=str(run.run_dir),
+        run_dir=str(run.run_dir.path),
         status=status,
         exit_code=1 if status == "failed" else 0,
         started=T0,
@@ -277,7 +293,7 @@ def test_output_after_finish_and_at_close_is_not_lost(run: Run) -> None:
     run.step(StepFinished, "build", status="succeeded", attempt=1, duration=1)
     run.step(StepStarted, "dash", attempt=1)
     run.write("dash", b"serving\nstill partial", event=False)
-    run.reporter.close(state_for(run, {}, status="succeeded"))
+    run.close(state_for(run, {}, status="succeeded"))
     assert run.echoed("build") == ["one", "two"]
     assert run.echoed("dash") == ["serving", "still partial"]
 
@@ -317,7 +333,7 @@ def test_missing_or_replaced_log_does_not_raise(run: Run) -> None:
     run.handle(StepOutput(step="build", size=10, lines=["x"], lines_total=1))  # no file yet
     run.handle(StepOutput(step="unknown", size=10, lines=["x"], lines_total=1))  # no such step
     run.write("build", b"first attempt line\n")
-    (run.run_dir / "logs" / "build.log").write_bytes(b"new\n")  # replaced by a shorter file
+    run.run_dir.log("build").write_bytes(b"new\n")  # replaced by a shorter file
     run.write("build", b"")
     assert run.echoed("build") == ["first attempt line", "new"]
 
@@ -329,7 +345,7 @@ def test_echo_off(tmp_path: Path) -> None:
     run.write("build", b"secret output\n" * 10 + b"the error\n")
     run.step(StepFinished, "build", status="failed", attempt=1, exit_code=2)
     assert run.echoed("build") == []
-    run.reporter.close(state_for(run, {"build": {"status": "failed", "exit_code": 2}}))
+    run.close(state_for(run, {"build": {"status": "failed", "exit_code": 2}}))
     assert "  build | the error" in run.output()  # the summary still shows the log's tail
 
 
@@ -425,7 +441,7 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
             "dash": {"status": "stopped", "background": True, "exit_code": None, "signal": 15},
         },
     )
-    run.reporter.close(state)
+    run.close(state)
     out = run.output()
     summary = out[out.index("demo — run 20261125-120000-abcd") :]
     assert "\x1b" not in out
@@ -450,7 +466,7 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
 
 def test_summary_success_and_interrupted(tmp_path: Path) -> None:
     ok = Run(tmp_path / "ok")
-    ok.reporter.close(state_for(ok, {}, status="succeeded"))  # no events at all: still a summary
+    ok.close(state_for(ok, {}, status="succeeded"))  # no events at all: still a summary
     assert ok.output().rstrip().endswith("run succeeded: 5 succeeded in 4.2s")
     assert "root failure" not in ok.output()
 
@@ -460,7 +476,7 @@ def test_summary_success_and_interrupted(tmp_path: Path) -> None:
         {"deploy": {"status": "cancelled", "exit_code": None}, "dash": {"status": "stopped"}},
         status="interrupted",
     )
-    stopped.reporter.close(state)
+    stopped.close(state)
     assert (
         stopped.output()
         .rstrip()
@@ -477,7 +493,7 @@ def test_ascii_stream_gets_ascii_fallbacks(tmp_path: Path) -> None:
     run.write("build", "naïve ✓ output\n".encode())
     run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1)
     run.step(StepStatus, "test", status="blocked", reason="blocked by build")
-    run.reporter.close(state_for(run, {"build": {"status": "failed", "exit_code": 1}}))
+    run.close(state_for(run, {"build": {"status": "failed", "exit_code": 1}}))
     stream.flush()
     text = raw.getvalue().decode("ascii")
     assert "> build started" in text
@@ -523,7 +539,7 @@ def test_tty_mode_renders(tmp_path: Path) -> None:
     run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1)
     run.step(StepStatus, "test", status="blocked", reason="blocked by build")
     run.handle(RunFinished(status="failed", exit_code=1, counts={}, ts=run.tick()))
-    run.reporter.close(
+    run.close(
         state_for(
             run,
             {
@@ -562,7 +578,7 @@ def test_tty_live_view_many_steps(tmp_path: Path) -> None:
     assert len(drawn.splitlines()) <= height
     assert "step000" in drawn and "step004" in drawn  # running steps are always shown
     assert re.search(r"… and \d+ more: \d+ pending", drawn)
-    run.reporter.close(final_state({name: {} for name in names}, status="interrupted"))
+    run.close(final_state({name: {} for name in names}, status="interrupted"))
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -604,7 +620,7 @@ def test_summary_of_a_large_run_lists_what_needs_reading(tmp_path: Path) -> None
             "peak_rss": None,
             "log": f"logs/{name}.log",
         }
-    run.reporter.close(final_state(steps, name="big", status="failed", started=T0, ended=T0 + 6))
+    run.close(final_state(steps, name="big", status="failed", started=T0, ended=T0 + 6))
     out = run.output()
     rows = [n for n in names if re.search(rf"^{n}\s", out, re.M)]
     assert "s07" in rows and "s42" in rows  # the failure, and the slowest step
@@ -638,7 +654,7 @@ def test_summary_of_a_2000_step_run_lists_failures_then_the_slowest(tmp_path: Pa
         {"s1500": failed, "s0003": {**failed, "status": "blocked", "blocked_by": ["s1500"]}},
         2000,
     )
-    run.reporter.close(state)
+    run.close(state)
     out = run.output()
     table = out[out.index("big — run r") : out.index("and 1988 more")]
     rows = [m.group(1) for m in re.finditer(r"^(s\d{4})\s", table, re.M)]
@@ -656,7 +672,7 @@ def test_summary_rows_stay_on_one_line(tmp_path: Path) -> None:
     }
     for width in (80, 120):
         run = Run(tmp_path / f"w{width}", tty=True, width=width)
-        run.reporter.close(state_for(run, statuses))
+        run.close(state_for(run, statuses))
         text = ANSI.sub("", run.output())
         table = text[text.index("demo — run") : text.index("root failure")]
         rows = [line for line in table.splitlines() if re.match(r"(build|test|lint|deploy) ", line)]
@@ -664,7 +680,7 @@ def test_summary_rows_stay_on_one_line(tmp_path: Path) -> None:
         assert all(len(row.rstrip()) <= width for row in rows), table
         assert re.search(r"^build +✗ failed +1s +1 +1 .*cannot start.*…$", table, re.M)
     plain = Run(tmp_path / "plain")
-    plain.reporter.close(state_for(plain, statuses))
+    plain.close(state_for(plain, statuses))
     out = plain.output()
     row = next(line for line in out.splitlines() if line.startswith("build "))
     assert len(row) <= 100 and row.endswith("…") and "12%" in row and "50.0 MiB" in row

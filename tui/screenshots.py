@@ -54,6 +54,7 @@ async def capture(recipe_path: Path, out: Path, sizes: list[tuple[int, int]]) ->
 
 async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: bool) -> list[Path]:
     """Run the recipe in the app at one terminal size; save the main view (and help, sessions)."""
+    from core.control import LocalControl
     from core.resources import ResourceSampler
     from core.runner import Runner
     from core.state import Status
@@ -65,7 +66,7 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
         runner = Runner(
             recipe, run_dir=Path(tmp) / "run", interactive=True, sampler=ResourceSampler()
         )
-        app = make_app(runner)
+        app = make_app(LocalControl(runner), start=runner.start)
 
         def settled() -> bool:
             steps = runner.state()["steps"].values()
