@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from core.state import RunState
 
 STEP_COMMANDS = ("skip", "retry", "stop")
-RUN_COMMANDS = ("stop_run", "close")
 
 
 class Reply(msgspec.Struct, frozen=True):

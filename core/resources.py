@@ -131,11 +131,6 @@ class ResourceSampler:
         with self._lock:
             return {name: dict(entry) for name, entry in self._peaks.items()}
 
-    def forget(self, step: str) -> None:
-        """Drop a step's peaks (e.g. when a run restarts it from scratch)."""
-        with self._lock:
-            self._peaks.pop(step, None)
-
     # -- process trees ----------------------------------------------------------------------------
     def _sample_trees(self, steps: Mapping[str, StepTarget]) -> dict[str, dict]:
         roots = {name: t.pid for name, t in steps.items() if t.pid is not None}
@@ -281,6 +276,3 @@ class FixedSampler:
 
     def peaks(self) -> dict[str, dict[str, float | int | None]]:
         return {name: dict(entry) for name, entry in self._peaks.items()}
-
-    def forget(self, step: str) -> None:
-        self._peaks.pop(step, None)

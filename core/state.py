@@ -40,27 +40,8 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-    @property
-    def active(self) -> bool:
-        """Its process or thread is up (running, or a background step that is ready)."""
-        return self in ACTIVE
 
-    @property
-    def waiting(self) -> bool:
-        """It has not run yet (this attempt): pending, or blocked by a failure upstream."""
-        return self in WAITING
-
-    @property
-    def ended(self) -> bool:
-        """It will not run again unless retried."""
-        return self in ENDED
-
-    @property
-    def failure(self) -> bool:
-        """A failure of the step itself, not of something upstream."""
-        return self in FAILURES
-
-
+# The groups the code asks about ("status in ACTIVE"; a plain status string works too).
 #: Running, or a background step that passed its readiness check.
 ACTIVE = frozenset({Status.RUNNING, Status.READY})
 #: Not started (this attempt).

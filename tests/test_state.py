@@ -140,8 +140,8 @@ def test_the_groups_cover_every_status_once_where_they_should():
     assert FAILURES < ENDED and FAILURES < SKIPPABLE and FAILURES < RETRYABLE
     assert Status.SKIPPED not in RETRYABLE and Status.SKIPPED not in SKIPPABLE
     assert STOPPABLE == ACTIVE
-    assert Status.READY.active and Status.BLOCKED.waiting and Status.STOPPED.ended
-    assert Status.TIMED_OUT.failure and not Status.CANCELLED.failure
+    assert Status.READY in ACTIVE and "blocked" in WAITING and Status.STOPPED in ENDED
+    assert Status.TIMED_OUT in FAILURES and Status.CANCELLED not in FAILURES
 
 
 @pytest.mark.parametrize(
