@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +23,7 @@ from core.state import (
     StepState,
     allowed_actions,
 )
+from tests.conftest import ROOT
 
 
 def a_run(**steps: StepState) -> RunState:
@@ -170,3 +173,15 @@ def test_a_closing_run_only_lets_running_steps_be_stopped(status):
     run = a_run(s=step)
     run.closing = True
     assert allowed_actions(step, run) == ({"stop"} if status in ACTIVE else set())
+
+
+def test_version_does_not_import_the_typed_state():
+    """``orch-tui --version`` stays as fast as before msgspec: only runs need the typed state."""
+    code = (
+        "import sys; sys.argv = ['orch-tui', '--version']\nfrom tui.cli import main\n"
+        "try: main()\nexcept SystemExit: pass\nprint('\\n'.join(sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert not {"msgspec", "core.state", "core.events", "tui.stdout"} & set(out.split())

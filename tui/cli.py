@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core import __version__
-from tui import stdout
 
 if TYPE_CHECKING:
     from core.store import ResumePoint
@@ -111,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Exception as exc:
+        from tui import stdout
+
         if isinstance(exc, BrokenPipeError) and stdout.closed():
             stdout.gone()  # the reader went away (`orch-tui graph R | head`): nothing to say
             code = EXIT_OK
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sys.stdout.flush()  # here, not at exit, where a closed pipe would print a warning
     except BrokenPipeError:
+        from tui import stdout
+
         stdout.gone()
     return code
 
@@ -336,6 +339,8 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not reporter.close():
+        from tui import stdout
+
         # stdout took nothing for ORCH_STDOUT_TIMEOUT seconds: what is left for it goes
         # nowhere, and the exit's own flush of sys.stdout cannot block either
         stdout.gone()
