@@ -319,6 +319,7 @@ def bench_tui(seconds: float) -> dict:
 
     import psutil
 
+    from core.control import LocalControl
     from core.recipe import load_recipe
     from core.resources import FixedSampler
     from core.runner import Runner
@@ -340,7 +341,7 @@ def bench_tui(seconds: float) -> dict:
             sampler=FixedSampler(),
             resource_interval=3600,
         )
-        app = make_app(runner)
+        app = make_app(LocalControl(runner), start=runner.start)
         me = psutil.Process()
         result: dict = {}
 
@@ -590,6 +591,7 @@ def _pilot_keys(work: Path, recipe: str, n: int) -> dict:
     tree's cursor moves. No terminal, no tmux: what the app itself adds to a key press."""
     import asyncio
 
+    from core.control import LocalControl
     from core.recipe import load_recipe
     from core.runner import Runner
     from tui.app import make_app
@@ -598,7 +600,7 @@ def _pilot_keys(work: Path, recipe: str, n: int) -> dict:
     run_dir = work / "pilot-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     runner = Runner(load_recipe(work / recipe), run_dir=run_dir, interactive=True, jobs=2)
-    app = make_app(runner)
+    app = make_app(LocalControl(runner), start=runner.start)
     latencies: list[float] = []
 
     async def scenario() -> None:

@@ -7,7 +7,7 @@ cost a thread switch per event, which at thousands of steps a second is most of 
 time), appends it to events.jsonl and hands the batch to the dispatcher, which calls the
 consumers. A consumer that blocks (a terminal nobody reads) holds up only the dispatcher: the
 run's own record stays complete, and closing the bus still ends in bounded time. The file and
-what consumers saw are the same sequence.
+what consumers saw are the same sequence, numbered: ``publish`` gives each event its ``seq``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ BATCH_SECONDS = 0.005
 
 
 class EventBus:
-    def __init__(self, sink: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, sink: Callable[[Event], None] | None = None) -> None:
         self._events: deque[Event] = deque()  # published, not yet recorded
+        self._publishing = threading.Lock()  # seq and the queue's order are the same
+        self.seq = 0  # the last event's
         self._wake = threading.Event()
         self._batches: deque[list[Event]] = deque()  # recorded, not yet delivered
         self._batch_ready = threading.Event()
@@ -57,7 +59,10 @@ class EventBus:
         return self._closing
 
     def publish(self, event: Event) -> None:
-        self._events.append(event)
+        """Number the event (``seq``) and queue it: it must not change after this."""
+        with self._publishing:
+            self.seq = event.seq = self.seq + 1
+            self._events.append(event)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -87,7 +92,7 @@ class EventBus:
         if self._sink is None:
             return
         try:
-            self._sink(event.to_dict())
+            self._sink(event)
         except OSError as exc:  # a full disk: said once, and the run's consumers go on
             if not self._sink_failed:
                 self._sink_failed = True

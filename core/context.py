@@ -243,14 +243,6 @@ class Context(MutableMapping[str, Any]):
             self._bump(key)
             return len(target)
 
-    def tail(self, key: str, n: int) -> tuple[int, list[Any]]:
-        """The length of the list at ``key`` and its last ``n`` rows (copied), for viewers."""
-        with self._lock:
-            value = self._data[key]
-            if not isinstance(value, list):
-                raise ContextValueError(f"ctx[{key!r}] is not a list")
-            return len(value), value[-n:] if n > 0 else []
-
     def rows_since(self, key: str, start: int) -> tuple[int, list[Any]]:
         """Rows ``start:`` of the list at ``key`` (copied) and its length: incremental readers."""
         with self._lock:
@@ -268,6 +260,22 @@ class Context(MutableMapping[str, Any]):
     def key_version(self, key: str) -> int:
         with self._lock:
             return self._versions.get(key, 0)
+
+    def key_versions(self) -> dict[str, int]:
+        """Every key with its version: what a viewer compares to know what to read again."""
+        with self._lock:
+            return {k: self._versions[k] for k in self._data}
+
+    def view(self, key: str, tail: int | None = None) -> tuple[int, Any, int | None]:
+        """(version, value, None) for ``key``; a list longer than ``tail`` as (version, its last
+        ``tail`` rows (copied), its length). Under one hold of the lock, so the version is the
+        value's. KeyError when the key is not there."""
+        with self._lock:
+            value = self._data[key]
+            version = self._versions.get(key, 0)
+            if tail is not None and isinstance(value, list) and len(value) > tail:
+                return version, value[-tail:] if tail > 0 else [], len(value)
+            return version, value, None
 
     def changed_since(self, version: int) -> dict[str, int]:
         """Keys written after ``version`` (including deleted ones), with their versions."""

@@ -1,98 +1,90 @@
-"""The runner's event stream: plain, serialisable records of what happened.
+"""The runner's event stream: typed, serialisable records of what happened, in order.
 
-The headless reporter, the TUI, events.jsonl and any future remote client all consume the same
-events, so each one is a frozen dataclass of JSON types only. ``to_dict`` adds a ``type`` tag and
-``event_from_dict`` reverses it, which is all a client on the other side of a socket needs.
+The headless reporter, the TUI, events.jsonl and any client on the other side of a socket consume
+the same events: msgspec Structs tagged by ``type``, so one ``decode_event`` reads any line of
+events.jsonl. Every event carries ``seq`` (1, 2, 3, ... in publish order, given by the bus) and
+``ts`` (wall-clock seconds). An event that changes a step carries the step's whole new
+``StepState``, and every other change of the run's state has an event too, so a client keeps a
+mirror of the run with ``RunState.apply`` (core.state) and never asks the runner for more.
 
 Output is deliberately *not* one event per line: a step printing half a million lines a second
 would drown every consumer. ``StepOutput`` is coalesced by the runner (a few per second per step)
 and carries the log's byte size, its line count and a few of the newest lines; the complete
-output is always in ``logs/<step>.log``, which a consumer that wants every byte reads from its
+output is always in the step's log file, which a consumer that wants every byte reads from its
 last offset.
+
+An event is not changed once published (the bus gives it its ``seq`` as it is published): its
+consumers share it, and the StepState it carries.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, Union
 
-# Step statuses, as written to state.json (contract.md, "Run directory").
-PENDING = "pending"
-BLOCKED = "blocked"
-RUNNING = "running"
-READY = "ready"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-SKIPPED = "skipped"
-CANCELLED = "cancelled"
-STOPPED = "stopped"
+import msgspec
 
-#: Statuses after which a step will not run again unless retried.
-FINISHED_STATUSES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, SKIPPED, CANCELLED, STOPPED})
-#: Statuses that let dependents go on.
-SATISFIED_STATUSES = frozenset({SUCCEEDED, SKIPPED, READY})
-#: Statuses that are a failure of the step itself (not of something upstream).
-FAILURE_STATUSES = frozenset({FAILED, TIMED_OUT})
+from core.state import RunState, RunStatus, Status, StepState
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+class Event(msgspec.Struct, tag_field="type", kw_only=True):
+    """Base of every event."""
 
+    ts: float = msgspec.field(default_factory=time.time)
+    seq: int = 0
 
-def _now() -> float:
-    return time.time()
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base of every event. ``ts`` is wall-clock seconds since the epoch."""
-
-    kind: ClassVar[str] = "event"
-    ts: float = field(default_factory=_now, kw_only=True)
+    @property
+    def kind(self) -> str:
+        """The event's ``type`` in events.jsonl."""
+        return self.__struct_config__.tag  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict (values are shared, not copied: events are immutable once published)."""
-        names = _FIELD_NAMES.get(type(self))
-        if names is None:
-            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
-        data = {name: getattr(self, name) for name in names}
-        data["type"] = self.kind
-        return data
+        """The event as JSON types, with its ``type``: a line of events.jsonl, parsed."""
+        return msgspec.to_builtins(self)
+
+    def apply_to(self, run: RunState) -> None:
+        """What this event changes in a run's state (``RunState.apply``): most change nothing."""
 
 
-@dataclass(frozen=True, slots=True)
-class RunStarted(Event):
-    kind: ClassVar[str] = "run_started"
+class StepEvent(Event):
+    """An event that changes a step: it carries the step's whole new state."""
+
+    step: str
+    state: StepState
+
+    def apply_to(self, run: RunState) -> None:
+        run.steps[self.step] = self.state
+
+
+class RunStarted(Event, tag="run_started"):
+    """The run began: ``state`` is the whole run as it starts (every step, pending or skipped)."""
+
     run_id: str
     recipe: str
     run_dir: str
-    steps: list[dict[str, Any]]
+    state: RunState
+
+    def apply_to(self, run: RunState) -> None:
+        for name in RunState.__struct_fields__:
+            setattr(run, name, getattr(self.state, name))
+        run.steps = dict(self.state.steps)  # the mirror's own: it assigns entries
 
 
-@dataclass(frozen=True, slots=True)
-class StepStarted(Event):
-    kind: ClassVar[str] = "step_started"
-    step: str
+class StepStarted(StepEvent, tag="step_started"):
     attempt: int
     pid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StepReady(Event):
+class StepReady(StepEvent, tag="step_ready"):
     """A background step passed its readiness check: its dependents may start."""
 
-    kind: ClassVar[str] = "step_ready"
-    step: str
 
+class StepFinished(StepEvent, tag="step_finished"):
+    """A step that ran has ended: succeeded, failed, timed_out, cancelled or stopped.
 
-@dataclass(frozen=True, slots=True)
-class StepFinished(Event):
-    """A step that ran has ended: succeeded, failed, timed_out, cancelled or stopped."""
+    ``will_retry``: a ``step_status`` (pending) follows, and a new attempt after the delay."""
 
-    kind: ClassVar[str] = "step_finished"
-    step: str
-    status: str
+    status: Status
     attempt: int
     exit_code: int | None = None
     signal: int | None = None
@@ -102,98 +94,123 @@ class StepFinished(Event):
     log_size: int | None = None  # the log's size when this attempt ended (None: no log)
 
 
-@dataclass(frozen=True, slots=True)
-class StepStatus(Event):
-    """A status change that is not a start or an end: pending, blocked, skipped, cancelled."""
+class StepStatus(StepEvent, tag="step_status"):
+    """A change that is not a start or an end: pending, blocked (or blocked by other roots),
+    skipped, cancelled; and a skipped step's ``blocked_by`` (what holds up its dependents).
+    ``reason`` says why, for the user (not necessarily the state's ``reason``)."""
 
-    kind: ClassVar[str] = "step_status"
-    step: str
-    status: str
+    status: Status
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StepOutput(Event):
+class StepOutput(Event, tag="step_output"):
     """New output since the previous StepOutput of this step (coalesced).
 
     ``size`` is the log file's size in bytes after this output; ``lines_total`` how many lines
     the step has written so far; ``lines`` a glance at the newest complete lines (cleaned text,
     at most ``steplog.EVENT_LINES``, each cut to ``steplog.EVENT_LINE_CHARS``): the log file is
     the record, and a consumer that shows output reads it from its last offset up to ``size``.
+    ``log``: the log's name (the step state's ``log``), in the first event after it came to be.
     """
 
-    kind: ClassVar[str] = "step_output"
     step: str
     size: int
     lines: list[str]
     lines_total: int
+    log: str | None = None
+
+    def apply_to(self, run: RunState) -> None:
+        if self.log is not None:
+            run.steps[self.step] = msgspec.structs.replace(run.steps[self.step], log=self.log)
 
 
-@dataclass(frozen=True, slots=True)
-class CtxChanged(Event):
+class CtxChanged(Event, tag="ctx_changed"):
     """Keys of the ctx that changed, with their new versions (coalesced)."""
 
-    kind: ClassVar[str] = "ctx_changed"
     keys: dict[str, int]
     version: int
 
+    def apply_to(self, run: RunState) -> None:
+        run.ctx_version = self.version
 
-@dataclass(frozen=True, slots=True)
-class ResourcesSampled(Event):
-    """System load and each running step's process-tree CPU % and RSS bytes."""
 
-    kind: ClassVar[str] = "resources"
+class ResourcesSampled(Event, tag="resources"):
+    """System load and each running step's process-tree CPU % and RSS bytes; ``peaks`` the
+    steps whose peak CPU % or RSS (their state's) grew, as ``[peak_cpu, peak_rss]``."""
+
     cpu_percent: float
     mem_percent: float
     mem_used: int
     steps: dict[str, dict[str, float | int | None]]
+    peaks: dict[str, tuple[float | None, int | None]] = {}
+
+    def apply_to(self, run: RunState) -> None:
+        for name, (cpu, rss) in self.peaks.items():
+            run.steps[name] = msgspec.structs.replace(run.steps[name], peak_cpu=cpu, peak_rss=rss)
 
 
-@dataclass(frozen=True, slots=True)
-class RunMessage(Event):
+class RunMessage(Event, tag="message"):
     """Something the runner wants the user to read (a warning, a note on a command)."""
 
-    kind: ClassVar[str] = "message"
     level: str
     text: str
     step: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RunFinished(Event):
-    kind: ClassVar[str] = "run_finished"
-    status: str  # succeeded / failed / interrupted
+class RunClosing(Event, tag="run_closing"):
+    """The run was asked to close or to stop: from now on only ``stop`` applies to its steps.
+    ``status``: the run's now (``interrupted`` once stopped)."""
+
+    status: RunStatus
+
+    def apply_to(self, run: RunState) -> None:
+        run.closing, run.status = True, self.status
+
+
+class RunFinished(Event, tag="run_finished"):
+    """Every step has ended (for now, in the TUI: a retry may reopen the run). ``ts`` is the
+    run's end."""
+
+    status: RunStatus  # succeeded / failed / interrupted
     exit_code: int
     counts: dict[str, int]
 
+    def apply_to(self, run: RunState) -> None:
+        run.status, run.exit_code, run.ended = self.status, self.exit_code, self.ts
 
-@dataclass(frozen=True, slots=True)
-class RunReopened(Event):
+
+class RunReopened(Event, tag="run_reopened"):
     """An interactive run that had ended (RunFinished) runs again: the user retried a step."""
 
-    kind: ClassVar[str] = "run_reopened"
+    def apply_to(self, run: RunState) -> None:
+        run.status, run.exit_code, run.ended = RunStatus.RUNNING, None, None
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls
-    for cls in (
-        RunStarted,
-        StepStarted,
-        StepReady,
-        StepFinished,
-        StepStatus,
-        StepOutput,
-        CtxChanged,
-        ResourcesSampled,
-        RunMessage,
-        RunFinished,
-        RunReopened,
-    )
-}
+AnyEvent = Union[  # noqa: UP007 - msgspec needs a runtime union of the tagged types
+    RunStarted,
+    StepStarted,
+    StepReady,
+    StepFinished,
+    StepStatus,
+    StepOutput,
+    CtxChanged,
+    ResourcesSampled,
+    RunMessage,
+    RunClosing,
+    RunFinished,
+    RunReopened,
+]
+_decoder: msgspec.json.Decoder[Any] | None = None
 
 
-def event_from_dict(data: dict[str, Any]) -> Event:
-    """Rebuild an event from ``to_dict`` output (a line of events.jsonl)."""
-    cls = EVENT_TYPES[data["type"]]
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+def decode_event(data: bytes | str) -> Event:
+    """An event from its JSON: a line of events.jsonl (or, later, a frame of the run's socket)."""
+    global _decoder
+    if _decoder is None:
+        _decoder = msgspec.json.Decoder(AnyEvent)
+    return _decoder.decode(data)
+
+
+def encode_event(event: Event) -> bytes:
+    """An event's line of events.jsonl (without the newline)."""
+    return msgspec.json.encode(event)

@@ -1,7 +1,8 @@
 """The headless reporter: what ``orch-tui RECIPE --no-ui`` prints.
 
-It consumes the runner's events (``handle``, called in order from one dispatcher thread) and,
-at the end, the final state (``close``), and prints:
+It follows a run through its control (core.control: the run's state and events, nothing of
+the runner's): the events (``handle``, called in order from one dispatcher thread) and, at the
+end, the final state (``close``). It prints:
 
 * off a terminal (CI logs, pipes): plain lines with no ANSI codes, one per event that matters
   (``12:00:02 ✓ build succeeded in 1.2s``), and every line each step wrote, prefixed by the
@@ -32,7 +33,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich import box
 from rich.ansi import AnsiDecoder
@@ -43,17 +44,6 @@ from rich.table import Table
 from rich.text import Text
 
 from core.events import (
-    BLOCKED,
-    CANCELLED,
-    FAILED,
-    FAILURE_STATUSES,
-    PENDING,
-    READY,
-    RUNNING,
-    SKIPPED,
-    STOPPED,
-    SUCCEEDED,
-    TIMED_OUT,
     Event,
     ResourcesSampled,
     RunFinished,
@@ -65,7 +55,11 @@ from core.events import (
     StepStarted,
     StepStatus,
 )
+from core.state import ACTIVE, FAILURES, RunState, RunStatus, Status, StepState
 from core.text import clean
+
+if TYPE_CHECKING:
+    from core.control import RunControl
 
 #: Bytes read from a log at a time; also bounds the memory one echo pass needs.
 CHUNK = 4 * 1024 * 1024
@@ -104,22 +98,40 @@ _SUMMARY_COLUMNS = (
 )
 _SUMMARY_OPTIONAL = ("peak cpu", "peak rss")  # left out when the screen is too narrow
 _GAP = 2  # columns between two cells of the summary table
-_QUIET = frozenset({SUCCEEDED, SKIPPED})  # what a large run's summary need not list
+_QUIET = frozenset({Status.SUCCEEDED, Status.SKIPPED})  # what a large run's summary need not list
+#: what the live view counts as done
+_DONE = frozenset({Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED, Status.READY})
+#: which steps the live view keeps when it cannot show them all (lowest first)
+_LIVE_RANK = {
+    Status.RUNNING: 0,
+    Status.READY: 0,
+    Status.FAILED: 1,
+    Status.TIMED_OUT: 1,
+    Status.BLOCKED: 2,
+    Status.CANCELLED: 2,
+}
 # failures first, then what they kept from running
-_LOUD_ORDER = {FAILED: 0, TIMED_OUT: 0, "allowed": 1, CANCELLED: 2, BLOCKED: 3, STOPPED: 4}
+_LOUD_ORDER = {
+    Status.FAILED: 0,
+    Status.TIMED_OUT: 0,
+    "allowed": 1,
+    Status.CANCELLED: 2,
+    Status.BLOCKED: 3,
+    Status.STOPPED: 4,
+}
 
 # status -> (symbol, ASCII fallback, style)
 _ICONS: dict[str, tuple[str, str, str]] = {
-    PENDING: ("·", ".", "dim"),
-    BLOCKED: ("⊘", "-", "yellow"),
-    RUNNING: ("▶", ">", "cyan"),
-    READY: ("●", "*", "green"),
-    SUCCEEDED: ("✓", "+", "green"),
-    FAILED: ("✗", "x", "bold red"),
-    TIMED_OUT: ("⏱", "T", "bold red"),
-    SKIPPED: ("↷", "~", "dim"),
-    CANCELLED: ("⊗", "!", "yellow"),
-    STOPPED: ("■", "#", "dim"),
+    Status.PENDING: ("·", ".", "dim"),
+    Status.BLOCKED: ("⊘", "-", "yellow"),
+    Status.RUNNING: ("▶", ">", "cyan"),
+    Status.READY: ("●", "*", "green"),
+    Status.SUCCEEDED: ("✓", "+", "green"),
+    Status.FAILED: ("✗", "x", "bold red"),
+    Status.TIMED_OUT: ("⏱", "T", "bold red"),
+    Status.SKIPPED: ("↷", "~", "dim"),
+    Status.CANCELLED: ("⊗", "!", "yellow"),
+    Status.STOPPED: ("■", "#", "dim"),
     "retry": ("↻", "R", "yellow"),
     "allowed": ("✗", "x", "yellow"),
     "run": ("»", ">", "bold"),
@@ -158,17 +170,17 @@ _SGR = {
 }
 # (status, label) in the order the final line lists them
 _COUNT_ORDER = (
-    (FAILED, "failed"),
+    (Status.FAILED, "failed"),
     ("allowed", "failed (allowed)"),
-    (TIMED_OUT, "timed out"),
-    (BLOCKED, "blocked"),
-    (CANCELLED, "cancelled"),
-    (STOPPED, "stopped"),
-    (SKIPPED, "skipped"),
-    (SUCCEEDED, "succeeded"),
-    (READY, "ready"),
-    (RUNNING, "running"),
-    (PENDING, "pending"),
+    (Status.TIMED_OUT, "timed out"),
+    (Status.BLOCKED, "blocked"),
+    (Status.CANCELLED, "cancelled"),
+    (Status.STOPPED, "stopped"),
+    (Status.SKIPPED, "skipped"),
+    (Status.SUCCEEDED, "succeeded"),
+    (Status.READY, "ready"),
+    (Status.RUNNING, "running"),
+    (Status.PENDING, "pending"),
 )
 
 
@@ -204,6 +216,11 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def _tries(state: StepState) -> int:
+    """How many attempts the step may make (its retries, plus one)."""
+    return state.retries + 1
+
+
 def _stdout_timeout() -> float:
     """``STDOUT_TIMEOUT``, or the seconds ``ORCH_STDOUT_TIMEOUT`` says (if a number >= 0)."""
     try:
@@ -221,116 +238,40 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-class _Step:
-    """What the reporter knows of one step."""
+class _View:
+    """How the reporter shows one step (the step's state is the mirror's): its colour and
+    spinner, its live figures, and where the echo of its log is."""
 
     __slots__ = (
         "name",
-        "type",
-        "background",
-        "depends_on",
-        "log",
-        "index",
-        "max_attempts",
-        "continue_on_error",
-        "status",
-        "attempt",
-        "started",
-        "ended",
-        "duration",
-        "exit_code",
-        "signal",
-        "reason",
-        "allowed",
-        "blocked_by",
-        "peak_cpu",
-        "peak_rss",
+        "label",
+        "colour",
         "cpu",
         "rss",
         "offset",
         "pending",
-        "colour",
         "spinner",
         "window",
         "window_used",
         "hidden",
-        "label",
         "dropped",
         "resync",
     )
 
-    def __init__(self, name: str, info: dict[str, Any], index: int) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.index = index
-        self.type = info.get("type", "")
-        self.background = bool(info.get("background", False))
-        self.depends_on = list(info.get("depends_on") or [])
-        self.log = info.get("log") or f"logs/{name}.log"
-        retries = info.get("retries")
-        self.max_attempts: int | None = (
-            int(retries) + 1 if isinstance(retries, int) else info.get("max_attempts")
-        )
-        self.continue_on_error = bool(info.get("continue_on_error", False))
-        self.status = info.get("status") or PENDING
-        self.attempt = int(info.get("attempts") or 0)
-        self.started: float | None = info.get("started")
-        self.ended: float | None = info.get("ended")
-        self.duration: float | None = info.get("duration")
-        self.exit_code: int | None = info.get("exit_code")
-        self.signal: int | None = info.get("signal")
-        self.reason: str | None = info.get("reason")
-        self.allowed = bool(info.get("allowed", False))
-        self.blocked_by: list[str] = list(info.get("blocked_by") or [])
-        self.peak_cpu: float | None = info.get("peak_cpu")
-        self.peak_rss: int | None = info.get("peak_rss")
+        self.label = clean(name)  # the name as shown
+        self.colour = _STEP_COLOURS[zlib.crc32(name.encode()) % len(_STEP_COLOURS)]
         self.cpu: float | None = None
         self.rss: int | None = None
         self.offset = 0
         self.pending = b""
-        self.colour = _STEP_COLOURS[zlib.crc32(name.encode()) % len(_STEP_COLOURS)]
         self.spinner: Spinner | None = None
         self.window = -1  # refresh window of the tty echo budget
         self.window_used = 0
         self.hidden = 0  # tty: lines counted but not shown since the last notice
-        self.label = clean(name)  # the name as shown
         self.dropped = 0  # bytes skipped while the terminal was behind, not said yet
         self.resync = False  # after a skip: the next read starts inside a line
-
-    def update_from_state(self, info: dict[str, Any]) -> None:
-        for key, attr in (
-            ("status", "status"),
-            ("exit_code", "exit_code"),
-            ("signal", "signal"),
-            ("reason", "reason"),
-            ("started", "started"),
-            ("ended", "ended"),
-            ("duration", "duration"),
-            ("peak_cpu", "peak_cpu"),
-            ("peak_rss", "peak_rss"),
-        ):
-            if key in info:
-                setattr(self, attr, info[key])
-        if "attempts" in info:
-            self.attempt = int(info["attempts"] or 0)
-        if "allowed" in info:
-            self.allowed = bool(info["allowed"])
-        if "blocked_by" in info:
-            self.blocked_by = list(info["blocked_by"] or [])
-        if info.get("log"):
-            self.log = info["log"]
-        if "type" in info:
-            self.type = info["type"]
-        if "background" in info:
-            self.background = bool(info["background"])
-
-    def elapsed(self, now: float) -> float | None:
-        if self.status in (RUNNING, READY) and self.started is not None:
-            return now - self.started
-        if self.duration is not None:
-            return self.duration
-        if self.started is not None and self.ended is not None:
-            return self.ended - self.started
-        return None
 
 
 class _Terminal:
@@ -443,6 +384,8 @@ class _Terminal:
 class HeadlessReporter:
     """Prints a run's progress, its steps' output and a final summary to ``stream``.
 
+    It subscribes to ``control``'s events itself, from the snapshot it takes as it does.
+
     ``tty`` (default: ``stream.isatty()``) picks the Rich live view or plain lines; ``color``
     (default: on a terminal unless ``NO_COLOR`` is set) whether ANSI colours are used at all;
     ``echo_output`` whether the steps' output is printed. ``width`` fixes the terminal width
@@ -451,7 +394,7 @@ class HeadlessReporter:
 
     def __init__(
         self,
-        run_dir: Path,
+        control: RunControl,
         *,
         stream: TextIO = sys.stdout,
         tty: bool | None = None,
@@ -460,7 +403,8 @@ class HeadlessReporter:
         width: int | None = None,
         refresh_per_second: float = 8.0,
     ) -> None:
-        self.run_dir = Path(run_dir)
+        self.control = control
+        self.run_dir = control.run_dir
         if tty is None:
             try:
                 tty = bool(stream.isatty())
@@ -485,11 +429,17 @@ class HeadlessReporter:
             self._symbols = True
         except UnicodeError:
             self._symbols = False
-        self._steps: dict[str, _Step] = {}
-        self._lock = threading.Lock()  # guards _steps against the live view's refresh thread
-        self._run_id = ""
+        # the run as the events tell it (a mirror: core.state), and how each step is shown;
+        # the lock guards them against the live view's refresh thread, and the first events
+        # against the snapshot taken after subscribing
+        self._views: dict[str, _View] = {}
+        self._lock = threading.Lock()
+        with self._lock:
+            control.subscribe(self.handle)
+            self._run = control.snapshot()
+            for name in self._run.steps:
+                self._views[name] = _View(name)
         self._name = ""
-        self._started: float | None = None
         self._system: tuple[float, float] | None = None  # cpu %, mem %
         self._finished: RunFinished | None = None
         self._closed = False
@@ -516,28 +466,32 @@ class HeadlessReporter:
         """Consume one event (from the single dispatcher thread, in order)."""
         if self._closed:
             return
+        with self._lock:
+            if event.seq <= self._run.seq:
+                return  # in the snapshot the reporter started from
+            before = self._run.steps.get(event.step) if isinstance(event, StepStatus) else None
+            self._run.apply(event)
+            step = getattr(event, "step", None)
+            if step is not None and step not in self._views:
+                self._views[step] = _View(step)
         if isinstance(event, StepOutput):
-            step = self._step(event.step)
-            self._echo(step, final=False, upto=event.size)
+            self._echo(self._views[event.step], final=False, upto=event.size)
         elif isinstance(event, StepStarted):
             self._on_started(event)
         elif isinstance(event, StepFinished):
             self._on_finished(event)
         elif isinstance(event, StepStatus):
-            self._on_status(event)
+            self._on_status(event, before)
         elif isinstance(event, StepReady):
-            step = self._step(event.step)
-            with self._lock:
-                step.status = READY
-            self._event_line(event.ts, READY, step, "ready")
+            self._event_line(event.ts, Status.READY, self._views[event.step], "ready")
         elif isinstance(event, ResourcesSampled):
             with self._lock:
                 self._system = (event.cpu_percent, event.mem_percent)
                 for name, figures in event.steps.items():
-                    step = self._steps.get(name)
-                    if step is not None:
-                        step.cpu = figures.get("cpu")  # type: ignore[assignment]
-                        step.rss = figures.get("rss")  # type: ignore[assignment]
+                    view = self._views.get(name)
+                    if view is not None:
+                        view.cpu = figures.get("cpu")  # type: ignore[assignment]
+                        view.rss = figures.get("rss")  # type: ignore[assignment]
         elif isinstance(event, RunMessage):
             icon = event.level if event.level in _ICONS else "info"
             where = f"{event.step}: " if event.step else ""
@@ -549,19 +503,17 @@ class HeadlessReporter:
 
     def _on_run_started(self, event: RunStarted) -> None:
         with self._lock:
-            self._run_id = event.run_id
             self._name = clean(Path(event.recipe).stem) if event.recipe else ""
-            self._started = event.ts
-            for info in event.steps:
-                name = str(info.get("name"))
-                if name not in self._steps:
-                    self._steps[name] = _Step(name, info, len(self._steps))
-        logs = _display_path(self.run_dir / "logs")
+            for name in event.state.steps:
+                if name not in self._views:
+                    self._views[name] = _View(name)
+        logs = _display_path(self.run_dir.logs)
+        count = len(event.state.steps)
         self._event_line(
             event.ts,
             "run",
             None,
-            f"run {event.run_id} of {event.recipe}: {len(event.steps)} steps, logs in {logs}",
+            f"run {event.run_id} of {event.recipe}: {count} steps, logs in {logs}",
         )
         if self._console is not None and self._live is None:
             self._live = Live(
@@ -594,119 +546,84 @@ class HeadlessReporter:
                 live.refresh()
 
     def _on_started(self, event: StepStarted) -> None:
-        step = self._step(event.step)
+        view = self._views[event.step]
         with self._lock:
-            step.status = RUNNING
-            step.attempt = event.attempt
-            step.started = event.ts
-            step.ended = step.duration = None
-            step.exit_code = step.signal = None
-            step.reason = None
-            step.spinner = Spinner("dots", style=step.colour)
-        self._event_line(event.ts, RUNNING, step, "started" + self._attempt_note(step))
+            view.spinner = Spinner("dots", style=view.colour)
+        note = self._attempt_note(event.state)
+        self._event_line(event.ts, Status.RUNNING, view, "started" + note)
 
     def _on_finished(self, event: StepFinished) -> None:
-        step = self._step(event.step)
+        view, state = self._views[event.step], event.state
         # its output before the line that says it ended, and no further: a retry's next
         # attempt may already be writing, and its lines must not come before that line
-        self._echo(step, final=True, upto=event.log_size)
+        self._echo(view, final=True, upto=event.log_size)
         with self._lock:
-            step.status = PENDING if event.will_retry else event.status
-            step.attempt = max(step.attempt, event.attempt)
-            step.exit_code, step.signal = event.exit_code, event.signal
-            step.reason, step.duration = event.reason, event.duration
-            step.ended = event.ts
-            step.spinner = None
-            step.cpu = step.rss = None
-            if event.status in FAILURE_STATUSES and step.continue_on_error:
-                step.allowed = True
+            view.spinner = None
+            view.cpu = view.rss = None
         took = format_duration(event.duration)
         cause = self._cause(event.exit_code, event.signal)
         said = self._worth_saying(event.reason, event.status, event.exit_code, event.signal)
         reason = f" {self._p('—')} {event.reason}" if said else ""
         if event.will_retry:
             nxt = event.attempt + 1
-            of = f" of {step.max_attempts}" if step.max_attempts else ""
-            text = f"{self._status_word(event.status)}, retrying (attempt {nxt}{of})"
+            text = f"{self._status_word(event.status)}, retrying (attempt {nxt} of {_tries(state)})"
             detail = f"{cause}, after {took}" if cause else f"after {took}"
-            self._event_line(event.ts, "retry", step, f"{text} {self._p('—')} {detail}{reason}")
+            self._event_line(event.ts, "retry", view, f"{text} {self._p('—')} {detail}{reason}")
             return
-        if event.status == SUCCEEDED:
-            text = f"succeeded in {took}" + self._attempt_note(step)
-        elif event.status == TIMED_OUT:
+        if event.status == Status.SUCCEEDED:
+            text = f"succeeded in {took}" + self._attempt_note(state)
+        elif event.status == Status.TIMED_OUT:
             text = f"timed out after {took}"
-        elif event.status == FAILED:
+        elif event.status == Status.FAILED:
             text = f"failed{f' ({cause})' if cause else ''} in {took}"
-        elif event.status == STOPPED:
+        elif event.status == Status.STOPPED:
             text = f"stopped after {took}"
         else:
             text = f"{self._status_word(event.status)} after {took}"
-        icon = "allowed" if step.allowed else event.status
-        if step.allowed:
+        icon = "allowed" if state.allowed else event.status
+        if state.allowed:
             text += " (continue_on_error)"
-        self._event_line(event.ts, icon, step, text + reason)
+        self._event_line(event.ts, icon, view, text + reason)
 
-    def _on_status(self, event: StepStatus) -> None:
-        step = self._step(event.step)
-        with self._lock:
-            step.status = event.status
-            if event.status != RUNNING:
-                step.spinner = None
-            if event.reason is not None:
-                step.reason = event.reason
-            if event.status == BLOCKED:
-                step.blocked_by = self._roots(step)
-        if event.status == BLOCKED:
+    def _on_status(self, event: StepStatus, before: StepState | None) -> None:
+        view, state = self._views[event.step], event.state
+        if event.status != Status.RUNNING:
+            with self._lock:
+                view.spinner = None
+        if event.status == Status.BLOCKED:
             if event.reason and event.reason.startswith("blocked"):
                 text = event.reason
-            elif step.blocked_by:
-                text = "blocked by " + ", ".join(step.blocked_by)
+            elif state.blocked_by:
+                text = "blocked by " + ", ".join(state.blocked_by)
             else:
                 text = "blocked" + (f" ({event.reason})" if event.reason else "")
-        elif event.status == PENDING:
+        elif event.status == Status.PENDING:
             return  # waiting again (a retry or an un-blocked step): not worth a line
-        elif event.status in (RUNNING, READY):
+        elif event.status in ACTIVE:
             return  # StepStarted / StepReady say these
+        elif (
+            before is not None
+            and before.status == event.status == Status.SKIPPED
+            and (before.blocked_by != state.blocked_by)
+        ):
+            return  # a skipped step's roots changed (what holds up its dependents): no news
         else:
             text = word = self._status_word(event.status)
             if event.reason and event.reason.startswith(word):  # "skipped by user"
                 text = event.reason
             elif event.reason:
                 text = f"{word} ({event.reason})"
-        self._event_line(event.ts, event.status, step, text)
+        self._event_line(event.ts, event.status, view, text)
 
-    def _roots(self, step: _Step) -> list[str]:
-        """The failed steps upstream of a blocked one (when the event does not say)."""
-        roots: list[str] = []
-        seen: set[str] = set()
-        stack = list(reversed(step.depends_on))
-        while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            dep = self._steps.get(name)
-            if dep is None:
-                continue
-            if dep.status == BLOCKED:
-                stack.extend(reversed(dep.depends_on))
-            elif dep.status in (FAILED, TIMED_OUT, CANCELLED, STOPPED) and not dep.allowed:
-                roots.append(name)
-        return roots
-
-    def _step(self, name: str) -> _Step:
-        step = self._steps.get(name)
-        if step is None:  # an event for a step RunStarted did not list: still report it
-            with self._lock:
-                step = self._steps[name] = _Step(name, {}, len(self._steps))
-        return step
+    def _log_path(self, name: str) -> Path:
+        return self.run_dir.log(name)
 
     # == output echo ================================================================================
-    def _blocks(self, step: _Step, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
+    def _blocks(self, view: _View, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
         """New complete lines of the step's log, a chunk at a time, each joined by ``\\n`` with
         no trailing newline; with ``final`` the incomplete last line too. ``upto``: the log
         size the event announced, not read past."""
-        path = self.run_dir / step.log
+        path = self._log_path(view.name)
         try:
             fh = open(path, "rb")  # noqa: SIM115 - closed below, while we yield
         except OSError:
@@ -714,39 +631,39 @@ class HeadlessReporter:
         if fh is not None:
             with fh:
                 try:
-                    if os.fstat(fh.fileno()).st_size < step.offset:  # replaced: start over
-                        step.offset, step.pending = 0, b""
-                    fh.seek(step.offset)
+                    if os.fstat(fh.fileno()).st_size < view.offset:  # replaced: start over
+                        view.offset, view.pending = 0, b""
+                    fh.seek(view.offset)
                 except OSError:
                     return
                 while True:
-                    want = CHUNK if upto is None else min(CHUNK, upto - step.offset)
+                    want = CHUNK if upto is None else min(CHUNK, upto - view.offset)
                     try:
                         data = fh.read(want) if want > 0 else b""
                     except OSError:
                         break
                     if not data:
                         break
-                    step.offset += len(data)
-                    if step.pending:
-                        data, step.pending = step.pending + data, b""
-                    if step.resync:  # after a skip: from the start of the next line
+                    view.offset += len(data)
+                    if view.pending:
+                        data, view.pending = view.pending + data, b""
+                    if view.resync:  # after a skip: from the start of the next line
                         cut = data.find(b"\n")
                         skipped = len(data) if cut < 0 else cut + 1
-                        step.dropped += skipped
-                        step.resync = cut < 0
+                        view.dropped += skipped
+                        view.resync = cut < 0
                         data = data[skipped:]
                     cut = data.rfind(b"\n")
                     if cut < 0:
                         if len(data) > MAX_PENDING:
                             yield data  # a huge unterminated line: show it in pieces
                         else:
-                            step.pending = data
+                            view.pending = data
                         continue
-                    step.pending = data[cut + 1 :]
+                    view.pending = data[cut + 1 :]
                     yield data[:cut]
-        if final and step.pending:
-            block, step.pending = step.pending, b""
+        if final and view.pending:
+            block, view.pending = view.pending, b""
             yield block
 
     def _keeps_up(self) -> bool:
@@ -758,29 +675,29 @@ class HeadlessReporter:
             self._behind = not self._out.wait_below(BACKLOG_LIMIT, CATCH_UP_SECONDS)
         return not self._behind
 
-    def _echo(self, step: _Step, *, final: bool, upto: int | None = None) -> None:
+    def _echo(self, view: _View, *, final: bool, upto: int | None = None) -> None:
         """Print everything new in the step's log; while the terminal is behind, skip it."""
         if not self.echo_output:
             return
         if self._keeps_up():
-            if step.dropped:
-                self._dropped_notice(step)
-            with closing(self._blocks(step, final=final, upto=upto)) as blocks:
+            if view.dropped:
+                self._dropped_notice(view)
+            with closing(self._blocks(view, final=final, upto=upto)) as blocks:
                 if self.tty:
-                    self._echo_tail(step, blocks)
+                    self._echo_tail(view, blocks)
                 else:
                     for block in blocks:
-                        self._echo_plain(step, block)
+                        self._echo_plain(view, block)
                         if not self._keeps_up():
                             break
         if self._behind:
-            self._skip(step, final=final, upto=upto)
-        if final and step.dropped:
-            self._dropped_notice(step)  # a status line: queued even while behind
-        if final and step.hidden:
-            self._hidden_notice(step)
+            self._skip(view, final=final, upto=upto)
+        if final and view.dropped:
+            self._dropped_notice(view)  # a status line: queued even while behind
+        if final and view.hidden:
+            self._hidden_notice(view)
 
-    def _echo_tail(self, step: _Step, blocks: Iterator[bytes]) -> None:
+    def _echo_tail(self, view: _View, blocks: Iterator[bytes]) -> None:
         """On a terminal only the newest lines can be shown: keep a bounded tail, count the
         rest."""
         tail: bytes | None = None
@@ -791,46 +708,46 @@ class HeadlessReporter:
             if tail.count(b"\n") >= TTY_LINES_PER_REFRESH:
                 tail = b"\n".join(tail.rsplit(b"\n", TTY_LINES_PER_REFRESH)[1:])
         if tail is not None:
-            self._echo_tty(step, tail, total)
+            self._echo_tty(view, tail, total)
 
-    def _skip(self, step: _Step, *, final: bool, upto: int | None) -> None:
+    def _skip(self, view: _View, *, final: bool, upto: int | None) -> None:
         """Pass over the step's new output without reading it (the log keeps all of it),
         counting it for ``_dropped_notice``: a terminal that takes nothing must cost neither
         memory nor the time to read what it will never show."""
         end = upto
         if end is None:
             try:
-                end = os.stat(self.run_dir / step.log).st_size
+                end = os.stat(self._log_path(view.name)).st_size
             except OSError:
-                end = step.offset
-        step.dropped += max(0, end - step.offset) + len(step.pending)
-        step.offset, step.pending = max(end, step.offset), b""
-        step.resync = not final  # the next read starts inside a line: shown from the next one
+                end = view.offset
+        view.dropped += max(0, end - view.offset) + len(view.pending)
+        view.offset, view.pending = max(end, view.offset), b""
+        view.resync = not final  # the next read starts inside a line: shown from the next one
 
-    def _echo_plain(self, step: _Step, block: bytes) -> None:
+    def _echo_plain(self, view: _View, block: bytes) -> None:
         text = clean(block)
-        prefix = self._paint(step.label, step.colour) + " | "
+        prefix = self._paint(view.label, view.colour) + " | "
         self._write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
-    def _echo_tty(self, step: _Step, tail: bytes, total: int) -> None:
+    def _echo_tty(self, view: _View, tail: bytes, total: int) -> None:
         """Show up to the refresh window's budget of ``tail``; count the other ``total`` lines."""
         window = int(time.monotonic() * self.refresh_per_second)
-        if window != step.window:
-            step.window, step.window_used = window, 0
-        budget = TTY_LINES_PER_REFRESH - step.window_used
+        if window != view.window:
+            view.window, view.window_used = window, 0
+        budget = TTY_LINES_PER_REFRESH - view.window_used
         count = tail.count(b"\n") + 1
         if budget <= 0:
-            step.hidden += total
+            view.hidden += total
             return
         if count > budget:
             tail = b"\n".join(tail.rsplit(b"\n", budget)[1:])
             count = budget
-        step.window_used += count
-        step.hidden += total - count
-        if step.hidden:
-            self._hidden_notice(step)
+        view.window_used += count
+        view.hidden += total - count
+        if view.hidden:
+            self._hidden_notice(view)
         text = clean(tail, keep_sgr=True)
-        prefix = (f"{step.label} | ", step.colour)
+        prefix = (f"{view.label} | ", view.colour)
         lines = []
         for raw in text.split("\n"):
             line = self._decoder.decode_line(raw)
@@ -840,19 +757,19 @@ class HeadlessReporter:
             lines.append(Text.assemble(prefix, line))
         self._print(Text("\n").join(lines))
 
-    def _dropped_notice(self, step: _Step) -> None:
-        log = _display_path(self.run_dir / step.log)
+    def _dropped_notice(self, view: _View) -> None:
+        log = _display_path(self._log_path(view.name))
         notice = (
-            f"{step.label} | {self._p('…')} {step.dropped:,} bytes of output not shown "
+            f"{view.label} | {self._p('…')} {view.dropped:,} bytes of output not shown "
             f"(terminal too slow; complete in {log})"
         )
-        step.dropped = 0
+        view.dropped = 0
         self._print(Text(notice, style="dim"))
 
-    def _hidden_notice(self, step: _Step) -> None:
-        log = _display_path(self.run_dir / step.log)
-        notice = f"{step.label} | {self._p('…')} {step.hidden} more lines in {log}"
-        step.hidden = 0
+    def _hidden_notice(self, view: _View) -> None:
+        log = _display_path(self._log_path(view.name))
+        notice = f"{view.label} | {self._p('…')} {view.hidden} more lines in {log}"
+        view.hidden = 0
         self._print(Text(notice, style="dim"))
 
     # == output primitives ============================================================================
@@ -884,7 +801,7 @@ class HeadlessReporter:
             return
         self._console.print(renderable, soft_wrap=False, crop=False)
 
-    def _event_line(self, ts: float, icon_key: str, step: _Step | None, text: str) -> None:
+    def _event_line(self, ts: float, icon_key: str, view: _View | None, text: str) -> None:
         """``12:00:02 ✓ build succeeded in 1.2s``: one line for an event that matters (its
         text may carry a step's words, a failure's reason: cleaned like the steps' output)."""
         text = clean(text)
@@ -892,19 +809,19 @@ class HeadlessReporter:
         icon, style = self._icon(icon_key)
         if self.tty:
             line = Text.assemble((clock, "dim"), " ", (icon, style), " ")
-            if step is not None:
-                line.append(step.label, style=f"bold {step.colour}")
+            if view is not None:
+                line.append(view.label, style=f"bold {view.colour}")
                 line.append(" ")
             line.append(text)
             self._print(line)
             return
-        name = f"{self._paint(step.label, step.colour)} " if step is not None else ""
+        name = f"{self._paint(view.label, view.colour)} " if view is not None else ""
         self._write(f"{clock} {self._paint(icon, style)} {name}{text}\n")
 
     # == words ======================================================================================
     @staticmethod
     def _status_word(status: str) -> str:
-        return {TIMED_OUT: "timed out"}.get(status, status)
+        return {Status.TIMED_OUT: "timed out"}.get(status, status)
 
     @staticmethod
     def _cause(exit_code: int | None, sig: int | None) -> str:
@@ -929,11 +846,10 @@ class HeadlessReporter:
         return not (sig is not None and lowered in (f"signal {sig}", _signal_name(sig).lower()))
 
     @staticmethod
-    def _attempt_note(step: _Step) -> str:
-        if step.attempt <= 1:
+    def _attempt_note(state: StepState) -> str:
+        if state.attempts <= 1:
             return ""
-        of = f" of {step.max_attempts}" if step.max_attempts else ""
-        return f" (attempt {step.attempt}{of})"
+        return f" (attempt {state.attempts} of {_tries(state)})"
 
     # == live view ==================================================================================
     def _render_live(self) -> RenderableType:
@@ -945,20 +861,20 @@ class HeadlessReporter:
 
     def _render_live_locked(self) -> RenderableType:
         now = time.time()
-        steps = list(self._steps.values())
-        done = sum(1 for s in steps if s.status in (SUCCEEDED, SKIPPED, STOPPED, READY))
-        failed = sum(1 for s in steps if s.status in FAILURE_STATUSES and not s.allowed)
+        steps = list(self._run.steps.values())
+        done = sum(1 for s in steps if s.status in _DONE)
+        failed = sum(1 for s in steps if s.status in FAILURES and not s.allowed)
         header = Text.assemble(
             (self._name or "run", "bold"),
-            f" {self._p('·')} {self._run_id} {self._p('·')} ",
+            f" {self._p('·')} {self._run.run_id} {self._p('·')} ",
             f"{done}/{len(steps)} done",
         )
         if failed:
             header.append(f" {self._p('·')} ")
             header.append(f"{failed} failed", style="bold red")
-        if self._started is not None:
+        if self._run.started is not None:
             end = self._finished.ts if self._finished is not None else now
-            header.append(f" {self._p('·')} {format_duration(end - self._started)}")
+            header.append(f" {self._p('·')} {format_duration(end - self._run.started)}")
         if self._system is not None:
             cpu, mem = self._system
             header.append(f" {self._p('·')} cpu {cpu:.0f}% mem {mem:.0f}%", style="dim")
@@ -966,11 +882,10 @@ class HeadlessReporter:
         assert self._console is not None
         limit = max(3, self._console.size.height - 3)
         shown = steps
-        rest: list[_Step] = []
+        rest: list[StepState] = []
         if len(steps) > limit:
-            rank = {RUNNING: 0, READY: 0, FAILED: 1, TIMED_OUT: 1, BLOCKED: 2, CANCELLED: 2}
-            keep = sorted(steps, key=lambda s: (rank.get(s.status, 3), s.index))[: limit - 1]
-            keep_names = {s.name for s in keep}
+            keep = sorted(steps, key=lambda s: (_LIVE_RANK.get(s.status, 3), s.index))
+            keep_names = {s.name for s in keep[: limit - 1]}
             shown = [s for s in steps if s.name in keep_names]
             rest = [s for s in steps if s.name not in keep_names]
 
@@ -981,60 +896,57 @@ class HeadlessReporter:
         table.add_column(justify="right", no_wrap=True)  # duration
         table.add_column(no_wrap=True, overflow="ellipsis")  # notes
         for step in shown:
-            icon, style = self._icon(step.status)
-            if step.allowed:
-                icon, style = self._icon("allowed")
+            view = self._views[step.name]
+            icon, style = self._icon("allowed" if step.allowed else step.status)
             spinner: RenderableType = (
-                step.spinner if step.spinner is not None and step.status == RUNNING else ""
+                view.spinner if view.spinner is not None and step.status == Status.RUNNING else ""
             )
             notes = Text(style="dim")
             if step.background:
-                notes.append("ready " if step.status == READY else "bg ")
-            if step.attempt > 1:
-                of = f"/{step.max_attempts}" if step.max_attempts else ""
-                notes.append(f"attempt {step.attempt}{of} ")
-            if step.status in (RUNNING, READY) and step.cpu is not None:
-                notes.append(f"cpu {step.cpu:.0f}% ")
-                if step.rss is not None:
-                    notes.append(f"{format_bytes(step.rss)} ")
-            if step.status == BLOCKED and step.blocked_by:
+                notes.append("ready " if step.status == Status.READY else "bg ")
+            if step.attempts > 1:
+                notes.append(f"attempt {step.attempts}/{_tries(step)} ")
+            if step.status in ACTIVE and view.cpu is not None:
+                notes.append(f"cpu {view.cpu:.0f}% ")
+                if view.rss is not None:
+                    notes.append(f"{format_bytes(view.rss)} ")
+            if step.status == Status.BLOCKED and step.blocked_by:
                 notes.append(clean("blocked by " + ", ".join(step.blocked_by)))
-            elif step.status in FAILURE_STATUSES:
+            elif step.status in FAILURES:
                 notes.append(self._cause(step.exit_code, step.signal))
             table.add_row(
                 Text(icon, style=style),
-                Text(step.label, style=step.colour if step.status == RUNNING else ""),
+                Text(view.label, style=view.colour if step.status == Status.RUNNING else ""),
                 spinner,
                 Text(format_duration(step.elapsed(now)) if step.started else "", style="dim"),
                 notes,
             )
         parts: list[RenderableType] = [header, table]
         if rest:
-            counts = self._counts({s.name: s for s in rest})
+            counts = self._counts(rest)
             parts.append(Text(f"{self._p('…')} and {len(rest)} more: {counts}", style="dim"))
         return Group(*parts)
 
     # == summary ====================================================================================
-    def close(self, state: dict[str, Any], *, patience: float | None = None) -> bool:
-        """Stop the live view, print what output is left, then the summary of ``state``, and
-        wait for the terminal to take it: once it has taken nothing for ``patience`` seconds
-        (default ``STDOUT_TIMEOUT``, or ``ORCH_STDOUT_TIMEOUT``), what is left is given up and
-        False returned. The run's files are complete whatever the terminal does."""
+    def close(self, *, patience: float | None = None) -> bool:
+        """Stop the live view, print what output is left, then the summary of the run's state
+        (once it is over: the final one), and wait for the terminal to take it: once it has
+        taken nothing for ``patience`` seconds (default ``STDOUT_TIMEOUT``, or
+        ``ORCH_STDOUT_TIMEOUT``), what is left is given up and False returned. The run's files
+        are complete whatever the terminal does."""
         if self._closed:
             return True
         self._closed = True
+        state = self.control.snapshot()
         with self._lock:
-            for name, info in (state.get("steps") or {}).items():
-                step = self._steps.get(name)
-                if step is None:
-                    self._steps[name] = _Step(name, info, len(self._steps))
-                else:
-                    step.update_from_state(info)
-                    step.spinner = None
-            self._run_id = state.get("run_id") or self._run_id
-            self._name = clean(state.get("name") or "") or self._name
-        for step in list(self._steps.values()):
-            self._echo(step, final=True)
+            self._run = state
+            for name in state.steps:
+                if name not in self._views:
+                    self._views[name] = _View(name)
+                self._views[name].spinner = None
+            self._name = clean(state.name) or self._name
+        for view in list(self._views.values()):
+            self._echo(view, final=True)
         if self._refresher is not None:
             self._refresher.set()
         if self._live is not None:
@@ -1046,8 +958,8 @@ class HeadlessReporter:
         self._summary(state)
         return self._out.drain(_stdout_timeout() if patience is None else patience)
 
-    def _summary(self, state: dict[str, Any]) -> None:
-        steps = self._steps
+    def _summary(self, state: RunState) -> None:
+        steps = list(state.steps.values())
         now = time.time()
         shown, hidden = self._summary_rows(steps, now)
         rows = [self._summary_row(step, now) for step in shown]
@@ -1056,57 +968,65 @@ class HeadlessReporter:
         if hidden:
             self._print(Text(self._hidden_line(hidden), style="dim"))
 
-        roots = [s for s in steps.values() if s.status in FAILURE_STATUSES and not s.allowed]
-        for step in roots:
-            cause = self._cause(step.exit_code, step.signal)
-            if step.status == TIMED_OUT:
-                cause = f"timed out after {format_duration(step.elapsed(now))}"
-            said = self._worth_saying(step.reason, step.status, step.exit_code, step.signal)
-            detail = clean(", ".join(x for x in (cause, step.reason if said else None) if x))
-            log = _display_path(self.run_dir / step.log)
-            line = Text("root failure: ", style="bold red")
-            line.append(step.label, style=f"bold {step.colour}")
-            line.append(f"{f' ({detail})' if detail else ''} {self._p('—')} see {log}")
-            self._print(line)
-            for tail in self._tail(step):
-                self._print(Text.assemble((f"  {step.label} | ", step.colour), tail))
-        blocked = [s for s in steps.values() if s.status == BLOCKED]
+        for step in steps:
+            if step.status in FAILURES and not step.allowed:
+                self._root_failure(step, now)
         by_root: dict[str, list[str]] = {}
         orphans: list[str] = []
-        for step in blocked:
+        for step in steps:
+            if step.status != Status.BLOCKED:
+                continue
+            label = self._views[step.name].label
             if not step.blocked_by:
-                orphans.append(step.label)
+                orphans.append(label)
             for root in step.blocked_by:
-                by_root.setdefault(clean(root), []).append(step.label)
+                by_root.setdefault(clean(root), []).append(label)
         for root, names in by_root.items():
             self._print(Text(f"blocked by {root}: {', '.join(names)}", style="yellow"))
         if orphans:
             self._print(Text(f"blocked: {', '.join(orphans)}", style="yellow"))
-        for step in steps.values():
+        for step in steps:
             if step.allowed:
                 cause = self._cause(step.exit_code, step.signal)
-                log = _display_path(self.run_dir / step.log)
+                log = _display_path(self._log_path(step.name))
                 self._print(
                     Text(
-                        f"allowed failure: {step.label}{f' ({cause})' if cause else ''} "
-                        f"{self._p('—')} see {log}",
+                        f"allowed failure: {self._views[step.name].label}"
+                        f"{f' ({cause})' if cause else ''} {self._p('—')} see {log}",
                         style="yellow",
                     )
                 )
 
-        status = state.get("status") or (self._finished.status if self._finished else "")
+        status = state.status
         word = {
-            SUCCEEDED: "run succeeded",
-            FAILED: "run failed",
-            "interrupted": "run interrupted",
+            RunStatus.SUCCEEDED: "run succeeded",
+            RunStatus.FAILED: "run failed",
+            RunStatus.INTERRUPTED: "run interrupted",
         }.get(status, f"run {status or 'ended'}")
-        started = state.get("started") or self._started
-        ended = state.get("ended") or now
-        took = f" in {format_duration(ended - started)}" if started else ""
-        style = {SUCCEEDED: "bold green", FAILED: "bold red"}.get(status, "bold yellow")
+        ended = state.ended or now
+        took = f" in {format_duration(ended - state.started)}" if state.started else ""
+        style = {RunStatus.SUCCEEDED: "bold green", RunStatus.FAILED: "bold red"}.get(
+            status, "bold yellow"
+        )
         self._print(Text(f"{word}: {self._counts(steps)}{took}", style=style))
 
-    def _summary_row(self, step: _Step, now: float) -> list[Text]:
+    def _root_failure(self, step: StepState, now: float) -> None:
+        """A step that failed on its own: why, where its log is, and the log's last lines."""
+        view = self._views[step.name]
+        cause = self._cause(step.exit_code, step.signal)
+        if step.status == Status.TIMED_OUT:
+            cause = f"timed out after {format_duration(step.elapsed(now))}"
+        said = self._worth_saying(step.reason, step.status, step.exit_code, step.signal)
+        detail = clean(", ".join(x for x in (cause, step.reason if said else None) if x))
+        log = _display_path(self._log_path(step.name))
+        line = Text("root failure: ", style="bold red")
+        line.append(view.label, style=f"bold {view.colour}")
+        line.append(f"{f' ({detail})' if detail else ''} {self._p('—')} see {log}")
+        self._print(line)
+        for tail in self._tail(step.name):
+            self._print(Text.assemble((f"  {view.label} | ", view.colour), tail))
+
+    def _summary_row(self, step: StepState, now: float) -> list[Text]:
         """One row of the summary table, a cell per ``_SUMMARY_COLUMNS``."""
         icon, style = self._icon("allowed" if step.allowed else step.status)
         status = self._status_word(step.status) + (" (allowed)" if step.allowed else "")
@@ -1117,7 +1037,7 @@ class HeadlessReporter:
             if step.signal is not None
             else "-"
         )
-        if step.status == BLOCKED:
+        if step.status == Status.BLOCKED:
             note = "by " + ", ".join(step.blocked_by) if step.blocked_by else ""
         elif self._worth_saying(step.reason, step.status, step.exit_code, step.signal):
             note = step.reason or ""
@@ -1125,11 +1045,12 @@ class HeadlessReporter:
             note = ""
         if step.background:
             note = ("bg; " + note) if note else "bg"
+        view = self._views[step.name]
         cells = [
-            (step.label, step.colour),
+            (view.label, view.colour),
             (f"{icon} {status}", style),
             (format_duration(step.elapsed(now)), ""),
-            (str(step.attempt), ""),
+            (str(step.attempts), ""),
             (exit_text, ""),
             (f"{step.peak_cpu:.0f}%" if step.peak_cpu is not None else "-", ""),
             (format_bytes(step.peak_rss), ""),
@@ -1153,7 +1074,7 @@ class HeadlessReporter:
             if room - name >= SUMMARY_NOTE_MIN:
                 break
         table = Table(
-            title=f"{self._name or 'run'} {self._p('—')} run {self._run_id}",
+            title=f"{self._name or 'run'} {self._p('—')} run {self._run.run_id}",
             box=box.SIMPLE_HEAD,
             title_justify="left",
             show_edge=False,
@@ -1168,14 +1089,15 @@ class HeadlessReporter:
             table.add_row(*(row[i] for i in keep))
         return table
 
-    def _summary_rows(self, steps: dict[str, _Step], now: float) -> tuple[list[_Step], list[_Step]]:
+    def _summary_rows(
+        self, everything: list[StepState], now: float
+    ) -> tuple[list[StepState], list[StepState]]:
         """Every step of a small run, in recipe order; of a large one, what needs reading
         (failures first), then the slowest (slowest first); also the steps left out.
 
         A table of a thousand steps is unreadable and costs seconds to lay out; the
         failures, the blocked, the cancelled and the slowest steps are what a summary is for.
         """
-        everything = list(steps.values())
         if len(everything) <= SUMMARY_ALL_UP_TO:
             return everything, []
         loud = [s for s in everything if s.status not in _QUIET or s.allowed]
@@ -1186,12 +1108,12 @@ class HeadlessReporter:
         kept = {id(s) for s in shown}
         return shown, [s for s in everything if id(s) not in kept]
 
-    def _hidden_line(self, hidden: list[_Step]) -> str:
-        where = _display_path(self.run_dir / "state.json")
+    def _hidden_line(self, hidden: list[StepState]) -> str:
+        where = _display_path(self.run_dir.state)
         if all(s.status in _QUIET and not s.allowed for s in hidden):
             what = "that succeeded or were skipped, none slower than those listed"
         else:
-            what = f"({self._counts({s.name: s for s in hidden})})"
+            what = f"({self._counts(hidden)})"
         return f"{self._p('…')} and {len(hidden)} more steps {what} (every step is in {where})"
 
     def _print_block(self, renderable: RenderableType) -> None:
@@ -1215,9 +1137,9 @@ class HeadlessReporter:
         self._write("".join(line.rstrip() + "\n" for line in capture.get().splitlines()))
 
     @staticmethod
-    def _counts(steps: dict[str, _Step]) -> str:
+    def _counts(steps: Iterable[StepState]) -> str:
         counts: dict[str, int] = {}
-        for step in steps.values():
+        for step in steps:
             key = "allowed" if step.allowed else step.status
             counts[key] = counts.get(key, 0) + 1
         known = {key for key, _ in _COUNT_ORDER}
@@ -1225,9 +1147,9 @@ class HeadlessReporter:
         parts += [f"{n} {key}" for key, n in counts.items() if key not in known]
         return ", ".join(parts) or "no steps"
 
-    def _tail(self, step: _Step, lines: int = TAIL_LINES) -> Iterable[Text]:
+    def _tail(self, name: str, lines: int = TAIL_LINES) -> Iterable[Text]:
         """The last ``lines`` lines of a step's log, for the summary."""
-        path = self.run_dir / step.log
+        path = self._log_path(name)
         try:
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size

@@ -1,4 +1,5 @@
-"""The run directory: state.json, ctx.json, events.jsonl and logs/, written so a crash loses little.
+"""Writing a run's state.json, ctx.json and events.jsonl (core.rundir knows where), so that a
+crash loses little, and finding an earlier run to resume from.
 
 The folder is made private and held open (core.privatedir): every file is created or replaced
 through its descriptor, never by following a path another user could have changed.
@@ -10,38 +11,21 @@ flusher off (the interval grows with the time a save takes) so saving never eats
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from core.events import FAILED, STOPPED, SUCCEEDED, TIMED_OUT
+from core.events import Event, encode_event
 from core.privatedir import PrivateDir
+from core.rundir import CTX, EVENTS, STATE, RunDir, list_runs
+from core.state import FAILURES, Status
 
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover
-    _orjson = None
-
-RUNS_DIR = Path(".orch") / "runs"
 _log = logging.getLogger("orch.store")
-#: What a file name cannot hold (or would turn into a path): '/', NUL and control characters.
-_UNFIT = re.compile("[/\x00-\x1f\x7f-\x9f]")
-#: File systems allow 255 bytes a name: room for "-N" and ".log" (a step name may be 512 bytes).
-MAX_LOG_NAME_BYTES = 200
-
-
-def dumps(data: Any) -> bytes:
-    if _orjson is not None:
-        return _orjson.dumps(data, option=_orjson.OPT_INDENT_2)
-    return json.dumps(data, indent=2, ensure_ascii=False).encode()
 
 
 def atomic_write(folder: PrivateDir, name: str, data: bytes, *, fsync: bool = True) -> None:
@@ -70,58 +54,22 @@ def atomic_write(folder: PrivateDir, name: str, data: bytes, *, fsync: bool = Tr
     folder.replace(tmp, name)
 
 
-def new_run_id() -> str:
-    """Sortable and readable: 20261125-081502-3f9c."""
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() & 0xFFFF:04x}"
-
-
-def log_name(step: str, taken: set[str]) -> str:
-    """A file name for a step's log: the step's own name, in whatever script it is written,
-    with only what a file name cannot hold replaced ('/', NUL and other control characters,
-    leading dots that would hide it), cut to ``MAX_LOG_NAME_BYTES`` of UTF-8, and unique
-    within the run even where the file system folds case or Unicode forms (``taken`` holds
-    the folded names already given)."""
-    base = _UNFIT.sub("_", step).lstrip(".") or "step"
-    name, n = _cut(base, MAX_LOG_NAME_BYTES), 1
-    while _folded(name) in taken:
-        n += 1
-        suffix = f"-{n}"
-        name = _cut(base, MAX_LOG_NAME_BYTES - len(suffix)) + suffix
-    taken.add(_folded(name))
-    return name + ".log"
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` shortened to at most ``limit`` bytes of UTF-8, never inside a character."""
-    return text.encode()[:limit].decode("utf-8", "ignore")
-
-
-def _folded(name: str) -> str:
-    return unicodedata.normalize("NFC", name).casefold()
-
-
 class RunStore:
     """Owns one run directory. Thread-safe; the runner calls ``mark_*`` and the flusher writes.
 
-    ``folder``, ``logs`` and ``ctx_out`` are the run directory, its logs/ and ctx_out/ (the
-    shell steps' ORCH_CTX_OUT files), held open until ``close``. Raises PrivateDirError when the
-    run directory, or a folder between ``below`` and it, is not private to this user (see
-    ``PrivateDir.open``)."""
+    ``run_dir`` is a created run folder (``RunDir.create``), held open: the store writes
+    through it, and closes it on ``close``."""
 
-    def __init__(self, run_dir: Path, *, below: Path | None = None, interval: float = 0.25) -> None:
+    def __init__(self, run_dir: RunDir, *, interval: float = 0.25) -> None:
+        assert run_dir.folder is not None, "not a created run folder"
         self.run_dir = run_dir
+        self.folder = run_dir.folder
         self.interval = interval
-        self.folder = PrivateDir.open(run_dir, below=below)
-        self._held = [self.folder]
         try:
-            self.logs = self.folder.subdir("logs")
-            self._held.append(self.logs)
-            self.ctx_out = self.folder.subdir("ctx_out")
-            self._held.append(self.ctx_out)
             # 0600 like every file of the run, whatever the umask: events carry the steps' output
-            self._events: BinaryIO = os.fdopen(self.folder.append("events.jsonl"), "ab")
+            self._events: BinaryIO = os.fdopen(self.folder.append(EVENTS), "ab")
         except BaseException:
-            self._close_folders()
+            run_dir.close()
             raise
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time, so an old save never lands last
@@ -131,7 +79,7 @@ class RunStore:
         self._on_error: Callable[[str], None] = _log.warning
         self._final_saved = False
         self._state_dirty = False
-        self._state_fn: Callable[[], dict[str, Any]] | None = None
+        self._state_fn: Callable[[], bytes] | None = None
         self._ctx_fn: Callable[[], bytes] | None = None
         self._ctx_version_fn: Callable[[], int] | None = None
         self._ctx_saved_version = -1
@@ -140,12 +88,13 @@ class RunStore:
 
     def start(
         self,
-        state_fn: Callable[[], dict[str, Any]],
+        state_fn: Callable[[], bytes],
         ctx_fn: Callable[[], bytes],
         ctx_version_fn: Callable[[], int],
         on_error: Callable[[str], None] | None = None,
     ) -> None:
-        """Begin coalesced saving; the callables produce the current state and ctx on demand.
+        """Begin coalesced saving; the callables produce the current state.json and ctx.json
+        bytes on demand.
         ``on_error`` is told (once a file) what could not be saved; default: a log warning."""
         self._state_fn, self._ctx_fn, self._ctx_version_fn = state_fn, ctx_fn, ctx_version_fn
         if on_error is not None:
@@ -154,8 +103,8 @@ class RunStore:
         self._thread.start()
 
     # -- events ---------------------------------------------------------------------------------
-    def append_event(self, event: dict[str, Any]) -> None:
-        line = (_orjson.dumps(event) if _orjson else json.dumps(event).encode()) + b"\n"
+    def append_event(self, event: Event) -> None:
+        line = encode_event(event) + b"\n"
         with self._lock:
             if not self._closed:
                 self._events.write(line)
@@ -178,7 +127,7 @@ class RunStore:
             try:
                 self.flush()
             except Exception as exc:  # disk full, too many open files, a bug: never the end
-                self._save_failed("state.json", exc)  # of this thread, which the run's end needs
+                self._save_failed(STATE, exc)  # of this thread, which the run's end needs
                 self._state_dirty = True
                 self._wake.set()  # try again after the next interval
 
@@ -195,11 +144,11 @@ class RunStore:
                 try:
                     self._events.flush()
                 except OSError as exc:
-                    self._save_failed("events.jsonl", exc)
+                    self._save_failed(EVENTS, exc)
         state = None
         if (self._state_dirty or final) and self._state_fn is not None:
             self._state_dirty = False
-            state = dumps(self._state_fn())
+            state = self._state_fn()
         with self._flush_lock:
             if self._final_saved:
                 return
@@ -213,7 +162,7 @@ class RunStore:
                 state = None  # the ctx save is not due yet, or failed: the state waits for it
                 self._state_dirty = True
             if state is not None:
-                atomic_write(self.folder, "state.json", state)
+                atomic_write(self.folder, STATE, state)
             if final:
                 self._final_saved = True
 
@@ -223,7 +172,7 @@ class RunStore:
         try:
             return self._flush_ctx(final)
         except Exception as exc:
-            self._save_failed("ctx.json", exc)
+            self._save_failed(CTX, exc)
             return False
 
     def _flush_ctx(self, final: bool) -> bool:
@@ -239,7 +188,7 @@ class RunStore:
             return False
         started = time.monotonic()
         data = self._ctx_fn()
-        atomic_write(self.folder, "ctx.json", data)
+        atomic_write(self.folder, CTX, data)
         took = time.monotonic() - started
         self._ctx_saved_version = version
         # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
@@ -250,7 +199,7 @@ class RunStore:
         if name not in self._reported:  # once, not every interval
             self._reported.add(name)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            self._on_error(f"cannot save {self.run_dir / name}: {why}")
+            self._on_error(f"cannot save {self.run_dir.path / name}: {why}")
 
     def close(self) -> None:
         """Final, synchronous save of everything; the directory is complete after this returns
@@ -259,27 +208,23 @@ class RunStore:
         try:
             self.flush(final=True)
         except Exception as exc:
-            self._reported.discard("state.json")  # the final state is worth saying again
-            self._save_failed("state.json", exc)
+            self._reported.discard(STATE)  # the final state is worth saying again
+            self._save_failed(STATE, exc)
         with self._lock:
             self._closed = True
             try:
                 self._events.flush()
                 os.fsync(self._events.fileno())
             except OSError as exc:
-                self._save_failed("events.jsonl", exc)
+                self._save_failed(EVENTS, exc)
             try:
                 self._events.close()
             except OSError:  # what the flush above could not write: already reported
                 pass
         with self._flush_lock:  # a save of the flusher thread may still be using them
             self._final_saved = True  # even if the final save failed: nothing saves after
-            self._close_folders()
+            self.run_dir.close()
         self._wake.set()
-
-    def _close_folders(self) -> None:
-        for folder in self._held:
-            folder.close()
 
 
 @dataclass(frozen=True)
@@ -317,8 +262,8 @@ class PastRun:
             if not isinstance(step, dict):
                 return f"{name!r} is not in it"
             status = step.get("status")
-            allowed = status in (FAILED, TIMED_OUT) and step.get("allowed")
-            if status in (SUCCEEDED, STOPPED) or allowed or name in restored:
+            allowed = status in FAILURES and step.get("allowed")
+            if status in (Status.SUCCEEDED, Status.STOPPED) or allowed or name in restored:
                 continue
             reason = f" ({step['reason']})" if step.get("reason") else ""
             return f"{name!r} is {status}{reason}"
@@ -355,24 +300,17 @@ def past_runs(recipe: Path, roots: list[Path], *, exclude: Path | None = None) -
     skip = exclude.resolve() if exclude is not None else None
     found: dict[Path, tuple[float, PastRun]] = {}
     for root in roots:
-        try:
-            folder = PrivateDir.open(root, below=root, create=False)
-        except OSError:  # not there, or not safe
-            continue
-        with folder:
-            base = Path(os.path.realpath(folder.path))
-            for name in folder.names():
-                run_dir = base / name
-                if run_dir == skip or run_dir in found:
-                    continue
-                try:
-                    with folder.subdir(name, create=False) as run_folder:
-                        state = json.loads(run_folder.read("state.json"))
-                except (OSError, ValueError):
-                    continue
-                if not isinstance(state, dict) or state.get("recipe") != target:
-                    continue
-                found[run_dir] = (float(state.get("started") or 0), PastRun(run_dir, state))
+        for run_dir in list_runs(root):
+            if run_dir.path == skip or run_dir.path in found:
+                continue
+            try:
+                state = run_dir.read_json(STATE)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(state, dict) or state.get("recipe") != target:
+                continue
+            past = PastRun(run_dir.path, state)
+            found[run_dir.path] = (float(state.get("started") or 0), past)
     return [run for _, run in sorted(found.values(), key=lambda item: item[0], reverse=True)]
 
 
@@ -389,10 +327,10 @@ def find_resume_point(
     for run in runs:
         if run.not_done(before) is None:
             try:
-                with PrivateDir.open(run.run_dir, below=run.run_dir.parent, create=False) as d:
-                    ctx = json.loads(d.read("ctx.json"))
+                with RunDir.open(run.run_dir) as run_dir:
+                    ctx = run_dir.read_json(CTX)
             except (OSError, ValueError) as exc:
-                raise ResumeError(f"cannot read {run.run_dir / 'ctx.json'}: {exc}") from None
+                raise ResumeError(f"cannot read {RunDir(run.run_dir).ctx}: {exc}") from None
             return ResumePoint(step, ctx, run.run_id, run.run_dir)
     newest = runs[0]
     raise ResumeError(

@@ -161,10 +161,12 @@ def kill_leftovers(run_dir: str, groups: list[int], grace: float) -> int:
 
 
 class Watchdog:
-    """The runner's side of the watchdog pipe."""
+    """The runner's side of the watchdog pipe, and the process groups of the run's steps it was
+    told of (``groups``: forgotten once gone, stopped with the marked processes at the end)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = str(run_dir)
+        self.groups: set[int] = set()
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd: int | None = None
         self._pending: list[str] = []
@@ -203,10 +205,25 @@ class Watchdog:
             pass
 
     def add(self, pgid: int, grace: float) -> None:
+        self.groups.add(pgid)
         self._send(f"+ {pgid} {grace:g}")
 
-    def remove(self, pgid: int) -> None:
-        self._send(f"- {pgid}")
+    def prune(self, running: set[int]) -> None:
+        """Forget the process groups of ended steps that no longer exist: the kernel may give
+        their ids to unrelated processes, which the end-of-run clean-up and the watchdog must
+        never signal. Groups a step left members in are kept until those are gone."""
+        for pgid in self.groups - running:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                self.groups.discard(pgid)
+                self._send(f"- {pgid}")
+            except PermissionError:
+                pass
+
+    def kill_leftovers(self, grace: float) -> int:
+        """``kill_leftovers`` of the run's groups and marked processes."""
+        return kill_leftovers(self.run_dir, sorted(self.groups), grace)
 
     def stop(self) -> None:
         """The run ended cleanly: the watchdog exits without touching anything."""

@@ -10,6 +10,7 @@ import io
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 from rich.console import Console
 
@@ -25,58 +26,113 @@ from core.events import (
     StepStatus,
 )
 from core.reporter import HeadlessReporter, format_bytes, format_duration
+from core.rundir import RunDir
+from core.state import RunState, StepState
 from core.text import clean
 
 T0 = 1_700_000_000.0
 ANSI = re.compile(r"\x1b[\[\]()#;?]*(?:[0-9]{1,4}(?:;[0-9]{0,4})*)?[0-9A-ORZcf-nqry=><]")
 STEPS = ["build", "lint", "test", "deploy", "dash"]
 DEPS = {"build": [], "lint": [], "test": ["build"], "deploy": ["test"], "dash": []}
+_FINISHED_FIELDS = ("status", "exit_code", "signal", "reason", "duration")
 
 
 class Run:
-    """A run directory plus a reporter fed with events, the logs growing as the runner writes."""
+    """A run directory plus a reporter fed with events, the logs growing as the runner writes.
+
+    The run's control, as far as the reporter uses one (``run_dir``, ``subscribe``,
+    ``snapshot``): it keeps the run's state as the runner would, so each step event carries the
+    step's new state, numbers the events as the bus does, and ``close`` gives the reporter the
+    final state a test made."""
 
     def __init__(self, run_dir: Path, **kwargs) -> None:
-        self.run_dir = run_dir
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.run_dir = RunDir(run_dir)
         self.out = io.StringIO()
-        kwargs.setdefault("tty", False)
-        self.reporter = HeadlessReporter(run_dir, stream=kwargs.pop("stream", self.out), **kwargs)
         self.ts = T0
+        self.seq = 0
         self.sizes: dict[str, int] = {}
+        self.states: dict[str, StepState] = {}
+        self.final = final_state({}, run_dir=str(run_dir))
+        self.subscribers: list = []
+        kwargs.setdefault("tty", False)
+        stream = kwargs.pop("stream", self.out)
+        self.reporter = HeadlessReporter(self, stream=stream, **kwargs)
+
+    def subscribe(self, callback) -> None:
+        self.subscribers.append(callback)
+
+    def snapshot(self) -> RunState:
+        return self.final
+
+    def close(self, state: RunState) -> None:
+        """The run is over: the reporter prints its summary of ``state``."""
+        self.final = state
+        self.reporter.close()
 
     def tick(self, dt: float = 0.1) -> float:
         self.ts += dt
         return self.ts
 
     def start(self, steps=STEPS) -> None:
-        infos = [
-            {
-                "name": name,
-                "type": "python" if name == "dash" else "shell",
-                "background": name == "dash",
-                "depends_on": DEPS.get(name, []),
-                "log": f"logs/{name}.log",
-                **({"retries": 2} if name == "lint" else {}),
-            }
-            for name in steps
-        ]
+        self.states = {
+            name: StepState(
+                name=name,
+                type="python" if name == "dash" else "shell",
+                index=index,
+                background=name == "dash",
+                depends_on=DEPS.get(name, []),
+                retries=2 if name == "lint" else 0,
+                log=f"logs/{name}.log",
+            )
+            for index, name in enumerate(steps)
+        }
+        state = RunState(
+            run_id="20261125-120000-abcd",
+            recipe="/work/recipes/demo.yaml",
+            name="demo",
+            run_dir=str(self.run_dir.path),
+            pid=1,
+            status="running",
+            started=self.ts,
+            steps=dict(self.states),
+        )
         self.handle(
             RunStarted(
-                run_id="20261125-120000-abcd",
-                recipe="/work/recipes/demo.yaml",
-                run_dir=str(self.run_dir),
-                steps=infos,
+                run_id=state.run_id,
+                recipe=state.recipe,
+                run_dir=state.run_dir,
+                state=state,
                 ts=self.ts,
             )
         )
 
+    def step(self, kind, name: str, *, blocked_by: list[str] | None = None, **fields) -> None:
+        """A step event as the runner sends it: with the step's new state."""
+        ts = self.tick()
+        state = self.states.get(name) or StepState(name=name, type="shell", index=99)
+        if kind is StepStarted:
+            changes = dict(status="running", attempts=fields["attempt"], started=ts, ended=None)
+            changes.update(duration=None, exit_code=None, signal=None, reason=None)
+        elif kind is StepReady:
+            changes = dict(status="ready")
+        elif kind is StepFinished:
+            changes = {k: v for k, v in fields.items() if k in _FINISHED_FIELDS}
+            changes.update(attempts=fields["attempt"], ended=ts)
+        else:
+            changes = dict(status=fields["status"], blocked_by=blocked_by or [])
+        state = self.states[name] = msgspec.structs.replace(state, **changes)
+        self.handle(kind(step=name, state=state, ts=ts, **fields))
+
     def handle(self, event) -> None:
-        self.reporter.handle(event)
+        self.seq += 1
+        event.seq = self.seq
+        for callback in self.subscribers:
+            callback(event)
 
     def write(self, step: str, data: bytes, *, event: bool = True) -> None:
         """Append to the step's log and, like the runner's ticker, announce it."""
-        path = self.run_dir / "logs" / f"{step}.log"
+        path = self.run_dir.log(step)
         with open(path, "ab") as fh:
             fh.write(data)
         self.sizes[step] = path.stat().st_size
@@ -93,7 +149,26 @@ class Run:
         ]
 
 
-def state_for(run: Run, statuses: dict[str, dict], status: str = "failed") -> dict:
+def final_state(steps: dict[str, dict], **run: object) -> RunState:
+    """A run's final state from its steps' state.json entries (what a test does not say:
+    the defaults)."""
+    for index, (name, info) in enumerate(steps.items()):
+        info.setdefault("name", name)
+        info.setdefault("index", index)
+        info.setdefault("type", "shell")
+    document = {
+        "run_id": "r",
+        "recipe": "/work/recipes/demo.yaml",
+        "name": "demo",
+        "run_dir": "/work/.orch/runs/r",
+        "pid": 1,
+        **run,
+        "steps": steps,
+    }
+    return RunState.from_dict(document)
+
+
+def state_for(run: Run, statuses: dict[str, dict], status: str = "failed") -> RunState:
     steps = {}
     for name in STEPS:
         info = {
@@ -115,17 +190,15 @@ def state_for(run: Run, statuses: dict[str, dict], status: str = "failed") -> di
         }
         info.update(statuses.get(name, {}))
         steps[name] = info
-    return {
-        "run_id": "20261125-120000-abcd",
-        "recipe": "/work/recipes/demo.yaml",
-        "name": "demo",
-        "run_dir": str(run.run_dir),
-        "status": status,
-        "exit_code": 1 if status == "failed" else 0,
-        "started": T0,
-        "ended": T0 + 4.2,
-        "steps": steps,
-    }
+    return final_state(
+        steps,
+        run_id="20261125-120000-abcd",
+        run_dir=str(run.run_dir.path),
+        status=status,
+        exit_code=1 if status == "failed" else 0,
+        started=T0,
+        ended=T0 + 4.2,
+    )
 
 
 def expected_lines(data: bytes) -> list[str]:
@@ -170,14 +243,12 @@ def run(tmp_path: Path) -> Run:
 def test_plain_echo_every_line_in_order(run: Run) -> None:
     data = messy_log()
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, pid=123, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1, pid=123)
     # Written in odd-sized pieces: lines, escape sequences and UTF-8 characters get cut in two.
     pieces = [data[i : i + 997] for i in range(0, len(data), 997)]
     for piece in pieces:
         run.write("build", piece)
-    run.handle(
-        StepFinished(step="build", status="succeeded", attempt=1, duration=1.2, ts=run.tick())
-    )
+    run.step(StepFinished, "build", status="succeeded", attempt=1, duration=1.2)
 
     assert run.echoed("build") == expected_lines(data)
     assert run.echoed("build")[-1] == "final line without newline"
@@ -192,7 +263,7 @@ def test_plain_echo_every_line_in_order(run: Run) -> None:
 
 def test_partial_lines_wait_until_complete(run: Run) -> None:
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1)
     run.write("build", b"hel")
     assert run.echoed("build") == []
     run.write("build", b"lo\ncaf\xc3")  # a UTF-8 character cut in two
@@ -206,23 +277,23 @@ def test_partial_lines_wait_until_complete(run: Run) -> None:
 def test_interleaved_steps_keep_their_order(run: Run) -> None:
     run.start()
     for name in ("build", "lint"):
-        run.handle(StepStarted(step=name, attempt=1, ts=run.tick()))
+        run.step(StepStarted, name, attempt=1)
     for i in range(300):
         run.write("build", b"b%d\n" % i)
         run.write("lint", b"l%d\n" % i, event=i % 7 == 0)  # lint's events are coalesced
-    run.handle(StepFinished(step="lint", status="succeeded", attempt=1, duration=1, ts=run.tick()))
+    run.step(StepFinished, "lint", status="succeeded", attempt=1, duration=1)
     assert run.echoed("build") == [f"b{i}" for i in range(300)]
     assert run.echoed("lint") == [f"l{i}" for i in range(300)]
 
 
 def test_output_after_finish_and_at_close_is_not_lost(run: Run) -> None:
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1)
     run.write("build", b"one\ntwo", event=False)  # no StepOutput before StepFinished
-    run.handle(StepFinished(step="build", status="succeeded", attempt=1, duration=1, ts=run.tick()))
-    run.handle(StepStarted(step="dash", attempt=1, ts=run.tick()))
+    run.step(StepFinished, "build", status="succeeded", attempt=1, duration=1)
+    run.step(StepStarted, "dash", attempt=1)
     run.write("dash", b"serving\nstill partial", event=False)
-    run.reporter.close(state_for(run, {}, status="succeeded"))
+    run.close(state_for(run, {}, status="succeeded"))
     assert run.echoed("build") == ["one", "two"]
     assert run.echoed("dash") == ["serving", "still partial"]
 
@@ -231,17 +302,21 @@ def test_retry_line_comes_before_the_next_attempts_output(run: Run) -> None:
     # The runner may start the next attempt before the reporter reads the log: what that
     # attempt writes must wait for the events that announce it.
     run.start()
-    run.handle(StepStarted(step="lint", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "lint", attempt=1)
     run.write("lint", b"failing\n")
     ended_at = run.sizes["lint"]
     run.write("lint", b"--- attempt 2 ---\nfailing again\n", event=False)
-    run.handle(
-        StepFinished(
-            step="lint", status="failed", attempt=1, exit_code=1, duration=0.1,
-            will_retry=True, log_size=ended_at, ts=run.tick(),
-        )
-    )  # fmt: skip
-    run.handle(StepStarted(step="lint", attempt=2, ts=run.tick()))
+    run.step(
+        StepFinished,
+        "lint",
+        status="failed",
+        attempt=1,
+        exit_code=1,
+        duration=0.1,
+        will_retry=True,
+        log_size=ended_at,
+    )
+    run.step(StepStarted, "lint", attempt=2)
     run.handle(StepOutput(step="lint", size=run.sizes["lint"], lines=[], lines_total=0))
     lines = run.output().splitlines()
     retry = next(i for i, line in enumerate(lines) if "retrying (attempt 2" in line)
@@ -258,7 +333,7 @@ def test_missing_or_replaced_log_does_not_raise(run: Run) -> None:
     run.handle(StepOutput(step="build", size=10, lines=["x"], lines_total=1))  # no file yet
     run.handle(StepOutput(step="unknown", size=10, lines=["x"], lines_total=1))  # no such step
     run.write("build", b"first attempt line\n")
-    (run.run_dir / "logs" / "build.log").write_bytes(b"new\n")  # replaced by a shorter file
+    run.run_dir.log("build").write_bytes(b"new\n")  # replaced by a shorter file
     run.write("build", b"")
     assert run.echoed("build") == ["first attempt line", "new"]
 
@@ -266,11 +341,11 @@ def test_missing_or_replaced_log_does_not_raise(run: Run) -> None:
 def test_echo_off(tmp_path: Path) -> None:
     run = Run(tmp_path / "run", echo_output=False)
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1)
     run.write("build", b"secret output\n" * 10 + b"the error\n")
-    run.handle(StepFinished(step="build", status="failed", attempt=1, exit_code=2, ts=run.tick()))
+    run.step(StepFinished, "build", status="failed", attempt=1, exit_code=2)
     assert run.echoed("build") == []
-    run.reporter.close(state_for(run, {"build": {"status": "failed", "exit_code": 2}}))
+    run.close(state_for(run, {"build": {"status": "failed", "exit_code": 2}}))
     assert "  build | the error" in run.output()  # the summary still shows the log's tail
 
 
@@ -278,11 +353,11 @@ def test_many_lines_all_counted(run: Run) -> None:
     """A speed sanity check without timing: 200,000 lines go through, each exactly once."""
     n = 200_000
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1)
     block = 20_000
     for start in range(0, n, block):
         run.write("build", b"".join(b"row %d\n" % i for i in range(start, start + block)))
-    run.handle(StepFinished(step="build", status="succeeded", attempt=1, duration=1, ts=run.tick()))
+    run.step(StepFinished, "build", status="succeeded", attempt=1, duration=1)
     lines = run.echoed("build")
     assert len(lines) == n
     assert lines[0] == "row 0" and lines[-1] == f"row {n - 1}"
@@ -292,34 +367,22 @@ def test_many_lines_all_counted(run: Run) -> None:
 # -- event lines ------------------------------------------------------------------------------------
 def test_plain_event_lines(run: Run) -> None:
     run.start()
-    run.handle(StepStatus(step="deploy", status="skipped", reason="--skip", ts=run.tick()))
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
-    run.handle(StepStarted(step="dash", attempt=1, ts=run.tick()))
-    run.handle(StepReady(step="dash", ts=run.tick()))
-    run.handle(StepStarted(step="lint", attempt=1, ts=run.tick()))
-    run.handle(
-        StepFinished(
-            step="lint",
-            status="failed",
-            attempt=1,
-            exit_code=1,
-            duration=0.3,
-            will_retry=True,
-            ts=run.tick(),
-        )
+    run.step(StepStatus, "deploy", status="skipped", reason="--skip")
+    run.step(StepStarted, "build", attempt=1)
+    run.step(StepStarted, "dash", attempt=1)
+    run.step(StepReady, "dash")
+    run.step(StepStarted, "lint", attempt=1)
+    run.step(
+        StepFinished, "lint", status="failed", attempt=1, exit_code=1, duration=0.3, will_retry=True
     )
-    run.handle(StepStatus(step="lint", status="pending", reason="retrying in 1s", ts=run.tick()))
-    run.handle(StepStarted(step="lint", attempt=2, ts=run.tick()))
-    run.handle(StepFinished(step="lint", status="succeeded", attempt=2, duration=2, ts=run.tick()))
-    run.handle(
-        StepFinished(
-            step="build", status="timed_out", attempt=1, signal=15, duration=5.01, ts=run.tick()
-        )
-    )
-    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
+    run.step(StepStatus, "lint", status="pending", reason="retrying in 1s")
+    run.step(StepStarted, "lint", attempt=2)
+    run.step(StepFinished, "lint", status="succeeded", attempt=2, duration=2)
+    run.step(StepFinished, "build", status="timed_out", attempt=1, signal=15, duration=5.01)
+    run.step(StepStatus, "test", status="blocked", reason="blocked by build")
     run.handle(RunMessage(level="warning", text="cannot skip it", step="dash", ts=run.tick()))
     run.handle(ResourcesSampled(cpu_percent=10, mem_percent=20, mem_used=1, steps={}))
-    run.handle(StepFinished(step="dash", status="stopped", attempt=1, duration=9, ts=run.tick()))
+    run.step(StepFinished, "dash", status="stopped", attempt=1, duration=9)
     run.handle(RunFinished(status="failed", exit_code=1, counts={}, ts=run.tick()))
     lines = [line for line in run.output().splitlines() if " | " not in line]
     clock = r"\d\d:\d\d:\d\d "
@@ -345,34 +408,24 @@ def test_plain_event_lines(run: Run) -> None:
 
 def test_failure_line_and_blocked_without_reason(run: Run) -> None:
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
-    run.handle(
-        StepFinished(
-            step="build", status="failed", attempt=1, exit_code=1, duration=0.3, ts=run.tick()
-        )
-    )
-    run.handle(StepStatus(step="test", status="blocked", ts=run.tick()))
-    run.handle(StepStatus(step="deploy", status="blocked", ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1)
+    run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1, duration=0.3)
+    run.step(StepStatus, "test", status="blocked", blocked_by=["build"])
+    run.step(StepStatus, "deploy", status="blocked", blocked_by=["build"])
     out = run.output()
     assert "✗ build failed (exit 1) in 0.3s" in out
     assert "⊘ test blocked by build" in out
-    assert "⊘ deploy blocked by build" in out  # through test, to the root failure
+    assert "⊘ deploy blocked by build" in out  # the root failure the runner names
 
 
 # -- summary ----------------------------------------------------------------------------------------
 def test_summary_root_failure_before_blocked(run: Run) -> None:
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1)
     run.write("build", b"".join(b"compiling %d\n" % i for i in range(50)) + b"error: boom\n")
-    run.handle(
-        StepFinished(
-            step="build", status="failed", attempt=1, exit_code=1, duration=0.3, ts=run.tick()
-        )
-    )
-    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
-    run.handle(
-        StepStatus(step="deploy", status="blocked", reason="blocked by build", ts=run.tick())
-    )
+    run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1, duration=0.3)
+    run.step(StepStatus, "test", status="blocked", reason="blocked by build")
+    run.step(StepStatus, "deploy", status="blocked", reason="blocked by build")
     state = state_for(
         run,
         {
@@ -388,7 +441,7 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
             "dash": {"status": "stopped", "background": True, "exit_code": None, "signal": 15},
         },
     )
-    run.reporter.close(state)
+    run.close(state)
     out = run.output()
     summary = out[out.index("demo — run 20261125-120000-abcd") :]
     assert "\x1b" not in out
@@ -413,7 +466,7 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
 
 def test_summary_success_and_interrupted(tmp_path: Path) -> None:
     ok = Run(tmp_path / "ok")
-    ok.reporter.close(state_for(ok, {}, status="succeeded"))  # no events at all: still a summary
+    ok.close(state_for(ok, {}, status="succeeded"))  # no events at all: still a summary
     assert ok.output().rstrip().endswith("run succeeded: 5 succeeded in 4.2s")
     assert "root failure" not in ok.output()
 
@@ -423,7 +476,7 @@ def test_summary_success_and_interrupted(tmp_path: Path) -> None:
         {"deploy": {"status": "cancelled", "exit_code": None}, "dash": {"status": "stopped"}},
         status="interrupted",
     )
-    stopped.reporter.close(state)
+    stopped.close(state)
     assert (
         stopped.output()
         .rstrip()
@@ -436,11 +489,11 @@ def test_ascii_stream_gets_ascii_fallbacks(tmp_path: Path) -> None:
     stream = io.TextIOWrapper(raw, encoding="ascii", errors="strict", newline="\n")
     run = Run(tmp_path / "run", stream=stream)
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1)
     run.write("build", "naïve ✓ output\n".encode())
-    run.handle(StepFinished(step="build", status="failed", attempt=1, exit_code=1, ts=run.tick()))
-    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
-    run.reporter.close(state_for(run, {"build": {"status": "failed", "exit_code": 1}}))
+    run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1)
+    run.step(StepStatus, "test", status="blocked", reason="blocked by build")
+    run.close(state_for(run, {"build": {"status": "failed", "exit_code": 1}}))
     stream.flush()
     text = raw.getvalue().decode("ascii")
     assert "> build started" in text
@@ -453,11 +506,11 @@ def test_ascii_stream_gets_ascii_fallbacks(tmp_path: Path) -> None:
 def test_color_off_a_terminal_only_when_asked(tmp_path: Path) -> None:
     plain = Run(tmp_path / "a")
     plain.start()
-    plain.handle(StepStarted(step="build", attempt=1, ts=plain.tick()))
+    plain.step(StepStarted, "build", attempt=1)
     assert "\x1b" not in plain.output()
     coloured = Run(tmp_path / "b", color=True)
     coloured.start()
-    coloured.handle(StepStarted(step="build", attempt=1, ts=coloured.tick()))
+    coloured.step(StepStarted, "build", attempt=1)
     coloured.write("build", b"\x1b[31mred\x1b[0m\n")
     out = coloured.output()
     assert "\x1b[" in out
@@ -469,8 +522,8 @@ def test_tty_mode_renders(tmp_path: Path) -> None:
     run = Run(tmp_path / "run", tty=True, width=250, refresh_per_second=50)
     assert run.reporter.tty
     run.start()
-    run.handle(StepStarted(step="build", attempt=1, pid=1, ts=run.tick()))
-    run.handle(StepStarted(step="dash", attempt=1, ts=run.tick()))
+    run.step(StepStarted, "build", attempt=1, pid=1)
+    run.step(StepStarted, "dash", attempt=1)
     run.handle(
         ResourcesSampled(
             cpu_percent=10,
@@ -480,13 +533,13 @@ def test_tty_mode_renders(tmp_path: Path) -> None:
         )
     )
     run.write("build", messy_log(50))
-    run.handle(StepReady(step="dash", ts=run.tick()))
+    run.step(StepReady, "dash")
     # far more than a terminal can show: capped, with a pointer to the log
     run.write("build", b"".join(b"flood %d\n" % i for i in range(20_000)))
-    run.handle(StepFinished(step="build", status="failed", attempt=1, exit_code=1, ts=run.tick()))
-    run.handle(StepStatus(step="test", status="blocked", reason="blocked by build", ts=run.tick()))
+    run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1)
+    run.step(StepStatus, "test", status="blocked", reason="blocked by build")
     run.handle(RunFinished(status="failed", exit_code=1, counts={}, ts=run.tick()))
-    run.reporter.close(
+    run.close(
         state_for(
             run,
             {
@@ -514,7 +567,7 @@ def test_tty_live_view_many_steps(tmp_path: Path) -> None:
     run = Run(tmp_path / "run", tty=True, width=80)
     run.start(names)
     for name in names[:5]:
-        run.handle(StepStarted(step=name, attempt=1, ts=run.tick()))
+        run.step(StepStarted, name, attempt=1)
     view = run.reporter._render_live()  # what the refresh thread draws: no taller than the screen
     console = run.reporter._console
     assert console is not None
@@ -525,7 +578,7 @@ def test_tty_live_view_many_steps(tmp_path: Path) -> None:
     assert len(drawn.splitlines()) <= height
     assert "step000" in drawn and "step004" in drawn  # running steps are always shown
     assert re.search(r"… and \d+ more: \d+ pending", drawn)
-    run.reporter.close({"run_id": "x", "status": "interrupted", "steps": {}})
+    run.close(final_state({name: {} for name in names}, status="interrupted"))
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -567,16 +620,7 @@ def test_summary_of_a_large_run_lists_what_needs_reading(tmp_path: Path) -> None
             "peak_rss": None,
             "log": f"logs/{name}.log",
         }
-    run.reporter.close(
-        {
-            "run_id": "r",
-            "name": "big",
-            "status": "failed",
-            "steps": steps,
-            "started": T0,
-            "ended": T0 + 6,
-        }
-    )
+    run.close(final_state(steps, name="big", status="failed", started=T0, ended=T0 + 6))
     out = run.output()
     rows = [n for n in names if re.search(rf"^{n}\s", out, re.M)]
     assert "s07" in rows and "s42" in rows  # the failure, and the slowest step
@@ -584,7 +628,7 @@ def test_summary_of_a_large_run_lists_what_needs_reading(tmp_path: Path) -> None
     assert "and 49 more steps that succeeded or were skipped" in out
 
 
-def _big_state(statuses: dict[str, dict], count: int) -> dict:
+def _big_state(statuses: dict[str, dict], count: int) -> RunState:
     """A finished run of ``count`` succeeded steps (step i took i ms, in a shuffled order)."""
     steps = {}
     for i in range(count):
@@ -600,7 +644,7 @@ def _big_state(statuses: dict[str, dict], count: int) -> dict:
             "log": f"logs/{name}.log",
         }
         steps[name].update(statuses.get(name, {}))
-    return {"run_id": "r", "name": "big", "status": "failed", "steps": steps, "started": T0}
+    return final_state(steps, name="big", status="failed", started=T0)
 
 
 def test_summary_of_a_2000_step_run_lists_failures_then_the_slowest(tmp_path: Path) -> None:
@@ -610,7 +654,7 @@ def test_summary_of_a_2000_step_run_lists_failures_then_the_slowest(tmp_path: Pa
         {"s1500": failed, "s0003": {**failed, "status": "blocked", "blocked_by": ["s1500"]}},
         2000,
     )
-    run.reporter.close(state)
+    run.close(state)
     out = run.output()
     table = out[out.index("big — run r") : out.index("and 1988 more")]
     rows = [m.group(1) for m in re.finditer(r"^(s\d{4})\s", table, re.M)]
@@ -628,7 +672,7 @@ def test_summary_rows_stay_on_one_line(tmp_path: Path) -> None:
     }
     for width in (80, 120):
         run = Run(tmp_path / f"w{width}", tty=True, width=width)
-        run.reporter.close(state_for(run, statuses))
+        run.close(state_for(run, statuses))
         text = ANSI.sub("", run.output())
         table = text[text.index("demo — run") : text.index("root failure")]
         rows = [line for line in table.splitlines() if re.match(r"(build|test|lint|deploy) ", line)]
@@ -636,7 +680,7 @@ def test_summary_rows_stay_on_one_line(tmp_path: Path) -> None:
         assert all(len(row.rstrip()) <= width for row in rows), table
         assert re.search(r"^build +✗ failed +1s +1 +1 .*cannot start.*…$", table, re.M)
     plain = Run(tmp_path / "plain")
-    plain.reporter.close(state_for(plain, statuses))
+    plain.close(state_for(plain, statuses))
     out = plain.output()
     row = next(line for line in out.splitlines() if line.startswith("build "))
     assert len(row) <= 100 and row.endswith("…") and "12%" in row and "50.0 MiB" in row

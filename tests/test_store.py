@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.store import MAX_LOG_NAME_BYTES, log_name
+from core.rundir import MAX_LOG_NAME_BYTES, log_name
 
 
 def names(*steps: str) -> list[str]:

@@ -727,6 +727,7 @@ async def test_stays_responsive_while_a_step_floods_its_log(orch):
 
 # ------------------------------------------------------------------------------ the header
 async def test_header_clock_stops_once_every_step_has_ended(tmp_path: Path):
+    from core.control import LocalControl
     from core.recipe import load_recipe
     from core.runner import Runner
     from tui.app import make_app
@@ -739,7 +740,7 @@ async def test_header_clock_stops_once_every_step_has_ended(tmp_path: Path):
 
     path = tui_helpers.write_recipe(tmp_path, "steps:\n  - {name: one, type: shell, run: 'true'}\n")
     runner = Runner(load_recipe(path), run_dir=tmp_path / "run", interactive=True, clock=clock)
-    app = make_app(runner, clock=clock)
+    app = make_app(LocalControl(runner), clock=clock, start=runner.start)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until_status(pilot, runner, "one", "succeeded")

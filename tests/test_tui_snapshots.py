@@ -91,12 +91,12 @@ TESTS_LOG = ["collected 12 items", "tests/test_api.py ....."]
 
 
 async def _running_state(pilot, tmp_path: Path) -> None:
-    runner = pilot.app.runner
+    run = pilot.app.control
     await _open_gate(pilot, tmp_path)
-    await until_status(pilot, runner, "checkout", "succeeded")
-    await until_status(pilot, runner, "serve-dashboard", "ready")
-    await until_status(pilot, runner, "integration-tests", "running")
-    await until_status(pilot, runner, "publish-report", "pending")
+    await until_status(pilot, run, "checkout", "succeeded")
+    await until_status(pilot, run, "serve-dashboard", "ready")
+    await until_status(pilot, run, "integration-tests", "running")
+    await until_status(pilot, run, "publish-report", "pending")
     await _select(pilot, "integration-tests", TESTS_LOG)
 
 
@@ -197,7 +197,7 @@ async def _ctx_filled(pilot, tmp_path: Path):
     from tui.widgets import CtxInspector
 
     await _open_gate(pilot, tmp_path)
-    await until_status(pilot, pilot.app.runner, "fill", "succeeded")
+    await until_status(pilot, pilot.app.control, "fill", "succeeded")
     await _select(pilot, "fill", ["filled 500 rows"])
     inspector = pilot.app.query_one(CtxInspector)
     await until(
@@ -256,7 +256,7 @@ async def _open_help(pilot, tmp_path: Path) -> None:
     from tui.screens.help import HelpScreen
 
     await _open_gate(pilot, tmp_path)
-    await until_status(pilot, pilot.app.runner, "build", "succeeded")
+    await until_status(pilot, pilot.app.control, "build", "succeeded")
     await _select(pilot, "build", ["built"])
     await pilot.press("question_mark")
     await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), what="help")

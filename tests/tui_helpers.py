@@ -59,7 +59,9 @@ def fixed_sampler():
 
 
 def build_app(tmp_path: Path, yaml_text: str, *, recipe_name: str = "recipe.yaml", **runner_kw):
-    """(app, runner): ``make_app(Runner(load_recipe(...)))`` with the fixed clock and sampler."""
+    """(app, runner): the app on the runner's control (the app starts the runner as it mounts),
+    with the fixed clock and sampler."""
+    from core.control import LocalControl
     from core.recipe import load_recipe
     from core.runner import Runner
     from tui.app import make_app
@@ -69,7 +71,7 @@ def build_app(tmp_path: Path, yaml_text: str, *, recipe_name: str = "recipe.yaml
     runner_kw.setdefault("sampler", fixed_sampler())
     runner_kw.setdefault("resource_interval", 3600)
     runner = Runner(load_recipe(path), interactive=True, clock=fixed_clock, **runner_kw)
-    app = make_app(runner, clock=fixed_clock)
+    app = make_app(LocalControl(runner), clock=fixed_clock, start=runner.start)
     return app, runner
 
 
@@ -115,8 +117,9 @@ async def until(pilot, predicate: Callable[[], Any], timeout: float = 10.0, what
         await pilot.pause(0.02)  # a polling interval: the event loop runs meanwhile
 
 
-def status(runner, name: str) -> str:
-    return runner.state()["steps"][name]["status"]
+def status(run, name: str) -> str:
+    """The step's status as the run reports it (``run``: the runner, or the app's control)."""
+    return run.snapshot().steps[name].status
 
 
 async def until_status(pilot, runner, name: str, *statuses: str, timeout: float = 10.0) -> str:
@@ -131,7 +134,7 @@ async def until_status(pilot, runner, name: str, *statuses: str, timeout: float 
     # the app drains the runner's events 15 times a second: wait for the tree to catch up
     await until(
         pilot,
-        lambda: app._states.get(name, {}).get("status") in statuses,
+        lambda: app._run.steps[name].status in statuses,
         timeout,
         f"the app to show {name} as {'/'.join(statuses)}",
     )

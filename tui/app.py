@@ -1,29 +1,28 @@
-"""The Textual app: a client of the runner's event stream and command API, nothing more.
+"""The Textual app: a client of a run's control (core.control), nothing more.
 
-Events arrive on the runner's event thread; they are only appended to a deque there. A timer on
-the UI side drains the deque 15 times a second and applies the whole batch at once, so a step
+It uses only the ``RunControl`` it is given: the run's state, its events, its commands and reads
+of the ctx; it never sees the runner (in issue 13 the run is in another process).
+
+Events arrive on the run's event thread; they are only appended to a deque there. A timer on the
+UI side drains the deque 15 times a second and applies the whole batch at once, so a step
 printing half a million lines a second costs the UI a file read per tick, not a message per line.
 
-The app keeps its own copy of each step's state, updated from the events themselves (they carry
-the status, the attempt and the times a tree row shows), so a tick costs what changed in it: it
-never asks the runner for the whole state (a dict of every step, built under the runner's lock,
-which the scheduler needs too) and never walks every step. Running steps' durations are redrawn
-about once a second, from a set of the running ones.
+The app keeps a mirror of the run (``RunState``: a snapshot, then every event applied; a step's
+event carries its whole new state), so a tick costs what changed in it: it never asks for the
+whole state again and never walks every step. Running steps' durations are redrawn about once a
+second, from a set of the running ones.
 """
 
 from __future__ import annotations
 
 import gc
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -33,8 +32,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from core import events as ev
-from core.runner import Runner
-from core.sessions.step import session_log_path
+from core.state import ACTIVE, FAILURES, WAITING, RunState, Status, allowed_actions
 from core.text import clean
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
@@ -46,9 +44,11 @@ REFRESH_HZ = 15
 CTX_REFRESH_SECONDS = 0.5
 DURATION_REFRESH_SECONDS = 1.0
 TREE_CHROME = 6  # the tree's border, padding and vertical scrollbar, in columns
-#: Statuses whose duration grows while they last: redrawn every DURATION_REFRESH_SECONDS.
-LIVE = frozenset({ev.RUNNING, ev.READY})
-STEP_EVENTS = (ev.StepStarted, ev.StepFinished, ev.StepStatus, ev.StepReady)
+#: events that change the run (not a step): the keys offered may change with them (closing)
+RUN_EVENTS = (ev.RunFinished, ev.RunReopened, ev.RunClosing)
+
+if TYPE_CHECKING:
+    from core.control import RunControl
 
 
 class OrchApp(App[int]):
@@ -78,56 +78,44 @@ class OrchApp(App[int]):
 
     def __init__(
         self,
-        runner: Runner,
+        control: RunControl,
         *,
         clock: Callable[[], float] = time.time,
-        start_runner: bool = True,
+        start: Callable[[], None] | None = None,
     ) -> None:
+        """``control``: the run; ``start``: called once the app follows the run's events (who
+        built the run starts it: the command line passes the runner's ``start``)."""
         super().__init__()
-        self.runner = runner
+        self.control = control
         self.clock = clock
-        self._start_runner = start_runner
+        self._start = start
         self._inbox: deque[ev.Event] = deque()
-        # Each step's label inputs (status, started, ended, attempts, blocked_by), kept from the
-        # events; the counts per status and the live (running/ready) steps follow them.
-        self._states: dict[str, dict[str, Any]] = {}
+        # The run as its events tell it (a mirror: core.state), from a snapshot taken as the app
+        # subscribes; the counts per status and the live (running/ready) steps follow it.
+        self._run: RunState = control.snapshot()
         self._counts: dict[str, int] = {}
         self._live: set[str] = set()
         self._changed: set[str] = set()  # rows to redraw at the end of this tick
-        self._blocked: set[str] = set()  # steps that became blocked: ask by what, once a tick
         self._durations_drawn = 0.0  # monotonic time the live rows' durations were last drawn
         self._dirty_logs: set[str] = set()
         self._ctx_dirty = False
         self._ctx_refreshed = 0.0
-        self._run_finished: ev.RunFinished | None = None
         self._quitting = False
         self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
         self._pinned: str | None = None  # the step whose log the second pane keeps
-        self._step_infos = [self._describe_step(s) for s in runner.recipe.steps]
-
-    def _describe_step(self, step) -> dict[str, Any]:
-        info = {
-            "name": step.name,
-            "type": step.type,
-            "background": step.background,
-            "log": f"logs/{self.runner.runs[step.name].log_file}",
-        }
-        if step.type == "session":
-            info.update(session=step.session, backend=step.backend, socket=step.socket)
-        return info
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield StepTree(self._step_infos, self.runner.allowed_actions, id="steps")
+                yield StepTree(self._run.steps.values(), self._allowed, id="steps")
                 yield ResourceMeter(id="meter")
             with Vertical(id="right"):
                 with Horizontal(id="logs"):
                     yield LogPane(id="log-main")
                     yield LogPane(id="log-pinned")
-                yield CtxInspector(self.runner.ctx, id="ctx")
+                yield CtxInspector(self.control, id="ctx")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -135,14 +123,14 @@ class OrchApp(App[int]):
             pane.empty_hint = self._empty_hint
         self.query_one("#log-pinned", LogPane).display = False
         self.query_one(StepTree).border_title = "steps"
-        self.runner.subscribe(self._inbox.append)  # called on the event thread: append only
-        self._load_states(self.runner.state()["steps"])
+        self.control.subscribe(self._inbox.append)  # called on the event thread: append only
+        self._follow(self.control.snapshot())
         # What exists now (Textual, the widgets, a node per step, the recipe) lives as long as
         # the app: out of the collector's sight, a full collection during a run of thousands of
         # steps stops every thread (the runner's too) for tens of ms instead of 50-150 ms.
         gc.freeze()
-        if self._start_runner:
-            self.runner.start()
+        if self._start is not None:
+            self._start()
         self.set_interval(1 / REFRESH_HZ, self._drain)
         self.query_one(StepTree).focus()
         self._show_selected()
@@ -165,30 +153,38 @@ class OrchApp(App[int]):
         self.query_one("#left").styles.width = max(least, min(wanted, screen_width // 2))
 
     # -- the event batch ----------------------------------------------------------------------------
-    def _load_states(self, steps: dict[str, dict[str, Any]]) -> None:
-        """Start from the runner's state (once, before the run starts): every row drawn."""
-        for name, state in steps.items():
-            self._states[name] = {
-                key: state[key] for key in ("status", "started", "ended", "attempts", "blocked_by")
-            }
-            self._count(state["status"], 1)
-            if state["status"] in LIVE:
+    def _follow(self, run: RunState) -> None:
+        """Start from this snapshot (once, as the app subscribes): every row that is not
+        pending drawn (a pending one is already), the counts and live steps from it."""
+        self._run = run
+        for name, state in run.steps.items():
+            self._count(state.status, 1)
+            if state.status in ACTIVE:
                 self._live.add(name)
-        drawn = {n: s for n, s in self._states.items() if s["status"] != ev.PENDING}
-        self.query_one(StepTree).update_steps(drawn, self.clock())  # pending: drawn already
+        drawn = [s for s in run.steps.values() if s.status != Status.PENDING]
+        self.query_one(StepTree).update_steps(drawn, self.clock())
 
     def _drain(self) -> None:
         if not self.is_running:  # shutting down: the widgets are being removed
             return
-        inbox = self._inbox
+        inbox, run = self._inbox, self._run
         samples = []
         run_changed = False
         while inbox:
             event = inbox.popleft()
+            if event.seq <= run.seq:
+                continue  # already in the snapshot the app started from
+            if isinstance(event, ev.StepEvent):
+                old = run.steps[event.step].status
+                run.apply(event)
+                self._step_changed(event.step, old, event.state.status)
+                if isinstance(event, ev.StepFinished):
+                    self._dirty_logs.add(event.step)
+                    self._note_session(event)
+                continue
+            run.apply(event)
             if isinstance(event, ev.StepOutput):
                 self._dirty_logs.add(event.step)
-            elif isinstance(event, STEP_EVENTS):
-                self._apply_step_event(event)
             elif isinstance(event, ev.CtxChanged):
                 self._ctx_dirty = True
             elif isinstance(event, ev.ResourcesSampled):
@@ -199,14 +195,12 @@ class OrchApp(App[int]):
                     severity="warning" if event.level != "info" else "information",
                     markup=False,
                 )
-            elif isinstance(event, ev.RunFinished):
-                self._run_finished = event
+            elif isinstance(event, RUN_EVENTS):
                 run_changed = True
         self._redraw_rows(run_changed)
         for pane in self.query(LogPane):
-            if pane.step in self._dirty_logs or (
-                pane.step and self._states.get(pane.step, {}).get("status") == ev.RUNNING
-            ):
+            state = run.steps.get(pane.step or "")
+            if pane.step in self._dirty_logs or (state and state.status == Status.RUNNING):
                 pane.poll()
         self._dirty_logs.clear()
         meter = self.query_one(ResourceMeter)
@@ -218,81 +212,53 @@ class OrchApp(App[int]):
             self.query_one(CtxInspector).refresh_keys()
         self._refresh_header()
 
-    def _apply_step_event(self, event: ev.Event) -> None:
-        """One step's event into its state, the counts and the live set; its row is due."""
-        name = event.step  # type: ignore[attr-defined]
-        state = self._states[name]
-        if isinstance(event, ev.StepStarted):
-            state.update(started=event.ts, ended=None, attempts=event.attempt)
-            new = ev.RUNNING
-        elif isinstance(event, ev.StepReady):
-            new = ev.READY
-        elif isinstance(event, ev.StepFinished):
-            new = event.status
-            state.update(ended=event.ts, attempts=event.attempt)
-            if event.duration is not None:  # the runner's own start, to the millisecond
-                state["started"] = event.ts - event.duration
-            self._dirty_logs.add(name)
-            self._note_session(event)
-        else:
-            assert isinstance(event, ev.StepStatus)
-            new = event.status
-        self._set_status(name, state, new)
-        self._changed.add(name)
-
-    def _set_status(self, name: str, state: dict[str, Any], new: str) -> None:
-        old = state["status"]
-        state["status"] = new
+    def _step_changed(self, name: str, old: Status, new: Status) -> None:
+        """A step's new state in the counts and the live set; its row is due."""
         self._count(old, -1)
         self._count(new, 1)
-        if new in LIVE:
+        if new in ACTIVE:
             self._live.add(name)
         else:
             self._live.discard(name)
-        if new == ev.BLOCKED:
-            self._blocked.add(name)
-        else:
-            state["blocked_by"] = []
+        self._changed.add(name)
 
     def _count(self, status: str, delta: int) -> None:
         self._counts[status] = self._counts.get(status, 0) + delta
 
     def _redraw_rows(self, run_changed: bool) -> None:
         """Redraw the rows that changed, and the live ones' durations about once a second."""
-        if self._blocked:  # what blocks them is not in the events: one question for them all
-            for name, state in self.runner.step_states(self._blocked).items():
-                self._states[name]["blocked_by"] = state["blocked_by"]
-            self._blocked.clear()
         if self._live and time.monotonic() - self._durations_drawn >= DURATION_REFRESH_SECONDS:
             self._durations_drawn = time.monotonic()
             self._changed |= self._live
         tree = self.query_one(StepTree)
         if self._changed:
-            states = self._states
-            tree.update_steps({name: states[name] for name in self._changed}, self.clock())
-        # the keys offered depend on the selected step's status (and on the run's, at its end)
+            steps = self._run.steps
+            tree.update_steps([steps[name] for name in self._changed], self.clock())
+        # the keys offered depend on the selected step's status (and on the run's: closing)
         if run_changed or tree.selected_step in self._changed:
             tree.sync_bindings()
         self._changed.clear()
 
+    def _allowed(self, name: str) -> frozenset[str]:
+        """Which of skip/retry/stop apply to the step now, from the app's mirror of the run."""
+        return allowed_actions(self._run.steps[name], self._run)
+
     def _note_session(self, event: ev.StepFinished) -> None:
         """A session step that succeeded: its session joins the tree's Sessions group."""
-        step = self.runner.runs[event.step].step  # a dict fixed at the start: no lock needed
-        if step.type != "session" or event.status != "succeeded":
+        session = event.state.session
+        if session is None or event.status != Status.SUCCEEDED:
             return
-        key = (step.backend, step.session)
-        if step.action == "kill":
+        key = (session.backend, session.name)
+        if session.action == "kill":
             self._sessions.pop(key, None)
             return
         log = self._sessions.get(key, {}).get("log")  # a send or detach step keeps the log
-        if step.action in ("create", "recreate"):
-            log = session_log_path(
-                step.log, action=step.action, run_dir=self.runner.run_dir, session=step.session
-            )
+        if session.action in ("create", "recreate"):
+            log = None if session.log is None else Path(session.log)
         self._sessions[key] = {
-            "backend": step.backend,
-            "name": step.session,
-            "socket": step.socket,
+            "backend": session.backend,
+            "name": session.name,
+            "socket": session.socket,
             "state": "detached",
             "log": log,
         }
@@ -301,25 +267,26 @@ class OrchApp(App[int]):
     def _run_state(self) -> str:
         if self._quitting:
             return "stopping"
-        if self._run_finished is not None and self.runner.finished:
-            return self._run_finished.status  # closed; before that a retry may reopen it
+        run = self._run
+        if run.closing and run.ended is not None:
+            return run.status  # closed; before that a retry may reopen it
         counts = self._counts
-        if counts.get(ev.RUNNING) or counts.get(ev.PENDING):
+        if counts.get(Status.RUNNING) or counts.get(Status.PENDING):
             return "running"
-        if any(counts.get(s) for s in (ev.FAILED, ev.TIMED_OUT, ev.BLOCKED, ev.CANCELLED)):
+        if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):
             return "waiting"  # for the user: retry or skip
-        if counts.get(ev.READY):
+        if counts.get(Status.READY):
             return "done"  # the foreground is; background steps are still up
         return "succeeded"
 
     def _refresh_header(self) -> None:
-        started, ended = self.runner.started_at, self.runner.ended_at
-        elapsed = ((ended or self.clock()) - started) if started else 0.0  # stops at the end
-        self.query_one(RunHeader).show(
-            recipe=clean(self.runner.recipe.name or self.runner.recipe.path.name),
+        run = self._run
+        elapsed = ((run.ended or self.clock()) - run.started) if run.started else 0.0
+        self.query_one(RunHeader).show(  # the clock stops at the run's end
+            recipe=clean(run.name),
             run_state=self._run_state(),
             counts=self._counts,
-            total=len(self._states),
+            total=len(run.steps),
             elapsed=elapsed,
         )
 
@@ -344,20 +311,20 @@ class OrchApp(App[int]):
         self.query_one(ResourceMeter).show_step(name)
 
     def _log_path(self, name: str) -> Path:
-        return self.runner.run_dir / "logs" / self.runner.runs[name].log_file
+        return self.control.run_dir.log(name)
 
     def _empty_hint(self, step: str | None, path: Path | None) -> str:
         """What an empty log pane says: the log file is missing or empty, and the step is..."""
         if step is None:
             return ""
-        state = self._states.get(step)
+        state = self._run.steps.get(step)
         if state is None:  # a session's pane
             if path is None:
                 return "no log: `log: true` on the session's step keeps one"
             return "waiting for output…"
-        if state["status"] in ("pending", "blocked"):
-            return f"{state['status']}: no output yet"
-        if state["status"] in ("running", "ready"):
+        if state.status in WAITING:
+            return f"{state.status}: no output yet"
+        if state.status in ACTIVE:
             return "waiting for output…"
         return "no output"
 
@@ -428,12 +395,10 @@ class OrchApp(App[int]):
         name = data.get("name")
         if data.get("kind") != "step" or name is None:
             return
-        command = {
-            "skip": self.runner.skip,
-            "retry": self.runner.retry,
-            "stop": self.runner.stop_step,
-        }
-        command[message.action](name)
+        reply = self.control.command(message.action, name)
+        if not reply.ok:  # the step changed since the key was offered
+            self.notify(clean(reply.message), severity="warning", markup=False)
+            return
         if message.action == "retry":  # the new attempt is what to see, even in a paused pane
             for pane in self.query(LogPane):
                 if pane.step == name:
@@ -484,13 +449,13 @@ class OrchApp(App[int]):
         ctx.display = not ctx.display
 
     def _running_steps(self) -> list[str]:
-        return [n for n, s in self._states.items() if s["status"] in ("running", "ready")]
+        return [n for n, s in self._run.steps.items() if s.status in ACTIVE]
 
     def action_quit_app(self) -> None:
         if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already
             return
         running = self._running_steps()
-        if not running or self.runner.finished:
+        if not running or self.control.wait(0) is not None:  # nothing runs, or the run is over
             self._begin_shutdown()
             return
 
@@ -507,17 +472,16 @@ class OrchApp(App[int]):
 
     @work(thread=True, exclusive=True, group="shutdown")
     def _close_runner(self) -> None:
-        if not self.runner.finished:
-            self.runner.close()
-            self.runner.wait(60)
-        self.call_from_thread(
-            self.exit, self.runner.exit_code if self.runner.exit_code is not None else 0
-        )
+        if self.control.wait(0) is None:
+            self.control.command("close")
+            self.control.wait(60)
+        code = self.control.wait(0)
+        self.call_from_thread(self.exit, code if code is not None else 0)
 
     def interrupt(self) -> None:
         """SIGTERM/SIGHUP to the app: stop everything as Ctrl-C would headless, then exit 130."""
         self._quitting = True
-        self.runner.stop_run(signal.SIGTERM)
+        self.control.command("stop_run")
         self._close_runner()
 
     # -- command palette --------------------------------------------------------------------------
@@ -533,7 +497,7 @@ class OrchApp(App[int]):
         tree = self.query_one(StepTree)
         name = tree.selected_step
         if name is not None:
-            allowed = self.runner.allowed_actions(name)
+            allowed = self._allowed(name)
             if "skip" in allowed:
                 yield SystemCommand(f"Skip {name}", "Skip the selected step", tree.action_skip)
             if "retry" in allowed:
@@ -561,75 +525,10 @@ class OrchApp(App[int]):
 
 
 def make_app(
-    runner: Runner, *, clock: Callable[[], float] = time.time, start_runner: bool = True
+    control: RunControl,
+    *,
+    clock: Callable[[], float] = time.time,
+    start: Callable[[], None] | None = None,
 ) -> OrchApp:
-    """Build the app around a runner (tests pass a runner with a fixed clock and sampler)."""
-    return OrchApp(runner, clock=clock, start_runner=start_runner)
-
-
-def _log_to_file(path: Path) -> None:
-    """--debug's log goes to a file: the app draws on stderr, where log lines would tear it."""
-    import logging
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    handler = logging.FileHandler(path, encoding="utf-8")
-    for old in root.handlers[:]:
-        handler.setFormatter(old.formatter)
-        root.removeHandler(old)
-    root.addHandler(handler)
-
-
-def run_app(recipe, args, resume) -> int:
-    """``orch-tui RECIPE`` on a terminal."""
-    from tui.cli import make_runner
-
-    runner = make_runner(recipe, args, resume, interactive=True)
-    app = make_app(runner)
-    if args.debug:
-        _log_to_file(runner.run_dir / "debug.log")
-
-    def on_signal(signum: int, _frame) -> None:
-        if signum == signal.SIGHUP:
-            # The terminal is gone: Textual cannot restore it and its shutdown can block on
-            # writing to it. Stop the run (steps, background steps; sessions stay) and leave.
-            threading.Thread(target=_hang_up, args=(runner,), daemon=True).start()
-            return
-        app.call_later(app.interrupt)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        code = app.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if runner.started_at is not None and not runner.finished:
-            runner.close()
-            runner.wait(60)
-    if runner.exit_code is not None:
-        code = runner.exit_code
-    code = code if isinstance(code, int) else 0
-    try:
-        where = os.path.relpath(runner.run_dir)
-        print(f"orch-tui: run {runner.run_id} {runner.state()['status']}; logs in {where}")
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # the terminal is gone (SIGHUP): nothing to tell
-        pass
-    if _stuck_threads():
-        # Textual's input thread spins on a terminal that hung up and is not a daemon, so the
-        # interpreter would wait for it forever at exit (seen with a killed tmux). The run is
-        # complete on disk by now: leave without waiting.
-        os._exit(code)
-    return code
-
-
-def _hang_up(runner: Runner) -> None:
-    runner.stop_run(signal.SIGTERM)
-    runner.wait(60)
-    os._exit(130)
-
-
-def _stuck_threads() -> bool:
-    main = threading.main_thread()
-    return any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate())
+    """Build the app around a run (tests pass a runner with a fixed clock and sampler)."""
+    return OrchApp(control, clock=clock, start=start)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Exception as exc:
-        if isinstance(exc, BrokenPipeError) and _stdout_closed():
-            _stdout_gone()  # the reader went away (`orch-tui graph R | head`): nothing to say
+        from tui import stdout
+
+        if isinstance(exc, BrokenPipeError) and stdout.closed():
+            stdout.gone()  # the reader went away (`orch-tui graph R | head`): nothing to say
             code = EXIT_OK
         elif debug:
             raise
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sys.stdout.flush()  # here, not at exit, where a closed pipe would print a warning
     except BrokenPipeError:
-        _stdout_gone()
+        from tui import stdout
+
+        stdout.gone()
     return code
 
 
@@ -144,34 +147,6 @@ def _subcommand_at(argv: list[str]) -> int | None:
         if arg != "--debug":
             return i if arg in SUBCOMMANDS else None
     return None
-
-
-def _stdout_closed() -> bool:
-    """Whether nobody reads stdout any more (a pipe whose reader has closed it)."""
-    import select
-
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
-    except (OSError, ValueError):  # no stdout at all, or not a file descriptor
-        return False
-
-
-def _stdout_gone() -> None:
-    """Send what is left for stdout to /dev/null: the reader closed the pipe, which ends a
-    command quietly, not with a traceback (the "Note on SIGPIPE" in Python's signal docs)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-def _say(text: str) -> None:
-    """Print a line of a listing; a closed stdout stops the listing, not the work."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        _stdout_gone()
 
 
 def _load(path: str, *, debug: bool = False):
@@ -266,19 +241,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     use_ui = not args.no_ui and sys.stdout.isatty() and sys.stdin.isatty()
     if use_ui:
         try:
-            from tui.app import run_app
+            from tui.app import make_app
         except ImportError:
             use_ui = False
         else:
-            return run_app(recipe, args, resume)
+            return _run_tui(make_app, recipe, args, resume)
     return _run_headless(recipe, args, resume)
 
 
 def _resume_point(recipe, args: argparse.Namespace) -> ResumePoint:
     """The ctx --resume-from restores and the run it comes from."""
-    from core.store import RUNS_DIR, ResumeError, find_resume_point
+    from core.rundir import runs_root
+    from core.store import ResumeError, find_resume_point
 
-    roots = [Path.cwd() / RUNS_DIR]
+    roots = [runs_root(Path.cwd())]
     if args.run_dir is not None:
         roots.append(args.run_dir.absolute().parent)
     first = recipe.step(args.resume_from).index
@@ -314,7 +290,9 @@ def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **
             "give --run-dir a folder of yours"
         ) from None
     except OSError as exc:  # a folder that cannot be made (read-only, no permission)
-        where = exc.filename or args.run_dir or ".orch/runs"
+        from core.rundir import runs_root
+
+        where = exc.filename or args.run_dir or runs_root(Path())
         raise UsageError(f"cannot make the run's folder {where}: {exc.strerror or exc}") from None
 
 
@@ -337,11 +315,11 @@ def _check_run_dir(run_dir: Path) -> None:
 def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
     import signal
 
+    from core.control import LocalControl
     from core.reporter import HeadlessReporter
 
     runner = make_runner(recipe, args, resume)
-    reporter = HeadlessReporter(runner.run_dir, stream=sys.stdout)
-    runner.subscribe(reporter.handle)
+    reporter = HeadlessReporter(LocalControl(runner), stream=sys.stdout)
     interrupts = 0
 
     def on_signal(signum: int, _frame) -> None:
@@ -360,28 +338,93 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not reporter.close(runner.state()):
+    if not reporter.close():
+        from tui import stdout
+
         # stdout took nothing for ORCH_STDOUT_TIMEOUT seconds: what is left for it goes
         # nowhere, and the exit's own flush of sys.stdout cannot block either
-        _stdout_gone()
-        _tell_stderr(
+        stdout.gone()
+        stdout.tell_stderr(
             "orch-tui: stdout is not being read: gave up on the rest of the output "
             f"(the run's files are complete in {runner.run_dir})\n"
         )
     return code
 
 
-def _tell_stderr(text: str) -> None:
-    """A short note on stderr if it can take it now: stderr may be the same blocked pipe."""
-    import select
+def _run_tui(make_app, recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
+    """``orch-tui RECIPE`` on a terminal: the app follows the run through its control; the run
+    is started, signalled and closed here, by whoever built it."""
+    import signal
+    import threading
 
+    from core.control import LocalControl
+
+    runner = make_runner(recipe, args, resume, interactive=True)
+    app = make_app(LocalControl(runner), start=runner.start)
+    if args.debug:
+        _log_to_file(runner.rundir.debug_log)
+
+    def on_signal(signum: int, _frame) -> None:
+        if signum == signal.SIGHUP:
+            # The terminal is gone: Textual cannot restore it and its shutdown can block on
+            # writing to it. Stop the run (steps, background steps; sessions stay) and leave.
+            threading.Thread(target=_hang_up, args=(runner,), daemon=True).start()
+            return
+        app.call_later(app.interrupt)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        poller = select.poll()
-        poller.register(sys.stderr.fileno(), select.POLLOUT)
-        if poller.poll(0):
-            os.write(sys.stderr.fileno(), text.encode(errors="replace"))
-    except (OSError, ValueError):
+        code = app.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if runner.started_at is not None and not runner.finished:
+            runner.close()
+            runner.wait(60)
+    if runner.exit_code is not None:
+        code = runner.exit_code
+    code = code if isinstance(code, int) else 0
+    try:
+        where = os.path.relpath(runner.run_dir)
+        print(f"orch-tui: run {runner.run_id} {runner.status}; logs in {where}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the terminal is gone (SIGHUP): nothing to tell
         pass
+    if _stuck_threads():
+        # Textual's input thread spins on a terminal that hung up and is not a daemon, so the
+        # interpreter would wait for it forever at exit (seen with a killed tmux). The run is
+        # complete on disk by now: leave without waiting.
+        os._exit(code)
+    return code
+
+
+def _log_to_file(path: Path) -> None:
+    """--debug's log goes to a file: the app draws on stderr, where log lines would tear it."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    for old in root.handlers[:]:
+        handler.setFormatter(old.formatter)
+        root.removeHandler(old)
+    root.addHandler(handler)
+
+
+def _hang_up(runner) -> None:
+    import signal
+
+    runner.stop_run(signal.SIGTERM)
+    runner.wait(60)
+    os._exit(130)
+
+
+def _stuck_threads() -> bool:
+    import threading
+
+    main = threading.main_thread()
+    return any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate())
 
 
 def _setup_logging(debug: bool) -> None:
@@ -475,190 +518,10 @@ def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
-# ---------------------------------------------------------------------------------- clean
 def _cmd_clean(args: argparse.Namespace) -> int:
-    """Remove what orch-tui made in this workspace, its ``.orch`` folder, and nothing else:
-    not a user's ``logs/`` or build output, not what a symlink points to, not another user's
-    files, not a run still going. The developer's clean-up (caches, egg-info) is ``make clean``."""
-    from core.recipe import workspace_of
+    from tui.clean import clean_workspace
 
-    here = Path.cwd()
-    workspace = workspace_of(here)
-    if workspace is None:
-        _say(
-            f"nothing to clean: {here} is not in a workspace "
-            "(no pyproject.toml or scriptlets/ here or above)"
-        )
-        return EXIT_OK
-    cleaner = _Cleaner(here, dry_run=args.dry_run)
-    if not cleaner.orch(workspace / ".orch"):
-        _say(f"nothing to clean in {workspace}")
-    return cleaner.code
-
-
-class _Cleaner:
-    """Walks ``.orch`` and removes (or, dry, lists) only what has the shape of orch-tui's own:
-    the folder itself owned by this user, ``runs/<id>/`` folders holding a state.json. Symlinks
-    are removed as links, never followed. Everything it meets is said, one line each."""
-
-    def __init__(self, here: Path, *, dry_run: bool) -> None:
-        self.here = here
-        self.dry_run = dry_run
-        self.code = EXIT_OK
-
-    def orch(self, orch: Path) -> bool:
-        """Clean the .orch folder; False when there is none."""
-        kind = self._kind(orch)
-        if kind is None:
-            return False
-        if kind == "link":
-            self._unlink(orch)
-        elif kind != "ours":
-            self._leave(orch, "not a folder of yours")
-        elif self._clean_folder(orch, self._runs):
-            self._rmdir(orch)
-        return True
-
-    def _runs(self, entry: Path) -> bool:
-        """Inside .orch: the runs folder is orch-tui's; anything else is left alone."""
-        if entry.name != "runs":
-            return self._leave(entry, "not made by orch-tui")
-        kind = self._kind(entry)
-        if kind == "link":
-            return self._unlink(entry)
-        if kind != "ours":
-            return self._leave(entry, "not a folder of yours")
-        return self._clean_folder(entry, self._run) and self._rmdir(entry)
-
-    def _run(self, run: Path) -> bool:
-        kind = self._kind(run)
-        if kind == "link":
-            return self._unlink(run)
-        state = run / "state.json"
-        if kind != "ours":
-            return self._leave(run, "not a folder of yours")
-        if self._kind(state) != "file":
-            return self._leave(run, "not an orch-tui run (no state.json)")
-        pid = _live_pid(state)
-        if pid is not None:
-            _say(f"kept {self._shown(run)}: still running (pid {pid})")
-            return False
-        from core.reporter import format_bytes
-
-        return self._remove(run, f" ({format_bytes(_tree_size(run))})")
-
-    # -- what a path is, and what is done with it
-
-    @staticmethod
-    def _kind(path: Path) -> str | None:
-        """None (nothing there), "link", "ours" (a real folder of this user), "file", "other"."""
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return "other"
-        if stat.S_ISLNK(info.st_mode):
-            return "link"
-        if stat.S_ISDIR(info.st_mode):
-            return "ours" if info.st_uid == os.getuid() else "other"
-        return "file" if stat.S_ISREG(info.st_mode) else "other"
-
-    def _clean_folder(self, folder: Path, clean_entry) -> bool:
-        """``clean_entry`` on each entry, in name order; True when every one went."""
-        try:
-            entries = sorted(folder.iterdir())
-        except OSError as exc:
-            return self._failed(folder, exc)
-        results = [clean_entry(entry) for entry in entries]
-        return all(results)
-
-    def _shown(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.here))
-        except ValueError:
-            return str(path)
-
-    def _leave(self, path: Path, why: str) -> bool:
-        _say(f"left alone {self._shown(path)}: {why}")
-        return False
-
-    def _unlink(self, link: Path) -> bool:
-        try:
-            target = os.readlink(link)
-        except OSError:
-            target = "?"
-        return self._remove(link, f" (a symlink: {target} is not touched)")
-
-    def _remove(self, path: Path, detail: str = "") -> bool:
-        verb = "would remove" if self.dry_run else "removed"
-        if not self.dry_run:
-            import shutil
-
-            try:
-                if path.is_symlink():
-                    path.unlink()
-                else:
-                    shutil.rmtree(path)  # never follows the symlinks inside
-            except OSError as exc:
-                return self._failed(path, exc)
-        _say(f"{verb} {self._shown(path)}{detail}")
-        return True
-
-    def _rmdir(self, folder: Path) -> bool:
-        """Remove a folder once emptied (a dry run says it would go)."""
-        if not self.dry_run:
-            try:
-                folder.rmdir()
-            except OSError as exc:
-                return self._failed(folder, exc)
-        _say(f"{'would remove' if self.dry_run else 'removed'} {self._shown(folder)}")
-        return True
-
-    def _failed(self, path: Path, exc: OSError) -> bool:
-        print(
-            f"orch-tui: cannot remove {self._shown(path)}: {exc.strerror or exc}", file=sys.stderr
-        )
-        self.code = EXIT_FAILED
-        return False
-
-
-def _live_pid(state_path: Path) -> int | None:
-    """The runner's pid if the run's state.json says it is running and that process is alive."""
-    import json
-
-    try:
-        state = json.loads(state_path.read_bytes())
-    except (OSError, ValueError):
-        return None  # state.json is replaced atomically: a running run's always parses
-    if not isinstance(state, dict) or state.get("status") != "running":
-        return None
-    pid = state.get("pid")
-    if type(pid) is not int or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, under another user
-    return pid
-
-
-def _tree_size(folder: Path) -> int:
-    """Bytes under ``folder``, symlinks counted as links, not followed."""
-    total, todo = 0, [folder]
-    while todo:
-        try:
-            with os.scandir(todo.pop()) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        todo.append(Path(entry.path))
-                    else:
-                        total += entry.stat(follow_symlinks=False).st_size
-        except OSError:
-            continue
-    return total
+    return clean_workspace(Path.cwd(), dry_run=args.dry_run)
 
 
 _COMMANDS = {

@@ -54,8 +54,10 @@ async def capture(recipe_path: Path, out: Path, sizes: list[tuple[int, int]]) ->
 
 async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: bool) -> list[Path]:
     """Run the recipe in the app at one terminal size; save the main view (and help, sessions)."""
+    from core.control import LocalControl
     from core.resources import ResourceSampler
     from core.runner import Runner
+    from core.state import Status
     from tui.app import make_app
     from tui.widgets import CtxInspector, LogPane, StepTree
 
@@ -64,11 +66,11 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
         runner = Runner(
             recipe, run_dir=Path(tmp) / "run", interactive=True, sampler=ResourceSampler()
         )
-        app = make_app(runner)
+        app = make_app(LocalControl(runner), start=runner.start)
 
         def settled() -> bool:
             steps = runner.state()["steps"].values()
-            return all(s["status"] not in ("pending", "running") for s in steps)
+            return all(s["status"] not in (Status.PENDING, Status.RUNNING) for s in steps)
 
         names = [s.name for s in recipe.steps]
         background = [s.name for s in recipe.steps if s.background]

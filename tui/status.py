@@ -2,34 +2,36 @@
 
 from __future__ import annotations
 
+from core.state import Status
+
 STATUS_ICON = {
-    "pending": "○",
-    "blocked": "⊘",
-    "running": "▶",
-    "ready": "●",
-    "succeeded": "✓",
-    "failed": "✗",
-    "timed_out": "⏱",
-    "skipped": "↷",
-    "cancelled": "■",
-    "stopped": "■",
+    Status.PENDING: "○",
+    Status.BLOCKED: "⊘",
+    Status.RUNNING: "▶",
+    Status.READY: "●",
+    Status.SUCCEEDED: "✓",
+    Status.FAILED: "✗",
+    Status.TIMED_OUT: "⏱",
+    Status.SKIPPED: "↷",
+    Status.CANCELLED: "■",
+    Status.STOPPED: "■",
 }
 
 STATUS_STYLE = {
-    "pending": "dim",
-    "blocked": "red dim",
-    "running": "bold yellow",
-    "ready": "bold cyan",
-    "succeeded": "green",
-    "failed": "bold red",
-    "timed_out": "bold red",
-    "skipped": "dim",
-    "cancelled": "magenta",
-    "stopped": "cyan",
+    Status.PENDING: "dim",
+    Status.BLOCKED: "red dim",
+    Status.RUNNING: "bold yellow",
+    Status.READY: "bold cyan",
+    Status.SUCCEEDED: "green",
+    Status.FAILED: "bold red",
+    Status.TIMED_OUT: "bold red",
+    Status.SKIPPED: "dim",
+    Status.CANCELLED: "magenta",
+    Status.STOPPED: "cyan",
 }
 
 
-def status_icon(status: str) -> str:
+def status_icon(status: Status) -> str:
     return STATUS_ICON.get(status, "?")
 
 

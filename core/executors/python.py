@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from core.context import Context
-from core.executors import OnExit, Outcome
+from core.executors.base import LaunchContext, OnExit, Outcome
 from core.recipe import Step
 from core.steplog import StepLog
 from core.workers import Workers
@@ -148,6 +148,12 @@ class PythonExecution:
         self._stop_event: threading.Event | None = None  # made only when asked for: it is not free
         self._stopping = False
         self.native_thread_id: int | None = None
+
+    @classmethod
+    def create(
+        cls, step: Step, log: StepLog, attempt: int, context: LaunchContext, on_exit: OnExit
+    ) -> PythonExecution:
+        return cls(step, context.ctx, log, context.workers, on_exit)
 
     def start(self) -> None:
         self.workers.submit(self._run)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.executors import OnExit, Outcome
+from core.executors.base import LaunchContext, OnExit, Outcome
 from core.recipe import Step
 from core.steplog import StepLog
 from core.workers import Workers
@@ -33,6 +33,21 @@ class SessionExecution:
         self.log = log
         self.workers = workers
         self.on_exit = on_exit
+
+    @classmethod
+    def create(
+        cls, step: Step, log: StepLog, attempt: int, context: LaunchContext, on_exit: OnExit
+    ) -> SessionExecution:
+        launcher = context.launcher
+        env = launcher.session_env(step)
+        return cls(
+            step,
+            run_dir=launcher.run_dir,
+            env=env,
+            log=log,
+            workers=context.workers,
+            on_exit=on_exit,
+        )
 
     def start(self) -> None:
         self.workers.submit(self._run)

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from core.context import MAX_DEPTH, Context, ContextValueError
-from core.executors import OnExit, Outcome
+from core.executors.base import LaunchContext, OnExit, Outcome
 from core.privatedir import HeldFile, PrivateDirError, TooLarge
 from core.reactor import OutputReactor
 from core.recipe import Step
@@ -132,6 +132,27 @@ class ShellExecution:
         self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
+
+    @classmethod
+    def create(
+        cls, step: Step, log: StepLog, attempt: int, context: LaunchContext, on_exit: OnExit
+    ) -> ShellExecution:
+        """The attempt's process, to be started: its ORCH_CTX_OUT made first, for its
+        environment (ValueError: a ctx key it exposes that cannot be put in one)."""
+        launcher = context.launcher
+        ctx_out = launcher.ctx_out(step, attempt)
+        return cls(
+            step,
+            argv=launcher.argv(step),
+            env=launcher.shell_env(step, ctx_out),
+            cwd=launcher.cwd(step),
+            log=log,
+            ctx=context.ctx,
+            ctx_out=ctx_out,
+            reactor=context.reactor,
+            workers=context.workers,
+            on_exit=on_exit,
+        )
 
     def start(self) -> None:
         """Spawn the process; raises OSError (no such program, not executable, bad cwd)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from core.rundir import RunDir
 from core.sessions.base import SessionError, get_backend, validate_session_name
 
 ACTIONS = ("create", "recreate", "send", "kill", "detach")
@@ -25,7 +26,7 @@ def session_log_path(
     if log is False:
         return None
     if log is True:
-        return (Path(run_dir) / "sessions" / f"{session}.log").absolute()
+        return RunDir(run_dir).session_log(session)
     if not isinstance(log, str) or not log.strip():
         raise SessionError(f"invalid log setting {log!r}: use true or a path")
     path = Path(log).expanduser()

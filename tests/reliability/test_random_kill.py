@@ -175,9 +175,10 @@ def test_state_json_is_never_ahead_of_ctx_json_when_ctx_saves_are_slow(tmp_path,
     the state must then wait for it. Once, state.json was written at every interval while the
     ctx save was put off: a crash in between left a state.json calling steps succeeded whose
     writes were not in ctx.json, and --resume-from after them lost those writes."""
+    from core.rundir import RunDir
     from core.store import RunStore
 
-    store = RunStore(tmp_path / "run", interval=0.02)
+    store = RunStore(RunDir.create(tmp_path / "run", tmp_path, "run"), interval=0.02)
     counter = {"n": 0}
 
     def slow_ctx() -> bytes:
@@ -185,7 +186,7 @@ def test_state_json_is_never_ahead_of_ctx_json_when_ctx_saves_are_slow(tmp_path,
         time.sleep(0.1)  # the injected fault: a slow save (huge ctx, slow disk)
         return json.dumps({"n": n}).encode()
 
-    store.start(lambda: {"n": counter["n"]}, slow_ctx, lambda: counter["n"])
+    store.start(lambda: json.dumps({"n": counter["n"]}).encode(), slow_ctx, lambda: counter["n"])
     faults.tried("slow ctx saves while the state changes")
     state_path, ctx_path = tmp_path / "run" / "state.json", tmp_path / "run" / "ctx.json"
     checks = 0

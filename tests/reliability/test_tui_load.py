@@ -76,7 +76,7 @@ async def test_fifty_flooding_steps_at_once_the_ui_stays_responsive(tmp_path, fa
             names = [f"flood{i:02d}" for i in range(50)]
             await until(
                 pilot,
-                lambda: all(app._states.get(n, {}).get("status") == "running" for n in names),
+                lambda: all(app._run.steps[n].status == "running" for n in names),
                 20,
                 "all 50 steps running (as the tree shows them)",
             )
@@ -163,6 +163,7 @@ def _rows_shown(app) -> int:
 
 
 async def test_a_hanging_resource_sampler_does_not_block_the_ui(tmp_path, faults):
+    from core.control import LocalControl
     from tui.app import make_app
 
     module = write_module(tmp_path, ROWS)
@@ -176,7 +177,7 @@ async def test_a_hanging_resource_sampler_does_not_block_the_ui(tmp_path, faults
         sampler=sampler,
         resource_interval=0.1,
     )
-    app = make_app(runner)
+    app = make_app(LocalControl(runner), start=runner.start)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: _rows_shown(app) > 0, 10, "the ctx inspector's rows")
@@ -220,22 +221,23 @@ def _wide_echo_recipe(n: int) -> str:
 
 async def test_two_thousand_steps_end_in_the_tree_as_in_state_json(tmp_path):
     """Every row ends as state.json says, the header counts them all, keys move the selection
-    during the run, and the app never rebuilds the runner's whole state while it goes (that
-    dict of every step, built under the runner's lock, once per tick, was what made a 2,000-step
-    run 20 times slower in the app). ``bench/run.py --only tui_big_run`` measures the speed."""
+    during the run, and the app never takes the run's whole state again while it goes (a copy
+    of every step, under the runner's lock, once per tick, was what made a 2,000-step run 20
+    times slower in the app): it follows the events. ``bench/run.py --only tui_big_run``
+    measures the speed."""
     from tui.status import format_duration, status_icon
 
     n = 2000
     app, runner = build_app(tmp_path, _wide_echo_recipe(n))
     whole_state_reads = []
-    state = runner.state
+    snapshot = runner.snapshot
 
-    def counted_state():
+    def counted_snapshot():
         if threading.current_thread() is threading.main_thread():  # the app's thread
             whole_state_reads.append(time.monotonic())
-        return state()
+        return snapshot()
 
-    runner.state = counted_state
+    runner.snapshot = counted_snapshot
     try:
         async with app.run_test(size=SIZE) as pilot:
             mounted = len(whole_state_reads)
@@ -249,7 +251,7 @@ async def test_two_thousand_steps_end_in_the_tree_as_in_state_json(tmp_path):
             assert len(whole_state_reads) == mounted  # not once more after the app started
             header = app.query_one("#header").render().plain
             assert f"succeeded · {n}/{n}" in header
-            runner.state = state
+            runner.snapshot = snapshot
             await until(
                 pilot,
                 lambda: all(
@@ -266,5 +268,5 @@ async def test_two_thousand_steps_end_in_the_tree_as_in_state_json(tmp_path):
                 assert tree_label(app, name) == expected
             print(f"\n{n} steps; 5 key presses during the run, max {max(timings) * 1000:.0f} ms")
     finally:
-        runner.state = state
+        runner.snapshot = snapshot
         close_runner(runner)

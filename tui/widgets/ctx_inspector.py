@@ -1,8 +1,9 @@
 """The ctx as a collapsible JSON tree, updated as keys change, never a million nodes.
 
-Only keys whose version moved are rebuilt. A long list shows its length and its last rows
-(``Context.tail`` copies just those), a deep or wide value is cut with a count of what is not
-shown: the inspector costs the same whether a list holds ten rows or ten million.
+It reads the ctx through the run's control (``ctx_keys``, ``ctx_value``), never the ctx itself.
+Only keys whose version moved are read again and rebuilt. A long list shows its length and its
+last rows (only those are read), a deep or wide value is cut with a count of what is not shown:
+the inspector costs the same whether a list holds ten rows or ten million.
 
 Numbers are shown as JSON prints them (every digit: ``repr``), and one that looks like an epoch
 time in seconds (2000-01-01 to 2100-01-01) gets its local time beside it, dim.
@@ -18,7 +19,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from core.context import Context
+from core.control import RunControl
 from core.text import clean
 
 TAIL_ROWS = 20
@@ -91,9 +92,9 @@ def _key_label(key: str, value: Any, *, length: int | None = None) -> Text:
 
 
 class CtxInspector(Tree[str]):
-    def __init__(self, ctx: Context, *, id: str | None = None) -> None:
+    def __init__(self, control: RunControl, *, id: str | None = None) -> None:
         super().__init__("ctx", id=id)
-        self.ctx = ctx
+        self.control = control
         self._versions: dict[str, int] = {}
         self._key_nodes: dict[str, TreeNode[str]] = {}
         self.root.expand()
@@ -104,13 +105,12 @@ class CtxInspector(Tree[str]):
 
     def refresh_keys(self) -> None:
         """Rebuild the nodes of keys whose version changed; add new keys, drop deleted ones."""
-        keys = list(self.ctx)
+        keys = self.control.ctx_keys()
         for key in list(self._key_nodes):
-            if key not in self.ctx:
+            if key not in keys:
                 self._key_nodes.pop(key).remove()
                 self._versions.pop(key, None)
-        for key in keys:
-            version = self.ctx.key_version(key)
+        for key, version in keys.items():
             if self._versions.get(key) == version:
                 continue
             self._versions[key] = version
@@ -125,14 +125,15 @@ class CtxInspector(Tree[str]):
 
     def _build_key(self, key: str) -> None:
         try:
-            value = self.ctx[key]
+            shown = self.control.ctx_value(key, tail=TAIL_ROWS)
         except KeyError:
             return
+        value, length = shown.value, shown.length
         node = self._key_nodes.get(key)
         expanded = node.is_expanded if node is not None else False
-        if isinstance(value, list) and len(value) > TAIL_ROWS:
-            length, rows = self.ctx.tail(key, TAIL_ROWS)
-            label = _key_label(key, value, length=length)
+        if length is not None:  # a long list: its last rows
+            rows = value
+            label = _key_label(key, rows, length=length)
             if node is None:
                 node = self._key_nodes[key] = self.root.add(label, data=key)
             else:

@@ -10,8 +10,12 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from core.state import Status
 from tui.status import STATUS_STYLE, format_duration, status_icon
 
+#: Statuses that count as done, and those counted one by one beside the total.
+DONE = (Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED)
+COUNTED = (Status.RUNNING, Status.READY, Status.FAILED, Status.TIMED_OUT, Status.BLOCKED)
 RUN_STYLE = {
     "running": "bold yellow",
     "waiting": "bold red",
@@ -45,9 +49,9 @@ class RunHeader(Widget):
         text.append(f" {recipe} ", style="bold")
         text.append("· ")
         text.append(run_state, style=RUN_STYLE.get(run_state, ""))
-        done = sum(counts.get(s, 0) for s in ("succeeded", "skipped", "stopped"))
+        done = sum(counts.get(s, 0) for s in DONE)
         text.append(f" · {done}/{total}", style="dim")
-        for status in ("running", "ready", "failed", "timed_out", "blocked"):
+        for status in COUNTED:
             if counts.get(status):
                 text.append(f" {status_icon(status)}{counts[status]}", STATUS_STYLE[status])
         text.append(f" · {format_duration(elapsed)}", style="dim")

@@ -13,7 +13,7 @@ tree costs no label rendering to build (``get_label_width`` is a stored number).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.cells import cell_len
@@ -24,6 +24,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from core.state import ACTIVE, Status, StepState
 from tui.status import STATUS_STYLE, format_duration, status_icon
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
@@ -59,7 +60,7 @@ class StepTree(Tree[dict[str, Any]]):
 
     def __init__(
         self,
-        steps: list[dict[str, Any]],
+        steps: Iterable[StepState],
         allowed: Callable[[str], frozenset[str]],
         *,
         id: str | None = None,
@@ -71,15 +72,15 @@ class StepTree(Tree[dict[str, Any]]):
         self._step_nodes: dict[str, TreeNode[dict[str, Any]]] = {}
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
         self._session_nodes: dict[tuple[str, str], TreeNode[dict[str, Any]]] = {}
-        self._info: dict[str, dict[str, Any]] = {}
+        self._background: dict[str, bool] = {}
         self._labels: dict[str, Text] = {}
         self._widths: dict[str, int] = {}
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
-        for info in steps:
-            name = info["name"]
-            self._info[name] = info
-            self._set_label(name, self._label(name, {}, 0.0))
-            node = self.root.add_leaf(Text(name), data={"kind": "step", **info})  # no markup
+        for step in steps:
+            name = step.name
+            self._background[name] = step.background
+            self._set_label(name, self._label(step, 0.0))
+            node = self.root.add_leaf(Text(name), data=_node_data(step))  # Text: no markup
             self._step_nodes[name] = node
         self.root.expand()
 
@@ -88,12 +89,12 @@ class StepTree(Tree[dict[str, Any]]):
             self.move_cursor(next(iter(self._step_nodes.values())))
 
     # -- labels ---------------------------------------------------------------------------------
-    def update_steps(self, states: dict[str, dict[str, Any]], now: float) -> None:
+    def update_steps(self, states: Iterable[StepState], now: float) -> None:
         """Redraw the rows of these steps (and only these) from their states."""
-        for name, state in states.items():
-            node = self._step_nodes.get(name)
+        for state in states:
+            node = self._step_nodes.get(state.name)
             if node is not None:
-                self._set_label(name, self._label(name, state, now))
+                self._set_label(state.name, self._label(state, now))
                 node.refresh()  # this node's line: its cached strip is dropped, it is repainted
 
     def label_of(self, name: str) -> Text:
@@ -103,8 +104,8 @@ class StepTree(Tree[dict[str, Any]]):
     def wanted_width(self) -> int:
         """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
         widest = 0
-        for name, info in self._info.items():
-            cells = 2 + cell_len(name) + DURATION_CELLS + (3 if info.get("background") else 0)
+        for name, background in self._background.items():
+            cells = 2 + cell_len(name) + DURATION_CELLS + (3 if background else 0)
             widest = max(widest, cells)
         return widest
 
@@ -126,22 +127,20 @@ class StepTree(Tree[dict[str, Any]]):
             return super().get_label_width(node)
         return self._widths[data["name"]]
 
-    def _label(self, name: str, state: dict[str, Any], now: float) -> Text:
-        status = state.get("status", "pending")
-        info = self._info[name]
+    @staticmethod
+    def _label(state: StepState, now: float) -> Text:
+        status = state.status
         text = Text()
         text.append(status_icon(status) + " ", style=STATUS_STYLE.get(status, ""))
-        text.append(name, style="bold" if status in ("running", "ready") else "")
-        started, ended = state.get("started"), state.get("ended")
-        if started is not None:
-            text.append(" " + format_duration((ended or now) - started), style="dim")
-        attempts = state.get("attempts", 0)
-        if attempts > 1:
-            text.append(f" ×{attempts}", style="yellow")
-        if info.get("background"):
+        text.append(state.name, style="bold" if status in ACTIVE else "")
+        if state.started is not None:
+            text.append(" " + format_duration((state.ended or now) - state.started), style="dim")
+        if state.attempts > 1:
+            text.append(f" ×{state.attempts}", style="yellow")
+        if state.background:
             text.append(" bg", style="cyan dim")
-        if status == "blocked" and state.get("blocked_by"):
-            text.append(" ← " + ", ".join(state["blocked_by"]), style="dim red")
+        if status == Status.BLOCKED and state.blocked_by:
+            text.append(" ← " + ", ".join(state.blocked_by), style="dim red")
         return text
 
     def set_sessions(self, sessions: list[dict[str, Any]]) -> None:
@@ -232,3 +231,12 @@ class StepTree(Tree[dict[str, Any]]):
 
     def action_attach(self) -> None:
         self._act("attach")
+
+
+def _node_data(step: StepState) -> dict[str, Any]:
+    """A step's node: its name, and for a session step what attaching to the session needs."""
+    data: dict[str, Any] = {"kind": "step", "name": step.name, "type": step.type}
+    if step.session is not None:
+        session = step.session
+        data.update(backend=session.backend, session=session.name, socket=session.socket)
+    return data

@@ -1,0 +1,111 @@
+"""The narrow interface a front end uses of a run: ``RunControl``.
+
+All a front end (the headless reporter, the TUI, later ``orch-tui ctl``) may use of a run: the
+typed state, the event stream, one small command API, and pull-based reads of the bulky data
+(the ctx: a value is read when it is shown, never pushed). In this process it is the Runner
+(``LocalControl``); a client of the run daemon's socket (issue 13) implements the same, which is
+why nothing here hands out a live object of the runner's.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+if TYPE_CHECKING:
+    from core.events import Event
+    from core.rundir import RunDir
+    from core.runner import Runner
+    from core.state import RunState
+
+STEP_COMMANDS = ("skip", "retry", "stop")
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """A command's answer: refusals are replies (``ok`` False, ``message`` says why), not
+    exceptions."""
+
+    ok: bool
+    message: str
+
+
+class CtxValue(msgspec.Struct, frozen=True):
+    """A ctx key's value at ``version``; for a list longer than the tail asked for, only its
+    last rows, and its ``length``."""
+
+    version: int
+    value: Any
+    length: int | None = None
+
+
+class RunControl(Protocol):
+    """What a front end may use of a run (see the module's docstring)."""
+
+    run_dir: RunDir
+
+    def snapshot(self) -> RunState:
+        """The run's state now: a consistent copy, with the ``seq`` of the last event in it."""
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Every event from now on, in order (``RunState.apply`` passes over those a snapshot
+        taken after subscribing already holds)."""
+
+    def command(self, name: str, step: str | None = None, **args: Any) -> Reply:
+        """``skip``, ``retry`` or ``stop`` a step; ``stop_run`` (``force``: kill at once) or
+        ``close`` the run."""
+
+    def ctx_keys(self) -> dict[str, int]:
+        """Every ctx key, with its version."""
+
+    def ctx_value(self, key: str, tail: int | None = None) -> CtxValue:
+        """A ctx key's value (KeyError if there is none), a long list as its last ``tail``
+        rows."""
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The run's exit code once it is over, None if ``timeout`` passed first."""
+
+
+class LocalControl:
+    """``RunControl`` over a Runner in this process. Starting and closing the run stay with
+    whoever built the runner (tui/cli.py)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self.run_dir = runner.rundir
+
+    def snapshot(self) -> RunState:
+        return self._runner.snapshot()
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        self._runner.subscribe(callback)
+
+    def command(self, name: str, step: str | None = None, **args: Any) -> Reply:
+        runner = self._runner
+        if name in STEP_COMMANDS:
+            if step is None or step not in runner.runs:
+                return Reply(False, f"{name}: no step named {step!r}")
+            if name not in runner.allowed_actions(step):
+                status = runner.runs[step].state.status
+                return Reply(False, f"cannot {name} {step!r}: it is {status}")
+            {"skip": runner.skip, "retry": runner.retry, "stop": runner.stop_step}[name](step)
+            return Reply(True, f"{name}: {step}")
+        if name == "stop_run":
+            runner.stop_run(args.get("signal", signal.SIGTERM), force=args.get("force", False))
+            return Reply(True, "stopping the run")
+        if name == "close":
+            runner.close()
+            return Reply(True, "closing the run")
+        return Reply(False, f"unknown command {name!r}")
+
+    def ctx_keys(self) -> dict[str, int]:
+        return self._runner.ctx.key_versions()
+
+    def ctx_value(self, key: str, tail: int | None = None) -> CtxValue:
+        version, value, length = self._runner.ctx.view(key, tail)
+        return CtxValue(version, value, length)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self._runner.wait(timeout)

@@ -1,0 +1,68 @@
+"""How a step's process is launched: its command line, working directory and environment (with
+the contract's precedence and the ORCH_* variables), and its ORCH_CTX_OUT file.
+
+Executors (core.executors) ask here, so every step type gets the same ORCH_RUN_ID and ORCH_STEP,
+and shell steps the same environment rules:
+
+    inherited environment < recipe ``env`` < step ``env`` < exposed ctx keys and ORCH_*
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.context import Context, expose_for_shell
+from core.privatedir import HeldFile
+from core.recipe import Recipe, Step, step_cwd
+from core.rundir import RunDir
+
+#: marks every process of the run (the watchdog and the end-of-run clean-up find them by it)
+RUN_DIR_VAR = "ORCH_RUN_DIR"
+
+
+class Launcher:
+    """Launching the steps of one run (``recipe``, ``run_id``, in ``rundir``, sharing ``ctx``)."""
+
+    def __init__(self, recipe: Recipe, run_id: str, rundir: RunDir, ctx: Context) -> None:
+        self.recipe, self.run_id, self.rundir, self.ctx = recipe, run_id, rundir, ctx
+
+    @property
+    def run_dir(self) -> Path:
+        return self.rundir.path
+
+    def argv(self, step: Step) -> list[str]:
+        """``cmd`` and ``args`` as they are; only ``run`` goes through a shell (it asked for one)."""
+        if step.cmd:
+            return [step.cmd, *step.args]
+        return ["bash", "-c", step.run or ""]
+
+    def cwd(self, step: Step) -> Path:
+        return step_cwd(self.recipe.workspace, step.cwd)
+
+    def orch_env(self, step: Step) -> dict[str, str]:
+        """The ORCH_* variables every step gets (ORCH_CTX_OUT aside: shell steps only)."""
+        return {RUN_DIR_VAR: str(self.run_dir), "ORCH_RUN_ID": self.run_id, "ORCH_STEP": step.name}
+
+    def shell_env(self, step: Step, ctx_out: HeldFile) -> dict[str, str]:
+        """A shell step's whole environment, by the contract's precedence (module docstring).
+        ValueError (ExposeError, ContextValueError): a ctx key it exposes is missing or cannot
+        be an environment value."""
+        env = dict(os.environ)
+        env.update(self.recipe.env)
+        env.update(step.env)
+        env.update(expose_for_shell(self.ctx, step.expose))
+        env.update(self.orch_env(step))
+        env["ORCH_CTX_OUT"] = str(ctx_out.path)
+        return env
+
+    def session_env(self, step: Step) -> dict[str, str]:
+        """What a created session gets: not ORCH_RUN_DIR, which marks the run's processes for
+        the end-of-run clean-up and the watchdog; sessions outlive the run (contract.md)."""
+        env = self.orch_env(step)
+        del env[RUN_DIR_VAR]
+        return env
+
+    def ctx_out(self, step: Step, attempt: int) -> HeldFile:
+        """The attempt's ORCH_CTX_OUT, made (new, 0600) before the step starts."""
+        return self.rundir.new_ctx_out(step.name, attempt)

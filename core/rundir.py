@@ -1,0 +1,216 @@
+"""One place knows the run directory's layout: which file is where, and what each is called.
+
+```
+<cwd>/.orch/runs/<run-id>/   the default run directory (``runs_root``), or --run-dir
+    state.json               the run's state (core.state), replaced atomically
+    ctx.json                 the ctx, replaced atomically
+    events.jsonl             one event a line (core.events)
+    logs/<step>.log          each step's output (``log_file``: the step's own name, made safe)
+    ctx_out/<log>.<n>.env    a shell step's ORCH_CTX_OUT for attempt n
+    sessions/<name>.log      a session step's log (``log: true``)
+    debug.log                --debug's log while the TUI has the terminal
+```
+
+A ``RunDir`` is that layout for one folder. The run that writes it makes it with ``create``,
+private and held open (core.privatedir: no other user can plant a link in it or swap it), and
+writes through the held folders; a reader (``--resume-from``, ``orch-tui runs``) ``open``s one,
+held too, and reads through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from core.privatedir import HeldFile, PrivateDir
+
+ORCH_FOLDER = ".orch"
+RUNS_FOLDER = "runs"
+STATE = "state.json"
+CTX = "ctx.json"
+EVENTS = "events.jsonl"
+LOGS = "logs"
+CTX_OUT = "ctx_out"
+SESSIONS = "sessions"
+DEBUG_LOG = "debug.log"
+
+#: What a file name cannot hold (or would turn into a path): '/', NUL and control characters.
+_UNFIT = re.compile("[/\x00-\x1f\x7f-\x9f]")
+#: File systems allow 255 bytes a name: room for "-N" and ".log" (a step name may be 512 bytes).
+MAX_LOG_NAME_BYTES = 200
+
+
+def orch_folder(workspace: Path) -> Path:
+    """The folder of everything orch-tui keeps in a workspace (what ``orch-tui clean`` removes)."""
+    return workspace / ORCH_FOLDER
+
+
+def runs_root(cwd: Path) -> Path:
+    """Where runs started in ``cwd`` go by default, one folder each."""
+    return orch_folder(cwd) / RUNS_FOLDER
+
+
+def new_run_id() -> str:
+    """Sortable and readable: 20261125-081502-3f9c."""
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() & 0xFFFF:04x}"
+
+
+def log_name(step: str, taken: set[str]) -> str:
+    """A file name for a step's log: the step's own name, in whatever script it is written,
+    with only what a file name cannot hold replaced ('/', NUL and other control characters,
+    leading dots that would hide it), cut to ``MAX_LOG_NAME_BYTES`` of UTF-8, and unique
+    within the run even where the file system folds case or Unicode forms (``taken`` holds
+    the folded names already given)."""
+    base = _UNFIT.sub("_", step).lstrip(".") or "step"
+    name, n = _cut(base, MAX_LOG_NAME_BYTES), 1
+    while _folded(name) in taken:
+        n += 1
+        suffix = f"-{n}"
+        name = _cut(base, MAX_LOG_NAME_BYTES - len(suffix)) + suffix
+    taken.add(_folded(name))
+    return name + ".log"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` shortened to at most ``limit`` bytes of UTF-8, never inside a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore")
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+class RunDir:
+    """One run's folder: where each of its files is, and, once ``create``d or ``open``ed, the
+    folder held open (``folder``; a created one holds ``logs_folder`` and ``ctx_out_folder``
+    too).
+
+    Log file names depend on every step's name (they are made unique within the run): the run
+    gives them with ``name_logs``, in recipe order, and a reader does the same from the run's
+    state to find the same files."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.folder: PrivateDir | None = None
+        self.logs_folder: PrivateDir | None = None
+        self.ctx_out_folder: PrivateDir | None = None
+        self._log_files: dict[str, str] = {}
+
+    @classmethod
+    def create(cls, path: Path | None, cwd: Path, run_id: str) -> RunDir:
+        """The run's folder, made private and held: ``path``, or ``runs_root(cwd)/run_id``
+        (with .orch and .orch/runs this user's own too). Raises PrivateDirError when a folder
+        is not private to this user, OSError when it cannot be made."""
+        below = None if path is not None else cwd
+        run_dir = cls(path if path is not None else runs_root(cwd) / run_id)
+        run_dir.folder = PrivateDir.open(run_dir.path, below=below)
+        try:
+            run_dir.logs_folder = run_dir.folder.subdir(LOGS)
+            run_dir.ctx_out_folder = run_dir.folder.subdir(CTX_OUT)
+        except BaseException:
+            run_dir.close()
+            raise
+        return run_dir
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """An existing run's folder, held for reading (it and its parent must be safe)."""
+        run_dir = cls(path)
+        run_dir.folder = PrivateDir.open(run_dir.path, below=run_dir.path.parent, create=False)
+        return run_dir
+
+    def close(self) -> None:
+        for folder in (self.ctx_out_folder, self.logs_folder, self.folder):
+            if folder is not None:
+                folder.close()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- where things are ---------------------------------------------------------------------
+    @property
+    def state(self) -> Path:
+        return self.path / STATE
+
+    @property
+    def ctx(self) -> Path:
+        return self.path / CTX
+
+    @property
+    def events(self) -> Path:
+        return self.path / EVENTS
+
+    @property
+    def logs(self) -> Path:
+        return self.path / LOGS
+
+    @property
+    def debug_log(self) -> Path:
+        return self.path / DEBUG_LOG
+
+    def name_logs(self, steps: Iterable[str]) -> None:
+        """Give each step its log file name (in recipe order: the first of two that fold to
+        the same name keeps it)."""
+        taken: set[str] = set()
+        self._log_files = {step: log_name(step, taken) for step in steps}
+
+    def log_file(self, step: str) -> str:
+        """The step's log file name in logs/."""
+        name = self._log_files.get(step)
+        return name if name is not None else log_name(step, set())
+
+    def log_name(self, step: str) -> str:
+        """The step's log relative to the run's folder, as state.json names it."""
+        return f"{LOGS}/{self.log_file(step)}"
+
+    def log(self, step: str) -> Path:
+        return self.logs / self.log_file(step)
+
+    def session_log(self, session: str) -> Path:
+        """Where a session step with ``log: true`` has its session log."""
+        return self.path / SESSIONS / f"{session}.log"
+
+    # -- the writer's files (held) ------------------------------------------------------------
+    def new_ctx_out(self, step: str, attempt: int) -> HeldFile:
+        """An attempt's ORCH_CTX_OUT, made here, new and 0600, before the step starts: the step
+        writes into the run's own file, read back through the held folder whatever became of
+        the path."""
+        assert self.ctx_out_folder is not None, "not a created run folder"
+        ctx_out = HeldFile(self.ctx_out_folder, f"{self.log_file(step)}.{attempt}.env")
+        os.close(self.ctx_out_folder.create(ctx_out.name))
+        return ctx_out
+
+    # -- a reader's ---------------------------------------------------------------------------
+    def read_json(self, name: str) -> Any:
+        """``name`` (STATE or CTX) parsed, read through the held folder."""
+        assert self.folder is not None, "not an opened run folder"
+        return json.loads(self.folder.read(name))
+
+
+def list_runs(root: Path) -> Iterator[RunDir]:
+    """The run folders under ``root`` that are safe to read (this user's own folders, not
+    links), each held open while the caller looks at it; none when ``root`` is missing or not
+    safe (core.privatedir: another user's run is not ours to read)."""
+    try:
+        folder = PrivateDir.open(root, below=root, create=False)
+    except OSError:  # not there, or not safe
+        return
+    with folder:
+        base = Path(os.path.realpath(folder.path))
+        for name in folder.names():
+            run_dir = RunDir(base / name)
+            try:
+                run_dir.folder = folder.subdir(name, create=False)
+            except OSError:
+                continue
+            with run_dir:
+                yield run_dir

@@ -1,0 +1,212 @@
+"""The typed state of a run: what state.json holds, and what every client of a run mirrors.
+
+One model for every face. The runner keeps one ``RunState`` and changes its ``StepState``s on its
+scheduler thread; state.json is ``RunState.to_json()``. Each event that changes a step carries
+the step's whole new ``StepState`` (core.events), so a client (the TUI, the headless reporter, a
+client on the other side of a socket) starts from a snapshot and keeps a mirror with ``apply``,
+without asking the runner for anything else. The status groups the code asks about ("can this
+be retried", "is it still going") are named here once, as is which commands a step takes now
+(``allowed_actions``), so every face gives the same answer.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from core.events import Event
+
+
+class Status(StrEnum):
+    """A step's status, as state.json writes it (contract.md, "Run directory").
+
+    A ``str``: it compares, hashes and prints as its value (``Status.FAILED == "failed"``).
+    """
+
+    PENDING = "pending"
+    BLOCKED = "blocked"
+    RUNNING = "running"
+    READY = "ready"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The groups the code asks about ("status in ACTIVE"; a plain status string works too).
+#: Running, or a background step that passed its readiness check.
+ACTIVE = frozenset({Status.RUNNING, Status.READY})
+#: Not started (this attempt).
+WAITING = frozenset({Status.PENDING, Status.BLOCKED})
+#: Ended: will not run again unless retried.
+ENDED = frozenset(
+    {
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.TIMED_OUT,
+        Status.SKIPPED,
+        Status.CANCELLED,
+        Status.STOPPED,
+    }
+)
+#: A failure of the step itself (what blocks its dependents, unless allowed).
+FAILURES = frozenset({Status.FAILED, Status.TIMED_OUT})
+#: Ended without letting its dependents go on (unless skipped or allowed afterwards).
+DEAD = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.STOPPED})
+#: What ``skip`` applies to: not run yet, or failed (its dependents then go on).
+SKIPPABLE = WAITING | FAILURES
+#: What ``retry`` applies to: ended, except skipped.
+RETRYABLE = ENDED - {Status.SKIPPED}
+#: What ``stop`` applies to.
+STOPPABLE = ACTIVE
+
+
+class RunStatus(StrEnum):
+    """The run's status in state.json."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SessionRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The multiplexer session a session step acts on (what attaching to it needs), and the
+    log its create/recreate keeps (None: no log, or another action's step)."""
+
+    backend: str
+    name: str
+    action: str
+    socket: str | None = None
+    log: str | None = None
+
+
+class StepState(msgspec.Struct, kw_only=True):
+    """One step: what it is (fixed for the run), then where it is.
+
+    Lists are never changed in place (the runner assigns new ones), so a copy made with
+    ``msgspec.structs.replace`` is as good as a deep one: events carry such copies, and
+    clients share them, read-only.
+    """
+
+    name: str
+    type: str
+    index: int
+    background: bool = False
+    depends_on: list[str] = []
+    retries: int = 0
+    session: SessionRef | None = None
+
+    status: Status = Status.PENDING
+    attempts: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    duration: float | None = None  # set when an attempt ends
+    allowed: bool = False  # a continue_on_error failure: its dependents went on
+    blocked_by: list[
+        str
+    ] = []  # the root failures that keep it (or, skipped, its dependents) waiting
+    peak_cpu: float | None = None
+    peak_rss: int | None = None
+    log: str | None = None  # relative to the run dir; None until the file exists
+
+    def elapsed(self, now: float) -> float | None:
+        """Seconds it has run: up to ``now`` while active, else the last attempt's duration."""
+        if self.status in ACTIVE and self.started is not None:
+            return now - self.started
+        if self.duration is not None:
+            return self.duration
+        if self.started is not None and self.ended is not None:
+            return self.ended - self.started
+        return None
+
+
+class RunState(msgspec.Struct, kw_only=True):
+    """The run: state.json, and the snapshot a client starts its mirror from.
+
+    ``seq`` is the sequence number of the last event this state includes: ``apply`` passes over
+    events it already holds, so a client may subscribe first and take the snapshot after.
+    ``ctx_version`` is the ctx's version as of the last ``ctx_changed`` event. ``closing``: the
+    run was asked to close or stop, and only ``stop`` applies to its steps from then on.
+    """
+
+    run_id: str
+    recipe: str
+    name: str
+    run_dir: str
+    pid: int
+    status: RunStatus = RunStatus.PENDING
+    exit_code: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    resumed_from: dict[str, str] | None = None
+    closing: bool = False
+    seq: int = 0
+    ctx_version: int = 0
+    steps: dict[str, StepState] = {}
+
+    # -- state.json and snapshots ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON types only: statuses as their strings, lists as lists."""
+        return msgspec.to_builtins(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        return msgspec.convert(data, cls)
+
+    def to_json(self) -> bytes:
+        """state.json's bytes (indented: people read it too)."""
+        return msgspec.json.format(msgspec.json.encode(self), indent=2)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RunState:
+        return msgspec.json.decode(data, type=cls)
+
+    def copy(self) -> RunState:
+        """A snapshot: a new RunState and new StepStates (what they hold is never changed in
+        place), so the original may go on changing."""
+        steps = {name: msgspec.structs.replace(step) for name, step in self.steps.items()}
+        return msgspec.structs.replace(self, steps=steps)
+
+    # -- the mirror -------------------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        """Bring this state up to ``event`` (in order); one it already includes changes nothing."""
+        if event.seq <= self.seq:
+            return
+        event.apply_to(self)
+        self.seq = event.seq
+
+
+def allowed_actions(step: StepState, run: RunState) -> frozenset[str]:
+    """Which of skip, retry and stop apply to ``step`` now (the TUI offers only these keys, and
+    the runner refuses the others)."""
+    if step.status in STOPPABLE:
+        return _STOP
+    if run.closing:
+        return _NONE
+    return _ACTIONS[step.status]
+
+
+_NONE: frozenset[str] = frozenset()
+_STOP = frozenset({"stop"})
+_ACTIONS = {
+    status: frozenset(
+        name for name, group in (("skip", SKIPPABLE), ("retry", RETRYABLE)) if status in group
+    )
+    for status in Status
+}

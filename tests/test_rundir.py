@@ -1,0 +1,61 @@
+"""core.rundir: the one place that knows where a run's files are, and a real run agrees."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from core.rundir import RunDir, list_runs, runs_root
+from core.state import RunState
+from tests.conftest import run_recipe, write_module
+
+
+def test_a_run_writes_its_files_where_rundir_says(tmp_path):
+    module = write_module(tmp_path, "def run(ctx):\n    print('hi')\n    ctx['k'] = 1\n")
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: build, type: shell, run: echo built}}
+          - {{name: Build, type: shell, run: echo twice}}
+          - {{name: .dotted, type: python, module: {module}}}
+        """,
+    )
+    assert result.code == 0
+    run_dir = RunDir(result.run_dir)
+    state = RunState.from_json(run_dir.state.read_bytes())
+    run_dir.name_logs(state.steps)  # as a reader does: from the run's own state
+    for name, step in state.steps.items():
+        assert run_dir.log_name(name) == step.log
+        assert run_dir.log(name) == result.run_dir / step.log
+        assert run_dir.log(name).is_file()
+    assert run_dir.log("Build").name == "Build-2.log"  # the names fold to the same file name
+    assert run_dir.log(".dotted").name == "dotted.log"  # not a hidden file
+    assert run_dir.ctx.is_file() and run_dir.events.is_file()
+
+
+def test_create_makes_every_folder_private_under_the_cwd(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    run_dir = RunDir.create(None, tmp_path, "20260101-000000-0000")
+    try:
+        assert run_dir.path == runs_root(tmp_path) / "20260101-000000-0000"
+        assert runs_root(tmp_path) == tmp_path / ".orch" / "runs"
+        for folder in (tmp_path / ".orch", runs_root(tmp_path), run_dir.path, run_dir.logs):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        ctx_out = run_dir.new_ctx_out("step", 1)
+        assert stat.S_IMODE(ctx_out.path.stat().st_mode) == 0o600
+        assert ctx_out.untouched()
+    finally:
+        run_dir.close()
+
+
+def test_list_runs_passes_over_what_is_not_a_run_folder_of_ours(tmp_path):
+    root = runs_root(tmp_path)
+    for run_id in ("r1", "r2"):
+        RunDir.create(None, tmp_path, run_id).close()
+    (root / "a-file").write_text("not a run")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "a-link").symlink_to(tmp_path / "elsewhere")
+    seen = sorted(run_dir.path.name for run_dir in list_runs(root))
+    assert seen == ["r1", "r2"]
+    assert list(list_runs(tmp_path / "missing")) == []

@@ -1,0 +1,196 @@
+"""``orch-tui clean``: remove what orch-tui made in a workspace (its ``.orch`` folder) and
+nothing else of the user's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+from core.recipe import workspace_of
+from core.rundir import RUNS_FOLDER, RunDir, orch_folder
+from core.state import RunStatus
+from tui.stdout import say
+
+
+def clean_workspace(here: Path, *, dry_run: bool) -> int:
+    """Remove what orch-tui made in this workspace, its ``.orch`` folder, and nothing else:
+    not a user's ``logs/`` or build output, not what a symlink points to, not another user's
+    files, not a run still going. The developer's clean-up (caches, egg-info) is ``make clean``."""
+    workspace = workspace_of(here)
+    if workspace is None:
+        say(
+            f"nothing to clean: {here} is not in a workspace "
+            "(no pyproject.toml or scriptlets/ here or above)"
+        )
+        return 0
+    cleaner = _Cleaner(here, dry_run=dry_run)
+    if not cleaner.orch(orch_folder(workspace)):
+        say(f"nothing to clean in {workspace}")
+    return 1 if cleaner.failed else 0
+
+
+class _Cleaner:
+    """Walks ``.orch`` and removes (or, dry, lists) only what has the shape of orch-tui's own:
+    the folder itself owned by this user, ``runs/<id>/`` folders holding a state.json. Symlinks
+    are removed as links, never followed. Everything it meets is said, one line each."""
+
+    def __init__(self, here: Path, *, dry_run: bool) -> None:
+        self.here = here
+        self.dry_run = dry_run
+        self.failed = False  # something of orch-tui's could not be removed
+
+    def orch(self, orch: Path) -> bool:
+        """Clean the .orch folder; False when there is none."""
+        kind = self._kind(orch)
+        if kind is None:
+            return False
+        if kind == "link":
+            self._unlink(orch)
+        elif kind != "ours":
+            self._leave(orch, "not a folder of yours")
+        elif self._clean_folder(orch, self._runs):
+            self._rmdir(orch)
+        return True
+
+    def _runs(self, entry: Path) -> bool:
+        """Inside .orch: the runs folder is orch-tui's; anything else is left alone."""
+        if entry.name != RUNS_FOLDER:
+            return self._leave(entry, "not made by orch-tui")
+        kind = self._kind(entry)
+        if kind == "link":
+            return self._unlink(entry)
+        if kind != "ours":
+            return self._leave(entry, "not a folder of yours")
+        return self._clean_folder(entry, self._run) and self._rmdir(entry)
+
+    def _run(self, run: Path) -> bool:
+        kind = self._kind(run)
+        if kind == "link":
+            return self._unlink(run)
+        state = RunDir(run).state
+        if kind != "ours":
+            return self._leave(run, "not a folder of yours")
+        if self._kind(state) != "file":
+            return self._leave(run, "not an orch-tui run (no state.json)")
+        pid = _live_pid(state)
+        if pid is not None:
+            say(f"kept {self._shown(run)}: still running (pid {pid})")
+            return False
+        from core.reporter import format_bytes
+
+        return self._remove(run, f" ({format_bytes(_tree_size(run))})")
+
+    # -- what a path is, and what is done with it
+
+    @staticmethod
+    def _kind(path: Path) -> str | None:
+        """None (nothing there), "link", "ours" (a real folder of this user), "file", "other"."""
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return "other"
+        if stat.S_ISLNK(info.st_mode):
+            return "link"
+        if stat.S_ISDIR(info.st_mode):
+            return "ours" if info.st_uid == os.getuid() else "other"
+        return "file" if stat.S_ISREG(info.st_mode) else "other"
+
+    def _clean_folder(self, folder: Path, clean_entry) -> bool:
+        """``clean_entry`` on each entry, in name order; True when every one went."""
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as exc:
+            return self._failed(folder, exc)
+        results = [clean_entry(entry) for entry in entries]
+        return all(results)
+
+    def _shown(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.here))
+        except ValueError:
+            return str(path)
+
+    def _leave(self, path: Path, why: str) -> bool:
+        say(f"left alone {self._shown(path)}: {why}")
+        return False
+
+    def _unlink(self, link: Path) -> bool:
+        try:
+            target = os.readlink(link)
+        except OSError:
+            target = "?"
+        return self._remove(link, f" (a symlink: {target} is not touched)")
+
+    def _remove(self, path: Path, detail: str = "") -> bool:
+        verb = "would remove" if self.dry_run else "removed"
+        if not self.dry_run:
+            import shutil
+
+            try:
+                if path.is_symlink():
+                    path.unlink()
+                else:
+                    shutil.rmtree(path)  # never follows the symlinks inside
+            except OSError as exc:
+                return self._failed(path, exc)
+        say(f"{verb} {self._shown(path)}{detail}")
+        return True
+
+    def _rmdir(self, folder: Path) -> bool:
+        """Remove a folder once emptied (a dry run says it would go)."""
+        if not self.dry_run:
+            try:
+                folder.rmdir()
+            except OSError as exc:
+                return self._failed(folder, exc)
+        say(f"{'would remove' if self.dry_run else 'removed'} {self._shown(folder)}")
+        return True
+
+    def _failed(self, path: Path, exc: OSError) -> bool:
+        print(
+            f"orch-tui: cannot remove {self._shown(path)}: {exc.strerror or exc}", file=sys.stderr
+        )
+        self.failed = True
+        return False
+
+
+def _live_pid(state_path: Path) -> int | None:
+    """The runner's pid if the run's state.json says it is running and that process is alive."""
+    try:
+        state = json.loads(state_path.read_bytes())
+    except (OSError, ValueError):
+        return None  # state.json is replaced atomically: a running run's always parses
+    if not isinstance(state, dict) or state.get("status") != RunStatus.RUNNING:
+        return None
+    pid = state.get("pid")
+    if type(pid) is not int or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, under another user
+    return pid
+
+
+def _tree_size(folder: Path) -> int:
+    """Bytes under ``folder``, symlinks counted as links, not followed."""
+    total, todo = 0, [folder]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(Path(entry.path))
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total

@@ -1,0 +1,51 @@
+"""stdout and stderr that a reader may close or stop reading: a command ends quietly then.
+
+``orch-tui graph R | head`` closes the pipe after ten lines; a CI log may stop reading. Neither
+is worth a traceback, and neither may hang orch-tui on its way out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def closed() -> bool:
+    """Whether nobody reads stdout any more (a pipe whose reader has closed it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # no stdout at all, or not a file descriptor
+        return False
+
+
+def gone() -> None:
+    """Send what is left for stdout to /dev/null: the reader closed the pipe, which ends a
+    command quietly, not with a traceback (the "Note on SIGPIPE" in Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def say(text: str) -> None:
+    """Print a line of a listing; a closed stdout stops the listing, not the work."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        gone()
+
+
+def tell_stderr(text: str) -> None:
+    """A short note on stderr if it can take it now: stderr may be the same blocked pipe."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stderr.fileno(), select.POLLOUT)
+        if poller.poll(0):
+            os.write(sys.stderr.fileno(), text.encode(errors="replace"))
+    except (OSError, ValueError):
+        pass
