@@ -31,10 +31,11 @@ EVENT_LINES = 20
 EVENT_LINE_CHARS = 500
 
 
-def clean_line(raw: bytes) -> str:
+def clean_line(raw: bytes, *, keep_sgr: bool = False) -> str:
     """A log line as display text (``core.text.clean``: no escape sequences or controls, the
-    last frame of a ``\\r`` progress bar), tabs expanded for the log pane."""
-    text = clean(raw)
+    last frame of a ``\\r`` progress bar; with ``keep_sgr`` its colour codes), tabs expanded
+    for the log pane."""
+    text = clean(raw, keep_sgr=keep_sgr)
     return text.expandtabs(8) if "\t" in text else text
 
 
@@ -173,8 +174,12 @@ class StepLog:
                     os.close(self._fd)
 
 
-def read_tail(path: Path, max_lines: int, max_bytes: int = 1 << 20) -> tuple[list[str], int, bool]:
-    """The last ``max_lines`` lines of a log file as display text, reading at most ``max_bytes``.
+def read_tail(
+    path: Path, max_lines: int, max_bytes: int = 1 << 20, *, keep_sgr: bool = False
+) -> tuple[list[str], int, bool]:
+    """The last ``max_lines`` lines of a log file as display text (``clean_line``), reading
+    at most ``max_bytes``: the one tail reader (the TUI's log pane, the headless summary's
+    root failures).
 
     Returns (lines, file size, whether earlier content was left out). Viewers call this many
     times a second on a growing file, so it reads only the end, like ``tail``.
@@ -195,4 +200,4 @@ def read_tail(path: Path, max_lines: int, max_bytes: int = 1 << 20) -> tuple[lis
         parts.pop()
     if len(parts) > max_lines:
         parts, truncated = parts[-max_lines:], True
-    return [clean_line(p[:MAX_LINE]) for p in parts], size, truncated
+    return [clean_line(p[:MAX_LINE], keep_sgr=keep_sgr) for p in parts], size, truncated

@@ -1,14 +1,18 @@
-"""core/ never depends on tui/ or textual, and the fast commands import nothing heavy.
+"""core/ never depends on tui/, textual or rich, and the fast commands import nothing heavy.
 
-Checked in fresh interpreters, because within pytest everything is already imported.
+Checked in the sources (every import, those inside functions too) and in fresh interpreters,
+because within pytest everything is already imported.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import kill_tree, start_cli, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("textual", "dash", "plotly", "tui.app")
@@ -24,11 +28,13 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_core_sources_never_import_tui_or_textual():
+def test_core_sources_never_import_tui_textual_or_rich():
+    """Presentation lives in tui/ (the app, the headless reporter, tui.format): core/ is the run
+    alone, for every front end, a daemon with no terminal included."""
     offenders = []
     for path in sorted((ROOT / "core").rglob("*.py")):
-        for name in _imports(path):
-            if name.split(".")[0] in ("tui", "textual"):
+        for name in _imports(path):  # ast.walk: lazy imports inside functions too
+            if name.split(".")[0] in ("tui", "textual", "rich"):
                 offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert offenders == []
 
@@ -46,9 +52,9 @@ def _loaded_after(code: str) -> set[str]:
 
 def test_importing_the_whole_core_loads_no_ui():
     modules = _loaded_after(
-        "import core.runner, core.recipe, core.reporter, core.sessions.screen, core.sessions.tmux"
+        "import core.runner, core.recipe, core.sessions.screen, core.sessions.tmux"
     )
-    assert not {m for m in modules if m.split(".")[0] in ("textual", "tui")}
+    assert not {m for m in modules if m.split(".")[0] in ("textual", "tui", "rich")}
 
 
 def test_version_and_validate_do_not_import_heavy_modules():
@@ -60,3 +66,42 @@ def test_version_and_validate_do_not_import_heavy_modules():
         modules = _loaded_after(code)
         assert not {m for m in modules if m.split(".")[0] in ("textual", "dash", "plotly")}
         assert "tui.app" not in modules
+
+
+ONE_STEP = """
+name: one
+steps:
+  - {name: hello, type: shell, run: "echo hello"}
+"""
+
+
+def _imported_by(args: list[str], cwd: Path) -> tuple[set[str], str]:
+    """The modules a real ``orch-tui ARGS`` imports (Python's own import log on stderr:
+    ``PYTHONPROFILEIMPORTTIME``) with its stdout a file, as in a CI job; and that stdout."""
+    out_path = cwd / "stdout.txt"
+    with open(out_path, "wb") as out:
+        proc = start_cli(*args, cwd=cwd, env={"PYTHONPROFILEIMPORTTIME": "1"}, stdout=out)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            kill_tree(proc)
+    assert proc.returncode == 0, err.decode()
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in err.decode().splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert "tui.cli" in modules  # the log is there: an empty set would prove nothing
+    return modules, out_path.read_text()
+
+
+def test_version_and_a_run_off_a_terminal_import_neither_textual_nor_rich(tmp_path: Path):
+    """A CI log has no terminal: the headless reporter prints plain lines (and its summary
+    table) without Rich, a tenth of a second of start-up saved on every run."""
+    modules, out = _imported_by(["--version"], tmp_path)
+    assert not {m for m in modules if m.split(".")[0] in ("textual", "rich")}
+    recipe = write_recipe(tmp_path, ONE_STEP)
+    modules, out = _imported_by([str(recipe), "--no-ui"], tmp_path)
+    assert not {m for m in modules if m.split(".")[0] in ("textual", "rich")}
+    assert "hello | hello" in out and "run succeeded: 1 succeeded" in out
+    assert re.search(r"^step +status +duration", out, re.M)  # the summary table, drawn plain

@@ -25,10 +25,11 @@ from core.events import (
     StepStarted,
     StepStatus,
 )
-from core.reporter import HeadlessReporter, format_bytes, format_duration
 from core.rundir import RunDir
 from core.state import RunState, StepState
 from core.text import clean
+from tui.format import format_bytes, format_duration
+from tui.headless import HeadlessReporter
 
 T0 = 1_700_000_000.0
 ANSI = re.compile(r"\x1b[\[\]()#;?]*(?:[0-9]{1,4}(?:;[0-9]{0,4})*)?[0-9A-ORZcf-nqry=><]")
@@ -395,11 +396,11 @@ def test_plain_event_lines(run: Run) -> None:
         r"▶ lint started",
         r"↻ lint failed, retrying \(attempt 2 of 3\) — exit 1, after 0.3s",
         r"▶ lint started \(attempt 2 of 3\)",
-        r"✓ lint succeeded in 2s \(attempt 2 of 3\)",
-        r"⏱ build timed out after 5s",
+        r"✓ lint succeeded in 2.0s \(attempt 2 of 3\)",
+        r"⏱ build timed out after 5.0s",
         r"⊘ test blocked by build",
         r"⚠ warning: dash: cannot skip it",
-        r"■ dash stopped after 9s",
+        r"■ dash stopped after 9.0s",
     ]
     assert len(lines) == len(expected), lines
     for line, pattern in zip(lines, expected, strict=True):
@@ -460,7 +461,7 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
     for name in STEPS:
         assert re.search(rf"^{name}\s", table, re.M), name
     assert re.search(r"^build\s+✗ failed\s+0.3s\s+1\s+1\s+12%\s+50.0 MiB", table, re.M)
-    assert re.search(r"^dash\s+■ stopped\s+1s\s+1\s+SIGTERM", table, re.M)
+    assert re.search(r"^dash\s+■ stopped\s+1.0s\s+1\s+SIGTERM", table, re.M)
     assert not any(line != line.rstrip() for line in summary.splitlines())
 
 
@@ -569,7 +570,7 @@ def test_tty_live_view_many_steps(tmp_path: Path) -> None:
     for name in names[:5]:
         run.step(StepStarted, name, attempt=1)
     view = run.reporter._render_live()  # what the refresh thread draws: no taller than the screen
-    console = run.reporter._console
+    console = run.reporter._rich.console
     assert console is not None
     height = console.size.height
     screen = Console(file=io.StringIO(), width=80, height=height, color_system=None)
@@ -585,8 +586,10 @@ def test_tty_live_view_many_steps(tmp_path: Path) -> None:
 def test_formatting_helpers() -> None:
     assert format_duration(None) == "-"
     assert format_duration(0.34) == "0.3s"
-    assert format_duration(5.01) == "5s"
+    assert format_duration(5.01) == "5.0s"
     assert format_duration(1.25) == "1.2s"
+    assert format_duration(12.5) == "13s"
+    assert format_duration(59.6) == "1m00s"  # not "60s"
     assert format_duration(125) == "2m05s"
     assert format_duration(3725) == "1h02m"
     assert format_bytes(None) == "-"
@@ -678,10 +681,63 @@ def test_summary_rows_stay_on_one_line(tmp_path: Path) -> None:
         rows = [line for line in table.splitlines() if re.match(r"(build|test|lint|deploy) ", line)]
         assert len(rows) == 4, table
         assert all(len(row.rstrip()) <= width for row in rows), table
-        assert re.search(r"^build +✗ failed +1s +1 +1 .*cannot start.*…$", table, re.M)
+        assert re.search(r"^build +✗ failed +1.0s +1 +1 .*cannot start.*…$", table, re.M)
     plain = Run(tmp_path / "plain")
     plain.close(state_for(plain, statuses))
     out = plain.output()
     row = next(line for line in out.splitlines() if line.startswith("build "))
     assert len(row) <= 100 and row.endswith("…") and "12%" in row and "50.0 MiB" in row
     assert f"root failure: build (exit 1, {reason})" in out  # the whole reason, below
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+@pytest.mark.parametrize(
+    ("title", "names"),
+    [
+        ("demo — run 20261125-120000-abcd", ["build", "test"]),
+        ("a recipe whose name is long enough to wrap the title " * 3, ["x" * 70, "漢字のステップ"]),
+        ("one", ["naïve-e\u0301tape", "😀 emoji " * 6]),
+    ],
+)
+def test_plain_summary_table_is_drawn_as_rich_draws_it(encoding, title, names) -> None:
+    """Off a terminal the table is drawn without Rich, and reads as Rich draws it on one:
+    the same widths, cuts, ellipses, box (ASCII when the stream cannot encode it) and title."""
+    from rich import box
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    from tui.headless.table import Table, render_plain
+
+    rows = [
+        [(name, ""), ("✓ succeeded", ""), ("1.0s", ""), (f"{i}", ""), ("note " * i * 9, "")]
+        for i, name in enumerate(names)
+    ]
+    table = Table(
+        title=title,
+        headers=["step", "status", "duration", "attempts", "note"],
+        justify=["left", "left", "right", "right", "left"],
+        limits=[30, None, None, None, 25],
+        rows=rows,
+    )
+    rich = RichTable(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for header, justify, limit in zip(table.headers, table.justify, table.limits, strict=True):
+        rich.add_column(header, justify=justify, max_width=limit)
+    for row in rows:
+        rich.add_row(*(Text(text, no_wrap=True, overflow="ellipsis") for text, _ in row))
+
+    raw = io.BytesIO()
+    sink = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="\n")
+    console = Console(file=sink, width=100, color_system=None, force_terminal=False)
+    console.print(rich)
+    sink.flush()
+    drawn = [line.rstrip() for line in raw.getvalue().decode(encoding).splitlines()]
+    plain = render_plain(table, ascii_box=encoding == "ascii")
+    plain = [line.encode(encoding, "replace").decode(encoding) for line in plain]
+    assert plain == drawn

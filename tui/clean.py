@@ -80,7 +80,7 @@ class _Cleaner:
         if pid is not None:
             say(f"kept {self._shown(run)}: still running (pid {pid})")
             return False
-        from core.reporter import format_bytes
+        from tui.format import format_bytes
 
         return self._remove(run, f" ({format_bytes(_tree_size(run))})")
 

@@ -316,7 +316,7 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     import signal
 
     from core.control import LocalControl
-    from core.reporter import HeadlessReporter
+    from tui.headless import HeadlessReporter
 
     runner = make_runner(recipe, args, resume)
     reporter = HeadlessReporter(LocalControl(runner), stream=sys.stdout)

@@ -225,7 +225,7 @@ async def test_two_thousand_steps_end_in_the_tree_as_in_state_json(tmp_path):
     of every step, under the runner's lock, once per tick, was what made a 2,000-step run 20
     times slower in the app): it follows the events. ``bench/run.py --only tui_big_run``
     measures the speed."""
-    from tui.status import format_duration, status_icon
+    from tui.format import format_duration, status_icon
 
     n = 2000
     app, runner = build_app(tmp_path, _wide_echo_recipe(n))

@@ -23,7 +23,7 @@ from textual.containers import Grid
 from textual.widget import Widget
 from textual.widgets import Label
 
-from tui.status import format_bytes_short
+from tui.format import format_bytes_short
 
 HISTORY = 60
 BARS = "▁▂▃▄▅▆▇█"

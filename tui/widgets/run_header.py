@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from core.state import Status
-from tui.status import STATUS_STYLE, format_duration, status_icon
+from tui.format import format_duration, status_icon, status_style
 
 #: Statuses that count as done, and those counted one by one beside the total.
 DONE = (Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED)
@@ -53,7 +53,7 @@ class RunHeader(Widget):
         text.append(f" · {done}/{total}", style="dim")
         for status in COUNTED:
             if counts.get(status):
-                text.append(f" {status_icon(status)}{counts[status]}", STATUS_STYLE[status])
+                text.append(f" {status_icon(status)}{counts[status]}", status_style(status))
         text.append(f" · {format_duration(elapsed)}", style="dim")
         if text != self._text:
             self._text = text

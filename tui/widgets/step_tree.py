@@ -25,7 +25,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from core.state import ACTIVE, Status, StepState
-from tui.status import STATUS_STYLE, format_duration, status_icon
+from tui.format import format_duration, status_icon, status_style
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
 DURATION_CELLS = 7
@@ -131,7 +131,7 @@ class StepTree(Tree[dict[str, Any]]):
     def _label(state: StepState, now: float) -> Text:
         status = state.status
         text = Text()
-        text.append(status_icon(status) + " ", style=STATUS_STYLE.get(status, ""))
+        text.append(status_icon(status) + " ", style=status_style(status))
         text.append(state.name, style="bold" if status in ACTIVE else "")
         if state.started is not None:
             text.append(" " + format_duration((state.ended or now) - state.started), style="dim")

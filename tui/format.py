@@ -1,0 +1,122 @@
+"""How a run's figures and statuses look, for both faces: the TUI and the headless reporter.
+
+One spelling of a duration, a size and a signal, and one glyph, ASCII fallback and colour per
+status, so a step reads the same in the app, in a CI log and in ``orch-tui clean``. Plain
+strings, and styles as Rich style strings (the reporter's plain mode turns the few it uses into
+ANSI codes itself): importing this module imports neither Rich nor Textual.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import NamedTuple
+
+from core.state import Status
+
+
+class Glyph(NamedTuple):
+    """How a status is marked: a symbol, its ASCII stand-in (a stream that cannot encode the
+    symbol), and a Rich style."""
+
+    symbol: str
+    ascii: str
+    style: str
+
+
+STATUS_GLYPHS: dict[str, Glyph] = {
+    Status.PENDING: Glyph("○", ".", "dim"),
+    Status.BLOCKED: Glyph("⊘", "-", "red dim"),
+    Status.RUNNING: Glyph("▶", ">", "bold yellow"),
+    Status.READY: Glyph("●", "*", "bold cyan"),
+    Status.SUCCEEDED: Glyph("✓", "+", "green"),
+    Status.FAILED: Glyph("✗", "x", "bold red"),
+    Status.TIMED_OUT: Glyph("⏱", "T", "bold red"),
+    Status.SKIPPED: Glyph("↷", "~", "dim"),
+    Status.CANCELLED: Glyph("⊗", "!", "magenta"),  # not stopped's ■: a step that never ran
+    Status.STOPPED: Glyph("■", "#", "cyan"),
+}
+UNKNOWN = Glyph("?", "?", "")
+
+
+def status_icon(status: str) -> str:
+    return STATUS_GLYPHS.get(status, UNKNOWN).symbol
+
+
+def status_style(status: str) -> str:
+    return STATUS_GLYPHS.get(status, UNKNOWN).style
+
+
+def status_word(status: str) -> str:
+    """A status as a word in a sentence: ``timed out``, ``failed``."""
+    return "timed out" if status == Status.TIMED_OUT else str(status)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``0.4s``, ``5.0s``, ``12s``, ``3m05s``, ``1h02m``; ``-`` for None.
+
+    At most five cells, and tenths only below ten seconds, where they matter: a running step's
+    figure grows in place instead of jumping in width every tick."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, float(seconds))
+    if seconds < 9.95:
+        return f"{seconds:.1f}s"
+    whole = int(seconds + 0.5)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def format_bytes(size: float | None) -> str:
+    """``512 B``, ``50.0 MiB``; ``-`` for None."""
+    if size is None:
+        return "-"
+    value, unit = _scaled(size, ("B", "KiB", "MiB", "GiB"))
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def format_bytes_short(size: float | None) -> str:
+    """``1.4G``, ``512M``, ``3.0K``: for the resource meter's narrow column."""
+    if size is None:
+        return "-"
+    value, unit = _scaled(size, ("B", "K", "M", "G"))
+    wide = unit in ("B", "M") and value >= 100
+    return f"{value:.0f}{unit}" if wide else f"{value:.1f}{unit}"
+
+
+def _scaled(size: float, units: tuple[str, ...]) -> tuple[float, str]:
+    """``size`` in the largest of ``units`` (steps of 1024) that keeps it under 1024."""
+    value, unit = float(size), units[0]
+    for bigger in units[1:]:
+        if abs(value) < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return value, unit
+
+
+def signal_name(number: int) -> str:
+    """``SIGTERM``; ``signal 99`` for a number without a name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def cause(exit_code: int | None, sig: int | None) -> str:
+    """Why a process ended, in two words: ``exit 1``, ``SIGKILL``; empty when unknown."""
+    if sig is not None:
+        return signal_name(sig)
+    if exit_code is not None:
+        return f"exit {exit_code}"
+    return ""
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)

@@ -1,0 +1,238 @@
+"""The echo of the steps' output: every line each step wrote, prefixed by the step's name.
+
+Output comes from the log files, not from the events: ``StepOutput`` carries only the newest
+lines, so the echo keeps a byte offset per step and reads ``logs/<step>.log`` from there, in
+big chunks, with byte-level operations (no per-line Python work off a terminal). On a terminal
+only the newest lines can be shown: at most ``TTY_LINES_PER_REFRESH`` a step per refresh, the
+rest counted and pointed to. A terminal that stops reading gets the output skipped (counted,
+and said), never queued without bound.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
+
+from core.text import clean
+from tui.format import display_path
+from tui.headless.terminal import BACKLOG_LIMIT, CATCH_UP_SECONDS, Printer, Terminal
+
+if TYPE_CHECKING:
+    from core.rundir import RunDir
+
+#: Bytes read from a log at a time; also bounds the memory one echo pass needs.
+CHUNK = 4 * 1024 * 1024
+#: An unterminated line longer than this is echoed in pieces rather than held forever.
+MAX_PENDING = 1024 * 1024
+#: On a terminal: at most this many output lines per step per refresh; the rest are counted.
+TTY_LINES_PER_REFRESH = 200
+STEP_COLOURS = (
+    "cyan",
+    "magenta",
+    "blue",
+    "green",
+    "yellow",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_blue",
+    "bright_green",
+    "bright_yellow",
+)
+
+
+class StepView:
+    """How the reporter shows one step (the step's state is the mirror's): its label and
+    colour, its live figures and spinner, and where the echo of its log is."""
+
+    __slots__ = (
+        "name",
+        "label",
+        "colour",
+        "cpu",
+        "rss",
+        "offset",
+        "pending",
+        "spinner",
+        "window",
+        "window_used",
+        "hidden",
+        "dropped",
+        "resync",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.label = clean(name)  # the name as shown
+        self.colour = STEP_COLOURS[zlib.crc32(name.encode()) % len(STEP_COLOURS)]
+        self.cpu: float | None = None
+        self.rss: int | None = None
+        self.offset = 0
+        self.pending = b""
+        self.spinner: Any = None  # the live view's, while the step runs (live.py)
+        self.window = -1  # refresh window of the tty echo budget
+        self.window_used = 0
+        self.hidden = 0  # tty: lines counted but not shown since the last notice
+        self.dropped = 0  # bytes skipped while the terminal was behind, not said yet
+        self.resync = False  # after a skip: the next read starts inside a line
+
+
+class Echo:
+    """Prints what is new in a step's log (``echo``), or passes over it while the terminal is
+    behind. ``tty``: keep the colour codes and cap the lines per refresh."""
+
+    def __init__(
+        self,
+        run_dir: RunDir,
+        printer: Printer,
+        out: Terminal,
+        *,
+        tty: bool,
+        refresh_per_second: float,
+    ) -> None:
+        self.run_dir = run_dir
+        self.printer = printer
+        self.out = out
+        self.tty = tty
+        self.refresh_per_second = refresh_per_second
+        self._behind = False  # the terminal is not keeping up: the steps' output is skipped
+
+    def echo(self, view: StepView, *, final: bool, upto: int | None = None) -> None:
+        """Print everything new in the step's log (``upto``: the size an event announced, not
+        read past); with ``final`` its last, unterminated line too. While the terminal is
+        behind, skip it."""
+        if self._keeps_up():
+            if view.dropped:
+                self._dropped_notice(view)
+            with closing(self._blocks(view, final=final, upto=upto)) as blocks:
+                if self.tty:
+                    self._echo_tail(view, blocks)
+                else:
+                    for block in blocks:
+                        self.printer.echo(view.label, view.colour, clean(block))
+                        if not self._keeps_up():
+                            break
+        if self._behind:
+            self._skip(view, final=final, upto=upto)
+        if final and view.dropped:
+            self._dropped_notice(view)  # a status line: queued even while behind
+        if final and view.hidden:
+            self._hidden_notice(view)
+
+    def _blocks(self, view: StepView, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
+        """New complete lines of the step's log, a chunk at a time, each joined by ``\\n`` with
+        no trailing newline; with ``final`` the incomplete last line too."""
+        try:
+            fh = open(self.run_dir.log(view.name), "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            fh = None
+        if fh is not None:
+            with fh:
+                try:
+                    if os.fstat(fh.fileno()).st_size < view.offset:  # replaced: start over
+                        view.offset, view.pending = 0, b""
+                    fh.seek(view.offset)
+                except OSError:
+                    return
+                while True:
+                    want = CHUNK if upto is None else min(CHUNK, upto - view.offset)
+                    try:
+                        data = fh.read(want) if want > 0 else b""
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    view.offset += len(data)
+                    if view.pending:
+                        data, view.pending = view.pending + data, b""
+                    if view.resync:  # after a skip: from the start of the next line
+                        cut = data.find(b"\n")
+                        skipped = len(data) if cut < 0 else cut + 1
+                        view.dropped += skipped
+                        view.resync = cut < 0
+                        data = data[skipped:]
+                    cut = data.rfind(b"\n")
+                    if cut < 0:
+                        if len(data) > MAX_PENDING:
+                            yield data  # a huge unterminated line: show it in pieces
+                        else:
+                            view.pending = data
+                        continue
+                    view.pending = data[cut + 1 :]
+                    yield data[:cut]
+        if final and view.pending:
+            block, view.pending = view.pending, b""
+            yield block
+
+    def _keeps_up(self) -> bool:
+        """Whether the steps' output is echoed (the terminal keeps up) or skipped (it is
+        behind: see ``BACKLOG_LIMIT``). Sets ``_behind``."""
+        if self._behind:
+            self._behind = self.out.backlog > BACKLOG_LIMIT // 2
+        else:
+            self._behind = not self.out.wait_below(BACKLOG_LIMIT, CATCH_UP_SECONDS)
+        return not self._behind
+
+    def _echo_tail(self, view: StepView, blocks: Iterator[bytes]) -> None:
+        """On a terminal only the newest lines can be shown: keep a bounded tail, count the
+        rest."""
+        tail: bytes | None = None
+        total = 0
+        for block in blocks:
+            total += block.count(b"\n") + 1
+            tail = block if tail is None else tail + b"\n" + block
+            if tail.count(b"\n") >= TTY_LINES_PER_REFRESH:
+                tail = b"\n".join(tail.rsplit(b"\n", TTY_LINES_PER_REFRESH)[1:])
+        if tail is not None:
+            self._echo_tty(view, tail, total)
+
+    def _skip(self, view: StepView, *, final: bool, upto: int | None) -> None:
+        """Pass over the step's new output without reading it (the log keeps all of it),
+        counting it for ``_dropped_notice``: a terminal that takes nothing must cost neither
+        memory nor the time to read what it will never show."""
+        end = upto
+        if end is None:
+            try:
+                end = os.stat(self.run_dir.log(view.name)).st_size
+            except OSError:
+                end = view.offset
+        view.dropped += max(0, end - view.offset) + len(view.pending)
+        view.offset, view.pending = max(end, view.offset), b""
+        view.resync = not final  # the next read starts inside a line: shown from the next one
+
+    def _echo_tty(self, view: StepView, tail: bytes, total: int) -> None:
+        """Show up to the refresh window's budget of ``tail``; count the other ``total`` lines."""
+        window = int(time.monotonic() * self.refresh_per_second)
+        if window != view.window:
+            view.window, view.window_used = window, 0
+        budget = TTY_LINES_PER_REFRESH - view.window_used
+        count = tail.count(b"\n") + 1
+        if budget <= 0:
+            view.hidden += total
+            return
+        if count > budget:
+            tail = b"\n".join(tail.rsplit(b"\n", budget)[1:])
+            count = budget
+        view.window_used += count
+        view.hidden += total - count
+        if view.hidden:
+            self._hidden_notice(view)
+        self.printer.echo(view.label, view.colour, clean(tail, keep_sgr=True))
+
+    def _dropped_notice(self, view: StepView) -> None:
+        log = display_path(self.run_dir.log(view.name))
+        notice = (
+            f"{view.label} | {self.printer.p('…')} {view.dropped:,} bytes of output not shown "
+            f"(terminal too slow; complete in {log})"
+        )
+        view.dropped = 0
+        self.printer.line((notice, "dim"))
+
+    def _hidden_notice(self, view: StepView) -> None:
+        log = display_path(self.run_dir.log(view.name))
+        notice = f"{view.label} | {self.printer.p('…')} {view.hidden} more lines in {log}"
+        view.hidden = 0
+        self.printer.line((notice, "dim"))
