@@ -26,9 +26,9 @@ from core.events import (
     StepStatus,
 )
 from core.rundir import RunDir
-from core.state import RunState, StepState
+from core.state import RunState, Status, StepState
 from core.text import clean
-from tui.format import format_bytes, format_duration
+from tui.format import STATUS_GLYPHS, format_bytes, format_duration
 from tui.headless import HeadlessReporter
 
 T0 = 1_700_000_000.0
@@ -741,3 +741,18 @@ def test_plain_summary_table_is_drawn_as_rich_draws_it(encoding, title, names) -
     plain = render_plain(table, ascii_box=encoding == "ascii")
     plain = [line.encode(encoding, "replace").decode(encoding) for line in plain]
     assert plain == drawn
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_the_tree_and_the_summary_mark_a_status_alike(tmp_path: Path, status: Status) -> None:
+    """A cancelled step was ■ magenta in the app and ⊗ yellow in the CI log: one glyph and one
+    colour per status now, whichever face shows it."""
+    from tui.widgets.step_tree import StepTree
+
+    run = Run(tmp_path / "run")
+    run.close(final_state({"s": {"status": str(status)}}, status="failed"))
+    row = next(line for line in run.output().splitlines() if line.startswith("s "))
+    label = StepTree._label(StepState(name="s", type="shell", index=0, status=status), T0)
+    tree_glyph = label.plain.split()[0]
+    assert row.split()[1] == tree_glyph
+    assert str(label.spans[0].style) == STATUS_GLYPHS[status].style
