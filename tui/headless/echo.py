@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.text import clean
 from tui.format import display_path
-from tui.headless.terminal import BACKLOG_LIMIT, CATCH_UP_SECONDS, Printer, Terminal
+from tui.headless.terminal import BACKLOG_LIMIT, CATCH_UP_SECONDS, Printer
 
 if TYPE_CHECKING:
     from core.rundir import RunDir
@@ -88,14 +88,13 @@ class Echo:
         self,
         run_dir: RunDir,
         printer: Printer,
-        out: Terminal,
         *,
         tty: bool,
         refresh_per_second: float,
     ) -> None:
         self.run_dir = run_dir
         self.printer = printer
-        self.out = out
+        self.out = printer.out
         self.tty = tty
         self.refresh_per_second = refresh_per_second
         self._behind = False  # the terminal is not keeping up: the steps' output is skipped

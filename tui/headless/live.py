@@ -21,7 +21,7 @@ from rich.spinner import Spinner
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from core.state import ACTIVE, FAILURES, RunState, Status
+from core.state import ACTIVE, FAILURES, RunState, Status, StepState
 from core.text import clean
 from tui.format import cause, format_bytes, format_duration
 from tui.headless.echo import StepView
@@ -215,8 +215,13 @@ def live_view(
 
 
 def _header(
-    p: Callable[[str], str], run: RunState, steps: list, figures: LiveFigures, now: float
+    p: Callable[[str], str],
+    run: RunState,
+    steps: list[StepState],
+    figures: LiveFigures,
+    now: float,
 ) -> Text:
+    """``demo · <run id> · 3/5 done · 1 failed · 12s · cpu 20% mem 40%``."""
     done = sum(1 for s in steps if s.status in _DONE)
     failed = sum(1 for s in steps if s.status in FAILURES and not s.allowed)
     header = Text.assemble(
@@ -236,7 +241,8 @@ def _header(
     return header
 
 
-def _notes(step, view: StepView) -> Text:
+def _notes(step: StepState, view: StepView) -> Text:
+    """``bg``, the attempt, live cpu and memory, what blocks it or why it failed."""
     notes = Text(style="dim")
     if step.background:
         notes.append("ready " if step.status == Status.READY else "bg ")

@@ -107,13 +107,15 @@ class HeadlessReporter:
         self._closed = False
         self._out = Terminal(stream, encoding)
         self._rich: RichPrinter | None = None
-        self._printer = Printer(self._out, color=color)
-        if tty:
+        self._printer: Printer
+        if tty:  # Rich only here: off a terminal it is never imported
             from tui.headless.live import RichPrinter
 
             self._printer = self._rich = RichPrinter(self._out, color=color, width=width)
+        else:
+            self._printer = Printer(self._out, color=color)
         self._echo = Echo(
-            self.run_dir, self._printer, self._out, tty=tty, refresh_per_second=refresh_per_second
+            self.run_dir, self._printer, tty=tty, refresh_per_second=refresh_per_second
         )
 
     # == events ======================================================================================
@@ -289,5 +291,5 @@ class HeadlessReporter:
             self._show_output(view, final=True)
         if self._rich is not None:
             self._rich.stop_live()
-        Summary(self._printer, self.run_dir, state, self._views, tty=self.tty).print(self._name)
+        Summary(self._printer, self.run_dir, state, self._views, tty=self.tty).show(self._name)
         return self._out.drain(stdout_timeout() if patience is None else patience)

@@ -133,7 +133,7 @@ class Summary:
         self.tty = tty
         self.now = time.time()
 
-    def print(self, name: str) -> None:
+    def show(self, name: str) -> None:
         """The table (titled with the run's ``name``), the root failures, what they blocked,
         the allowed failures, the final line."""
         p = self.printer.p
