@@ -72,6 +72,8 @@ class OrchApp(App[int]):
         Binding("slash", "search", "Search", show=False),
         Binding("n", "next_match", "Next match", show=False),
         Binding("N", "previous_match", "Prev match", show=False),
+        # a past run (read-only): the keys that would change it say why they do nothing
+        Binding("s,r,k", "read_only", show=False),
     ]
     #: actions on the steps screen's panes: not offered while another screen is on top
     MAIN_SCREEN_ACTIONS = frozenset({"pin", "toggle_ctx", "search", "next_match", "previous_match"})
@@ -87,6 +89,7 @@ class OrchApp(App[int]):
         built the run starts it: the command line passes the runner's ``start``)."""
         super().__init__()
         self.control = control
+        self.read_only = getattr(control, "read_only", False)  # a past run: core.recorded
         self.clock = clock
         self._start = start
         self._inbox: deque[ev.Event] = deque()
@@ -241,6 +244,8 @@ class OrchApp(App[int]):
 
     def _allowed(self, name: str) -> frozenset[str]:
         """Which of skip/retry/stop apply to the step now, from the app's mirror of the run."""
+        if self.read_only:
+            return frozenset()
         return allowed_actions(self._run.steps[name], self._run)
 
     def _note_session(self, event: ev.StepFinished) -> None:
@@ -268,7 +273,7 @@ class OrchApp(App[int]):
         if self._quitting:
             return "stopping"
         run = self._run
-        if run.closing and run.ended is not None:
+        if (run.closing or self.read_only) and run.ended is not None:
             return run.status  # closed; before that a retry may reopen it
         counts = self._counts
         if counts.get(Status.RUNNING) or counts.get(Status.PENDING):
@@ -288,7 +293,16 @@ class OrchApp(App[int]):
             counts=self._counts,
             total=len(run.steps),
             elapsed=elapsed,
+            note=self._read_only_note() if self.read_only else "",
         )
+
+    def _read_only_note(self) -> str:
+        """A past run's end, in the header: its exit code, or that its daemon died."""
+        run = self._run
+        ended = "the daemon is gone" if getattr(self.control, "died", False) else None
+        if ended is None and run.exit_code is not None:
+            ended = f"exit {run.exit_code}"
+        return " · ".join(filter(None, (ended, "read-only")))
 
     # -- selection and logs ---------------------------------------------------------------------
     def on_step_tree_selected(self, message: StepTree.Selected) -> None:
@@ -330,7 +344,12 @@ class OrchApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Pinning, searching and the ctx toggle act on the steps screen only: hidden elsewhere."""
+        if action == "read_only":
+            return self.read_only
         return action not in self.MAIN_SCREEN_ACTIONS or self.screen is self.screen_stack[0]
+
+    def action_read_only(self) -> None:
+        self.notify("read-only: this run is over, nothing can change it", severity="warning")
 
     def action_pin(self) -> None:
         """Pin the selected step's log beside the main pane: `p` on another step pins that one
@@ -453,6 +472,9 @@ class OrchApp(App[int]):
 
     def action_quit_app(self) -> None:
         if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already
+            return
+        if self.read_only:  # a past run: nothing to stop
+            self.exit(0)
             return
         running = self._running_steps()
         if not running or self.control.wait(0) is not None:  # nothing runs, or the run is over

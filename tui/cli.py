@@ -19,7 +19,9 @@ from core import __version__
 if TYPE_CHECKING:
     from core.store import ResumePoint
 
-SUBCOMMANDS = ("validate", "graph", "sessions", "clean", "schema")
+#: the clients of a run (issue 13), each in its own module: ``add_arguments`` and ``cmd_<name>``
+CLIENT_COMMANDS = {"runs": "tui.runs", "attach": "tui.attach", "ctl": "tui.ctl"}
+SUBCOMMANDS = ("validate", "graph", "sessions", "clean", "schema", *CLIENT_COMMANDS)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -32,7 +34,8 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="orch-tui",
         description="Run a recipe of python, shell and session steps in a terminal UI, "
         "or headless with --no-ui.",
-        epilog="other commands: orch-tui validate|graph|sessions|clean|schema ... (-h for each)",
+        epilog="other commands: orch-tui validate|graph|sessions|clean|schema|runs|attach|ctl ... "
+        "(-h for each)",
     )
     p.add_argument("recipe_pos", nargs="?", metavar="RECIPE", help="the recipe YAML file")
     p.add_argument("--recipe", dest="recipe_opt", metavar="RECIPE", help="same, the seed's way")
@@ -95,6 +98,8 @@ def _sub_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="list what would go")
     if command == "schema":
         p.description = "Print the recipe JSON Schema (for editors)."
+    if command in CLIENT_COMMANDS:
+        _client_module(command).add_arguments(p)
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -135,8 +140,16 @@ def _dispatch(argv: list[str]) -> int:
     if at is not None:
         command = argv[at]
         args = _sub_parser(command).parse_args(argv[:at] + argv[at + 1 :])
+        if command in CLIENT_COMMANDS:
+            return getattr(_client_module(command), f"cmd_{command}")(args)
         return _COMMANDS[command](args)
     return _cmd_run(_run_parser().parse_args(argv))
+
+
+def _client_module(command: str):
+    import importlib
+
+    return importlib.import_module(CLIENT_COMMANDS[command])
 
 
 def _subcommand_at(argv: list[str]) -> int | None:
@@ -491,9 +504,10 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 def _print_sessions(rows) -> None:
     """One aligned line per session; SOCKET is the tmux server (`-L` name, or default)."""
     from core.text import clean
+    from tui.stdout import print_table
 
     header = ("BACKEND", "SOCKET", "NAME", "STATE", "PID", "CREATED", "RUN")
-    table = [header] + [
+    table = [
         (
             s.backend,
             clean(s.server),
@@ -505,9 +519,7 @@ def _print_sessions(rows) -> None:
         )
         for s in rows
     ]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(header, table)
 
 
 def _fmt_time(ts: float | None) -> str:
