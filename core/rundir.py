@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from core.privatedir import HeldFile, PrivateDir
+from core.privatedir import HeldFile, PrivateDir, PrivateDirError
 
 ORCH_FOLDER = ".orch"
 RUNS_FOLDER = "runs"
@@ -237,6 +237,18 @@ class RunDir:
         """``name`` (STATE or CTX) parsed, read through the held folder."""
         assert self.folder is not None, "not an opened run folder"
         return json.loads(self.folder.read(name))
+
+
+def create_problem(exc: OSError, path: Path | None) -> str:
+    """Why a run's folder (``path``, or the default under the cwd) could not be made, in a
+    line for the user: another user's folder on the way, or one that cannot be made."""
+    if isinstance(exc, PrivateDirError):
+        return (
+            f"{exc}: another user could take over the run's files there; "
+            "give --run-dir a folder of yours"
+        )
+    where = exc.filename or path or runs_root(Path())
+    return f"cannot make the run's folder {where}: {exc.strerror or exc}"
 
 
 def list_runs(root: Path) -> Iterator[RunDir]:

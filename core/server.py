@@ -148,6 +148,7 @@ class RunServer:
         self._clients: dict[int, _Client] = {}
         self._listener: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
+        self._folder_fd = -1  # the run folder's, our own: the run closes its own as it ends
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._woken = threading.Event()
         #: (status, exit_code, seq of its run_finished) while the run is over
@@ -162,16 +163,17 @@ class RunServer:
         threads), subscribe to the run's events and serve."""
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
+            assert self._run_dir.folder is not None
+            self._folder_fd = os.dup(self._run_dir.folder.fd)
             listener.bind(self._run_dir.socket_address())
-            folder = self._run_dir.folder
-            assert folder is not None
-            os.chmod(SOCKET, 0o600, dir_fd=folder.fd)
-            info = os.stat(SOCKET, dir_fd=folder.fd, follow_symlinks=False)
+            os.chmod(SOCKET, 0o600, dir_fd=self._folder_fd)
+            info = os.stat(SOCKET, dir_fd=self._folder_fd, follow_symlinks=False)
             self._inode = (info.st_dev, info.st_ino)
             listener.listen(64)
             listener.setblocking(False)
         except BaseException:
             listener.close()
+            self._unlink()
             raise
         self._listener = listener
         self._selector.register(listener, selectors.EVENT_READ, "listener")
@@ -212,15 +214,17 @@ class RunServer:
 
     def _unlink(self) -> None:
         """Remove the socket file if it is still ours (never one that took its name)."""
-        folder = self._run_dir.folder
-        if self._inode is None or folder is None or folder.fd < 0:
+        if self._folder_fd < 0:
             return
         try:
-            info = os.stat(SOCKET, dir_fd=folder.fd, follow_symlinks=False)
+            info = os.stat(SOCKET, dir_fd=self._folder_fd, follow_symlinks=False)
             if (info.st_dev, info.st_ino) == self._inode:
-                os.unlink(SOCKET, dir_fd=folder.fd)
+                os.unlink(SOCKET, dir_fd=self._folder_fd)
         except FileNotFoundError:
             pass
+        finally:
+            os.close(self._folder_fd)
+            self._folder_fd = -1
 
     # -- the server's thread ------------------------------------------------------------------------
     def _serve(self) -> None:
