@@ -105,7 +105,11 @@ class RecordedRun:
     def snapshot(self) -> RunState:
         return self._state.copy()
 
-    def subscribe(self, callback: Callable[[Event], None]) -> None:
+    def subscribe(
+        self,
+        callback: Callable[[Event], None],
+        on_resync: Callable[[RunState], None] | None = None,
+    ) -> None:
         """Nothing happens to a recorded run: no event ever comes."""
 
     def command(self, name: str, step: str | None = None, **args: Any) -> Reply:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tui.cli import UsageError
-from tui.runs import find_run, open_run
+from tui.runs import find_run, open_recorded, probe_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_attach(args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("attach needs a terminal (orch-tui ctl [RUN] status works without one)")
-    control = open_run(find_run(args.run, Path.cwd()), client="tui")
-    try:
+    path = find_run(args.run, Path.cwd())
+    live, gone = probe_folder(path)
+    if live:
+        from tui.remote import run_attached
+
+        return run_attached(path)
+    with open_recorded(path, daemon_gone=gone) as recorded:
         from tui.app import make_app
 
-        make_app(control).run()
-    finally:
-        control.close()  # type: ignore[attr-defined]  # RemoteControl and RecordedRun have it
+        make_app(recorded).run()
     return 0

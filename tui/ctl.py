@@ -290,7 +290,7 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
         return EXIT_OK
     live: queue.SimpleQueue[Event | RunState] = queue.SimpleQueue()
     if args.follow:
-        control.subscribe(live.put, on_resync=live.put)  # type: ignore[call-arg]
+        control.subscribe(live.put, on_resync=live.put)
     last = _past_events(control.run_dir, args.since, control.snapshot().seq, out)
     while args.follow:
         try:

@@ -166,25 +166,31 @@ def open_run(path: Path, *, client: str) -> RunControl:
     back from its folder (``RecordedRun``, read-only). Errors are UsageErrors, one line."""
     from core.client import DaemonGone, ProtocolError, connect
 
+    live, gone = probe_folder(path)
+    if live:
+        try:
+            return connect(path, client=client)
+        except ProtocolError as exc:
+            raise UsageError(f"run {path.name}: {exc}") from None
+        except DaemonGone:  # it ended meanwhile: its folder has the whole run now
+            pass
+    return open_recorded(path, daemon_gone=gone)
+
+
+def probe_folder(path: Path) -> tuple[bool, bool]:
+    """``probe`` of the run folder ``path``."""
     try:
-        run_dir = RunDir.open(path)
+        with RunDir.open(path) as run_dir:
+            return probe(run_dir)
     except OSError as exc:
         raise UsageError(f"cannot read the run folder {path}: {exc.strerror or exc}") from None
+
+
+def open_recorded(path: Path, *, daemon_gone: bool) -> RecordedRun:
     try:
-        live, gone = probe(run_dir)
-        if live:
-            try:
-                return connect(path, client=client)
-            except ProtocolError as exc:
-                raise UsageError(f"run {path.name}: {exc}") from None
-            except DaemonGone:  # it ended meanwhile: its folder has the whole run now
-                pass
-        try:
-            return RecordedRun.open(path, daemon_gone=gone)
-        except NotARun as exc:
-            raise UsageError(str(exc)) from None
-    finally:
-        run_dir.close()
+        return RecordedRun.open(path, daemon_gone=daemon_gone)
+    except NotARun as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- orch-tui runs -------------------------------------------------------------------------------
