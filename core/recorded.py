@@ -46,16 +46,25 @@ class NotARun(Exception):
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (anyone's)."""
+    """Whether a process ``pid`` is running (anyone's). A zombie is not: it has exited, and
+    only waits for a parent to reap it (a daemon's parent is init, which in a container may
+    never do so)."""
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
+    except OSError:  # no /proc to read: ask the kernel the plain way
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # alive, another user's
+        return True
+    return data[data.rfind(b")") + 2 :][:1] not in (b"Z", b"X")  # after "pid (comm) "
 
 
 class RecordedRun:

@@ -16,18 +16,20 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.recorded import NotARun, RecordedRun
-from core.rundir import SOCKET, RunDir, list_runs, runs_root
+from core.rundir import DAEMON_LOG, SOCKET, RunDir, list_runs, runs_root
 from core.text import clean
 from tui.cli import UsageError
 from tui.status import format_duration
 
 if TYPE_CHECKING:
     from core.control import RunControl
+    from core.state import RunState
 
 #: How long a daemon has to answer the hello before it counts as not live (it may be busy).
 HELLO_TIMEOUT = 2.0
@@ -67,13 +69,15 @@ class RunRow:
 
 # -- is a daemon there ---------------------------------------------------------------------------
 def probe(run_dir: RunDir) -> tuple[bool, bool]:
-    """(live, gone) for a held run folder: live, its daemon answered the hello; gone, its
-    socket refused a connection (and so was removed). Neither: no daemon (a headless run, or
-    an old one), or one that did not answer in time (busy: left alone)."""
+    """(live, gone) for a held run folder: live, its daemon answered the hello; gone, the run
+    had a daemon and it is not there any more: its socket refused a connection (and so was
+    removed), or is gone while its daemon.log is there (a daemon binds its socket before its
+    run starts, and removes it only once the run's end is in state.json). Neither: no daemon
+    (a headless run), or one that did not answer in time (busy: left alone)."""
     from core.client import DaemonGone, ProtocolError, connect
 
     if not _socket_there(run_dir):
-        return False, False
+        return False, _in_folder(run_dir, DAEMON_LOG)
     try:
         connect(run_dir, client="runs", attach=False, timeout=HELLO_TIMEOUT).close()
     except ProtocolError:  # another orch-tui's daemon: live all the same
@@ -84,12 +88,17 @@ def probe(run_dir: RunDir) -> tuple[bool, bool]:
 
 
 def _socket_there(run_dir: RunDir) -> bool:
+    return _in_folder(run_dir, SOCKET, stat.S_ISSOCK)
+
+
+def _in_folder(run_dir: RunDir, name: str, kind: Callable[[int], bool] = stat.S_ISREG) -> bool:
+    """Whether the run folder holds a ``name`` of that kind (a link is not followed)."""
     assert run_dir.folder is not None
     try:
-        info = os.stat(SOCKET, dir_fd=run_dir.folder.fd, follow_symlinks=False)
+        info = os.stat(name, dir_fd=run_dir.folder.fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    return stat.S_ISSOCK(info.st_mode)
+    return kind(info.st_mode)
 
 
 def _remove_if_refused(run_dir: RunDir) -> bool:
@@ -131,18 +140,34 @@ def _row(run_dir: RunDir) -> RunRow | None:
     try:
         recorded = RecordedRun(run_dir, daemon_gone=gone)
     except NotARun:
+        if not live:
+            return None
+        state, died = _daemon_state(run_dir), False  # just started: no state.json yet
+    else:
+        state, died = recorded.snapshot(), recorded.died
+    if state is None:
         return None
-    state = recorded.snapshot()
     return RunRow(
         run_id=state.run_id or run_dir.path.name,
         path=run_dir.path,
         recipe=state.recipe,
         name=state.name,
-        status="died" if recorded.died else str(state.status),
+        status="died" if died else str(state.status),
         started=state.started,
         ended=state.ended,
         live=live,
     )
+
+
+def _daemon_state(run_dir: RunDir) -> RunState | None:
+    """The run's state as its daemon has it (None if it went away meanwhile)."""
+    from core.client import DaemonGone, ProtocolError, connect
+
+    try:
+        with connect(run_dir, client="runs", timeout=HELLO_TIMEOUT) as control:
+            return control.snapshot()
+    except (DaemonGone, ProtocolError):
+        return None
 
 
 def find_run(run: str | None, cwd: Path) -> Path:
