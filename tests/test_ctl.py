@@ -7,6 +7,7 @@ Here the runs that are over (read back from their folders) and every error path;
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -183,3 +184,20 @@ def test_client_command_names_are_never_recipes(tmp_path, past):
     assert not (tmp_path / "ran").exists()
     assert run_cli("./attach", "--no-ui", cwd=tmp_path).returncode == 0
     assert (tmp_path / "ran").exists()
+
+
+def test_a_daemon_run_without_its_socket_died_whatever_its_pid(tmp_path, past):
+    """pids are reused: a run that says it is running under a live pid (here pytest's own) is
+    a headless run still going, unless it had a daemon (daemon.log) whose socket is gone."""
+    run_dir = tmp_path / ".orch" / "runs" / past
+    state = read_state(run_dir)
+    state.update(status="running", exit_code=None, ended=None, pid=os.getpid())
+    (run_dir / "state.json").write_text(json.dumps(state))
+
+    def listed() -> tuple[str, bool]:
+        [row] = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+        return row["status"], row["live"]
+
+    assert listed() == ("running", False)
+    (run_dir / "daemon.log").write_text("")
+    assert listed() == ("died", False)

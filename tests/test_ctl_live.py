@@ -110,7 +110,7 @@ def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, runs):
     cwd = tmp_path
     wait_for(lambda: status_of(cwd, run_id, "after") == "blocked", 10, "after blocked")
     for step in ("gate", "sleeper"):
-        wait_for(lambda: status_of(cwd, run_id, step) == "running", 10, f"{step} running")
+        wait_for(lambda s=step: status_of(cwd, run_id, s) == "running", 10, f"{step} running")
     wait_for(lambda: status_of(cwd, run_id, "fill") == "succeeded", 10, "fill")
 
     status = ctl(cwd, "status")  # the newest live run

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from core.control import Reply
-from core.recorded import DIED, READ_ONLY, NotARun, RecordedRun
+from core.recorded import DIED, READ_ONLY, NotARun, RecordedRun, process_alive
 from tests.conftest import (
     kill_tree,
     only_run_dir,
@@ -131,3 +133,15 @@ def test_a_refusing_daemon_socket_counts_as_gone_whatever_the_pid(tmp_path):
     with RecordedRun.open(run_dir, daemon_gone=True) as gone:
         assert gone.died
         assert gone.snapshot().status == "interrupted"
+
+
+def test_a_zombie_is_not_alive():
+    """A killed daemon's parent is init, which in a container may never reap it."""
+    child = subprocess.Popen(["true"])
+    try:
+        wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] == "Z")
+        assert not process_alive(child.pid)
+    finally:
+        child.wait()
+    assert process_alive(os.getpid())
+    assert not process_alive(child.pid)
