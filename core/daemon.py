@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from core import protocol as proto
+from core.rundir import DEBUG_LOG, create_problem
 
 EXIT_USAGE = 2
 
@@ -89,7 +90,6 @@ def _start(args: DaemonArgs):
     from core.control import LocalControl
     from core.recipe import RecipeError, load_recipe
     from core.resources import ResourceSampler
-    from core.rundir import create_problem
     from core.runner import Runner
     from core.server import RunServer
     from core.store import ResumeError, ResumePoint
@@ -122,7 +122,7 @@ def _start(args: DaemonArgs):
         )
     except OSError as exc:
         raise StartError(create_problem(exc, run_dir)) from None
-    _log_to(runner.rundir.open_daemon_log(), args.debug)
+    _log_to(runner.rundir, args.debug)
     server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id)
     try:
         server.start()
@@ -134,16 +134,19 @@ def _start(args: DaemonArgs):
     return runner, server
 
 
-def _log_to(fd: int, debug: bool) -> None:
+def _log_to(run_dir, debug: bool) -> None:
     """fd 1 and 2 (what a python step or a library prints, a traceback) to daemon.log, and the
-    runner's log lines with them."""
+    runner's log lines with them; with --debug, its verbose lines to debug.log, as a run in
+    the TUI's process had them."""
+    fd = run_dir.open_daemon_log()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    stream = os.fdopen(run_dir.folder.append(DEBUG_LOG), "a") if debug else sys.stderr
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s orch-tui %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        stream=stream,
     )
 
 

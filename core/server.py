@@ -251,12 +251,14 @@ class RunServer:
             if key.data == "listener":
                 self._accept()
             elif key.data == "wake":
-                self._woken.clear()
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
                 except BlockingIOError:
                     pass
+                # cleared after the pipe is empty: a wake-up written meanwhile is not lost
+                # (its event is in the ring already, and every client is pumped below)
+                self._woken.clear()
             else:
                 client = key.data
                 if mask & selectors.EVENT_READ and not client.gone:

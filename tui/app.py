@@ -447,8 +447,9 @@ class OrchApp(App[int]):
     def attach(self, backend_name: str, session: str, socket: str | None = None) -> None:
         """Hand the terminal to the multiplexer; detaching comes back here."""
         from core.sessions.base import SessionError, get_backend
-        from tui.handover import wait_until_shown
+        from tui.handover import import_libtmux, wait_until_shown
 
+        import_libtmux()
         try:
             backend = get_backend(backend_name, socket=socket)
             if not backend.available():
