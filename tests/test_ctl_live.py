@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import signal
 import socket
 import subprocess
 
-import pytest
-
 from tests.conftest import (
+    Daemon,
     alive,
     assert_gone,
     kill_tree,
@@ -23,6 +21,7 @@ from tests.conftest import (
     read_state,
     run_cli,
     start_cli,
+    start_detached,
     wait_for,
     write_recipe,
 )
@@ -47,48 +46,21 @@ steps:
 """
 
 
-class Detached:
-    """Runs started with ``--detach`` in ``cwd``; every daemon and step killed at the end."""
-
-    def __init__(self, cwd):
-        self.cwd = cwd
-        self.run_dirs = []
-
-    def start(self, yaml_text: str = LIVE, name: str = "recipe.yaml") -> str:
-        recipe = write_recipe(self.cwd, yaml_text, name)
-        result = run_cli(recipe, "--detach", cwd=self.cwd)
-        assert result.returncode == 0, result.stderr
-        run_id = re.match(r"run (\S+) started in the background", result.stdout).group(1)
-        run_dir = self.cwd / ".orch" / "runs" / run_id
-        self.run_dirs.append(run_dir)
-        wait_for(lambda: read_state(run_dir)["steps"], 10, "state.json")
-        return run_id
-
-    def daemon_pid(self, run_id: str) -> int:
-        return read_state(self.cwd / ".orch" / "runs" / run_id)["pid"]
-
-    def cleanup(self) -> None:
-        for run_dir in self.run_dirs:
-            try:
-                pid = read_state(run_dir)["pid"]
-            except (OSError, ValueError):
-                continue
-            kill_tree(pid, marked(run_dir))
-
-
-@pytest.fixture
-def runs(tmp_path):
-    started = Detached(tmp_path)
-    yield started
-    started.cleanup()
+def detach(cwd, daemons, yaml_text: str = LIVE, name: str = "recipe.yaml") -> Daemon:
+    """``--detach`` a run of ``yaml_text`` (killed with its steps after the test), once its
+    state.json is there."""
+    daemon = start_detached(write_recipe(cwd, yaml_text, name), cwd=cwd)
+    daemons.append(daemon)
+    wait_for(lambda: read_state(daemon.run_dir)["steps"], 10, "state.json")
+    return daemon
 
 
 def ctl(cwd, *args, **kw):
     return run_cli("ctl", *args, cwd=cwd, **kw)
 
 
-def status_of(cwd, run_id: str, step: str) -> str:
-    return read_state(cwd / ".orch" / "runs" / run_id)["steps"][step]["status"]
+def status_of(daemon: Daemon, step: str) -> str:
+    return read_state(daemon.run_dir)["steps"][step]["status"]
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bytes:
@@ -105,19 +77,20 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bytes:
     return line
 
 
-def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, runs):
-    run_id = runs.start()
+def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, daemons):
     cwd = tmp_path
-    wait_for(lambda: status_of(cwd, run_id, "after") == "blocked", 10, "after blocked")
+    daemon = detach(cwd, daemons)
+    run_id = daemon.run_id
+    wait_for(lambda: status_of(daemon, "after") == "blocked", 10, "after blocked")
     for step in ("gate", "sleeper"):
-        wait_for(lambda s=step: status_of(cwd, run_id, s) == "running", 10, f"{step} running")
-    wait_for(lambda: status_of(cwd, run_id, "fill") == "succeeded", 10, "fill")
+        wait_for(lambda s=step: status_of(daemon, s) == "running", 10, f"{step} running")
+    wait_for(lambda: status_of(daemon, "fill") == "succeeded", 10, "fill")
 
     status = ctl(cwd, "status")  # the newest live run
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert lines[0].startswith(f"run {run_id} demo: running, ")
-    assert lines[0].endswith(f"(live, pid {runs.daemon_pid(run_id)})")
+    assert lines[0].endswith(f"(live, pid {daemon.pid})")
     rows = {line.split()[0]: line.split()[1] for line in lines[2:]}
     assert rows == {
         "gate": "running",
@@ -145,7 +118,7 @@ def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, runs):
         assert follower.poll() is None  # the gate is still running: it follows
 
         assert ctl(cwd, "skip", "bad").stdout == "skip: bad\n"
-        wait_for(lambda: status_of(cwd, run_id, "after") == "succeeded", 10, "after ran")
+        wait_for(lambda: status_of(daemon, "after") == "succeeded", 10, "after ran")
         sleeper = read_pid(cwd / "sleeper.pid")
         assert ctl(cwd, "stop", "sleeper").stdout == "stop: sleeper\n"
         assert_gone([sleeper])
@@ -159,19 +132,18 @@ def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, runs):
     finally:
         kill_tree(follower)
         kill_tree(waiting)
-    daemon = runs.daemon_pid(run_id)
-    assert alive(daemon)  # the run waits for a retry or for its end
+    assert alive(daemon.pid)  # the run waits for a retry or for its end
     assert ctl(cwd, "stop-run").stdout == "stopping the run\n"
-    assert_gone([daemon], timeout=20)
-    assert read_state(cwd / ".orch" / "runs" / run_id)["status"] == "failed"
+    assert_gone([daemon.pid], timeout=20)
+    assert read_state(daemon.run_dir)["status"] == "failed"
 
 
-def test_stop_run_force_ends_a_busy_run_interrupted(tmp_path, runs):
-    run_id = runs.start()
+def test_stop_run_force_ends_a_busy_run_interrupted(tmp_path, daemons):
+    daemon = detach(tmp_path, daemons)
+    run_id = daemon.run_id
     sleeper = read_pid(tmp_path / "sleeper.pid")
-    daemon = runs.daemon_pid(run_id)
     assert ctl(tmp_path, run_id, "stop-run", "--force").returncode == 0
-    assert_gone([daemon, sleeper], timeout=20)
+    assert_gone([daemon.pid, sleeper], timeout=20)
     assert ctl(tmp_path, run_id, "wait").returncode == 130  # from its folder now
     assert_error_line(ctl(tmp_path, run_id, "skip", "gate"), "the run is over (read-only)")
 
@@ -180,33 +152,32 @@ def assert_error_line(result, message: str) -> None:
     assert (result.returncode, result.stderr, result.stdout) == (2, f"orch-tui: {message}\n", "")
 
 
-def test_events_follow_has_no_gap_and_no_duplicate(tmp_path, runs):
-    run_id = runs.start()
-    run_dir = tmp_path / ".orch" / "runs" / run_id
-    wait_for(lambda: status_of(tmp_path, run_id, "bad") == "failed", 10, "bad failed")
-    follower = start_cli("ctl", run_id, "events", "--follow", "--since", "2", cwd=tmp_path)
+def test_events_follow_has_no_gap_and_no_duplicate(tmp_path, daemons):
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")
+    follower = start_cli("ctl", daemon.run_id, "events", "--follow", "--since", "2", cwd=tmp_path)
     try:
         first = json.loads(read_line(follower))
         assert first["seq"] == 3
         ctl(tmp_path, "skip", "bad")
         (tmp_path / "go").touch()
-        wait_for(lambda: status_of(tmp_path, run_id, "gate") == "succeeded", 10, "gate")
+        wait_for(lambda: status_of(daemon, "gate") == "succeeded", 10, "gate")
         ctl(tmp_path, "stop-run")
         out, _ = follower.communicate(timeout=30)  # it ends with the daemon
     finally:
         kill_tree(follower)
     seen = [first, *(json.loads(line) for line in out.splitlines())]
-    recorded = read_events(run_dir)
+    recorded = read_events(daemon.run_dir)
     assert [e["seq"] for e in seen] == [e["seq"] for e in recorded[2:]]
     assert seen == recorded[2:]
 
 
-def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, runs):
-    killed = runs.start()
-    live = runs.start(name="second.yaml")
-    killed_dir, live_dir = (tmp_path / ".orch" / "runs" / r for r in (killed, live))
-    os.kill(runs.daemon_pid(killed), signal.SIGKILL)
-    assert_gone([runs.daemon_pid(killed)])
+def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, daemons):
+    first, second = detach(tmp_path, daemons), detach(tmp_path, daemons, name="second.yaml")
+    killed, live = first.run_id, second.run_id
+    killed_dir, live_dir = first.run_dir, second.run_dir
+    os.kill(first.pid, signal.SIGKILL)
+    assert_gone([first.pid])
     assert (killed_dir / "daemon.sock").exists()  # left behind: nobody listens on it
 
     listed = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
@@ -225,12 +196,12 @@ def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, r
     assert ctl(tmp_path, "status").stdout.startswith(f"run {live} ")  # the newest live one
 
 
-def test_runs_never_removes_a_socket_something_listens_on(tmp_path, runs):
+def test_runs_never_removes_a_socket_something_listens_on(tmp_path, daemons):
     """A daemon too busy to answer (here: a listener that never reads) is not a dead one."""
-    run_id = runs.start()
-    run_dir = tmp_path / ".orch" / "runs" / run_id
-    os.kill(runs.daemon_pid(run_id), signal.SIGKILL)
-    assert_gone([runs.daemon_pid(run_id)])
+    daemon = detach(tmp_path, daemons)
+    run_dir = daemon.run_dir
+    os.kill(daemon.pid, signal.SIGKILL)
+    assert_gone([daemon.pid])
     (run_dir / "daemon.sock").unlink()
     folder = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     listener = socket.socket(socket.AF_UNIX)
@@ -245,14 +216,14 @@ def test_runs_never_removes_a_socket_something_listens_on(tmp_path, runs):
         os.close(folder)
 
 
-def test_attach_follows_a_live_run_and_d_leaves_it_going(tmp_path, runs, tmux_socket):
-    run_id = runs.start()
-    wait_for(lambda: status_of(tmp_path, run_id, "bad") == "failed", 10, "bad failed")
+def test_attach_follows_a_live_run_and_d_leaves_it_going(tmp_path, daemons, tmux_socket):
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")
     app = TmuxApp(tmux_socket, ["attach"], tmp_path)  # the newest live run
     app.shows("▶ gate", "✗ bad", "waiting")
     ctl(tmp_path, "skip", "bad")  # another client's command shows here
     app.shows("✓ after")
     app.keys("d")
     wait_for(lambda: not app.running(), 10, "the app to leave on d")
-    assert alive(runs.daemon_pid(run_id))
+    assert alive(daemon.pid)
     assert json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]["live"] is True
