@@ -319,6 +319,31 @@ def daemons() -> Iterator[list[Daemon]]:
         end_daemon(daemon)
 
 
+#: A run whose ``slow`` step runs until it is killed (its pid in ``slow.pid``), ``later`` after it.
+SLOW_RUN = """
+steps:
+  - {name: quick, type: shell, run: "true"}
+  - {name: slow, type: shell, run: 'echo $$ > slow.pid; echo started; exec sleep 60'}
+  - {name: later, type: shell, run: "true"}
+"""
+
+
+@contextmanager
+def headless_at_slow(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``orch-tui --no-ui`` of ``SLOW_RUN`` in ``tmp_path``, once its ``slow`` step runs: the
+    process and the run folder (a test may SIGKILL the process: its state.json then says
+    running for good). It and the step are killed afterwards, pass or fail."""
+    proc = start_cli(write_recipe(tmp_path, SLOW_RUN), "--no-ui", cwd=tmp_path)
+    step_pid = None
+    try:
+        step_pid = read_pid(tmp_path / "slow.pid")
+        run_dir = only_run_dir(tmp_path)
+        wait_for(lambda: read_state(run_dir)["steps"]["slow"]["status"] == "running")
+        yield proc, run_dir
+    finally:
+        kill_tree(proc, [step_pid] if step_pid else [])
+
+
 # ------------------------------------------------------------------------------------ in-process
 @dataclass
 class Finished:

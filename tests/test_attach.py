@@ -9,12 +9,10 @@ import os
 import signal
 
 from tests.conftest import (
-    kill_tree,
+    headless_at_slow,
     only_run_dir,
-    read_pid,
     read_state,
     run_cli,
-    start_cli,
     wait_for,
     write_recipe,
 )
@@ -42,26 +40,14 @@ def test_attach_shows_a_past_run_read_only(tmp_path, tmux_socket):
 
 
 def test_attach_shows_a_run_whose_process_died_as_interrupted(tmp_path, tmux_socket):
-    recipe = write_recipe(
-        tmp_path,
-        """
-        steps:
-          - {name: slow, type: shell, run: 'echo $$ > slow.pid; echo started; exec sleep 60'}
-        """,
-    )
-    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
-    step_pid = None
-    try:
-        step_pid = read_pid(tmp_path / "slow.pid")
-        run_dir = only_run_dir(tmp_path)
-        wait_for(lambda: read_state(run_dir)["steps"]["slow"]["status"] == "running")
+    with headless_at_slow(tmp_path) as (proc, run_dir):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
         app = TmuxApp(tmux_socket, ["attach", run_dir.name], tmp_path)
-        screen = app.shows("■ slow", "started", "the daemon is gone · read-only")
+        screen = app.shows("✓ quick", "■ slow", "■ later", "the daemon is gone · read-only")
         assert "· interrupted ·" in screen.splitlines()[0]
+        app.keys("Down")
+        app.shows("started")  # the slow step's log
         app.keys("q")
         wait_for(lambda: not app.running(), 10, "the app to quit on q")
-    finally:
-        kill_tree(proc, [step_pid] if step_pid else [])

@@ -16,31 +16,19 @@ import pytest
 from core.control import Reply
 from core.recorded import DIED, READ_ONLY, NotARun, RecordedRun, process_alive
 from tests.conftest import (
-    kill_tree,
+    headless_at_slow,
     only_run_dir,
-    read_pid,
     read_state,
     run_cli,
-    start_cli,
     wait_for,
     write_recipe,
 )
-
-FINISHED = """
-steps:
-  - name: fill
-    type: shell
-    run: |
-      echo filled
-      echo '{"rows": [1, 2, 3, 4, 5], "word": "hi"}' > "$ORCH_CTX_OUT"
-  - {name: broken, type: shell, run: "echo oops; exit 3"}
-  - {name: after, type: shell, run: "true"}
-"""
+from tests.test_ctl import RECIPE
 
 
 @pytest.fixture
 def finished(tmp_path):
-    recipe = write_recipe(tmp_path, FINISHED)
+    recipe = write_recipe(tmp_path, RECIPE)
     assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 1
     run = RecordedRun.open(only_run_dir(tmp_path))
     yield run
@@ -67,7 +55,7 @@ def test_every_command_is_refused_as_read_only(finished):
 def test_the_ctx_comes_from_ctx_json(finished):
     assert set(finished.ctx_keys()) == {"rows", "word"}
     shown = finished.ctx_value("rows", tail=2)
-    assert (shown.value, shown.length) == ([4, 5], 5)
+    assert (shown.value, shown.length) == ([2, 3], 3)
     assert finished.ctx_value("word").value == "hi"
     with pytest.raises(KeyError):
         finished.ctx_value("missing")
@@ -82,21 +70,7 @@ def test_a_folder_that_is_not_a_run_says_so(tmp_path):
 
 
 def test_a_run_whose_process_died_is_interrupted_not_running(tmp_path):
-    recipe = write_recipe(
-        tmp_path,
-        """
-        steps:
-          - {name: quick, type: shell, run: "true"}
-          - {name: slow, type: shell, run: 'echo $$ > slow.pid; exec sleep 60'}
-          - {name: later, type: shell, run: "true"}
-        """,
-    )
-    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
-    step_pid = None
-    try:
-        step_pid = read_pid(tmp_path / "slow.pid")
-        run_dir = only_run_dir(tmp_path)
-        wait_for(lambda: read_state(run_dir)["steps"]["slow"]["status"] == "running")
+    with headless_at_slow(tmp_path) as (proc, run_dir):
         with RecordedRun.open(run_dir) as going:  # its process is alive: shown as it is
             assert not going.died
             assert going.snapshot().status == "running"
@@ -115,8 +89,6 @@ def test_a_run_whose_process_died_is_interrupted_not_running(tmp_path):
             assert state.steps["quick"].status == "succeeded"
             assert dead.wait(0) == 130
         assert read_state(run_dir)["status"] == "running"  # the files are not changed
-    finally:
-        kill_tree(proc, [step_pid] if step_pid else [])
 
 
 def test_a_refusing_daemon_socket_counts_as_gone_whatever_the_pid(tmp_path):

@@ -196,9 +196,12 @@ def _known_step(control: RunControl, name: str) -> str:
     steps = list(control.snapshot().steps)
     if name in steps:
         return name
-    close = difflib.get_close_matches(name, steps, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UsageError(f"no step named {name!r}{hint}")
+    raise UsageError(f"no step named {name!r}{_did_you_mean(name, steps)}")
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _wait(control: RunControl, args: argparse.Namespace) -> int:
@@ -263,9 +266,7 @@ def _ctx(control: RunControl, args: argparse.Namespace) -> int:
         try:
             value = control.ctx_value(args.key).value
         except KeyError:
-            keys = list(control.ctx_keys())
-            close = difflib.get_close_matches(args.key, keys, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = _did_you_mean(args.key, list(control.ctx_keys()))
             raise UsageError(f"no ctx key {args.key!r}{hint}") from None
     print(json.dumps(value, indent=2, ensure_ascii=False))
     return EXIT_OK
