@@ -173,3 +173,10 @@ def main_pane(app):
 def step_pid(runner, name: str) -> int | None:
     execution = runner.runs[name].execution
     return execution.pid if execution is not None else None
+
+
+def footer_keys(app) -> set[str]:
+    """The keys the footer offers now."""
+    from textual.widgets._footer import FooterKey
+
+    return {key.key for key in app.screen.query(FooterKey)}
