@@ -139,3 +139,60 @@ def test_a_daemon_that_goes_away_fails_pending_requests_with_daemon_gone(served,
             control.command("skip", "hello")
     finally:
         control.close()
+
+
+def _wide(n: int) -> str:
+    steps = "".join(f"  - {{name: s{i}, type: shell, run: 'true'}}\n" for i in range(n))
+    return "jobs: 8\nsteps:\n" + steps
+
+
+def test_a_client_that_never_reads_costs_bounded_memory_and_gets_one_resync(tmp_path):
+    """The run goes on to its end while a client reads nothing; the server holds no more than
+    its ring and one chunk for it; once it reads, it gets ONE resync and then the events after
+    it, and its mirror ends equal to the run's state."""
+    import msgspec
+    import orjson
+
+    from core import protocol as proto
+    from core.events import decode_event
+    from core.server import CHUNK_BYTES, EventRing, RunServer
+    from core.state import RunState
+
+    runner = make_runner(tmp_path, _wide(600))
+    ring = EventRing(max_events=100)
+    server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id, ring=ring)
+    server.start()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(runner.rundir.socket_address())
+        sock.sendall(b'{"op":"hello","protocol":1}\n{"op":"attach","id":1}\n')
+        runner.start()
+        assert runner.wait(60) == 0  # every step ran; nobody waited for the client
+        wait_for(lambda: runner.snapshot().seq - ring._first < 100, 10, "the ring to trim")
+        assert len(ring._frames) <= 100
+        (client,) = server._clients.values()
+        # in flight: what the socket did not take of the attach reply, or of one chunk
+        state_bytes = len(msgspec.json.encode(runner.snapshot()))
+        assert len(client.sending) <= max(CHUNK_BYTES + 4096, state_bytes) and not client.replies
+
+        sock.settimeout(10)
+        lines, mirror, resyncs = proto.LineBuffer(None), None, 0
+        final_seq = runner.snapshot().seq
+        while mirror is None or mirror.seq < final_seq:
+            for line in lines.feed(sock.recv(1 << 16)):
+                if line.startswith(proto.EVENT_PREFIX):
+                    mirror.apply(decode_event(line[len(proto.EVENT_PREFIX) : -1]))
+                    continue
+                message = orjson.loads(line)
+                if message["op"] == "resync":
+                    resyncs += 1
+                if message["op"] in ("resync", "reply"):
+                    mirror = RunState.from_dict(message["state"])
+        assert resyncs == 1
+        assert mirror.to_dict() == runner.snapshot().to_dict()
+    finally:
+        sock.close()
+        close_runner(runner)
+        server.close(str(runner.status), runner.exit_code)
+        runner.rundir.close()

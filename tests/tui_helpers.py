@@ -219,3 +219,10 @@ class TmuxApp:
     def running(self) -> bool:
         """The session is there: the program has not exited."""
         return self._tmux("has-session", "-t", self.session).returncode == 0
+
+
+def footer_keys(app) -> set[str]:
+    """The keys the footer offers now."""
+    from textual.widgets._footer import FooterKey
+
+    return {key.key for key in app.screen.query(FooterKey)}
