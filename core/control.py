@@ -49,9 +49,15 @@ class RunControl(Protocol):
     def snapshot(self) -> RunState:
         """The run's state now: a consistent copy, with the ``seq`` of the last event in it."""
 
-    def subscribe(self, callback: Callable[[Event], None]) -> None:
+    def subscribe(
+        self,
+        callback: Callable[[Event], None],
+        on_resync: Callable[[RunState], None] | None = None,
+    ) -> None:
         """Every event from now on, in order (``RunState.apply`` passes over those a snapshot
-        taken after subscribing already holds)."""
+        taken after subscribing already holds). ``on_resync``: the whole state, when a client
+        that fell behind was given a fresh one instead of the events it missed (the events
+        after it follow; an in-process run never does this)."""
 
     def command(self, name: str, step: str | None = None, **args: Any) -> Reply:
         """``skip``, ``retry`` or ``stop`` a step; ``stop_run`` (``force``: kill at once) or
@@ -79,7 +85,11 @@ class LocalControl:
     def snapshot(self) -> RunState:
         return self._runner.snapshot()
 
-    def subscribe(self, callback: Callable[[Event], None]) -> None:
+    def subscribe(
+        self,
+        callback: Callable[[Event], None],
+        on_resync: Callable[[RunState], None] | None = None,
+    ) -> None:
         self._runner.subscribe(callback)
 
     def command(self, name: str, step: str | None = None, **args: Any) -> Reply:

@@ -9,6 +9,8 @@
     ctx_out/<log>.<n>.env    a shell step's ORCH_CTX_OUT for attempt n
     sessions/<name>.log      a session step's log (``log: true``)
     debug.log                --debug's log while the TUI has the terminal
+    daemon.sock              the run daemon's socket while it lives (core.server)
+    daemon.log               the run daemon's own stdout and stderr
 ```
 
 A ``RunDir`` is that layout for one folder. The run that writes it makes it with ``create``,
@@ -28,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from core.privatedir import HeldFile, PrivateDir
+from core.privatedir import HeldFile, PrivateDir, PrivateDirError
 
 ORCH_FOLDER = ".orch"
 RUNS_FOLDER = "runs"
@@ -39,6 +41,8 @@ LOGS = "logs"
 CTX_OUT = "ctx_out"
 SESSIONS = "sessions"
 DEBUG_LOG = "debug.log"
+SOCKET = "daemon.sock"
+DAEMON_LOG = "daemon.log"
 
 #: What a file name cannot hold (or would turn into a path): '/', NUL and control characters.
 _UNFIT = re.compile("[/\x00-\x1f\x7f-\x9f]")
@@ -157,6 +161,23 @@ class RunDir:
     def debug_log(self) -> Path:
         return self.path / DEBUG_LOG
 
+    @property
+    def socket(self) -> Path:
+        """The run daemon's socket (its real path: often too long to bind or connect to, see
+        ``socket_address``)."""
+        return self.path / SOCKET
+
+    def socket_address(self) -> str:
+        """The socket's address through the held folder's descriptor: AF_UNIX paths are cut at
+        107 bytes, and a run folder deep in a workspace is longer than that; this one is short,
+        and it is the held folder's socket whatever was done to the path."""
+        assert self.folder is not None, "not an opened run folder"
+        return f"/proc/self/fd/{self.folder.fd}/{SOCKET}"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.path / DAEMON_LOG
+
     def name_logs(self, steps: Iterable[str]) -> None:
         """Give each step its log file name (in recipe order: the first of two that fold to
         the same name keeps it)."""
@@ -189,11 +210,45 @@ class RunDir:
         os.close(self.ctx_out_folder.create(ctx_out.name))
         return ctx_out
 
+    def open_daemon_log(self) -> int:
+        """daemon.log open for appending (0600, never through a link): the daemon's fd 1 and 2."""
+        assert self.folder is not None, "not an opened run folder"
+        return self.folder.append(DAEMON_LOG)
+
     # -- a reader's ---------------------------------------------------------------------------
+    def read_log(self, step: str, offset: int, limit: int) -> tuple[bytes, int]:
+        """Up to ``limit`` bytes of the step's log from ``offset``, and the log's size now
+        (b"", 0 while there is no log yet). Read through the held folder, never through a
+        link."""
+        assert self.folder is not None, "not an opened run folder"
+        name = f"{LOGS}/{self.log_file(step)}"
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=self.folder.fd)
+        except FileNotFoundError:
+            return b"", 0
+        try:
+            size = os.fstat(fd).st_size
+            return os.pread(fd, max(0, min(limit, size - offset)), offset), size
+        finally:
+            os.close(fd)
+
     def read_json(self, name: str) -> Any:
         """``name`` (STATE or CTX) parsed, read through the held folder."""
         assert self.folder is not None, "not an opened run folder"
         return json.loads(self.folder.read(name))
+
+
+def create_problem(exc: OSError, path: Path | None) -> str:
+    """Why a run's folder (``path``, or the default under the cwd) could not be made, in a
+    line for the user: another user's folder on the way, or one that cannot be made."""
+    if isinstance(exc, PrivateDirError):
+        return (
+            f"{exc}: another user could take over the run's files there; "
+            "give --run-dir a folder of yours"
+        )
+    where = exc.filename or path or runs_root(Path())
+    return f"cannot make the run's folder {where}: {exc.strerror or exc}"
 
 
 def list_runs(root: Path) -> Iterator[RunDir]:

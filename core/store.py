@@ -284,6 +284,17 @@ class ResumePoint:
         """state.json's ``resumed_from``."""
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "step": self.step}
 
+    @classmethod
+    def load(cls, step: str, run_id: str, run_dir: Path) -> ResumePoint:
+        """The point from ``record``'s fields: the ctx read from that run's folder (the run
+        daemon is handed these, not the ctx). Raises ResumeError when it cannot be read."""
+        try:
+            with RunDir.open(run_dir) as folder:
+                ctx = folder.read_json(CTX)
+        except (OSError, ValueError) as exc:
+            raise ResumeError(f"cannot read {RunDir(run_dir).ctx}: {exc}") from None
+        return cls(step, ctx, run_id, run_dir)
+
 
 class ResumeError(Exception):
     """No earlier run can be resumed from; the message says which and why."""
@@ -326,12 +337,7 @@ def find_resume_point(
         raise ResumeError(f"no earlier run of {recipe.name} under {where}")
     for run in runs:
         if run.not_done(before) is None:
-            try:
-                with RunDir.open(run.run_dir) as run_dir:
-                    ctx = run_dir.read_json(CTX)
-            except (OSError, ValueError) as exc:
-                raise ResumeError(f"cannot read {RunDir(run.run_dir).ctx}: {exc}") from None
-            return ResumePoint(step, ctx, run.run_id, run.run_dir)
+            return ResumePoint.load(step, run.run_id, run.run_dir)
     newest = runs[0]
     raise ResumeError(
         f"no earlier run of {recipe.name} in which every step before {step!r} succeeded; "

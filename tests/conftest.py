@@ -263,6 +263,87 @@ def start_cli(
     )
 
 
+# ------------------------------------------------------------------------------------ run daemons
+@dataclass
+class Daemon:
+    """A run started with ``--detach``: its id, folder and daemon's pid."""
+
+    run_id: str
+    run_dir: Path
+    pid: int
+
+
+def start_detached(recipe: Path, *args: str | os.PathLike, cwd: Path, **popen: Any) -> Daemon:
+    """``orch-tui RECIPE --detach ARGS``: the run it started in the background (clean it up with
+    ``end_daemon``, or use the ``daemons`` fixture)."""
+    proc = start_cli(recipe, "--detach", *args, cwd=cwd, **popen)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    words = out.decode().split()
+    run_id, pid = words[1], int(words[words.index("(pid") + 1].rstrip(");"))
+    given = [str(a) for a in args]
+    folder = cwd / given[given.index("--run-dir") + 1] if "--run-dir" in given else None
+    run_dir = folder or cwd / ".orch" / "runs" / run_id
+    return Daemon(run_id, run_dir.absolute(), pid)
+
+
+def end_daemon(daemon: Daemon) -> None:
+    """Clean-up, pass or fail: SIGKILL the daemon and every process of its run."""
+    with suppress(ProcessLookupError):
+        os.kill(daemon.pid, signal.SIGKILL)
+    for pid in marked(daemon.run_dir):
+        _kill_with_group(pid)
+    assert_gone([daemon.pid, *marked(daemon.run_dir)], 10)
+
+
+def end_run(run_dir: Path) -> None:
+    """Clean-up of a run ``orch-tui RECIPE`` started on a terminal: its daemon (the pid in its
+    state.json, if that is a run daemon still) and every process of the run, SIGKILLed."""
+    try:
+        pid = read_state(run_dir)["pid"]
+        daemon = "core.daemon" in psutil.Process(pid).cmdline()
+    except (OSError, ValueError, KeyError, psutil.Error):
+        daemon = False
+    if daemon:
+        end_daemon(Daemon("", run_dir.absolute(), pid))
+    for left in marked(run_dir):
+        _kill_with_group(left)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Append every run daemon a test starts: each is killed after the test, with its steps."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        end_daemon(daemon)
+
+
+#: A run whose ``slow`` step runs until it is killed (its pid in ``slow.pid``), ``later`` after it.
+SLOW_RUN = """
+steps:
+  - {name: quick, type: shell, run: "true"}
+  - {name: slow, type: shell, run: 'echo $$ > slow.pid; echo started; exec sleep 60'}
+  - {name: later, type: shell, run: "true"}
+"""
+
+
+@contextmanager
+def headless_at_slow(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``orch-tui --no-ui`` of ``SLOW_RUN`` in ``tmp_path``, once its ``slow`` step runs: the
+    process and the run folder (a test may SIGKILL the process: its state.json then says
+    running for good). It and the step are killed afterwards, pass or fail."""
+    proc = start_cli(write_recipe(tmp_path, SLOW_RUN), "--no-ui", cwd=tmp_path)
+    step_pid = None
+    try:
+        step_pid = read_pid(tmp_path / "slow.pid")
+        run_dir = only_run_dir(tmp_path)
+        wait_for(lambda: read_state(run_dir)["steps"]["slow"]["status"] == "running")
+        yield proc, run_dir
+    finally:
+        kill_tree(proc, [step_pid] if step_pid else [])
+
+
 # ------------------------------------------------------------------------------------ in-process
 @dataclass
 class Finished:

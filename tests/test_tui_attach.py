@@ -30,6 +30,8 @@ import pytest
 from tests.conftest import (
     MULTIPLEXER_TIMEOUT,
     TMUX,
+    alive,
+    end_run,
     marked,
     needs_screen,
     needs_tmux,
@@ -51,7 +53,10 @@ PTY_READ_BUFFER = 4095
 class Terminal:
     """``orch-tui`` running on a pty: what it wrote so far, and a keyboard."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, env: dict[str, str], run_dir: Path | None = None
+    ) -> None:
+        self.run_dir = run_dir  # the run's daemon and steps go with ``kill``
         pid, fd = pty.fork()
         if pid == 0:  # the child: size the terminal before anything reads it, then exec
             try:
@@ -148,6 +153,8 @@ class Terminal:
             os.close(self.fd)
         except OSError:
             pass
+        if self.run_dir is not None:
+            end_run(self.run_dir)
 
 
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
@@ -183,7 +190,7 @@ def _start(
     for name in ("FORCE_COLOR", "NO_COLOR", "TEXTUAL", "STY", "TMUX"):
         env.pop(name, None)
     argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir), *cli]
-    term = Terminal(argv, tmp_path, env)
+    term = Terminal(argv, tmp_path, env, run_dir)
     return term, run_dir
 
 
@@ -358,19 +365,26 @@ def test_attach_to_a_session_that_is_gone_shows_an_error_and_keeps_running(tmp_p
 
 
 @needs_screen
-def test_a_hung_up_terminal_stops_the_run_and_orch_tui_exits(tmp_path, screendir):
-    """Closing the terminal (SIGHUP) must not leave orch-tui spinning on a dead tty."""
+def test_a_hung_up_terminal_detaches_and_the_run_goes_on(tmp_path, screendir):
+    """Closing the terminal (SIGHUP) leaves the run to its daemon: the step goes on running, a
+    new client sees the same run, and orch-tui does not spin on the dead tty."""
+    from core.client import connect
+
     session = f"orchtui-h-{uuid.uuid4().hex[:8]}"
     term, run_dir = _start(tmp_path, session)
     try:
         _wait_running(term, run_dir)
+        steps = marked(run_dir)
         os.close(term.fd)  # the terminal goes away: the kernel hangs up its session
         deadline = time.monotonic() + 15
         while term.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)  # polling a process exit; there is no fd left to wait on
-        assert term.returncode == 130
-        assert read_state(run_dir)["steps"]["sleeper"]["status"] == "cancelled"
-        assert not marked(run_dir), "a step process outlived the hang-up"
+        assert term.returncode == 0
+        assert all(alive(pid) for pid in steps), "a step died with the terminal"
+        with connect(run_dir, client="test") as control:
+            assert control.snapshot().steps["sleeper"].status == "running"
+            assert control.command("stop_run").ok
+            assert control.wait(30) == 130
         assert _session_state(session) == "Detached"  # sessions stay
     finally:
         term.kill()  # the session ends with the test's SCREENDIR

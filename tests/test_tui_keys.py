@@ -20,6 +20,7 @@ from tests import tui_helpers
 from tests.conftest import alive, needs_screen, read_events, read_state, screen_session_pids
 from tests.tui_helpers import (
     SIZE,
+    footer_keys,
     main_pane,
     selected,
     send_key,
@@ -39,12 +40,6 @@ def _tree(app):
     from tui.widgets import StepTree
 
     return app.query_one(StepTree)
-
-
-def _footer_keys(app) -> set[str]:
-    from textual.widgets._footer import FooterKey
-
-    return {key.key for key in app.screen.query(FooterKey)}
 
 
 def _events_of(runner, step: str, kind: str | None = None, **match) -> list[dict]:
@@ -115,7 +110,7 @@ async def test_skip_a_failed_step_lets_its_dependent_run(orch):
         assert selected(app) == "bad"
         assert tree.check_action("skip", ()) is True
         assert "s" in app.screen.active_bindings
-        await until(pilot, lambda: "s" in _footer_keys(app), what="s in the footer")
+        await until(pilot, lambda: "s" in footer_keys(app), what="s in the footer")
         assert "← bad" in tree_label(app, "after")
 
         await pilot.press("s")
@@ -129,7 +124,7 @@ async def test_skip_a_failed_step_lets_its_dependent_run(orch):
         assert tree.check_action("skip", ()) is False
         assert "s" not in app.screen.active_bindings
         assert "r" in app.screen.active_bindings  # a succeeded step may be run again
-        await until(pilot, lambda: "s" not in _footer_keys(app), what="s gone from the footer")
+        await until(pilot, lambda: "s" not in footer_keys(app), what="s gone from the footer")
         await pilot.press("s")  # ignored
         await pilot.press("r")  # a later key, handled (and sent to the runner) after s
         await until(pilot, lambda: _events_of(runner, "after", "step_finished", attempt=2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -173,3 +174,55 @@ def main_pane(app):
 def step_pid(runner, name: str) -> int | None:
     execution = runner.runs[name].execution
     return execution.pid if execution is not None else None
+
+
+class TmuxApp:
+    """``orch-tui ARGS`` in a detached tmux session of its own server (``socket``: the
+    ``tmux_socket`` fixture's, killed after the test), at ``size``: a real terminal to read
+    (``screen``) and type at (``keys``), as a user in tmux would."""
+
+    def __init__(self, socket: str, args: list[str], cwd: Path, size: tuple[int, int] = (80, 24)):
+        import shlex
+
+        from tests.conftest import ORCH
+
+        self.socket, self.session = socket, "app"
+        width, height = size
+        command = shlex.join([*ORCH, *args])
+        self._tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height),
+                   "-c", str(cwd), command)  # fmt: skip
+
+    def _tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        from tests.conftest import MULTIPLEXER_TIMEOUT
+
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=MULTIPLEXER_TIMEOUT,
+        )
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", self.session).stdout
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", self.session, *keys)
+
+    def shows(self, *texts: str, timeout: float = 20.0) -> str:
+        """Wait until the screen shows every one of ``texts``; the screen."""
+        from tests.conftest import wait_for
+
+        wait_for(lambda: all(t in self.screen() for t in texts), timeout, f"{texts} on screen")
+        return self.screen()
+
+    def running(self) -> bool:
+        """The session is there: the program has not exited."""
+        return self._tmux("has-session", "-t", self.session).returncode == 0
+
+
+def footer_keys(app) -> set[str]:
+    """The keys the footer offers now."""
+    from textual.widgets._footer import FooterKey
+
+    return {key.key for key in app.screen.query(FooterKey)}

@@ -1,7 +1,9 @@
 """The Textual app: a client of a run's control (core.control), nothing more.
 
 It uses only the ``RunControl`` it is given: the run's state, its events, its commands and reads
-of the ctx; it never sees the runner (in issue 13 the run is in another process).
+of the ctx; it never sees the runner. On a terminal the run is in another process (a run daemon,
+core.daemon) and the control is its socket's client: then the app may detach (``d``), leaving
+the run going; in tests it is an in-process runner's LocalControl.
 
 Events arrive on the run's event thread; they are only appended to a deque there. A timer on the
 UI side drains the deque 15 times a second and applies the whole batch at once, so a step
@@ -60,6 +62,7 @@ class OrchApp(App[int]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("q", "quit_app", "Quit"),
+        Binding("d", "detach", "Detach"),
         # Textual quits on Ctrl+Q without asking and only shows a toast on Ctrl+C: both do what
         # q does here (Ctrl+C still copies text selected with the mouse: the screen's binding)
         Binding("ctrl+q", "quit_app", "Quit", show=False, priority=True),
@@ -72,9 +75,13 @@ class OrchApp(App[int]):
         Binding("slash", "search", "Search", show=False),
         Binding("n", "next_match", "Next match", show=False),
         Binding("N", "previous_match", "Prev match", show=False),
+        # a past run (read-only): the keys that would change it say why they do nothing
+        Binding("s,r,k", "read_only", show=False),
     ]
     #: actions on the steps screen's panes: not offered while another screen is on top
     MAIN_SCREEN_ACTIONS = frozenset({"pin", "toggle_ctx", "search", "next_match", "previous_match"})
+    #: what ``exit`` returns after ``d``: the run goes on (``detached`` says so too)
+    DETACHED = 0
 
     def __init__(
         self,
@@ -82,14 +89,20 @@ class OrchApp(App[int]):
         *,
         clock: Callable[[], float] = time.time,
         start: Callable[[], None] | None = None,
+        detachable: bool = False,
     ) -> None:
         """``control``: the run; ``start``: called once the app follows the run's events (who
-        built the run starts it: the command line passes the runner's ``start``)."""
+        built the run starts it: the command line passes the runner's ``start``);
+        ``detachable``: the run is in another process, and goes on when the app leaves it."""
         super().__init__()
         self.control = control
+        self.read_only = getattr(control, "read_only", False)  # a past run: core.recorded
+        self.detachable = detachable
+        self.detached = False
         self.clock = clock
         self._start = start
-        self._inbox: deque[ev.Event] = deque()
+        # events, and a whole RunState when a client that fell behind was resynced
+        self._inbox: deque[ev.Event | RunState] = deque()
         # The run as its events tell it (a mirror: core.state), from a snapshot taken as the app
         # subscribes; the counts per status and the live (running/ready) steps follow it.
         self._run: RunState = control.snapshot()
@@ -123,7 +136,8 @@ class OrchApp(App[int]):
             pane.empty_hint = self._empty_hint
         self.query_one("#log-pinned", LogPane).display = False
         self.query_one(StepTree).border_title = "steps"
-        self.control.subscribe(self._inbox.append)  # called on the event thread: append only
+        # called on the event thread: append only
+        self.control.subscribe(self._inbox.append, on_resync=self._inbox.append)
         self._follow(self.control.snapshot())
         # What exists now (Textual, the widgets, a node per step, the recipe) lives as long as
         # the app: out of the collector's sight, a full collection during a run of thousands of
@@ -153,15 +167,17 @@ class OrchApp(App[int]):
         self.query_one("#left").styles.width = max(least, min(wanted, screen_width // 2))
 
     # -- the event batch ----------------------------------------------------------------------------
-    def _follow(self, run: RunState) -> None:
-        """Start from this snapshot (once, as the app subscribes): every row that is not
-        pending drawn (a pending one is already), the counts and live steps from it."""
+    def _follow(self, run: RunState, *, every: bool = False) -> None:
+        """Start from this snapshot (as the app subscribes, and on a resync): the counts and
+        live steps from it, and every row that is not pending drawn (a pending one is
+        already, unless ``every``: a resync's rows were drawn from an older state)."""
         self._run = run
+        self._counts, self._live = {}, set()
         for name, state in run.steps.items():
             self._count(state.status, 1)
             if state.status in ACTIVE:
                 self._live.add(name)
-        drawn = [s for s in run.steps.values() if s.status != Status.PENDING]
+        drawn = [s for s in run.steps.values() if every or s.status != Status.PENDING]
         self.query_one(StepTree).update_steps(drawn, self.clock())
 
     def _drain(self) -> None:
@@ -172,6 +188,11 @@ class OrchApp(App[int]):
         run_changed = False
         while inbox:
             event = inbox.popleft()
+            if isinstance(event, RunState):  # resynced: the events missed are in it
+                self._follow(event, every=True)
+                run, run_changed = self._run, True
+                self._dirty_logs.update(self._live)
+                continue
             if event.seq <= run.seq:
                 continue  # already in the snapshot the app started from
             if isinstance(event, ev.StepEvent):
@@ -241,6 +262,8 @@ class OrchApp(App[int]):
 
     def _allowed(self, name: str) -> frozenset[str]:
         """Which of skip/retry/stop apply to the step now, from the app's mirror of the run."""
+        if self.read_only:
+            return frozenset()
         return allowed_actions(self._run.steps[name], self._run)
 
     def _note_session(self, event: ev.StepFinished) -> None:
@@ -268,7 +291,7 @@ class OrchApp(App[int]):
         if self._quitting:
             return "stopping"
         run = self._run
-        if run.closing and run.ended is not None:
+        if (run.closing or self.read_only) and run.ended is not None:
             return run.status  # closed; before that a retry may reopen it
         counts = self._counts
         if counts.get(Status.RUNNING) or counts.get(Status.PENDING):
@@ -288,7 +311,16 @@ class OrchApp(App[int]):
             counts=self._counts,
             total=len(run.steps),
             elapsed=elapsed,
+            note=self._read_only_note() if self.read_only else "",
         )
+
+    def _read_only_note(self) -> str:
+        """A past run's end, in the header: its exit code, or that its daemon died."""
+        run = self._run
+        ended = "the daemon is gone" if getattr(self.control, "died", False) else None
+        if ended is None and run.exit_code is not None:
+            ended = f"exit {run.exit_code}"
+        return " · ".join(filter(None, (ended, "read-only")))
 
     # -- selection and logs ---------------------------------------------------------------------
     def on_step_tree_selected(self, message: StepTree.Selected) -> None:
@@ -330,7 +362,14 @@ class OrchApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Pinning, searching and the ctx toggle act on the steps screen only: hidden elsewhere."""
+        if action == "read_only":
+            return self.read_only
+        if action == "detach":
+            return self.detachable
         return action not in self.MAIN_SCREEN_ACTIONS or self.screen is self.screen_stack[0]
+
+    def action_read_only(self) -> None:
+        self.notify("read-only: this run is over, nothing can change it", severity="warning")
 
     def action_pin(self) -> None:
         """Pin the selected step's log beside the main pane: `p` on another step pins that one
@@ -408,8 +447,9 @@ class OrchApp(App[int]):
     def attach(self, backend_name: str, session: str, socket: str | None = None) -> None:
         """Hand the terminal to the multiplexer; detaching comes back here."""
         from core.sessions.base import SessionError, get_backend
-        from tui.handover import wait_until_shown
+        from tui.handover import import_libtmux, wait_until_shown
 
+        import_libtmux()
         try:
             backend = get_backend(backend_name, socket=socket)
             if not backend.available():
@@ -454,16 +494,28 @@ class OrchApp(App[int]):
     def action_quit_app(self) -> None:
         if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already
             return
+        if self.read_only:  # a past run: nothing to stop
+            self.exit(0)
+            return
         running = self._running_steps()
         if not running or self.control.wait(0) is not None:  # nothing runs, or the run is over
             self._begin_shutdown()
             return
 
-        def answered(yes: bool | None) -> None:
-            if yes:
+        def answered(answer: str | None) -> None:
+            if answer == "stop":
                 self._begin_shutdown()
+            elif answer == "detach":
+                self.action_detach()
 
-        self.push_screen(ConfirmQuit(running), answered)
+        self.push_screen(ConfirmQuit(running, detachable=self.detachable), answered)
+
+    def action_detach(self) -> None:
+        """Leave the run going (its daemon goes on without a terminal); ``orch-tui attach``
+        comes back to it."""
+        if self.detachable and not self._quitting:
+            self.detached = True
+            self.exit(self.DETACHED)
 
     def _begin_shutdown(self) -> None:
         self._quitting = True
@@ -494,6 +546,10 @@ class OrchApp(App[int]):
                     "Quit", "Quit (asks first while steps run)", self.action_quit_app
                 )
             yield command
+        if self.detachable:
+            yield SystemCommand(
+                "Detach", "Leave the run going; orch-tui attach comes back", self.action_detach
+            )
         tree = self.query_one(StepTree)
         name = tree.selected_step
         if name is not None:
@@ -529,6 +585,7 @@ def make_app(
     *,
     clock: Callable[[], float] = time.time,
     start: Callable[[], None] | None = None,
+    detachable: bool = False,
 ) -> OrchApp:
     """Build the app around a run (tests pass a runner with a fixed clock and sampler)."""
-    return OrchApp(control, clock=clock, start=start)
+    return OrchApp(control, clock=clock, start=start, detachable=detachable)

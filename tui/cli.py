@@ -19,7 +19,9 @@ from core import __version__
 if TYPE_CHECKING:
     from core.store import ResumePoint
 
-SUBCOMMANDS = ("validate", "graph", "sessions", "clean", "schema")
+#: the clients of a run (issue 13), each in its own module: ``add_arguments`` and ``cmd_<name>``
+CLIENT_COMMANDS = {"runs": "tui.runs", "attach": "tui.attach", "ctl": "tui.ctl"}
+SUBCOMMANDS = ("validate", "graph", "sessions", "clean", "schema", *CLIENT_COMMANDS)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -32,11 +34,22 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="orch-tui",
         description="Run a recipe of python, shell and session steps in a terminal UI, "
         "or headless with --no-ui.",
-        epilog="other commands: orch-tui validate|graph|sessions|clean|schema ... (-h for each)",
+        epilog="other commands: orch-tui validate|graph|sessions|clean|schema|runs|attach|ctl ... "
+        "(-h for each)",
     )
     p.add_argument("recipe_pos", nargs="?", metavar="RECIPE", help="the recipe YAML file")
     p.add_argument("--recipe", dest="recipe_opt", metavar="RECIPE", help="same, the seed's way")
     p.add_argument("--no-ui", action="store_true", help="run headless (the default off a terminal)")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="start the run in the background and return (orch-tui attach comes back to it)",
+    )
+    p.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="end the run as soon as no step can run (no waiting for retry or skip)",
+    )
     for option, what in (("--only", "run only these steps"), ("--skip", "do not run these steps")):
         p.add_argument(
             option,
@@ -95,6 +108,8 @@ def _sub_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="list what would go")
     if command == "schema":
         p.description = "Print the recipe JSON Schema (for editors)."
+    if command in CLIENT_COMMANDS:
+        _client_module(command).add_arguments(p)
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -135,8 +150,16 @@ def _dispatch(argv: list[str]) -> int:
     if at is not None:
         command = argv[at]
         args = _sub_parser(command).parse_args(argv[:at] + argv[at + 1 :])
+        if command in CLIENT_COMMANDS:
+            return getattr(_client_module(command), f"cmd_{command}")(args)
         return _COMMANDS[command](args)
     return _cmd_run(_run_parser().parse_args(argv))
+
+
+def _client_module(command: str):
+    import importlib
+
+    return importlib.import_module(CLIENT_COMMANDS[command])
 
 
 def _subcommand_at(argv: list[str]) -> int | None:
@@ -238,14 +261,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _print_warnings(recipe)
     resume = _resume_point(recipe, args) if args.resume_from else None
 
+    if args.detach:
+        if args.no_ui:
+            raise UsageError(
+                "--detach runs in the background, --no-ui in the foreground: choose one"
+            )
+        return _run_daemon(recipe, args, resume, attach=False)
     use_ui = not args.no_ui and sys.stdout.isatty() and sys.stdin.isatty()
     if use_ui:
         try:
-            from tui.app import make_app
+            import tui.app  # noqa: F401 - Textual may be missing: then headless
         except ImportError:
             use_ui = False
         else:
-            return _run_tui(make_app, recipe, args, resume)
+            return _run_daemon(recipe, args, resume, attach=True)
     return _run_headless(recipe, args, resume)
 
 
@@ -266,8 +295,8 @@ def _resume_point(recipe, args: argparse.Namespace) -> ResumePoint:
 
 
 def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **extra):
-    from core.privatedir import PrivateDirError
     from core.resources import ResourceSampler
+    from core.rundir import create_problem
     from core.runner import Runner
 
     if args.run_dir is not None:
@@ -284,16 +313,8 @@ def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **
             sampler=ResourceSampler(),
             **extra,
         )
-    except PrivateDirError as exc:
-        raise UsageError(
-            f"{exc}: another user could take over the run's files there; "
-            "give --run-dir a folder of yours"
-        ) from None
-    except OSError as exc:  # a folder that cannot be made (read-only, no permission)
-        from core.rundir import runs_root
-
-        where = exc.filename or args.run_dir or runs_root(Path())
-        raise UsageError(f"cannot make the run's folder {where}: {exc.strerror or exc}") from None
+    except OSError as exc:  # another user's folder; one that cannot be made (read-only)
+        raise UsageError(create_problem(exc, args.run_dir)) from None
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -351,50 +372,46 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     return code
 
 
-def _run_tui(make_app, recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
-    """``orch-tui RECIPE`` on a terminal: the app follows the run through its control; the run
-    is started, signalled and closed here, by whoever built it."""
-    import signal
-    import threading
+def _run_daemon(
+    recipe, args: argparse.Namespace, resume: ResumePoint | None, *, attach: bool
+) -> int:
+    """The run in a daemon of its own (tui/spawn.py): the TUI attached to it, or (``--detach``)
+    left to run in the background."""
+    from tui.spawn import StartFailed, start_daemon
 
-    from core.control import LocalControl
+    if args.run_dir is not None:
+        _check_run_dir(args.run_dir)
+    options = {
+        "recipe": os.path.abspath(recipe.path),
+        "run_dir": None if args.run_dir is None else os.path.abspath(args.run_dir),
+        "jobs": args.jobs,
+        "only": args.only,
+        "skip": args.skip,
+        "resume": None if resume is None else resume.record(),
+        "keep_alive": args.keep_alive,
+        "debug": args.debug,
+        "exit_when_done": args.exit_when_done,
+    }
+    try:
+        started = start_daemon(options)
+    except StartFailed as exc:
+        print(f"orch-tui: {exc}", file=sys.stderr)
+        return exc.code
+    if not attach:
+        print(
+            f"run {started.run_id} started in the background (pid {started.pid}); "
+            f"attach with: orch-tui attach {started.run_id}"
+        )
+        return EXIT_OK
+    from tui.remote import run_attached
 
-    runner = make_runner(recipe, args, resume, interactive=True)
-    app = make_app(LocalControl(runner), start=runner.start)
     if args.debug:
-        _log_to_file(runner.rundir.debug_log)
-
-    def on_signal(signum: int, _frame) -> None:
-        if signum == signal.SIGHUP:
-            # The terminal is gone: Textual cannot restore it and its shutdown can block on
-            # writing to it. Stop the run (steps, background steps; sessions stay) and leave.
-            threading.Thread(target=_hang_up, args=(runner,), daemon=True).start()
-            return
-        app.call_later(app.interrupt)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        code = app.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if runner.started_at is not None and not runner.finished:
-            runner.close()
-            runner.wait(60)
-    if runner.exit_code is not None:
-        code = runner.exit_code
-    code = code if isinstance(code, int) else 0
-    try:
-        where = os.path.relpath(runner.run_dir)
-        print(f"orch-tui: run {runner.run_id} {runner.status}; logs in {where}")
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # the terminal is gone (SIGHUP): nothing to tell
-        pass
+        _log_to_file(started.run_dir / "debug.log")
+    code = run_attached(started.run_dir)
     if _stuck_threads():
         # Textual's input thread spins on a terminal that hung up and is not a daemon, so the
-        # interpreter would wait for it forever at exit (seen with a killed tmux). The run is
-        # complete on disk by now: leave without waiting.
+        # interpreter would wait for it forever at exit (seen with a killed tmux): leave.
+        sys.stdout.flush()
         os._exit(code)
     return code
 
@@ -410,14 +427,6 @@ def _log_to_file(path: Path) -> None:
         handler.setFormatter(old.formatter)
         root.removeHandler(old)
     root.addHandler(handler)
-
-
-def _hang_up(runner) -> None:
-    import signal
-
-    runner.stop_run(signal.SIGTERM)
-    runner.wait(60)
-    os._exit(130)
 
 
 def _stuck_threads() -> bool:
@@ -491,9 +500,10 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 def _print_sessions(rows) -> None:
     """One aligned line per session; SOCKET is the tmux server (`-L` name, or default)."""
     from core.text import clean
+    from tui.stdout import print_table
 
     header = ("BACKEND", "SOCKET", "NAME", "STATE", "PID", "CREATED", "RUN")
-    table = [header] + [
+    table = [
         (
             s.backend,
             clean(s.server),
@@ -505,9 +515,7 @@ def _print_sessions(rows) -> None:
         )
         for s in rows
     ]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(header, table)
 
 
 def _fmt_time(ts: float | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import sys
 import termios
 import time
 
@@ -57,3 +58,17 @@ def _read_answer(tty_in: int, deadline: float) -> bool:
             return False
         received += chunk
     return True
+
+
+def import_libtmux() -> None:
+    """Import libtmux (core.sessions.tmux uses it) with the real stdout in place, on the app's
+    thread: libtmux reads ``sys.stdout.encoding`` as it is imported, and the stand-in Textual
+    puts in ``sys.stdout`` while the app runs has none. (Once a run's python steps were in the
+    app's process, their output router, which has one, hid this.)"""
+    if "libtmux" in sys.modules:
+        return
+    captured, sys.stdout = sys.stdout, sys.__stdout__
+    try:
+        import libtmux  # noqa: F401
+    finally:
+        sys.stdout = captured

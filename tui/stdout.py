@@ -49,3 +49,12 @@ def tell_stderr(text: str) -> None:
             os.write(sys.stderr.fileno(), text.encode(errors="replace"))
     except (OSError, ValueError):
         pass
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns, two spaces apart, the header first (``sessions``, ``runs``, ``ctl
+    status``): what a reader's eye and ``awk`` both take."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,4 +1,6 @@
-"""Quitting while steps run asks first: y stops them and quits, n or Escape goes back."""
+"""Quitting while steps run asks first: d detaches (the run goes on without the app), y stops
+the run and quits, n or Escape goes back. Detaching is offered only when the run is in a process
+of its own (a run daemon): an in-process run ends with the app."""
 
 from __future__ import annotations
 
@@ -9,26 +11,34 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 
-class ConfirmQuit(ModalScreen[bool]):
+class ConfirmQuit(ModalScreen[str | None]):
+    """Dismissed with "detach", "stop", or None (cancel)."""
+
     BINDINGS = [
-        Binding("y", "answer(True)", "Yes, stop and quit"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "Cancel", show=False),
+        Binding("d", "answer('detach')", "Detach"),
+        Binding("y", "answer('stop')", "Yes, stop and quit"),
+        Binding("n", "answer(None)", "No"),
+        Binding("escape", "answer(None)", "Cancel", show=False),
     ]
 
-    def __init__(self, running: list[str]) -> None:
+    def __init__(self, running: list[str], *, detachable: bool = False) -> None:
         super().__init__()
         self.running = running
+        self.detachable = detachable
 
     def compose(self) -> ComposeResult:
         names = ", ".join(self.running[:6]) + (" …" if len(self.running) > 6 else "")
+        detach = "[b]d[/] detach: they go on    " if self.detachable else ""
         with Vertical(id="quit-box"):
             yield Static("[b]Quit orch-tui?[/]")
             yield Static(
                 f"{len(self.running)} step(s) still running: {names}\n"
-                "They will be stopped (SIGTERM, grace, SIGKILL). Sessions stay.\n\n"
-                "[b]y[/] stop them and quit    [b]n[/] / Escape keep running"
+                "Quitting stops them (SIGTERM, grace, SIGKILL). Sessions stay.\n\n"
+                f"{detach}[b]y[/] stop them and quit    [b]n[/] / Escape keep running"
             )
 
-    def action_answer(self, answer: bool) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.detachable or parameters != ("detach",)
+
+    def action_answer(self, answer: str | None) -> None:
         self.dismiss(answer)

@@ -49,6 +49,9 @@ class SessionsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        from tui.handover import import_libtmux
+
+        import_libtmux()  # here, before the worker needs it
         self.action_reload()
         self.set_interval(REFRESH_SECONDS, self.action_reload)
 

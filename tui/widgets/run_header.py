@@ -43,7 +43,9 @@ class RunHeader(Widget):
         counts: dict[str, int],
         total: int,
         elapsed: float,
+        note: str = "",
     ) -> None:
+        """``note``: said last, dim (a past run's "exit 1 · read-only")."""
         text = Text()
         text.append(" orch-tui ", style="bold reverse")
         text.append(f" {recipe} ", style="bold")
@@ -55,6 +57,8 @@ class RunHeader(Widget):
             if counts.get(status):
                 text.append(f" {status_icon(status)}{counts[status]}", status_style(status))
         text.append(f" · {format_duration(elapsed)}", style="dim")
+        if note:
+            text.append(f" · {note}", style="dim")
         if text != self._text:
             self._text = text
             self.refresh()

@@ -1,0 +1,193 @@
+"""The run daemon: one run in a process of its own, served on the run folder's socket, so the run
+outlives the terminal that started it (``orch-tui RECIPE`` on a terminal, ``--detach``).
+
+``python -P -m core.daemon '<DaemonArgs as JSON>'``, started by tui/spawn.py in a new session
+with stdin, stdout and stderr on /dev/null and the write end of a pipe, ``handshake_fd``. The
+daemon loads the recipe itself (the same file the client checked: it does not take the client's
+objects), makes the run folder, sends its own stdout and stderr to ``<run-dir>/daemon.log``,
+binds the socket, starts the runner and then writes ONE line to the pipe (core.protocol's JSON):
+``{"ok": true, "run_id", "run_dir", "socket", "pid"}``, or on any failure before that
+``{"ok": false, "code": 2, "error": "one line"}``.
+
+Then it serves until the runner is finished: after ``close`` or ``stop_run`` from a client, or
+at once when no step can run with ``exit_when_done``. SIGTERM and SIGINT stop the run (a second
+kills at once), SIGHUP is ignored (it has no terminal). The socket goes as it exits. If the
+daemon dies however (SIGKILL), the runner's watchdog process kills every step's tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from core import protocol as proto
+from core.rundir import DEBUG_LOG, create_problem
+
+EXIT_USAGE = 2
+
+
+class DaemonArgs(msgspec.Struct, kw_only=True):
+    """What the client checked and hands on: the run's options (tui/cli.py's)."""
+
+    recipe: str
+    handshake_fd: int
+    run_dir: str | None = None
+    jobs: int | None = None
+    only: list[str] | None = None
+    skip: list[str] | None = None
+    resume: dict[str, str] | None = None  # ResumePoint.record(): step, run_id, run_dir
+    keep_alive: bool = False
+    debug: bool = False
+    exit_when_done: bool = False
+
+
+class StartError(Exception):
+    """The run cannot start: the message goes to the client, which exits with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: list[str]) -> int:
+    args = msgspec.json.decode(argv[0], type=DaemonArgs)
+    handshake = os.fdopen(args.handshake_fd, "wb")
+    try:
+        runner, server = _start(args)
+    except StartError as exc:
+        _tell(handshake, {"ok": False, "code": exc.code, "error": str(exc)})
+        return exc.code
+    except BaseException as exc:
+        _tell(handshake, {"ok": False, "code": 1, "error": f"internal error: {_line(exc)}"})
+        raise
+    run_dir = runner.rundir
+    _tell(
+        handshake,
+        {
+            "ok": True,
+            "run_id": runner.run_id,
+            "run_dir": str(run_dir.path),
+            "socket": str(run_dir.socket),
+            "pid": os.getpid(),
+        },
+    )
+    try:
+        code = _serve(runner)
+    finally:
+        server.close(str(runner.status), runner.exit_code)
+        run_dir.close()
+    return code
+
+
+def _start(args: DaemonArgs):
+    """The runner built and started, its socket served; StartError for what the user must fix."""
+    from core.control import LocalControl
+    from core.recipe import RecipeError, load_recipe
+    from core.resources import ResourceSampler
+    from core.runner import Runner
+    from core.server import RunServer
+    from core.store import ResumeError, ResumePoint
+
+    try:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as exc:
+        raise StartError(f"recipe {_line(exc)}") from None
+    point = args.resume
+    try:
+        resume = (
+            ResumePoint.load(point["step"], point["run_id"], Path(point["run_dir"]))
+            if point
+            else None
+        )
+    except ResumeError as exc:
+        raise StartError(f"--resume-from: {exc}") from None
+    run_dir = Path(args.run_dir) if args.run_dir is not None else None
+    try:
+        runner = Runner(
+            recipe,
+            run_dir=run_dir,
+            jobs=args.jobs,
+            only=args.only,
+            skip=args.skip,
+            resume=resume,
+            interactive=not args.exit_when_done,
+            keep_alive=args.keep_alive,
+            sampler=ResourceSampler(),
+        )
+    except OSError as exc:
+        raise StartError(create_problem(exc, run_dir)) from None
+    _log_to(runner.rundir, args.debug)
+    server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id)
+    try:
+        server.start()
+    except OSError as exc:
+        runner.rundir.close()
+        raise StartError(f"cannot serve the run on {runner.rundir.socket}: {_line(exc)}") from None
+    _handle_signals(runner)
+    runner.start()
+    return runner, server
+
+
+def _log_to(run_dir, debug: bool) -> None:
+    """fd 1 and 2 (what a python step or a library prints, a traceback) to daemon.log, and the
+    runner's log lines with them; with --debug, its verbose lines to debug.log, as a run in
+    the TUI's process had them."""
+    fd = run_dir.open_daemon_log()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    stream = os.fdopen(run_dir.folder.append(DEBUG_LOG), "a") if debug else sys.stderr
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s orch-tui %(levelname)s %(name)s: %(message)s",
+        stream=stream,
+    )
+
+
+def _handle_signals(runner) -> None:
+    """SIGTERM/SIGINT stop the run, a second kills at once; SIGHUP is nothing to a daemon."""
+    signals = 0
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal signals
+        signals += 1
+        logging.getLogger("orch.daemon").info("%s: stopping the run", signal.Signals(signum).name)
+        if signals == 1:
+            runner.stop_run(signum)
+        else:
+            runner.stop_run(signal.SIGKILL, force=True)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _serve(runner) -> int:
+    """Until the runner has finished (the main thread stays free for the signal handlers)."""
+    while (code := runner.wait(0.5)) is None:
+        pass
+    return code
+
+
+def _tell(handshake, message: dict[str, Any]) -> None:
+    """The one line of the start handshake; the client may be gone (it gave up): no matter."""
+    try:
+        handshake.write(proto.encode(message))
+        handshake.close()
+    except OSError:
+        pass
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,203 @@
+"""``orch-tui ctl``, ``runs`` and ``attach`` as a user runs them: real ``orch-tui`` processes.
+
+Here the runs that are over (read back from their folders) and every error path; the live runs
+(through the run daemon) are in tests/test_ctl_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import only_run_dir, read_events, read_state, run_cli, write_recipe
+
+RECIPE = """
+name: demo
+steps:
+  - name: fill
+    type: shell
+    run: |
+      echo filled
+      echo '{"rows": [1, 2, 3], "word": "hi"}' > "$ORCH_CTX_OUT"
+  - {name: broken, type: shell, run: "echo oops; exit 3"}
+  - {name: after, type: shell, run: "true"}
+"""
+
+
+@pytest.fixture
+def past(tmp_path):
+    """A failed run that is over: its id (the cwd is ``tmp_path``)."""
+    recipe = write_recipe(tmp_path, RECIPE)
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 1
+    return only_run_dir(tmp_path).name
+
+
+def ctl(tmp_path, *args):
+    return run_cli("ctl", *args, cwd=tmp_path)
+
+
+def assert_error(result, message: str) -> None:
+    """Exit 2, one line on stderr, nothing on stdout."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr == f"orch-tui: {message}\n"
+    assert result.stdout == ""
+
+
+# -- a run that is over ------------------------------------------------------------------------------
+def test_status_of_a_past_run(tmp_path, past):
+    text = ctl(tmp_path, past, "status")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"run {past} demo: failed, ")
+    assert lines[0].endswith("(not live)")
+    assert lines[1].split() == ["STEP", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE"]
+    assert lines[3].split()[:2] == ["broken", "failed"] and "exit code 3" in lines[3]
+    assert lines[4].split() == ["after", "blocked", "0", "blocked", "by", "broken"]
+
+    as_json = ctl(tmp_path, past, "status", "--json")
+    assert json.loads(as_json.stdout) == read_state(tmp_path / ".orch" / "runs" / past)
+
+
+def test_logs_ctx_and_events_of_a_past_run(tmp_path, past):
+    assert ctl(tmp_path, past, "logs", "broken").stdout == "oops\n"
+    assert ctl(tmp_path, past, "logs", "broken", "-f").stdout == "oops\n"  # over: no waiting
+    assert json.loads(ctl(tmp_path, past, "ctx").stdout) == {"rows": [1, 2, 3], "word": "hi"}
+    assert json.loads(ctl(tmp_path, past, "ctx", "rows").stdout) == [1, 2, 3]
+
+    recorded = read_events(tmp_path / ".orch" / "runs" / past)
+    every = [json.loads(line) for line in ctl(tmp_path, past, "events").stdout.splitlines()]
+    assert every == recorded
+    later = ctl(tmp_path, past, "events", "--since", "5", "--follow").stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in later] == [e["seq"] for e in recorded[5:]]
+
+
+def test_a_past_run_takes_no_command(tmp_path, past):
+    for command in (["retry", "broken"], ["skip", "after"], ["stop-run"], ["close"]):
+        assert_error(ctl(tmp_path, past, *command), "the run is over (read-only)")
+    assert read_state(tmp_path / ".orch" / "runs" / past)["steps"]["broken"]["status"] == "failed"
+
+
+def test_wait_on_a_past_run_exits_with_its_code(tmp_path, past):
+    assert ctl(tmp_path, past, "wait").returncode == 1
+
+
+def test_a_run_folder_names_the_run_too(tmp_path, past):
+    folder = tmp_path / ".orch" / "runs" / past
+    result = run_cli("ctl", folder, "logs", "broken", cwd=tmp_path / ".orch")
+    assert result.stdout == "oops\n"
+
+
+# -- errors: one line, exit 2 -------------------------------------------------------------------------
+def test_ctl_errors_are_one_line_and_exit_2(tmp_path, past):
+    cases = [
+        ((past, "retry", "brokn"), "no step named 'brokn' (did you mean 'broken'?)"),
+        ((past, "logs", "nope"), "no step named 'nope'"),
+        ((past, "ctx", "rowz"), "no ctx key 'rowz' (did you mean 'rows'?)"),
+        (
+            ("20261129-000000-0000", "status"),
+            f"no run 20261129-000000-0000 in {tmp_path}/.orch/runs (orch-tui runs lists them)",
+        ),
+        (("status",), "no live run in this workspace (orch-tui runs lists its runs)"),
+        (
+            (past,),
+            "ctl: which command? (status, skip, retry, stop, restart, stop-run, close, "
+            "wait, logs, ctx, events)",
+        ),
+        ((past, "logs"), "ctl [RUN] logs: the following arguments are required: STEP"),
+        (
+            (past, "events", "--since", "x"),
+            "ctl [RUN] events: argument --since: invalid int value: 'x'",
+        ),
+        (
+            (past, "dance"),
+            "ctl: argument COMMAND: invalid choice: 'dance' (choose from "
+            "'status', 'skip', 'retry', 'stop', 'restart', 'stop-run', 'close', 'wait', 'logs', "
+            "'ctx', 'events')",
+        ),
+    ]
+    for args, message in cases:
+        assert_error(ctl(tmp_path, *args), message)
+
+
+def test_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "notes").mkdir()
+    assert_error(
+        ctl(tmp_path, "notes", "status"), f"{tmp_path}/notes is not a run folder (no state.json)"
+    )
+
+
+def test_attach_needs_a_terminal(tmp_path, past):
+    assert_error(
+        run_cli("attach", past, cwd=tmp_path),
+        "attach needs a terminal (orch-tui ctl [RUN] status works without one)",
+    )
+
+
+# -- runs ----------------------------------------------------------------------------------------------
+def test_runs_lists_the_workspace_runs_newest_first(tmp_path):
+    recipe = write_recipe(tmp_path, RECIPE)
+    empty = run_cli("runs", cwd=tmp_path)
+    assert (empty.returncode, empty.stdout) == (0, "no runs in .orch/runs\n")
+    assert json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout) == []
+
+    good = write_recipe(tmp_path, "steps: [{name: one, type: shell, run: 'true'}]", "good.yaml")
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 1
+    assert run_cli(good, "--no-ui", cwd=tmp_path).returncode == 0
+
+    rows = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+    assert [(r["recipe"], r["status"], r["live"]) for r in rows] == [
+        (str(good), "succeeded", False),
+        (str(recipe), "failed", False),
+    ]
+    for row in rows:
+        state = read_state(tmp_path / ".orch" / "runs" / row["id"])
+        assert (row["started"], row["ended"]) == (state["started"], state["ended"])
+        assert row["duration"] == pytest.approx(state["ended"] - state["started"])
+        assert row["run_dir"] == str(tmp_path / ".orch" / "runs" / row["id"])
+
+    table = run_cli("runs", cwd=tmp_path).stdout.splitlines()
+    assert table[0].split() == ["RUN", "RECIPE", "STATUS", "STARTED", "DURATION", "LIVE"]
+    assert [line.split()[:3] for line in table[1:]] == [
+        [rows[0]["id"], "good.yaml", "succeeded"],
+        [rows[1]["id"], "recipe.yaml", "failed"],
+    ]
+    assert all(line.split()[-1] == "no" for line in table[1:])
+
+
+def test_client_command_names_are_never_recipes(tmp_path, past):
+    """Folders named ``runs`` and ``ctl`` (a user's own), a recipe file named ``attach``."""
+    for folder in ("runs", "ctl"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "attach").write_text("steps:\n  - {name: a, type: shell, run: 'touch ran'}\n")
+
+    assert past in run_cli("runs", cwd=tmp_path).stdout
+    assert ctl(tmp_path, past, "wait").returncode == 1
+    assert_error(
+        run_cli("--no-ui", "attach", cwd=tmp_path),
+        (
+            "'attach' is a command: put it first (orch-tui attach ...); "
+            "a recipe file of that name is given as ./attach or --recipe attach"
+        ),
+    )
+    assert not (tmp_path / "ran").exists()
+    assert run_cli("./attach", "--no-ui", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "ran").exists()
+
+
+def test_a_daemon_run_without_its_socket_died_whatever_its_pid(tmp_path, past):
+    """pids are reused: a run that says it is running under a live pid (here pytest's own) is
+    a headless run still going, unless it had a daemon (daemon.log) whose socket is gone."""
+    run_dir = tmp_path / ".orch" / "runs" / past
+    state = read_state(run_dir)
+    state.update(status="running", exit_code=None, ended=None, pid=os.getpid())
+    (run_dir / "state.json").write_text(json.dumps(state))
+
+    def listed() -> tuple[str, bool]:
+        [row] = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+        return row["status"], row["live"]
+
+    assert listed() == ("running", False)
+    (run_dir / "daemon.log").write_text("")
+    assert listed() == ("died", False)

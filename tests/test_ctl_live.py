@@ -1,0 +1,229 @@
+"""``ctl``, ``runs`` and ``attach`` on live runs: ``orch-tui RECIPE --detach`` starts a real run
+daemon, and real ``orch-tui`` processes talk to it, as a script or a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+
+from tests.conftest import (
+    Daemon,
+    alive,
+    assert_gone,
+    kill_tree,
+    marked,
+    read_events,
+    read_pid,
+    read_state,
+    run_cli,
+    start_cli,
+    start_detached,
+    wait_for,
+    write_recipe,
+)
+from tests.tui_helpers import TmuxApp
+
+LIVE = """
+name: demo
+jobs: 8
+steps:
+  - name: gate
+    type: shell
+    depends_on: []
+    run: 'echo waiting; while [ ! -f go ]; do sleep 0.05; done; echo through'
+  - {name: bad, type: shell, run: 'echo bad; exit 4', depends_on: []}
+  - {name: after, type: shell, run: 'echo after', depends_on: [bad]}
+  - {name: sleeper, type: shell, run: 'echo $$ > sleeper.pid; exec sleep 60', depends_on: []}
+  - name: fill
+    type: shell
+    depends_on: []
+    run: |
+      echo '{"rows": [1, 2, 3]}' > "$ORCH_CTX_OUT"
+"""
+
+
+def detach(cwd, daemons, yaml_text: str = LIVE, name: str = "recipe.yaml") -> Daemon:
+    """``--detach`` a run of ``yaml_text`` (killed with its steps after the test), once its
+    state.json is there."""
+    daemon = start_detached(write_recipe(cwd, yaml_text, name), cwd=cwd)
+    daemons.append(daemon)
+    wait_for(lambda: read_state(daemon.run_dir)["steps"], 10, "state.json")
+    return daemon
+
+
+def ctl(cwd, *args, **kw):
+    return run_cli("ctl", *args, cwd=cwd, **kw)
+
+
+def status_of(daemon: Daemon, step: str) -> str:
+    return read_state(daemon.run_dir)["steps"][step]["status"]
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bytes:
+    """One line of a process's stdout, waiting at most ``timeout`` for each byte; read a byte
+    at a time from the descriptor, so what follows it is left for ``communicate``."""
+    fd = proc.stdout.fileno()
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"no whole line in time: {line!r}"
+        byte = os.read(fd, 1)
+        assert byte, f"the output ended: {line!r}"
+        line += byte
+    return line
+
+
+def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, daemons):
+    cwd = tmp_path
+    daemon = detach(cwd, daemons)
+    run_id = daemon.run_id
+    wait_for(lambda: status_of(daemon, "after") == "blocked", 10, "after blocked")
+    for step in ("gate", "sleeper"):
+        wait_for(lambda s=step: status_of(daemon, s) == "running", 10, f"{step} running")
+    wait_for(lambda: status_of(daemon, "fill") == "succeeded", 10, "fill")
+
+    status = ctl(cwd, "status")  # the newest live run
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith(f"run {run_id} demo: running, ")
+    assert lines[0].endswith(f"(live, pid {daemon.pid})")
+    rows = {line.split()[0]: line.split()[1] for line in lines[2:]}
+    assert rows == {
+        "gate": "running",
+        "bad": "failed",
+        "after": "blocked",
+        "sleeper": "running",
+        "fill": "succeeded",
+    }
+    assert json.loads(ctl(cwd, "status", "--json").stdout)["steps"]["bad"]["exit_code"] == 4
+    assert json.loads(ctl(cwd, "ctx", "rows").stdout) == [1, 2, 3]
+    assert ctl(cwd, run_id, "logs", "bad").stdout == "bad\n"
+
+    refused = ctl(cwd, "retry", "after")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "orch-tui: cannot retry 'after': it is blocked\n",
+    )
+    unsupported = ctl(cwd, "restart", "gate")
+    assert unsupported.stderr == "orch-tui: restart 'gate': not supported by this run\n"
+
+    waiting = start_cli("ctl", run_id, "wait", cwd=cwd)
+    follower = start_cli("ctl", run_id, "logs", "gate", "-f", cwd=cwd)
+    try:
+        assert read_line(follower) == b"waiting\n"
+        assert follower.poll() is None  # the gate is still running: it follows
+
+        assert ctl(cwd, "skip", "bad").stdout == "skip: bad\n"
+        wait_for(lambda: status_of(daemon, "after") == "succeeded", 10, "after ran")
+        sleeper = read_pid(cwd / "sleeper.pid")
+        assert ctl(cwd, "stop", "sleeper").stdout == "stop: sleeper\n"
+        assert_gone([sleeper])
+        assert waiting.poll() is None  # the gate still runs: a step can still run
+
+        (cwd / "go").touch()
+        out, err = follower.communicate(timeout=20)
+        assert (follower.returncode, out, err) == (0, b"through\n", b"")
+        # nothing can run any more; the sleeper was cancelled: a failed run, as headless
+        assert waiting.wait(20) == 1
+    finally:
+        kill_tree(follower)
+        kill_tree(waiting)
+    assert alive(daemon.pid)  # the run waits for a retry or for its end
+    assert ctl(cwd, "stop-run").stdout == "stopping the run\n"
+    assert_gone([daemon.pid], timeout=20)
+    assert read_state(daemon.run_dir)["status"] == "failed"
+
+
+def test_stop_run_force_ends_a_busy_run_interrupted(tmp_path, daemons):
+    daemon = detach(tmp_path, daemons)
+    run_id = daemon.run_id
+    sleeper = read_pid(tmp_path / "sleeper.pid")
+    assert ctl(tmp_path, run_id, "stop-run", "--force").returncode == 0
+    assert_gone([daemon.pid, sleeper], timeout=20)
+    assert ctl(tmp_path, run_id, "wait").returncode == 130  # from its folder now
+    assert_error_line(ctl(tmp_path, run_id, "skip", "gate"), "the run is over (read-only)")
+
+
+def assert_error_line(result, message: str) -> None:
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"orch-tui: {message}\n", "")
+
+
+def test_events_follow_has_no_gap_and_no_duplicate(tmp_path, daemons):
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")
+    follower = start_cli("ctl", daemon.run_id, "events", "--follow", "--since", "2", cwd=tmp_path)
+    try:
+        first = json.loads(read_line(follower))
+        assert first["seq"] == 3
+        ctl(tmp_path, "skip", "bad")
+        (tmp_path / "go").touch()
+        wait_for(lambda: status_of(daemon, "gate") == "succeeded", 10, "gate")
+        ctl(tmp_path, "stop-run")
+        out, _ = follower.communicate(timeout=30)  # it ends with the daemon
+    finally:
+        kill_tree(follower)
+    seen = [first, *(json.loads(line) for line in out.splitlines())]
+    recorded = read_events(daemon.run_dir)
+    assert [e["seq"] for e in seen] == [e["seq"] for e in recorded[2:]]
+    assert seen == recorded[2:]
+
+
+def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, daemons):
+    first, second = detach(tmp_path, daemons), detach(tmp_path, daemons, name="second.yaml")
+    killed, live = first.run_id, second.run_id
+    killed_dir, live_dir = first.run_dir, second.run_dir
+    os.kill(first.pid, signal.SIGKILL)
+    assert_gone([first.pid])
+    assert (killed_dir / "daemon.sock").exists()  # left behind: nobody listens on it
+
+    listed = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+    assert [(r["id"], r["status"], r["live"]) for r in listed] == [
+        (live, "running", True),
+        (killed, "died", False),
+    ]
+    assert not (killed_dir / "daemon.sock").exists()
+    assert (live_dir / "daemon.sock").exists()
+    assert not marked(killed_dir)  # the watchdog took the killed daemon's steps with it
+
+    status = ctl(tmp_path, killed, "status").stdout.splitlines()
+    assert status[0].startswith(f"run {killed} demo: interrupted, ")
+    assert status[0].endswith("(the daemon is gone)")
+    assert "interrupted (the daemon is gone)" in status[5]  # the sleeper
+    assert ctl(tmp_path, "status").stdout.startswith(f"run {live} ")  # the newest live one
+
+
+def test_runs_never_removes_a_socket_something_listens_on(tmp_path, daemons):
+    """A daemon too busy to answer (here: a listener that never reads) is not a dead one."""
+    daemon = detach(tmp_path, daemons)
+    run_dir = daemon.run_dir
+    os.kill(daemon.pid, signal.SIGKILL)
+    assert_gone([daemon.pid])
+    (run_dir / "daemon.sock").unlink()
+    folder = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(f"/proc/self/fd/{folder}/daemon.sock")
+        listener.listen(4)
+        listed = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+        assert [(r["status"], r["live"]) for r in listed] == [("died", False)]
+        assert (run_dir / "daemon.sock").exists()
+    finally:
+        listener.close()
+        os.close(folder)
+
+
+def test_attach_follows_a_live_run_and_d_leaves_it_going(tmp_path, daemons, tmux_socket):
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")
+    app = TmuxApp(tmux_socket, ["attach"], tmp_path)  # the newest live run
+    app.shows("▶ gate", "✗ bad", "waiting")
+    ctl(tmp_path, "skip", "bad")  # another client's command shows here
+    app.shows("✓ after")
+    app.keys("d")
+    wait_for(lambda: not app.running(), 10, "the app to leave on d")
+    assert alive(daemon.pid)
+    assert json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]["live"] is True

@@ -1,0 +1,368 @@
+"""``orch-tui ctl [RUN] COMMAND``: a run's state, its commands, logs, ctx and events, from a script.
+
+RUN is a run id of this workspace or a run folder; without it, the newest live run. A live run
+is reached through its daemon (core.client); a finished one (or a headless one) is read from its
+folder (core.recorded): ``status``, ``logs``, ``ctx`` and ``events`` work on both, commands on a
+finished run are refused ("the run is over (read-only)"). Every error is one line on stderr and
+exit 2; ``wait`` exits as a headless run would (0, 1, 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import msgspec
+
+from core.recorded import RecordedRun
+from core.rundir import EVENTS, RunDir
+from core.state import ENDED, RunState
+from core.text import clean
+from tui.cli import EXIT_OK, UsageError
+from tui.runs import find_run, open_run
+from tui.status import format_duration
+
+if TYPE_CHECKING:
+    from core.control import RunControl
+    from core.events import Event
+
+COMMANDS = (
+    "status",
+    "skip",
+    "retry",
+    "stop",
+    "restart",
+    "stop-run",
+    "close",
+    "wait",
+    "logs",
+    "ctx",
+    "events",
+)
+#: How long a reader waits between looks at a file when no event says it changed.
+POLL_SECONDS = 0.5
+#: How long events.jsonl may take to hold what the daemon already sent (it is flushed often).
+EVENTS_FILE_PATIENCE = 30.0
+LOG_CHUNK = 1 << 20
+#: How often events.jsonl is looked at again while it lacks events the daemon has sent.
+FILE_POLL_SECONDS = 0.05
+
+
+class _Parser(argparse.ArgumentParser):
+    """Mistakes are one line and exit 2 (UsageError), not argparse's usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog.removeprefix('orch-tui ')}: {message}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Control a run from a script: ctl [RUN] COMMAND, RUN a run id or a run folder "
+        "(default: the newest live run). Commands: " + ", ".join(COMMANDS) + " (-h after one "
+        "for its options)."
+    )
+    parser.add_argument("words", nargs=argparse.REMAINDER, metavar="[RUN] COMMAND ...")
+
+
+def _commands_parser() -> _Parser:
+    parser = _Parser(prog="orch-tui ctl", usage="orch-tui ctl [RUN] COMMAND ...")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", prog="orch-tui ctl [RUN]"
+    )
+    status = sub.add_parser("status", help="the run and its steps")
+    status.add_argument("--json", action="store_true", help="the run's state as JSON")
+    for name, what in (
+        ("skip", "skip a step (pending, blocked or failed): its dependents go on"),
+        ("retry", "run a step again (failed, cancelled or succeeded)"),
+        ("stop", "stop a running step"),
+        ("restart", "restart a service step"),
+    ):
+        sub.add_parser(name, help=what).add_argument("step", metavar="STEP")
+    stop_run = sub.add_parser("stop-run", help="stop every step and end the run")
+    stop_run.add_argument("--force", action="store_true", help="kill at once (SIGKILL)")
+    sub.add_parser("close", help="end the run once nothing runs: background steps stopped")
+    sub.add_parser("wait", help="wait until no step can run; exit 0/1 like a headless run")
+    logs = sub.add_parser("logs", help="a step's log")
+    logs.add_argument("step", metavar="STEP")
+    logs.add_argument("-f", "--follow", action="store_true", help="until the step has ended")
+    ctx = sub.add_parser("ctx", help="the ctx (or one key) as JSON")
+    ctx.add_argument("key", nargs="?", metavar="KEY")
+    events = sub.add_parser("events", help="the run's events as JSON lines")
+    events.add_argument("--follow", action="store_true", help="then the live ones, to the end")
+    events.add_argument("--since", type=int, default=0, metavar="SEQ", help="after event SEQ")
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from core.client import DaemonGone
+
+    words = list(args.words)
+    run = None
+    if words and words[0] not in COMMANDS and not words[0].startswith("-"):
+        run = words.pop(0)
+    if not words:
+        raise UsageError(f"ctl: which command? ({', '.join(COMMANDS)})")
+    parsed = _commands_parser().parse_args(words)
+    control = open_run(find_run(run, Path.cwd()), client="ctl")
+    try:
+        return _HANDLERS[parsed.command](control, parsed)
+    except DaemonGone as exc:
+        raise UsageError(f"run {control.run_dir.path.name}: {exc}") from None
+    finally:
+        control.close()  # type: ignore[attr-defined]  # RemoteControl and RecordedRun have it
+
+
+# -- status ----------------------------------------------------------------------------------------
+def _status(control: RunControl, args: argparse.Namespace) -> int:
+    state = control.snapshot()
+    if args.json:
+        print(json.dumps(state.to_dict(), indent=2))
+        return EXIT_OK
+    print(_run_line(control, state, time.time()))
+    _print_steps(state, time.time())
+    return EXIT_OK
+
+
+def _run_line(control: RunControl, state: RunState, now: float) -> str:
+    took = format_duration((state.ended or now) - state.started) if state.started else "not started"
+    if isinstance(control, RecordedRun):
+        where = "the daemon is gone" if control.died else "not live"
+    else:
+        where = f"live, pid {state.pid}"
+    return f"run {state.run_id} {clean(state.name)}: {state.status}, {took} ({where})"
+
+
+def _print_steps(state: RunState, now: float) -> None:
+    from tui.stdout import print_table
+
+    rows = []
+    for step in state.steps.values():
+        elapsed = step.elapsed(now)
+        exit_ = step.exit_code if step.exit_code is not None else step.signal
+        note = f"blocked by {', '.join(step.blocked_by)}" if step.blocked_by else step.reason
+        rows.append(
+            (
+                clean(step.name),
+                str(step.status) + (" (allowed)" if step.allowed else ""),
+                format_duration(elapsed) if elapsed is not None else "",
+                str(step.attempts),
+                ""
+                if exit_ is None
+                else (str(exit_) if step.exit_code is not None else f"sig {exit_}"),
+                " ".join(clean(note or "").split()),
+            )
+        )
+    print_table(("STEP", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE"), rows)
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def _step_command(control: RunControl, args: argparse.Namespace) -> int:
+    step = _known_step(control, args.step)
+    reply = control.command(args.command, step)
+    if not reply.ok and args.command == "restart" and reply.message.startswith("unknown command"):
+        raise UsageError(f"restart {step!r}: not supported by this run")
+    return _said(reply.ok, reply.message)
+
+
+def _stop_run(control: RunControl, args: argparse.Namespace) -> int:
+    reply = control.command("stop_run", force=args.force)
+    return _said(reply.ok, reply.message)
+
+
+def _close(control: RunControl, args: argparse.Namespace) -> int:
+    reply = control.command("close")
+    return _said(reply.ok, reply.message)
+
+
+def _said(ok: bool, message: str) -> int:
+    if not ok:
+        raise UsageError(clean(message))
+    print(clean(message))
+    return EXIT_OK
+
+
+def _known_step(control: RunControl, name: str) -> str:
+    steps = list(control.snapshot().steps)
+    if name in steps:
+        return name
+    raise UsageError(f"no step named {name!r}{_did_you_mean(name, steps)}")
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _wait(control: RunControl, args: argparse.Namespace) -> int:
+    """The run's exit code once no step can run; a daemon that dies meanwhile leaves the run
+    as its folder tells it (interrupted)."""
+    from core.client import DaemonGone
+
+    try:
+        code = control.wait()
+    except DaemonGone:
+        code = None
+    if code is None:  # the daemon went away without saying how the run ended
+        with RecordedRun.open(control.run_dir.path, daemon_gone=True) as recorded:
+            code = recorded.wait()
+    return code if code is not None else EXIT_OK
+
+
+# -- logs ------------------------------------------------------------------------------------------
+def _logs(control: RunControl, args: argparse.Namespace) -> int:
+    """The step's log; with -f, what it writes next too, until the step has ended (and its
+    log is complete) or the run is over."""
+    step = _known_step(control, args.step)
+    out = sys.stdout.buffer
+    changed = threading.Event()
+    if args.follow:
+        control.subscribe(lambda event: _touches(event, step) and changed.set())
+    offset = _copy_log(control.run_dir, step, 0, out)
+    while args.follow and not _log_done(control, step):
+        changed.wait(POLL_SECONDS)
+        changed.clear()
+        offset = _copy_log(control.run_dir, step, offset, out)
+    _copy_log(control.run_dir, step, offset, out)  # what it wrote up to its end
+    return EXIT_OK
+
+
+def _touches(event: Event, step: str) -> bool:
+    return getattr(event, "step", None) == step or event.kind in ("run_finished", "run_closing")
+
+
+def _log_done(control: RunControl, step: str) -> bool:
+    if isinstance(control, RecordedRun) or getattr(control, "gone", None) is not None:
+        return True  # nothing more will be written by this run
+    return control.snapshot().steps[step].status in ENDED or control.wait(0) is not None
+
+
+def _copy_log(run_dir: RunDir, step: str, offset: int, out: BinaryIO) -> int:
+    """Write the log from ``offset`` to what it holds now; the new offset."""
+    while True:
+        data, size = run_dir.read_log(step, offset, LOG_CHUNK)
+        if not data:
+            out.flush()
+            return offset
+        out.write(data)
+        offset += len(data)
+
+
+# -- ctx ---------------------------------------------------------------------------------------------
+def _ctx(control: RunControl, args: argparse.Namespace) -> int:
+    if args.key is None:
+        value: Any = {key: control.ctx_value(key).value for key in control.ctx_keys()}
+    else:
+        try:
+            value = control.ctx_value(args.key).value
+        except KeyError:
+            hint = _did_you_mean(args.key, list(control.ctx_keys()))
+            raise UsageError(f"no ctx key {args.key!r}{hint}") from None
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+# -- events ------------------------------------------------------------------------------------------
+class _Seq(msgspec.Struct):
+    """What is read of each line of events.jsonl: its sequence number."""
+
+    seq: int = 0
+
+
+def _events(control: RunControl, args: argparse.Namespace) -> int:
+    """events.jsonl after ``--since``: of a live run, up to its snapshot's event; with
+    --follow, then the live ones, each once (the live stream starts right after the snapshot:
+    subscribed before it was taken), a resync's gap filled from the file."""
+    from core.events import encode_event
+
+    out = sys.stdout.buffer
+    if isinstance(control, RecordedRun):  # the file is the whole run
+        _past_events(control.run_dir, args.since, None, out)
+        return EXIT_OK
+    live: queue.SimpleQueue[Event | RunState] = queue.SimpleQueue()
+    if args.follow:
+        control.subscribe(live.put, on_resync=live.put)
+    last = _past_events(control.run_dir, args.since, control.snapshot().seq, out)
+    while args.follow:
+        try:
+            item = live.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if getattr(control, "gone", None) is not None:
+                break
+            continue
+        if isinstance(item, RunState):  # a resync: the events it skipped are in the file
+            last = _past_events(control.run_dir, last, item.seq, out)
+        elif item.seq > last:
+            out.write(encode_event(item) + b"\n")
+            out.flush()
+            last = item.seq
+    return EXIT_OK
+
+
+def _past_events(run_dir: RunDir, after: int, upto: int | None, out: BinaryIO) -> int:
+    """Copy events.jsonl's lines with ``after`` < seq <= ``upto`` (None: to its end), waiting
+    (a while) for the file to hold them all; the last seq copied."""
+    last = after
+    deadline = time.monotonic() + EVENTS_FILE_PATIENCE
+
+    def enough(seen: int) -> bool:
+        return upto is None or seen >= upto or time.monotonic() > deadline
+
+    for seq, line in _event_lines(run_dir, enough):
+        if seq > after and (upto is None or seq <= upto):
+            out.write(line)
+            last = seq
+    out.flush()
+    return last
+
+
+def _event_lines(run_dir: RunDir, enough: Callable[[int], bool]) -> Iterator[tuple[int, bytes]]:
+    """(seq, line) of each whole line of events.jsonl, read through the held folder; at its
+    end, waits for more until ``enough(the last seq read)``."""
+    assert run_dir.folder is not None
+    decoder = msgspec.json.Decoder(_Seq)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(EVENTS, flags, dir_fd=run_dir.folder.fd)
+    except FileNotFoundError:
+        return
+    seen, partial = 0, b""
+    with open(fd, "rb") as file:
+        while True:
+            chunk = file.read(LOG_CHUNK)
+            if not chunk:
+                if enough(seen):
+                    return
+                time.sleep(FILE_POLL_SECONDS)  # another process appends: nothing to wait on
+                continue
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            for line in lines:
+                if line:
+                    seen = decoder.decode(line).seq
+                    yield seen, line + b"\n"
+
+
+_HANDLERS: dict[str, Callable[[RunControl, argparse.Namespace], int]] = {
+    "status": _status,
+    "skip": _step_command,
+    "retry": _step_command,
+    "stop": _step_command,
+    "restart": _step_command,
+    "stop-run": _stop_run,
+    "close": _close,
+    "wait": _wait,
+    "logs": _logs,
+    "ctx": _ctx,
+    "events": _events,
+}

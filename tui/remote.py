@@ -1,0 +1,97 @@
+"""The TUI as a client of a run daemon: ``orch-tui RECIPE`` on a terminal (after tui/spawn.py
+started the daemon) and ``orch-tui attach`` of a live run.
+
+Leaving the app either detaches (``d``, or the terminal closing: the daemon and the run go on,
+untouched) or ends the run (``q`` when nothing runs, ``y`` at the question): then the client
+closes the run and waits for the daemon to finish it, so what it prints last is the run's end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from core.client import DaemonGone, ProtocolError, RemoteControl, connect
+
+#: How long quitting waits for the daemon to stop the run's steps and exit.
+CLOSE_TIMEOUT = 60.0
+
+
+def run_attached(target: Path) -> int:
+    """The app on the run daemon of the run folder ``target``, until it quits or detaches;
+    the exit code (the run's, when it was ended here)."""
+    from tui.app import make_app
+
+    try:
+        control = connect(target, client="tui")
+    except (DaemonGone, ProtocolError) as exc:
+        print(f"orch-tui: {exc}", file=sys.stderr)
+        return 2
+    app = make_app(control, detachable=True)
+
+    def on_signal(signum: int, _frame) -> None:
+        if signum == signal.SIGHUP:
+            # The terminal is gone: Textual cannot restore it and its shutdown may block on
+            # writing to it. Detach: the run goes on in its daemon, nothing to tell anyone.
+            threading.Thread(target=_hang_up, args=(control,), daemon=True).start()
+            return
+        app.call_later(app.interrupt)  # SIGTERM: stop the run, as Ctrl-C does headless
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    threading.Thread(target=_follow_daemon, args=(control, app), daemon=True).start()
+    try:
+        app.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if app.detached:
+        control.close()
+        print(
+            f"orch-tui: detached from run {control.run_id}; orch-tui attach {control.run_id} comes back"
+        )
+        return 0
+    return _end_run(control)
+
+
+def _end_run(control: RemoteControl) -> int:
+    """The app quit: close the run (if the app did not already) and wait for its daemon to
+    finish it; tell how it ended."""
+    if control.gone is None:
+        try:
+            control.command("close")
+        except DaemonGone:
+            pass
+        control.wait_gone(CLOSE_TIMEOUT)
+    final = control.wait(0)
+    where = os.path.relpath(control.run_dir.path)
+    if final is None:  # gone without saying it closed: killed
+        said = f"orch-tui: {control.gone}; see {where}/daemon.log"
+        code = 1
+    else:
+        said = f"orch-tui: run {control.run_id} {control.snapshot().status}; logs in {where}"
+        code = final
+    try:
+        print(said)
+        sys.stdout.flush()
+    except OSError:  # the terminal is gone
+        pass
+    control.close()
+    return code
+
+
+def _follow_daemon(control: RemoteControl, app) -> None:
+    """The daemon went away (the run was stopped from elsewhere, or it died): the app has
+    nothing left to show live."""
+    control.wait_gone()
+    try:
+        app.call_from_thread(app.exit, control.wait(0) or 0)
+    except RuntimeError:  # the app is not running (it quit first)
+        pass
+
+
+def _hang_up(control: RemoteControl) -> None:
+    control.close()
+    os._exit(0)

@@ -1,0 +1,268 @@
+"""``orch-tui runs``, and how ``attach`` and ``ctl`` find a run: the runs of this workspace.
+
+A run's folder is under ``.orch/runs/`` of the directory it was started in (or anywhere, with
+``--run-dir``: then it is named by its folder). Whether a run is live is asked of its daemon (a
+hello on its socket), never guessed from state.json: a daemon that died, even by SIGKILL, left
+a state.json that says "running" and a socket file nobody listens on. Such a run is listed as
+``died`` (core.recorded) and its socket file is removed, but only once connecting to it was
+refused: a socket something listens on is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.recorded import NotARun, RecordedRun
+from core.rundir import DAEMON_LOG, SOCKET, RunDir, list_runs, runs_root
+from core.text import clean
+from tui.cli import UsageError
+from tui.status import format_duration
+
+if TYPE_CHECKING:
+    from core.control import RunControl
+    from core.state import RunState
+
+#: How long a daemon has to answer the hello before it counts as not live (it may be busy).
+HELLO_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as ``orch-tui runs`` lists it."""
+
+    run_id: str
+    path: Path
+    recipe: str
+    name: str
+    status: str  # state.json's, or "died"
+    started: float | None
+    ended: float | None
+    live: bool
+
+    def duration(self, now: float) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or now) - self.started
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "recipe": self.recipe,
+            "name": self.name,
+            "status": self.status,
+            "started": self.started,
+            "ended": self.ended,
+            "duration": self.duration(now),
+            "live": self.live,
+            "run_dir": str(self.path),
+        }
+
+
+# -- is a daemon there ---------------------------------------------------------------------------
+def probe(run_dir: RunDir) -> tuple[bool, bool]:
+    """(live, gone) for a held run folder: live, its daemon answered the hello; gone, the run
+    had a daemon and it is not there any more: its socket refused a connection (and so was
+    removed), or is gone while its daemon.log is there (a daemon binds its socket before its
+    run starts, and removes it only once the run's end is in state.json). Neither: no daemon
+    (a headless run), or one that did not answer in time (busy: left alone)."""
+    from core.client import DaemonGone, ProtocolError, connect
+
+    if not _socket_there(run_dir):
+        return False, _in_folder(run_dir, DAEMON_LOG)
+    try:
+        connect(run_dir, client="runs", attach=False, timeout=HELLO_TIMEOUT).close()
+    except ProtocolError:  # another orch-tui's daemon: live all the same
+        return True, False
+    except DaemonGone:
+        return False, _remove_if_refused(run_dir)
+    return True, False
+
+
+def _socket_there(run_dir: RunDir) -> bool:
+    return _in_folder(run_dir, SOCKET, stat.S_ISSOCK)
+
+
+def _in_folder(run_dir: RunDir, name: str, kind: Callable[[int], bool] = stat.S_ISREG) -> bool:
+    """Whether the run folder holds a ``name`` of that kind (a link is not followed)."""
+    assert run_dir.folder is not None
+    try:
+        info = os.stat(name, dir_fd=run_dir.folder.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return kind(info.st_mode)
+
+
+def _remove_if_refused(run_dir: RunDir) -> bool:
+    """Remove the run's socket file if connecting to it is refused (nobody listens on it): a
+    live daemon's socket accepts, even when the daemon is too busy to answer."""
+    assert run_dir.folder is not None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(run_dir.socket_address())
+        except ConnectionRefusedError:
+            pass
+        except OSError as exc:
+            return exc.errno == errno.ENOENT  # removed meanwhile: gone all the same
+        else:
+            return False
+    if _socket_there(run_dir):
+        try:
+            run_dir.folder.unlink(SOCKET)
+        except FileNotFoundError:
+            pass
+    return True
+
+
+# -- the workspace's runs ------------------------------------------------------------------------
+def workspace_runs(cwd: Path) -> list[RunRow]:
+    """The runs under ``cwd``'s runs folder, newest (by start) first; folders without a
+    readable state.json (not a run, or one starting this very moment) are passed over."""
+    rows = []
+    for run_dir in list_runs(runs_root(cwd)):
+        row = _row(run_dir)
+        if row is not None:
+            rows.append(row)
+    rows.sort(key=lambda row: (row.started or 0.0, row.run_id), reverse=True)
+    return rows
+
+
+def _row(run_dir: RunDir) -> RunRow | None:
+    live, gone = probe(run_dir)
+    try:
+        recorded = RecordedRun(run_dir, daemon_gone=gone)
+    except NotARun:
+        if not live:
+            return None
+        state, died = _daemon_state(run_dir), False  # just started: no state.json yet
+    else:
+        state, died = recorded.snapshot(), recorded.died
+    if state is None:
+        return None
+    return RunRow(
+        run_id=state.run_id or run_dir.path.name,
+        path=run_dir.path,
+        recipe=state.recipe,
+        name=state.name,
+        status="died" if died else str(state.status),
+        started=state.started,
+        ended=state.ended,
+        live=live,
+    )
+
+
+def _daemon_state(run_dir: RunDir) -> RunState | None:
+    """The run's state as its daemon has it (None if it went away meanwhile)."""
+    from core.client import DaemonGone, ProtocolError, connect
+
+    try:
+        with connect(run_dir, client="runs", timeout=HELLO_TIMEOUT) as control:
+            return control.snapshot()
+    except (DaemonGone, ProtocolError):
+        return None
+
+
+def find_run(run: str | None, cwd: Path) -> Path:
+    """The folder of RUN (a run id of this workspace, or a run folder); without one, the
+    newest live run of the workspace."""
+    if run is None:
+        for row in workspace_runs(cwd):
+            if row.live:
+                return row.path
+        raise UsageError("no live run in this workspace (orch-tui runs lists its runs)")
+    by_id = runs_root(cwd) / run
+    if os.sep not in run and by_id.is_dir():
+        return by_id
+    if Path(run).is_dir():
+        return Path(run)
+    raise UsageError(f"no run {run} in {runs_root(cwd)} (orch-tui runs lists them)")
+
+
+def open_run(path: Path, *, client: str) -> RunControl:
+    """The run in ``path``: its daemon's ``RemoteControl`` when it is live, else the run read
+    back from its folder (``RecordedRun``, read-only). Errors are UsageErrors, one line."""
+    from core.client import DaemonGone, ProtocolError, connect
+
+    live, gone = probe_folder(path)
+    if live:
+        try:
+            return connect(path, client=client)
+        except ProtocolError as exc:
+            raise UsageError(f"run {path.name}: {exc}") from None
+        except DaemonGone:  # it ended meanwhile: its folder has the whole run now
+            pass
+    return open_recorded(path, daemon_gone=gone)
+
+
+def probe_folder(path: Path) -> tuple[bool, bool]:
+    """``probe`` of the run folder ``path``."""
+    try:
+        with RunDir.open(path) as run_dir:
+            return probe(run_dir)
+    except OSError as exc:
+        raise UsageError(f"cannot read the run folder {path}: {exc.strerror or exc}") from None
+
+
+def open_recorded(path: Path, *, daemon_gone: bool) -> RecordedRun:
+    try:
+        return RecordedRun.open(path, daemon_gone=daemon_gone)
+    except NotARun as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- orch-tui runs -------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "This workspace's runs, newest first: id, recipe, status, start, duration, and "
+        "whether its run daemon is live."
+    )
+    parser.add_argument("--json", action="store_true", help="a JSON list of objects")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    cwd = Path.cwd()
+    rows = workspace_runs(cwd)
+    now = time.time()
+    if args.json:
+        print(json.dumps([row.to_dict(now) for row in rows], indent=2))
+    elif not rows:
+        print(f"no runs in {os.path.relpath(runs_root(cwd))}")
+    else:
+        from tui.stdout import print_table
+
+        print_table(RUNS_HEADER, [_cells(row, now, cwd) for row in rows])
+    return 0
+
+
+RUNS_HEADER = ("RUN", "RECIPE", "STATUS", "STARTED", "DURATION", "LIVE")
+
+
+def _cells(row: RunRow, now: float, cwd: Path) -> tuple[str, ...]:
+    duration = row.duration(now)
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started)) if row.started else ""
+    return (
+        clean(row.run_id),
+        clean(_shown_path(row.recipe, cwd)),
+        row.status,
+        started,
+        format_duration(duration) if duration is not None else "",
+        "yes" if row.live else "no",
+    )
+
+
+def _shown_path(path: str, cwd: Path) -> str:
+    """A path under the cwd relative to it (shorter), any other as it is."""
+    try:
+        return str(Path(path).relative_to(cwd))
+    except ValueError:
+        return path
