@@ -29,7 +29,7 @@ from core.state import ENDED, RunState
 from core.text import clean
 from tui.cli import EXIT_OK, UsageError
 from tui.runs import find_run, open_run
-from tui.status import format_duration
+from tui.format import format_duration
 
 if TYPE_CHECKING:
     from core.control import RunControl

@@ -25,7 +25,7 @@ from core.recorded import NotARun, RecordedRun
 from core.rundir import DAEMON_LOG, SOCKET, RunDir, list_runs, runs_root
 from core.text import clean
 from tui.cli import UsageError
-from tui.status import format_duration
+from tui.format import format_duration
 
 if TYPE_CHECKING:
     from core.control import RunControl
