@@ -653,6 +653,133 @@ def bench_tui_big_run(work: Path, n: int, big: int, repeat: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------ daemon
+def _detach(work: Path, recipe: str, run_dir: Path, *extra: str) -> Path:
+    """``orch-tui RECIPE --detach``: the run folder of the daemon it started."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    _run([*ORCH, recipe, "--detach", "--run-dir", str(run_dir), *extra], work, env=_env())
+    return run_dir
+
+
+def _events_to_a_client(work: Path, recipe: str, repeat: int) -> dict:
+    """The same run headless and in a daemon with a client attached that takes every event:
+    wall time, and the client's events per second."""
+    from core.client import connect
+
+    headless = _measure(
+        lambda: _run(
+            [*ORCH, recipe, "--no-ui", "--run-dir", str(work / "headless")], work, env=_env()
+        ),
+        repeat,
+    )
+    shutil.rmtree(work / "headless", ignore_errors=True)
+    times, rates = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run_dir = _detach(work, recipe, work / "daemon-run", "--exit-when-done")
+        with connect(run_dir, client="bench") as control:
+            seen = []
+            control.subscribe(seen.append)
+            control.wait_gone(600)
+            took = time.perf_counter() - start
+        times.append(took)
+        rates.append(len(seen) / took)
+    attached = _stats(times)
+    return {
+        "headless": headless,
+        "attached": attached,
+        "events_per_second": statistics.median(rates),
+        "ratio_attached_vs_headless": attached["median"] / headless["median"],
+    }
+
+
+def _round_trips(work: Path, n: int) -> dict:
+    """Command round trips (a refused retry: the daemon asks the runner and answers) while
+    ``n`` steps flood their logs."""
+    from core.client import connect
+
+    flood = "".join(
+        f"  - {{name: f{i}, type: shell, run: 'yes flooding-the-log', depends_on: []}}\n"
+        for i in range(n)
+    )
+    (work / "flood.yaml").write_text(f"jobs: {n}\nsteps:\n" + flood)
+    run_dir = _detach(work, "flood.yaml", work / "flood-run")
+    seconds: list[float] = []
+    with connect(run_dir, client="bench") as control:
+        while sum(s.status == "running" for s in control.snapshot().steps.values()) < n:
+            time.sleep(0.01)
+        for _ in range(500):
+            start = time.perf_counter()
+            control.command("retry", "f0")
+            seconds.append(time.perf_counter() - start)
+        control.command("stop_run")
+        control.command("stop_run", force=True)
+        control.wait_gone(60)
+    seconds.sort()
+    return {
+        "round_trips": len(seconds),
+        "ms_p50": statistics.median(seconds) * 1000,
+        "ms_p99": seconds[int(len(seconds) * 0.99)] * 1000,
+    }
+
+
+def _attach_time(work: Path, recipe: str, n: int, repeat: int) -> dict:
+    """First paint of the app (its tree drawn, the rows of all n steps there) on a finished
+    n-step run: attached to its daemon, against the app on the same run in this process."""
+    import asyncio
+
+    from core.client import connect
+    from core.control import LocalControl
+    from core.recipe import load_recipe
+    from core.runner import Runner
+    from tui.app import make_app
+    from tui.widgets import StepTree
+
+    async def paint(make) -> float:
+        start = time.perf_counter()
+        app = make()
+        async with app.run_test(size=(120, 36)):
+            while len(app.query_one(StepTree)._step_nodes) < n:
+                await asyncio.sleep(0.001)
+            return time.perf_counter() - start
+
+    run_dir = _detach(work, recipe, work / "attach-run")
+    with connect(run_dir, attach=False) as control:
+        control.wait(600)
+    remote = []
+    for _ in range(repeat):
+        control = connect(run_dir, client="bench")
+        remote.append(asyncio.run(paint(lambda c=control: make_app(c, detachable=True))))
+        control.close()
+    with connect(run_dir, attach=False) as control:
+        control.command("close")
+        control.wait_gone(60)
+    local = []
+    for _ in range(repeat):
+        shutil.rmtree(work / "local-run", ignore_errors=True)
+        runner = Runner(load_recipe(work / recipe), run_dir=work / "local-run", interactive=True)
+        local.append(asyncio.run(paint(lambda r=runner: make_app(LocalControl(r)))))
+    attached, in_process = _stats(remote), _stats(local)
+    return {
+        "attached": attached,
+        "in_process": in_process,
+        "ratio_attached_vs_in_process": attached["median"] / in_process["median"],
+    }
+
+
+def bench_daemon(work: Path, n: int, flood: int, repeat: int) -> dict:
+    """The run daemon: events to an attached client, command round trips under a log flood,
+    attaching to a big run."""
+    (work / "pyproject.toml").write_text("")
+    _wide_echo_recipe(work / "wide-echo.yaml", n)
+    return {
+        "steps": n,
+        "events": _events_to_a_client(work, "wide-echo.yaml", repeat),
+        "command_round_trip": _round_trips(work, flood),
+        "first_paint": _attach_time(work, "wide-echo.yaml", n, repeat),
+    }
+
+
 # ------------------------------------------------------------------------------------ main
 BENCHES = (
     "scheduling",
@@ -663,6 +790,7 @@ BENCHES = (
     "dash",
     "tui",
     "tui_big_run",
+    "daemon",
 )
 
 
@@ -706,6 +834,10 @@ def main(argv: list[str] | None = None) -> int:
         if "tui_big_run" in chosen:
             sizes = (50, 200) if quick else (2_000, 10_000)
             results["tui_big_run"] = bench_tui_big_run(work, *sizes, repeat)
+        if "daemon" in chosen:
+            results["daemon"] = bench_daemon(
+                work, 50 if quick else 2_000, 5 if quick else 50, repeat
+            )
     _print_table(results)
     out = args.out or (None if quick else ROOT / "bench" / "results.json")
     if out is not None:  # quick figures never replace the real ones by default
