@@ -20,6 +20,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -471,7 +472,8 @@ def _cursor_step(screen: str) -> int | None:
 class _TmuxApp:
     """``orch-tui`` in a pane of a private tmux server, seen as the user sees it (capture-pane)."""
 
-    def __init__(self, work: Path, argv: list[str], size: tuple[int, int]) -> None:
+    def __init__(self, work: Path, argv: list[str], size: tuple[int, int], run_dir: Path) -> None:
+        self.run_dir = run_dir
         self.socket = work / "tmux.sock"  # in the work folder: tmux leaves it behind
         self.tmux = [TMUX or "tmux", "-S", str(self.socket), "-f", "/dev/null"]
         root, cwd = shlex.quote(str(ROOT)), shlex.quote(str(work))
@@ -514,8 +516,8 @@ class _TmuxApp:
             time.sleep(0.05)
 
     def close(self) -> None:
-        """Kill the server, wait until it and the app are gone (a hung-up app still stops its
-        run, writing into the run folder), remove its socket (tmux leaves it)."""
+        """Kill the server, wait until it and the app are gone, stop the run's daemon (the
+        hung-up app only detached from it), remove its socket (tmux leaves it)."""
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
         deadline = time.perf_counter() + 60
         alive = [*self.tmux, "list-sessions"]
@@ -524,6 +526,23 @@ class _TmuxApp:
                 raise RuntimeError("the tmux server or the app did not exit")
             time.sleep(0.05)
         self.socket.unlink(missing_ok=True)
+        _stop_daemon(self.run_dir)
+
+
+def _stop_daemon(run_dir: Path) -> None:
+    """SIGTERM the run daemon of ``run_dir`` if it is still up, and wait until it is gone."""
+    try:
+        pid = json.loads((run_dir / "state.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    if not _alive(pid) or "core.daemon" not in Path(f"/proc/{pid}/cmdline").read_text():
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.perf_counter() + 60
+    while _alive(pid):
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the run daemon did not exit")
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -540,7 +559,9 @@ def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> d
     """Launch to "succeeded · n/n" in the header; with ``keys``, Down presses timed meanwhile
     (send-keys until the tree's cursor shows on the next row)."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    app = _TmuxApp(work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36))
+    app = _TmuxApp(
+        work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36), run_dir
+    )
     done = f"succeeded · {n}/{n}"
     latencies: list[float] = []
     try:
@@ -568,12 +589,14 @@ def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> d
 def _first_paint(work: Path, recipe: str, run_dir: Path) -> float:
     """Launch to the step tree on screen, its cursor on the first step."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    app = _TmuxApp(work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36))
+    app = _TmuxApp(
+        work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36), run_dir
+    )
     try:
         app.wait_for(lambda s: _cursor_step(s) == 0, 120, styled=True)
         return time.perf_counter() - app.started
     finally:
-        app.close()  # SIGHUP: the app stops its run and leaves
+        app.close()  # SIGHUP: the app detaches; its run's daemon is stopped
 
 
 def _latencies(seconds: list[float]) -> dict:
