@@ -20,6 +20,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -471,7 +472,8 @@ def _cursor_step(screen: str) -> int | None:
 class _TmuxApp:
     """``orch-tui`` in a pane of a private tmux server, seen as the user sees it (capture-pane)."""
 
-    def __init__(self, work: Path, argv: list[str], size: tuple[int, int]) -> None:
+    def __init__(self, work: Path, argv: list[str], size: tuple[int, int], run_dir: Path) -> None:
+        self.run_dir = run_dir
         self.socket = work / "tmux.sock"  # in the work folder: tmux leaves it behind
         self.tmux = [TMUX or "tmux", "-S", str(self.socket), "-f", "/dev/null"]
         root, cwd = shlex.quote(str(ROOT)), shlex.quote(str(work))
@@ -514,8 +516,8 @@ class _TmuxApp:
             time.sleep(0.05)
 
     def close(self) -> None:
-        """Kill the server, wait until it and the app are gone (a hung-up app still stops its
-        run, writing into the run folder), remove its socket (tmux leaves it)."""
+        """Kill the server, wait until it and the app are gone, stop the run's daemon (the
+        hung-up app only detached from it), remove its socket (tmux leaves it)."""
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
         deadline = time.perf_counter() + 60
         alive = [*self.tmux, "list-sessions"]
@@ -524,6 +526,23 @@ class _TmuxApp:
                 raise RuntimeError("the tmux server or the app did not exit")
             time.sleep(0.05)
         self.socket.unlink(missing_ok=True)
+        _stop_daemon(self.run_dir)
+
+
+def _stop_daemon(run_dir: Path) -> None:
+    """SIGTERM the run daemon of ``run_dir`` if it is still up, and wait until it is gone."""
+    try:
+        pid = json.loads((run_dir / "state.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    if not _alive(pid) or "core.daemon" not in Path(f"/proc/{pid}/cmdline").read_text():
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.perf_counter() + 60
+    while _alive(pid):
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the run daemon did not exit")
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -540,7 +559,9 @@ def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> d
     """Launch to "succeeded · n/n" in the header; with ``keys``, Down presses timed meanwhile
     (send-keys until the tree's cursor shows on the next row)."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    app = _TmuxApp(work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36))
+    app = _TmuxApp(
+        work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36), run_dir
+    )
     done = f"succeeded · {n}/{n}"
     latencies: list[float] = []
     try:
@@ -568,12 +589,14 @@ def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> d
 def _first_paint(work: Path, recipe: str, run_dir: Path) -> float:
     """Launch to the step tree on screen, its cursor on the first step."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    app = _TmuxApp(work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36))
+    app = _TmuxApp(
+        work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36), run_dir
+    )
     try:
         app.wait_for(lambda s: _cursor_step(s) == 0, 120, styled=True)
         return time.perf_counter() - app.started
     finally:
-        app.close()  # SIGHUP: the app stops its run and leaves
+        app.close()  # SIGHUP: the app detaches; its run's daemon is stopped
 
 
 def _latencies(seconds: list[float]) -> dict:
@@ -653,6 +676,133 @@ def bench_tui_big_run(work: Path, n: int, big: int, repeat: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------ daemon
+def _detach(work: Path, recipe: str, run_dir: Path, *extra: str) -> Path:
+    """``orch-tui RECIPE --detach``: the run folder of the daemon it started."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    _run([*ORCH, recipe, "--detach", "--run-dir", str(run_dir), *extra], work, env=_env())
+    return run_dir
+
+
+def _events_to_a_client(work: Path, recipe: str, repeat: int) -> dict:
+    """The same run headless and in a daemon with a client attached that takes every event:
+    wall time, and the client's events per second."""
+    from core.client import connect
+
+    headless = _measure(
+        lambda: _run(
+            [*ORCH, recipe, "--no-ui", "--run-dir", str(work / "headless")], work, env=_env()
+        ),
+        repeat,
+    )
+    shutil.rmtree(work / "headless", ignore_errors=True)
+    times, rates = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run_dir = _detach(work, recipe, work / "daemon-run", "--exit-when-done")
+        with connect(run_dir, client="bench") as control:
+            seen = []
+            control.subscribe(seen.append)
+            control.wait_gone(600)
+            took = time.perf_counter() - start
+        times.append(took)
+        rates.append(len(seen) / took)
+    attached = _stats(times)
+    return {
+        "headless": headless,
+        "attached": attached,
+        "events_per_second": statistics.median(rates),
+        "ratio_attached_vs_headless": attached["median"] / headless["median"],
+    }
+
+
+def _round_trips(work: Path, n: int) -> dict:
+    """Command round trips (a refused retry: the daemon asks the runner and answers) while
+    ``n`` steps flood their logs."""
+    from core.client import connect
+
+    flood = "".join(
+        f"  - {{name: f{i}, type: shell, run: 'yes flooding-the-log', depends_on: []}}\n"
+        for i in range(n)
+    )
+    (work / "flood.yaml").write_text(f"jobs: {n}\nsteps:\n" + flood)
+    run_dir = _detach(work, "flood.yaml", work / "flood-run")
+    seconds: list[float] = []
+    with connect(run_dir, client="bench") as control:
+        while sum(s.status == "running" for s in control.snapshot().steps.values()) < n:
+            time.sleep(0.01)
+        for _ in range(500):
+            start = time.perf_counter()
+            control.command("retry", "f0")
+            seconds.append(time.perf_counter() - start)
+        control.command("stop_run")
+        control.command("stop_run", force=True)
+        control.wait_gone(60)
+    seconds.sort()
+    return {
+        "round_trips": len(seconds),
+        "ms_p50": statistics.median(seconds) * 1000,
+        "ms_p99": seconds[int(len(seconds) * 0.99)] * 1000,
+    }
+
+
+def _attach_time(work: Path, recipe: str, n: int, repeat: int) -> dict:
+    """First paint of the app (its tree drawn, the rows of all n steps there) on a finished
+    n-step run: attached to its daemon, against the app on the same run in this process."""
+    import asyncio
+
+    from core.client import connect
+    from core.control import LocalControl
+    from core.recipe import load_recipe
+    from core.runner import Runner
+    from tui.app import make_app
+    from tui.widgets import StepTree
+
+    async def paint(make) -> float:
+        start = time.perf_counter()
+        app = make()
+        async with app.run_test(size=(120, 36)):
+            while len(app.query_one(StepTree)._step_nodes) < n:
+                await asyncio.sleep(0.001)
+            return time.perf_counter() - start
+
+    run_dir = _detach(work, recipe, work / "attach-run")
+    with connect(run_dir, attach=False) as control:
+        control.wait(600)
+    remote = []
+    for _ in range(repeat):
+        control = connect(run_dir, client="bench")
+        remote.append(asyncio.run(paint(lambda c=control: make_app(c, detachable=True))))
+        control.close()
+    with connect(run_dir, attach=False) as control:
+        control.command("close")
+        control.wait_gone(60)
+    local = []
+    for _ in range(repeat):
+        shutil.rmtree(work / "local-run", ignore_errors=True)
+        runner = Runner(load_recipe(work / recipe), run_dir=work / "local-run", interactive=True)
+        local.append(asyncio.run(paint(lambda r=runner: make_app(LocalControl(r)))))
+    attached, in_process = _stats(remote), _stats(local)
+    return {
+        "attached": attached,
+        "in_process": in_process,
+        "ratio_attached_vs_in_process": attached["median"] / in_process["median"],
+    }
+
+
+def bench_daemon(work: Path, n: int, flood: int, repeat: int) -> dict:
+    """The run daemon: events to an attached client, command round trips under a log flood,
+    attaching to a big run."""
+    (work / "pyproject.toml").write_text("")
+    _wide_echo_recipe(work / "wide-echo.yaml", n)
+    return {
+        "steps": n,
+        "events": _events_to_a_client(work, "wide-echo.yaml", repeat),
+        "command_round_trip": _round_trips(work, flood),
+        "first_paint": _attach_time(work, "wide-echo.yaml", n, repeat),
+    }
+
+
 # ------------------------------------------------------------------------------------ main
 BENCHES = (
     "scheduling",
@@ -663,6 +813,7 @@ BENCHES = (
     "dash",
     "tui",
     "tui_big_run",
+    "daemon",
 )
 
 
@@ -706,6 +857,10 @@ def main(argv: list[str] | None = None) -> int:
         if "tui_big_run" in chosen:
             sizes = (50, 200) if quick else (2_000, 10_000)
             results["tui_big_run"] = bench_tui_big_run(work, *sizes, repeat)
+        if "daemon" in chosen:
+            results["daemon"] = bench_daemon(
+                work, 50 if quick else 2_000, 5 if quick else 50, repeat
+            )
     _print_table(results)
     out = args.out or (None if quick else ROOT / "bench" / "results.json")
     if out is not None:  # quick figures never replace the real ones by default

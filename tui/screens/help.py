@@ -33,7 +33,11 @@ KEYS = [
     ("S", "every screen session and the sessions of each of your tmux servers (a attaches)"),
     ("c", "show or hide the ctx inspector"),
     ("ctrl+p", "command palette (every action by name)"),
-    ("q ctrl+q ctrl+c", "quit: asks first while steps run; stops steps, leaves sessions"),
+    ("d", "detach: the app exits, the run goes on; orch-tui attach comes back"),
+    (
+        "q ctrl+q ctrl+c",
+        "quit: while steps run asks: d detach, y stop the run, n cancel; sessions stay",
+    ),
     ("?", "this help"),
 ]
 
