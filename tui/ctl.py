@@ -28,8 +28,8 @@ from core.rundir import EVENTS, RunDir
 from core.state import ENDED, RunState
 from core.text import clean
 from tui.cli import EXIT_OK, UsageError
-from tui.runs import find_run, open_run
 from tui.format import format_duration
+from tui.runs import find_run, open_run
 
 if TYPE_CHECKING:
     from core.control import RunControl
