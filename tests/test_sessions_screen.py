@@ -167,7 +167,7 @@ def test_a_copy_of_the_window_never_goes_through_a_symlink(
     victim.write_text("not screen's to overwrite\n")
     (folder / planted).symlink_to(victim)
     with pytest.raises(SessionError, match="File exists"):
-        screen._hardcopy(f"{info.pid}.copied", folder, 2.0)
+        screen._hardcopy(f"{info.pid}.copied", folder, wait=2.0)
     wait_for(lambda: screen.capture("copied"), 5.0, "a copy of the window (the server is done)")
     assert victim.read_text() == "not screen's to overwrite\n"
 

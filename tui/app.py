@@ -311,7 +311,7 @@ class OrchApp(App[int]):
             # text typed into a session raises no step event: the pane watches the file itself
             pane.show(f"session {data['name']}", data.get("log"), live=True)
             session = MirroredSession(data["backend"], data["name"], data.get("socket"))
-        self.query_one(SessionMirror).show_session(session)
+        self.query_one("#mirror", SessionMirror).show_session(session)
         self._show_pinned()
         self.query_one(ResourceMeter).show_step(name)
 

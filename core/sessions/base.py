@@ -219,7 +219,8 @@ class SessionBackend(ABC):
 
     @abstractmethod
     def capture(self, name: str, *, timeout: float = CAPTURE_TIMEOUT) -> str:
-        """What the session's (current) window shows now, one line per row, trailing blanks cut.
+        """What the session's (current) window shows now, a line per row, without the blank
+        rows under its text.
 
         tmux keeps the colours as SGR escape codes; screen's copy is plain text. Either may hold
         whatever the program in the window printed: clean it (core.text.clean) before showing

@@ -345,7 +345,8 @@ class ScreenBackend(SessionBackend):
         def shows_something() -> bool:
             remaining = max(deadline - time.monotonic(), 0.01)
             with private_tempdir("orch-screen-") as directory:
-                copy = self._hardcopy(target, directory, min(0.5, remaining))
+                # a copy not written in half a second (the window not made yet?) is asked again
+                copy = self._hardcopy(target, directory, wait=min(0.5, remaining))
             if copy is None and target not in self._targets(name):
                 raise SessionError(f"screen session '{name}' ended while starting")
             return bool(copy and copy.strip())
@@ -359,16 +360,24 @@ class ScreenBackend(SessionBackend):
         """`hardcopy` of the session's window: plain text, screen keeps no colours in it."""
         target = self._target(name)
         with private_tempdir("orch-screen-") as directory:
-            copy = self._hardcopy(target, directory, timeout)
+            copy = self._hardcopy(target, directory, wait=timeout, client_timeout=timeout)
         if copy is None:
             if target not in self._targets(name):
                 raise SessionError(f"no screen session named '{name}'")
             raise SessionError(f"screen did not copy session '{name}' in {timeout:g} s")
         return without_blank_rows(copy)
 
-    def _hardcopy(self, target: str, directory: Path, timeout: float) -> str | None:
+    def _hardcopy(
+        self,
+        target: str,
+        directory: Path,
+        *,
+        wait: float,
+        client_timeout: float = _COMMAND_TIMEOUT,
+    ) -> str | None:
         """What the session's window shows, as the server copies it into `directory` (a fresh
-        folder of ours nobody else can write to); None if the copy is not done in `timeout`.
+        folder of ours nobody else can write to); None if the copy is not done `wait` seconds
+        after the client asking for it returned (SessionError if it takes `client_timeout`).
 
         The server opens the copy with `fopen(path, "w")`, which follows a symbolic link: the
         file is created here first (O_EXCL, O_NOFOLLOW: never one already there) and read back
@@ -384,9 +393,9 @@ class ScreenBackend(SessionBackend):
                     "eval",
                     f"hardcopy {directory / 'screen'}",
                     f"hardcopy {directory / 'done'}",
-                    timeout=timeout,
+                    timeout=client_timeout,
                 )
-                if not wait_until(lambda: _size(folder, "done") > 0, timeout):
+                if not wait_until(lambda: _size(folder, "done") > 0, wait):
                     return None
                 return folder.read("screen").decode("utf-8", "replace")
         except OSError as exc:  # PrivateDirError included
