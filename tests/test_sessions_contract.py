@@ -8,11 +8,14 @@ is tested in test_sessions_screen.py and test_sessions_tmux.py.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from core.sessions import SessionBackend, SessionError, run_session_step
@@ -46,6 +49,15 @@ def backend(request: pytest.FixtureRequest) -> SessionBackend:
         request.getfixturevalue("screendir")
         return ScreenBackend()
     return TmuxBackend(socket=request.getfixturevalue("tmux_socket"))
+
+
+def _server_pid(backend: SessionBackend, name: str) -> int:
+    """The pid of the multiplexer server holding session ``name``."""
+    if isinstance(backend, TmuxBackend):
+        return int(backend._check(name, "display-message", "-p", "-t", f"={name}:", "#{pid}")[0])
+    info = backend.get(name)
+    assert info is not None and info.pid is not None
+    return info.pid
 
 
 def _no_session(backend: SessionBackend, name: str) -> str:
@@ -161,6 +173,7 @@ def test_missing_session_raises(backend: SessionBackend, others: list[str]) -> N
         lambda: backend.send("ghost", "echo hi"),
         lambda: backend.detach("ghost"),
         lambda: backend.attach_argv("ghost"),
+        lambda: backend.capture("ghost"),
     ):
         with pytest.raises(SessionError, match=_no_session(backend, "ghost")):
             call()
@@ -248,6 +261,38 @@ def test_log_gets_output_within_2_seconds(backend: SessionBackend, tmp_path: Pat
     assert log.parent.parent.stat().st_mode & 0o777 == 0o700
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
     assert sorted(p.name for p in log.parent.iterdir()) == ["s.log\n"]
+
+
+# -- the window now -------------------------------------------------------------------------
+
+
+def test_capture_shows_the_window_now(backend: SessionBackend, tmp_path: Path) -> None:
+    backend.create("cap", cwd=tmp_path)
+    backend.send("cap", "echo captured-$((6 * 7)); echo second-row")
+
+    def rows() -> list[str] | None:
+        found = backend.capture("cap").splitlines()
+        return found if "second-row" in found else None
+
+    shown = wait_for(rows, 5.0, "the output in the capture")
+    assert shown[shown.index("second-row") - 1] == "captured-42"
+    assert shown[-1].strip(), "blank rows under the text are left out"
+    assert not list(tmp_path.iterdir()), "nothing is written in the session's folder"
+
+
+def test_capture_of_a_hung_server_gives_up_at_its_timeout(backend: SessionBackend) -> None:
+    backend.create("hung")
+    server = _server_pid(backend, "hung")
+    mine = psutil.Process()
+    os.kill(server, signal.SIGSTOP)
+    try:
+        with pytest.raises(SessionError, match="did not"):
+            backend.capture("hung", timeout=0.5)
+        # the client that asked was killed, not left waiting for the stopped server
+        assert not [c.pid for c in mine.children(recursive=True) if backend.binary in c.name()]
+    finally:
+        os.kill(server, signal.SIGCONT)
+    wait_for(lambda: backend.capture("hung"), 5.0, "the prompt in a capture once it goes on")
 
 
 # -- attaching -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -148,6 +149,36 @@ def test_a_program_that_never_reads_fails_the_send_and_screen_keeps_answering(
     assert screen.wait_ready("deaf", 5), "the session no longer answers"
     screen.kill("deaf")
     assert not screen.exists("deaf")
+
+
+# -- the window now ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("planted", ["screen", "done"])
+def test_a_copy_of_the_window_never_goes_through_a_symlink(
+    screen: ScreenBackend, tmp_path: Path, planted: str
+) -> None:
+    # screen's hardcopy opens its file with fopen(path, "w"), following a symlink: a link
+    # planted where a copy goes would have the server overwrite whatever it points to
+    info = screen.create("copied")
+    folder = tmp_path / "copies"
+    folder.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("not screen's to overwrite\n")
+    (folder / planted).symlink_to(victim)
+    with pytest.raises(SessionError, match="File exists"):
+        screen._hardcopy(f"{info.pid}.copied", folder, wait=2.0)
+    wait_for(lambda: screen.capture("copied"), 5.0, "a copy of the window (the server is done)")
+    assert victim.read_text() == "not screen's to overwrite\n"
+
+
+def test_capture_leaves_no_file_behind(
+    screen: ScreenBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    screen.create("copied")
+    assert screen.capture("copied")
+    assert not list(tmp_path.iterdir())
 
 
 # -- attaching --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from core.sessions import SessionError, get_backend, list_sessions
 from core.sessions.tmux import TmuxBackend, server_sockets
-from tests.conftest import TMUX, file_becomes, needs_tmux, run_cli
+from tests.conftest import TMUX, file_becomes, needs_tmux, run_cli, wait_for
 
 pytestmark = needs_tmux
 
@@ -35,6 +35,16 @@ def test_list_gives_the_pane_shell_pid_and_the_socket_name(
     file_becomes(tmp_path / "shell", f"{info.pid}\n".encode())
     assert [s.pid for s in tmux.list()] == [info.pid]
     assert info.socket == tmux_socket
+
+
+def test_capture_keeps_the_colours(tmux: TmuxBackend) -> None:
+    tmux.create("colours")
+    tmux.send("colours", "printf '\\033[31m%s\\033[0m plain\\n' RED-$((6 * 7))")
+
+    def output_row() -> str | None:
+        return next((r for r in tmux.capture("colours").splitlines() if "RED-42" in r), None)
+
+    assert wait_for(output_row, 5.0, "the red output").startswith("\x1b[31mRED-42\x1b[39m plain")
 
 
 def test_attach_argv(tmux: TmuxBackend, tmux_socket: str, monkeypatch: pytest.MonkeyPatch) -> None:

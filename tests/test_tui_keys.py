@@ -22,6 +22,7 @@ from tests.tui_helpers import (
     SIZE,
     footer_keys,
     main_pane,
+    select_session,
     selected,
     send_key,
     status,
@@ -630,17 +631,6 @@ async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
         assert selected(app) == "sess"
 
 
-async def _select_session(pilot, name: str) -> None:
-    """Move down the tree to the session node ``name`` (under the steps)."""
-    tree = _tree(pilot.app)
-    for _ in range(len(tree._step_nodes) + len(tree._session_nodes) + 1):
-        data = tree.selected or {}
-        if data.get("kind") == "session" and data.get("name") == name:
-            return
-        await pilot.press("down")
-    pytest.fail(f"no session node {name} in the tree")
-
-
 @needs_screen
 async def test_a_session_pane_shows_what_arrives_in_the_session(orch, screendir):
     from core.sessions import get_backend
@@ -658,14 +648,14 @@ async def test_a_session_pane_shows_what_arrives_in_the_session(orch, screendir)
         tree = _tree(app)
         await until(pilot, lambda: len(tree._session_nodes) == 2, what="the Sessions group")
         pane = main_pane(app)
-        await _select_session(pilot, session)
+        await select_session(pilot, session)
         await until(pilot, lambda: pane.step == f"session {session}", what="the session's pane")
 
         # typed from outside (or by a user attached to it): no step event says the log grew
         get_backend("screen").send(session, "echo typed-$((6 * 7))")
         await until(pilot, lambda: "typed-42" in pane.lines, 10, "the session's new output")
 
-        await _select_session(pilot, f"{session}-n")
+        await select_session(pilot, f"{session}-n")
         await until(
             pilot,
             lambda: _first_line(pane).startswith("no log: `log: true`"),

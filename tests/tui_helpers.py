@@ -154,6 +154,19 @@ def selected(app) -> str | None:
     return app.query_one(StepTree).selected_step
 
 
+async def select_session(pilot, name: str) -> None:
+    """Move down the tree to the session node ``name`` (under the steps)."""
+    from tui.widgets import StepTree
+
+    tree = pilot.app.query_one(StepTree)
+    for _ in range(len(tree._step_nodes) + len(tree._session_nodes) + 1):
+        data = tree.selected or {}
+        if data.get("kind") == "session" and data.get("name") == name:
+            return
+        await pilot.press("down")
+    pytest.fail(f"no session node {name} in the tree")
+
+
 def send_key(app, key: str) -> None:
     """A key press as the terminal driver delivers it: what ``Pilot.press`` sends, without its
     wait for the whole *process* to go idle (with a step flooding a pipe that this process

@@ -40,7 +40,8 @@ from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
 from tui.screens.sessions import SessionsScreen
-from tui.widgets import CtxInspector, LogPane, ResourceMeter, RunHeader, StepTree
+from tui.widgets import CtxInspector, LogPane, ResourceMeter, RunHeader, SessionMirror, StepTree
+from tui.widgets.session_mirror import MirroredSession
 
 REFRESH_HZ = 15
 CTX_REFRESH_SECONDS = 0.5
@@ -125,6 +126,7 @@ class OrchApp(App[int]):
                 yield StepTree(self._run.steps.values(), self._allowed, id="steps")
                 yield ResourceMeter(id="meter")
             with Vertical(id="right"):
+                yield SessionMirror(id="mirror")  # a selected session's window, above its log
                 with Horizontal(id="logs"):
                     yield LogPane(id="log-main")
                     yield LogPane(id="log-pinned")
@@ -334,11 +336,14 @@ class OrchApp(App[int]):
         name = tree.selected_step
         data = tree.selected
         pane = self.query_one("#log-main", LogPane)
+        session = None
         if name is not None:
             pane.show(name, self._log_path(name))
         elif data and data.get("kind") == "session":
             # text typed into a session raises no step event: the pane watches the file itself
             pane.show(f"session {data['name']}", data.get("log"), live=True)
+            session = MirroredSession(data["backend"], data["name"], data.get("socket"))
+        self.query_one("#mirror", SessionMirror).show_session(session)
         self._show_pinned()
         self.query_one(ResourceMeter).show_step(name)
 

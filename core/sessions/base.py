@@ -31,6 +31,10 @@ RUN_ID_ENV = "ORCH_RUN_ID"
 #: first `send`; typed too early, a command may be lost.
 READY_TIMEOUT = 5.0
 
+#: How long `capture` waits for the multiplexer: a server that hangs (stopped, or spinning)
+#: costs the caller this much, and the client asking it is killed.
+CAPTURE_TIMEOUT = 5.0
+
 SessionState = Literal["attached", "detached"]
 
 
@@ -106,6 +110,15 @@ def prepare_log_path(log_path: Path | str) -> Path:
     except OSError as exc:
         raise SessionError(f"cannot open log file {path}: {exc.strerror or exc}") from None
     return path
+
+
+def without_blank_rows(screen: str) -> str:
+    """A captured screen without the blank rows below its last text: a fresh shell's prompt
+    is one row, not the window's 24."""
+    rows = screen.splitlines()
+    while rows and not rows[-1].strip():
+        rows.pop()
+    return "\n".join(rows)
 
 
 _PLAIN_PATH_RE = re.compile(r"[A-Za-z0-9_./-]+")
@@ -203,6 +216,17 @@ class SessionBackend(ABC):
     @abstractmethod
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
         """Wait until the session's screen shows something (the shell's prompt); False on timeout."""
+
+    @abstractmethod
+    def capture(self, name: str, *, timeout: float = CAPTURE_TIMEOUT) -> str:
+        """What the session's (current) window shows now, a line per row, without the blank
+        rows under its text.
+
+        tmux keeps the colours as SGR escape codes; screen's copy is plain text. Either may hold
+        whatever the program in the window printed: clean it (core.text.clean) before showing
+        it. SessionError when the session does not exist or the multiplexer does not answer
+        within `timeout` seconds (its client is killed).
+        """
 
     @abstractmethod
     def send(self, name: str, text: str, *, enter: bool = True) -> None:

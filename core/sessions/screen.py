@@ -50,7 +50,9 @@ from pathlib import Path
 
 import psutil
 
+from core.privatedir import PrivateDir
 from core.sessions.base import (
+    CAPTURE_TIMEOUT,
     READY_TIMEOUT,
     RUN_ID_ENV,
     SessionBackend,
@@ -59,6 +61,7 @@ from core.sessions.base import (
     private_tempdir,
     validate_session_name,
     wait_until,
+    without_blank_rows,
 )
 
 _SOCKET_DIR_RE = re.compile(r"(?:\d+ Sockets? in|No Sockets found in) (.+?)\.?$")
@@ -198,6 +201,11 @@ def _read_nonempty(path: Path) -> bytes | None:
         return None
 
 
+def _size(folder: PrivateDir, name: str) -> int:
+    """The size of the file `name` in `folder` (a link is not followed)."""
+    return os.stat(name, dir_fd=folder.fd, follow_symlinks=False).st_size
+
+
 def _same_text(echo: bytes | None, sent: bytes) -> bool:
     """True when `echo` (what `writebuf` wrote) is the buffer `sent` was read into.
 
@@ -252,9 +260,9 @@ class ScreenBackend(SessionBackend):
                 f"screen {' '.join(args[:3])} did not answer in {timeout:g} s"
             ) from None
 
-    def _x(self, target: str, *command: str) -> None:
+    def _x(self, target: str, *command: str, timeout: float = _COMMAND_TIMEOUT) -> None:
         """Send one command to a session with -X (asynchronous: check the effect yourself)."""
-        result = self._run(["-S", target, "-X", *command])
+        result = self._run(["-S", target, "-X", *command], timeout=timeout)
         if result.returncode != 0:
             name = target.split(".", 1)[1]
             message = (result.stdout + result.stderr).strip().splitlines()
@@ -333,21 +341,65 @@ class ScreenBackend(SessionBackend):
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> bool:
         target = self._target(name)
         deadline = time.monotonic() + timeout
+
+        def shows_something() -> bool:
+            remaining = max(deadline - time.monotonic(), 0.01)
+            with private_tempdir("orch-screen-") as directory:
+                # a copy not written in half a second (the window not made yet?) is asked again
+                copy = self._hardcopy(target, directory, wait=min(0.5, remaining))
+            if copy is None and target not in self._targets(name):
+                raise SessionError(f"screen session '{name}' ended while starting")
+            return bool(copy and copy.strip())
+
+        try:
+            return bool(wait_until(shows_something, timeout))
+        except SessionError:  # the session is gone
+            return False
+
+    def capture(self, name: str, *, timeout: float = CAPTURE_TIMEOUT) -> str:
+        """`hardcopy` of the session's window: plain text, screen keeps no colours in it."""
+        target = self._target(name)
         with private_tempdir("orch-screen-") as directory:
-            attempt = 0
-            while time.monotonic() < deadline:
-                copy = directory / f"hardcopy{attempt}"
-                attempt += 1
-                if self._run(["-S", target, "-X", "hardcopy", str(copy)]).returncode != 0:
-                    return False  # the session is gone
-                remaining = max(deadline - time.monotonic(), 0.01)
-                written = wait_until(lambda c=copy: _read_nonempty(c), min(0.5, remaining))
-                if written and written.strip():
-                    return True
-                if written is None and target not in self._targets(name):
-                    return False
-                time.sleep(0.02)
-        return False
+            copy = self._hardcopy(target, directory, wait=timeout, client_timeout=timeout)
+        if copy is None:
+            if target not in self._targets(name):
+                raise SessionError(f"no screen session named '{name}'")
+            raise SessionError(f"screen did not copy session '{name}' in {timeout:g} s")
+        return without_blank_rows(copy)
+
+    def _hardcopy(
+        self,
+        target: str,
+        directory: Path,
+        *,
+        wait: float,
+        client_timeout: float = _COMMAND_TIMEOUT,
+    ) -> str | None:
+        """What the session's window shows, as the server copies it into `directory` (a fresh
+        folder of ours nobody else can write to); None if the copy is not done `wait` seconds
+        after the client asking for it returned (SessionError if it takes `client_timeout`).
+
+        The server opens the copy with `fopen(path, "w")`, which follows a symbolic link: the
+        file is created here first (O_EXCL, O_NOFOLLOW: never one already there) and read back
+        without following links. A second copy into `done` follows in the same command: the
+        server writes them in turn, so once `done` has something the first one is complete.
+        """
+        try:
+            with PrivateDir.open(directory, create=False) as folder:
+                for name in ("screen", "done"):
+                    os.close(folder.create(name))
+                self._x(
+                    target,
+                    "eval",
+                    f"hardcopy {directory / 'screen'}",
+                    f"hardcopy {directory / 'done'}",
+                    timeout=client_timeout,
+                )
+                if not wait_until(lambda: _size(folder, "done") > 0, wait):
+                    return None
+                return folder.read("screen").decode("utf-8", "replace")
+        except OSError as exc:  # PrivateDirError included
+            raise SessionError(f"cannot copy the screen of session {target}: {exc}") from None
 
     def send(self, name: str, text: str, *, enter: bool = True) -> None:
         target = self._target(name)

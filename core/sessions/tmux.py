@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from libtmux import Server
@@ -27,6 +28,7 @@ from libtmux import exc as tmux_exc
 
 from core.recipe import SOCKET_NAME_PATTERN
 from core.sessions.base import (
+    CAPTURE_TIMEOUT,
     READY_TIMEOUT,
     RUN_ID_ENV,
     SessionBackend,
@@ -34,6 +36,7 @@ from core.sessions.base import (
     SessionInfo,
     validate_session_name,
     wait_until,
+    without_blank_rows,
 )
 
 _SOCKET_NAME_RE = re.compile(SOCKET_NAME_PATTERN)
@@ -64,6 +67,19 @@ def _log_pipe(log: Path) -> str:
     escaped = "".join(chr(b) if b in _PLAIN_PATH_BYTES else f"\\{b:03o}" for b in kept)
     line_breaks = "\n" * (len(path) - len(kept))
     return f"cat >> \"$(printf '{escaped}'){line_breaks}\""
+
+
+def _failure(name: str, command: str, code: int, err: list[str]) -> SessionError:
+    """The one-line error for a tmux command about session `name` that exited with `code`."""
+    detail = err[0] if err else f"exit code {code}"
+    if "can't find" in detail or "no such session" in detail or _no_server(detail):
+        return SessionError(f"no tmux session named '{name}'")
+    return SessionError(f"tmux {command} failed for session '{name}': {detail}")
+
+
+def _no_server(detail: str) -> bool:
+    """True when tmux's error says no server runs on the socket (so no session exists)."""
+    return any(marker in detail for marker in _NO_SERVER)
 
 
 def socket_dir() -> Path:
@@ -123,11 +139,24 @@ class TmuxBackend(SessionBackend):
         """Run a tmux command about session `name`; SessionError (one line) if it fails."""
         code, out, err = self._cmd(*args)
         if code != 0:
-            detail = err[0] if err else f"exit code {code}"
-            if "can't find" in detail or "no such session" in detail or "no server" in detail:
-                raise SessionError(f"no tmux session named '{name}'")
-            raise SessionError(f"tmux {args[0]} failed for session '{name}': {detail}")
+            raise _failure(name, args[0], code, err)
         return out
+
+    def _cmd_bounded(self, timeout: float, *args: str) -> subprocess.CompletedProcess[str]:
+        """`_cmd` for a caller that must not hang with the server (libtmux waits forever): the
+        client is killed after `timeout` seconds (SessionError)."""
+        argv = [self._require_binary(), *(["-L", self.socket] if self.socket else []), *args]
+        try:
+            return subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                encoding="utf-8",
+                errors="replace",
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise SessionError(f"tmux {args[0]} did not answer in {timeout:g} s") from None
 
     def _require_session(self, name: str) -> None:
         if not self.exists(name):
@@ -139,7 +168,7 @@ class TmuxBackend(SessionBackend):
         code, out, err = self._cmd("list-sessions", "-F", _FIELDS)
         if code != 0:
             detail = " ".join(err)
-            if not err or any(marker in detail for marker in _NO_SERVER):
+            if not err or _no_server(detail):
                 return []
             raise SessionError(f"tmux list-sessions failed: {detail}")
         sessions = []
@@ -198,6 +227,14 @@ class TmuxBackend(SessionBackend):
             return bool(wait_until(shows_something, timeout, interval=0.03))
         except SessionError:
             return False
+
+    def capture(self, name: str, *, timeout: float = CAPTURE_TIMEOUT) -> str:
+        """`capture-pane -p -e`: the active pane of the session's current window, colours kept."""
+        validate_session_name(name)
+        result = self._cmd_bounded(timeout, "capture-pane", "-p", "-e", "-t", f"={name}:")
+        if result.returncode != 0:
+            raise _failure(name, "capture-pane", result.returncode, result.stderr.splitlines())
+        return without_blank_rows(result.stdout)
 
     def send(self, name: str, text: str, *, enter: bool = True) -> None:
         self._require_session(name)

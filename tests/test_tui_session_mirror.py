@@ -1,0 +1,129 @@
+"""The session mirror: selecting a screen or tmux session in the tree shows its window now.
+
+Real sessions (a private SCREENDIR, a private tmux ``-L`` socket) created by a real run in the
+real app; text is typed into them from outside, as a user attached elsewhere would, and each test
+waits (a deadline, never a bare sleep) for what the user would see in the pane.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from rich.color import Color
+
+from tests import tui_helpers
+from tests.conftest import needs_screen, needs_tmux
+from tests.tui_helpers import main_pane, select_session, until, until_status
+
+orch = tui_helpers.orch  # a fixture (a plain assignment: the tests' arguments do not shadow it)
+
+
+def _mirror(app):
+    from tui.widgets import SessionMirror
+
+    return app.query_one(SessionMirror)
+
+
+def _shown_rows(widget) -> list[str]:
+    """The rows the widget draws now (what the terminal shows inside its border)."""
+    return [widget.render_line(y).text for y in range(widget.scrollable_content_region.height)]
+
+
+def _recipe(session: str, *extra: str) -> str:
+    fields = ", ".join([f"session: {session}", "log: true", *extra])
+    return f"""
+        steps:
+          - {{name: sess, type: session, action: create, {fields}}}
+        """
+
+
+async def _open_session(pilot, runner, session: str):
+    """Wait for the session step, select the session's node; the mirror, shown."""
+    await until_status(pilot, runner, "sess", "succeeded", timeout=20)
+    mirror = _mirror(pilot.app)
+    assert not mirror.display, "a step is selected: no mirror"
+    await select_session(pilot, session)
+    await until(pilot, lambda: mirror.display and mirror.polling, what="the mirror shown")
+    return mirror
+
+
+@needs_screen
+async def test_the_mirror_shows_a_screen_session_now_above_its_log(orch, screendir):
+    from core.sessions import get_backend
+
+    session = f"orchtui-m-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(_recipe(session))
+    async with app.run_test(size=(220, 60)) as pilot:
+        mirror = await _open_session(pilot, runner, session)
+        get_backend("screen").send(session, "echo mirrored-$((6 * 7))")
+        await until(
+            pilot, lambda: "mirrored-42" in [r.strip() for r in _shown_rows(mirror)], 5, "output"
+        )
+        # the log is the scrollback, under the mirror
+        log = main_pane(app)
+        assert log.step == f"session {session}"
+        await until(pilot, lambda: "mirrored-42" in log.lines, 10, "the output in the log")
+        assert mirror.region.bottom <= log.region.y
+        assert mirror.region.height >= 4 and log.region.height >= 10
+
+
+@needs_tmux
+async def test_the_mirror_keeps_tmux_colours_and_says_when_the_session_ended(orch, tmux_socket):
+    from core.sessions import get_backend
+
+    session = f"orchtui-m-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(_recipe(session, "backend: tmux", f"socket: {tmux_socket}"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        mirror = await _open_session(pilot, runner, session)
+        tmux = get_backend("tmux", socket=tmux_socket)
+        tmux.send(session, "printf '\\033[31m%s\\033[0m plain\\n' RED-$((6 * 7))")
+
+        def output_row():
+            for y in range(mirror.scrollable_content_region.height):
+                row = list(mirror.render_line(y))
+                if any(segment.text.startswith("RED-42") for segment in row):
+                    return row
+            return None
+
+        row = await until(pilot, output_row, 5, "the red output in the mirror")
+        colours = {s.text.strip(): s.style.color for s in row if s.text.strip()}
+        assert colours["RED-42"] == Color.parse("color(1)")  # the terminal's red, as sent
+        assert colours["plain"] != colours["RED-42"]
+        assert mirror.region.height >= 4 and main_pane(app).region.height >= 4  # 80x24: both
+
+        tmux.kill(session)
+        await until(pilot, lambda: "has ended" in mirror.note, 5, "the end of the session")
+        assert not mirror.polling
+        assert f"session {session} has ended" in _shown_rows(mirror)[0]
+        assert mirror.border_subtitle == "ended"
+
+
+@needs_tmux
+async def test_the_mirror_asks_for_copies_only_while_it_is_shown(orch, tmux_socket):
+    from tui.widgets.session_mirror import POLL_SECONDS
+
+    session = f"orchtui-m-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(_recipe(session, "backend: tmux", f"socket: {tmux_socket}"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        mirror = await _open_session(pilot, runner, session)
+        await until(pilot, lambda: mirror.captures >= 3, 5, "copies while shown")
+        ticks: list[None] = []  # a clock in the app's loop: intervals that passed
+        app.set_interval(POLL_SECONDS, lambda: ticks.append(None))
+
+        async def no_copies_for_three_intervals() -> None:
+            before, ticks[:] = mirror.captures, []
+            await until(pilot, lambda: len(ticks) >= 3, 5, "three polling intervals")
+            assert mirror.captures == before
+
+        await pilot.press("home")  # a step: the mirror hides
+        await until(pilot, lambda: not mirror.display, what="the mirror hidden")
+        assert not mirror.polling
+        await no_copies_for_three_intervals()
+
+        await select_session(pilot, session)  # shown again: copies again
+        started = mirror.captures
+        await until(pilot, lambda: mirror.captures >= started + 2, 5, "copies again")
+
+        await pilot.press("question_mark")  # the help on top: the mirror is not seen
+        await until(pilot, lambda: app.screen is not mirror.screen, what="the help")
+        await no_copies_for_three_intervals()
