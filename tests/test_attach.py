@@ -45,7 +45,7 @@ def test_attach_shows_a_run_whose_process_died_as_interrupted(tmp_path, tmux_soc
         proc.wait(10)
 
         app = TmuxApp(tmux_socket, ["attach", run_dir.name], tmp_path)
-        screen = app.shows("✓ quick", "■ slow", "■ later", "the daemon is gone · read-only")
+        screen = app.shows("✓ quick", "⊗ slow", "⊗ later", "the daemon is gone · read-only")
         assert "· interrupted ·" in screen.splitlines()[0]
         app.keys("Down")
         app.shows("started")  # the slow step's log
