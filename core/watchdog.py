@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -141,8 +142,25 @@ def kill_leftovers(run_dir: str, groups: list[int], grace: float) -> int:
     live = {g for g in groups if _group_exists(g)}
     if not live and not marked_pids(run_dir):
         return 0
+    return _terminate(live, lambda table: _marked(run_dir, table), grace)
+
+
+def stop_group(pgid: int, grace: float) -> int:
+    """What is left of a step's process group once its leader has exited (a service about to
+    be restarted): SIGTERM, up to ``grace``, SIGKILL, as ``kill_leftovers`` does. Blocks:
+    called on a worker thread. Returns how many processes had to be signalled."""
+    if not _group_exists(pgid):
+        return 0
+    return _terminate({pgid}, lambda table: {}, grace)
+
+
+def _terminate(
+    live: set[int], marked: Callable[[dict[int, tuple[int, int]]], dict[int, int]], grace: float
+) -> int:
+    """SIGTERM the members of the ``live`` groups and the ``marked`` processes, wait up to
+    ``grace`` for them to go, SIGKILL the rest (and what joined them meanwhile)."""
     table = _processes()  # before the markers are read: see ``_marked``
-    found = {**_members(live, table), **_marked(run_dir, table)}
+    found = {**_members(live, table), **marked(table)}
     signalled = set(found)
     for pid, start in found.items():
         _send(pid, start, signal.SIGTERM)
@@ -150,7 +168,7 @@ def kill_leftovers(run_dir: str, groups: list[int], grace: float) -> int:
     while found:
         if time.monotonic() >= deadline:
             table = _processes()  # a last look: what was forked or marked meanwhile too
-            found = {**_still_there(found, live, table), **_marked(run_dir, table)}
+            found = {**_still_there(found, live, table), **marked(table)}
             signalled |= set(found)
             for pid, start in found.items():
                 _send(pid, start, signal.SIGKILL)
