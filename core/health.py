@@ -5,7 +5,7 @@ Each up service has a ``HealthMonitor`` on a worker thread of its own (core.work
 may take up to its timeout, and the scheduler's thread must never wait for one. The monitor
 tells the scheduler (``report``, which posts to its thread) only when the health changes:
 healthy after a check passed, unhealthy after ``failures`` checks in a row failed (not counting
-those in the ``start_period`` after the start). Then it ends: the scheduler restarts or fails the
+those in the ``start_period`` after it is up). Then it ends: the scheduler restarts or fails the
 service, and a new start gets a new monitor.
 
 The http check does not follow redirects (a 3xx answer is healthy, as the server answered) and

@@ -202,6 +202,36 @@ def test_readiness_timeout_and_stop_are_not_restarted(tmp_path):
     assert "not ready within" in step["reason"]
 
 
+def test_the_restart_command_takes_a_running_service_only(tmp_path, runners):
+    from core.control import LocalControl, Reply
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, run: "echo $$ >> starts; exec sleep 30"}
+          - {name: work, type: shell, run: "exec sleep 30"}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+    wait_for(lambda: control.snapshot().steps["work"].status == "running")
+    assert control.command("restart", "work") == Reply(
+        False, "cannot restart 'work': it is running"
+    )
+    first = read_pid(tmp_path / "starts")
+    assert control.command("restart", "svc") == Reply(True, "restart: svc")
+    wait_for(lambda: len((tmp_path / "starts").read_text().split()) == 2, message="a new start")
+    assert_gone([first])
+    svc = control.snapshot().steps["svc"]
+    assert (svc.restarts, svc.restart_reason) == (1, "manual")
+    assert control.snapshot().steps["work"].attempts == 1
+    assert control.command("close").ok
+    assert control.wait(10) == 130  # work was cut short
+
+
 # ------------------------------------------------------------------------------ health
 HEALTH_CMD = """
 steps:

@@ -106,7 +106,7 @@ class Health(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         Positive, _about("failed checks in a row that make the service unhealthy")
     ] = 3
     start_period: Annotated[
-        Seconds, _about("seconds after a start during which failed checks do not count")
+        Seconds, _about("seconds after the service is up during which failed checks do not count")
     ] = 0.0
 
     @property
