@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from core.recipe import Health as HealthSpec
+from core.recipe import HealthCheck
 from core.state import Health
 from core.workers import Workers
 
@@ -39,7 +39,7 @@ class HealthMonitor:
     """The checks of one start of a service (``probe`` says why a check failed, None if it
     passed)."""
 
-    def __init__(self, spec: HealthSpec, probe: Callable[[], str | None], report: Report) -> None:
+    def __init__(self, spec: HealthCheck, probe: Callable[[], str | None], report: Report) -> None:
         self.spec, self.probe, self.report = spec, probe, report
         self._stopped = threading.Event()
         self._grace_until = time.monotonic() + spec.start_period
@@ -70,7 +70,7 @@ class HealthMonitor:
             self._stopped.wait(self.spec.interval)
 
 
-def make_probe(spec: HealthSpec, env: Mapping[str, str], cwd: Path) -> Callable[[], str | None]:
+def make_probe(spec: HealthCheck, env: Mapping[str, str], cwd: Path) -> Callable[[], str | None]:
     """The check ``spec`` names, as a call that says why it failed (None: it passed)."""
     timeout = spec.timeout
     if spec.port is not None:

@@ -1022,6 +1022,15 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
         "steps": [
             {"name": "a", "type": "python", "module": "m.n"},
             {"name": "b", "type": "shell", "run": "x", "background": True, "ready": {"port": 1}},
+            {
+                "name": "c",
+                "type": "shell",
+                "run": "x",
+                "background": True,
+                "restart": "on_failure",
+                "health": {"http": "http://127.0.0.1:1/", "failures": 2},
+            },
+            {"name": "d", "type": "shell", "run": "x", "background": True, "restart": False},
         ]
     }
     assert validator.is_valid(good)
@@ -1034,6 +1043,9 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
         {**shell, "index": 3},  # the loader's, not the user's
         {**shell, "background": True, "ready": {"port": 1, "log": "up"}},
         {**shell, "background": True, "ready": {"host": "h"}},
+        {**shell, "background": True, "health": {"port": 1, "cmd": "true"}},
+        {**shell, "background": True, "health": {"interval": 1}},
+        {**shell, "background": True, "restart": "sometimes"},
         {**shell, "name": ".."},
         {**shell, "type": "pyhton"},
     ]:

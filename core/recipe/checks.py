@@ -29,7 +29,7 @@ from core.recipe.model import (
     STEP_CLASSES,
     STEP_FIELDS,
     FieldSpec,
-    Health,
+    HealthCheck,
     Readiness,
     Step,
 )
@@ -291,14 +291,14 @@ class Validator:
             )
 
     def health(self, d: Draft) -> None:
-        self.condition(d, "health", HEALTH_FIELDS, Health, HEALTH_KINDS)
+        self.condition(d, "health", HEALTH_FIELDS, HealthCheck, HEALTH_KINDS)
 
     def condition(
         self,
         d: Draft,
         field: str,
         table: Mapping[str, FieldSpec],
-        cls: type[Readiness] | type[Health],
+        cls: type[Readiness] | type[HealthCheck],
         kinds: tuple[str, ...],
     ) -> dict[str, Any] | None:
         """A mapping of exactly one of ``kinds`` and its options (``ready``, ``health``): for

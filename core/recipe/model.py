@@ -90,7 +90,7 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return getattr(self, self.kind)
 
 
-class Health(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How a running service is checked: one of port, http or cmd, every ``interval``."""
 
     port: (
@@ -174,7 +174,7 @@ class StepBase(
     ) = None
     health: (
         Annotated[
-            Health,
+            HealthCheck,
             Meta(
                 description="how a running background step is checked; unhealthy: restarted",
                 extra={"phrase": "a mapping with one of port, http or cmd"},
@@ -357,7 +357,7 @@ def _step_fields() -> dict[str, FieldSpec]:
 
 STEP_FIELDS = _step_fields()
 READY_FIELDS = _table(Readiness)
-HEALTH_FIELDS = _table(Health)
+HEALTH_FIELDS = _table(HealthCheck)
 RECIPE_FIELDS = _table(RecipeFile)
 # Per Struct: the keys its mapping may hold, and the ones it must
 KEYS: dict[type, tuple[frozenset[str], frozenset[str]]] = {
@@ -368,4 +368,4 @@ KEYS: dict[type, tuple[frozenset[str], frozenset[str]]] = {
     for t, cls in STEP_CLASSES.items()
 }
 KEYS[Readiness] = (frozenset(READY_FIELDS), frozenset())
-KEYS[Health] = (frozenset(HEALTH_FIELDS), frozenset())
+KEYS[HealthCheck] = (frozenset(HEALTH_FIELDS), frozenset())

@@ -26,7 +26,7 @@ from core.recipe.model import (
     STEP_CLASSES,
     STEP_FIELDS,
     FieldSpec,
-    Health,
+    HealthCheck,
     Readiness,
     RecipeFile,
     Step,
@@ -44,13 +44,13 @@ def recipe_json_schema() -> dict[str, Any]:
     tables: dict[str, Mapping[str, FieldSpec]] = {
         RecipeFile.__name__: RECIPE_FIELDS,
         Readiness.__name__: READY_FIELDS,
-        Health.__name__: HEALTH_FIELDS,
+        HealthCheck.__name__: HEALTH_FIELDS,
     }
     tables.update((cls.__name__, STEP_FIELDS) for cls in STEP_CLASSES.values())
     for name, table in tables.items():
         _tidy(defs[name], table)
     defs[Readiness.__name__]["oneOf"] = [{"required": [kind]} for kind in READY_KINDS]
-    defs[Health.__name__]["oneOf"] = [{"required": [kind]} for kind in HEALTH_KINDS]
+    defs[HealthCheck.__name__]["oneOf"] = [{"required": [kind]} for kind in HEALTH_KINDS]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "orch-tui recipe",
