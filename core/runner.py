@@ -6,9 +6,9 @@ step is ready, a timer fired, a command arrived), so there are no races between,
 and the step's own exit. The run's state is one ``RunState`` (core.state), changed on that
 thread; every change is published as an event that carries it (core.events). Everything else
 talks to the runner through the small API at the top of the class: ``subscribe`` for events;
-``skip``, ``retry``, ``stop_step``, ``restart``, ``stop_run``, ``close`` for commands; ``snapshot`` for a
-consistent copy of the state. Front ends (the headless reporter, the TUI) use it only through
-core.control's ``RunControl``.
+``skip``, ``retry``, ``stop_step``, ``restart``, ``stop_run``, ``close`` for commands;
+``snapshot`` for a consistent copy of the state. Front ends (the headless reporter, the TUI)
+use it only through core.control's ``RunControl``.
 
 What it decides with: core.dependencies (who waits for whom, what a failure blocks),
 core.steprun (a step's record, an attempt's start and end), core.executors and core.launch (how
@@ -519,9 +519,8 @@ class Runner:
         process group is gone (SIGTERM, grace, SIGKILL: a restart never leaves an orphan).
         Its dependents are not disturbed: they went on when it was first ready."""
         state = run.state
-        reason = run.end_cause or state.reason or "exit code 0"
         state.restarts += 1
-        state.restart_reason = "manual" if reason == MANUAL else reason
+        state.restart_reason = run.end_cause or state.reason or "exit code 0"
         state.status, run.retry_due, run.restarting = Status.PENDING, True, True
         self._emit_step(
             ev.StepRestart, run, restart=state.restarts, reason=state.restart_reason, delay=delay

@@ -5,8 +5,9 @@ What msgspec writes is tidied for the YAML a person edits: a field the recipe ma
 absent, never ``null`` (msgspec says ``anyOf: [..., null]`` for the model's ``| None``); the
 fields the loader sets (``index``, ``line``) are not the user's to write; every property carries
 its description (msgspec leaves it off a ``$ref``), in the order of the field tables; and a
-``ready`` or ``health`` mapping needs exactly one condition. Rules a schema cannot say (unique names, known
-dependencies, no cycles, importable modules) are left to ``orch-tui validate``.
+``ready`` or ``health`` mapping needs exactly one condition. Rules a schema cannot say
+(unique names, known dependencies, no cycles, importable modules, which fields need
+``background: true``) are left to ``orch-tui validate``.
 """
 
 from __future__ import annotations
