@@ -26,6 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+#: seconds to wait for SIGKILLed processes to be gone: a restarted service must not meet the
+#: last start's processes, and the end of a run comes after its processes' end
+KILL_WAIT = 2.0
+
 
 def _marker(run_dir: str) -> bytes:
     return b"ORCH_RUN_DIR=" + os.fsencode(run_dir) + b"\x00"
@@ -158,21 +162,25 @@ def _terminate(
     live: set[int], marked: Callable[[dict[int, tuple[int, int]]], dict[int, int]], grace: float
 ) -> int:
     """SIGTERM the members of the ``live`` groups and the ``marked`` processes, wait up to
-    ``grace`` for them to go, SIGKILL the rest (and what joined them meanwhile)."""
+    ``grace`` for them to go, SIGKILL the rest (and what joined them meanwhile), and wait up
+    to ``KILL_WAIT`` for those to be gone."""
     table = _processes()  # before the markers are read: see ``_marked``
     found = {**_members(live, table), **marked(table)}
     signalled = set(found)
     for pid, start in found.items():
         _send(pid, start, signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    deadline, killed = time.monotonic() + grace, False
     while found:
         if time.monotonic() >= deadline:
+            if killed:
+                break  # SIGKILLed KILL_WAIT ago and still there (stuck in the kernel)
+            killed = True
             table = _processes()  # a last look: what was forked or marked meanwhile too
             found = {**_still_there(found, live, table), **marked(table)}
             signalled |= set(found)
             for pid, start in found.items():
                 _send(pid, start, signal.SIGKILL)
-            break
+            deadline = time.monotonic() + KILL_WAIT  # gone, not only told to go
         time.sleep(0.02)  # polling process death; there is no portable wait for non-children
         found = _still_there(found, live, _processes())
     return len(signalled)
