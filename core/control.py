@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from core.runner import Runner
     from core.state import RunState
 
-STEP_COMMANDS = ("skip", "retry", "stop")
+STEP_COMMANDS = ("skip", "retry", "stop", "restart")
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -60,8 +60,8 @@ class RunControl(Protocol):
         after it follow; an in-process run never does this)."""
 
     def command(self, name: str, step: str | None = None, **args: Any) -> Reply:
-        """``skip``, ``retry`` or ``stop`` a step; ``stop_run`` (``force``: kill at once) or
-        ``close`` the run."""
+        """``skip``, ``retry``, ``stop`` or ``restart`` (a running service) a step; ``stop_run``
+        (``force``: kill at once) or ``close`` the run."""
 
     def ctx_keys(self) -> dict[str, int]:
         """Every ctx key, with its version."""
@@ -100,7 +100,13 @@ class LocalControl:
             if name not in runner.allowed_actions(step):
                 status = runner.runs[step].state.status
                 return Reply(False, f"cannot {name} {step!r}: it is {status}")
-            {"skip": runner.skip, "retry": runner.retry, "stop": runner.stop_step}[name](step)
+            commands = {
+                "skip": runner.skip,
+                "retry": runner.retry,
+                "stop": runner.stop_step,
+                "restart": runner.restart,
+            }
+            commands[name](step)
             return Reply(True, f"{name}: {step}")
         if name == "stop_run":
             runner.stop_run(args.get("signal", signal.SIGTERM), force=args.get("force", False))

@@ -24,7 +24,7 @@ from typing import Any, Union
 
 import msgspec
 
-from core.state import RunState, RunStatus, Status, StepState
+from core.state import Health, RunState, RunStatus, Status, StepState
 
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True):
@@ -82,7 +82,8 @@ class StepReady(StepEvent, tag="step_ready"):
 class StepFinished(StepEvent, tag="step_finished"):
     """A step that ran has ended: succeeded, failed, timed_out, cancelled or stopped.
 
-    ``will_retry``: a ``step_status`` (pending) follows, and a new attempt after the delay."""
+    ``will_retry``: a ``step_status`` (pending) follows, and a new attempt after the delay;
+    ``will_restart``: a service that is restarted, a ``step_restart`` follows."""
 
     status: Status
     attempt: int
@@ -91,7 +92,26 @@ class StepFinished(StepEvent, tag="step_finished"):
     reason: str | None = None
     duration: float | None = None
     will_retry: bool = False
+    will_restart: bool = False
     log_size: int | None = None  # the log's size when this attempt ended (None: no log)
+
+
+class StepRestart(StepEvent, tag="step_restart"):
+    """A service is restarted (its restart policy, or the user's ``restart``): its last start
+    ended (``reason``: "exit code 1", "killed by SIGSEGV", "unhealthy: ...", "manual"), and the
+    ``restart``-th start follows in ``delay`` seconds. The state is pending meanwhile."""
+
+    restart: int
+    reason: str
+    delay: float
+
+
+class StepHealth(StepEvent, tag="step_health"):
+    """A service's health changed (its state's ``health``); ``detail``: the last check's
+    result ("connection refused", "HTTP 503", "exit code 1", "timed out after 2s")."""
+
+    health: Health
+    detail: str | None = None
 
 
 class StepStatus(StepEvent, tag="step_status"):
@@ -191,6 +211,8 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a runtime union of the tagged t
     StepStarted,
     StepReady,
     StepFinished,
+    StepRestart,
+    StepHealth,
     StepStatus,
     StepOutput,
     CtxChanged,

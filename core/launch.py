@@ -56,6 +56,16 @@ class Launcher:
         env["ORCH_CTX_OUT"] = str(ctx_out.path)
         return env
 
+    def probe_env(self, step: Step) -> dict[str, str]:
+        """A ``health: {cmd}`` check's environment: the step's, without its ctx keys (a check
+        runs while the ctx changes) or an ORCH_CTX_OUT (nothing it says is merged). It keeps
+        ORCH_RUN_DIR: a check left running is the run's to stop."""
+        env = dict(os.environ)
+        env.update(self.recipe.env)
+        env.update(step.env)
+        env.update(self.orch_env(step))
+        return env
+
     def session_env(self, step: Step) -> dict[str, str]:
         """What a created session gets: not ORCH_RUN_DIR, which marks the run's processes for
         the end-of-run clean-up and the watchdog; sessions outlive the run (contract.md)."""

@@ -6,14 +6,15 @@ step is ready, a timer fired, a command arrived), so there are no races between,
 and the step's own exit. The run's state is one ``RunState`` (core.state), changed on that
 thread; every change is published as an event that carries it (core.events). Everything else
 talks to the runner through the small API at the top of the class: ``subscribe`` for events;
-``skip``, ``retry``, ``stop_step``, ``stop_run``, ``close`` for commands; ``snapshot`` for a
-consistent copy of the state. Front ends (the headless reporter, the TUI) use it only through
-core.control's ``RunControl``.
+``skip``, ``retry``, ``stop_step``, ``restart``, ``stop_run``, ``close`` for commands;
+``snapshot`` for a consistent copy of the state. Front ends (the headless reporter, the TUI)
+use it only through core.control's ``RunControl``.
 
 What it decides with: core.dependencies (who waits for whom, what a failure blocks),
 core.steprun (a step's record, an attempt's start and end), core.executors and core.launch (how
 a step of each type is started), core.readiness (when a background step is ready), core.ticker
-(the coalesced output, ctx and resource events), core.store and core.rundir (the run's files).
+(the coalesced output, ctx and resource events), core.store and core.rundir (the run's files),
+core.supervisor and core.health (when a service is restarted, and whether it is healthy).
 
 Two modes: headless, the run ends when no step can run any more; ``interactive`` (the TUI), a
 failed step blocks its dependents and the runner waits for the user to retry or skip it, until
@@ -39,6 +40,7 @@ from core.context import Context
 from core.dependencies import Dependencies
 from core.executors import EXECUTORS, Execution, LaunchContext, Outcome
 from core.executors.python import OutputRouting
+from core.health import HealthMonitor, make_probe
 from core.launch import Launcher
 from core.loop import MessageLoop
 from core.reactor import OutputReactor
@@ -50,16 +52,17 @@ from core.state import (
     ACTIVE,
     FAILURES,
     WAITING,
+    Health,
     RunState,
     RunStatus,
     Status,
     allowed_actions,
 )
 from core.steplog import StepLog
-from core.steprun import StepRun, preselect
+from core.steprun import MANUAL, StepRun, preselect
 from core.store import ResumePoint, RunStore
 from core.ticker import Ticker
-from core.watchdog import Watchdog
+from core.watchdog import Watchdog, stop_group
 from core.workers import Workers
 
 _log = logging.getLogger("orch.runner")
@@ -103,7 +106,7 @@ class Runner:
         self.workers = Workers()
         self.reactor = OutputReactor()
         self.watchdog = Watchdog(self.run_dir)
-        launcher = Launcher(recipe, self.run_id, self.rundir, self.ctx)
+        launcher = self.launcher = Launcher(recipe, self.run_id, self.rundir, self.ctx)
         self._launch = LaunchContext(self.ctx, self.workers, self.reactor, launcher)
         self.lock = threading.RLock()  # the run's state changes, and is read, under it
         self.loop = MessageLoop(self.lock, self._turn_end, self._scheduler_error)
@@ -222,6 +225,10 @@ class Runner:
         """Stop a running step (SIGTERM to its group, grace, SIGKILL); recorded as cancelled."""
         self._command(self._do_stop_step, name)
 
+    def restart(self, name: str) -> None:
+        """Restart a running service: stop it (SIGTERM, grace, SIGKILL), start it again at once."""
+        self._command(self._do_restart, name)
+
     def stop_run(self, sig: int = signal.SIGTERM, *, force: bool = False) -> None:
         """Stop everything (Ctrl-C, SIGTERM, quitting the TUI). ``force``: SIGKILL at once."""
         self.loop.post(lambda: self._do_stop_run(sig, force))
@@ -279,6 +286,7 @@ class Runner:
     # ------------------------------------------------------------------ starting a step
     def _start(self, run: StepRun) -> None:
         step = run.step
+        restarted, run.restarting = run.restarting, False
         run.begin(self.clock())
         if not step.background:
             self._running_fg += 1
@@ -290,7 +298,10 @@ class Runner:
             self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)
             self._ended(run, None, Outcome(None, error=f"cannot open its log: {exc}"))
             return
-        if run.state.attempts > 1:
+        if restarted:
+            state = run.state
+            steplog.write_text(f"--- restart {state.restarts} ({state.restart_reason}) ---\n")
+        elif run.state.attempts > 1:
             steplog.write_text(f"--- attempt {run.state.attempts} ---\n")
         run.steplog = steplog
         self.ticker.note_log(run)
@@ -317,7 +328,9 @@ class Runner:
         self._emit_step(ev.StepStarted, run, attempt=run.state.attempts, pid=pid)
         if step.timeout:
             self.loop.after(step.timeout, lambda: self._on_timeout(run, execution))
-        if step.background:
+        if step.background and run.satisfied:
+            self._mark_ready(run)  # a restart: readiness is for the first start only
+        elif step.background:
             self._arm_readiness(run, execution)
         self.store.state_changed()
 
@@ -354,7 +367,38 @@ class Runner:
     def _mark_ready(self, run: StepRun) -> None:
         run.state.status, run.ready = Status.READY, True
         self._emit_step(ev.StepReady, run)
-        self.deps.satisfy(run)
+        if not run.satisfied:
+            self.deps.satisfy(run)
+        self._watch_health(run)
+        self.store.state_changed()
+
+    # ------------------------------------------------------------------ health
+    def _watch_health(self, run: StepRun) -> None:
+        """Check the up service's health (core.health) until this start ends."""
+        spec, execution = run.step.health, run.execution
+        if spec is None or execution is None:
+            return
+        launcher = self.launcher
+        probe = make_probe(spec, launcher.probe_env(run.step), launcher.cwd(run.step))
+
+        def report(health: Health, detail: str | None) -> None:
+            self.loop.post(lambda: self._health_changed(run, monitor, health, detail))
+
+        monitor = run.monitor = HealthMonitor(spec, probe, report)
+        monitor.start(self.workers)
+
+    def _health_changed(
+        self, run: StepRun, monitor: HealthMonitor, health: Health, detail: str | None
+    ) -> None:
+        """Record the service's health; an unhealthy one is stopped, to be restarted if its
+        policy says so (``_ended``), else it fails."""
+        if run.monitor is not monitor or run.stop_as:
+            return  # a report about a start that has ended, or is being stopped anyway
+        run.state.health = health
+        self._emit_step(ev.StepHealth, run, health=health, detail=detail)
+        if health == Health.UNHEALTHY:
+            run.end_cause = f"unhealthy: {detail}"
+            self._stop(run, Status.FAILED, run.end_cause)
         self.store.state_changed()
 
     # ------------------------------------------------------------------ stopping
@@ -393,9 +437,14 @@ class Runner:
             self._running_fg -= 1
         if step.type != "shell" and run.steplog is not None:
             run.steplog.close()
+        if run.monitor is not None:
+            run.monitor.stop()
+            run.monitor = None
         status = run.settle(outcome, execution, self.clock())
+        restart_in = self._restart_delay(run, status)
         will_retry = (
-            status in FAILURES
+            restart_in is None
+            and status in FAILURES
             and run.state.attempts <= step.retries
             and not (self._interrupted or self._closing)
         )
@@ -413,6 +462,7 @@ class Runner:
             reason=run.state.reason,
             duration=run.state.duration,
             will_retry=will_retry,
+            will_restart=restart_in is not None,
             log_size=None if run.steplog is None else run.steplog.size,
         )
         if run.steplog is not None and run.steplog.write_error is not None:
@@ -424,7 +474,9 @@ class Runner:
                     ts=self.clock(),
                 )
             )
-        if will_retry:
+        if restart_in is not None:
+            self._restart(run, execution, restart_in)
+        elif will_retry:
             run.state.status, run.retry_due = Status.PENDING, True
             self._emit_status(run, f"retrying in {step.retry_delay:g}s")
             self.loop.after(step.retry_delay, lambda: self._retry_due(run))
@@ -438,6 +490,55 @@ class Runner:
         run.retry_due = False
         if run.state.status == Status.PENDING and self.deps.satisfied(run):
             self.deps.push_ready(run)
+
+    # ------------------------------------------------------------------ restarting a service
+    def _restart_delay(self, run: StepRun, status: Status) -> float | None:
+        """Seconds until the next start of a service whose start just ended (``status``), or
+        None: it is not restarted. A start that ended on its own, or was failed by its health
+        checks, goes by the restart policy (core.supervisor); one the user restarted starts
+        again at once; one stopped otherwise (by the user, ``timeout``, a ``ready`` that never
+        came, the run's end) stays stopped."""
+        stopping = self._interrupted or self._closing or self._stopping_background
+        if stopping or not run.step.background:
+            return None
+        if run.end_cause == MANUAL:
+            return 0.0
+        supervisor = run.supervisor
+        if (run.stop_as and run.end_cause is None) or supervisor is None:
+            return None
+        if not supervisor.wants(failed=status != Status.SUCCEEDED):
+            return None
+        delay = supervisor.next_delay(run.state.duration or 0.0)
+        if delay is None:
+            gave_up = f"not restarted: {supervisor.limit} restarts in a row (max_restarts)"
+            run.state.reason = "; ".join(filter(None, (run.state.reason, gave_up)))
+        return delay
+
+    def _restart(self, run: StepRun, execution: Execution | None, delay: float) -> None:
+        """The service starts again after ``delay``, once what its last start left in its
+        process group is gone (SIGTERM, grace, SIGKILL: a restart never leaves an orphan).
+        Its dependents are not disturbed: they went on when it was first ready."""
+        state = run.state
+        state.restarts += 1
+        state.restart_reason = run.end_cause or state.reason or "exit code 0"
+        state.status, run.retry_due, run.restarting = Status.PENDING, True, True
+        self._emit_step(
+            ev.StepRestart, run, restart=state.restarts, reason=state.restart_reason, delay=delay
+        )
+        due = time.monotonic() + delay
+        pgid = None if execution is None else execution.pid
+        grace = run.step.grace
+
+        def clear_then_wait() -> None:  # on a worker: stopping the group waits up to grace
+            if pgid is not None:
+                stop_group(pgid, grace)
+            self.loop.post(
+                lambda: self.loop.after(
+                    max(0.0, due - time.monotonic()), lambda: self._retry_due(run)
+                )
+            )
+
+        self.workers.submit(clear_then_wait)
 
     # ------------------------------------------------------------------ commands
     def _refuse(self, run: StepRun, action: str) -> None:
@@ -461,7 +562,7 @@ class Runner:
             "skipped by user",
             [],
         )
-        run.retry_due = False
+        run.retry_due = run.restarting = False
         self._emit_status(run, run.state.reason)
         if now:
             self.deps.satisfy(run)
@@ -473,11 +574,19 @@ class Runner:
             return self._refuse(run, "retry")
         run.state.status, run.state.reason, run.state.allowed = Status.PENDING, None, False
         run.satisfied = False
+        if run.supervisor is not None:
+            run.supervisor.reset()
         self._emit_status(run, "retry requested")
         self.deps.recompute_blocking()
         if self.deps.satisfied(run):
             self.deps.push_ready(run)
         self.store.state_changed()
+
+    def _do_restart(self, run: StepRun) -> None:
+        if "restart" not in self.allowed_actions(run.step.name):
+            return self._refuse(run, "restart")
+        run.end_cause = MANUAL
+        self._stop(run, Status.STOPPED, "restarted by the user")
 
     def _do_stop_step(self, run: StepRun) -> None:
         if run.state.status not in ACTIVE:
@@ -514,7 +623,7 @@ class Runner:
         self._mark_closing(RunStatus.INTERRUPTED)
         for run in self.runs.values():
             if run.state.status in WAITING:
-                run.state.status, run.retry_due = Status.CANCELLED, False
+                run.state.status, run.retry_due, run.restarting = Status.CANCELLED, False, False
                 self._emit_status(run, "run interrupted")
             elif run.execution is not None:
                 self._stop(
@@ -528,10 +637,22 @@ class Runner:
             self.run_state.closing, self.run_state.status = True, status
             self.emit(ev.RunClosing(status=status, ts=self.clock()))
 
-    def _foreground_done(self) -> bool:
-        return not any(
-            r.state.status in (Status.PENDING, Status.RUNNING) for r in self.runs.values()
+    def _stop_restart(self, run: StepRun, reason: str) -> None:
+        """A service between two starts is not started again: stopped, as if it had been up."""
+        run.state.status, run.state.reason = Status.STOPPED, reason
+        run.retry_due = run.restarting = False
+        self._emit_status(run)
+
+    def _work_left(self) -> bool:
+        """A foreground step, or a background step not yet ready, is still to run or running
+        (a service between two starts is not work: it is up again soon)."""
+        return any(
+            r.state.status in (Status.PENDING, Status.RUNNING) and not r.restarting
+            for r in self.runs.values()
         )
+
+    def _foreground_done(self) -> bool:
+        return not self._work_left()
 
     def _do_close(self) -> None:
         """Stop what runs; a run closed before its foreground steps ended counts as interrupted."""
@@ -544,6 +665,8 @@ class Runner:
                 else:
                     self._cut_short = True
                     self._stop(run, Status.CANCELLED, "stopped when the run was closed")
+            elif run.restarting:
+                self._stop_restart(run, "stopped when the run was closed")
             elif run.state.status == Status.PENDING:
                 self._cut_short = True
                 run.state.status, run.retry_due = Status.CANCELLED, False
@@ -563,23 +686,29 @@ class Runner:
             if not active:
                 self._finish()
             return
-        if any(r.state.status in (Status.PENDING, Status.RUNNING) for r in self.runs.values()):
+        if self._work_left():
             if self.run_state.ended is not None:
                 self._reopen()
             return
-        # Every foreground step is done; what is left are ready background steps.
+        # Every foreground step is done; what is left are ready background steps (some
+        # perhaps between two starts).
+        services = [r for r in self.runs.values() if r.execution is not None or r.restarting]
         if self.interactive:
             # The app stays open for retries, but the run is over once nothing runs any more.
-            if not active:
+            if not services:
                 self._record_end()
             return
-        if self.keep_alive and active:
+        if self.keep_alive and services:
             return
-        if active:
-            if not self._stopping_background:
-                self._stopping_background = True
-                for run in active:
-                    self._stop(run, Status.STOPPED, "stopped after the foreground steps ended")
+        if services and not self._stopping_background:
+            self._stopping_background = True
+            for run in services:
+                reason = "stopped after the foreground steps ended"
+                if run.restarting:
+                    self._stop_restart(run, reason)
+                else:
+                    self._stop(run, Status.STOPPED, reason)
+        if any(r.execution is not None for r in self.runs.values()):
             return
         self._finish()
 

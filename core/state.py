@@ -69,6 +69,17 @@ RETRYABLE = ENDED - {Status.SKIPPED}
 STOPPABLE = ACTIVE
 
 
+class Health(StrEnum):
+    """A service's health, by its ``health`` checks (a step without them has none: None)."""
+
+    UNKNOWN = "unknown"  # started; no check has decided yet
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class RunStatus(StrEnum):
     """The run's status in state.json."""
 
@@ -124,6 +135,9 @@ class StepState(msgspec.Struct, kw_only=True):
     peak_cpu: float | None = None
     peak_rss: int | None = None
     log: str | None = None  # relative to the run dir; None until the file exists
+    restarts: int = 0  # times the runner restarted this service (its restart policy, or `r`)
+    restart_reason: str | None = None  # why the last time: "exit code 1", "unhealthy: ...", ...
+    health: Health | None = None  # None: the step has no health checks
 
     def elapsed(self, now: float) -> float | None:
         """Seconds it has run: up to ``now`` while active, else the last attempt's duration."""
@@ -193,10 +207,12 @@ class RunState(msgspec.Struct, kw_only=True):
 
 
 def allowed_actions(step: StepState, run: RunState) -> frozenset[str]:
-    """Which of skip, retry and stop apply to ``step`` now (the TUI offers only these keys, and
-    the runner refuses the others)."""
+    """Which of skip, retry, stop and restart apply to ``step`` now (the TUI offers only these
+    keys, and the runner refuses the others). Restart is for a running service: a background
+    step that is not a session step (whose action ends at once)."""
     if step.status in STOPPABLE:
-        return _STOP
+        service = step.background and step.type != "session"
+        return _STOP_RESTART if service and not run.closing else _STOP
     if run.closing:
         return _NONE
     return _ACTIONS[step.status]
@@ -204,6 +220,7 @@ def allowed_actions(step: StepState, run: RunState) -> frozenset[str]:
 
 _NONE: frozenset[str] = frozenset()
 _STOP = frozenset({"stop"})
+_STOP_RESTART = frozenset({"stop", "restart"})
 _ACTIONS = {
     status: frozenset(
         name for name, group in (("skip", SKIPPABLE), ("retry", RETRYABLE)) if status in group

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.executors import Execution, Outcome
 from core.recipe import Step
-from core.state import DEAD, SessionRef, Status, StepState
+from core.state import DEAD, Health, SessionRef, Status, StepState
 from core.steplog import StepLog
+from core.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from core.health import HealthMonitor
+
+#: ``end_cause`` of a start the user ended to restart the service
+MANUAL = "manual"
 
 
 @dataclass
@@ -25,7 +33,11 @@ class StepRun:
     steplog: StepLog | None = None
     stop_as: Status | None = None  # this attempt was stopped: the status it ends with
     stop_reason: str | None = None
-    retry_due: bool = False  # failed, waiting for its retry_delay
+    retry_due: bool = False  # waiting for its retry_delay (a service: its restart delay)
+    restarting: bool = False  # a service between two starts: it will be up again
+    end_cause: str | None = None  # the runner ended this start to restart it: why
+    supervisor: Supervisor | None = None  # a service's restart policy
+    monitor: HealthMonitor | None = None  # this start's health checks
 
     @classmethod
     def of(cls, step: Step, run_dir: Path) -> StepRun:
@@ -39,7 +51,8 @@ class StepRun:
             retries=step.retries,
             session=_session(step, run_dir) if step.type == "session" else None,
         )
-        return cls(step, state)
+        supervisor = Supervisor(step) if step.restart != "no" else None
+        return cls(step, state, supervisor=supervisor)
 
     @property
     def passing_through(self) -> bool:
@@ -58,7 +71,8 @@ class StepRun:
         state.status = Status.RUNNING
         state.started, state.ended, state.duration = now, None, None
         state.exit_code = state.signal = None
-        state.reason = self.stop_as = self.stop_reason = None
+        state.reason = self.stop_as = self.stop_reason = self.end_cause = None
+        state.health = None if self.step.health is None else Health.UNKNOWN
         self.ready = False
 
     def settle(self, outcome: Outcome, execution: Execution | None, now: float) -> Status:

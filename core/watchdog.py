@@ -23,7 +23,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+#: seconds to wait for SIGKILLed processes to be gone: a restarted service must not meet the
+#: last start's processes, and the end of a run comes after its processes' end
+KILL_WAIT = 2.0
 
 
 def _marker(run_dir: str) -> bytes:
@@ -141,20 +146,41 @@ def kill_leftovers(run_dir: str, groups: list[int], grace: float) -> int:
     live = {g for g in groups if _group_exists(g)}
     if not live and not marked_pids(run_dir):
         return 0
+    return _terminate(live, lambda table: _marked(run_dir, table), grace)
+
+
+def stop_group(pgid: int, grace: float) -> int:
+    """What is left of a step's process group once its leader has exited (a service about to
+    be restarted): SIGTERM, up to ``grace``, SIGKILL, as ``kill_leftovers`` does. Blocks:
+    called on a worker thread. Returns how many processes had to be signalled."""
+    if not _group_exists(pgid):
+        return 0
+    return _terminate({pgid}, lambda table: {}, grace)
+
+
+def _terminate(
+    live: set[int], marked: Callable[[dict[int, tuple[int, int]]], dict[int, int]], grace: float
+) -> int:
+    """SIGTERM the members of the ``live`` groups and the ``marked`` processes, wait up to
+    ``grace`` for them to go, SIGKILL the rest (and what joined them meanwhile), and wait up
+    to ``KILL_WAIT`` for those to be gone."""
     table = _processes()  # before the markers are read: see ``_marked``
-    found = {**_members(live, table), **_marked(run_dir, table)}
+    found = {**_members(live, table), **marked(table)}
     signalled = set(found)
     for pid, start in found.items():
         _send(pid, start, signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    deadline, killed = time.monotonic() + grace, False
     while found:
         if time.monotonic() >= deadline:
+            if killed:
+                break  # SIGKILLed KILL_WAIT ago and still there (stuck in the kernel)
+            killed = True
             table = _processes()  # a last look: what was forked or marked meanwhile too
-            found = {**_still_there(found, live, table), **_marked(run_dir, table)}
+            found = {**_still_there(found, live, table), **marked(table)}
             signalled |= set(found)
             for pid, start in found.items():
                 _send(pid, start, signal.SIGKILL)
-            break
+            deadline = time.monotonic() + KILL_WAIT  # gone, not only told to go
         time.sleep(0.02)  # polling process death; there is no portable wait for non-children
         found = _still_there(found, live, _processes())
     return len(signalled)

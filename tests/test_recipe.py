@@ -204,6 +204,35 @@ def test_a_field_left_out_gets_the_default_the_schema_shows(ws: Path) -> None:
     }
 
 
+def test_service_fields_load_with_their_defaults(ws: Path) -> None:
+    recipe = load_recipe(
+        write(
+            ws,
+            """
+            - {name: plain, type: shell, run: x, background: true, restart: no}
+            - name: web
+              type: shell
+              run: x
+              background: true
+              restart: on_failure
+              health: {http: "http://127.0.0.1:8050/", start_period: 10}
+            """,
+        )
+    )
+    plain, web = recipe.steps
+    assert plain.restart == "no"  # YAML reads an unquoted no as false: it means no
+    assert (plain.restart_delay, plain.max_restarts, plain.health) == (1.0, None, None)
+    assert web.restart == "on_failure" and web.health is not None
+    health = web.health
+    assert (health.kind, health.value) == ("http", "http://127.0.0.1:8050/")
+    assert (health.interval, health.timeout, health.failures, health.start_period) == (
+        5.0,
+        2.0,
+        3,
+        10.0,
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # Mistakes: each one located by file:line and step
 
@@ -271,6 +300,114 @@ CASES = [
         "step 'a'",
         "needs 'cmd' (with 'args') or 'run'",
         id="no-cmd",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  restart: always\n",
+        4,
+        "step 'a'",
+        "field 'restart: always' needs 'background: true'",
+        id="restart-not-background",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: allways\n",
+        5,
+        "step 'a'",
+        "field 'restart' must be one of no, on_failure, always, got 'allways' "
+        "(did you mean 'always'?)",
+        id="restart-policy",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: on_failure\n"
+        "  retries: 2\n",
+        6,
+        "step 'a'",
+        "field 'retries' does not go with 'restart'",
+        id="restart-and-retries",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  max_restarts: 3\n",
+        5,
+        "step 'a'",
+        "field 'max_restarts' goes with 'restart: on_failure' or 'restart: always'",
+        id="max-restarts-without-restart",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: always\n"
+        "  max_restarts: -1\n",
+        6,
+        "step 'a'",
+        "field 'max_restarts' must be an integer >= 0, got -1",
+        id="max-restarts-negative",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: always\n"
+        "  restart_delay: soon\n",
+        6,
+        "step 'a'",
+        "field 'restart_delay' must be a number >= 0, got 'soon'",
+        id="restart-delay",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: kill\n  session: s\n  background: true\n"
+        "  restart: always\n",
+        6,
+        "step 'a'",
+        "field 'restart' is not for session steps",
+        id="restart-session",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  health: {port: 80}\n",
+        4,
+        "step 'a'",
+        "field 'health' needs 'background: true'",
+        id="health-not-background",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  health:\n    port: 80\n"
+        "    cmd: 'true'\n",
+        7,
+        "step 'a'",
+        "field 'health' takes one of port, http or cmd, not port and cmd",
+        id="health-two-kinds",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  health: {interval: 1}\n",
+        5,
+        "step 'a'",
+        "field 'health' needs one of port, http or cmd",
+        id="health-no-kind",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  health:\n"
+        "    http: ftp://host/\n",
+        6,
+        "step 'a'",
+        "field 'health.http' must be an http:// or https:// URL with a host, got 'ftp://host/'",
+        id="health-http-scheme",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  health:\n    port: 80\n"
+        "    intervall: 1\n",
+        7,
+        "step 'a'",
+        "unknown field 'health.intervall' (did you mean 'interval'?)",
+        id="health-unknown-option",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  health:\n    port: 80\n"
+        "    failures: 0\n",
+        7,
+        "step 'a'",
+        "field 'health.failures' must be an integer >= 1, got 0",
+        id="health-failures",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  health:\n    cmd: 'true'\n"
+        "    timeout: 0\n",
+        7,
+        "step 'a'",
+        "field 'health.timeout' must be a number > 0, got 0",
+        id="health-timeout",
     ),
     pytest.param(
         "- name: a\n  type: shell\n  run: ls\n  args: [x]\n",
@@ -885,6 +1022,15 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
         "steps": [
             {"name": "a", "type": "python", "module": "m.n"},
             {"name": "b", "type": "shell", "run": "x", "background": True, "ready": {"port": 1}},
+            {
+                "name": "c",
+                "type": "shell",
+                "run": "x",
+                "background": True,
+                "restart": "on_failure",
+                "health": {"http": "http://127.0.0.1:1/", "failures": 2},
+            },
+            {"name": "d", "type": "shell", "run": "x", "background": True, "restart": False},
         ]
     }
     assert validator.is_valid(good)
@@ -897,6 +1043,9 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
         {**shell, "index": 3},  # the loader's, not the user's
         {**shell, "background": True, "ready": {"port": 1, "log": "up"}},
         {**shell, "background": True, "ready": {"host": "h"}},
+        {**shell, "background": True, "health": {"port": 1, "cmd": "true"}},
+        {**shell, "background": True, "health": {"interval": 1}},
+        {**shell, "background": True, "restart": "sometimes"},
         {**shell, "name": ".."},
         {**shell, "type": "pyhton"},
     ]:

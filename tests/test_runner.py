@@ -1322,7 +1322,7 @@ def test_interactive_close_stops_background_steps(tmp_path, runners):
     pid = read_pid(tmp_path / "bg.pid")
     wait_for(lambda: _status(runner, "fg") == "succeeded")
     assert _status(runner, "bg") == "ready"
-    assert runner.allowed_actions("bg") == {"stop"}
+    assert runner.allowed_actions("bg") == {"stop", "restart"}
     assert runner.wait(0.3) is None, "interactive runs wait for close()"
     runner.close()
     assert runner.wait(10) == 0

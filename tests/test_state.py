@@ -16,6 +16,7 @@ from core.state import (
     SKIPPABLE,
     STOPPABLE,
     WAITING,
+    Health,
     RunState,
     RunStatus,
     SessionRef,
@@ -79,7 +80,17 @@ def every_kind_of_step() -> dict[str, StepState]:
             status=Status.SUCCEEDED,
             signal=None,
         ),
-        "dash": StepState(name="dash", type="python", index=3, background=True, status="ready"),
+        "dash": StepState(
+            name="dash",
+            type="shell",
+            index=3,
+            background=True,
+            status="ready",
+            attempts=3,
+            restarts=2,
+            restart_reason="unhealthy: port 8050: Connection refused (3 checks in a row)",
+            health=Health.HEALTHY,
+        ),
     }
 
 
@@ -102,6 +113,9 @@ def test_state_json_round_trips_and_is_plain_json():
         "socket": "orch",
         "log": "/r/web.log",
     }
+    assert (steps["dash"]["restarts"], steps["dash"]["health"]) == (2, "healthy")
+    assert steps["dash"]["restart_reason"].startswith("unhealthy: ")
+    assert steps["build"]["restarts"] == 0 and steps["build"]["health"] is None
     assert data.startswith(b"{\n  ")  # indented: people read state.json too
 
 
@@ -165,6 +179,18 @@ def test_the_groups_cover_every_status_once_where_they_should():
 def test_allowed_actions_follow_the_status(status, expected):
     step = StepState(name="s", type="shell", index=0, status=status)
     assert allowed_actions(step, a_run(s=step)) == expected
+
+
+@pytest.mark.parametrize(
+    ("step_type", "expected"), [("shell", {"stop", "restart"}), ("session", {"stop"})]
+)
+@pytest.mark.parametrize("status", sorted(ACTIVE))
+def test_a_running_service_may_be_restarted(status, step_type, expected):
+    step = StepState(name="s", type=step_type, index=0, background=True, status=status)
+    run = a_run(s=step)
+    assert allowed_actions(step, run) == expected
+    run.closing = True
+    assert allowed_actions(step, run) == {"stop"}
 
 
 @pytest.mark.parametrize("status", list(Status))

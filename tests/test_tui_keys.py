@@ -191,6 +191,37 @@ async def test_stop_a_running_step(orch):
         assert "k" not in app.screen.active_bindings
 
 
+async def test_r_restarts_a_running_service_and_leaves_its_dependents_alone(orch, tmp_path):
+    app, runner = orch(
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            health: {cmd: "true", interval: 0.05}
+            run: echo $$ >> starts; echo "start $(wc -l < starts)"; exec sleep 100
+          - {name: user, type: shell, cmd: sleep, args: ["100"]}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "user", "running")
+        await until(pilot, lambda: "♥" in tree_label(app, "svc"), what="svc healthy in the tree")
+        assert selected(app) == "svc"
+        assert app.screen.active_bindings["r"].binding.description == "Restart"
+        first, user = step_pid(runner, "svc"), step_pid(runner, "user")
+
+        await pilot.press("r")
+        await until(pilot, lambda: runner.snapshot().steps["svc"].restarts == 1, what="restart")
+        await until(pilot, lambda: not alive(first), 4, f"the first start (pid {first}) gone")
+        await until_status(pilot, runner, "svc", "ready")
+        await until(pilot, lambda: "↻1" in tree_label(app, "svc"), what="↻1 in the tree")
+        await until(pilot, lambda: main_pane(app).lines[-1:] == ["start 2"], what="its new log")
+        assert runner.snapshot().steps["svc"].restart_reason == "manual"
+        assert (tmp_path / "starts").read_text().count("\n") == 2
+        assert step_pid(runner, "user") == user and alive(user)  # its dependent: undisturbed
+        assert len(_events_of(runner, "user", "step_started")) == 1
+
+
 # ------------------------------------------------------------------------------ q
 @pytest.mark.parametrize("key", ["q", "ctrl+q", "ctrl+c"])
 async def test_quit_while_running_asks_and_n_or_escape_cancel(orch, key: str):

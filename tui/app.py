@@ -263,7 +263,8 @@ class OrchApp(App[int]):
         self._changed.clear()
 
     def _allowed(self, name: str) -> frozenset[str]:
-        """Which of skip/retry/stop apply to the step now, from the app's mirror of the run."""
+        """Which of skip/retry/stop/restart apply to the step now, from the app's mirror of the
+        run."""
         if self.read_only:
             return frozenset()
         return allowed_actions(self._run.steps[name], self._run)
@@ -443,7 +444,7 @@ class OrchApp(App[int]):
         if not reply.ok:  # the step changed since the key was offered
             self.notify(clean(reply.message), severity="warning", markup=False)
             return
-        if message.action == "retry":  # the new attempt is what to see, even in a paused pane
+        if message.action in ("retry", "restart"):  # the new start is what to see, even paused
             for pane in self.query(LogPane):
                 if pane.step == name:
                     pane.action_follow()
@@ -564,6 +565,12 @@ class OrchApp(App[int]):
             if "retry" in allowed:
                 yield SystemCommand(
                     f"Retry {name}", "Run the selected step again", tree.action_retry
+                )
+            if "restart" in allowed:
+                yield SystemCommand(
+                    f"Restart {name}",
+                    "Stop the running service, start it again",
+                    tree.action_restart,
                 )
             if "stop" in allowed:
                 yield SystemCommand(

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 from typing import NamedTuple
 
-from core.state import Status
+from core.state import Health, Status
 
 
 class Glyph(NamedTuple):
@@ -37,6 +37,12 @@ STATUS_GLYPHS: dict[str, Glyph] = {
     Status.STOPPED: Glyph("■", "#", "cyan"),
 }
 UNKNOWN = Glyph("?", "?", "")
+#: A service's health (``health:`` checks), beside its status.
+HEALTH_GLYPHS: dict[str, Glyph] = {
+    Health.UNKNOWN: Glyph("♡", "?", "dim"),
+    Health.HEALTHY: Glyph("♥", "+", "green"),
+    Health.UNHEALTHY: Glyph("♥", "x", "bold red"),
+}
 
 
 def status_icon(status: str) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from core.recipe.checks import Validator
 from core.recipe.kinds import (
     BACKENDS,
+    HEALTH_KINDS,
     MAX_SECONDS,
     READY_KINDS,
     SESSION_ACTIONS,
@@ -31,9 +32,11 @@ from core.recipe.kinds import (
     valid_step_name,
 )
 from core.recipe.model import (
+    HEALTH_FIELDS,
     READY_FIELDS,
     RECIPE_FIELDS,
     STEP_FIELDS,
+    HealthCheck,
     PythonStep,
     Readiness,
     Recipe,
@@ -50,6 +53,8 @@ from core.recipe.workspace import find_workspace, step_cwd, workspace_of, worksp
 
 __all__ = [
     "BACKENDS",
+    "HEALTH_FIELDS",
+    "HEALTH_KINDS",
     "MAX_DEPTH",
     "MAX_FILE_BYTES",
     "MAX_NODES",
@@ -62,6 +67,7 @@ __all__ = [
     "SOCKET_NAME_PATTERN",
     "STEP_FIELDS",
     "STEP_TYPES",
+    "HealthCheck",
     "Problem",
     "PythonStep",
     "Readiness",

@@ -20,14 +20,16 @@ from typing import Any
 import msgspec
 
 from core.graph import find_cycle
-from core.recipe.kinds import READY_KINDS, check_steps, valid_step_name
+from core.recipe.kinds import HEALTH_KINDS, READY_KINDS, check_steps, valid_step_name
 from core.recipe.model import (
+    HEALTH_FIELDS,
     KEYS,
     READY_FIELDS,
     RECIPE_FIELDS,
     STEP_CLASSES,
     STEP_FIELDS,
     FieldSpec,
+    HealthCheck,
     Readiness,
     Step,
 )
@@ -44,6 +46,11 @@ from core.recipe.source import Source
 from core.recipe.workspace import step_cwd
 
 Who = tuple[str, bool] | None  # (step name or "step #3" label, is it a label)
+#: why a field needs ``background: true``, in its problem
+_NEEDS_BACKGROUND = {
+    "ready": "only background steps wait to be ready",
+    "health": "only a service that runs on is checked",
+}
 
 
 class Draft(msgspec.Struct):
@@ -57,7 +64,6 @@ class Draft(msgspec.Struct):
     who: Who
     data: dict[Any, Any]
     values: dict[str, Any]
-    readiness: Readiness | None = None
     deps: tuple[str, ...] = ()
 
     def build(self) -> Step:
@@ -68,7 +74,6 @@ class Draft(msgspec.Struct):
             line=self.line,
             depends_on=self.deps,
             explicit_deps="depends_on" in self.data,
-            ready=self.readiness,
         )
         return STEP_CLASSES[self.step_type or ""](**fields)
 
@@ -260,11 +265,13 @@ class Validator:
             who,
             cls=STEP_CLASSES.get(step_type or ""),
             step_type=step_type,
-            skip=frozenset({"ready"}),
+            skip=frozenset({"ready", "health"}),
         )
         line = self.source.where(trail)[0] or 1
         draft = Draft(index, name, step_type, trail, line, who, data, values)
         self.ready(draft)
+        self.health(draft)
+        self.restart(draft)
         if step_type == "shell":
             self.shell(draft)
         elif step_type == "session":
@@ -272,42 +279,101 @@ class Validator:
         return draft
 
     def ready(self, d: Draft) -> None:
-        if "ready" not in d.data:
+        spec = self.condition(d, "ready", READY_FIELDS, Readiness, READY_KINDS)
+        if spec is None:
             return
-        trail = d.trail + ("ready",)
+        if "host" in spec and "port" not in spec:
+            self.report(
+                "field 'ready.host' only goes with ready.port",
+                d.trail + ("ready", "host"),
+                d.who,
+                key=True,
+            )
+
+    def health(self, d: Draft) -> None:
+        self.condition(d, "health", HEALTH_FIELDS, HealthCheck, HEALTH_KINDS)
+
+    def condition(
+        self,
+        d: Draft,
+        field: str,
+        table: Mapping[str, FieldSpec],
+        cls: type[Readiness] | type[HealthCheck],
+        kinds: tuple[str, ...],
+    ) -> dict[str, Any] | None:
+        """A mapping of exactly one of ``kinds`` and its options (``ready``, ``health``): for
+        background steps only, as only they run on while others wait. Returns the mapping as
+        written, for the caller's own rules; its Struct goes in ``d.values`` when it is good."""
+        if field not in d.data:
+            return None
+        trail = d.trail + (field,)
         if d.data.get("background") is not True:
             self.report(
-                "field 'ready' needs 'background: true' (only background steps wait to be ready)",
+                f"field '{field}' needs 'background: true' ({_NEEDS_BACKGROUND[field]})",
                 trail,
                 d.who,
                 key=True,
             )
-        spec = d.data["ready"]
+        spec = d.data[field]
         if spec is BAD:
-            return
+            return None
         if not isinstance(spec, dict):
-            self.refused(Invalid(), STEP_FIELDS["ready"], spec, trail, d.who)
-            return
+            self.refused(Invalid(), STEP_FIELDS[field], spec, trail, d.who)
+            return None
         before = len(self.problems)
-        values = self.fields(spec, trail, READY_FIELDS, d.who, cls=Readiness, prefix="ready.")
-        kinds = [k for k in READY_KINDS if k in spec]
-        if not kinds:
+        values = self.fields(spec, trail, table, d.who, cls=cls, prefix=f"{field}.")
+        named = [k for k in kinds if k in spec]
+        listed = ", ".join(kinds[:-1]) + f" or {kinds[-1]}"
+        if not named:
+            self.report(f"field '{field}' needs one of {listed}", trail, d.who, key=True)
+        elif len(named) > 1:
             self.report(
-                "field 'ready' needs one of port, log, ctx or delay", trail, d.who, key=True
-            )
-        elif len(kinds) > 1:
-            self.report(
-                f"field 'ready' takes one of port, log, ctx or delay, not {' and '.join(kinds)}",
-                trail + (kinds[1],),
+                f"field '{field}' takes one of {listed}, not {' and '.join(named)}",
+                trail + (named[1],),
                 d.who,
                 key=True,
             )
-        if "host" in spec and "port" not in spec:
-            self.report(
-                "field 'ready.host' only goes with ready.port", trail + ("host",), d.who, key=True
-            )
-        if len(self.problems) == before and len(kinds) == 1:
-            d.readiness = Readiness(**values)
+        if len(self.problems) == before and len(named) == 1:
+            d.values[field] = cls(**values)  # else the recipe is refused: never built
+        return spec
+
+    def restart(self, d: Draft) -> None:
+        """``restart`` is for services (background steps; a foreground step has ``retries``),
+        and its options need it."""
+        policy = d.values.get("restart", "no")
+        if "restart" in d.data and policy != "no":
+            if d.data.get("background") is not True:
+                self.report(
+                    f"field 'restart: {policy}' needs 'background: true' (a service; "
+                    "a foreground step is run again with 'retries')",
+                    d.trail + ("restart",),
+                    d.who,
+                    key=True,
+                )
+            elif d.step_type == "session":
+                self.report(
+                    "field 'restart' is not for session steps (their action ends at once)",
+                    d.trail + ("restart",),
+                    d.who,
+                    key=True,
+                )
+            if "retries" in d.data:
+                self.report(
+                    "field 'retries' does not go with 'restart' (a service is restarted: "
+                    "use 'max_restarts')",
+                    d.trail + ("retries",),
+                    d.who,
+                    key=True,
+                )
+        if "restart" not in d.data or d.values.get("restart") == "no":
+            for option in ("restart_delay", "max_restarts"):
+                if option in d.data:
+                    self.report(
+                        f"field '{option}' goes with 'restart: on_failure' or 'restart: always'",
+                        d.trail + (option,),
+                        d.who,
+                        key=True,
+                    )
 
     def shell(self, d: Draft) -> None:
         has_cmd, has_run = "cmd" in d.data, "run" in d.data

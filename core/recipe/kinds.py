@@ -28,6 +28,8 @@ STEP_TYPES = ("python", "shell", "session")
 SESSION_ACTIONS = ("create", "recreate", "send", "kill", "detach")
 BACKENDS = ("screen", "tmux")
 READY_KINDS = ("port", "log", "ctx", "delay")
+HEALTH_KINDS = ("port", "http", "cmd")
+RESTART_POLICIES = ("no", "on_failure", "always")
 
 _NO_NUL = "^[^\\x00]*$"  # exact with search: anchored at the start, and "\n" is allowed anyway
 _ENV_NAME = "^[^=\\x00]+$"
@@ -260,6 +262,25 @@ def _regex(value: Any) -> str:
     return value
 
 
+def _http_url(value: Any) -> str:
+    """An address the http probe can ask: http or https, with a host."""
+    from urllib.parse import urlsplit
+
+    text = _text(value)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise Invalid(f"is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"must be an http:// or https:// URL with a host, got {show(value)}")
+    return text
+
+
+def _restart_policy(value: Any) -> str:
+    """YAML 1.1 reads an unquoted ``restart: no`` as false: that is what the user wrote."""
+    return "no" if value is False else _choice(RESTART_POLICIES)(value)
+
+
 def check_steps(value: Any) -> list[Any]:
     """The steps list itself; each step is checked on its own."""
     if not isinstance(value, list):
@@ -349,6 +370,17 @@ Regex = Annotated[
 LogSpec = Annotated[
     bool | Annotated[str, Meta(min_length=1, pattern=_NO_NUL)],
     Meta(extra=_kind("true, false or a file path")),
+]
+HttpUrl = Annotated[
+    str,
+    Meta(
+        extra_json_schema={"pattern": "^https?://", "format": "uri"},
+        extra=_kind("an http:// or https:// URL", _http_url),
+    ),
+]
+RestartPolicy = Annotated[
+    Literal[RESTART_POLICIES] | bool,
+    Meta(extra=_kind("one of " + ", ".join(RESTART_POLICIES), _restart_policy)),
 ]
 Action = _one_of(SESSION_ACTIONS)
 Backend = _one_of(BACKENDS)

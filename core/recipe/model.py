@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta
 
 from core.recipe.kinds import (
+    HEALTH_KINDS,
     READY_KINDS,
     Action,
     Args,
@@ -35,6 +36,7 @@ from core.recipe.kinds import (
     Env,
     Expose,
     Flag,
+    HttpUrl,
     Identifier,
     JsonData,
     Key,
@@ -45,6 +47,7 @@ from core.recipe.kinds import (
     Positive,
     PositiveSeconds,
     Regex,
+    RestartPolicy,
     Seconds,
     SessionName,
     SocketName,
@@ -87,6 +90,36 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return getattr(self, self.kind)
 
 
+class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a running service is checked: one of port, http or cmd, every ``interval``."""
+
+    port: (
+        Annotated[Port, _about("healthy while a TCP connection to 127.0.0.1:port succeeds")] | None
+    ) = None
+    http: (
+        Annotated[HttpUrl, _about("healthy while a GET of this URL answers 2xx or 3xx")] | None
+    ) = None
+    cmd: Annotated[Text, _about("healthy while this shell command (bash -c) exits 0")] | None = None
+    interval: Annotated[PositiveSeconds, _about("seconds between two checks")] = 5.0
+    timeout: Annotated[PositiveSeconds, _about("seconds a check may take before it fails")] = 2.0
+    failures: Annotated[
+        Positive, _about("failed checks in a row that make the service unhealthy")
+    ] = 3
+    start_period: Annotated[
+        Seconds, _about("seconds after the service is up during which failed checks do not count")
+    ] = 0.0
+
+    @property
+    def kind(self) -> str:
+        """Which check: "port", "http" or "cmd" (the validator allows one)."""
+        return next(k for k in HEALTH_KINDS if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> Any:
+        """The check's value: a port number, a URL or a shell command."""
+        return getattr(self, self.kind)
+
+
 class StepBase(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
 ):
@@ -119,6 +152,36 @@ class StepBase(
     retries: Annotated[Count, _about("re-run a failed step up to this many more times")] = 0
     retry_delay: Annotated[Seconds, _about("seconds to wait between retries")] = 0.0
     continue_on_error: Annotated[Flag, _about("a failure blocks nothing and fails nothing")] = False
+    restart: Annotated[
+        RestartPolicy,
+        _about(
+            "restart a background step when it ends on its own: no, on_failure, or always "
+            "(also after a clean exit)"
+        ),
+    ] = "no"
+    restart_delay: Annotated[
+        Seconds, _about("seconds before a restart; doubles per restart in a row, up to 30")
+    ] = 1.0
+    max_restarts: (
+        Annotated[
+            Count,
+            _about(
+                "restarts in a row before the step fails "
+                "(default: 5 for on_failure, no limit for always)"
+            ),
+        ]
+        | None
+    ) = None
+    health: (
+        Annotated[
+            HealthCheck,
+            Meta(
+                description="how a running background step is checked; unhealthy: restarted",
+                extra={"phrase": "a mapping with one of port, http or cmd"},
+            ),
+        ]
+        | None
+    ) = None
     env: Annotated[Env, _about("extra environment variables")] = {}
     cwd: Annotated[Text, _about("working directory")] | None = None
     # Set by the loader, never read from the YAML (LOADER_FIELDS):
@@ -294,6 +357,7 @@ def _step_fields() -> dict[str, FieldSpec]:
 
 STEP_FIELDS = _step_fields()
 READY_FIELDS = _table(Readiness)
+HEALTH_FIELDS = _table(HealthCheck)
 RECIPE_FIELDS = _table(RecipeFile)
 # Per Struct: the keys its mapping may hold, and the ones it must
 KEYS: dict[type, tuple[frozenset[str], frozenset[str]]] = {
@@ -304,3 +368,4 @@ KEYS: dict[type, tuple[frozenset[str], frozenset[str]]] = {
     for t, cls in STEP_CLASSES.items()
 }
 KEYS[Readiness] = (frozenset(READY_FIELDS), frozenset())
+KEYS[HealthCheck] = (frozenset(HEALTH_FIELDS), frozenset())

@@ -5,8 +5,9 @@ What msgspec writes is tidied for the YAML a person edits: a field the recipe ma
 absent, never ``null`` (msgspec says ``anyOf: [..., null]`` for the model's ``| None``); the
 fields the loader sets (``index``, ``line``) are not the user's to write; every property carries
 its description (msgspec leaves it off a ``$ref``), in the order of the field tables; and a
-``ready`` mapping needs exactly one condition. Rules a schema cannot say (unique names, known
-dependencies, no cycles, importable modules) are left to ``orch-tui validate``.
+``ready`` or ``health`` mapping needs exactly one condition. Rules a schema cannot say
+(unique names, known dependencies, no cycles, importable modules, which fields need
+``background: true``) are left to ``orch-tui validate``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from core.recipe.kinds import READY_KINDS
+from core.recipe.kinds import HEALTH_KINDS, READY_KINDS
 from core.recipe.model import (
+    HEALTH_FIELDS,
     LOADER_FIELDS,
     READY_FIELDS,
     RECIPE_FIELDS,
     STEP_CLASSES,
     STEP_FIELDS,
     FieldSpec,
+    HealthCheck,
     Readiness,
     RecipeFile,
     Step,
@@ -42,11 +45,13 @@ def recipe_json_schema() -> dict[str, Any]:
     tables: dict[str, Mapping[str, FieldSpec]] = {
         RecipeFile.__name__: RECIPE_FIELDS,
         Readiness.__name__: READY_FIELDS,
+        HealthCheck.__name__: HEALTH_FIELDS,
     }
     tables.update((cls.__name__, STEP_FIELDS) for cls in STEP_CLASSES.values())
     for name, table in tables.items():
         _tidy(defs[name], table)
     defs[Readiness.__name__]["oneOf"] = [{"required": [kind]} for kind in READY_KINDS]
+    defs[HealthCheck.__name__]["oneOf"] = [{"required": [kind]} for kind in HEALTH_KINDS]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "orch-tui recipe",

@@ -32,12 +32,14 @@ from core.events import (
     RunMessage,
     RunStarted,
     StepFinished,
+    StepHealth,
     StepOutput,
     StepReady,
+    StepRestart,
     StepStarted,
     StepStatus,
 )
-from core.state import ACTIVE, Status, StepState
+from core.state import ACTIVE, Health, Status, StepState
 from core.text import clean
 from tui.format import cause, display_path, format_duration, status_word
 from tui.headless.echo import Echo, StepView
@@ -139,6 +141,19 @@ class HeadlessReporter:
             self._on_finished(event)
         elif isinstance(event, StepStatus):
             self._on_status(event, before)
+        elif isinstance(event, StepRestart):
+            text = f"{event.reason}: restarting in {format_duration(event.delay)}"
+            self._event_line(event.ts, "retry", self._views[event.step], text)
+        elif isinstance(event, StepHealth):
+            detail = (
+                f": {event.detail}" if event.detail and event.health == Health.UNHEALTHY else ""
+            )
+            self._event_line(
+                event.ts,
+                f"health:{event.health}",
+                self._views[event.step],
+                f"{event.health}{detail}",
+            )
         elif isinstance(event, StepReady):
             self._event_line(event.ts, Status.READY, self._views[event.step], "ready")
         elif isinstance(event, ResourcesSampled):
@@ -190,6 +205,8 @@ class HeadlessReporter:
         with self._lock:
             view.spinner = None
             view.cpu = view.rss = None
+        if event.will_restart:
+            return  # the step_restart that follows says why and when
         took = format_duration(event.duration)
         why = cause(event.exit_code, event.signal)
         said = worth_saying(event.reason, event.status, event.exit_code, event.signal)

@@ -93,10 +93,14 @@ def tries(state: StepState) -> int:
 
 
 def attempt_note(state: StepState) -> str:
-    """`` (attempt 2 of 3)`` from the second attempt on."""
-    if state.attempts <= 1:
+    """`` (attempt 2 of 3)`` from the second attempt on; a restarted service's starts are
+    counted as restarts (`` (restart 2)``), not as attempts of its ``retries``."""
+    if state.restarts:
+        return f" (restart {state.restarts})"
+    attempts = state.attempts - state.restarts
+    if attempts <= 1:
         return ""
-    return f" (attempt {state.attempts} of {tries(state)})"
+    return f" (attempt {attempts} of {tries(state)})"
 
 
 def worth_saying(reason: str | None, status: str, exit_code: int | None, sig: int | None) -> bool:
@@ -223,6 +227,12 @@ class Summary:
             note = step.reason or ""
         else:
             note = ""
+        if step.restarts:  # a service's restarts and health, as the tree marks them
+            note = f"restarted {step.restarts}x ({step.restart_reason})" + (
+                f"; {note}" if note else ""
+            )
+        if step.health is not None:
+            note = f"{step.health}; {note}" if note else str(step.health)
         if step.background:
             note = ("bg; " + note) if note else "bg"
         view = self.views[step.name]

@@ -17,7 +17,7 @@ from collections import deque
 from typing import TextIO
 
 from core.text import clean
-from tui.format import STATUS_GLYPHS, Glyph
+from tui.format import HEALTH_GLYPHS, STATUS_GLYPHS, Glyph
 from tui.headless.table import Table, render_plain
 
 #: Bytes waiting for the terminal past which the steps' output is skipped (and counted, and
@@ -194,7 +194,7 @@ class Printer:
         self.color = color
         self.encoding = out.encoding
         self.unicode = self.encoding.startswith("utf")
-        glyphs = [*STATUS_GLYPHS.values(), *MARKS.values()]
+        glyphs = [*STATUS_GLYPHS.values(), *MARKS.values(), *HEALTH_GLYPHS.values()]
         try:
             ("".join(g.symbol for g in glyphs) + "".join(_PUNCT)).encode(self.encoding)
             self.symbols = True
@@ -208,6 +208,8 @@ class Printer:
     def icon(self, key: str) -> tuple[str, str]:
         """A status's or a mark's symbol (or its ASCII stand-in) and its style."""
         glyph = STATUS_GLYPHS.get(key) or MARKS.get(key) or Glyph("·", ".", "")
+        if key.startswith("health:"):
+            glyph = HEALTH_GLYPHS.get(key.removeprefix("health:"), glyph)
         return (glyph.symbol if self.symbols else glyph.ascii), glyph.style
 
     def paint(self, text: str, style: str) -> str:

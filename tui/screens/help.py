@@ -16,7 +16,10 @@ KEYS = [
     ("↑ ↓ enter", "move in the step tree; the log follows the selection"),
     ("Home End", "first / last step"),
     ("s", "skip the selected step (pending, blocked or failed): its dependents go on"),
-    ("r", "retry the selected step (failed, cancelled or succeeded)"),
+    (
+        "r",
+        "retry the selected step (failed, cancelled or succeeded); on a running service: restart",
+    ),
     ("k", "stop the selected running step"),
     ("a", "attach to the selected session (detach: Ctrl-a d in screen, Ctrl-b d in tmux)"),
     (

@@ -1,8 +1,9 @@
 """The step tree: every step in recipe order with its status, and the run's sessions.
 
-It owns the keys that act on the selection (skip, retry, stop, attach) and shows only those that
-apply to the selected step now (``check_action`` asks the runner), so the footer is a truthful
-list of what can be done.
+It owns the keys that act on the selection (skip, retry, stop, restart, attach) and shows only
+those that apply to the selected step now (``check_action`` asks the runner), so the footer is a
+truthful list of what can be done. ``r`` is retry on a step that ended and restart on a running
+service: never both at once, so one key serves, and the footer names the one that applies.
 
 A step's row is drawn from the tree's own table of labels (``render_label``), not from the
 node's label: ``TreeNode.set_label`` queues a callback per node that scans the visible lines,
@@ -25,10 +26,12 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from core.state import ACTIVE, Status, StepState
-from tui.format import format_duration, status_icon, status_style
+from tui.format import HEALTH_GLYPHS, format_duration, status_icon, status_style
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
 DURATION_CELLS = 7
+#: the keys of the selection's actions (what ``check_action`` asks the runner about)
+STEP_ACTIONS = ("skip", "retry", "restart", "stop", "attach")
 
 
 class StepTree(Tree[dict[str, Any]]):
@@ -37,6 +40,7 @@ class StepTree(Tree[dict[str, Any]]):
     BINDINGS = [
         Binding("s", "skip", "Skip"),
         Binding("r", "retry", "Retry"),
+        Binding("r", "restart", "Restart"),
         Binding("k", "stop", "Stop"),
         Binding("a", "attach", "Attach"),
         Binding("home", "first", "First", show=False),
@@ -51,7 +55,7 @@ class StepTree(Tree[dict[str, Any]]):
             self.data = data
 
     class Action(Message):
-        """The user asked for skip/retry/stop/attach on the selection."""
+        """The user asked for skip/retry/restart/stop/attach on the selection."""
 
         def __init__(self, action: str, data: dict[str, Any]) -> None:
             super().__init__()
@@ -135,8 +139,13 @@ class StepTree(Tree[dict[str, Any]]):
         text.append(state.name, style="bold" if status in ACTIVE else "")
         if state.started is not None:
             text.append(" " + format_duration((state.ended or now) - state.started), style="dim")
-        if state.attempts > 1:
-            text.append(f" ×{state.attempts}", style="yellow")
+        if state.attempts - state.restarts > 1:  # the restarts have their own mark
+            text.append(f" ×{state.attempts - state.restarts}", style="yellow")
+        if state.restarts:
+            text.append(f" ↻{state.restarts}", style="yellow")
+        if state.health is not None:
+            glyph = HEALTH_GLYPHS[state.health]
+            text.append(" " + glyph.symbol, style=glyph.style)
         if state.background:
             text.append(" bg", style="cyan dim")
         if status == Status.BLOCKED and state.blocked_by:
@@ -200,12 +209,12 @@ class StepTree(Tree[dict[str, Any]]):
 
     # -- actions --------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action not in ("skip", "retry", "stop", "attach"):
+        if action not in STEP_ACTIONS:
             return True
         return action in self._applicable()
 
     def _applicable(self) -> frozenset[str]:
-        """Which of skip/retry/stop/attach apply to the selection now."""
+        """Which of skip/retry/restart/stop/attach apply to the selection now."""
         data = self.selected
         if data is None:
             return frozenset()
@@ -225,6 +234,9 @@ class StepTree(Tree[dict[str, Any]]):
 
     def action_retry(self) -> None:
         self._act("retry")
+
+    def action_restart(self) -> None:
+        self._act("restart")
 
     def action_stop(self) -> None:
         self._act("stop")

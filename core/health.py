@@ -1,0 +1,181 @@
+"""A running service's ``health`` checks: a TCP port, an HTTP URL or a shell command, every
+``interval``, each bounded by ``timeout``.
+
+Each up service has a ``HealthMonitor`` on a worker thread of its own (core.workers): a check
+may take up to its timeout, and the scheduler's thread must never wait for one. The monitor
+tells the scheduler (``report``, which posts to its thread) only when the health changes:
+healthy after a check passed, unhealthy after ``failures`` checks in a row failed (not counting
+those in the ``start_period`` after it is up). Then it ends: the scheduler restarts or fails the
+service, and a new start gets a new monitor.
+
+The http check does not follow redirects (a 3xx answer is healthy, as the server answered) and
+uses no proxy from the environment (the URL is the service's own, usually on this machine).
+The cmd check runs in a process group of its own, which is killed when it times out, and
+whatever it left in its group is killed when it ends: a check never leaves anything behind.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from core.recipe import HealthCheck
+from core.state import Health
+from core.workers import Workers
+
+#: told of a change: the new health, and the last check's result for the user
+Report = Callable[[Health, "str | None"], None]
+
+
+class HealthMonitor:
+    """The checks of one start of a service (``probe`` says why a check failed, None if it
+    passed)."""
+
+    def __init__(self, spec: HealthCheck, probe: Callable[[], str | None], report: Report) -> None:
+        self.spec, self.probe, self.report = spec, probe, report
+        self._stopped = threading.Event()
+        self._grace_until = time.monotonic() + spec.start_period
+
+    def start(self, workers: Workers) -> None:
+        workers.submit(self._run)
+
+    def stop(self) -> None:
+        """This start of the service ended: no more checks, no more reports."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        health, failed = Health.UNKNOWN, 0
+        while not self._stopped.is_set():
+            why = self.probe()
+            if self._stopped.is_set():
+                return
+            if why is None:
+                failed = 0
+                if health != Health.HEALTHY:
+                    health = Health.HEALTHY
+                    self.report(health, None)
+            elif time.monotonic() >= self._grace_until:
+                failed += 1
+                if failed >= self.spec.failures:
+                    self.report(Health.UNHEALTHY, f"{why} ({failed} checks in a row)")
+                    return
+            self._stopped.wait(self.spec.interval)
+
+
+def make_probe(spec: HealthCheck, env: Mapping[str, str], cwd: Path) -> Callable[[], str | None]:
+    """The check ``spec`` names, as a call that says why it failed (None: it passed)."""
+    timeout = spec.timeout
+    if spec.port is not None:
+        port = spec.port
+        return lambda: probe_port(port, timeout)
+    if spec.http is not None:
+        url = spec.http
+        return lambda: probe_http(url, timeout)
+    command = spec.cmd or ""
+    return lambda: probe_cmd(command, timeout, env, cwd)
+
+
+def probe_port(port: int, timeout: float) -> str | None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"port {port}: no answer within {timeout:g}s"
+    except OSError as exc:
+        return f"port {port}: {exc.strerror or exc}"
+
+
+def probe_http(url: str, timeout: float) -> str | None:
+    import urllib.error  # only a service with an http check needs urllib
+
+    try:
+        with _opener().open(url, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:  # 4xx/5xx, and 3xx: redirects are not followed
+        status = exc.code
+        exc.close()
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        return f"{url}: {getattr(reason, 'strerror', None) or reason}"
+    except TimeoutError:
+        return f"{url}: no answer within {timeout:g}s"
+    except (OSError, ValueError) as exc:  # a reset connection, a malformed answer
+        return f"{url}: {exc}"
+    return None if 200 <= status < 400 else f"{url}: HTTP {status}"
+
+
+_OPENER: Any = None
+
+
+def _opener() -> Any:
+    """urllib without proxies and without following redirects (built once)."""
+    global _OPENER
+    if _OPENER is None:
+        import urllib.request
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None  # urllib then raises HTTPError with the 3xx code
+
+        _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
+    return _OPENER
+
+
+def probe_cmd(command: str, timeout: float, env: Mapping[str, str], cwd: Path) -> str | None:
+    """``bash -c command`` in its own process group; killed, group and all, at ``timeout``."""
+    try:
+        proc = subprocess.Popen(
+            ["bash", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return f"cannot run the check: {exc.strerror or exc}"
+    try:
+        exited = _wait_unreaped(proc, timeout)
+        # The leader is not reaped yet, so its group id is still ours to signal: whatever the
+        # check left behind goes with it (and all of it, when it ran out of time).
+        _kill_group(proc.pid)
+    finally:
+        code = proc.wait()
+    if not exited:
+        return f"check timed out after {timeout:g}s"
+    return None if code == 0 else f"check exit code {code}"
+
+
+def _wait_unreaped(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to ``timeout`` for ``proc`` to exit, leaving it a zombie; True if it did. A
+    pidfd says so without reaping it."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # no pidfd (Linux < 5.3): reaped, and its group id is only likely ours
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,409 @@
+"""Supervised services: restart policies with a growing delay, health checks, and restarts that
+leave nothing behind. Real shell services, real runs; what is checked is what a user reads
+afterwards (state.json, events.jsonl) or sees on the machine (which processes are left)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.events import decode_event
+from core.health import probe_cmd, probe_http, probe_port
+from core.recipe import load_recipe
+from core.state import RunState
+from core.supervisor import MAX_DELAY, STABLE_AFTER, Supervisor
+from tests.conftest import (
+    assert_gone,
+    free_port,
+    make_runner,
+    marked,
+    read_events,
+    read_pid,
+    run_cli,
+    run_recipe,
+    wait_for,
+    write_recipe,
+)
+
+
+def starts(events: list[dict], step: str) -> list[float]:
+    """When each start of ``step`` began, by the runner's clock (events.jsonl)."""
+    return [e["ts"] for e in events if e["type"] == "step_started" and e["step"] == step]
+
+
+def of_type(events: list[dict], type_: str, step: str) -> list[dict]:
+    return [e for e in events if e["type"] == type_ and e["step"] == step]
+
+
+def mirror_matches_state_json(run_dir: Path) -> None:
+    """A client following events.jsonl ends with what state.json says (restarts, health)."""
+    mirror: RunState | None = None
+    for line in (run_dir / "events.jsonl").read_bytes().splitlines():
+        event = decode_event(line)
+        if mirror is None:
+            mirror = event.state.copy()  # run_started
+        mirror.apply(event)
+    assert mirror == RunState.from_json((run_dir / "state.json").read_bytes())
+
+
+# ------------------------------------------------------------------------------ restart policy
+CRASHES_TWICE = """
+steps:
+  - name: svc
+    type: shell
+    background: true
+    restart: on_failure
+    restart_delay: 0.05
+    ready: {log: up, timeout: 5}
+    run: |
+      echo $$ >> starts
+      n=$(wc -l < starts)
+      if [ "$n" -eq 1 ]; then
+        echo up
+        while [ ! -f work.started ]; do sleep 0.02; done
+        exit 3
+      fi
+      [ "$n" -eq 2 ] && exit 3
+      exec sleep 30
+  - name: work
+    type: shell
+    run: |
+      touch work.started
+      while [ "$(wc -l < starts)" -lt 3 ]; do sleep 0.02; done
+"""
+
+
+def test_a_service_that_crashes_twice_is_restarted_twice_and_the_run_succeeds(tmp_path):
+    result = run_recipe(tmp_path, CRASHES_TWICE)
+    assert result.code == 0, result.state
+    svc = result.steps["svc"]
+    assert svc["restarts"] == 2 and svc["restart_reason"] == "exit code 3"
+    assert svc["status"] == "stopped"  # up until the foreground work was done
+    events = result.events
+    restarts = of_type(events, "step_restart", "svc")
+    assert [(e["restart"], e["reason"]) for e in restarts] == [(1, "exit code 3")] * 1 + [
+        (2, "exit code 3")
+    ]
+    # the dependent, already running when the service crashed, ran once, undisturbed
+    assert len(starts(events, "work")) == 1 and result.steps["work"]["status"] == "succeeded"
+    # readiness is for the first start: the restarts never print "up", yet are up at once
+    assert len(of_type(events, "step_ready", "svc")) == 3
+    assert b"--- restart 2 (exit code 3) ---" in result.log("svc")
+    mirror_matches_state_json(result.run_dir)
+
+
+def test_the_headless_report_says_restarts_not_failures(tmp_path):
+    """A CI log of a service restarted twice: each restart is a line that says why and when,
+    the starts after it say "restart N", and nothing reads as a failure or an attempt of a
+    retries count the step does not have."""
+    recipe = write_recipe(tmp_path, CRASHES_TWICE)
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("svc exit code 3: restarting in") == 2, out
+    assert "svc started (restart 1)" in out and "svc started (restart 2)" in out
+    assert "svc failed" not in out and "attempt 2 of 1" not in out
+    summary_row = next(line for line in out.splitlines() if line.startswith("svc  "))
+    assert "stopped" in summary_row and "restarted 2x (exit code 3)" in summary_row
+
+
+def test_a_service_that_always_crashes_gives_up_after_max_restarts_with_growing_gaps(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            restart: on_failure
+            restart_delay: 0.3
+            max_restarts: 3
+            run: exit 1
+        """,
+        keep_alive=True,  # no foreground step: the run lasts as long as the service
+    )
+    assert result.code == 1
+    svc = result.steps["svc"]
+    assert svc["status"] == "failed" and svc["restarts"] == 3 and svc["attempts"] == 4
+    assert "not restarted: 3 restarts in a row (max_restarts)" in svc["reason"]
+    began = starts(result.events, "svc")
+    gaps = [b - a for a, b in zip(began, began[1:], strict=False)]
+    assert len(gaps) == 3
+    assert gaps[0] < gaps[1] < gaps[2], gaps
+    assert [e["delay"] for e in of_type(result.events, "step_restart", "svc")] == [0.3, 0.6, 1.2]
+
+
+@pytest.mark.parametrize(
+    ("policy", "restarted"), [("always", True), ("on_failure", False)], ids=["always", "on_failure"]
+)
+def test_always_restarts_after_a_clean_exit_and_on_failure_does_not(tmp_path, policy, restarted):
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            restart: {policy}
+            restart_delay: 0.05
+            max_restarts: 2
+            run: echo $$ >> starts
+        """,
+        keep_alive=True,
+    )
+    svc = result.steps["svc"]
+    assert result.code == 0 and svc["status"] == "succeeded"
+    lines = (tmp_path / "starts").read_text().split()
+    if restarted:
+        assert len(lines) == 3 and svc["restarts"] == 2
+        assert svc["restart_reason"] == "exit code 0"
+    else:
+        assert len(lines) == 1 and svc["restarts"] == 0
+
+
+def test_a_restart_loop_leaves_no_orphan(tmp_path):
+    # Each start leaves a child in its process group that ignores SIGTERM; the next start
+    # writes down any child of an earlier start that is still there.
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            restart: on_failure
+            restart_delay: 0.05
+            max_restarts: 3
+            grace: 0.2
+            run: |
+              for pid in $(cat kids 2>/dev/null); do
+                state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
+                [ -n "$state" ] && [ "$state" != Z ] && echo "$pid" >> orphans
+              done
+              ( trap '' TERM; exec sleep 300 ) &
+              echo $! >> kids
+              exit 1
+        """,
+        keep_alive=True,
+    )
+    assert result.code == 1 and result.steps["svc"]["restarts"] == 3
+    kids = [int(pid) for pid in (tmp_path / "kids").read_text().split()]
+    assert len(kids) == 4
+    assert not (tmp_path / "orphans").exists(), (tmp_path / "orphans").read_text()
+    assert_gone(kids)
+    assert not marked(result.run_dir)
+
+
+def test_readiness_timeout_and_stop_are_not_restarted(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: never_ready
+            type: shell
+            background: true
+            restart: always
+            ready: {log: never, timeout: 0.2}
+            run: exec sleep 30
+        """,
+        keep_alive=True,
+    )
+    step = result.steps["never_ready"]
+    assert result.code == 1 and step["status"] == "failed" and step["restarts"] == 0
+    assert "not ready within" in step["reason"]
+
+
+def test_the_restart_command_takes_a_running_service_only(tmp_path, runners):
+    from core.control import LocalControl, Reply
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, run: "echo $$ >> starts; exec sleep 30"}
+          - {name: work, type: shell, run: "exec sleep 30"}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+    wait_for(lambda: control.snapshot().steps["work"].status == "running")
+    assert control.command("restart", "work") == Reply(
+        False, "cannot restart 'work': it is running"
+    )
+    first = read_pid(tmp_path / "starts")
+    assert control.command("restart", "svc") == Reply(True, "restart: svc")
+    wait_for(lambda: len((tmp_path / "starts").read_text().split()) == 2, message="a new start")
+    assert_gone([first])
+    svc = control.snapshot().steps["svc"]
+    assert (svc.restarts, svc.restart_reason) == (1, "manual")
+    assert control.snapshot().steps["work"].attempts == 1
+    assert control.command("close").ok
+    assert control.wait(10) == 130  # work was cut short
+
+
+# ------------------------------------------------------------------------------ health
+HEALTH_CMD = """
+steps:
+  - name: svc
+    type: shell
+    background: true
+    {policy}
+    health: {{cmd: "test ! -f sick", interval: 0.05, failures: 2}}
+    run: echo $$ >> starts; exec sleep 30
+"""
+
+
+def test_a_service_whose_health_check_starts_failing_is_restarted(tmp_path, runners):
+    runner = make_runner(tmp_path, HEALTH_CMD.format(policy="restart: on_failure"), keep_alive=True)
+    runners.append(runner)
+    runner.start()
+
+    def svc():
+        return runner.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().health == "healthy", message="the service to be healthy")
+    first = read_pid(tmp_path / "starts")
+    (tmp_path / "sick").touch()
+    wait_for(lambda: svc().restarts == 1, message="a restart")
+    assert svc().restart_reason.startswith("unhealthy: check exit code 1 (2 checks in a row)")
+    assert_gone([first])
+    (tmp_path / "sick").unlink()
+    wait_for(lambda: svc().health == "healthy" and svc().status == "ready")
+    assert len((tmp_path / "starts").read_text().split()) == 2
+    runner.close()
+    assert runner.wait(10) == 0
+    health = [e["health"] for e in of_type(read_events(runner.run_dir), "step_health", "svc")]
+    assert health == ["healthy", "unhealthy", "healthy"]
+    mirror_matches_state_json(runner.run_dir)
+
+
+def test_an_unhealthy_service_without_a_restart_policy_fails(tmp_path):
+    (tmp_path / "sick").touch()
+    result = run_recipe(tmp_path, HEALTH_CMD.format(policy="restart: no"), keep_alive=True)
+    svc = result.steps["svc"]
+    assert result.code == 1 and svc["status"] == "failed" and svc["restarts"] == 0
+    assert svc["reason"].startswith("unhealthy: check exit code 1")
+    assert svc["health"] == "unhealthy"
+    assert not marked(result.run_dir)  # nor anything of the checks (they carry its marker)
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        code = int(self.path.strip("/"))
+        self.send_response(code)
+        if 300 <= code < 400:
+            self.send_header("Location", "/404")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_check_takes_2xx_and_3xx_and_refuses_the_rest(http_server):
+    assert probe_http(f"{http_server}/200", 2) is None
+    assert probe_http(f"{http_server}/302", 2) is None  # answered: not followed to its 404
+    assert probe_http(f"{http_server}/503", 2) == f"{http_server}/503: HTTP 503"
+    closed = f"http://127.0.0.1:{free_port()}/"
+    assert "Connection refused" in probe_http(closed, 2)
+
+
+def test_port_check(tmp_path):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert probe_port(port, 2) is None
+    assert probe_port(port, 2) == f"port {port}: Connection refused"
+
+
+def test_a_cmd_check_that_times_out_is_killed_with_what_it_started(tmp_path):
+    command = "( trap '' TERM; exec sleep 300 ) & echo $! > child; exec sleep 300"
+    assert probe_cmd(command, 0.3, {"PATH": "/usr/bin:/bin"}, tmp_path) == (
+        "check timed out after 0.3s"
+    )
+    child = int((tmp_path / "child").read_text())
+    assert_gone([child])
+    # and one that passes leaves nothing running either
+    assert probe_cmd("sleep 300 & echo $! > child2", 5, {"PATH": "/usr/bin:/bin"}, tmp_path) is None
+    assert_gone([int((tmp_path / "child2").read_text())])
+
+
+def test_bad_service_fields_are_recipe_errors(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: web
+            type: shell
+            run: x
+            restart: always
+            health: {http: "ftp://x"}
+          - name: db
+            type: shell
+            run: x
+            background: true
+            restart: sometimes
+            max_restarts: many
+        """,
+    )
+    result = run_cli("validate", recipe, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines() + result.stdout.splitlines()
+    for where, text in [
+        ("recipe.yaml:5:5: step 'web'", "field 'restart: always' needs 'background: true'"),
+        ("recipe.yaml:6:5: step 'web'", "field 'health' needs 'background: true'"),
+        ("recipe.yaml:6:20: step 'web'", "field 'health.http' must be an http:// or https://"),
+        ("recipe.yaml:11:14: step 'db'", "field 'restart' must be one of no, on_failure, always"),
+        ("recipe.yaml:12:19: step 'db'", "field 'max_restarts' must be an integer >= 0"),
+    ]:
+        assert any(line.startswith(f"{where}: {text}") for line in lines), (where, lines)
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ the policy
+def service(tmp_path: Path, **fields: object):
+    extra = "".join(f"\n  {k}: {v}" for k, v in fields.items())
+    path = write_recipe(
+        tmp_path, f"- name: s\n  type: shell\n  run: x\n  background: true{extra}\n"
+    )
+    return load_recipe(path).steps[0]
+
+
+def test_the_delay_doubles_per_restart_in_a_row_up_to_a_cap_and_starts_over(tmp_path):
+    supervisor = Supervisor(service(tmp_path, restart="always", restart_delay=2))
+    delays = [supervisor.next_delay(uptime=0.1) for _ in range(7)]
+    assert delays == [2, 4, 8, 16, MAX_DELAY, MAX_DELAY, MAX_DELAY]
+    assert supervisor.next_delay(uptime=STABLE_AFTER) == 2  # it stayed up: a new row
+
+
+def test_max_restarts_counts_restarts_in_a_row(tmp_path):
+    on_failure = Supervisor(service(tmp_path, restart="on_failure", restart_delay=0))
+    assert [on_failure.next_delay(0) for _ in range(6)] == [0] * 5 + [None]  # default 5
+    assert on_failure.next_delay(STABLE_AFTER) == 0  # a long run earns a new row
+    assert Supervisor(service(tmp_path, restart="always")).limit is None
+    assert Supervisor(service(tmp_path, restart="always", max_restarts=0)).next_delay(0) is None
+
+
+def test_which_ends_a_policy_restarts(tmp_path):
+    always = Supervisor(service(tmp_path, restart="always"))
+    on_failure = Supervisor(service(tmp_path, restart="on_failure"))
+    assert always.wants(failed=False) and always.wants(failed=True)
+    assert on_failure.wants(failed=True) and not on_failure.wants(failed=False)
