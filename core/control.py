@@ -98,8 +98,14 @@ class LocalControl:
             if step is None or step not in runner.runs:
                 return Reply(False, f"{name}: no step named {step!r}")
             if name not in runner.allowed_actions(step):
-                status = runner.runs[step].state.status
-                return Reply(False, f"cannot {name} {step!r}: it is {status}")
+                state = runner.runs[step].state
+                if name == "restart" and not state.background:
+                    return Reply(
+                        False,
+                        f"cannot restart {step!r}: only a service (a background "
+                        "step) restarts; retry runs a step again once it has ended",
+                    )
+                return Reply(False, f"cannot {name} {step!r}: it is {state.status}")
             commands = {
                 "skip": runner.skip,
                 "retry": runner.retry,

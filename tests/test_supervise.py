@@ -234,7 +234,9 @@ def test_the_restart_command_takes_a_running_service_only(tmp_path, runners):
     runner.start()
     wait_for(lambda: control.snapshot().steps["work"].status == "running")
     assert control.command("restart", "work") == Reply(
-        False, "cannot restart 'work': it is running"
+        False,
+        "cannot restart 'work': only a service (a background step) restarts; "
+        "retry runs a step again once it has ended",
     )
     first = read_pid(tmp_path / "starts")
     assert control.command("restart", "svc") == Reply(True, "restart: svc")
