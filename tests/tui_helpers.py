@@ -237,22 +237,27 @@ class TmuxApp:
         wait_for(lambda: all(t in self.screen() for t in texts), timeout, f"{texts} on screen")
         return self.screen()
 
-    def _pane(self, variable: str) -> str:
-        """A tmux format variable of the app's pane; empty once the session is gone."""
-        return self._tmux("display-message", "-p", "-t", self.session, f"#{{{variable}}}").stdout
+    def _pane(self, format_: str) -> str:
+        """A tmux format (``#{pane_dead}``) of the app's pane; empty once the session is gone."""
+        return self._tmux("display-message", "-p", "-t", self.session, format_).stdout.strip()
+
+    def modes(self) -> dict[str, str]:
+        """The terminal modes a full-screen program sets and must undo when it leaves, as tmux
+        holds them (kept once the program has exited): 1 on, 0 off."""
+        names = ("alternate_on", "mouse_any_flag")
+        values = self._pane(" ".join(f"#{{{name}}}" for name in names)).split()
+        return dict(zip(names, values, strict=True))
 
     def running(self) -> bool:
         """The program has not exited."""
-        return self._pane("pane_dead").strip() == "0"
+        return self._pane("#{pane_dead}") == "0"
 
     def exited(self, timeout: float = 20.0) -> int:
         """Wait until the program has exited; its exit status. (tmux sees the terminal closed a
         moment before the status comes: ``running`` may be False before this returns.)"""
         from tests.conftest import wait_for
 
-        status = wait_for(
-            lambda: self._pane("pane_dead_status").strip(), timeout, "the program's exit status"
-        )
+        status = wait_for(lambda: self._pane("#{pane_dead_status}"), timeout, "the exit status")
         return int(status)
 
     def close_terminal(self) -> None:
@@ -260,7 +265,7 @@ class TmuxApp:
         until the program (and whatever it started in the terminal) has gone with it."""
         from tests.conftest import assert_gone, descendants
 
-        shell = int(self._pane("pane_pid") or 0)
+        shell = int(self._pane("#{pane_pid}") or 0)
         programs = [shell, *descendants(shell)] if shell else []
         self._tmux("kill-session", "-t", self.session)
         assert_gone(programs, 10)
