@@ -108,8 +108,12 @@ def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, daemons):
         2,
         "orch-tui: cannot retry 'after': it is blocked\n",
     )
-    unsupported = ctl(cwd, "restart", "gate")
-    assert unsupported.stderr == "orch-tui: restart 'gate': not supported by this run\n"
+    not_a_service = ctl(cwd, "restart", "gate")
+    assert (not_a_service.returncode, not_a_service.stderr) == (
+        2,
+        "orch-tui: cannot restart 'gate': only a service (a background step) restarts; "
+        "retry runs a step again once it has ended\n",
+    )
 
     waiting = start_cli("ctl", run_id, "wait", cwd=cwd)
     follower = start_cli("ctl", run_id, "logs", "gate", "-f", cwd=cwd)
