@@ -5,8 +5,9 @@ The folder is made private and held open (core.privatedir): every file is create
 through its descriptor, never by following a path another user could have changed.
 state.json and ctx.json are replaced atomically (temporary file, fsync, rename), so a reader
 never sees half a file. Writes are coalesced by a flusher thread: a thousand fast steps are not a
-thousand fsyncs, yet what is on disk is at most ``interval`` seconds behind. A large ctx backs the
-flusher off (the interval grows with the time a save takes) so saving never eats a whole core.
+thousand fsyncs, yet what is on disk (events.jsonl too) is at most ``interval`` seconds behind. A
+large ctx backs the flusher off (the interval grows with the time a save takes) so saving never
+eats a whole core.
 """
 
 from __future__ import annotations
@@ -104,10 +105,15 @@ class RunStore:
 
     # -- events ---------------------------------------------------------------------------------
     def append_event(self, event: Event) -> None:
+        """Buffer the event's line, and have the flusher write it within ``interval``: readers
+        of events.jsonl (``ctl events``) must not wait for the next state change, which an idle
+        run printing now and then may never make. Still one write per interval, not per event."""
         line = encode_event(event) + b"\n"
         with self._lock:
             if not self._closed:
                 self._events.write(line)
+        if not self._wake.is_set():  # set already in a flood: a read, not the Event's lock
+            self._wake.set()
 
     # -- coalesced snapshots ----------------------------------------------------------------------
     def state_changed(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import pwd
 import shlex
 import shutil
 import signal
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -612,6 +614,94 @@ def input_eating_home(directory: Path) -> Path:
     # tmux starts login shells, which read .bash_profile instead
     (home / ".bash_profile").write_text(". ~/.bashrc\n")
     return home
+
+
+# ------------------------------------------------------------------------------------ another user
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+
+    def do(self, action: Callable[[], object]) -> None:
+        """Run ``action`` as this user (umask 0, as careless as can be), in a forked child."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(self.gid)
+                os.setuid(self.uid)
+                os.umask(0)
+                action()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the attacker's own step failed"
+
+    def argv(self, *argv: str) -> list[str]:
+        """``argv`` as a command run by this user."""
+        ids = [f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"]
+        return ["setpriv", *ids, *argv]
+
+
+def _retrying(argv: list[str]) -> None:
+    """useradd/userdel, again while another one holds the lock on /etc/passwd."""
+    deadline = time.monotonic() + 30
+    while True:
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode == 0:
+            return
+        if "lock" not in result.stderr or time.monotonic() > deadline:
+            pytest.fail(f"{argv}: {result.stderr.strip()}")
+        time.sleep(0.1)  # another process holds the lock: nothing to wait on but time
+
+
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def attacker() -> Iterator[User]:
+    """A second local user, made for the test and removed after it, with whatever it started."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes a second user")
+    if shutil.which("useradd") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs useradd and setpriv")
+    name = f"orchx{uuid.uuid4().hex[:8]}"
+    _retrying(["useradd", "--no-create-home", "--user-group", "--shell", "/bin/false", name])
+    entry = pwd.getpwnam(name)
+    try:
+        yield User(name, entry.pw_uid, entry.pw_gid)
+    finally:
+        for pid in _processes_of(entry.pw_uid):  # only the user made for this test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _retrying(["userdel", name])
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder everyone may write to, with the sticky bit, like /tmp."""
+    folder = Path(tempfile.mkdtemp(prefix="orch-shared-", dir="/tmp"))
+    os.chmod(folder, 0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ timeouts

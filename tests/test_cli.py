@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sysconfig
 from pathlib import Path
 
@@ -409,6 +410,23 @@ def test_clean_leaves_what_does_not_look_like_orch_tui_s(tmp_path):
     assert "left alone .orch/settings.toml: not made by orch-tui" in result.stdout
     assert not run_dir.exists()
     assert (stranger / "notes.txt").exists() and (tmp_path / ".orch" / "settings.toml").exists()
+
+
+def test_clean_removes_a_run_whose_process_is_a_zombie(tmp_path):
+    """A SIGKILLed run daemon's parent is init, which in a container may never reap it: its
+    state.json says running for good, and its pid stays a zombie. That run is over."""
+    write_recipe(tmp_path, GOOD)
+    zombie = subprocess.Popen(["true"])
+    try:
+        wait_for(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().split(") ")[1][0] == "Z")
+        died = _fake_run(tmp_path / ".orch" / "runs", "20200101-000000-0001",
+                         {"status": "running", "pid": zombie.pid})  # fmt: skip
+        result = run_cli("clean", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"removed .orch/runs/{died.name}" in result.stdout
+        assert not died.exists()
+    finally:
+        zombie.wait()
 
 
 def test_clean_keeps_a_live_run(tmp_path):

@@ -231,3 +231,21 @@ def test_attach_follows_a_live_run_and_d_leaves_it_going(tmp_path, daemons, tmux
     wait_for(lambda: not app.running(), 10, "the app to leave on d")
     assert alive(daemon.pid)
     assert json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]["live"] is True
+
+
+def test_an_attached_app_whose_daemon_is_killed_says_so_and_exits(tmp_path, daemons, tmux_socket):
+    """The daemon SIGKILLed under an attached app: the app leaves its full screen (no hang,
+    no traceback), says the daemon is gone and where its log is, and exits 1; the terminal
+    is left as it was (not in the alternate screen, no mouse reporting)."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    app = TmuxApp(tmux_socket, ["attach"], tmp_path)
+    app.shows("▶ sleeper")
+    assert app.modes() == {"alternate_on": "1", "mouse_any_flag": "1"}  # what it must undo
+    os.kill(daemon.pid, signal.SIGKILL)
+    assert app.exited() == 1
+    printed = app.printed()
+    log = daemon.run_dir.relative_to(tmp_path) / "daemon.log"
+    assert f"orch-tui: the run daemon closed the connection; see {log}" in printed
+    assert "Traceback" not in printed
+    assert app.modes() == {"alternate_on": "0", "mouse_any_flag": "0"}

@@ -20,7 +20,14 @@ from core.events import (
 )
 from core.resources import FixedSampler
 from core.state import RunState
-from tests.conftest import make_runner, run_recipe, stop_runner, wait_for, write_module
+from tests.conftest import (
+    make_runner,
+    read_state,
+    run_recipe,
+    stop_runner,
+    wait_for,
+    write_module,
+)
 
 MODULE = """
 def talk(ctx):
@@ -191,3 +198,29 @@ def test_a_running_steps_peaks_reach_a_mirror(tmp_path, runners):
     assert (mirror.steps["hog"].peak_cpu, mirror.steps["hog"].peak_rss) == (7.0, 4096)
     (tmp_path / "go").touch()
     assert runner.wait(10) == 0
+
+
+def test_the_output_of_an_otherwise_idle_step_reaches_events_jsonl(tmp_path, runners):
+    """``ctl events --follow`` reads events.jsonl up to a live run's snapshot: a step that
+    only prints now and then (no state change to save) must not leave its output events in a
+    buffer there."""
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - name: talk
+            type: shell
+            run: "echo first; while [ ! -f go ]; do sleep 0.02; done; echo second; exec sleep 60"
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    # the log's name is in state.json once "first" was written: the last save that is due
+    wait_for(lambda: read_state(runner.run_dir)["steps"]["talk"]["log"] is not None)
+    (tmp_path / "go").touch()
+
+    def said_second() -> bool:
+        lines = [e.lines for e in recorded(runner.run_dir) if isinstance(e, StepOutput)]
+        return any("second" in line for chunk in lines for line in chunk)
+
+    wait_for(said_second, message="the step's second line in events.jsonl")

@@ -21,6 +21,7 @@ from tests.conftest import (
     free_port,
     make_runner,
     marked,
+    only_run_dir,
     read_events,
     read_pid,
     run_cli,
@@ -109,6 +110,28 @@ def test_the_headless_report_says_restarts_not_failures(tmp_path):
     assert "svc failed" not in out and "attempt 2 of 1" not in out
     summary_row = next(line for line in out.splitlines() if line.startswith("svc  "))
     assert "stopped" in summary_row and "restarted 2x (exit code 3)" in summary_row
+
+
+def test_ctl_status_says_restarts_and_health_as_the_summary_does(tmp_path):
+    """``ctl status`` of a run says what the headless summary's note says of a service (the
+    tree's ↻N and health mark, in words), in the same words."""
+    recipe = write_recipe(
+        tmp_path,
+        CRASHES_TWICE.replace(
+            "restart_delay: 0.05", 'restart_delay: 0.05\n    health: {cmd: "true", interval: 0.05}'
+        ),
+    )
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    status = run_cli("ctl", only_run_dir(tmp_path), "status", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+
+    def note(out: str) -> str:
+        return next(line for line in out.splitlines() if line.startswith("svc  ")).split("  ")[-1]
+
+    said = "bg; healthy; restarted 2x (exit code 3)"
+    assert note(status.stdout) == f"{said}; stopped after the foreground steps ended"
+    assert note(status.stdout).startswith(note(result.stdout).rstrip("…"))  # the summary's, cut
 
 
 def test_a_service_that_always_crashes_gives_up_after_max_restarts_with_growing_gaps(tmp_path):

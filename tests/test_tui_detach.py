@@ -4,16 +4,22 @@ away. The app on a real client of a real socket (Pilot), and ``orch-tui RECIPE``
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from core.client import connect
 from core.control import LocalControl
 from tests import tui_helpers
-from tests.conftest import TMUX, alive, end_run, make_runner, marked, read_state, wait_for
-from tests.tui_helpers import SIZE, close_runner, footer_keys, until
+from tests.conftest import (
+    alive,
+    end_run,
+    make_runner,
+    marked,
+    read_state,
+    wait_for,
+    write_recipe,
+)
+from tests.tui_helpers import SIZE, TmuxApp, close_runner, footer_keys, until
 
 # a fixture (a plain assignment, so the test functions' arguments do not shadow an import)
 orch = tui_helpers.orch
@@ -84,92 +90,29 @@ async def test_an_in_process_run_offers_no_detach(orch):
 
 
 # ---------------------------------------------------------------------------------- in tmux
-needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
-
-
-def _tmux(socket: str, *args: str) -> str:
-    return subprocess.run(
-        [TMUX or "tmux", "-L", socket, *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=10,
-        check=False,
-    ).stdout
-
-
-def _orch_in_tmux(socket: str, tmp_path, run_dir) -> None:
-    """``orch-tui RECIPE`` in a new 80x24 tmux session ``t``, its exit status kept on screen."""
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(SLEEPER)
-    argv = f"{sys.executable} -m tui.cli {recipe} --run-dir {run_dir}; echo EXITED $?; sleep 60"
-    env = ["-e", "TERM=xterm-256color"]
-    _tmux(
-        socket,
-        "new-session",
-        "-d",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "-s",
-        "t",
-        *env,
-        "-c",
-        str(tmp_path),
-        argv,
-    )
-
-
 def _running(run_dir) -> bool:
     return read_state(run_dir)["steps"]["sleeper"]["status"] == "running"
 
 
-@needs_tmux
 def test_d_in_a_real_terminal_detaches_and_closing_one_leaves_the_run(tmp_path, tmux_socket):
     run_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path, SLEEPER)
     try:
-        _orch_in_tmux(tmux_socket, tmp_path, run_dir)
+        app = TmuxApp(tmux_socket, [str(recipe), "--run-dir", str(run_dir)], tmp_path)
         wait_for(lambda: _running(run_dir), 30, "sleeper running")
-        wait_for(lambda: "sleeper" in _tmux(tmux_socket, "capture-pane", "-pJ", "-t", "t"), 20)
+        app.shows("sleeper")
         steps = marked(run_dir)
-        _tmux(tmux_socket, "send-keys", "-t", "t", "d")
-        screen = wait_for(
-            lambda: (
-                (text := _tmux(tmux_socket, "capture-pane", "-pJ", "-t", "t"))
-                and "EXITED" in text
-                and text
-            ),
-            20,
-            "orch-tui to exit",
-        )
+        app.keys("d")
+        assert app.exited() == 0
         run_id = read_state(run_dir)["run_id"]
-        assert f"detached from run {run_id}; orch-tui attach {run_id} comes back" in screen
-        assert "EXITED 0" in screen
+        assert f"detached from run {run_id}; orch-tui attach {run_id} comes back" in app.printed()
         assert all(alive(p) for p in steps)
 
         # attach again from another terminal, then close that terminal: still running
-        _tmux(tmux_socket, "kill-session", "-t", "t")
-        argv = (
-            f"{sys.executable} -c 'import sys; from pathlib import Path; "
-            f'from tui.remote import run_attached; sys.exit(run_attached(Path("{run_dir}")))\''
-        )
-        _tmux(
-            tmux_socket,
-            "new-session",
-            "-d",
-            "-x",
-            "80",
-            "-y",
-            "24",
-            "-s",
-            "u",
-            "-c",
-            str(tmp_path),
-            argv,
-        )
-        wait_for(lambda: "sleeper" in _tmux(tmux_socket, "capture-pane", "-pJ", "-t", "u"), 20)
-        _tmux(tmux_socket, "kill-server")
+        app.close_terminal()
+        again = TmuxApp(tmux_socket, ["attach", str(run_dir)], tmp_path)
+        again.shows("sleeper")
+        again.close_terminal()
         with connect(run_dir, client="test") as control:
             assert control.snapshot().steps["sleeper"].status == "running"
             assert all(alive(p) for p in steps)

@@ -12,8 +12,8 @@ import uuid
 from rich.color import Color
 
 from tests import tui_helpers
-from tests.conftest import needs_screen, needs_tmux
-from tests.tui_helpers import main_pane, select_session, until, until_status
+from tests.conftest import end_run, needs_screen, needs_tmux, only_run_dir, write_recipe
+from tests.tui_helpers import TmuxApp, main_pane, select_session, until, until_status
 
 orch = tui_helpers.orch  # a fixture (a plain assignment: the tests' arguments do not shadow it)
 
@@ -127,3 +127,25 @@ async def test_the_mirror_asks_for_copies_only_while_it_is_shown(orch, tmux_sock
         await pilot.press("question_mark")  # the help on top: the mirror is not seen
         await until(pilot, lambda: app.screen is not mirror.screen, what="the help")
         await no_copies_for_three_intervals()
+
+
+@needs_tmux
+def test_the_mirror_of_an_attached_app_shows_a_tmux_window(tmp_path, tmux_socket):
+    """``orch-tui RECIPE`` on a terminal: the app is a client of the run daemon, so the mirror
+    is the first thing in its process to use tmux (no step ran here): it shows the window."""
+    from core.sessions import get_backend
+
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: sess, type: session, action: create, session: mirrored, "
+        f"backend: tmux, socket: {tmux_socket}}}\n",  # no log: only the mirror shows the window
+    )
+    app = TmuxApp(tmux_socket, [str(recipe)], tmp_path)
+    try:
+        app.shows("✓ sess", "mirrored")
+        app.keys("Down", "Down")  # the Sessions group, then the session
+        app.shows("the window now")
+        get_backend("tmux", socket=tmux_socket).send("mirrored", "echo mirrored-$((6 * 7))")
+        app.shows("mirrored-42")
+    finally:
+        end_run(only_run_dir(tmp_path))

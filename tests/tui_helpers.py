@@ -192,7 +192,9 @@ def step_pid(runner, name: str) -> int | None:
 class TmuxApp:
     """``orch-tui ARGS`` in a detached tmux session of its own server (``socket``: the
     ``tmux_socket`` fixture's, killed after the test), at ``size``: a real terminal to read
-    (``screen``) and type at (``keys``), as a user in tmux would."""
+    (``screen``) and type at (``keys``), as a user in tmux would. The pane stays once the
+    program has exited (remain-on-exit), so what it ``printed`` last and how it ``exited`` can be
+    read; the test's server goes with its fixture."""
 
     def __init__(self, socket: str, args: list[str], cwd: Path, size: tuple[int, int] = (80, 24)):
         import shlex
@@ -202,7 +204,8 @@ class TmuxApp:
         self.socket, self.session = socket, "app"
         width, height = size
         command = shlex.join([*ORCH, *args])
-        self._tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height),
+        self._tmux("start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";",
+                   "new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height),
                    "-c", str(cwd), command)  # fmt: skip
 
     def _tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -219,6 +222,11 @@ class TmuxApp:
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", self.session).stdout
 
+    def printed(self) -> str:
+        """All the terminal holds, scrolled-off lines too, wrapped lines joined: what the
+        program printed once it left its full screen."""
+        return self._tmux("capture-pane", "-p", "-J", "-S", "-", "-t", self.session).stdout
+
     def keys(self, *keys: str) -> None:
         self._tmux("send-keys", "-t", self.session, *keys)
 
@@ -229,9 +237,38 @@ class TmuxApp:
         wait_for(lambda: all(t in self.screen() for t in texts), timeout, f"{texts} on screen")
         return self.screen()
 
+    def _pane(self, format_: str) -> str:
+        """A tmux format (``#{pane_dead}``) of the app's pane; empty once the session is gone."""
+        return self._tmux("display-message", "-p", "-t", self.session, format_).stdout.strip()
+
+    def modes(self) -> dict[str, str]:
+        """The terminal modes a full-screen program sets and must undo when it leaves, as tmux
+        holds them (kept once the program has exited): 1 on, 0 off."""
+        names = ("alternate_on", "mouse_any_flag")
+        values = self._pane(" ".join(f"#{{{name}}}" for name in names)).split()
+        return dict(zip(names, values, strict=True))
+
     def running(self) -> bool:
-        """The session is there: the program has not exited."""
-        return self._tmux("has-session", "-t", self.session).returncode == 0
+        """The program has not exited."""
+        return self._pane("#{pane_dead}") == "0"
+
+    def exited(self, timeout: float = 20.0) -> int:
+        """Wait until the program has exited; its exit status. (tmux sees the terminal closed a
+        moment before the status comes: ``running`` may be False before this returns.)"""
+        from tests.conftest import wait_for
+
+        status = wait_for(lambda: self._pane("#{pane_dead_status}"), timeout, "the exit status")
+        return int(status)
+
+    def close_terminal(self) -> None:
+        """The terminal goes away under the program (SIGHUP), as a closed ssh connection; wait
+        until the program (and whatever it started in the terminal) has gone with it."""
+        from tests.conftest import assert_gone, descendants
+
+        shell = int(self._pane("#{pane_pid}") or 0)
+        programs = [shell, *descendants(shell)] if shell else []
+        self._tmux("kill-session", "-t", self.session)
+        assert_gone(programs, 10)
 
 
 def footer_keys(app) -> set[str]:

@@ -96,6 +96,10 @@ class OrchApp(App[int]):
         built the run starts it: the command line passes the runner's ``start``);
         ``detachable``: the run is in another process, and goes on when the app leaves it."""
         super().__init__()
+        # While the app runs, Textual's stand-ins for stdout and stderr have no ``encoding``;
+        # libtmux reads it as it is imported, which in a client of a run daemon happens first
+        # in the app (the session mirror's first copy of a tmux window).
+        self._capture_stdout.encoding = self._capture_stderr.encoding = "utf-8"
         self.control = control
         self.read_only = getattr(control, "read_only", False)  # a past run: core.recorded
         self.detachable = detachable

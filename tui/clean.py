@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from core.recipe import workspace_of
+from core.recorded import process_alive
 from core.rundir import RUNS_FOLDER, RunDir, orch_folder
 from core.state import RunStatus
 from tui.stdout import say
@@ -161,7 +162,8 @@ class _Cleaner:
 
 
 def _live_pid(state_path: Path) -> int | None:
-    """The runner's pid if the run's state.json says it is running and that process is alive."""
+    """The runner's pid if the run's state.json says it is running and that process is alive
+    (a zombie is not: a SIGKILLed daemon whose parent never reaps it)."""
     try:
         state = json.loads(state_path.read_bytes())
     except (OSError, ValueError):
@@ -169,14 +171,8 @@ def _live_pid(state_path: Path) -> int | None:
     if not isinstance(state, dict) or state.get("status") != RunStatus.RUNNING:
         return None
     pid = state.get("pid")
-    if type(pid) is not int or pid <= 0:
+    if type(pid) is not int or not process_alive(pid):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, under another user
     return pid
 
 

@@ -28,7 +28,7 @@ from core.rundir import EVENTS, RunDir
 from core.state import ENDED, RunState
 from core.text import clean
 from tui.cli import EXIT_OK, UsageError
-from tui.format import format_duration
+from tui.format import format_duration, service_note
 from tui.runs import find_run, open_run
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ def _print_steps(state: RunState, now: float) -> None:
         elapsed = step.elapsed(now)
         exit_ = step.exit_code if step.exit_code is not None else step.signal
         note = f"blocked by {', '.join(step.blocked_by)}" if step.blocked_by else step.reason
+        note = service_note(step, note or "")
         rows.append(
             (
                 clean(step.name),

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 from typing import NamedTuple
 
-from core.state import Health, Status
+from core.state import Health, Status, StepState
 
 
 class Glyph(NamedTuple):
@@ -56,6 +56,18 @@ def status_style(status: str) -> str:
 def status_word(status: str) -> str:
     """A status as a word in a sentence: ``timed out``, ``failed``."""
     return "timed out" if status == Status.TIMED_OUT else str(status)
+
+
+def service_note(step: StepState, note: str = "") -> str:
+    """``note`` after what the tree marks beside a service (bg, its health mark, ↻N), in words:
+    ``bg; healthy; restarted 2x (exit code 3); note``. The headless summary and ``ctl status``
+    both say it so."""
+    marks = ["bg"] if step.background else []
+    if step.health is not None:
+        marks.append(str(step.health))
+    if step.restarts:
+        marks.append(f"restarted {step.restarts}x ({step.restart_reason})")
+    return "; ".join([*marks, note] if note else marks)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -20,6 +20,7 @@ from tui.format import (
     display_path,
     format_bytes,
     format_duration,
+    service_note,
     signal_name,
     status_word,
 )
@@ -227,14 +228,7 @@ class Summary:
             note = step.reason or ""
         else:
             note = ""
-        if step.restarts:  # a service's restarts and health, as the tree marks them
-            note = f"restarted {step.restarts}x ({step.restart_reason})" + (
-                f"; {note}" if note else ""
-            )
-        if step.health is not None:
-            note = f"{step.health}; {note}" if note else str(step.health)
-        if step.background:
-            note = ("bg; " + note) if note else "bg"
+        note = service_note(step, note)
         view = self.views[step.name]
         return [
             (view.label, view.colour),
