@@ -296,7 +296,7 @@ class RemoteControl:
 
     # -- the reader thread --------------------------------------------------------------------------
     def _read_loop(self) -> None:
-        why = "the run daemon closed the connection"
+        why = "the run daemon went away without ending the run (was it killed?)"
         try:
             for line in self._early:
                 self._frame(line)

@@ -522,6 +522,8 @@ class Runner:
         state.restarts += 1
         state.restart_reason = run.end_cause or state.reason or "exit code 0"
         state.status, run.retry_due, run.restarting = Status.PENDING, True, True
+        if state.health is not None:  # the next start is checked afresh
+            state.health = Health.UNKNOWN
         self._emit_step(
             ev.StepRestart, run, restart=state.restarts, reason=state.restart_reason, delay=delay
         )

@@ -246,6 +246,9 @@ def test_an_attached_app_whose_daemon_is_killed_says_so_and_exits(tmp_path, daem
     assert app.exited() == 1
     printed = app.printed()
     log = daemon.run_dir.relative_to(tmp_path) / "daemon.log"
-    assert f"orch-tui: the run daemon closed the connection; see {log}" in printed
+    assert (
+        f"orch-tui: the run daemon went away without ending the run (was it killed?); see {log}"
+        in printed
+    )
     assert "Traceback" not in printed
     assert app.modes() == {"alternate_on": "0", "mouse_any_flag": "0"}

@@ -303,8 +303,11 @@ def test_a_service_whose_health_check_starts_failing_is_restarted(tmp_path, runn
     assert len((tmp_path / "starts").read_text().split()) == 2
     runner.close()
     assert runner.wait(10) == 0
-    health = [e["health"] for e in of_type(read_events(runner.run_dir), "step_health", "svc")]
+    events = read_events(runner.run_dir)
+    health = [e["health"] for e in of_type(events, "step_health", "svc")]
     assert health == ["healthy", "unhealthy", "healthy"]
+    # while it waits to start again it is not marked by its last start's health
+    assert [e["state"]["health"] for e in of_type(events, "step_restart", "svc")] == ["unknown"]
     mirror_matches_state_json(runner.run_dir)
 
 
