@@ -402,3 +402,30 @@ def test_version_skew_between_here_and_a_worker_is_exit_2(tmp_path: Path):
     assert proc.returncode == 2, proc.stderr
     assert "version skew" in proc.stderr and "cloudpickle" in proc.stderr
     assert "here, 0.0.1 on worker tcp://" in proc.stderr
+
+
+def test_validate_warns_about_unordered_steps_setting_the_same_output(tmp_path: Path):
+    mod = write_module(tmp_path, "def run(ctx):\n    return 1\n")
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: a, type: python, module: {mod}, output: k}}
+      - {{name: b, type: python, module: {mod}, output: k, depends_on: []}}
+      - {{name: c, type: python, module: {mod}, output: k, depends_on: [a, b]}}
+    """,
+    )
+    proc = run_cli("validate", recipe, cwd=tmp_path)
+    assert proc.returncode == 0
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1  # c waits for both
+    assert "step 'b': output 'k' is also set by step 'a'" in warnings[0]
+
+
+def test_a_shell_step_where_cluster_is_exit_2_for_now(tmp_path: Path):
+    recipe = write_recipe(
+        tmp_path, "steps:\n  - {name: sh, type: shell, run: 'true', where: cluster}\n"
+    )
+    proc = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "step 'sh': where: cluster is not supported for shell steps yet" in proc.stderr
