@@ -306,6 +306,7 @@ def victim(ctx, stop):
 """,
     )
     threads_before = {t.name for t in threading.enumerate()}
+    other = set(descendants(os.getpid()))  # another test's scheduler and workers
     runner = _start(
         tmp_path,
         f"steps:\n  - {{name: victim, type: python, module: {mod}, function: victim}}",
@@ -322,7 +323,11 @@ def victim(ctx, stop):
     assert (step.status, step.reason, step.attempts) == ("failed", "worker lost", 1)
     # the worker the nanny started after the kill too; the interpreter's multiprocessing
     # resource tracker (Python's, one per process) stays until this process ends
-    wait_for(lambda: not _ours(descendants(os.getpid())), 10, "the cluster's processes to go")
+    wait_for(
+        lambda: not _ours([p for p in descendants(os.getpid()) if p not in other]),
+        10,
+        "the cluster's processes to go",
+    )
     left = {t.name for t in threading.enumerate() if t.is_alive()} - threads_before
     # what stays: Dask's module-wide pool for blocking work, and the runner's idle daemon
     # pool (core.workers), as after any run
