@@ -309,6 +309,29 @@ class Context(MutableMapping[str, Any]):
             return _orjson.dumps(snap)
         return json.dumps(snap, ensure_ascii=False, separators=(",", ":")).encode()
 
+    def snapshot_at(self, keys: Iterable[str] | None = None) -> tuple[dict[str, Any], int]:
+        """A snapshot (of ``keys`` only, when given; missing ones left out) and the version it
+        is of, taken together: what a step on a cluster gets, and the base its writes are
+        checked against (``set_unless_changed``)."""
+        with self._lock:
+            snap = self.snapshot()
+            if keys is not None:
+                snap = {k: snap[k] for k in keys if k in snap}
+            return snap, self._version
+
+    def set_unless_changed(self, key: str, value: Any, since: int, *, delete: bool = False) -> int:
+        """Set (or delete) ``key`` only if nothing wrote it after version ``since``; the key's new
+        version, or -1 when it had changed. A step on a cluster writes a copy of the ctx: a set
+        over someone else's newer write would silently undo it."""
+        with self._lock:
+            if self._versions.get(key, 0) > since:
+                return -1
+            if delete:
+                del self[key]
+            else:
+                self[key] = value
+            return self._versions[key]
+
     def update_from(self, values: dict[str, Any]) -> None:
         """Set many keys — used to merge a shell step's ORCH_CTX_OUT. All are checked first:
         a bad value merges nothing, not the keys before it."""

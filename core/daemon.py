@@ -39,6 +39,7 @@ class DaemonArgs(msgspec.Struct, kw_only=True):
     handshake_fd: int
     run_dir: str | None = None
     jobs: int | None = None
+    executor: str | None = None  # --executor: the run's Dask cluster (core.cluster)
     only: list[str] | None = None
     skip: list[str] | None = None
     resume: dict[str, str] | None = None  # ResumePoint.record(): step, run_id, run_dir
@@ -108,9 +109,11 @@ def _start(args: DaemonArgs):
     except ResumeError as exc:
         raise StartError(f"--resume-from: {exc}") from None
     run_dir = Path(args.run_dir) if args.run_dir is not None else None
+    cluster = _open_cluster(recipe, args.executor)
     try:
         runner = Runner(
             recipe,
+            cluster=cluster,
             run_dir=run_dir,
             jobs=args.jobs,
             only=args.only,
@@ -121,6 +124,8 @@ def _start(args: DaemonArgs):
             sampler=ResourceSampler(),
         )
     except OSError as exc:
+        if cluster is not None:
+            cluster.close()
         raise StartError(create_problem(exc, run_dir)) from None
     _log_to(runner.rundir, args.debug)
     server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id)
@@ -132,6 +137,18 @@ def _start(args: DaemonArgs):
     _handle_signals(runner)
     runner.start()
     return runner, server
+
+
+def _open_cluster(recipe, executor: str | None):
+    """The run's Dask cluster, or None; StartError (exit 2) if it cannot run the recipe."""
+    if executor is None and recipe.executor is None:
+        return None
+    from core.cluster import ClusterError, open_cluster
+
+    try:
+        return open_cluster(executor, recipe)
+    except ClusterError as exc:
+        raise StartError(str(exc)) from None
 
 
 def _log_to(run_dir, debug: bool) -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -38,7 +38,7 @@ from core import events as ev
 from core.bus import EventBus
 from core.context import Context
 from core.dependencies import Dependencies
-from core.executors import EXECUTORS, Execution, LaunchContext, Outcome
+from core.executors import Execution, LaunchContext, Outcome, executor_for
 from core.executors.python import OutputRouting
 from core.health import HealthMonitor, make_probe
 from core.launch import Launcher
@@ -65,6 +65,9 @@ from core.ticker import Ticker
 from core.watchdog import Watchdog, stop_group
 from core.workers import Workers
 
+if TYPE_CHECKING:
+    from core.cluster import Cluster
+
 _log = logging.getLogger("orch.runner")
 
 #: events too frequent for the --debug log (the step logs and the meters have them)
@@ -90,7 +93,10 @@ class Runner:
         sampler: Sampler | None = None,
         resource_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
     ) -> None:
+        """``cluster``: the run's Dask cluster (core.cluster), already checked; the run
+        closes it when it ends."""
         self.recipe = recipe
         self.run_id = new_run_id()
         self.jobs = jobs or recipe.jobs or os.cpu_count() or 1
@@ -107,7 +113,8 @@ class Runner:
         self.reactor = OutputReactor()
         self.watchdog = Watchdog(self.run_dir)
         launcher = self.launcher = Launcher(recipe, self.run_id, self.rundir, self.ctx)
-        self._launch = LaunchContext(self.ctx, self.workers, self.reactor, launcher)
+        self.cluster = cluster
+        self._launch = LaunchContext(self.ctx, self.workers, self.reactor, launcher, cluster)
         self.lock = threading.RLock()  # the run's state changes, and is read, under it
         self.loop = MessageLoop(self.lock, self._turn_end, self._scheduler_error)
         self.readiness = Readiness(self.ctx, self.workers, self.loop.post, self.loop.after)
@@ -341,7 +348,7 @@ class Runner:
         def on_exit(outcome: Outcome) -> None:
             self.loop.post(lambda: self._ended(run, execution, outcome))
 
-        make = EXECUTORS[run.step.type]
+        make = executor_for(run.step, self._launch)
         execution = make(run.step, steplog, run.state.attempts, self._launch, on_exit)
         return execution
 
@@ -727,6 +734,8 @@ class Runner:
                 )
             )
         self.watchdog.stop()
+        if self.cluster is not None:
+            self.cluster.close()
         self._record_end()
         self.bus.close()
         self.store.close()

@@ -103,5 +103,6 @@ def test_version_and_a_run_off_a_terminal_import_neither_textual_nor_rich(tmp_pa
     recipe = write_recipe(tmp_path, ONE_STEP)
     modules, out = _imported_by([str(recipe), "--no-ui"], tmp_path)
     assert not {m for m in modules if m.split(".")[0] in ("textual", "rich")}
+    assert not {m for m in modules if m.split(".")[0] in ("distributed", "dask")}  # no executor
     assert "hello | hello" in out and "run succeeded: 1 succeeded" in out
     assert re.search(r"^step +status +duration", out, re.M)  # the summary table, drawn plain

@@ -201,6 +201,7 @@ def test_a_field_left_out_gets_the_default_the_schema_shows(ws: Path) -> None:
     assert {k: getattr(recipe, k) for k in RECIPE_FIELDS if k != "steps"} == {
         **defaults("RecipeFile"),
         "jobs": None,
+        "executor": None,
     }
 
 

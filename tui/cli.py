@@ -62,6 +62,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive_int, metavar="N", help="steps at once (default: CPUs)")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="where this run's files go")
     p.add_argument(
+        "--executor",
+        type=_executor,
+        metavar="URL",
+        help="dask-local://N or dask://HOST:PORT: python steps run on Dask workers",
+    )
+    p.add_argument(
         "--keep-alive", action="store_true", help="keep background steps up until Ctrl-C"
     )
     p.add_argument(
@@ -81,6 +87,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _executor(text: str) -> str:
+    from core.cluster import parse_executor
+
+    try:
+        return parse_executor(text).url
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--executor {text!r}: ")) from None
 
 
 def _sub_parser(command: str) -> argparse.ArgumentParser:
@@ -301,9 +316,11 @@ def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **
 
     if args.run_dir is not None:
         _check_run_dir(args.run_dir)
+    cluster = _open_cluster(recipe, args.executor)
     try:
         return Runner(
             recipe,
+            cluster=cluster,
             run_dir=args.run_dir,
             jobs=args.jobs,
             only=args.only,
@@ -314,7 +331,22 @@ def make_runner(recipe, args: argparse.Namespace, resume: ResumePoint | None, **
             **extra,
         )
     except OSError as exc:  # another user's folder; one that cannot be made (read-only)
+        if cluster is not None:
+            cluster.close()
         raise UsageError(create_problem(exc, args.run_dir)) from None
+
+
+def _open_cluster(recipe, executor: str | None):
+    """The run's Dask cluster (core.cluster), or None; a cluster that cannot run the recipe is
+    a usage error: exit 2 before anything runs."""
+    if executor is None and recipe.executor is None:
+        return None  # distributed is not even imported
+    from core.cluster import ClusterError, open_cluster
+
+    try:
+        return open_cluster(executor, recipe)
+    except ClusterError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -385,6 +417,7 @@ def _run_daemon(
         "recipe": os.path.abspath(recipe.path),
         "run_dir": None if args.run_dir is None else os.path.abspath(args.run_dir),
         "jobs": args.jobs,
+        "executor": args.executor,
         "only": args.only,
         "skip": args.skip,
         "resume": None if resume is None else resume.record(),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from core.cluster import Cluster
     from core.context import Context
     from core.launch import Launcher
     from core.reactor import OutputReactor
@@ -51,13 +52,14 @@ class Execution(Protocol):
 @dataclass(frozen=True)
 class LaunchContext:
     """What an executor needs of the run to start an attempt: the shared ctx, the worker
-    threads, the output reactor, and how processes are launched (environment, cwd, ORCH_*
-    variables, ORCH_CTX_OUT: core.launch)."""
+    threads, the output reactor, how processes are launched (environment, cwd, ORCH_*
+    variables, ORCH_CTX_OUT: core.launch), and the run's Dask cluster if it has one."""
 
     ctx: Context
     workers: Workers
     reactor: OutputReactor
     launcher: Launcher
+    cluster: Cluster | None = None
 
 
 class ExecutorFactory(Protocol):

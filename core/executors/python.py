@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from core.context import Context
 from core.executors.base import LaunchContext, OnExit, Outcome
-from core.recipe import Step
+from core.recipe import PythonStep, Step
 from core.steplog import StepLog
 from core.workers import Workers
 
@@ -99,7 +99,7 @@ class OutputRouting:
 
 
 class _LogHandler(logging.Handler):
-    def __init__(self, sink: StepLog) -> None:
+    def __init__(self, sink: Any) -> None:
         super().__init__()
         self._sink = sink
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -130,6 +130,40 @@ def _named_parameters(fn: Callable[..., Any]) -> frozenset[str]:
 
 def resolve(module: str, function: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), function)
+
+
+def call_step(
+    step: PythonStep, ctx: Any, sink: Any, stop_event: Callable[[], threading.Event]
+) -> Outcome:
+    """``function(ctx, **params)`` with ``stop`` and ``log`` when its signature names them, its
+    return value stored in ``output``; how it ended as an Outcome. ``sink`` (``write_text``) takes
+    the traceback and the log lines. Shared by the runner's threads and the Dask workers
+    (core.executors.on_worker), so a step behaves alike wherever it runs."""
+    try:
+        fn = resolve(step.module or "", step.function)
+        kwargs = dict(step.params)
+        wanted = _named_parameters(fn)
+        if "stop" in wanted:
+            kwargs["stop"] = stop_event()
+        if "log" in wanted:
+            logger = logging.Logger(f"orch.step.{step.name}")
+            logger.addHandler(_LogHandler(sink))
+            kwargs["log"] = logger
+        result = fn(ctx, **kwargs)
+        if step.output:
+            ctx[step.output] = result
+        return Outcome(0)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 0:
+            return Outcome(0)
+        if not isinstance(exc.code, int):
+            sink.write_text(f"{exc.code}\n")
+        return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
+    except BaseException as exc:
+        sink.write_text(traceback.format_exc())
+        text = str(exc).strip().splitlines()
+        return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
 
 
 class PythonExecution:
@@ -169,32 +203,7 @@ class PythonExecution:
         self.on_exit(outcome)
 
     def _call(self) -> Outcome:
-        step = self.step
-        try:
-            fn = resolve(step.module or "", step.function)
-            kwargs = dict(step.params)
-            wanted = _named_parameters(fn)
-            if "stop" in wanted:
-                kwargs["stop"] = self.stop_event
-            if "log" in wanted:
-                logger = logging.Logger(f"orch.step.{step.name}")
-                logger.addHandler(_LogHandler(self.log))
-                kwargs["log"] = logger
-            result = fn(self.ctx, **kwargs)
-            if step.output:
-                self.ctx[step.output] = result
-            return Outcome(0)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if code == 0:
-                return Outcome(0)
-            if not isinstance(exc.code, int):
-                self.log.write_text(f"{exc.code}\n")
-            return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
-        except BaseException as exc:
-            self.log.write_text(traceback.format_exc())
-            text = str(exc).strip().splitlines()
-            return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+        return call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
 
     @property
     def stop_event(self) -> threading.Event:

@@ -53,6 +53,19 @@ _NEEDS_BACKGROUND = {
 }
 
 
+def _ancestors(deps: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
+    """Every step's transitive dependencies (the graph has no cycle), without recursion: a
+    recipe may chain thousands of steps."""
+    from graphlib import TopologicalSorter
+
+    out: dict[str, set[str]] = {}
+    for name in TopologicalSorter(deps).static_order():
+        out[name] = set()
+        for dep in deps.get(name, ()):
+            out[name] |= {dep} | out.get(dep, set())
+    return out
+
+
 class Draft(msgspec.Struct):
     """A step while it is being checked: the raw mapping, what converted cleanly, and where."""
 
@@ -437,6 +450,31 @@ class Validator:
         if cycle:
             head = first[cycle[0]]
             self.report("dependency cycle: " + " -> ".join(cycle), head.trail, head.who)
+        else:
+            self.same_output(list(first.values()), deps)
+
+    def same_output(self, drafts: list[Draft], deps: dict[str, tuple[str, ...]]) -> None:
+        """Warn about two steps that set the same ``output:`` key with no order between them:
+        which value stays depends on timing (on a cluster, the later one fails with a ctx
+        conflict). ``output:`` is the one write a recipe states; what a function writes inside
+        is not known before it runs."""
+        before = _ancestors(deps)
+        seen: dict[str, list[Draft]] = {}
+        for d in drafts:
+            key = d.values.get("output")
+            if not isinstance(key, str):
+                continue
+            unordered = [o for o in seen.get(key, ()) if o.name not in before[d.name]]
+            seen.setdefault(key, []).append(d)
+            if unordered:
+                other = unordered[0]
+                self.report(
+                    f"output {key!r} is also set by step {other.name!r} (line {other.line}), "
+                    "and neither waits for the other",
+                    d.trail + ("output",),
+                    d.who,
+                    warning=True,
+                )
 
     def resolve(
         self, d: Draft, drafts: list[Draft | None], known: Mapping[str, Draft]

@@ -30,6 +30,9 @@ BACKENDS = ("screen", "tmux")
 READY_KINDS = ("port", "log", "ctx", "delay")
 HEALTH_KINDS = ("port", "http", "cmd")
 RESTART_POLICIES = ("no", "on_failure", "always")
+PLACES = ("local", "cluster")
+#: ``--executor`` / ``executor:``: a LocalCluster of N workers, or a scheduler's address
+EXECUTOR_PATTERN = r"^(dask-local://[1-9][0-9]{0,3}|dask(\+tls)?://[^\s/:]+:[0-9]{1,5})$"
 
 _NO_NUL = "^[^\\x00]*$"  # exact with search: anchored at the start, and "\n" is allowed anyway
 _ENV_NAME = "^[^=\\x00]+$"
@@ -383,6 +386,9 @@ RestartPolicy = Annotated[
     Meta(extra=_kind("one of " + ", ".join(RESTART_POLICIES), _restart_policy)),
 ]
 Action = _one_of(SESSION_ACTIONS)
+Where = _one_of(PLACES)
+Keys = Annotated[tuple[Key, ...], Meta(extra=_kind("a list of ctx keys"))]
+ExecutorUrl = _matching(EXECUTOR_PATTERN, "dask-local://N or dask://HOST:PORT")
 Backend = _one_of(BACKENDS)
 SessionName = _matching(
     SESSION_NAME_PATTERN, "letters, digits, '_' and '-', at most 64, not starting with '-'"

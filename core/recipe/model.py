@@ -34,12 +34,14 @@ from core.recipe.kinds import (
     Count,
     Deps,
     Env,
+    ExecutorUrl,
     Expose,
     Flag,
     HttpUrl,
     Identifier,
     JsonData,
     Key,
+    Keys,
     LogSpec,
     ModulePath,
     Params,
@@ -55,6 +57,7 @@ from core.recipe.kinds import (
     StepType,
     String,
     Text,
+    Where,
     check_steps,
 )
 from core.recipe.problems import Problem
@@ -198,6 +201,19 @@ class PythonStep(StepBase, tag="python"):
     function: Annotated[Identifier, _about("function called as function(ctx, **params)")] = "run"
     params: Annotated[Params, _about("keyword arguments for the function")] = {}
     output: Annotated[Key, _about("ctx key that receives the return value")] | None = None
+    where: (
+        Annotated[Where, _about("with an executor: on a cluster worker (the default) or local")]
+        | None
+    ) = None
+    reads: (
+        Annotated[Keys, _about("on a cluster: the only ctx keys shipped to it (default: all)")]
+        | None
+    ) = None
+
+    @property
+    def on_cluster(self) -> bool:
+        """Whether it runs on the run's cluster, when the run has one."""
+        return self.where != "local"
 
 
 class ShellStep(StepBase, tag="shell"):
@@ -208,6 +224,15 @@ class ShellStep(StepBase, tag="shell"):
     args: Annotated[Args, _about("arguments for 'cmd'")] = ()
     run: Annotated[Text, _about("script run with bash -c")] | None = None
     expose: Annotated[Expose, _about("ctx keys put in the step's environment")] = ()
+    where: (
+        Annotated[Where, _about("with an executor: local (the default) or on a cluster worker")]
+        | None
+    ) = None
+
+    @property
+    def on_cluster(self) -> bool:
+        """Whether it runs on the run's cluster, when the run has one."""
+        return self.where == "cluster"
 
 
 class SessionStep(StepBase, tag="session"):
@@ -231,6 +256,7 @@ class SessionStep(StepBase, tag="session"):
         | None
     ) = None  # None: recreate logs (contract), the other actions do not
     socket: Annotated[SocketName, _about("tmux -L socket name (tmux only)")] | None = None
+    on_cluster: ClassVar[bool] = False  # a session lives on this machine's multiplexer
 
 
 Step = PythonStep | ShellStep | SessionStep
@@ -245,6 +271,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     env: Annotated[Env, _about("environment for every shell step")] = {}
     ctx: Annotated[JsonData, _about("initial ctx values")] = {}
     jobs: Annotated[Positive, _about("at most this many steps running at once")] | None = None
+    executor: (
+        Annotated[
+            ExecutorUrl,
+            _about("dask-local://N or dask://HOST:PORT: python steps run on Dask workers"),
+        ]
+        | None
+    ) = None
 
 
 class RecipeFile(Settings, frozen=True, kw_only=True):
@@ -351,7 +384,11 @@ def _step_fields() -> dict[str, FieldSpec]:
         **common,
     }
     for cls in STEP_CLASSES.values():
-        out.update((n, s) for n, s in _table(cls, frozenset({cls.type})).items() if n not in out)
+        for n, spec in _table(cls, frozenset({cls.type})).items():
+            if n not in out:
+                out[n] = spec
+            elif out[n].types is not None:  # a field of more than one type (``where``)
+                out[n] = msgspec.structs.replace(out[n], types=out[n].types | spec.types)
     return out
 
 

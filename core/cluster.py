@@ -1,0 +1,238 @@
+"""The run's Dask cluster (``--executor`` / ``executor:``): started or reached before any step
+runs, checked, and closed with the run.
+
+``dask-local://N`` starts a LocalCluster of N worker processes (one thread each, so N CPU-bound
+python steps run side by side, out of the GIL's way) for this run alone; ``dask://HOST:PORT``
+(``dask+tls://`` with Dask's own security configuration) uses a running scheduler. Either way,
+before anything runs: the scheduler must answer (Dask's ``distributed.comm.timeouts.connect``),
+there must be a worker, the versions that matter (``SAME_VERSIONS``) must agree, and every
+worker must import orch-tui's worker code and each cluster step's module; otherwise
+``ClusterError``, which the command line turns into exit 2.
+
+On a cluster we start, a task whose worker dies is not run again (``allowed-failures: 0``): the
+step fails "worker lost", and retrying is orch-tui's business (``retries:``), not Dask's.
+
+``distributed`` is imported here only inside functions: a run without an executor never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from core.recipe.kinds import EXECUTOR_PATTERN
+
+if TYPE_CHECKING:
+    from core.recipe import Recipe
+
+_log = logging.getLogger("orch.cluster")
+
+#: seconds to wait for a first worker of an existing scheduler
+WORKER_WAIT = 30.0
+
+Handler = Callable[[int, list[Any]], None]
+
+
+class ClusterError(Exception):
+    """The cluster cannot run this recipe: one line for the user, exit 2."""
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """A parsed ``--executor``: ``workers`` for dask-local://N, else the scheduler's address."""
+
+    url: str
+    workers: int | None = None
+    address: str | None = None
+
+
+def parse_executor(url: str) -> ExecutorSpec:
+    """ValueError with the accepted forms for anything else."""
+    if not re.fullmatch(EXECUTOR_PATTERN, url):
+        raise ValueError(
+            f"--executor {url!r}: expected dask-local://N (N workers) or dask://HOST:PORT "
+            "(or dask+tls://HOST:PORT)"
+        )
+    scheme, rest = url.split("://", 1)
+    if scheme == "dask-local":
+        return ExecutorSpec(url, workers=int(rest))
+    return ExecutorSpec(url, address=("tls://" if scheme == "dask+tls" else "tcp://") + rest)
+
+
+def cluster_modules(recipe: Recipe) -> dict[str, str]:
+    """``{step: module}`` of the python steps that run on the cluster."""
+    return {
+        s.name: s.module for s in recipe.steps if s.type == "python" and s.on_cluster and s.module
+    }
+
+
+def open_cluster(url: str | None, recipe: Recipe) -> Cluster | None:
+    """The cluster for ``url`` (``--executor``, else the recipe's ``executor:``), started and
+    checked; None without one, or when no step would run on it."""
+    url = url or recipe.executor
+    if url is None or not any(s.on_cluster for s in recipe.steps):
+        return None
+    for step in recipe.steps:
+        if step.type == "shell" and step.on_cluster:
+            raise ClusterError(
+                f"{recipe.path}:{step.line}: step {step.name!r}: where: cluster is not "
+                "supported for shell steps yet (python steps only)"
+            )
+    try:
+        spec = parse_executor(url)
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from None
+    cluster = Cluster.start(spec)
+    try:
+        cluster.check(recipe)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+#: what must be the same here and on every worker: what pickles the task and its result, and
+#: orch-tui's own worker code (Dask itself only warns about a mismatch)
+SAME_VERSIONS = ("python", "dask", "distributed", "cloudpickle", "msgpack", "orch-tui")
+
+
+def _version(packages: dict[str, str | None], name: str) -> str | None:
+    value = packages.get(name)
+    if name == "python" and value:
+        return ".".join(value.split(".")[:2])  # 3.11.7.final.0: a patch release pickles alike
+    return value
+
+
+def version_skew(versions: dict[str, Any]) -> str | None:
+    """The first package whose version differs between this machine and a worker, said in one
+    line; None when they agree (``Client.get_versions``'s answer)."""
+    here = versions["client"]["packages"]
+    for worker, info in sorted(versions["workers"].items()):
+        there = (info or {}).get("packages", {})
+        for name in SAME_VERSIONS:
+            mine, theirs = _version(here, name), _version(there, name)
+            if mine != theirs:
+                return f"{name} {mine} here, {theirs} on worker {worker}"
+    return None
+
+
+class Cluster:
+    """A Dask client (and the LocalCluster, if we started it) for one run, and the run's topic:
+    every batch a step's task sends (core.executors.on_worker) is handed to the handler
+    registered for its task key."""
+
+    def __init__(self, spec: ExecutorSpec, client: Any, local: Any = None) -> None:
+        self.spec, self.client, self._local = spec, client, local
+        self.topic = f"orch-{uuid.uuid4().hex}"
+        self._handlers: dict[str, Handler] = {}
+        self._lock = threading.Lock()
+        client.subscribe_topic(self.topic, self._on_event)
+
+    @classmethod
+    def start(cls, spec: ExecutorSpec) -> Cluster:
+        import dask
+        from distributed import Client, LocalCluster
+
+        if not _log.isEnabledFor(logging.DEBUG):  # Dask's INFO lines would crowd a CI log
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+        if spec.workers is not None:
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                local = LocalCluster(
+                    n_workers=spec.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            try:
+                return cls(spec, Client(local), local)
+            except BaseException:
+                local.close()
+                raise
+        try:
+            client = Client(spec.address)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {spec.url}: {exc}") from None
+        return cls(spec, client)
+
+    def check(self, recipe: Recipe) -> None:
+        """ClusterError unless the cluster can run the recipe's cluster steps (module doc)."""
+        from core.executors import on_worker
+
+        client = self.client
+        if self._local is None:
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT)
+            except TimeoutError:
+                raise ClusterError(
+                    f"the Dask scheduler at {self.spec.url} has no workers "
+                    f"(waited {WORKER_WAIT:g}s)"
+                ) from None
+        skew = version_skew(client.get_versions(packages=["orch-tui"]))
+        if skew is not None:
+            raise ClusterError(f"version skew on the Dask cluster {self.spec.url}: {skew}")
+        workspace, modules = str(recipe.workspace), cluster_modules(recipe)
+        try:
+            answers = client.run(on_worker.check_worker, workspace, modules)
+        except Exception as exc:
+            raise ClusterError(
+                f"the Dask workers cannot run orch-tui's worker code ({type(exc).__name__}: "
+                f"{exc}): install orch-tui[dask] on them"
+            ) from None
+        for worker, problems in sorted(answers.items()):
+            if problems:
+                raise ClusterError(f"Dask worker {worker}: {problems[0]}")
+
+    # ------------------------------------------------------------------ tasks
+    def task_key(self, step: str, attempt: int) -> str:
+        """Unique per attempt (Dask would hand back a finished task of the same key)."""
+        return f"orch-{step}-attempt-{attempt}-{uuid.uuid4().hex[:8]}"
+
+    def listen(self, key: str, handler: Handler) -> None:
+        with self._lock:
+            self._handlers[key] = handler
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._handlers.pop(key, None)
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """On the client's event loop: a batch of a step's output and ctx writes."""
+        msg = event[1]
+        with self._lock:
+            handler = self._handlers.get(msg.get("k"))
+        if handler is not None:
+            try:
+                handler(msg["n"], orjson.loads(msg["i"]))
+            except Exception:
+                _log.exception("handling a batch of %s failed", msg.get("k"))
+
+    def set_event(self, name: str) -> None:
+        """Set the distributed Event ``name`` (a step's ``stop``)."""
+        from distributed import Event
+
+        Event(name, client=self.client).set()
+
+    def clear_event(self, name: str) -> None:
+        """The scheduler forgets an Event once it is cleared and nobody waits on it."""
+        from distributed import Event
+
+        Event(name, client=self.client).clear()
+
+    def close(self) -> None:
+        """Cancel what is left, disconnect, stop the LocalCluster's workers (a step that ignored
+        ``stop`` goes with them; on a scheduler we did not start, it is left to its worker)."""
+        try:
+            self.client.unsubscribe_topic(self.topic)
+        except Exception:
+            pass
+        self.client.close()
+        if self._local is not None:
+            self._local.close()

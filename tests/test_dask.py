@@ -1,0 +1,436 @@
+"""Python steps on a Dask cluster (issue 16): real LocalClusters (``--executor dask-local://N``,
+worker processes) and a real ``dask scheduler`` with ``dask worker`` processes, started once for
+the module (``scheduler``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    descendants,
+    free_port,
+    kill_tree,
+    read_json,
+    read_state,
+    run_cli,
+    stop_runner,
+    wait_for,
+    write_module,
+    write_recipe,
+)
+
+pytest.importorskip("distributed")
+
+DASK = Path(sys.executable).with_name("dask")
+
+
+def _worker_env() -> dict[str, str]:
+    """The workers' environment: without the test's PYTHONPATH (a module only the runner sees)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "PYTHONPATH"))}
+    env["DASK_DISTRIBUTED__WORKER__DAEMON"] = "False"
+    return env
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """``dask://127.0.0.1:PORT``: a scheduler and two one-thread workers, as subprocesses."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [
+        subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=_worker_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [DASK, "worker", address, "--nthreads", "1", "--no-dashboard"],
+                    env=_worker_env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield f"dask://127.0.0.1:{port}"
+    finally:
+        for proc in procs:
+            kill_tree(proc)
+
+
+def _open(url: str, recipe_path: Path):
+    from core.cluster import open_cluster
+    from core.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    return recipe, open_cluster(url, recipe)
+
+
+def _run(tmp_path: Path, yaml_text: str, url: str, timeout: float = 60.0):
+    """Run the recipe in-process on the cluster at ``url``; the finished runner."""
+    from core.runner import Runner
+
+    recipe, cluster = _open(url, write_recipe(tmp_path, yaml_text))
+    runner = Runner(recipe, run_dir=tmp_path / "run", cluster=cluster)
+    try:
+        runner.start()
+        assert runner.wait(timeout) is not None, "the run did not end"
+    finally:
+        stop_runner(runner)
+    return runner
+
+
+def _statuses(run_dir: Path) -> dict[str, str]:
+    return {name: s["status"] for name, s in read_state(run_dir)["steps"].items()}
+
+
+# ------------------------------------------------------------------ same results as locally
+DEMO_STYLE = """
+name: demo style
+ctx: {greeting: hello}
+steps:
+  - name: init
+    type: python
+    module: scriptlets.python.steps.ctx_init
+    params: {keys: [new_row]}
+  - name: rows
+    type: python
+    module: scriptlets.python.steps.ctx_row_updater
+    params: {key: new_row, n: 2, interval_sec: 0, max_rows: 2500}
+    output: appended
+  - name: report
+    type: shell
+    expose: [greeting, appended]
+    run: |
+      echo "$greeting $appended"
+      echo '{"reported": true}' > "$ORCH_CTX_OUT"
+"""
+
+
+@pytest.mark.parametrize("recipe", ["example_shell_ctx.yaml", "demo_style.yaml"])
+def test_recipes_give_the_same_ctx_and_statuses_on_dask_local(tmp_path: Path, recipe: str):
+    path = ROOT / "recipes" / recipe
+    if recipe == "demo_style.yaml":
+        path = write_recipe(tmp_path, DEMO_STYLE, "demo_style.yaml")
+    results = {}
+    for where, extra in (("local", []), ("dask", ["--executor", "dask-local://2"])):
+        run_dir = tmp_path / where
+        proc = run_cli(path, "--no-ui", "--run-dir", run_dir, *extra, cwd=tmp_path, timeout=90)
+        assert proc.returncode == 0, proc.stderr
+        ctx = read_json(run_dir / "ctx.json")
+        if "new_row" in ctx:  # random rows: their number and shape are what must agree
+            ctx["new_row"] = [len(row) for row in ctx["new_row"]]
+        results[where] = (ctx, _statuses(run_dir))
+    assert results["dask"] == results["local"]
+    assert "on a Dask worker" in (tmp_path / "dask" / "logs" / "init.log").read_text()
+
+
+# ------------------------------------------------------------------ where it runs
+def test_two_cpu_bound_steps_run_side_by_side_in_worker_processes(tmp_path: Path, scheduler: str):
+    """Two CPU-bound pure-Python steps: in two worker processes (not this one), at the same time
+    (their intervals overlap; in one process the GIL would make them take turns). ``where:
+    local`` keeps a step in the runner."""
+    mod = write_module(
+        tmp_path,
+        """
+def work(ctx, key):
+    import os, time
+    start = time.time()
+    n = 0
+    for i in range(3_000_000):
+        n += i
+    ctx[key] = [os.getpid(), start, time.time()]
+""",
+    )
+    runner = _run(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: one, type: python, module: {mod}, function: work, params: {{key: one}}}}
+      - {{name: two, type: python, module: {mod}, function: work, params: {{key: two}},
+          depends_on: []}}
+      - {{name: here, type: python, module: {mod}, function: work, params: {{key: here}},
+          where: local}}
+    """,
+        scheduler,
+    )
+    assert runner.exit_code == 0
+    (pid1, start1, end1), (pid2, start2, end2) = runner.ctx["one"], runner.ctx["two"]
+    assert os.getpid() not in (pid1, pid2)
+    assert pid1 != pid2  # two worker processes
+    assert max(start1, start2) < min(end1, end2)  # ran at the same time
+    assert runner.ctx["here"][0] == os.getpid()
+
+
+# ------------------------------------------------------------------ output, stop, conflicts
+def _start(tmp_path: Path, yaml_text: str, url: str):
+    from core.runner import Runner
+
+    recipe, cluster = _open(url, write_recipe(tmp_path, yaml_text))
+    runner = Runner(recipe, run_dir=tmp_path / "run", cluster=cluster)
+    runner.start()
+    return runner
+
+
+def test_printed_lines_arrive_in_order_while_the_step_runs_and_stop_ends_it(
+    tmp_path: Path, scheduler: str
+):
+    """10,000 lines are in the log, in order, while the step still runs (it then waits for
+    ``stop``); stopping it sets its ``stop`` at once (grace 60 s: no waiting that out)."""
+    mod = write_module(
+        tmp_path,
+        """
+def talk(ctx, stop):
+    for i in range(10_000):
+        print(f"line {i}")
+    stop.wait(120)
+    print("stopped")
+""",
+    )
+    runner = _start(
+        tmp_path,
+        f"steps:\n  - {{name: talk, type: python, module: {mod}, function: talk, grace: 60}}",
+        scheduler,
+    )
+    log = tmp_path / "run" / "logs" / "talk.log"
+    expected = [f"line {i}" for i in range(10_000)]
+    try:
+        wait_for(lambda: log.exists() and "line 9999\n" in log.read_text(), 30, "all the lines")
+        assert runner.snapshot().steps["talk"].status == "running"
+        assert log.read_text().splitlines()[1:] == expected  # after "on a Dask worker: ..."
+        runner.stop_step("talk")
+        assert runner.wait(30) is not None
+    finally:
+        stop_runner(runner)
+    assert log.read_text().splitlines()[1:] == [*expected, "stopped"]
+    assert runner.snapshot().steps["talk"].status == "cancelled"  # as a local step stopped
+
+
+def test_two_parallel_steps_setting_one_key_fail_the_later_and_appends_commute(
+    tmp_path: Path, scheduler: str
+):
+    mod = write_module(
+        tmp_path,
+        f"""
+import pathlib, time
+FLAG = pathlib.Path({str(tmp_path / "first-done")!r})
+
+def first(ctx):
+    ctx["k"] = "first"
+    ctx.append("rows", "first")
+    FLAG.write_text("x")
+
+def second(ctx):
+    while not FLAG.exists():
+        time.sleep(0.01)
+    time.sleep(0.5)  # the first one's writes have reached the runner by now
+    ctx.append("rows", "second")
+    ctx["k"] = "second"
+""",
+    )
+    runner = _run(
+        tmp_path,
+        f"""
+    ctx: {{rows: []}}
+    steps:
+      - {{name: first, type: python, module: {mod}, function: first}}
+      - {{name: second, type: python, module: {mod}, function: second, depends_on: []}}
+    """,
+        scheduler,
+    )
+    steps = runner.snapshot().steps
+    assert steps["first"].status == "succeeded"
+    assert steps["second"].status == "failed"
+    assert steps["second"].reason == "ctx conflict on 'k'"
+    assert runner.ctx["k"] == "first"
+    assert sorted(runner.ctx["rows"]) == ["first", "second"]
+
+
+def test_reads_ships_only_those_keys(tmp_path: Path, scheduler: str):
+    mod = write_module(tmp_path, "def keys(ctx):\n    return sorted(ctx)\n")
+    runner = _run(
+        tmp_path,
+        f"""
+    ctx: {{a: 1, b: 2, c: 3}}
+    steps:
+      - {{name: some, type: python, module: {mod}, function: keys, reads: [a, c, nope],
+          output: some}}
+      - {{name: all, type: python, module: {mod}, function: keys, output: all}}
+    """,
+        scheduler,
+    )
+    assert runner.ctx["some"] == ["a", "c"]
+    assert runner.ctx["all"] == ["a", "b", "c", "some"]
+
+
+# ------------------------------------------------------------------ a worker lost, leftovers
+def _ours(pids: list[int]) -> list[int]:
+    """Processes other than multiprocessing's resource tracker."""
+    out = []
+    for pid in pids:
+        try:
+            if "resource_tracker" not in " ".join(psutil.Process(pid).cmdline()):
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_a_worker_killed_mid_step_fails_it_once_and_nothing_is_left_behind(tmp_path: Path):
+    mod = write_module(
+        tmp_path,
+        """
+import os
+
+def victim(ctx, stop):
+    ctx["pid"] = os.getpid()
+    stop.wait(120)
+""",
+    )
+    threads_before = {t.name for t in threading.enumerate()}
+    other = set(descendants(os.getpid()))  # another test's scheduler and workers
+    runner = _start(
+        tmp_path,
+        f"steps:\n  - {{name: victim, type: python, module: {mod}, function: victim}}",
+        "dask-local://1",
+    )
+    try:
+        pid = wait_for(lambda: runner.ctx.get("pid"), 30, "the step's ctx write")
+        assert pid in descendants(os.getpid())  # a worker process of the LocalCluster
+        os.kill(pid, signal.SIGKILL)
+        assert runner.wait(60) is not None
+    finally:
+        stop_runner(runner)
+    step = runner.snapshot().steps["victim"]
+    assert (step.status, step.reason, step.attempts) == ("failed", "worker lost", 1)
+    # the worker the nanny started after the kill too; the interpreter's multiprocessing
+    # resource tracker (Python's, one per process) stays until this process ends
+    wait_for(
+        lambda: not _ours([p for p in descendants(os.getpid()) if p not in other]),
+        10,
+        "the cluster's processes to go",
+    )
+    left = {t.name for t in threading.enumerate() if t.is_alive()} - threads_before
+    # what stays: Dask's module-wide pool for blocking work, and the runner's idle daemon
+    # pool (core.workers), as after any run
+    assert {n for n in left if not n.startswith(("Dask-Offload", "orch-worker-"))} == set()
+
+
+# ------------------------------------------------------------------ exit 2 before anything runs
+def test_an_unreachable_scheduler_is_exit_2_before_anything_runs(tmp_path: Path):
+    mod = write_module(tmp_path, "def run(ctx):\n    pass\n")
+    recipe = write_recipe(tmp_path, f"steps:\n  - {{name: a, type: python, module: {mod}}}\n")
+    url = f"dask://127.0.0.1:{free_port()}"
+    proc = run_cli(
+        recipe,
+        "--no-ui",
+        "--executor",
+        url,
+        cwd=tmp_path,
+        env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"orch-tui: cannot reach the Dask scheduler at {url}: ")
+    assert len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / ".orch").exists()
+
+
+def test_a_step_module_the_workers_cannot_import_is_exit_2(tmp_path: Path, scheduler: str):
+    """The module is on the runner's PYTHONPATH only, not the workers'."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "only_here_k16.py").write_text("def run(ctx):\n    pass\n")
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: python, module: only_here_k16}\n")
+    proc = run_cli(
+        recipe, "--no-ui", "--executor", scheduler, cwd=tmp_path, env={"PYTHONPATH": str(elsewhere)}
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "step 'a': cannot import only_here_k16: ModuleNotFoundError" in proc.stderr
+    assert not (tmp_path / ".orch").exists()
+
+
+def test_version_skew_between_here_and_a_worker_is_exit_2(tmp_path: Path):
+    """A worker that says it has another cloudpickle (a preload changes what it reports)."""
+    (tmp_path / "skew_k16.py").write_text(
+        "import distributed.node as node\n"
+        "real = node.get_versions\n"
+        "def fake(packages=None):\n"
+        "    out = real(packages)\n"
+        "    out['packages']['cloudpickle'] = '0.0.1'\n"
+        "    return out\n"
+        "node.get_versions = fake\n"
+    )
+    port = free_port()
+    env = {**_worker_env(), "PYTHONPATH": str(tmp_path)}
+    common = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            start_new_session=True,
+            **common,
+        )
+    ]
+    try:
+        procs.append(
+            subprocess.Popen(
+                [DASK, "worker", f"tcp://127.0.0.1:{port}", "--preload", "skew_k16"],
+                start_new_session=True,
+                **common,
+            )
+        )
+        mod = write_module(tmp_path, "def run(ctx):\n    pass\n")
+        recipe = write_recipe(tmp_path, f"steps:\n  - {{name: a, type: python, module: {mod}}}\n")
+        proc = run_cli(
+            recipe, "--no-ui", "--executor", f"dask://127.0.0.1:{port}", cwd=tmp_path, timeout=60
+        )
+    finally:
+        for p in procs:
+            kill_tree(p)
+    assert proc.returncode == 2, proc.stderr
+    assert "version skew" in proc.stderr and "cloudpickle" in proc.stderr
+    assert "here, 0.0.1 on worker tcp://" in proc.stderr
+
+
+def test_validate_warns_about_unordered_steps_setting_the_same_output(tmp_path: Path):
+    mod = write_module(tmp_path, "def run(ctx):\n    return 1\n")
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: a, type: python, module: {mod}, output: k}}
+      - {{name: b, type: python, module: {mod}, output: k, depends_on: []}}
+      - {{name: c, type: python, module: {mod}, output: k, depends_on: [a, b]}}
+    """,
+    )
+    proc = run_cli("validate", recipe, cwd=tmp_path)
+    assert proc.returncode == 0
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1  # c waits for both
+    assert "step 'b': output 'k' is also set by step 'a'" in warnings[0]
+
+
+def test_a_shell_step_where_cluster_is_exit_2_for_now(tmp_path: Path):
+    recipe = write_recipe(
+        tmp_path, "steps:\n  - {name: sh, type: shell, run: 'true', where: cluster}\n"
+    )
+    proc = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "step 'sh': where: cluster is not supported for shell steps yet" in proc.stderr
