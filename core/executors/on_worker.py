@@ -4,7 +4,7 @@ A python step gets a copy of the ctx (``Job.ctx``: the snapshot, or only its ``r
 ``RecordingContext``, the same Context class as at home, so a bad value fails the step at the
 write that made it. Its writes (set, delete, append, extend) and what it prints go back, in the
 order they happened, as batches on the run's Dask topic (``Worker.log_event``; the runner
-subscribed to it before submitting): one stream, so a log line and the ctx write after it
+subscribed to it before submitting), as JSON: one stream, so a log line and the ctx write after it
 arrive in that order. Each batch is numbered, and the task's result says how many there were,
 so the runner knows when it has them all.
 
@@ -20,8 +20,10 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
+import orjson
 
 from core.context import Context
 from core.executors.base import Outcome
@@ -35,9 +37,9 @@ BATCH_BYTES = 256 * 1024
 STOP_POLL = 1.0
 
 
-@dataclass(frozen=True)
-class Job:
-    """One attempt of a python step, as shipped to a worker."""
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a python step, as shipped to a worker. A Struct, not a dataclass: Dask
+    walks a dataclass argument and rebuilds its lists as tuples, which the ctx must not see."""
 
     step: PythonStep
     ctx: dict[str, Any]
@@ -103,7 +105,8 @@ class Publisher:
     def _flush_locked(self) -> None:
         if not self._items:
             return
-        self._send({"k": self._key, "n": self.sent, "i": self._items})
+        # as JSON bytes: Dask's msgpack would hand the lists back as tuples
+        self._send({"k": self._key, "n": self.sent, "i": orjson.dumps(self._items)})
         self.sent += 1
         self._items, self._size = [], 0
 
@@ -167,16 +170,19 @@ class StopWatch:
         self._thread: threading.Thread | None = None
 
     def event(self) -> threading.Event:
+        """Called on the task's thread, where Dask finds the worker's client."""
         if self._event is None:
+            from distributed import Event, get_client
+
+            remote = Event(self._name, client=get_client())  # lazily, it would find none
             self._event = threading.Event()
-            self._thread = threading.Thread(target=self._watch, name="orch-stop", daemon=True)
+            self._thread = threading.Thread(
+                target=self._watch, args=(remote,), name="orch-stop", daemon=True
+            )
             self._thread.start()
         return self._event
 
-    def _watch(self) -> None:
-        from distributed import Event
-
-        remote = Event(self._name)
+    def _watch(self, remote: Any) -> None:
         assert self._event is not None
         while not self._done.is_set():
             try:
