@@ -702,11 +702,9 @@ def _events_to_a_client(work: Path, recipe: str, repeat: int) -> dict:
     wall time, and the client's events per second."""
     from core.client import connect
 
-    headless = _measure(
-        lambda: _run(
-            [*ORCH, recipe, "--no-ui", "--run-dir", str(work / "headless")], work, env=_env()
-        ),
-        repeat,
+    headless_argv = [*ORCH, recipe, "--no-ui", "--run-dir", str(work / "headless")]
+    headless = _stats(
+        [_whole_run(headless_argv, work, work / "headless")[0] for _ in range(repeat)]
     )
     shutil.rmtree(work / "headless", ignore_errors=True)
     times, rates = [], []
