@@ -59,7 +59,12 @@ def _run(argv: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT))
+    """The children's environment: the project importable, and bytecode cached as a user's
+    install has it (PYTHONDONTWRITEBYTECODE, set in some shells, would compile every module
+    at every start and measure the compiler)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _peak_rss_of(argv: list[str], cwd: Path) -> tuple[float, int]:
@@ -133,13 +138,13 @@ def bench_scheduling(work: Path, n: int, repeat: int) -> dict:
     out: dict = {"steps": n}
     out["make_j1"] = _measure(lambda: _run(["make", "-s", "-j1"], work), repeat)
     out["orch_chain_j1"] = _measure(orch("chain.yaml", "1"), repeat)
-    doit = shutil.which("doit", path=str(Path(sys.executable).parent)) or shutil.which("doit")
+    doit = _peer("doit")
     if doit:
         _dodo(work / "dodo.py", n)
         out["doit"] = _measure(
             lambda: _run([doit, "-f", "dodo.py", "--backend", "json"], work), repeat
         )
-    task = shutil.which("task", path=str(Path(sys.executable).parent)) or shutil.which("task")
+    task = _peer("task")
     if task:
         _taskfile(work / "Taskfile.yml", n)
         out["go_task"] = _measure(lambda: _run([task, f"s{n - 1}"], work), repeat)
@@ -194,33 +199,41 @@ def bench_python_steps(work: Path, n: int, repeat: int) -> dict:
 
 # ------------------------------------------------------------------------------------ log capture
 def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
+    """A step printing ``lines`` lines: the whole command against ``seq > file``, net of
+    orch-tui's start-up (a one-step run, measured in the same turns), peak RSS, nothing lost."""
     (work / "pyproject.toml").write_text("")
     (work / "flood.yaml").write_text(
         f"steps:\n  - name: flood\n    type: shell\n    cmd: seq\n    args: ['{lines}']\n"
     )
+    _chain_recipe(work / "one.yaml", 1, wide=False)
     runs = work / "floodruns"
 
     def redirect() -> None:
         with open(work / "seq.out", "wb") as f:
             subprocess.run(["seq", str(lines)], stdout=f, check=True)
 
-    times, peaks = [], []
+    def orch(recipe: str) -> tuple[float, int]:
+        return _whole_run([*ORCH, recipe, "--no-ui", "--run-dir", str(runs)], work, runs)
+
+    times, peaks, starts, redirects = [], [], [], []
     for _ in range(repeat):
-        shutil.rmtree(runs, ignore_errors=True)
-        took, rss = _peak_rss_of([*ORCH, "flood.yaml", "--no-ui", "--run-dir", str(runs)], work)
+        redirects.append(_timed(redirect))
+        starts.append(orch("one.yaml")[0])
+        took, rss = orch("flood.yaml")
         times.append(took)
         peaks.append(rss)
-    out = {"lines": lines, "redirect": _measure(redirect, repeat), "orch": _stats(times)}
+    out = {"lines": lines, "redirect": _stats(redirects), "orch": _stats(times)}
+    out["one_step_run"] = _stats(starts)
     step = json.loads((runs / "state.json").read_bytes())["steps"]["flood"]
-    out["step_seconds"] = step["duration"]  # the capture itself, without interpreter start-up
+    out["step_seconds"] = step["duration"]  # the run's own figure, labelled as such
     out["ratio_step_vs_redirect"] = step["duration"] / out["redirect"]["median"]
     got = (runs / "logs" / "flood.log").read_bytes()
     out["lines_lost"] = lines - got.count(b"\n")
     out["byte_identical"] = got == (work / "seq.out").read_bytes()
     out["peak_rss_mb"] = max(peaks) / 2**20
     out["ratio_vs_redirect"] = out["orch"]["median"] / out["redirect"]["median"]
-    # the same without start-up: what capturing costs per line, in-process
-    out["python_start"] = _measure(lambda: _run([sys.executable, "-c", "pass"], work), repeat)
+    net = out["orch"]["median"] - out["one_step_run"]["median"]
+    out["ratio_net_vs_redirect"] = max(net, 0.0) / out["redirect"]["median"]
     return out
 
 
@@ -689,11 +702,9 @@ def _events_to_a_client(work: Path, recipe: str, repeat: int) -> dict:
     wall time, and the client's events per second."""
     from core.client import connect
 
-    headless = _measure(
-        lambda: _run(
-            [*ORCH, recipe, "--no-ui", "--run-dir", str(work / "headless")], work, env=_env()
-        ),
-        repeat,
+    headless_argv = [*ORCH, recipe, "--no-ui", "--run-dir", str(work / "headless")]
+    headless = _stats(
+        [_whole_run(headless_argv, work, work / "headless")[0] for _ in range(repeat)]
     )
     shutil.rmtree(work / "headless", ignore_errors=True)
     times, rates = [], []
@@ -803,8 +814,291 @@ def bench_daemon(work: Path, n: int, flood: int, repeat: int) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------ sweep
+#: N = 1 is the start-up floor: a one-step run, and t(1) for python steps per second
+SWEEP_SIZES = (1, 10, 100, 1_000, 5_000, 10_000)
+QUICK_SWEEP_SIZES = (1, 5, 20)
+#: a contender whose one run takes longer than this is not run at larger sizes
+SWEEP_GIVE_UP_SECONDS = 120.0
+
+
+def _python_recipe(path: Path, n: int) -> None:
+    """``n`` chained no-op python steps (module ``noop_step`` next to the recipe)."""
+    (path.parent / "noop_step.py").write_text("def run(ctx):\n    return None\n")
+    lines = ["steps:"]
+    for i in range(n):
+        lines += [f"  - name: p{i}", "    type: python", "    module: noop_step"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _wide_dodo(path: Path, n: int) -> None:
+    path.write_text(
+        "DOIT_CONFIG = {'verbosity': 0}\n"
+        f"def task_s():\n    for i in range({n}):\n"
+        f"        yield {{'name': str(i), 'actions': [[{TRUE!r}]], 'uptodate': [False]}}\n"
+    )
+
+
+def _wide_taskfile(path: Path, n: int) -> None:
+    names = ", ".join(f"s{i}" for i in range(n))
+    lines = ["version: '3'", "tasks:", "  all:", "    silent: true", f"    deps: [{names}]"]
+    for i in range(n):
+        lines += [f"  s{i}:", "    silent: true", f"    cmds: [{TRUE}]"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _sweep_contenders(work: Path, n: int) -> dict[str, tuple[list[str], Path | None]]:
+    """Every (scenario, tool) of the sweep at size ``n``: its command, and the run folder to
+    remove before each run (outside the timing)."""
+    (work / "pyproject.toml").write_text("")
+    _chain_recipe(work / "chain.yaml", n, wide=False)
+    _chain_recipe(work / "wide.yaml", n, wide=True)
+    _python_recipe(work / "py.yaml", n)
+    _makefile(work / "Makefile", n, wide=False)
+    _makefile(work / "Makefile.wide", n, wide=True)
+    runs = work / "runs"
+
+    def orch(recipe: str, jobs: str) -> tuple[list[str], Path]:
+        return [*ORCH, recipe, "--no-ui", "--jobs", jobs, "--run-dir", str(runs)], runs
+
+    found: dict[str, tuple[list[str], Path | None]] = {
+        "chain/orch-tui": orch("chain.yaml", "1"),
+        "chain/make": (["make", "-s", "-j1"], None),
+        "fan-out/orch-tui": orch("wide.yaml", "2"),
+        "fan-out/make": (["make", "-s", "-j2", "-f", "Makefile.wide"], None),
+        "python/orch-tui": orch("py.yaml", "1"),
+    }
+    doit = _peer("doit")
+    if doit:
+        _dodo(work / "dodo.py", n)
+        _wide_dodo(work / "wide_dodo.py", n)
+        found["chain/doit"] = ([doit, "-f", "dodo.py", "--backend", "json"], None)
+        wide = [doit, "-f", "wide_dodo.py", "--backend", "json", "-n", "2", "-P", "thread"]
+        found["fan-out/doit"] = (wide, None)
+    task = _peer("task")
+    if task:
+        _taskfile(work / "Taskfile.yml", n)
+        _wide_taskfile(work / "wide.yml", n)
+        found["chain/go-task"] = ([task, f"s{n - 1}"], None)
+        found["fan-out/go-task"] = ([task, "-t", "wide.yml", "--concurrency", "2", "all"], None)
+    return found
+
+
+def _peer(name: str) -> str | None:
+    """A peer tool, from this venv first (the Makefile's bench target installs them there)."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
+def _whole_run(argv: list[str], cwd: Path, run_dir: Path | None) -> tuple[float, int]:
+    """One whole process as a user meets it: wall time and peak RSS (its run folder, if any,
+    removed before, not timed)."""
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return _peak_rss_of(argv, cwd)
+
+
+def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
+    """Total time against N for each scenario and tool, whole processes, taken in turns (each
+    round runs every contender once) so the machine's drifting load falls on all alike."""
+    series: dict[str, dict[str, dict]] = {}
+    given_up: set[str] = set()
+    for n in sizes:
+        folder = work / f"sweep-{n}"
+        folder.mkdir()
+        contenders = {k: v for k, v in _sweep_contenders(folder, n).items() if k not in given_up}
+        rounds = repeat if n <= 1_000 else max(1, min(repeat, 3))
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        rss: dict[str, int] = {}
+        for _ in range(rounds):
+            for name, (argv, run_dir) in contenders.items():
+                took, peak = _whole_run(argv, folder, run_dir)
+                times[name].append(took)
+                rss[name] = max(rss.get(name, 0), peak)
+        for name, taken in times.items():
+            entry = _stats(taken)
+            entry["per_step_ms"] = entry["median"] / n * 1000
+            entry["peak_rss_mb"] = rss[name] / 2**20
+            series.setdefault(name, {})[str(n)] = entry
+            if entry["min"] > SWEEP_GIVE_UP_SECONDS:
+                given_up.add(name)
+        shutil.rmtree(folder, ignore_errors=True)
+    out = {"sizes": list(sizes), "series": series, "ratios": _sweep_ratios(series)}
+    python = series["python/orch-tui"]
+    big = "1000" if "1000" in python else str(max(sizes))  # the issue's figure: t(1000)
+    if "1" in python and big != "1":  # python steps/s as the whole command sees them
+        extra = python[big]["median"] - python["1"]["median"]
+        out["python_steps_per_second"] = (int(big) - 1) / extra if extra > 0 else None
+    return out
+
+
+def _sweep_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """orch-tui's median over each peer's, per scenario and N (below 1: orch-tui is faster)."""
+    ratios: dict[str, dict[str, float]] = {}
+    for name, by_n in series.items():
+        scenario, tool = name.split("/")
+        ours = series.get(f"{scenario}/orch-tui", {})
+        if tool == "orch-tui":
+            continue
+        for n, entry in by_n.items():
+            if n in ours:
+                key = f"{scenario}_vs_{tool}"
+                ratios.setdefault(key, {})[n] = ours[n]["median"] / entry["median"]
+    return ratios
+
+
+def plot_sweep(sweep: dict, path: Path) -> Path | None:
+    """bench/scaling.png: total time and time per step against N, log-log, a line per
+    scenario and tool. None if matplotlib is missing (``make bench`` installs it)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, (total, per_step) = plt.subplots(1, 2, figsize=(13, 5.5))
+    styles = {"chain": "-", "fan-out": "--", "python": ":"}
+    colours = {"orch-tui": "C3", "make": "C0", "doit": "C2", "go-task": "C1"}
+    for name, by_n in sorted(sweep["series"].items()):
+        scenario, tool = name.split("/")
+        ns = sorted(int(n) for n in by_n)
+        style = {"linestyle": styles[scenario], "color": colours[tool], "marker": "o"}
+        style["linewidth"] = 2.2 if tool == "orch-tui" else 1.3
+        total.plot(ns, [by_n[str(n)]["median"] for n in ns], label=name, **style)
+        per_step.plot(ns, [by_n[str(n)]["per_step_ms"] for n in ns], label=name, **style)
+    total.set(xscale="log", yscale="log", xlabel="steps (N)", ylabel="whole command, s")
+    total.set_title("total time (median, whole process)")
+    per_step.set(xscale="log", yscale="log", xlabel="steps (N)", ylabel="ms per step")
+    per_step.set_title("time per step (total / N)")
+    for ax in (total, per_step):
+        ax.grid(True, which="both", alpha=0.3)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    per_step.legend(fontsize=8, loc="upper right")
+    fig.suptitle(
+        "chain: N sequential `true` (--jobs 1, make -j1); fan-out: N independent `true` "
+        "(--jobs 2, make -j2, doit -n 2, task --concurrency 2); python: N no-op python steps",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def sweep_table(sweep: dict) -> str:
+    """The ratios as a markdown table (README): orch-tui's median over each peer's."""
+    sizes = [str(n) for n in sweep["sizes"]]
+    lines = [
+        "| orch-tui ÷ peer | " + " | ".join(f"N={int(n):,}" for n in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    for key, by_n in sorted(sweep["ratios"].items()):
+        cells = [f"{by_n[n]:.2f}" if n in by_n else "-" for n in sizes]
+        lines.append(f"| {key.replace('_vs_', ' vs ')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ targets
+def _get(results: dict, path: str):
+    """``results`` at a dotted path (a median where the figure was repeated), or None."""
+    value: object = results
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value["median"] if isinstance(value, dict) and "median" in value else value
+
+
+#: issue 15's targets: (what, figure, limit, lower is better, peer figure)
+TARGETS = (
+    (
+        "one-step run, whole process (s)",
+        "sweep.series.chain/orch-tui.1",
+        0.120,
+        True,
+        "sweep.series.chain/make.1",
+    ),
+    ("--version (s)", "startup.version", 0.060, True, "startup.python_pass"),
+    ("200-step chain / doit", "scheduling.ratio_chain_vs_doit", 0.8, True, None),
+    ("200-step chain / go-task", "scheduling.ratio_chain_vs_go_task", 1.0, True, None),
+    ("200-step chain / make", "scheduling.ratio_chain_vs_make", 2.5, True, None),
+    ("1,000-step chain / doit", "sweep.ratios.chain_vs_doit.1000", 1.0, True, None),
+    ("5,000-step chain / doit", "sweep.ratios.chain_vs_doit.5000", 1.0, True, None),
+    ("5,000-step chain / make", "sweep.ratios.chain_vs_make.5000", 1.2, True, None),
+    ("validate 10,000 steps (s)", "startup.validate_10000_steps", 1.0, True, None),
+    ("python no-op steps/s, whole command", "sweep.python_steps_per_second", 15_000, False, None),
+    (
+        "2,000,000 lines: capture / redirect, net of start-up",
+        "log_capture.ratio_net_vs_redirect",
+        1.5,
+        True,
+        None,
+    ),
+    ("2,000,000 lines: peak RSS (MB)", "log_capture.peak_rss_mb", 120, True, None),
+    (
+        "2,000 echo steps --jobs 2: TUI / headless",
+        "tui_big_run.ratio_tui_vs_headless",
+        1.3,
+        True,
+        None,
+    ),
+    ("key latency p99 during it, through tmux (ms)", "tui_big_run.key_ms_p99", 100, True, None),
+    (
+        "key latency p99 during it, in the app (ms)",
+        "tui_big_run.in_process.key_ms_p99",
+        100,
+        True,
+        None,
+    ),
+    ("10,000 steps open in the app (s)", "tui_big_run.first_paint_10000_steps", 1.5, True, None),
+    (
+        "RSS of a 10,000-step run (MB)",
+        "sweep.series.chain/orch-tui.10000.peak_rss_mb",
+        150,
+        True,
+        None,
+    ),
+    (
+        "attached TUI first paint / in-process",
+        "daemon.first_paint.ratio_attached_vs_in_process",
+        1.3,
+        True,
+        None,
+    ),
+)
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target with its figure from this invocation, the peer's, and whether it is met."""
+    rows = []
+    for what, path, limit, lower, peer in TARGETS:
+        value = _get(results, path)
+        if not isinstance(value, (int, float)):
+            continue  # not measured in this invocation
+        met = value <= limit if lower else value >= limit
+        row = {"target": what, "value": value, "limit": limit, "reached": met}
+        peer_value = _get(results, peer) if peer else None
+        if isinstance(peer_value, (int, float)):
+            row.update(peer=peer_value, ratio=value / peer_value)
+        rows.append(row)
+    return rows
+
+
+def _print_targets(rows: list[dict], quick: bool) -> None:
+    if quick:
+        print("\n(--quick: tiny sizes; the targets' limits are for the full sizes)")
+    print(f"\n{'target':<54}{'figure':>10}{'limit':>10}{'peer':>10}  reached")
+    for row in rows:
+        peer = f"{row['peer']:>10.3g}" if "peer" in row else " " * 10
+        mark = "yes" if row["reached"] else "NO"
+        print(f"{row['target']:<54}{row['value']:>10.3g}{row['limit']:>10.3g}{peer}  {mark}")
+
+
 # ------------------------------------------------------------------------------------ main
 BENCHES = (
+    "sweep",
     "scheduling",
     "python_steps",
     "log_capture",
@@ -839,6 +1133,9 @@ def main(argv: list[str] | None = None) -> int:
     PrivateDir.open(ROOT / ".orch", below=ROOT).close()
     with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".orch") as tmp:
         work = Path(tmp)
+        if "sweep" in chosen:
+            sizes = QUICK_SWEEP_SIZES if quick else SWEEP_SIZES
+            results["sweep"] = bench_sweep(work, sizes, repeat)
         if "scheduling" in chosen:
             results["scheduling"] = bench_scheduling(work, 10 if quick else 200, repeat)
         if "python_steps" in chosen:
@@ -861,11 +1158,20 @@ def main(argv: list[str] | None = None) -> int:
             results["daemon"] = bench_daemon(
                 work, 50 if quick else 2_000, 5 if quick else 50, repeat
             )
+    results["targets"] = targets(results)
     _print_table(results)
+    _print_targets(results["targets"], quick)
     out = args.out or (None if quick else ROOT / "bench" / "results.json")
     if out is not None:  # quick figures never replace the real ones by default
         out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nwrote {out}")
+    if "sweep" in results:
+        print("\n" + sweep_table(results["sweep"]))
+        plot = out.with_name("scaling.png") if out is not None else None
+        if plot is not None and plot_sweep(results["sweep"], plot) is None:
+            print("matplotlib is not installed: no plot (make bench installs it)")
+        elif plot is not None:
+            print(f"wrote {plot}")
     return 0
 
 
@@ -875,7 +1181,9 @@ def _print_table(results: dict) -> None:
         _print_group(group, data)
 
 
-def _print_group(prefix: str, data: dict) -> None:
+def _print_group(prefix: str, data: dict | list) -> None:
+    if isinstance(data, list):  # the targets: printed as their own table
+        return
     for name, value in data.items():
         label = f"{prefix}.{name}"
         if isinstance(value, dict) and "median" in value:

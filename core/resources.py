@@ -23,20 +23,21 @@ suite use :class:`FixedSampler`, which returns constant figures.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-import psutil
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from core.events import ResourcesSampled
 
+if TYPE_CHECKING:
+    import psutil
+
 _log = logging.getLogger("orch.resources")
-_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 _CPUS = os.cpu_count() or 1
 
 
@@ -70,8 +71,18 @@ def _peak_update(peaks: dict[str, dict], name: str, cpu: float, rss: int | None)
         entry["peak_rss"] = rss
 
 
+@functools.cache
+def _psutil():
+    """psutil, imported by the first sample rather than with this module: a run whose steps
+    all end before the first tick (a one-step run) never pays its import, 15-25 ms."""
+    import psutil
+
+    return psutil
+
+
 def _ppid_map() -> dict[int, int]:
     """{pid: parent pid} of every process, read once per sample (not once per step)."""
+    psutil = _psutil()
     fast = getattr(psutil, "_ppid_map", None)  # what Process.children() itself uses
     if fast is not None:
         with contextlib.suppress(Exception):
@@ -97,8 +108,6 @@ class ResourceSampler:
         self._thread_times: dict[int, tuple[float, float]] = {}  # native id -> (cpu s, wall s)
         self._peaks: dict[str, dict[str, float | int | None]] = {}
         self._lock = threading.Lock()
-        with contextlib.suppress(Exception):
-            psutil.cpu_percent(None)  # baseline for the first system figure
 
     # -- public ---------------------------------------------------------------------------------
     def sample(self, steps: Mapping[str, StepTarget]) -> ResourcesSampled:
@@ -114,7 +123,8 @@ class ResourceSampler:
             _log.debug("thread sampling failed", exc_info=True)
         cpu = mem_percent = 0.0
         mem_used = 0
-        with contextlib.suppress(Exception):
+        psutil = _psutil()
+        with contextlib.suppress(Exception):  # the first: since psutil's import, about 0.0
             cpu = float(psutil.cpu_percent(None))
         with contextlib.suppress(Exception):
             vm = psutil.virtual_memory()
@@ -179,7 +189,7 @@ class ResourceSampler:
         try:
             new = proc is None or not proc.is_running()  # not seen before, or the pid was reused
             if new:
-                proc = psutil.Process(pid)
+                proc = _psutil().Process(pid)
             assert proc is not None
             with proc.oneshot():
                 cpu = proc.cpu_percent(None)  # a delta since the previous sample; 0.0 if new
@@ -189,7 +199,7 @@ class ResourceSampler:
                     age = time.time() - proc.create_time()
                     if age > 0.05:
                         cpu = min((times.user + times.system) / age * 100.0, 100.0 * _CPUS)
-        except _GONE:
+        except _psutil().Error:  # gone, a zombie, out of reach
             return None
         except (OSError, ValueError):
             return None
@@ -207,7 +217,7 @@ class ResourceSampler:
             self._thread_times.clear()
             return {}
         if self._self is None or self._self.pid != os.getpid():  # also right after a fork
-            self._self = psutil.Process()
+            self._self = _psutil().Process()
         now = time.monotonic()
         times = {t.id: t.user_time + t.system_time for t in self._self.threads()}
         previous = self._thread_times

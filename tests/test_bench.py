@@ -5,6 +5,7 @@ No timing is asserted here; speed is judged by ``make bench`` ratios, not by the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import operator
 import shutil
@@ -27,6 +28,9 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())  # --out given: written even with --quick
     for figure in (
+        "sweep.ratios.chain_vs_make.20",
+        "sweep.ratios.fan-out_vs_make.20",
+        "sweep.series.python/orch-tui.20",
         "scheduling.ratio_chain_vs_make",
         "scheduling.ratio_wide_vs_make",
         "python_steps.steps_per_second",
@@ -50,3 +54,11 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
         assert isinstance(value, (int, float)) and value > 0, (figure, value)
     assert results["log_capture"]["lines_lost"] == 0
     assert results["log_capture"]["byte_identical"] is True
+    # every tool of the sweep ran at every size, and the plot was drawn beside the results
+    assert "python_steps_per_second" in results["sweep"]  # None when t(20) <= t(1): noise
+    sizes = {str(n) for n in results["sweep"]["sizes"]}
+    for name in ("chain/orch-tui", "chain/make", "fan-out/orch-tui", "python/orch-tui"):
+        assert set(results["sweep"]["series"][name]) == sizes, name
+    assert {row["target"] for row in results["targets"]} >= {"one-step run, whole process (s)"}
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "scaling.png").read_bytes().startswith(b"\x89PNG")

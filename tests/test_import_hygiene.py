@@ -106,3 +106,13 @@ def test_version_and_a_run_off_a_terminal_import_neither_textual_nor_rich(tmp_pa
     assert not {m for m in modules if m.split(".")[0] in ("distributed", "dask")}  # no executor
     assert "hello | hello" in out and "run succeeded: 1 succeeded" in out
     assert re.search(r"^step +status +duration", out, re.M)  # the summary table, drawn plain
+
+
+def test_psutil_is_imported_by_the_first_sample_not_at_start(tmp_path: Path):
+    """Resource sampling imports psutil when it first samples a running step: a run that
+    samples nothing (here every step skipped; in practice steps that end before the first
+    tick) does not pay for it at start-up. The run still ends as a run should."""
+    recipe = write_recipe(tmp_path, ONE_STEP)
+    modules, out = _imported_by([str(recipe), "--no-ui", "--skip", "hello"], tmp_path)
+    assert "psutil" not in modules
+    assert "run succeeded" in out and "1 skipped" in out

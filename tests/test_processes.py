@@ -285,3 +285,27 @@ def test_cleanup_never_kills_a_process_that_got_a_leftovers_pid_during_the_grace
     assert outcome["pid reused"], outcome
     assert outcome["deaf killed"], "the leftover that ignored SIGTERM was not killed"
     assert outcome["stranger alive"], f"the clean-up killed an unrelated process ({how})"
+
+
+def test_a_run_ends_without_waiting_for_its_watchdog_to_exit(tmp_path):
+    """The end of a clean run tells the watchdog ``done`` and goes on: waiting for that
+    process (a Python start of its own) cost a one-step run a third of its time. A watchdog
+    that is slow to read it (here: stopped) is neither waited for nor killed; it exits by itself
+    once it reads ``done``, and touches nothing."""
+    from core.watchdog import Watchdog
+
+    watchdog = Watchdog(tmp_path)
+    watchdog.start()
+    proc = watchdog._proc
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        watchdog.stop()
+        assert proc.poll() is None  # before: waited 2 s for it, then killed it
+        os.kill(proc.pid, signal.SIGCONT)
+        wait_for(lambda: proc.poll() is not None, message="the watchdog did not exit by itself")
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
