@@ -36,6 +36,9 @@ _log = logging.getLogger("orch.cluster")
 
 #: seconds to wait for a first worker of an existing scheduler
 WORKER_WAIT = 30.0
+#: where a cluster we start listens (scheduler, nannies, workers, their HTTP servers): nothing
+#: of a run is reachable from another machine unless the user set that up
+LOOPBACK = "127.0.0.1"
 
 Handler = Callable[[int, list[Any]], None]
 
@@ -148,7 +151,10 @@ class Cluster:
                     n_workers=spec.workers,
                     threads_per_worker=1,
                     processes=True,
+                    host=LOOPBACK,
                     dashboard_address=None,
+                    # the scheduler serves HTTP even without a dashboard, on 8787 unless told
+                    scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
                     silence_logs=logging.ERROR,
                 )
             try:

@@ -434,3 +434,37 @@ def test_a_shell_step_where_cluster_is_exit_2_for_now(tmp_path: Path):
     proc = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path)
     assert proc.returncode == 2
     assert "step 'sh': where: cluster is not supported for shell steps yet" in proc.stderr
+
+
+# ------------------------------------------------------------------ nothing reachable from outside
+def _listening(pids: list[int]) -> set[tuple[str, int]]:
+    out = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        out |= {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    return out
+
+
+def test_a_cluster_we_start_listens_on_loopback_only_and_never_on_8787():
+    """The scheduler serves HTTP even without a dashboard; it tried 8787 first (and warned
+    "Port 8787 is already in use" when another cluster had it)."""
+    import warnings
+
+    from core.cluster import Cluster, parse_executor
+
+    me = os.getpid()
+    before = _listening([me, *descendants(me)])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cluster = Cluster.start(parse_executor("dask-local://1"))
+    try:
+        ours = _listening([me, *descendants(me)]) - before
+    finally:
+        cluster.close()
+    assert len(ours) >= 4  # the scheduler, its HTTP server, the nanny, the worker (and its HTTP)
+    assert {ip for ip, _ in ours} == {"127.0.0.1"}
+    assert 8787 not in {port for _, port in ours}
+    assert not [w for w in seen if "already in use" in str(w.message)]
