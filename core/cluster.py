@@ -82,12 +82,6 @@ def open_cluster(url: str | None, recipe: Recipe) -> Cluster | None:
     url = url or recipe.executor
     if url is None or not any(s.on_cluster for s in recipe.steps):
         return None
-    for step in recipe.steps:
-        if step.type == "shell" and step.on_cluster:
-            raise ClusterError(
-                f"{recipe.path}:{step.line}: step {step.name!r}: where: cluster is not "
-                "supported for shell steps yet (python steps only)"
-            )
     try:
         spec = parse_executor(url)
     except ValueError as exc:

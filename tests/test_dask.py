@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import (
     ROOT,
+    assert_gone,
     descendants,
     free_port,
     kill_tree,
@@ -140,7 +141,10 @@ def test_recipes_give_the_same_ctx_and_statuses_on_dask_local(tmp_path: Path, re
             ctx["new_row"] = [len(row) for row in ctx["new_row"]]
         results[where] = (ctx, _statuses(run_dir))
     assert results["dask"] == results["local"]
-    assert "on a Dask worker" in (tmp_path / "dask" / "logs" / "init.log").read_text()
+    assert (
+        "on the Dask worker tcp://127.0.0.1:"
+        in (tmp_path / "dask" / "logs" / "init.log").read_text()
+    )
 
 
 # ------------------------------------------------------------------ where it runs
@@ -427,13 +431,94 @@ def test_validate_warns_about_unordered_steps_setting_the_same_output(tmp_path: 
     assert "step 'b': output 'k' is also set by step 'a'" in warnings[0]
 
 
-def test_a_shell_step_where_cluster_is_exit_2_for_now(tmp_path: Path):
-    recipe = write_recipe(
-        tmp_path, "steps:\n  - {name: sh, type: shell, run: 'true', where: cluster}\n"
+# ------------------------------------------------------------------ shell steps on the cluster
+SHELL_ON_CLUSTER = r"""
+ctx: {greeting: hello}
+steps:
+  - name: talk
+    type: shell
+    where: cluster
+    expose: [greeting]
+    run: |
+      echo "$greeting from $ORCH_STEP"
+      echo oops >&2
+      ps -o args= -p $PPID > parent
+      echo "{\"pid\": $$, \"ppid\": $PPID, \"cwd\": \"$PWD\"}" > "$ORCH_CTX_OUT"
+  - {name: literal, type: shell, where: cluster, cmd: echo, args: ['$HOME', 'a  b'],
+     depends_on: []}
+  - {name: fails, type: shell, where: cluster, cmd: sh, args: [-c, 'echo bye; exit 3'],
+     depends_on: []}
+  - {name: here, type: shell, run: 'echo "{\"here_ppid\": $PPID}" > "$ORCH_CTX_OUT"',
+     depends_on: []}
+"""
+
+
+def test_a_shell_step_on_the_cluster_runs_in_a_worker_child_with_its_output_and_ctx_out(
+    tmp_path: Path,
+):
+    """Its process is a worker's child (the runner's own shell steps are the runner's), its
+    output and exit code are as at home, no shell unless ``run:``, and what it writes to
+    ORCH_CTX_OUT reaches the ctx."""
+    runner = _run(tmp_path, SHELL_ON_CLUSTER, "dask-local://2")
+    steps = runner.snapshot().steps
+    assert {n: s.status for n, s in steps.items()} == {
+        "talk": "succeeded",
+        "literal": "succeeded",
+        "fails": "failed",
+        "here": "succeeded",
+    }
+    assert (steps["fails"].exit_code, steps["fails"].reason) == (3, "exit code 3")
+    logs = tmp_path / "run" / "logs"
+    first, *rest = (logs / "talk.log").read_text().splitlines()
+    assert first.startswith("orch-tui: on the Dask worker tcp://127.0.0.1:")
+    assert rest == ["hello from talk", "oops"]
+    assert first.endswith(f", pid {runner.ctx['pid']}")  # the step's own process
+    assert (logs / "literal.log").read_text().splitlines()[1:] == ["$HOME a  b"]
+    assert (logs / "fails.log").read_text().splitlines()[1:] == ["bye"]
+    assert runner.ctx["cwd"] == str(tmp_path)  # the recipe's folder, as at home
+    assert runner.ctx["here_ppid"] == os.getpid()  # a local shell step: the runner's child
+    assert runner.ctx["ppid"] != os.getpid()
+    assert "multiprocessing" in (tmp_path / "parent").read_text()  # a LocalCluster worker
+
+
+def _pids_file(tmp_path: Path) -> Path:
+    return tmp_path / "pids"
+
+
+def test_stopping_a_shell_step_on_the_cluster_kills_its_group_there(tmp_path: Path):
+    """``stop``: SIGTERM to the group on the worker, SIGKILL after ``grace`` (this one ignores
+    SIGTERM, and so does the child it started); ``timeout`` stops one the same way. Nothing is
+    left of either."""
+    pids = _pids_file(tmp_path)
+    runner = _start(
+        tmp_path,
+        f"""
+    steps:
+      - name: stubborn
+        type: shell
+        where: cluster
+        grace: 1
+        run: |
+          trap '' TERM
+          sleep 300 &
+          echo "$$ $!" > {pids}
+          wait
+      - {{name: slow, type: shell, where: cluster, cmd: sleep, args: ['300'], timeout: 1,
+         depends_on: []}}
+    """,
+        "dask-local://2",
     )
-    proc = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "step 'sh': where: cluster is not supported for shell steps yet" in proc.stderr
+    try:
+        group = wait_for(lambda: pids.exists() and pids.read_text().split(), 30, "the pids")
+        assert int(group[0]) in descendants(os.getpid())  # a worker's child, on this machine
+        runner.stop_step("stubborn")
+        assert runner.wait(60) is not None
+    finally:
+        stop_runner(runner)
+    steps = runner.snapshot().steps
+    assert (steps["stubborn"].status, steps["stubborn"].signal) == ("cancelled", signal.SIGKILL)
+    assert (steps["slow"].status, steps["slow"].signal) == ("timed_out", signal.SIGTERM)
+    assert_gone([int(p) for p in group])
 
 
 # ------------------------------------------------------------------ nothing reachable from outside
