@@ -24,6 +24,7 @@ from tests.conftest import (
     read_json,
     read_state,
     run_cli,
+    start_detached,
     stop_runner,
     wait_for,
     write_module,
@@ -519,6 +520,30 @@ def test_stopping_a_shell_step_on_the_cluster_kills_its_group_there(tmp_path: Pa
     assert (steps["stubborn"].status, steps["stubborn"].signal) == ("cancelled", signal.SIGKILL)
     assert (steps["slow"].status, steps["slow"].signal) == ("timed_out", signal.SIGTERM)
     assert_gone([int(p) for p in group])
+
+
+# ------------------------------------------------------------------ a detached run
+def test_a_detached_run_runs_its_steps_on_the_cluster_and_leaves_nothing(tmp_path: Path, daemons):
+    mod = write_module(tmp_path, "import os\n\ndef run(ctx):\n    ctx['pid'] = os.getpid()\n")
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: py, type: python, module: {mod}}}
+      - {{name: sh, type: shell, where: cluster, run: 'echo "{{\\"ppid\\": $PPID}}" > "$ORCH_CTX_OUT"'}}
+    """,
+    )
+    daemon = start_detached(
+        recipe, "--executor", "dask-local://1", "--exit-when-done", cwd=tmp_path
+    )
+    daemons.append(daemon)
+    waited = run_cli("ctl", daemon.run_id, "wait", cwd=tmp_path, timeout=120)
+    assert waited.returncode == 0, waited.stderr
+    ctx = read_json(daemon.run_dir / "ctx.json")
+    assert ctx["pid"] not in (daemon.pid, os.getpid())  # a worker process, not the daemon
+    assert ctx["ppid"] == ctx["pid"]  # the shell step: that worker's child
+    assert "on the Dask worker" in (daemon.run_dir / "logs" / "py.log").read_text()
+    assert_gone([daemon.pid, ctx["pid"]], 30)  # the daemon and the cluster it started
 
 
 # ------------------------------------------------------------------ nothing reachable from outside
