@@ -143,8 +143,7 @@ def test_recipes_give_the_same_ctx_and_statuses_on_dask_local(tmp_path: Path, re
         results[where] = (ctx, _statuses(run_dir))
     assert results["dask"] == results["local"]
     assert (
-        "on the Dask worker tcp://127.0.0.1:"
-        in (tmp_path / "dask" / "logs" / "init.log").read_text()
+        "on Dask worker tcp://127.0.0.1:" in (tmp_path / "dask" / "logs" / "init.log").read_text()
     )
 
 
@@ -220,7 +219,7 @@ def talk(ctx, stop):
     try:
         wait_for(lambda: log.exists() and "line 9999\n" in log.read_text(), 30, "all the lines")
         assert runner.snapshot().steps["talk"].status == "running"
-        assert log.read_text().splitlines()[1:] == expected  # after "on a Dask worker: ..."
+        assert log.read_text().splitlines()[1:] == expected  # after "on Dask worker ..."
         runner.stop_step("talk")
         assert runner.wait(30) is not None
     finally:
@@ -471,9 +470,9 @@ def test_a_shell_step_on_the_cluster_runs_in_a_worker_child_with_its_output_and_
     assert (steps["fails"].exit_code, steps["fails"].reason) == (3, "exit code 3")
     logs = tmp_path / "run" / "logs"
     first, *rest = (logs / "talk.log").read_text().splitlines()
-    assert first.startswith("orch-tui: on the Dask worker tcp://127.0.0.1:")
+    assert first.startswith("orch-tui: on Dask worker tcp://127.0.0.1:")
     assert rest == ["hello from talk", "oops"]
-    assert first.endswith(f", pid {runner.ctx['pid']}")  # the step's own process
+    assert f", pid {runner.ctx['pid']} on " in first  # the step's own process
     assert (logs / "literal.log").read_text().splitlines()[1:] == ["$HOME a  b"]
     assert (logs / "fails.log").read_text().splitlines()[1:] == ["bye"]
     assert runner.ctx["cwd"] == str(tmp_path)  # the recipe's folder, as at home
@@ -542,7 +541,7 @@ def test_a_detached_run_runs_its_steps_on_the_cluster_and_leaves_nothing(tmp_pat
     ctx = read_json(daemon.run_dir / "ctx.json")
     assert ctx["pid"] not in (daemon.pid, os.getpid())  # a worker process, not the daemon
     assert ctx["ppid"] == ctx["pid"]  # the shell step: that worker's child
-    assert "on the Dask worker" in (daemon.run_dir / "logs" / "py.log").read_text()
+    assert "on Dask worker tcp:" in (daemon.run_dir / "logs" / "py.log").read_text()
     assert_gone([daemon.pid, ctx["pid"]], 30)  # the daemon and the cluster it started
 
 

@@ -161,16 +161,17 @@ class DaskExecution:
             if kind == "o":
                 self.log.write_text(item[1])
             elif kind == "start":
-                self._started(item[1], item[2])
+                self._started(item[1], item[2], item[3])
             elif self._failure is None:
                 self._write(kind, item)
 
-    def _started(self, pid: int, where: str) -> None:
+    def _started(self, pid: int, worker: str, host: str) -> None:
+        """The worker first (an 80-column TUI shows a log line's first 50 characters)."""
         self._starts += 1
         if self._starts > 1:
-            self._fail(f"{WORKER_LOST} (Dask started it again, on {where})")
+            self._fail(f"{WORKER_LOST} (Dask started it again, on {worker})")
         else:
-            self.log.write_text(f"orch-tui: on the Dask worker {where}, pid {pid}\n")
+            self.log.write_text(f"orch-tui: on Dask worker {worker}, pid {pid} on {host}\n")
 
     def _write(self, kind: str, item: list[Any]) -> None:
         ctx, key = self.context.ctx, item[1]

@@ -77,8 +77,8 @@ class ShellJob(Task, frozen=True, kw_only=True):
 class Publisher:
     """Output and ctx writes, in order, sent in numbered batches on the run's topic.
 
-    Batch 0 is ``["start", pid, where]`` (the step's process, the worker and its host); each
-    item after is ``["o", text]`` (output, adjacent
+    Batch 0 is ``["start", pid, worker, host]`` (the step's process, the worker's address, its
+    host); each item after is ``["o", text]`` (output, adjacent
     pieces joined) or a ctx write: ``["s", key, value]``, ``["d", key]``, ``["a", key, row]``,
     ``["e", key, rows]``. A flusher thread sends what gathered every ``FLUSH_INTERVAL``.
     """
@@ -94,8 +94,7 @@ class Publisher:
 
     def start(self, worker: str, pid: int | None = None) -> None:
         """Say where the step runs (``pid``: its process, by default this worker's)."""
-        where = f"{worker} ({socket.gethostname()})"
-        self._add(["start", os.getpid() if pid is None else pid, where])
+        self._add(["start", os.getpid() if pid is None else pid, worker, socket.gethostname()])
         self.flush()
         self._flusher.start()
 
