@@ -3,6 +3,7 @@
     python bench/run.py            # full sizes, medians of 5 runs, writes bench/results.json
     python bench/run.py --quick    # tiny sizes, one run: a correctness check (used by the tests)
     python bench/run.py --only scheduling log_capture
+    python bench/run.py --only dask   # python steps on dask-local://2 against local ones
 
 These machines are shared and noisy, so absolute seconds mean little: the ratio to make, doit,
 go-task or a plain redirect, measured seconds apart, is what to compare between versions.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import platform
@@ -1096,6 +1098,95 @@ def _print_targets(rows: list[dict], quick: bool) -> None:
         print(f"{row['target']:<54}{row['value']:>10.3g}{row['limit']:>10.3g}{peer}  {mark}")
 
 
+# ------------------------------------------------------------------------------------ dask
+CPU_STEP = """
+def spin(ctx, n):
+    total = 0
+    for i in range(n):  # pure Python: holds the GIL throughout
+        total += i * i
+    return total
+"""
+
+
+def _dask_recipe(work: Path, name: str, steps: list[str]) -> Path:
+    (work / "bench_cpu.py").write_text(CPU_STEP)
+    path = work / name
+    path.write_text("steps:\n" + "".join(f"  - {step}\n" for step in steps))
+    return path
+
+
+def _in_process(recipe_path: Path, run_dir: Path, cluster: object | None) -> Callable[[], None]:
+    """One run of the recipe in this process, on ``cluster`` if given."""
+    from core.recipe import load_recipe
+    from core.runner import Runner
+
+    recipe = load_recipe(recipe_path)
+
+    def go() -> None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        runner = Runner(recipe, run_dir=run_dir, jobs=len(recipe.steps), cluster=cluster)
+        assert runner.run() == 0
+
+    return go
+
+
+def bench_dask(work: Path, n: int, spin: int, repeat: int) -> dict:
+    """Python steps on ``dask-local://2`` against the same steps in the runner: the whole
+    command (the cluster's start included) and the cost per step of ``n`` chained no-op steps,
+    and the speed-up of 2 CPU-bound pure-Python steps on 2 workers (2 threads here: the GIL
+    makes them take turns)."""
+    from core.cluster import Cluster, parse_executor
+
+    (work / "pyproject.toml").write_text("")
+    noop = [
+        f"{{name: p{i}, type: python, module: bench_cpu, function: spin, params: {{n: 1}}}}"
+        for i in range(n)
+    ]
+    chain = _dask_recipe(work, "dask-chain.yaml", noop)
+    cpu = [
+        f"{{name: c{i}, type: python, module: bench_cpu, function: spin, params: {{n: {spin}}}, "
+        "depends_on: []}"
+        for i in range(2)
+    ]
+    wide = _dask_recipe(work, "dask-cpu.yaml", cpu)
+
+    def command(*extra: str) -> Callable[[], None]:
+        def go() -> None:
+            shutil.rmtree(work / "dask-cli", ignore_errors=True)
+            _run([*ORCH, chain.name, "--no-ui", "--run-dir", "dask-cli", *extra], work, env=_env())
+
+        return go
+
+    out: dict = {"steps": n, "spin": spin}
+    out["command_local"] = _measure(command(), repeat)
+    out["command_dask"] = _measure(command("--executor", "dask-local://2"), repeat)
+
+    class KeptOpen(Cluster):
+        """Shared by the in-process runs (each closes its cluster at its end): its start is
+        measured by the whole command, not here."""
+
+        def close(self) -> None:
+            pass
+
+    cluster = KeptOpen.start(parse_executor("dask-local://2"))
+    try:
+        runs = work / "dask-runs"
+        local, remote = (_in_process(chain, runs, c) for c in (None, cluster))
+        out["chain_local"], out["chain_dask"] = _measure(local, repeat), _measure(remote, repeat)
+        local, remote = (_in_process(wide, runs, c) for c in (None, cluster))
+        out["cpu_local"], out["cpu_dask"] = _measure(local, repeat), _measure(remote, repeat)
+    finally:
+        Cluster.close(cluster)
+    out["ratio_command_dask_vs_local"] = (
+        out["command_dask"]["median"] / out["command_local"]["median"]
+    )
+    extra = out["chain_dask"]["median"] - out["chain_local"]["median"]
+    out["overhead_ms_per_step"] = max(extra, 0.0) / n * 1000
+    out["ratio_per_step_dask_vs_local"] = out["chain_dask"]["median"] / out["chain_local"]["median"]
+    out["speedup_2_cpu_steps"] = out["cpu_local"]["median"] / out["cpu_dask"]["median"]
+    return out
+
+
 # ------------------------------------------------------------------------------------ main
 BENCHES = (
     "sweep",
@@ -1108,6 +1199,7 @@ BENCHES = (
     "tui",
     "tui_big_run",
     "daemon",
+    "dask",
 )
 
 
@@ -1157,6 +1249,12 @@ def main(argv: list[str] | None = None) -> int:
         if "daemon" in chosen:
             results["daemon"] = bench_daemon(
                 work, 50 if quick else 2_000, 5 if quick else 50, repeat
+            )
+        if "dask" in chosen and importlib.util.find_spec("distributed") is None:
+            results["dask"] = {"missing": "distributed (pip install orch-tui[dask])"}
+        elif "dask" in chosen:
+            results["dask"] = bench_dask(
+                work, 20 if quick else 200, 100_000 if quick else 10_000_000, repeat
             )
     results["targets"] = targets(results)
     _print_table(results)

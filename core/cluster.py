@@ -36,6 +36,9 @@ _log = logging.getLogger("orch.cluster")
 
 #: seconds to wait for a first worker of an existing scheduler
 WORKER_WAIT = 30.0
+#: where a cluster we start listens (scheduler, nannies, workers, their HTTP servers): nothing
+#: of a run is reachable from another machine unless the user set that up
+LOOPBACK = "127.0.0.1"
 
 Handler = Callable[[int, list[Any]], None]
 
@@ -79,12 +82,6 @@ def open_cluster(url: str | None, recipe: Recipe) -> Cluster | None:
     url = url or recipe.executor
     if url is None or not any(s.on_cluster for s in recipe.steps):
         return None
-    for step in recipe.steps:
-        if step.type == "shell" and step.on_cluster:
-            raise ClusterError(
-                f"{recipe.path}:{step.line}: step {step.name!r}: where: cluster is not "
-                "supported for shell steps yet (python steps only)"
-            )
     try:
         spec = parse_executor(url)
     except ValueError as exc:
@@ -148,7 +145,10 @@ class Cluster:
                     n_workers=spec.workers,
                     threads_per_worker=1,
                     processes=True,
+                    host=LOOPBACK,
                     dashboard_address=None,
+                    # the scheduler serves HTTP even without a dashboard, on 8787 unless told
+                    scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
                     silence_logs=logging.ERROR,
                 )
             try:

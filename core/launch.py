@@ -48,12 +48,16 @@ class Launcher:
         """A shell step's whole environment, by the contract's precedence (module docstring).
         ValueError (ExposeError, ContextValueError): a ctx key it exposes is missing or cannot
         be an environment value."""
-        env = dict(os.environ)
-        env.update(self.recipe.env)
+        return with_inherited(self.shell_overrides(step), ctx_out.path)
+
+    def shell_overrides(self, step: Step) -> dict[str, str]:
+        """What a shell step's environment sets over the one it inherits: all of it but the
+        inherited part and ORCH_CTX_OUT, which a step on a Dask worker gets there (the worker's
+        environment, a file of the worker's). ValueError as ``shell_env``."""
+        env = dict(self.recipe.env)
         env.update(step.env)
         env.update(expose_for_shell(self.ctx, step.expose))
         env.update(self.orch_env(step))
-        env["ORCH_CTX_OUT"] = str(ctx_out.path)
         return env
 
     def probe_env(self, step: Step) -> dict[str, str]:
@@ -76,3 +80,12 @@ class Launcher:
     def ctx_out(self, step: Step, attempt: int) -> HeldFile:
         """The attempt's ORCH_CTX_OUT, made (new, 0600) before the step starts."""
         return self.rundir.new_ctx_out(step.name, attempt)
+
+
+def with_inherited(overrides: dict[str, str], ctx_out: Path) -> dict[str, str]:
+    """This process's environment, ``overrides`` over it, and ORCH_CTX_OUT: a shell step's
+    (``Launcher.shell_env``, and on a Dask worker core.executors.on_worker)."""
+    env = dict(os.environ)
+    env.update(overrides)
+    env["ORCH_CTX_OUT"] = str(ctx_out)
+    return env

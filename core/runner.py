@@ -429,7 +429,7 @@ class Runner:
         if run.execution is not execution:
             return
         execution.kill()
-        if execution.pid is None:  # a thread that ignored ``stop``: give up on it
+        if execution.kill_abandons:  # a thread that ignored ``stop``: give up on it
             reason = f"did not stop within {run.step.grace:g}s; its thread was abandoned"
             # recorded with why it was stopped (state.json's reason), not instead of it
             run.stop_reason = "; ".join(filter(None, (run.stop_reason, reason)))

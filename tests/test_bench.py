@@ -13,6 +13,8 @@ import subprocess
 import sys
 from functools import reduce
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -62,3 +64,26 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
     assert {row["target"] for row in results["targets"]} >= {"one-step run, whole process (s)"}
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "scaling.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_quick_dask_benchmark_produces_its_figures(tmp_path):
+    """``--only dask``: its own section (a LocalCluster of 2 workers), every ratio measured."""
+    pytest.importorskip("distributed")
+    out = tmp_path / "r.json"
+    result = subprocess.run(
+        [sys.executable, "bench/run.py", "--quick", "--only", "dask", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dask = json.loads(out.read_text())["dask"]
+    for figure in (
+        "ratio_command_dask_vs_local",
+        "ratio_per_step_dask_vs_local",
+        "speedup_2_cpu_steps",
+    ):
+        assert f"dask.{figure}" in result.stdout, figure
+        assert isinstance(dask[figure], float) and dask[figure] > 0, (figure, dask[figure])
+    assert dask["overhead_ms_per_step"] >= 0

@@ -17,12 +17,14 @@ import pytest
 
 from tests.conftest import (
     ROOT,
+    assert_gone,
     descendants,
     free_port,
     kill_tree,
     read_json,
     read_state,
     run_cli,
+    start_detached,
     stop_runner,
     wait_for,
     write_module,
@@ -140,7 +142,9 @@ def test_recipes_give_the_same_ctx_and_statuses_on_dask_local(tmp_path: Path, re
             ctx["new_row"] = [len(row) for row in ctx["new_row"]]
         results[where] = (ctx, _statuses(run_dir))
     assert results["dask"] == results["local"]
-    assert "on a Dask worker" in (tmp_path / "dask" / "logs" / "init.log").read_text()
+    assert (
+        "on Dask worker tcp://127.0.0.1:" in (tmp_path / "dask" / "logs" / "init.log").read_text()
+    )
 
 
 # ------------------------------------------------------------------ where it runs
@@ -215,7 +219,7 @@ def talk(ctx, stop):
     try:
         wait_for(lambda: log.exists() and "line 9999\n" in log.read_text(), 30, "all the lines")
         assert runner.snapshot().steps["talk"].status == "running"
-        assert log.read_text().splitlines()[1:] == expected  # after "on a Dask worker: ..."
+        assert log.read_text().splitlines()[1:] == expected  # after "on Dask worker ..."
         runner.stop_step("talk")
         assert runner.wait(30) is not None
     finally:
@@ -427,10 +431,149 @@ def test_validate_warns_about_unordered_steps_setting_the_same_output(tmp_path: 
     assert "step 'b': output 'k' is also set by step 'a'" in warnings[0]
 
 
-def test_a_shell_step_where_cluster_is_exit_2_for_now(tmp_path: Path):
-    recipe = write_recipe(
-        tmp_path, "steps:\n  - {name: sh, type: shell, run: 'true', where: cluster}\n"
+# ------------------------------------------------------------------ shell steps on the cluster
+SHELL_ON_CLUSTER = r"""
+ctx: {greeting: hello}
+steps:
+  - name: talk
+    type: shell
+    where: cluster
+    expose: [greeting]
+    run: |
+      echo "$greeting from $ORCH_STEP"
+      echo oops >&2
+      ps -o args= -p $PPID > parent
+      echo "{\"pid\": $$, \"ppid\": $PPID, \"cwd\": \"$PWD\"}" > "$ORCH_CTX_OUT"
+  - {name: literal, type: shell, where: cluster, cmd: echo, args: ['$HOME', 'a  b'],
+     depends_on: []}
+  - {name: fails, type: shell, where: cluster, cmd: sh, args: [-c, 'echo bye; exit 3'],
+     depends_on: []}
+  - {name: here, type: shell, run: 'echo "{\"here_ppid\": $PPID}" > "$ORCH_CTX_OUT"',
+     depends_on: []}
+"""
+
+
+def test_a_shell_step_on_the_cluster_runs_in_a_worker_child_with_its_output_and_ctx_out(
+    tmp_path: Path,
+):
+    """Its process is a worker's child (the runner's own shell steps are the runner's), its
+    output and exit code are as at home, no shell unless ``run:``, and what it writes to
+    ORCH_CTX_OUT reaches the ctx."""
+    runner = _run(tmp_path, SHELL_ON_CLUSTER, "dask-local://2")
+    steps = runner.snapshot().steps
+    assert {n: s.status for n, s in steps.items()} == {
+        "talk": "succeeded",
+        "literal": "succeeded",
+        "fails": "failed",
+        "here": "succeeded",
+    }
+    assert (steps["fails"].exit_code, steps["fails"].reason) == (3, "exit code 3")
+    logs = tmp_path / "run" / "logs"
+    first, *rest = (logs / "talk.log").read_text().splitlines()
+    assert first.startswith("orch-tui: on Dask worker tcp://127.0.0.1:")
+    assert rest == ["hello from talk", "oops"]
+    assert f", pid {runner.ctx['pid']} on " in first  # the step's own process
+    assert (logs / "literal.log").read_text().splitlines()[1:] == ["$HOME a  b"]
+    assert (logs / "fails.log").read_text().splitlines()[1:] == ["bye"]
+    assert runner.ctx["cwd"] == str(tmp_path)  # the recipe's folder, as at home
+    assert runner.ctx["here_ppid"] == os.getpid()  # a local shell step: the runner's child
+    assert runner.ctx["ppid"] != os.getpid()
+    assert "multiprocessing" in (tmp_path / "parent").read_text()  # a LocalCluster worker
+
+
+def _pids_file(tmp_path: Path) -> Path:
+    return tmp_path / "pids"
+
+
+def test_stopping_a_shell_step_on_the_cluster_kills_its_group_there(tmp_path: Path):
+    """``stop``: SIGTERM to the group on the worker, SIGKILL after ``grace`` (this one ignores
+    SIGTERM, and so does the child it started); ``timeout`` stops one the same way. Nothing is
+    left of either."""
+    pids = _pids_file(tmp_path)
+    runner = _start(
+        tmp_path,
+        f"""
+    steps:
+      - name: stubborn
+        type: shell
+        where: cluster
+        grace: 1
+        run: |
+          trap '' TERM
+          sleep 300 &
+          echo "$$ $!" > {pids}
+          wait
+      - {{name: slow, type: shell, where: cluster, cmd: sleep, args: ['300'], timeout: 1,
+         depends_on: []}}
+    """,
+        "dask-local://2",
     )
-    proc = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "step 'sh': where: cluster is not supported for shell steps yet" in proc.stderr
+    try:
+        group = wait_for(lambda: pids.exists() and pids.read_text().split(), 30, "the pids")
+        assert int(group[0]) in descendants(os.getpid())  # a worker's child, on this machine
+        runner.stop_step("stubborn")
+        assert runner.wait(60) is not None
+    finally:
+        stop_runner(runner)
+    steps = runner.snapshot().steps
+    assert (steps["stubborn"].status, steps["stubborn"].signal) == ("cancelled", signal.SIGKILL)
+    assert (steps["slow"].status, steps["slow"].signal) == ("timed_out", signal.SIGTERM)
+    assert_gone([int(p) for p in group])
+
+
+# ------------------------------------------------------------------ a detached run
+def test_a_detached_run_runs_its_steps_on_the_cluster_and_leaves_nothing(tmp_path: Path, daemons):
+    mod = write_module(tmp_path, "import os\n\ndef run(ctx):\n    ctx['pid'] = os.getpid()\n")
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: py, type: python, module: {mod}}}
+      - {{name: sh, type: shell, where: cluster, run: 'echo "{{\\"ppid\\": $PPID}}" > "$ORCH_CTX_OUT"'}}
+    """,
+    )
+    daemon = start_detached(
+        recipe, "--executor", "dask-local://1", "--exit-when-done", cwd=tmp_path
+    )
+    daemons.append(daemon)
+    waited = run_cli("ctl", daemon.run_id, "wait", cwd=tmp_path, timeout=120)
+    assert waited.returncode == 0, waited.stderr
+    ctx = read_json(daemon.run_dir / "ctx.json")
+    assert ctx["pid"] not in (daemon.pid, os.getpid())  # a worker process, not the daemon
+    assert ctx["ppid"] == ctx["pid"]  # the shell step: that worker's child
+    assert "on Dask worker tcp:" in (daemon.run_dir / "logs" / "py.log").read_text()
+    assert_gone([daemon.pid, ctx["pid"]], 30)  # the daemon and the cluster it started
+
+
+# ------------------------------------------------------------------ nothing reachable from outside
+def _listening(pids: list[int]) -> set[tuple[str, int]]:
+    out = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        out |= {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    return out
+
+
+def test_a_cluster_we_start_listens_on_loopback_only_and_never_on_8787():
+    """The scheduler serves HTTP even without a dashboard; it tried 8787 first (and warned
+    "Port 8787 is already in use" when another cluster had it)."""
+    import warnings
+
+    from core.cluster import Cluster, parse_executor
+
+    me = os.getpid()
+    before = _listening([me, *descendants(me)])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cluster = Cluster.start(parse_executor("dask-local://1"))
+    try:
+        ours = _listening([me, *descendants(me)]) - before
+    finally:
+        cluster.close()
+    assert len(ours) >= 4  # the scheduler, its HTTP server, the nanny, the worker (and its HTTP)
+    assert {ip for ip, _ in ours} == {"127.0.0.1"}
+    assert 8787 not in {port for _, port in ours}
+    assert not [w for w in seen if "already in use" in str(w.message)]

@@ -33,7 +33,7 @@ EXECUTORS: dict[str, ExecutorFactory] = {
 def executor_for(step: Step, context: LaunchContext) -> ExecutorFactory:
     """The factory of ``step``'s executions: on the cluster when the run has one and the step
     runs there (``where:``), else by its type. core.executors.dask is imported only then."""
-    if context.cluster is not None and step.on_cluster and step.type == "python":
+    if context.cluster is not None and step.on_cluster:
         from core.executors.dask import DaskExecution
 
         return DaskExecution.create

@@ -39,6 +39,7 @@ class Execution(Protocol):
 
     pid: int | None  # process (group leader) of a shell step
     native_thread_id: int | None  # thread of a python step
+    kill_abandons: bool  # kill() cannot end it (a thread): the runner gives up on it
 
     def start(self) -> None: ...
 
@@ -46,7 +47,7 @@ class Execution(Protocol):
         """Ask politely (SIGTERM/SIGINT to the group, or set ``stop``)."""
 
     def kill(self) -> None:
-        """No more asking (SIGKILL to the group; a thread cannot be killed and is abandoned)."""
+        """No more asking (SIGKILL to the group; a thread cannot be killed: ``kill_abandons``)."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,19 @@
-"""Python steps on the run's Dask cluster (core.cluster): one task per attempt, which runs
-core.executors.on_worker.run_step on a worker.
+"""Steps on the run's Dask cluster (core.cluster): one task per attempt, which runs
+core.executors.on_worker.run_step (a python step) or run_shell (a shell step with ``where:
+cluster``) on a worker.
 
-The step gets a copy of the ctx (the whole snapshot, or its ``reads``); its output and ctx
-writes come back while it runs, in order, and are applied here: output to the step's log, writes
-through the run's Context, so checks, versions, ctx.json and the viewers behave as for a local
-step. A set or delete of a key that something else wrote after this step's snapshot would undo
+A python step gets a copy of the ctx (the whole snapshot, or its ``reads``); a shell step its
+command, cwd and environment as the Launcher makes them here (over the worker's own environment).
+Output and ctx writes (a shell step's ORCH_CTX_OUT, read on the worker) come back while it runs,
+in order, and are applied here: output to the step's log, writes through the run's Context, so
+checks, versions, ctx.json and the viewers behave as for a local step. A set or delete of a key that something else wrote after this step's snapshot would undo
 that write: the step fails "ctx conflict on 'k'" instead. Appends and extends commute, and are
 always applied.
 
-``stop`` sets the attempt's distributed Event (the step's ``stop``); ``kill`` gives up on the
-task, as on a local thread that ignored it. A worker that dies under the step fails it "worker
+``stop`` sets the attempt's distributed Event: a python step's ``stop``; for a shell step, the
+worker sends SIGTERM to its group, SIGKILL after its ``grace``. ``kill`` gives up on a python
+step's task, as on a local thread that ignored ``stop``; a shell step's end is the worker's to
+report. A worker that dies under the step fails it "worker
 lost": the clusters we start never run a task twice; on another one, a second start of the same
 task is caught and fails it the same way.
 """
@@ -20,11 +24,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from core.executors.base import LaunchContext, OnExit, Outcome
-from core.executors.on_worker import Job, run_step
+from core.executors.on_worker import Job, ShellJob, run_shell, run_step
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.cluster import Cluster
-    from core.recipe import PythonStep
+    from core.recipe import PythonStep, ShellStep
     from core.steplog import StepLog
 
 #: seconds to wait, after the task's result, for its last batches of output
@@ -33,13 +39,19 @@ WORKER_LOST = "worker lost"
 
 
 class DaskExecution:
-    """One attempt of a python step on the cluster."""
+    """One attempt of a step on the cluster. ``pid`` stays None: the step's process, if it has
+    one, is the worker's child, maybe on another machine, out of the runner's signals' reach."""
 
     pid = None
     native_thread_id = None
 
     def __init__(
-        self, step: PythonStep, log: StepLog, attempt: int, context: LaunchContext, on_exit: OnExit
+        self,
+        step: PythonStep | ShellStep,
+        log: StepLog,
+        attempt: int,
+        context: LaunchContext,
+        on_exit: OnExit,
     ) -> None:
         assert context.cluster is not None
         self.step, self.log, self.context, self.on_exit = step, log, context, on_exit
@@ -61,22 +73,40 @@ class DaskExecution:
     ) -> DaskExecution:
         return cls(step, log, attempt, context, on_exit)
 
+    @property
+    def kill_abandons(self) -> bool:
+        """A python step's task is given up on; a shell step's process is killed on its worker."""
+        return self.step.type == "python"
+
     def start(self) -> None:
-        step, ctx = self.step, self.context.ctx
-        snapshot, self._base = ctx.snapshot_at(step.reads)
-        job = Job(
-            step=step,
-            ctx=snapshot,
-            topic=self.cluster.topic,
-            key=self.key,
-            stop=self._stop_name,
-            workspace=str(self.context.launcher.recipe.workspace),
-        )
+        """ValueError (as a local shell step): a ctx key it exposes cannot be in its environment."""
+        task, job = self._shell_job() if self.step.type == "shell" else self._python_job()
         self.cluster.listen(self.key, self._on_batch)
-        self._future = self.cluster.client.submit(
-            run_step, job, key=self.key, pure=False, retries=0
-        )
+        self._future = self.cluster.client.submit(task, job, key=self.key, pure=False, retries=0)
         self.context.workers.submit(self._wait)
+
+    def _names(self) -> dict[str, str]:
+        return {"topic": self.cluster.topic, "key": self.key, "stop": self._stop_name}
+
+    def _python_job(self) -> tuple[Callable[[Job], Any], Job]:
+        step = self.step
+        assert step.type == "python"
+        snapshot, self._base = self.context.ctx.snapshot_at(step.reads)
+        workspace = str(self.context.launcher.recipe.workspace)
+        return run_step, Job(step=step, ctx=snapshot, workspace=workspace, **self._names())
+
+    def _shell_job(self) -> tuple[Callable[[ShellJob], Any], ShellJob]:
+        step, launcher = self.step, self.context.launcher
+        assert step.type == "shell"
+        self._base = self.context.ctx.version  # before the keys it exposes are read
+        job = ShellJob(
+            step=step,
+            argv=launcher.argv(step),
+            env=launcher.shell_overrides(step),
+            cwd=str(launcher.cwd(step)),
+            **self._names(),
+        )
+        return run_shell, job
 
     # ------------------------------------------------------------------ the end
     def _wait(self) -> None:
@@ -95,6 +125,8 @@ class DaskExecution:
         else:
             self._wait_for(batches)
         self.cluster.forget(self.key)
+        if self.step.type == "shell":  # the runner closes only a python step's log
+            self.log.close()
         self._release()
         if self._failure is not None:
             outcome = Outcome(outcome.exit_code or 1, error=self._failure)
@@ -129,16 +161,17 @@ class DaskExecution:
             if kind == "o":
                 self.log.write_text(item[1])
             elif kind == "start":
-                self._started(item[1], item[2])
+                self._started(item[1], item[2], item[3])
             elif self._failure is None:
                 self._write(kind, item)
 
-    def _started(self, pid: int, host: str) -> None:
+    def _started(self, pid: int, worker: str, host: str) -> None:
+        """The worker first (an 80-column TUI shows a log line's first 50 characters)."""
         self._starts += 1
         if self._starts > 1:
-            self._fail(f"{WORKER_LOST} (Dask started it again, on {host})")
+            self._fail(f"{WORKER_LOST} (Dask started it again, on {worker})")
         else:
-            self.log.write_text(f"orch-tui: on a Dask worker: {host}, pid {pid}\n")
+            self.log.write_text(f"orch-tui: on Dask worker {worker}, pid {pid} on {host}\n")
 
     def _write(self, kind: str, item: list[Any]) -> None:
         ctx, key = self.context.ctx, item[1]
@@ -182,5 +215,7 @@ class DaskExecution:
         self.context.workers.submit(self._signal_stop)
 
     def kill(self) -> None:
-        """Give up on it (the runner abandons it as a thread that ignored ``stop``)."""
-        self.context.workers.submit(self._future.cancel)
+        """A python step: give up on it (the runner abandons it as a thread that ignored
+        ``stop``). A shell step: its worker kills it after its grace, and says so."""
+        if self.kill_abandons:
+            self.context.workers.submit(self._future.cancel)

@@ -14,12 +14,18 @@ orch-tui installed (``pip install orch-tui[dask]``), which ``check_worker`` prov
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import os
+import selectors
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,7 +34,12 @@ import orjson
 from core.context import Context
 from core.executors.base import Outcome
 from core.executors.python import OutputRouting, call_step
-from core.recipe import PythonStep
+from core.executors.shell import exit_outcome, merge_ctx_out, spawn_error
+from core.launch import with_inherited
+from core.privatedir import HeldFile, PrivateDir
+from core.reactor import CHUNK, DRAIN_SECONDS
+from core.recipe import PythonStep, ShellStep
+from core.watchdog import stop_group
 
 #: how often what a step printed is sent while it runs; a batch is sent at once past BATCH_BYTES
 FLUSH_INTERVAL = 0.05
@@ -37,22 +48,37 @@ BATCH_BYTES = 256 * 1024
 STOP_POLL = 1.0
 
 
-class Job(msgspec.Struct, frozen=True, kw_only=True):
-    """One attempt of a python step, as shipped to a worker. A Struct, not a dataclass: Dask
-    walks a dataclass argument and rebuilds its lists as tuples, which the ctx must not see."""
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """What every attempt shipped to a worker has. A Struct, not a dataclass: Dask walks a
+    dataclass argument and rebuilds its lists as tuples, which the ctx must not see."""
 
-    step: PythonStep
-    ctx: dict[str, Any]
     topic: str  # the run's Dask topic
     key: str  # the task key: names the attempt in every batch
     stop: str  # the name of the distributed Event that asks the step to stop
+
+
+class Job(Task, frozen=True, kw_only=True):
+    """One attempt of a python step, as shipped to a worker."""
+
+    step: PythonStep
+    ctx: dict[str, Any]
     workspace: str  # the recipe's folder: python steps import from it
+
+
+class ShellJob(Task, frozen=True, kw_only=True):
+    """One attempt of a shell step (``where: cluster``), as the runner's Launcher made it."""
+
+    step: ShellStep
+    argv: list[str]  # no shell unless the recipe used ``run:`` (core.launch)
+    env: dict[str, str]  # over the worker's own environment (Launcher.shell_overrides)
+    cwd: str
 
 
 class Publisher:
     """Output and ctx writes, in order, sent in numbered batches on the run's topic.
 
-    Batch 0 is ``["start", pid, host]``; each item after is ``["o", text]`` (output, adjacent
+    Batch 0 is ``["start", pid, worker, host]`` (the step's process, the worker's address, its
+    host); each item after is ``["o", text]`` (output, adjacent
     pieces joined) or a ctx write: ``["s", key, value]``, ``["d", key]``, ``["a", key, row]``,
     ``["e", key, rows]``. A flusher thread sends what gathered every ``FLUSH_INTERVAL``.
     """
@@ -66,8 +92,9 @@ class Publisher:
         self._closed = threading.Event()
         self._flusher = threading.Thread(target=self._flush_often, name="orch-publish", daemon=True)
 
-    def start(self) -> None:
-        self._add(["start", os.getpid(), socket.gethostname()])
+    def start(self, worker: str, pid: int | None = None) -> None:
+        """Say where the step runs (``pid``: its process, by default this worker's)."""
+        self._add(["start", os.getpid() if pid is None else pid, worker, socket.gethostname()])
         self.flush()
         self._flusher.start()
 
@@ -160,11 +187,13 @@ class RecordingContext(Context):
 class StopWatch:
     """The step's ``stop`` (a threading.Event), set when the run sets the distributed Event.
 
-    Made only if the step asks for ``stop``; a thread waits on the scheduler's Event (which
-    answers as soon as it is set) until the step ends."""
+    Made only if the step asks for ``stop`` (a python step) or has a process to stop (a shell
+    step: ``on_stop``, called on the watching thread); a thread waits on the scheduler's Event
+    (which answers as soon as it is set) until the step ends."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_stop: Callable[[], object] | None = None) -> None:
         self._name = name
+        self._on_stop = on_stop
         self._event: threading.Event | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,6 +217,8 @@ class StopWatch:
             try:
                 if remote.wait(STOP_POLL):
                     self._event.set()
+                    if self._on_stop is not None:
+                        self._on_stop()
                     return
             except Exception:  # the scheduler is gone: the run is over anyway
                 if self._done.wait(STOP_POLL):
@@ -212,7 +243,7 @@ def run_step(job: Job) -> tuple[Outcome, int]:
     put_on_path(job.workspace)
     worker = get_worker()
     publisher = Publisher(lambda msg: worker.log_event(job.topic, msg), job.key)
-    publisher.start()
+    publisher.start(worker.address)
     ctx = RecordingContext(job.ctx, publisher.record)
     stop = StopWatch(job.stop)
     OutputRouting.acquire()
@@ -224,6 +255,93 @@ def run_step(job: Job) -> tuple[Outcome, int]:
         OutputRouting.release()
         stop.close()
     return outcome, publisher.close()
+
+
+def run_shell(job: ShellJob) -> tuple[Outcome, int]:
+    """The task of a shell step: its process in its own group on this worker, its output sent
+    as it comes, its ORCH_CTX_OUT (a private file of this worker's) merged into an empty
+    recording ctx, whose writes go back like a python step's. Stopping it (the distributed
+    Event) is SIGTERM to the group, ``grace``, SIGKILL, as the runner does at home; whatever
+    is left of the group when the process has exited is stopped the same way, for no run's
+    end will come here to clean up."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    publisher = Publisher(lambda msg: worker.log_event(job.topic, msg), job.key)
+    with (
+        tempfile.TemporaryDirectory(prefix="orch-ctx-out-") as tmp,
+        PrivateDir.open(Path(tmp), create=False) as folder,
+    ):
+        ctx_out = HeldFile(folder, "ORCH_CTX_OUT")
+        os.close(folder.create(ctx_out.name))
+        outcome = _run_process(job, with_inherited(job.env, ctx_out.path), publisher, worker)
+        if outcome.ok and not ctx_out.untouched():
+            recording = RecordingContext({}, publisher.record)
+            outcome = merge_ctx_out(job.step.name, ctx_out, recording)
+    return outcome, publisher.close()
+
+
+def _run_process(job: ShellJob, env: dict[str, str], publisher: Publisher, worker: Any) -> Outcome:
+    """Start the step's process, pump its output until it has ended, stop what it left."""
+    try:
+        proc = subprocess.Popen(
+            job.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe: their order is kept
+            cwd=job.cwd,
+            env=env,
+            start_new_session=True,  # its own group: the stop reaches the whole tree
+            close_fds=True,
+        )
+    except OSError as exc:
+        return Outcome(None, error=f"cannot start: {spawn_error(exc, job.argv, Path(job.cwd))}")
+    publisher.start(worker.address, proc.pid)
+    grace = job.step.grace
+    stop = StopWatch(job.stop, on_stop=lambda: stop_group(proc.pid, grace))
+    stop.event()  # watched from now on (made here, on the task's thread: module doc)
+    try:
+        code = _pump(proc, publisher)
+    finally:
+        stop_group(proc.pid, grace)
+        stop.close()
+    return exit_outcome(code)
+
+
+def _pump(proc: subprocess.Popen[bytes], publisher: Publisher) -> int:
+    """Send the output until the process has exited and its pipe is at EOF, or DRAIN_SECONDS
+    after its exit while something it started still holds the pipe (as the OutputReactor does
+    at home); its exit code. Bytes that are not UTF-8 arrive as U+FFFD: batches are JSON."""
+    assert proc.stdout is not None
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    fd, pidfd = proc.stdout.fileno(), os.pidfd_open(proc.pid)
+    deadline: float | None = None  # once it has exited
+    eof = False
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ, "output")
+            selector.register(pidfd, selectors.EVENT_READ, "exit")
+            while not (eof and deadline is not None):
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = selector.select(timeout)
+                if not ready:  # drained for DRAIN_SECONDS: a grandchild holds the pipe
+                    break
+                for key, _ in ready:
+                    if key.data == "exit":
+                        selector.unregister(pidfd)
+                        deadline = time.monotonic() + DRAIN_SECONDS
+                        continue
+                    data = os.read(fd, CHUNK)
+                    if data:
+                        publisher.write_text(decoder.decode(data))
+                    else:
+                        selector.unregister(fd)
+                        eof = True
+    finally:
+        os.close(pidfd)
+        publisher.write_text(decoder.decode(b"", final=True))
+        proc.stdout.close()
+    return proc.wait()
 
 
 def check_worker(workspace: str, modules: dict[str, str]) -> list[str]:

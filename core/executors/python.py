@@ -170,6 +170,7 @@ class PythonExecution:
     """One attempt of a python step."""
 
     pid = None
+    kill_abandons = True
 
     def __init__(
         self, step: Step, ctx: Context, log: StepLog, workers: Workers, on_exit: OnExit

@@ -16,6 +16,7 @@ from core.workers import Workers
 class SessionExecution:
     pid = None
     native_thread_id = None
+    kill_abandons = True  # its action runs on a runner thread
 
     def __init__(
         self,

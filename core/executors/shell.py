@@ -101,10 +101,51 @@ def _too_big(size: int) -> str:
     )
 
 
+def spawn_error(exc: OSError, argv: list[str], cwd: Path) -> str:
+    """Which path the system refused, as text: Popen names a bad cwd by its repr
+    (``PosixPath('...')``), and a bare "No such file or directory" says neither which."""
+    why = exc.strerror or str(exc)
+    if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
+        return f"cwd {cwd}: {why}"
+    return f"{argv[0]}: {why} (cwd {cwd})"
+
+
+def exit_outcome(code: int) -> Outcome:
+    """A step process's end (``Popen.wait``'s code: negative for a signal) as an Outcome."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        return Outcome(None, signal=-code, error=f"killed by {name}")
+    if code != 0:
+        return Outcome(code, error=f"exit code {code}")
+    return Outcome(0)
+
+
+def merge_ctx_out(step: str, ctx_out: HeldFile, ctx: Context) -> Outcome:
+    """A succeeded step's ORCH_CTX_OUT merged into ``ctx``: its success, or a failure saying
+    why. On a Dask worker ``ctx`` is the step's recording copy, whose writes go back to the
+    runner (core.executors.on_worker).
+
+    Whatever goes wrong, the step ends: an exception escaping here once left a finished
+    step "running" until a second signal.
+    """
+    where = f"step {step!r}: "
+    try:
+        values = parse_ctx_out(ctx_out)
+        ctx.update_from(values)
+    except ContextValueError as exc:
+        return Outcome(0, error=f"{where}ORCH_CTX_OUT: {exc}")
+    except ValueError as exc:
+        return Outcome(0, error=f"{where}{exc}")
+    except Exception as exc:  # MemoryError, a bug: still the step's end, never a hang
+        return Outcome(0, error=f"{where}ORCH_CTX_OUT: {type(exc).__name__}: {exc}")
+    return Outcome(0)
+
+
 class ShellExecution:
     """One attempt of a shell step."""
 
     native_thread_id = None
+    kill_abandons = False
 
     def __init__(
         self,
@@ -174,7 +215,7 @@ class ShellExecution:
             )
         except OSError as exc:
             os.close(read_fd)
-            raise OSError(exc.errno, self._spawn_error(exc)) from None
+            raise OSError(exc.errno, spawn_error(exc, self.argv, self.cwd)) from None
         except BaseException:
             os.close(read_fd)
             raise
@@ -182,14 +223,6 @@ class ShellExecution:
             os.close(write_fd)
         self.pid = self.proc.pid
         self.reactor.watch(read_fd, self.pid, self.log, self._ended)
-
-    def _spawn_error(self, exc: OSError) -> str:
-        """Which path the system refused, as text: Popen names a bad cwd by its repr
-        (``PosixPath('...')``), and a bare "No such file or directory" says neither which."""
-        why = exc.strerror or str(exc)
-        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(self.cwd):
-            return f"cwd {self.cwd}: {why}"
-        return f"{self.argv[0]}: {why} (cwd {self.cwd})"
 
     def _ended(self) -> None:
         """Called by the reactor once the process has exited (its output copied or drained).
@@ -201,35 +234,11 @@ class ShellExecution:
         assert self.proc is not None
         code = self.proc.wait()
         if code == 0 and not self.ctx_out.untouched():
-            self.workers.submit(lambda: self.on_exit(self._merge()))
+            self.workers.submit(
+                lambda: self.on_exit(merge_ctx_out(self.step.name, self.ctx_out, self.ctx))
+            )
         else:
-            self.on_exit(self._outcome(code))
-
-    def _outcome(self, code: int) -> Outcome:
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return Outcome(None, signal=-code, error=f"killed by {name}")
-        if code != 0:
-            return Outcome(code, error=f"exit code {code}")
-        return Outcome(0)
-
-    def _merge(self) -> Outcome:
-        """The step's ORCH_CTX_OUT merged into the ctx: its success, or a failure saying why.
-
-        Whatever goes wrong, the step ends: an exception escaping here once left a finished
-        step "running" until a second signal.
-        """
-        where = f"step {self.step.name!r}: "
-        try:
-            values = parse_ctx_out(self.ctx_out)
-            self.ctx.update_from(values)
-        except ContextValueError as exc:
-            return Outcome(0, error=f"{where}ORCH_CTX_OUT: {exc}")
-        except ValueError as exc:
-            return Outcome(0, error=f"{where}{exc}")
-        except Exception as exc:  # MemoryError, a bug: still the step's end, never a hang
-            return Outcome(0, error=f"{where}ORCH_CTX_OUT: {type(exc).__name__}: {exc}")
-        return Outcome(0)
+            self.on_exit(exit_outcome(code))
 
     def _signal(self, sig: int) -> None:
         if self.pid is None:
