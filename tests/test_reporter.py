@@ -756,3 +756,20 @@ def test_the_tree_and_the_summary_mark_a_status_alike(tmp_path: Path, status: St
     tree_glyph = label.plain.split()[0]
     assert row.split()[1] == tree_glyph
     assert str(label.spans[0].style) == STATUS_GLYPHS[status].style
+
+
+def test_summary_of_a_large_run_of_instant_steps(tmp_path: Path) -> None:
+    """Sixty no-op python steps can each take no measurable time (started == ended): the
+    summary still lists them as the slowest (a tie) instead of failing with an internal error
+    on an empty table."""
+    run = Run(tmp_path / "instant")
+    state = _big_state({}, 60)
+    for step in state.steps.values():
+        step.ended = step.started
+        step.duration = 0.0
+    state.status = "succeeded"
+    run.close(state)
+    out = run.output()
+    table = out[out.index("big — run r") : out.index("and 50 more")]
+    assert len(re.findall(r"^s\d{4}\s", table, re.M)) == 10
+    assert "run succeeded" in out

@@ -247,7 +247,7 @@ class Summary:
         ``SUMMARY_NAME_MIN``; on a narrow screen the peak cpu and rss columns go."""
         width = self.printer.width
         natural = [
-            max(len(header), *(cell_len(row[i][0]) for row in rows))
+            max([len(header), *(cell_len(row[i][0]) for row in rows)])
             for i, (header, _) in enumerate(_COLUMNS)
         ]
         for drop in ((), _OPTIONAL):
@@ -277,7 +277,11 @@ class Summary:
         now = self.now
         loud = [s for s in everything if s.status not in _QUIET or s.allowed]
         loud.sort(key=lambda s: _LOUD_ORDER.get("allowed" if s.allowed else s.status, 99))
-        timed = [s for s in everything if s.status in _QUIET and not s.allowed and s.elapsed(now)]
+        timed = [  # ran (instant no-op steps too: started == ended is a time of 0)
+            s
+            for s in everything
+            if s.status in _QUIET and not s.allowed and s.elapsed(now) is not None
+        ]
         timed.sort(key=lambda s: s.elapsed(now) or 0.0, reverse=True)
         shown = loud[:SUMMARY_ALL_UP_TO] + timed[:SUMMARY_SLOWEST]
         kept = {id(s) for s in shown}
