@@ -65,7 +65,7 @@ def _run_parser() -> argparse.ArgumentParser:
         "--executor",
         type=_executor,
         metavar="URL",
-        help="dask-local://N or dask://HOST:PORT: python steps run on Dask workers",
+        help="dask-local://N or dask://HOST:PORT: python steps (and where: cluster shell steps) on Dask workers",
     )
     p.add_argument(
         "--keep-alive", action="store_true", help="keep background steps up until Ctrl-C"

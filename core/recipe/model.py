@@ -274,7 +274,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     executor: (
         Annotated[
             ExecutorUrl,
-            _about("dask-local://N or dask://HOST:PORT: python steps run on Dask workers"),
+            _about(
+                "dask-local://N or dask://HOST:PORT: python steps (and where: cluster shell steps) run on Dask workers"
+            ),
         ]
         | None
     ) = None
