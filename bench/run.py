@@ -712,12 +712,15 @@ def _events_to_a_client(work: Path, recipe: str, repeat: int) -> dict:
     times, rates = [], []
     for _ in range(repeat):
         start = time.perf_counter()
-        run_dir = _detach(work, recipe, work / "daemon-run", "--exit-when-done")
+        # not --exit-when-done: a short run could end, and its daemon go, before the client is in
+        run_dir = _detach(work, recipe, work / "daemon-run")
         with connect(run_dir, client="bench") as control:
             seen = []
             control.subscribe(seen.append)
-            control.wait_gone(600)
+            control.wait(600)  # no step can run any more
             took = time.perf_counter() - start
+            control.command("close")
+            control.wait_gone(60)
         times.append(took)
         rates.append(len(seen) / took)
     attached = _stats(times)

@@ -123,12 +123,16 @@ class ResourceSampler:
             _log.debug("thread sampling failed", exc_info=True)
         cpu = mem_percent = 0.0
         mem_used = 0
-        psutil = _psutil()
-        with contextlib.suppress(Exception):  # the first: since psutil's import, about 0.0
-            cpu = float(psutil.cpu_percent(None))
-        with contextlib.suppress(Exception):
-            vm = psutil.virtual_memory()
-            mem_percent, mem_used = float(vm.percent), int(vm.used)
+        try:
+            psutil = _psutil()
+        except Exception:  # no descriptor left to import it with (steps took them): next tick
+            _log.debug("psutil could not be imported", exc_info=True)
+        else:
+            with contextlib.suppress(Exception):  # the first: since psutil's import, about 0.0
+                cpu = float(psutil.cpu_percent(None))
+            with contextlib.suppress(Exception):
+                vm = psutil.virtual_memory()
+                mem_percent, mem_used = float(vm.percent), int(vm.used)
         with self._lock:
             for name, fig in figures.items():
                 _peak_update(self._peaks, name, float(fig["cpu"] or 0.0), fig["rss"])  # type: ignore[arg-type]
