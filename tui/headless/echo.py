@@ -111,7 +111,7 @@ class Echo:
                     self._echo_tail(view, blocks)
                 else:
                     for block in blocks:
-                        self.printer.echo(view.label, view.colour, clean(block))
+                        self.printer.echo_block(view.label, view.colour, block)
                         if not self._keeps_up():
                             break
         if self._behind:
