@@ -60,7 +60,10 @@ class OutputReactor:
             item.pidfd = os.pidfd_open(pid)
         except OSError:  # no pidfd (Linux < 5.3): a thread waits for the exit instead
             threading.Thread(target=self._wait_pid, args=(item,), daemon=True).start()
-        self._call(lambda: self._register(item))
+        if threading.get_ident() == self._thread.ident:
+            self._register(item)  # a step started by another's end, on this thread: no wake-up
+        else:
+            self._call(lambda: self._register(item))
         with self._start_lock:
             if not self._started:
                 self._started = True

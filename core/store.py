@@ -118,7 +118,8 @@ class RunStore:
     # -- coalesced snapshots ----------------------------------------------------------------------
     def state_changed(self) -> None:
         self._state_dirty = True
-        self._wake.set()
+        if not self._wake.is_set():  # twice a step: a read, not the Event's lock and notify
+            self._wake.set()
 
     def ctx_changed(self) -> None:
         self._wake.set()

@@ -57,6 +57,13 @@ def clean(data: str | bytes, *, keep_sgr: bool = False) -> str:
         if data.isprintable():  # the common case: a name, a reason without controls
             return data
         data = data.encode("utf-8", "surrogatepass")  # C1 code points become their UTF-8
+    return clean_bytes(data, keep_sgr=keep_sgr).decode("utf-8", "replace")
+
+
+def clean_bytes(data: bytes, *, keep_sgr: bool = False) -> bytes:
+    """``clean`` before its decoding: the same bytes, for a writer that passes ASCII output
+    on as bytes (the plain echo of a step printing millions of lines saves a decode and an
+    encode of all of it). Not yet valid UTF-8: decode what is not ASCII as ``clean`` does."""
     if b"\x1b" in data:
         sequences = _ESC[keep_sgr]
         data = _on_lines(data, b"\x1b", lambda part: sequences.sub(b"", part))
@@ -64,7 +71,7 @@ def clean(data: str | bytes, *, keep_sgr: bool = False) -> str:
         data = _on_lines(data, b"\xc2", lambda part: _C1.sub(b"", part))
     if b"\r" in data:
         data = _on_lines(data, b"\r", _last_frames)
-    return data.translate(None, _C0[keep_sgr]).decode("utf-8", "replace")
+    return data.translate(None, _C0[keep_sgr])
 
 
 def _last_frames(lines: bytes) -> bytes:

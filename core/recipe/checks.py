@@ -458,6 +458,9 @@ class Validator:
         which value stays depends on timing (on a cluster, the later one fails with a ctx
         conflict). ``output:`` is the one write a recipe states; what a function writes inside
         is not known before it runs."""
+        keys = [key for d in drafts if isinstance(key := d.values.get("output"), str)]
+        if len(set(keys)) == len(keys):
+            return  # no key set twice: no need for every step's ancestors (O(n^2) in a chain)
         before = _ancestors(deps)
         seen: dict[str, list[Draft]] = {}
         for d in drafts:

@@ -111,7 +111,7 @@ class Echo:
                     self._echo_tail(view, blocks)
                 else:
                     for block in blocks:
-                        self.printer.echo(view.label, view.colour, clean(block))
+                        self.printer.echo_block(view.label, view.colour, block)
                         if not self._keeps_up():
                             break
         if self._behind:
@@ -124,6 +124,8 @@ class Echo:
     def _blocks(self, view: StepView, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
         """New complete lines of the step's log, a chunk at a time, each joined by ``\\n`` with
         no trailing newline; with ``final`` the incomplete last line too."""
+        if upto == view.offset and not (final and view.pending):
+            return  # nothing new (most steps' end: a step that printed nothing), no open
         try:
             fh = open(self.run_dir.log(view.name), "rb")  # noqa: SIM115 - closed below
         except OSError:

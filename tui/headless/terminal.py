@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import TextIO
 
-from core.text import clean
+from core.text import clean, clean_bytes
 from tui.format import HEALTH_GLYPHS, STATUS_GLYPHS, Glyph
 from tui.headless.table import Table, render_plain
 
@@ -109,14 +109,22 @@ class Terminal:
             except (OSError, ValueError):
                 self.broken = True
             return len(text)
-        data = text.encode(self.encoding, "replace")
+        self.write_bytes(text.encode(self.encoding, "replace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """``data``, already in the stream's encoding, queued as ``write`` queues text."""
+        if self.broken:
+            return
+        if self._fd is None:
+            self.write(data.decode(self.encoding, "replace"))
+            return
         with self._cond:
             if not self._queue:
                 self._progress = time.monotonic()  # idle until now, not stuck
             self._queue.append(data)
             self.backlog += len(data)
             self._cond.notify_all()
-        return len(text)
 
     def flush(self) -> None:
         """Nothing to do: the pump writes as soon as it can (``drain`` waits for it)."""
@@ -194,6 +202,8 @@ class Printer:
         self.color = color
         self.encoding = out.encoding
         self.unicode = self.encoding.startswith("utf")
+        #: ASCII bytes are this encoding's own (``echo_block`` passes them on unchanged)
+        self.ascii_compatible = self.encoding in ("utf-8", "ascii")
         glyphs = [*STATUS_GLYPHS.values(), *MARKS.values(), *HEALTH_GLYPHS.values()]
         try:
             ("".join(g.symbol for g in glyphs) + "".join(_PUNCT)).encode(self.encoding)
@@ -238,6 +248,19 @@ class Printer:
             return
         prefix = f"{indent}{self.paint(label, colour)} | "
         self.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
+
+    def echo_block(self, label: str, colour: str, block: bytes) -> None:
+        """``echo`` of a block of a step's log as it was read: ASCII output (the bulk of what
+        steps print) stays bytes on its way to a UTF-8 or ASCII stream, prefixed in one
+        ``bytes.replace``; anything else goes through ``clean``'s text."""
+        data = clean_bytes(block)
+        if self.out.broken:
+            return
+        if not (self.ascii_compatible and data.isascii()):
+            self.echo(label, colour, data.decode("utf-8", "replace"))
+            return
+        prefix = f"{self.paint(label, colour)} | ".encode(self.encoding, "replace")
+        self.out.write_bytes(prefix + data.replace(b"\n", b"\n" + prefix) + b"\n")
 
     def table(self, table: Table) -> None:
         """The summary's table, as Rich would draw it (``table.render_plain``)."""
