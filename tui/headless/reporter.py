@@ -148,12 +148,8 @@ class HeadlessReporter:
             detail = (
                 f": {event.detail}" if event.detail and event.health == Health.UNHEALTHY else ""
             )
-            self._event_line(
-                event.ts,
-                f"health:{event.health}",
-                self._views[event.step],
-                f"{event.health}{detail}",
-            )
+            text = f"{event.health}{detail}"
+            self._event_line(event.ts, event.health, self._views[event.step], text)
         elif isinstance(event, StepReady):
             self._event_line(event.ts, Status.READY, self._views[event.step], "ready")
         elif isinstance(event, ResourcesSampled):

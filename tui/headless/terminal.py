@@ -217,9 +217,12 @@ class Printer:
 
     def icon(self, key: str) -> tuple[str, str]:
         """A status's or a mark's symbol (or its ASCII stand-in) and its style."""
-        glyph = STATUS_GLYPHS.get(key) or MARKS.get(key) or Glyph("·", ".", "")
-        if key.startswith("health:"):
-            glyph = HEALTH_GLYPHS.get(key.removeprefix("health:"), glyph)
+        glyph = (
+            STATUS_GLYPHS.get(key)
+            or MARKS.get(key)
+            or HEALTH_GLYPHS.get(key)
+            or Glyph("·", ".", "")
+        )
         return (glyph.symbol if self.symbols else glyph.ascii), glyph.style
 
     def paint(self, text: str, style: str) -> str:

@@ -27,6 +27,7 @@ from textual.strip import Strip
 from textual.timer import Timer
 
 from core.steplog import read_tail
+from tui.widgets._strips import note_strip
 
 FOLLOW_LINES = 2000  # lines kept while following: a few screens of history
 FOLLOW_BYTES = 512 * 1024
@@ -263,10 +264,7 @@ class LogPane(ScrollView, can_focus=True):
         style = self.rich_style
         if index >= len(self._lines):
             if index == 0 and self._hint:
-                hint = Text(self._hint, style=style + Style(dim=True, italic=True))
-                return Strip(hint.render(self.app.console), hint.cell_len).crop_extend(
-                    0, width, style
-                )
+                return note_strip(self.app.console, self._hint, width, style)
             return Strip.blank(width, style)
         strip = self._strip_cache.get(index)
         if strip is None:

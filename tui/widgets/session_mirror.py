@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len
 from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual import work
 from textual.geometry import Size
@@ -27,6 +26,7 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from core.text import clean
+from tui.widgets._strips import note_strip
 
 POLL_SECONDS = 0.5
 _GROUP = "session-mirror"
@@ -232,10 +232,7 @@ class SessionMirror(ScrollView, can_focus=True):
         style = self.rich_style
         if index >= len(self._lines):
             if index == 0 and self._note:
-                note = Text(self._note, style=style + Style(dim=True, italic=True))
-                return Strip(note.render(self.app.console), note.cell_len).crop_extend(
-                    0, width, style
-                )
+                return note_strip(self.app.console, self._note, width, style)
             return Strip.blank(width, style)
         strip = self._strips.get(index)
         if strip is None:
