@@ -99,7 +99,7 @@ def test_ctl_errors_are_one_line_and_exit_2(tmp_path, past):
             ("20261129-000000-0000", "status"),
             f"no run 20261129-000000-0000 in {tmp_path}/.orch/runs (orch-tui runs lists them)",
         ),
-        (("status",), "no live run in this workspace (orch-tui runs lists its runs)"),
+        (("retry", "broken"), "no live run in this workspace (orch-tui runs lists its runs)"),
         (
             (past,),
             "ctl: which command? (status, skip, retry, stop, restart, stop-run, close, "
@@ -119,6 +119,21 @@ def test_ctl_errors_are_one_line_and_exit_2(tmp_path, past):
     ]
     for args, message in cases:
         assert_error(ctl(tmp_path, *args), message)
+
+
+def test_readers_without_run_read_the_newest_run_when_none_is_live(tmp_path, past):
+    """``--detach --exit-when-done`` then ``ctl wait``: a run quicker than the script is over by
+    the time ``wait`` looks, and must still give its exit code, not 'no live run'."""
+    waited = ctl(tmp_path, "wait")
+    assert waited.returncode == 1
+    assert waited.stderr == f"orch-tui: no live run; run {past}, the newest\n"
+    assert ctl(tmp_path, "logs", "broken").stdout == "oops\n"
+
+
+def test_without_any_run_a_reader_says_there_is_none(tmp_path):
+    assert_error(
+        ctl(tmp_path, "status"), "no live run in this workspace (orch-tui runs lists its runs)"
+    )
 
 
 def test_a_folder_that_is_not_a_run(tmp_path):

@@ -1,8 +1,8 @@
 """``orch-tui ctl [RUN] COMMAND``: a run's state, its commands, logs, ctx and events, from a script.
 
-RUN is a run id of this workspace or a run folder; without it, the newest live run. A live run
-is reached through its daemon (core.client); a finished one (or a headless one) is read from its
-folder (core.recorded): ``status``, ``logs``, ``ctx`` and ``events`` work on both, commands on a
+RUN is a run id of this workspace or a run folder; without it, the newest live run (for the
+commands that only read, the newest run when none is live). A live run is reached through its
+daemon (core.client); a finished one (or a headless one) is read from its folder (core.recorded): ``status``, ``logs``, ``ctx`` and ``events`` work on both, commands on a
 finished run are refused ("the run is over (read-only)"). Every error is one line on stderr and
 exit 2; ``wait`` exits as a headless run would (0, 1, 130).
 """
@@ -48,6 +48,8 @@ COMMANDS = (
     "ctx",
     "events",
 )
+#: The commands that only read: without RUN and with no live run, they read the newest run.
+READERS = frozenset({"status", "wait", "logs", "ctx", "events"})
 #: How long a reader waits between looks at a file when no event says it changed.
 POLL_SECONDS = 0.5
 #: How long events.jsonl may take to hold what the daemon already sent (it is flushed often).
@@ -67,7 +69,8 @@ class _Parser(argparse.ArgumentParser):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Control a run from a script: ctl [RUN] COMMAND, RUN a run id or a run folder "
-        "(default: the newest live run). Commands: " + ", ".join(COMMANDS) + " (-h after one "
+        "(default: the newest live run; status, wait, logs, ctx and events: the newest run when none is "
+        "live). Commands: " + ", ".join(COMMANDS) + " (-h after one "
         "for its options)."
     )
     parser.add_argument("words", nargs=argparse.REMAINDER, metavar="[RUN] COMMAND ...")
@@ -114,7 +117,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     if not words:
         raise UsageError(f"ctl: which command? ({', '.join(COMMANDS)})")
     parsed = _commands_parser().parse_args(words)
-    control = open_run(find_run(run, Path.cwd()), client="ctl")
+    reader = parsed.command in READERS
+    control = open_run(find_run(run, Path.cwd(), or_newest=reader), client="ctl")
     try:
         return _HANDLERS[parsed.command](control, parsed)
     except DaemonGone as exc:

@@ -15,6 +15,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,13 +171,19 @@ def _daemon_state(run_dir: RunDir) -> RunState | None:
         return None
 
 
-def find_run(run: str | None, cwd: Path) -> Path:
+def find_run(run: str | None, cwd: Path, *, or_newest: bool = False) -> Path:
     """The folder of RUN (a run id of this workspace, or a run folder); without one, the
-    newest live run of the workspace."""
+    newest live run of the workspace, or with ``or_newest`` (a reader's command), when none is
+    live, the newest run, said on stderr: ``--detach --exit-when-done`` then ``ctl wait`` must
+    not fail because the run was quicker than the script."""
     if run is None:
-        for row in workspace_runs(cwd):
+        rows = workspace_runs(cwd)
+        for row in rows:
             if row.live:
                 return row.path
+        if or_newest and rows:
+            print(f"orch-tui: no live run; run {rows[0].path.name}, the newest", file=sys.stderr)
+            return rows[0].path
         raise UsageError("no live run in this workspace (orch-tui runs lists its runs)")
     by_id = runs_root(cwd) / run
     if os.sep not in run and by_id.is_dir():
