@@ -240,17 +240,63 @@ class _TooDeep(Exception):
 
 
 def _compose(text: str) -> yaml.Node | None:
-    """Compose after an event pass that refuses deep nesting: the composer recurses per level
-    and would hit the recursion limit (or the C stack) on ``[[[[...]]]]``."""
+    """The node tree, refused past ``MAX_DEPTH`` levels at the first collection that is too deep.
+
+    The pure-Python composer recurses per level and would hit the recursion limit on
+    ``[[[[...]]]]``, so without libyaml an event pass checks the depth first. libyaml composes in
+    C and refuses nesting past 1,000 itself: the tree is composed first and its depth checked
+    after, a walk over the collections only (the event pass cost as much as composing). On a
+    YAML error the event pass runs then, so that a document both too deep and broken further
+    on is still refused as too deep, as before.
+    """
+    loader = _loader()
+    if loader is yaml.SafeLoader:
+        _check_depth_events(text, loader)
+        return yaml.compose(text, Loader=loader)
+    try:
+        root = yaml.compose(text, Loader=loader)
+    except yaml.YAMLError:
+        _check_depth_events(text, loader)
+        raise
+    if isinstance(root, (yaml.SequenceNode, yaml.MappingNode)):
+        _check_depth_nodes(root)
+    return root
+
+
+def _check_depth_events(text: str, loader: type) -> None:
     depth = 0
-    for event in yaml.parse(text, Loader=_loader()):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.events.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
                 raise _TooDeep(event.start_mark)
         elif isinstance(event, yaml.events.CollectionEndEvent):
             depth -= 1
-    return yaml.compose(text, Loader=_loader())
+
+
+def _check_depth_nodes(root: yaml.Node) -> None:
+    """The event pass's check on a composed tree: depth first, in document order, each node
+    entered once only. An alias is the node its anchor made, met again later (or inside itself,
+    for a recursive anchor), so the first meeting is where the text has it, at its text depth;
+    scalars nest nothing and are not entered."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth > MAX_DEPTH:
+            raise _TooDeep(node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = node.value
+        stack.extend(
+            (child, depth + 1)
+            for child in reversed(children)
+            if not isinstance(child, yaml.ScalarNode)
+        )
 
 
 def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
