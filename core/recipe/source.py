@@ -8,6 +8,7 @@ problem can name its line. A recipe is a small hand-written file, so anything fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -46,6 +47,13 @@ def _mark(node: yaml.Node) -> Loc:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _plain_text(node: yaml.Node) -> str | None:
+    """The text of a plain ASCII string scalar (nothing to check in it), else None."""
+    if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode) and node.value.isascii():
+        return node.value
+    return None
+
+
 def _is_merge(key: yaml.Node) -> bool:
     return isinstance(key, yaml.ScalarNode) and key.tag == _MERGE_TAG
 
@@ -55,9 +63,14 @@ class _Converter:
 
     Aliases are expanded (each use gets its own copy and path) but every value built counts
     against ``MAX_NODES``; recursive anchors end at ``MAX_DEPTH``.
+
+    Most of a recipe is plain ASCII text in mappings (``name: build``): with ``shortcut`` such
+    a value is built with its key instead of through the stack, which orders the count
+    differently, so where the budget runs out is found again without it (``read_source``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, shortcut: bool = True) -> None:
+        self.shortcut = shortcut
         self.locs: dict[Trail, Loc] = {}
         self.key_locs: dict[Trail, Loc] = {}
         self.issues: dict[tuple[str, Loc], Trail] = {}  # deduplicated: aliases repeat nodes
@@ -145,8 +158,12 @@ class _Converter:
         out: dict[Any, Any] = {}
         first: dict[Any, Loc] = {}
         todo: list[tuple[yaml.Node, Trail, Any, Any]] = []
+        shortcut = self.shortcut and len(trail) < MAX_DEPTH
         for key_node, value_node, merged in self._pairs(node, trail):
-            key = self._key(key_node, trail)
+            self._tick(key_node, trail)
+            key = _plain_text(key_node)
+            if key is None:
+                key = self._key(key_node, trail)
             if key is BAD:
                 continue
             if key in out:
@@ -159,14 +176,21 @@ class _Converter:
                 continue
             out[key] = None
             first[key] = mark = _mark(key_node)
+            here = trail + (key,)
             if len(trail) < _LOC_DEPTH:
-                self.key_locs[trail + (key,)] = mark
-            todo.append((value_node, trail + (key,), out, key))
+                self.key_locs[here] = mark
+            text = _plain_text(value_node) if shortcut else None
+            if text is None:
+                todo.append((value_node, here, out, key))
+                continue
+            self._tick(value_node, here)
+            if len(trail) < _LOC_DEPTH:
+                self.locs[here] = _mark(value_node)
+            out[key] = text
         stack.extend(reversed(todo))
         return out
 
     def _key(self, node: yaml.Node, trail: Trail) -> Any:
-        self._tick(node, trail)
         if not isinstance(node, yaml.ScalarNode):
             self.issue(
                 "mapping keys must be plain values, not lists or mappings", trail, _mark(node)
@@ -178,6 +202,8 @@ class _Converter:
         self, node: yaml.MappingNode, trail: Trail
     ) -> list[tuple[yaml.Node, yaml.Node, bool]]:
         """The mapping's own pairs (duplicates kept, to be reported), then merged-in ones."""
+        if all(k.tag != _MERGE_TAG for k, _ in node.value):  # no merge: the common case
+            return [(k, v, False) for k, v in node.value]
         pairs = [(k, v, False) for k, v in node.value if not _is_merge(k)]
         for k, v in node.value:
             if _is_merge(k):
@@ -414,6 +440,9 @@ def read_source(path: str | Path) -> Source:
     try:
         doc = conv.convert(root)
     except _TooLarge:
+        conv = _Converter(shortcut=False)  # node by node, to say where the budget ran out
+        with contextlib.suppress(_TooLarge):
+            conv.convert(root)
         problems = [Problem(shown, *loc, None, message) for message, loc in conv.issues]
         raise RecipeError(problems) from None
     return Source(absolute, shown, doc, conv.locs, conv.key_locs, conv.issues)
