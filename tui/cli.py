@@ -8,7 +8,6 @@ command that needs them.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -229,6 +228,8 @@ def _step_names(recipe, values: list[str] | None, option: str) -> list[str] | No
 
 
 def _no_such_step(recipe, name: str, option: str) -> UsageError:
+    import difflib  # only a mistyped name needs it
+
     known = [s.name for s in recipe.steps]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
