@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.recipe import (
     READY_FIELDS,
@@ -26,6 +27,7 @@ from core.recipe import (
     find_workspace,
     load_recipe,
     recipe_json_schema,
+    source,
 )
 from tests.conftest import ORCH, run_recipe, write_module
 
@@ -658,6 +660,43 @@ def test_alias_bomb_and_deep_nesting_are_refused(ws: Path) -> None:
     deep = "steps: " + "[" * 500 + "]" * 500 + "\n"
     assert "nested" in str(errors(write(ws, deep, "deep.yaml")))
     assert "nested" in str(errors(write(ws, "steps: &s [*s]\n", "loop.yaml")))
+
+
+_DEEP = "[" * 150 + "]" * 150
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "pure-python"])
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        pytest.param(f"steps: {_DEEP}\n", (1, 107), id="flow"),
+        pytest.param(
+            "".join("  " * i + f"k{i}:\n" for i in range(105)) + "  " * 105 + "v\n",
+            (101, 201),
+            id="block",
+        ),
+        pytest.param("steps: " + "[" * 150 + "\n  : : :\n", (1, 107), id="before-a-syntax-error"),
+        pytest.param(f"? {_DEEP}\n: 1\n", (1, 102), id="in-a-key"),
+        pytest.param(f"steps: !!python/object {_DEEP}\n", (1, 123), id="under-a-refused-tag"),
+    ],
+)
+def test_nesting_too_deep_is_the_one_problem_at_the_first_level_too_deep(
+    ws: Path, monkeypatch: pytest.MonkeyPatch, text: str, where: tuple[int, int], loader: str
+) -> None:
+    """libyaml composes first and the tree's depth is checked after; the pure-Python composer,
+    which recurses per level, is guarded by an event pass: the same problem either way."""
+    if loader == "pure-python":
+        monkeypatch.setattr(source, "_loader", lambda: yaml.SafeLoader)
+    problems = errors(write(ws, text)).problems
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (*where, "nested more than 100 levels deep")
+    ]
+
+
+def test_a_syntax_error_before_deep_nesting_is_the_problem_reported(ws: Path) -> None:
+    problems = errors(write(ws, f"steps: [\n b: c: d\n{_DEEP}\n")).problems
+    assert [(p.line, p.column) for p in problems] == [(2, 6)]
+    assert problems[0].message.startswith("invalid YAML: ")
 
 
 @pytest.mark.parametrize(
