@@ -662,6 +662,20 @@ def test_alias_bomb_and_deep_nesting_are_refused(ws: Path) -> None:
     assert "nested" in str(errors(write(ws, "steps: &s [*s]\n", "loop.yaml")))
 
 
+def test_an_alias_bomb_of_mappings_is_refused_where_the_budget_runs_out(ws: Path) -> None:
+    """Plain text values are built with their keys, ahead of the stack; the node where the
+    budget runs out is still the one met in document order, node by node."""
+    lines = ["a: &a {x: y, z: w, q: r, s: t, u: v}"]
+    lines += [
+        f"{c}: &{c} {{{', '.join(f'k{i}: *{p}' for i in range(10))}}}"
+        for p, c in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    problems = errors(write(ws, "\n".join(lines) + "\n")).problems
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (1, 20, "recipe too large: more than 1,000,000 values once aliases are expanded")
+    ]
+
+
 _DEEP = "[" * 150 + "]" * 150
 
 
