@@ -807,6 +807,19 @@ def test_python_import_problems(ws: Path) -> None:
     assert "Traceback" not in str(error) and len(str(error).splitlines()) == len(error.problems)
 
 
+def test_a_module_that_fails_to_import_is_run_once_and_named_for_each_step(ws: Path) -> None:
+    """Checking imports the steps' modules: one that fails runs its code once per check (its
+    side effects once, like a module that imports fine), and each step using it is told."""
+    ran = ws / "ran.txt"
+    broken = module(ws, f"open({str(ran)!r}, 'a').write('x')\nraise RuntimeError('boom')\n")
+    steps = "".join(f"- {{name: s{i}, type: python, module: {broken}}}\n" for i in range(3))
+    problems = errors(write(ws, steps)).problems
+    assert [(p.step, p.line, p.message) for p in problems] == [
+        (f"s{i}", i + 1, f"cannot import module '{broken}': RuntimeError: boom") for i in range(3)
+    ]
+    assert ran.read_text() == "x"
+
+
 def test_many_steps_calling_one_callable_object(ws: Path) -> None:
     """The signature of a function many steps call is read once, whatever the callable (an
     object of a class that defines __eq__ and so is not hashable): each step still gets its
