@@ -8,6 +8,7 @@ command that needs them.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -156,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         from tui import stdout
 
         stdout.gone()
+    # The command is over (its files closed, its output flushed) and the process ends: what it
+    # built is frozen out of the garbage collector, whose passes at interpreter exit went
+    # through every module, the recipe and the run's objects to free memory the system takes
+    # back anyway (a one-step run: ~45 ms of CPU, more than its run).
+    gc.freeze()
     return code
 
 
