@@ -290,6 +290,7 @@ def _compose(text: str) -> yaml.Node | None:
 
 
 def _check_depth_events(text: str, loader: type) -> None:
+    """The depth check on the parser's events, before or without a tree: nothing recurses."""
     depth = 0
     for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.events.CollectionStartEvent):
