@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.recipe import (
     READY_FIELDS,
@@ -26,6 +27,7 @@ from core.recipe import (
     find_workspace,
     load_recipe,
     recipe_json_schema,
+    source,
 )
 from tests.conftest import ORCH, run_recipe, write_module
 
@@ -660,6 +662,57 @@ def test_alias_bomb_and_deep_nesting_are_refused(ws: Path) -> None:
     assert "nested" in str(errors(write(ws, "steps: &s [*s]\n", "loop.yaml")))
 
 
+def test_an_alias_bomb_of_mappings_is_refused_where_the_budget_runs_out(ws: Path) -> None:
+    """Plain text values are built with their keys, ahead of the stack; the node where the
+    budget runs out is still the one met in document order, node by node."""
+    lines = ["a: &a {x: y, z: w, q: r, s: t, u: v}"]
+    lines += [
+        f"{c}: &{c} {{{', '.join(f'k{i}: *{p}' for i in range(10))}}}"
+        for p, c in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    problems = errors(write(ws, "\n".join(lines) + "\n")).problems
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (1, 20, "recipe too large: more than 1,000,000 values once aliases are expanded")
+    ]
+
+
+_DEEP = "[" * 150 + "]" * 150
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "pure-python"])
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        pytest.param(f"steps: {_DEEP}\n", (1, 107), id="flow"),
+        pytest.param(
+            "".join("  " * i + f"k{i}:\n" for i in range(105)) + "  " * 105 + "v\n",
+            (101, 201),
+            id="block",
+        ),
+        pytest.param("steps: " + "[" * 150 + "\n  : : :\n", (1, 107), id="before-a-syntax-error"),
+        pytest.param(f"? {_DEEP}\n: 1\n", (1, 102), id="in-a-key"),
+        pytest.param(f"steps: !!python/object {_DEEP}\n", (1, 123), id="under-a-refused-tag"),
+    ],
+)
+def test_nesting_too_deep_is_the_one_problem_at_the_first_level_too_deep(
+    ws: Path, monkeypatch: pytest.MonkeyPatch, text: str, where: tuple[int, int], loader: str
+) -> None:
+    """libyaml composes first and the tree's depth is checked after; the pure-Python composer,
+    which recurses per level, is guarded by an event pass: the same problem either way."""
+    if loader == "pure-python":
+        monkeypatch.setattr(source, "_loader", lambda: yaml.SafeLoader)
+    problems = errors(write(ws, text)).problems
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (*where, "nested more than 100 levels deep")
+    ]
+
+
+def test_a_syntax_error_before_deep_nesting_is_the_problem_reported(ws: Path) -> None:
+    problems = errors(write(ws, f"steps: [\n b: c: d\n{_DEEP}\n")).problems
+    assert [(p.line, p.column) for p in problems] == [(2, 6)]
+    assert problems[0].message.startswith("invalid YAML: ")
+
+
 @pytest.mark.parametrize(
     "content",
     [
@@ -752,6 +805,19 @@ def test_python_import_problems(ws: Path) -> None:
     assert any("missing param 'count'" in m for m in messages), messages
     assert "flexible" not in by_step
     assert "Traceback" not in str(error) and len(str(error).splitlines()) == len(error.problems)
+
+
+def test_a_module_that_fails_to_import_is_run_once_and_named_for_each_step(ws: Path) -> None:
+    """Checking imports the steps' modules: one that fails runs its code once per check (its
+    side effects once, like a module that imports fine), and each step using it is told."""
+    ran = ws / "ran.txt"
+    broken = module(ws, f"open({str(ran)!r}, 'a').write('x')\nraise RuntimeError('boom')\n")
+    steps = "".join(f"- {{name: s{i}, type: python, module: {broken}}}\n" for i in range(3))
+    problems = errors(write(ws, steps)).problems
+    assert [(p.step, p.line, p.message) for p in problems] == [
+        (f"s{i}", i + 1, f"cannot import module '{broken}': RuntimeError: boom") for i in range(3)
+    ]
+    assert ran.read_text() == "x"
 
 
 def test_many_steps_calling_one_callable_object(ws: Path) -> None:

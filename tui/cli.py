@@ -8,7 +8,7 @@ command that needs them.
 from __future__ import annotations
 
 import argparse
-import difflib
+import gc
 import os
 import sys
 from pathlib import Path
@@ -157,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         from tui import stdout
 
         stdout.gone()
+    # The command is over (its files closed, its output flushed) and the process ends: what it
+    # built is frozen out of the garbage collector, whose passes at interpreter exit went
+    # through every module, the recipe and the run's objects to free memory the system takes
+    # back anyway (a one-step run: ~45 ms of CPU, more than its run).
+    gc.freeze()
     return code
 
 
@@ -229,6 +234,8 @@ def _step_names(recipe, values: list[str] | None, option: str) -> list[str] | No
 
 
 def _no_such_step(recipe, name: str, option: str) -> UsageError:
+    import difflib  # only a mistyped name needs it
+
     known = [s.name for s in recipe.steps]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -69,21 +69,79 @@ def check_python_steps(check: Validator, drafts: list[Draft | None], workspace: 
         )
         check.report(message, first.trail + ("module",), first.who)
         return
-    # Many steps call the same function. By id, as a callable object need not be hashable;
-    # the function is kept with its signature, so its id cannot be reused meanwhile.
-    signatures: dict[int, tuple[Any, inspect.Signature | None]] = {}
+    seen = _Seen()
     with _on_path(workspace):
         for d in python:
-            _check_function(check, d, signatures)
+            _check_function(check, d, seen)
 
 
-def _check_function(
-    check: Validator, d: Draft, signatures: dict[int, tuple[Any, inspect.Signature | None]]
-) -> None:
+class _Callee:
+    """What a function takes, as ``_check_params`` needs it: worked out once per function."""
+
+    __slots__ = ("ctx", "takes_ctx", "keywords", "var_keyword", "required")
+
+    def __init__(self, sig: inspect.Signature) -> None:
+        kinds = inspect.Parameter
+        plist = list(sig.parameters.values())
+        positional = [
+            p for p in plist if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+        ]
+        ctx = positional[0] if positional else None
+        var_positional = any(p.kind == kinds.VAR_POSITIONAL for p in plist)
+        self.ctx = ctx.name if ctx else None  # the parameter that gets ctx, if not ``*args``
+        self.takes_ctx = ctx is not None or var_positional
+        self.var_keyword = any(p.kind == kinds.VAR_KEYWORD for p in plist)
+        self.keywords = frozenset(
+            p.name
+            for p in plist
+            if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY) and p is not ctx
+        )
+        self.required = tuple(
+            p.name
+            for p in plist
+            if p is not ctx
+            and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+            and p.default is p.empty
+            and p.name not in ("ctx", *RUNNER_KWARGS)
+        )
+
+
+class _Seen:
+    """Many steps call the same function of the same module: each module is imported once (a
+    failed import too: its error is kept) and each function's signature read once. Functions
+    by id, as a callable object need not be hashable; each is kept with its _Callee, so its id
+    cannot be reused meanwhile."""
+
+    def __init__(self) -> None:
+        self.modules: dict[str, Any] = {}  # the module, or the exception importing it raised
+        self.callees: dict[int, tuple[Any, _Callee | None]] = {}
+
+    def module(self, name: str) -> Any:
+        if name not in self.modules:
+            try:
+                self.modules[name] = importlib.import_module(name)
+            except (Exception, SystemExit) as exc:
+                self.modules[name] = exc
+        found = self.modules[name]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def callee(self, func: Callable[..., Any]) -> _Callee | None:
+        if id(func) not in self.callees:
+            try:
+                callee = _Callee(inspect.signature(func))
+            except (TypeError, ValueError):
+                callee = None  # builtins and C functions may have none: nothing to check against
+            self.callees[id(func)] = (func, callee)
+        return self.callees[id(func)][1]
+
+
+def _check_function(check: Validator, d: Draft, seen: _Seen) -> None:
     module = d.values["module"]
     at_module = d.trail + ("module",)
     try:
-        mod = importlib.import_module(module)
+        mod = seen.module(module)
     except (Exception, SystemExit) as exc:
         check.report(f"cannot import module '{module}': {describe(exc)}", at_module, d.who)
         return
@@ -112,59 +170,31 @@ def _check_function(
         )
         return
     if "params" not in d.data or "params" in d.values:
-        if id(func) not in signatures:
-            signatures[id(func)] = (func, _signature(func))
-        sig = signatures[id(func)][1]
-        if sig is not None:
-            _check_signature(check, d, f"{module}.{name}", sig)
+        callee = seen.callee(func)
+        if callee is not None:
+            _check_params(check, d, f"{module}.{name}", callee)
 
 
-def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(func)
-    except (TypeError, ValueError):
-        return None  # builtins and C functions may have none: nothing to check against
-
-
-def _check_signature(check: Validator, d: Draft, qualname: str, sig: inspect.Signature) -> None:
+def _check_params(check: Validator, d: Draft, qualname: str, callee: _Callee) -> None:
     """Check params the way the runner will call: ``func(ctx, **params)`` plus ``stop`` and
     ``log`` when the signature names them. The first positional parameter gets ctx,
     whatever it is called."""
     params: dict[str, Any] = d.values.get("params", {})
     at_params = d.trail + ("params",)
     where = at_params if "params" in d.data else d.trail + ("module",)
-    kinds = inspect.Parameter
-    plist = list(sig.parameters.values())
-    positional = [
-        p for p in plist if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
-    ]
-    var_positional = any(p.kind == kinds.VAR_POSITIONAL for p in plist)
-    var_keyword = any(p.kind == kinds.VAR_KEYWORD for p in plist)
-    ctx_param = positional[0] if positional else None
-    if ctx_param is None and not var_positional:
+    if not callee.takes_ctx:
         check.report(f"{qualname}() must take ctx as its first argument", where, d.who)
         return
-    keywords = {
-        p.name: p
-        for p in plist
-        if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY) and p is not ctx_param
-    }
     for key in params:
-        here = at_params + (key,)
-        if ctx_param is not None and key == ctx_param.name:
+        if key == callee.ctx:
             message = f"param '{key}' clashes with the ctx argument of {qualname}()"
-        elif key in RUNNER_KWARGS and key in keywords:
+        elif key in RUNNER_KWARGS and key in callee.keywords:
             message = f"param '{key}' is reserved: the runner passes it to {qualname}()"
-        elif key not in keywords and not var_keyword:
-            message = f"unknown param {show(key)} for {qualname}(){suggest(key, keywords)}"
+        elif key not in callee.keywords and not callee.var_keyword:
+            message = f"unknown param {show(key)} for {qualname}(){suggest(key, callee.keywords)}"
         else:
             continue
-        check.report(message, here, d.who, key=True)
-    for p in plist:
-        if p is ctx_param or p.kind in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD):
-            continue
-        if p.default is not p.empty or p.name in params:
-            continue
-        if p.name in ("ctx", *RUNNER_KWARGS):
-            continue
-        check.report(f"missing param '{p.name}' required by {qualname}()", where, d.who)
+        check.report(message, at_params + (key,), d.who, key=True)
+    for name in callee.required:
+        if name not in params:
+            check.report(f"missing param '{name}' required by {qualname}()", where, d.who)

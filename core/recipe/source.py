@@ -8,6 +8,7 @@ problem can name its line. A recipe is a small hand-written file, so anything fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -46,6 +47,13 @@ def _mark(node: yaml.Node) -> Loc:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _plain_text(node: yaml.Node) -> str | None:
+    """The text of a plain ASCII string scalar (nothing to check in it), else None."""
+    if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode) and node.value.isascii():
+        return node.value
+    return None
+
+
 def _is_merge(key: yaml.Node) -> bool:
     return isinstance(key, yaml.ScalarNode) and key.tag == _MERGE_TAG
 
@@ -55,9 +63,14 @@ class _Converter:
 
     Aliases are expanded (each use gets its own copy and path) but every value built counts
     against ``MAX_NODES``; recursive anchors end at ``MAX_DEPTH``.
+
+    Most of a recipe is plain ASCII text in mappings (``name: build``): with ``shortcut`` such
+    a value is built with its key instead of through the stack, which orders the count
+    differently, so where the budget runs out is found again without it (``read_source``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, shortcut: bool = True) -> None:
+        self.shortcut = shortcut
         self.locs: dict[Trail, Loc] = {}
         self.key_locs: dict[Trail, Loc] = {}
         self.issues: dict[tuple[str, Loc], Trail] = {}  # deduplicated: aliases repeat nodes
@@ -145,8 +158,12 @@ class _Converter:
         out: dict[Any, Any] = {}
         first: dict[Any, Loc] = {}
         todo: list[tuple[yaml.Node, Trail, Any, Any]] = []
+        shortcut = self.shortcut and len(trail) < MAX_DEPTH
         for key_node, value_node, merged in self._pairs(node, trail):
-            key = self._key(key_node, trail)
+            self._tick(key_node, trail)
+            key = _plain_text(key_node)
+            if key is None:
+                key = self._key(key_node, trail)
             if key is BAD:
                 continue
             if key in out:
@@ -159,14 +176,21 @@ class _Converter:
                 continue
             out[key] = None
             first[key] = mark = _mark(key_node)
+            here = trail + (key,)
             if len(trail) < _LOC_DEPTH:
-                self.key_locs[trail + (key,)] = mark
-            todo.append((value_node, trail + (key,), out, key))
+                self.key_locs[here] = mark
+            text = _plain_text(value_node) if shortcut else None
+            if text is None:
+                todo.append((value_node, here, out, key))
+                continue
+            self._tick(value_node, here)
+            if len(trail) < _LOC_DEPTH:
+                self.locs[here] = _mark(value_node)
+            out[key] = text
         stack.extend(reversed(todo))
         return out
 
     def _key(self, node: yaml.Node, trail: Trail) -> Any:
-        self._tick(node, trail)
         if not isinstance(node, yaml.ScalarNode):
             self.issue(
                 "mapping keys must be plain values, not lists or mappings", trail, _mark(node)
@@ -178,6 +202,8 @@ class _Converter:
         self, node: yaml.MappingNode, trail: Trail
     ) -> list[tuple[yaml.Node, yaml.Node, bool]]:
         """The mapping's own pairs (duplicates kept, to be reported), then merged-in ones."""
+        if all(k.tag != _MERGE_TAG for k, _ in node.value):  # no merge: the common case
+            return [(k, v, False) for k, v in node.value]
         pairs = [(k, v, False) for k, v in node.value if not _is_merge(k)]
         for k, v in node.value:
             if _is_merge(k):
@@ -240,17 +266,64 @@ class _TooDeep(Exception):
 
 
 def _compose(text: str) -> yaml.Node | None:
-    """Compose after an event pass that refuses deep nesting: the composer recurses per level
-    and would hit the recursion limit (or the C stack) on ``[[[[...]]]]``."""
+    """The node tree, refused past ``MAX_DEPTH`` levels at the first collection that is too deep.
+
+    The pure-Python composer recurses per level and would hit the recursion limit on
+    ``[[[[...]]]]``, so without libyaml an event pass checks the depth first. libyaml composes in
+    C and refuses nesting past 1,000 itself: the tree is composed first and its depth checked
+    after, a walk over the collections only (the event pass cost as much as composing). On a
+    YAML error the event pass runs then, so that a document both too deep and broken further
+    on is still refused as too deep, as before.
+    """
+    loader = _loader()
+    if loader is yaml.SafeLoader:
+        _check_depth_events(text, loader)
+        return yaml.compose(text, Loader=loader)
+    try:
+        root = yaml.compose(text, Loader=loader)
+    except yaml.YAMLError:
+        _check_depth_events(text, loader)
+        raise
+    if isinstance(root, (yaml.SequenceNode, yaml.MappingNode)):
+        _check_depth_nodes(root)
+    return root
+
+
+def _check_depth_events(text: str, loader: type) -> None:
+    """The depth check on the parser's events, before or without a tree: nothing recurses."""
     depth = 0
-    for event in yaml.parse(text, Loader=_loader()):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.events.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
                 raise _TooDeep(event.start_mark)
         elif isinstance(event, yaml.events.CollectionEndEvent):
             depth -= 1
-    return yaml.compose(text, Loader=_loader())
+
+
+def _check_depth_nodes(root: yaml.Node) -> None:
+    """The event pass's check on a composed tree: depth first, in document order, each node
+    entered once only. An alias is the node its anchor made, met again later (or inside itself,
+    for a recursive anchor), so the first meeting is where the text has it, at its text depth;
+    scalars nest nothing and are not entered."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth > MAX_DEPTH:
+            raise _TooDeep(node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = node.value
+        stack.extend(
+            (child, depth + 1)
+            for child in reversed(children)
+            if not isinstance(child, yaml.ScalarNode)
+        )
 
 
 def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
@@ -368,6 +441,9 @@ def read_source(path: str | Path) -> Source:
     try:
         doc = conv.convert(root)
     except _TooLarge:
+        conv = _Converter(shortcut=False)  # node by node, to say where the budget ran out
+        with contextlib.suppress(_TooLarge):
+            conv.convert(root)
         problems = [Problem(shown, *loc, None, message) for message, loc in conv.issues]
         raise RecipeError(problems) from None
     return Source(absolute, shown, doc, conv.locs, conv.key_locs, conv.issues)
