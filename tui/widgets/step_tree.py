@@ -19,10 +19,13 @@ from typing import Any
 
 from rich.cells import cell_len
 from rich.style import Style
-from rich.text import Text
+from rich.text import Text, TextType
+from textual._loop import loop_last
 from textual.binding import Binding
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import Tree
+from textual.widgets._tree import _TreeLine
 from textual.widgets.tree import TreeNode
 
 from core.state import ACTIVE, Status, StepState
@@ -70,8 +73,6 @@ class StepTree(Tree[dict[str, Any]]):
         id: str | None = None,
     ) -> None:
         super().__init__("steps", id=id)
-        self.show_root = False
-        self.guide_depth = 2
         self._allowed = allowed
         self._step_nodes: dict[str, TreeNode[dict[str, Any]]] = {}
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
@@ -80,6 +81,8 @@ class StepTree(Tree[dict[str, Any]]):
         self._labels: dict[str, Text] = {}
         self._widths: dict[str, int] = {}
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
+        self.show_root = False  # after the tables above: setting it builds the lines (_build)
+        self.guide_depth = 2
         for step in steps:
             name = step.name
             self._background[name] = step.background
@@ -116,6 +119,40 @@ class StepTree(Tree[dict[str, Any]]):
     def _set_label(self, name: str, label: Text) -> None:
         self._labels[name] = label
         self._widths[name] = label.cell_len
+
+    def process_label(self, label: TextType) -> Text:
+        """A one-line Text as it is: Tree splits every label into lines and copies the first,
+        twice per node added (a step's name is one line: the recipe checker's rule)."""
+        if isinstance(label, Text) and "\n" not in label.plain:
+            return label
+        return super().process_label(label)
+
+    def _build(self) -> None:
+        """Tree._build for this tree's shape (no root shown: the steps, then the Sessions group
+        and its sessions), a step row's width read from the stored ones. Tree rebuilds its
+        lines after every style update and resize, a dozen times while the app starts: its
+        own walk (a path list and a label width per row) made that a third of a 10,000-step
+        tree's first paint."""
+        lines: list[_TreeLine[dict[str, Any]]] = []
+        width = max(self._widths.values(), default=0)
+        for last, node in loop_last(self.root._children):
+            node._line = len(lines)
+            lines.append(_TreeLine([node], last))
+            if node is not self._sessions_node:
+                continue
+            width = max(width, self.get_label_width(node))
+            if node._expanded:
+                for child_last, child in loop_last(node._children):
+                    child._line = len(lines)
+                    lines.append(_TreeLine([node, child], child_last))
+                    width = max(width, self.get_label_width(child) + self.guide_depth)
+        self._tree_lines_cached = lines
+        self.virtual_size = Size(width if lines else self.size.width, len(lines))
+        if self.cursor_line != -1:  # as Tree keeps it: on its node, or none past the end
+            if self.cursor_node is not None:
+                self.cursor_line = self.cursor_node._line
+            if self.cursor_line >= len(lines):
+                self.cursor_line = -1
 
     def render_label(self, node: TreeNode[dict[str, Any]], base_style: Style, style: Style) -> Text:
         data = node.data
