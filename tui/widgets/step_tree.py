@@ -33,6 +33,8 @@ from tui.format import HEALTH_GLYPHS, format_duration, status_icon, status_style
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
 DURATION_CELLS = 7
+#: An unbegun step's row before its name: its icon and a space.
+PENDING_CELLS = cell_len(status_icon(Status.PENDING)) + 1
 #: the keys of the selection's actions (what ``check_action`` asks the runner about)
 STEP_ACTIONS = ("skip", "retry", "restart", "stop", "attach")
 
@@ -80,16 +82,36 @@ class StepTree(Tree[dict[str, Any]]):
         self._background: dict[str, bool] = {}
         self._labels: dict[str, Text] = {}
         self._widths: dict[str, int] = {}
+        #: steps that have not begun, their rows made as they are first drawn (a 10,000-step
+        #: tree shows 30 of them)
+        self._unlabelled: dict[str, StepState] = {}
+        self._wanted = 0  # wanted_width: names do not change
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
         self.show_root = False  # after the tables above: setting it builds the lines (_build)
         self.guide_depth = 2
+        root = self.root
         for step in steps:
             name = step.name
+            cells = cell_len(name)
             self._background[name] = step.background
-            self._set_label(name, self._label(step, 0.0))
-            node = self.root.add_leaf(Text(name), data=_node_data(step))  # Text: no markup
+            bg = 3 if step.background else 0  # " bg"
+            self._wanted = max(self._wanted, 2 + cells + DURATION_CELLS + bg)
+            if _unbegun(step):
+                self._unlabelled[name] = step
+                self._widths[name] = PENDING_CELLS + cells + bg
+            else:
+                self._set_label(name, self._label(step, 0.0))
+            # the node made as add_leaf makes it, without its invalidation of the whole tree
+            # for each node (once below, for all)
+            node = TreeNode(
+                self, root, self._new_id(), Text(name), _node_data(step), expanded=False
+            )
+            node._allow_expand = False
+            self._tree_nodes[node._id] = node
+            root._children.append(node)
             self._step_nodes[name] = node
-        self.root.expand()
+        self._invalidate()
+        root.expand()
 
     def on_mount(self) -> None:
         if self._step_nodes:
@@ -101,20 +123,20 @@ class StepTree(Tree[dict[str, Any]]):
         for state in states:
             node = self._step_nodes.get(state.name)
             if node is not None:
+                self._unlabelled.pop(state.name, None)
                 self._set_label(state.name, self._label(state, now))
                 node.refresh()  # this node's line: its cached strip is dropped, it is repainted
 
     def label_of(self, name: str) -> Text:
         """The row the tree shows for a step (its status icon, name, duration, marks)."""
-        return self._labels[name]
+        label = self._labels.get(name)
+        if label is None:
+            label = self._labels[name] = self._label(self._unlabelled.pop(name), 0.0)
+        return label
 
     def wanted_width(self) -> int:
         """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
-        widest = 0
-        for name, background in self._background.items():
-            cells = 2 + cell_len(name) + DURATION_CELLS + (3 if background else 0)
-            widest = max(widest, cells)
-        return widest
+        return self._wanted
 
     def _set_label(self, name: str, label: Text) -> None:
         self._labels[name] = label
@@ -158,7 +180,7 @@ class StepTree(Tree[dict[str, Any]]):
         data = node.data
         if not data or data.get("kind") != "step":
             return super().render_label(node, base_style, style)
-        label = self._labels[data["name"]].copy()
+        label = self.label_of(data["name"]).copy()
         label.stylize(style)
         return Text.assemble(("", base_style), label)
 
@@ -280,6 +302,17 @@ class StepTree(Tree[dict[str, Any]]):
 
     def action_attach(self) -> None:
         self._act("attach")
+
+
+def _unbegun(step: StepState) -> bool:
+    """A step whose row is its pending icon, its name and its ``bg`` mark, nothing more."""
+    return (
+        step.status == Status.PENDING
+        and step.attempts == 0
+        and step.started is None
+        and step.restarts == 0
+        and step.health is None
+    )
 
 
 def _node_data(step: StepState) -> dict[str, Any]:
