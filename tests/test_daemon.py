@@ -132,6 +132,20 @@ steps:
     assert not (daemon.run_dir / "daemon.sock").exists()
 
 
+def test_options_longer_than_a_pipe_holds_reach_the_daemon_whole(tmp_path, daemons):
+    # 600 names of 120 characters: --skip is ~73 KB, more than a pipe's 64 KB buffer
+    names = [f"{i:03d}".ljust(120, "x") for i in range(600)]
+    steps = "".join(f"  - {{name: {n}, type: shell, run: 'true', depends_on: []}}\n" for n in names)
+    recipe = _recipe(tmp_path, "steps:\n" + steps)
+    skip = ",".join(names[1:])
+    daemon = start_detached(recipe, "--exit-when-done", "--skip", skip, cwd=tmp_path)
+    daemons.append(daemon)
+    assert_gone([daemon.pid], 60)
+    statuses = {name: s["status"] for name, s in read_state(daemon.run_dir)["steps"].items()}
+    assert statuses[names[0]] == "succeeded"
+    assert {statuses[name] for name in names[1:]} == {"skipped"}
+
+
 def test_stop_run_from_a_client_ends_the_daemon_and_its_steps(tmp_path, daemons):
     daemons.append(daemon := start_detached(_recipe(tmp_path), cwd=tmp_path))
     sleeper = read_pid(tmp_path / "sleeper.pid")

@@ -75,12 +75,11 @@ class Launch:
         """The run's ``options`` (core.daemon.DaemonArgs) to the daemon, and its handshake.
         Raises StartFailed."""
         self._waiting = False
-        try:
-            os.write(self._options, orjson.dumps(options))  # far below a pipe's buffer
+        try:  # all of it, beyond a pipe's buffer too (a long --only): the daemon reads it
+            with open(self._options, "wb") as pipe:
+                pipe.write(orjson.dumps(options))
         except OSError:
             pass  # it is gone already: its handshake (or none) says why
-        finally:
-            os.close(self._options)
         with os.fdopen(self._handshake, "rb") as pipe:
             line = _read_line(pipe.fileno())
         where = options.get("run_dir") or "the run's folder"
