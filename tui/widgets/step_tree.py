@@ -86,6 +86,9 @@ class StepTree(Tree[dict[str, Any]]):
         #: tree shows 30 of them)
         self._unlabelled: dict[str, StepState] = {}
         self._wanted = 0  # wanted_width: names do not change
+        #: the rows as last walked (_build), and the shape they were walked for
+        self._lines: list[_TreeLine[dict[str, Any]]] = []
+        self._shape: tuple[int, bool, int] | None = None
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
         self.show_root = False  # after the tables above: setting it builds the lines (_build)
         self.guide_depth = 2
@@ -152,22 +155,24 @@ class StepTree(Tree[dict[str, Any]]):
     def _build(self) -> None:
         """Tree._build for this tree's shape (no root shown: the steps, then the Sessions group
         and its sessions), a step row's width read from the stored ones. Tree rebuilds its
-        lines after every style update and resize, a dozen times while the app starts: its
-        own walk (a path list and a label width per row) made that a third of a 10,000-step
-        tree's first paint."""
-        lines: list[_TreeLine[dict[str, Any]]] = []
+        lines after every style update and resize (a dozen times while the app starts, and as
+        the focus moves) though the rows stay the same: its own walk (a path list and a label
+        width per row) made that a third of a 10,000-step tree's first paint. Here the rows
+        are walked again only when the shape changed."""
+        group = self._sessions_node
+        shape = (
+            len(self.root._children),
+            group is not None and group._expanded,
+            len(group._children) if group is not None else 0,
+        )
+        if shape != self._shape:
+            self._shape, self._lines = shape, self._walk()
+        lines = self._lines
         width = max(self._widths.values(), default=0)
-        for last, node in loop_last(self.root._children):
-            node._line = len(lines)
-            lines.append(_TreeLine([node], last))
-            if node is not self._sessions_node:
-                continue
-            width = max(width, self.get_label_width(node))
-            if node._expanded:
-                for child_last, child in loop_last(node._children):
-                    child._line = len(lines)
-                    lines.append(_TreeLine([node, child], child_last))
-                    width = max(width, self.get_label_width(child) + self.guide_depth)
+        if group is not None:
+            width = max(width, self.get_label_width(group))
+            for child in group._children if group._expanded else ():
+                width = max(width, self.get_label_width(child) + self.guide_depth)
         self._tree_lines_cached = lines
         self.virtual_size = Size(width if lines else self.size.width, len(lines))
         if self.cursor_line != -1:  # as Tree keeps it: on its node, or none past the end
@@ -175,6 +180,18 @@ class StepTree(Tree[dict[str, Any]]):
                 self.cursor_line = self.cursor_node._line
             if self.cursor_line >= len(lines):
                 self.cursor_line = -1
+
+    def _walk(self) -> list[_TreeLine[dict[str, Any]]]:
+        """The tree's rows in order, each node told its line."""
+        lines: list[_TreeLine[dict[str, Any]]] = []
+        for last, node in loop_last(self.root._children):
+            node._line = len(lines)
+            lines.append(_TreeLine([node], last))
+            if node is self._sessions_node and node._expanded:
+                for child_last, child in loop_last(node._children):
+                    child._line = len(lines)
+                    lines.append(_TreeLine([node, child], child_last))
+        return lines
 
     def render_label(self, node: TreeNode[dict[str, Any]], base_style: Style, style: Style) -> Text:
         data = node.data
