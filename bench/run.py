@@ -496,7 +496,7 @@ class _TmuxApp:
         width, height = size
         self.started = time.perf_counter()
         new = ["new-session", "-d", "-s", "bench", "-x", str(width), "-y", str(height), command]
-        subprocess.run([*self.tmux, *new], check=True)
+        subprocess.run([*self.tmux, *new], check=True, env=_env())  # the server's, its pane's
         shown = [*self.tmux, "display-message", "-p", "-t", "bench", "#{pane_pid}"]
         self.pid = int(subprocess.run(shown, capture_output=True, text=True).stdout)  # exec'd
 
@@ -601,12 +601,12 @@ def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> d
     return {"seconds": took, **(_latencies(latencies) if latencies else {})}
 
 
-def _first_paint(work: Path, recipe: str, run_dir: Path) -> float:
-    """Launch to the step tree on screen, its cursor on the first step."""
+def _first_paint(work: Path, argv: list[str], run_dir: Path) -> float:
+    """The whole command ``argv`` in a tmux pane, from its start to the step tree seen on
+    screen, its cursor on the first step (``run_dir``: the run folder it makes, removed
+    before; a daemon it leaves there is stopped after)."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    app = _TmuxApp(
-        work, [*ORCH, recipe, "--jobs", "2", "--run-dir", str(run_dir)], (120, 36), run_dir
-    )
+    app = _TmuxApp(work, argv, (120, 36), run_dir)
     try:
         app.wait_for(lambda s: _cursor_step(s) == 0, 120, styled=True)
         return time.perf_counter() - app.started
@@ -686,7 +686,8 @@ def bench_tui_big_run(work: Path, n: int, big: int, repeat: int) -> dict:
     out["tui_with_keys_seconds"] = with_keys.pop("seconds")
     out.update(with_keys)
     out["in_process"] = _pilot_keys(work, "echo.yaml", n)
-    paints = [_first_paint(work, "big.yaml", runs) for _ in range(repeat)]
+    argv = [*ORCH, "big.yaml", "--jobs", "2", "--run-dir", str(runs)]
+    paints = [_first_paint(work, argv, runs) for _ in range(repeat)]
     out[f"first_paint_{big}_steps"] = _stats(paints)
     return out
 
@@ -762,47 +763,43 @@ def _round_trips(work: Path, n: int) -> dict:
     }
 
 
-def _attach_time(work: Path, recipe: str, n: int, repeat: int) -> dict:
-    """First paint of the app (its tree drawn, the rows of all n steps there) on a finished
-    n-step run: attached to its daemon, against the app on the same run in this process."""
-    import asyncio
+#: The app in the process that holds the run (built, not started), as before the run daemon:
+#: what an attached app's first paint is measured against.
+IN_PROCESS_APP = """
+import sys
+from core.control import LocalControl
+from core.recipe import load_recipe
+from core.runner import Runner
+from tui.app import make_app
+runner = Runner(load_recipe(sys.argv[1]), run_dir=sys.argv[2], interactive=True)
+make_app(LocalControl(runner)).run()
+"""
 
+
+def _attach_time(work: Path, recipe: str, repeat: int) -> dict:
+    """First paint of the app on a finished run of ``recipe``, whole commands in a tmux pane
+    as a user meets them: ``orch-tui attach RUN`` (its daemon still up), against the app in
+    the process that loads the recipe and holds the run."""
     from core.client import connect
-    from core.control import LocalControl
-    from core.recipe import load_recipe
-    from core.runner import Runner
-    from tui.app import make_app
-    from tui.widgets import StepTree
-
-    async def paint(make) -> float:
-        start = time.perf_counter()
-        app = make()
-        async with app.run_test(size=(120, 36)):
-            while len(app.query_one(StepTree)._step_nodes) < n:
-                await asyncio.sleep(0.001)
-            return time.perf_counter() - start
 
     run_dir = _detach(work, recipe, work / "attach-run")
     with connect(run_dir, attach=False) as control:
         control.wait(600)
-    remote = []
-    for _ in range(repeat):
-        control = connect(run_dir, client="bench")
-        remote.append(asyncio.run(paint(lambda c=control: make_app(c, detachable=True))))
-        control.close()
+    no_run = work / "no-run"  # attach makes no run folder: nothing to stop after it
+    attach = [*ORCH, "attach", str(run_dir)]
+    remote = [_first_paint(work, attach, no_run) for _ in range(repeat)]
     with connect(run_dir, attach=False) as control:
         control.command("close")
         control.wait_gone(60)
-    local = []
-    for _ in range(repeat):
-        shutil.rmtree(work / "local-run", ignore_errors=True)
-        runner = Runner(load_recipe(work / recipe), run_dir=work / "local-run", interactive=True)
-        local.append(asyncio.run(paint(lambda r=runner: make_app(LocalControl(r)))))
-    attached, in_process = _stats(remote), _stats(local)
+    local_run = work / "local-run"
+    in_process = [sys.executable, "-c", IN_PROCESS_APP, recipe, str(local_run)]
+    local = [_first_paint(work, in_process, local_run) for _ in range(repeat)]
+    shutil.rmtree(local_run, ignore_errors=True)
+    attached, in_process_stats = _stats(remote), _stats(local)
     return {
         "attached": attached,
-        "in_process": in_process,
-        "ratio_attached_vs_in_process": attached["median"] / in_process["median"],
+        "in_process": in_process_stats,
+        "ratio_attached_vs_in_process": attached["median"] / in_process_stats["median"],
     }
 
 
@@ -815,7 +812,9 @@ def bench_daemon(work: Path, n: int, flood: int, repeat: int) -> dict:
         "steps": n,
         "events": _events_to_a_client(work, "wide-echo.yaml", repeat),
         "command_round_trip": _round_trips(work, flood),
-        "first_paint": _attach_time(work, "wide-echo.yaml", n, repeat),
+        "first_paint": _attach_time(work, "wide-echo.yaml", repeat)
+        if TMUX
+        else {"missing": "tmux"},
     }
 
 

@@ -1,10 +1,13 @@
 """The run daemon: one run in a process of its own, served on the run folder's socket, so the run
 outlives the terminal that started it (``orch-tui RECIPE`` on a terminal, ``--detach``).
 
-``python -P -m core.daemon '<DaemonArgs as JSON>'``, started by tui/spawn.py in a new session
-with stdin, stdout and stderr on /dev/null and the write end of a pipe, ``handshake_fd``. The
-daemon loads the recipe itself (the same file the client checked: it does not take the client's
-objects), makes the run folder, sends its own stdout and stderr to ``<run-dir>/daemon.log``,
+``python -P -m core.daemon '{"recipe", "handshake_fd", "options_fd"}'``, started by tui/spawn.py
+in a new session with stdin, stdout and stderr on /dev/null, the write end of a pipe,
+``handshake_fd``, and the read end of another, ``options_fd``. The daemon loads the recipe
+itself (the same file the client checks meanwhile: it does not take the client's objects), then
+reads the run's options (DaemonArgs as JSON, to the end of that pipe: nothing there means the
+client called the run off, and the daemon leaves having made nothing), makes the run folder,
+sends its own stdout and stderr to ``<run-dir>/daemon.log``,
 binds the socket, starts the runner and then writes ONE line to the pipe (core.protocol's JSON):
 ``{"ok": true, "run_id", "run_dir", "socket", "pid"}``, or on any failure before that
 ``{"ok": false, "code": 2, "error": "one line"}``.
@@ -32,11 +35,17 @@ from core.rundir import DEBUG_LOG, create_problem
 EXIT_USAGE = 2
 
 
-class DaemonArgs(msgspec.Struct, kw_only=True):
-    """What the client checked and hands on: the run's options (tui/cli.py's)."""
+class LaunchArgs(msgspec.Struct):
+    """The command line of the daemon: what it needs before the client's checks are done."""
 
     recipe: str
     handshake_fd: int
+    options_fd: int
+
+
+class DaemonArgs(msgspec.Struct, kw_only=True):
+    """What the client checked and hands on: the run's options (tui/cli.py's)."""
+
     run_dir: str | None = None
     jobs: int | None = None
     executor: str | None = None  # --executor: the run's Dask cluster (core.cluster)
@@ -57,10 +66,16 @@ class StartError(Exception):
 
 
 def main(argv: list[str]) -> int:
-    args = msgspec.json.decode(argv[0], type=DaemonArgs)
-    handshake = os.fdopen(args.handshake_fd, "wb")
+    launch = msgspec.json.decode(argv[0], type=LaunchArgs)
+    handshake = os.fdopen(launch.handshake_fd, "wb")
+    loaded = _load(launch.recipe)
+    options = _read_all(launch.options_fd)
+    if not options:  # called off: the client found the recipe or its options wrong
+        return 0
     try:
-        runner, server = _start(args)
+        if isinstance(loaded, BaseException):
+            raise loaded
+        runner, server = _start(loaded, msgspec.json.decode(options, type=DaemonArgs))
     except StartError as exc:
         _tell(handshake, {"ok": False, "code": exc.code, "error": str(exc)})
         return exc.code
@@ -86,19 +101,37 @@ def main(argv: list[str]) -> int:
     return code
 
 
-def _start(args: DaemonArgs):
+def _load(path: str):
+    """The recipe, loaded (and what the run needs imported) while the client checks it; or
+    the StartError or exception to answer with once the options came."""
+    try:
+        import core.runner  # noqa: F401 - the imports _start makes: paid here, meanwhile
+        import core.server  # noqa: F401
+        from core.recipe import RecipeError, load_recipe
+    except Exception as exc:
+        return exc
+    try:
+        return load_recipe(path)
+    except RecipeError as exc:
+        return StartError(f"recipe {_line(exc)}")
+    except Exception as exc:
+        return exc
+
+
+def _read_all(fd: int) -> bytes:
+    """What the client wrote on the options pipe, to its end."""
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read()
+
+
+def _start(recipe, args: DaemonArgs):
     """The runner built and started, its socket served; StartError for what the user must fix."""
     from core.control import LocalControl
-    from core.recipe import RecipeError, load_recipe
     from core.resources import ResourceSampler
     from core.runner import Runner
     from core.server import RunServer
     from core.store import ResumeError, ResumePoint
 
-    try:
-        recipe = load_recipe(args.recipe)
-    except RecipeError as exc:
-        raise StartError(f"recipe {_line(exc)}") from None
     point = args.resume
     try:
         resume = (

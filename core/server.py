@@ -19,6 +19,7 @@ without touching the runner or the others.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import selectors
@@ -143,7 +144,6 @@ class RunServer:
         self._run_id = run_id
         self._ring = ring or EventRing()
         self._on_command = on_command
-        self._steps = frozenset(control.snapshot().steps)
         self._selector = selectors.DefaultSelector()
         self._clients: dict[int, _Client] = {}
         self._listener: socket.socket | None = None
@@ -493,6 +493,12 @@ class RunServer:
         if value.length is not None:
             fields = {"version": value.version, "length": value.length, "rows": value.value}
         return msgspec.json.encode(fields)[1:-1]  # any JSON value a step put in the ctx
+
+    @functools.cached_property
+    def _steps(self) -> frozenset[str]:
+        """The run's step names, taken at the first read of a log: a 10,000-step run's snapshot
+        is not worth taking while the daemon starts (the client waits for it)."""
+        return frozenset(self._control.snapshot().steps)
 
     def _op_log(self, client: _Client, message: dict[str, Any]) -> dict[str, Any]:
         import base64

@@ -11,6 +11,7 @@ import socket
 import stat
 import threading
 
+import psutil
 import pytest
 
 from core.client import DaemonGone, connect
@@ -43,6 +44,10 @@ steps:
 """
 
 
+def _echo_steps(n: int) -> list[str]:
+    return [f"  - {{name: e{i}, type: shell, run: echo {i}}}\n" for i in range(n)]
+
+
 def _recipe(tmp_path, text=SLEEPER):
     return write_recipe(tmp_path, text)
 
@@ -59,12 +64,27 @@ def test_detach_starts_the_run_in_its_own_session_and_returns(tmp_path, daemons)
     assert alive(sleeper)  # a client leaving changes nothing
 
 
+def _daemons_of(recipe) -> list[psutil.Process]:
+    """The run daemons started on ``recipe`` that are still there."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "core.daemon" in cmdline and any(str(recipe) in arg for arg in cmdline):
+            found.append(proc)
+    return found
+
+
 def test_detach_with_a_bad_recipe_exits_2_and_starts_nothing(tmp_path):
     bad = write_recipe(tmp_path, "steps:\n  - name: a\n    type: shell\n")
     result = run_cli(bad, "--detach", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "problem in the recipe" in result.stderr
     assert not (tmp_path / ".orch").exists()
+    assert _daemons_of(bad) == []  # the daemon, started as the recipe was read, is gone
+    many = write_recipe(tmp_path, SLEEPER + "".join(_echo_steps(2000)), "many.yaml")
+    result = run_cli(many, "--detach", "--only", "nosuch", cwd=tmp_path)
+    assert result.returncode == 2 and "no step named 'nosuch'" in result.stderr
+    assert not (tmp_path / ".orch").exists() and _daemons_of(many) == []
     result = run_cli(_recipe(tmp_path), "--detach", "--no-ui", cwd=tmp_path)
     assert result.returncode == 2 and "choose one" in result.stderr
 
@@ -110,6 +130,20 @@ steps:
     assert (state["status"], state["exit_code"]) == ("failed", 1)
     assert state["steps"]["after"]["status"] == "blocked"
     assert not (daemon.run_dir / "daemon.sock").exists()
+
+
+def test_options_longer_than_a_pipe_holds_reach_the_daemon_whole(tmp_path, daemons):
+    # 600 names of 120 characters: --skip is ~73 KB, more than a pipe's 64 KB buffer
+    names = [f"{i:03d}".ljust(120, "x") for i in range(600)]
+    steps = "".join(f"  - {{name: {n}, type: shell, run: 'true', depends_on: []}}\n" for n in names)
+    recipe = _recipe(tmp_path, "steps:\n" + steps)
+    skip = ",".join(names[1:])
+    daemon = start_detached(recipe, "--exit-when-done", "--skip", skip, cwd=tmp_path)
+    daemons.append(daemon)
+    assert_gone([daemon.pid], 60)
+    statuses = {name: s["status"] for name, s in read_state(daemon.run_dir)["steps"].items()}
+    assert statuses[names[0]] == "succeeded"
+    assert {statuses[name] for name in names[1:]} == {"skipped"}
 
 
 def test_stop_run_from_a_client_ends_the_daemon_and_its_steps(tmp_path, daemons):

@@ -663,6 +663,32 @@ async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
 
 
 @needs_screen
+async def test_the_sessions_group_folds_and_unfolds(orch, screendir):
+    session = f"orchtui-f-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: sess, type: session, action: create, session: {session}}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sess", "succeeded", timeout=20)
+        tree = _tree(app)
+        await until(pilot, lambda: ("screen", session) in tree._session_nodes, what="Sessions")
+
+        def rows() -> list[str]:
+            return [line.node.label.plain for line in tree._tree_lines]
+
+        unfolded = ["sess", "Sessions", f"▣ {session} screen"]
+        await until(pilot, lambda: rows() == unfolded, what="the session's row")
+        tree.move_cursor(tree._sessions_node)
+        await pilot.press("space")
+        await until(pilot, lambda: rows() == ["sess", "Sessions"], what="folded")
+        await pilot.press("space")
+        await until(pilot, lambda: rows() == unfolded, what="unfolded")
+
+
+@needs_screen
 async def test_a_session_pane_shows_what_arrives_in_the_session(orch, screendir):
     from core.sessions import get_backend
 

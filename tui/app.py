@@ -111,6 +111,10 @@ class OrchApp(App[int]):
         # The run as its events tell it (a mirror: core.state), from a snapshot taken as the app
         # subscribes; the counts per status and the live (running/ready) steps follow it.
         self._run: RunState = control.snapshot()
+        # The snapshot, the recipe and Textual's modules live as long as the app: out of the
+        # collector's sight before compose makes a node per step, or a 10,000-step tree pays
+        # full collections over all of them (about a third of its first paint).
+        gc.freeze()
         self._counts: dict[str, int] = {}
         self._live: set[str] = set()
         self._changed: set[str] = set()  # rows to redraw at the end of this tick

@@ -18,6 +18,7 @@ from core import __version__
 
 if TYPE_CHECKING:
     from core.store import ResumePoint
+    from tui.spawn import Launch
 
 #: the clients of a run (issue 13), each in its own module: ``add_arguments`` and ``cmd_<name>``
 CLIENT_COMMANDS = {"runs": "tui.runs", "attach": "tui.attach", "ctl": "tui.ctl"}
@@ -275,6 +276,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.debug)
     if args.debug:  # for the steps: shell steps inherit it, python steps (hello_dash) read it
         os.environ["ORCH_DEBUG"] = "1"
+    launch = _launch(args, recipe_path)
+    try:
+        return _cmd_run_recipe(args, recipe_path, launch)
+    finally:
+        if launch is not None:
+            launch.cancel()  # a usage error or headless after all (no Textual)
+
+
+def _launch(args: argparse.Namespace, recipe_path: str) -> Launch | None:
+    """The run daemon, started now where the run will go to one (--detach, or the app on a
+    terminal): it loads the recipe while this process checks it (tui/spawn.py)."""
+    on_terminal = not args.no_ui and sys.stdout.isatty() and sys.stdin.isatty()
+    if not (args.detach and not args.no_ui) and not on_terminal:
+        return None
+    from tui.spawn import Launch
+
+    return Launch(os.path.abspath(recipe_path))
+
+
+def _cmd_run_recipe(args: argparse.Namespace, recipe_path: str, launch: Launch | None) -> int:
     recipe = _load(recipe_path, debug=args.debug)
     args.only = _step_names(recipe, args.only, "--only")
     args.skip = _step_names(recipe, args.skip, "--skip")
@@ -288,7 +309,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--detach runs in the background, --no-ui in the foreground: choose one"
             )
-        return _run_daemon(recipe, args, resume, attach=False)
+        return _run_daemon(recipe, args, resume, launch, attach=False)
     use_ui = not args.no_ui and sys.stdout.isatty() and sys.stdin.isatty()
     if use_ui:
         try:
@@ -296,7 +317,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except ImportError:
             use_ui = False
         else:
-            return _run_daemon(recipe, args, resume, attach=True)
+            return _run_daemon(recipe, args, resume, launch, attach=True)
+    if launch is not None:
+        launch.cancel()
     return _run_headless(recipe, args, resume)
 
 
@@ -412,16 +435,15 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
 
 
 def _run_daemon(
-    recipe, args: argparse.Namespace, resume: ResumePoint | None, *, attach: bool
+    recipe, args: argparse.Namespace, resume: ResumePoint | None, launch: Launch, *, attach: bool
 ) -> int:
-    """The run in a daemon of its own (tui/spawn.py): the TUI attached to it, or (``--detach``)
-    left to run in the background."""
-    from tui.spawn import StartFailed, start_daemon
+    """The run in its daemon (``launch``, tui/spawn.py): the TUI attached to it, or
+    (``--detach``) left to run in the background."""
+    from tui.spawn import StartFailed
 
     if args.run_dir is not None:
         _check_run_dir(args.run_dir)
     options = {
-        "recipe": os.path.abspath(recipe.path),
         "run_dir": None if args.run_dir is None else os.path.abspath(args.run_dir),
         "jobs": args.jobs,
         "executor": args.executor,
@@ -433,7 +455,7 @@ def _run_daemon(
         "exit_when_done": args.exit_when_done,
     }
     try:
-        started = start_daemon(options)
+        started = launch.start(options)
     except StartFailed as exc:
         print(f"orch-tui: {exc}", file=sys.stderr)
         return exc.code

@@ -4,6 +4,11 @@ terminal and ``--detach``.
 The daemon is started in a new session (no terminal: closing ours does not reach it), with
 stdin, stdout and stderr on /dev/null, and the write end of a pipe on which it says, in one
 line, that the run is up (its id, folder, socket, pid) or why it could not start.
+
+It is started before the command line has checked the recipe (``launch``), so that its start
+and its own load of the recipe overlap the command line's (they were one after the other: half
+of a 10,000-step app's first paint). Until it reads the run's options on a second pipe it
+makes nothing: a recipe or an option the command line refuses ends it (``Launch.cancel``).
 """
 
 from __future__ import annotations
@@ -38,41 +43,70 @@ class Started:
     pid: int
 
 
-def start_daemon(options: dict[str, Any]) -> Started:
-    """Start a run daemon with ``options`` (core.daemon.DaemonArgs without the pipe) and wait
-    for its handshake. Raises StartFailed."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    try:
-        args = orjson.dumps({**options, "handshake_fd": write_end}).decode()
-        daemon = subprocess.Popen(
-            [sys.executable, "-P", "-m", "core.daemon", args],
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(write_end,),
-        )
-    except BaseException:
-        os.close(read_end)
-        raise
-    finally:
-        os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        line = _read_line(pipe.fileno())
-    where = options.get("run_dir") or "the run's folder"
-    if not line:
-        if daemon.poll() is None:  # it took too long: not left to run unseen
-            daemon.terminate()
-        raise StartFailed(f"the run daemon did not start; see {where}/daemon.log", 1)
-    try:
-        answer = orjson.loads(line)
-        if answer["ok"]:
-            return Started(answer["run_id"], Path(answer["run_dir"]), int(answer["pid"]))
-        raise StartFailed(str(answer["error"]), int(answer.get("code", 1)))
-    except (ValueError, KeyError, TypeError):
-        raise StartFailed(
-            f"the run daemon said what orch-tui cannot read: {line[:200]!r}", 1
-        ) from None
+class Launch:
+    """A run daemon started on a recipe, waiting for the run's options (``start``) or to be
+    called off (``cancel``)."""
+
+    def __init__(self, recipe: str) -> None:
+        handshake_r, handshake_w = os.pipe2(os.O_CLOEXEC)
+        options_r, options_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            args = {"recipe": recipe, "handshake_fd": handshake_w, "options_fd": options_r}
+            self._daemon = subprocess.Popen(
+                [sys.executable, "-P", "-m", "core.daemon", orjson.dumps(args).decode()],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(handshake_w, options_r),
+            )
+        except BaseException:
+            os.close(handshake_r)
+            os.close(options_w)
+            raise
+        finally:
+            os.close(handshake_w)
+            os.close(options_r)
+        self._handshake = handshake_r
+        self._options = options_w
+        self._waiting = True  # neither started nor called off yet
+
+    def start(self, options: dict[str, Any]) -> Started:
+        """The run's ``options`` (core.daemon.DaemonArgs) to the daemon, and its handshake.
+        Raises StartFailed."""
+        self._waiting = False
+        try:  # all of it, beyond a pipe's buffer too (a long --only): the daemon reads it
+            with open(self._options, "wb") as pipe:
+                pipe.write(orjson.dumps(options))
+        except OSError:
+            pass  # it is gone already: its handshake (or none) says why
+        with os.fdopen(self._handshake, "rb") as pipe:
+            line = _read_line(pipe.fileno())
+        where = options.get("run_dir") or "the run's folder"
+        if not line:
+            if self._daemon.poll() is None:  # it took too long: not left to run unseen
+                self._daemon.terminate()
+            raise StartFailed(f"the run daemon did not start; see {where}/daemon.log", 1)
+        try:
+            answer = orjson.loads(line)
+            if answer["ok"]:
+                return Started(answer["run_id"], Path(answer["run_dir"]), int(answer["pid"]))
+            raise StartFailed(str(answer["error"]), int(answer.get("code", 1)))
+        except (ValueError, KeyError, TypeError):
+            raise StartFailed(
+                f"the run daemon said what orch-tui cannot read: {line[:200]!r}", 1
+            ) from None
+
+    def cancel(self) -> None:
+        """No run after all: the daemon, which has made nothing yet, is killed and reaped.
+        Nothing once the run was started."""
+        if not self._waiting:
+            return
+        self._waiting = False
+        os.close(self._options)
+        os.close(self._handshake)
+        self._daemon.kill()
+        self._daemon.wait()
 
 
 def _read_line(fd: int) -> bytes:

@@ -19,10 +19,13 @@ from typing import Any
 
 from rich.cells import cell_len
 from rich.style import Style
-from rich.text import Text
+from rich.text import Text, TextType
+from textual._loop import loop_last
 from textual.binding import Binding
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import Tree
+from textual.widgets._tree import _TreeLine
 from textual.widgets.tree import TreeNode
 
 from core.state import ACTIVE, Status, StepState
@@ -30,6 +33,8 @@ from tui.format import HEALTH_GLYPHS, format_duration, status_icon, status_style
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
 DURATION_CELLS = 7
+#: An unbegun step's row before its name: its icon and a space.
+PENDING_CELLS = cell_len(status_icon(Status.PENDING)) + 1
 #: the keys of the selection's actions (what ``check_action`` asks the runner about)
 STEP_ACTIONS = ("skip", "retry", "restart", "stop", "attach")
 
@@ -70,8 +75,6 @@ class StepTree(Tree[dict[str, Any]]):
         id: str | None = None,
     ) -> None:
         super().__init__("steps", id=id)
-        self.show_root = False
-        self.guide_depth = 2
         self._allowed = allowed
         self._step_nodes: dict[str, TreeNode[dict[str, Any]]] = {}
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
@@ -79,14 +82,39 @@ class StepTree(Tree[dict[str, Any]]):
         self._background: dict[str, bool] = {}
         self._labels: dict[str, Text] = {}
         self._widths: dict[str, int] = {}
+        #: steps that have not begun, their rows made as they are first drawn (a 10,000-step
+        #: tree shows 30 of them)
+        self._unlabelled: dict[str, StepState] = {}
+        self._wanted = 0  # wanted_width: names do not change
+        #: the rows as last walked (_build), and the shape they were walked for
+        self._lines: list[_TreeLine[dict[str, Any]]] = []
+        self._shape: tuple[int, bool, int] | None = None
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
+        self.show_root = False  # after the tables above: setting it builds the lines (_build)
+        self.guide_depth = 2
+        root = self.root
         for step in steps:
             name = step.name
+            cells = cell_len(name)
             self._background[name] = step.background
-            self._set_label(name, self._label(step, 0.0))
-            node = self.root.add_leaf(Text(name), data=_node_data(step))  # Text: no markup
+            bg = 3 if step.background else 0  # " bg"
+            self._wanted = max(self._wanted, 2 + cells + DURATION_CELLS + bg)
+            if _unbegun(step):
+                self._unlabelled[name] = step
+                self._widths[name] = PENDING_CELLS + cells + bg
+            else:
+                self._set_label(name, self._label(step, 0.0))
+            # the node made as add_leaf makes it, without its invalidation of the whole tree
+            # for each node (once below, for all)
+            node = TreeNode(
+                self, root, self._new_id(), Text(name), _node_data(step), expanded=False
+            )
+            node._allow_expand = False
+            self._tree_nodes[node._id] = node
+            root._children.append(node)
             self._step_nodes[name] = node
-        self.root.expand()
+        self._invalidate()
+        root.expand()
 
     def on_mount(self) -> None:
         if self._step_nodes:
@@ -98,30 +126,78 @@ class StepTree(Tree[dict[str, Any]]):
         for state in states:
             node = self._step_nodes.get(state.name)
             if node is not None:
+                self._unlabelled.pop(state.name, None)
                 self._set_label(state.name, self._label(state, now))
                 node.refresh()  # this node's line: its cached strip is dropped, it is repainted
 
     def label_of(self, name: str) -> Text:
         """The row the tree shows for a step (its status icon, name, duration, marks)."""
-        return self._labels[name]
+        label = self._labels.get(name)
+        if label is None:
+            label = self._labels[name] = self._label(self._unlabelled.pop(name), 0.0)
+        return label
 
     def wanted_width(self) -> int:
         """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
-        widest = 0
-        for name, background in self._background.items():
-            cells = 2 + cell_len(name) + DURATION_CELLS + (3 if background else 0)
-            widest = max(widest, cells)
-        return widest
+        return self._wanted
 
     def _set_label(self, name: str, label: Text) -> None:
         self._labels[name] = label
         self._widths[name] = label.cell_len
 
+    def process_label(self, label: TextType) -> Text:
+        """A one-line Text as it is: Tree splits every label into lines and copies the first,
+        twice per node added (a step's name is one line: the recipe checker's rule)."""
+        if isinstance(label, Text) and "\n" not in label.plain:
+            return label
+        return super().process_label(label)
+
+    def _build(self) -> None:
+        """Tree._build for this tree's shape (no root shown: the steps, then the Sessions group
+        and its sessions), a step row's width read from the stored ones. Tree rebuilds its
+        lines after every style update and resize (a dozen times while the app starts, and as
+        the focus moves) though the rows stay the same: its own walk (a path list and a label
+        width per row) made that a third of a 10,000-step tree's first paint. Here the rows
+        are walked again only when the shape changed."""
+        group = self._sessions_node
+        shape = (
+            len(self.root._children),
+            group is not None and group._expanded,
+            len(group._children) if group is not None else 0,
+        )
+        if shape != self._shape:
+            self._shape, self._lines = shape, self._walk()
+        lines = self._lines
+        width = max(self._widths.values(), default=0)
+        if group is not None:
+            width = max(width, self.get_label_width(group))
+            for child in group._children if group._expanded else ():
+                width = max(width, self.get_label_width(child) + self.guide_depth)
+        self._tree_lines_cached = lines
+        self.virtual_size = Size(width if lines else self.size.width, len(lines))
+        if self.cursor_line != -1:  # as Tree keeps it: on its node, or none past the end
+            if self.cursor_node is not None:
+                self.cursor_line = self.cursor_node._line
+            if self.cursor_line >= len(lines):
+                self.cursor_line = -1
+
+    def _walk(self) -> list[_TreeLine[dict[str, Any]]]:
+        """The tree's rows in order, each node told its line."""
+        lines: list[_TreeLine[dict[str, Any]]] = []
+        for last, node in loop_last(self.root._children):
+            node._line = len(lines)
+            lines.append(_TreeLine([node], last))
+            if node is self._sessions_node and node._expanded:
+                for child_last, child in loop_last(node._children):
+                    child._line = len(lines)
+                    lines.append(_TreeLine([node, child], child_last))
+        return lines
+
     def render_label(self, node: TreeNode[dict[str, Any]], base_style: Style, style: Style) -> Text:
         data = node.data
         if not data or data.get("kind") != "step":
             return super().render_label(node, base_style, style)
-        label = self._labels[data["name"]].copy()
+        label = self.label_of(data["name"]).copy()
         label.stylize(style)
         return Text.assemble(("", base_style), label)
 
@@ -243,6 +319,17 @@ class StepTree(Tree[dict[str, Any]]):
 
     def action_attach(self) -> None:
         self._act("attach")
+
+
+def _unbegun(step: StepState) -> bool:
+    """A step whose row is its pending icon, its name and its ``bg`` mark, nothing more."""
+    return (
+        step.status == Status.PENDING
+        and step.attempts == 0
+        and step.started is None
+        and step.restarts == 0
+        and step.health is None
+    )
 
 
 def _node_data(step: StepState) -> dict[str, Any]:
