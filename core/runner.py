@@ -311,7 +311,7 @@ class Runner:
         elif run.state.attempts > 1:
             steplog.write_text(f"--- attempt {run.state.attempts} ---\n")
         run.steplog = steplog
-        self.ticker.note_log(run)
+        self.ticker.started(run)
         taken = self.readiness.port_taken(step)
         if taken:
             steplog.write_text(f"orch-tui: not started: {taken}\n")
@@ -759,7 +759,7 @@ class Runner:
             return
         self.run_state.ended = self.clock()
         self.run_state.exit_code, self.run_state.status = outcome
-        for run in self.runs.values():
+        for run in self.ticker.live():
             self.ticker.flush_output(run)
         self.ticker.flush_ctx()
         counts: dict[str, int] = {}
