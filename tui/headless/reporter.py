@@ -301,7 +301,8 @@ class HeadlessReporter:
                 self._views[name].spinner = None
             self._name = clean(state.name) or self._name
         for view in list(self._views.values()):
-            self._show_output(view, final=True)
+            if self.echo_output and self._echo.left(view):
+                self._show_output(view, final=True)
         if self._rich is not None:
             self._rich.stop_live()
         Summary(self._printer, self.run_dir, state, self._views, tty=self.tty).show(self._name)
