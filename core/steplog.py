@@ -159,6 +159,11 @@ class StepLog:
             return self.size, lines, self.lines_total
 
     @property
+    def closed(self) -> bool:
+        """Closed: nothing more is written to it."""
+        return self._closed
+
+    @property
     def dirty(self) -> bool:
         return self.size != self._emitted_size or self.lines_total != self._emitted_total
 

@@ -34,6 +34,9 @@ class Ticker:
         self.runner, self.sampler, self.interval = runner, sampler, interval
         self._stopped = threading.Event()
         self._sampling = threading.Event()  # a sample is being taken, on a worker thread
+        # the steps started whose process may still run or whose log may still grow, by name:
+        # a tick looks at these, not at every step of the run (5,000 steps, ten ticks a second)
+        self._live: dict[str, StepRun] = {}
 
     def start(self) -> None:
         threading.Thread(target=self._loop, name="orch-ticker", daemon=True).start()
@@ -43,6 +46,15 @@ class Ticker:
         self._stopped.set()
 
     # -- flushes (under the runner's lock) --------------------------------------------------------
+    def started(self, run: StepRun) -> None:
+        """A step's attempt has its log: the ticks follow it until it is over (``_flush_live``)."""
+        self._live[run.step.name] = run
+        self.note_log(run)
+
+    def live(self) -> list[StepRun]:
+        """The steps whose output may not all have been said yet."""
+        return list(self._live.values())
+
     def note_log(self, run: StepRun) -> str | None:
         """state.json names the log once its file exists (a python step's: once it printed);
         the name, the first time."""
@@ -89,9 +101,7 @@ class Ticker:
             with runner.lock:
                 if self._stopped.is_set():
                     return
-                for run in runner.runs.values():
-                    if run.steplog is not None and run.steplog.dirty:
-                        self.flush_output(run)
+                self._flush_live()
                 if runner.watchdog.groups:
                     runner.watchdog.prune(self._running_groups())
                 runner.watchdog.flush()
@@ -103,17 +113,28 @@ class Ticker:
                 self._sampling.set()
                 runner.workers.submit(self._sample, targets)
 
+    def _flush_live(self) -> None:
+        """A StepOutput for each live step that wrote; the ones that are over (ended, their log
+        closed and all of it said) are no longer followed."""
+        for name, run in list(self._live.items()):
+            steplog = run.steplog
+            closed = steplog is None or steplog.closed  # first: nothing is written after it
+            if steplog is not None and steplog.dirty:
+                self.flush_output(run)
+            elif closed and run.execution is None:
+                del self._live[name]
+
     def _running_groups(self) -> set[int]:
         return {
             r.execution.pid
-            for r in self.runner.runs.values()
+            for r in self._live.values()
             if r.execution is not None and r.execution.pid is not None
         }
 
     def _sample_targets(self) -> dict[str, StepTarget]:
         return {
             name: StepTarget(pid=run.execution.pid, thread_native_id=run.execution.native_thread_id)
-            for name, run in self.runner.runs.items()
+            for name, run in self._live.items()
             if run.execution is not None
         }
 

@@ -62,6 +62,7 @@ class StepView:
         "hidden",
         "dropped",
         "resync",
+        "log_path",
     )
 
     def __init__(self, name: str) -> None:
@@ -78,6 +79,7 @@ class StepView:
         self.hidden = 0  # tty: lines counted but not shown since the last notice
         self.dropped = 0  # bytes skipped while the terminal was behind, not said yet
         self.resync = False  # after a skip: the next read starts inside a line
+        self.log_path: str | None = None  # logs/<step>.log, once looked up (Echo.log_path)
 
 
 class Echo:
@@ -98,6 +100,7 @@ class Echo:
         self.tty = tty
         self.refresh_per_second = refresh_per_second
         self._behind = False  # the terminal is not keeping up: the steps' output is skipped
+        self._logs = os.fspath(run_dir.logs)
 
     def echo(self, view: StepView, *, final: bool, upto: int | None = None) -> None:
         """Print everything new in the step's log (``upto``: the size an event announced, not
@@ -121,13 +124,31 @@ class Echo:
         if final and view.hidden:
             self._hidden_notice(view)
 
+    def left(self, view: StepView) -> bool:
+        """Whether a final ``echo`` of the step has anything to do: a line or a notice held
+        back, or a log whose size is not where the echo is (one stat, no open: the end of a
+        run looks at every step, most of which said all they wrote long ago)."""
+        if view.pending or view.dropped or view.hidden:
+            return True
+        try:
+            return os.stat(self.log_path(view)).st_size != view.offset
+        except OSError:
+            return False  # no log: nothing written
+
+    def log_path(self, view: StepView) -> str:
+        """The step's log as a string, made once (a pathlib path built at each look cost more
+        than the look)."""
+        if view.log_path is None:
+            view.log_path = f"{self._logs}/{self.run_dir.log_file(view.name)}"
+        return view.log_path
+
     def _blocks(self, view: StepView, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
         """New complete lines of the step's log, a chunk at a time, each joined by ``\\n`` with
         no trailing newline; with ``final`` the incomplete last line too."""
         if upto == view.offset and not (final and view.pending):
             return  # nothing new (most steps' end: a step that printed nothing), no open
         try:
-            fh = open(self.run_dir.log(view.name), "rb")  # noqa: SIM115 - closed below
+            fh = open(self.log_path(view), "rb")  # noqa: SIM115 - closed below
         except OSError:
             fh = None
         if fh is not None:
@@ -197,7 +218,7 @@ class Echo:
         end = upto
         if end is None:
             try:
-                end = os.stat(self.run_dir.log(view.name)).st_size
+                end = os.stat(self.log_path(view)).st_size
             except OSError:
                 end = view.offset
         view.dropped += max(0, end - view.offset) + len(view.pending)

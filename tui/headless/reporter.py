@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -60,7 +61,9 @@ class HeadlessReporter:
 
     ``tty`` (default: ``stream.isatty()``) picks the Rich live view or plain lines; ``color``
     (default: on a terminal unless ``NO_COLOR`` is set) whether ANSI colours are used at all;
-    ``echo_output`` whether the steps' output is printed. ``width`` fixes the terminal width
+    ``echo_output`` whether the steps' output is printed (never to /dev/null: a step's
+    millions of lines would be read back from its log, prefixed and written for nothing; the
+    log has them all). ``width`` fixes the terminal width
     (tests); ``refresh_per_second`` is the live view's refresh rate.
     """
 
@@ -86,7 +89,7 @@ class HeadlessReporter:
         if color is None:
             color = tty and "NO_COLOR" not in os.environ
         self.color = color
-        self.echo_output = echo_output
+        self.echo_output = echo_output and not _discards(stream)
         self.refresh_per_second = refresh_per_second
         encoding = getattr(stream, "encoding", None) or "utf-8"
         try:
@@ -301,8 +304,19 @@ class HeadlessReporter:
                 self._views[name].spinner = None
             self._name = clean(state.name) or self._name
         for view in list(self._views.values()):
-            self._show_output(view, final=True)
+            if self.echo_output and self._echo.left(view):
+                self._show_output(view, final=True)
         if self._rich is not None:
             self._rich.stop_live()
         Summary(self._printer, self.run_dir, state, self._views, tty=self.tty).show(self._name)
         return self._out.drain(stdout_timeout() if patience is None else patience)
+
+
+def _discards(stream: TextIO) -> bool:
+    """Whether ``stream`` is /dev/null (``> /dev/null``): the same character device."""
+    try:
+        info = os.fstat(stream.fileno())
+        null = os.stat(os.devnull)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == null.st_rdev
