@@ -69,12 +69,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _peak_rss_of(argv: list[str], cwd: Path) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of a child, from wait4's rusage."""
+def _peak_rss_of(argv: list[str], cwd: Path, stdout: Path | None = None) -> tuple[float, int]:
+    """Wall time and peak RSS (bytes) of a child, from wait4's rusage; its stdout to /dev/null
+    or to the file ``stdout`` (as a CI job's log)."""
+    out = open(stdout, "wb") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
-    )
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE, env=_env())
+    finally:
+        if stdout is not None:
+            out.close()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     took = time.perf_counter() - start
@@ -214,23 +218,36 @@ def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
         with open(work / "seq.out", "wb") as f:
             subprocess.run(["seq", str(lines)], stdout=f, check=True)
 
-    def orch(recipe: str) -> tuple[float, int]:
-        return _whole_run([*ORCH, recipe, "--no-ui", "--run-dir", str(runs)], work, runs)
+    def orch(recipe: str, stdout: Path | None = None) -> tuple[float, int]:
+        argv = [*ORCH, recipe, "--no-ui", "--run-dir", str(runs)]
+        return _whole_run(argv, work, runs, stdout)
 
-    times, peaks, starts, redirects = [], [], [], []
+    # stdout /dev/null: the capture alone (orch-tui echoes nothing to the null device); stdout
+    # a file, as a CI job's log: the capture and the echo of every line, prefixed
+    times, peaks, starts, redirects, echoed, starts_echoed = [], [], [], [], [], []
+    ci_log = work / "ci.log"
     for _ in range(repeat):
         redirects.append(_timed(redirect))
         starts.append(orch("one.yaml")[0])
         took, rss = orch("flood.yaml")
         times.append(took)
         peaks.append(rss)
+        starts_echoed.append(orch("one.yaml", ci_log)[0])
+        took, rss = orch("flood.yaml", ci_log)
+        echoed.append(took)
+        peaks.append(rss)
     out = {"lines": lines, "redirect": _stats(redirects), "orch": _stats(times)}
     out["one_step_run"] = _stats(starts)
+    out["orch_stdout_to_file"] = _stats(echoed)
+    out["one_step_run_stdout_to_file"] = _stats(starts_echoed)
+    net_echoed = out["orch_stdout_to_file"]["median"] - out["one_step_run_stdout_to_file"]["median"]
+    out["ratio_net_vs_redirect_stdout_to_file"] = max(net_echoed, 0.0) / out["redirect"]["median"]
     step = json.loads((runs / "state.json").read_bytes())["steps"]["flood"]
     out["step_seconds"] = step["duration"]  # the run's own figure, labelled as such
     out["ratio_step_vs_redirect"] = step["duration"] / out["redirect"]["median"]
     got = (runs / "logs" / "flood.log").read_bytes()
     out["lines_lost"] = lines - got.count(b"\n")
+    out["ci_log_lines"] = ci_log.read_bytes().count(b"\n")  # the echo: every line, and the rest
     out["byte_identical"] = got == (work / "seq.out").read_bytes()
     out["peak_rss_mb"] = max(peaks) / 2**20
     out["ratio_vs_redirect"] = out["orch"]["median"] / out["redirect"]["median"]
@@ -893,12 +910,14 @@ def _peer(name: str) -> str | None:
     return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
 
 
-def _whole_run(argv: list[str], cwd: Path, run_dir: Path | None) -> tuple[float, int]:
+def _whole_run(
+    argv: list[str], cwd: Path, run_dir: Path | None, stdout: Path | None = None
+) -> tuple[float, int]:
     """One whole process as a user meets it: wall time and peak RSS (its run folder, if any,
     removed before, not timed)."""
     if run_dir is not None:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return _peak_rss_of(argv, cwd)
+    return _peak_rss_of(argv, cwd, stdout)
 
 
 def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
@@ -1036,6 +1055,13 @@ TARGETS = (
     (
         "2,000,000 lines: capture / redirect, net of start-up",
         "log_capture.ratio_net_vs_redirect",
+        1.5,
+        True,
+        None,
+    ),
+    (
+        "the same, stdout a file: capture and echo / redirect",
+        "log_capture.ratio_net_vs_redirect_stdout_to_file",
         1.5,
         True,
         None,

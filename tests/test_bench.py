@@ -56,6 +56,7 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
         assert isinstance(value, (int, float)) and value > 0, (figure, value)
     assert results["log_capture"]["lines_lost"] == 0
     assert results["log_capture"]["byte_identical"] is True
+    assert results["log_capture"]["ci_log_lines"] > results["log_capture"]["lines"]
     # every tool of the sweep ran at every size, and the plot was drawn beside the results
     assert "python_steps_per_second" in results["sweep"]  # None when t(20) <= t(1): noise
     sizes = {str(n) for n in results["sweep"]["sizes"]}
