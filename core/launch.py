@@ -78,7 +78,7 @@ class Launcher:
         return env
 
     def ctx_out(self, step: Step, attempt: int) -> HeldFile:
-        """The attempt's ORCH_CTX_OUT, made (new, 0600) before the step starts."""
+        """The attempt's ORCH_CTX_OUT (a name; the step makes the file if it writes one)."""
         return self.rundir.new_ctx_out(step.name, attempt)
 
 

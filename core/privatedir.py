@@ -272,8 +272,8 @@ class HeldFile:
         return self.folder.path / self.name
 
     def untouched(self) -> bool:
-        """Still the empty regular file orch-tui made (or gone): nothing to read. A cheap look
-        (no open), so the common case costs a step's end no more than a stat."""
+        """Absent (the step made none) or an empty regular file: nothing to read. A cheap
+        look (no open), so the common case costs a step's end no more than a stat."""
         try:
             info = os.stat(self.name, dir_fd=self.folder.fd, follow_symlinks=False)
         except FileNotFoundError:

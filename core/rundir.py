@@ -202,13 +202,15 @@ class RunDir:
 
     # -- the writer's files (held) ------------------------------------------------------------
     def new_ctx_out(self, step: str, attempt: int) -> HeldFile:
-        """An attempt's ORCH_CTX_OUT, made here, new and 0600, before the step starts: the step
-        writes into the run's own file, read back through the held folder whatever became of
-        the path."""
+        """An attempt's ORCH_CTX_OUT: a new name in the run's own ctx_out folder (0700: only
+        this user's processes can make a file there), which the step creates if it has
+        something to say; read back through the held folder, never through a link, whatever
+        became of the path. Nothing is made for it up front: that was a new inode and two
+        system calls per step on the path from one step's end to the next one's start, for
+        the few steps that write one. The name is new: attempts only count up within a
+        run, and the run folder is new."""
         assert self.ctx_out_folder is not None, "not a created run folder"
-        ctx_out = HeldFile(self.ctx_out_folder, f"{self.log_file(step)}.{attempt}.env")
-        os.close(self.ctx_out_folder.create(ctx_out.name))
-        return ctx_out
+        return HeldFile(self.ctx_out_folder, f"{self.log_file(step)}.{attempt}.env")
 
     def open_daemon_log(self) -> int:
         """daemon.log open for appending (0600, never through a link): the daemon's fd 1 and 2."""

@@ -43,8 +43,9 @@ def test_create_makes_every_folder_private_under_the_cwd(tmp_path):
         for folder in (tmp_path / ".orch", runs_root(tmp_path), run_dir.path, run_dir.logs):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
         ctx_out = run_dir.new_ctx_out("step", 1)
-        assert stat.S_IMODE(ctx_out.path.stat().st_mode) == 0o600
-        assert ctx_out.untouched()
+        assert ctx_out.path.parent == run_dir.path / "ctx_out"
+        assert stat.S_IMODE(ctx_out.path.parent.stat().st_mode) == 0o700
+        assert not ctx_out.path.exists() and ctx_out.untouched()
     finally:
         run_dir.close()
 

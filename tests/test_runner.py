@@ -732,6 +732,36 @@ def test_ctx_out_key_value_lines_and_json_object(tmp_path):
     assert (tmp_path / "use.out").read_text() == '1|[1,"x"]\n'
 
 
+def test_ctx_out_is_made_by_the_step_that_writes_it(tmp_path):
+    """ORCH_CTX_OUT names a file that does not exist yet (nothing is made per step for the
+    few that write one): appending to it creates it and is merged; a step that writes
+    nothing leaves none; a retry writes to a new name, not the failed attempt's file."""
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: fresh
+            type: shell
+            run: 'test ! -e "$ORCH_CTX_OUT" && echo made=yes >> "$ORCH_CTX_OUT"'
+          - name: silent
+            type: shell
+            run: 'true'
+          - name: again
+            type: shell
+            retries: 1
+            run: |
+              test ! -e "$ORCH_CTX_OUT" || exit 3
+              if [ -e first.ran ]; then echo second=yes >> "$ORCH_CTX_OUT"
+              else echo first=yes >> "$ORCH_CTX_OUT"; touch first.ran; exit 1; fi
+        """,
+    )
+    assert result.code == 0, result.steps
+    assert result.ctx["made"] == "yes"
+    assert result.ctx["second"] == "yes" and "first" not in result.ctx
+    assert result.steps["again"]["attempts"] == 2
+    assert not (result.run_dir / "ctx_out" / "silent.log.1.env").exists()
+
+
 def test_failed_step_does_not_merge_its_ctx_out(tmp_path):
     result = run_recipe(
         tmp_path,

@@ -178,8 +178,8 @@ class ShellExecution:
     def create(
         cls, step: Step, log: StepLog, attempt: int, context: LaunchContext, on_exit: OnExit
     ) -> ShellExecution:
-        """The attempt's process, to be started: its ORCH_CTX_OUT made first, for its
-        environment (ValueError: a ctx key it exposes that cannot be put in one)."""
+        """The attempt's process, to be started, with its ORCH_CTX_OUT in its environment
+        (ValueError: a ctx key it exposes that cannot be put in one)."""
         launcher = context.launcher
         ctx_out = launcher.ctx_out(step, attempt)
         return cls(

@@ -321,7 +321,13 @@ def test_run_files_private_even_under_umask_000(tmp_path, faults):
     assert proc.returncode == 0, out.decode() + err.decode()
     run_dir = only_run_dir(tmp_path)
     loose = []
-    for path in [run_dir, *run_dir.rglob("*")]:  # ctx_out files too: made by orch-tui first
+    # every folder and every file orch-tui made; an ORCH_CTX_OUT is the step's own file (made
+    # with its umask), reachable only through ctx_out/, which is 0700 like every folder
+    made_by_steps = set(run_dir.glob("ctx_out/*"))
+    assert made_by_steps, "the step wrote its ORCH_CTX_OUT"
+    for path in [run_dir, *run_dir.rglob("*")]:
+        if path in made_by_steps:
+            continue
         mode = stat.S_IMODE(path.lstat().st_mode)
         want = 0o700 if path.is_dir() else 0o600
         if mode != want:
@@ -411,7 +417,7 @@ def test_a_ctx_out_replaced_by_a_link_is_not_followed(tmp_path, faults):
         steps:
           - name: link
             type: shell
-            run: 'rm "$ORCH_CTX_OUT" && ln -s {secret} "$ORCH_CTX_OUT"'
+            run: 'ln -s {secret} "$ORCH_CTX_OUT"'
         """,
     )
     step = result.steps["link"]
