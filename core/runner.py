@@ -311,7 +311,7 @@ class Runner:
             self._running_fg += 1
         try:
             log_file = self.rundir.log_file(step.name)
-            steplog = StepLog(self.rundir.logs_folder, log_file, lazy=step.type == "python")
+            steplog = StepLog(self.rundir.logs_folder, log_file, lazy=True)  # made if written
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
             self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)

@@ -48,9 +48,10 @@ class StepLog:
         """The log is file ``name`` in the run's held ``folder`` (logs/): opened through it,
         never by a path a planted link could redirect (``PrivateDir.append``).
 
-        ``lazy``: create the file on the first write. A python step that prints nothing
-        then costs no file at all, which on a slow file system is most of what a no-op step
-        costs (creating a file took from 6 µs to 300 µs on the same machine here)."""
+        ``lazy``: create the file on the first write. A step that prints nothing then
+        costs no file at all, which on a slow file system is most of what a no-op step
+        costs (creating a file took from 6 µs to 300 µs on the same machine here; on ext4
+        without a journal, right after deletions, up to 0.4 ms)."""
         self.folder, self.name = folder, name
         self._fd: int | None = None
         self.size = 0

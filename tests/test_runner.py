@@ -1213,9 +1213,9 @@ def test_run_directory_files_and_permissions(tmp_path):
     assert state["exit_code"] == 0
     assert set(state["steps"]) == {"put", "odd name (2)", "fail"}
     for name, info in state["steps"].items():
-        if name == "put":  # a python step that printed nothing has no log file (lazy)
+        if name in ("put", "fail"):  # a step that printed nothing has no log file (lazy)
             assert info["log"] is None
-            assert not list((run_dir / "logs").glob("put*"))
+            assert not list((run_dir / "logs").glob(f"{name}*"))
             continue
         assert (run_dir / info["log"]).is_file(), info["log"]
     assert read_json(run_dir / "ctx.json") == {"k": "v"}
@@ -1236,20 +1236,24 @@ def test_state_names_a_log_only_once_it_exists(tmp_path, runners):
         f"""
         steps:
           - {{name: speak, type: python, module: {module}, function: speak}}
-          - {{name: gate, type: shell, run: "while [ ! -f go ]; do sleep 0.05; done"}}
+          - {{name: gate, type: shell, run: "echo waiting; while [ ! -f go ]; do sleep 0.05; done"}}
           - {{name: later, type: shell, run: "true"}}
+          - {{name: last, type: shell, run: "echo done"}}
         """,
     )
     runners.append(runner)
     runner.start()
-    wait_for(lambda: read_state(runner.run_dir)["steps"]["gate"]["status"] == "running")
+    wait_for(lambda: read_state(runner.run_dir)["steps"]["gate"]["log"] is not None)
     steps = read_state(runner.run_dir)["steps"]
     assert steps["later"]["log"] is None, "a pending step has no log yet"
     for name in ("speak", "gate"):
         assert (runner.run_dir / steps[name]["log"]).is_file(), name
     (tmp_path / "go").touch()
     assert runner.wait(10) == 0
-    assert (runner.run_dir / read_state(runner.run_dir)["steps"]["later"]["log"]).is_file()
+    steps = read_state(runner.run_dir)["steps"]
+    assert (runner.run_dir / steps["last"]["log"]).read_text() == "done\n"
+    assert steps["later"]["log"] is None, "a shell step that printed nothing has no log"
+    assert not list((runner.run_dir / "logs").glob("later*"))
 
 
 # ============================================================================ command API
