@@ -453,7 +453,7 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
     tail = summary[root:blocked]
     assert "  build | error: boom" in tail
     assert "  build | compiling 41" in tail and "compiling 40\n" not in tail  # the last 10 lines
-    assert "allowed failure: lint (exit 3)" in summary
+    assert "allowed failure: lint (exit 3) — it printed nothing" in summary
     assert summary.rstrip().endswith(
         "run failed: 1 failed, 1 failed (allowed), 2 blocked, 1 stopped in 4.2s"
     )
@@ -463,6 +463,18 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
     assert re.search(r"^build\s+✗ failed\s+0.3s\s+1\s+1\s+12%\s+50.0 MiB", table, re.M)
     assert re.search(r"^dash\s+■ stopped\s+1.0s\s+1\s+SIGTERM", table, re.M)
     assert not any(line != line.rstrip() for line in summary.splitlines())
+
+
+def test_summary_of_a_failure_that_printed_nothing_points_to_no_log(run: Run) -> None:
+    """A step's log is made by its first output: a silent failure has no file to send the
+    reader to, and the summary says so instead of naming a path that does not exist."""
+    run.start()
+    run.step(StepStarted, "build", attempt=1)
+    run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1)
+    run.close(state_for(run, {"build": {"status": "failed", "exit_code": 1}}))
+    assert not run.run_dir.log("build").exists()
+    assert "root failure: build (exit 1) — it printed nothing\n" in run.output()
+    assert "logs/build.log" not in run.output()
 
 
 def test_summary_success_and_interrupted(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ attempts and reasons are here too: the event lines and the live view use them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -155,9 +156,8 @@ class Summary:
         for step in steps:
             if step.allowed:
                 why = cause(step.exit_code, step.signal)
-                log = display_path(self.run_dir.log(step.name))
                 label = self.views[step.name].label
-                text = f"allowed failure: {label}{f' ({why})' if why else ''} {p('—')} see {log}"
+                text = f"allowed failure: {label}{f' ({why})' if why else ''}{self._see(step)}"
                 self.printer.line((text, "yellow"))
         self.printer.line(self._final_line(steps))
 
@@ -200,16 +200,24 @@ class Summary:
             why = f"timed out after {format_duration(step.elapsed(self.now))}"
         said = worth_saying(step.reason, step.status, step.exit_code, step.signal)
         detail = clean(", ".join(x for x in (why, step.reason if said else None) if x))
-        log = self.run_dir.log(step.name)
         self.printer.line(
             "root failure: ",
             (view.label, f"bold {view.colour}"),
-            f"{f' ({detail})' if detail else ''} {self.printer.p('—')} see {display_path(log)}",
+            f"{f' ({detail})' if detail else ''}{self._see(step)}",
             style="bold red",
         )
+        log = self.run_dir.log(step.name)
         lines, _, _ = read_tail(log, TAIL_LINES, TAIL_BYTES, keep_sgr=self.tty)
         if lines:
             self.printer.echo(view.label, view.colour, "\n".join(lines), indent="  ")
+
+    def _see(self, step: StepState) -> str:
+        """Where a failed step's log is, or that it has none: a step's log is made by its
+        first output, so one that printed nothing has no file to send the reader to."""
+        log = self.run_dir.log(step.name)
+        if os.path.exists(log):
+            return f" {self.printer.p('—')} see {display_path(log)}"
+        return f" {self.printer.p('—')} it printed nothing"
 
     def _row(self, step: StepState) -> list[Cell]:
         """One row of the table, a cell per ``_COLUMNS``."""
