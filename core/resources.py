@@ -73,11 +73,46 @@ def _peak_update(peaks: dict[str, dict], name: str, cpu: float, rss: int | None)
 
 @functools.cache
 def _psutil():
-    """psutil, imported by the first sample rather than with this module: a run whose steps
-    all end before the first tick (a one-step run) never pays its import, 15-25 ms."""
+    """psutil, imported by the first sample of a process tree (a shell step), not with this
+    module: its import, 15-25 ms holding the GIL, would stall a run's steps. The system's and a
+    thread's figures are read from /proc (below): a run of python steps never imports it."""
     import psutil
 
     return psutil
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _system_cpu_times() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot, as psutil counts them (guest time is
+    in user time already; idle and iowait are not busy)."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def _system_memory() -> tuple[float, int]:
+    """(percent, bytes) of memory in use, as psutil.virtual_memory has them on Linux:
+    used is total less available."""
+    mems: dict[bytes, int] = {}
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            key, value, *_ = line.split()
+            mems[key] = int(value) * 1024
+    total = mems[b"MemTotal:"]
+    available = min(mems.get(b"MemAvailable:") or mems[b"MemFree:"], total)
+    return round((total - available) / total * 100.0, 1), total - available
+
+
+def _thread_cpu_seconds(tid: int) -> float | None:
+    """User + system CPU seconds of this process's thread ``tid``; None once it has ended."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def _ppid_map() -> dict[int, int]:
@@ -96,7 +131,8 @@ def _ppid_map() -> dict[int, int]:
 
 
 class ResourceSampler:
-    """psutil sampling of the system, of process trees and of threads of this process.
+    """Sampling of the system and of threads of this process (/proc), of process trees
+    (psutil).
 
     ``sample`` is meant to be called from one thread; ``peaks`` may be read from any.
     """
@@ -104,7 +140,9 @@ class ResourceSampler:
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._procs: dict[int, psutil.Process] = {}  # kept so cpu_percent(None) has a baseline
-        self._self: psutil.Process | None = None
+        self._cpu_times: tuple[int, int] | None = None  # (busy, total) at the previous sample
+        with contextlib.suppress(OSError):
+            self._cpu_times = _system_cpu_times()
         self._thread_times: dict[int, tuple[float, float]] = {}  # native id -> (cpu s, wall s)
         self._peaks: dict[str, dict[str, float | int | None]] = {}
         self._lock = threading.Lock()
@@ -123,16 +161,10 @@ class ResourceSampler:
             _log.debug("thread sampling failed", exc_info=True)
         cpu = mem_percent = 0.0
         mem_used = 0
-        try:
-            psutil = _psutil()
-        except Exception:  # no descriptor left to import it with (steps took them): next tick
-            _log.debug("psutil could not be imported", exc_info=True)
-        else:
-            with contextlib.suppress(Exception):  # the first: since psutil's import, about 0.0
-                cpu = float(psutil.cpu_percent(None))
-            with contextlib.suppress(Exception):
-                vm = psutil.virtual_memory()
-                mem_percent, mem_used = float(vm.percent), int(vm.used)
+        with contextlib.suppress(Exception):  # no descriptor left (steps took them): next time
+            cpu = self._system_cpu()
+        with contextlib.suppress(Exception):
+            mem_percent, mem_used = _system_memory()
         with self._lock:
             for name, fig in figures.items():
                 _peak_update(self._peaks, name, float(fig["cpu"] or 0.0), fig["rss"])  # type: ignore[arg-type]
@@ -144,6 +176,15 @@ class ResourceSampler:
         """{step: {"peak_cpu": float, "peak_rss": int | None}} over every sample so far."""
         with self._lock:
             return {name: dict(entry) for name, entry in self._peaks.items()}
+
+    def _system_cpu(self) -> float:
+        """The share of all cores busy since the previous sample (since the sampler was made,
+        for the first)."""
+        busy, total = _system_cpu_times()
+        before, self._cpu_times = self._cpu_times, (busy, total)
+        if before is None or total <= before[1]:
+            return 0.0
+        return round(min(100.0, max(0.0, (busy - before[0]) / (total - before[1]) * 100.0)), 1)
 
     # -- process trees ----------------------------------------------------------------------------
     def _sample_trees(self, steps: Mapping[str, StepTarget]) -> dict[str, dict]:
@@ -220,15 +261,12 @@ class ResourceSampler:
         if not wanted:
             self._thread_times.clear()
             return {}
-        if self._self is None or self._self.pid != os.getpid():  # also right after a fork
-            self._self = _psutil().Process()
         now = time.monotonic()
-        times = {t.id: t.user_time + t.system_time for t in self._self.threads()}
         previous = self._thread_times
         current: dict[int, tuple[float, float]] = {}
         result: dict[str, dict] = {}
         for name, tid in wanted.items():
-            cpu_time = times.get(tid)
+            cpu_time = _thread_cpu_seconds(tid)
             if cpu_time is None:
                 continue  # the thread has ended
             current[tid] = (cpu_time, now)

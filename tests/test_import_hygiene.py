@@ -109,9 +109,10 @@ def test_version_and_a_run_off_a_terminal_import_neither_textual_nor_rich(tmp_pa
 
 
 def test_psutil_is_imported_by_the_first_sample_not_at_start(tmp_path: Path):
-    """Resource sampling imports psutil when it first samples a running step: a run that
-    samples nothing (here every step skipped; in practice steps that end before the first
-    tick) does not pay for it at start-up. The run still ends as a run should."""
+    """Resource sampling imports psutil when it first samples a shell step's process tree
+    (the system's and python steps' figures come from /proc): a run that samples nothing
+    (here every step skipped; in practice steps that end before the first tick) does not pay
+    for it at start-up. The run still ends as a run should."""
     recipe = write_recipe(tmp_path, ONE_STEP)
     modules, out = _imported_by([str(recipe), "--no-ui", "--skip", "hello"], tmp_path)
     assert "psutil" not in modules

@@ -119,6 +119,29 @@ def test_thread_cpu_by_native_id():
         thread.join(5)
 
 
+def test_system_and_thread_figures_without_psutil():
+    """A sample of python steps (threads) gives the system's figures and the thread's without
+    importing psutil (its import stalled the run's steps): a fresh interpreter, so nothing else
+    imported it first. Its memory figures are psutil's, read the same way."""
+    code = (
+        "import sys, threading\n"
+        "from core.resources import ResourceSampler, StepTarget\n"
+        "sampler = ResourceSampler()\n"
+        "event = sampler.sample({'py': StepTarget(thread_native_id=threading.get_native_id())})\n"
+        "print(event.steps['py']['cpu'], event.cpu_percent, event.mem_percent, event.mem_used)\n"
+        "print('psutil' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split("\n")
+    thread_cpu, cpu, mem_percent, mem_used = (float(x) for x in out[0].split())
+    assert out[1] == "False"
+    assert thread_cpu >= 0.0 and 0.0 <= cpu <= 100.0
+    memory = psutil.virtual_memory()
+    assert abs(mem_percent - memory.percent) < 5.0
+    assert abs(mem_used - memory.used) < 0.05 * memory.total
+
+
 def test_vanished_pid_does_not_raise(spawn):
     proc = spawn("pass")
     proc.wait(10)
