@@ -504,8 +504,10 @@ def _cursor_step(screen: str) -> int | None:
 class _TmuxApp:
     """``orch-tui`` in a pane of a private tmux server, seen as the user sees it (capture-pane)."""
 
-    def __init__(self, work: Path, argv: list[str], size: tuple[int, int], run_dir: Path) -> None:
-        self.run_dir = run_dir
+    def __init__(
+        self, work: Path, argv: list[str], size: tuple[int, int], run_dir: Path | None
+    ) -> None:
+        self.run_dir = run_dir  # where the run daemon it starts runs (None: it starts none)
         self.socket = work / "tmux.sock"  # in the work folder: tmux leaves it behind
         self.tmux = [TMUX or "tmux", "-S", str(self.socket), "-f", "/dev/null"]
         root, cwd = shlex.quote(str(ROOT)), shlex.quote(str(work))
@@ -558,16 +560,33 @@ class _TmuxApp:
                 raise RuntimeError("the tmux server or the app did not exit")
             time.sleep(0.05)
         self.socket.unlink(missing_ok=True)
-        _stop_daemon(self.run_dir)
+        if self.run_dir is not None:
+            _stop_daemon(self.run_dir)
+
+
+def _daemon_pid(run_dir: Path, patience: float = 30.0) -> int | None:
+    """The pid in the run's state.json, once it is there (an app seen painting can be ahead of
+    its daemon's first write of it); None if no run was made in ``patience`` seconds."""
+    deadline = time.perf_counter() + patience
+    while True:
+        try:
+            return json.loads((run_dir / "state.json").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            if time.perf_counter() > deadline:
+                return None
+            time.sleep(0.05)
 
 
 def _stop_daemon(run_dir: Path) -> None:
-    """SIGTERM the run daemon of ``run_dir`` if it is still up, and wait until it is gone."""
-    try:
-        pid = json.loads((run_dir / "state.json").read_text())["pid"]
-    except (OSError, ValueError, KeyError):
+    """SIGTERM the run daemon of ``run_dir`` if it is still up, and wait until it is gone
+    (left running, it outlived the bench, and the next turn removed its folder under it)."""
+    pid = _daemon_pid(run_dir)
+    if pid is None or not _alive(pid):
         return
-    if not _alive(pid) or "core.daemon" not in Path(f"/proc/{pid}/cmdline").read_text():
+    try:
+        if "core.daemon" not in Path(f"/proc/{pid}/cmdline").read_text():
+            return
+    except OSError:
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.perf_counter() + 60
@@ -618,12 +637,15 @@ def _tui_run(work: Path, recipe: str, n: int, run_dir: Path, *, keys: bool) -> d
     return {"seconds": took, **(_latencies(latencies) if latencies else {})}
 
 
-def _first_paint(work: Path, argv: list[str], run_dir: Path) -> float:
+def _first_paint(
+    work: Path, argv: list[str], run_dir: Path | None, *, daemon: bool = True
+) -> float:
     """The whole command ``argv`` in a tmux pane, from its start to the step tree seen on
     screen, its cursor on the first step (``run_dir``: the run folder it makes, removed
-    before; a daemon it leaves there is stopped after)."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    app = _TmuxApp(work, argv, (120, 36), run_dir)
+    before; with ``daemon``, the run daemon it leaves there is stopped after)."""
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    app = _TmuxApp(work, argv, (120, 36), run_dir if daemon else None)
     try:
         app.wait_for(lambda s: _cursor_step(s) == 0, 120, styled=True)
         return time.perf_counter() - app.started
@@ -802,15 +824,14 @@ def _attach_time(work: Path, recipe: str, repeat: int) -> dict:
     run_dir = _detach(work, recipe, work / "attach-run")
     with connect(run_dir, attach=False) as control:
         control.wait(600)
-    no_run = work / "no-run"  # attach makes no run folder: nothing to stop after it
-    attach = [*ORCH, "attach", str(run_dir)]
-    remote = [_first_paint(work, attach, no_run) for _ in range(repeat)]
+    attach = [*ORCH, "attach", str(run_dir)]  # makes no run and no daemon: nothing to stop
+    remote = [_first_paint(work, attach, None) for _ in range(repeat)]
     with connect(run_dir, attach=False) as control:
         control.command("close")
         control.wait_gone(60)
     local_run = work / "local-run"
     in_process = [sys.executable, "-c", IN_PROCESS_APP, recipe, str(local_run)]
-    local = [_first_paint(work, in_process, local_run) for _ in range(repeat)]
+    local = [_first_paint(work, in_process, local_run, daemon=False) for _ in range(repeat)]
     shutil.rmtree(local_run, ignore_errors=True)
     attached, in_process_stats = _stats(remote), _stats(local)
     return {

@@ -12,13 +12,30 @@ import shutil
 import subprocess
 import sys
 from functools import reduce
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
 
 
+def _bench_daemons() -> set[int]:
+    """Run daemons of this checkout's bench (its work folders are under ROOT/.orch/bench-*)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"core.daemon" in argv and any(
+            str(ROOT / ".orch" / "bench-").encode() in a for a in argv
+        ):
+            found.add(int(proc.name))
+    return found
+
+
 def test_quick_benchmarks_produce_every_figure(tmp_path):
+    before = _bench_daemons()
     out = tmp_path / "r.json"
     result = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--out", str(out)],
@@ -28,6 +45,7 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert _bench_daemons() - before == set()  # the apps' runs are stopped, none left running
     results = json.loads(out.read_text())  # --out given: written even with --quick
     for figure in (
         "sweep.ratios.chain_vs_make.20",
