@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +66,7 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
     from tui.widgets import CtxInspector, LogPane, StepTree
 
     written: list[Path] = []
-    with tempfile.TemporaryDirectory(prefix="orch-shots-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="orch-shots-") as tmp, _private_sessions(tmp):
         runner = Runner(
             recipe, run_dir=Path(tmp) / "run", interactive=True, sampler=ResourceSampler()
         )
@@ -109,6 +113,39 @@ async def _capture_size(recipe, out: Path, width: int, height: int, *, extras: b
                 runner.close()
                 runner.wait(30)
     return written
+
+
+@contextlib.contextmanager
+def _private_sessions(tmp: str) -> Iterator[None]:
+    """The recipe's screen and tmux sessions on a SCREENDIR and tmux socket of their own,
+    ended afterwards: a session outlives its run by design, but these are the screenshots',
+    not the user's (they were left running, and in the user's own session list)."""
+    screendir = Path(tmp) / "screens"
+    screendir.mkdir(mode=0o700)
+    saved = {key: os.environ.get(key) for key in ("SCREENDIR", "TMUX_TMPDIR")}
+    os.environ["SCREENDIR"] = os.environ["TMUX_TMPDIR"] = str(screendir)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        env = {**os.environ, "SCREENDIR": str(screendir), "TMUX_TMPDIR": str(screendir)}
+        for socket in screendir.iterdir():
+            pid = socket.name.split(".", 1)[0]
+            if socket.is_socket() and pid.isdigit():  # a screen session: <pid>.<name>
+                _quiet([shutil.which("screen") or "screen", "-S", socket.name, "-X", "quit"], env)
+                if socket.exists():  # it did not quit (a quit session removes its socket)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(int(pid), signal.SIGKILL)
+        _quiet([shutil.which("tmux") or "tmux", "kill-server"], env)
+
+
+def _quiet(argv: list[str], env: dict[str, str]) -> None:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(argv, env=env, capture_output=True, timeout=10, check=False)
 
 
 def _save(app, out: Path, name: str) -> Path:
