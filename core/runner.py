@@ -233,7 +233,8 @@ class Runner:
         return self.run_state.ended
 
     def skip(self, name: str) -> None:
-        """Skip a pending, blocked or failed step: its dependents go on as if it succeeded."""
+        """Skip a pending, blocked, failed or cancelled step: its dependents go on as if it
+        succeeded."""
         self._command(self._do_skip, name)
 
     def retry(self, name: str) -> None:

@@ -61,8 +61,9 @@ ENDED = frozenset(
 FAILURES = frozenset({Status.FAILED, Status.TIMED_OUT})
 #: Ended without letting its dependents go on (unless skipped or allowed afterwards).
 DEAD = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.STOPPED})
-#: What ``skip`` applies to: not run yet, or failed (its dependents then go on).
-SKIPPABLE = WAITING | FAILURES
+#: What ``skip`` applies to: not run yet, failed, or stopped by the user before it was ready
+#: (cancelled): its dependents then go on.
+SKIPPABLE = WAITING | FAILURES | {Status.CANCELLED}
 #: What ``retry`` applies to: ended, except skipped.
 RETRYABLE = ENDED - {Status.SKIPPED}
 #: What ``stop`` applies to.

@@ -1336,9 +1336,32 @@ def test_interactive_stop_step_cancels_quickly(tmp_path, runners):
     assert time.monotonic() - started < 3
     assert not alive(pid)
     wait_for(lambda: _status(runner, "after") == "blocked")
-    assert runner.allowed_actions("long") == {"retry"}
+    assert runner.allowed_actions("long") == {"retry", "skip"}
     runner.close()
     assert runner.wait(10) == 1
+
+
+def test_interactive_skip_of_a_step_the_user_stopped_lets_its_dependent_run(tmp_path, runners):
+    """``k`` then ``s``: the user stopped a step and wants what follows it to go on."""
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: long, type: shell, run: "exec sleep 100"}
+          - {name: after, type: shell, run: "true"}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: _status(runner, "long") == "running")
+    runner.stop_step("long")
+    wait_for(lambda: _status(runner, "after") == "blocked")
+    runner.skip("long")
+    wait_for(lambda: _status(runner, "after") == "succeeded")
+    assert _status(runner, "long") == "skipped"
+    runner.close()
+    assert runner.wait(10) == 0
 
 
 def test_interactive_close_stops_background_steps(tmp_path, runners):

@@ -172,7 +172,7 @@ def test_the_groups_cover_every_status_once_where_they_should():
         ("failed", {"skip", "retry"}),
         ("timed_out", {"skip", "retry"}),
         ("skipped", set()),
-        ("cancelled", {"retry"}),
+        ("cancelled", {"skip", "retry"}),
         ("stopped", {"retry"}),
     ],
 )

@@ -84,7 +84,7 @@ def _commands_parser() -> _Parser:
     status = sub.add_parser("status", help="the run and its steps")
     status.add_argument("--json", action="store_true", help="the run's state as JSON")
     for name, what in (
-        ("skip", "skip a step (pending, blocked or failed): its dependents go on"),
+        ("skip", "skip a step (pending, blocked, failed or stopped): its dependents go on"),
         ("retry", "run a step again (failed, cancelled or succeeded)"),
         ("stop", "stop a running step"),
         ("restart", "restart a service step"),

@@ -15,7 +15,7 @@ KEYS = [
     ("Steps", ""),
     ("↑ ↓ enter", "move in the step tree; the log follows the selection"),
     ("Home End", "first / last step"),
-    ("s", "skip the selected step (pending, blocked or failed): its dependents go on"),
+    ("s", "skip the selected step (pending, blocked, failed or stopped): its dependents go on"),
     (
         "r",
         "retry the selected step (failed, cancelled or succeeded); on a running service: restart",
