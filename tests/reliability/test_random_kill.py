@@ -1,8 +1,9 @@
 """Random SIGKILLs of the runner during a recipe of hundreds of fast steps; then --resume-from.
 
-Each kill lands at a seeded random point of the run (measured by the step logs the runner has
-opened, which it does as each step starts). After every kill, state.json and ctx.json must
-parse (they are replaced atomically), and what state.json calls succeeded must be in ctx.json.
+Each kill lands at a seeded random point of the run (measured by the step logs: every step
+prints first, and a step's log is made at its first write). After every kill, state.json and
+ctx.json must parse (they are replaced atomically), and what state.json calls succeeded must be
+in ctx.json.
 The next run resumes from the first step state.json does not call succeeded (or skipped).
 The last run goes to the end, and its ctx must hold every key every step writes: nothing lost.
 """
@@ -25,6 +26,7 @@ KILLS = 6
 
 PUT = """
 def put(ctx, i):
+    print(i)
     ctx[f"p{i:03d}"] = i
     ctx.append("trail", i)
 """
@@ -41,12 +43,12 @@ def _recipe(tmp_path: Path) -> Path:
             )
         elif i % 4 == 1:
             lines.append(
-                f"""  - {{name: s{i:03d}, type: shell, run: 'echo s{i:03d}={i} > "$ORCH_CTX_OUT"'}}"""
+                f"""  - {{name: s{i:03d}, type: shell, run: 'echo {i}; echo s{i:03d}={i} > "$ORCH_CTX_OUT"'}}"""
             )
         else:
             lines.append(
                 f"  - {{name: s{i:03d}, type: shell, cmd: sh,"
-                f""" args: [-c, 'printf "{{\\"s{i:03d}\\": {i}}}" > "$ORCH_CTX_OUT"']}}"""
+                f""" args: [-c, 'echo {i}; printf "{{\\"s{i:03d}\\": {i}}}" > "$ORCH_CTX_OUT"']}}"""
             )
     return write_recipe(tmp_path, "\n".join(lines) + "\n")
 
