@@ -627,6 +627,22 @@ async def test_command_palette_has_one_keys_entry_and_its_quit_asks(orch):
 
 
 # ------------------------------------------------------------------------------ S
+def _one_session(session: str) -> str:
+    """A recipe of one step that creates the screen session ``session``."""
+    return f"""
+        steps:
+          - {{name: sess, type: session, action: create, session: {session}}}
+        """
+
+
+async def _until_session_shown(pilot, app, runner, session: str):
+    """The step tree, once the session step succeeded and its session is under Sessions."""
+    await until_status(pilot, runner, "sess", "succeeded", timeout=20)
+    tree = _tree(app)
+    await until(pilot, lambda: ("screen", session) in tree._session_nodes, what="Sessions")
+    return tree
+
+
 @needs_screen
 async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
     from textual.widgets import DataTable
@@ -634,16 +650,9 @@ async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
     from tui.screens.sessions import SessionsScreen
 
     session = f"orchtui-s-{uuid.uuid4().hex[:8]}"
-    app, runner = orch(
-        f"""
-        steps:
-          - {{name: sess, type: session, action: create, session: {session}}}
-        """
-    )
+    app, runner = orch(_one_session(session))
     async with app.run_test(size=SIZE) as pilot:
-        await until_status(pilot, runner, "sess", "succeeded", timeout=20)
-        tree = _tree(app)
-        await until(pilot, lambda: ("screen", session) in tree._session_nodes, what="Sessions")
+        tree = await _until_session_shown(pilot, app, runner, session)
         assert tree.check_action("attach", ())  # a session step: a offered
 
         await pilot.press("S")
@@ -665,16 +674,9 @@ async def test_sessions_screen_lists_a_real_screen_session(orch, screendir):
 @needs_screen
 async def test_the_sessions_group_folds_and_unfolds(orch, screendir):
     session = f"orchtui-f-{uuid.uuid4().hex[:8]}"
-    app, runner = orch(
-        f"""
-        steps:
-          - {{name: sess, type: session, action: create, session: {session}}}
-        """
-    )
+    app, runner = orch(_one_session(session))
     async with app.run_test(size=SIZE) as pilot:
-        await until_status(pilot, runner, "sess", "succeeded", timeout=20)
-        tree = _tree(app)
-        await until(pilot, lambda: ("screen", session) in tree._session_nodes, what="Sessions")
+        tree = await _until_session_shown(pilot, app, runner, session)
 
         def rows() -> list[str]:
             return [line.node.label.plain for line in tree._tree_lines]
