@@ -440,6 +440,7 @@ steps:
     where: cluster
     expose: [greeting]
     run: |
+      test ! -e "$ORCH_CTX_OUT" || exit 9
       echo "$greeting from $ORCH_STEP"
       echo oops >&2
       ps -o args= -p $PPID > parent
@@ -458,7 +459,7 @@ def test_a_shell_step_on_the_cluster_runs_in_a_worker_child_with_its_output_and_
 ):
     """Its process is a worker's child (the runner's own shell steps are the runner's), its
     output and exit code are as at home, no shell unless ``run:``, and what it writes to
-    ORCH_CTX_OUT reaches the ctx."""
+    ORCH_CTX_OUT (absent until the step makes it, as at home) reaches the ctx."""
     runner = _run(tmp_path, SHELL_ON_CLUSTER, "dask-local://2")
     steps = runner.snapshot().steps
     assert {n: s.status for n, s in steps.items()} == {

@@ -259,7 +259,8 @@ def run_step(job: Job) -> tuple[Outcome, int]:
 
 def run_shell(job: ShellJob) -> tuple[Outcome, int]:
     """The task of a shell step: its process in its own group on this worker, its output sent
-    as it comes, its ORCH_CTX_OUT (a private file of this worker's) merged into an empty
+    as it comes, its ORCH_CTX_OUT (a name in a private folder of this worker's; the step makes
+    the file if it writes one, as at home) merged into an empty
     recording ctx, whose writes go back like a python step's. Stopping it (the distributed
     Event) is SIGTERM to the group, ``grace``, SIGKILL, as the runner does at home; whatever
     is left of the group when the process has exited is stopped the same way, for no run's
@@ -272,8 +273,7 @@ def run_shell(job: ShellJob) -> tuple[Outcome, int]:
         tempfile.TemporaryDirectory(prefix="orch-ctx-out-") as tmp,
         PrivateDir.open(Path(tmp), create=False) as folder,
     ):
-        ctx_out = HeldFile(folder, "ORCH_CTX_OUT")
-        os.close(folder.create(ctx_out.name))
+        ctx_out = HeldFile(folder, "ORCH_CTX_OUT")  # made by the step if it writes one
         outcome = _run_process(job, with_inherited(job.env, ctx_out.path), publisher, worker)
         if outcome.ok and not ctx_out.untouched():
             recording = RecordingContext({}, publisher.record)
