@@ -31,6 +31,8 @@ CATCH_UP_SECONDS = 0.5
 #: a reader that never reads must not keep orch-tui alive for ever.
 STDOUT_TIMEOUT = 60.0
 PLAIN_WIDTH = 100  # the summary's width off a terminal
+#: Pieces one ``writev`` takes at most (POSIX's minimum of IOV_MAX; Linux's is this too).
+IOV_MAX = 1024
 
 #: marks of lines that are not a step's status (tui.format has those), with their fallbacks
 MARKS: dict[str, Glyph] = {
@@ -61,6 +63,8 @@ _SGR = {
 
 #: a piece of a line: its text, or its text and a Rich style string
 Piece = str | tuple[str, str]
+#: bytes queued for the stream (a memoryview: part of a bigger block, not copied out of it)
+Buffer = bytes | memoryview
 
 
 def stdout_timeout() -> float:
@@ -86,7 +90,7 @@ class Terminal:
     def __init__(self, stream: TextIO, encoding: str) -> None:
         self.encoding = encoding
         self._stream = stream
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[Buffer] = deque()
         self._cond = threading.Condition()
         self.backlog = 0
         self.broken = False  # the stream went away (a closed pipe): nothing more is written
@@ -112,9 +116,9 @@ class Terminal:
         self.write_bytes(text.encode(self.encoding, "replace"))
         return len(text)
 
-    def write_bytes(self, *pieces: bytes) -> None:
+    def write_bytes(self, *pieces: Buffer) -> None:
         """``pieces``, already in the stream's encoding, queued (one after the other) as
-        ``write`` queues text."""
+        ``write`` queues text; a memoryview is not copied (nor must its bytes change)."""
         if self.broken:
             return
         if self._fd is None:
@@ -137,17 +141,18 @@ class Terminal:
             return False
 
     def _pump(self) -> None:
+        """Write what is queued, as it is queued: ``writev`` of the pieces, not a join of
+        them (a copy of the whole backlog, made holding the GIL the echo needs)."""
         assert self._fd is not None
         while True:
             with self._cond:
                 while not self._queue:
                     self._cond.wait()
-                data = b"".join(self._queue)
+                pieces = list(self._queue)
                 self._queue.clear()
-            view = memoryview(data)
-            while view:
+            while pieces:
                 try:
-                    written = os.write(self._fd, view)
+                    written = os.writev(self._fd, pieces[:IOV_MAX])
                 except BlockingIOError:  # someone made the descriptor non-blocking
                     select.select([], [self._fd], [])
                     continue
@@ -158,7 +163,7 @@ class Terminal:
                         self.backlog = 0
                         self._cond.notify_all()
                     return
-                view = view[written:]
+                _consume(pieces, written)
                 with self._cond:
                     self.backlog -= written
                     self._progress = time.monotonic()
@@ -186,6 +191,17 @@ class Terminal:
                     return False
                 self._cond.wait(patience - idle)
         return True
+
+
+def _consume(pieces: list[Buffer], written: int) -> None:
+    """Take the first ``written`` bytes off ``pieces`` (what a ``writev`` of them wrote)."""
+    done = 0
+    while done < len(pieces) and written >= len(pieces[done]):
+        written -= len(pieces[done])
+        done += 1
+    del pieces[:done]
+    if written:
+        pieces[0] = memoryview(pieces[0])[written:]
 
 
 class Printer:
