@@ -193,6 +193,14 @@ class Terminal:
         return True
 
 
+def lines_of(data: bytes, *, whole: bool) -> bytes:
+    """The lines of a read of a log (``Printer.echo_block``'s) as one block without its last
+    newline: up to the last newline, or with ``whole`` all of it."""
+    if whole and not data.endswith(b"\n"):
+        return data
+    return data[: data.rfind(b"\n")]
+
+
 def _consume(pieces: list[Buffer], written: int) -> None:
     """Take the first ``written`` bytes off ``pieces`` (what a ``writev`` of them wrote)."""
     done = 0
@@ -269,20 +277,25 @@ class Printer:
         prefix = f"{indent}{self.paint(label, colour)} | "
         self.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
-    def echo_block(self, label: str, colour: str, block: bytes) -> None:
-        """``echo`` of a block of a step's log as it was read: ASCII output (the bulk of what
-        steps print) stays bytes on its way to a UTF-8 or ASCII stream, prefixed in one
-        ``bytes.replace``; anything else goes through ``clean``'s text."""
-        data = clean_bytes(block)
+    def echo_block(self, label: str, colour: str, data: bytes, *, whole: bool) -> None:
+        """``echo`` of a read of a step's log: its lines up to its last newline, and with
+        ``whole`` the rest too, as a line. ASCII output (the bulk of what steps print) stays
+        bytes on its way to a UTF-8 or ASCII stream, prefixed in one ``bytes.replace`` of the
+        whole read; what is left out, an unfinished line, is cut off by a memoryview, not a
+        copy. Anything else goes through ``clean``'s text."""
         if self.out.broken:
             return
+        data = clean_bytes(data)  # nothing it removes spans lines: the rest changes no line
         if not (self.ascii_compatible and data.isascii()):
-            self.echo(label, colour, data.decode("utf-8", "replace"))
+            self.echo(label, colour, lines_of(data, whole=whole).decode("utf-8", "replace"))
             return
         prefix = f"{self.paint(label, colour)} | ".encode(self.encoding, "replace")
-        # in three pieces: joined with the prefix, a block of short lines is twice its size,
-        # and two more copies of that were a tenth of the echo's time
-        self.out.write_bytes(prefix, data.replace(b"\n", b"\n" + prefix), b"\n")
+        prefixed = data.replace(b"\n", b"\n" + prefix)
+        rest = len(data) - data.rfind(b"\n") - 1  # after the last newline
+        if whole and rest:
+            self.out.write_bytes(prefix, prefixed, b"\n")
+        else:  # up to the last newline, the prefix after it left out
+            self.out.write_bytes(prefix, memoryview(prefixed)[: len(prefixed) - rest - len(prefix)])
 
     def table(self, table: Table) -> None:
         """The summary's table, as Rich would draw it (``table.render_plain``)."""
