@@ -30,6 +30,7 @@ from core.state import RunState, Status, StepState
 from core.text import clean
 from tui.format import STATUS_GLYPHS, format_bytes, format_duration
 from tui.headless import HeadlessReporter
+from tui.headless.echo import CHUNK
 
 T0 = 1_700_000_000.0
 ANSI = re.compile(r"\x1b[\[\]()#;?]*(?:[0-9]{1,4}(?:;[0-9]{0,4})*)?[0-9A-ORZcf-nqry=><]")
@@ -363,6 +364,26 @@ def test_many_lines_all_counted(run: Run) -> None:
     assert len(lines) == n
     assert lines[0] == "row 0" and lines[-1] == f"row {n - 1}"
     assert lines[12345] == "row 12345"
+
+
+def test_output_many_reads_long_loses_and_splits_no_line(run: Run) -> None:
+    """Output announced at once that takes several reads: the lines a read's end cuts come
+    whole (a UTF-8 character and a progress line cut too), and a line longer than a read
+    comes in pieces of a read, every byte of it."""
+    body = b"".join(b"line %d %s\n" % (i, b"x" * (i % 97)) for i in range(10_000))
+    pad = b"p" * (CHUNK - len(body) - len(b"50%\rcaf\xc3") - 1) + b"\n"
+    data = body + pad + b"50%\rcaf\xc3\xa9 100%\n"  # the first read ends inside the "é"
+    huge = b"H" * (2 * CHUNK + 123)
+    run.start()
+    run.step(StepStarted, "build", attempt=1)
+    run.write("build", data + huge + b"\nafter\n" + body)
+    run.step(StepFinished, "build", status="succeeded", attempt=1, duration=1)
+    lines = run.echoed("build")
+    shown = expected_lines(data)
+    assert lines[: len(shown)] == shown and shown[-1] == "café 100%"
+    pieces = lines[len(shown) : lines.index("after")]
+    assert "".join(pieces) == huge.decode() and max(map(len, pieces)) == CHUNK
+    assert lines[lines.index("after") + 1 :] == expected_lines(body)
 
 
 # -- event lines ------------------------------------------------------------------------------------

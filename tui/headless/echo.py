@@ -2,7 +2,9 @@
 
 Output comes from the log files, not from the events: ``StepOutput`` carries only the newest
 lines, so the echo keeps a byte offset per step and reads ``logs/<step>.log`` from there, in
-big chunks, with byte-level operations (no per-line Python work off a terminal). On a terminal
+big chunks, with byte-level operations (no per-line Python work off a terminal). The offset
+stays at the start of an unfinished line, which the next read takes again: nothing is held
+back between reads, and a read goes to the printer whole (no copy of its complete lines). On a terminal
 only the newest lines can be shown: at most ``TTY_LINES_PER_REFRESH`` a step per refresh, the
 rest counted and pointed to. A terminal that stops reading gets the output skipped (counted,
 and said), never queued without bound.
@@ -19,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from core.text import clean
 from tui.format import display_path
-from tui.headless.terminal import BACKLOG_LIMIT, CATCH_UP_SECONDS, Printer
+from tui.headless.terminal import BACKLOG_LIMIT, CATCH_UP_SECONDS, Printer, lines_of
 
 if TYPE_CHECKING:
     from core.rundir import RunDir
 
-#: Bytes read from a log at a time; also bounds the memory one echo pass needs.
-CHUNK = 4 * 1024 * 1024
-#: An unterminated line longer than this is echoed in pieces rather than held forever.
-MAX_PENDING = 1024 * 1024
+#: Bytes read from a log at a time; also bounds the memory one echo pass needs, and a line
+#: longer than this is echoed in pieces of it rather than waited for. A read, its cleaned and
+#: its prefixed copies then stay in the processor's cache (4 MiB reads took 10% longer).
+CHUNK = 1024 * 1024
 #: On a terminal: at most this many output lines per step per refresh; the rest are counted.
 TTY_LINES_PER_REFRESH = 200
 STEP_COLOURS = (
@@ -55,7 +57,6 @@ class StepView:
         "cpu",
         "rss",
         "offset",
-        "pending",
         "spinner",
         "window",
         "window_used",
@@ -71,8 +72,7 @@ class StepView:
         self.colour = STEP_COLOURS[zlib.crc32(name.encode()) % len(STEP_COLOURS)]
         self.cpu: float | None = None
         self.rss: int | None = None
-        self.offset = 0
-        self.pending = b""
+        self.offset = 0  # where the echo is in the log: after the last line it showed
         self.spinner: Any = None  # the live view's, while the step runs (live.py)
         self.window = -1  # refresh window of the tty echo budget
         self.window_used = 0
@@ -109,12 +109,12 @@ class Echo:
         if self._keeps_up():
             if view.dropped:
                 self._dropped_notice(view)
-            with closing(self._blocks(view, final=final, upto=upto)) as blocks:
+            with closing(self._reads(view, final=final, upto=upto)) as reads:
                 if self.tty:
-                    self._echo_tail(view, blocks)
+                    self._echo_tail(view, reads)
                 else:
-                    for block in blocks:
-                        self.printer.echo_block(view.label, view.colour, block)
+                    for data, whole in reads:
+                        self.printer.echo_block(view.label, view.colour, data, whole=whole)
                         if not self._keeps_up():
                             break
         if self._behind:
@@ -125,10 +125,10 @@ class Echo:
             self._hidden_notice(view)
 
     def left(self, view: StepView) -> bool:
-        """Whether a final ``echo`` of the step has anything to do: a line or a notice held
-        back, or a log whose size is not where the echo is (one stat, no open: the end of a
-        run looks at every step, most of which said all they wrote long ago)."""
-        if view.pending or view.dropped or view.hidden:
+        """Whether a final ``echo`` of the step has anything to do: a notice held back, or a
+        log whose size is not where the echo is (one stat, no open: the end of a run looks at
+        every step, most of which said all they wrote long ago)."""
+        if view.dropped or view.hidden:
             return True
         try:
             return os.stat(self.log_path(view)).st_size != view.offset
@@ -142,52 +142,41 @@ class Echo:
             view.log_path = f"{self._logs}/{self.run_dir.log_file(view.name)}"
         return view.log_path
 
-    def _blocks(self, view: StepView, *, final: bool, upto: int | None = None) -> Iterator[bytes]:
-        """New complete lines of the step's log, a chunk at a time, each joined by ``\\n`` with
-        no trailing newline; with ``final`` the incomplete last line too."""
-        if upto == view.offset and not (final and view.pending):
+    def _reads(
+        self, view: StepView, *, final: bool, upto: int | None = None
+    ) -> Iterator[tuple[bytes, bool]]:
+        """What is new in the step's log, a read at a time, as ``(data, whole)``: the lines
+        up to ``data``'s last newline are to be shown, and with ``whole`` the rest too (the
+        unterminated last line at the end, ``final``; a piece of a line longer than a read).
+        Otherwise the rest, an unfinished line, is read again next time."""
+        if upto == view.offset:
             return  # nothing new (most steps' end: a step that printed nothing), no open
         try:
-            fh = open(self.log_path(view), "rb")  # noqa: SIM115 - closed below
+            fd = os.open(self.log_path(view), os.O_RDONLY)
         except OSError:
-            fh = None
-        if fh is not None:
-            with fh:
-                try:
-                    if os.fstat(fh.fileno()).st_size < view.offset:  # replaced: start over
-                        view.offset, view.pending = 0, b""
-                    fh.seek(view.offset)
-                except OSError:
+            return
+        try:
+            if os.fstat(fd).st_size < view.offset:  # replaced: start over
+                view.offset = 0
+            while True:
+                want = CHUNK if upto is None else min(CHUNK, upto - view.offset)
+                data = os.pread(fd, want, view.offset) if want > 0 else b""
+                if not data:
                     return
-                while True:
-                    want = CHUNK if upto is None else min(CHUNK, upto - view.offset)
-                    try:
-                        data = fh.read(want) if want > 0 else b""
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    view.offset += len(data)
-                    if view.pending:
-                        data, view.pending = view.pending + data, b""
-                    if view.resync:  # after a skip: from the start of the next line
-                        cut = data.find(b"\n")
-                        skipped = len(data) if cut < 0 else cut + 1
-                        view.dropped += skipped
-                        view.resync = cut < 0
-                        data = data[skipped:]
-                    cut = data.rfind(b"\n")
-                    if cut < 0:
-                        if len(data) > MAX_PENDING:
-                            yield data  # a huge unterminated line: show it in pieces
-                        else:
-                            view.pending = data
-                        continue
-                    view.pending = data[cut + 1 :]
-                    yield data[:cut]
-        if final and view.pending:
-            block, view.pending = view.pending, b""
-            yield block
+                at_end = len(data) < want or view.offset + len(data) == upto
+                piece = len(data) == CHUNK and b"\n" not in data  # of a line longer than a read
+                if view.resync:
+                    data = _resync(view, data)
+                end = len(data) if piece or (final and at_end) else data.rfind(b"\n") + 1
+                if end:
+                    view.offset += end
+                    yield data, end == len(data)
+                if at_end or not end and not view.resync:
+                    return
+        except OSError:
+            return
+        finally:
+            os.close(fd)
 
     def _keeps_up(self) -> bool:
         """Whether the steps' output is echoed (the terminal keeps up) or skipped (it is
@@ -198,12 +187,13 @@ class Echo:
             self._behind = not self.out.wait_below(BACKLOG_LIMIT, CATCH_UP_SECONDS)
         return not self._behind
 
-    def _echo_tail(self, view: StepView, blocks: Iterator[bytes]) -> None:
+    def _echo_tail(self, view: StepView, reads: Iterator[tuple[bytes, bool]]) -> None:
         """On a terminal only the newest lines can be shown: keep a bounded tail, count the
         rest."""
         tail: bytes | None = None
         total = 0
-        for block in blocks:
+        for data, whole in reads:
+            block = lines_of(data, whole=whole)
             total += block.count(b"\n") + 1
             tail = block if tail is None else tail + b"\n" + block
             if tail.count(b"\n") >= TTY_LINES_PER_REFRESH:
@@ -221,8 +211,8 @@ class Echo:
                 end = os.stat(self.log_path(view)).st_size
             except OSError:
                 end = view.offset
-        view.dropped += max(0, end - view.offset) + len(view.pending)
-        view.offset, view.pending = max(end, view.offset), b""
+        view.dropped += max(0, end - view.offset)
+        view.offset = max(end, view.offset)
         view.resync = not final  # the next read starts inside a line: shown from the next one
 
     def _echo_tty(self, view: StepView, tail: bytes, total: int) -> None:
@@ -258,3 +248,14 @@ class Echo:
         notice = f"{view.label} | {self.printer.p('…')} {view.hidden} more lines in {log}"
         view.hidden = 0
         self.printer.line((notice, "dim"))
+
+
+def _resync(view: StepView, data: bytes) -> bytes:
+    """After a skip the echo's offset is inside a line: ``data`` from the start of the next
+    one, what comes before counted as not shown."""
+    cut = data.find(b"\n")
+    skipped = len(data) if cut < 0 else cut + 1
+    view.dropped += skipped
+    view.offset += skipped
+    view.resync = cut < 0
+    return data[skipped:]

@@ -31,6 +31,8 @@ CATCH_UP_SECONDS = 0.5
 #: a reader that never reads must not keep orch-tui alive for ever.
 STDOUT_TIMEOUT = 60.0
 PLAIN_WIDTH = 100  # the summary's width off a terminal
+#: Pieces one ``writev`` takes at most (POSIX's minimum of IOV_MAX; Linux's is this too).
+IOV_MAX = 1024
 
 #: marks of lines that are not a step's status (tui.format has those), with their fallbacks
 MARKS: dict[str, Glyph] = {
@@ -61,6 +63,8 @@ _SGR = {
 
 #: a piece of a line: its text, or its text and a Rich style string
 Piece = str | tuple[str, str]
+#: bytes queued for the stream (a memoryview: part of a bigger block, not copied out of it)
+Buffer = bytes | memoryview
 
 
 def stdout_timeout() -> float:
@@ -86,7 +90,7 @@ class Terminal:
     def __init__(self, stream: TextIO, encoding: str) -> None:
         self.encoding = encoding
         self._stream = stream
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[Buffer] = deque()
         self._cond = threading.Condition()
         self.backlog = 0
         self.broken = False  # the stream went away (a closed pipe): nothing more is written
@@ -112,9 +116,9 @@ class Terminal:
         self.write_bytes(text.encode(self.encoding, "replace"))
         return len(text)
 
-    def write_bytes(self, *pieces: bytes) -> None:
+    def write_bytes(self, *pieces: Buffer) -> None:
         """``pieces``, already in the stream's encoding, queued (one after the other) as
-        ``write`` queues text."""
+        ``write`` queues text; a memoryview is not copied (nor must its bytes change)."""
         if self.broken:
             return
         if self._fd is None:
@@ -137,17 +141,18 @@ class Terminal:
             return False
 
     def _pump(self) -> None:
+        """Write what is queued, as it is queued: ``writev`` of the pieces, not a join of
+        them (a copy of the whole backlog, made holding the GIL the echo needs)."""
         assert self._fd is not None
         while True:
             with self._cond:
                 while not self._queue:
                     self._cond.wait()
-                data = b"".join(self._queue)
+                pieces = list(self._queue)
                 self._queue.clear()
-            view = memoryview(data)
-            while view:
+            while pieces:
                 try:
-                    written = os.write(self._fd, view)
+                    written = os.writev(self._fd, pieces[:IOV_MAX])
                 except BlockingIOError:  # someone made the descriptor non-blocking
                     select.select([], [self._fd], [])
                     continue
@@ -158,7 +163,7 @@ class Terminal:
                         self.backlog = 0
                         self._cond.notify_all()
                     return
-                view = view[written:]
+                _consume(pieces, written)
                 with self._cond:
                     self.backlog -= written
                     self._progress = time.monotonic()
@@ -186,6 +191,25 @@ class Terminal:
                     return False
                 self._cond.wait(patience - idle)
         return True
+
+
+def lines_of(data: bytes, *, whole: bool) -> bytes:
+    """The lines of a read of a log (``Printer.echo_block``'s) as one block without its last
+    newline: up to the last newline, or with ``whole`` all of it."""
+    if whole and not data.endswith(b"\n"):
+        return data
+    return data[: data.rfind(b"\n")]
+
+
+def _consume(pieces: list[Buffer], written: int) -> None:
+    """Take the first ``written`` bytes off ``pieces`` (what a ``writev`` of them wrote)."""
+    done = 0
+    while done < len(pieces) and written >= len(pieces[done]):
+        written -= len(pieces[done])
+        done += 1
+    del pieces[:done]
+    if written:
+        pieces[0] = memoryview(pieces[0])[written:]
 
 
 class Printer:
@@ -253,20 +277,25 @@ class Printer:
         prefix = f"{indent}{self.paint(label, colour)} | "
         self.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
-    def echo_block(self, label: str, colour: str, block: bytes) -> None:
-        """``echo`` of a block of a step's log as it was read: ASCII output (the bulk of what
-        steps print) stays bytes on its way to a UTF-8 or ASCII stream, prefixed in one
-        ``bytes.replace``; anything else goes through ``clean``'s text."""
-        data = clean_bytes(block)
+    def echo_block(self, label: str, colour: str, data: bytes, *, whole: bool) -> None:
+        """``echo`` of a read of a step's log: its lines up to its last newline, and with
+        ``whole`` the rest too, as a line. ASCII output (the bulk of what steps print) stays
+        bytes on its way to a UTF-8 or ASCII stream, prefixed in one ``bytes.replace`` of the
+        whole read; what is left out, an unfinished line, is cut off by a memoryview, not a
+        copy. Anything else goes through ``clean``'s text."""
         if self.out.broken:
             return
+        data = clean_bytes(data)  # nothing it removes spans lines: the rest changes no line
         if not (self.ascii_compatible and data.isascii()):
-            self.echo(label, colour, data.decode("utf-8", "replace"))
+            self.echo(label, colour, lines_of(data, whole=whole).decode("utf-8", "replace"))
             return
         prefix = f"{self.paint(label, colour)} | ".encode(self.encoding, "replace")
-        # in three pieces: joined with the prefix, a block of short lines is twice its size,
-        # and two more copies of that were a tenth of the echo's time
-        self.out.write_bytes(prefix, data.replace(b"\n", b"\n" + prefix), b"\n")
+        prefixed = data.replace(b"\n", b"\n" + prefix)
+        rest = len(data) - data.rfind(b"\n") - 1  # after the last newline
+        if whole and rest:
+            self.out.write_bytes(prefix, prefixed, b"\n")
+        else:  # up to the last newline, the prefix after it left out
+            self.out.write_bytes(prefix, memoryview(prefixed)[: len(prefixed) - rest - len(prefix)])
 
     def table(self, table: Table) -> None:
         """The summary's table, as Rich would draw it (``table.render_plain``)."""
