@@ -42,7 +42,7 @@ from core.recipe.problems import (
     show,
     suggest,
 )
-from core.recipe.source import Source
+from core.recipe.recipefile import Source
 from core.recipe.workspace import step_cwd
 
 Who = tuple[str, bool] | None  # (step name or "step #3" label, is it a label)
