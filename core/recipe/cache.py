@@ -30,10 +30,9 @@ step's cwd and cmd (files, PATH, the environment), the workspace.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +44,19 @@ from core.recipe.model import Recipe
 from core.recipe.problems import Problem, Trail
 from core.recipe.recipefile import Source
 
+try:  # CPython's own sha256, a module of its own: 3.11 names it _sha256, 3.12 _sha2
+    from _sha256 import sha256 as _own_sha256
+except ImportError:  # pragma: no cover - depends on the Python version
+    try:
+        from _sha2 import sha256 as _own_sha256  # type: ignore[no-redef]
+    except ImportError:
+        _own_sha256 = None
+
 OFF_VARIABLE = "ORCH_TUI_NO_CACHE"
 MAX_ENTRIES = 64
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 _MAGIC = b"orch-tui recipe cache 1\n"
+_OPENSSL_FROM = 512 * 1024  # bytes hashed: from there OpenSSL's sha256 pays for its import
 #: what the checks made on every load (``pycheck``, ``Validator.paths``) read of a step: its
 #: written fields (``data``: only whether these are there) and its values
 _WRITTEN = ("function", "params")
@@ -56,6 +64,7 @@ _VALUES = ("module", "function", "params", "cwd", "cmd", "env")
 _REPORTED_AT = ("module", "function", "params", "cwd", "cmd")
 
 Where = tuple[int | None, int | None]
+Places = list[tuple[Trail, Where]]
 
 
 class Entry(msgspec.Struct, array_like=True):
@@ -66,13 +75,13 @@ class Entry(msgspec.Struct, array_like=True):
     key: bytes
     recipe: Recipe
     drafts: list[Draft]
-    locs: list[tuple[Trail, Where]]
-    key_locs: list[tuple[Trail, Where]]
+    places: msgspec.Raw  # (values' places, keys' places): decoded only when one is asked for
     warnings: list[Problem]
 
     def source(self, path: Path, shown: str) -> Source:
         """A Source that locates what the machine checks report, as the file's own would."""
-        return Source(path, shown, None, dict(self.locs), dict(self.key_locs), {})
+        places = _Places(self.places)
+        return Source(path, shown, None, _Table(places, 0), _Table(places, 1), {})
 
     def warnings_for(self, shown: str) -> list[Problem]:
         """The kept warnings naming the file as this load shows it (the cwd may differ)."""
@@ -93,6 +102,40 @@ def _dec(kind: type, obj: Any) -> Any:
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc)
 _decoder = msgspec.msgpack.Decoder(Entry, dec_hook=_dec)
+
+
+class _Places:
+    """An entry's places, decoded the first time a check reports something (rarely): they are
+    a third of an entry, and a clean load never looks at them."""
+
+    def __init__(self, raw: msgspec.Raw) -> None:
+        self.raw = raw
+        self.tables: tuple[dict[Trail, Where], dict[Trail, Where]] | None = None
+
+    def table(self, which: int) -> dict[Trail, Where]:
+        if self.tables is None:
+            try:
+                values, keys = msgspec.msgpack.decode(self.raw, type=tuple[Places, Places])
+            except msgspec.DecodeError:  # damaged on disk: the problems say no line then
+                values, keys = [], []
+            self.tables = (dict(values), dict(keys))
+        return self.tables[which]
+
+
+class _Table(Mapping[Trail, Where]):
+    """One of the two tables of ``_Places`` (values', keys'), as ``Source.where`` reads it."""
+
+    def __init__(self, places: _Places, which: int) -> None:
+        self.places, self.which = places, which
+
+    def __getitem__(self, trail: Trail) -> Where:
+        return self.places.table(self.which)[trail]
+
+    def __iter__(self) -> Iterator[Trail]:
+        return iter(self.places.table(self.which))
+
+    def __len__(self) -> int:
+        return len(self.places.table(self.which))
 
 
 def folder() -> Path | None:
@@ -120,16 +163,25 @@ def _code_fingerprint() -> bytes:
     return "\0".join(parts).encode("utf-8", "surrogateescape")
 
 
+def _sha256(data: bytes) -> bytes:
+    """The sha256 of ``data``. ``hashlib`` loads OpenSSL first, ~3 ms of a one-step run of
+    0.12 s; CPython's own sha256 is imported in 0.3 ms and hashes a recipe of some KB in
+    microseconds. OpenSSL's, 7x faster, is worth its import for a large file only."""
+    if _own_sha256 is not None and len(data) < _OPENSSL_FROM:
+        return _own_sha256(data).digest()
+    import hashlib
+
+    return hashlib.sha256(data).digest()
+
+
 class RecipeCache:
     """The entry of one recipe file, as loaded now: ``get`` it, or ``put`` a new one."""
 
     def __init__(self, place: Path, path: Path, data: bytes) -> None:
         self.place = place
         where = str(path).encode("utf-8", "surrogateescape")
-        self.name = hashlib.sha256(where).hexdigest()[:40]
-        key = hashlib.sha256(hashlib.sha256(data).digest() + b"\0" + where + b"\0")
-        key.update(_code_fingerprint())
-        self.key = key.digest()
+        self.name = _sha256(where).hex()[:40]
+        self.key = _sha256(b"\0".join((_sha256(data), where, _code_fingerprint())))
 
     @classmethod
     def of(cls, path: Path, data: bytes) -> RecipeCache | None:
@@ -162,15 +214,13 @@ class RecipeCache:
         """Keep a recipe that checked clean; nothing is said when it cannot be kept."""
         machine = [_machine_part(d) for d in drafts if d is not None and d.step_type != "session"]
         trails = [t for d in machine for t in _reported_at(d)]
-        entry = Entry(
-            self.key,
-            msgspec.structs.replace(recipe, warnings=()),
-            machine,
-            [(t, source.where(t)) for t in trails],
-            [(t, source.key_locs[t]) for t in trails if t in source.key_locs],
-            warnings,
-        )
         try:
+            places = (
+                [(t, source.where(t)) for t in trails],
+                [(t, source.key_locs[t]) for t in trails if t in source.key_locs],
+            )
+            recipe = msgspec.structs.replace(recipe, warnings=())
+            entry = Entry(self.key, recipe, machine, msgspec.Raw(_encoder.encode(places)), warnings)
             blob = _MAGIC + _encoder.encode(entry)
         except (TypeError, ValueError):  # a value msgpack cannot hold: loaded from YAML each time
             return

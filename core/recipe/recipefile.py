@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,8 @@ class Source(msgspec.Struct, frozen=True):
     path: Path  # absolute
     shown: str  # the name problems give: as the user wrote it, or relative to the cwd
     doc: Any
-    locs: dict[Trail, Loc]
-    key_locs: dict[Trail, Loc]
+    locs: Mapping[Trail, Loc]
+    key_locs: Mapping[Trail, Loc]
     issues: dict[tuple[str, Loc], Trail]
 
     def where(self, trail: Trail, *, key: bool = False) -> tuple[int | None, int | None]:
