@@ -69,13 +69,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _peak_rss_of(argv: list[str], cwd: Path, stdout: Path | None = None) -> tuple[float, int]:
+def _peak_rss_of(
+    argv: list[str], cwd: Path, stdout: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int]:
     """Wall time and peak RSS (bytes) of a child, from wait4's rusage; its stdout to /dev/null
-    or to the file ``stdout`` (as a CI job's log)."""
+    or to the file ``stdout`` (as a CI job's log); ``env`` over the children's environment."""
     out = open(stdout, "wb") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE, env=_env())
+        full = {**_env(), **(env or {})}
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE, env=full)
     finally:
         if stdout is not None:
             out.close()
@@ -889,6 +892,11 @@ def _wide_taskfile(path: Path, n: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+#: what a contender's environment adds: "-cold" scenarios load the recipe from its YAML each
+#: time (the cache of compiled recipes off), the others as a user re-running meets it (warm)
+COLD = {"ORCH_TUI_NO_CACHE": "1"}
+
+
 def _sweep_contenders(work: Path, n: int) -> dict[str, tuple[list[str], Path | None]]:
     """Every (scenario, tool) of the sweep at size ``n``: its command, and the run folder to
     remove before each run (outside the timing)."""
@@ -910,6 +918,9 @@ def _sweep_contenders(work: Path, n: int) -> dict[str, tuple[list[str], Path | N
         "fan-out/make": (["make", "-s", "-j2", "-f", "Makefile.wide"], None),
         "python/orch-tui": orch("py.yaml", "1"),
     }
+    if n <= 1_000:  # where loading counts: the one-step run, python steps/s
+        found["chain-cold/orch-tui"] = orch("chain.yaml", "1")
+        found["python-cold/orch-tui"] = orch("py.yaml", "1")
     doit = _peer("doit")
     if doit:
         _dodo(work / "dodo.py", n)
@@ -932,13 +943,17 @@ def _peer(name: str) -> str | None:
 
 
 def _whole_run(
-    argv: list[str], cwd: Path, run_dir: Path | None, stdout: Path | None = None
+    argv: list[str],
+    cwd: Path,
+    run_dir: Path | None,
+    stdout: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, int]:
     """One whole process as a user meets it: wall time and peak RSS (its run folder, if any,
     removed before, not timed)."""
     if run_dir is not None:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return _peak_rss_of(argv, cwd, stdout)
+    return _peak_rss_of(argv, cwd, stdout, env)
 
 
 def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
@@ -955,7 +970,8 @@ def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
         rss: dict[str, int] = {}
         for _ in range(rounds):
             for name, (argv, run_dir) in contenders.items():
-                took, peak = _whole_run(argv, folder, run_dir)
+                env = COLD if name.split("/")[0].endswith("-cold") else None
+                took, peak = _whole_run(argv, folder, run_dir, env=env)
                 times[name].append(took)
                 rss[name] = max(rss.get(name, 0), peak)
         for name, taken in times.items():
@@ -967,12 +983,19 @@ def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
                 given_up.add(name)
         shutil.rmtree(folder, ignore_errors=True)
     out = {"sizes": list(sizes), "series": series, "ratios": _sweep_ratios(series)}
-    python = series["python/orch-tui"]
-    big = "1000" if "1000" in python else str(max(sizes))  # the issue's figure: t(1000)
-    if "1" in python and big != "1":  # python steps/s as the whole command sees them
-        extra = python[big]["median"] - python["1"]["median"]
-        out["python_steps_per_second"] = (int(big) - 1) / extra if extra > 0 else None
+    for scenario in ("python", "python-cold"):
+        key = "python_steps_per_second" + scenario[len("python") :].replace("-", "_")
+        out[key] = _steps_per_second(series[f"{scenario}/orch-tui"], sizes)
     return out
+
+
+def _steps_per_second(python: dict[str, dict], sizes: tuple[int, ...]) -> float | None:
+    """Python steps per second as the whole command sees them: (t(1000) - t(1)) / 999."""
+    big = "1000" if "1000" in python else str(max(sizes))  # the issue's figure: t(1000)
+    if "1" not in python or big == "1":
+        return None
+    extra = python[big]["median"] - python["1"]["median"]
+    return (int(big) - 1) / extra if extra > 0 else None
 
 
 def _sweep_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
@@ -1002,7 +1025,7 @@ def plot_sweep(sweep: dict, path: Path) -> Path | None:
     import matplotlib.ticker
 
     fig, (total, per_step) = plt.subplots(1, 2, figsize=(13, 5.5))
-    styles = {"chain": "-", "fan-out": "--", "python": ":"}
+    styles = {"chain": "-", "fan-out": "--", "python": ":", "chain-cold": "-.", "python-cold": "-."}
     colours = {"orch-tui": "C3", "make": "C0", "doit": "C2", "go-task": "C1"}
     for name, by_n in sorted(sweep["series"].items()):
         scenario, tool = name.split("/")
@@ -1064,6 +1087,13 @@ TARGETS = (
         True,
         "sweep.series.chain/make.1",
     ),
+    (
+        "the same, cold: recipe cache off (s)",
+        "sweep.series.chain-cold/orch-tui.1",
+        0.120,
+        True,
+        "sweep.series.chain/make.1",
+    ),
     ("--version (s)", "startup.version", 0.060, True, "startup.python_pass"),
     ("200-step chain / doit", "scheduling.ratio_chain_vs_doit", 0.8, True, None),
     ("200-step chain / go-task", "scheduling.ratio_chain_vs_go_task", 1.0, True, None),
@@ -1073,6 +1103,7 @@ TARGETS = (
     ("5,000-step chain / make", "sweep.ratios.chain_vs_make.5000", 1.2, True, None),
     ("validate 10,000 steps (s)", "startup.validate_10000_steps", 1.0, True, None),
     ("python no-op steps/s, whole command", "sweep.python_steps_per_second", 15_000, False, None),
+    ("the same, cold", "sweep.python_steps_per_second_cold", 15_000, False, None),
     (
         "2,000,000 lines: capture / redirect, net of start-up",
         "log_capture.ratio_net_vs_redirect",
@@ -1274,6 +1305,9 @@ def main(argv: list[str] | None = None) -> int:
     PrivateDir.open(ROOT / ".orch", below=ROOT).close()
     with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".orch") as tmp:
         work = Path(tmp)
+        # the bench's own cache of compiled recipes (its first run of a recipe fills it), not
+        # the user's
+        os.environ["XDG_CACHE_HOME"] = str(work / "cache")
         if "sweep" in chosen:
             sizes = QUICK_SWEEP_SIZES if quick else SWEEP_SIZES
             results["sweep"] = bench_sweep(work, sizes, repeat)
