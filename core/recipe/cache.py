@@ -216,7 +216,7 @@ class RecipeCache:
         trails = [t for d in machine for t in _reported_at(d)]
         try:
             places = (
-                [(t, source.where(t)) for t in trails],
+                [(t, source.locs[t]) for t in trails if t in source.locs],
                 [(t, source.key_locs[t]) for t in trails if t in source.key_locs],
             )
             recipe = msgspec.structs.replace(recipe, warnings=())
@@ -261,9 +261,13 @@ def _machine_part(d: Draft) -> Draft:
 
 
 def _reported_at(d: Draft) -> list[Trail]:
-    """Every place those checks may report a problem of the step at."""
+    """Every place those checks may report a problem of the step at, and the step itself:
+    ``Source.where`` looks for a place, then for the values holding it, up to the step, so
+    these are all it can meet (the step's trail is always located, being shallow)."""
     params = d.values.get("params", {})
-    return [d.trail + (f,) for f in _REPORTED_AT] + [d.trail + ("params", k) for k in params]
+    return [d.trail, *(d.trail + (f,) for f in _REPORTED_AT)] + [
+        d.trail + ("params", k) for k in params
+    ]
 
 
 def _bound(held: PrivateDir) -> None:
