@@ -248,7 +248,7 @@ def _planted(entry: Path) -> None:
     entry.write_bytes(blob[:head] + msgspec.msgpack.encode(decoded, enc_hook=str))
 
 
-@pytest.mark.parametrize("how", ["mode 0666", "mode 0620", "another owner"])
+@pytest.mark.parametrize("how", ["mode 0666", "mode 0620", "another owner", "a symlink"])
 def test_an_entry_someone_else_could_have_written_is_ignored(
     tmp_path: Path, cache: Path, how: str
 ) -> None:
@@ -258,15 +258,22 @@ def test_an_entry_someone_else_could_have_written_is_ignored(
     _planted(entry)
     mine = load(recipe, cache)  # control: the same planted entry, ours and 0600, is trusted
     assert not mine["yaml"] and mine["recipe"]["steps"][0]["cmd"] == "/usr/bin/false"
+    planted = tmp_path / "planted"
     if how == "another owner":
         if os.geteuid() != 0:
             pytest.skip("giving a file to another user needs root")
         os.chown(entry, 4242, -1)
+    elif how == "a symlink":
+        entry.rename(planted)
+        entry.symlink_to(planted)
     else:
         entry.chmod(int(how.split()[1], 8))
+    kept = planted.read_bytes() if how == "a symlink" else None
     served = load(recipe, cache)
     assert served["yaml"]
     assert [s["cmd"] for s in served["recipe"]["steps"]] == ["/usr/bin/true"] * 2
+    if kept is not None:  # the link was replaced by a new entry, never written through
+        assert planted.read_bytes() == kept and not entry.is_symlink()
 
 
 def test_a_cache_folder_others_may_write_to_is_not_used(tmp_path: Path, cache: Path) -> None:
