@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import msgspec
@@ -319,3 +320,14 @@ def test_entries_are_bounded_the_oldest_written_go(tmp_path: Path, cache: Path) 
     load_all(paths[MAX_ENTRIES:])
     assert len(entries(cache)) == MAX_ENTRIES
     assert [load(p, cache)["yaml"] for p in paths[MAX_ENTRIES:]] == [False] * 3
+
+
+def test_a_recipe_the_cache_cannot_hold_loads_from_its_yaml_each_time(
+    tmp_path: Path, cache: Path
+) -> None:
+    """msgpack holds integers of 64 bits; ``jobs`` takes any positive one."""
+    recipe = write_recipe(tmp_path, "jobs: 99999999999999999999999\n" + textwrap.dedent(_SHELL))
+    for _ in range(2):
+        result = run_cli("validate", recipe, cwd=tmp_path, env=_env(cache))
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert entries(cache) == []

@@ -190,7 +190,12 @@ class RecipeCache:
         if os.environ.get(OFF_VARIABLE, "") not in ("", "0"):
             return None
         place = folder()
-        return cls(place, path, data) if place is not None else None
+        if place is None:
+            return None
+        try:
+            return cls(place, path, data)
+        except OSError:  # the loader's own files cannot be looked at: nothing to key on
+            return None
 
     def get(self) -> Entry | None:
         """The entry, if there is one of this user's for exactly this key; else None."""
@@ -222,8 +227,8 @@ class RecipeCache:
             recipe = msgspec.structs.replace(recipe, warnings=())
             entry = Entry(self.key, recipe, machine, msgspec.Raw(_encoder.encode(places)), warnings)
             blob = _MAGIC + _encoder.encode(entry)
-        except (TypeError, ValueError):  # a value msgpack cannot hold: loaded from YAML each time
-            return
+        except (TypeError, ValueError, OverflowError):
+            return  # a value msgpack cannot hold (an integer past 64 bits): read from YAML each time
         if len(blob) > MAX_ENTRY_BYTES:
             return
         with contextlib.suppress(OSError), PrivateDir.open(self.place) as held:
