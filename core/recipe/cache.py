@@ -39,9 +39,10 @@ from typing import Any
 import msgspec
 
 from core.privatedir import PrivateDir
-from core.recipe.checks import Draft
+from core.recipe.checks import PATHS_READ, Draft
 from core.recipe.model import Recipe
 from core.recipe.problems import Problem, Trail
+from core.recipe.pycheck import READS_VALUES, READS_WRITTEN
 from core.recipe.recipefile import Source
 
 try:  # CPython's own sha256, a module of its own: 3.11 names it _sha256, 3.12 _sha2
@@ -57,11 +58,9 @@ MAX_ENTRIES = 64
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 _MAGIC = b"orch-tui recipe cache 1\n"
 _OPENSSL_FROM = 512 * 1024  # bytes hashed: from there OpenSSL's sha256 pays for its import
-#: what the checks made on every load (``pycheck``, ``Validator.paths``) read of a step: its
-#: written fields (``data``: only whether these are there) and its values
-_WRITTEN = ("function", "params")
-_VALUES = ("module", "function", "params", "cwd", "cmd", "env")
-_REPORTED_AT = ("module", "function", "params", "cwd", "cmd")
+#: what the checks made on every load read of a step: these values, and whether these fields
+#: are written; each is where they may report a problem too
+_VALUES = READS_VALUES + PATHS_READ
 
 Where = tuple[int | None, int | None]
 Places = list[tuple[Trail, Where]]
@@ -251,7 +250,7 @@ class RecipeCache:
 
 def _machine_part(d: Draft) -> Draft:
     """What ``check_python_steps`` and ``Validator.paths`` read of a step (its type, names,
-    place, dependencies, and the fields in ``_WRITTEN``/``_VALUES``), the rest left out."""
+    place, dependencies, and the fields they read), the rest left out."""
     return Draft(
         d.index,
         d.name,
@@ -259,7 +258,7 @@ def _machine_part(d: Draft) -> Draft:
         d.trail,
         d.line,
         d.who,
-        {k: None for k in _WRITTEN if k in d.data},
+        {k: None for k in READS_WRITTEN if k in d.data},
         {k: d.values[k] for k in _VALUES if k in d.values},
         d.deps,
     )
@@ -270,9 +269,7 @@ def _reported_at(d: Draft) -> list[Trail]:
     ``Source.where`` looks for a place, then for the values holding it, up to the step, so
     these are all it can meet (the step's trail is always located, being shallow)."""
     params = d.values.get("params", {})
-    return [d.trail, *(d.trail + (f,) for f in _REPORTED_AT)] + [
-        d.trail + ("params", k) for k in params
-    ]
+    return [d.trail, *(d.trail + (f,) for f in _VALUES)] + [d.trail + ("params", k) for k in params]
 
 
 def _bound(held: PrivateDir) -> None:
