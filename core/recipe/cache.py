@@ -104,8 +104,8 @@ _decoder = msgspec.msgpack.Decoder(Entry, dec_hook=_dec)
 
 
 class _Places:
-    """An entry's places, decoded the first time a check reports something (rarely): they are
-    a third of an entry, and a clean load never looks at them."""
+    """An entry's places, decoded the first time a check reports something (rarely): a
+    quarter of an entry, that a clean load never looks at."""
 
     def __init__(self, raw: msgspec.Raw) -> None:
         self.raw = raw
