@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from core.recipe.problems import BAD, Bad, Problem, RecipeError, Trail, describe, show
-from core.recipe.recipefile import MAX_DEPTH, MAX_NODES, Loc, Source, decode, locate, read_bytes
+from core.recipe.recipefile import MAX_DEPTH, MAX_NODES, Loc, Source, decode
 
 _LOC_DEPTH = 6  # locations are recorded this deep: enough for steps[i].ready.port, not for data
 _YAML = "tag:yaml.org,2002:"
@@ -58,7 +58,7 @@ class _Converter:
 
     Most of a recipe is plain ASCII text in mappings (``name: build``): with ``shortcut`` such
     a value is built with its key instead of through the stack, which orders the count
-    differently, so where the budget runs out is found again without it (``read_source``).
+    differently, so where the budget runs out is found again without it (``parse``).
     """
 
     def __init__(self, *, shortcut: bool = True) -> None:
@@ -339,15 +339,10 @@ def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(file, None, None, None, message)
 
 
-def read_source(path: str | Path) -> Source:
-    """Read and convert a recipe file; a problem with the file as a whole (missing, not
-    YAML, too deep, too large, empty) is raised at once as a RecipeError."""
-    absolute, shown = locate(path)
-    return parse(absolute, shown, read_bytes(absolute, shown))
-
-
 def parse(absolute: Path, shown: str, data: bytes) -> Source:
-    """``read_source`` of a file already read: ``data``, its bytes."""
+    """Convert a recipe file's bytes (``data``, read by ``recipefile.read_bytes``); a problem
+    with the file as a whole (not UTF-8, not YAML, too deep, too large, empty) is raised at
+    once as a RecipeError."""
     text = decode(data, shown)
     try:
         root = _compose(text)
