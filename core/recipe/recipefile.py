@@ -85,7 +85,7 @@ def decode(data: bytes, shown: str) -> str:
 
 class Source(msgspec.Struct, frozen=True):
     """A recipe file read into plain values (``BAD`` where a value was refused), with the line
-    and column of each value and key down to ``_LOC_DEPTH``, and the problems found while
+    and column of each value and key down to ``source._LOC_DEPTH``, and the problems found while
     reading (bad tags, duplicate keys), by the trail of the value they are about."""
 
     path: Path  # absolute
