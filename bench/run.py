@@ -69,13 +69,23 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _peak_rss_of(argv: list[str], cwd: Path, stdout: Path | None = None) -> tuple[float, int]:
+def _fill_cache(cwd: Path, *recipes: str) -> None:
+    """Each recipe in the cache of compiled recipes, as a user running it again has it: the
+    figures are warm whatever the number of runs (the "-cold" ones turn the cache off)."""
+    for recipe in recipes:
+        _run([*ORCH, "validate", recipe], cwd, env=_env())
+
+
+def _peak_rss_of(
+    argv: list[str], cwd: Path, stdout: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int]:
     """Wall time and peak RSS (bytes) of a child, from wait4's rusage; its stdout to /dev/null
-    or to the file ``stdout`` (as a CI job's log)."""
+    or to the file ``stdout`` (as a CI job's log); ``env`` over the children's environment."""
     out = open(stdout, "wb") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE, env=_env())
+        full = {**_env(), **(env or {})}
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE, env=full)
     finally:
         if stdout is not None:
             out.close()
@@ -261,6 +271,7 @@ def bench_startup(work: Path, big: int, repeat: int) -> dict:
     demo = ROOT / "recipes" / "demo_screen_dash_ctx.yaml"
     (work / "pyproject.toml").write_text("")
     _wide_echo_recipe(work / "validate.yaml", big)
+    _fill_cache(work, "validate.yaml")
     out = {
         "python_pass": _measure(lambda: _run([sys.executable, "-c", "pass"], ROOT), repeat),
         "version": _measure(lambda: _run([*ORCH, "--version"], ROOT, env=_env()), repeat),
@@ -889,6 +900,11 @@ def _wide_taskfile(path: Path, n: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+#: what a contender's environment adds: "-cold" scenarios load the recipe from its YAML each
+#: time (the cache of compiled recipes off), the others as a user re-running meets it (warm)
+COLD = {"ORCH_TUI_NO_CACHE": "1"}
+
+
 def _sweep_contenders(work: Path, n: int) -> dict[str, tuple[list[str], Path | None]]:
     """Every (scenario, tool) of the sweep at size ``n``: its command, and the run folder to
     remove before each run (outside the timing)."""
@@ -910,6 +926,9 @@ def _sweep_contenders(work: Path, n: int) -> dict[str, tuple[list[str], Path | N
         "fan-out/make": (["make", "-s", "-j2", "-f", "Makefile.wide"], None),
         "python/orch-tui": orch("py.yaml", "1"),
     }
+    if n <= 1_000:  # where loading counts: the one-step run, python steps/s
+        found["chain-cold/orch-tui"] = orch("chain.yaml", "1")
+        found["python-cold/orch-tui"] = orch("py.yaml", "1")
     doit = _peer("doit")
     if doit:
         _dodo(work / "dodo.py", n)
@@ -932,13 +951,17 @@ def _peer(name: str) -> str | None:
 
 
 def _whole_run(
-    argv: list[str], cwd: Path, run_dir: Path | None, stdout: Path | None = None
+    argv: list[str],
+    cwd: Path,
+    run_dir: Path | None,
+    stdout: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, int]:
     """One whole process as a user meets it: wall time and peak RSS (its run folder, if any,
     removed before, not timed)."""
     if run_dir is not None:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return _peak_rss_of(argv, cwd, stdout)
+    return _peak_rss_of(argv, cwd, stdout, env)
 
 
 def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
@@ -950,12 +973,14 @@ def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
         folder = work / f"sweep-{n}"
         folder.mkdir()
         contenders = {k: v for k, v in _sweep_contenders(folder, n).items() if k not in given_up}
+        _fill_cache(folder, "chain.yaml", "wide.yaml", "py.yaml")
         rounds = repeat if n <= 1_000 else max(1, min(repeat, 3))
         times: dict[str, list[float]] = {name: [] for name in contenders}
         rss: dict[str, int] = {}
         for _ in range(rounds):
             for name, (argv, run_dir) in contenders.items():
-                took, peak = _whole_run(argv, folder, run_dir)
+                env = COLD if name.split("/")[0].endswith("-cold") else None
+                took, peak = _whole_run(argv, folder, run_dir, env=env)
                 times[name].append(took)
                 rss[name] = max(rss.get(name, 0), peak)
         for name, taken in times.items():
@@ -967,12 +992,19 @@ def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
                 given_up.add(name)
         shutil.rmtree(folder, ignore_errors=True)
     out = {"sizes": list(sizes), "series": series, "ratios": _sweep_ratios(series)}
-    python = series["python/orch-tui"]
-    big = "1000" if "1000" in python else str(max(sizes))  # the issue's figure: t(1000)
-    if "1" in python and big != "1":  # python steps/s as the whole command sees them
-        extra = python[big]["median"] - python["1"]["median"]
-        out["python_steps_per_second"] = (int(big) - 1) / extra if extra > 0 else None
+    for scenario in ("python", "python-cold"):
+        key = "python_steps_per_second" + scenario[len("python") :].replace("-", "_")
+        out[key] = _steps_per_second(series[f"{scenario}/orch-tui"], sizes)
     return out
+
+
+def _steps_per_second(python: dict[str, dict], sizes: tuple[int, ...]) -> float | None:
+    """Python steps per second as the whole command sees them: (t(1000) - t(1)) / 999."""
+    big = "1000" if "1000" in python else str(max(sizes))  # the issue's figure: t(1000)
+    if "1" not in python or big == "1":
+        return None
+    extra = python[big]["median"] - python["1"]["median"]
+    return (int(big) - 1) / extra if extra > 0 else None
 
 
 def _sweep_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
@@ -1002,7 +1034,7 @@ def plot_sweep(sweep: dict, path: Path) -> Path | None:
     import matplotlib.ticker
 
     fig, (total, per_step) = plt.subplots(1, 2, figsize=(13, 5.5))
-    styles = {"chain": "-", "fan-out": "--", "python": ":"}
+    styles = {"chain": "-", "fan-out": "--", "python": ":", "chain-cold": "-.", "python-cold": "-."}
     colours = {"orch-tui": "C3", "make": "C0", "doit": "C2", "go-task": "C1"}
     for name, by_n in sorted(sweep["series"].items()):
         scenario, tool = name.split("/")
@@ -1064,6 +1096,13 @@ TARGETS = (
         True,
         "sweep.series.chain/make.1",
     ),
+    (
+        "the same, cold: recipe cache off (s)",
+        "sweep.series.chain-cold/orch-tui.1",
+        0.120,
+        True,
+        "sweep.series.chain/make.1",
+    ),
     ("--version (s)", "startup.version", 0.060, True, "startup.python_pass"),
     ("200-step chain / doit", "scheduling.ratio_chain_vs_doit", 0.8, True, None),
     ("200-step chain / go-task", "scheduling.ratio_chain_vs_go_task", 1.0, True, None),
@@ -1073,6 +1112,7 @@ TARGETS = (
     ("5,000-step chain / make", "sweep.ratios.chain_vs_make.5000", 1.2, True, None),
     ("validate 10,000 steps (s)", "startup.validate_10000_steps", 1.0, True, None),
     ("python no-op steps/s, whole command", "sweep.python_steps_per_second", 15_000, False, None),
+    ("the same, cold", "sweep.python_steps_per_second_cold", 15_000, False, None),
     (
         "2,000,000 lines: capture / redirect, net of start-up",
         "log_capture.ratio_net_vs_redirect",
@@ -1274,6 +1314,9 @@ def main(argv: list[str] | None = None) -> int:
     PrivateDir.open(ROOT / ".orch", below=ROOT).close()
     with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".orch") as tmp:
         work = Path(tmp)
+        # the bench's own cache of compiled recipes (its first run of a recipe fills it), not
+        # the user's
+        os.environ["XDG_CACHE_HOME"] = str(work / "cache")
         if "sweep" in chosen:
             sizes = QUICK_SWEEP_SIZES if quick else SWEEP_SIZES
             results["sweep"] = bench_sweep(work, sizes, repeat)

@@ -124,6 +124,13 @@ def nearest_existing(path: Path) -> Path:
     return Path("/")  # pragma: no cover - "/" exists
 
 
+def _only_mine(fd: int, path: Path) -> None:
+    """Refuse the open file ``fd`` when its group or others may write to it."""
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PrivateDirError(path, f"writable by other users (mode {mode:04o})")
+
+
 class TooLarge(Exception):
     """A file bigger than the caller's limit: ``size`` bytes (or more)."""
 
@@ -200,11 +207,15 @@ class PrivateDir:
         except FileExistsError:
             return self._existing(name, os.O_WRONLY | os.O_APPEND)
 
-    def read(self, name: str, limit: int | None = None) -> bytes:
+    def read(self, name: str, limit: int | None = None, *, private: bool = False) -> bytes:
         """The content of ``name``, a regular file of this user's (not a link, not a FIFO
         that would block). With ``limit``, a file larger than that raises TooLarge before
-        anything is read (its size is looked at first), or if it grew past it meanwhile."""
+        anything is read (its size is looked at first), or if it grew past it meanwhile.
+        ``private``: refused too when its group or others may write to it (a file that
+        decides what runs, as a cached recipe, is made 0600: any other mode was not ours)."""
         with os.fdopen(self._existing(name, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if private:
+                _only_mine(f.fileno(), self.path / name)
             if limit is None:
                 return f.read()
             size = os.fstat(f.fileno()).st_size

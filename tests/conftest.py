@@ -213,6 +213,23 @@ def kill_tree(proc: subprocess.Popen | int, extra: Iterable[int] = ()) -> None:
         time.sleep(0.02)  # polling interval, not synchronisation
 
 
+# ------------------------------------------------------------------------------ recipe cache
+@pytest.fixture(scope="session", autouse=True)
+def _recipe_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own cache of compiled recipes (core.recipe.cache), not the user's
+    ~/.cache: in the environment, so orch-tui subprocesses use it too."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
+
+
 # ------------------------------------------------------------------------------------ the CLI
 def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
     full = dict(os.environ)

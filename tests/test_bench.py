@@ -77,8 +77,10 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
     assert results["log_capture"]["ci_log_lines"] > results["log_capture"]["lines"]
     # every tool of the sweep ran at every size, and the plot was drawn beside the results
     assert "python_steps_per_second" in results["sweep"]  # None when t(20) <= t(1): noise
+    assert "python_steps_per_second_cold" in results["sweep"]  # the recipe cache off
     sizes = {str(n) for n in results["sweep"]["sizes"]}
-    for name in ("chain/orch-tui", "chain/make", "fan-out/orch-tui", "python/orch-tui"):
+    contenders = ("chain/orch-tui", "chain/make", "fan-out/orch-tui", "python/orch-tui")
+    for name in (*contenders, "chain-cold/orch-tui", "python-cold/orch-tui"):
         assert set(results["sweep"]["series"][name]) == sizes, name
     assert {row["target"] for row in results["targets"]} >= {"one-step run, whole process (s)"}
     if importlib.util.find_spec("matplotlib"):

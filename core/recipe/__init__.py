@@ -5,7 +5,9 @@ Where things are:
 * ``model``: the msgspec Structs (``Recipe``, the ``Step`` union of ``PythonStep``,
   ``ShellStep`` and ``SessionStep``, ``Readiness``), the one source of every field;
 * ``kinds``: the types of field values, the words their problems use, and their checks;
-* ``source``: the file read safely into plain values with line and column, and its limits;
+* ``recipefile``: the file's bytes, its limits, ``Source``; ``source``: the YAML read safely
+  into plain values with line and column;
+* ``cache``: recipes that checked clean, kept compiled, so that a re-run skips the YAML;
 * ``problems``: ``Problem``, ``RecipeError`` and the wording helpers ("did you mean");
 * ``checks``: the validator, every problem at once; ``pycheck``: python steps' modules,
   functions and params; ``workspace``: where a recipe's modules and shell steps live;
@@ -19,7 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.recipe.checks import Validator
+import msgspec
+
+from core.recipe.checks import Draft, Validator
 from core.recipe.kinds import (
     BACKENDS,
     HEALTH_KINDS,
@@ -47,8 +51,8 @@ from core.recipe.model import (
 )
 from core.recipe.problems import Problem, RecipeError, describe, in_file_order
 from core.recipe.pycheck import check_python_steps, put_workspace_on_path
+from core.recipe.recipefile import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, locate, read_bytes
 from core.recipe.schema import recipe_json_schema
-from core.recipe.source import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, read_source
 from core.recipe.workspace import find_workspace, step_cwd, workspace_of, workspace_problem
 
 __all__ = [
@@ -121,21 +125,54 @@ def _no_gc() -> Iterator[None]:
 
 
 def _load(path: str | Path, check_imports: bool) -> Recipe:
-    source = read_source(path)
+    from core.recipe.cache import RecipeCache
+
+    absolute, shown = locate(path)
+    data = read_bytes(absolute, shown)
+    cache = RecipeCache.of(absolute, data)
+    entry = cache.get() if cache is not None else None
+    if entry is not None:
+        check = Validator(entry.source(absolute, shown))
+        check.warnings = entry.warnings_for(shown)
+        workspace = _check_here(check, entry.drafts, entry.recipe.env, check_imports)
+        _raise_problems(check)
+        return msgspec.structs.replace(
+            entry.recipe, workspace=workspace, warnings=tuple(in_file_order(check.warnings))
+        )
+    from core.recipe.source import parse  # PyYAML: only on a miss
+
+    source = parse(absolute, shown, data)
     check = Validator(source)
     top, drafts = check.document(source.doc)
     check.graph(drafts)
-    workspace = find_workspace(source.path)
-    if check_imports:
-        check_python_steps(check, drafts, workspace)
-    check.paths(drafts, workspace, top.get("env", {}))
+    found = list(check.warnings)  # from the bytes alone: kept with the entry
+    workspace = _check_here(check, drafts, top.get("env", {}), check_imports)
     check.report_conversion()
-    if check.problems:
-        raise RecipeError(in_file_order(check.problems))
-    return Recipe(
+    _raise_problems(check)
+    recipe = Recipe(
         path=source.path,
         workspace=workspace,
         steps=tuple(d.build() for d in drafts if d is not None),
         warnings=tuple(in_file_order(check.warnings)),
         **top,
     )
+    if cache is not None:
+        cache.put(recipe, drafts, source, found)
+    return recipe
+
+
+def _check_here(
+    check: Validator, drafts: list[Draft | None], env: dict[str, str], check_imports: bool
+) -> Path:
+    """The checks whose answer depends on this machine, not on the file (run on every load,
+    cached or not): the workspace, python steps' modules, shell steps' cwd and cmd."""
+    workspace = find_workspace(check.source.path)
+    if check_imports:
+        check_python_steps(check, drafts, workspace)
+    check.paths(drafts, workspace, env)
+    return workspace
+
+
+def _raise_problems(check: Validator) -> None:
+    if check.problems:
+        raise RecipeError(in_file_order(check.problems))

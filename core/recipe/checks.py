@@ -42,11 +42,14 @@ from core.recipe.problems import (
     show,
     suggest,
 )
-from core.recipe.source import Source
+from core.recipe.recipefile import Source
 from core.recipe.workspace import step_cwd
 
 Who = tuple[str, bool] | None  # (step name or "step #3" label, is it a label)
 #: why a field needs ``background: true``, in its problem
+#: all ``Validator.paths`` reads of a step's values (core.recipe.cache keeps only what the
+#: checks of each load read)
+PATHS_READ = ("cwd", "cmd", "env")
 _NEEDS_BACKGROUND = {
     "ready": "only background steps wait to be ready",
     "health": "only a service that runs on is checked",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime
 import math
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-import yaml
 
 Trail = tuple[Any, ...]  # keys and list indexes from the document root to a value
 
@@ -137,7 +137,8 @@ def boolean_hint(field: str, value: Any) -> str:
 
 def describe(exc: BaseException) -> str:
     """An exception as one line: its type and the first line of its message, no traceback."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+    yaml = sys.modules.get("yaml")  # not imported: exc is no YAML error (a cached recipe)
+    if yaml is not None and isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
         text = exc.problem
     else:
         try:

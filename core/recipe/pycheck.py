@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from core.recipe.model import Recipe
 
 RUNNER_KWARGS = ("stop", "log")  # passed by the runner when the function's signature names them
+#: all these checks read of a step (``Draft``): these values, and whether these fields are
+#: written; a recipe served from core.recipe.cache keeps only what the checks of each load read
+READS_VALUES = ("module", "function", "params")
+READS_WRITTEN = ("function", "params")
 
 
 def put_workspace_on_path(recipe: Recipe) -> None:

@@ -9,19 +9,13 @@ problem can name its line. A recipe is a small hand-written file, so anything fa
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import yaml
 
 from core.recipe.problems import BAD, Bad, Problem, RecipeError, Trail, describe, show
-
-MAX_FILE_BYTES = 4 * 1024 * 1024
-MAX_NODES = 1_000_000  # values built, aliases expanded: stops "billion laughs"
-MAX_DEPTH = 100  # nesting of lists and mappings
+from core.recipe.recipefile import MAX_DEPTH, MAX_NODES, Loc, Source, decode
 
 _LOC_DEPTH = 6  # locations are recorded this deep: enough for steps[i].ready.port, not for data
 _YAML = "tag:yaml.org,2002:"
@@ -30,8 +24,6 @@ _SCALAR_TAGS = frozenset(
 )
 _MERGE_TAG = _YAML + "merge"
 _STR_TAG, _SEQ_TAG, _MAP_TAG = _YAML + "str", _YAML + "seq", _YAML + "map"
-
-Loc = tuple[int, int]  # 1-based line and column
 
 
 def _short_tag(tag: str | None) -> str:
@@ -66,7 +58,7 @@ class _Converter:
 
     Most of a recipe is plain ASCII text in mappings (``name: build``): with ``shortcut`` such
     a value is built with its key instead of through the stack, which orders the count
-    differently, so where the budget runs out is found again without it (``read_source``).
+    differently, so where the budget runs out is found again without it (``parse``).
     """
 
     def __init__(self, *, shortcut: bool = True) -> None:
@@ -347,86 +339,11 @@ def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(file, None, None, None, message)
 
 
-def _locate(path: str | Path) -> tuple[Path, str]:
-    """The absolute path, and the name to show: as given, or relative to the cwd if under it."""
-    shown = str(path)
-    try:
-        given = Path(path)
-        absolute = Path(os.path.abspath(given))
-        if given.is_absolute():
-            try:
-                shown = str(absolute.relative_to(Path.cwd()))
-            except ValueError:
-                shown = str(given)
-    except (TypeError, ValueError, OSError) as exc:
-        raise RecipeError(
-            [Problem(shown, None, None, None, f"invalid path: {describe(exc)}")]
-        ) from None
-    return absolute, shown
-
-
-def _read(path: Path, shown: str) -> str:
-    def fail(message: str, line: int | None = None, column: int | None = None) -> RecipeError:
-        return RecipeError([Problem(shown, line, column, None, message)])
-
-    try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            # "." or ".." name no folder a reader can tell: add which one it is
-            named = f" ({path})" if Path(shown).name in ("", "..") else ""
-            raise fail(f"is a directory{named}, expected a YAML file")
-        if not stat.S_ISREG(info.st_mode):
-            raise fail("is not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise fail(f"recipe file too large (over {MAX_FILE_BYTES:,} bytes)")
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise fail("no such file") from None
-    except PermissionError:
-        raise fail("permission denied") from None
-    except (OSError, ValueError) as exc:
-        raise fail(f"cannot read: {describe(exc)}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise fail(f"recipe file too large (over {MAX_FILE_BYTES:,} bytes)")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise fail(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", line, column) from None
-
-
-class Source(msgspec.Struct, frozen=True):
-    """A recipe file read into plain values (``BAD`` where a value was refused), with the line
-    and column of each value and key down to ``_LOC_DEPTH``, and the problems found while
-    reading (bad tags, duplicate keys), by the trail of the value they are about."""
-
-    path: Path  # absolute
-    shown: str  # the name problems give: as the user wrote it, or relative to the cwd
-    doc: Any
-    locs: dict[Trail, Loc]
-    key_locs: dict[Trail, Loc]
-    issues: dict[tuple[str, Loc], Trail]
-
-    def where(self, trail: Trail, *, key: bool = False) -> tuple[int | None, int | None]:
-        """Where the value at ``trail`` (or its key) is, or the nearest enclosing value."""
-        if key and trail in self.key_locs:
-            return self.key_locs[trail]
-        probe = trail
-        while True:
-            if probe in self.locs:
-                return self.locs[probe]
-            if not probe:
-                return (None, None)
-            probe = probe[:-1]
-
-
-def read_source(path: str | Path) -> Source:
-    """Read and convert a recipe file; a problem with the file as a whole (missing, not
-    YAML, too deep, too large, empty) is raised at once as a RecipeError."""
-    absolute, shown = _locate(path)
-    text = _read(absolute, shown)
+def parse(absolute: Path, shown: str, data: bytes) -> Source:
+    """Convert a recipe file's bytes (``data``, read by ``recipefile.read_bytes``); a problem
+    with the file as a whole (not UTF-8, not YAML, too deep, too large, empty) is raised at
+    once as a RecipeError."""
+    text = decode(data, shown)
     try:
         root = _compose(text)
     except _TooDeep as exc:

@@ -85,6 +85,8 @@ def _check(workspace: Path, text: str | bytes, faults, *, check_imports: bool = 
         _assert_located(exc, path)
     else:
         _assert_valid(recipe, path)
+        # loaded again: from the cache of compiled recipes, the very same recipe
+        assert load_recipe(path, check_imports=check_imports) == recipe
     faults.survived(KIND)
 
 
