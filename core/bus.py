@@ -26,7 +26,8 @@ BATCH_SECONDS = 0.005
 
 
 class EventBus:
-    def __init__(self, sink: Callable[[Event], None] | None = None) -> None:
+    def __init__(self, sink: Callable[[list[Event]], None] | None = None) -> None:
+        """``sink`` records a batch of events, in order (RunStore.append_events)."""
         self._events: deque[Event] = deque()  # published, not yet recorded
         self._publishing = threading.Lock()  # seq and the queue's order are the same
         self.seq = 0  # the last event's
@@ -76,11 +77,10 @@ class EventBus:
             batch = []
             while self._events:
                 batch.append(self._events.popleft())
-            for event in batch:
-                self._record(event)
-            closing = self._closing and not self._events
             if batch:
+                self._record(batch)
                 self._batches.append(batch)
+            closing = self._closing and not self._events
             if closing:
                 self._recorded_all = True
             if batch or closing:
@@ -88,17 +88,17 @@ class EventBus:
             if closing:
                 return
 
-    def _record(self, event: Event) -> None:
+    def _record(self, batch: list[Event]) -> None:
         if self._sink is None:
             return
         try:
-            self._sink(event)
+            self._sink(batch)
         except OSError as exc:  # a full disk: said once, and the run's consumers go on
             if not self._sink_failed:
                 self._sink_failed = True
                 _log.warning("cannot record events: %s", exc)
         except Exception:  # a full disk must not stop the run's consumers
-            _log.exception("could not record event %s", event.kind)
+            _log.exception("could not record %d events", len(batch))
 
     # -- the dispatcher: the consumers -----------------------------------------------------------
     def _deliver_loop(self) -> None:

@@ -109,7 +109,7 @@ class Runner:
         self.rundir = RunDir.create(run_dir, Path.cwd(), self.run_id)
         self.rundir.name_logs(s.name for s in recipe.steps)
         self.store = RunStore(self.rundir)
-        self.bus = EventBus(sink=self.store.append_event)
+        self.bus = EventBus(sink=self.store.append_events)
         self.workers = Workers()
         self.reactor = OutputReactor()
         self.watchdog = Watchdog(self.run_dir)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from core.events import Event, encode_event
+from core.events import Event, encode_event, encode_events
 from core.privatedir import PrivateDir
 from core.rundir import CTX, EVENTS, STATE, RunDir, list_runs
 from core.state import FAILURES, Status
@@ -104,14 +104,19 @@ class RunStore:
         self._thread.start()
 
     # -- events ---------------------------------------------------------------------------------
-    def append_event(self, event: Event) -> None:
-        """Buffer the event's line, and have the flusher write it within ``interval``: readers
-        of events.jsonl (``ctl events``) must not wait for the next state change, which an idle
-        run printing now and then may never make. Still one write per interval, not per event."""
-        line = encode_event(event) + b"\n"
+    def append_events(self, events: list[Event]) -> None:
+        """Buffer the events' lines, and have the flusher write them within ``interval``:
+        readers of events.jsonl (``ctl events``) must not wait for the next state change, which
+        an idle run printing now and then may never make. Still one write per interval, not per
+        event. Encoded all at once (the bus records what was published meanwhile); an event
+        that cannot be encoded (a reason with a lone surrogate) is left out, not its batch."""
+        try:
+            data = encode_events(events)
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+            data = b"".join(_lines(events))
         with self._lock:
             if not self._closed:
-                self._events.write(line)
+                self._events.write(data)
         if not self._wake.is_set():  # set already in a flood: a read, not the Event's lock
             self._wake.set()
 
@@ -232,6 +237,17 @@ class RunStore:
             self._final_saved = True  # even if the final save failed: nothing saves after
             self.run_dir.close()
         self._wake.set()
+
+
+def _lines(events: list[Event]) -> list[bytes]:
+    """The events' lines one by one, without those that cannot be encoded (logged)."""
+    lines = []
+    for event in events:
+        try:
+            lines.append(encode_event(event) + b"\n")
+        except (TypeError, ValueError) as exc:
+            _log.error("could not record event %s: %s", event.kind, exc)
+    return lines
 
 
 @dataclass(frozen=True)
