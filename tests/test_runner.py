@@ -643,6 +643,37 @@ def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
     assert "ValueError: bad input 42" in log
 
 
+def test_python_step_error_naming_undecodable_bytes_is_recorded(tmp_path):
+    """A file name that is not UTF-8 (os.listdir, os.fsdecode) put in an exception's message
+    is a lone surrogate there: the run's state.json and the step's step_finished event must
+    still be written, the byte shown as a replacement character."""
+    module = write_module(
+        tmp_path,
+        """
+        import os
+
+        def explode(ctx):
+            name = os.fsdecode(b"missing-\\xff.txt")
+            raise ValueError(f"cannot read {name}")
+
+        def after(ctx):
+            pass
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""steps:
+  - {{name: explode, type: python, module: {module}, function: explode, continue_on_error: true}}
+  - {{name: after, type: python, module: {module}, function: after}}
+""",
+    )
+    assert result.code == 0
+    reason = result.steps["explode"]["reason"]
+    assert reason == "ValueError: cannot read missing-\ufffd.txt"
+    finished = result.events[event_index(result.events, "step_finished", "explode")]
+    assert finished["reason"] == reason
+
+
 # ============================================================================ shell steps
 def test_shell_environment_expose_and_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("INHERITED_ONLY", "inherited")

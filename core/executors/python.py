@@ -162,8 +162,18 @@ def call_step(
         return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
     except BaseException as exc:
         sink.write_text(traceback.format_exc())
-        text = str(exc).strip().splitlines()
+        text = _utf8(str(exc)).strip().splitlines()
         return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+
+
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can hold it: a lone surrogate (a file name that is not UTF-8, decoded
+    by os.fsdecode) becomes U+FFFD, as the log shows it. state.json and the events carry the
+    error as the step's reason, and no JSON encoder takes a surrogate: the whole save failed."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no byte decodes to ("\ud800"): "?"
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class PythonExecution:
