@@ -125,11 +125,13 @@ class Terminal:
             self.write(b"".join(pieces).decode(self.encoding, "replace"))
             return
         with self._cond:
-            if not self._queue:
+            idle = not self._queue
+            if idle:
                 self._progress = time.monotonic()  # idle until now, not stuck
             self._queue.extend(pieces)
             self.backlog += sum(map(len, pieces))
-            self._cond.notify_all()
+            if idle:  # else the pump was told and takes these too: no wake-up a line
+                self._cond.notify_all()
 
     def flush(self) -> None:
         """Nothing to do: the pump writes as soon as it can (``drain`` waits for it)."""
@@ -229,6 +231,7 @@ class Printer:
         self.unicode = self.encoding.startswith("utf")
         #: ASCII bytes are this encoding's own (``echo_block`` passes them on unchanged)
         self.ascii_compatible = self.encoding in ("utf-8", "ascii")
+        self._clock: tuple[int, str] = (-1, "")  # the event lines' second, as they show it
         glyphs = [*STATUS_GLYPHS.values(), *MARKS.values(), *HEALTH_GLYPHS.values()]
         try:
             ("".join(g.symbol for g in glyphs) + "".join(_PUNCT)).encode(self.encoding)
@@ -307,7 +310,10 @@ class Printer:
         text may carry a step's words, a failure's reason: cleaned like the steps' output).
         ``who``: the step's label and colour."""
         text = clean(text)
-        clock = time.strftime("%H:%M:%S", time.localtime(ts))
+        second = int(ts)
+        if second != self._clock[0]:  # localtime and strftime: a third of a line's cost
+            self._clock = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+        clock = self._clock[1]
         icon, style = self.icon(key)
         name = f"{self.paint(*who)} " if who is not None else ""
         self.write(f"{clock} {self.paint(icon, style)} {name}{text}\n")
