@@ -12,16 +12,16 @@ what consumers saw are the same sequence, numbered: ``publish`` gives each event
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 from core.events import Event
+from core.log import get_logger
 
 Subscriber = Callable[[Event], None]
-_log = logging.getLogger("orch.bus")
+_log = get_logger("orch.bus")
 BATCH_SECONDS = 0.005
 
 

@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from core.log import get_logger
 from core.recipe.kinds import EXECUTOR_PATTERN
 
 if TYPE_CHECKING:
     from core.recipe import Recipe
 
-_log = logging.getLogger("orch.cluster")
+_log = get_logger("orch.cluster")
 
 #: seconds to wait for a first worker of an existing scheduler
 WORKER_WAIT = 30.0

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 
+from core.log import get_logger
+
 Message = Callable[[], None]
-_log = logging.getLogger("orch.runner")
+_log = get_logger("orch.runner")
 
 
 class MessageLoop:

@@ -9,7 +9,6 @@ still copied until EOF (or until the run's clean-up stops the holder).
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import threading
@@ -18,11 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.log import get_logger
 from core.steplog import StepLog
 
 CHUNK = 1 << 20
 DRAIN_SECONDS = 0.2
-_log = logging.getLogger("orch.reactor")
+_log = get_logger("orch.reactor")
 
 
 @dataclass(eq=False)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import threading
 import time
@@ -33,11 +32,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from core.events import ResourcesSampled
+from core.log import get_logger
 
 if TYPE_CHECKING:
     import psutil
 
-_log = logging.getLogger("orch.resources")
+_log = get_logger("orch.resources")
 _CPUS = os.cpu_count() or 1
 
 

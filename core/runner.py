@@ -24,7 +24,6 @@ failed step blocks its dependents and the runner waits for the user to retry or 
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import signal
 import threading
@@ -43,6 +42,7 @@ from core.executors import Execution, LaunchContext, Outcome, executor_for
 from core.executors.python import OutputRouting
 from core.health import HealthMonitor, make_probe
 from core.launch import Launcher
+from core.log import DEBUG, get_logger
 from core.loop import MessageLoop
 from core.reactor import OutputReactor
 from core.readiness import Readiness
@@ -69,7 +69,7 @@ from core.workers import Workers
 if TYPE_CHECKING:
     from core.cluster import Cluster
 
-_log = logging.getLogger("orch.runner")
+_log = get_logger("orch.runner")
 
 #: events too frequent for the --debug log (the step logs and the meters have them)
 _NOT_LOGGED = frozenset({"step_output", "resources"})
@@ -808,7 +808,7 @@ class Runner:
     # ------------------------------------------------------------------ events
     def emit(self, event: ev.Event) -> None:
         """Publish an event; the run's state includes it (``seq``)."""
-        if event.kind not in _NOT_LOGGED and _log.isEnabledFor(logging.DEBUG):  # --debug
+        if event.kind not in _NOT_LOGGED and _log.isEnabledFor(DEBUG):  # --debug
             fields = {k: v for k, v in event.to_dict().items() if k not in _NOT_DEBUG_FIELDS}
             _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)

@@ -20,7 +20,6 @@ without touching the runner or the others.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import selectors
 import socket
@@ -35,13 +34,14 @@ import msgspec
 from core import __version__
 from core import protocol as proto
 from core.events import Event, RunFinished, RunReopened, encode_event
+from core.log import get_logger
 from core.rundir import SOCKET
 
 if TYPE_CHECKING:
     from core.control import RunControl
     from core.rundir import RunDir
 
-_log = logging.getLogger("orch.server")
+_log = get_logger("orch.server")
 
 RING_EVENTS = 50_000
 RING_BYTES = 32 << 20

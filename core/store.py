@@ -12,7 +12,6 @@ eats a whole core.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -22,11 +21,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.events import Event, encode_event, encode_events
+from core.log import get_logger
 from core.privatedir import PrivateDir
 from core.rundir import CTX, EVENTS, STATE, RunDir, list_runs
 from core.state import FAILURES, Status
 
-_log = logging.getLogger("orch.store")
+_log = get_logger("orch.store")
 
 
 def atomic_write(folder: PrivateDir, name: str, data: bytes, *, fsync: bool = True) -> None:

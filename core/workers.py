@@ -8,13 +8,14 @@ are reused, so a thousand short steps cost a handful of threads.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
-_log = logging.getLogger("orch.workers")
+from core.log import get_logger
+
+_log = get_logger("orch.workers")
 
 
 class Workers:

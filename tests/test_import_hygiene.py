@@ -117,3 +117,34 @@ def test_psutil_is_imported_by_the_first_sample_not_at_start(tmp_path: Path):
     modules, out = _imported_by([str(recipe), "--no-ui", "--skip", "hello"], tmp_path)
     assert "psutil" not in modules
     assert "run succeeded" in out and "1 skipped" in out
+
+
+def test_a_quiet_one_step_run_imports_no_logging(tmp_path: Path):
+    """core's loggers import ``logging`` at their first message (core.log): a one-step run that
+    logs nothing does without it (with traceback and string, ~8 ms of its start-up)."""
+    recipe = write_recipe(tmp_path, ONE_STEP)
+    modules, out = _imported_by([str(recipe), "--no-ui"], tmp_path)
+    assert "run succeeded: 1 succeeded" in out
+    assert "logging" not in modules
+
+
+def test_a_quiet_runs_first_warning_still_has_orch_tuis_format():
+    """The set-up of a quiet run's logging waits for its first message, which still reads as
+    before (prefix, level, logger name, on stderr); --debug's messages are on at once."""
+    code = (
+        "import sys\nfrom tui.cli import _setup_logging\nfrom core.log import get_logger\n"
+        "_setup_logging(sys.argv[1] == 'debug')\nlog = get_logger('orch.store')\n"
+        "print('logging' in sys.modules)\nlog.debug('seq %d', 1)\nlog.warning('disk %s', 'full')"
+    )
+    for mode, imported, err in (
+        ("quiet", "False", "orch-tui WARNING orch.store: disk full\n"),
+        (
+            "debug",
+            "True",
+            "orch-tui DEBUG orch.store: seq 1\norch-tui WARNING orch.store: disk full\n",
+        ),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True
+        )
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{imported}\n", err)

@@ -499,6 +499,17 @@ def _stuck_threads() -> bool:
 
 
 def _setup_logging(debug: bool) -> None:
+    """--debug's logging now; a quiet run's when it first logs (core.log: a run that logs
+    nothing does not import ``logging``)."""
+    if debug:
+        _basic_config(debug=True)
+    else:
+        from core.log import configure_on_first_use
+
+        configure_on_first_use(_basic_config)
+
+
+def _basic_config(debug: bool = False) -> None:
     import logging
 
     logging.basicConfig(

@@ -11,18 +11,19 @@ from __future__ import annotations
 import importlib
 import inspect
 import io
-import logging
 import sys
 import threading
-import traceback
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from core.context import Context
 from core.executors.base import LaunchContext, OnExit, Outcome
 from core.recipe import PythonStep, Step
 from core.steplog import StepLog
 from core.workers import Workers
+
+if TYPE_CHECKING:
+    import logging
 
 
 class _Router(io.TextIOBase):
@@ -98,17 +99,23 @@ class OutputRouting:
         cls._local.sink = sink
 
 
-class _LogHandler(logging.Handler):
-    def __init__(self, sink: Any) -> None:
-        super().__init__()
-        self._sink = sink
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def _step_logger(name: str, sink: Any) -> logging.Logger:
+    """The ``log`` a step asks for: a ``logging.Logger`` whose lines go to the step's log.
+    ``logging`` is imported here, by the first step that asks, not by every run."""
+    import logging
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._sink.write_text(self.format(record) + "\n")
-        except Exception:
-            self.handleError(record)
+    class _LogHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                sink.write_text(self.format(record) + "\n")
+            except Exception:
+                self.handleError(record)
+
+    handler = _LogHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.Logger(f"orch.step.{name}")
+    logger.addHandler(handler)
+    return logger
 
 
 _signature_cache: dict[Callable[..., Any], frozenset[str]] = {}
@@ -146,9 +153,7 @@ def call_step(
         if "stop" in wanted:
             kwargs["stop"] = stop_event()
         if "log" in wanted:
-            logger = logging.Logger(f"orch.step.{step.name}")
-            logger.addHandler(_LogHandler(sink))
-            kwargs["log"] = logger
+            kwargs["log"] = _step_logger(step.name, sink)
         result = fn(ctx, **kwargs)
         if step.output:
             ctx[step.output] = result
@@ -161,6 +166,8 @@ def call_step(
             sink.write_text(f"{exc.code}\n")
         return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
     except BaseException as exc:
+        import traceback  # only a failed step needs it
+
         sink.write_text(traceback.format_exc())
         text = _utf8(str(exc)).strip().splitlines()
         return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))

@@ -1,0 +1,83 @@
+"""Loggers that import :mod:`logging` when they first log.
+
+A run logs nothing unless something goes wrong or --debug is on, and ``logging`` (with
+traceback, string and weakref) is ~8 ms of a one-step run's ~120 ms: so core's modules take
+their logger from :func:`get_logger`, and ``orch-tui`` hands the set-up of a quiet run to
+:func:`configure_on_first_use`, run just before the first message (or the first look at a
+level once something has imported ``logging``). Every message still goes through ``logging``,
+to the same handlers, as with ``logging.getLogger``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
+
+#: logging.DEBUG, for isEnabledFor without importing logging
+DEBUG = 10
+#: logging.WARNING: the level of a root logger nobody has configured (and of a quiet run)
+_WARNING = 30
+_INFO = 20
+
+_pending: Callable[[], None] | None = None
+
+
+def configure_on_first_use(setup: Callable[[], None]) -> None:
+    """Run ``setup`` (a ``logging.basicConfig``) when a logger of ours first needs ``logging``;
+    at once when something has imported it already (its own messages need the set-up too)."""
+    global _pending
+    _pending = setup
+    if "logging" in sys.modules:
+        _real("")
+
+
+def _real(name: str) -> logging.Logger:
+    global _pending
+    import logging
+
+    setup, _pending = _pending, None
+    if setup is not None:
+        setup()
+    return logging.getLogger(name)
+
+
+class LazyLogger:
+    """The part of :class:`logging.Logger` core uses, importing ``logging`` at the first call."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+        """Without ``logging`` imported nobody has configured it: the root's default, WARNING.
+        The runner asks this for every event, so a quiet run must not import it here."""
+        if "logging" not in sys.modules:
+            return level >= _WARNING
+        return _real(self.name).isEnabledFor(level)
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(DEBUG):
+            _real(self.name).debug(msg, *args, stacklevel=2, **kwargs)
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(_INFO):
+            _real(self.name).info(msg, *args, stacklevel=2, **kwargs)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        _real(self.name).warning(msg, *args, stacklevel=2, **kwargs)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        _real(self.name).error(msg, *args, stacklevel=2, **kwargs)
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        _real(self.name).exception(msg, *args, stacklevel=2, **kwargs)
+
+
+def get_logger(name: str) -> LazyLogger:
+    """``logging.getLogger(name)``, without importing ``logging`` until it logs."""
+    return LazyLogger(name)
