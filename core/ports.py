@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 from dataclasses import dataclass
 
 _LISTEN = "0A"
-_TABLES = (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6))
+_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
@@ -49,6 +48,8 @@ def local_addresses(host: str) -> frozenset[str] | None:
         return frozenset()
     if address.is_loopback:
         return frozenset({str(address)})
+    import socket  # here, as in answers(): a run without a port to check does not load it
+
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     try:  # binding succeeds only to an address of one of this machine's interfaces
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
@@ -62,6 +63,8 @@ def answers(host: str, port: int, timeout: float = 0.5) -> bool:
     """Somebody accepts a TCP connection on ``host:port`` (the cheap first question).
 
     ValueError for a host that cannot even be looked up ("label too long")."""
+    import socket
+
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -69,11 +72,11 @@ def answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _address(hex_address: str, family: int) -> str:
+def _address(hex_address: str) -> str:
     raw = bytes.fromhex(hex_address)
     # the kernel prints each 32-bit word in host order (little-endian here)
     raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(socket.inet_ntop(family, raw))
+    address = ipaddress.ip_address(raw)  # 4 bytes: IPv4, 16: IPv6
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped or address)
 
@@ -82,7 +85,7 @@ def listeners(port: int, addresses: frozenset[str]) -> list[Listener]:
     """LISTEN sockets on ``port`` that take connections to ``addresses`` (empty: any)."""
     suffix = f":{port:04X}"
     found = []
-    for table, family in _TABLES:
+    for table in _TABLES:
         try:
             with open(table) as f:
                 lines = f.read().splitlines()[1:]
@@ -92,7 +95,7 @@ def listeners(port: int, addresses: frozenset[str]) -> list[Listener]:
             fields = line.split()
             if len(fields) < 10 or fields[3] != _LISTEN or not fields[1].endswith(suffix):
                 continue
-            address = _address(fields[1].rsplit(":", 1)[0], family)
+            address = _address(fields[1].rsplit(":", 1)[0])
             if addresses and address not in _WILDCARDS and address not in addresses:
                 continue
             found.append(Listener(address, int(fields[9]), int(fields[7])))

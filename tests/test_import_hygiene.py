@@ -119,13 +119,14 @@ def test_psutil_is_imported_by_the_first_sample_not_at_start(tmp_path: Path):
     assert "run succeeded" in out and "1 skipped" in out
 
 
-def test_a_quiet_one_step_run_imports_no_logging(tmp_path: Path):
-    """core's loggers import ``logging`` at their first message (core.log): a one-step run that
-    logs nothing does without it (with traceback and string, ~8 ms of its start-up)."""
+def test_a_quiet_one_step_run_imports_neither_logging_nor_socket(tmp_path: Path):
+    """core's loggers import ``logging`` at their first message (core.log), health checks and
+    port readiness ``socket`` when they check: a one-step run that logs nothing and checks no
+    port does without them (with traceback and string, ~10 ms of its start-up)."""
     recipe = write_recipe(tmp_path, ONE_STEP)
     modules, out = _imported_by([str(recipe), "--no-ui"], tmp_path)
     assert "run succeeded: 1 succeeded" in out
-    assert "logging" not in modules
+    assert {"logging", "socket"} & modules == set()
 
 
 def test_a_quiet_runs_first_warning_still_has_orch_tuis_format():
