@@ -52,6 +52,17 @@ def test_help_mentions_the_commands(tmp_path):
         assert word in result.stdout
 
 
+def test_help_fits_the_width_columns_gives(tmp_path):
+    """--help wraps to the terminal (COLUMNS first, as shutil.get_terminal_size has it), less
+    argparse's margin of 2, for the run and a subcommand; off a terminal, to 80."""
+    for args in (("--help",), ("ctl", "--help")):
+        for columns, env in ((50, {"COLUMNS": "50"}), (120, {"COLUMNS": "120"}), (80, {})):
+            result = run_cli(*args, cwd=tmp_path, env={"COLUMNS": "", **env})
+            assert result.returncode == 0, result.stderr
+            widest = max(len(line) for line in result.stdout.splitlines())
+            assert columns - 12 <= widest <= columns - 2, (args, columns, result.stdout)
+
+
 def test_validate_good_recipe(tmp_path):
     recipe = write_recipe(tmp_path, GOOD)
     result = run_cli("validate", recipe, cwd=tmp_path)
