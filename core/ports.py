@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+
+import msgspec
 
 _LISTEN = "0A"
 _TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
-@dataclass(frozen=True)
-class Listener:
+class Listener(msgspec.Struct, frozen=True):
     """A LISTEN socket: its address, its inode (to find the process) and its owner's uid."""
 
     address: str

@@ -15,7 +15,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from core.log import get_logger
 from core.steplog import StepLog
@@ -25,8 +26,7 @@ DRAIN_SECONDS = 0.2
 _log = get_logger("orch.reactor")
 
 
-@dataclass(eq=False)
-class Watch:
+class Watch(msgspec.Struct, eq=False):
     """One step attempt's pipe and process, as the reactor sees them."""
 
     fd: int
@@ -37,7 +37,7 @@ class Watch:
     eof: bool = False
     exited: bool = False
     ended: bool = False
-    deadline: float | None = field(default=None)
+    deadline: float | None = None
 
 
 class OutputReactor:

@@ -28,8 +28,9 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import msgspec
 
 from core.events import ResourcesSampled
 from core.log import get_logger
@@ -41,8 +42,7 @@ _log = get_logger("orch.resources")
 _CPUS = os.cpu_count() or 1
 
 
-@dataclass(frozen=True, slots=True)
-class StepTarget:
+class StepTarget(msgspec.Struct, frozen=True):
     """What to measure for one running step: a process tree, or a thread of this process."""
 
     pid: int | None = None

@@ -6,9 +6,10 @@ what the state becomes, and are changed only on the scheduler's thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from core.executors import Execution, Outcome
 from core.recipe import Step
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
 MANUAL = "manual"
 
 
-@dataclass
-class StepRun:
+class StepRun(msgspec.Struct):
     step: Step
     state: StepState
     satisfied: bool = False  # its dependents may go on

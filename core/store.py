@@ -16,9 +16,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import msgspec
 
 from core.events import Event, encode_event, encode_events
 from core.log import get_logger
@@ -250,8 +251,7 @@ def _lines(events: list[Event]) -> list[bytes]:
     return lines
 
 
-@dataclass(frozen=True)
-class PastRun:
+class PastRun(msgspec.Struct, frozen=True):
     """An earlier run of a recipe, as its state.json tells it."""
 
     run_dir: Path
@@ -293,8 +293,7 @@ class PastRun:
         return None
 
 
-@dataclass(frozen=True)
-class ResumePoint:
+class ResumePoint(msgspec.Struct, frozen=True):
     """What --resume-from STEP restores: the ctx of ``run_id``, whose steps before STEP did
     their work."""
 

@@ -5,8 +5,9 @@ once, through ``on_exit(Outcome)``, made by the factory its step type registers 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 if TYPE_CHECKING:
     from core.cluster import Cluster
@@ -18,8 +19,7 @@ if TYPE_CHECKING:
     from core.workers import Workers
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     """How an attempt ended. ``error`` is a one-line reason for a failure."""
 
     exit_code: int | None = 0
@@ -50,8 +50,7 @@ class Execution(Protocol):
         """No more asking (SIGKILL to the group; a thread cannot be killed: ``kill_abandons``)."""
 
 
-@dataclass(frozen=True)
-class LaunchContext:
+class LaunchContext(msgspec.Struct, frozen=True):
     """What an executor needs of the run to start an attempt: the shared ctx, the worker
     threads, the output reactor, how processes are launched (environment, cwd, ORCH_*
     variables, ORCH_CTX_OUT: core.launch), and the run's Dask cluster if it has one."""

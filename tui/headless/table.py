@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+
+import msgspec
 
 #: a cell: its text and its Rich style
 Cell = tuple[str, str]
 ELLIPSIS = "…"
 
 
-@dataclass
-class Table:
+class Table(msgspec.Struct):
     """What the summary shows as a table: ``limits`` caps a column's width (None: as wide as
     its widest cell); every cell stays on one line, cut with an ellipsis."""
 
