@@ -1034,12 +1034,14 @@ def plot_sweep(sweep: dict, path: Path) -> Path | None:
     import matplotlib.ticker
 
     fig, (total, per_step) = plt.subplots(1, 2, figsize=(13, 5.5))
-    styles = {"chain": "-", "fan-out": "--", "python": ":", "chain-cold": "-.", "python-cold": "-."}
+    styles = {"chain": "-", "fan-out": "--", "python": ":", "chain-cold": "-", "python-cold": ":"}
     colours = {"orch-tui": "C3", "make": "C0", "doit": "C2", "go-task": "C1"}
     for name, by_n in sorted(sweep["series"].items()):
         scenario, tool = name.split("/")
         ns = sorted(int(n) for n in by_n)
-        style = {"linestyle": styles[scenario], "color": colours[tool], "marker": "o"}
+        # a cold series (the recipe cache off) is drawn as its warm one, with hollow markers
+        marker = {"marker": "o"} if "-cold" not in scenario else {"marker": "s", "mfc": "white"}
+        style = {"linestyle": styles[scenario], "color": colours[tool], **marker}
         style["linewidth"] = 2.2 if tool == "orch-tui" else 1.3
         total.plot(ns, [by_n[str(n)]["median"] for n in ns], label=name, **style)
         per_step.plot(ns, [by_n[str(n)]["per_step_ms"] for n in ns], label=name, **style)
