@@ -331,3 +331,12 @@ def test_a_recipe_the_cache_cannot_hold_loads_from_its_yaml_each_time(
         result = run_cli("validate", recipe, cwd=tmp_path, env=_env(cache))
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert entries(cache) == []
+
+
+def test_help_says_where_the_cache_is_and_how_to_turn_it_off(tmp_path: Path) -> None:
+    """A user who wonders why an edit "is not seen", or who wants a cold run, finds both in
+    ``--help`` (the README is not at hand in a CI log)."""
+    result = run_cli("--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "$XDG_CACHE_HOME/orch-tui/recipes" in result.stdout
+    assert "ORCH_TUI_NO_CACHE=1" in result.stdout

@@ -59,7 +59,8 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Run a recipe of python, shell and session steps in a terminal UI, "
         "or headless with --no-ui.",
         epilog="other commands: orch-tui validate|graph|sessions|clean|schema|runs|attach|ctl ... "
-        "(-h for each)",
+        "(-h for each). A recipe that checked clean is kept compiled in "
+        "$XDG_CACHE_HOME/orch-tui/recipes; ORCH_TUI_NO_CACHE=1 turns that off.",
     )
     p.add_argument("recipe_pos", nargs="?", metavar="RECIPE", help="the recipe YAML file")
     p.add_argument("--recipe", dest="recipe_opt", metavar="RECIPE", help="same, the seed's way")
