@@ -111,35 +111,9 @@ def test_an_edit_of_the_same_size_and_mtime_is_not_served_stale(
     assert "depends_on: unknown step 'frist' (did you mean 'first'?)" in result.stderr
 
 
-def test_a_python_function_removed_is_still_reported_on_a_cached_recipe(
-    tmp_path: Path, cache: Path
-) -> None:
-    module = write_module(tmp_path, "def work(ctx, n=1):\n    pass\n")
-    recipe = write_recipe(
-        tmp_path,
-        f"""
-        steps:
-          - name: calc
-            type: python
-            module: {module}
-            function: work
-            params: {{n: 2}}
-        """,
-    )
-    assert "recipe" in load(recipe, cache)
-    (tmp_path / f"{module}.py").write_text("def other(ctx):\n    pass\n")
-    warm = load(recipe, cache)
-    cold = load(recipe, cache, ORCH_TUI_NO_CACHE="1")
-    assert not warm["yaml"]
-    assert warm["problems"] == cold["problems"]
-    assert warm["problems"] == [
-        f"recipe.yaml:5:15: step 'calc': module '{module}' has no function 'work'"
-    ]
-
-
-def test_a_param_the_function_no_longer_takes_is_located_on_a_cached_recipe(
-    tmp_path: Path, cache: Path
-) -> None:
+def _cached_python_step(tmp_path: Path, cache: Path) -> tuple[str, Path]:
+    """A recipe of one python step, ``work(ctx, n=1)`` called with ``n: 2``, loaded once
+    (so it is in the cache): its module's name and the recipe."""
     module = write_module(tmp_path, "def work(ctx, n=1):\n    pass\n")
     recipe = write_recipe(
         tmp_path,
@@ -154,6 +128,27 @@ def test_a_param_the_function_no_longer_takes_is_located_on_a_cached_recipe(
         """,
     )
     assert "recipe" in load(recipe, cache)
+    return module, recipe
+
+
+def test_a_python_function_removed_is_still_reported_on_a_cached_recipe(
+    tmp_path: Path, cache: Path
+) -> None:
+    module, recipe = _cached_python_step(tmp_path, cache)
+    (tmp_path / f"{module}.py").write_text("def other(ctx):\n    pass\n")
+    warm = load(recipe, cache)
+    cold = load(recipe, cache, ORCH_TUI_NO_CACHE="1")
+    assert not warm["yaml"]
+    assert warm["problems"] == cold["problems"]
+    assert warm["problems"] == [
+        f"recipe.yaml:5:15: step 'calc': module '{module}' has no function 'work'"
+    ]
+
+
+def test_a_param_the_function_no_longer_takes_is_located_on_a_cached_recipe(
+    tmp_path: Path, cache: Path
+) -> None:
+    module, recipe = _cached_python_step(tmp_path, cache)
     (tmp_path / f"{module}.py").write_text("def work(ctx, count):\n    pass\n")
     warm = load(recipe, cache)
     assert not warm["yaml"]
