@@ -46,36 +46,43 @@ def _real(name: str) -> logging.Logger:
 
 
 class LazyLogger:
-    """The part of :class:`logging.Logger` core uses, importing ``logging`` at the first call."""
+    """The part of :class:`logging.Logger` core uses, importing ``logging`` at the first call;
+    the logger found then is kept (the runner asks ``isEnabledFor`` for every event)."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "_logger")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._logger: logging.Logger | None = None
+
+    def _get(self) -> logging.Logger:
+        if self._logger is None or _pending is not None:  # a set-up handed over since: run it
+            self._logger = _real(self.name)
+        return self._logger
 
     def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
         """Without ``logging`` imported nobody has configured it: the root's default, WARNING.
         The runner asks this for every event, so a quiet run must not import it here."""
-        if "logging" not in sys.modules:
+        if self._logger is None and "logging" not in sys.modules:
             return level >= _WARNING
-        return _real(self.name).isEnabledFor(level)
+        return self._get().isEnabledFor(level)
 
     def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
         if self.isEnabledFor(DEBUG):
-            _real(self.name).debug(msg, *args, stacklevel=2, **kwargs)
+            self._get().debug(msg, *args, stacklevel=2, **kwargs)
 
     def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
         if self.isEnabledFor(_INFO):
-            _real(self.name).info(msg, *args, stacklevel=2, **kwargs)
+            self._get().info(msg, *args, stacklevel=2, **kwargs)
 
     def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        _real(self.name).warning(msg, *args, stacklevel=2, **kwargs)
+        self._get().warning(msg, *args, stacklevel=2, **kwargs)
 
     def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        _real(self.name).error(msg, *args, stacklevel=2, **kwargs)
+        self._get().error(msg, *args, stacklevel=2, **kwargs)
 
     def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        _real(self.name).exception(msg, *args, stacklevel=2, **kwargs)
+        self._get().exception(msg, *args, stacklevel=2, **kwargs)
 
 
 def get_logger(name: str) -> LazyLogger:
