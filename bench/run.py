@@ -37,6 +37,46 @@ sys.path.insert(0, str(ROOT))
 ORCH = [sys.executable, "-m", "tui.cli"]
 TRUE = shutil.which("true") or "/bin/true"  # the same external program for every tool
 
+# -- floors: the least a program in this interpreter can do for the same work, timed as a whole
+# command beside orch-tui and the peers, so a target below them is seen to be out of reach
+#: N processes of argv[1], one after the other: spawn and wait, nothing else (no bookkeeping,
+#: no output read). No runner written in Python can run a chain faster than this.
+SPAWN_LOOP = (
+    "import os, sys\n"
+    "argv, env = [sys.argv[1]], dict(os.environ)\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    os.waitpid(os.posix_spawn(argv[0], argv, env), 0)\n"
+)
+#: A step's output captured to its log and echoed, each line prefixed, to stdout, in one pass
+#: as it arrives (no reading back): ``CAPTURE_ECHO LOG CMD...``. The least a Python program
+#: does to keep a log and show it as a CI job's log.
+CAPTURE_ECHO = (
+    "import os, subprocess, sys\n"
+    "log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+    "child = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE)\n"
+    "pipe, prefix, held = child.stdout.fileno(), b'flood | ', b''\n"
+    "while chunk := os.read(pipe, 1 << 20):\n"
+    "    os.write(log, chunk)\n"
+    "    data = held + chunk\n"
+    "    cut = data.rfind(b'\\n') + 1\n"
+    "    held = data[cut:]\n"
+    "    if cut:\n"
+    "        lines = prefix + data[: cut - 1].replace(b'\\n', b'\\n' + prefix) + b'\\n'\n"
+    "        view = memoryview(lines)\n"
+    "        while view:\n"
+    "            view = view[os.write(1, view) :]\n"
+    "if held:\n"
+    "    os.write(1, prefix + held + b'\\n')\n"
+    "sys.exit(child.wait())\n"
+)
+#: Parsing a recipe with PyYAML's C loader and nothing else: what a cold run (no cache of
+#: compiled recipes) cannot avoid before it checks and runs anything.
+YAML_ONLY = (
+    "import sys, yaml\n"
+    "with open(sys.argv[1], 'rb') as f:\n"
+    "    yaml.load(f, Loader=yaml.CSafeLoader)\n"
+)
+
 
 # ------------------------------------------------------------------------------------ helpers
 def _timed(fn: Callable[[], object]) -> float:
@@ -135,11 +175,15 @@ def _taskfile(path: Path, n: int) -> None:
 
 
 def bench_scheduling(work: Path, n: int, repeat: int) -> dict:
+    """``n`` chained and ``n`` independent ``true`` against make, doit and go-task, and the
+    spawn floor (SPAWN_LOOP), whole commands taken in turns (each round runs every contender
+    once) so the machine's drifting load falls on all alike."""
     (work / "pyproject.toml").write_text("")
     _chain_recipe(work / "chain.yaml", n, wide=False)
     _chain_recipe(work / "wide.yaml", n, wide=True)
     _makefile(work / "Makefile", n, wide=False)
     _makefile(work / "Makefile.wide", n, wide=True)
+    _fill_cache(work, "chain.yaml", "wide.yaml")
     runs = work / "runs"
 
     def orch(recipe: str, jobs: str) -> Callable[[], None]:
@@ -151,28 +195,34 @@ def bench_scheduling(work: Path, n: int, repeat: int) -> dict:
 
         return go
 
-    out: dict = {"steps": n}
-    out["make_j1"] = _measure(lambda: _run(["make", "-s", "-j1"], work), repeat)
-    out["orch_chain_j1"] = _measure(orch("chain.yaml", "1"), repeat)
+    contenders: dict[str, Callable[[], object]] = {
+        "make_j1": lambda: _run(["make", "-s", "-j1"], work),
+        "orch_chain_j1": orch("chain.yaml", "1"),
+        "python_spawn": lambda: _run([sys.executable, "-c", SPAWN_LOOP, TRUE, str(n)], work),
+        "make_j2_wide": lambda: _run(["make", "-s", "-j2", "-f", "Makefile.wide"], work),
+        "orch_wide_j2": orch("wide.yaml", "2"),
+    }
     doit = _peer("doit")
     if doit:
         _dodo(work / "dodo.py", n)
-        out["doit"] = _measure(
-            lambda: _run([doit, "-f", "dodo.py", "--backend", "json"], work), repeat
-        )
+        contenders["doit"] = lambda: _run([doit, "-f", "dodo.py", "--backend", "json"], work)
     task = _peer("task")
     if task:
         _taskfile(work / "Taskfile.yml", n)
-        out["go_task"] = _measure(lambda: _run([task, f"s{n - 1}"], work), repeat)
-    out["make_j2_wide"] = _measure(
-        lambda: _run(["make", "-s", "-j2", "-f", "Makefile.wide"], work), repeat
-    )
-    out["orch_wide_j2"] = _measure(orch("wide.yaml", "2"), repeat)
-    base = out["make_j1"]["median"]
-    out["ratio_chain_vs_make"] = out["orch_chain_j1"]["median"] / base
+        contenders["go_task"] = lambda: _run([task, f"s{n - 1}"], work)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, go in contenders.items():
+            times[name].append(_timed(go))
+    out: dict = {"steps": n, **{name: _stats(taken) for name, taken in times.items()}}
+    ours, floor = out["orch_chain_j1"]["median"], out["python_spawn"]["median"]
+    out["ratio_chain_vs_make"] = ours / out["make_j1"]["median"]
+    out["ratio_chain_vs_python_spawn"] = ours / floor
+    out["ratio_python_spawn_vs_make"] = floor / out["make_j1"]["median"]
     for peer in ("doit", "go_task"):
         if peer in out:
-            out[f"ratio_chain_vs_{peer}"] = out["orch_chain_j1"]["median"] / out[peer]["median"]
+            out[f"ratio_chain_vs_{peer}"] = ours / out[peer]["median"]
+            out[f"ratio_python_spawn_vs_{peer}"] = floor / out[peer]["median"]
     out["ratio_wide_vs_make"] = out["orch_wide_j2"]["median"] / out["make_j2_wide"]["median"]
     return out
 
@@ -235,8 +285,16 @@ def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
     # stdout /dev/null: the capture alone (orch-tui echoes nothing to the null device); stdout
     # a file, as a CI job's log: the capture and the echo of every line, prefixed
     times, peaks, starts, redirects, echoed, starts_echoed = [], [], [], [], [], []
+    floors, floor_starts = [], []  # CAPTURE_ECHO of the same lines, and of one line
     ci_log = work / "ci.log"
+
+    def floor(count: int) -> float:
+        argv = [sys.executable, "-c", CAPTURE_ECHO, str(work / "floor.log"), "seq", str(count)]
+        return _whole_run(argv, work, None, work / "floor-ci.log")[0]
+
     for _ in range(repeat):
+        floors.append(floor(lines))
+        floor_starts.append(floor(1))
         redirects.append(_timed(redirect))
         starts.append(orch("one.yaml")[0])
         took, rss = orch("flood.yaml")
@@ -252,6 +310,11 @@ def bench_log_capture(work: Path, lines: int, repeat: int) -> dict:
     out["one_step_run_stdout_to_file"] = _stats(starts_echoed)
     net_echoed = out["orch_stdout_to_file"]["median"] - out["one_step_run_stdout_to_file"]["median"]
     out["ratio_net_vs_redirect_stdout_to_file"] = max(net_echoed, 0.0) / out["redirect"]["median"]
+    out["floor_capture_echo"], out["floor_one_line"] = _stats(floors), _stats(floor_starts)
+    net_floor = out["floor_capture_echo"]["median"] - out["floor_one_line"]["median"]
+    out["ratio_floor_net_vs_redirect_stdout_to_file"] = (
+        max(net_floor, 0.0) / out["redirect"]["median"]
+    )
     step = json.loads((runs / "state.json").read_bytes())["steps"]["flood"]
     out["step_seconds"] = step["duration"]  # the run's own figure, labelled as such
     out["ratio_step_vs_redirect"] = step["duration"] / out["redirect"]["median"]
@@ -274,6 +337,10 @@ def bench_startup(work: Path, big: int, repeat: int) -> dict:
     _fill_cache(work, "validate.yaml")
     out = {
         "python_pass": _measure(lambda: _run([sys.executable, "-c", "pass"], ROOT), repeat),
+        # the interpreter and the schema library every run needs: a one-step run's floor
+        "python_msgspec": _measure(
+            lambda: _run([sys.executable, "-c", "import msgspec"], ROOT), repeat
+        ),
         "version": _measure(lambda: _run([*ORCH, "--version"], ROOT, env=_env()), repeat),
         "validate_demo": _measure(
             lambda: _run([*ORCH, "validate", str(demo)], ROOT, env=_env()), repeat
@@ -925,10 +992,12 @@ def _sweep_contenders(work: Path, n: int) -> dict[str, tuple[list[str], Path | N
         "fan-out/orch-tui": orch("wide.yaml", "2"),
         "fan-out/make": (["make", "-s", "-j2", "-f", "Makefile.wide"], None),
         "python/orch-tui": orch("py.yaml", "1"),
+        "chain/python-spawn": ([sys.executable, "-c", SPAWN_LOOP, TRUE, str(n)], None),
     }
     if n <= 1_000:  # where loading counts: the one-step run, python steps/s
         found["chain-cold/orch-tui"] = orch("chain.yaml", "1")
         found["python-cold/orch-tui"] = orch("py.yaml", "1")
+        found["python-cold/pyyaml"] = ([sys.executable, "-c", YAML_ONLY, "py.yaml"], None)
     doit = _peer("doit")
     if doit:
         _dodo(work / "dodo.py", n)
@@ -974,7 +1043,7 @@ def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
         folder.mkdir()
         contenders = {k: v for k, v in _sweep_contenders(folder, n).items() if k not in given_up}
         _fill_cache(folder, "chain.yaml", "wide.yaml", "py.yaml")
-        rounds = repeat if n <= 1_000 else max(1, min(repeat, 3))
+        rounds = _sweep_rounds(n, repeat)
         times: dict[str, list[float]] = {name: [] for name in contenders}
         rss: dict[str, int] = {}
         for _ in range(rounds):
@@ -992,10 +1061,24 @@ def bench_sweep(work: Path, sizes: tuple[int, ...], repeat: int) -> dict:
                 given_up.add(name)
         shutil.rmtree(folder, ignore_errors=True)
     out = {"sizes": list(sizes), "series": series, "ratios": _sweep_ratios(series)}
+    out["floor_ratios"] = _floor_ratios(series)
     for scenario in ("python", "python-cold"):
         key = "python_steps_per_second" + scenario[len("python") :].replace("-", "_")
         out[key] = _steps_per_second(series[f"{scenario}/orch-tui"], sizes)
+    # the same formula for parsing the recipe alone: a ceiling for the cold figure
+    out["pyyaml_steps_per_second"] = _steps_per_second(series["python-cold/pyyaml"], sizes)
     return out
+
+
+def _sweep_rounds(n: int, repeat: int) -> int:
+    """Rounds at size ``n``: more where a run is short, so the one-step run and
+    ``(t(1000) - t(1)) / 999`` (two medians of ~0.1-0.2 s runs, a millisecond of noise
+    moves it by hundreds of steps/s) are not a coin toss; fewer where a round takes minutes."""
+    if n <= 100:
+        return 2 * repeat + 1
+    if n <= 1_000:
+        return repeat + 2
+    return max(1, min(repeat, 3))
 
 
 def _steps_per_second(python: dict[str, dict], sizes: tuple[int, ...]) -> float | None:
@@ -1022,6 +1105,23 @@ def _sweep_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, flo
     return ratios
 
 
+def _floor_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """The spawn floor's median over each peer's, per N: the ratio a runner written in
+    Python would reach if its only cost were spawning and waiting (SPAWN_LOOP)."""
+    floor = series.get("chain/python-spawn", {})
+    ratios: dict[str, dict[str, float]] = {}
+    for name, by_n in series.items():
+        scenario, tool = name.split("/")
+        if scenario != "chain" or tool in ("orch-tui", "python-spawn"):
+            continue
+        for n, entry in by_n.items():
+            if n in floor:
+                ratios.setdefault(f"python-spawn_vs_{tool}", {})[n] = (
+                    floor[n]["median"] / entry["median"]
+                )
+    return ratios
+
+
 def plot_sweep(sweep: dict, path: Path) -> Path | None:
     """bench/scaling.png: total time and time per step against N, log-log, a line per
     scenario and tool. None if matplotlib is missing (``make bench`` installs it)."""
@@ -1035,7 +1135,14 @@ def plot_sweep(sweep: dict, path: Path) -> Path | None:
 
     fig, (total, per_step) = plt.subplots(1, 2, figsize=(13, 5.5))
     styles = {"chain": "-", "fan-out": "--", "python": ":", "chain-cold": "-", "python-cold": ":"}
-    colours = {"orch-tui": "C3", "make": "C0", "doit": "C2", "go-task": "C1"}
+    colours = {
+        "orch-tui": "C3",
+        "make": "C0",
+        "doit": "C2",
+        "go-task": "C1",
+        "python-spawn": "C7",  # the floors, in grey
+        "pyyaml": "C7",
+    }
     for name, by_n in sorted(sweep["series"].items()):
         scenario, tool = name.split("/")
         ns = sorted(int(n) for n in by_n)
@@ -1056,7 +1163,9 @@ def plot_sweep(sweep: dict, path: Path) -> Path | None:
     per_step.legend(fontsize=8, loc="upper right")
     fig.suptitle(
         "chain: N sequential `true` (--jobs 1, make -j1); fan-out: N independent `true` "
-        "(--jobs 2, make -j2, doit -n 2, task --concurrency 2); python: N no-op python steps",
+        "(--jobs 2, make -j2, doit -n 2, task --concurrency 2); python: N no-op python steps\n"
+        "grey, the floors: python-spawn, a bare Python loop spawning and waiting for `true`; "
+        "pyyaml, parsing the python steps' recipe with PyYAML's C loader and nothing else",
         fontsize=9,
     )
     fig.tight_layout()
@@ -1089,7 +1198,9 @@ def _get(results: dict, path: str):
     return value["median"] if isinstance(value, dict) and "median" in value else value
 
 
-#: issue 15's targets: (what, figure, limit, lower is better, peer figure)
+#: issue 15's targets: (what, figure, limit, lower is better, peer figure[, floor figure]);
+#: the floor is the same figure for the least a program in this interpreter can do for the same
+#: work (SPAWN_LOOP, YAML_ONLY, a shell pipeline): a target beyond it is out of reach
 TARGETS = (
     (
         "one-step run, whole process (s)",
@@ -1097,6 +1208,7 @@ TARGETS = (
         0.120,
         True,
         "sweep.series.chain/make.1",
+        "startup.python_msgspec",
     ),
     (
         "the same, cold: recipe cache off (s)",
@@ -1104,17 +1216,67 @@ TARGETS = (
         0.120,
         True,
         "sweep.series.chain/make.1",
+        "startup.python_msgspec",
     ),
     ("--version (s)", "startup.version", 0.060, True, "startup.python_pass"),
-    ("200-step chain / doit", "scheduling.ratio_chain_vs_doit", 0.8, True, None),
-    ("200-step chain / go-task", "scheduling.ratio_chain_vs_go_task", 1.0, True, None),
-    ("200-step chain / make", "scheduling.ratio_chain_vs_make", 2.5, True, None),
-    ("1,000-step chain / doit", "sweep.ratios.chain_vs_doit.1000", 1.0, True, None),
-    ("5,000-step chain / doit", "sweep.ratios.chain_vs_doit.5000", 1.0, True, None),
-    ("5,000-step chain / make", "sweep.ratios.chain_vs_make.5000", 1.2, True, None),
+    (
+        "200-step chain / doit",
+        "scheduling.ratio_chain_vs_doit",
+        0.8,
+        True,
+        None,
+        "scheduling.ratio_python_spawn_vs_doit",
+    ),
+    (
+        "200-step chain / go-task",
+        "scheduling.ratio_chain_vs_go_task",
+        1.0,
+        True,
+        None,
+        "scheduling.ratio_python_spawn_vs_go_task",
+    ),
+    (
+        "200-step chain / make",
+        "scheduling.ratio_chain_vs_make",
+        2.5,
+        True,
+        None,
+        "scheduling.ratio_python_spawn_vs_make",
+    ),
+    (
+        "1,000-step chain / doit",
+        "sweep.ratios.chain_vs_doit.1000",
+        1.0,
+        True,
+        None,
+        "sweep.floor_ratios.python-spawn_vs_doit.1000",
+    ),
+    (
+        "5,000-step chain / doit",
+        "sweep.ratios.chain_vs_doit.5000",
+        1.0,
+        True,
+        None,
+        "sweep.floor_ratios.python-spawn_vs_doit.5000",
+    ),
+    (
+        "5,000-step chain / make",
+        "sweep.ratios.chain_vs_make.5000",
+        1.2,
+        True,
+        None,
+        "sweep.floor_ratios.python-spawn_vs_make.5000",
+    ),
     ("validate 10,000 steps (s)", "startup.validate_10000_steps", 1.0, True, None),
     ("python no-op steps/s, whole command", "sweep.python_steps_per_second", 15_000, False, None),
-    ("the same, cold", "sweep.python_steps_per_second_cold", 15_000, False, None),
+    (
+        "the same, cold",
+        "sweep.python_steps_per_second_cold",
+        15_000,
+        False,
+        None,
+        "sweep.pyyaml_steps_per_second",
+    ),
     (
         "2,000,000 lines: capture / redirect, net of start-up",
         "log_capture.ratio_net_vs_redirect",
@@ -1128,6 +1290,7 @@ TARGETS = (
         1.5,
         True,
         None,
+        "log_capture.ratio_floor_net_vs_redirect_stdout_to_file",
     ),
     ("2,000,000 lines: peak RSS (MB)", "log_capture.peak_rss_mb", 120, True, None),
     (
@@ -1166,7 +1329,7 @@ TARGETS = (
 def targets(results: dict) -> list[dict]:
     """Each target with its figure from this invocation, the peer's, and whether it is met."""
     rows = []
-    for what, path, limit, lower, peer in TARGETS:
+    for what, path, limit, lower, peer, *floor in TARGETS:
         value = _get(results, path)
         if not isinstance(value, (int, float)):
             continue  # not measured in this invocation
@@ -1175,6 +1338,9 @@ def targets(results: dict) -> list[dict]:
         peer_value = _get(results, peer) if peer else None
         if isinstance(peer_value, (int, float)):
             row.update(peer=peer_value, ratio=value / peer_value)
+        floor_value = _get(results, floor[0]) if floor else None
+        if isinstance(floor_value, (int, float)):
+            row["floor"] = floor_value
         rows.append(row)
     return rows
 
@@ -1182,11 +1348,12 @@ def targets(results: dict) -> list[dict]:
 def _print_targets(rows: list[dict], quick: bool) -> None:
     if quick:
         print("\n(--quick: tiny sizes; the targets' limits are for the full sizes)")
-    print(f"\n{'target':<54}{'figure':>10}{'limit':>10}{'peer':>10}  reached")
+    print(f"\n{'target':<54}{'figure':>10}{'limit':>10}{'peer':>10}{'floor':>10}  reached")
     for row in rows:
         peer = f"{row['peer']:>10.3g}" if "peer" in row else " " * 10
+        floor = f"{row['floor']:>10.3g}" if "floor" in row else " " * 10
         mark = "yes" if row["reached"] else "NO"
-        print(f"{row['target']:<54}{row['value']:>10.3g}{row['limit']:>10.3g}{peer}  {mark}")
+        print(f"{row['target']:<54}{row['value']:>10.3g}{row['limit']:>10.3g}{peer}{floor}  {mark}")
 
 
 # ------------------------------------------------------------------------------------ dask

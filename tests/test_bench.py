@@ -53,6 +53,11 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
         "sweep.series.python/orch-tui.20",
         "scheduling.ratio_chain_vs_make",
         "scheduling.ratio_wide_vs_make",
+        "scheduling.ratio_python_spawn_vs_make",  # the floors, in the same invocation
+        "sweep.floor_ratios.python-spawn_vs_make.20",
+        "sweep.series.python-cold/pyyaml.20",
+        "log_capture.ratio_floor_net_vs_redirect_stdout_to_file",
+        "startup.python_msgspec",
         "python_steps.steps_per_second",
         "log_capture.ratio_vs_redirect",
         "startup.ratio_version_vs_python",
@@ -83,6 +88,10 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
     for name in (*contenders, "chain-cold/orch-tui", "python-cold/orch-tui"):
         assert set(results["sweep"]["series"][name]) == sizes, name
     assert {row["target"] for row in results["targets"]} >= {"one-step run, whole process (s)"}
+    # a chain's target beside the floor any Python runner meets, and the same on the printout
+    chain = next(row for row in results["targets"] if row["target"] == "200-step chain / make")
+    assert chain["floor"] == results["scheduling"]["ratio_python_spawn_vs_make"]
+    assert "floor" in result.stdout
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "scaling.png").read_bytes().startswith(b"\x89PNG")
 
