@@ -13,7 +13,6 @@ what consumers saw are the same sequence, numbered: ``publish`` gives each event
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -39,6 +38,7 @@ class EventBus:
         self._sink = sink
         self._sink_failed = False
         self._closing = False
+        self._closed_event = threading.Event()  # set with _closing: ends a batch's wait
         self._recorder = threading.Thread(target=self._record_loop, name="orch-events", daemon=True)
         self._dispatcher = threading.Thread(
             target=self._deliver_loop, name="orch-consumers", daemon=True
@@ -71,8 +71,9 @@ class EventBus:
     def _record_loop(self) -> None:
         while True:
             self._wake.wait()
-            if not self._closing:
-                time.sleep(BATCH_SECONDS)  # let a burst gather: one wake-up for all of it
+            # let a burst gather: one wake-up for all of it; cut short by close, which the end
+            # of every run calls right after its last event (a sleep made each run wait it out)
+            self._closed_event.wait(BATCH_SECONDS)
             self._wake.clear()
             batch = []
             while self._events:
@@ -127,6 +128,7 @@ class EventBus:
         """
         if self._started:
             self._closing = True
+            self._closed_event.set()
             self._wake.set()
             self._recorder.join(timeout)
             self._dispatcher.join(timeout)
