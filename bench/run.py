@@ -579,6 +579,49 @@ def _cursor_step(screen: str) -> int | None:
     return odd[0] if len(rows) > 2 and len(odd) == 1 else None
 
 
+class _ControlClient:
+    """One tmux client attached in control mode (``tmux -C``) for the whole measurement, as a
+    user's terminal is: a key and a look at the screen are a line each over its pipe. A
+    ``tmux send-keys`` and a ``tmux capture-pane`` process per key and per poll (every 10 ms)
+    measured the starting of tmux processes on a loaded 2-core machine as much as the app.
+    It neither gets the pane's output (``no-output``) nor sizes the window (``ignore-size``)."""
+
+    def __init__(self, tmux: list[str]) -> None:
+        flags = ["-C", "attach-session", "-t", "bench", "-f", "no-output,ignore-size"]
+        self.proc = subprocess.Popen(
+            [*tmux, *flags], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env()
+        )
+
+    def command(self, line: str) -> str:
+        """Run one tmux command; its output (between ``%begin`` and ``%end``)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        out: list[bytes] | None = None
+        while raw := self.proc.stdout.readline():
+            if raw.startswith(b"%begin "):
+                out = []
+            elif out is not None and raw.startswith((b"%end ", b"%error ")):
+                text = b"".join(out).decode(errors="replace")
+                if raw.startswith(b"%error "):
+                    raise RuntimeError(f"tmux {line!r}: {text}")
+                return text
+            elif out is not None:
+                out.append(raw)
+            # else a notification between commands (%sessions-changed, ...): not ours
+        raise RuntimeError(f"the tmux control client ended during {line!r}")
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class _TmuxApp:
     """``orch-tui`` in a pane of a private tmux server, seen as the user sees it (capture-pane)."""
 
@@ -596,13 +639,13 @@ class _TmuxApp:
         subprocess.run([*self.tmux, *new], check=True, env=_env())  # the server's, its pane's
         shown = [*self.tmux, "display-message", "-p", "-t", "bench", "#{pane_pid}"]
         self.pid = int(subprocess.run(shown, capture_output=True, text=True).stdout)  # exec'd
+        self.client = _ControlClient(self.tmux)
 
     def screen(self, *, styled: bool = False) -> str:
-        argv = [*self.tmux, "capture-pane", "-p", "-t", "bench"] + (["-e"] if styled else [])
-        return subprocess.run(argv, capture_output=True, text=True).stdout
+        return self.client.command("capture-pane -p -t bench" + (" -e" if styled else ""))
 
     def keys(self, *keys: str) -> None:
-        subprocess.run([*self.tmux, "send-keys", "-t", "bench", *keys], check=True)
+        self.client.command(shlex.join(["send-keys", "-t", "bench", *keys]))
 
     def wait_for(
         self, predicate: Callable[[str], bool], timeout: float, *, styled=False, every=0.005
@@ -631,6 +674,7 @@ class _TmuxApp:
         """Kill the server, wait until it and the app are gone, stop the run's daemon (the
         hung-up app only detached from it), remove its socket (tmux leaves it)."""
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+        self.client.close()
         deadline = time.perf_counter() + 60
         alive = [*self.tmux, "list-sessions"]
         while subprocess.run(alive, capture_output=True).returncode == 0 or _alive(self.pid):
