@@ -31,7 +31,6 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from core import events as ev
 from core.state import ACTIVE, FAILURES, WAITING, RunState, Status, allowed_actions
@@ -40,7 +39,15 @@ from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
 from tui.screens.sessions import SessionsScreen
-from tui.widgets import CtxInspector, LogPane, ResourceMeter, RunHeader, SessionMirror, StepTree
+from tui.widgets import (
+    CtxInspector,
+    KeysFooter,
+    LogPane,
+    ResourceMeter,
+    RunHeader,
+    SessionMirror,
+    StepTree,
+)
 from tui.widgets.session_mirror import MirroredSession
 
 REFRESH_HZ = 15
@@ -139,7 +146,7 @@ class OrchApp(App[int]):
                     yield LogPane(id="log-main")
                     yield LogPane(id="log-pinned")
                 yield CtxInspector(self.control, id="ctx")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         for pane in self.query(LogPane):
