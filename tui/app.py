@@ -149,6 +149,7 @@ class OrchApp(App[int]):
         yield KeysFooter()
 
     def on_mount(self) -> None:
+        self._size_classes()
         for pane in self.query(LogPane):
             pane.empty_hint = self._empty_hint
         self.query_one("#log-pinned", LogPane).display = False
@@ -166,6 +167,19 @@ class OrchApp(App[int]):
         self.query_one(StepTree).focus()
         self._show_selected()
         self._refresh_header()
+
+    def _size_classes(self) -> None:
+        """The screen's breakpoint classes (app.tcss) for the app's size, before its first
+        paint. Textual sets them as the screen handles its first Resize, which comes after that
+        paint: every widget was restyled and the whole screen painted again (60-90 ms of the
+        event loop on a busy machine) while the first keys waited."""
+        screen, (width, height) = self.screen, self.size
+        sizes = ((width, self.HORIZONTAL_BREAKPOINTS), (height, self.VERTICAL_BREAKPOINTS))
+        classes = {name: False for _, breakpoints in sizes for _, name in breakpoints}
+        for size, breakpoints in sizes:
+            classes.update(dict.fromkeys(screen._get_breakpoint_classes(size, breakpoints), True))
+        # the screen's styles are computed as it is first shown (ScreenResume): not here too
+        screen.update_classes(classes, update=False)
 
     def on_unmount(self) -> None:
         gc.unfreeze()  # collectable again: another app in this process (tests) starts afresh
