@@ -144,6 +144,29 @@ steps:
 """
 
 
+async def test_the_first_frame_at_80x24_is_already_the_80x24_layout(orch):
+    """The first frame drawn already has the 80x24 layout (no meter, no ctx): Textual sets the
+    size classes as the screen takes its first Resize, after that frame, which showed the wide
+    layout a moment and was restyled and drawn again as the first keys came."""
+    from tui.widgets import CtxInspector, ResourceMeter
+
+    app, runner = orch(LONG_NAMES)
+    first: list[tuple[bool, bool]] = []  # the meter's and the ctx's display at the first frame
+    display = app._display  # how the screen hands a frame to the terminal
+
+    def frame(screen, renderable) -> None:
+        if renderable is not None and not first:
+            first.append(
+                (screen.query_one(ResourceMeter).display, screen.query_one(CtxInspector).display)
+            )
+        display(screen, renderable)
+
+    app._display = frame
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: first, what="a first frame")
+        assert first == [(False, False)]
+
+
 async def test_80x24_keeps_names_durations_and_bg_marks_and_stacks_a_pinned_log(orch):
     from tui.widgets import CtxInspector, LogPane, ResourceMeter, StepTree
 

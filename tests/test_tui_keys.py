@@ -222,6 +222,38 @@ async def test_r_restarts_a_running_service_and_leaves_its_dependents_alone(orch
         assert len(_events_of(runner, "user", "step_started")) == 1
 
 
+async def test_the_footer_keeps_its_keys_when_the_terminal_focus_comes_back(orch):
+    """Focus leaving and coming back (tmux's focus events) republishes the screen's keys: the
+    footer shows the same ones and keeps them (Textual's rebuilt every key widget each time,
+    tens of ms that keys typed meanwhile waited for); a change of keys still rebuilds it."""
+    from textual import events
+    from textual.widgets._footer import FooterKey
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: bad, type: shell, run: exit 3}
+          - {name: good, type: shell, run: 'true', depends_on: []}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "bad", "failed")
+        await until_status(pilot, runner, "good", "succeeded")  # nothing changes any more
+        await until(pilot, lambda: "s" in footer_keys(app), what="s in the footer")
+        await pilot.pause()  # a rebuild under way is done
+        shown = list(app.screen.query(FooterKey))
+        app.post_message(events.AppBlur())
+        await until(pilot, lambda: not app.app_focus, what="the focus gone")
+        app.post_message(events.AppFocus())
+        await until(pilot, lambda: app.app_focus, what="the focus back")
+        await pilot.pause()  # the footer's rebuild, if any, is queued after the next refresh
+        await pilot.pause()
+        assert list(app.screen.query(FooterKey)) == shown
+
+        await pilot.press("down")  # a succeeded step: no s
+        await until(pilot, lambda: "s" not in footer_keys(app), what="s gone from the footer")
+
+
 # ------------------------------------------------------------------------------ q
 @pytest.mark.parametrize("key", ["q", "ctrl+q", "ctrl+c"])
 async def test_quit_while_running_asks_and_n_or_escape_cancel(orch, key: str):

@@ -31,7 +31,6 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from core import events as ev
 from core.state import ACTIVE, FAILURES, WAITING, RunState, Status, allowed_actions
@@ -40,7 +39,15 @@ from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
 from tui.screens.sessions import SessionsScreen
-from tui.widgets import CtxInspector, LogPane, ResourceMeter, RunHeader, SessionMirror, StepTree
+from tui.widgets import (
+    CtxInspector,
+    KeysFooter,
+    LogPane,
+    ResourceMeter,
+    RunHeader,
+    SessionMirror,
+    StepTree,
+)
 from tui.widgets.session_mirror import MirroredSession
 
 REFRESH_HZ = 15
@@ -139,9 +146,10 @@ class OrchApp(App[int]):
                     yield LogPane(id="log-main")
                     yield LogPane(id="log-pinned")
                 yield CtxInspector(self.control, id="ctx")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
+        self._size_classes()
         for pane in self.query(LogPane):
             pane.empty_hint = self._empty_hint
         self.query_one("#log-pinned", LogPane).display = False
@@ -159,6 +167,19 @@ class OrchApp(App[int]):
         self.query_one(StepTree).focus()
         self._show_selected()
         self._refresh_header()
+
+    def _size_classes(self) -> None:
+        """The screen's breakpoint classes (app.tcss) for the app's size, before its first
+        paint. Textual sets them as the screen handles its first Resize, which comes after that
+        paint: every widget was restyled and the whole screen painted again (60-90 ms of the
+        event loop on a busy machine) while the first keys waited."""
+        screen, (width, height) = self.screen, self.size
+        sizes = ((width, self.HORIZONTAL_BREAKPOINTS), (height, self.VERTICAL_BREAKPOINTS))
+        classes = {name: False for _, breakpoints in sizes for _, name in breakpoints}
+        for size, breakpoints in sizes:
+            classes.update(dict.fromkeys(screen._get_breakpoint_classes(size, breakpoints), True))
+        # the screen's styles are computed as it is first shown (ScreenResume): not here too
+        screen.update_classes(classes, update=False)
 
     def on_unmount(self) -> None:
         gc.unfreeze()  # collectable again: another app in this process (tests) starts afresh
