@@ -18,6 +18,8 @@ import pytest
 
 from core import __version__
 from tests.conftest import (
+    PY,
+    _cli_env,
     kill_tree,
     only_run_dir,
     read_state,
@@ -703,3 +705,23 @@ def test_debug_reaches_the_steps(tmp_path):
     assert "show | debug=off" in quiet.stdout.splitlines()
     loud = run_cli(recipe, "--no-ui", "--debug", cwd=tmp_path, env={"ORCH_DEBUG": ""})
     assert "show | debug=1" in loud.stdout.splitlines()
+
+
+@pytest.mark.parametrize("args", [["ctl", "status"], ["attach"]], ids=" ".join)
+def test_usage_errors_of_the_client_commands_under_python_m(tmp_path, args):
+    """``python -m tui.cli`` (the module run as __main__) says a client command's usage error
+    and exits 2, as the ``orch-tui`` script does: tui.ctl and tui.attach raise the UsageError
+    of the tui.cli they import, which was a second copy of the module that main() did not
+    catch ("internal error", exit 1)."""
+    result = subprocess.run(
+        [PY, "-m", "tui.cli", *args],
+        cwd=tmp_path,  # no runs here, and no terminal: both are usage errors
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=_cli_env(None),
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("orch-tui: "), result.stderr
+    assert "internal error" not in result.stderr

@@ -16,6 +16,12 @@ from typing import TYPE_CHECKING
 
 from core import __version__
 
+if __name__ == "__main__":
+    # ``python -m tui.cli``: this module is __main__, and tui.ctl, tui.attach and tui.runs would
+    # import a second tui.cli whose UsageError main() does not catch ("internal error", exit 1
+    # instead of the message and exit 2). One module under both names.
+    sys.modules.setdefault("tui.cli", sys.modules[__name__])
+
 if TYPE_CHECKING:
     from core.store import ResumePoint
     from tui.spawn import Launch
