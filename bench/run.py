@@ -589,8 +589,24 @@ class _ControlClient:
     def __init__(self, tmux: list[str]) -> None:
         flags = ["-C", "attach-session", "-t", "bench", "-f", "no-output,ignore-size"]
         self.proc = subprocess.Popen(
-            [*tmux, *flags], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env()
+            [*tmux, *flags],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # a tmux that cannot: attach() falls back, quietly
+            env=_env(),
         )
+
+    @classmethod
+    def attach(cls, tmux: list[str]) -> _ControlClient | None:
+        """A client that answers, or None where this tmux has no client flags (before 3.2):
+        the bench then starts a tmux process per command, as it used to."""
+        client = cls(tmux)
+        try:
+            client.command("display-message -p ok")
+        except RuntimeError:
+            client.close()
+            return None
+        return client
 
     def command(self, line: str) -> str:
         """Run one tmux command; its output (between ``%begin`` and ``%end``)."""
@@ -639,13 +655,20 @@ class _TmuxApp:
         subprocess.run([*self.tmux, *new], check=True, env=_env())  # the server's, its pane's
         shown = [*self.tmux, "display-message", "-p", "-t", "bench", "#{pane_pid}"]
         self.pid = int(subprocess.run(shown, capture_output=True, text=True).stdout)  # exec'd
-        self.client = _ControlClient(self.tmux)
+        self.client = _ControlClient.attach(self.tmux)  # None: a tmux before 3.2
 
     def screen(self, *, styled: bool = False) -> str:
-        return self.client.command("capture-pane -p -t bench" + (" -e" if styled else ""))
+        command = ["capture-pane", "-p", "-t", "bench"] + (["-e"] if styled else [])
+        if self.client is not None:
+            return self.client.command(shlex.join(command))
+        return subprocess.run([*self.tmux, *command], capture_output=True, text=True).stdout
 
     def keys(self, *keys: str) -> None:
-        self.client.command(shlex.join(["send-keys", "-t", "bench", *keys]))
+        command = ["send-keys", "-t", "bench", *keys]
+        if self.client is not None:
+            self.client.command(shlex.join(command))
+        else:
+            subprocess.run([*self.tmux, *command], check=True)
 
     def wait_for(
         self, predicate: Callable[[str], bool], timeout: float, *, styled=False, every=0.005
@@ -674,7 +697,8 @@ class _TmuxApp:
         """Kill the server, wait until it and the app are gone, stop the run's daemon (the
         hung-up app only detached from it), remove its socket (tmux leaves it)."""
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
         deadline = time.perf_counter() + 60
         alive = [*self.tmux, "list-sessions"]
         while subprocess.run(alive, capture_output=True).returncode == 0 or _alive(self.pid):

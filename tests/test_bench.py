@@ -56,7 +56,7 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
         "scheduling.ratio_python_spawn_vs_make",  # the floors, in the same invocation
         "sweep.floor_ratios.python-spawn_vs_make.20",
         "sweep.series.python-cold/pyyaml.20",
-        "log_capture.ratio_floor_net_vs_redirect_stdout_to_file",
+        "log_capture.floor_capture_echo",
         "startup.python_msgspec",
         "python_steps.steps_per_second",
         "log_capture.ratio_vs_redirect",
@@ -78,6 +78,8 @@ def test_quick_benchmarks_produce_every_figure(tmp_path):
             value = value["median"]
         assert isinstance(value, (int, float)) and value > 0, (figure, value)
     assert results["log_capture"]["lines_lost"] == 0
+    # net of start-up: 0 when --quick's 10,000 lines take no longer than one (the noise)
+    assert results["log_capture"]["ratio_floor_net_vs_redirect_stdout_to_file"] >= 0
     assert results["log_capture"]["byte_identical"] is True
     assert results["log_capture"]["ci_log_lines"] > results["log_capture"]["lines"]
     # every tool of the sweep ran at every size, and the plot was drawn beside the results
