@@ -617,7 +617,9 @@ class Runner:
         self._stop(run, status, "stopped by user")
 
     def _do_stop_run(self, sig: int, force: bool) -> None:
-        if force and self._interrupted:
+        if force and not self._interrupted:
+            self._do_stop_run(sig, force=False)  # what a first stop does (waiting steps cancelled)
+        if force and self._interrupted:  # then every step killed, without its grace
             for run in self.runs.values():
                 if run.execution is not None:
                     execution = run.execution

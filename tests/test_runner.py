@@ -1529,3 +1529,26 @@ def test_resume_ignores_a_run_left_by_another_user(tmp_path):
     result = run_cli(recipe, "--no-ui", "--resume-from", "b", cwd=tmp_path)
     assert result.returncode == 2
     assert "no earlier run" in result.stderr
+
+
+def test_stop_run_force_kills_at_once_on_the_first_call(tmp_path):
+    """``ctl stop-run --force`` (and --force from the command API): SIGKILL at once, as its help
+    says, not SIGTERM and the whole grace. It only worked as the second of two stops (Ctrl-C
+    twice); alone it waited out the grace of a step that ignores SIGTERM."""
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: stubborn, type: shell, run: 'trap "" TERM; echo up; sleep 60', grace: 60}
+        """,
+    )
+    runner.start()
+    try:
+        wait_for(lambda: (tmp_path / "run" / "logs" / "stubborn.log").read_bytes() == b"up\n")
+        runner.stop_run(force=True)
+        assert runner.wait(20) == 130, "still waiting out the step's 60 s of grace"
+        step = runner.state()["steps"]["stubborn"]
+        assert (step["status"], step["signal"]) == ("cancelled", signal.SIGKILL)
+    finally:
+        runner.stop_run(signal.SIGKILL, force=True)
+        runner.wait(10)
