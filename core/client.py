@@ -180,7 +180,17 @@ class RemoteControl:
                 return self._mirror.exit_code
         if timeout is not None and timeout <= 0:
             return None
-        reply = self._request({"op": "wait"}, timeout)
+        try:
+            reply = self._request({"op": "wait"}, timeout)
+        except DaemonGone:
+            # The daemon may have said ``closing`` and gone just as the wait was asked (the
+            # app's quit: close, then wait): its exit code is in what the reader has yet to read.
+            self._reader.join(REPLY_TIMEOUT)
+            with self._lock:
+                closing = self._closing
+            if closing is None:
+                raise
+            return closing.get("exit_code")
         return None if reply is None else self._ok(reply).get("exit_code")
 
     # -- more ---------------------------------------------------------------------------------------

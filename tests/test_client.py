@@ -141,6 +141,35 @@ def test_a_daemon_that_goes_away_fails_pending_requests_with_daemon_gone(served,
         control.close()
 
 
+def test_a_wait_that_meets_the_closed_daemon_gives_the_exit_code_it_said(served, tmp_path):
+    """Quitting the app (q, y) sends ``close`` and then waits. The daemon says ``closing`` (with
+    the exit code) and goes: a wait whose request met the closed socket before the reader had
+    read that raised DaemonGone, a traceback on the user's screen, though the run was over."""
+    _runner, server = served
+    control = connect(tmp_path / "run")
+    try:
+        reading = threading.Event()
+        frame, request = control._frame, control._request
+
+        def late_frame(line: bytes) -> None:  # "closing" is read once the wait is under way
+            if b'"closing"' in line:
+                reading.wait(10)
+            frame(line)
+
+        def request_after_the_goodbye(message, timeout, **kw):
+            reading.set()
+            control._reader.join(10)  # the daemon said closing and went
+            return request(message, timeout, **kw)
+
+        control._frame, control._request = late_frame, request_after_the_goodbye
+        closer = threading.Thread(target=server.close, args=("interrupted", 130))
+        closer.start()
+        assert control.wait(30) == 130
+        closer.join(10)
+    finally:
+        control.close()
+
+
 def _wide(n: int) -> str:
     steps = "".join(f"  - {{name: s{i}, type: shell, run: 'true'}}\n" for i in range(n))
     return "jobs: 8\nsteps:\n" + steps
