@@ -18,6 +18,7 @@ import pytest
 
 from core import __version__
 from tests.conftest import (
+    ORCH,
     PY,
     _cli_env,
     kill_tree,
@@ -725,3 +726,27 @@ def test_usage_errors_of_the_client_commands_under_python_m(tmp_path, args):
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("orch-tui: "), result.stderr
     assert "internal error" not in result.stderr
+
+
+CYCLE = """
+steps:
+  - {name: a, type: shell, run: "echo hi", depends_on: [a]}
+"""
+
+
+@pytest.mark.parametrize(("recipe", "code"), [(GOOD, 0), (CYCLE, 2)], ids=["ok", "recipe-error"])
+def test_a_closed_stdout_is_as_dev_null(tmp_path, recipe, code):
+    """``orch-tui R --no-ui >&-``: the run's own exit code and no traceback. Every write to
+    the closed stream failed: tracebacks from the event consumers, "internal error", exit 1."""
+    path = write_recipe(tmp_path, recipe)
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *ORCH, str(path), "--no-ui"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(None),
+        timeout=30,
+    )
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr

@@ -163,6 +163,7 @@ def _sub_parser(command: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _closed_streams_to_devnull()
     try:
         code = _dispatch(argv)
     except UsageError as exc:
@@ -194,6 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     # back anyway (a one-step run: ~45 ms of CPU, more than its run).
     gc.freeze()
     return code
+
+
+def _closed_streams_to_devnull() -> None:
+    """A standard stream the caller closed (``orch-tui R --no-ui >&-``) is None in Python, and
+    every write to it failed: tracebacks, exit 1 for a run that succeeded. It becomes
+    /dev/null, as ``> /dev/null`` would, on its own descriptor: a file opened later (a log)
+    must never take descriptor 1 and get what was meant for the terminal."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, mode, encoding="utf-8"))  # noqa: SIM115 (the process's)
 
 
 def _dispatch(argv: list[str]) -> int:
