@@ -563,6 +563,36 @@ async def test_an_empty_log_says_why(orch, tmp_path: Path):
         await until(pilot, lambda: _first_line(pane) == "no output", what="later: no output")
 
 
+async def test_a_step_that_did_not_succeed_says_how_it_ended_above_its_log(orch, tmp_path: Path):
+    """Its exit code, its timeout or its error beside its name: the log alone may say nothing
+    (no output), and the tree only marks it. ``ctl status`` and the headless summary said it;
+    the app did not."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: slow, type: shell, run: 'sleep 5', timeout: 0.3}
+          - {name: bad, type: shell, run: 'exit 3', depends_on: []}
+          - {name: good, type: shell, run: 'echo fine', depends_on: []}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until_status(pilot, runner, "slow", "timed_out")
+        await until(pilot, lambda: _title(pane) == "slow · timed out after 0.3s")
+        await pilot.press("down")
+        await until_status(pilot, runner, "bad", "failed")
+        await until(pilot, lambda: _title(pane) == "bad · failed: exit 3")
+        await pilot.press("down")
+        await until_status(pilot, runner, "good", "succeeded")
+        await until(pilot, lambda: _title(pane) == "good")  # nothing to add
+
+
+def _title(pane) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(str(pane.border_title)).plain
+
+
 # ------------------------------------------------------------------------------ ctx, palette
 def _count_nodes(node) -> int:
     return 1 + sum(_count_nodes(child) for child in node.children)

@@ -35,6 +35,7 @@ from textual.screen import Screen
 from core import events as ev
 from core.state import ACTIVE, FAILURES, WAITING, RunState, Status, allowed_actions
 from core.text import clean
+from tui.format import step_ending
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -254,6 +255,7 @@ class OrchApp(App[int]):
             state = run.steps.get(pane.step or "")
             if pane.step in self._dirty_logs or (state and state.status == Status.RUNNING):
                 pane.poll()
+                pane.show_ending(step_ending(state) if state else "")
         self._dirty_logs.clear()
         meter = self.query_one(ResourceMeter)
         for sample in samples:
@@ -367,6 +369,8 @@ class OrchApp(App[int]):
         data = tree.selected
         pane = self.query_one("#log-main", LogPane)
         session = None
+        state = self._run.steps.get(name or "")
+        pane.show_ending(step_ending(state) if state else "")
         if name is not None:
             pane.show(name, self._log_path(name))
         elif data and data.get("kind") == "session":
@@ -429,6 +433,8 @@ class OrchApp(App[int]):
             pinned.show(None, None)
             return
         pinned.show(self._pinned, self._log_path(self._pinned))
+        state = self._run.steps.get(self._pinned)
+        pinned.show_ending(step_ending(state) if state else "")
         pinned.display = self.query_one("#log-main", LogPane).step != self._pinned
 
     def _search_pane(self) -> LogPane:

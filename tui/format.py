@@ -58,6 +58,26 @@ def status_word(status: str) -> str:
     return "timed out" if status == Status.TIMED_OUT else str(status)
 
 
+#: the statuses a step's ending is worth a word for (a success or a skip says it in the tree)
+_UNHAPPY = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.STOPPED})
+
+
+def step_ending(step: StepState) -> str:
+    """How a step that did not succeed ended, in a few words, for the head of its log:
+    ``failed: exit 3``, ``failed: ValueError: bad input``, ``timed out after 0.3s``,
+    ``cancelled: run interrupted (SIGTERM)``; empty for any other status."""
+    if step.status not in _UNHAPPY:
+        return ""
+    word = status_word(step.status)
+    reason = (step.reason or "").strip()
+    if reason.lower().startswith(word):  # "timed out after 0.3s", "stopped by user"
+        return reason
+    why = cause(step.exit_code, step.signal)
+    if not reason or reason.lower() in (f"exit code {step.exit_code}", why.lower()):
+        return f"{word}: {why}" if why else word
+    return f"{word}: {reason}"
+
+
 def service_note(step: StepState, note: str = "") -> str:
     """``note`` after what the tree marks beside a service (bg, its health mark, ↻N), in words:
     ``bg; healthy; restarted 2x (exit code 3); note``. The headless summary and ``ctl status``

@@ -66,6 +66,7 @@ class LogPane(ScrollView, can_focus=True):
         self._width = 0
         self._size_seen = -1
         self._truncated = False
+        self._ending = ""  # how the shown step ended, if not well (show_ending)
         self._search: str | None = None
         self._match: int | None = None
         self._strip_cache: dict[int, Strip] = {}
@@ -196,9 +197,18 @@ class LogPane(ScrollView, can_focus=True):
     def watch_pending(self) -> None:
         self._update_border()
 
+    def show_ending(self, ending: str) -> None:
+        """How the shown step ended when it did not succeed (tui.format.step_ending), beside
+        its name: the log alone may not say (no output, a timeout, a signal)."""
+        if ending != self._ending:
+            self._ending = ending
+            self._update_border()
+
     def _update_border(self) -> None:
-        title = self.step or "no step selected"
-        self.border_title = Text(title, style="bold")
+        title = Text(self.step or "no step selected", style="bold")
+        if self._ending:
+            title.append(f" · {self._ending}", style="red")
+        self.border_title = title
         parts = []
         if self._truncated:
             parts.append("earlier lines in the log file")
