@@ -255,7 +255,7 @@ class OrchApp(App[int]):
             state = run.steps.get(pane.step or "")
             if pane.step in self._dirty_logs or (state and state.status == Status.RUNNING):
                 pane.poll()
-                pane.show_ending(step_ending(state) if state else "")
+                pane.show_ending(step_ending(state))
         self._dirty_logs.clear()
         meter = self.query_one(ResourceMeter)
         for sample in samples:
@@ -369,8 +369,7 @@ class OrchApp(App[int]):
         data = tree.selected
         pane = self.query_one("#log-main", LogPane)
         session = None
-        state = self._run.steps.get(name or "")
-        pane.show_ending(step_ending(state) if state else "")
+        pane.show_ending(step_ending(self._run.steps.get(name or "")))
         if name is not None:
             pane.show(name, self._log_path(name))
         elif data and data.get("kind") == "session":
@@ -433,8 +432,7 @@ class OrchApp(App[int]):
             pinned.show(None, None)
             return
         pinned.show(self._pinned, self._log_path(self._pinned))
-        state = self._run.steps.get(self._pinned)
-        pinned.show_ending(step_ending(state) if state else "")
+        pinned.show_ending(step_ending(self._run.steps.get(self._pinned)))
         pinned.display = self.query_one("#log-main", LogPane).step != self._pinned
 
     def _search_pane(self) -> LogPane:

@@ -58,24 +58,35 @@ def status_word(status: str) -> str:
     return "timed out" if status == Status.TIMED_OUT else str(status)
 
 
+def worth_saying(reason: str | None, status: str, exit_code: int | None, sig: int | None) -> bool:
+    """Whether a reason adds to what the line says already ("exit code 1" does not)."""
+    if not reason:
+        return False
+    lowered = reason.lower()
+    if lowered.startswith(status_word(status)):
+        return False
+    if exit_code is not None and lowered in (f"exit code {exit_code}", f"exit {exit_code}"):
+        return False
+    return not (sig is not None and lowered in (f"signal {sig}", signal_name(sig).lower()))
+
+
 #: the statuses a step's ending is worth a word for (a success or a skip says it in the tree)
 _UNHAPPY = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.STOPPED})
 
 
-def step_ending(step: StepState) -> str:
+def step_ending(step: StepState | None) -> str:
     """How a step that did not succeed ended, in a few words, for the head of its log:
     ``failed: exit 3``, ``failed: ValueError: bad input``, ``timed out after 0.3s``,
-    ``cancelled: run interrupted (SIGTERM)``; empty for any other status."""
-    if step.status not in _UNHAPPY:
+    ``cancelled: run interrupted (SIGTERM)``; empty for any other status (or no step)."""
+    if step is None or step.status not in _UNHAPPY:
         return ""
-    word = status_word(step.status)
-    reason = (step.reason or "").strip()
+    word, reason = status_word(step.status), (step.reason or "").strip()
     if reason.lower().startswith(word):  # "timed out after 0.3s", "stopped by user"
         return reason
+    if worth_saying(reason, step.status, step.exit_code, step.signal):
+        return f"{word}: {reason}"
     why = cause(step.exit_code, step.signal)
-    if not reason or reason.lower() in (f"exit code {step.exit_code}", why.lower()):
-        return f"{word}: {why}" if why else word
-    return f"{word}: {reason}"
+    return f"{word}: {why}" if why else word
 
 
 def service_note(step: StepState, note: str = "") -> str:

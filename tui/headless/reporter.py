@@ -42,9 +42,9 @@ from core.events import (
 )
 from core.state import ACTIVE, Health, Status, StepState
 from core.text import clean
-from tui.format import cause, display_path, format_duration, status_word
+from tui.format import cause, display_path, format_duration, status_word, worth_saying
 from tui.headless.echo import Echo, StepView
-from tui.headless.summary import Summary, attempt_note, tries, worth_saying
+from tui.headless.summary import Summary, attempt_note, tries
 from tui.headless.terminal import MARKS, Printer, Terminal, stdout_timeout
 
 if TYPE_CHECKING:

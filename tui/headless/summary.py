@@ -24,6 +24,7 @@ from tui.format import (
     service_note,
     signal_name,
     status_word,
+    worth_saying,
 )
 from tui.headless.echo import StepView
 from tui.headless.table import Cell, Table, cell_len
@@ -103,18 +104,6 @@ def attempt_note(state: StepState) -> str:
     if attempts <= 1:
         return ""
     return f" (attempt {attempts} of {tries(state)})"
-
-
-def worth_saying(reason: str | None, status: str, exit_code: int | None, sig: int | None) -> bool:
-    """Whether a reason adds to what the line says already ("exit code 1" does not)."""
-    if not reason:
-        return False
-    lowered = reason.lower()
-    if lowered.startswith(status_word(status)):
-        return False
-    if exit_code is not None and lowered in (f"exit code {exit_code}", f"exit {exit_code}"):
-        return False
-    return not (sig is not None and lowered in (f"signal {sig}", signal_name(sig).lower()))
 
 
 # -- the summary ---------------------------------------------------------------------------------
