@@ -1158,36 +1158,33 @@ def _steps_per_second(python: dict[str, dict], sizes: tuple[int, ...]) -> float 
     return (int(big) - 1) / extra if extra > 0 else None
 
 
-def _sweep_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
-    """orch-tui's median over each peer's, per scenario and N (below 1: orch-tui is faster)."""
+def _ratios_of(
+    series: dict[str, dict[str, dict]], tool: str, key: str, besides: tuple[str, ...] = ()
+) -> dict[str, dict[str, float]]:
+    """``tool``'s median over every other tool's in the same scenario, per N, each under
+    ``key`` (formatted with its ``scenario`` and ``peer``); the tools ``besides`` left out."""
     ratios: dict[str, dict[str, float]] = {}
     for name, by_n in series.items():
-        scenario, tool = name.split("/")
-        ours = series.get(f"{scenario}/orch-tui", {})
-        if tool == "orch-tui":
+        scenario, peer = name.split("/")
+        ours = series.get(f"{scenario}/{tool}", {})
+        if peer == tool or peer in besides:
             continue
         for n, entry in by_n.items():
             if n in ours:
-                key = f"{scenario}_vs_{tool}"
-                ratios.setdefault(key, {})[n] = ours[n]["median"] / entry["median"]
+                label = key.format(scenario=scenario, peer=peer)
+                ratios.setdefault(label, {})[n] = ours[n]["median"] / entry["median"]
     return ratios
+
+
+def _sweep_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """orch-tui's median over each peer's, per scenario and N (below 1: orch-tui is faster)."""
+    return _ratios_of(series, "orch-tui", "{scenario}_vs_{peer}")
 
 
 def _floor_ratios(series: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
     """The spawn floor's median over each peer's, per N: the ratio a runner written in
     Python would reach if its only cost were spawning and waiting (SPAWN_LOOP)."""
-    floor = series.get("chain/python-spawn", {})
-    ratios: dict[str, dict[str, float]] = {}
-    for name, by_n in series.items():
-        scenario, tool = name.split("/")
-        if scenario != "chain" or tool in ("orch-tui", "python-spawn"):
-            continue
-        for n, entry in by_n.items():
-            if n in floor:
-                ratios.setdefault(f"python-spawn_vs_{tool}", {})[n] = (
-                    floor[n]["median"] / entry["median"]
-                )
-    return ratios
+    return _ratios_of(series, "python-spawn", "python-spawn_vs_{peer}", besides=("orch-tui",))
 
 
 def plot_sweep(sweep: dict, path: Path) -> Path | None:
