@@ -99,8 +99,11 @@ def event_index(events: list[dict[str, Any]], type_: str, step: str, **match: An
 
 
 def only_run_dir(cwd: Path) -> Path:
-    """The single run directory under ``cwd/.orch/runs``."""
+    """The single run directory under ``cwd/.orch/runs``. None there yet (.orch/runs is made a
+    moment before it) is FileNotFoundError, which ``wait_for`` takes as "not yet"."""
     runs = sorted((cwd / ".orch" / "runs").iterdir())
+    if not runs:
+        raise FileNotFoundError(f"no run directory in {cwd / '.orch' / 'runs'} yet")
     assert len(runs) == 1, runs
     return runs[0]
 

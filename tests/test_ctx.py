@@ -163,3 +163,35 @@ def test_concurrent_writers_lose_nothing_and_snapshots_stay_consistent():
     for w in range(writers):  # each writer's rows arrived in its own order
         mine = [i for (who, i) in ctx["rows"] if who == w]
         assert mine == list(range(per_writer))
+
+
+def test_subclasses_of_json_types_are_saved_as_those_types():
+    """numpy's ``str_`` (a str), a str enum, an int or dict subclass: ctx.json holds their plain
+    value, as it did when orjson wrote it. A value of no JSON type still says which it is."""
+    import enum
+
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    class Label(str):
+        pass
+
+    class Count(int):
+        pass
+
+    class Row(dict):
+        pass
+
+    ctx = Context()
+    ctx["labels"] = [Label("a"), Colour.RED]
+    ctx["n"] = Count(3)
+    ctx["row"] = Row(x=Label("b"))
+    assert json.loads(ctx.to_json_bytes()) == {"labels": ["a", "red"], "n": 3, "row": {"x": "b"}}
+
+    class Opaque:
+        pass
+
+    ctx["rows"] = []
+    ctx["rows"].append(Opaque())  # in place: not checked when set, refused when saved
+    with pytest.raises(TypeError, match=r"not JSON serializable: .*Opaque"):
+        ctx.to_json_bytes()

@@ -7,12 +7,13 @@ because within pytest everything is already imported.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import kill_tree, start_cli, write_recipe
+from tests.conftest import _cli_env, kill_tree, start_cli, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("textual", "dash", "plotly", "tui.app")
@@ -128,6 +129,53 @@ def test_a_quiet_one_step_run_imports_no_logging_socket_or_shutil(tmp_path: Path
     modules, out = _imported_by([str(recipe), "--no-ui"], tmp_path)
     assert "run succeeded: 1 succeeded" in out
     assert {"logging", "socket", "shutil"} & modules == set()
+
+
+def test_a_shell_step_run_imports_no_typing_extensions_inspect_or_orjson(tmp_path: Path):
+    """msgspec is imported without typing_extensions (core/__init__.py), the ctx is written
+    with msgspec rather than orjson (which brings dataclasses), and python steps' signatures
+    are read with an ``inspect`` imported only when there are some: a run of shell steps
+    imports none of them (~10 ms of its start-up). Its ctx.json is still written."""
+    recipe = write_recipe(tmp_path, ONE_STEP + "ctx: {greeting: héllo, n: 18446744073709551615}\n")
+    # sys.modules at the end, not -X importtime's log, which lists the refused import too
+    code = (
+        "import sys\nsys.argv = ['orch-tui', *sys.argv[1:]]\nfrom tui.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "names = ('typing_extensions', 'inspect', 'orjson', 'dataclasses')\n"
+        "print('loaded:', [name for name in names if sys.modules.get(name)])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(recipe), "--no-ui"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_cli_env(None),
+        timeout=60,
+    )
+    assert "run succeeded: 1 succeeded" in proc.stdout, proc.stderr
+    assert proc.stdout.endswith("loaded: []\n"), proc.stdout
+    (ctx_json,) = tmp_path.glob("**/ctx.json")
+    assert json.loads(ctx_json.read_text()) == {"greeting": "héllo", "n": 18446744073709551615}
+
+
+def test_msgspec_imported_without_typing_extensions_still_decodes_our_types():
+    """What msgspec took from typing_extensions, Python's typing has: the run state and the
+    events still round-trip, and a later ``import typing_extensions`` (Textual's) works."""
+    code = (
+        "import core, sys\n"
+        "assert 'typing_extensions' not in sys.modules\n"
+        "from core.events import StepFinished, decode_event, encode_event\n"
+        "from core.state import StepState\n"
+        "state = StepState(name='a', type='shell', index=0)\n"
+        "e = StepFinished(step='a', state=state, status='failed', attempt=1, exit_code=3)\n"
+        "e.seq = 7\n"
+        "back = decode_event(encode_event(e))\n"
+        "assert (back.step, back.exit_code, back.seq) == ('a', 3, 7), back\n"
+        "import typing_extensions\n"
+        "print(typing_extensions.__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "typing_extensions\n"), proc.stderr
 
 
 def test_a_quiet_runs_first_warning_still_has_orch_tuis_format():

@@ -9,7 +9,6 @@ real streams as before).
 from __future__ import annotations
 
 import importlib
-import inspect
 import io
 import sys
 import threading
@@ -124,6 +123,8 @@ _signature_cache: dict[Callable[..., Any], frozenset[str]] = {}
 def _named_parameters(fn: Callable[..., Any]) -> frozenset[str]:
     names = _signature_cache.get(fn)
     if names is None:
+        import inspect  # here: a run without python steps never needs it (~5 ms of start-up)
+
         try:
             params = inspect.signature(fn).parameters.values()
             names = frozenset(

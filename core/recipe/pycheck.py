@@ -10,7 +10,6 @@ before it starts, and from then on the workspace stays first on the path for the
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ from core.recipe.problems import describe, show, suggest
 from core.recipe.workspace import workspace_problem
 
 if TYPE_CHECKING:
+    import inspect
+
     from core.recipe.checks import Draft, Validator
     from core.recipe.model import Recipe
 
@@ -85,6 +86,8 @@ class _Callee:
     __slots__ = ("ctx", "takes_ctx", "keywords", "var_keyword", "required")
 
     def __init__(self, sig: inspect.Signature) -> None:
+        import inspect  # here, not at the top: a recipe without python steps never needs it
+
         kinds = inspect.Parameter
         plist = list(sig.parameters.values())
         positional = [
@@ -133,6 +136,8 @@ class _Seen:
 
     def callee(self, func: Callable[..., Any]) -> _Callee | None:
         if id(func) not in self.callees:
+            import inspect  # here, not at the top: as in _Callee
+
             try:
                 callee = _Callee(inspect.signature(func))
             except (TypeError, ValueError):
