@@ -1,8 +1,9 @@
 """What the TUI draws, read back from its widgets around a real runner: the meter's scale, the
-ctx inspector's numbers, the help at 80x24 and the 80x24 layout.
+ctx inspector's numbers, the help at 80x24, the 80x24 layout and the footer on each screen.
 
 Each test waits (polling with a deadline) for what a user would see, then reads the lines the
-widget renders (``render_lines``: the strips the terminal gets).
+widget renders (``render_lines``: the strips the terminal gets), or the terminal's rows
+(``screen_lines``: every screen drawn, a dialog over the steps).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.geometry import Region
 from tests import tui_helpers
 from tests.tui_helpers import (
     main_pane,
+    screen_lines,
     selected,
     tree_label,
     until,
@@ -195,3 +197,56 @@ async def test_80x24_keeps_names_durations_and_bg_marks_and_stacks_a_pinned_log(
         await until(pilot, lambda: main.lines == ["testing"], what="the main log")
         assert pinned.region.x == main.region.x and pinned.region.width == main.region.width
         assert pinned.region.y >= main.region.bottom  # under the main pane, as wide
+
+
+# ------------------------------------------------------------------------------ the footer
+FAILED_AND_RUNNING = """
+steps:
+  - {name: broken, type: shell, run: echo about to fail; exit 3}
+  - {name: sleeper, type: shell, cmd: sleep, args: ["100"], depends_on: []}
+"""
+
+
+async def _footer_row(pilot) -> str:
+    """The terminal's last row, once the footer of the screen on top has its keys."""
+    from textual.widgets._footer import FooterKey
+
+    app = pilot.app
+    await until(pilot, lambda: app.screen.query(FooterKey), what="the keys in the footer")
+    await pilot.pause()  # drawn
+    return screen_lines(app)[-1]
+
+
+async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_screen(orch):
+    """Over the help and the quit dialog the footer says what their keys do (Escape closes the
+    help; d, y, n answer the question), not the keys of the steps screen under them, which do
+    nothing there."""
+    from tui.screens.confirm_quit import ConfirmQuit
+    from tui.screens.help import HelpScreen
+
+    app, runner = orch(FAILED_AND_RUNNING, detachable=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "broken", "failed")
+        await until_status(pilot, runner, "sleeper", "running")
+        steps_footer = await _footer_row(pilot)
+        assert "Skip" in steps_footer and "Sessions" in steps_footer  # the steps screen's keys
+
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
+        row = await _footer_row(pilot)
+        assert "esc Close" in row
+        for other in ("Skip", "Retry", "Sessions", "Quit", "Detach", "palette"):
+            assert other not in row, f"{other!r} in the help's footer: {row!r}"
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
+
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        row = await _footer_row(pilot)
+        for key in ("d Detach", "y Stop and quit", "n/esc Cancel"):
+            assert key in row, f"{key!r} not in the quit dialog's footer: {row!r}"
+        for other in ("Skip", "Retry", "Sessions", "Help", "palette"):
+            assert other not in row, f"{other!r} in the quit dialog's footer: {row!r}"
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
+        assert await _footer_row(pilot) == steps_footer

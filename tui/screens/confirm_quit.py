@@ -10,14 +10,17 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.widgets.keys_footer import KeysFooter
+
 
 class ConfirmQuit(ModalScreen[str | None]):
     """Dismissed with "detach", "stop", or None (cancel)."""
 
     BINDINGS = [
         Binding("d", "answer('detach')", "Detach"),
-        Binding("y", "answer('stop')", "Yes, stop and quit"),
-        Binding("n", "answer(None)", "No"),
+        Binding("y", "answer('stop')", "Stop and quit"),
+        # the footer shows one key per action: this one names both
+        Binding("n", "answer(None)", "Cancel", key_display="n/esc"),
         Binding("escape", "answer(None)", "Cancel", show=False),
     ]
 
@@ -36,6 +39,7 @@ class ConfirmQuit(ModalScreen[str | None]):
                 "Quitting stops them (SIGTERM, grace, SIGKILL). Sessions stay.\n\n"
                 f"{detach}[b]y[/] stop them and quit    [b]n[/] / Escape keep running"
             )
+        yield KeysFooter()  # this dialog's keys, not those of the steps screen under it
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.detachable or parameters != ("detach",)
