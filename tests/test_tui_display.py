@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from rich.cells import cell_len
 from textual.geometry import Region
 
 from tests import tui_helpers
 from tests.tui_helpers import (
+    footer_keys,
     main_pane,
     screen_lines,
     selected,
@@ -250,3 +252,35 @@ async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_sc
         await pilot.press("n")
         await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
         assert await _footer_row(pilot) == steps_footer
+
+
+async def _every_key_whole(pilot, keys: set[str]) -> None:
+    """The footer offers ``keys`` (at least), and each key it shows is whole on the last row."""
+    from textual.widgets._footer import FooterKey
+
+    app = pilot.app
+    await until(pilot, lambda: keys <= footer_keys(app), what=f"{keys} in the footer")
+    row = await _footer_row(pilot)
+    for key in app.screen.query(FooterKey):
+        shown = f"{key.key_display} {key.description}".strip()
+        assert shown in row, f"{shown!r} cut from the footer at {app.size.width}: {row!r}"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_every_key_the_footer_shows_fits_at_80_and_100_columns(orch, screendir, size):
+    """The most keys the steps screen offers at once fit: a failed session step (skip, retry,
+    attach) and the log pane focused (follow, search, next match), with the app's own keys
+    (quit, detach, help, pin, sessions). At 80 columns Textual's footer cut the last ones."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: sess, type: session, action: send, session: orchtui-none, command: x}
+        """,
+        detachable=True,
+    )
+    async with app.run_test(size=size) as pilot:
+        await until_status(pilot, runner, "sess", "failed")
+        app_keys = {"q", "d", "question_mark", "p", "S"}
+        await _every_key_whole(pilot, {"s", "r", "a", *app_keys})
+        await pilot.press("tab")
+        await _every_key_whole(pilot, {"end", "slash", "n", *app_keys})
