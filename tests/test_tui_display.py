@@ -284,3 +284,29 @@ async def test_every_key_the_footer_shows_fits_at_80_and_100_columns(orch, scree
         await _every_key_whole(pilot, {"s", "r", "a", *app_keys})
         await pilot.press("tab")
         await _every_key_whole(pilot, {"end", "slash", "n", *app_keys})
+
+
+# ------------------------------------------------------------------------------ the step tree
+async def test_a_name_too_long_for_the_tree_is_cut_with_an_ellipsis_not_scrolled(orch):
+    """At 80x24 a 120-character name is cut with … before its duration, in the tree's width:
+    no horizontal scrollbar (it scrolled every row sideways, and cut the name without a mark)."""
+    from tui.widgets import StepTree
+
+    long = "build-" + "x" * 114
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: {long}, type: shell, run: echo hi}}
+          - {{name: short, type: shell, run: echo hi}}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "short", "succeeded")
+        await pilot.pause()
+        tree = app.query_one(StepTree)
+        assert not tree.show_horizontal_scrollbar
+        box = tree.region  # its rows, inside its border
+        rows = [line[box.x : box.right].strip("│ ") for line in screen_lines(app)[2:4]]
+        assert rows[0].startswith("✓ build-xxx") and rows[0].endswith("x… 0.0s"), rows[0]
+        assert cell_len(rows[0]) <= tree.scrollable_content_region.width
+        assert rows[1] == "✓ short 0.0s"
