@@ -310,3 +310,25 @@ async def test_a_name_too_long_for_the_tree_is_cut_with_an_ellipsis_not_scrolled
         assert rows[0].startswith("✓ build-xxx") and rows[0].endswith("x… 0.0s"), rows[0]
         assert cell_len(rows[0]) <= tree.scrollable_content_region.width
         assert rows[1] == "✓ short 0.0s"
+
+
+# ------------------------------------------------------------------------------ the quit dialog
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
+    """Each line of the question is whole on its row, at 80x24 and wider (its last line, the
+    answers, wrapped at every width), and the box fits the screen."""
+    from textual.widgets import Static
+
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch(FAILED_AND_RUNNING, detachable=True)
+    async with app.run_test(size=size) as pilot:
+        await until_status(pilot, runner, "sleeper", "running")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.pause()
+        box = app.screen.query_one("#quit-box")
+        assert app.screen.region.contains_region(box.region)
+        for text in box.query(Static):
+            lines = str(text.render()).splitlines()
+            assert text.size.height == len(lines), f"wrapped: {lines}"

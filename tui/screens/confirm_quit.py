@@ -31,13 +31,21 @@ class ConfirmQuit(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         names = ", ".join(self.running[:6]) + (" …" if len(self.running) > 6 else "")
-        detach = "[b]d[/] detach: they go on    " if self.detachable else ""
+        detach = "[b]d[/] detach: they go on; orch-tui attach comes back\n"
+        # one answer a line, each shorter than the box (66 columns inside): none wraps
         with Vertical(id="quit-box"):
             yield Static("[b]Quit orch-tui?[/]")
+            # step names as they are (no markup), on one line cut with … (app.tcss)
             yield Static(
-                f"{len(self.running)} step(s) still running: {names}\n"
-                "Quitting stops them (SIGTERM, grace, SIGKILL). Sessions stay.\n\n"
-                f"{detach}[b]y[/] stop them and quit    [b]n[/] / Escape keep running"
+                f"{len(self.running)} step(s) still running: {names}",
+                id="quit-running",
+                markup=False,
+            )
+            yield Static(
+                f"\n{detach if self.detachable else ''}"
+                "[b]y[/] stop them (SIGTERM, grace, SIGKILL) and quit\n"
+                "[b]n[/] keep running (Escape too)\n\n"
+                "Sessions stay open either way."
             )
         yield KeysFooter()  # this dialog's keys, not those of the steps screen under it
 
