@@ -1,20 +1,24 @@
 """What the TUI draws, read back from its widgets around a real runner: the meter's scale, the
-ctx inspector's numbers, the help at 80x24 and the 80x24 layout.
+ctx inspector's numbers, the help at 80x24, the 80x24 layout and the footer on each screen.
 
 Each test waits (polling with a deadline) for what a user would see, then reads the lines the
-widget renders (``render_lines``: the strips the terminal gets).
+widget renders (``render_lines``: the strips the terminal gets), or the terminal's rows
+(``screen_lines``: every screen drawn, a dialog over the steps).
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from rich.cells import cell_len
 from textual.geometry import Region
 
 from tests import tui_helpers
 from tests.tui_helpers import (
+    footer_keys,
     main_pane,
+    screen_lines,
     selected,
     tree_label,
     until,
@@ -195,3 +199,136 @@ async def test_80x24_keeps_names_durations_and_bg_marks_and_stacks_a_pinned_log(
         await until(pilot, lambda: main.lines == ["testing"], what="the main log")
         assert pinned.region.x == main.region.x and pinned.region.width == main.region.width
         assert pinned.region.y >= main.region.bottom  # under the main pane, as wide
+
+
+# ------------------------------------------------------------------------------ the footer
+FAILED_AND_RUNNING = """
+steps:
+  - {name: broken, type: shell, run: echo about to fail; exit 3}
+  - {name: sleeper, type: shell, cmd: sleep, args: ["100"], depends_on: []}
+"""
+
+
+async def _footer_row(pilot) -> str:
+    """The terminal's last row, once the footer of the screen on top has its keys."""
+    from textual.widgets._footer import FooterKey
+
+    app = pilot.app
+    await until(pilot, lambda: app.screen.query(FooterKey), what="the keys in the footer")
+    await pilot.pause()  # drawn
+    return screen_lines(app)[-1]
+
+
+async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_screen(orch):
+    """Over the help and the quit dialog the footer says what their keys do (Escape closes the
+    help; d, y, n answer the question), not the keys of the steps screen under them, which do
+    nothing there."""
+    from tui.screens.confirm_quit import ConfirmQuit
+    from tui.screens.help import HelpScreen
+
+    app, runner = orch(FAILED_AND_RUNNING, detachable=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "broken", "failed")
+        await until_status(pilot, runner, "sleeper", "running")
+        steps_footer = await _footer_row(pilot)
+        assert "Skip" in steps_footer and "Sessions" in steps_footer  # the steps screen's keys
+
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
+        row = await _footer_row(pilot)
+        assert "esc Close" in row
+        for other in ("Skip", "Retry", "Sessions", "Quit", "Detach", "palette"):
+            assert other not in row, f"{other!r} in the help's footer: {row!r}"
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
+
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        row = await _footer_row(pilot)
+        for key in ("d Detach", "y Stop and quit", "n/esc Cancel"):
+            assert key in row, f"{key!r} not in the quit dialog's footer: {row!r}"
+        for other in ("Skip", "Retry", "Sessions", "Help", "palette"):
+            assert other not in row, f"{other!r} in the quit dialog's footer: {row!r}"
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
+        assert await _footer_row(pilot) == steps_footer
+
+
+async def _every_key_whole(pilot, keys: set[str]) -> None:
+    """The footer offers ``keys`` (at least), and each key it shows is whole on the last row."""
+    from textual.widgets._footer import FooterKey
+
+    app = pilot.app
+    await until(pilot, lambda: keys <= footer_keys(app), what=f"{keys} in the footer")
+    row = await _footer_row(pilot)
+    for key in app.screen.query(FooterKey):
+        shown = f"{key.key_display} {key.description}".strip()
+        assert shown in row, f"{shown!r} cut from the footer at {app.size.width}: {row!r}"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_every_key_the_footer_shows_fits_at_80_and_100_columns(orch, screendir, size):
+    """The most keys the steps screen offers at once fit: a failed session step (skip, retry,
+    attach) and the log pane focused (follow, search, next match), with the app's own keys
+    (quit, detach, help, pin, sessions). At 80 columns Textual's footer cut the last ones."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: sess, type: session, action: send, session: orchtui-none, command: x}
+        """,
+        detachable=True,
+    )
+    async with app.run_test(size=size) as pilot:
+        await until_status(pilot, runner, "sess", "failed")
+        app_keys = {"q", "d", "question_mark", "p", "S"}
+        await _every_key_whole(pilot, {"s", "r", "a", *app_keys})
+        await pilot.press("tab")
+        await _every_key_whole(pilot, {"end", "slash", "n", *app_keys})
+
+
+# ------------------------------------------------------------------------------ the step tree
+async def test_a_name_too_long_for_the_tree_is_cut_with_an_ellipsis_not_scrolled(orch):
+    """At 80x24 a 120-character name is cut with … before its duration, in the tree's width:
+    no horizontal scrollbar (it scrolled every row sideways, and cut the name without a mark)."""
+    from tui.widgets import StepTree
+
+    long = "build-" + "x" * 114
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: {long}, type: shell, run: echo hi}}
+          - {{name: short, type: shell, run: echo hi}}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "short", "succeeded")
+        await pilot.pause()
+        tree = app.query_one(StepTree)
+        assert not tree.show_horizontal_scrollbar
+        box = tree.region  # its rows, inside its border
+        rows = [line[box.x : box.right].strip("│ ") for line in screen_lines(app)[2:4]]
+        assert rows[0].startswith("✓ build-xxx") and rows[0].endswith("x… 0.0s"), rows[0]
+        assert cell_len(rows[0]) <= tree.scrollable_content_region.width
+        assert rows[1] == "✓ short 0.0s"
+
+
+# ------------------------------------------------------------------------------ the quit dialog
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
+    """Each line of the question is whole on its row, at 80x24 and wider (its last line, the
+    answers, wrapped at every width), and the box fits the screen."""
+    from textual.widgets import Static
+
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch(FAILED_AND_RUNNING, detachable=True)
+    async with app.run_test(size=size) as pilot:
+        await until_status(pilot, runner, "sleeper", "running")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.pause()
+        box = app.screen.query_one("#quit-box")
+        assert app.screen.region.contains_region(box.region)
+        for text in box.query(Static):
+            lines = str(text.render()).splitlines()
+            assert text.size.height == len(lines), f"wrapped: {lines}"

@@ -858,3 +858,33 @@ async def test_header_clock_stops_once_every_step_has_ended(tmp_path: Path):
             assert str(header.render()).endswith("· 0.0s"), str(header.render())
     finally:
         tui_helpers.close_runner(runner)
+
+
+async def test_header_says_the_run_failed_and_r_retries_once_every_step_has_ended(orch, tmp_path):
+    """Every step has ended and one failed: the header says what state.json says (failed) and
+    that r retries, not "waiting"; a retry that succeeds makes it succeeded. A
+    continue_on_error failure does not fail the run: succeeded."""
+    from tui.widgets.run_header import RunHeader
+
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: flaky, type: shell, run: '[ -f {tmp_path}/fixed ] || exit 3'}}
+          - {{name: allowed, type: shell, run: exit 4, continue_on_error: true, depends_on: []}}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.query_one(RunHeader)
+        await until_status(pilot, runner, "flaky", "failed")
+        await until_status(pilot, runner, "allowed", "failed")
+        run = await until(pilot, lambda: runner.snapshot().ended and runner.snapshot(), what="end")
+        assert (run.status, run.exit_code) == ("failed", 1)  # as state.json says
+        await until(
+            pilot, lambda: " · failed · r retries · " in str(header.render()), what="failed"
+        )
+        (tmp_path / "fixed").write_text("")
+        await pilot.press("r")  # flaky is selected: the first step
+        await until_status(pilot, runner, "flaky", "succeeded")
+        await until(
+            pilot, lambda: " · succeeded · " in str(header.render()), what=str(header.render())
+        )

@@ -281,3 +281,17 @@ def test_help_screen_80x24_scrolled_to_the_end(orch, tmp_path, snap_compare):
         )
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_quit_question_80x24(orch, tmp_path, snap_compare):
+    """The question asked by q while steps run: every line whole, its own keys in the footer."""
+    app, runner = orch(RUNNING)
+
+    async def run_before(pilot) -> None:
+        from tui.screens.confirm_quit import ConfirmQuit
+
+        await _running_state(pilot, tmp_path)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmQuit), what="question")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

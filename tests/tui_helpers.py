@@ -59,9 +59,17 @@ def fixed_sampler():
     return FixedSampler(ts=FIXED_NOW)
 
 
-def build_app(tmp_path: Path, yaml_text: str, *, recipe_name: str = "recipe.yaml", **runner_kw):
+def build_app(
+    tmp_path: Path,
+    yaml_text: str,
+    *,
+    recipe_name: str = "recipe.yaml",
+    detachable: bool = False,
+    **runner_kw,
+):
     """(app, runner): the app on the runner's control (the app starts the runner as it mounts),
-    with the fixed clock and sampler."""
+    with the fixed clock and sampler. ``detachable``: the app offers ``d`` as it does on a run
+    daemon (pressing it only ends the app: the runner is this process's)."""
     from core.control import LocalControl
     from core.recipe import load_recipe
     from core.runner import Runner
@@ -72,7 +80,9 @@ def build_app(tmp_path: Path, yaml_text: str, *, recipe_name: str = "recipe.yaml
     runner_kw.setdefault("sampler", fixed_sampler())
     runner_kw.setdefault("resource_interval", 3600)
     runner = Runner(load_recipe(path), interactive=True, clock=fixed_clock, **runner_kw)
-    app = make_app(LocalControl(runner), clock=fixed_clock, start=runner.start)
+    app = make_app(
+        LocalControl(runner), clock=fixed_clock, start=runner.start, detachable=detachable
+    )
     return app, runner
 
 
@@ -92,11 +102,12 @@ def close_runner(runner) -> None:
 
 @pytest.fixture
 def orch(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Any]]]:
-    """``orch(yaml_text, **runner_kw) -> (app, runner)``; runners are closed after the test."""
+    """``orch(yaml_text, detachable=False, **runner_kw) -> (app, runner)``; runners are closed
+    after the test."""
     runners: list[Any] = []
 
-    def factory(yaml_text: str, **runner_kw: Any):
-        app, runner = build_app(tmp_path, yaml_text, **runner_kw)
+    def factory(yaml_text: str, **kw: Any):
+        app, runner = build_app(tmp_path, yaml_text, **kw)
         runners.append(runner)
         return app, runner
 
@@ -289,3 +300,18 @@ def footer_keys(app) -> set[str]:
     from textual.widgets._footer import FooterKey
 
     return {key.key for key in app.screen.query(FooterKey)}
+
+
+def screen_lines(app) -> list[str]:
+    """The terminal's rows as the user sees them now, as plain text: the current screen drawn
+    over those under it (a dialog over the steps), what ``export_screenshot`` draws."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True)
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
+    return console.export_text().splitlines()

@@ -33,9 +33,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 
 from core import events as ev
-from core.state import ACTIVE, FAILURES, WAITING, RunState, Status, allowed_actions
+from core.state import ACTIVE, WAITING, RunState, Status, allowed_actions
 from core.text import clean
-from tui.format import step_ending
+from tui.format import run_words, step_ending
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -321,27 +321,20 @@ class OrchApp(App[int]):
         }
         self.query_one(StepTree).set_sessions(list(self._sessions.values()))
 
-    def _run_state(self) -> str:
+    def _run_state(self) -> tuple[str, str]:
+        """The header's words for the run: its state, and what may be done about it."""
         if self._quitting:
-            return "stopping"
-        run = self._run
-        if (run.closing or self.read_only) and run.ended is not None:
-            return run.status  # closed; before that a retry may reopen it
-        counts = self._counts
-        if counts.get(Status.RUNNING) or counts.get(Status.PENDING):
-            return "running"
-        if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):
-            return "waiting"  # for the user: retry or skip
-        if counts.get(Status.READY):
-            return "done"  # the foreground is; background steps are still up
-        return "succeeded"
+            return "stopping", ""
+        return run_words(self._run, self._counts, final=self._run.closing or self.read_only)
 
     def _refresh_header(self) -> None:
         run = self._run
         elapsed = ((run.ended or self.clock()) - run.started) if run.started else 0.0
+        run_state, hint = self._run_state()
         self.query_one(RunHeader).show(  # the clock stops at the run's end
             recipe=clean(run.name),
-            run_state=self._run_state(),
+            run_state=run_state,
+            hint=hint,
             counts=self._counts,
             total=len(run.steps),
             elapsed=elapsed,

@@ -9,10 +9,11 @@ ANSI codes itself): importing this module imports neither Rich nor Textual.
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from core.state import Health, Status, StepState
+from core.state import FAILURES, Health, RunState, RunStatus, Status, StepState
 
 
 class Glyph(NamedTuple):
@@ -87,6 +88,32 @@ def step_ending(step: StepState | None) -> str:
         return f"{word}: {reason}"
     why = cause(step.exit_code, step.signal)
     return f"{word}: {why}" if why else word
+
+
+#: What a live front end says may be done about a run whose steps failed, besides its state.
+RETRY_HINT = "r retries"
+
+
+def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple[str, str]:
+    """The run's state as a live header says it, and what may be done about it (or "").
+
+    Once every step has ended the run has its status, the one state.json has (``failed``,
+    ``succeeded``, ``interrupted``); an interactive run then stays open for a retry or a skip,
+    which reopen it, so a failed one says ``r retries`` too, unless ``final`` (the run is
+    closing, or is a past one read from its folder). Before its end: ``running`` while a step
+    runs or is due to, ``waiting`` (with the hint) when only background steps are up and a step
+    failed, is blocked or was cancelled, ``done`` when they are up and nothing failed.
+    ``counts``: the number of steps in each status."""
+    if run.ended is not None:
+        failed = run.status == RunStatus.FAILED and not final
+        return str(run.status), RETRY_HINT if failed else ""
+    if counts.get(Status.RUNNING) or counts.get(Status.PENDING):
+        return "running", ""
+    if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):
+        return "waiting", RETRY_HINT
+    if counts.get(Status.READY):
+        return "done", ""  # the foreground is; background steps are still up
+    return "succeeded", ""
 
 
 def service_note(step: StepState, note: str = "") -> str:

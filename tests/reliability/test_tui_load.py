@@ -244,7 +244,7 @@ async def test_two_thousand_steps_end_in_the_tree_as_in_state_json(tmp_path):
             timings = await _move_and_time(app, pilot, 5)
             await until(
                 pilot,
-                lambda: app._run_state() == "succeeded",
+                lambda: app._run_state() == ("succeeded", ""),
                 300,
                 f"the header to show all {n} steps succeeded",
             )

@@ -10,14 +10,17 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.widgets.keys_footer import KeysFooter
+
 
 class ConfirmQuit(ModalScreen[str | None]):
     """Dismissed with "detach", "stop", or None (cancel)."""
 
     BINDINGS = [
         Binding("d", "answer('detach')", "Detach"),
-        Binding("y", "answer('stop')", "Yes, stop and quit"),
-        Binding("n", "answer(None)", "No"),
+        Binding("y", "answer('stop')", "Stop and quit"),
+        # the footer shows one key per action: this one names both
+        Binding("n", "answer(None)", "Cancel", key_display="n/esc"),
         Binding("escape", "answer(None)", "Cancel", show=False),
     ]
 
@@ -28,14 +31,23 @@ class ConfirmQuit(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         names = ", ".join(self.running[:6]) + (" …" if len(self.running) > 6 else "")
-        detach = "[b]d[/] detach: they go on    " if self.detachable else ""
+        detach = "[b]d[/] detach: they go on; orch-tui attach comes back\n"
+        # one answer a line, each shorter than the box (66 columns inside): none wraps
         with Vertical(id="quit-box"):
             yield Static("[b]Quit orch-tui?[/]")
+            # step names as they are (no markup), on one line cut with … (app.tcss)
             yield Static(
-                f"{len(self.running)} step(s) still running: {names}\n"
-                "Quitting stops them (SIGTERM, grace, SIGKILL). Sessions stay.\n\n"
-                f"{detach}[b]y[/] stop them and quit    [b]n[/] / Escape keep running"
+                f"{len(self.running)} step(s) still running: {names}",
+                id="quit-running",
+                markup=False,
             )
+            yield Static(
+                f"\n{detach if self.detachable else ''}"
+                "[b]y[/] stop them (SIGTERM, grace, SIGKILL) and quit\n"
+                "[b]n[/] keep running (Escape too)\n\n"
+                "Sessions stay open either way."
+            )
+        yield KeysFooter()  # this dialog's keys, not those of the steps screen under it
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.detachable or parameters != ("detach",)

@@ -11,6 +11,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.widgets.keys_footer import KeysFooter
+
 KEYS = [
     ("Steps", ""),
     ("↑ ↓ enter", "move in the step tree; the log follows the selection"),
@@ -66,6 +68,7 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-box"):
             yield Static("[b]orch-tui keys[/]   [dim]Escape to close[/]", id="help-title")
             yield Static(table, id="help-body")
+        yield KeysFooter()  # this screen's keys, not those of the steps screen under it
 
     def on_mount(self) -> None:
         self.query_one("#help-box").focus()  # so the scrolling keys reach it

@@ -40,17 +40,21 @@ class RunHeader(Widget):
         *,
         recipe: str,
         run_state: str,
+        hint: str = "",
         counts: dict[str, int],
         total: int,
         elapsed: float,
         note: str = "",
     ) -> None:
-        """``note``: said last, dim (a past run's "exit 1 · read-only")."""
+        """``hint``: beside the state, what may be done about it ("r retries"); ``note``: said
+        last, dim (a past run's "exit 1 · read-only")."""
         text = Text()
         text.append(" orch-tui ", style="bold reverse")
         text.append(f" {recipe} ", style="bold")
         text.append("· ")
         text.append(run_state, style=RUN_STYLE.get(run_state, ""))
+        if hint:
+            text.append(f" · {hint}")
         done = sum(counts.get(s, 0) for s in DONE)
         text.append(f" · {done}/{total}", style="dim")
         for status in COUNTED:

@@ -5,6 +5,10 @@ those that apply to the selected step now (``check_action`` asks the runner), so
 truthful list of what can be done. ``r`` is retry on a step that ended and restart on a running
 service: never both at once, so one key serves, and the footer names the one that applies.
 
+A row too wide for the tree is cut with … (a step's name, keeping its duration and marks): the
+tree never scrolls sideways, which moved every row and cut names without a mark. The full name
+is the log pane's title.
+
 A step's row is drawn from the tree's own table of labels (``render_label``), not from the
 node's label: ``TreeNode.set_label`` queues a callback per node that scans the visible lines,
 which for a run of thousands of steps changing a few hundred times a second kept the app busy
@@ -35,6 +39,9 @@ from tui.format import HEALTH_GLYPHS, format_duration, status_icon, status_style
 DURATION_CELLS = 7
 #: An unbegun step's row before its name: its icon and a space.
 PENDING_CELLS = cell_len(status_icon(Status.PENDING)) + 1
+#: A name cut to fit keeps at least this many cells, else the whole row is cut at its end
+#: (a blocked step's long list of the failures it waits for goes first).
+NAME_KEPT = 8
 #: the keys of the selection's actions (what ``check_action`` asks the runner about)
 STEP_ACTIONS = ("skip", "retry", "restart", "stop", "attach")
 
@@ -174,7 +181,8 @@ class StepTree(Tree[dict[str, Any]]):
             for child in group._children if group._expanded else ():
                 width = max(width, self.get_label_width(child) + self.guide_depth)
         self._tree_lines_cached = lines
-        self.virtual_size = Size(width if lines else self.size.width, len(lines))
+        room = self.scrollable_content_region.width  # rows are cut to it: no sideways scroll
+        self.virtual_size = Size(min(width, room) if lines else self.size.width, len(lines))
         if self.cursor_line != -1:  # as Tree keeps it: on its node, or none past the end
             if self.cursor_node is not None:
                 self.cursor_line = self.cursor_node._line
@@ -195,9 +203,15 @@ class StepTree(Tree[dict[str, Any]]):
 
     def render_label(self, node: TreeNode[dict[str, Any]], base_style: Style, style: Style) -> Text:
         data = node.data
+        # a session's row is under the Sessions group: its guide takes guide_depth cells
+        room = self.scrollable_content_region.width - (
+            self.guide_depth if node.parent is not self.root else 0
+        )
         if not data or data.get("kind") != "step":
-            return super().render_label(node, base_style, style)
-        label = self.label_of(data["name"]).copy()
+            label = super().render_label(node, base_style, style)
+            label.truncate(room, overflow="ellipsis")
+            return label
+        label = _fitted(self.label_of(data["name"]), data["name"], room)
         label.stylize(style)
         return Text.assemble(("", base_style), label)
 
@@ -319,6 +333,21 @@ class StepTree(Tree[dict[str, Any]]):
 
     def action_attach(self) -> None:
         self._act("attach")
+
+
+def _fitted(label: Text, name: str, room: int) -> Text:
+    """A copy of a step's row in ``room`` cells: its name cut with … so that its duration and
+    marks stay, or, with less than ``NAME_KEPT`` cells left for the name, the row cut at its end.
+    """
+    if label.cell_len <= room:
+        return label.copy()
+    start = label.plain.index(" ") + 1  # the name follows the status icon and a space
+    head, cut, tail = label[:start], label[start : start + len(name)], label[start + len(name) :]
+    left = room - head.cell_len - tail.cell_len
+    if left < min(NAME_KEPT, cut.cell_len):
+        head, cut, tail, left = Text(), label.copy(), Text(), room
+    cut.truncate(left, overflow="ellipsis")
+    return Text.assemble(head, cut, tail)
 
 
 def _unbegun(step: StepState) -> bool:
