@@ -13,8 +13,8 @@ binds the socket, starts the runner and then writes ONE line to the pipe (core.p
 ``{"ok": false, "code": 2, "error": "one line"}``.
 
 Then it serves until the runner is finished: after ``close`` or ``stop_run`` from a client, or
-at once when no step can run with ``exit_when_done``. SIGTERM and SIGINT stop the run (a second
-kills at once), SIGHUP is ignored (it has no terminal). The socket goes as it exits. If the
+at once when no step can run with ``exit_when_done``, or when its run folder is deleted under it.
+SIGTERM and SIGINT stop the run (a second kills at once), SIGHUP is ignored (it has no terminal). The socket goes as it exits. If the
 daemon dies however (SIGKILL), the runner's watchdog process kills every step's tree.
 """
 
@@ -219,9 +219,17 @@ def _handle_signals(runner) -> None:
 
 
 def _serve(runner) -> int:
-    """Until the runner has finished (the main thread stays free for the signal handlers)."""
+    """Until the runner has finished (the main thread stays free for the signal handlers).
+
+    A run whose folder was deleted meanwhile is stopped, as ``stop-run`` would: no client can
+    reach its socket again, nor see it in ``runs``, and its steps would go on unseen, for good.
+    """
+    stopping = False
     while (code := runner.wait(0.5)) is None:
-        pass
+        if not stopping and runner.rundir.removed():
+            stopping = True
+            logging.getLogger("orch.daemon").warning("the run folder was removed: stopping")
+            runner.stop_run(signal.SIGTERM)
     return code
 
 

@@ -134,6 +134,16 @@ class RunDir:
             if folder is not None:
                 folder.close()
 
+    def removed(self) -> bool:
+        """The held folder was deleted under the run (``rm -r``): its link count is 0. Nothing
+        can reach the run any more, not its socket, not ``runs``. A renamed folder is not."""
+        if self.folder is None:
+            return False
+        try:
+            return os.fstat(self.folder.fd).st_nlink == 0
+        except OSError:
+            return False
+
     def __enter__(self) -> RunDir:
         return self
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import stat
@@ -185,6 +186,16 @@ def test_sigkill_of_the_daemon_leaves_no_step_process(tmp_path, daemons):
     assert not marked(daemon.run_dir)
     with pytest.raises(DaemonGone, match="refuses"):  # the socket file it could not remove
         connect(daemon.run_dir)
+
+
+def test_a_run_whose_folder_is_deleted_is_stopped_with_its_steps(tmp_path, daemons):
+    """``rm -r`` of a live run's folder: no client could reach the run again (its socket was
+    in it), nor ``runs`` list it, so its daemon stops it and goes, and its steps with it."""
+    daemons.append(daemon := start_detached(_recipe(tmp_path), cwd=tmp_path))
+    sleeper = read_pid(tmp_path / "sleeper.pid")
+    shutil.rmtree(daemon.run_dir)
+    assert_gone([daemon.pid, sleeper], 30)
+    assert not marked(daemon.run_dir)
 
 
 def test_two_clients_see_each_others_commands(tmp_path, daemons):
