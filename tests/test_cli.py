@@ -208,6 +208,30 @@ def test_usage_errors_exit_2(tmp_path, args):
     assert not (tmp_path / ".orch").exists()
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--jobs", "many"], "orch-tui: argument --jobs: expected a whole number, got 'many'"),
+        (["--no-such-option"], "orch-tui: unrecognized arguments: --no-such-option"),
+        (["graph", "R", "--format", "png"], "orch-tui graph: argument --format: invalid choice"),
+        (["validate"], "orch-tui validate: the following arguments are required: RECIPE"),
+    ],
+    ids=["run", "unknown", "graph", "validate"],
+)
+def test_a_usage_error_is_one_line_that_points_to_help(tmp_path, args, said):
+    """Like every other error of orch-tui: one line, what was wrong and where to look, not
+    argparse's usage block (five lines for the run's options) above it."""
+    recipe = write_recipe(tmp_path, GOOD)
+    if args[0] not in ("graph", "validate"):
+        args = [str(recipe), "--no-ui", *args]
+    result = run_cli(*[str(recipe) if a == "R" else a for a in args], cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(said), line
+    command = said.split(":")[0]
+    assert line.endswith(f"(see {command} --help)"), line
+
+
 def test_graph_dot_and_mermaid(tmp_path):
     recipe = write_recipe(tmp_path, GOOD)
     dot = run_cli("graph", recipe, "--format", "dot", cwd=tmp_path)

@@ -12,7 +12,7 @@ import gc
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from core import __version__
 
@@ -45,6 +45,14 @@ class _HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, width=_terminal_columns() - 2)  # argparse's margin
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with a usage error on one line, as orch-tui's other errors are:
+    argparse prints the whole usage (five lines for the run's options) above the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _terminal_columns() -> int:
     try:
         columns = int(os.environ.get("COLUMNS", 0))
@@ -59,7 +67,7 @@ def _terminal_columns() -> int:
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="orch-tui",
         formatter_class=_HelpFormatter,
         description="Run a recipe of python, shell and session steps in a terminal UI, "
@@ -130,7 +138,7 @@ def _executor(text: str) -> str:
 
 
 def _sub_parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"orch-tui {command}", formatter_class=_HelpFormatter)
+    p = _Parser(prog=f"orch-tui {command}", formatter_class=_HelpFormatter)
     if command in ("validate", "graph"):
         p.add_argument("recipe", metavar="RECIPE")
     if command == "validate":
