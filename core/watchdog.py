@@ -106,14 +106,22 @@ def _marked(run_dir: str, table: dict[int, tuple[int, int]]) -> dict[int, int]:
 
 
 def _still_there(
-    found: dict[int, int], groups: set[int], table: dict[int, tuple[int, int]]
-) -> dict[int, int]:
+    found: dict[int, int],
+    groups: set[int],
+    table: dict[int, tuple[int, int]],
+    held_before: set[int] = frozenset(),  # type: ignore[assignment]
+) -> tuple[dict[int, int], set[int]]:
     """Which of ``found`` are still running (same pid, same start time), with the processes
-    that joined their groups since. A group counts only while one of ``found`` is still in it:
-    once it has emptied, its id may be a stranger's."""
+    that joined their groups since; and the groups they hold. A group counts while one of
+    ``found`` is in it. One that was held at the last look (``held_before``) still counts for
+    what joined it meanwhile, a child forked just as its parent died of our signal (in no
+    earlier table: it was left running after the run), unless a process now has the group's
+    id as its pid: a group's id is its first member's pid, free again once that one is gone,
+    and the group may be a stranger's now."""
     alive = {pid: start for pid, start in found.items() if table.get(pid, (0, -1))[1] == start}
     held = {table[pid][0] for pid in alive} & groups
-    return {**_members(held, table), **alive}
+    kept = held | {pgid for pgid in held_before if pgid not in table}
+    return {**_members(kept, table), **alive}, held
 
 
 def _send(pid: int, start: int, sig: int) -> None:
@@ -170,6 +178,7 @@ def _terminate(
     to ``KILL_WAIT`` for those to be gone."""
     table = _processes()  # before the markers are read: see ``_marked``
     found = {**_members(live, table), **marked(table)}
+    held = {table[pid][0] for pid in found} & live
     signalled = set(found)
     for pid, start in found.items():
         _send(pid, start, signal.SIGTERM)
@@ -180,13 +189,14 @@ def _terminate(
                 break  # SIGKILLed KILL_WAIT ago and still there (stuck in the kernel)
             killed = True
             table = _processes()  # a last look: what was forked or marked meanwhile too
-            found = {**_still_there(found, live, table), **marked(table)}
+            still, held = _still_there(found, live, table, held)
+            found = {**still, **marked(table)}
             signalled |= set(found)
             for pid, start in found.items():
                 _send(pid, start, signal.SIGKILL)
             deadline = time.monotonic() + KILL_WAIT  # gone, not only told to go
         time.sleep(0.02)  # polling process death; there is no portable wait for non-children
-        found = _still_there(found, live, _processes())
+        found, held = _still_there(found, live, _processes(), held)
     return len(signalled)
 
 

@@ -218,6 +218,30 @@ def test_nothing_left_behind_after_a_normal_run(tmp_path):
         kill_tree(proc, pids)
 
 
+def test_cleanup_waits_for_a_child_forked_as_its_parent_died_of_the_sigterm(tmp_path):
+    """A step's process that forks as the clean-up's SIGTERM kills it (a shell loop's next
+    ``sleep``; here a trap) leaves a child in its group that no earlier look saw: it is still
+    waited for, then SIGKILLed, not left running after the run."""
+    from core.watchdog import kill_leftovers
+
+    script = (
+        "trap 'sleep 1000 & echo $! > orphan.pid; exit' TERM\n"
+        "echo ready\nwhile :; do sleep 0.01; done"
+    )
+    step = subprocess.Popen(
+        ["bash", "-c", script], cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE
+    )
+    orphan = None
+    try:
+        assert step.stdout is not None and step.stdout.readline() == b"ready\n"
+        kill_leftovers(str(tmp_path / "no-such-run"), [step.pid], 1.0)
+        step.wait(5)
+        orphan = read_pid(tmp_path / "orphan.pid")
+        assert_gone([orphan], timeout=0.5)
+    finally:
+        kill_tree(step, [orphan] if orphan else [])
+
+
 # The clean-up run as pid 1 of a pid namespace of its own, where the test decides which pid the
 # next process gets (ns_last_pid): a step that exits on SIGTERM, an unrelated process given its
 # pid during the grace, and a deaf step that makes the clean-up wait out the grace and SIGKILL.
