@@ -641,6 +641,10 @@ def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
     assert "Traceback (most recent call last)" in log
     assert "helper_that_fails" in log
     assert "ValueError: bad input 42" in log
+    # the first frame is the step's own function, not orch-tui's call of it
+    first = log.splitlines()[1]
+    assert first.startswith(f'  File "{tmp_path}') and first.endswith("in explode"), log
+    assert "core/executors" not in log, log
 
 
 def test_python_step_error_naming_undecodable_bytes_is_recorded(tmp_path):

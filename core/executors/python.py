@@ -23,6 +23,7 @@ from core.workers import Workers
 
 if TYPE_CHECKING:
     import logging
+    from types import TracebackType
 
 
 class _Router(io.TextIOBase):
@@ -140,6 +141,13 @@ def resolve(module: str, function: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), function)
 
 
+def _from_the_step(exc: BaseException) -> TracebackType | None:
+    """The traceback from the step's own code down: its first frame, ``call_step``'s, is
+    orch-tui's, and a user reading the log looks for their own file at the top."""
+    tb = exc.__traceback__
+    return tb.tb_next if tb is not None and tb.tb_next is not None else tb
+
+
 def call_step(
     step: PythonStep, ctx: Any, sink: Any, stop_event: Callable[[], threading.Event]
 ) -> Outcome:
@@ -169,7 +177,7 @@ def call_step(
     except BaseException as exc:
         import traceback  # only a failed step needs it
 
-        sink.write_text(traceback.format_exc())
+        sink.write_text("".join(traceback.format_exception(type(exc), exc, _from_the_step(exc))))
         text = _utf8(str(exc)).strip().splitlines()
         return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
 
