@@ -13,9 +13,10 @@ binds the socket, starts the runner and then writes ONE line to the pipe (core.p
 ``{"ok": false, "code": 2, "error": "one line"}``.
 
 Then it serves until the runner is finished: after ``close`` or ``stop_run`` from a client, or
-at once when no step can run with ``exit_when_done``, or when its run folder is deleted under it.
-SIGTERM and SIGINT stop the run (a second kills at once), SIGHUP is ignored (it has no terminal). The socket goes as it exits. If the
-daemon dies however (SIGKILL), the runner's watchdog process kills every step's tree.
+at once when no step can run with ``exit_when_done``, or when its run folder is deleted under
+it. SIGTERM and SIGINT stop the run (a second kills at once), SIGHUP is ignored (it has no
+terminal). The socket goes as it exits. If the daemon dies however (SIGKILL), the runner's
+watchdog process kills every step's tree.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the watchdog process itself imports no more than it uses: it starts faster
     import subprocess
     from collections.abc import Callable
+    from collections.abc import Set as AbstractSet
     from pathlib import Path
 
 #: seconds to wait for SIGKILLed processes to be gone: a restarted service must not meet the
@@ -109,7 +110,7 @@ def _still_there(
     found: dict[int, int],
     groups: set[int],
     table: dict[int, tuple[int, int]],
-    held_before: set[int] = frozenset(),  # type: ignore[assignment]
+    held_before: AbstractSet[int] = frozenset(),
 ) -> tuple[dict[int, int], set[int]]:
     """Which of ``found`` are still running (same pid, same start time), with the processes
     that joined their groups since; and the groups they hold. A group counts while one of
