@@ -17,6 +17,7 @@ from textual.geometry import Region
 from tests import tui_helpers
 from tests.tui_helpers import (
     footer_keys,
+    footer_row,
     main_pane,
     screen_lines,
     selected,
@@ -209,16 +210,6 @@ steps:
 """
 
 
-async def _footer_row(pilot) -> str:
-    """The terminal's last row, once the footer of the screen on top has its keys."""
-    from textual.widgets._footer import FooterKey
-
-    app = pilot.app
-    await until(pilot, lambda: app.screen.query(FooterKey), what="the keys in the footer")
-    await pilot.pause()  # drawn
-    return screen_lines(app)[-1]
-
-
 async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_screen(orch):
     """Over the help and the quit dialog the footer says what their keys do (Escape closes the
     help; d, y, n answer the question), not the keys of the steps screen under them, which do
@@ -230,12 +221,12 @@ async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_sc
     async with app.run_test(size=(80, 24)) as pilot:
         await until_status(pilot, runner, "broken", "failed")
         await until_status(pilot, runner, "sleeper", "running")
-        steps_footer = await _footer_row(pilot)
+        steps_footer = await footer_row(pilot)
         assert "Skip" in steps_footer and "Sessions" in steps_footer  # the steps screen's keys
 
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
-        row = await _footer_row(pilot)
+        row = await footer_row(pilot)
         assert "esc Close" in row
         for other in ("Skip", "Retry", "Sessions", "Quit", "Detach", "palette"):
             assert other not in row, f"{other!r} in the help's footer: {row!r}"
@@ -244,14 +235,14 @@ async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_sc
 
         await pilot.press("q")
         await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
-        row = await _footer_row(pilot)
+        row = await footer_row(pilot)
         for key in ("d Detach", "y Stop and quit", "n/esc Cancel"):
             assert key in row, f"{key!r} not in the quit dialog's footer: {row!r}"
         for other in ("Skip", "Retry", "Sessions", "Help", "palette"):
             assert other not in row, f"{other!r} in the quit dialog's footer: {row!r}"
         await pilot.press("n")
         await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
-        assert await _footer_row(pilot) == steps_footer
+        assert await footer_row(pilot) == steps_footer
 
 
 async def _every_key_whole(pilot, keys: set[str]) -> None:
@@ -260,7 +251,7 @@ async def _every_key_whole(pilot, keys: set[str]) -> None:
 
     app = pilot.app
     await until(pilot, lambda: keys <= footer_keys(app), what=f"{keys} in the footer")
-    row = await _footer_row(pilot)
+    row = await footer_row(pilot)
     for key in app.screen.query(FooterKey):
         shown = f"{key.key_display} {key.description}".strip()
         assert shown in row, f"{shown!r} cut from the footer at {app.size.width}: {row!r}"
