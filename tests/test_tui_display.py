@@ -323,3 +323,20 @@ async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
         for text in box.query(Static):
             lines = str(text.render()).splitlines()
             assert text.size.height == len(lines), f"wrapped: {lines}"
+
+
+async def test_the_sessions_screen_draws_its_keys_as_compact_as_the_steps_screen(orch, screendir):
+    """The sessions screen (S) has the steps screen's footer: at 80 columns its keys drawn
+    compact, each whole, and no palette key taking their room (Textual's footer there ended
+    in ``^p palette`` past 80 columns of padded keys)."""
+    from tui.screens.sessions import SessionsScreen
+
+    app, runner = orch("steps:\n  - {name: one, type: shell, run: echo hi}\n")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "one", "succeeded")
+        await pilot.press("S")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen), what="sessions")
+        await _every_key_whole(pilot, {"a", "escape", "f5", "q", "question_mark"})
+        row = await footer_row(pilot)
+        assert "palette" not in row
+        assert "a Attach esc Back f5 Refresh" in row  # compact: one space between keys
