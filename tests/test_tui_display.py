@@ -303,6 +303,42 @@ async def test_a_name_too_long_for_the_tree_is_cut_with_an_ellipsis_not_scrolled
         assert rows[1] == "✓ short 0.0s"
 
 
+async def test_a_name_too_long_for_the_log_title_is_whole_on_the_panes_top_rows(orch):
+    """At 80x24 a long step name is cut in the tree and in the log pane's title (with how the
+    step ended): the pane's top rows say both whole, and the log follows under them to its last
+    line. A name the title holds takes no row."""
+    long = "a_really_long_step_name_" * 3
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: {long}, type: shell, run: seq 1 50; exit 3}}
+          - {{name: short, type: shell, run: echo hi, depends_on: []}}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, long, "failed")
+        await until_status(pilot, runner, "short", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines and pane.lines[-1] == "50", what="the log")
+        await pilot.pause()
+
+        def rows() -> list[str]:
+            """The pane's rows as drawn on screen, inside its border."""
+            box = pane.scrollable_content_region
+            return [line[box.x : box.right] for line in screen_lines(app)[box.y : box.bottom]]
+
+        drawn = rows()
+        rule = next((i for i, row in enumerate(drawn) if row.startswith("╌")), None)
+        assert rule is not None, f"no rule under a head: {drawn[:3]}"
+        head = "".join(drawn[:rule]).replace(" ", "")
+        assert head == f"{long}·failed:exit3", drawn[: rule + 1]
+        assert drawn[-1].strip() == "50" and drawn[rule + 1].strip() != "", drawn  # under it
+
+        await pilot.press("down")  # short: its title holds its name, its log starts on top
+        await until(pilot, lambda: pane.step == "short", what="short selected")
+        await until(pilot, lambda: rows()[0].strip() == "hi", what="short's log on top")
+
+
 # ------------------------------------------------------------------------------ the quit dialog
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
