@@ -17,6 +17,7 @@ from textual.geometry import Region
 from tests import tui_helpers
 from tests.tui_helpers import (
     footer_keys,
+    footer_row,
     main_pane,
     screen_lines,
     selected,
@@ -209,16 +210,6 @@ steps:
 """
 
 
-async def _footer_row(pilot) -> str:
-    """The terminal's last row, once the footer of the screen on top has its keys."""
-    from textual.widgets._footer import FooterKey
-
-    app = pilot.app
-    await until(pilot, lambda: app.screen.query(FooterKey), what="the keys in the footer")
-    await pilot.pause()  # drawn
-    return screen_lines(app)[-1]
-
-
 async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_screen(orch):
     """Over the help and the quit dialog the footer says what their keys do (Escape closes the
     help; d, y, n answer the question), not the keys of the steps screen under them, which do
@@ -230,12 +221,12 @@ async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_sc
     async with app.run_test(size=(80, 24)) as pilot:
         await until_status(pilot, runner, "broken", "failed")
         await until_status(pilot, runner, "sleeper", "running")
-        steps_footer = await _footer_row(pilot)
+        steps_footer = await footer_row(pilot)
         assert "Skip" in steps_footer and "Sessions" in steps_footer  # the steps screen's keys
 
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
-        row = await _footer_row(pilot)
+        row = await footer_row(pilot)
         assert "esc Close" in row
         for other in ("Skip", "Retry", "Sessions", "Quit", "Detach", "palette"):
             assert other not in row, f"{other!r} in the help's footer: {row!r}"
@@ -244,14 +235,14 @@ async def test_the_help_and_the_quit_dialog_show_their_own_keys_not_the_steps_sc
 
         await pilot.press("q")
         await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
-        row = await _footer_row(pilot)
+        row = await footer_row(pilot)
         for key in ("d Detach", "y Stop and quit", "n/esc Cancel"):
             assert key in row, f"{key!r} not in the quit dialog's footer: {row!r}"
         for other in ("Skip", "Retry", "Sessions", "Help", "palette"):
             assert other not in row, f"{other!r} in the quit dialog's footer: {row!r}"
         await pilot.press("n")
         await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
-        assert await _footer_row(pilot) == steps_footer
+        assert await footer_row(pilot) == steps_footer
 
 
 async def _every_key_whole(pilot, keys: set[str]) -> None:
@@ -260,7 +251,7 @@ async def _every_key_whole(pilot, keys: set[str]) -> None:
 
     app = pilot.app
     await until(pilot, lambda: keys <= footer_keys(app), what=f"{keys} in the footer")
-    row = await _footer_row(pilot)
+    row = await footer_row(pilot)
     for key in app.screen.query(FooterKey):
         shown = f"{key.key_display} {key.description}".strip()
         assert shown in row, f"{shown!r} cut from the footer at {app.size.width}: {row!r}"
@@ -312,6 +303,42 @@ async def test_a_name_too_long_for_the_tree_is_cut_with_an_ellipsis_not_scrolled
         assert rows[1] == "✓ short 0.0s"
 
 
+async def test_a_name_too_long_for_the_log_title_is_whole_on_the_panes_top_rows(orch):
+    """At 80x24 a long step name is cut in the tree and in the log pane's title (with how the
+    step ended): the pane's top rows say both whole, and the log follows under them to its last
+    line. A name the title holds takes no row."""
+    long = "a_really_long_step_name_" * 3
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: {long}, type: shell, run: seq 1 50; exit 3}}
+          - {{name: short, type: shell, run: echo hi, depends_on: []}}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, long, "failed")
+        await until_status(pilot, runner, "short", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines and pane.lines[-1] == "50", what="the log")
+        await pilot.pause()
+
+        def rows() -> list[str]:
+            """The pane's rows as drawn on screen, inside its border."""
+            box = pane.scrollable_content_region
+            return [line[box.x : box.right] for line in screen_lines(app)[box.y : box.bottom]]
+
+        drawn = rows()
+        rule = next((i for i, row in enumerate(drawn) if row.startswith("╌")), None)
+        assert rule is not None, f"no rule under a head: {drawn[:3]}"
+        head = "".join(drawn[:rule]).replace(" ", "")
+        assert head == f"{long}·failed:exit3", drawn[: rule + 1]
+        assert drawn[-1].strip() == "50" and drawn[rule + 1].strip() != "", drawn  # under it
+
+        await pilot.press("down")  # short: its title holds its name, its log starts on top
+        await until(pilot, lambda: pane.step == "short", what="short selected")
+        await until(pilot, lambda: rows()[0].strip() == "hi", what="short's log on top")
+
+
 # ------------------------------------------------------------------------------ the quit dialog
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
@@ -332,3 +359,20 @@ async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
         for text in box.query(Static):
             lines = str(text.render()).splitlines()
             assert text.size.height == len(lines), f"wrapped: {lines}"
+
+
+async def test_the_sessions_screen_draws_its_keys_as_compact_as_the_steps_screen(orch, screendir):
+    """The sessions screen (S) has the steps screen's footer: at 80 columns its keys drawn
+    compact, each whole, and no palette key taking their room (Textual's footer there ended
+    in ``^p palette`` past 80 columns of padded keys)."""
+    from tui.screens.sessions import SessionsScreen
+
+    app, runner = orch("steps:\n  - {name: one, type: shell, run: echo hi}\n")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "one", "succeeded")
+        await pilot.press("S")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen), what="sessions")
+        await _every_key_whole(pilot, {"a", "escape", "f5", "q", "question_mark"})
+        row = await footer_row(pilot)
+        assert "palette" not in row
+        assert "a Attach esc Back f5 Refresh" in row  # compact: one space between keys

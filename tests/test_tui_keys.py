@@ -22,6 +22,7 @@ from tests.tui_helpers import (
     SIZE,
     footer_keys,
     main_pane,
+    screen_lines,
     select_session,
     selected,
     send_key,
@@ -379,12 +380,21 @@ async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):
             assert not (pinned.display and pinned.step == pane.step), "the same log twice"
             return pane.step, pinned.step if pinned.display else None
 
+        async def footer_says(words: str) -> None:
+            """The footer names what `p` does on the selected step, and only that."""
+            other = "p Unpin log" if words == "p Pin log" else "p Pin log"
+            await until(pilot, lambda: words in screen_lines(app)[-1], what=words)
+            assert other not in screen_lines(app)[-1]
+
         assert shown() == ("one", None)
+        await footer_says("p Pin log")
         await pilot.press("p")  # pins one: beside the others, not beside itself
         await until(pilot, lambda: pinned.step == "one", what="one pinned")
         assert shown() == ("one", None)
+        await footer_says("p Unpin log")  # on the pinned step p unpins: the footer says so
         await pilot.press("down")
         await until(pilot, lambda: shown() == ("two", "one"), what="one beside two")
+        await footer_says("p Pin log")
         await until(pilot, lambda: pinned.lines == ["output-of-one"], what="one's log pinned")
         assert pinned.region.width > 0 and pane.lines == ["output-of-two"]
 
@@ -396,8 +406,11 @@ async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):
         await pilot.press("up", "up")
         await until(pilot, lambda: shown() == ("one", "two"), what="two beside one")
 
-        await pilot.press("down", "p")  # on the pinned step: unpins
+        await pilot.press("down")
+        await footer_says("p Unpin log")
+        await pilot.press("p")  # on the pinned step: unpins
         await until(pilot, lambda: pinned.step is None, what="unpinned")
+        await footer_says("p Pin log")
         await pilot.press("down")
         await until(pilot, lambda: shown() == ("three", None), what="no pinned pane")
 

@@ -302,6 +302,16 @@ def footer_keys(app) -> set[str]:
     return {key.key for key in app.screen.query(FooterKey)}
 
 
+async def footer_row(pilot) -> str:
+    """The terminal's last row, once the footer of the screen on top has its keys."""
+    from textual.widgets._footer import FooterKey
+
+    app = pilot.app
+    await until(pilot, lambda: app.screen.query(FooterKey), what="the keys in the footer")
+    await pilot.pause()  # drawn
+    return screen_lines(app)[-1]
+
+
 def screen_lines(app) -> list[str]:
     """The terminal's rows as the user sees them now, as plain text: the current screen drawn
     over those under it (a dialog over the steps), what ``export_screenshot`` draws."""

@@ -77,7 +77,9 @@ class OrchApp(App[int]):
         Binding("ctrl+q", "quit_app", "Quit", show=False, priority=True),
         Binding("ctrl+c", "quit_app", "Quit", show=False),
         Binding("question_mark", "help", "Help"),
+        # one key, two words: check_action offers the one that applies to the selected step
         Binding("p", "pin", "Pin log"),
+        Binding("p", "unpin", "Unpin log"),
         Binding("S", "sessions", "Sessions"),
         Binding("c", "toggle_ctx", "ctx", show=False),
         # the log pane has these keys too; here they reach it from the step tree
@@ -88,7 +90,9 @@ class OrchApp(App[int]):
         Binding("s,r,k", "read_only", show=False),
     ]
     #: actions on the steps screen's panes: not offered while another screen is on top
-    MAIN_SCREEN_ACTIONS = frozenset({"pin", "toggle_ctx", "search", "next_match", "previous_match"})
+    MAIN_SCREEN_ACTIONS = frozenset(
+        {"pin", "unpin", "toggle_ctx", "search", "next_match", "previous_match"}
+    )
     #: what ``exit`` returns after ``d``: the run goes on (``detached`` says so too)
     DETACHED = 0
 
@@ -133,6 +137,7 @@ class OrchApp(App[int]):
         self._quitting = False
         self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
         self._pinned: str | None = None  # the step whose log the second pane keeps
+        self._on_pinned = False  # the pinned step is selected: the footer offers `p Unpin log`
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -397,6 +402,8 @@ class OrchApp(App[int]):
             return self.read_only
         if action == "detach":
             return self.detachable
+        if action in ("pin", "unpin") and self._on_pinned != (action == "unpin"):
+            return False
         return action not in self.MAIN_SCREEN_ACTIONS or self.screen is self.screen_stack[0]
 
     def action_read_only(self) -> None:
@@ -404,22 +411,26 @@ class OrchApp(App[int]):
 
     def action_pin(self) -> None:
         """Pin the selected step's log beside the main pane: `p` on another step pins that one
-        instead, `p` on the pinned step unpins it."""
+        instead, `p` on the pinned step unpins it (``action_unpin``: the footer says which)."""
         name = self.query_one(StepTree).selected_step
         if name is None:
             self.notify("select a step to pin its log", severity="warning")
             return
-        if name == self._pinned:
+        self._pinned = name
+        self.notify(f"pinned {name}: its log stays beside the selected step's", timeout=3)
+        self._show_pinned()
+
+    def action_unpin(self) -> None:
+        """`p` on the pinned step: its pane goes, the main pane has the room again."""
+        if self._pinned is not None:
+            self.notify(f"unpinned {self._pinned}", timeout=2)
             self._pinned = None
-            self.notify(f"unpinned {name}", timeout=2)
-        else:
-            self._pinned = name
-            self.notify(f"pinned {name}: its log stays beside the selected step's", timeout=3)
         self._show_pinned()
 
     def _show_pinned(self) -> None:
         """The pinned pane never repeats the main one: hidden while its step is selected."""
         pinned = self.query_one("#log-pinned", LogPane)
+        self._sync_pin_key()
         if self._pinned is None:
             pinned.display = False
             pinned.show(None, None)
@@ -427,6 +438,16 @@ class OrchApp(App[int]):
         pinned.show(self._pinned, self._log_path(self._pinned))
         pinned.show_ending(step_ending(self._run.steps.get(self._pinned)))
         pinned.display = self.query_one("#log-main", LogPane).step != self._pinned
+
+    def _sync_pin_key(self) -> None:
+        """`p Pin log` or `p Unpin log`: the footer is refreshed only when that changes, not
+        at every move of the cursor."""
+        on_pinned = (
+            self._pinned is not None and self.query_one(StepTree).selected_step == self._pinned
+        )
+        if on_pinned != self._on_pinned:
+            self._on_pinned = on_pinned
+            self.refresh_bindings()
 
     def _search_pane(self) -> LogPane:
         """The pane `/`, `n` and `N` act on: the focused log pane, else the selected step's."""
@@ -609,11 +630,14 @@ class OrchApp(App[int]):
         yield SystemCommand(
             "Sessions", "All screen and tmux sessions on this machine", self.action_sessions
         )
-        yield SystemCommand(
-            "Pin log",
-            "Pin the selected step's log beside the others (on it again: unpin)",
-            self.action_pin,
-        )
+        if self._on_pinned:
+            yield SystemCommand(
+                "Unpin log", "Close the selected step's pinned log", self.action_unpin
+            )
+        else:
+            yield SystemCommand(
+                "Pin log", "Pin the selected step's log beside the others", self.action_pin
+            )
         yield SystemCommand("Toggle ctx", "Show or hide the ctx inspector", self.action_toggle_ctx)
         yield SystemCommand("Keys", "The key reference", self.action_help)
 

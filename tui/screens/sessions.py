@@ -13,9 +13,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from core.text import clean
+from tui.widgets.keys_footer import KeysFooter
 
 if TYPE_CHECKING:
     from core.sessions.base import SessionInfo
@@ -46,7 +47,7 @@ class SessionsScreen(Screen[None]):
         table.add_columns("backend", "socket", "name", "state", "pid", "created", "run")
         yield table
         yield Static("", id="sessions-note")
-        yield Footer()
+        yield KeysFooter()  # the steps screen's: compact under 100 columns, as few rebuilds
 
     def on_mount(self) -> None:
         from tui.handover import import_libtmux

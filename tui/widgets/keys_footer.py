@@ -47,6 +47,8 @@ class KeysFooter(Footer):
                 self.call_after_refresh(self.recompose)
 
     async def recompose(self) -> None:
+        if not self.is_attached:  # a rebuild asked for just before its screen was popped
+            return
         shown = self._shown_keys()
         if shown == self._keys_shown:
             return

@@ -6,6 +6,10 @@ disk) and renders only the lines on screen. Following stops when the user scroll
 pane counts what arrived since; End resumes. ``/`` searches the loaded lines. A *live* pane (a
 session's log: no step events say when it grows) polls its file itself. An empty pane says why
 in a dim line (``empty_hint``), so a step that printed nothing does not look broken.
+
+The border's title names the step and how it ended. Where the title is too narrow for them (a
+long step name at 80 columns, cut there and in the tree alike), the pane's top rows say them
+whole, wrapped, above the log: the one place on screen a long name is readable.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from textual.timer import Timer
 from core.steplog import read_tail
 from tui.widgets._strips import note_strip
 
+#: the row under a head that the border's title could not hold: where the log starts
+HEAD_RULE = "╌"
+#: cells of the top edge the title cannot use: the corners, a line and a space on each side
+TITLE_CHROME = 6
 FOLLOW_LINES = 2000  # lines kept while following: a few screens of history
 FOLLOW_BYTES = 512 * 1024
 FROZEN_LINES = 20000  # lines loaded when the user scrolls back
@@ -67,6 +75,7 @@ class LogPane(ScrollView, can_focus=True):
         self._size_seen = -1
         self._truncated = False
         self._ending = ""  # how the shown step ended, if not well (show_ending)
+        self._head: list[Strip] = []  # the title wrapped on top rows, when the border cuts it
         self._search: str | None = None
         self._match: int | None = None
         self._strip_cache: dict[int, Strip] = {}
@@ -137,7 +146,7 @@ class LogPane(ScrollView, can_focus=True):
         self._truncated = truncated
         self._strip_cache.clear()
         self._width = max((cell_len(line) for line in lines[-500:]), default=0)
-        self.virtual_size = Size(self._width, len(lines))
+        self._size_content()
         if self.follow:
             self._scroll_to_end()
             self.call_after_refresh(self._scroll_to_end)
@@ -146,8 +155,14 @@ class LogPane(ScrollView, can_focus=True):
             self._update_border()
         self.refresh()
 
+    def _size_content(self) -> None:
+        """The head's rows scroll with no line: each row of the log stays reachable under it."""
+        self.virtual_size = Size(self._width, len(self._lines) + len(self._head))
+
     def on_resize(self, event: events.Resize) -> None:
-        """The first layout (and any resize) moves the end: a following pane stays on it."""
+        """The first layout (and any resize) moves the end: a following pane stays on it. The
+        title's room changed: the head may come, go or wrap otherwise."""
+        self._update_border()
         self._scroll_to_end()
 
     def _scroll_to_end(self) -> None:
@@ -209,6 +224,7 @@ class LogPane(ScrollView, can_focus=True):
         if self._ending:
             title.append(f" · {self._ending}", style="red")
         self.border_title = title
+        self._wrap_head(title)
         parts = []
         if self._truncated:
             parts.append("earlier lines in the log file")
@@ -223,6 +239,25 @@ class LogPane(ScrollView, can_focus=True):
                 parts.append(f"{self.pending:,} new bytes")
             parts.append("End to follow")
         self.border_subtitle = " · ".join(parts)
+
+    def _wrap_head(self, title: Text) -> None:
+        """The title whole on the pane's top rows, and a rule under it, if the border cuts it.
+
+        Wrapped short of the scrollbar's column whether it shows or not: the head's rows decide
+        whether it shows (they scroll nothing), and a head wrapped wider lost a cell under it."""
+        width = self.size.width - self.styles.scrollbar_size_vertical
+        room = self.outer_size.width - TITLE_CHROME
+        head: list[Strip] = []
+        if self.step is not None and width > 0 and title.cell_len > room:
+            console, style = self.app.console, self.rich_style
+            rule = Text(HEAD_RULE * self.size.width)  # drawn as wide as the log's rows
+            rows = [*title.wrap(console, width, overflow="fold"), rule]
+            rows[-1].stylize("dim")
+            head = [Strip(row.render(console)).apply_style(style) for row in rows]
+        if head != self._head:
+            self._head = head
+            self._size_content()
+            self.refresh()
 
     # -- search ---------------------------------------------------------------------------------
     def action_search(self) -> None:
@@ -268,10 +303,12 @@ class LogPane(ScrollView, can_focus=True):
 
     # -- rendering ------------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
-        scroll_x, scroll_y = self.scroll_offset
-        index = scroll_y + y
         width = self.scrollable_content_region.width
         style = self.rich_style
+        if y < len(self._head):  # it stays on top: only the log under it scrolls
+            return self._head[y].crop_extend(0, width, style)
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y - len(self._head)
         if index >= len(self._lines):
             if index == 0 and self._hint:
                 return note_strip(self.app.console, self._hint, width, style)
