@@ -158,6 +158,31 @@ def test_a_shell_step_run_imports_no_typing_extensions_inspect_or_orjson(tmp_pat
     assert json.loads(ctx_json.read_text()) == {"greeting": "héllo", "n": 18446744073709551615}
 
 
+def test_a_shell_step_run_imports_neither_platform_nor_json(tmp_path: Path):
+    """uuid (msgspec's) is imported with a stand-in for platform (core/__init__.py), and json
+    only where a file is read back or a ctx value exposed: a run of shell steps loads neither
+    (~5 ms of its start). platform imported later is the real module, and uuid works."""
+    recipe = write_recipe(tmp_path, ONE_STEP)
+    code = (
+        "import sys\nsys.argv = ['orch-tui', *sys.argv[1:]]\nfrom tui.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "names = ('platform', 'json')\n"
+        "print('loaded:', [name for name in names if sys.modules.get(name)])\n"
+        "import platform, uuid\n"
+        "print(platform.python_implementation(), uuid.UUID(str(uuid.uuid4())).version)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(recipe), "--no-ui"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_cli_env(None),
+        timeout=60,
+    )
+    assert "run succeeded: 1 succeeded" in proc.stdout, proc.stderr
+    assert proc.stdout.endswith("loaded: []\nCPython 4\n"), proc.stdout
+
+
 def test_msgspec_imported_without_typing_extensions_still_decodes_our_types():
     """What msgspec took from typing_extensions, Python's typing has: the run state and the
     events still round-trip, and a later ``import typing_extensions`` (Textual's) works."""
