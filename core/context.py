@@ -17,7 +17,6 @@ dashboard) can ask for only what changed since it last looked (``changed_since``
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -358,6 +357,8 @@ def shell_value(value: Any) -> str:
     """How a ctx value looks in an environment variable: strings as-is, anything else as JSON."""
     if isinstance(value, str):
         return value
+    import json  # here: most runs expose no ctx value that is not a string
+
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

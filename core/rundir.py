@@ -21,7 +21,6 @@ held too, and reads through it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -247,6 +246,8 @@ class RunDir:
 
     def read_json(self, name: str) -> Any:
         """``name`` (STATE or CTX) parsed, read through the held folder."""
+        import json  # here: a run itself never reads its files back
+
         assert self.folder is not None, "not an opened run folder"
         return json.loads(self.folder.read(name))
 

@@ -774,3 +774,10 @@ def test_a_closed_stdout_is_as_dev_null(tmp_path, recipe, code):
     )
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_one_step_run_says_1_step_not_1_steps(tmp_path):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: only, type: shell, run: 'true'}\n")
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ": 1 step, logs in" in result.stdout, result.stdout

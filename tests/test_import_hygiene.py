@@ -131,18 +131,16 @@ def test_a_quiet_one_step_run_imports_no_logging_socket_or_shutil(tmp_path: Path
     assert {"logging", "socket", "shutil"} & modules == set()
 
 
-def test_a_shell_step_run_imports_no_typing_extensions_inspect_or_orjson(tmp_path: Path):
-    """msgspec is imported without typing_extensions (core/__init__.py), the ctx is written
-    with msgspec rather than orjson (which brings dataclasses), and python steps' signatures
-    are read with an ``inspect`` imported only when there are some: a run of shell steps
-    imports none of them (~10 ms of its start-up). Its ctx.json is still written."""
-    recipe = write_recipe(tmp_path, ONE_STEP + "ctx: {greeting: héllo, n: 18446744073709551615}\n")
-    # sys.modules at the end, not -X importtime's log, which lists the refused import too
+def _loaded_after_a_run(
+    tmp_path: Path, recipe: Path, names: tuple[str, ...], then: str = ""
+) -> str:
+    """Run ``orch-tui RECIPE --no-ui`` in a fresh interpreter and print which of ``names`` are
+    in sys.modules at its end (not -X importtime's log, which lists a refused import too),
+    then run ``then``: the process's stdout."""
     code = (
         "import sys\nsys.argv = ['orch-tui', *sys.argv[1:]]\nfrom tui.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "names = ('typing_extensions', 'inspect', 'orjson', 'dataclasses')\n"
-        "print('loaded:', [name for name in names if sys.modules.get(name)])\n"
+        f"print('loaded:', [name for name in {names!r} if sys.modules.get(name)])\n{then}"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(recipe), "--no-ui"],
@@ -153,9 +151,33 @@ def test_a_shell_step_run_imports_no_typing_extensions_inspect_or_orjson(tmp_pat
         timeout=60,
     )
     assert "run succeeded: 1 succeeded" in proc.stdout, proc.stderr
-    assert proc.stdout.endswith("loaded: []\n"), proc.stdout
+    return proc.stdout
+
+
+def test_a_shell_step_run_imports_no_typing_extensions_inspect_or_orjson(tmp_path: Path):
+    """msgspec is imported without typing_extensions (core/__init__.py), the ctx is written
+    with msgspec rather than orjson (which brings dataclasses), and python steps' signatures
+    are read with an ``inspect`` imported only when there are some: a run of shell steps
+    imports none of them (~10 ms of its start-up). Its ctx.json is still written."""
+    recipe = write_recipe(tmp_path, ONE_STEP + "ctx: {greeting: héllo, n: 18446744073709551615}\n")
+    names = ("typing_extensions", "inspect", "orjson", "dataclasses")
+    out = _loaded_after_a_run(tmp_path, recipe, names)
+    assert out.endswith("loaded: []\n"), out
     (ctx_json,) = tmp_path.glob("**/ctx.json")
     assert json.loads(ctx_json.read_text()) == {"greeting": "héllo", "n": 18446744073709551615}
+
+
+def test_a_shell_step_run_imports_neither_platform_nor_json(tmp_path: Path):
+    """uuid (msgspec's) is imported with a stand-in for platform (core/__init__.py), and json
+    only where a file is read back or a ctx value exposed: a run of shell steps loads neither
+    (~5 ms of its start). platform imported later is the real module, and uuid works."""
+    recipe = write_recipe(tmp_path, ONE_STEP)
+    then = (
+        "import platform, uuid\n"
+        "print(platform.python_implementation(), uuid.UUID(str(uuid.uuid4())).version)\n"
+    )
+    out = _loaded_after_a_run(tmp_path, recipe, ("platform", "json"), then)
+    assert out.endswith("loaded: []\nCPython 4\n"), out
 
 
 def test_msgspec_imported_without_typing_extensions_still_decodes_our_types():

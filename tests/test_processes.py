@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -311,25 +312,74 @@ def test_cleanup_never_kills_a_process_that_got_a_leftovers_pid_during_the_grace
     assert outcome["stranger alive"], f"the clean-up killed an unrelated process ({how})"
 
 
-def test_a_run_ends_without_waiting_for_its_watchdog_to_exit(tmp_path):
-    """The end of a clean run tells the watchdog ``done`` and goes on: waiting for that
-    process (a Python start of its own) cost a one-step run a third of its time. A watchdog
-    that is slow to read it (here: stopped) is neither waited for nor killed; it exits by itself
-    once it reads ``done``, and touches nothing."""
+def _watchdog_copy(runner_pid: int) -> str:
+    """What the watchdog's ``cat`` (a descendant of the runner's process) has copied so far:
+    its stdout, the file with no name."""
+
+    def cat() -> int | None:
+        for pid in descendants(runner_pid):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"cat\0":
+                return pid
+        return None
+
+    return Path(f"/proc/{wait_for(cat, message='the watchdog cat')}/fd/1").read_text()
+
+
+def test_a_clean_end_kills_the_watchdog_without_its_clean_up(tmp_path):
+    """The end of a clean run kills the watchdog (sh and cat) before closing its pipe, and goes
+    on without waiting: the clean-up, a Python start of its own, never runs, so a process of a
+    group the watchdog was told of is left to the runner's own end (here: left alone)."""
     from core.watchdog import Watchdog
 
+    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     watchdog = Watchdog(tmp_path)
     watchdog.start()
     proc = watchdog._proc
     try:
-        os.kill(proc.pid, signal.SIGSTOP)
+        watchdog.add(step.pid, 1.0)
+        watchdog.flush()
+        wait_for(lambda: f"+ {step.pid} 1\n" in _watchdog_copy(os.getpid()), message="told")
         watchdog.stop()
-        assert proc.poll() is None  # before: waited 2 s for it, then killed it
-        os.kill(proc.pid, signal.SIGCONT)
-        wait_for(lambda: proc.poll() is not None, message="the watchdog did not exit by itself")
-        assert proc.returncode == 0
+        wait_for(lambda: proc.poll() is not None, message="the watchdog was not stopped")
+        assert proc.returncode == -signal.SIGKILL
+        assert step.poll() is None, "a clean end must not run the watchdog's clean-up"
+        assert os.listdir(tmp_path) == [], "the watchdog's copy has no name: nothing to delete"
     finally:
+        kill_tree(step)
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
             proc.wait()
+
+
+def test_the_watchdog_stops_the_groups_it_was_told_of_once_the_runner_is_gone(tmp_path):
+    """A step's child that dropped the run's marker (``env -i``) is found by its process group
+    alone: the groups the runner told the watchdog, kept in the watchdog's copy, reach the
+    clean-up that starts when the runner is SIGKILLed."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: unmarked
+            type: shell
+            run: |
+              env -i sh -c 'echo $$ > unmarked.pid; exec sleep 1000' &
+              wait
+        """,
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        unmarked = read_pid(tmp_path / "unmarked.pid")
+        pids = sorted(set(descendants(proc.pid)) | {unmarked})
+        run_dir = only_run_dir(tmp_path)
+        assert unmarked not in marked(run_dir)
+        step = os.getpgid(unmarked)  # the step's group: its shell's, which it stayed in
+        wait_for(
+            lambda: f"+ {step} " in _watchdog_copy(proc.pid),
+            message="the runner told the watchdog the step's group",
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+        assert_gone(pids, timeout=8)
+    finally:
+        kill_tree(proc, pids)

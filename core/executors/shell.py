@@ -11,7 +11,6 @@ exits or the run ends.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -54,6 +53,8 @@ def parse_ctx_out(path: HeldFile) -> dict[str, object]:
     if not stripped:
         return {}
     if stripped.startswith("{"):
+        import json  # here: only a step that writes its ctx as JSON needs the decoder
+
         try:
             return json.loads(stripped)  # text starting with { that parses is an object
         except json.JSONDecodeError as exc:

@@ -180,11 +180,9 @@ class HeadlessReporter:
                     self._views[name] = StepView(name)
         logs = display_path(self.run_dir.logs)
         count = len(event.state.steps)
+        steps = f"{count} step{'s' if count != 1 else ''}"
         self._event_line(
-            event.ts,
-            "run",
-            None,
-            f"run {event.run_id} of {event.recipe}: {count} steps, logs in {logs}",
+            event.ts, "run", None, f"run {event.run_id} of {event.recipe}: {steps}, logs in {logs}"
         )
         if self._rich is not None:
             self._rich.start_live(self._render_live, self.refresh_per_second)
