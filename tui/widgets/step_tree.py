@@ -26,8 +26,9 @@ from rich.style import Style
 from rich.text import Text, TextType
 from textual._loop import loop_last
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets._tree import _TreeLine
 from textual.widgets.tree import TreeNode
@@ -97,6 +98,7 @@ class StepTree(Tree[dict[str, Any]]):
         self._lines: list[_TreeLine[dict[str, Any]]] = []
         self._shape: tuple[int, bool, int] | None = None
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
+        self._row_style: Style | None = None  # the widget's style while its rows are painted
         self.show_root = False  # after the tables above: setting it builds the lines (_build)
         self.guide_depth = 2
         root = self.root
@@ -200,6 +202,21 @@ class StepTree(Tree[dict[str, Any]]):
                     child._line = len(lines)
                     lines.append(_TreeLine([node, child], child_last))
         return lines
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Tree's, with the widget's style worked out once for the rows painted, not per row."""
+        self._row_style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._row_style = None
+
+    def render_line(self, y: int) -> Strip:
+        """Tree.render_line, which asks for ``rich_style`` at every row: a walk up the DOM that
+        was half of the tree's painting when a key scrolls it (every row is repainted then)."""
+        style = self._row_style if self._row_style is not None else self.rich_style
+        scroll_x, scroll_y = self.scroll_offset
+        return self._render_line(y + scroll_y, scroll_x, scroll_x + self.size.width, style)
 
     def render_label(self, node: TreeNode[dict[str, Any]], base_style: Style, style: Style) -> Text:
         data = node.data
