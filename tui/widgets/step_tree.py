@@ -131,13 +131,25 @@ class StepTree(Tree[dict[str, Any]]):
 
     # -- labels ---------------------------------------------------------------------------------
     def update_steps(self, states: Iterable[StepState], now: float) -> None:
-        """Redraw the rows of these steps (and only these) from their states."""
+        """Redraw the rows of these steps (and only these) from their states.
+
+        Only rows in view are repainted; one out of view has its cached line dropped, and is
+        drawn anew when scrolled to (a scroll repaints the whole tree). A repaint of a line
+        (``TreeNode.refresh``) leaves a dirty region on the tree that only a repaint of the
+        whole tree clears: during a run of thousands of steps the tree kept one per step that
+        changed out of view (objects the collector walks at every full pass), and the screen
+        was asked for a refresh that had nothing to show."""
+        top = self.scroll_offset.y
+        bottom = top + self.size.height
         for state in states:
             node = self._step_nodes.get(state.name)
             if node is not None:
                 self._unlabelled.pop(state.name, None)
                 self._set_label(state.name, self._label(state, now))
-                node.refresh()  # this node's line: its cached strip is dropped, it is repainted
+                if top <= node._line < bottom:
+                    node.refresh()  # this node's line: its cached strip is dropped, repainted
+                else:
+                    node._updates += 1  # what TreeNode.refresh does, but the repaint
 
     def label_of(self, name: str) -> Text:
         """The row the tree shows for a step (its status icon, name, duration, marks)."""
