@@ -43,6 +43,8 @@ PENDING_CELLS = cell_len(status_icon(Status.PENDING)) + 1
 #: A name cut to fit keeps at least this many cells, else the whole row is cut at its end
 #: (a blocked step's long list of the failures it waits for goes first).
 NAME_KEPT = 8
+#: Rows (Texts) kept made: a few screens of the tree, not a Text per step of a big run.
+LABELS_KEPT = 256
 #: the keys of the selection's actions (what ``check_action`` asks the runner about)
 STEP_ACTIONS = ("skip", "retry", "restart", "stop", "attach")
 
@@ -88,11 +90,13 @@ class StepTree(Tree[dict[str, Any]]):
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
         self._session_nodes: dict[tuple[str, str], TreeNode[dict[str, Any]]] = {}
         self._background: dict[str, bool] = {}
+        #: each step's state and the time its row is drawn at; the row (a Text) is made as it
+        #: is drawn and kept for the rows drawn lately only (``_labels``, at most LABELS_KEPT):
+        #: a Text a step, with its spans, was half of what the app's full collections walked
+        #: late in a 4,000-step run, and a 10,000-step tree shows 30 rows
+        self._states: dict[str, tuple[StepState, float]] = {}
         self._labels: dict[str, Text] = {}
         self._widths: dict[str, int] = {}
-        #: steps that have not begun, their rows made as they are first drawn (a 10,000-step
-        #: tree shows 30 of them)
-        self._unlabelled: dict[str, StepState] = {}
         self._wanted = 0  # wanted_width: names do not change
         #: the rows as last walked (_build), and the shape they were walked for
         self._lines: list[_TreeLine[dict[str, Any]]] = []
@@ -108,11 +112,11 @@ class StepTree(Tree[dict[str, Any]]):
             self._background[name] = step.background
             bg = 3 if step.background else 0  # " bg"
             self._wanted = max(self._wanted, 2 + cells + DURATION_CELLS + bg)
+            self._states[name] = (step, 0.0)
             if _unbegun(step):
-                self._unlabelled[name] = step
                 self._widths[name] = PENDING_CELLS + cells + bg
             else:
-                self._set_label(name, self._label(step, 0.0))
+                self._widths[name] = self._label(step, 0.0).cell_len
             # the node made as add_leaf makes it, without its invalidation of the whole tree
             # for each node (once below, for all)
             node = TreeNode(
@@ -142,29 +146,36 @@ class StepTree(Tree[dict[str, Any]]):
         top = self.scroll_offset.y
         bottom = top + self.size.height
         for state in states:
-            node = self._step_nodes.get(state.name)
+            name = state.name
+            node = self._step_nodes.get(name)
             if node is not None:
-                self._unlabelled.pop(state.name, None)
-                self._set_label(state.name, self._label(state, now))
+                label = self._label(state, now)
+                self._states[name] = (state, now)
+                self._widths[name] = label.cell_len
                 if top <= node._line < bottom:
+                    self._keep_label(name, label)
                     node.refresh()  # this node's line: its cached strip is dropped, repainted
                 else:
+                    self._labels.pop(name, None)
                     node._updates += 1  # what TreeNode.refresh does, but the repaint
 
     def label_of(self, name: str) -> Text:
         """The row the tree shows for a step (its status icon, name, duration, marks)."""
         label = self._labels.get(name)
         if label is None:
-            label = self._labels[name] = self._label(self._unlabelled.pop(name), 0.0)
+            state, now = self._states[name]
+            label = self._keep_label(name, self._label(state, now))
+        return label
+
+    def _keep_label(self, name: str, label: Text) -> Text:
+        if len(self._labels) >= LABELS_KEPT:
+            self._labels.clear()  # the rows in view are made again as they are drawn
+        self._labels[name] = label
         return label
 
     def wanted_width(self) -> int:
         """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
         return self._wanted
-
-    def _set_label(self, name: str, label: Text) -> None:
-        self._labels[name] = label
-        self._widths[name] = label.cell_len
 
     def process_label(self, label: TextType) -> Text:
         """A one-line Text as it is: Tree splits every label into lines and copies the first,
