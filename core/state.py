@@ -105,12 +105,17 @@ class SessionRef(msgspec.Struct, frozen=True, kw_only=True):
     log: str | None = None
 
 
-class StepState(msgspec.Struct, kw_only=True):
+class StepState(msgspec.Struct, kw_only=True, gc=False):
     """One step: what it is (fixed for the run), then where it is.
 
     Lists are never changed in place (the runner assigns new ones), so a copy made with
     ``msgspec.structs.replace`` is as good as a deep one: events carry such copies, and
     clients share them, read-only.
+
+    Not tracked by the cyclic collector (``gc=False``: its fields hold strings, numbers, lists
+    of names and a SessionRef, never a cycle back to it). A run makes one per step event, and
+    the app keeps the last of each step: in a 4,000-step run they were 30 % of what the app's
+    full collections walked, each pass stopping its event loop.
     """
 
     name: str

@@ -16,6 +16,7 @@ from textual.geometry import Region
 
 from tests import tui_helpers
 from tests.tui_helpers import (
+    SIZE,
     footer_keys,
     footer_row,
     main_pane,
@@ -301,6 +302,37 @@ async def test_a_name_too_long_for_the_tree_is_cut_with_an_ellipsis_not_scrolled
         assert rows[0].startswith("✓ build-xxx") and rows[0].endswith("x… 0.0s"), rows[0]
         assert cell_len(rows[0]) <= tree.scrollable_content_region.width
         assert rows[1] == "✓ short 0.0s"
+
+
+async def test_rows_that_change_out_of_view_show_their_new_state_when_scrolled_to(orch, tmp_path):
+    """A run's rows change out of view without a repaint (Tree's repaint of a line left a dirty
+    region per such row on the tree, thousands in a big run), and show their new state once
+    scrolled to: here ``late`` ends while the tree shows the top, and is then seen ✓ at the end."""
+    from tui.widgets import StepTree
+
+    flag = tmp_path / "go"
+    early = "\n".join(f"  - {{name: s{i}, type: shell, run: echo {i}}}" for i in range(60))
+    app, runner = orch(
+        f"steps:\n{early}\n  - name: late\n    type: shell\n"
+        f"    run: while [ ! -f {flag} ]; do sleep 0.05; done\n"
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        tree = app.query_one(StepTree)
+        await until_status(pilot, runner, "late", "running")
+        await pilot.press("end")
+        await until(pilot, lambda: any("▶ late" in line for line in screen_lines(app)))
+        await pilot.press("home")
+        await until(pilot, lambda: not any(" late" in line for line in screen_lines(app)))
+        await until_status(pilot, runner, "s59", "succeeded")
+        flag.touch()
+        await until_status(pilot, runner, "late", "succeeded")
+        await until(pilot, lambda: tree_label(app, "late").startswith("✓"), what="late's label")
+        out_of_view = [
+            r for r in tree._dirty_regions if not tree.outer_size.region.contains_region(r)
+        ]
+        assert not out_of_view
+        await pilot.press("end")
+        await until(pilot, lambda: any("✓ late" in line for line in screen_lines(app)))
 
 
 async def test_a_name_too_long_for_the_log_title_is_whole_on_the_panes_top_rows(orch):

@@ -138,6 +138,7 @@ class OrchApp(App[int]):
         self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
         self._pinned: str | None = None  # the step whose log the second pane keeps
         self._on_pinned = False  # the pinned step is selected: the footer offers `p Unpin log`
+        self._selection_due = False  # the panes are to follow a new selection after a refresh
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -356,6 +357,17 @@ class OrchApp(App[int]):
 
     # -- selection and logs ---------------------------------------------------------------------
     def on_step_tree_selected(self, message: StepTree.Selected) -> None:
+        """The panes follow the selection once the tree's new cursor row is on screen: a key's
+        move is then a frame of two tree rows, not one that waits for the selected step's log to
+        be read and the log pane, the mirror and the meter to be repainted (during a big run
+        that frame took 30-130 ms where the cursor's took 3-15). Keys that come faster than
+        frames (a held Down) load the panes once, for the step the cursor is on by then."""
+        if not self._selection_due:
+            self._selection_due = True
+            self.call_after_refresh(self._follow_selection)
+
+    def _follow_selection(self) -> None:
+        self._selection_due = False
         self._show_selected()
 
     def _show_selected(self) -> None:

@@ -26,8 +26,9 @@ from rich.style import Style
 from rich.text import Text, TextType
 from textual._loop import loop_last
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets._tree import _TreeLine
 from textual.widgets.tree import TreeNode
@@ -42,6 +43,8 @@ PENDING_CELLS = cell_len(status_icon(Status.PENDING)) + 1
 #: A name cut to fit keeps at least this many cells, else the whole row is cut at its end
 #: (a blocked step's long list of the failures it waits for goes first).
 NAME_KEPT = 8
+#: Rows (Texts) kept made: a few screens of the tree, not a Text per step of a big run.
+LABELS_KEPT = 256
 #: the keys of the selection's actions (what ``check_action`` asks the runner about)
 STEP_ACTIONS = ("skip", "retry", "restart", "stop", "attach")
 
@@ -87,16 +90,19 @@ class StepTree(Tree[dict[str, Any]]):
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
         self._session_nodes: dict[tuple[str, str], TreeNode[dict[str, Any]]] = {}
         self._background: dict[str, bool] = {}
+        #: each step's state and the time its row is drawn at; the row (a Text) is made as it
+        #: is drawn and kept for the rows drawn lately only (``_labels``, at most LABELS_KEPT):
+        #: a Text a step, with its spans, was half of what the app's full collections walked
+        #: late in a 4,000-step run, and a 10,000-step tree shows 30 rows
+        self._states: dict[str, tuple[StepState, float]] = {}
         self._labels: dict[str, Text] = {}
         self._widths: dict[str, int] = {}
-        #: steps that have not begun, their rows made as they are first drawn (a 10,000-step
-        #: tree shows 30 of them)
-        self._unlabelled: dict[str, StepState] = {}
         self._wanted = 0  # wanted_width: names do not change
         #: the rows as last walked (_build), and the shape they were walked for
         self._lines: list[_TreeLine[dict[str, Any]]] = []
         self._shape: tuple[int, bool, int] | None = None
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
+        self._row_style: Style | None = None  # the widget's style while its rows are painted
         self.show_root = False  # after the tables above: setting it builds the lines (_build)
         self.guide_depth = 2
         root = self.root
@@ -106,11 +112,11 @@ class StepTree(Tree[dict[str, Any]]):
             self._background[name] = step.background
             bg = 3 if step.background else 0  # " bg"
             self._wanted = max(self._wanted, 2 + cells + DURATION_CELLS + bg)
+            self._states[name] = (step, 0.0)
             if _unbegun(step):
-                self._unlabelled[name] = step
                 self._widths[name] = PENDING_CELLS + cells + bg
             else:
-                self._set_label(name, self._label(step, 0.0))
+                self._widths[name] = self._label(step, 0.0).cell_len
             # the node made as add_leaf makes it, without its invalidation of the whole tree
             # for each node (once below, for all)
             node = TreeNode(
@@ -129,28 +135,47 @@ class StepTree(Tree[dict[str, Any]]):
 
     # -- labels ---------------------------------------------------------------------------------
     def update_steps(self, states: Iterable[StepState], now: float) -> None:
-        """Redraw the rows of these steps (and only these) from their states."""
+        """Redraw the rows of these steps (and only these) from their states.
+
+        Only rows in view are repainted; one out of view has its cached line dropped, and is
+        drawn anew when scrolled to (a scroll repaints the whole tree). A repaint of a line
+        (``TreeNode.refresh``) leaves a dirty region on the tree that only a repaint of the
+        whole tree clears: during a run of thousands of steps the tree kept one per step that
+        changed out of view (objects the collector walks at every full pass), and the screen
+        was asked for a refresh that had nothing to show."""
+        top = self.scroll_offset.y
+        bottom = top + self.size.height
         for state in states:
-            node = self._step_nodes.get(state.name)
+            name = state.name
+            node = self._step_nodes.get(name)
             if node is not None:
-                self._unlabelled.pop(state.name, None)
-                self._set_label(state.name, self._label(state, now))
-                node.refresh()  # this node's line: its cached strip is dropped, it is repainted
+                label = self._label(state, now)
+                self._states[name] = (state, now)
+                self._widths[name] = label.cell_len
+                if top <= node._line < bottom:
+                    self._keep_label(name, label)
+                    node.refresh()  # this node's line: its cached strip is dropped, repainted
+                else:
+                    self._labels.pop(name, None)
+                    node._updates += 1  # what TreeNode.refresh does, but the repaint
 
     def label_of(self, name: str) -> Text:
         """The row the tree shows for a step (its status icon, name, duration, marks)."""
         label = self._labels.get(name)
         if label is None:
-            label = self._labels[name] = self._label(self._unlabelled.pop(name), 0.0)
+            state, now = self._states[name]
+            label = self._keep_label(name, self._label(state, now))
+        return label
+
+    def _keep_label(self, name: str, label: Text) -> Text:
+        if len(self._labels) >= LABELS_KEPT:
+            self._labels.clear()  # the rows in view are made again as they are drawn
+        self._labels[name] = label
         return label
 
     def wanted_width(self) -> int:
         """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
         return self._wanted
-
-    def _set_label(self, name: str, label: Text) -> None:
-        self._labels[name] = label
-        self._widths[name] = label.cell_len
 
     def process_label(self, label: TextType) -> Text:
         """A one-line Text as it is: Tree splits every label into lines and copies the first,
@@ -200,6 +225,21 @@ class StepTree(Tree[dict[str, Any]]):
                     child._line = len(lines)
                     lines.append(_TreeLine([node, child], child_last))
         return lines
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Tree's, with the widget's style worked out once for the rows painted, not per row."""
+        self._row_style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._row_style = None
+
+    def render_line(self, y: int) -> Strip:
+        """Tree.render_line, which asks for ``rich_style`` at every row: a walk up the DOM that
+        was half of the tree's painting when a key scrolls it (every row is repainted then)."""
+        style = self._row_style if self._row_style is not None else self.rich_style
+        scroll_x, scroll_y = self.scroll_offset
+        return self._render_line(y + scroll_y, scroll_x, scroll_x + self.size.width, style)
 
     def render_label(self, node: TreeNode[dict[str, Any]], base_style: Style, style: Style) -> Text:
         data = node.data
