@@ -333,3 +333,32 @@ def test_a_run_ends_without_waiting_for_its_watchdog_to_exit(tmp_path):
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
             proc.wait()
+
+
+def test_terminal_closed_under_a_headless_run_ends_it_as_interrupted(tmp_path, tmux_socket):
+    """``--no-ui`` on a terminal that goes away (a lost ssh connection, a killed tmux): the run
+    is stopped as SIGTERM would stop it, its state.json says interrupted with every step
+    cancelled (not left "running", then listed as died), and nothing it started is left."""
+    from tests.tui_helpers import TmuxApp
+
+    recipe = write_recipe(tmp_path, BUSY)
+    app = TmuxApp(tmux_socket, [str(recipe), "--no-ui", "--jobs", "4"], tmp_path)
+    pids = [read_pid(tmp_path / f"{name}.pid") for name in PID_FILES]
+    run_dir = wait_for(lambda: only_run_dir(tmp_path), message="the run directory")
+    wait_for(
+        lambda: read_state(run_dir)["steps"]["server"]["status"] == "ready",
+        message="the server ready in state.json",
+    )
+    try:
+        app.close_terminal()
+        assert_gone(pids, timeout=10)
+        state = read_state(run_dir)
+        assert state["status"] == "interrupted"
+        assert state["exit_code"] == 130
+        assert state["ended"] is not None
+        for name in ("left", "right", "server", "after"):
+            assert state["steps"][name]["status"] == "cancelled", (name, state["steps"][name])
+        assert marked(run_dir) == []
+    finally:
+        for pid in pids:  # the steps' processes, should the run have left them
+            kill_tree(pid)

@@ -8,6 +8,7 @@ command that needs them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -449,6 +450,16 @@ def _check_run_dir(run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: {exc.strerror or exc}") from None
 
 
+def _stop_signals() -> tuple[int, ...]:
+    """The signals that stop a headless run cleanly (its state saved, exit 130): Ctrl-C,
+    SIGTERM, and the terminal closing under it (SIGHUP: a lost ssh connection, a killed tmux),
+    unless SIGHUP is ignored (``nohup``: the user asked the run to outlive its terminal)."""
+    import signal
+
+    hangup = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hangup)
+
+
 def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
     import signal
 
@@ -464,12 +475,17 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
         interrupts += 1
         if interrupts == 1:
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            print(f"\norch-tui: {name}: stopping steps (again to kill at once)", file=sys.stderr)
-            runner.stop_run(signum)
+            with contextlib.suppress(OSError):  # after a SIGHUP the terminal may be gone
+                print(
+                    f"\norch-tui: {name}: stopping steps (again to kill at once)", file=sys.stderr
+                )
+            # a closed terminal stops the steps as SIGTERM would: to a step, SIGHUP may mean
+            # "reload" (its own process group never had the terminal's)
+            runner.stop_run(signal.SIGTERM if signum == signal.SIGHUP else signum)
         else:
             runner.stop_run(signal.SIGKILL, force=True)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in _stop_signals()}
     try:
         code = runner.run()
     finally:
