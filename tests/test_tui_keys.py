@@ -600,6 +600,25 @@ async def test_a_step_that_did_not_succeed_says_how_it_ended_above_its_log(orch,
         await until(pilot, lambda: _title(pane) == "good")  # nothing to add
 
 
+async def test_the_log_title_follows_a_failed_step_that_is_skipped(orch, tmp_path: Path):
+    """`s` on the failed step in view: its row says skipped, and so does the head of its log
+    at once (it kept saying "failed: exit 3" until another step was selected and back)."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: bad, type: shell, run: 'echo oops; exit 3'}
+          - {name: after, type: shell, run: 'true'}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until_status(pilot, runner, "bad", "failed")
+        await until(pilot, lambda: _title(pane) == "bad · failed: exit 3")
+        await pilot.press("s")
+        await until_status(pilot, runner, "after", "succeeded")
+        await until(pilot, lambda: _title(pane) == "bad", what="the title without the failure")
+
+
 def _title(pane) -> str:
     from rich.text import Text
 

@@ -260,7 +260,7 @@ class OrchApp(App[int]):
             state = run.steps.get(pane.step or "")
             if pane.step in self._dirty_logs or (state and state.status == Status.RUNNING):
                 pane.poll()
-                pane.show_ending(step_ending(state))
+            pane.show_ending(step_ending(state))  # a skip or retry changes it with no output
         self._dirty_logs.clear()
         meter = self.query_one(ResourceMeter)
         for sample in samples:
