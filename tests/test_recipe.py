@@ -250,6 +250,20 @@ CASES = [
         "unknown field 'dependson' (did you mean 'depends_on'?)",
         id="unknown-field",
     ),
+    pytest.param(  # 'command' is a session step's: the shell step's own field is offered
+        "- name: a\n  type: shell\n  comand: ls\n",
+        3,
+        "step 'a'",
+        "unknown field 'comand' (did you mean 'cmd'?)",
+        id="unknown-field-of-its-type",
+    ),
+    pytest.param(
+        "- name: a\n  type: python\n  modul: os\n",
+        3,
+        "step 'a'",
+        "unknown field 'modul' (did you mean 'module'?)",
+        id="unknown-field-python",
+    ),
     pytest.param(
         "- name: a\n  type: shell\n  run: x\n  retries: three\n",
         4,

@@ -178,7 +178,9 @@ class Validator:
                 continue
             spec = table.get(key)
             if spec is None:
-                message = f"unknown field {show(prefix + key)}{suggest(key, table)}"
+                # offer a field of this step's type: 'comand' in a shell step means 'cmd'
+                fits = (name for name, spec in table.items() if spec.applies(step_type))
+                message = f"unknown field {show(prefix + key)}{suggest(key, fits)}"
                 self.report(message, here, who, key=True)
                 continue
             if not spec.applies(step_type):
