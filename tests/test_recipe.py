@@ -250,6 +250,20 @@ CASES = [
         "unknown field 'dependson' (did you mean 'depends_on'?)",
         id="unknown-field",
     ),
+    pytest.param(  # the YAML parser's own words ("cannot start any token") do not say it
+        GOOD_A + "- name: b\n  type: shell\n\trun: x\n",
+        4,
+        "step 'b'",
+        "invalid YAML: a tab character; YAML indents with spaces only",
+        id="tab-indent",
+    ),
+    pytest.param(  # a syntax error too names the step it is in
+        GOOD_A + "- name: 'b c'\n  type: shell\n  run: [x\n",
+        5,
+        "step 'b c'",
+        "invalid YAML:",
+        id="yaml-syntax-in-step",
+    ),
     pytest.param(  # 'command' is a session step's: the shell step's own field is offered
         "- name: a\n  type: shell\n  comand: ls\n",
         3,
