@@ -774,3 +774,42 @@ def test_a_closed_stdout_is_as_dev_null(tmp_path, recipe, code):
     )
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_python_step_reads_an_empty_stdin_headless(tmp_path):
+    """``--no-ui`` with a stdin that stays open (a terminal, an ssh channel, a CI pipe): a
+    python step that reads it gets end of file at once, as in the app and as every shell step
+    does (/dev/null); it waited for the keyboard, the run hung."""
+    module = write_module(
+        tmp_path,
+        """
+        import sys
+
+        def run(ctx):
+            return sys.stdin.readline()
+        """,
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: reader, type: python, module: {module}, output: got}}
+        """,
+    )
+    proc = subprocess.Popen(
+        [*ORCH, str(recipe), "--no-ui"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,  # open, never written: read, it waits
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_cli_env(None),
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: proc.poll() is not None, 20, "the run to end")
+        assert proc.returncode == 0, proc.stderr.read().decode()
+        run_dir = only_run_dir(tmp_path)
+        assert json.loads((run_dir / "ctx.json").read_text())["got"] == ""
+    finally:
+        kill_tree(proc)
+        proc.stdin.close()

@@ -450,6 +450,16 @@ def _check_run_dir(run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: {exc.strerror or exc}") from None
 
 
+def _stdin_to_devnull() -> None:
+    """Python steps run in this process: one that reads stdin gets end of file, as in the run
+    daemon and as shell steps do, instead of waiting on the terminal (or on a CI job's or an
+    ssh channel's stdin, which may never close). Nothing of a headless run reads it."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    if null != 0:
+        os.dup2(null, 0)
+        os.close(null)
+
+
 def _stop_signals() -> tuple[int, ...]:
     """The signals that stop a headless run cleanly (its state saved, exit 130): Ctrl-C,
     SIGTERM, and the terminal closing under it (SIGHUP: a lost ssh connection, a killed tmux),
@@ -466,6 +476,7 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     from core.control import LocalControl
     from tui.headless import HeadlessReporter
 
+    _stdin_to_devnull()
     runner = make_runner(recipe, args, resume)
     reporter = HeadlessReporter(LocalControl(runner), stream=sys.stdout)
     interrupts = 0
