@@ -252,3 +252,25 @@ def test_an_attached_app_whose_daemon_is_killed_says_so_and_exits(tmp_path, daem
     )
     assert "Traceback" not in printed
     assert app.modes() == {"alternate_on": "0", "mouse_any_flag": "0"}
+
+
+def test_attach_shows_the_sessions_the_run_made_before(tmp_path, daemons, tmux_socket):
+    """The tree's Sessions group comes from the run's session steps: attached to a live run
+    after they ended, the app lists the sessions they made, as the run's own app did. It
+    listed none: only steps ending while it watched counted."""
+    session = f"backend: tmux, socket: {tmux_socket}"
+    daemon = detach(
+        tmp_path,
+        daemons,
+        f"""
+        steps:
+          - {{name: lab, type: session, {session}, action: create, session: made_before}}
+          - {{name: second, type: session, {session}, action: create, session: made_too}}
+          - {{name: sleeper, type: shell, run: 'exec sleep 60'}}
+        """,
+    )
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    app = TmuxApp(tmux_socket, ["attach"], tmp_path)
+    app.shows("▶ sleeper", "▼ Sessions", "▣ made_before tmux", "▣ made_too tmux")  # tree rows
+    app.keys("d")
+    wait_for(lambda: not app.running(), 10, "the app to leave on d")
