@@ -77,7 +77,8 @@ class HealthMonitor:
             elif time.monotonic() >= max(self._grace_until, self._settle_until):
                 failed += 1
                 if failed >= self.spec.failures:
-                    self.report(Health.UNHEALTHY, f"{why} ({failed} checks in a row)")
+                    row = f"{failed} checks in a row" if failed > 1 else "1 check"
+                    self.report(Health.UNHEALTHY, f"{why} ({row})")
                     return
             self._stopped.wait(self.spec.interval)
 

@@ -74,6 +74,12 @@ def test_validate_good_recipe(tmp_path):
     assert not (tmp_path / ".orch").exists(), "validate runs nothing"
 
 
+def test_validate_counts_one_step_in_the_singular(tmp_path):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
+    result = run_cli("validate", recipe, cwd=tmp_path)
+    assert result.stdout.strip() == f"{recipe}: OK, 1 step (1 shell)"
+
+
 # Each bad recipe and the line its problem is reported on.
 BAD_RECIPES = {
     "unknown_field": (

@@ -363,6 +363,14 @@ def test_an_unhealthy_service_without_a_restart_policy_fails(tmp_path):
     assert not marked(result.run_dir)  # nor anything of the checks (they carry its marker)
 
 
+def test_one_failed_check_is_said_in_the_singular(tmp_path):
+    """``failures: 1``: the reason says "(1 check)", not "(1 checks in a row)"."""
+    (tmp_path / "sick").touch()
+    recipe = HEALTH_CMD.format(policy="restart: no").replace("failures: 2", "failures: 1")
+    result = run_recipe(tmp_path, recipe, keep_alive=True)
+    assert result.steps["svc"]["reason"] == "unhealthy: check exit code 1 (1 check)"
+
+
 class _Answer(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
         code = int(self.path.strip("/"))

@@ -610,7 +610,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     _print_warnings(recipe)
     count = len(recipe.warnings)
     warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
-    print(f"{args.recipe}: OK, {len(recipe.steps)} steps ({detail}){warned}")
+    steps = f"{len(recipe.steps)} step{'s' if len(recipe.steps) != 1 else ''}"
+    print(f"{args.recipe}: OK, {steps} ({detail}){warned}")
     return EXIT_OK
 
 
