@@ -617,6 +617,20 @@ def test_mistake_is_located(ws: Path, text: str, line: int, step: str | None, me
     assert "Traceback" not in str(error)
 
 
+def test_a_refused_name_is_one_problem_not_one_more_per_dependent(ws: Path) -> None:
+    """A step named ``a/b`` is refused; the step that depends on it by that name does not get
+    "unknown step 'a/b'" besides: the step is there, its name is the problem."""
+    error = errors(
+        write(
+            ws,
+            "- {name: a/b, type: shell, run: x}\n- {name: c, type: shell, run: x, depends_on: [a/b]}\n",
+        )
+    )
+    assert [p.message.split(" (")[0] for p in error.problems] == [
+        "field 'name' must be a step name"
+    ]
+
+
 def test_all_problems_are_reported_at_once(ws: Path) -> None:
     path = write(
         ws,
