@@ -362,3 +362,27 @@ def test_terminal_closed_under_a_headless_run_ends_it_as_interrupted(tmp_path, t
     finally:
         for pid in pids:  # the steps' processes, should the run have left them
             kill_tree(pid)
+
+
+def test_a_headless_run_under_nohup_outlives_its_terminal(tmp_path):
+    """SIGHUP ignored (``nohup orch-tui R --no-ui &``): the hang-up does not stop the run; it
+    ends when its steps do, exit 0."""
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: gate, type: shell, run: 'touch up; while [ ! -f go ]; do sleep 0.05; done'}\n",
+    )
+    proc = start_cli(
+        recipe,
+        "--no-ui",
+        cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    try:
+        wait_for(lambda: (tmp_path / "up").exists(), message="the step running")
+        proc.send_signal(signal.SIGHUP)
+        (tmp_path / "go").touch()
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err.decode()
+        assert read_state(only_run_dir(tmp_path))["status"] == "succeeded"
+    finally:
+        kill_tree(proc)
