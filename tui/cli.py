@@ -476,7 +476,8 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
     from core.control import LocalControl
     from tui.headless import HeadlessReporter
 
-    _stdin_to_devnull()
+    if not args.debug:  # --debug: a python step's breakpoint() gets the terminal
+        _stdin_to_devnull()
     runner = make_runner(recipe, args, resume)
     reporter = HeadlessReporter(LocalControl(runner), stream=sys.stdout)
     interrupts = 0
