@@ -80,6 +80,12 @@ def test_validate_counts_one_step_in_the_singular(tmp_path):
     assert result.stdout.strip() == f"{recipe}: OK, 1 step (1 shell)"
 
 
+def test_a_one_step_run_says_1_step(tmp_path):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert f"of {recipe}: 1 step, logs in" in result.stdout.splitlines()[0]
+
+
 # Each bad recipe and the line its problem is reported on.
 BAD_RECIPES = {
     "unknown_field": (

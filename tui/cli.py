@@ -603,6 +603,8 @@ def _basic_config(debug: bool = False) -> None:
 
 # ---------------------------------------------------------------------------------- others
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from tui.format import counted
+
     recipe = _load(args.recipe, debug=args.debug)
     kinds: dict[str, int] = {}
     for step in recipe.steps:
@@ -611,8 +613,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     _print_warnings(recipe)
     count = len(recipe.warnings)
     warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
-    steps = f"{len(recipe.steps)} step{'s' if len(recipe.steps) != 1 else ''}"
-    print(f"{args.recipe}: OK, {steps} ({detail}){warned}")
+    print(f"{args.recipe}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
     return EXIT_OK
 
 
