@@ -617,6 +617,16 @@ def test_mistake_is_located(ws: Path, text: str, line: int, step: str | None, me
     assert "Traceback" not in str(error)
 
 
+def test_a_syntax_error_after_the_steps_names_no_step(ws: Path) -> None:
+    """A tab in ``ctx:``, below the last step: the error is not put on that step."""
+    problems = errors(
+        write(ws, "steps:\n  - name: a\n    type: shell\n    run: x\nctx:\n\tk: 1\n")
+    ).problems
+    assert [(p.line, p.step, p.message) for p in problems] == [
+        (6, None, "invalid YAML: a tab character; YAML indents with spaces only")
+    ]
+
+
 def test_a_refused_name_is_one_problem_not_one_more_per_dependent(ws: Path) -> None:
     """A step named ``a/b`` is refused; the step that depends on it by that name does not get
     "unknown step 'a/b'" besides: the step is there, its name is the problem."""

@@ -323,9 +323,11 @@ def _check_depth_nodes(root: yaml.Node) -> None:
 
 def _step_above(lines: list[str], line: int) -> str | None:
     """The name of the step a YAML syntax error is in, as best the text says without a parse:
-    the nearest ``- name: X`` at or above 0-based ``line`` (how steps are written); None if
-    there is none or its name is not plain text."""
+    the nearest ``- name: X`` at or above 0-based ``line`` (how steps are written) below any
+    top-level key; None if there is none or its name is not plain text."""
     for text in reversed(lines[: line + 1]):
+        if text[:1].strip() and text[0] not in "-#":
+            return None  # a top-level key (steps:, ctx:): not inside a step
         head, sep, value = text.partition("name:")
         if sep and head.strip() == "-":
             with contextlib.suppress(yaml.YAMLError):
