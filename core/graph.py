@@ -81,14 +81,24 @@ def to_dot(deps: Mapping[str, Sequence[str]], *, labels: Mapping[str, str] | Non
     """Graphviz text; ``labels`` adds a second line (the step type) under each name."""
     lines = ["digraph recipe {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
     for name in deps:
-        label = name if not labels or name not in labels else f"{name}\\n{labels[name]}"
-        label = label.replace('"', '\\"')
+        label = _dot_id(name)[1:-1]  # escaped as in the id: a backslash in a name is text
+        if labels and name in labels:
+            label += f"\\n{labels[name]}"
         lines.append(f'  {_dot_id(name)} [label="{label}"];')
     for name, parents in deps.items():
         for parent in parents:
             lines.append(f"  {_dot_id(parent)} -> {_dot_id(name)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+#: what Mermaid would read in a label as markup (HTML: ``<b>``) or as an entity code
+_MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
+
+
+def _mermaid_text(text: str) -> str:
+    """A step name shown as written: Mermaid labels take HTML and ``#code;`` entities."""
+    return text.translate(_MERMAID_ESCAPES)
 
 
 def to_mermaid(
@@ -98,8 +108,9 @@ def to_mermaid(
     ids = {name: f"s{i}" for i, name in enumerate(deps)}
     lines = ["flowchart LR"]
     for name, node in ids.items():
-        text = name if not labels or name not in labels else f"{name}<br/>{labels[name]}"
-        text = text.replace('"', "#quot;")
+        text = _mermaid_text(name)
+        if labels and name in labels:
+            text += f"<br/>{_mermaid_text(labels[name])}"
         lines.append(f'  {node}["{text}"]')
     for name, parents in deps.items():
         for parent in parents:

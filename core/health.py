@@ -5,7 +5,8 @@ Each up service has a ``HealthMonitor`` on a worker thread of its own (core.work
 may take up to its timeout, and the scheduler's thread must never wait for one. The monitor
 tells the scheduler (``report``, which posts to its thread) only when the health changes:
 healthy after a check passed, unhealthy after ``failures`` checks in a row failed (not counting
-those in the ``start_period`` after it is up). Then it ends: the scheduler restarts or fails the
+those in the ``start_period`` after it is up, nor, for a restart, those before the first that
+passed within its ``ready`` timeout). Then it ends: the scheduler restarts or fails the
 service, and a new start gets a new monitor.
 
 The http check does not follow redirects (a 3xx answer is healthy, as the server answered) and
@@ -38,10 +39,22 @@ class HealthMonitor:
     """The checks of one start of a service (``probe`` says why a check failed, None if it
     passed)."""
 
-    def __init__(self, spec: HealthCheck, probe: Callable[[], str | None], report: Report) -> None:
+    def __init__(
+        self,
+        spec: HealthCheck,
+        probe: Callable[[], str | None],
+        report: Report,
+        *,
+        settle: float = 0.0,
+    ) -> None:
+        """``settle``: seconds during which failures do not count either, unless a check has
+        passed: the time a restart (up at once, no ready check) gets to come up, as its first
+        start had until its ready check passed."""
         self.spec, self.probe, self.report = spec, probe, report
         self._stopped = threading.Event()
-        self._grace_until = time.monotonic() + spec.start_period
+        now = time.monotonic()
+        self._grace_until = now + spec.start_period
+        self._settle_until = now + settle
 
     def start(self, workers: Workers) -> None:
         workers.submit(self._run)
@@ -57,14 +70,15 @@ class HealthMonitor:
             if self._stopped.is_set():
                 return
             if why is None:
-                failed = 0
+                failed, self._settle_until = 0, 0.0
                 if health != Health.HEALTHY:
                     health = Health.HEALTHY
                     self.report(health, None)
-            elif time.monotonic() >= self._grace_until:
+            elif time.monotonic() >= max(self._grace_until, self._settle_until):
                 failed += 1
                 if failed >= self.spec.failures:
-                    self.report(Health.UNHEALTHY, f"{why} ({failed} checks in a row)")
+                    row = f"{failed} checks in a row" if failed > 1 else "1 check"
+                    self.report(Health.UNHEALTHY, f"{why} ({row})")
                     return
             self._stopped.wait(self.spec.interval)
 

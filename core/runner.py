@@ -349,7 +349,9 @@ class Runner:
         if step.timeout:
             self.loop.after(step.timeout, lambda: self._on_timeout(run, execution))
         if step.background and run.satisfied:
-            self._mark_ready(run)  # a restart: readiness is for the first start only
+            # a restart: readiness is for the first start only, but its health counts only
+            # once it is up, within the time the first start had for its ready check
+            self._mark_ready(run, settle=step.ready.timeout if step.ready else 0.0)
         elif step.background:
             self._arm_readiness(run, execution)
         self.store.state_changed()
@@ -384,17 +386,18 @@ class Runner:
         assert run.steplog is not None
         self.readiness.arm(run.step, execution, run.steplog, waiting, ready, fail)
 
-    def _mark_ready(self, run: StepRun) -> None:
+    def _mark_ready(self, run: StepRun, *, settle: float = 0.0) -> None:
         run.state.status, run.ready = Status.READY, True
         self._emit_step(ev.StepReady, run)
         if not run.satisfied:
             self.deps.satisfy(run)
-        self._watch_health(run)
+        self._watch_health(run, settle)
         self.store.state_changed()
 
     # ------------------------------------------------------------------ health
-    def _watch_health(self, run: StepRun) -> None:
-        """Check the up service's health (core.health) until this start ends."""
+    def _watch_health(self, run: StepRun, settle: float) -> None:
+        """Check the up service's health (core.health) until this start ends; ``settle``:
+        seconds its failures count only after a check passed (core.health.HealthMonitor)."""
         spec, execution = run.step.health, run.execution
         if spec is None or execution is None:
             return
@@ -404,7 +407,7 @@ class Runner:
         def report(health: Health, detail: str | None) -> None:
             self.loop.post(lambda: self._health_changed(run, monitor, health, detail))
 
-        monitor = run.monitor = HealthMonitor(spec, probe, report)
+        monitor = run.monitor = HealthMonitor(spec, probe, report, settle=settle)
         monitor.start(self.workers)
 
     def _health_changed(

@@ -74,6 +74,18 @@ def test_validate_good_recipe(tmp_path):
     assert not (tmp_path / ".orch").exists(), "validate runs nothing"
 
 
+def test_validate_counts_one_step_in_the_singular(tmp_path):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
+    result = run_cli("validate", recipe, cwd=tmp_path)
+    assert result.stdout.strip() == f"{recipe}: OK, 1 step (1 shell)"
+
+
+def test_a_one_step_run_says_1_step(tmp_path):
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert f"of {recipe}: 1 step, logs in" in result.stdout.splitlines()[0]
+
+
 # Each bad recipe and the line its problem is reported on.
 BAD_RECIPES = {
     "unknown_field": (
@@ -776,8 +788,62 @@ def test_a_closed_stdout_is_as_dev_null(tmp_path, recipe, code):
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
 
 
-def test_a_one_step_run_says_1_step_not_1_steps(tmp_path):
-    recipe = write_recipe(tmp_path, "steps:\n  - {name: only, type: shell, run: 'true'}\n")
-    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert ": 1 step, logs in" in result.stdout, result.stdout
+def _reader_run(tmp_path, *args: str) -> subprocess.Popen[bytes]:
+    """``orch-tui R --no-ui ARGS`` of a python step that returns the line it reads from stdin
+    (into ctx["got"]), with a stdin that stays open until the test closes it."""
+    module = write_module(
+        tmp_path,
+        """
+        import sys
+
+        def run(ctx):
+            return sys.stdin.readline()
+        """,
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: reader, type: python, module: {module}, output: got}}
+        """,
+    )
+    return subprocess.Popen(
+        [*ORCH, str(recipe), "--no-ui", *args],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,  # open, never written unless the test does: read, it waits
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_cli_env(None),
+        start_new_session=True,
+    )
+
+
+def test_a_python_step_reads_an_empty_stdin_headless(tmp_path):
+    """``--no-ui`` with a stdin that stays open (a terminal, an ssh channel, a CI pipe): a
+    python step that reads it gets end of file at once, as in the app and as every shell step
+    does (/dev/null); it waited for the keyboard, the run hung."""
+    proc = _reader_run(tmp_path)
+    try:
+        wait_for(lambda: proc.poll() is not None, 20, "the run to end")
+        assert proc.returncode == 0, proc.stderr.read().decode()
+        run_dir = only_run_dir(tmp_path)
+        assert json.loads((run_dir / "ctx.json").read_text())["got"] == ""
+    finally:
+        kill_tree(proc)
+        proc.stdin.close()
+
+
+def test_with_debug_a_python_step_reads_the_runs_stdin(tmp_path):
+    """``--debug``: the run keeps its stdin, so a ``breakpoint()`` in a python step can be
+    answered from the terminal; here a line written to it reaches the step."""
+    proc = _reader_run(tmp_path, "--debug")
+    try:
+        proc.stdin.write(b"typed\n")
+        proc.stdin.flush()
+        wait_for(lambda: proc.poll() is not None, 20, "the run to end")
+        assert proc.returncode == 0, proc.stderr.read().decode()
+        run_dir = only_run_dir(tmp_path)
+        assert json.loads((run_dir / "ctx.json").read_text())["got"] == "typed\n"
+    finally:
+        kill_tree(proc)
+        proc.stdin.close()

@@ -252,3 +252,59 @@ def test_an_attached_app_whose_daemon_is_killed_says_so_and_exits(tmp_path, daem
     )
     assert "Traceback" not in printed
     assert app.modes() == {"alternate_on": "0", "mouse_any_flag": "0"}
+
+
+def test_attach_shows_the_sessions_the_run_made_before(tmp_path, daemons, tmux_socket):
+    """The tree's Sessions group comes from the run's session steps: attached to a live run
+    after they ended, the app lists the sessions they made, as the run's own app did. It
+    listed none: only steps ending while it watched counted."""
+    session = f"backend: tmux, socket: {tmux_socket}"
+    daemon = detach(
+        tmp_path,
+        daemons,
+        f"""
+        steps:
+          - {{name: lab, type: session, {session}, action: create, session: made_before}}
+          - {{name: second, type: session, {session}, action: create, session: made_too}}
+          - {{name: sleeper, type: shell, run: 'exec sleep 60'}}
+        """,
+    )
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    app = TmuxApp(tmux_socket, ["attach"], tmp_path)
+    app.shows("▶ sleeper", "▼ Sessions", "▣ made_before tmux", "▣ made_too tmux")  # tree rows
+    app.keys("d")
+    wait_for(lambda: not app.running(), 10, "the app to leave on d")
+
+
+def test_ctl_says_which_run_it_took_when_a_newer_one_runs_headless(tmp_path, daemons):
+    """A run in a daemon, then a newer one ``--no-ui`` (no daemon to reach): ``ctl`` without
+    RUN takes the live one, and says so, naming the newer one and why it is not it; a step
+    only the newer run has was "no step named ..." with nothing to tell which run was asked."""
+    daemon = detach(tmp_path, daemons)
+    headless = start_cli(
+        write_recipe(
+            tmp_path,
+            "steps:\n  - {name: ticker, type: shell, run: 'while [ ! -f go ]; do sleep 0.05; done'}\n",
+            "headless.yaml",
+        ),
+        "--no-ui",
+        cwd=tmp_path,
+    )
+    try:
+        wait_for(
+            lambda: len(json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)) == 2,
+            message="the headless run listed",
+        )
+        newest = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]
+        assert (newest["recipe"].endswith("headless.yaml"), newest["live"]) == (True, False)
+        result = ctl(tmp_path, "stop", "ticker")
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            f"orch-tui: run {daemon.run_id}, the newest live one ({newest['id']}, newer, "
+            "runs --no-ui, without a daemon)",
+            "orch-tui: no step named 'ticker'",
+        ]
+        (tmp_path / "go").touch()
+        assert headless.wait(10) == 0
+    finally:
+        kill_tree(headless)

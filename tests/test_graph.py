@@ -30,3 +30,14 @@ def test_dot_and_mermaid_show_every_edge():
     mermaid = to_mermaid({"x-1": [], 'y"2': ["x-1"]})
     assert mermaid.startswith("flowchart LR")
     assert "s0 --> s1" in mermaid and "#quot;" in mermaid
+
+
+def test_names_are_shown_as_written_not_read_as_markup():
+    """A step named ``end <b>`` or ``#quot;`` is drawn with those characters in Mermaid (which
+    reads HTML and ``#code;`` entities in labels); one ending in a backslash keeps the DOT
+    label's string closed and shows the backslash."""
+    mermaid = to_mermaid({"end <b>": [], "#quot;": []}, labels={"end <b>": "shell"})
+    assert 's0["end #lt;b#gt;<br/>shell"]' in mermaid
+    assert 's1["#35;quot;"]' in mermaid
+    dot = to_dot({"a\\": [], "b": ["a\\"]}, labels={"a\\": "shell"})
+    assert '"a\\\\" [label="a\\\\\\nshell"];' in dot

@@ -383,3 +383,56 @@ def test_the_watchdog_stops_the_groups_it_was_told_of_once_the_runner_is_gone(tm
         assert_gone(pids, timeout=8)
     finally:
         kill_tree(proc, pids)
+
+
+def test_terminal_closed_under_a_headless_run_ends_it_as_interrupted(tmp_path, tmux_socket):
+    """``--no-ui`` on a terminal that goes away (a lost ssh connection, a killed tmux): the run
+    is stopped as SIGTERM would stop it, its state.json says interrupted with every step
+    cancelled (not left "running", then listed as died), and nothing it started is left."""
+    from tests.tui_helpers import TmuxApp
+
+    recipe = write_recipe(tmp_path, BUSY)
+    app = TmuxApp(tmux_socket, [str(recipe), "--no-ui", "--jobs", "4"], tmp_path)
+    pids = [read_pid(tmp_path / f"{name}.pid") for name in PID_FILES]
+    run_dir = wait_for(lambda: only_run_dir(tmp_path), message="the run directory")
+    wait_for(
+        lambda: read_state(run_dir)["steps"]["server"]["status"] == "ready",
+        message="the server ready in state.json",
+    )
+    try:
+        app.close_terminal()
+        assert_gone(pids, timeout=10)
+        state = read_state(run_dir)
+        assert state["status"] == "interrupted"
+        assert state["exit_code"] == 130
+        assert state["ended"] is not None
+        for name in ("left", "right", "server", "after"):
+            assert state["steps"][name]["status"] == "cancelled", (name, state["steps"][name])
+        assert marked(run_dir) == []
+    finally:
+        for pid in pids:  # the steps' processes, should the run have left them
+            kill_tree(pid)
+
+
+def test_a_headless_run_under_nohup_outlives_its_terminal(tmp_path):
+    """SIGHUP ignored (``nohup orch-tui R --no-ui &``): the hang-up does not stop the run; it
+    ends when its steps do, exit 0."""
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: gate, type: shell, run: 'touch up; while [ ! -f go ]; do sleep 0.05; done'}\n",
+    )
+    proc = start_cli(
+        recipe,
+        "--no-ui",
+        cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    try:
+        wait_for(lambda: (tmp_path / "up").exists(), message="the step running")
+        proc.send_signal(signal.SIGHUP)
+        (tmp_path / "go").touch()
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err.decode()
+        assert read_state(only_run_dir(tmp_path))["status"] == "succeeded"
+    finally:
+        kill_tree(proc)

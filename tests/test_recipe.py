@@ -250,6 +250,34 @@ CASES = [
         "unknown field 'dependson' (did you mean 'depends_on'?)",
         id="unknown-field",
     ),
+    pytest.param(  # the YAML parser's own words ("cannot start any token") do not say it
+        GOOD_A + "- name: b\n  type: shell\n\trun: x\n",
+        4,
+        "step 'b'",
+        "invalid YAML: a tab character; YAML indents with spaces only",
+        id="tab-indent",
+    ),
+    pytest.param(  # a syntax error too names the step it is in
+        GOOD_A + "- name: 'b c'\n  type: shell\n  run: [x\n",
+        5,
+        "step 'b c'",
+        "invalid YAML:",
+        id="yaml-syntax-in-step",
+    ),
+    pytest.param(  # 'command' is a session step's: the shell step's own field is offered
+        "- name: a\n  type: shell\n  comand: ls\n",
+        3,
+        "step 'a'",
+        "unknown field 'comand' (did you mean 'cmd'?)",
+        id="unknown-field-of-its-type",
+    ),
+    pytest.param(
+        "- name: a\n  type: python\n  modul: os\n",
+        3,
+        "step 'a'",
+        "unknown field 'modul' (did you mean 'module'?)",
+        id="unknown-field-python",
+    ),
     pytest.param(
         "- name: a\n  type: shell\n  run: x\n  retries: three\n",
         4,
@@ -587,6 +615,30 @@ def test_mistake_is_located(ws: Path, text: str, line: int, step: str | None, me
     if step is not None:
         assert f": {step}: " in shown, shown
     assert "Traceback" not in str(error)
+
+
+def test_a_syntax_error_after_the_steps_names_no_step(ws: Path) -> None:
+    """A tab in ``ctx:``, below the last step: the error is not put on that step."""
+    problems = errors(
+        write(ws, "steps:\n  - name: a\n    type: shell\n    run: x\nctx:\n\tk: 1\n")
+    ).problems
+    assert [(p.line, p.step, p.message) for p in problems] == [
+        (6, None, "invalid YAML: a tab character; YAML indents with spaces only")
+    ]
+
+
+def test_a_refused_name_is_one_problem_not_one_more_per_dependent(ws: Path) -> None:
+    """A step named ``a/b`` is refused; the step that depends on it by that name does not get
+    "unknown step 'a/b'" besides: the step is there, its name is the problem."""
+    error = errors(
+        write(
+            ws,
+            "- {name: a/b, type: shell, run: x}\n- {name: c, type: shell, run: x, depends_on: [a/b]}\n",
+        )
+    )
+    assert [p.message.split(" (")[0] for p in error.problems] == [
+        "field 'name' must be a step name"
+    ]
 
 
 def test_all_problems_are_reported_at_once(ws: Path) -> None:

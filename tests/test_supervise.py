@@ -5,6 +5,8 @@ afterwards (state.json, events.jsonl) or sees on the machine (which processes ar
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -311,6 +313,46 @@ def test_a_service_whose_health_check_starts_failing_is_restarted(tmp_path, runn
     mirror_matches_state_json(runner.run_dir)
 
 
+SLOW_TO_START = """
+steps:
+  - name: svc
+    type: shell
+    background: true
+    restart: on_failure
+    max_restarts: 1
+    ready: {log: "^up$", timeout: 20}
+    health: {cmd: "test -f up", interval: 0.05, failures: 2}
+    run: rm -f up; echo $$ >> starts; sleep 1; touch up; echo up; exec sleep 30
+"""
+
+
+def test_a_restarted_service_has_its_ready_timeout_to_come_up_before_health_counts(
+    tmp_path, runners
+):
+    """A service that takes a while to come up (here 1 s) and crashes: its restart is up at once
+    (its dependents are not held again), but failed health checks count only once one passed
+    or its ``ready`` timeout is over, the time its first start had. They counted at once: the
+    restart was unhealthy before it could listen, restarted again and again, then failed."""
+    runner = make_runner(tmp_path, SLOW_TO_START, keep_alive=True)
+    runners.append(runner)
+    runner.start()
+
+    def svc():
+        return runner.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().health == "healthy", message="the first start healthy")
+    first = read_pid(tmp_path / "starts")
+    os.kill(first, signal.SIGKILL)  # it crashes
+    wait_for(lambda: svc().restarts == 1, message="a restart")
+    wait_for(
+        lambda: svc().health == "healthy" or svc().status == "failed",
+        message="the restart healthy, or given up",
+    )
+    assert (svc().status, svc().restarts) == ("ready", 1), svc()
+    runner.close()
+    assert runner.wait(10) == 0
+
+
 def test_an_unhealthy_service_without_a_restart_policy_fails(tmp_path):
     (tmp_path / "sick").touch()
     result = run_recipe(tmp_path, HEALTH_CMD.format(policy="restart: no"), keep_alive=True)
@@ -319,6 +361,14 @@ def test_an_unhealthy_service_without_a_restart_policy_fails(tmp_path):
     assert svc["reason"].startswith("unhealthy: check exit code 1")
     assert svc["health"] == "unhealthy"
     assert not marked(result.run_dir)  # nor anything of the checks (they carry its marker)
+
+
+def test_one_failed_check_is_said_in_the_singular(tmp_path):
+    """``failures: 1``: the reason says "(1 check)", not "(1 checks in a row)"."""
+    (tmp_path / "sick").touch()
+    recipe = HEALTH_CMD.format(policy="restart: no").replace("failures: 2", "failures: 1")
+    result = run_recipe(tmp_path, recipe, keep_alive=True)
+    assert result.steps["svc"]["reason"] == "unhealthy: check exit code 1 (1 check)"
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):

@@ -8,6 +8,7 @@ user would see: the runner's state, the tree's labels, the log pane's lines and 
 from __future__ import annotations
 
 import io
+import re
 import time
 import uuid
 from pathlib import Path
@@ -627,6 +628,25 @@ async def test_a_step_that_did_not_succeed_says_how_it_ended_above_its_log(orch,
         await until(pilot, lambda: _title(pane) == "good")  # nothing to add
 
 
+async def test_the_log_title_follows_a_failed_step_that_is_skipped(orch, tmp_path: Path):
+    """`s` on the failed step in view: its row says skipped, and so does the head of its log
+    at once (it kept saying "failed: exit 3" until another step was selected and back)."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: bad, type: shell, run: 'echo oops; exit 3'}
+          - {name: after, type: shell, run: 'true'}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until_status(pilot, runner, "bad", "failed")
+        await until(pilot, lambda: _title(pane) == "bad · failed: exit 3")
+        await pilot.press("s")
+        await until_status(pilot, runner, "after", "succeeded")
+        await until(pilot, lambda: _title(pane) == "bad", what="the title without the failure")
+
+
 def _title(pane) -> str:
     from rich.text import Text
 
@@ -898,6 +918,29 @@ async def test_header_clock_stops_once_every_step_has_ended(tmp_path: Path):
             assert str(header.render()).endswith("· 0.0s"), str(header.render())
     finally:
         tui_helpers.close_runner(runner)
+
+
+async def test_a_long_recipe_name_leaves_the_header_room_for_the_run_state(orch):
+    """At 80 columns a long recipe name is cut (…), not the run's state: the header said
+    "orch-tui  A rather long recipe name for the nightly integration pipeline of the" and
+    nothing of the run having failed."""
+    app, _runner = orch(
+        """
+        name: A rather long recipe name for the nightly integration pipeline of the lab
+        steps:
+          - {name: bad, type: shell, run: exit 3}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(
+            pilot,
+            lambda: re.search(
+                r" · failed · r retries · 0/1 ✗1 · \S+$", screen_lines(app)[0].rstrip()
+            ),
+            what="the run's state on the header's row",
+        )
+        assert screen_lines(app)[0].startswith(" orch-tui  A rather long recipe name for")
+        assert "… · failed" in screen_lines(app)[0]
 
 
 async def test_header_says_the_run_failed_and_r_retries_once_every_step_has_ended(orch, tmp_path):

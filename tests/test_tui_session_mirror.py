@@ -149,3 +149,26 @@ def test_the_mirror_of_an_attached_app_shows_a_tmux_window(tmp_path, tmux_socket
         app.shows("mirrored-42")
     finally:
         end_run(only_run_dir(tmp_path))
+
+
+async def test_a_session_a_step_killed_leaves_the_tree(orch, tmux_socket):
+    """``action: kill`` ends a session the run made: the tree's Sessions group drops it (an
+    app attached later never lists it). It stayed, as if it could be watched or attached."""
+    kept, killed = (f"k{uuid.uuid4().hex[:8]}" for _ in range(2))
+    where = f"backend: tmux, socket: {tmux_socket}"
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: mk, type: session, action: create, session: {killed}, {where}}}
+          - {{name: mk2, type: session, action: create, session: {kept}, {where}}}
+          - {{name: rm, type: session, action: kill, session: {killed}, {where}}}
+        """
+    )
+    async with app.run_test(size=tui_helpers.SIZE) as pilot:
+        await until_status(pilot, runner, "rm", "succeeded", timeout=20)
+        await until(
+            pilot,
+            lambda: not any(f"▣ {killed}" in row for row in tui_helpers.screen_lines(app)),
+            what="the killed session gone from the tree",
+        )
+        assert any(f"▣ {kept} tmux" in row for row in tui_helpers.screen_lines(app))

@@ -33,7 +33,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 
 from core import events as ev
-from core.state import ACTIVE, WAITING, RunState, Status, allowed_actions
+from core.state import ACTIVE, WAITING, RunState, SessionRef, Status, allowed_actions
 from core.text import clean
 from tui.format import run_words, step_ending
 from tui.screens.confirm_quit import ConfirmQuit
@@ -217,6 +217,11 @@ class OrchApp(App[int]):
                 self._live.add(name)
         drawn = [s for s in run.steps.values() if every or s.status != Status.PENDING]
         self.query_one(StepTree).update_steps(drawn, self.clock())
+        self._sessions = {}  # what the session steps that ended before made, in their order
+        made = [s for s in run.steps.values() if s.session and s.status == Status.SUCCEEDED]
+        for state in sorted(made, key=lambda s: s.ended or 0.0):
+            self._note_session(state.session)
+        self.query_one(StepTree).set_sessions(list(self._sessions.values()))
 
     def _drain(self) -> None:
         if not self.is_running:  # shutting down: the widgets are being removed
@@ -239,7 +244,9 @@ class OrchApp(App[int]):
                 self._step_changed(event.step, old, event.state.status)
                 if isinstance(event, ev.StepFinished):
                     self._dirty_logs.add(event.step)
-                    self._note_session(event)
+                    if event.status == Status.SUCCEEDED and event.state.session is not None:
+                        self._note_session(event.state.session)
+                        self.query_one(StepTree).set_sessions(list(self._sessions.values()))
                 continue
             run.apply(event)
             if isinstance(event, ev.StepOutput):
@@ -261,7 +268,7 @@ class OrchApp(App[int]):
             state = run.steps.get(pane.step or "")
             if pane.step in self._dirty_logs or (state and state.status == Status.RUNNING):
                 pane.poll()
-                pane.show_ending(step_ending(state))
+            pane.show_ending(step_ending(state))  # a skip or retry changes it with no output
         self._dirty_logs.clear()
         meter = self.query_one(ResourceMeter)
         for sample in samples:
@@ -306,11 +313,9 @@ class OrchApp(App[int]):
             return frozenset()
         return allowed_actions(self._run.steps[name], self._run)
 
-    def _note_session(self, event: ev.StepFinished) -> None:
-        """A session step that succeeded: its session joins the tree's Sessions group."""
-        session = event.state.session
-        if session is None or event.status != Status.SUCCEEDED:
-            return
+    def _note_session(self, session: SessionRef) -> None:
+        """What a session step that succeeded did: its session joins the tree's Sessions group
+        (or, killed, leaves it); the caller redraws the group."""
         key = (session.backend, session.name)
         if session.action == "kill":
             self._sessions.pop(key, None)
@@ -325,7 +330,6 @@ class OrchApp(App[int]):
             "state": "detached",
             "log": log,
         }
-        self.query_one(StepTree).set_sessions(list(self._sessions.values()))
 
     def _run_state(self) -> tuple[str, str]:
         """The header's words for the run: its state, and what may be done about it."""

@@ -8,6 +8,7 @@ command that needs them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -449,12 +450,34 @@ def _check_run_dir(run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: {exc.strerror or exc}") from None
 
 
+def _stdin_to_devnull() -> None:
+    """Python steps run in this process: one that reads stdin gets end of file, as in the run
+    daemon and as shell steps do, instead of waiting on the terminal (or on a CI job's or an
+    ssh channel's stdin, which may never close). Nothing of a headless run reads it."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    if null != 0:
+        os.dup2(null, 0)
+        os.close(null)
+
+
+def _stop_signals() -> tuple[int, ...]:
+    """The signals that stop a headless run cleanly (its state saved, exit 130): Ctrl-C,
+    SIGTERM, and the terminal closing under it (SIGHUP: a lost ssh connection, a killed tmux),
+    unless SIGHUP is ignored (``nohup``: the user asked the run to outlive its terminal)."""
+    import signal
+
+    hangup = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hangup)
+
+
 def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
     import signal
 
     from core.control import LocalControl
     from tui.headless import HeadlessReporter
 
+    if not args.debug:  # --debug: a python step's breakpoint() gets the terminal
+        _stdin_to_devnull()
     runner = make_runner(recipe, args, resume)
     reporter = HeadlessReporter(LocalControl(runner), stream=sys.stdout)
     interrupts = 0
@@ -464,12 +487,17 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
         interrupts += 1
         if interrupts == 1:
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            print(f"\norch-tui: {name}: stopping steps (again to kill at once)", file=sys.stderr)
-            runner.stop_run(signum)
+            with contextlib.suppress(OSError):  # after a SIGHUP the terminal may be gone
+                print(
+                    f"\norch-tui: {name}: stopping steps (again to kill at once)", file=sys.stderr
+                )
+            # a closed terminal stops the steps as SIGTERM would: to a step, SIGHUP may mean
+            # "reload" (its own process group never had the terminal's)
+            runner.stop_run(signal.SIGTERM if signum == signal.SIGHUP else signum)
         else:
             runner.stop_run(signal.SIGKILL, force=True)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in _stop_signals()}
     try:
         code = runner.run()
     finally:
@@ -575,6 +603,8 @@ def _basic_config(debug: bool = False) -> None:
 
 # ---------------------------------------------------------------------------------- others
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from tui.format import counted
+
     recipe = _load(args.recipe, debug=args.debug)
     kinds: dict[str, int] = {}
     for step in recipe.steps:
@@ -583,7 +613,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     _print_warnings(recipe)
     count = len(recipe.warnings)
     warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
-    print(f"{args.recipe}: OK, {len(recipe.steps)} steps ({detail}){warned}")
+    print(f"{args.recipe}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
     return EXIT_OK
 
 

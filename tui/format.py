@@ -128,6 +128,11 @@ def service_note(step: StepState, note: str = "") -> str:
     return "; ".join([*marks, note] if note else marks)
 
 
+def counted(count: int, word: str) -> str:
+    """``1 step``, ``2 steps``: a count and its noun, as a reader says them."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def format_duration(seconds: float | None) -> str:
     """``0.4s``, ``5.0s``, ``12s``, ``3m05s``, ``1h02m``; ``-`` for None.
 

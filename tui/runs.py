@@ -178,8 +178,10 @@ def find_run(run: str | None, cwd: Path, *, or_newest: bool = False) -> Path:
     not fail because the run was quicker than the script."""
     if run is None:
         rows = workspace_runs(cwd)
-        for row in rows:
+        for newer, row in enumerate(rows):
             if row.live:
+                if newer:  # the user may have meant the newest: say which run this is
+                    _say_newer(row, rows[0])
                 return row.path
         if or_newest and rows:
             print(f"orch-tui: no live run; run {rows[0].path.name}, the newest", file=sys.stderr)
@@ -191,6 +193,16 @@ def find_run(run: str | None, cwd: Path, *, or_newest: bool = False) -> Path:
     if Path(run).is_dir():
         return Path(run)
     raise UsageError(f"no run {run} in {runs_root(cwd)} (orch-tui runs lists them)")
+
+
+def _say_newer(live: RunRow, newest: RunRow) -> None:
+    """On stderr: the run taken is not the newest, which is not live (over, or running
+    ``--no-ui``: in its own process, no daemon to reach)."""
+    why = "runs --no-ui, without a daemon" if newest.status == "running" else "is not live"
+    print(
+        f"orch-tui: run {live.path.name}, the newest live one ({newest.path.name}, newer, {why})",
+        file=sys.stderr,
+    )
 
 
 def open_run(path: Path, *, client: str) -> RunControl:

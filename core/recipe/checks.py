@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,9 @@ class Validator:
                 continue
             spec = table.get(key)
             if spec is None:
-                message = f"unknown field {show(prefix + key)}{suggest(key, table)}"
+                # offer a field of this step's type: 'comand' in a shell step means 'cmd'
+                fits = (name for name, spec in table.items() if spec.applies(step_type))
+                message = f"unknown field {show(prefix + key)}{suggest(key, fits)}"
                 self.report(message, here, who, key=True)
                 continue
             if not spec.applies(step_type):
@@ -442,11 +444,17 @@ class Validator:
                 )
             else:
                 first[d.name] = d
+        # a step whose name was refused is still a step: depending on it is not a second problem
+        refused = {
+            d.data["name"]
+            for d in drafts
+            if d is not None and d.name is None and isinstance(d.data.get("name"), str)
+        }
         deps: dict[str, tuple[str, ...]] = {}
         for d in drafts:
             if d is None:
                 continue
-            d.deps = self.resolve(d, drafts, first)
+            d.deps = self.resolve(d, drafts, first, refused)
             if d.name is not None and first[d.name] is d:
                 deps[d.name] = d.deps
         cycle = find_cycle(deps)
@@ -483,7 +491,11 @@ class Validator:
                 )
 
     def resolve(
-        self, d: Draft, drafts: list[Draft | None], known: Mapping[str, Draft]
+        self,
+        d: Draft,
+        drafts: list[Draft | None],
+        known: Mapping[str, Draft],
+        refused: Collection[str],
     ) -> tuple[str, ...]:
         if "depends_on" not in d.data:
             prev = drafts[d.index - 1] if d.index > 0 else None
@@ -493,6 +505,8 @@ class Validator:
         for name in d.values.get("depends_on", ()):
             if name in known:
                 found.append(name)
+                continue
+            if name in refused:
                 continue
             sub = (raw.index(name),) if isinstance(raw, list) else ()
             self.report(

@@ -9,6 +9,7 @@ problem can name its line. A recipe is a small hand-written file, so anything fa
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ _SCALAR_TAGS = frozenset(
     _YAML + t for t in ("null", "bool", "int", "float", "binary", "timestamp", "str")
 )
 _MERGE_TAG = _YAML + "merge"
+#: the line breaks YAML 1.1 counts (NEL and U+2028 too, not str.splitlines' form feed)
+_YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _STR_TAG, _SEQ_TAG, _MAP_TAG = _YAML + "str", _YAML + "seq", _YAML + "map"
 
 
@@ -318,6 +321,22 @@ def _check_depth_nodes(root: yaml.Node) -> None:
         )
 
 
+def _step_above(lines: list[str], line: int) -> str | None:
+    """The name of the step a YAML syntax error is in, as best the text says without a parse:
+    the nearest ``- name: X`` at or above 0-based ``line`` (how steps are written) below any
+    top-level key; None if there is none or its name is not plain text."""
+    for text in reversed(lines[: line + 1]):
+        if text[:1].strip() and text[0] not in "-#":
+            return None  # a top-level key (steps:, ctx:): not inside a step
+        head, sep, value = text.partition("name:")
+        if sep and head.strip() == "-":
+            with contextlib.suppress(yaml.YAMLError):
+                name = yaml.safe_load(value)
+                return name if isinstance(name, str) and name else None
+            return None
+    return None
+
+
 def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if isinstance(exc, yaml.MarkedYAMLError):
@@ -327,7 +346,13 @@ def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     else:
         message = f"invalid YAML: {describe(exc).split(': ', 1)[-1]}"
     if mark is not None:
-        return Problem(file, mark.line + 1, mark.column + 1, None, message)
+        lines = _YAML_BREAK.split(text)
+        row = lines[mark.line] if mark.line < len(lines) else ""
+        if row[mark.column : mark.column + 1] == "\t":
+            # libyaml's words for a tab ("cannot start any token") do not say what is wrong
+            message = "invalid YAML: a tab character; YAML indents with spaces only"
+        step = _step_above(lines, mark.line)
+        return Problem(file, mark.line + 1, mark.column + 1, step, message)
     position = getattr(exc, "position", None)  # ReaderError: an offset into the text
     if isinstance(position, int) and _loader() is not yaml.SafeLoader:
         # libyaml counts bytes of the UTF-8 encoding, the Python reader characters

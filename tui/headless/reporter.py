@@ -42,7 +42,7 @@ from core.events import (
 )
 from core.state import ACTIVE, Health, Status, StepState
 from core.text import clean
-from tui.format import cause, display_path, format_duration, status_word, worth_saying
+from tui.format import cause, counted, display_path, format_duration, status_word, worth_saying
 from tui.headless.echo import Echo, StepView
 from tui.headless.summary import Summary, attempt_note, tries
 from tui.headless.terminal import MARKS, Printer, Terminal, stdout_timeout
@@ -180,9 +180,11 @@ class HeadlessReporter:
                     self._views[name] = StepView(name)
         logs = display_path(self.run_dir.logs)
         count = len(event.state.steps)
-        steps = f"{count} step{'s' if count != 1 else ''}"
         self._event_line(
-            event.ts, "run", None, f"run {event.run_id} of {event.recipe}: {steps}, logs in {logs}"
+            event.ts,
+            "run",
+            None,
+            f"run {event.run_id} of {event.recipe}: {counted(count, 'step')}, logs in {logs}",
         )
         if self._rich is not None:
             self._rich.start_live(self._render_live, self.refresh_per_second)

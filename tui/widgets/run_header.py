@@ -27,13 +27,25 @@ RUN_STYLE = {
 }
 
 
+#: the app's name, first on the line
+BADGE = " orch-tui "
+
+
 class RunHeader(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._text = Text()
+        self._recipe = ""
+        self._rest = Text()  # the run's state and counts: after the recipe's name
 
     def render(self) -> Text:
-        return self._text
+        """The line at this width: a recipe name too long for it is cut (…), never the run's
+        state after it."""
+        name = Text(f" {self._recipe} ", style="bold")
+        room = self.size.width - len(BADGE) - self._rest.cell_len
+        if 0 < room < name.cell_len:
+            name.truncate(max(room - 1, 2), overflow="ellipsis")
+            name.append(" ", style="bold")
+        return Text.assemble((BADGE, "bold reverse"), name, self._rest)
 
     def show(
         self,
@@ -48,10 +60,7 @@ class RunHeader(Widget):
     ) -> None:
         """``hint``: beside the state, what may be done about it ("r retries"); ``note``: said
         last, dim (a past run's "exit 1 · read-only")."""
-        text = Text()
-        text.append(" orch-tui ", style="bold reverse")
-        text.append(f" {recipe} ", style="bold")
-        text.append("· ")
+        text = Text("· ")
         text.append(run_state, style=RUN_STYLE.get(run_state, ""))
         if hint:
             text.append(f" · {hint}")
@@ -63,6 +72,6 @@ class RunHeader(Widget):
         text.append(f" · {format_duration(elapsed)}", style="dim")
         if note:
             text.append(f" · {note}", style="dim")
-        if text != self._text:
-            self._text = text
+        if (recipe, text) != (self._recipe, self._rest):
+            self._recipe, self._rest = recipe, text
             self.refresh()

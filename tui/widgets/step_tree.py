@@ -100,7 +100,7 @@ class StepTree(Tree[dict[str, Any]]):
         self._wanted = 0  # wanted_width: names do not change
         #: the rows as last walked (_build), and the shape they were walked for
         self._lines: list[_TreeLine[dict[str, Any]]] = []
-        self._shape: tuple[int, bool, int] | None = None
+        self._shape: tuple[int, bool, tuple[int, ...]] | None = None
         self._offered: frozenset[str] | None = None  # the keys the footer shows now
         self._row_style: Style | None = None  # the widget's style while its rows are painted
         self.show_root = False  # after the tables above: setting it builds the lines (_build)
@@ -195,7 +195,8 @@ class StepTree(Tree[dict[str, Any]]):
         shape = (
             len(self.root._children),
             group is not None and group._expanded,
-            len(group._children) if group is not None else 0,
+            # which sessions, not how many: one killed and one made is another shape
+            tuple(child._id for child in group._children) if group is not None else (),
         )
         if shape != self._shape:
             self._shape, self._lines = shape, self._walk()
@@ -283,8 +284,15 @@ class StepTree(Tree[dict[str, Any]]):
         return text
 
     def set_sessions(self, sessions: list[dict[str, Any]]) -> None:
-        """Show the sessions the run's steps created (a Sessions group under the steps)."""
+        """Show the sessions the run's steps created and did not kill since (a Sessions group
+        under the steps, gone with the last of them)."""
+        listed = {(session["backend"], session["name"]) for session in sessions}
+        for key in [key for key in self._session_nodes if key not in listed]:
+            self._session_nodes.pop(key).remove()
         if not sessions:
+            if self._sessions_node is not None:
+                self._sessions_node.remove()
+                self._sessions_node = None
             return
         if self._sessions_node is None:
             self._sessions_node = self.root.add("Sessions", data={"kind": "group"}, expand=True)
