@@ -116,11 +116,16 @@ def test_the_headless_report_says_restarts_not_failures(tmp_path):
 
 def test_ctl_status_says_restarts_and_health_as_the_summary_does(tmp_path):
     """``ctl status`` of a run says what the headless summary's note says of a service (the
-    tree's ↻N and health mark, in words), in the same words."""
+    tree's ↻N and health mark, in words), in the same words. The work ends once the third start
+    has passed a check (it was a race: the run could end before that start's first check)."""
+    health = (
+        "health: {cmd: \"sh -c '[ $(wc -l < starts) -lt 3 ] || touch third.ok'\", interval: 0.05}"
+    )
     recipe = write_recipe(
         tmp_path,
-        CRASHES_TWICE.replace(
-            "restart_delay: 0.05", 'restart_delay: 0.05\n    health: {cmd: "true", interval: 0.05}'
+        CRASHES_TWICE.replace("restart_delay: 0.05", f"restart_delay: 0.05\n    {health}").replace(
+            "-lt 3 ]; do sleep 0.02; done\n",
+            "-lt 3 ]; do sleep 0.02; done\n      while [ ! -f third.ok ]; do sleep 0.02; done\n",
         ),
     )
     result = run_cli(recipe, "--no-ui", cwd=tmp_path)
