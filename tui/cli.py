@@ -612,7 +612,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     detail = ", ".join(f"{n} {k}" for k, n in kinds.items())
     _print_warnings(recipe)
     count = len(recipe.warnings)
-    warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
+    warned = f", {counted(count, 'warning')}" if count else ""
     print(f"{args.recipe}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
     return EXIT_OK
 
