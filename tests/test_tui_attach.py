@@ -265,7 +265,7 @@ def _attach_from_the_sessions_screen(term: Terminal, session: str, attached, det
     mark = len(term.output)
     term.type("S")
     # the test's private SCREENDIR and TMUX_TMPDIR hold this one session
-    term.wait_for("1 session(s)", since=mark, label=f"{session} listed in the Sessions screen")
+    term.wait_for("1 session", since=mark, label=f"{session} listed in the Sessions screen")
     mark = len(term.output)
     term.type("a")
     term.wait_for(f"attaching to {session}", since=mark, label="the attach message")

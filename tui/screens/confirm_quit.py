@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.format import counted
 from tui.widgets.keys_footer import KeysFooter
 
 
@@ -37,7 +38,7 @@ class ConfirmQuit(ModalScreen[str | None]):
             yield Static("[b]Quit orch-tui?[/]")
             # step names as they are (no markup), on one line cut with … (app.tcss)
             yield Static(
-                f"{len(self.running)} step(s) still running: {names}",
+                f"{counted(len(self.running), 'step')} still running: {names}",
                 id="quit-running",
                 markup=False,
             )

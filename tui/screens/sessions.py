@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from core.text import clean
+from tui.format import counted
 from tui.widgets.keys_footer import KeysFooter
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class SessionsScreen(Screen[None]):
             )
         if rows:
             table.move_cursor(row=min(keep, len(rows) - 1))
-        note = " · ".join(notes) if notes else f"{len(rows)} session(s)"
+        note = " · ".join(notes) if notes else counted(len(rows), "session")
         self.query_one("#sessions-note", Static).update(f"[dim]{note}[/]")
 
     def action_attach(self) -> None:
