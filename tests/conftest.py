@@ -451,7 +451,7 @@ def _session_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
     if BASH:
         monkeypatch.setenv("SHELL", BASH)
-    for name in ("STY", "TMUX", "ORCH_RUN_ID"):
+    for name in ("STY", "TMUX", "TMUX_PANE", "ORCH_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from core import __version__
+from core.rundir import RunDir
 from tests.conftest import (
     ORCH,
     PY,
@@ -504,6 +506,34 @@ def test_clean_keeps_a_live_run(tmp_path):
         proc.communicate(timeout=10)
     finally:
         kill_tree(proc)
+
+
+def test_clean_keeps_a_run_just_started(tmp_path):
+    """``orch-tui R --detach``'s daemon makes the run's folder and binds its socket before the
+    run's first state.json: until then clean says the run has just started and keeps it. A
+    socket nobody listens on (a daemon that died) does not make a folder a run."""
+    write_recipe(tmp_path, GOOD)
+    with (
+        RunDir.create(None, tmp_path, "20260101-000000-0001") as run_dir,
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon,
+    ):
+        daemon.bind(run_dir.socket_address())
+        daemon.listen(8)
+        for args in (["--dry-run"], []):
+            result = run_cli("clean", *args, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert (
+                f"kept .orch/runs/{run_dir.path.name}: just started "
+                "(its daemon is live, no state.json yet)" in result.stdout
+            )
+            assert "no state.json)" not in result.stdout
+            assert run_dir.socket.exists()
+        daemon.close()
+        result = run_cli("clean", "--dry-run", cwd=tmp_path)
+        assert (
+            f"left alone .orch/runs/{run_dir.path.name}: not an orch-tui run (no state.json)"
+            in result.stdout
+        )
 
 
 def _first_line_then_close(*args: str, cwd: Path) -> tuple[str, int, str]:

@@ -615,6 +615,46 @@ def test_tty_live_view_many_steps(tmp_path: Path) -> None:
     run.close(final_state({name: {} for name in names}, status="interrupted"))
 
 
+def _live_drawn(run: Run, width: int = 120) -> str:
+    """The live view as the refresh thread would draw it now, without its codes."""
+    screen = Console(file=io.StringIO(), width=width, height=40, color_system=None)
+    screen.print(run.reporter._render_live())
+    return screen.file.getvalue()
+
+
+def _step_row(drawn: str, name: str) -> str:
+    return next(line for line in drawn.splitlines() if f" {name} " in line)
+
+
+def _tty_echoed(run: Run, name: str) -> list[str]:
+    """The lines echoed for the step on the terminal, without their codes."""
+    prefix = f"{name} | "
+    text = ANSI.sub("", run.output())
+    return [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_tty_live_view_shows_a_progress_bar_as_it_moves(tmp_path: Path) -> None:
+    """A step drawing a \r progress bar without a newline: the live view shows its newest
+    frame on the step's row at each output; the echo above it stays whole lines only."""
+    run = Run(tmp_path / "run", tty=True, width=120)
+    run.start()
+    run.step(StepStarted, "build", attempt=1, pid=1)
+    run.write("build", b"fetching\n\rdownload  10% [#    ]")
+    assert "download  10% [#    ]" in _step_row(_live_drawn(run), "build")
+    run.write("build", b"\rdownload  60% [###  ]\r")  # tqdm's way: the \r before the next
+    row = _step_row(_live_drawn(run), "build")
+    assert "download  60% [###  ]" in row and "10%" not in row
+    assert _tty_echoed(run, "build") == ["fetching"]  # no partial line echoed
+    run.write("build", b"\rdownload 100% [#####]\ndone")
+    row = _step_row(_live_drawn(run), "build")
+    assert "done" in row and "download" not in row
+    assert _tty_echoed(run, "build") == ["fetching", "download 100% [#####]"]
+    run.step(StepFinished, "build", status="succeeded", attempt=1, exit_code=0)
+    assert "done" not in _step_row(_live_drawn(run), "build")  # a finished step shows none
+    assert _tty_echoed(run, "build") == ["fetching", "download 100% [#####]", "done"]
+    run.close(state_for(run, {}, status="succeeded"))
+
+
 # -- helpers --------------------------------------------------------------------------------------------
 def test_formatting_helpers() -> None:
     assert format_duration(None) == "-"

@@ -6,6 +6,7 @@ The behaviour both backends share is in test_sessions_contract.py.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,16 @@ def test_attach_argv(tmux: TmuxBackend, tmux_socket: str, monkeypatch: pytest.Mo
     socket_path = Path(os.environ.get("TMUX_TMPDIR") or "/tmp", f"tmux-{os.getuid()}", tmux_socket)
     monkeypatch.setenv("TMUX", f"{socket_path},12345,0")
     assert tmux.attach_argv("att")[1:] == ["-L", tmux_socket, "switch-client", "-t", "=att"]
+    # in a pane of that session: there already, nothing to attach to
+    pane = subprocess.run(
+        [TMUX, "-L", tmux_socket, "display-message", "-p", "-t", "=att:", "#{pane_id}"],
+        capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+    ).stdout.strip()  # fmt: skip
+    monkeypatch.setenv("TMUX_PANE", pane)
+    with pytest.raises(SessionError, match="runs in tmux session 'att': you are in it already"):
+        tmux.attach_argv("att")
+    tmux.create("other")
+    assert tmux.attach_argv("other")[1:] == ["-L", tmux_socket, "switch-client", "-t", "=other"]
     # inside another tmux server: attach, with $TMUX unset so tmux agrees to nest
     monkeypatch.setenv("TMUX", "/tmp/elsewhere/default,1,0")
     assert tmux.attach_argv("att")[:3] == ["env", "-u", "TMUX"]

@@ -39,6 +39,7 @@ from tests.conftest import (
     screen_sessions,
     write_recipe,
 )
+from tests.tui_helpers import TmuxApp
 from tui.handover import ANSWER_TIMEOUT
 
 ROWS, COLS = 36, 120
@@ -507,3 +508,28 @@ def test_debug_logs_to_the_run_directory_not_over_the_tui(tmp_path, screendir):
         assert "step_finished {'step': 'sleeper', 'status': 'cancelled'" in log.read_text()
     finally:
         term.kill()  # the session ends with the test's SCREENDIR
+
+
+@needs_tmux
+def test_a_on_the_tmux_session_the_app_runs_in_says_so(tmp_path, screendir, tmux_tmpdir):
+    """The app runs in tmux session 'app' (no client attached to it): S, then a on that
+    session's row says the app is in it already, not tmux's "switch-client -t =app exited
+    with 1"; the app goes on, the terminal never handed over."""
+    recipe = write_recipe(
+        tmp_path, "steps:\n  - {name: sleeper, type: shell, cmd: sleep, args: ['100']}\n"
+    )
+    run_dir = tmp_path / "run"
+    app = TmuxApp("own", [str(recipe), "--run-dir", str(run_dir)], tmp_path)
+    try:
+        app.shows("sleeper")
+        app.keys("S")
+        app.shows("1 session", " app ")  # the private TMUX_TMPDIR holds the app's session only
+        app.keys("a")
+        screen = app.shows("orch-tui runs in tmux")
+        assert "you are in it" in screen and "exited with" not in screen
+        assert "attaching to" not in app.printed()
+        app.keys("Escape")
+        app.shows("sleeper")
+        assert app.running()
+    finally:
+        end_run(run_dir)

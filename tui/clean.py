@@ -76,6 +76,11 @@ class _Cleaner:
         if kind != "ours":
             return self._leave(run, "not a folder of yours")
         if self._kind(state) != "file":
+            if _daemon_listens(run):
+                say(
+                    f"kept {self._shown(run)}: just started (its daemon is live, no state.json yet)"
+                )
+                return False
             return self._leave(run, "not an orch-tui run (no state.json)")
         pid = _live_pid(state)
         if pid is not None:
@@ -174,6 +179,18 @@ def _live_pid(state_path: Path) -> int | None:
     if type(pid) is not int or not process_alive(pid):
         return None
     return pid
+
+
+def _daemon_listens(run: Path) -> bool:
+    """Whether a run daemon serves this folder: a daemon binds its socket before its run's
+    first state.json, so a folder without one may be a run that has just started."""
+    from tui.runs import daemon_listens
+
+    try:
+        with RunDir.open(run) as run_dir:
+            return daemon_listens(run_dir)
+    except OSError:  # not a folder orch-tui could have made: no daemon of ours in it
+        return False
 
 
 def _tree_size(folder: Path) -> int:

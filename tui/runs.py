@@ -102,19 +102,32 @@ def _in_folder(run_dir: RunDir, name: str, kind: Callable[[int], bool] = stat.S_
     return kind(info.st_mode)
 
 
+def daemon_listens(run_dir: RunDir) -> bool:
+    """Whether a daemon listens on the held run folder's socket (a live daemon's accepts, even
+    when it is too busy to answer a hello). Nothing is sent and nothing removed: ``clean
+    --dry-run`` asks it of a folder with no state.json yet, a run that has just started."""
+    return _socket_there(run_dir) and _connect_error(run_dir) is None
+
+
+def _connect_error(run_dir: RunDir) -> OSError | None:
+    """What connecting to the run's socket raised; None when it accepted (then closed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(run_dir.socket_address())
+        except OSError as exc:
+            return exc
+    return None
+
+
 def _remove_if_refused(run_dir: RunDir) -> bool:
     """Remove the run's socket file if connecting to it is refused (nobody listens on it): a
     live daemon's socket accepts, even when the daemon is too busy to answer."""
     assert run_dir.folder is not None
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
-        try:
-            sock.connect(run_dir.socket_address())
-        except ConnectionRefusedError:
-            pass
-        except OSError as exc:
-            return exc.errno == errno.ENOENT  # removed meanwhile: gone all the same
-        else:
-            return False
+    error = _connect_error(run_dir)
+    if error is None:
+        return False
+    if not isinstance(error, ConnectionRefusedError):
+        return error.errno == errno.ENOENT  # removed meanwhile: gone all the same
     if _socket_there(run_dir):
         try:
             run_dir.folder.unlink(SOCKET)

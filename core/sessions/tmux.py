@@ -274,19 +274,31 @@ class TmuxBackend(SessionBackend):
         except OSError:
             return False
 
+    def _own_session(self) -> str | None:
+        """The session of this server holding this process's pane ($TMUX_PANE), if any."""
+        pane = os.environ.get("TMUX_PANE")
+        if not pane:
+            return None
+        code, out, _ = self._cmd("display-message", "-p", "-t", pane, "#{session_name}")
+        return out[0] if code == 0 and out else None
+
     def attach_argv(self, name: str, *, steal: bool = False) -> list[str]:
         """`tmux [-L socket] attach-session [-d] -t =NAME` (`steal`: `-d` detaches the others).
 
         Inside tmux ($TMUX set): on the same server the current client switches to the session
         instead (`tmux switch-client -t =NAME`, which returns at once; the user comes back with
         the prefix key and `L` or `(`); on another server tmux refuses to nest unless $TMUX is
-        unset, so the argv starts with `env -u TMUX`.
+        unset, so the argv starts with `env -u TMUX`. The session this process runs in is
+        refused (SessionError): one is there already, and tmux would only say "no current
+        client" when no client shows it.
         """
         self._require_session(name)
         base = [shutil.which(self.binary) or self.binary]
         if self.socket:
             base += ["-L", self.socket]
         if self._inside_same_server():
+            if self._own_session() == name:
+                raise SessionError(f"orch-tui runs in tmux session '{name}': you are in it already")
             return [*base, "switch-client", "-t", f"={name}"]
         argv = [*base, "attach-session", *(["-d"] if steal else []), "-t", f"={name}"]
         if os.environ.get("TMUX"):

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 CHUNK = 1024 * 1024
 #: On a terminal: at most this many output lines per step per refresh; the rest are counted.
 TTY_LINES_PER_REFRESH = 200
+#: Of a step's unfinished line (a progress bar), the live view keeps the start of its last
+#: frame, this many bytes at most: wider than any terminal's line of it.
+PARTIAL_BYTES = 4096
 STEP_COLOURS = (
     "cyan",
     "magenta",
@@ -64,6 +67,7 @@ class StepView:
         "dropped",
         "resync",
         "log_path",
+        "partial",
     )
 
     def __init__(self, name: str) -> None:
@@ -80,6 +84,7 @@ class StepView:
         self.dropped = 0  # bytes skipped while the terminal was behind, not said yet
         self.resync = False  # after a skip: the next read starts inside a line
         self.log_path: str | None = None  # logs/<step>.log, once looked up (Echo.log_path)
+        self.partial = ""  # the unfinished last line so far, its last frame (a progress bar)
 
 
 class Echo:
@@ -168,6 +173,7 @@ class Echo:
                 if view.resync:
                     data = _resync(view, data)
                 end = len(data) if piece or (final and at_end) else data.rfind(b"\n") + 1
+                view.partial = _last_frame(data[end:])  # never echoed: read again, whole, later
                 if end:
                     view.offset += end
                     yield data, end == len(data)
@@ -214,6 +220,7 @@ class Echo:
         view.dropped += max(0, end - view.offset)
         view.offset = max(end, view.offset)
         view.resync = not final  # the next read starts inside a line: shown from the next one
+        view.partial = ""
 
     def _echo_tty(self, view: StepView, tail: bytes, total: int) -> None:
         """Show up to the refresh window's budget of ``tail``; count the other ``total`` lines."""
@@ -248,6 +255,13 @@ class Echo:
         notice = f"{view.label} | {self.printer.p('…')} {view.hidden} more lines in {log}"
         view.hidden = 0
         self.printer.line((notice, "dim"))
+
+
+def _last_frame(line: bytes) -> str:
+    """What a terminal shows of an unfinished line: after its last ``\r`` (a progress bar
+    redraws itself so; one ending in ``\r`` shows the frame before it), cleaned."""
+    line = line.rstrip(b"\r")
+    return clean(line[line.rfind(b"\r") + 1 :][:PARTIAL_BYTES])
 
 
 def _resync(view: StepView, data: bytes) -> bytes:

@@ -242,7 +242,8 @@ def _header(
 
 
 def _notes(step: StepState, view: StepView) -> Text:
-    """``bg``, the attempt, live cpu and memory, what blocks it or why it failed."""
+    """``bg``, the attempt, live cpu and memory, what blocks it or why it failed; a running
+    step's unfinished line (a progress bar: the echo above shows whole lines only)."""
     notes = Text(style="dim")
     if step.background:
         notes.append("ready " if step.status == Status.READY else "bg ")
@@ -256,4 +257,6 @@ def _notes(step: StepState, view: StepView) -> Text:
         notes.append(clean("blocked by " + ", ".join(step.blocked_by)))
     elif step.status in FAILURES:
         notes.append(cause(step.exit_code, step.signal))
+    if step.status == Status.RUNNING and view.partial:
+        notes.append(view.partial, style="not dim")
     return notes
