@@ -51,6 +51,9 @@ def _import_uuid_without_platform() -> None:
     sys.modules["platform"] = stand_in
     try:
         import uuid  # noqa: F401
+    except Exception:  # a uuid wanting more of platform than system(): with the real one
+        del sys.modules["platform"]
+        import uuid  # noqa: F401
     finally:
         if sys.modules.get("platform") is stand_in:
             del sys.modules["platform"]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the watchdog process itself imports no more than it uses: it starts faster
     import subprocess
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from collections.abc import Set as AbstractSet
     from pathlib import Path
 
@@ -218,27 +218,32 @@ class Watchdog:
         """Start the watchdog: ``sh`` runs ``cat`` from the runner's pipe to a file with no name
         (``_copy_file``) until the pipe closes; then, unless ``stop`` killed it first, it runs this
         file with the copy on its stdin and the pipe on descriptor 3 (what ``cat`` could not copy:
-        a full disk) for the clean-up."""
+        a full disk) for the clean-up. This file is opened now and handed down open: the
+        clean-up may start days later, after the checkout or the venv was changed or removed.
+        Without ``/bin/sh``, the watchdog is the clean-up itself, reading the pipe as it comes."""
         import subprocess
 
+        script = _script_fd()
         copy = _copy_file(self.run_dir)
         read_fd, write_fd = os.pipe()
+        common = {"stdin": read_fd, "stderr": subprocess.DEVNULL, "start_new_session": True}
         try:
-            self._proc = subprocess.Popen(
-                ["/bin/sh", "-c", _SHELL, sys.executable, os.path.abspath(__file__), self.run_dir],
-                stdin=read_fd,
-                stdout=copy,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                close_fds=True,
-            )
+            try:
+                argv = ["/bin/sh", "-c", _SHELL, sys.executable, f"/dev/fd/{script}", self.run_dir]
+                self._proc = subprocess.Popen(argv, stdout=copy, pass_fds=(script,), **common)
+            except FileNotFoundError:  # no /bin/sh (a distroless image)
+                argv = [sys.executable, "-S", "-I", f"/dev/fd/{script}", self.run_dir]
+                self._proc = subprocess.Popen(
+                    argv, stdout=subprocess.DEVNULL, pass_fds=(script,), **common
+                )
         except OSError:
             os.close(write_fd)
             raise
         finally:
-            os.close(read_fd)
-            os.close(copy)
+            for fd in (read_fd, copy, script):
+                os.close(fd)
         self._fd = write_fd
+        _not_in_forks(write_fd)
 
     def _send(self, line: str) -> None:
         self._pending.append(line)
@@ -290,12 +295,52 @@ class Watchdog:
             threading.Thread(
                 target=self._proc.wait, name="orch-watchdog-reaper", daemon=True
             ).start()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        """Close the runner's end of the pipe: with ``stop``'s kill first, a clean end; without
+        it, what the watchdog sees when the runner dies."""
         if self._fd is not None:
+            _PIPES.discard(self._fd)
             os.close(self._fd)
             self._fd = None
 
 
-#: The watchdog while the runner lives ($0: python, $1: this file, $2: the run folder): the
+#: The write ends of the live watchdogs' pipes, closed in a child this process forks without
+#: exec (a python step's multiprocessing worker): one that kept it would keep the watchdog from
+#: ever seeing the runner die. (A spawned step never has them: they are close-on-exec.)
+_PIPES: set[int] = set()
+_FORK_HOOK: list[bool] = []  # registered (os.register_at_fork has no undo: once a process)
+
+
+def _not_in_forks(fd: int) -> None:
+    if not _FORK_HOOK:
+        os.register_at_fork(after_in_child=_close_pipes)
+        _FORK_HOOK.append(True)
+    _PIPES.add(fd)
+
+
+def _close_pipes() -> None:
+    for fd in _PIPES:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _PIPES.clear()
+
+
+def _script_fd() -> int:
+    """This file, open, at a descriptor the shell's ``3<&0`` cannot overwrite (10 or above)."""
+    import fcntl
+
+    fd = os.open(os.path.abspath(__file__), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    finally:
+        os.close(fd)
+
+
+#: The watchdog while the runner lives ($0: python, $1: this file, open, $2: the run folder): the
 #: pipe's lines copied to stdout (the nameless file) until it closes, then the clean-up reading
 #: them from the start of that file (/proc/self/fd/1 opens it anew), and the pipe's rest on 3.
 _SHELL = 'cat; exec "$0" -S -I "$1" "$2" 3<&0 </proc/self/fd/1 >/dev/null'
@@ -318,35 +363,52 @@ def _watch(run_dir: str) -> None:
     pipe's rest (3), tell which process groups to stop with the run's marked processes."""
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(sig, signal.SIG_IGN)
-    groups: dict[int, float] = {}
-    buf = b""
-    for data in _lines_read((0, 3)):
-        buf += data
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            op, _, rest = line.partition(b" ")
-            if op == b"+":
-                pgid, grace = rest.split()
-                groups[int(pgid)] = float(grace)
-            elif op == b"-":
-                groups.pop(int(rest), None)
+    groups = _told((_read_all(0), _read_all(3)))
     grace = min(max(groups.values(), default=2.0), 10.0)
     kill_leftovers(run_dir, list(groups), grace)
 
 
-def _lines_read(fds: tuple[int, ...]) -> Iterator[bytes]:
-    """What ``fds`` hold, one after the other, each to its end (a missing one is skipped)."""
-    for fd in fds:
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except InterruptedError:
-                continue
-            except OSError:  # EBADF: not given
-                break
-            if not data:
-                break
-            yield data
+def _told(streams: Iterable[Iterable[bytes]]) -> dict[int, float]:
+    """The process groups (and their grace) the runner's lines leave: the copy's, then the
+    pipe's rest. A line the copy ends in the middle of (a full disk: what cat read, it could
+    not write) is not finished by the pipe's first bytes."""
+    groups: dict[int, float] = {}
+    for stream in streams:
+        buf = b""
+        for data in stream:
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                _apply(line, groups)
+    return groups
+
+
+def _apply(line: bytes, groups: dict[int, float]) -> None:
+    """One line of the runner's: ``+ PGID GRACE`` or ``- PGID``. A garbled one is passed over:
+    the clean-up must still stop what it can (the marked processes at least)."""
+    op, _, rest = line.partition(b" ")
+    try:
+        if op == b"+":
+            pgid, grace = rest.split()
+            groups[int(pgid)] = float(grace)
+        elif op == b"-":
+            groups.pop(int(rest), None)
+    except ValueError:
+        pass
+
+
+def _read_all(fd: int) -> Iterator[bytes]:
+    """What ``fd`` holds, to its end (nothing if it was not given)."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        except OSError:  # EBADF: not given
+            return
+        if not data:
+            return
+        yield data
 
 
 if __name__ == "__main__":

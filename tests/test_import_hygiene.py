@@ -220,3 +220,18 @@ def test_a_quiet_runs_first_warning_still_has_orch_tuis_format():
             [sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True
         )
         assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{imported}\n", err)
+
+
+def test_a_uuid_wanting_more_of_platform_than_system_still_imports(tmp_path: Path):
+    """The stand-in for platform (core/__init__.py) has ``system()`` only: a uuid that wants
+    more of it (another Python's) is imported with the real platform, and core imports."""
+    import uuid
+
+    source = Path(uuid.__file__).read_text()
+    (tmp_path / "uuid.py").write_text(source + "\nMACHINE = platform.machine()\n")
+    code = (
+        f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport core, uuid, platform\n"
+        "print(uuid.MACHINE == platform.machine(), 'platform' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "True True\n"), proc.stderr

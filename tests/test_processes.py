@@ -30,6 +30,7 @@ from tests.conftest import (
     read_state,
     start_cli,
     wait_for,
+    write_module,
     write_recipe,
 )
 
@@ -312,12 +313,12 @@ def test_cleanup_never_kills_a_process_that_got_a_leftovers_pid_during_the_grace
     assert outcome["stranger alive"], f"the clean-up killed an unrelated process ({how})"
 
 
-def _watchdog_copy(runner_pid: int) -> str:
-    """What the watchdog's ``cat`` (a descendant of the runner's process) has copied so far:
-    its stdout, the file with no name."""
+def _watchdog_copy(root: int) -> str:
+    """What the watchdog's ``cat`` (a descendant of ``root``: the runner's process, or the
+    watchdog's own sh) has copied so far: its stdout, the file with no name."""
 
     def cat() -> int | None:
-        for pid in descendants(runner_pid):
+        for pid in descendants(root):
             if Path(f"/proc/{pid}/cmdline").read_bytes() == b"cat\0":
                 return pid
         return None
@@ -338,7 +339,7 @@ def test_a_clean_end_kills_the_watchdog_without_its_clean_up(tmp_path):
     try:
         watchdog.add(step.pid, 1.0)
         watchdog.flush()
-        wait_for(lambda: f"+ {step.pid} 1\n" in _watchdog_copy(os.getpid()), message="told")
+        wait_for(lambda: f"+ {step.pid} 1\n" in _watchdog_copy(proc.pid), message="told")
         watchdog.stop()
         wait_for(lambda: proc.poll() is not None, message="the watchdog was not stopped")
         assert proc.returncode == -signal.SIGKILL
@@ -349,6 +350,122 @@ def test_a_clean_end_kills_the_watchdog_without_its_clean_up(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _runner_gone(watchdog) -> None:
+    """What the watchdog sees when the runner dies: its pipe closes (not ``stop``)."""
+    watchdog._close_pipe()
+
+
+def test_the_clean_up_runs_the_watchdog_as_it_was_when_the_run_began(tmp_path):
+    """The clean-up may start days after the run began: the watchdog's file is held open from
+    the start, so a checkout or venv removed or changed meanwhile does not stop it."""
+    import importlib.util
+
+    copy = tmp_path / "checkout" / "watchdog.py"
+    copy.parent.mkdir()
+    shutil.copy(ROOT / "core" / "watchdog.py", copy)
+    spec = importlib.util.spec_from_file_location("watchdog_copy", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    watchdog = module.Watchdog(tmp_path)
+    watchdog.start()
+    try:
+        watchdog.add(step.pid, 1.0)
+        watchdog.flush()
+        wait_for(lambda: f"+ {step.pid} 1\n" in _watchdog_copy(watchdog._proc.pid), message="told")
+        shutil.rmtree(copy.parent)  # the checkout is gone
+        _runner_gone(watchdog)
+        wait_for(lambda: step.poll() is not None, message="the clean-up did not stop the step")
+    finally:
+        kill_tree(step)
+        kill_tree(watchdog._proc)
+
+
+def test_without_bin_sh_the_watchdog_is_the_python_clean_up_itself(tmp_path, monkeypatch):
+    """A system with no /bin/sh (a distroless image; faked here, the one mock: Popen refuses
+    that program alone) still gets a watchdog: the Python clean-up, reading the pipe live."""
+    import subprocess as real
+
+    from core.watchdog import Watchdog
+
+    popen = real.Popen
+
+    def no_sh(argv, *args, **kwargs):
+        if argv[0] == "/bin/sh":
+            raise FileNotFoundError(2, "No such file or directory", "/bin/sh")
+        return popen(argv, *args, **kwargs)
+
+    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    watchdog = Watchdog(tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(real, "Popen", no_sh)
+        watchdog.start()
+    try:
+        watchdog.add(step.pid, 1.0)
+        watchdog.flush()
+        _runner_gone(watchdog)
+        wait_for(lambda: step.poll() is not None, message="the clean-up did not stop the step")
+    finally:
+        kill_tree(step)
+        kill_tree(watchdog._proc)
+
+
+def test_a_garbled_line_does_not_stop_the_clean_up():
+    """A copy cut in the middle of a line (a full disk: cat could not write what it read), then
+    the pipe's rest: the broken line is passed over, and the groups told before and after it
+    are still stopped (the clean-up died on it, and stopped nothing, not even marked steps)."""
+    from core.watchdog import _told
+
+    copy = [b"+ 11 2\n+ 12 5\n", b"- 12\n+ 99"]  # its end was lost
+    pipe = [b"+ 34 1\n", b"+ 35 x\n- \n"]  # and two lines of nonsense
+    assert _told([copy, pipe]) == {11: 2.0, 34: 1.0}
+
+
+def test_a_process_a_python_step_forked_does_not_keep_the_watchdog_from_the_runners_death(
+    tmp_path,
+):
+    """A python step runs in the runner's process; a child it forks without exec (a
+    multiprocessing worker) got the watchdog's pipe with the rest of the runner. It kept the
+    pipe open after the runner was SIGKILLed, so the clean-up never started and the run's
+    other steps were left running. Forked children now close it."""
+    module = write_module(
+        tmp_path,
+        """
+        import os, time
+
+        def run(ctx):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(1000)
+                os._exit(0)
+            with open("forked.pid", "w") as f:
+                f.write(str(pid))
+        """,
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: forks, type: python, module: {module}}}
+          - name: other
+            type: shell
+            depends_on: []
+            run: echo $$ > other.pid; exec sleep 1000
+        """,
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        forked = read_pid(tmp_path / "forked.pid")
+        other = read_pid(tmp_path / "other.pid")
+        pids = [forked, other]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+        assert_gone([other], timeout=8)  # the clean-up ran
+    finally:
+        kill_tree(proc, pids)
 
 
 def test_the_watchdog_stops_the_groups_it_was_told_of_once_the_runner_is_gone(tmp_path):
