@@ -747,7 +747,8 @@ class Runner:
             self.emit(
                 ev.RunMessage(
                     level="info",
-                    text=f"stopped {leftovers} process(es) that steps left running",
+                    text=f"stopped {leftovers} process{'es' if leftovers > 1 else ''} that steps"
+                    " left running",
                     ts=self.clock(),
                 )
             )

@@ -211,6 +211,7 @@ def test_nothing_left_behind_after_a_normal_run(tmp_path):
         (tmp_path / "go").touch()
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, out.decode() + err.decode()
+        assert "stopped 3 processes that steps left running" in out.decode(), out.decode()
         assert_gone(pids, timeout=1)
         run_dir = only_run_dir(tmp_path)
         assert marked(run_dir) == []

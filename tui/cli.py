@@ -214,11 +214,16 @@ def _closed_streams_to_devnull() -> None:
     for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         if getattr(sys, name) is not None:
             continue
-        null = os.open(os.devnull, os.O_RDWR)
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)
+        _devnull_at(fd)
         setattr(sys, name, open(fd, mode, encoding="utf-8"))  # noqa: SIM115 (the process's)
+
+
+def _devnull_at(fd: int) -> None:
+    """/dev/null on descriptor ``fd`` (0, 1 or 2), whatever was there."""
+    null = os.open(os.devnull, os.O_RDWR)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -454,10 +459,7 @@ def _stdin_to_devnull() -> None:
     """Python steps run in this process: one that reads stdin gets end of file, as in the run
     daemon and as shell steps do, instead of waiting on the terminal (or on a CI job's or an
     ssh channel's stdin, which may never close). Nothing of a headless run reads it."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    if null != 0:
-        os.dup2(null, 0)
-        os.close(null)
+    _devnull_at(0)
 
 
 def _stop_signals() -> tuple[int, ...]:
