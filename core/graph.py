@@ -92,8 +92,10 @@ def to_dot(deps: Mapping[str, Sequence[str]], *, labels: Mapping[str, str] | Non
     return "\n".join(lines) + "\n"
 
 
-#: what Mermaid would read in a label as markup (HTML: ``<b>``) or as an entity code
-_MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
+#: what Mermaid would read in a label as markup (HTML: ``<b>``) or an entity (``#35;``, ``&amp;``)
+_MERMAID_ESCAPES = str.maketrans(
+    {"#": "#35;", "&": "#38;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
+)
 
 
 def _mermaid_text(text: str) -> str:

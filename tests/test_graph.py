@@ -33,11 +33,12 @@ def test_dot_and_mermaid_show_every_edge():
 
 
 def test_names_are_shown_as_written_not_read_as_markup():
-    """A step named ``end <b>`` or ``#quot;`` is drawn with those characters in Mermaid (which
-    reads HTML and ``#code;`` entities in labels); one ending in a backslash keeps the DOT
-    label's string closed and shows the backslash."""
-    mermaid = to_mermaid({"end <b>": [], "#quot;": []}, labels={"end <b>": "shell"})
+    """A step named ``end <b>``, ``#quot;`` or ``a&amp;b`` is drawn with those characters in
+    Mermaid (which reads HTML and its ``&name;`` and ``#code;`` entities in labels); one ending
+    in a backslash keeps the DOT label's string closed and shows the backslash."""
+    mermaid = to_mermaid({"end <b>": [], "#quot;": [], "a&amp;b": []}, labels={"end <b>": "shell"})
     assert 's0["end #lt;b#gt;<br/>shell"]' in mermaid
     assert 's1["#35;quot;"]' in mermaid
+    assert 's2["a#38;amp;b"]' in mermaid
     dot = to_dot({"a\\": [], "b": ["a\\"]}, labels={"a\\": "shell"})
     assert '"a\\\\" [label="a\\\\\\nshell"];' in dot

@@ -617,6 +617,34 @@ def test_mistake_is_located(ws: Path, text: str, line: int, step: str | None, me
     assert "Traceback" not in str(error)
 
 
+BUILD = "- name: build\n  type: shell\n  run: x\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "step"),
+    [
+        pytest.param(  # the item's first key is not name:, its name: is below it
+            BUILD + "- type: shell\n  name: test\n  run: 'echo\n", 7, "test", id="name-below"
+        ),
+        pytest.param(BUILD + '- {name: lint, run: "x" y}\n', 4, "lint", id="flow-item"),
+        pytest.param(  # a nameless item is not put on the step above it
+            "steps:\n  - name: build\n    run: x\n  - type: shell\n    run: 'a' b\n",
+            5,
+            None,
+            id="nameless-item",
+        ),
+    ],
+)
+def test_a_syntax_error_names_the_step_it_is_in(
+    ws: Path, text: str, line: int, step: str | None
+) -> None:
+    """The step named is the item the error is in, never the complete step above it."""
+    (problem,) = errors(write(ws, text)).problems
+    assert (problem.file, problem.line, problem.step) == ("r.yaml", line, step)
+    named = f": step '{step}': invalid YAML: " if step else ": invalid YAML: "
+    assert named in str(problem), str(problem)
+
+
 def test_a_syntax_error_after_the_steps_names_no_step(ws: Path) -> None:
     """A tab in ``ctx:``, below the last step: the error is not put on that step."""
     problems = errors(

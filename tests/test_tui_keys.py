@@ -443,6 +443,29 @@ async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):
         await until(pilot, lambda: shown() == ("three", None), what="no pinned pane")
 
 
+async def test_p_right_after_down_pins_the_step_moved_to(orch):
+    """Down then p, both queued at once, from the pinned step: p pins the step the cursor is on
+    now. It unpinned: what p does followed the tree's "moved" message, which comes after p."""
+    from tui.widgets import LogPane
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: one, type: shell, run: echo output-of-one}
+          - {name: two, type: shell, run: echo output-of-two}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "two", "succeeded")
+        pinned = app.query_one("#log-pinned", LogPane)
+        await pilot.press("p")
+        await until(pilot, lambda: "p Unpin log" in screen_lines(app)[-1], what="one pinned")
+        send_key(app, "down")  # both queued before the app draws a frame (pilot.press waits)
+        send_key(app, "p")
+        await until(pilot, lambda: pinned.step != "one", what="the pin moved")
+        assert (selected(app), pinned.step) == ("two", "two")
+
+
 # ------------------------------------------------------------------------------ the log pane
 EARLIER = "earlier lines in the log file"  # a log pane's border, when it shows only the end
 

@@ -418,9 +418,11 @@ class OrchApp(App[int]):
             return self.read_only
         if action == "detach":
             return self.detachable
-        if action in ("pin", "unpin") and self._on_pinned != (action == "unpin"):
+        if action in self.MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0]:
             return False
-        return action not in self.MAIN_SCREEN_ACTIONS or self.screen is self.screen_stack[0]
+        if action in ("pin", "unpin"):
+            return self._selected_is_pinned() == (action == "unpin")
+        return True
 
     def action_read_only(self) -> None:
         self.notify("read-only: this run is over, nothing can change it", severity="warning")
@@ -458,12 +460,19 @@ class OrchApp(App[int]):
     def _sync_pin_key(self) -> None:
         """`p Pin log` or `p Unpin log`: the footer is refreshed only when that changes, not
         at every move of the cursor."""
-        on_pinned = (
-            self._pinned is not None and self.query_one(StepTree).selected_step == self._pinned
-        )
+        on_pinned = self._selected_is_pinned()
         if on_pinned != self._on_pinned:
             self._on_pinned = on_pinned
             self.refresh_bindings()
+
+    def _selected_is_pinned(self) -> bool:
+        """Whether `p` unpins: read from the tree's cursor, not from the footer's last refresh,
+        which follows the selection a message later: a `p` typed right behind a Down (both in
+        the queue before the tree says it moved) acts on the step moved to, not the one left."""
+        trees = self.screen.query(StepTree)
+        return (
+            self._pinned is not None and bool(trees) and trees.first().selected_step == self._pinned
+        )
 
     def _search_pane(self) -> LogPane:
         """The pane `/`, `n` and `N` act on: the focused log pane, else the selected step's."""

@@ -26,6 +26,10 @@ _SCALAR_TAGS = frozenset(
 _MERGE_TAG = _YAML + "merge"
 #: the line breaks YAML 1.1 counts (NEL and U+2028 too, not str.splitlines' form feed)
 _YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+#: a line that begins a block list item (``- x`` or a lone ``-``; not the ``---`` marker)
+_ITEM = re.compile(r"( *)-(?:[ \t]|$)")
+#: the name a flow-style item gives first: ``- {name: X, ...`` (X plain or quoted)
+_FLOW_NAME = re.compile(r"""\{\s*name:\s*('(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^,}]*)""")
 _STR_TAG, _SEQ_TAG, _MAP_TAG = _YAML + "str", _YAML + "seq", _YAML + "map"
 
 
@@ -323,17 +327,67 @@ def _check_depth_nodes(root: yaml.Node) -> None:
 
 def _step_above(lines: list[str], line: int) -> str | None:
     """The name of the step a YAML syntax error is in, as best the text says without a parse:
-    the nearest ``- name: X`` at or above 0-based ``line`` (how steps are written) below any
-    top-level key; None if there is none or its name is not plain text."""
-    for text in reversed(lines[: line + 1]):
+    that of the step item 0-based ``line`` is in; None if there is none or it has no plain
+    name (a step above is never named: a wrong step misleads more than none)."""
+    item = _item_above(lines, min(line, len(lines) - 1))
+    return None if item is None else _item_name(lines, item)
+
+
+def _steps_start(lines: list[str], line: int) -> int | None:
+    """Where the list of steps 0-based ``line`` is in begins: below the top-level ``steps:``
+    or the document's start; None below any other top-level key (ctx:, env:, ...)."""
+    for index in range(line, -1, -1):
+        text = lines[index]
+        if text.startswith("---"):
+            return index + 1
         if text[:1].strip() and text[0] not in "-#":
-            return None  # a top-level key (steps:, ctx:): not inside a step
-        head, sep, value = text.partition("name:")
-        if sep and head.strip() == "-":
-            with contextlib.suppress(yaml.YAMLError):
-                name = yaml.safe_load(value)
-                return name if isinstance(name, str) and name else None
-            return None
+            return index + 1 if text.partition(":")[0].strip() == "steps" else None
+    return 0
+
+
+def _item_above(lines: list[str], line: int) -> int | None:
+    """The index of the step item 0-based ``line`` is in: the nearest line at or above it that
+    begins an item at the steps' indentation (that of the list's first item), so an item
+    whose first key is not ``name:`` stops the walk instead of being passed for the one above."""
+    start = _steps_start(lines, line)
+    if start is None:
+        return None
+    indents = [len(m[1]) for m in map(_ITEM.match, lines[start : line + 1]) if m]
+    if not indents:
+        return None
+    for index in range(line, start - 1, -1):
+        match = _ITEM.match(lines[index])
+        if match and len(match[1]) == indents[0]:
+            return index
+    return None
+
+
+def _item_name(lines: list[str], item: int) -> str | None:
+    """The name step item ``item`` (a line index) gives: ``- name: X``, ``- {name: X, ...``
+    or a ``name: X`` line among the item's keys below it."""
+    head = lines[item]
+    dash = head.index("-")
+    rest = head[dash + 1 :].strip()
+    if rest.startswith("{"):
+        match = _FLOW_NAME.match(rest)
+        return _plain_name(match[1]) if match else None
+    if rest.startswith("name:"):
+        return _plain_name(rest[len("name:") :])
+    column = len(head) - len(head[dash + 1 :].lstrip()) if rest else dash + 2
+    for text in lines[item + 1 :]:
+        indent = len(text) - len(text.lstrip(" "))
+        if text.strip() and not text.lstrip().startswith("#") and indent <= dash:
+            return None  # the item ends: it has no name line
+        if indent == column and text[column:].startswith("name:"):
+            return _plain_name(text[column + len("name:") :])
+    return None
+
+
+def _plain_name(value: str) -> str | None:
+    """``value`` (the text after ``name:``) as a step name if it is plain text."""
+    with contextlib.suppress(yaml.YAMLError):
+        name = yaml.safe_load(value)
+        return name if isinstance(name, str) and name else None
     return None
 
 
