@@ -333,10 +333,10 @@ def test_a_clean_end_kills_the_watchdog_without_its_clean_up(tmp_path):
     group the watchdog was told of is left to the runner's own end (here: left alone)."""
     from core.watchdog import Watchdog
 
-    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     watchdog = Watchdog(tmp_path)
-    watchdog.start()
+    watchdog.start()  # first: a start that fails leaves no step behind
     proc = watchdog._proc
+    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     try:
         watchdog.add(step.pid, 1.0)
         watchdog.flush()
@@ -369,9 +369,9 @@ def test_the_clean_up_runs_the_watchdog_as_it_was_when_the_run_began(tmp_path):
     spec = importlib.util.spec_from_file_location("watchdog_copy", copy)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     watchdog = module.Watchdog(tmp_path)
-    watchdog.start()
+    watchdog.start()  # first: a start that fails leaves no step behind
+    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     try:
         watchdog.add(step.pid, 1.0)
         watchdog.flush()
@@ -398,11 +398,11 @@ def test_without_bin_sh_the_watchdog_is_the_python_clean_up_itself(tmp_path, mon
             raise FileNotFoundError(2, "No such file or directory", "/bin/sh")
         return popen(argv, *args, **kwargs)
 
-    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     watchdog = Watchdog(tmp_path)
     with monkeypatch.context() as patched:
         patched.setattr(real, "Popen", no_sh)
-        watchdog.start()
+        watchdog.start()  # first: a start that fails leaves no step behind
+    step = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     try:
         watchdog.add(step.pid, 1.0)
         watchdog.flush()
