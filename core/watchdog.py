@@ -229,8 +229,10 @@ class Watchdog:
         common = {"stdin": read_fd, "stderr": subprocess.DEVNULL, "start_new_session": True}
         try:
             try:
-                argv = ["/bin/sh", "-c", _SHELL, sys.executable, f"/dev/fd/{script}", self.run_dir]
-                self._proc = subprocess.Popen(argv, stdout=copy, pass_fds=(script,), **common)
+                argv = [_NAME, "-c", _SHELL, sys.executable, f"/dev/fd/{script}", self.run_dir]
+                self._proc = subprocess.Popen(
+                    argv, executable="/bin/sh", stdout=copy, pass_fds=(script,), **common
+                )
             except FileNotFoundError:  # no /bin/sh (a distroless image)
                 argv = [sys.executable, "-S", "-I", f"/dev/fd/{script}", self.run_dir]
                 self._proc = subprocess.Popen(
@@ -340,6 +342,8 @@ def _script_fd() -> int:
         os.close(fd)
 
 
+#: What ``ps`` calls the watchdog's sh (its argv[0]).
+_NAME = "orch-tui-watchdog"
 #: The watchdog while the runner lives ($0: python, $1: this file, open, $2: the run folder): the
 #: pipe's lines copied to stdout (the nameless file) until it closes, then the clean-up reading
 #: them from the start of that file (/proc/self/fd/1 opens it anew), and the pipe's rest on 3.

@@ -394,7 +394,7 @@ def test_without_bin_sh_the_watchdog_is_the_python_clean_up_itself(tmp_path, mon
     popen = real.Popen
 
     def no_sh(argv, *args, **kwargs):
-        if argv[0] == "/bin/sh":
+        if kwargs.get("executable", argv[0]) == "/bin/sh":
             raise FileNotFoundError(2, "No such file or directory", "/bin/sh")
         return popen(argv, *args, **kwargs)
 

@@ -98,8 +98,9 @@ LITTER_PIDS = [
 
 
 def _watchdog_of(runner_pid: int) -> int:
+    """The watchdog's pid: its sh, named orch-tui-watchdog, the clean-up's once it runs."""
     for proc in psutil.Process(runner_pid).children(recursive=True):
-        if any("watchdog.py" in part for part in proc.cmdline()):
+        if proc.cmdline()[:1] == ["orch-tui-watchdog"]:
             return proc.pid
     raise AssertionError("no watchdog process under the runner")
 
