@@ -245,7 +245,7 @@ class Watchdog:
             for fd in (read_fd, copy, script):
                 os.close(fd)
         self._fd = write_fd
-        _not_in_forks(write_fd)
+        _PIPES.add(write_fd)  # closed in forked children (_close_pipes)
 
     def _send(self, line: str) -> None:
         self._pending.append(line)
@@ -312,14 +312,6 @@ class Watchdog:
 #: exec (a python step's multiprocessing worker): one that kept it would keep the watchdog from
 #: ever seeing the runner die. (A spawned step never has them: they are close-on-exec.)
 _PIPES: set[int] = set()
-_FORK_HOOK: list[bool] = []  # registered (os.register_at_fork has no undo: once a process)
-
-
-def _not_in_forks(fd: int) -> None:
-    if not _FORK_HOOK:
-        os.register_at_fork(after_in_child=_close_pipes)
-        _FORK_HOOK.append(True)
-    _PIPES.add(fd)
 
 
 def _close_pipes() -> None:
@@ -329,6 +321,9 @@ def _close_pipes() -> None:
         except OSError:
             pass
     _PIPES.clear()
+
+
+os.register_at_fork(after_in_child=_close_pipes)  # once a process: it has no undo
 
 
 def _script_fd() -> int:

@@ -848,16 +848,20 @@ def _reader_run(tmp_path, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _got(proc: subprocess.Popen[bytes], tmp_path) -> str:
+    """The run's end (exit 0), and what its python step read (ctx["got"])."""
+    wait_for(lambda: proc.poll() is not None, 20, "the run to end")
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    return json.loads((only_run_dir(tmp_path) / "ctx.json").read_text())["got"]
+
+
 def test_a_python_step_reads_an_empty_stdin_headless(tmp_path):
     """``--no-ui`` with a stdin that stays open (a terminal, an ssh channel, a CI pipe): a
     python step that reads it gets end of file at once, as in the app and as every shell step
     does (/dev/null); it waited for the keyboard, the run hung."""
     proc = _reader_run(tmp_path)
     try:
-        wait_for(lambda: proc.poll() is not None, 20, "the run to end")
-        assert proc.returncode == 0, proc.stderr.read().decode()
-        run_dir = only_run_dir(tmp_path)
-        assert json.loads((run_dir / "ctx.json").read_text())["got"] == ""
+        assert _got(proc, tmp_path) == ""
     finally:
         kill_tree(proc)
         proc.stdin.close()
@@ -870,10 +874,7 @@ def test_with_debug_a_python_step_reads_the_runs_stdin(tmp_path):
     try:
         proc.stdin.write(b"typed\n")
         proc.stdin.flush()
-        wait_for(lambda: proc.poll() is not None, 20, "the run to end")
-        assert proc.returncode == 0, proc.stderr.read().decode()
-        run_dir = only_run_dir(tmp_path)
-        assert json.loads((run_dir / "ctx.json").read_text())["got"] == "typed\n"
+        assert _got(proc, tmp_path) == "typed\n"
     finally:
         kill_tree(proc)
         proc.stdin.close()
