@@ -9,8 +9,10 @@ A run whose state.json still says it is going (pending or running) while its pro
 (the daemon was killed, even by SIGKILL, or the machine went down) is shown as the runner shows
 an interrupted run, never as running: its status ``interrupted``, exit code 130, and each step
 that was waiting or running ``cancelled`` with the reason ``DIED`` ("interrupted (the daemon is
-gone)"), ended when state.json was last written. ``died`` says so (``orch-tui runs`` lists such
-a run as ``died``).
+gone)"), ended when the run last wrote state.json or events.jsonl (a step's output is an event,
+while state.json is rewritten only when a status changes: a run that printed for minutes after
+its last change did not end minutes early). ``died`` says so (``orch-tui runs`` lists such a
+run as ``died``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import msgspec
 
 from core.context import Context
 from core.control import CtxValue, Reply
-from core.rundir import CTX, STATE, RunDir
+from core.rundir import CTX, EVENTS, STATE, RunDir
 from core.state import ACTIVE, WAITING, RunState, RunStatus, Status
 
 if TYPE_CHECKING:
@@ -149,7 +151,7 @@ class RecordedRun:
         assert folder is not None, "not an opened run folder"
         try:
             state = RunState.from_json(folder.read(STATE))
-            written = os.stat(STATE, dir_fd=folder.fd, follow_symlinks=False).st_mtime
+            written = _last_written(folder.fd)
         except FileNotFoundError:
             raise NotARun(f"{self.run_dir.path} is not a run folder (no {STATE})") from None
         except OSError as exc:
@@ -172,6 +174,15 @@ class RecordedRun:
                 raise NotARun(f"cannot read {self.run_dir.ctx}: {exc}") from None
             self._ctx = Context(data if isinstance(data, dict) else {})
         return self._ctx
+
+
+def _last_written(folder: int) -> float:
+    """When the run last wrote state.json or events.jsonl (the later): when it was last alive."""
+    state = os.stat(STATE, dir_fd=folder, follow_symlinks=False).st_mtime
+    try:
+        return max(state, os.stat(EVENTS, dir_fd=folder, follow_symlinks=False).st_mtime)
+    except FileNotFoundError:
+        return state
 
 
 def _as_died(state: RunState, ended: float) -> None:

@@ -200,6 +200,31 @@ def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, d
     assert ctl(tmp_path, "status").stdout.startswith(f"run {live} ")  # the newest live one
 
 
+TICKER = """
+steps:
+  - name: ticker
+    type: shell
+    run: 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done'
+"""
+
+
+def test_a_killed_daemon_ran_until_its_last_event_not_its_last_state_save(tmp_path, daemons):
+    """state.json is rewritten only when a status changes: a run that printed for a while after
+    that, then was killed, lasted until its last event (`runs` said 0.1s for a 12s run)."""
+    daemon = detach(tmp_path, daemons, TICKER)
+    log = daemon.run_dir / "logs" / "ticker.log"
+    wait_for(lambda: log.exists() and b"tick 40\n" in log.read_bytes(), 15, "tick 40")
+    os.kill(daemon.pid, signal.SIGKILL)
+    assert_gone([daemon.pid])
+    last_event = read_events(daemon.run_dir)[-1]["ts"]
+
+    [row] = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+    assert row["status"] == "died"
+    assert row["ended"] >= last_event
+    ticker = json.loads(ctl(tmp_path, daemon.run_id, "status", "--json").stdout)["steps"]["ticker"]
+    assert (ticker["status"], ticker["ended"] >= last_event) == ("cancelled", True)
+
+
 def test_runs_never_removes_a_socket_something_listens_on(tmp_path, daemons):
     """A daemon too busy to answer (here: a listener that never reads) is not a dead one."""
     daemon = detach(tmp_path, daemons)
