@@ -8,7 +8,7 @@ ctx.json, the logs from logs/. Nothing can change such a run, so every command i
 A run whose state.json still says it is going (pending or running) while its process is gone
 (the daemon was killed, even by SIGKILL, or the machine went down) is shown as the runner shows
 an interrupted run, never as running: its status ``interrupted``, exit code 130, and each step
-that was waiting or running ``cancelled`` with the reason ``DIED`` ("interrupted (the daemon is
+that was pending or running ``cancelled`` (a blocked one stays blocked) with the reason ``DIED`` ("interrupted (the daemon is
 gone)"), ended when the run last wrote state.json or events.jsonl (a step's output is an event,
 while state.json is rewritten only when a status changes: a run that printed for minutes after
 its last change did not end minutes early). ``died`` says so (``orch-tui runs`` lists such a
@@ -28,7 +28,7 @@ import msgspec
 from core.context import Context
 from core.control import CtxValue, Reply
 from core.rundir import CTX, EVENTS, STATE, RunDir
-from core.state import ACTIVE, WAITING, RunState, RunStatus, Status
+from core.state import ACTIVE, RunState, RunStatus, Status
 
 if TYPE_CHECKING:
     from core.events import Event
@@ -195,5 +195,5 @@ def _as_died(state: RunState, ended: float) -> None:
             state.steps[name] = msgspec.structs.replace(
                 step, status=Status.CANCELLED, reason=DIED, ended=ended, duration=duration
             )
-        elif step.status in WAITING:
+        elif step.status == Status.PENDING:  # a blocked one stays blocked, as the runner's
             state.steps[name] = msgspec.structs.replace(step, status=Status.CANCELLED, reason=DIED)

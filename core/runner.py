@@ -52,7 +52,6 @@ from core.rundir import RunDir, new_run_id
 from core.state import (
     ACTIVE,
     FAILURES,
-    WAITING,
     Health,
     RunState,
     RunStatus,
@@ -649,7 +648,8 @@ class Runner:
         self._interrupted = True
         self._mark_closing(RunStatus.INTERRUPTED)
         for run in self.runs.values():
-            if run.state.status in WAITING:
+            # A blocked step stays blocked: the failure kept it from running, not the stop.
+            if run.state.status == Status.PENDING:
                 run.state.status, run.retry_due, run.restarting = Status.CANCELLED, False, False
                 self._emit_status(run, "run interrupted")
             elif run.execution is not None:

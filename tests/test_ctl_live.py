@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 
+import pytest
+
 from tests.conftest import (
     Daemon,
     alive,
@@ -198,6 +200,29 @@ def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, d
     assert status[0].endswith("(the daemon is gone)")
     assert "interrupted (the daemon is gone)" in status[5]  # the sleeper
     assert ctl(tmp_path, "status").stdout.startswith(f"run {live} ")  # the newest live one
+
+
+@pytest.mark.parametrize("end", ["stop-run", "SIGKILL"])
+def test_a_step_blocked_by_a_failure_stays_blocked_when_the_run_is_stopped(tmp_path, daemons, end):
+    """The failure kept it from running, not the stop: `ctl status` said "cancelled ... blocked
+    by bad", against the contract's "steps a failure kept from running end as blocked"."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "after") == "blocked", 10, "after blocked")
+    if end == "stop-run":
+        assert ctl(tmp_path, daemon.run_id, "stop-run").returncode == 0
+    else:
+        os.kill(daemon.pid, signal.SIGKILL)
+    assert_gone([daemon.pid], 30)
+
+    steps = json.loads(ctl(tmp_path, daemon.run_id, "status", "--json").stdout)["steps"]
+    assert {name: s["status"] for name, s in steps.items()} == {
+        "gate": "cancelled",
+        "bad": "failed",
+        "after": "blocked",
+        "sleeper": "cancelled",
+        "fill": "succeeded",
+    }
+    assert steps["after"]["blocked_by"] == ["bad"]
 
 
 TICKER = """
