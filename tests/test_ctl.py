@@ -11,7 +11,14 @@ import os
 
 import pytest
 
-from tests.conftest import only_run_dir, read_events, read_state, run_cli, write_recipe
+from tests.conftest import (
+    only_run_dir,
+    read_events,
+    read_state,
+    run_cli,
+    write_recipe,
+)
+from tests.tui_helpers import TmuxApp
 
 RECIPE = """
 name: demo
@@ -179,6 +186,36 @@ def test_runs_lists_the_workspace_runs_newest_first(tmp_path):
         [rows[1]["id"], "recipe.yaml", "failed"],
     ]
     assert all(line.split()[-1] == "no" for line in table[1:])
+
+
+def test_runs_on_an_80_column_terminal_fits_a_row_a_line(tmp_path, tmux_socket):
+    """A long recipe path and an `interrupted` status made a row wider than 80 columns, so every
+    row wrapped onto two lines: the history was unreadable where a user reads it."""
+    nested = tmp_path / "nightly" / "builds"
+    nested.mkdir(parents=True)
+    long = write_recipe(
+        nested, "steps: [{name: one, type: shell, run: 'true'}]", "a_rather_long_name.yaml"
+    )
+    short = write_recipe(tmp_path, "steps: [{name: one, type: shell, run: 'exit 3'}]", "short.yaml")
+    assert run_cli(long, "--no-ui", cwd=tmp_path).returncode == 0
+    assert run_cli(short, "--no-ui", cwd=tmp_path).returncode == 1
+    newest, older = (
+        row["id"] for row in json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+    )
+
+    app = TmuxApp(tmux_socket, ["runs"], tmp_path)
+    assert app.exited() == 0
+    lines = [row for row in app.rows() if row.strip() and not row.startswith("Pane is dead")]
+    assert [line.split()[:3] for line in lines] == [
+        ["RUN", "RECIPE", "STATUS"],
+        [newest, "short.yaml", "failed"],
+        [older, lines[2].split()[1], "succeeded"],
+    ]
+    assert lines[2].split()[1].startswith("…") and lines[2].split()[1].endswith("_long_name.yaml")
+    assert all(len(line) <= 80 and line.split()[-1] in ("LIVE", "no") for line in lines)
+    # to a pipe every cell is whole, for awk and grep
+    piped = run_cli("runs", cwd=tmp_path).stdout
+    assert "nightly/builds/a_rather_long_name.yaml" in piped
 
 
 def test_client_command_names_are_never_recipes(tmp_path, past):

@@ -238,6 +238,11 @@ class TmuxApp:
         program printed once it left its full screen."""
         return self._tmux("capture-pane", "-p", "-J", "-S", "-", "-t", self.session).stdout
 
+    def rows(self) -> list[str]:
+        """All the terminal holds, scrolled-off lines too, one item a terminal row: a line
+        too wide for the terminal is two rows here (``printed`` joins them)."""
+        return self._tmux("capture-pane", "-p", "-S", "-", "-t", self.session).stdout.splitlines()
+
     def keys(self, *keys: str) -> None:
         self._tmux("send-keys", "-t", self.session, *keys)
 

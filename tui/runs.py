@@ -272,16 +272,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
     else:
         from tui.stdout import print_table
 
-        print_table(RUNS_HEADER, [_cells(row, now, cwd) for row in rows])
+        width = _terminal_width()
+        table = [_cells(row, now, cwd, short=width is not None) for row in rows]
+        print_table(RUNS_HEADER, table if width is None else _fitted(table, width))
     return 0
 
 
 RUNS_HEADER = ("RUN", "RECIPE", "STATUS", "STARTED", "DURATION", "LIVE")
+RECIPE_COLUMN = 1
 
 
-def _cells(row: RunRow, now: float, cwd: Path) -> tuple[str, ...]:
+def _terminal_width() -> int | None:
+    """The terminal's width when stdout is one: the table is then fitted to it, as a wrapped
+    row is unreadable; to a pipe (awk, grep) every cell is whole."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return None
+
+
+def _cells(row: RunRow, now: float, cwd: Path, *, short: bool = False) -> tuple[str, ...]:
+    """``short``: the start without the year and seconds (on a terminal: 8 columns back)."""
     duration = row.duration(now)
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started)) if row.started else ""
+    when = "%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S"
+    started = time.strftime(when, time.localtime(row.started)) if row.started else ""
     return (
         clean(row.run_id),
         clean(_shown_path(row.recipe, cwd)),
@@ -290,6 +304,25 @@ def _cells(row: RunRow, now: float, cwd: Path) -> tuple[str, ...]:
         format_duration(duration) if duration is not None else "",
         "yes" if row.live else "no",
     )
+
+
+def _fitted(table: list[tuple[str, ...]], width: int) -> list[tuple[str, ...]]:
+    """The rows with the recipe cut from the left (its file name is the end worth keeping), so
+    that a row fits in ``width`` columns (the recipe keeps at least its header's width)."""
+    others = sum(
+        max(len(cells[i]) for cells in [RUNS_HEADER, *table])
+        for i in range(len(RUNS_HEADER))
+        if i != RECIPE_COLUMN
+    )
+    room = max(width - others - 2 * (len(RUNS_HEADER) - 1), len(RUNS_HEADER[RECIPE_COLUMN]))
+    return [
+        (*cells[:RECIPE_COLUMN], _cut_left(cells[RECIPE_COLUMN], room), *cells[RECIPE_COLUMN + 1 :])
+        for cells in table
+    ]
+
+
+def _cut_left(text: str, room: int) -> str:
+    return text if len(text) <= room else "…" + text[len(text) - room + 1 :]
 
 
 def _shown_path(path: str, cwd: Path) -> str:
