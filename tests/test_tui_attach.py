@@ -250,6 +250,8 @@ def test_attach_hands_the_terminal_to_screen_and_detach_comes_back(tmp_path, scr
         after = term.wait_for("[detached from", since=mark, label="screen's detach message")
         term.wait_for("sleeper", since=after, label="the TUI drawn again after the detach")
         term.wait_for("sess", since=after, label="the TUI drawn again after the detach")
+        # the footer changes for nothing: drawn again only by a repaint of the whole screen
+        term.wait_for("Detach", since=after, label="the footer drawn again after the detach")
         assert term.poll() is None, "orch-tui exited on the detach"
 
         _quit(term, run_dir)

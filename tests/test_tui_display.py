@@ -173,6 +173,39 @@ async def test_the_first_frame_at_80x24_is_already_the_80x24_layout(orch):
         assert first == [(False, False)]
 
 
+async def test_a_resize_to_the_size_the_app_has_lays_nothing_out_again(orch):
+    """Terminals send Resizes of the size the app already has: two right after the first paint
+    (the app's own and the driver's), tmux one on a client's attach. Textual laid the whole
+    screen out and painted it again for each: 10-40 ms of the event loop in a big run, right
+    where the first keys waited. Now they cost nothing; a real resize still lays it out."""
+    from textual import events
+
+    app, runner = orch(
+        "steps:\n" + "".join(f"  - {{name: {n}, type: shell, run: echo {n}}}\n" for n in "ab")
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: tree_label(app, "b").startswith("✓"), what="the run")
+        await pilot.pause()
+        screen, layouts = app.screen, []
+        layout = screen._refresh_layout  # what each cost: the whole screen laid out
+
+        def counted(size=None, scroll=False) -> None:
+            layouts.append(size)
+            layout(size, scroll)
+
+        screen._refresh_layout = counted
+        app.post_message(events.Resize(app.size, app.size))  # as the terminal's driver does
+        await pilot.pause()
+        await pilot.pause()
+        assert layouts == []
+
+        width, height = SIZE
+        await pilot.resize_terminal(width + 20, height + 6)
+        await until(pilot, lambda: len(screen_lines(app)) == height + 6, what="the new size")
+        assert layouts
+        assert any("✓ b" in line for line in screen_lines(app))
+
+
 async def test_80x24_keeps_names_durations_and_bg_marks_and_stacks_a_pinned_log(orch):
     from tui.widgets import CtxInspector, LogPane, ResourceMeter, StepTree
 

@@ -40,6 +40,7 @@ from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
 from tui.screens.sessions import SessionsScreen
+from tui.screens.steps import StepsScreen
 from tui.widgets import (
     CtxInspector,
     KeysFooter,
@@ -187,6 +188,9 @@ class OrchApp(App[int]):
             classes.update(dict.fromkeys(screen._get_breakpoint_classes(size, breakpoints), True))
         # the screen's styles are computed as it is first shown (ScreenResume): not here too
         screen.update_classes(classes, update=False)
+
+    def get_default_screen(self) -> StepsScreen:
+        return StepsScreen(id="_default")
 
     def on_unmount(self) -> None:
         gc.unfreeze()  # collectable again: another app in this process (tests) starts afresh
