@@ -720,6 +720,51 @@ def test_a_cmd_an_earlier_step_builds_is_a_warning(tmp_path):
     assert "app | built app" in ran.stdout
 
 
+NO_EXECUTOR = "where: cluster, but no executor (executor: in the recipe or --executor)"
+
+
+def test_where_cluster_without_an_executor_is_a_warning_in_validate_and_the_run(tmp_path):
+    """A user who wrote ``where: cluster`` expects the cluster: validate and the run say the
+    steps run locally, without failing (the recipe is often run with --executor too)."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: a, type: shell, cmd: "true", where: cluster}
+          - {name: b, type: shell, run: "true", where: local}
+          - {name: c, type: shell, run: "true", where: cluster}
+        """,
+    )
+    checked = run_cli("validate", recipe, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.splitlines() == [
+        f"orch-tui: warning: recipe.yaml:{line}: step '{name}': {NO_EXECUTOR}: it runs locally"
+        for line, name in ((2, "a"), (4, "c"))
+    ]
+    assert checked.stdout.strip().endswith("OK, 3 steps (3 shell), 2 warnings")
+    ran = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    note = f"steps 'a' and 'c': {NO_EXECUTOR}: they run locally"
+    assert ran.stdout.count(note) == 1 and NO_EXECUTOR not in ran.stderr
+    events = (only_run_dir(tmp_path) / "events.jsonl").read_text().splitlines()
+    messages = [e for e in map(json.loads, events) if e["type"] == "message"]
+    assert [(m["level"], m["text"]) for m in messages] == [("warning", note)]
+
+
+def test_where_cluster_with_an_executor_in_the_recipe_is_not_warned_of(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        executor: dask-local://1
+        steps:
+          - {name: a, type: shell, cmd: "true", where: cluster}
+        """,
+    )
+    checked = run_cli("validate", recipe, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == ""
+
+
 def test_a_cwd_gone_at_run_time_is_named_as_text(tmp_path):
     (tmp_path / "gone").mkdir()
     recipe = write_recipe(
