@@ -23,11 +23,13 @@ from tests.conftest import (
     ORCH,
     PY,
     _cli_env,
+    assert_gone,
     kill_tree,
     only_run_dir,
     read_state,
     run_cli,
     start_cli,
+    start_detached,
     wait_for,
     write_module,
     write_recipe,
@@ -506,6 +508,30 @@ def test_clean_keeps_a_live_run(tmp_path):
         proc.communicate(timeout=10)
     finally:
         kill_tree(proc)
+
+
+def test_clean_keeps_a_finished_run_whose_daemon_still_serves(tmp_path, daemons):
+    """A --detach run whose steps are all over says so in its state.json, yet its daemon
+    serves on until closed (attach and ctl reach it): clean, dry or not, keeps all of it and
+    says how to end it; once closed, the run goes."""
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: quick, type: shell, run: 'true'}\n")
+    daemon = start_detached(recipe, cwd=tmp_path)
+    daemons.append(daemon)
+    wait_for(lambda: read_state(daemon.run_dir)["status"] == "succeeded", 30, "the run's end")
+    before = sorted(p.relative_to(daemon.run_dir) for p in daemon.run_dir.rglob("*"))
+    kept = f"kept .orch/runs/{daemon.run_id}: its daemon is live (orch-tui ctl {daemon.run_id} close ends it)"
+    for args in (["--dry-run"], []):
+        result = run_cli("clean", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert kept in result.stdout.splitlines()
+        assert "remove" not in result.stdout
+    assert sorted(p.relative_to(daemon.run_dir) for p in daemon.run_dir.rglob("*")) == before
+    assert run_cli("ctl", daemon.run_id, "status", cwd=tmp_path).returncode == 0
+    assert run_cli("ctl", daemon.run_id, "close", cwd=tmp_path).returncode == 0
+    assert_gone([daemon.pid], 30)
+    result = run_cli("clean", cwd=tmp_path)
+    assert f"removed .orch/runs/{daemon.run_id}" in result.stdout
+    assert not daemon.run_dir.exists()
 
 
 def test_clean_keeps_a_run_just_started(tmp_path):
