@@ -46,7 +46,7 @@ from core.log import DEBUG, get_logger
 from core.loop import MessageLoop
 from core.reactor import OutputReactor
 from core.readiness import Readiness
-from core.recipe import Recipe, put_workspace_on_path
+from core.recipe import Recipe, no_executor_note, put_workspace_on_path
 from core.resources import Sampler
 from core.rundir import RunDir, new_run_id
 from core.state import (
@@ -170,6 +170,8 @@ class Runner:
         if self.resume is not None:
             where = f"{self.resume.run_id} ({self.resume.run_dir})"
             self.emit(ev.RunMessage(level="info", text=f"ctx restored from run {where}"))
+        if self.cluster is None and (note := no_executor_note(self.recipe)) is not None:
+            self.emit(ev.RunMessage(level="warning", text=note, ts=self.clock()))
         for run in self.runs.values():
             if run.state.status == Status.SKIPPED:
                 self._emit_status(run)

@@ -23,11 +23,13 @@ from tests.conftest import (
     ORCH,
     PY,
     _cli_env,
+    assert_gone,
     kill_tree,
     only_run_dir,
     read_state,
     run_cli,
     start_cli,
+    start_detached,
     wait_for,
     write_module,
     write_recipe,
@@ -508,6 +510,30 @@ def test_clean_keeps_a_live_run(tmp_path):
         kill_tree(proc)
 
 
+def test_clean_keeps_a_finished_run_whose_daemon_still_serves(tmp_path, daemons):
+    """A --detach run whose steps are all over says so in its state.json, yet its daemon
+    serves on until closed (attach and ctl reach it): clean, dry or not, keeps all of it and
+    says how to end it; once closed, the run goes."""
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: quick, type: shell, run: 'true'}\n")
+    daemon = start_detached(recipe, cwd=tmp_path)
+    daemons.append(daemon)
+    wait_for(lambda: read_state(daemon.run_dir)["status"] == "succeeded", 30, "the run's end")
+    before = sorted(p.relative_to(daemon.run_dir) for p in daemon.run_dir.rglob("*"))
+    kept = f"kept .orch/runs/{daemon.run_id}: its daemon is live (orch-tui ctl {daemon.run_id} close ends it)"
+    for args in (["--dry-run"], []):
+        result = run_cli("clean", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert kept in result.stdout.splitlines()
+        assert "remove" not in result.stdout
+    assert sorted(p.relative_to(daemon.run_dir) for p in daemon.run_dir.rglob("*")) == before
+    assert run_cli("ctl", daemon.run_id, "status", cwd=tmp_path).returncode == 0
+    assert run_cli("ctl", daemon.run_id, "close", cwd=tmp_path).returncode == 0
+    assert_gone([daemon.pid], 30)
+    result = run_cli("clean", cwd=tmp_path)
+    assert f"removed .orch/runs/{daemon.run_id}" in result.stdout
+    assert not daemon.run_dir.exists()
+
+
 def test_clean_keeps_a_run_just_started(tmp_path):
     """``orch-tui R --detach``'s daemon makes the run's folder and binds its socket before the
     run's first state.json: until then clean says the run has just started and keeps it. A
@@ -718,6 +744,51 @@ def test_a_cmd_an_earlier_step_builds_is_a_warning(tmp_path):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert warning in ran.stderr
     assert "app | built app" in ran.stdout
+
+
+NO_EXECUTOR = "where: cluster, but no executor (executor: in the recipe or --executor)"
+
+
+def test_where_cluster_without_an_executor_is_a_warning_in_validate_and_the_run(tmp_path):
+    """A user who wrote ``where: cluster`` expects the cluster: validate and the run say the
+    steps run locally, without failing (the recipe is often run with --executor too)."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: a, type: shell, cmd: "true", where: cluster}
+          - {name: b, type: shell, run: "true", where: local}
+          - {name: c, type: shell, run: "true", where: cluster}
+        """,
+    )
+    checked = run_cli("validate", recipe, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.splitlines() == [
+        f"orch-tui: warning: recipe.yaml:{line}: step '{name}': {NO_EXECUTOR}: it runs locally"
+        for line, name in ((2, "a"), (4, "c"))
+    ]
+    assert checked.stdout.strip().endswith("OK, 3 steps (3 shell), 2 warnings")
+    ran = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    note = f"steps 'a' and 'c': {NO_EXECUTOR}: they run locally"
+    assert ran.stdout.count(note) == 1 and NO_EXECUTOR not in ran.stderr
+    events = (only_run_dir(tmp_path) / "events.jsonl").read_text().splitlines()
+    messages = [e for e in map(json.loads, events) if e["type"] == "message"]
+    assert [(m["level"], m["text"]) for m in messages] == [("warning", note)]
+
+
+def test_where_cluster_with_an_executor_in_the_recipe_is_not_warned_of(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+        executor: dask-local://1
+        steps:
+          - {name: a, type: shell, cmd: "true", where: cluster}
+        """,
+    )
+    checked = run_cli("validate", recipe, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == ""
 
 
 def test_a_cwd_gone_at_run_time_is_named_as_text(tmp_path):

@@ -469,6 +469,7 @@ def test_a_shell_step_on_the_cluster_runs_in_a_worker_child_with_its_output_and_
         "here": "succeeded",
     }
     assert (steps["fails"].exit_code, steps["fails"].reason) == (3, "exit code 3")
+    assert "no executor" not in (tmp_path / "run" / "events.jsonl").read_text()
     logs = tmp_path / "run" / "logs"
     first, *rest = (logs / "talk.log").read_text().splitlines()
     assert first.startswith("orch-tui: on Dask worker tcp://127.0.0.1:")

@@ -294,8 +294,9 @@ async def _every_key_whole(pilot, keys: set[str]) -> None:
 @pytest.mark.parametrize("size", [(80, 24), (100, 30)])
 async def test_every_key_the_footer_shows_fits_at_80_and_100_columns(orch, screendir, size):
     """The most keys the steps screen offers at once fit: a failed session step (skip, retry,
-    attach) and the log pane focused (follow, search, next match), with the app's own keys
-    (quit, detach, help, pin, sessions). At 80 columns Textual's footer cut the last ones."""
+    attach) and the log pane focused during a search (follow, search, next match, wrap), with
+    the app's own keys (quit, detach, help, pin, sessions). At 80 columns Textual's footer cut
+    the last ones."""
     app, runner = orch(
         """
         steps:
@@ -308,7 +309,10 @@ async def test_every_key_the_footer_shows_fits_at_80_and_100_columns(orch, scree
         app_keys = {"q", "d", "question_mark", "p", "S"}
         await _every_key_whole(pilot, {"s", "r", "a", *app_keys})
         await pilot.press("tab")
-        await _every_key_whole(pilot, {"end", "slash", "n", *app_keys})
+        await _every_key_whole(pilot, {"end", "slash", "w", *app_keys})
+        assert "n" not in footer_keys(app)  # no search: nothing to step through
+        await pilot.press("slash", "x", "enter")
+        await _every_key_whole(pilot, {"end", "slash", "n", "w", *app_keys})
 
 
 # ------------------------------------------------------------------------------ the step tree

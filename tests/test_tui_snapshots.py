@@ -165,6 +165,34 @@ def test_failed_step_selected_with_its_log(orch, tmp_path, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+WIDE_LOG = [
+    "tests/test_api.py::test_upload FAILED",
+    "E   AssertionError: expected status 201 from POST /api/v1/uploads/reports"
+    "/2024/q3/summary.json, got 413 (Payload Too Large: limit 1048576 bytes)",
+    "1 failed, 11 passed",
+]
+
+
+def test_long_lines_wrapped_80x24(orch, tmp_path, snap_compare):
+    """w on the log pane: a line wider than the pane wraps onto the rows under it, and the
+    border says the lines are wrapped."""
+    lines = "\n".join(f"      echo '{line}'" for line in WIDE_LOG)
+    app, runner = orch(
+        _recipe("snapshot: wrapped", f"\n  - name: tests\n    type: shell\n    run: |\n{lines}\n")
+    )
+
+    async def run_before(pilot) -> None:
+        await _open_gate(pilot, tmp_path)
+        await until_status(pilot, runner, "tests", "succeeded")
+        await _select(pilot, "tests", WIDE_LOG)
+        pane = main_pane(pilot.app)
+        await until(pilot, lambda: "lines cut" in str(pane.border_subtitle), what="the hint")
+        await pilot.press("w")
+        await until(pilot, lambda: str(pane.border_subtitle).endswith("wrapped"), what="wrap")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
 def _ctx_app(orch, tmp_path: Path):
     module = write_module(
         tmp_path,

@@ -79,3 +79,66 @@ async def test_n_and_shift_n_step_through_the_matches_of_a_search(orch):
         await pilot.press("escape")  # clears the search
         await until(pilot, lambda: pane._match is None, what="the search cleared")
         assert "/hit" not in str(pane.border_subtitle)
+
+
+def _shown(pane) -> list[str]:
+    """The pane's rows as drawn now, trailing blanks dropped."""
+    return [pane.render_line(y).text.rstrip() for y in range(pane.scrollable_content_region.height)]
+
+
+def _footer_keys(app) -> set[str]:
+    """The keys the footer offers now."""
+    return {
+        binding.key
+        for _, binding, enabled, _ in app.screen.active_bindings.values()
+        if binding.show and enabled
+    }
+
+
+async def test_w_wraps_long_lines_the_border_saying_when_they_are_cut(orch):
+    """A line wider than the pane is cut at its edge; the border says so and how to see it
+    whole. ``w`` (from the tree or the pane) wraps the lines, and again cuts them, the line
+    on top staying on top."""
+    long = "long " + "x" * 150 + " END"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: log
+            type: shell
+            run: |
+              for i in $(seq 1 60); do echo "line $i"; done
+              echo '{long}'
+              echo last
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "log", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["last"], what="the whole log")
+        width = pane.scrollable_content_region.width
+        await until(pilot, lambda: _shown(pane)[-1] == "last", what="the end shown")
+        assert long[:width] in _shown(pane) and "END" not in "".join(_shown(pane))
+        assert str(pane.border_subtitle) == "following · lines cut: w wraps"
+
+        await pilot.press("w")  # the tree has the focus: w reaches the log all the same
+        await until(pilot, lambda: pane.wrap, what="the lines wrapped")
+        rows = _shown(pane)
+        assert rows[-1] == "last"
+        first = next(i for i, row in enumerate(rows) if row.startswith("long "))
+        assert len(rows) - first > 3  # it takes rows...
+        assert "".join(rows[first:-1]) == long  # ...the whole of it, row after row
+        assert str(pane.border_subtitle) == "following · wrapped"
+        assert pane.max_scroll_x == 0  # nothing to scroll sideways
+
+        await pilot.press("tab")
+        assert app.focused is pane
+        assert {"w", "end", "slash"} <= _footer_keys(app) and "n" not in _footer_keys(app)
+        await pilot.press("home")
+        await until(pilot, lambda: _shown(pane)[0] == "line 1", what="the top")
+        await pilot.press("pagedown")
+        await until(pilot, lambda: _shown(pane)[0] != "line 1", what="a page down")
+        top = _shown(pane)[0]
+        await pilot.press("w")
+        await until(pilot, lambda: not pane.wrap, what="the lines cut again")
+        await until(pilot, lambda: _shown(pane)[0] == top, what="the same line on top")
+        assert str(pane.border_subtitle) == "paused · End to follow · lines cut: w wraps"

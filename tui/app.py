@@ -87,12 +87,13 @@ class OrchApp(App[int]):
         Binding("slash", "search", "Search", show=False),
         Binding("n", "next_match", "Next match", show=False),
         Binding("N", "previous_match", "Prev match", show=False),
+        Binding("w", "toggle_wrap", "Wrap", show=False),
         # a past run (read-only): the keys that would change it say why they do nothing
         Binding("s,r,k", "read_only", show=False),
     ]
     #: actions on the steps screen's panes: not offered while another screen is on top
     MAIN_SCREEN_ACTIONS = frozenset(
-        {"pin", "unpin", "toggle_ctx", "search", "next_match", "previous_match"}
+        {"pin", "unpin", "toggle_ctx", "search", "next_match", "previous_match", "toggle_wrap"}
     )
     #: what ``exit`` returns after ``d``: the run goes on (``detached`` says so too)
     DETACHED = 0
@@ -479,7 +480,8 @@ class OrchApp(App[int]):
         )
 
     def _search_pane(self) -> LogPane:
-        """The pane `/`, `n` and `N` act on: the focused log pane, else the selected step's."""
+        """The pane `/`, `n`, `N` and `w` act on: the focused log pane, else the selected
+        step's."""
         focused = self.focused
         return focused if isinstance(focused, LogPane) else self.query_one("#log-main", LogPane)
 
@@ -491,6 +493,9 @@ class OrchApp(App[int]):
 
     def action_previous_match(self) -> None:
         self._search_pane().action_previous_match()
+
+    def action_toggle_wrap(self) -> None:
+        self._search_pane().action_toggle_wrap()
 
     def on_log_pane_search_requested(self, message: LogPane.SearchRequested) -> None:
         self._prompt_search(message.pane)

@@ -69,18 +69,24 @@ class _Cleaner:
         return self._clean_folder(entry, self._run) and self._rmdir(entry)
 
     def _run(self, run: Path) -> bool:
+        """A run folder goes unless its run may still be in use: its daemon live (a run in
+        the app or ``--detach`` stays until closed, even with every step over and its
+        state.json saying so: ``attach`` and ``ctl`` still reach it), or its runner alive."""
         kind = self._kind(run)
         if kind == "link":
             return self._unlink(run)
         state = RunDir(run).state
         if kind != "ours":
             return self._leave(run, "not a folder of yours")
-        if self._kind(state) != "file":
-            if _daemon_listens(run):
-                say(
-                    f"kept {self._shown(run)}: just started (its daemon is live, no state.json yet)"
-                )
-                return False
+        has_state = self._kind(state) == "file"
+        if _daemon_listens(run):
+            if has_state:
+                why = f"its daemon is live (orch-tui ctl {run.name} close ends it)"
+            else:
+                why = "just started (its daemon is live, no state.json yet)"
+            say(f"kept {self._shown(run)}: {why}")
+            return False
+        if not has_state:
             return self._leave(run, "not an orch-tui run (no state.json)")
         pid = _live_pid(state)
         if pid is not None:

@@ -24,6 +24,9 @@ if __name__ == "__main__":
     sys.modules.setdefault("tui.cli", sys.modules[__name__])
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from core.recipe.problems import Problem
     from core.store import ResumePoint
     from tui.spawn import Launch
 
@@ -270,8 +273,8 @@ def _load(path: str, *, debug: bool = False):
         raise UsageError(f"{len(problems)} {noun} in the recipe:\n{exc}") from None
 
 
-def _print_warnings(recipe) -> None:
-    for warning in recipe.warnings:
+def _print_warnings(warnings: Sequence[Problem]) -> None:
+    for warning in warnings:
         print(f"orch-tui: warning: {warning}", file=sys.stderr)
 
 
@@ -361,7 +364,7 @@ def _cmd_run_recipe(args: argparse.Namespace, recipe_path: str, launch: Launch |
     args.skip = _step_names(recipe, args.skip, "--skip")
     if args.resume_from and args.resume_from not in {s.name for s in recipe.steps}:
         raise _no_such_step(recipe, args.resume_from, "--resume-from")
-    _print_warnings(recipe)
+    _print_warnings(recipe.warnings)
     resume = _resume_point(recipe, args) if args.resume_from else None
 
     if args.detach:
@@ -605,6 +608,8 @@ def _basic_config(debug: bool = False) -> None:
 
 # ---------------------------------------------------------------------------------- others
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from core.recipe import no_executor_warnings
+    from core.recipe.problems import in_file_order
     from tui.format import counted
 
     recipe = _load(args.recipe, debug=args.debug)
@@ -612,8 +617,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for step in recipe.steps:
         kinds[step.type] = kinds.get(step.type, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    _print_warnings(recipe)
-    count = len(recipe.warnings)
+    # where: cluster steps are told here, not in recipe.warnings: a run may get --executor
+    warnings = in_file_order([*recipe.warnings, *no_executor_warnings(recipe, args.recipe)])
+    _print_warnings(warnings)
+    count = len(warnings)
     warned = f", {counted(count, 'warning')}" if count else ""
     print(f"{args.recipe}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
     return EXIT_OK

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from core.recipe.checks import Draft, Validator
+from core.recipe.checks import Draft, Validator, no_executor_note, no_executor_warnings
 from core.recipe.kinds import (
     BACKENDS,
     HEALTH_KINDS,
@@ -83,6 +83,8 @@ __all__ = [
     "StepBase",
     "find_workspace",
     "load_recipe",
+    "no_executor_note",
+    "no_executor_warnings",
     "put_workspace_on_path",
     "recipe_json_schema",
     "step_cwd",

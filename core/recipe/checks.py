@@ -31,6 +31,7 @@ from core.recipe.model import (
     FieldSpec,
     HealthCheck,
     Readiness,
+    Recipe,
     Step,
 )
 from core.recipe.problems import (
@@ -42,10 +43,14 @@ from core.recipe.problems import (
     show,
     suggest,
 )
-from core.recipe.recipefile import Source
+from core.recipe.recipefile import Source, locate
 from core.recipe.workspace import step_cwd
 
 Who = tuple[str, bool] | None  # (step name or "step #3" label, is it a label)
+#: what a ``where: cluster`` step is told when the run has no executor: a warning, not an
+#: error, since the same recipe is often run with ``--executor`` and without
+_NO_EXECUTOR = "where: cluster, but no executor (executor: in the recipe or --executor)"
+_NAMED = 5  # steps named in the run's note; the rest counted
 #: why a field needs ``background: true``, in its problem
 #: all ``Validator.paths`` reads of a step's values (core.recipe.cache keeps only what the
 #: checks of each load read)
@@ -565,6 +570,34 @@ class Validator:
 
             found = self._found[(cmd, search)] = shutil.which(cmd, path=search) is not None
         return found
+
+
+def no_executor_warnings(recipe: Recipe, given: str) -> list[Problem]:
+    """validate's warning for each ``where: cluster`` step of a recipe without ``executor:``
+    (``given``: the recipe's path as the user gave it). Not part of ``Recipe.warnings``:
+    whether a run has an executor is known only when it starts (``--executor``), so the run
+    says it itself (``no_executor_note``)."""
+    if recipe.executor is not None:
+        return []
+    shown = locate(given)[1]  # named as the other problems name it
+    message = f"{_NO_EXECUTOR}: it runs locally"
+    return [Problem(shown, s.line, None, s.name, message) for s in recipe.cluster_steps]
+
+
+def no_executor_note(recipe: Recipe) -> str | None:
+    """The one line a run without an executor says of its ``where: cluster`` steps, if any:
+    the steps named (the first few, then how many more), since a recipe run both with and
+    without ``--executor`` may mark many."""
+    names = [f"'{s.name}'" for s in recipe.cluster_steps]
+    if not names:
+        return None
+    if len(names) == 1:
+        return f"step {names[0]}: {_NO_EXECUTOR}: it runs locally"
+    if len(names) > _NAMED:
+        listed = f"{', '.join(names[:_NAMED])} and {len(names) - _NAMED} more"
+    else:
+        listed = f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"steps {listed}: {_NO_EXECUTOR}: they run locally"
 
 
 def _path_variable(step_env: Mapping[str, str], recipe_env: Mapping[str, str]) -> str:

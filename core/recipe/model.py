@@ -314,6 +314,12 @@ class Recipe(RecipeFile, frozen=True, kw_only=True):
     def deps(self) -> dict[str, tuple[str, ...]]:
         return {s.name: s.depends_on for s in self.steps}  # type: ignore[misc]
 
+    @property
+    def cluster_steps(self) -> tuple[Step, ...]:
+        """The steps written ``where: cluster``: without an executor they run locally, which
+        the user who wrote it does not expect, so validate and the run say so."""
+        return tuple(s for s in self.steps if getattr(s, "where", None) == "cluster")
+
 
 # --------------------------------------------------------------------------------------------
 # Field tables, derived from the Structs: what the validator checks a mapping's keys against

@@ -34,6 +34,7 @@ KEYS = [
     ("↑ PgUp", "scroll back (following pauses)"),
     ("End", "jump to the end and follow again"),
     ("/  n  N", "search the selected log, next / previous match (pauses following)"),
+    ("w", "wrap the log's long lines, or cut them at its edge again"),
     ("App", ""),
     ("S", "every screen session and the sessions of each of your tmux servers (a attaches)"),
     ("c", "show or hide the ctx inspector"),

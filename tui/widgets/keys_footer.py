@@ -19,7 +19,7 @@ from textual.widgets import Footer
 
 #: Under this many columns the keys are drawn compact (no padding around each) and the command
 #: palette's key gives them its room (ctrl+p still opens it; the help lists it). The most keys
-#: the steps screen offers at once (the log pane's end, / and n, or a failed session step's s,
+#: the steps screen offers at once (the log pane's end, /, n and w, or a failed session step's s,
 #: r and a; then q, d, ?, p and S) take 99 columns drawn in full, 77 compact.
 COMPACT_BELOW = 100
 

@@ -7,6 +7,11 @@ pane counts what arrived since; End resumes. ``/`` searches the loaded lines. A 
 session's log: no step events say when it grows) polls its file itself. An empty pane says why
 in a dim line (``empty_hint``), so a step that printed nothing does not look broken.
 
+A line wider than the pane is cut at its edge (scroll sideways to read on), and the border
+says so; ``w`` wraps the lines instead, as ``less -S`` toggles. Wrapped, the pane counts the
+rows each loaded line takes (the tail it holds, not the log file: a few thousand lines, once a
+load or a resize) and cuts a line into rows only when it is drawn.
+
 The border's title names the step and how it ended. Where the title is too narrow for them (a
 long step name at 80 columns, cut there and in the tree alike), the pane's top rows say them
 whole, wrapped, above the log: the one place on screen a long name is readable.
@@ -14,7 +19,9 @@ whole, wrapped, above the log: the one place on screen a long name is readable.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from pathlib import Path
 
 from rich.cells import cell_len
@@ -51,9 +58,10 @@ class LogPane(ScrollView, can_focus=True):
         Binding("end", "follow", "Follow", tooltip="Jump to the end and follow new lines"),
         Binding("home", "top", "Top", show=False),
         Binding("slash", "search", "Search"),
-        Binding("n", "next_match", "Next match"),
+        Binding("n", "next_match", "Next", tooltip="The next match, up the log"),
         Binding("N", "previous_match", "Prev match", show=False),
         Binding("escape", "clear_search", "Clear search", show=False),
+        Binding("w", "toggle_wrap", "Wrap", tooltip="Wrap long lines, or cut them at the edge"),
     ]
 
     follow: reactive[bool] = reactive(True)
@@ -74,6 +82,11 @@ class LogPane(ScrollView, can_focus=True):
         self._width = 0
         self._size_seen = -1
         self._truncated = False
+        self.wrap = False  # w: long lines wrapped, not cut at the edge
+        self._cut = False  # unwrapped lines wider than the pane (the border says w wraps)
+        #: wrapped: the first row of each line, then the row count; and the width wrapped at
+        self._starts: list[int] = [0]
+        self._wrap_width = 0
         self._ending = ""  # how the shown step ended, if not well (show_ending)
         self._head: list[Strip] = []  # the title wrapped on top rows, when the border cuts it
         self._search: str | None = None
@@ -146,7 +159,8 @@ class LogPane(ScrollView, can_focus=True):
         self._truncated = truncated
         self._strip_cache.clear()
         self._width = max((cell_len(line) for line in lines[-500:]), default=0)
-        self._size_content()
+        self._layout()
+        border_changed |= self._lines_cut() != self._cut
         if self.follow:
             self._scroll_to_end()
             self.call_after_refresh(self._scroll_to_end)
@@ -157,13 +171,67 @@ class LogPane(ScrollView, can_focus=True):
 
     def _size_content(self) -> None:
         """The head's rows scroll with no line: each row of the log stays reachable under it."""
-        self.virtual_size = Size(self._width, len(self._lines) + len(self._head))
+        width = self._wrap_width if self.wrap else self._width
+        self.virtual_size = Size(width, self._rows + len(self._head))
+
+    def _layout(self) -> None:
+        """Count the rows each line takes when wrapped (one each when not), then size."""
+        if self.wrap:
+            width = self._wrap_width = max(1, self._text_width())
+            rows = (max(1, -(-cell_len(line) // width)) for line in self._lines)
+            self._starts = [0, *accumulate(rows)]
+        self._size_content()
+
+    def _relayout(self, top: int) -> None:
+        """Lay the lines out again (wrapping toggled, the width changed) with line ``top``
+        (the one on top before) still on top, or the end still shown when following."""
+        self._layout()
+        y = self.max_scroll_y if self.follow else self._row_of(min(top, len(self._lines)))
+        self.scroll_to(x=0, y=y, animate=False, immediate=True, force=True)
+        self.call_after_refresh(self._scroll_to_end)
+
+    def _top_line(self) -> int:
+        return self._line_at(round(self.scroll_y))[0]
+
+    def _text_width(self) -> int:
+        """The cells a row of text gets, short of the scrollbar's column whether it shows or
+        not: rows wrapped at the wider width would lose a cell once the scrollbar comes."""
+        return self.size.width - self.styles.scrollbar_size_vertical
+
+    @property
+    def _rows(self) -> int:
+        """Rows the loaded lines take."""
+        return self._starts[-1] if self.wrap else len(self._lines)
+
+    def _row_of(self, index: int) -> int:
+        """The first row of line ``index``."""
+        return self._starts[index] if self.wrap else index
+
+    def _line_at(self, row: int) -> tuple[int, int]:
+        """The line shown on ``row`` of the log, and which of its wrapped rows it is."""
+        if not self.wrap:
+            return row, 0
+        index = bisect_right(self._starts, row) - 1
+        return index, row - self._starts[index]
+
+    def _lines_cut(self) -> bool:
+        """Whether unwrapped lines run past the pane's edge."""
+        return not self.wrap and self._width > self.scrollable_content_region.width
 
     def on_resize(self, event: events.Resize) -> None:
         """The first layout (and any resize) moves the end: a following pane stays on it. The
-        title's room changed: the head may come, go or wrap otherwise."""
+        title's room changed: the head may come, go or wrap otherwise; wrapped lines wrap anew."""
+        if self.wrap and self._text_width() != self._wrap_width:
+            self._relayout(self._top_line())
         self._update_border()
         self._scroll_to_end()
+
+    def action_toggle_wrap(self) -> None:
+        top = self._top_line()  # found in the layout it is shown in
+        self.wrap = not self.wrap
+        self._relayout(top)
+        self._update_border()
+        self.refresh()
 
     def _scroll_to_end(self) -> None:
         if self.follow:
@@ -178,11 +246,11 @@ class LogPane(ScrollView, can_focus=True):
         if self.follow:
             self.follow = False
             if self.path is not None:  # load more history to scroll through
-                keep_from_end = len(self._lines) - self.scroll_y
+                keep_from_end = self._rows - self.scroll_y
                 lines, size, truncated = read_tail(self.path, FROZEN_LINES, FROZEN_BYTES)
                 self._size_seen = size
                 self._set_lines(lines, truncated)
-                self.scroll_to(y=max(0, len(lines) - keep_from_end), animate=False, immediate=True)
+                self.scroll_to(y=max(0, self._rows - keep_from_end), animate=False, immediate=True)
 
     def action_follow(self) -> None:
         self.follow = True
@@ -225,6 +293,7 @@ class LogPane(ScrollView, can_focus=True):
             title.append(f" · {self._ending}", style="red")
         self.border_title = title
         self._wrap_head(title)
+        self._cut = self._lines_cut()
         parts = []
         if self._truncated:
             parts.append("earlier lines in the log file")
@@ -238,6 +307,10 @@ class LogPane(ScrollView, can_focus=True):
             if self.pending:
                 parts.append(f"{self.pending:,} new bytes")
             parts.append("End to follow")
+        if self._cut:  # last: where the pane is narrow, following or not says more
+            parts.append("lines cut: w wraps")
+        elif self.wrap:
+            parts.append("wrapped")
         self.border_subtitle = " · ".join(parts)
 
     def _wrap_head(self, title: Text) -> None:
@@ -245,7 +318,7 @@ class LogPane(ScrollView, can_focus=True):
 
         Wrapped short of the scrollbar's column whether it shows or not: the head's rows decide
         whether it shows (they scroll nothing), and a head wrapped wider lost a cell under it."""
-        width = self.size.width - self.styles.scrollbar_size_vertical
+        width = self._text_width()
         room = self.outer_size.width - TITLE_CHROME
         head: list[Strip] = []
         if self.step is not None and width > 0 and title.cell_len > room:
@@ -267,6 +340,7 @@ class LogPane(ScrollView, can_focus=True):
         """Find ``text`` from the bottom up; True if found (the view scrolls to it)."""
         self._search = text or None
         self._match = None
+        self.refresh_bindings()
         self._strip_cache.clear()
         found = self._find(len(self._lines), -1) if text else False
         self._update_border()
@@ -283,12 +357,20 @@ class LogPane(ScrollView, can_focus=True):
                     self._stop_following()
                     return self._find(len(self._lines), -1)
                 self._match = index
-                self.scroll_to(y=max(0, index - self.size.height // 2), animate=False)
+                self.scroll_to(y=max(0, self._row_of(index) - self.size.height // 2), animate=False)
                 self._strip_cache.clear()
                 self.refresh()
                 return True
             index += step
         return False
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``n`` and ``N`` only while a search is on: the footer has no room at 80 columns
+        for a key that does nothing (without one, ``n`` reaches the app's, which does nothing
+        either)."""
+        if action in ("next_match", "previous_match"):
+            return self._search is not None
+        return True
 
     def action_next_match(self) -> None:
         if self._search:
@@ -308,7 +390,7 @@ class LogPane(ScrollView, can_focus=True):
         if y < len(self._head):  # it stays on top: only the log under it scrolls
             return self._head[y].crop_extend(0, width, style)
         scroll_x, scroll_y = self.scroll_offset
-        index = scroll_y + y - len(self._head)
+        index, part = self._line_at(scroll_y + y - len(self._head))
         if index >= len(self._lines):
             if index == 0 and self._hint:
                 return note_strip(self.app.console, self._hint, width, style)
@@ -319,6 +401,11 @@ class LogPane(ScrollView, can_focus=True):
             if len(self._strip_cache) > 1000:
                 self._strip_cache.clear()
             self._strip_cache[index] = strip
+        if self.wrap:
+            start = part * self._wrap_width
+            return strip.crop_extend(start, start + self._wrap_width, style).adjust_cell_length(
+                width, style
+            )
         return strip.crop_extend(scroll_x, scroll_x + width, style)
 
     def _render_text(self, index: int, style: Style) -> Strip:
