@@ -67,6 +67,22 @@ def test_status_of_a_past_run(tmp_path, past):
     assert json.loads(as_json.stdout) == read_state(tmp_path / ".orch" / "runs" / past)
 
 
+def test_status_columns_line_up_under_wide_step_names(tmp_path):
+    """A step named in CJK (each character two columns wide) pushed the columns after it out of
+    line by its length: they are placed by the width a terminal draws, as the run's own table."""
+    from tui.headless.table import cell_len
+
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: データ処理, type: shell, run: 'true'}\n"
+        "  - {name: ascii-step, type: shell, run: 'true'}\n",
+    )
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 0
+    header, *rows = ctl(tmp_path, only_run_dir(tmp_path).name, "status").stdout.splitlines()[1:]
+    columns = {cell_len(row[: row.index("succeeded")]) for row in rows}
+    assert columns == {cell_len(header[: header.index("STATUS")])}, rows
+
+
 def test_logs_ctx_and_events_of_a_past_run(tmp_path, past):
     assert ctl(tmp_path, past, "logs", "broken").stdout == "oops\n"
     assert ctl(tmp_path, past, "logs", "broken", "-f").stdout == "oops\n"  # over: no waiting

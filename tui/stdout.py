@@ -54,7 +54,10 @@ def tell_stderr(text: str) -> None:
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Aligned columns, two spaces apart, the header first (``sessions``, ``runs``, ``ctl
     status``): what a reader's eye and ``awk`` both take."""
+    from tui.headless.table import cell_len  # the columns a terminal draws (CJK: two a char)
+
     table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    widths = [max(cell_len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        cells = (cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths, strict=True))
+        say("  ".join(cells).rstrip())
