@@ -226,6 +226,42 @@ def test_a_step_blocked_by_a_failure_stays_blocked_when_the_run_is_stopped(tmp_p
     assert steps["after"]["blocked_by"] == ["bad"]
 
 
+@pytest.mark.parametrize(
+    ("end", "note"),
+    [
+        ("stop-run", "run stopped (stop-run)"),
+        (signal.SIGTERM, "run interrupted (SIGTERM)"),
+        (signal.SIGINT, "run interrupted (SIGINT)"),
+    ],
+)
+def test_the_steps_a_stopped_run_cut_short_say_what_stopped_it(tmp_path, daemons, end, note):
+    """`stop-run` sends no signal: its steps' note said "run interrupted (SIGTERM)" all the same."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    if end == "stop-run":
+        assert ctl(tmp_path, daemon.run_id, "stop-run").returncode == 0
+    else:
+        os.kill(daemon.pid, end)
+    assert_gone([daemon.pid], 30)
+
+    state = read_state(daemon.run_dir)
+    assert {name: step["reason"] for name, step in state["steps"].items()} == {
+        "gate": note,
+        "bad": "exit code 4",
+        "after": None,
+        "sleeper": note,
+        "fill": None,
+    }
+    finished = [e for e in read_events(daemon.run_dir) if e["type"] == "step_finished"]
+    assert {e["step"]: e["reason"] for e in finished}["sleeper"] == note
+    [sleeper] = [
+        row
+        for row in ctl(tmp_path, daemon.run_id, "status").stdout.splitlines()[2:]
+        if row.startswith("sleeper ")
+    ]
+    assert sleeper.endswith(note)
+
+
 TICKER = """
 steps:
   - name: ticker
