@@ -1,6 +1,7 @@
 """``orch-tui ctl [RUN] COMMAND``: a run's state, its commands, logs, ctx and events, from a script.
 
-RUN is a run id of this workspace or a run folder; without it, the newest live run (for the
+RUN is a run id of this workspace (or a unique beginning of one, or its last part) or a run
+folder; without it, the newest live run (for the
 commands that only read, the newest run when none is live). A live run is reached through its
 daemon (core.client); a finished one (or a headless one) is read from its folder (core.recorded): ``status``, ``logs``, ``ctx`` and ``events`` work on both, commands on a
 finished run are refused ("the run is over (read-only)"). Every error is one line on stderr and
@@ -70,8 +71,8 @@ class _Parser(argparse.ArgumentParser):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Control a run from a script: ctl [RUN] COMMAND, RUN a run id or a run folder "
-        "(default: the newest live run; status, wait, logs, ctx and events: the newest run when none is "
+        "Control a run from a script: ctl [RUN] COMMAND, RUN a run id (or a unique beginning "
+        "of one, or its last part: 3f9c) or a run folder (default: the newest live run; status, wait, logs, ctx and events: the newest run when none is "
         "live). Commands: " + ", ".join(COMMANDS) + " (-h after one "
         "for its options)."
     )
