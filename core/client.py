@@ -148,10 +148,10 @@ class RemoteControl:
                 self._resync_callbacks.append(on_resync)
 
     def command(self, name: str, step: str | None = None, **args: Any) -> Reply:
-        reply = self._request(
-            {"op": "command", "name": name, "step": step, "force": bool(args.get("force"))},
-            REPLY_TIMEOUT,
-        )
+        message = {"op": "command", "name": name, "step": step, "force": bool(args.get("force"))}
+        if args.get("signal") is not None:  # stop_run: the signal that asked for it
+            message["signal"] = int(args["signal"])
+        reply = self._request(message, REPLY_TIMEOUT)
         if reply is None:
             raise DaemonGone("the run daemon did not answer")
         if reply.get("ok"):

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from core.state import RunState
 
 STEP_COMMANDS = ("skip", "retry", "stop", "restart")
+#: The note of the steps ``stop-run`` (a command: no signal was sent to anyone) cut short.
+STOPPED_BY_COMMAND = "run stopped (stop-run)"
+#: The signals a front end may say made it stop the run (``command("stop_run", signal=...)``).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+def interrupted_by(sig: int) -> str:
+    """The note of the steps a signal to the run (Ctrl-C, SIGTERM, a closed terminal) cut short."""
+    return f"run interrupted ({signal.Signals(sig).name})"
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -115,7 +124,9 @@ class LocalControl:
             commands[name](step)
             return Reply(True, f"{name}: {step}")
         if name == "stop_run":
-            runner.stop_run(args.get("signal", signal.SIGTERM), force=args.get("force", False))
+            by = args.get("signal")  # the signal that made the front end stop the run, if one did
+            note = STOPPED_BY_COMMAND if by is None else interrupted_by(by)
+            runner.stop_run(signal.SIGTERM, force=args.get("force", False), note=note)
             return Reply(True, "stopping the run")
         if name == "close":
             runner.close()

@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from core import protocol as proto
+from core.control import interrupted_by
 from core.rundir import DEBUG_LOG, create_problem
 
 EXIT_USAGE = 2
@@ -210,7 +211,7 @@ def _handle_signals(runner) -> None:
         signals += 1
         logging.getLogger("orch.daemon").info("%s: stopping the run", signal.Signals(signum).name)
         if signals == 1:
-            runner.stop_run(signum)
+            runner.stop_run(signum, note=interrupted_by(signum))
         else:
             runner.stop_run(signal.SIGKILL, force=True)
 
@@ -230,7 +231,7 @@ def _serve(runner) -> int:
         if not stopping and runner.rundir.removed():
             stopping = True
             logging.getLogger("orch.daemon").warning("the run folder was removed: stopping")
-            runner.stop_run(signal.SIGTERM)
+            runner.stop_run(note="run stopped (its run folder was removed)")
     return code
 
 

@@ -37,6 +37,7 @@ import msgspec
 from core import events as ev
 from core.bus import EventBus
 from core.context import Context
+from core.control import STOPPED_BY_COMMAND
 from core.dependencies import Dependencies
 from core.executors import Execution, LaunchContext, Outcome, executor_for
 from core.executors.python import OutputRouting
@@ -250,9 +251,13 @@ class Runner:
         """Restart a running service: stop it (SIGTERM, grace, SIGKILL), start it again at once."""
         self._command(self._do_restart, name)
 
-    def stop_run(self, sig: int = signal.SIGTERM, *, force: bool = False) -> None:
-        """Stop everything (Ctrl-C, SIGTERM, quitting the TUI). ``force``: SIGKILL at once."""
-        self.loop.post(lambda: self._do_stop_run(sig, force))
+    def stop_run(
+        self, sig: int = signal.SIGTERM, *, force: bool = False, note: str = STOPPED_BY_COMMAND
+    ) -> None:
+        """Stop everything (``stop-run``, Ctrl-C, SIGTERM): ``sig`` to the steps' groups, then
+        their grace; ``force``: SIGKILL at once. ``note``: why, as each step it cuts short
+        records it (``interrupted_by(SIGINT)`` when a signal asked for it, not a command)."""
+        self.loop.post(lambda: self._do_stop_run(sig, force, note))
 
     def close(self) -> None:
         """End an interactive or keep-alive run: stop background steps, finish cleanly."""
@@ -620,9 +625,9 @@ class Runner:
         status = Status.STOPPED if run.ready else Status.CANCELLED
         self._stop(run, status, "stopped by user")
 
-    def _do_stop_run(self, sig: int, force: bool) -> None:
+    def _do_stop_run(self, sig: int, force: bool, note: str) -> None:
         if force and not self._interrupted:
-            self._do_stop_run(sig, force=False)  # what a first stop does (waiting steps cancelled)
+            self._do_stop_run(sig, False, note)  # what a first stop does (waiting steps cancelled)
         if force and self._interrupted:  # then every step killed, without its grace
             for run in self.runs.values():
                 if run.execution is not None:
@@ -653,11 +658,9 @@ class Runner:
             # A blocked step stays blocked: the failure kept it from running, not the stop.
             if run.state.status == Status.PENDING:
                 run.state.status, run.retry_due, run.restarting = Status.CANCELLED, False, False
-                self._emit_status(run, "run interrupted")
+                self._emit_status(run, note)
             elif run.execution is not None:
-                self._stop(
-                    run, Status.CANCELLED, f"run interrupted ({signal.Signals(sig).name})", sig
-                )
+                self._stop(run, Status.CANCELLED, note, sig)
         self.store.state_changed()
 
     def _mark_closing(self, status: RunStatus) -> None:

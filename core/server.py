@@ -33,6 +33,7 @@ import msgspec
 
 from core import __version__
 from core import protocol as proto
+from core.control import STOP_SIGNALS
 from core.events import Event, RunFinished, RunReopened, encode_event
 from core.log import get_logger
 from core.rundir import SOCKET
@@ -470,7 +471,11 @@ class RunServer:
         name, step = message.get("name"), message.get("step")
         if not isinstance(name, str) or not (step is None or isinstance(step, str)):
             raise ValueError("a command has a 'name' and a 'step' (a string or null)")
-        reply = self._control.command(name, step, force=bool(message.get("force")))
+        by = message.get("signal")  # the signal that made the client stop the run
+        if by is not None and (type(by) is not int or by not in STOP_SIGNALS):
+            raise ValueError(f"a stop_run's 'signal' is one of {sorted(STOP_SIGNALS)}")
+        args = {"force": bool(message.get("force"))} | ({} if by is None else {"signal": by})
+        reply = self._control.command(name, step, **args)
         if reply.ok and self._on_command is not None:
             self._on_command(name)
         return {"ok": reply.ok, "message": reply.message} | (

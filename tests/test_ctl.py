@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -142,6 +143,59 @@ def test_ctl_errors_are_one_line_and_exit_2(tmp_path, past):
     ]
     for args, message in cases:
         assert_error(ctl(tmp_path, *args), message)
+
+
+def copies_of(past_dir, runs, ids):
+    """Copies of the run folder ``past_dir`` in the runs folder ``runs``, named ``ids``, each
+    log of 'broken' saying which it is."""
+    for run_id in ids:
+        shutil.copytree(past_dir, runs / run_id)
+        (runs / run_id / "logs" / "broken.log").write_text(f"{run_id}\n")
+
+
+def test_a_run_is_named_by_a_unique_prefix_or_its_last_part(tmp_path, past):
+    """`orch-tui attach 20261130` said "no run 20261130": only the whole id was taken."""
+    runs = tmp_path / ".orch" / "runs"
+    ids = [f"20250101-12000{n}-{tail}" for n, tail in enumerate(["aaaa", "bbbb", "aaab"])]
+    copies_of(runs / past, runs, ids)
+    for given, meant in [
+        ("20250101-120001", ids[1]),
+        ("20250101-1200", None),
+        ("bbbb", ids[1]),
+        ("aaaa", ids[0]),
+        (past[:13], past),
+        (past[-4:], past),
+    ]:
+        result = ctl(tmp_path, given, "logs", "broken")
+        if meant is None:
+            assert_error(result, f"run {given} is ambiguous: {', '.join(reversed(ids))}")
+        else:
+            assert (result.returncode, result.stdout) == (
+                0,
+                "oops\n" if meant == past else f"{meant}\n",
+            )
+
+
+def test_an_ambiguous_run_lists_five_matches_then_how_many_more(tmp_path, past):
+    runs = tmp_path / ".orch" / "runs"
+    ids = [f"20250101-12000{n}-{n}{n}{n}{n}" for n in range(7)]
+    copies_of(runs / past, runs, ids)
+    assert_error(
+        ctl(tmp_path, "2025", "status"),
+        f"run 2025 is ambiguous: {', '.join(ids[:1:-1])} and 2 more",
+    )
+
+
+def test_a_run_of_another_workspace_is_never_matched(tmp_path, past):
+    other = tmp_path / "other"  # a workspace of its own: its runs in other/.orch/runs
+    copies_of(
+        tmp_path / ".orch" / "runs" / past, other / ".orch" / "runs", ["20250101-120000-cccc"]
+    )
+    assert_error(
+        ctl(tmp_path, "cccc", "status"),
+        f"no run cccc in {tmp_path}/.orch/runs (orch-tui runs lists them)",
+    )
+    assert ctl(other, "cccc", "logs", "broken").stdout == "20250101-120000-cccc\n"
 
 
 def test_readers_without_run_read_the_newest_run_when_none_is_live(tmp_path, past):

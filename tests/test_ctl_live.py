@@ -169,9 +169,10 @@ def test_events_follow_has_no_gap_and_no_duplicate(tmp_path, daemons):
         (tmp_path / "go").touch()
         wait_for(lambda: status_of(daemon, "gate") == "succeeded", 10, "gate")
         ctl(tmp_path, "stop-run")
-        out, _ = follower.communicate(timeout=30)  # it ends with the daemon
+        out, err = follower.communicate(timeout=30)  # it ends with the daemon
     finally:
         kill_tree(follower)
+    assert (follower.returncode, err) == (0, b"")  # the run ended: not an error
     seen = [first, *(json.loads(line) for line in out.splitlines())]
     recorded = read_events(daemon.run_dir)
     assert [e["seq"] for e in seen] == [e["seq"] for e in recorded[2:]]
@@ -225,6 +226,42 @@ def test_a_step_blocked_by_a_failure_stays_blocked_when_the_run_is_stopped(tmp_p
     assert steps["after"]["blocked_by"] == ["bad"]
 
 
+@pytest.mark.parametrize(
+    ("end", "note"),
+    [
+        ("stop-run", "run stopped (stop-run)"),
+        (signal.SIGTERM, "run interrupted (SIGTERM)"),
+        (signal.SIGINT, "run interrupted (SIGINT)"),
+    ],
+)
+def test_the_steps_a_stopped_run_cut_short_say_what_stopped_it(tmp_path, daemons, end, note):
+    """`stop-run` sends no signal: its steps' note said "run interrupted (SIGTERM)" all the same."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    if end == "stop-run":
+        assert ctl(tmp_path, daemon.run_id, "stop-run").returncode == 0
+    else:
+        os.kill(daemon.pid, end)
+    assert_gone([daemon.pid], 30)
+
+    state = read_state(daemon.run_dir)
+    assert {name: step["reason"] for name, step in state["steps"].items()} == {
+        "gate": note,
+        "bad": "exit code 4",
+        "after": None,
+        "sleeper": note,
+        "fill": None,
+    }
+    finished = [e for e in read_events(daemon.run_dir) if e["type"] == "step_finished"]
+    assert {e["step"]: e["reason"] for e in finished}["sleeper"] == note
+    [sleeper] = [
+        row
+        for row in ctl(tmp_path, daemon.run_id, "status").stdout.splitlines()[2:]
+        if row.startswith("sleeper ")
+    ]
+    assert sleeper.endswith(note)
+
+
 TICKER = """
 steps:
   - name: ticker
@@ -248,6 +285,29 @@ def test_a_killed_daemon_ran_until_its_last_event_not_its_last_state_save(tmp_pa
     assert row["ended"] >= last_event
     ticker = json.loads(ctl(tmp_path, daemon.run_id, "status", "--json").stdout)["steps"]["ticker"]
     assert (ticker["status"], ticker["ended"] >= last_event) == ("cancelled", True)
+
+
+@pytest.mark.parametrize("follow", [("logs", "ticker", "-f"), ("events", "--follow")])
+def test_a_follow_whose_daemon_is_killed_says_the_run_died(tmp_path, daemons, follow):
+    """The daemon SIGKILLed under `logs -f` / `events --follow`: they ended silently with exit
+    0, as if the run had ended; now a line says the run died, and the exit is `wait`'s (130)."""
+    daemon = detach(tmp_path, daemons, TICKER)
+    follower = start_cli("ctl", daemon.run_id, *follow, cwd=tmp_path)
+    try:
+        read_line(follower)  # it follows
+        os.kill(daemon.pid, signal.SIGKILL)
+        _, err = follower.communicate(timeout=30)
+    finally:
+        kill_tree(follower)
+    died = (
+        130,
+        f"orch-tui: run {daemon.run_id} died: its daemon is gone, the run did not end "
+        "(orch-tui runs lists it as died)\n",
+    )
+    assert (follower.returncode, err.decode()) == died
+    assert ctl(tmp_path, daemon.run_id, "wait").returncode == 130
+    again = ctl(tmp_path, daemon.run_id, *follow)  # read from its folder now: the same end
+    assert (again.returncode, again.stderr) == died
 
 
 def test_runs_never_removes_a_socket_something_listens_on(tmp_path, daemons):

@@ -147,16 +147,31 @@ def test_options_longer_than_a_pipe_holds_reach_the_daemon_whole(tmp_path, daemo
     assert {statuses[name] for name in names[1:]} == {"skipped"}
 
 
-def test_stop_run_from_a_client_ends_the_daemon_and_its_steps(tmp_path, daemons):
+@pytest.mark.parametrize(
+    ("by", "note"),
+    [(None, "run stopped (stop-run)"), (signal.SIGTERM, "run interrupted (SIGTERM)")],
+)
+def test_stop_run_from_a_client_ends_the_daemon_and_its_steps(tmp_path, daemons, by, note):
+    """``by``: the signal that made the client stop the run (an attached app's SIGTERM), which
+    its steps' note names; a plain stop-run names itself."""
     daemons.append(daemon := start_detached(_recipe(tmp_path), cwd=tmp_path))
     sleeper = read_pid(tmp_path / "sleeper.pid")
     with connect(daemon.run_dir) as control:
-        assert control.command("stop_run").ok
+        assert control.command("stop_run", signal=by).ok
         assert control.wait(30) == 130
         assert control.wait_gone(30)
     assert_gone([daemon.pid, sleeper], 10)
-    assert read_state(daemon.run_dir)["status"] == "interrupted"
+    state = read_state(daemon.run_dir)
+    assert (state["status"], state["steps"]["sleeper"]["reason"]) == ("interrupted", note)
     assert not (daemon.run_dir / "daemon.sock").exists()
+
+
+def test_a_stop_run_naming_a_signal_it_cannot_be_is_refused(tmp_path, daemons):
+    daemons.append(daemon := start_detached(_recipe(tmp_path), cwd=tmp_path))
+    with connect(daemon.run_dir) as control:
+        refused = control.command("stop_run", signal=signal.SIGKILL)
+        assert (refused.ok, "'signal' is one of" in refused.message) == (False, True)
+        assert control.command("skip", "after").ok  # the connection is still good
 
 
 def test_sighup_is_ignored_and_sigterm_stops_the_run(tmp_path, daemons):

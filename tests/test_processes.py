@@ -526,6 +526,8 @@ def test_terminal_closed_under_a_headless_run_ends_it_as_interrupted(tmp_path, t
         assert state["ended"] is not None
         for name in ("left", "right", "server", "after"):
             assert state["steps"][name]["status"] == "cancelled", (name, state["steps"][name])
+        for name in ("left", "right", "server"):  # SIGTERMed, but the hang-up stopped the run
+            assert state["steps"][name]["reason"] == "run interrupted (SIGHUP)", name
         assert marked(run_dir) == []
     finally:
         for pid in pids:  # the steps' processes, should the run have left them

@@ -18,6 +18,7 @@ second, from a set of the running ones.
 from __future__ import annotations
 
 import gc
+import signal
 import subprocess
 import sys
 import time
@@ -620,7 +621,7 @@ class OrchApp(App[int]):
     def interrupt(self) -> None:
         """SIGTERM/SIGHUP to the app: stop everything as Ctrl-C would headless, then exit 130."""
         self._quitting = True
-        self.control.command("stop_run")
+        self.control.command("stop_run", signal=signal.SIGTERM)  # the note says so
         self._close_runner()
 
     # -- command palette --------------------------------------------------------------------------

@@ -21,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Open the TUI on a run: a live one (default: the newest live run of this workspace), "
         "or, read-only, one that is over."
     )
-    parser.add_argument("run", nargs="?", metavar="RUN", help="a run id or a run folder")
+    parser.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="a run id (or a unique beginning of one, or its last part: 3f9c) or a run folder",
+    )
 
 
 def cmd_attach(args: argparse.Namespace) -> int:

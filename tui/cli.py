@@ -478,7 +478,7 @@ def _stop_signals() -> tuple[int, ...]:
 def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
     import signal
 
-    from core.control import LocalControl
+    from core.control import LocalControl, interrupted_by
     from tui.headless import HeadlessReporter
 
     if not args.debug:  # --debug: a python step's breakpoint() gets the terminal
@@ -498,7 +498,9 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
                 )
             # a closed terminal stops the steps as SIGTERM would: to a step, SIGHUP may mean
             # "reload" (its own process group never had the terminal's)
-            runner.stop_run(signal.SIGTERM if signum == signal.SIGHUP else signum)
+            runner.stop_run(
+                signal.SIGTERM if signum == signal.SIGHUP else signum, note=interrupted_by(signum)
+            )
         else:
             runner.stop_run(signal.SIGKILL, force=True)
 

@@ -1,16 +1,19 @@
 """``orch-tui ctl [RUN] COMMAND``: a run's state, its commands, logs, ctx and events, from a script.
 
-RUN is a run id of this workspace or a run folder; without it, the newest live run (for the
+RUN is a run id of this workspace (or a unique beginning of one, or its last part) or a run
+folder; without it, the newest live run (for the
 commands that only read, the newest run when none is live). A live run is reached through its
 daemon (core.client); a finished one (or a headless one) is read from its folder (core.recorded): ``status``, ``logs``, ``ctx`` and ``events`` work on both, commands on a
 finished run are refused ("the run is over (read-only)"). Every error is one line on stderr and
-exit 2; ``wait`` exits as a headless run would (0, 1, 130).
+exit 2; ``wait`` exits as a headless run would (0, 1, 130), and a follow (``logs -f``,
+``events --follow``) of a run that died (its daemon killed) says so and exits 130 as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import os
 import queue
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
-from core.recorded import RecordedRun
+from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
 from core.state import ENDED, RunState
 from core.text import clean
@@ -68,8 +71,8 @@ class _Parser(argparse.ArgumentParser):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Control a run from a script: ctl [RUN] COMMAND, RUN a run id or a run folder "
-        "(default: the newest live run; status, wait, logs, ctx and events: the newest run when none is "
+        "Control a run from a script: ctl [RUN] COMMAND, RUN a run id (or a unique beginning "
+        "of one, or its last part: 3f9c) or a run folder (default: the newest live run; status, wait, logs, ctx and events: the newest run when none is "
         "live). Commands: " + ", ".join(COMMANDS) + " (-h after one "
         "for its options)."
     )
@@ -239,7 +242,7 @@ def _logs(control: RunControl, args: argparse.Namespace) -> int:
         changed.clear()
         offset = _copy_log(control.run_dir, step, offset, out)
     _copy_log(control.run_dir, step, offset, out)  # what it wrote up to its end
-    return EXIT_OK
+    return _followed_to_the_end(control) if args.follow else EXIT_OK
 
 
 def _touches(event: Event, step: str) -> bool:
@@ -247,9 +250,40 @@ def _touches(event: Event, step: str) -> bool:
 
 
 def _log_done(control: RunControl, step: str) -> bool:
-    if isinstance(control, RecordedRun) or getattr(control, "gone", None) is not None:
+    if isinstance(control, RecordedRun) or _gone(control):
         return True  # nothing more will be written by this run
     return control.snapshot().steps[step].status in ENDED or control.wait(0) is not None
+
+
+def _gone(control: RunControl) -> bool:
+    """Whether the live run's daemon has closed the connection (it ended, or was killed)."""
+    return getattr(control, "gone", None) is not None
+
+
+def _followed_to_the_end(control: RunControl) -> int:
+    """How a follow ends: 0 when the run ended (or is going on); when its daemon went away
+    without ending it (killed), the run died: said on stderr, and ``wait``'s exit code for
+    such a run (130, interrupted), so that a script following it does not take it for a
+    run that ended as it should."""
+    if not _died(control):
+        return EXIT_OK
+    print(
+        f"orch-tui: run {control.run_dir.path.name} died: its daemon is gone, the run did not "
+        "end (orch-tui runs lists it as died)",
+        file=sys.stderr,
+    )
+    return DIED_EXIT_CODE
+
+
+def _died(control: RunControl) -> bool:
+    """Whether the run died, as its folder tells it once the daemon is gone: its end is not in
+    state.json (a daemon that ended the run wrote it there before it closed the connection)."""
+    if isinstance(control, RecordedRun):
+        return control.died
+    if not _gone(control):
+        return False
+    with RecordedRun.open(control.run_dir.path, daemon_gone=True) as recorded:
+        return recorded.died
 
 
 def _copy_log(run_dir: RunDir, step: str, offset: int, out: BinaryIO) -> int:
@@ -293,35 +327,43 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     if isinstance(control, RecordedRun):  # the file is the whole run
         _past_events(control.run_dir, args.since, None, out)
-        return EXIT_OK
+        return _followed_to_the_end(control) if args.follow else EXIT_OK
     live: queue.SimpleQueue[Event | RunState] = queue.SimpleQueue()
     if args.follow:
         control.subscribe(live.put, on_resync=live.put)
-    last = _past_events(control.run_dir, args.since, control.snapshot().seq, out)
+    gone = functools.partial(_gone, control)
+    last = _past_events(control.run_dir, args.since, control.snapshot().seq, out, gone)
     while args.follow:
         try:
             item = live.get(timeout=POLL_SECONDS)
         except queue.Empty:
-            if getattr(control, "gone", None) is not None:
+            if gone():
                 break
             continue
         if isinstance(item, RunState):  # a resync: the events it skipped are in the file
-            last = _past_events(control.run_dir, last, item.seq, out)
+            last = _past_events(control.run_dir, last, item.seq, out, gone)
         elif item.seq > last:
             out.write(encode_event(item) + b"\n")
             out.flush()
             last = item.seq
-    return EXIT_OK
+    return _followed_to_the_end(control) if args.follow else EXIT_OK
 
 
-def _past_events(run_dir: RunDir, after: int, upto: int | None, out: BinaryIO) -> int:
+def _past_events(
+    run_dir: RunDir,
+    after: int,
+    upto: int | None,
+    out: BinaryIO,
+    gone: Callable[[], bool] = lambda: False,
+) -> int:
     """Copy events.jsonl's lines with ``after`` < seq <= ``upto`` (None: to its end), waiting
-    (a while) for the file to hold them all; the last seq copied."""
+    (a while) for the file to hold them all, unless the daemon is ``gone``: a killed one never
+    writes what it had sent and not yet flushed; the last seq copied."""
     last = after
     deadline = time.monotonic() + EVENTS_FILE_PATIENCE
 
     def enough(seen: int) -> bool:
-        return upto is None or seen >= upto or time.monotonic() > deadline
+        return upto is None or seen >= upto or time.monotonic() > deadline or gone()
 
     for seq, line in _event_lines(run_dir, enough):
         if seq > after and (upto is None or seq <= upto):

@@ -185,7 +185,8 @@ def _daemon_state(run_dir: RunDir) -> RunState | None:
 
 
 def find_run(run: str | None, cwd: Path, *, or_newest: bool = False) -> Path:
-    """The folder of RUN (a run id of this workspace, or a run folder); without one, the
+    """The folder of RUN (a run id of this workspace, a unique beginning of one or its last
+    part alone, or a run folder); without one, the
     newest live run of the workspace, or with ``or_newest`` (a reader's command), when none is
     live, the newest run, said on stderr: ``--detach --exit-when-done`` then ``ctl wait`` must
     not fail because the run was quicker than the script."""
@@ -205,7 +206,31 @@ def find_run(run: str | None, cwd: Path, *, or_newest: bool = False) -> Path:
         return by_id
     if Path(run).is_dir():
         return Path(run)
+    matches = _ids_matching(run, runs_root(cwd)) if run and os.sep not in run else []
+    if len(matches) == 1:
+        return runs_root(cwd) / matches[0]
+    if matches:
+        raise UsageError(f"run {run} is ambiguous: {_listed(matches)}")
     raise UsageError(f"no run {run} in {runs_root(cwd)} (orch-tui runs lists them)")
+
+
+#: How many of the runs an ambiguous RUN matches its error names.
+AMBIGUOUS_SHOWN = 5
+
+
+def _ids_matching(given: str, root: Path) -> list[str]:
+    """The run ids under ``root`` (this workspace's only) that ``given`` begins, or whose last
+    part it is (``3f9c`` of ``20261129-141502-3f9c``: the part that tells apart the runs of a
+    day), newest first: a user types what ``runs`` shows, not a whole id."""
+    ids = (run_dir.path.name for run_dir in list_runs(root))
+    return sorted(
+        (i for i in ids if i.startswith(given) or i.rpartition("-")[2] == given), reverse=True
+    )
+
+
+def _listed(ids: list[str]) -> str:
+    more = len(ids) - AMBIGUOUS_SHOWN
+    return ", ".join(ids[:AMBIGUOUS_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def _say_newer(live: RunRow, newest: RunRow) -> None:
