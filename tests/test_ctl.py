@@ -260,11 +260,14 @@ def test_runs_lists_the_workspace_runs_newest_first(tmp_path):
 
 def test_runs_on_an_80_column_terminal_fits_a_row_a_line(tmp_path, tmux_socket):
     """A long recipe path and an `interrupted` status made a row wider than 80 columns, so every
-    row wrapped onto two lines: the history was unreadable where a user reads it."""
+    row wrapped onto two lines: the history was unreadable where a user reads it. The path is
+    cut by the columns a terminal draws (its CJK characters take two)."""
+    from tui.headless.table import cell_len
+
     nested = tmp_path / "nightly" / "builds"
     nested.mkdir(parents=True)
     long = write_recipe(
-        nested, "steps: [{name: one, type: shell, run: 'true'}]", "a_rather_long_name.yaml"
+        nested, "steps: [{name: one, type: shell, run: 'true'}]", "a_rather_long_name_名前.yaml"
     )
     short = write_recipe(tmp_path, "steps: [{name: one, type: shell, run: 'exit 3'}]", "short.yaml")
     assert run_cli(long, "--no-ui", cwd=tmp_path).returncode == 0
@@ -281,11 +284,11 @@ def test_runs_on_an_80_column_terminal_fits_a_row_a_line(tmp_path, tmux_socket):
         [newest, "short.yaml", "failed"],
         [older, lines[2].split()[1], "succeeded"],
     ]
-    assert lines[2].split()[1].startswith("…") and lines[2].split()[1].endswith("_long_name.yaml")
-    assert all(len(line) <= 80 and line.split()[-1] in ("LIVE", "no") for line in lines)
+    assert lines[2].split()[1].startswith("…") and lines[2].split()[1].endswith("_name_名前.yaml")
+    assert all(cell_len(line) <= 80 and line.split()[-1] in ("LIVE", "no") for line in lines)
     # to a pipe every cell is whole, for awk and grep
     piped = run_cli("runs", cwd=tmp_path).stdout
-    assert "nightly/builds/a_rather_long_name.yaml" in piped
+    assert "nightly/builds/a_rather_long_name_名前.yaml" in piped
 
 
 def test_client_command_names_are_never_recipes(tmp_path, past):

@@ -347,7 +347,17 @@ def _fitted(table: list[tuple[str, ...]], width: int) -> list[tuple[str, ...]]:
 
 
 def _cut_left(text: str, room: int) -> str:
-    return text if len(text) <= room else "…" + text[len(text) - room + 1 :]
+    """``text`` in ``room`` terminal columns, its beginning given up for "…" if need be (a
+    CJK character takes two columns)."""
+    from tui.headless.table import cell_len
+
+    if cell_len(text) <= room:
+        return text
+    start, used = len(text), 1  # the ellipsis
+    while start > 0 and used + cell_len(text[start - 1]) <= room:
+        start -= 1
+        used += cell_len(text[start])
+    return "…" + text[start:]
 
 
 def _shown_path(path: str, cwd: Path) -> str:
