@@ -71,7 +71,7 @@ def test_status_of_a_past_run(tmp_path, past):
 def test_status_columns_line_up_under_wide_step_names(tmp_path):
     """A step named in CJK (each character two columns wide) pushed the columns after it out of
     line by its length: they are placed by the width a terminal draws, as the run's own table."""
-    from tui.headless.table import cell_len
+    from tui.cells import cell_len
 
     recipe = write_recipe(
         tmp_path,
@@ -262,7 +262,7 @@ def test_runs_on_an_80_column_terminal_fits_a_row_a_line(tmp_path, tmux_socket):
     """A long recipe path and an `interrupted` status made a row wider than 80 columns, so every
     row wrapped onto two lines: the history was unreadable where a user reads it. The path is
     cut by the columns a terminal draws (its CJK characters take two)."""
-    from tui.headless.table import cell_len
+    from tui.cells import cell_len
 
     nested = tmp_path / "nightly" / "builds"
     nested.mkdir(parents=True)

@@ -334,30 +334,18 @@ def _cells(row: RunRow, now: float, cwd: Path, *, short: bool = False) -> tuple[
 def _fitted(table: list[tuple[str, ...]], width: int) -> list[tuple[str, ...]]:
     """The rows with the recipe cut from the left (its file name is the end worth keeping), so
     that a row fits in ``width`` columns (the recipe keeps at least its header's width)."""
+    from tui.cells import cell_len, crop_left
+
     others = sum(
-        max(len(cells[i]) for cells in [RUNS_HEADER, *table])
+        max(cell_len(cells[i]) for cells in [RUNS_HEADER, *table])
         for i in range(len(RUNS_HEADER))
         if i != RECIPE_COLUMN
     )
     room = max(width - others - 2 * (len(RUNS_HEADER) - 1), len(RUNS_HEADER[RECIPE_COLUMN]))
     return [
-        (*cells[:RECIPE_COLUMN], _cut_left(cells[RECIPE_COLUMN], room), *cells[RECIPE_COLUMN + 1 :])
+        (*cells[:RECIPE_COLUMN], crop_left(cells[RECIPE_COLUMN], room), *cells[RECIPE_COLUMN + 1 :])
         for cells in table
     ]
-
-
-def _cut_left(text: str, room: int) -> str:
-    """``text`` in ``room`` terminal columns, its beginning given up for "…" if need be (a
-    CJK character takes two columns)."""
-    from tui.headless.table import cell_len
-
-    if cell_len(text) <= room:
-        return text
-    start, used = len(text), 1  # the ellipsis
-    while start > 0 and used + cell_len(text[start - 1]) <= room:
-        start -= 1
-        used += cell_len(text[start])
-    return "…" + text[start:]
 
 
 def _shown_path(path: str, cwd: Path) -> str:

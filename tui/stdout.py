@@ -54,7 +54,7 @@ def tell_stderr(text: str) -> None:
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Aligned columns, two spaces apart, the header first (``sessions``, ``runs``, ``ctl
     status``): what a reader's eye and ``awk`` both take."""
-    from tui.headless.table import cell_len  # the columns a terminal draws (CJK: two a char)
+    from tui.cells import cell_len  # the columns a terminal draws (CJK: two a char)
 
     table = [header, *rows]
     widths = [max(cell_len(row[i]) for row in table) for i in range(len(header))]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from core.state import FAILURES, RunState, RunStatus, Status, StepState
 from core.steplog import read_tail
 from core.text import clean
+from tui.cells import cell_len
 from tui.format import (
     cause,
     display_path,
@@ -27,7 +28,7 @@ from tui.format import (
     worth_saying,
 )
 from tui.headless.echo import StepView
-from tui.headless.table import Cell, Table, cell_len
+from tui.headless.table import Cell, Table
 from tui.headless.terminal import Printer
 
 if TYPE_CHECKING:

@@ -11,13 +11,13 @@ box (``|`` between cells, ``-+-`` under the header). ``live.RichPrinter`` draws 
 from __future__ import annotations
 
 import re
-import unicodedata
 
 import msgspec
 
+from tui.cells import ELLIPSIS, cell_len, crop
+
 #: a cell: its text and its Rich style
 Cell = tuple[str, str]
-ELLIPSIS = "…"
 
 
 class Table(msgspec.Struct):
@@ -63,42 +63,15 @@ def render_plain(table: Table, *, ascii_box: bool) -> list[str]:
     return lines
 
 
-def cell_len(text: str) -> int:
-    """Terminal cells ``text`` takes: East Asian wide and full-width characters two,
-    combining marks none."""
-    if text.isascii():
-        return len(text)
-    return sum(_char_cells(char) for char in text)
-
-
-def _char_cells(char: str) -> int:
-    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
-        return 0
-    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-
-
 def _fit(text: str, width: int, justify: str) -> str:
     """``text`` in exactly ``width`` cells: cut with an ellipsis, padded on the side
     ``justify`` leaves free."""
     size = cell_len(text)
     if size > width:
-        text = _crop(text, width - 1) + ELLIPSIS
+        text = crop(text, width - 1) + ELLIPSIS
         size = cell_len(text)
     room = " " * max(0, width - size)
     return room + text if justify == "right" else text + room
-
-
-def _crop(text: str, width: int) -> str:
-    """The start of ``text`` that fits ``width`` cells, padded with a space where a wide
-    character did not fit."""
-    kept, used = [], 0
-    for char in text:
-        cells = _char_cells(char)
-        if used + cells > width:
-            break
-        kept.append(char)
-        used += cells
-    return "".join(kept) + " " * (width - used)
 
 
 _WORD = re.compile(r"\s*\S+\s*")
@@ -117,7 +90,7 @@ def _wrap(text: str, width: int) -> list[str]:
             lines.append(line)
             line = ""
         while cell_len(word.rstrip()) > width:
-            piece = _crop(word, width).rstrip()
+            piece = crop(word, width).rstrip()
             lines.append(piece)
             word = word[len(piece) :]
         line = word
