@@ -658,7 +658,8 @@ class Runner:
             # A blocked step stays blocked: the failure kept it from running, not the stop.
             if run.state.status == Status.PENDING:
                 run.state.status, run.retry_due, run.restarting = Status.CANCELLED, False, False
-                self._emit_status(run, note)
+                run.state.reason = note  # kept in state.json too: ctl status and runs say it
+                self._emit_status(run)
             elif run.execution is not None:
                 self._stop(run, Status.CANCELLED, note, sig)
         self.store.state_changed()
@@ -702,7 +703,8 @@ class Runner:
             elif run.state.status == Status.PENDING:
                 self._cut_short = True
                 run.state.status, run.retry_due = Status.CANCELLED, False
-                self._emit_status(run, "the run was closed before it started")
+                run.state.reason = "the run was closed before it started"
+                self._emit_status(run)
         self.store.state_changed()
 
     # ------------------------------------------------------------------ finishing

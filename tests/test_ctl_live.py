@@ -262,6 +262,29 @@ def test_the_steps_a_stopped_run_cut_short_say_what_stopped_it(tmp_path, daemons
     assert sleeper.endswith(note)
 
 
+def test_a_pending_step_a_stopped_run_cancels_keeps_why_in_its_state(tmp_path, daemons):
+    """Its note was only in its event: state.json, and so `ctl status`, gave no reason for a
+    step that never ran."""
+    recipe = """
+steps:
+  - {name: sleeper, type: shell, run: 'exec sleep 60'}
+  - {name: later, type: shell, run: 'true', depends_on: [sleeper]}
+"""
+    daemon = detach(tmp_path, daemons, recipe)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    assert ctl(tmp_path, daemon.run_id, "stop-run").returncode == 0
+    assert_gone([daemon.pid], 30)
+
+    later = read_state(daemon.run_dir)["steps"]["later"]
+    assert (later["status"], later["reason"]) == ("cancelled", "run stopped (stop-run)")
+    [row] = [
+        row
+        for row in ctl(tmp_path, daemon.run_id, "status").stdout.splitlines()[2:]
+        if row.startswith("later ")
+    ]
+    assert row.endswith("run stopped (stop-run)")
+
+
 TICKER = """
 steps:
   - name: ticker

@@ -188,8 +188,9 @@ def _live_pid(state_path: Path) -> int | None:
 
 
 def _daemon_listens(run: Path) -> bool:
-    """Whether a run daemon serves this folder: a daemon binds its socket before its run's
-    first state.json, so a folder without one may be a run that has just started."""
+    """Whether a run daemon serves this folder: its run is in use, whatever its state.json
+    says (a finished run's daemon serves attach and ctl until closed), and a folder without
+    one yet may be a run that has just started (a daemon binds its socket first)."""
     from tui.runs import daemon_listens
 
     try:
