@@ -820,6 +820,8 @@ class Runner:
             fields = {k: v for k, v in event.to_dict().items() if k not in _NOT_DEBUG_FIELDS}
             _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)
+        if isinstance(event, ev.RunMessage):  # kept: a client attaching later shows it too
+            event.apply_to(self.run_state)
         self.run_state.seq = event.seq
 
     def _emit_step(self, kind: type[ev.StepEvent], run: StepRun, **fields: Any) -> None:

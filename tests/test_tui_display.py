@@ -15,8 +15,10 @@ from rich.cells import cell_len
 from textual.geometry import Region
 
 from tests import tui_helpers
+from tests.conftest import make_runner
 from tests.tui_helpers import (
     SIZE,
+    close_runner,
     footer_keys,
     footer_row,
     main_pane,
@@ -481,3 +483,40 @@ async def test_the_sessions_screen_draws_its_keys_as_compact_as_the_steps_screen
         row = await footer_row(pilot)
         assert "palette" not in row
         assert "a Attach esc Back f5 Refresh" in row  # compact: one space between keys
+
+
+# ------------------------------------------------------------------------------ the run's notes
+async def test_what_the_run_said_before_the_app_attached_is_shown(tmp_path):
+    """The app on a run daemon attaches once the run has started: what the runner said as it
+    started (a `where: cluster` step running locally, the run a resume took its ctx from) was
+    in the snapshot the app began from, not among the events it gets, and never shown."""
+    from core.client import connect
+    from core.control import LocalControl
+    from core.server import RunServer
+    from tui.app import make_app
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: far, type: shell, where: cluster, cmd: sleep, args: ["100"]}
+        """,
+        interactive=True,
+    )
+    server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id)
+    server.start()
+    runner.start()
+    control = connect(tmp_path / "run", client="tui")
+    try:
+        app = make_app(control, detachable=True)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await until(
+                pilot,
+                lambda: any("runs locally" in row for row in screen_lines(app)),
+                what="the run's warning on screen",
+            )
+    finally:
+        control.close()
+        close_runner(runner)
+        server.close(str(runner.status), runner.exit_code)
+        runner.rundir.close()

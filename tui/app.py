@@ -213,7 +213,12 @@ class OrchApp(App[int]):
     def _follow(self, run: RunState, *, every: bool = False) -> None:
         """Start from this snapshot (as the app subscribes, and on a resync): the counts and
         live steps from it, and every row that is not pending drawn (a pending one is
-        already, unless ``every``: a resync's rows were drawn from an older state)."""
+        already, unless ``every``: a resync's rows were drawn from an older state). What the
+        run said that this app has not shown (before it attached, or while it fell behind) is
+        shown now: those messages come as no event."""
+        for note in run.messages:
+            if note.seq > self._run.seq or not every:
+                self._say(note.level, note.text)
         self._run = run
         self._counts, self._live = {}, set()
         for name, state in run.steps.items():
@@ -261,11 +266,7 @@ class OrchApp(App[int]):
             elif isinstance(event, ev.ResourcesSampled):
                 samples.append(event)
             elif isinstance(event, ev.RunMessage):
-                self.notify(
-                    clean(event.text),  # it may quote a step's words: no escapes, no markup
-                    severity="warning" if event.level != "info" else "information",
-                    markup=False,
-                )
+                self._say(event.level, event.text)
             elif isinstance(event, RUN_EVENTS):
                 run_changed = True
         self._redraw_rows(run_changed)
@@ -283,6 +284,14 @@ class OrchApp(App[int]):
             self._ctx_refreshed = time.monotonic()
             self.query_one(CtxInspector).refresh_keys()
         self._refresh_header()
+
+    def _say(self, level: str, text: str) -> None:
+        """A message of the run's, as a toast."""
+        self.notify(
+            clean(text),  # it may quote a step's words: no escapes, no markup
+            severity="warning" if level != "info" else "information",
+            markup=False,
+        )
 
     def _step_changed(self, name: str, old: Status, new: Status) -> None:
         """A step's new state in the counts and the live set; its row is due."""
