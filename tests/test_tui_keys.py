@@ -627,6 +627,25 @@ async def test_an_empty_log_says_why(orch, tmp_path: Path):
         await until(pilot, lambda: _first_line(pane) == "no output", what="later: no output")
 
 
+async def test_a_step_that_never_ran_says_why_it_was_skipped(orch):
+    """A step --skip, --only or a resume passed over: its empty log says why, as the headless
+    summary does; it said "no output", as if it had run, and nothing on screen said why."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: kept, type: shell, run: 'true'}
+          - {name: left, type: shell, run: 'true'}
+        """,
+        skip=["left"],
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until_status(pilot, runner, "kept", "succeeded")
+        await pilot.press("down")
+        await until_status(pilot, runner, "left", "skipped")
+        await until(pilot, lambda: _first_line(pane) == "skipped: --skip", what=_first_line(pane))
+
+
 async def test_a_step_that_did_not_succeed_says_how_it_ended_above_its_log(orch, tmp_path: Path):
     """Its exit code, its timeout or its error beside its name: the log alone may say nothing
     (no output), and the tree only marks it. ``ctl status`` and the headless summary said it;

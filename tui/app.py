@@ -424,6 +424,9 @@ class OrchApp(App[int]):
             return f"{state.status}: no output yet"
         if state.status in ACTIVE:
             return "waiting for output…"
+        if state.status == Status.SKIPPED and state.reason:  # --skip, --only, a resume, `s`
+            reason = state.reason
+            return reason if reason.startswith("skipped") else f"skipped: {reason}"
         return "no output"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
