@@ -553,6 +553,7 @@ async def test_slash_from_the_step_tree_searches_the_selected_log(orch, tmp_path
         pane = main_pane(app)
         await until(pilot, lambda: pane.lines[-1:] == ["run 1 line 300"], what="the log")
         assert app.focused is _tree(app)  # where the app opens
+        assert "n" not in footer_keys(app)  # no search: nothing to go to
 
         await pilot.press("slash")
         await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
@@ -566,6 +567,8 @@ async def test_slash_from_the_step_tree_searches_the_selected_log(orch, tmp_path
         assert subtitle.endswith("End to follow") and not pane.follow
 
         assert app.focused is _tree(app)
+        # the footer offers n while a search is on, with the tree focused too (where `/` was)
+        await until(pilot, lambda: "n" in footer_keys(app), what="n in the footer")
         await pilot.press("n")  # from the tree too: the next match upwards
         await until(pilot, lambda: pane.lines[pane._match] == "run 1 line 128", what="n")
         await pilot.press("N")

@@ -85,7 +85,7 @@ class OrchApp(App[int]):
         Binding("c", "toggle_ctx", "ctx", show=False),
         # the log pane has these keys too; here they reach it from the step tree
         Binding("slash", "search", "Search", show=False),
-        Binding("n", "next_match", "Next match", show=False),
+        Binding("n", "next_match", "Next match"),  # shown while a search is on (check_action)
         Binding("N", "previous_match", "Prev match", show=False),
         Binding("w", "toggle_wrap", "Wrap", show=False),
         # a past run (read-only): the keys that would change it say why they do nothing
@@ -439,6 +439,8 @@ class OrchApp(App[int]):
             return False
         if action in ("pin", "unpin"):
             return self._selected_is_pinned() == (action == "unpin")
+        if action in ("next_match", "previous_match"):  # while the pane they act on searches
+            return self._search_pane().check_action(action, parameters)
         return True
 
     def action_read_only(self) -> None:
