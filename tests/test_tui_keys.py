@@ -370,6 +370,35 @@ async def test_quit_when_nothing_runs_exits_at_once(orch):
     assert runner.finished and runner.exit_code == 0
 
 
+async def test_once_quitting_no_screen_opens_over_the_ending_app(orch, tmp_path: Path):
+    """`q`, `y`: while the run stops (a step taking its grace), `?`, `S`, `/` and the palette
+    open nothing: the app is ending. A help screen opened as it exited crashed it with a
+    traceback (``orch-tui`` attached to a run daemon, `?` typed right after `y`)."""
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    stopping = tmp_path / "stopping"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: slow_to_stop
+            type: shell
+            run: trap 'touch {stopping}; sleep 1; exit 0' TERM; sleep 100 & wait
+            grace: 5
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "slow_to_stop", "running")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.press("y")
+        await until(pilot, stopping.exists, what="the step stopping")
+        for key in ("question_mark", "S", "slash", "ctrl+p"):
+            await pilot.press(key)
+            assert app.screen is app.screen_stack[0], f"{key} opened {app.screen}"
+        await until(pilot, lambda: not app.is_running, 10, "the app to exit")
+    assert app.return_value == 130  # closed before its foreground step was done
+
+
 # ------------------------------------------------------------------------------ ?, p
 async def test_help_opens_and_escape_closes(orch):
     from tui.screens.help import HelpScreen

@@ -95,6 +95,9 @@ class OrchApp(App[int]):
     MAIN_SCREEN_ACTIONS = frozenset(
         {"pin", "unpin", "toggle_ctx", "search", "next_match", "previous_match", "toggle_wrap"}
     )
+    #: actions that open a screen: none once the app is ending (`y`: one opened as it exits
+    #: is composed no more, and crashed it)
+    SCREEN_ACTIONS = frozenset({"help", "sessions", "search", "command_palette"})
     #: what ``exit`` returns after ``d``: the run goes on (``detached`` says so too)
     DETACHED = 0
 
@@ -435,6 +438,8 @@ class OrchApp(App[int]):
             return self.read_only
         if action == "detach":
             return self.detachable
+        if action in self.SCREEN_ACTIONS and self._quitting:
+            return False
         if action in self.MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0]:
             return False
         if action in ("pin", "unpin"):
