@@ -95,8 +95,8 @@ class OrchApp(App[int]):
     MAIN_SCREEN_ACTIONS = frozenset(
         {"pin", "unpin", "toggle_ctx", "search", "next_match", "previous_match", "toggle_wrap"}
     )
-    #: actions that open a screen: none once the app is ending (`y`: one opened as it exits
-    #: is composed no more, and crashed it)
+    #: actions that open a screen: none once the app is ending (`y`, `d`: one opened as it
+    #: exits is composed no more, and crashed it)
     SCREEN_ACTIONS = frozenset({"help", "sessions", "search", "command_palette"})
     #: what ``exit`` returns after ``d``: the run goes on (``detached`` says so too)
     DETACHED = 0
@@ -438,7 +438,7 @@ class OrchApp(App[int]):
             return self.read_only
         if action == "detach":
             return self.detachable
-        if action in self.SCREEN_ACTIONS and self._quitting:
+        if action in self.SCREEN_ACTIONS and (self._quitting or self.detached):
             return False
         if action in self.MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0]:
             return False
