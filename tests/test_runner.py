@@ -739,6 +739,27 @@ def test_expose_of_a_key_the_ctx_does_not_hold_fails_the_step_naming_it(tmp_path
     assert not (tmp_path / "show.ran").exists(), "the step must not run without its variable"
 
 
+def test_expose_of_a_value_too_big_for_an_environment_variable_names_the_key(tmp_path):
+    """Linux holds at most 128 KiB in one environment variable: a bigger exposed value failed
+    the step with "bash: Argument list too long", though the step has no argument list. The
+    reason names the key and its size; a value within the limit is exposed whole."""
+    rows = list(range(30000))  # 168,891 bytes of JSON
+    result = run_recipe(
+        tmp_path,
+        f"""
+        ctx: {{rows: {rows}, near: "{"x" * 130000}"}}
+        steps:
+          - {{name: show, type: shell, expose: [rows], run: "touch show.ran"}}
+          - {{name: fits, type: shell, expose: [near], run: 'test ${{#near}} = 130000', depends_on: []}}
+        """,
+    )
+    show = result.steps["show"]
+    assert show["status"] == "failed"
+    assert "expose: ctx['rows'] is 168,891 bytes as an environment variable" in show["reason"]
+    assert not (tmp_path / "show.ran").exists()
+    assert result.steps["fits"]["status"] == "succeeded", result.log("fits")
+
+
 def test_ctx_out_key_value_lines_and_json_object(tmp_path):
     result = run_recipe(
         tmp_path,
