@@ -726,6 +726,8 @@ class Runner:
             # The app stays open for retries, but the run is over once nothing runs any more.
             if not services:
                 self._record_end()
+            elif self.run_state.ended is not None:
+                self._reopen()  # a service started again (`r` after `k`): the run goes on
             return
         if self.keep_alive and services:
             return

@@ -1498,6 +1498,8 @@ def test_interactive_run_ends_once_every_step_has_and_a_retry_reopens_it(tmp_pat
 
 
 def test_interactive_run_with_a_ready_background_step_is_not_over(tmp_path, runners):
+    """A service still up keeps the run going; stopped (`k`), the run is over; started again
+    (`r`), the run runs again."""
     runner = make_runner(
         tmp_path,
         """
@@ -1515,6 +1517,16 @@ def test_interactive_run_with_a_ready_background_step_is_not_over(tmp_path, runn
     assert read_state(runner.run_dir)["status"] == "running"
     runner.stop_step("bg")
     wait_for(lambda: read_state(runner.run_dir)["status"] == "succeeded", message="over")
+    # `r` on the stopped service: it is up again, and so is the run (state.json said it was
+    # over, with an end time, while the service ran again, and the app's header with it)
+    runner.retry("bg")
+    wait_for(lambda: _status(runner, "bg") == "ready", message="bg up again")
+    state = wait_for(
+        lambda: (s := read_state(runner.run_dir))["status"] == "running" and s,
+        message="the run running again in state.json",
+    )
+    assert state["ended"] is None and state["exit_code"] is None
+    assert "run_reopened" in [e["type"] for e in read_events(runner.run_dir)]
     runner.close()
     assert runner.wait(10) == 0
 
