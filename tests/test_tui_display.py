@@ -315,6 +315,8 @@ async def test_every_key_the_footer_shows_fits_at_80_and_100_columns(orch, scree
         assert "n" not in footer_keys(app)  # no search: nothing to step through
         await pilot.press("slash", "x", "enter")
         await _every_key_whole(pilot, {"end", "slash", "n", "w", *app_keys})
+        await pilot.press("shift+tab")  # the tree again: its keys and n, the search still on
+        await _every_key_whole(pilot, {"s", "r", "a", "n", *app_keys})
 
 
 # ------------------------------------------------------------------------------ the step tree

@@ -85,7 +85,7 @@ class OrchApp(App[int]):
         Binding("c", "toggle_ctx", "ctx", show=False),
         # the log pane has these keys too; here they reach it from the step tree
         Binding("slash", "search", "Search", show=False),
-        Binding("n", "next_match", "Next match"),  # shown while a search is on (check_action)
+        Binding("n", "next_match", "Next"),  # shown while a search is on (check_action)
         Binding("N", "previous_match", "Prev match", show=False),
         Binding("w", "toggle_wrap", "Wrap", show=False),
         # a past run (read-only): the keys that would change it say why they do nothing
