@@ -18,6 +18,8 @@ dashboard) can ask for only what changed since it last looked (``changed_since``
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
@@ -366,6 +368,26 @@ class ExposeError(ValueError):
     """A key named in ``expose:`` that the ctx does not hold."""
 
 
+def _env_entry_limit() -> int | None:
+    """The bytes Linux takes in one environment entry (``KEY=VALUE`` and its NUL): 32 pages,
+    MAX_ARG_STRLEN. Past it exec fails with E2BIG, "Argument list too long"."""
+    return 32 * os.sysconf("SC_PAGE_SIZE") if sys.platform.startswith("linux") else None
+
+
+ENV_ENTRY_LIMIT = _env_entry_limit()
+
+
+def _check_env_size(key: str, text: str) -> None:
+    """A value one environment variable cannot hold fails the step naming it: exec's own error
+    ("bash: Argument list too long") names neither the key nor the environment."""
+    size = len(text.encode("utf-8", "surrogateescape"))
+    if ENV_ENTRY_LIMIT is not None and len(key.encode()) + size + 2 > ENV_ENTRY_LIMIT:
+        raise ContextValueError(
+            f"expose: ctx[{key!r}] is {size:,} bytes as an environment variable, more than the "
+            f"{ENV_ENTRY_LIMIT:,} one may hold: write it to a file and expose the file's path"
+        )
+
+
 def expose_for_shell(ctx: Context | dict[str, Any], keys: Iterable[str]) -> dict[str, str]:
     """Environment entries for the given ctx keys.
 
@@ -385,5 +407,6 @@ def expose_for_shell(ctx: Context | dict[str, Any], keys: Iterable[str]) -> dict
         text = shell_value(value)
         if "\x00" in text:
             raise ContextValueError(f"ctx[{key!r}] holds a NUL byte: it cannot be exported")
+        _check_env_size(key, text)
         env[key] = text
     return env

@@ -24,7 +24,7 @@ from typing import Any, Union
 
 import msgspec
 
-from core.state import Health, RunState, RunStatus, Status, StepState
+from core.state import KEPT_MESSAGES, Health, RunNote, RunState, RunStatus, Status, StepState
 
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True):
@@ -175,6 +175,11 @@ class RunMessage(Event, tag="message"):
     level: str
     text: str
     step: str | None = None
+
+    def apply_to(self, run: RunState) -> None:
+        """Kept (the newest few) in a new list: snapshots share the one they were given."""
+        note = RunNote(level=self.level, text=self.text, step=self.step, ts=self.ts, seq=self.seq)
+        run.messages = [*run.messages[1 - KEPT_MESSAGES :], note]
 
 
 class RunClosing(Event, tag="run_closing"):

@@ -731,6 +731,8 @@ class Runner:
             # The app stays open for retries, but the run is over once nothing runs any more.
             if not services:
                 self._record_end()
+            elif self.run_state.ended is not None:
+                self._reopen()  # a service started again (`r` after `k`): the run goes on
             return
         if self.keep_alive and services:
             return
@@ -825,6 +827,8 @@ class Runner:
             fields = {k: v for k, v in event.to_dict().items() if k not in _NOT_DEBUG_FIELDS}
             _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)
+        if isinstance(event, ev.RunMessage):  # kept: a client attaching later shows it too
+            event.apply_to(self.run_state)
         self.run_state.seq = event.seq
 
     def _emit_step(self, kind: type[ev.StepEvent], run: StepRun, **fields: Any) -> None:

@@ -156,6 +156,22 @@ class StepState(msgspec.Struct, kw_only=True, gc=False):
         return None
 
 
+#: the newest messages a run keeps in its state (RunState.messages)
+KEPT_MESSAGES = 50
+
+
+class RunNote(msgspec.Struct, kw_only=True, gc=False):
+    """A message the runner gave the user (a ``message`` event), kept in the run's state: a
+    client that attaches once it was said (the app on a run daemon, ``attach``) still shows
+    it. ``seq``: its event's, so a client tells the ones it has shown from those it has not."""
+
+    level: str
+    text: str
+    step: str | None = None
+    ts: float
+    seq: int
+
+
 class RunState(msgspec.Struct, kw_only=True):
     """The run: state.json, and the snapshot a client starts its mirror from.
 
@@ -179,6 +195,7 @@ class RunState(msgspec.Struct, kw_only=True):
     seq: int = 0
     ctx_version: int = 0
     steps: dict[str, StepState] = {}
+    messages: list[RunNote] = []  # the newest KEPT_MESSAGES, oldest first
 
     # -- state.json and snapshots ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class Run:
         self.ts += dt
         return self.ts
 
-    def start(self, steps=STEPS) -> None:
+    def start(self, steps=STEPS, name: str = "demo") -> None:
         self.states = {
             name: StepState(
                 name=name,
@@ -92,7 +92,7 @@ class Run:
         state = RunState(
             run_id="20261125-120000-abcd",
             recipe="/work/recipes/demo.yaml",
-            name="demo",
+            name=name,
             run_dir=str(self.run_dir.path),
             pid=1,
             status="running",
@@ -620,6 +620,22 @@ def _live_drawn(run: Run, width: int = 120) -> str:
     screen = Console(file=io.StringIO(), width=width, height=40, color_system=None)
     screen.print(run.reporter._render_live())
     return screen.file.getvalue()
+
+
+def test_tty_live_view_header_is_one_row_naming_the_recipe(tmp_path: Path) -> None:
+    """The live view's top row names the recipe by its `name:`, as the summary under it does
+    (it said the file's stem, `demo`, until the last frame), and stays one row at 80 columns:
+    a long name is cut, the run id and the counts kept (the last frame, left on the terminal,
+    wrapped its figures onto a second row)."""
+    run = Run(tmp_path / "run", tty=True, width=80)
+    run.start(name="nightly build, tests and the live dashboard of the lab")
+    run.step(StepStarted, "build", attempt=1, pid=1)
+    run.step(StepFinished, "build", status="failed", attempt=1, exit_code=1)
+    rows = _live_drawn(run, width=80).splitlines()
+    assert rows[0].startswith("nightly build, tests") and "…" in rows[0], rows[:2]
+    assert "20261125-120000-abcd · 0/5 done · 1 failed · " in rows[0], rows[0]
+    assert rows[1].split()[1] == "build", rows[:2]  # the first step's row, not the header's end
+    run.close(state_for(run, {"build": {"status": "failed", "exit_code": 1}}, status="failed"))
 
 
 def _step_row(drawn: str, name: str) -> str:

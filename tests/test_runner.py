@@ -739,6 +739,27 @@ def test_expose_of_a_key_the_ctx_does_not_hold_fails_the_step_naming_it(tmp_path
     assert not (tmp_path / "show.ran").exists(), "the step must not run without its variable"
 
 
+def test_expose_of_a_value_too_big_for_an_environment_variable_names_the_key(tmp_path):
+    """Linux holds at most 128 KiB in one environment variable: a bigger exposed value failed
+    the step with "bash: Argument list too long", though the step has no argument list. The
+    reason names the key and its size; a value within the limit is exposed whole."""
+    rows = list(range(30000))  # 168,891 bytes of JSON
+    result = run_recipe(
+        tmp_path,
+        f"""
+        ctx: {{rows: {rows}, near: "{"x" * 130000}"}}
+        steps:
+          - {{name: show, type: shell, expose: [rows], run: "touch show.ran"}}
+          - {{name: fits, type: shell, expose: [near], run: 'test ${{#near}} = 130000', depends_on: []}}
+        """,
+    )
+    show = result.steps["show"]
+    assert show["status"] == "failed"
+    assert "expose: ctx['rows'] is 168,891 bytes as an environment variable" in show["reason"]
+    assert not (tmp_path / "show.ran").exists()
+    assert result.steps["fits"]["status"] == "succeeded", result.log("fits")
+
+
 def test_ctx_out_key_value_lines_and_json_object(tmp_path):
     result = run_recipe(
         tmp_path,
@@ -1477,6 +1498,8 @@ def test_interactive_run_ends_once_every_step_has_and_a_retry_reopens_it(tmp_pat
 
 
 def test_interactive_run_with_a_ready_background_step_is_not_over(tmp_path, runners):
+    """A service still up keeps the run going; stopped (`k`), the run is over; started again
+    (`r`), the run runs again."""
     runner = make_runner(
         tmp_path,
         """
@@ -1494,6 +1517,16 @@ def test_interactive_run_with_a_ready_background_step_is_not_over(tmp_path, runn
     assert read_state(runner.run_dir)["status"] == "running"
     runner.stop_step("bg")
     wait_for(lambda: read_state(runner.run_dir)["status"] == "succeeded", message="over")
+    # `r` on the stopped service: it is up again, and so is the run (state.json said it was
+    # over, with an end time, while the service ran again, and the app's header with it)
+    runner.retry("bg")
+    wait_for(lambda: _status(runner, "bg") == "ready", message="bg up again")
+    state = wait_for(
+        lambda: (s := read_state(runner.run_dir))["status"] == "running" and s,
+        message="the run running again in state.json",
+    )
+    assert state["ended"] is None and state["exit_code"] is None
+    assert "run_reopened" in [e["type"] for e in read_events(runner.run_dir)]
     runner.close()
     assert runner.wait(10) == 0
 

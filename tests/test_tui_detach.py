@@ -19,7 +19,7 @@ from tests.conftest import (
     wait_for,
     write_recipe,
 )
-from tests.tui_helpers import SIZE, TmuxApp, close_runner, footer_keys, until
+from tests.tui_helpers import SIZE, TmuxApp, close_runner, footer_keys, send_key, until
 
 # a fixture (a plain assignment, so the test functions' arguments do not shadow an import)
 orch = tui_helpers.orch
@@ -68,6 +68,24 @@ async def test_d_detaches_and_the_run_goes_on(served, keys):
     assert app.detached
     assert runner.snapshot().steps["sleeper"].status == "running"
     assert not runner.finished
+
+
+async def test_keys_typed_after_d_open_nothing_over_the_leaving_app(served):
+    """`d` then `?` (typed fast, or pasted): the app leaves, with no screen opened over it as it
+    goes. A help screen pushed as the app exited was composed no more and crashed it with a
+    traceback (seen 2 in 3 times in tmux)."""
+    from tui.app import make_app
+
+    runner, control = served
+    app = make_app(control, detachable=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app._run.steps["sleeper"].status == "running", 10, "running")
+        for key in ("d", "question_mark", "S", "slash"):  # in the queue before d is handled
+            send_key(app, key)
+        await until(pilot, lambda: not app.is_running, 10, "the app to exit")
+        assert app.screen_stack[-1] is app.screen_stack[0], app.screen_stack
+    assert app.detached and app.return_value == app.DETACHED
+    assert runner.snapshot().steps["sleeper"].status == "running"
 
 
 async def test_an_in_process_run_offers_no_detach(orch):

@@ -15,8 +15,10 @@ from rich.cells import cell_len
 from textual.geometry import Region
 
 from tests import tui_helpers
+from tests.conftest import make_runner
 from tests.tui_helpers import (
     SIZE,
+    close_runner,
     footer_keys,
     footer_row,
     main_pane,
@@ -313,6 +315,8 @@ async def test_every_key_the_footer_shows_fits_at_80_and_100_columns(orch, scree
         assert "n" not in footer_keys(app)  # no search: nothing to step through
         await pilot.press("slash", "x", "enter")
         await _every_key_whole(pilot, {"end", "slash", "n", "w", *app_keys})
+        await pilot.press("shift+tab")  # the tree again: its keys and n, the search still on
+        await _every_key_whole(pilot, {"s", "r", "a", "n", *app_keys})
 
 
 # ------------------------------------------------------------------------------ the step tree
@@ -408,6 +412,42 @@ async def test_a_name_too_long_for_the_log_title_is_whole_on_the_panes_top_rows(
         await until(pilot, lambda: rows()[0].strip() == "hi", what="short's log on top")
 
 
+async def test_a_head_that_comes_as_the_step_ends_keeps_the_logs_last_lines_in_view(orch, tmp_path):
+    """A name the title holds while the step runs, but not once how it ended is beside it
+    (`k`, a failure): the head's rows come then, and the following pane still shows the log's
+    last line. They hid its last two lines, the pane saying "following", with no output left
+    to come that would scroll it."""
+    name = "a_step_name_of_twenty_six"
+    flag = tmp_path / "fail-now"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: {name}
+            type: shell
+            run: seq 1 50; while [ ! -e {flag} ]; do sleep 0.05; done; exit 3
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines and pane.lines[-1] == "50", what="the log")
+
+        def last_row() -> str:
+            box = pane.scrollable_content_region
+            return screen_lines(app)[box.bottom - 1][box.x : box.right].strip()
+
+        await until(pilot, lambda: last_row() == "50", what="50 on the pane's last row")
+        assert not any(row.startswith("╌") for row in screen_lines(app)), "a head already"
+        flag.touch()
+        await until_status(pilot, runner, name, "failed")
+        await until(
+            pilot,
+            lambda: any(f"{name}·failed" in row.replace(" ", "") for row in screen_lines(app)),
+            what="the head with how it ended",
+        )
+        await pilot.pause()
+        assert pane.follow and last_row() == "50", last_row()
+
+
 # ------------------------------------------------------------------------------ the quit dialog
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
@@ -445,3 +485,40 @@ async def test_the_sessions_screen_draws_its_keys_as_compact_as_the_steps_screen
         row = await footer_row(pilot)
         assert "palette" not in row
         assert "a Attach esc Back f5 Refresh" in row  # compact: one space between keys
+
+
+# ------------------------------------------------------------------------------ the run's notes
+async def test_what_the_run_said_before_the_app_attached_is_shown(tmp_path):
+    """The app on a run daemon attaches once the run has started: what the runner said as it
+    started (a `where: cluster` step running locally, the run a resume took its ctx from) was
+    in the snapshot the app began from, not among the events it gets, and never shown."""
+    from core.client import connect
+    from core.control import LocalControl
+    from core.server import RunServer
+    from tui.app import make_app
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: far, type: shell, where: cluster, cmd: sleep, args: ["100"]}
+        """,
+        interactive=True,
+    )
+    server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id)
+    server.start()
+    runner.start()
+    control = connect(tmp_path / "run", client="tui")
+    try:
+        app = make_app(control, detachable=True)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await until(
+                pilot,
+                lambda: any("runs locally" in row for row in screen_lines(app)),
+                what="the run's warning on screen",
+            )
+    finally:
+        control.close()
+        close_runner(runner)
+        server.close(str(runner.status), runner.exit_code)
+        runner.rundir.close()

@@ -370,6 +370,35 @@ async def test_quit_when_nothing_runs_exits_at_once(orch):
     assert runner.finished and runner.exit_code == 0
 
 
+async def test_once_quitting_no_screen_opens_over_the_ending_app(orch, tmp_path: Path):
+    """`q`, `y`: while the run stops (a step taking its grace), `?`, `S`, `/` and the palette
+    open nothing: the app is ending. A help screen opened as it exited crashed it with a
+    traceback (``orch-tui`` attached to a run daemon, `?` typed right after `y`)."""
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    stopping = tmp_path / "stopping"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: slow_to_stop
+            type: shell
+            run: trap 'touch {stopping}; sleep 1; exit 0' TERM; sleep 100 & wait
+            grace: 5
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "slow_to_stop", "running")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.press("y")
+        await until(pilot, stopping.exists, what="the step stopping")
+        for key in ("question_mark", "S", "slash", "ctrl+p"):
+            await pilot.press(key)
+            assert app.screen is app.screen_stack[0], f"{key} opened {app.screen}"
+        await until(pilot, lambda: not app.is_running, 10, "the app to exit")
+    assert app.return_value == 130  # closed before its foreground step was done
+
+
 # ------------------------------------------------------------------------------ ?, p
 async def test_help_opens_and_escape_closes(orch):
     from tui.screens.help import HelpScreen
@@ -553,6 +582,7 @@ async def test_slash_from_the_step_tree_searches_the_selected_log(orch, tmp_path
         pane = main_pane(app)
         await until(pilot, lambda: pane.lines[-1:] == ["run 1 line 300"], what="the log")
         assert app.focused is _tree(app)  # where the app opens
+        assert "n" not in footer_keys(app)  # no search: nothing to go to
 
         await pilot.press("slash")
         await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
@@ -566,6 +596,8 @@ async def test_slash_from_the_step_tree_searches_the_selected_log(orch, tmp_path
         assert subtitle.endswith("End to follow") and not pane.follow
 
         assert app.focused is _tree(app)
+        # the footer offers n while a search is on, with the tree focused too (where `/` was)
+        await until(pilot, lambda: "n" in footer_keys(app), what="n in the footer")
         await pilot.press("n")  # from the tree too: the next match upwards
         await until(pilot, lambda: pane.lines[pane._match] == "run 1 line 128", what="n")
         await pilot.press("N")
@@ -625,6 +657,25 @@ async def test_an_empty_log_says_why(orch, tmp_path: Path):
         go.write_text("")
         await until_status(pilot, runner, "later", "succeeded")
         await until(pilot, lambda: _first_line(pane) == "no output", what="later: no output")
+
+
+async def test_a_step_that_never_ran_says_why_it_was_skipped(orch):
+    """A step --skip, --only or a resume passed over: its empty log says why, as the headless
+    summary does; it said "no output", as if it had run, and nothing on screen said why."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: kept, type: shell, run: 'true'}
+          - {name: left, type: shell, run: 'true'}
+        """,
+        skip=["left"],
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        pane = main_pane(app)
+        await until_status(pilot, runner, "kept", "succeeded")
+        await pilot.press("down")
+        await until_status(pilot, runner, "left", "skipped")
+        await until(pilot, lambda: _first_line(pane) == "skipped: --skip", what=_first_line(pane))
 
 
 async def test_a_step_that_did_not_succeed_says_how_it_ended_above_its_log(orch, tmp_path: Path):

@@ -86,7 +86,7 @@ class OrchApp(App[int]):
         Binding("c", "toggle_ctx", "ctx", show=False),
         # the log pane has these keys too; here they reach it from the step tree
         Binding("slash", "search", "Search", show=False),
-        Binding("n", "next_match", "Next match", show=False),
+        Binding("n", "next_match", "Next"),  # shown while a search is on (check_action)
         Binding("N", "previous_match", "Prev match", show=False),
         Binding("w", "toggle_wrap", "Wrap", show=False),
         # a past run (read-only): the keys that would change it say why they do nothing
@@ -96,6 +96,9 @@ class OrchApp(App[int]):
     MAIN_SCREEN_ACTIONS = frozenset(
         {"pin", "unpin", "toggle_ctx", "search", "next_match", "previous_match", "toggle_wrap"}
     )
+    #: actions that open a screen: none once the app is ending (`y`, `d`: one opened as it
+    #: exits is composed no more, and crashed it)
+    SCREEN_ACTIONS = frozenset({"help", "sessions", "search", "command_palette"})
     #: what ``exit`` returns after ``d``: the run goes on (``detached`` says so too)
     DETACHED = 0
 
@@ -214,7 +217,12 @@ class OrchApp(App[int]):
     def _follow(self, run: RunState, *, every: bool = False) -> None:
         """Start from this snapshot (as the app subscribes, and on a resync): the counts and
         live steps from it, and every row that is not pending drawn (a pending one is
-        already, unless ``every``: a resync's rows were drawn from an older state)."""
+        already, unless ``every``: a resync's rows were drawn from an older state). What the
+        run said that this app has not shown (before it attached, or while it fell behind) is
+        shown now: those messages come as no event."""
+        for note in run.messages:
+            if note.seq > self._run.seq or not every:
+                self._say(note.level, note.text)
         self._run = run
         self._counts, self._live = {}, set()
         for name, state in run.steps.items():
@@ -262,11 +270,7 @@ class OrchApp(App[int]):
             elif isinstance(event, ev.ResourcesSampled):
                 samples.append(event)
             elif isinstance(event, ev.RunMessage):
-                self.notify(
-                    clean(event.text),  # it may quote a step's words: no escapes, no markup
-                    severity="warning" if event.level != "info" else "information",
-                    markup=False,
-                )
+                self._say(event.level, event.text)
             elif isinstance(event, RUN_EVENTS):
                 run_changed = True
         self._redraw_rows(run_changed)
@@ -284,6 +288,14 @@ class OrchApp(App[int]):
             self._ctx_refreshed = time.monotonic()
             self.query_one(CtxInspector).refresh_keys()
         self._refresh_header()
+
+    def _say(self, level: str, text: str) -> None:
+        """A message of the run's, as a toast."""
+        self.notify(
+            clean(text),  # it may quote a step's words: no escapes, no markup
+            severity="warning" if level != "info" else "information",
+            markup=False,
+        )
 
     def _step_changed(self, name: str, old: Status, new: Status) -> None:
         """A step's new state in the counts and the live set; its row is due."""
@@ -416,6 +428,9 @@ class OrchApp(App[int]):
             return f"{state.status}: no output yet"
         if state.status in ACTIVE:
             return "waiting for output…"
+        if state.status == Status.SKIPPED and state.reason:  # --skip, --only, a resume, `s`
+            reason = state.reason
+            return reason if reason.startswith("skipped") else f"skipped: {reason}"
         return "no output"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -424,10 +439,14 @@ class OrchApp(App[int]):
             return self.read_only
         if action == "detach":
             return self.detachable
+        if action in self.SCREEN_ACTIONS and (self._quitting or self.detached):
+            return False
         if action in self.MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0]:
             return False
         if action in ("pin", "unpin"):
             return self._selected_is_pinned() == (action == "unpin")
+        if action in ("next_match", "previous_match"):  # while the pane they act on searches
+            return self._search_pane().check_action(action, parameters)
         return True
 
     def action_read_only(self) -> None:

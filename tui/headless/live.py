@@ -31,6 +31,8 @@ from tui.headless.terminal import BACKLOG_LIMIT, Piece, Printer, Terminal
 
 #: An echoed line is cut to this many characters (the log keeps all of it).
 TTY_MAX_LINE = 2000
+#: the cells the live view's header keeps for the recipe's name, however narrow the terminal
+MIN_NAME = 8
 #: what the live view counts as done
 _DONE = frozenset({Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED, Status.READY})
 #: which steps the live view keeps when it cannot show them all (lowest first)
@@ -180,7 +182,7 @@ def live_view(
     p = printer.p
     now = time.time()
     steps = list(run.steps.values())
-    header = _header(p, run, steps, figures, now)
+    header = _header(p, run, steps, figures, now, printer.console.size.width)
     limit = max(3, printer.console.size.height - 3)
     shown, rest = steps, []
     if len(steps) > limit:
@@ -220,15 +222,13 @@ def _header(
     steps: list[StepState],
     figures: LiveFigures,
     now: float,
+    width: int,
 ) -> Text:
-    """``demo · <run id> · 3/5 done · 1 failed · 12s · cpu 20% mem 40%``."""
+    """``demo · <run id> · 3/5 done · 1 failed · 12s · cpu 20% mem 40%``, one row of ``width``:
+    a long name is cut first (the last frame stays on the terminal: a wrapped one, two rows)."""
     done = sum(1 for s in steps if s.status in _DONE)
     failed = sum(1 for s in steps if s.status in FAILURES and not s.allowed)
-    header = Text.assemble(
-        (figures.name or "run", "bold"),
-        f" {p('·')} {run.run_id} {p('·')} ",
-        f"{done}/{len(steps)} done",
-    )
+    header = Text.assemble(f" {p('·')} {run.run_id} {p('·')} ", f"{done}/{len(steps)} done")
     if failed:
         header.append(f" {p('·')} ")
         header.append(f"{failed} failed", style="bold red")
@@ -238,7 +238,9 @@ def _header(
     if figures.system is not None:
         cpu, mem = figures.system
         header.append(f" {p('·')} cpu {cpu:.0f}% mem {mem:.0f}%", style="dim")
-    return header
+    name = Text(figures.name or "run", style="bold")
+    name.truncate(max(MIN_NAME, width - header.cell_len), overflow="ellipsis")
+    return Text.assemble(name, header, no_wrap=True, overflow="ellipsis")
 
 
 def _notes(step: StepState, view: StepView) -> Text:

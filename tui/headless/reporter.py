@@ -174,7 +174,9 @@ class HeadlessReporter:
 
     def _on_run_started(self, event: RunStarted) -> None:
         with self._lock:
-            self._name = clean(Path(event.recipe).stem) if event.recipe else ""
+            # the recipe's name, as the summary says it; else its file's
+            stem = clean(Path(event.recipe).stem) if event.recipe else ""
+            self._name = clean(event.state.name) or stem
             for name in event.state.steps:
                 if name not in self._views:
                     self._views[name] = StepView(name)
