@@ -408,6 +408,42 @@ async def test_a_name_too_long_for_the_log_title_is_whole_on_the_panes_top_rows(
         await until(pilot, lambda: rows()[0].strip() == "hi", what="short's log on top")
 
 
+async def test_a_head_that_comes_as_the_step_ends_keeps_the_logs_last_lines_in_view(orch, tmp_path):
+    """A name the title holds while the step runs, but not once how it ended is beside it
+    (`k`, a failure): the head's rows come then, and the following pane still shows the log's
+    last line. They hid its last two lines, the pane saying "following", with no output left
+    to come that would scroll it."""
+    name = "a_step_name_of_twenty_six"
+    flag = tmp_path / "fail-now"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: {name}
+            type: shell
+            run: seq 1 50; while [ ! -e {flag} ]; do sleep 0.05; done; exit 3
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines and pane.lines[-1] == "50", what="the log")
+
+        def last_row() -> str:
+            box = pane.scrollable_content_region
+            return screen_lines(app)[box.bottom - 1][box.x : box.right].strip()
+
+        await until(pilot, lambda: last_row() == "50", what="50 on the pane's last row")
+        assert not any(row.startswith("╌") for row in screen_lines(app)), "a head already"
+        flag.touch()
+        await until_status(pilot, runner, name, "failed")
+        await until(
+            pilot,
+            lambda: any(f"{name}·failed" in row.replace(" ", "") for row in screen_lines(app)),
+            what="the head with how it ended",
+        )
+        await pilot.pause()
+        assert pane.follow and last_row() == "50", last_row()
+
+
 # ------------------------------------------------------------------------------ the quit dialog
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):

@@ -330,6 +330,8 @@ class LogPane(ScrollView, can_focus=True):
         if head != self._head:
             self._head = head
             self._size_content()
+            # the head's rows push the log down: a following pane keeps its last line in view
+            self.call_after_refresh(self._scroll_to_end)
             self.refresh()
 
     # -- search ---------------------------------------------------------------------------------
