@@ -142,3 +142,30 @@ async def test_w_wraps_long_lines_the_border_saying_when_they_are_cut(orch):
         await until(pilot, lambda: not pane.wrap, what="the lines cut again")
         await until(pilot, lambda: _shown(pane)[0] == top, what="the same line on top")
         assert str(pane.border_subtitle) == "paused · End to follow · lines cut: w wraps"
+
+
+async def test_w_wraps_wide_characters_whole_at_the_rows_edges(orch):
+    """A wide (CJK) character that would cross a wrapped row's edge starts the next row: cut
+    in two it was drawn as two blanks, and lost. One line or the other breaks mid-character,
+    whatever the pane's width (their wide characters start one cell apart)."""
+    cjk = "".join(chr(0x4E00 + i) for i in range(60))
+    lines = [f"a{cjk}END", f"ab{cjk}END"]
+    app, runner = orch(
+        f"""
+        steps:
+          - name: log
+            type: shell
+            run: printf '%s\\n' {" ".join(lines)}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "log", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines == lines, what="the whole log")
+        await pilot.press("w")
+        await until(pilot, lambda: pane.wrap, what="the lines wrapped")
+        rows = _shown(pane)
+        for line in lines:
+            first = next(i for i, row in enumerate(rows) if row.startswith(line[:2]))
+            last = next(i for i, row in enumerate(rows) if i >= first and row.endswith("END"))
+            assert "".join(rows[first : last + 1]) == line
