@@ -169,3 +169,30 @@ async def test_w_wraps_wide_characters_whole_at_the_rows_edges(orch):
             first = next(i for i, row in enumerate(rows) if row.startswith(line[:2]))
             last = next(i for i, row in enumerate(rows) if i >= first and row.endswith("END"))
             assert "".join(rows[first : last + 1]) == line
+
+
+async def test_a_following_pane_keeps_its_last_line_above_the_sideways_scrollbar(orch):
+    """The first line wider than the pane brings the sideways scrollbar, on the pane's bottom
+    row, when the screen next lays it out. Under load that came after the pane had scrolled to
+    its end, and the step's last line stayed hidden under the scrollbar. ``batch_update``
+    holds the layout back while the pane loads and scrolls: the same order, every time."""
+    app, runner = orch(
+        """
+        steps:
+          - name: log
+            type: shell
+            run: for i in $(seq 1 60); do echo "line $i"; done
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "log", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: _shown(pane)[-1:] == ["line 60"], what="the end shown")
+        with pane.path.open("a") as log:
+            log.write("long " + "x" * 150 + " END\nlast\n")
+        with app.batch_update():
+            pane.poll()
+            await pilot.pause()  # the pane scrolled to its end, the scrollbar not yet shown
+        await until(pilot, lambda: pane.show_horizontal_scrollbar, what="the scrollbar")
+        await pilot.pause()
+        assert _shown(pane)[-1] == "last" and pane.follow

@@ -249,6 +249,12 @@ class LogPane(ScrollView, can_focus=True):
         self._update_border()
         self.refresh()
 
+    def watch_show_horizontal_scrollbar(self) -> None:
+        """The sideways scrollbar (the first line wider than the pane) takes the bottom row
+        once the screen lays the pane out, which may come after the end was scrolled to: a
+        following pane scrolls to the end again, or its last line stays hidden under it."""
+        self._scroll_to_end()
+
     def _scroll_to_end(self) -> None:
         if self.follow:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
