@@ -85,7 +85,7 @@ class LogPane(ScrollView, can_focus=True):
         self._size_seen = -1
         self._truncated = False
         self.wrap = False  # w: long lines wrapped, not cut at the edge
-        self._cut = False  # unwrapped lines wider than the pane (the border says w wraps)
+        self._cut = False  # unwrapped lines wider than the pane (the border says: w wraps)
         #: wrapped: the first row of each line, then the row count; and the width wrapped at
         self._starts: list[int] = [0]
         #: wrapped: the cells where each row starts, then the line's end, of the lines whose
@@ -316,24 +316,29 @@ class LogPane(ScrollView, can_focus=True):
         self.border_title = title
         self._wrap_head(title)
         self._cut = self._lines_cut()
+        self.border_subtitle = " · ".join(self._border_parts())
+
+    def _border_parts(self) -> list[str]:
+        """What the border's subtitle says, the keys first: at 80 columns it holds ~45 cells
+        and cuts the rest, and the footer shows the pane's keys only while the pane has the
+        focus (the tree has it first). What the user cannot act on comes last."""
         parts = []
-        if self._truncated:
-            parts.append("earlier lines in the log file")
         if self._search:
             hits = sum(1 for line in self._lines if self._search in line)
             parts.append(f"/{self._search}: {hits} in view")
         if self.follow:
             parts.append("following")
         else:  # a search pauses too: say so, and how to come back
-            parts.append("paused")
-            if self.pending:
-                parts.append(f"{self.pending:,} new bytes")
-            parts.append("End to follow")
-        if self._cut:  # last: where the pane is narrow, following or not says more
-            parts.append("lines cut: w wraps")
+            parts += ["paused", "End to follow"]
+        if self._cut:
+            parts.append("w wraps")
         elif self.wrap:
             parts.append("wrapped")
-        self.border_subtitle = " · ".join(parts)
+        if self.pending and not self.follow:
+            parts.append(f"{self.pending:,} new bytes")
+        if self._truncated:
+            parts.append("earlier lines on disk")
+        return parts
 
     def _wrap_head(self, title: Text) -> None:
         """The title whole on the pane's top rows, and a rule under it, if the border cuts it.
