@@ -496,7 +496,7 @@ async def test_p_right_after_down_pins_the_step_moved_to(orch):
 
 
 # ------------------------------------------------------------------------------ the log pane
-EARLIER = "earlier lines in the log file"  # a log pane's border, when it shows only the end
+EARLIER = "earlier lines on disk"  # a log pane's border, when it shows only the end
 
 
 async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tmp_path: Path):
@@ -518,7 +518,7 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
         await until(pilot, lambda: pane.lines[-1:] == ["line 3000"], what="the last line")
         await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y > 0, what="the tail")
         # following keeps the last FOLLOW_LINES (2,000) of the 3,000 lines, and says so
-        assert pane.follow and pane.border_subtitle == f"{EARLIER} · following"
+        assert pane.follow and pane.border_subtitle == f"following · {EARLIER}"
 
         await pilot.press("tab")
         assert app.focused is pane
@@ -537,7 +537,7 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
         await pilot.press("end")
         await until(pilot, lambda: pane.follow and pane.lines[-1:] == ["line 3010"])
         await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="the tail again")
-        assert pane.border_subtitle == f"{EARLIER} · following"
+        assert pane.border_subtitle == f"following · {EARLIER}"
 
         await pilot.press("up")  # one line up also pauses
         await until(pilot, lambda: not pane.follow, what="following to pause on up")

@@ -186,7 +186,7 @@ def test_long_lines_wrapped_80x24(orch, tmp_path, snap_compare):
         await until_status(pilot, runner, "tests", "succeeded")
         await _select(pilot, "tests", WIDE_LOG)
         pane = main_pane(pilot.app)
-        await until(pilot, lambda: "lines cut" in str(pane.border_subtitle), what="the hint")
+        await until(pilot, lambda: "w wraps" in str(pane.border_subtitle), what="the hint")
         await pilot.press("w")
         await until(pilot, lambda: str(pane.border_subtitle).endswith("wrapped"), what="wrap")
 

@@ -5,7 +5,7 @@ app (``app.run_test``); every wait is a poll with a deadline."""
 from __future__ import annotations
 
 from tests import tui_helpers
-from tests.tui_helpers import SIZE, main_pane, until, until_status
+from tests.tui_helpers import SIZE, main_pane, screen_lines, until, until_status
 
 # fixtures (plain assignments, so the test functions' arguments do not shadow an import)
 orch = tui_helpers.orch
@@ -118,7 +118,7 @@ async def test_w_wraps_long_lines_the_border_saying_when_they_are_cut(orch):
         width = pane.scrollable_content_region.width
         await until(pilot, lambda: _shown(pane)[-1] == "last", what="the end shown")
         assert long[:width] in _shown(pane) and "END" not in "".join(_shown(pane))
-        assert str(pane.border_subtitle) == "following · lines cut: w wraps"
+        assert str(pane.border_subtitle) == "following · w wraps"
 
         await pilot.press("w")  # the tree has the focus: w reaches the log all the same
         await until(pilot, lambda: pane.wrap, what="the lines wrapped")
@@ -141,4 +141,90 @@ async def test_w_wraps_long_lines_the_border_saying_when_they_are_cut(orch):
         await pilot.press("w")
         await until(pilot, lambda: not pane.wrap, what="the lines cut again")
         await until(pilot, lambda: _shown(pane)[0] == top, what="the same line on top")
-        assert str(pane.border_subtitle) == "paused · End to follow · lines cut: w wraps"
+        assert str(pane.border_subtitle) == "paused · End to follow · w wraps"
+
+
+async def test_w_wraps_wide_characters_whole_at_the_rows_edges(orch):
+    """A wide (CJK) character that would cross a wrapped row's edge starts the next row: cut
+    in two it was drawn as two blanks, and lost. One line or the other breaks mid-character,
+    whatever the pane's width (their wide characters start one cell apart)."""
+    cjk = "".join(chr(0x4E00 + i) for i in range(60))
+    lines = [f"a{cjk}END", f"ab{cjk}END"]
+    app, runner = orch(
+        f"""
+        steps:
+          - name: log
+            type: shell
+            run: printf '%s\\n' {" ".join(lines)}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "log", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines == lines, what="the whole log")
+        await pilot.press("w")
+        await until(pilot, lambda: pane.wrap, what="the lines wrapped")
+        rows = _shown(pane)
+        for line in lines:
+            first = next(i for i, row in enumerate(rows) if row.startswith(line[:2]))
+            last = next(i for i, row in enumerate(rows) if i >= first and row.endswith("END"))
+            assert "".join(rows[first : last + 1]) == line
+
+
+async def test_a_following_pane_keeps_its_last_line_above_the_sideways_scrollbar(orch):
+    """The first line wider than the pane brings the sideways scrollbar, on the pane's bottom
+    row, when the screen next lays it out. Under load that came after the pane had scrolled to
+    its end, and the step's last line stayed hidden under the scrollbar. ``batch_update``
+    holds the layout back while the pane loads and scrolls: the same order, every time."""
+    app, runner = orch(
+        """
+        steps:
+          - name: log
+            type: shell
+            run: for i in $(seq 1 60); do echo "line $i"; done
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "log", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: _shown(pane)[-1:] == ["line 60"], what="the end shown")
+        with pane.path.open("a") as log:
+            log.write("long " + "x" * 150 + " END\nlast\n")
+        with app.batch_update():
+            pane.poll()
+            await pilot.pause()  # the pane scrolled to its end, the scrollbar not yet shown
+        await until(pilot, lambda: pane.show_horizontal_scrollbar, what="the scrollbar")
+        await pilot.pause()
+        assert _shown(pane)[-1] == "last" and pane.follow
+
+
+async def test_the_w_hint_survives_a_narrow_border_with_a_long_log(orch):
+    """At 80 columns the log pane's border holds ~45 cells. With a log too long to load
+    whole (its earlier lines said), following or paused, the w hint is drawn whole: the footer
+    does not show w while the tree has the focus (where the app opens)."""
+    app, runner = orch(
+        """
+        steps:
+          - name: log
+            type: shell
+            run: |
+              seq 1 2000000
+              echo "long $(printf 'x%.0s' $(seq 1 150)) END"
+              echo last
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "log", "succeeded", timeout=30)
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["last"], what="the whole log")
+
+        def border() -> str:
+            """The pane's bottom border, as drawn."""
+            region = pane.region
+            return screen_lines(app)[region.bottom - 1][region.x : region.right]
+
+        await until(pilot, lambda: "following" in border(), what="the border drawn")
+        assert "following · w wraps · earlier lines on disk" in border()  # whole, uncut
+        await pilot.press("tab", "pageup")
+        await until(pilot, lambda: "paused" in border(), what="paused")
+        assert "End to follow" in border() and "w wraps" in border()

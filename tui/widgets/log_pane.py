@@ -10,7 +10,9 @@ in a dim line (``empty_hint``), so a step that printed nothing does not look bro
 A line wider than the pane is cut at its edge (scroll sideways to read on), and the border
 says so; ``w`` wraps the lines instead, as ``less -S`` toggles. Wrapped, the pane counts the
 rows each loaded line takes (the tail it holds, not the log file: a few thousand lines, once a
-load or a resize) and cuts a line into rows only when it is drawn.
+load or a resize) and cuts a line into rows only when it is drawn. Rows break between
+characters: a wide (CJK) character that would cross a row's edge starts the next row, since one
+cut in two is drawn as two blanks.
 
 The border's title names the step and how it ended. Where the title is too narrow for them (a
 long step name at 80 columns, cut there and in the tree alike), the pane's top rows say them
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
 
-from rich.cells import cell_len
+from rich.cells import cell_len, get_character_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -83,9 +85,12 @@ class LogPane(ScrollView, can_focus=True):
         self._size_seen = -1
         self._truncated = False
         self.wrap = False  # w: long lines wrapped, not cut at the edge
-        self._cut = False  # unwrapped lines wider than the pane (the border says w wraps)
+        self._cut = False  # unwrapped lines wider than the pane (the border says: w wraps)
         #: wrapped: the first row of each line, then the row count; and the width wrapped at
         self._starts: list[int] = [0]
+        #: wrapped: the cells where each row starts, then the line's end, of the lines whose
+        #: rows do not break every ``_wrap_width`` cells (``_row_cuts``)
+        self._cuts: dict[int, list[int]] = {}
         self._wrap_width = 0
         self._ending = ""  # how the shown step ended, if not well (show_ending)
         self._head: list[Strip] = []  # the title wrapped on top rows, when the border cuts it
@@ -178,9 +183,20 @@ class LogPane(ScrollView, can_focus=True):
         """Count the rows each line takes when wrapped (one each when not), then size."""
         if self.wrap:
             width = self._wrap_width = max(1, self._text_width())
-            rows = (max(1, -(-cell_len(line) // width)) for line in self._lines)
+            self._cuts = {}
+            rows = (self._wrapped_rows(index, width) for index in range(len(self._lines)))
             self._starts = [0, *accumulate(rows)]
         self._size_content()
+
+    def _wrapped_rows(self, index: int, width: int) -> int:
+        """The rows line ``index`` takes wrapped at ``width``. An ASCII line (or one that
+        fits) breaks every ``width`` cells; another is walked once, keeping its breaks."""
+        line = self._lines[index]
+        cells = cell_len(line)
+        if cells <= width or line.isascii():
+            return max(1, -(-cells // width))
+        cuts = self._cuts[index] = _row_cuts(line, width)
+        return len(cuts) - 1
 
     def _relayout(self, top: int) -> None:
         """Lay the lines out again (wrapping toggled, the width changed) with line ``top``
@@ -238,6 +254,12 @@ class LogPane(ScrollView, can_focus=True):
         self._relayout(top)
         self._update_border()
         self.refresh()
+
+    def watch_show_horizontal_scrollbar(self) -> None:
+        """The sideways scrollbar (the first line wider than the pane) takes the bottom row
+        once the screen lays the pane out, which may come after the end was scrolled to: a
+        following pane scrolls to the end again, or its last line stays hidden under it."""
+        self._scroll_to_end()
 
     def _scroll_to_end(self) -> None:
         if self.follow:
@@ -300,24 +322,29 @@ class LogPane(ScrollView, can_focus=True):
         self.border_title = title
         self._wrap_head(title)
         self._cut = self._lines_cut()
+        self.border_subtitle = " · ".join(self._border_parts())
+
+    def _border_parts(self) -> list[str]:
+        """What the border's subtitle says, the keys first: at 80 columns it holds ~45 cells
+        and cuts the rest, and the footer shows the pane's keys only while the pane has the
+        focus (the tree has it first). What the user cannot act on comes last."""
         parts = []
-        if self._truncated:
-            parts.append("earlier lines in the log file")
         if self._search:
             hits = sum(1 for line in self._lines if self._search in line)
             parts.append(f"/{self._search}: {hits} in view")
         if self.follow:
             parts.append("following")
         else:  # a search pauses too: say so, and how to come back
-            parts.append("paused")
-            if self.pending:
-                parts.append(f"{self.pending:,} new bytes")
-            parts.append("End to follow")
-        if self._cut:  # last: where the pane is narrow, following or not says more
-            parts.append("lines cut: w wraps")
+            parts += ["paused", "End to follow"]
+        if self._cut:
+            parts.append("w wraps")
         elif self.wrap:
             parts.append("wrapped")
-        self.border_subtitle = " · ".join(parts)
+        if self.pending and not self.follow:
+            parts.append(f"{self.pending:,} new bytes")
+        if self._truncated:
+            parts.append("earlier lines on disk")
+        return parts
 
     def _wrap_head(self, title: Text) -> None:
         """The title whole on the pane's top rows, and a rule under it, if the border cuts it.
@@ -410,11 +437,17 @@ class LogPane(ScrollView, can_focus=True):
                 self._strip_cache.clear()
             self._strip_cache[index] = strip
         if self.wrap:
-            start = part * self._wrap_width
-            return strip.crop_extend(start, start + self._wrap_width, style).adjust_cell_length(
-                width, style
-            )
+            start, end = self._row_span(index, part)
+            return strip.crop_extend(start, end, style).adjust_cell_length(width, style)
         return strip.crop_extend(scroll_x, scroll_x + width, style)
+
+    def _row_span(self, index: int, part: int) -> tuple[int, int]:
+        """The cells of line ``index`` its wrapped row ``part`` shows."""
+        cuts = self._cuts.get(index)
+        if cuts is not None:
+            return cuts[part], cuts[part + 1]
+        start = part * self._wrap_width
+        return start, start + self._wrap_width
 
     def _render_text(self, index: int, style: Style) -> Strip:
         line = self._lines[index]
@@ -425,3 +458,20 @@ class LogPane(ScrollView, can_focus=True):
             )
             return Strip(text.render(self.app.console), text.cell_len)
         return Strip([Segment(line, style)], cell_len(line))
+
+
+def _row_cuts(line: str, width: int) -> list[int]:
+    """The cells where each row of ``line`` wrapped at ``width`` starts, then its end. A row
+    ends before a character that would cross its edge (a wide one, two cells, at its last
+    cell): Rich draws a character cut in two as two blanks, losing it. A character wider than
+    the row gets one to itself."""
+    cuts, row, at = [0], 0, 0
+    for character in line:
+        size = get_character_cell_size(character)
+        if row + size > width and row:
+            cuts.append(at)
+            row = 0
+        row += size
+        at += size
+    cuts.append(at)
+    return cuts
