@@ -242,12 +242,6 @@ class LogPane(ScrollView, can_focus=True):
         self._update_border()
         self._scroll_to_end()
 
-    def watch_show_horizontal_scrollbar(self) -> None:
-        """The scrollbar of cut lines comes (or goes) at a layout after the lines that made it:
-        a following pane scrolled to its end before then keeps its last line above it, not
-        under it (the pane saying "following", with no more output to come and scroll it)."""
-        self._scroll_to_end()
-
     def action_toggle_wrap(self) -> None:
         top = self._top_line()  # found in the layout it is shown in
         self.wrap = not self.wrap
