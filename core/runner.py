@@ -117,6 +117,9 @@ class Runner:
         self.cluster = cluster
         self._launch = LaunchContext(self.ctx, self.workers, self.reactor, launcher, cluster)
         self.lock = threading.RLock()  # the run's state changes, and is read, under it
+        #: the run's kept messages: a store thread's save error may be said while the scheduler
+        #: says something else (neither holds the other's lock; each keeps its message)
+        self._messages_lock = threading.Lock()
         self.loop = MessageLoop(self.lock, self._turn_end, self._scheduler_error)
         self.readiness = Readiness(self.ctx, self.workers, self.loop.post, self.loop.after)
         self.ticker = Ticker(self, sampler, resource_interval)
@@ -828,7 +831,8 @@ class Runner:
             _log.debug("%s %s", event.kind, fields)
         self.bus.publish(event)
         if isinstance(event, ev.RunMessage):  # kept: a client attaching later shows it too
-            event.apply_to(self.run_state)
+            with self._messages_lock:
+                event.apply_to(self.run_state)
         self.run_state.seq = event.seq
 
     def _emit_step(self, kind: type[ev.StepEvent], run: StepRun, **fields: Any) -> None:

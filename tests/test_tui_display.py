@@ -522,3 +522,37 @@ async def test_what_the_run_said_before_the_app_attached_is_shown(tmp_path):
         close_runner(runner)
         server.close(str(runner.status), runner.exit_code)
         runner.rundir.close()
+
+
+async def test_a_run_that_said_many_things_shows_the_newest_few_and_a_count(tmp_path):
+    """A past run (or a live one attached to) that kept many messages covered the panes with a
+    toast for each, fifty at most: the newest three are shown, and how many came before and
+    where to read them."""
+    import json
+
+    from core.recorded import RecordedRun
+    from tests.conftest import only_run_dir, run_cli, write_recipe
+    from tui.app import make_app
+
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: one, type: shell, run: 'true'}\n")
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path)
+    state = json.loads((run_dir / "state.json").read_text())
+    state["messages"] = [
+        {"level": "warning", "text": f"said number {n}", "step": None, "ts": 1.0, "seq": n}
+        for n in range(1, 11)
+    ]
+    (run_dir / "state.json").write_text(json.dumps(state))
+
+    with RecordedRun.open(run_dir) as recorded:
+        app = make_app(recorded)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await until(pilot, lambda: app._notifications, what="the toasts")
+            await pilot.pause()
+            shown = [n.message for n in app._notifications]
+    assert shown == [
+        f"7 earlier messages: orch-tui ctl {run_dir.name} events",
+        "said number 8",
+        "said number 9",
+        "said number 10",
+    ]

@@ -36,7 +36,7 @@ from textual.screen import Screen
 from core import events as ev
 from core.state import ACTIVE, WAITING, RunState, SessionRef, Status, allowed_actions
 from core.text import clean
-from tui.format import run_words, step_ending
+from tui.format import counted, run_words, step_ending
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -57,6 +57,7 @@ REFRESH_HZ = 15
 CTX_REFRESH_SECONDS = 0.5
 DURATION_REFRESH_SECONDS = 1.0
 TREE_CHROME = 6  # the tree's border, padding and vertical scrollbar, in columns
+MESSAGES_AT_ONCE = 3  # the run's messages an app shows as it follows a snapshot (the rest: a count)
 #: events that change the run (not a step): the keys offered may change with them (closing)
 RUN_EVENTS = (ev.RunFinished, ev.RunReopened, ev.RunClosing)
 
@@ -141,6 +142,7 @@ class OrchApp(App[int]):
         self._ctx_dirty = False
         self._ctx_refreshed = 0.0
         self._quitting = False
+        self._said = 0  # the seq of the newest message of the run's shown (a toast each)
         self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
         self._pinned: str | None = None  # the step whose log the second pane keeps
         self._on_pinned = False  # the pinned step is selected: the footer offers `p Unpin log`
@@ -219,10 +221,15 @@ class OrchApp(App[int]):
         live steps from it, and every row that is not pending drawn (a pending one is
         already, unless ``every``: a resync's rows were drawn from an older state). What the
         run said that this app has not shown (before it attached, or while it fell behind) is
-        shown now: those messages come as no event."""
-        for note in run.messages:
-            if note.seq > self._run.seq or not every:
-                self._say(note.level, note.text)
+        shown now: those messages come as no event; the newest few, and how to see the rest
+        (a run that said fifty things covered the panes with fifty toasts)."""
+        unsaid = [note for note in run.messages if note.seq > self._said]
+        if len(unsaid) > MESSAGES_AT_ONCE:
+            earlier = counted(len(unsaid) - MESSAGES_AT_ONCE, "earlier message")
+            self._say(0, "info", f"{earlier}: orch-tui ctl {run.run_id} events")
+            unsaid = unsaid[-MESSAGES_AT_ONCE:]
+        for note in unsaid:
+            self._say(note.seq, note.level, note.text)
         self._run = run
         self._counts, self._live = {}, set()
         for name, state in run.steps.items():
@@ -270,7 +277,7 @@ class OrchApp(App[int]):
             elif isinstance(event, ev.ResourcesSampled):
                 samples.append(event)
             elif isinstance(event, ev.RunMessage):
-                self._say(event.level, event.text)
+                self._say(event.seq, event.level, event.text)
             elif isinstance(event, RUN_EVENTS):
                 run_changed = True
         self._redraw_rows(run_changed)
@@ -289,8 +296,13 @@ class OrchApp(App[int]):
             self.query_one(CtxInspector).refresh_keys()
         self._refresh_header()
 
-    def _say(self, level: str, text: str) -> None:
-        """A message of the run's, as a toast."""
+    def _say(self, seq: int, level: str, text: str) -> None:
+        """A message of the run's (its event's ``seq``; 0: the app's own), as a toast, once: a
+        snapshot taken as the message was kept may hold it and its event both."""
+        if seq:
+            if seq <= self._said:
+                return
+            self._said = seq
         self.notify(
             clean(text),  # it may quote a step's words: no escapes, no markup
             severity="warning" if level != "info" else "information",

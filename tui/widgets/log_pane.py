@@ -26,7 +26,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
 
-from rich.cells import cell_len, get_character_cell_size
+from rich.cells import cell_len, chop_cells
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -91,6 +91,9 @@ class LogPane(ScrollView, can_focus=True):
         #: wrapped: the cells where each row starts, then the line's end, of the lines whose
         #: rows do not break every ``_wrap_width`` cells (``_row_cuts``)
         self._cuts: dict[int, list[int]] = {}
+        #: the cuts of the lines last laid out, by their text: a following pane loads its tail
+        #: again at each poll, mostly the same lines (Rich's cut: ~20 µs a CJK line)
+        self._cuts_seen: dict[str, list[int]] = {}
         self._wrap_width = 0
         self._ending = ""  # how the shown step ended, if not well (show_ending)
         self._head: list[Strip] = []  # the title wrapped on top rows, when the border cuts it
@@ -182,20 +185,27 @@ class LogPane(ScrollView, can_focus=True):
     def _layout(self) -> None:
         """Count the rows each line takes when wrapped (one each when not), then size."""
         if self.wrap:
-            width = self._wrap_width = max(1, self._text_width())
+            width = max(1, self._text_width())
+            if width != self._wrap_width:
+                self._wrap_width, self._cuts_seen = width, {}
             self._cuts = {}
             rows = (self._wrapped_rows(index, width) for index in range(len(self._lines)))
             self._starts = [0, *accumulate(rows)]
+            self._cuts_seen = {self._lines[index]: cuts for index, cuts in self._cuts.items()}
         self._size_content()
 
     def _wrapped_rows(self, index: int, width: int) -> int:
-        """The rows line ``index`` takes wrapped at ``width``. An ASCII line (or one that
-        fits) breaks every ``width`` cells; another is walked once, keeping its breaks."""
+        """The rows line ``index`` takes wrapped at ``width``. A line that fits, or whose
+        characters take a cell each (ASCII, most Latin text: as many cells as characters),
+        breaks every ``width`` cells; another is cut once by Rich, keeping its breaks."""
         line = self._lines[index]
         cells = cell_len(line)
-        if cells <= width or line.isascii():
+        if cells <= width or cells == len(line):
             return max(1, -(-cells // width))
-        cuts = self._cuts[index] = _row_cuts(line, width)
+        cuts = self._cuts_seen.get(line)
+        if cuts is None:
+            cuts = _row_cuts(line, width)
+        self._cuts[index] = cuts
         return len(cuts) - 1
 
     def _relayout(self, top: int) -> None:
@@ -455,17 +465,11 @@ class LogPane(ScrollView, can_focus=True):
 
 
 def _row_cuts(line: str, width: int) -> list[int]:
-    """The cells where each row of ``line`` wrapped at ``width`` starts, then its end. A row
-    ends before a character that would cross its edge (a wide one, two cells, at its last
-    cell): Rich draws a character cut in two as two blanks, losing it. A character wider than
-    the row gets one to itself."""
-    cuts, row, at = [0], 0, 0
-    for character in line:
-        size = get_character_cell_size(character)
-        if row + size > width and row:
-            cuts.append(at)
-            row = 0
-        row += size
-        at += size
-    cuts.append(at)
+    """The cells where each row of ``line`` wrapped at ``width`` starts, then its end: Rich's
+    own cut (``chop_cells``), by the cells Rich draws: between graphemes (an emoji and its
+    variation selector, a joined family, are one), a row ending before a wide character that
+    would cross its edge (Rich draws one cut in two as two blanks, losing it)."""
+    cuts = [0]
+    for row in chop_cells(line, width):
+        cuts.append(cuts[-1] + cell_len(row))
     return cuts
