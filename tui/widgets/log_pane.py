@@ -89,11 +89,10 @@ class LogPane(ScrollView, can_focus=True):
         #: wrapped: the first row of each line, then the row count; and the width wrapped at
         self._starts: list[int] = [0]
         #: wrapped: the cells where each row starts, then the line's end, of the lines whose
-        #: rows do not break every ``_wrap_width`` cells (``_row_cuts``)
-        self._cuts: dict[int, list[int]] = {}
-        #: the cuts of the lines last laid out, by their text: a following pane loads its tail
-        #: again at each poll, mostly the same lines (Rich's cut: ~20 µs a CJK line)
-        self._cuts_seen: dict[str, list[int]] = {}
+        #: rows do not break every ``_wrap_width`` cells (``_row_cuts``), by their text: a
+        #: following pane loads its tail again at each poll, mostly the same lines, and keeps
+        #: their cuts (Rich's cut: ~20 µs a CJK line)
+        self._cuts: dict[str, list[int]] = {}
         self._wrap_width = 0
         self._ending = ""  # how the shown step ended, if not well (show_ending)
         self._head: list[Strip] = []  # the title wrapped on top rows, when the border cuts it
@@ -186,26 +185,25 @@ class LogPane(ScrollView, can_focus=True):
         """Count the rows each line takes when wrapped (one each when not), then size."""
         if self.wrap:
             width = max(1, self._text_width())
-            if width != self._wrap_width:
-                self._wrap_width, self._cuts_seen = width, {}
-            self._cuts = {}
-            rows = (self._wrapped_rows(index, width) for index in range(len(self._lines)))
-            self._starts = [0, *accumulate(rows)]
-            self._cuts_seen = {self._lines[index]: cuts for index, cuts in self._cuts.items()}
+            seen, self._cuts = (self._cuts if width == self._wrap_width else {}), {}
+            self._wrap_width = width
+            self._starts = [
+                0,
+                *accumulate(self._wrapped_rows(line, width, seen) for line in self._lines),
+            ]
         self._size_content()
 
-    def _wrapped_rows(self, index: int, width: int) -> int:
-        """The rows line ``index`` takes wrapped at ``width``. A line that fits, or whose
-        characters take a cell each (ASCII, most Latin text: as many cells as characters),
-        breaks every ``width`` cells; another is cut once by Rich, keeping its breaks."""
-        line = self._lines[index]
+    def _wrapped_rows(self, line: str, width: int, seen: dict[str, list[int]]) -> int:
+        """The rows ``line`` takes wrapped at ``width``. A line that fits, or whose characters
+        take a cell each (ASCII, most Latin text: as many cells as characters), breaks every
+        ``width`` cells; another is cut by Rich, or its cuts taken from the last layout's."""
         cells = cell_len(line)
         if cells <= width or cells == len(line):
             return max(1, -(-cells // width))
-        cuts = self._cuts_seen.get(line)
+        cuts = seen.get(line)
         if cuts is None:
             cuts = _row_cuts(line, width)
-        self._cuts[index] = cuts
+        self._cuts[line] = cuts
         return len(cuts) - 1
 
     def _relayout(self, top: int) -> None:
@@ -447,7 +445,7 @@ class LogPane(ScrollView, can_focus=True):
 
     def _row_span(self, index: int, part: int) -> tuple[int, int]:
         """The cells of line ``index`` its wrapped row ``part`` shows."""
-        cuts = self._cuts.get(index)
+        cuts = self._cuts.get(self._lines[index])
         if cuts is not None:
             return cuts[part], cuts[part + 1]
         start = part * self._wrap_width
