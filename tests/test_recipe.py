@@ -29,7 +29,7 @@ from core.recipe import (
     recipe_json_schema,
     source,
 )
-from tests.conftest import ORCH, run_recipe, write_module
+from tests.conftest import ORCH, run_cli, run_recipe, write_module
 
 
 @pytest.fixture
@@ -1120,6 +1120,31 @@ def test_after_other_steps_a_missing_cmd_or_cwd_is_a_warning(ws: Path) -> None:
         f"r.yaml:4:38: step 'report': cwd: out/reports does not exist (relative to {ws}): "
         "fine only if a step before it makes it",
     ]
+
+
+@pytest.mark.parametrize(
+    ("cmd", "hint"),
+    [
+        ("echo hi", 'write cmd: echo with args: [hi], or run: "echo hi" for a shell line'),
+        (
+            "ls -l '*.txt' 1",
+            'write cmd: ls with args: [-l, "*.txt", "1"], or run: "ls -l \'*.txt\' 1"',
+        ),
+        ("./tool.sh --fast", "write cmd: ./tool.sh with args: [--fast], or run:"),
+        ("'echo hi", 'its arguments go in args, or write run: "\'echo hi" for a shell line'),
+    ],
+)
+def test_a_cmd_with_spaces_says_cmd_is_one_program(ws: Path, cmd: str, hint: str) -> None:
+    """The mistake a new user makes most: a whole command line in ``cmd``. The error says what
+    to write; the words are never run split."""
+    path = write(ws, f"steps:\n  - name: a\n    type: shell\n    cmd: {json.dumps(cmd)}\n")
+    (problem,) = errors(path).problems
+    assert problem.message.startswith(f"cmd: {cmd!r} not found"), problem
+    assert f"(cmd is one program: {hint}" in problem.message, problem
+    result = run_cli("validate", path, cwd=ws)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1].startswith("r.yaml:4:10: step 'a': cmd: "), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_folder_is_not_a_recipe(ws: Path) -> None:

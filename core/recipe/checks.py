@@ -558,7 +558,10 @@ class Validator:
             problem = None if self._on_path(cmd, search) else "not found on PATH"
             base = ""
         if problem is not None:
-            message = f"cmd: {_as_written(cmd)} {problem}{base}{tail}"
+            shown, hint = _as_written(cmd), ""
+            if problem in ("not found", "not found on PATH") and any(c.isspace() for c in cmd):
+                shown, hint = _as_written(repr(cmd)), _one_program_hint(cmd)
+            message = f"cmd: {shown} {problem}{base}{hint}{tail}"
             self.report(message, d.trail + ("cmd",), d.who, warning=warning)
 
     def _on_path(self, cmd: str, search: str) -> bool:
@@ -635,6 +638,42 @@ def _as_written(path: str) -> str:
     (no control or bidi characters reach the terminal); a line long at most."""
     shown = path if path.isprintable() and path.strip() == path and path else repr(path)
     return shown if len(shown) <= 200 else shown[:197] + "..."
+
+
+def _one_program_hint(cmd: str) -> str:
+    """What to write instead of ``cmd: echo hi``, the mistake a new user makes most: cmd
+    names ONE program, run without a shell. The words are split here (as a shell would) only
+    to show the fix; the step itself is never run split, so nothing is guessed."""
+    import json
+    import shlex
+
+    run = f"run: {json.dumps(cmd)}"
+    try:
+        words = shlex.split(cmd)
+    except ValueError:  # an unclosed quote: no split to show
+        words = []
+    if len(words) < 2:
+        return f" (cmd is one program: its arguments go in args, or write {run} for a shell line)"
+    program, args = _yaml_word(words[0]), ", ".join(_yaml_word(w) for w in words[1:])
+    return (
+        f" (cmd is one program: write cmd: {program} with args: [{args}],"
+        f" or {run} for a shell line)"
+    )
+
+
+def _yaml_word(word: str) -> str:
+    """A word as it would be written in a YAML flow list: plain when YAML reads it back as the
+    same string, else double-quoted (``1``, ``true``, ``a,b`` or ``*.txt`` are read as something
+    else). YAML itself is asked: its rules for plain words are too many to copy."""
+    import json
+
+    import yaml
+
+    try:
+        plain = yaml.safe_load(f"[{word}]") == [word]
+    except yaml.YAMLError:
+        plain = False
+    return word if plain else json.dumps(word)
 
 
 def _stat(path: Path, missing: str) -> os.stat_result | str:
