@@ -177,6 +177,31 @@ def test_ready_kinds_and_yaml_merge_keys(ws: Path) -> None:
     assert [(s.ready.kind, s.ready.value) for s in (b, c)] == [("ctx", "url"), ("delay", 0.0)]
 
 
+def test_x_keys_are_where_anchors_live_and_are_ignored(ws: Path) -> None:
+    """As in docker-compose: the recipe's and a step's ``x-...`` keys are extension fields,
+    a home for YAML anchors; any other unknown key stays an error."""
+    path = write(
+        ws,
+        """
+        x-common: &common {type: shell, timeout: 10}
+        x-notes: [free, text]
+        steps:
+          - {<<: *common, name: a, cmd: echo, args: [hi], x-owner: ops}
+          - {<<: *common, name: b, run: echo there}
+        """,
+    )
+    recipe = load_recipe(path)
+    assert [(s.name, s.timeout) for s in recipe.steps] == [("a", 10.0), ("b", 10.0)]
+    assert recipe.warnings == ()
+    path.write_text(path.read_text().replace("x-common", "common"))
+    assert [(p.line, p.message) for p in errors(path).problems] == [
+        (1, "unknown field 'common' (keys starting with x- are ignored: for YAML anchors)")
+    ]
+    path.write_text(path.read_text().replace("x-owner", "owner"))
+    problems = [(p.step, p.message.split(" (")[0]) for p in errors(path).problems]
+    assert ("a", "unknown field 'owner'") in problems
+
+
 def test_a_field_left_out_gets_the_default_the_schema_shows(ws: Path) -> None:
     """What an editor shows as a field's default is what the runner gets when it is left out."""
     written = [
@@ -1207,6 +1232,8 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
         ]
     }
     assert validator.is_valid(good)
+    # x- keys, where anchors live, pass for the recipe and its steps, as the loader lets them
+    assert validator.is_valid({"x-common": {"a": 1}, "steps": [{**good["steps"][1], "x-n": 1}]})
     assert not validator.is_valid([{"name": "a", "type": "python", "module": "m", "cmd": "x"}])
     assert not validator.is_valid([{"name": "a", "type": "shell", "dependson": []}])
     # what the loader refuses, an editor flags too

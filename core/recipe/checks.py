@@ -22,6 +22,7 @@ import msgspec
 from core.graph import find_cycle
 from core.recipe.kinds import HEALTH_KINDS, READY_KINDS, check_steps, valid_step_name
 from core.recipe.model import (
+    EXTENSION_PREFIX,
     HEALTH_FIELDS,
     KEYS,
     READY_FIELDS,
@@ -185,7 +186,10 @@ class Validator:
             if spec is None:
                 # offer a field of this step's type: 'comand' in a shell step means 'cmd'
                 fits = (name for name, spec in table.items() if spec.applies(step_type))
-                message = f"unknown field {show(prefix + key)}{suggest(key, fits)}"
+                hint = suggest(key, fits)
+                if not hint and not trail:  # the recipe's own keys: likely a home for anchors
+                    hint = f" (keys starting with {EXTENSION_PREFIX} are ignored: for YAML anchors)"
+                message = f"unknown field {show(prefix + key)}{hint}"
                 self.report(message, here, who, key=True)
                 continue
             if not spec.applies(step_type):
@@ -253,6 +257,7 @@ class Validator:
             if not steps:
                 self.report("the recipe has no steps", ())
         elif isinstance(doc, dict):
+            doc = _without_extensions(doc)
             self.base = ("steps",)
             top = self.fields(doc, (), RECIPE_FIELDS, None, skip=frozenset({"steps"}))
             raw = doc.get("steps", BAD)
@@ -276,6 +281,7 @@ class Validator:
             if data is not BAD:
                 self.report(f"a step must be a mapping of fields, got {show(data)}", trail, label)
             return None
+        data = _without_extensions(data)
         raw_name, raw_type = data.get("name"), data.get("type")
         name = raw_name if isinstance(raw_name, str) and valid_step_name(raw_name) else None
         step_type = raw_type if isinstance(raw_type, str) and raw_type in STEP_CLASSES else None
@@ -601,6 +607,19 @@ def no_executor_note(recipe: Recipe) -> str | None:
     else:
         listed = f"{', '.join(names[:-1])} and {names[-1]}"
     return f"steps {listed}: {_NO_EXECUTOR}: they run locally"
+
+
+def _without_extensions(data: dict[Any, Any]) -> dict[Any, Any]:
+    """The recipe's or a step's mapping without its extension fields (``x-...``, as in
+    docker-compose): the place YAML anchors live (``x-common: &common {...}``, then
+    ``<<: *common``), ignored; any other unknown key stays an error."""
+    if not any(_is_extension(key) for key in data):
+        return data
+    return {key: value for key, value in data.items() if not _is_extension(key)}
+
+
+def _is_extension(key: Any) -> bool:
+    return isinstance(key, str) and key.startswith(EXTENSION_PREFIX)
 
 
 def _path_variable(step_env: Mapping[str, str], recipe_env: Mapping[str, str]) -> str:
