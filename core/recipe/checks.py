@@ -46,6 +46,7 @@ from core.recipe.problems import (
 )
 from core.recipe.recipefile import Source, locate
 from core.recipe.workspace import step_cwd
+from core.text import listed
 
 Who = tuple[str, bool] | None  # (step name or "step #3" label, is it a label)
 #: what a ``where: cluster`` step is told when the run has no executor: a warning, not an
@@ -602,11 +603,7 @@ def no_executor_note(recipe: Recipe) -> str | None:
         return None
     if len(names) == 1:
         return f"step {names[0]}: {_NO_EXECUTOR}: it runs locally"
-    if len(names) > _NAMED:
-        listed = f"{', '.join(names[:_NAMED])} and {len(names) - _NAMED} more"
-    else:
-        listed = f"{', '.join(names[:-1])} and {names[-1]}"
-    return f"steps {listed}: {_NO_EXECUTOR}: they run locally"
+    return f"steps {listed(names, _NAMED)}: {_NO_EXECUTOR}: they run locally"
 
 
 def _without_extensions(data: dict[Any, Any]) -> dict[Any, Any]:
