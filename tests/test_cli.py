@@ -90,6 +90,17 @@ def test_a_one_step_run_says_1_step(tmp_path):
     assert f"of {recipe}: 1 step, logs in" in result.stdout.splitlines()[0]
 
 
+def test_the_summary_to_a_pipe_keeps_every_cell_whole(tmp_path):
+    """A CI log is read whole: the table's note is not cut at any width."""
+    words = " ".join(f"word{i}" for i in range(60))
+    module = write_module(tmp_path, f"import sys\n\ndef run(ctx):\n    sys.exit({words!r})\n")
+    recipe = write_recipe(tmp_path, f"steps:\n  - {{name: a, type: python, module: {module}}}\n")
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 1
+    row = next(line for line in result.stdout.splitlines() if re.match(r"a +✗ failed ", line))
+    assert row.endswith(f"  {words}"), result.stdout
+
+
 # Each bad recipe and the line its problem is reported on.
 BAD_RECIPES = {
     "unknown_field": (

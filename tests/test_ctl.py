@@ -168,7 +168,9 @@ def test_a_run_is_named_by_a_unique_prefix_or_its_last_part(tmp_path, past):
     ]:
         result = ctl(tmp_path, given, "logs", "broken")
         if meant is None:
-            assert_error(result, f"run {given} is ambiguous: {', '.join(reversed(ids))}")
+            newest = list(reversed(ids))
+            message = f"run {given} is ambiguous: {newest[0]}, {newest[1]} and {newest[2]}"
+            assert_error(result, message)
         else:
             assert (result.returncode, result.stdout) == (
                 0,

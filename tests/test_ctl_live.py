@@ -3,12 +3,14 @@ daemon, and real ``orch-tui`` processes talk to it, as a script or a user would.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
 import signal
 import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -331,6 +333,103 @@ def test_a_follow_whose_daemon_is_killed_says_the_run_died(tmp_path, daemons, fo
     assert ctl(tmp_path, daemon.run_id, "wait").returncode == 130
     again = ctl(tmp_path, daemon.run_id, *follow)  # read from its folder now: the same end
     assert (again.returncode, again.stderr) == died
+
+
+class Follower:
+    """``ctl RUN logs -f`` / ``events --follow`` in this process, on a thread, so that a test
+    can cut its connection to the real daemon (``cut``: its socket shut down, as a dropped
+    connection is) while the daemon lives. ``connections``: each one it followed through."""
+
+    def __init__(self, tmp_path, monkeypatch, run_id: str, *command: str) -> None:
+        import core.client
+        from tui.ctl import cmd_ctl
+
+        self.connections: list = []
+        connect = core.client.connect
+
+        def recorded(*args, **kwargs):
+            made = connect(*args, **kwargs)
+            if kwargs.get("attach", True):  # not the probe that finds the run live
+                self.connections.append(made)
+            return made
+
+        monkeypatch.setattr(core.client, "connect", recorded)
+        monkeypatch.chdir(tmp_path)
+        self.codes: list[int] = []
+        words = argparse.Namespace(words=[run_id, *command])
+        self.thread = threading.Thread(target=lambda: self.codes.append(cmd_ctl(words)))
+        self.thread.start()
+        wait_for(lambda: self.connections, 10, "following")
+
+    def cut(self) -> int:
+        """Cut the connection it follows through (its newest); how many it had made."""
+        self.connections[-1]._sock.shutdown(socket.SHUT_RDWR)
+        return len(self.connections)
+
+    def end(self, timeout: float = 30) -> int:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the follow did not end"
+        return self.codes[0]
+
+
+def test_logs_f_whose_connection_is_cut_connects_again(
+    tmp_path, daemons, monkeypatch, capsysbinary
+):
+    """The connection cut under `logs -f` while the daemon lives: it said the run had died
+    (exit 130); now it connects again and goes on, no line lost or shown twice."""
+    daemon = detach(tmp_path, daemons)
+    log = daemon.run_dir / "logs" / "gate.log"
+    wait_for(lambda: log.exists() and log.read_bytes() == b"waiting\n", 10, "gate waiting")
+    follower = Follower(tmp_path, monkeypatch, daemon.run_id, "logs", "gate", "-f")
+    wait_for(lambda: capsysbinary.readouterr().out == b"waiting\n", 10, "the log so far")
+    made = follower.cut()
+    wait_for(lambda: len(follower.connections) > made, 10, "connected again")
+    (tmp_path / "go").touch()
+    assert follower.end() == 0
+    captured = capsysbinary.readouterr()
+    assert (captured.out, captured.err) == (b"through\n", b"")
+    assert alive(daemon.pid)  # it was never gone
+
+
+def test_events_follow_whose_connection_is_cut_connects_again(
+    tmp_path, daemons, monkeypatch, capsysbinary
+):
+    """As `logs -f`: each event once, none missing, across the new connection."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")
+    follower = Follower(tmp_path, monkeypatch, daemon.run_id, "events", "--follow", "--since", "2")
+    made = follower.cut()
+    wait_for(lambda: len(follower.connections) > made, 10, "connected again")
+    ctl(tmp_path, daemon.run_id, "skip", "bad")
+    (tmp_path / "go").touch()
+    wait_for(lambda: status_of(daemon, "gate") == "succeeded", 10, "gate")
+    ctl(tmp_path, daemon.run_id, "stop-run")
+    assert follower.end() == 0  # it ends with the run
+    captured = capsysbinary.readouterr()
+    seen = [json.loads(line) for line in captured.out.splitlines()]
+    assert captured.err == b""
+    assert seen == read_events(daemon.run_dir)[2:]
+
+
+def test_a_follow_that_cannot_connect_again_says_how_to_follow_again(
+    tmp_path, daemons, monkeypatch, capsysbinary
+):
+    """The daemon listens but does not answer (stopped): not "the run died" (130) but the
+    connection lost, exit 1, and the command that follows it again."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "gate") == "running", 10, "gate running")
+    follower = Follower(tmp_path, monkeypatch, daemon.run_id, "logs", "gate", "-f")
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        follower.cut()
+        code = follower.end()
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    assert code == 1
+    assert capsysbinary.readouterr().err.decode() == (
+        "orch-tui: lost the connection to the run's daemon (it still runs): "
+        f"orch-tui ctl {daemon.run_id} logs gate -f to follow again\n"
+    )
 
 
 def test_runs_never_removes_a_socket_something_listens_on(tmp_path, daemons):

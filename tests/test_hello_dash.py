@@ -435,13 +435,29 @@ def test_idle_client_connections_do_not_hold_up_stopping(serve):
     assert port_is_free(served.port)
 
 
-def test_taken_port_is_a_clear_error():
+def test_taken_port_is_a_clear_error_naming_who_holds_it():
+    """One line (SystemExit: a step fails with it, no traceback) that names the holder: here
+    this test's own process."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(RuntimeError, match=rf"^port {port} on 127\.0\.0\.1 is already in use$"):
+        with pytest.raises(SystemExit) as info:
             hd.run(Context(), port=port, stop=threading.Event())
+    assert str(info.value.code).startswith(
+        f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()} ("
+    ), info.value.code
+
+
+def test_a_holder_not_found_is_said_with_how_to_find_it():
+    """When /proc names nobody (the port freed meanwhile, or not seen from here), the line
+    says which command does."""
+    from scriptlets.python.apps.dashboard.server import in_use
+
+    port = free_port()
+    assert in_use("127.0.0.1", port) == (
+        f"port {port} on 127.0.0.1 is already in use (ss -ltnp 'sport = :{port}' names who holds it)"
+    )
 
 
 def test_bad_parameters_fail_before_serving():
@@ -762,7 +778,9 @@ def test_cli_taken_port():
             [PY, str(SCRIPT), "--port", str(port)], capture_output=True, text=True, timeout=60
         )
     assert result.returncode == 1
-    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert result.stderr.startswith(
+        f"hello_dash: port {port} on 127.0.0.1 is already in use by pid {os.getpid()} ("
+    ), result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -864,7 +882,10 @@ def test_in_a_run_a_taken_port_fails_the_step(tmp_path):
         )
     assert done.code == 1
     assert done.steps["dash"]["status"] == "failed"
-    assert f"port {port} on 127.0.0.1 is already in use" in json.dumps(done.steps["dash"])
+    line = f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()} ("
+    assert done.steps["dash"]["reason"].startswith(line), done.steps["dash"]
+    log = done.log("dash").decode()
+    assert log.startswith(line) and len(log.splitlines()) == 1, log  # no traceback
 
 
 if __name__ == "__main__":  # pragma: no cover

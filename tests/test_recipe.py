@@ -29,7 +29,7 @@ from core.recipe import (
     recipe_json_schema,
     source,
 )
-from tests.conftest import ORCH, run_recipe, write_module
+from tests.conftest import ORCH, run_cli, run_recipe, write_module
 
 
 @pytest.fixture
@@ -175,6 +175,31 @@ def test_ready_kinds_and_yaml_merge_keys(ws: Path) -> None:
     assert (b.ready, b.run, b.depends_on) == (Readiness(ctx="url"), "x", ("a",))
     assert c.ready == Readiness(delay=0.0)
     assert [(s.ready.kind, s.ready.value) for s in (b, c)] == [("ctx", "url"), ("delay", 0.0)]
+
+
+def test_x_keys_are_where_anchors_live_and_are_ignored(ws: Path) -> None:
+    """As in docker-compose: the recipe's and a step's ``x-...`` keys are extension fields,
+    a home for YAML anchors; any other unknown key stays an error."""
+    path = write(
+        ws,
+        """
+        x-common: &common {type: shell, timeout: 10}
+        x-notes: [free, text]
+        steps:
+          - {<<: *common, name: a, cmd: echo, args: [hi], x-owner: ops}
+          - {<<: *common, name: b, run: echo there}
+        """,
+    )
+    recipe = load_recipe(path)
+    assert [(s.name, s.timeout) for s in recipe.steps] == [("a", 10.0), ("b", 10.0)]
+    assert recipe.warnings == ()
+    path.write_text(path.read_text().replace("x-common", "common"))
+    assert [(p.line, p.message) for p in errors(path).problems] == [
+        (1, "unknown field 'common' (keys starting with x- are ignored: for YAML anchors)")
+    ]
+    path.write_text(path.read_text().replace("x-owner", "owner"))
+    problems = [(p.step, p.message.split(" (")[0]) for p in errors(path).problems]
+    assert ("a", "unknown field 'owner'") in problems
 
 
 def test_a_field_left_out_gets_the_default_the_schema_shows(ws: Path) -> None:
@@ -1122,6 +1147,31 @@ def test_after_other_steps_a_missing_cmd_or_cwd_is_a_warning(ws: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("cmd", "hint"),
+    [
+        ("echo hi", 'write cmd: echo with args: [hi], or run: "echo hi" for a shell line'),
+        (
+            "ls -l '*.txt' 1",
+            'write cmd: ls with args: [-l, "*.txt", "1"], or run: "ls -l \'*.txt\' 1"',
+        ),
+        ("./tool.sh --fast", "write cmd: ./tool.sh with args: [--fast], or run:"),
+        ("'echo hi", 'its arguments go in args, or write run: "\'echo hi" for a shell line'),
+    ],
+)
+def test_a_cmd_with_spaces_says_cmd_is_one_program(ws: Path, cmd: str, hint: str) -> None:
+    """The mistake a new user makes most: a whole command line in ``cmd``. The error says what
+    to write; the words are never run split."""
+    path = write(ws, f"steps:\n  - name: a\n    type: shell\n    cmd: {json.dumps(cmd)}\n")
+    (problem,) = errors(path).problems
+    assert problem.message.startswith(f"cmd: {cmd!r} not found"), problem
+    assert f"(cmd is one program: {hint}" in problem.message, problem
+    result = run_cli("validate", path, cwd=ws)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1].startswith("r.yaml:4:10: step 'a': cmd: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_folder_is_not_a_recipe(ws: Path) -> None:
     (ws / "recipes").mkdir()
     assert str(errors(ws / "recipes")) == "recipes: is a directory, expected a YAML file"
@@ -1182,6 +1232,8 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
         ]
     }
     assert validator.is_valid(good)
+    # x- keys, where anchors live, pass for the recipe and its steps, as the loader lets them
+    assert validator.is_valid({"x-common": {"a": 1}, "steps": [{**good["steps"][1], "x-n": 1}]})
     assert not validator.is_valid([{"name": "a", "type": "python", "module": "m", "cmd": "x"}])
     assert not validator.is_valid([{"name": "a", "type": "shell", "dependson": []}])
     # what the loader refuses, an editor flags too

@@ -647,6 +647,35 @@ def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
     assert "core/executors" not in log, log
 
 
+def test_python_step_sys_exit_with_a_message_fails_with_that_line_and_no_traceback(tmp_path):
+    """``sys.exit("message")``: a failure the step expected and worded (a port in use), shown
+    as written, as Python shows it for a script; a number stays an exit status."""
+    module = write_module(
+        tmp_path,
+        """
+        import sys
+
+        def worded(ctx):
+            sys.exit("port 8050 is taken\\nsecond line")
+
+        def numbered(ctx):
+            sys.exit(3)
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""steps:
+  - {{name: worded, type: python, module: {module}, function: worded, continue_on_error: true}}
+  - {{name: numbered, type: python, module: {module}, function: numbered}}
+""",
+    )
+    assert result.code == 1
+    assert result.steps["worded"]["reason"] == "port 8050 is taken"
+    assert result.log("worded").decode() == "port 8050 is taken\nsecond line\n"
+    assert result.steps["numbered"]["reason"] == "exited with SystemExit(3)"
+    assert result.steps["numbered"]["exit_code"] == 3
+
+
 def test_python_step_error_naming_undecodable_bytes_is_recorded(tmp_path):
     """A file name that is not UTF-8 (os.listdir, os.fsdecode) put in an exception's message
     is a lone surrogate there: the run's state.json and the step's step_finished event must

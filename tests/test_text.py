@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.text import clean
+from core.text import clean, listed
 
 ESC = "\x1b"
 CASES = [
@@ -59,3 +59,20 @@ def test_escapes_in_a_big_block_are_found_wherever_they_are() -> None:
     shown = clean(b"\n".join(lines)).split("\n")
     assert shown[3] == "three" and shown[99_998] == "last but one "
     assert shown[50_000] == "line 50000" and len(shown) == 100_000
+
+
+@pytest.mark.parametrize(
+    ("names", "line"),
+    [
+        ([], ""),
+        (["a"], "a"),
+        (["a", "b"], "a and b"),
+        (["a", "b", "c"], "a, b and c"),
+        (["a", "b", "c", "d"], "a, b, c and 1 more"),
+        (list("abcdefg"), "a, b, c and 4 more"),
+    ],
+)
+def test_names_are_listed_alike_everywhere(names: list[str], line: str) -> None:
+    """One wording for the runner's notes (steps run locally) and the command line's errors
+    (an ambiguous run): the first few, then how many more."""
+    assert listed(names, 3) == line

@@ -487,6 +487,39 @@ async def test_the_sessions_screen_draws_its_keys_as_compact_as_the_steps_screen
         assert "a Attach esc Back f5 Refresh" in row  # compact: one space between keys
 
 
+async def test_the_sessions_screen_fits_80_columns_with_the_run_id_whole(
+    orch, screendir, tmux_tmpdir
+):
+    """At 80x24 the run id was cut (the table ran past the screen's edge): now every row fits,
+    the run id whole, and the cut goes to the longest free text, the session name, with an
+    ellipsis. Wider, the name is whole again."""
+    import uuid
+
+    from tui.screens.sessions import SessionsScreen
+
+    session = f"orchtui-a-long-session-name-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(
+        f"steps:\n  - {{name: s, type: session, action: create, session: {session}}}\n"
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "s", "succeeded", timeout=20)
+        await pilot.press("S")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen), what="sessions")
+
+        def row() -> str | None:
+            return next((line for line in screen_lines(app) if runner.run_id in line), None)
+
+        line = await until(pilot, row, 15, "the session's row, its run id whole")
+        assert line.rstrip().endswith(runner.run_id), line
+        cut = next(word for word in line.split() if word.endswith("…"))
+        assert session.startswith(cut[:-1]) and len(cut) > len("name"), line
+        assert cell_len(line.rstrip()) <= 80
+        table = app.screen.query_one("#sessions-table")
+        assert table.virtual_size.width <= table.size.width  # no sideways scroll
+        await pilot.resize_terminal(120, 24)
+        await until(pilot, lambda: session in (row() or ""), what="the name whole at 120")
+
+
 # ------------------------------------------------------------------------------ the run's notes
 async def test_what_the_run_said_before_the_app_attached_is_shown(tmp_path):
     """The app on a run daemon attaches once the run has started: what the runner said as it

@@ -1,14 +1,15 @@
 """The columns a terminal draws for a string, without Rich: East Asian wide and full-width
 characters take two, combining marks none.
 
-For the plain tables of the command line (``runs``, ``ctl status``, ``sessions``) and the
-headless summary, which must line up under a step named in CJK and must not import Rich (a
-tenth of a second of start-up) or the headless front end to do it.
+For the plain tables of the command line (``runs``, ``ctl status``, ``sessions``), the
+headless summary and the app's sessions screen, which must line up under a step named in CJK
+and must not import Rich (a tenth of a second of start-up) or the headless front end to do it.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Collection, Sequence
 
 ELLIPSIS = "…"
 
@@ -49,3 +50,31 @@ def crop_left(text: str, width: int) -> str:
         start -= 1
         used += char_cells(text[start])
     return ELLIPSIS + text[start:]
+
+
+def ellipsized(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, its end given up for an ellipsis if need be."""
+    if cell_len(text) <= width:
+        return text
+    return crop(text, width - 1) + ELLIPSIS
+
+
+def fit_widths(
+    natural: Sequence[int], room: int, cuttable: Collection[int], least: Sequence[int]
+) -> list[int]:
+    """Column widths whose sum fits ``room``: only the ``cuttable`` columns (free text, whose
+    start tells the rows apart) give cells, the widest first, none under its ``least``; the
+    others (ids, numbers, times: useless cut) stay whole. They may still not fit."""
+    widths = list(natural)
+    excess = sum(widths) - room
+    while excess > 0:
+        shrinkable = [i for i in cuttable if widths[i] > least[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        others = [widths[i] for i in shrinkable if i != widest]
+        target = max(least[widest], max(others, default=0), widths[widest] - excess)
+        cut = max(1, widths[widest] - target)
+        widths[widest] -= cut
+        excess -= cut
+    return widths

@@ -6,14 +6,14 @@ commands that only read, the newest run when none is live). A live run is reache
 daemon (core.client); a finished one (or a headless one) is read from its folder (core.recorded): ``status``, ``logs``, ``ctx`` and ``events`` work on both, commands on a
 finished run are refused ("the run is over (read-only)"). Every error is one line on stderr and
 exit 2; ``wait`` exits as a headless run would (0, 1, 130), and a follow (``logs -f``,
-``events --follow``) of a run that died (its daemon killed) says so and exits 130 as well.
+``events --follow``) of a run that died (its daemon killed) says so and exits 130 as well. A
+follow whose connection drops while the daemon still listens connects again and goes on.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import functools
 import json
 import os
 import queue
@@ -30,11 +30,12 @@ from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
 from core.state import ENDED, RunState
 from core.text import clean
-from tui.cli import EXIT_OK, UsageError
+from tui.cli import EXIT_FAILED, EXIT_OK, UsageError
 from tui.format import format_duration, service_note
-from tui.runs import find_run, open_run
+from tui.runs import daemon_listens, find_run, open_run
 
 if TYPE_CHECKING:
+    from core.client import RemoteControl
     from core.control import RunControl
     from core.events import Event
 
@@ -234,15 +235,22 @@ def _logs(control: RunControl, args: argparse.Namespace) -> int:
     step = _known_step(control, args.step)
     out = sys.stdout.buffer
     changed = threading.Event()
+
+    def follow(live: RunControl) -> None:
+        live.subscribe(lambda event: _touches(event, step) and changed.set())
+
     if args.follow:
-        control.subscribe(lambda event: _touches(event, step) and changed.set())
+        follow(control)
     offset = _copy_log(control.run_dir, step, 0, out)
-    while args.follow and not _log_done(control, step):
-        changed.wait(POLL_SECONDS)
-        changed.clear()
-        offset = _copy_log(control.run_dir, step, offset, out)
-    _copy_log(control.run_dir, step, offset, out)  # what it wrote up to its end
-    return _followed_to_the_end(control) if args.follow else EXIT_OK
+    if not args.follow:
+        return EXIT_OK
+    with _Link(control, follow) as link:
+        while not _log_done(link.current(), step):
+            changed.wait(POLL_SECONDS)
+            changed.clear()
+            offset = _copy_log(control.run_dir, step, offset, out)
+        _copy_log(control.run_dir, step, offset, out)  # what it wrote up to its end
+        return _followed_to_the_end(link.control, f"logs {step} -f")
 
 
 def _touches(event: Event, step: str) -> bool:
@@ -260,15 +268,66 @@ def _gone(control: RunControl) -> bool:
     return getattr(control, "gone", None) is not None
 
 
-def _followed_to_the_end(control: RunControl) -> int:
+class _Link:
+    """The connection a follow reads a live run through, made again when it drops while the
+    run goes on and its daemon still listens (the daemon let this client go, or the socket
+    was cut): such a run is not dead, and following it is what was asked. ``follow`` subscribes
+    each new connection as the first one was."""
+
+    def __init__(self, control: RunControl, follow: Callable[[RunControl], None]) -> None:
+        self.control = control
+        self._follow = follow
+        self._made: list[RemoteControl] = []
+
+    def current(self) -> RunControl:
+        """The connection, made again first if it dropped while the daemon still listens; the
+        dropped one when it cannot be (the daemon ended meanwhile, or does not answer)."""
+        from core.client import DaemonGone, ProtocolError, connect
+
+        if not _dropped(self.control):
+            return self.control
+        try:
+            fresh = connect(self.control.run_dir.path, client="ctl")
+        except (DaemonGone, ProtocolError):
+            return self.control
+        self._made.append(fresh)
+        self._follow(fresh)
+        self.control = fresh
+        return fresh
+
+    def __enter__(self) -> _Link:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for control in self._made:
+            control.close()
+
+
+def _dropped(control: RunControl) -> bool:
+    """Whether the connection to a live run dropped while the run goes on: not over as far
+    as it told this client, and its daemon still listens (core.client's daemon closes every
+    connection as it ends, after saying so; a killed one's socket refuses)."""
+    return _gone(control) and control.wait(0) is None and daemon_listens(control.run_dir)
+
+
+def _followed_to_the_end(control: RunControl, again: str = "") -> int:
     """How a follow ends: 0 when the run ended (or is going on); when its daemon went away
     without ending it (killed), the run died: said on stderr, and ``wait``'s exit code for
     such a run (130, interrupted), so that a script following it does not take it for a
-    run that ended as it should."""
+    run that ended as it should. A connection lost and not made again while the daemon still
+    listens (it did not answer): 1, and how to follow again (``again``: the command)."""
+    run_id = control.run_dir.path.name
+    if _dropped(control):
+        print(
+            "orch-tui: lost the connection to the run's daemon (it still runs): "
+            f"orch-tui ctl {run_id} {again} to follow again",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if not _died(control):
         return EXIT_OK
     print(
-        f"orch-tui: run {control.run_dir.path.name} died: its daemon is gone, the run did not "
+        f"orch-tui: run {run_id} died: its daemon is gone, the run did not "
         "end (orch-tui runs lists it as died)",
         file=sys.stderr,
     )
@@ -329,24 +388,36 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
         _past_events(control.run_dir, args.since, None, out)
         return _followed_to_the_end(control) if args.follow else EXIT_OK
     live: queue.SimpleQueue[Event | RunState] = queue.SimpleQueue()
-    if args.follow:
-        control.subscribe(live.put, on_resync=live.put)
-    gone = functools.partial(_gone, control)
-    last = _past_events(control.run_dir, args.since, control.snapshot().seq, out, gone)
-    while args.follow:
-        try:
-            item = live.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            if gone():
-                break
-            continue
-        if isinstance(item, RunState):  # a resync: the events it skipped are in the file
-            last = _past_events(control.run_dir, last, item.seq, out, gone)
-        elif item.seq > last:
-            out.write(encode_event(item) + b"\n")
-            out.flush()
-            last = item.seq
-    return _followed_to_the_end(control) if args.follow else EXIT_OK
+
+    def follow(connection: RunControl) -> None:
+        connection.subscribe(live.put, on_resync=live.put)
+
+    if not args.follow:
+        _past_events(control.run_dir, args.since, control.snapshot().seq, out)
+        return EXIT_OK
+    follow(control)
+    with _Link(control, follow) as link:
+
+        def gone() -> bool:
+            return _gone(link.control)
+
+        last = _past_events(control.run_dir, args.since, control.snapshot().seq, out, gone)
+        while True:
+            try:
+                item: Event | RunState = live.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if not gone():
+                    continue
+                if _gone(link.current()):
+                    break
+                item = link.control.snapshot()  # connected again: on from its state, as a resync
+            if isinstance(item, RunState):  # a resync: the events it skipped are in the file
+                last = _past_events(control.run_dir, last, item.seq, out, gone)
+            elif item.seq > last:
+                out.write(encode_event(item) + b"\n")
+                out.flush()
+                last = item.seq
+        return _followed_to_the_end(link.control, f"events --follow --since {last}")
 
 
 def _past_events(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.recorded import NotARun, RecordedRun
 from core.rundir import DAEMON_LOG, SOCKET, RunDir, list_runs, runs_root
-from core.text import clean
+from core.text import clean, listed
 from tui.cli import UsageError
 from tui.format import format_duration
 
@@ -210,7 +210,7 @@ def find_run(run: str | None, cwd: Path, *, or_newest: bool = False) -> Path:
     if len(matches) == 1:
         return runs_root(cwd) / matches[0]
     if matches:
-        raise UsageError(f"run {run} is ambiguous: {_listed(matches)}")
+        raise UsageError(f"run {run} is ambiguous: {listed(matches, AMBIGUOUS_SHOWN)}")
     raise UsageError(f"no run {run} in {runs_root(cwd)} (orch-tui runs lists them)")
 
 
@@ -226,11 +226,6 @@ def _ids_matching(given: str, root: Path) -> list[str]:
     return sorted(
         (i for i in ids if i.startswith(given) or i.rpartition("-")[2] == given), reverse=True
     )
-
-
-def _listed(ids: list[str]) -> str:
-    more = len(ids) - AMBIGUOUS_SHOWN
-    return ", ".join(ids[:AMBIGUOUS_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def _say_newer(live: RunRow, newest: RunRow) -> None:

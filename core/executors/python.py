@@ -171,9 +171,12 @@ def call_step(
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 0:
             return Outcome(0)
-        if not isinstance(exc.code, int):
-            sink.write_text(f"{exc.code}\n")
-        return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
+        if isinstance(exc.code, int):
+            return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
+        # sys.exit("message"): a failure the step expected and worded, no traceback
+        sink.write_text(f"{exc.code}\n")
+        text = _utf8(str(exc.code)).strip().splitlines()
+        return Outcome(code, error=text[0] if text else "exited with SystemExit")
     except BaseException as exc:
         import traceback  # only a failed step needs it
 

@@ -22,6 +22,7 @@ import msgspec
 from core.graph import find_cycle
 from core.recipe.kinds import HEALTH_KINDS, READY_KINDS, check_steps, valid_step_name
 from core.recipe.model import (
+    EXTENSION_PREFIX,
     HEALTH_FIELDS,
     KEYS,
     READY_FIELDS,
@@ -45,6 +46,7 @@ from core.recipe.problems import (
 )
 from core.recipe.recipefile import Source, locate
 from core.recipe.workspace import step_cwd
+from core.text import listed
 
 Who = tuple[str, bool] | None  # (step name or "step #3" label, is it a label)
 #: what a ``where: cluster`` step is told when the run has no executor: a warning, not an
@@ -185,7 +187,10 @@ class Validator:
             if spec is None:
                 # offer a field of this step's type: 'comand' in a shell step means 'cmd'
                 fits = (name for name, spec in table.items() if spec.applies(step_type))
-                message = f"unknown field {show(prefix + key)}{suggest(key, fits)}"
+                hint = suggest(key, fits)
+                if not hint and not trail:  # the recipe's own keys: likely a home for anchors
+                    hint = f" (keys starting with {EXTENSION_PREFIX} are ignored: for YAML anchors)"
+                message = f"unknown field {show(prefix + key)}{hint}"
                 self.report(message, here, who, key=True)
                 continue
             if not spec.applies(step_type):
@@ -253,6 +258,7 @@ class Validator:
             if not steps:
                 self.report("the recipe has no steps", ())
         elif isinstance(doc, dict):
+            doc = _without_extensions(doc)
             self.base = ("steps",)
             top = self.fields(doc, (), RECIPE_FIELDS, None, skip=frozenset({"steps"}))
             raw = doc.get("steps", BAD)
@@ -276,6 +282,7 @@ class Validator:
             if data is not BAD:
                 self.report(f"a step must be a mapping of fields, got {show(data)}", trail, label)
             return None
+        data = _without_extensions(data)
         raw_name, raw_type = data.get("name"), data.get("type")
         name = raw_name if isinstance(raw_name, str) and valid_step_name(raw_name) else None
         step_type = raw_type if isinstance(raw_type, str) and raw_type in STEP_CLASSES else None
@@ -558,7 +565,10 @@ class Validator:
             problem = None if self._on_path(cmd, search) else "not found on PATH"
             base = ""
         if problem is not None:
-            message = f"cmd: {_as_written(cmd)} {problem}{base}{tail}"
+            shown, hint = _as_written(cmd), ""
+            if problem in ("not found", "not found on PATH") and any(c.isspace() for c in cmd):
+                shown, hint = _as_written(repr(cmd)), _one_program_hint(cmd)
+            message = f"cmd: {shown} {problem}{base}{hint}{tail}"
             self.report(message, d.trail + ("cmd",), d.who, warning=warning)
 
     def _on_path(self, cmd: str, search: str) -> bool:
@@ -593,11 +603,20 @@ def no_executor_note(recipe: Recipe) -> str | None:
         return None
     if len(names) == 1:
         return f"step {names[0]}: {_NO_EXECUTOR}: it runs locally"
-    if len(names) > _NAMED:
-        listed = f"{', '.join(names[:_NAMED])} and {len(names) - _NAMED} more"
-    else:
-        listed = f"{', '.join(names[:-1])} and {names[-1]}"
-    return f"steps {listed}: {_NO_EXECUTOR}: they run locally"
+    return f"steps {listed(names, _NAMED)}: {_NO_EXECUTOR}: they run locally"
+
+
+def _without_extensions(data: dict[Any, Any]) -> dict[Any, Any]:
+    """The recipe's or a step's mapping without its extension fields (``x-...``, as in
+    docker-compose): the place YAML anchors live (``x-common: &common {...}``, then
+    ``<<: *common``), ignored; any other unknown key stays an error."""
+    if not any(_is_extension(key) for key in data):
+        return data
+    return {key: value for key, value in data.items() if not _is_extension(key)}
+
+
+def _is_extension(key: Any) -> bool:
+    return isinstance(key, str) and key.startswith(EXTENSION_PREFIX)
 
 
 def _path_variable(step_env: Mapping[str, str], recipe_env: Mapping[str, str]) -> str:
@@ -635,6 +654,42 @@ def _as_written(path: str) -> str:
     (no control or bidi characters reach the terminal); a line long at most."""
     shown = path if path.isprintable() and path.strip() == path and path else repr(path)
     return shown if len(shown) <= 200 else shown[:197] + "..."
+
+
+def _one_program_hint(cmd: str) -> str:
+    """What to write instead of ``cmd: echo hi``, the mistake a new user makes most: cmd
+    names ONE program, run without a shell. The words are split here (as a shell would) only
+    to show the fix; the step itself is never run split, so nothing is guessed."""
+    import json
+    import shlex
+
+    run = f"run: {json.dumps(cmd)}"
+    try:
+        words = shlex.split(cmd)
+    except ValueError:  # an unclosed quote: no split to show
+        words = []
+    if len(words) < 2:
+        return f" (cmd is one program: its arguments go in args, or write {run} for a shell line)"
+    program, args = _yaml_word(words[0]), ", ".join(_yaml_word(w) for w in words[1:])
+    return (
+        f" (cmd is one program: write cmd: {program} with args: [{args}],"
+        f" or {run} for a shell line)"
+    )
+
+
+def _yaml_word(word: str) -> str:
+    """A word as it would be written in a YAML flow list: plain when YAML reads it back as the
+    same string, else double-quoted (``1``, ``true``, ``a,b`` or ``*.txt`` are read as something
+    else). YAML itself is asked: its rules for plain words are too many to copy."""
+    import json
+
+    import yaml
+
+    try:
+        plain = yaml.safe_load(f"[{word}]") == [word]
+    except yaml.YAMLError:
+        plain = False
+    return word if plain else json.dumps(word)
 
 
 def _stat(path: Path, missing: str) -> os.stat_result | str:

@@ -325,6 +325,8 @@ class Recipe(RecipeFile, frozen=True, kw_only=True):
 # Field tables, derived from the Structs: what the validator checks a mapping's keys against
 
 LOADER_FIELDS = frozenset({"index", "line", "explicit_deps"})
+# keys of the recipe or of a step that start with this are ignored: where YAML anchors live
+EXTENSION_PREFIX = "x-"
 
 
 class FieldSpec(msgspec.Struct, frozen=True):

@@ -20,6 +20,7 @@ from msgspec import Meta
 
 from core.recipe.kinds import HEALTH_KINDS, READY_KINDS
 from core.recipe.model import (
+    EXTENSION_PREFIX,
     HEALTH_FIELDS,
     LOADER_FIELDS,
     READY_FIELDS,
@@ -50,6 +51,8 @@ def recipe_json_schema() -> dict[str, Any]:
     tables.update((cls.__name__, STEP_FIELDS) for cls in STEP_CLASSES.values())
     for name, table in tables.items():
         _tidy(defs[name], table)
+    for name in (RecipeFile.__name__, *(cls.__name__ for cls in STEP_CLASSES.values())):
+        defs[name]["patternProperties"] = {f"^{EXTENSION_PREFIX}": {}}  # anchors' place
     defs[Readiness.__name__]["oneOf"] = [{"required": [kind]} for kind in READY_KINDS]
     defs[HealthCheck.__name__]["oneOf"] = [{"required": [kind]} for kind in HEALTH_KINDS]
     return {

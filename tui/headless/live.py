@@ -67,7 +67,7 @@ class RichPrinter(Printer):
         self._refresher: threading.Event | None = None  # set: the live view's refresh ends
 
     @property
-    def width(self) -> int:  # type: ignore[override]  # the terminal's, not PLAIN_WIDTH
+    def width(self) -> int:  # type: ignore[override]  # the terminal's: rows fit it
         return self.console.width
 
     def print(self, renderable: RenderableType) -> None:

@@ -242,8 +242,12 @@ class Summary:
     def _table(self, title: str, rows: list[list[Cell]]) -> Table:
         """The table, each row one line wide as the screen: the note is cut first (with an
         ellipsis: the whole of it is in state.json), then a long step name down to
-        ``SUMMARY_NAME_MIN``; on a narrow screen the peak cpu and rss columns go."""
+        ``SUMMARY_NAME_MIN``; on a narrow screen the peak cpu and rss columns go. Off a
+        terminal (no width) every cell is whole."""
         width = self.printer.width
+        if width is None:
+            limits: list[int | None] = [None] * len(_COLUMNS)
+            return Table(title, [h for h, _ in _COLUMNS], [j for _, j in _COLUMNS], limits, rows)
         natural = [
             max([len(header), *(cell_len(row[i][0]) for row in rows)])
             for i, (header, _) in enumerate(_COLUMNS)

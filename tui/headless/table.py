@@ -14,7 +14,7 @@ import re
 
 import msgspec
 
-from tui.cells import ELLIPSIS, cell_len, crop
+from tui.cells import cell_len, crop, ellipsized
 
 #: a cell: its text and its Rich style
 Cell = tuple[str, str]
@@ -66,10 +66,8 @@ def render_plain(table: Table, *, ascii_box: bool) -> list[str]:
 def _fit(text: str, width: int, justify: str) -> str:
     """``text`` in exactly ``width`` cells: cut with an ellipsis, padded on the side
     ``justify`` leaves free."""
+    text = ellipsized(text, width)
     size = cell_len(text)
-    if size > width:
-        text = crop(text, width - 1) + ELLIPSIS
-        size = cell_len(text)
     room = " " * max(0, width - size)
     return room + text if justify == "right" else text + room
 

@@ -30,7 +30,6 @@ CATCH_UP_SECONDS = 0.5
 #: (seconds; ``ORCH_STDOUT_TIMEOUT`` overrides it): the run's files are complete by then, and
 #: a reader that never reads must not keep orch-tui alive for ever.
 STDOUT_TIMEOUT = 60.0
-PLAIN_WIDTH = 100  # the summary's width off a terminal
 #: Pieces one ``writev`` takes at most (POSIX's minimum of IOV_MAX; Linux's is this too).
 IOV_MAX = 1024
 
@@ -222,7 +221,9 @@ class Printer:
     the stream cannot encode get their ASCII stand-ins (``symbols`` False).
     """
 
-    width = PLAIN_WIDTH
+    #: the summary's width: none off a terminal, where every cell stays whole (a CI log is
+    #: read in a browser or grepped, where a row is never too long, and a cut loses words)
+    width: int | None = None
 
     def __init__(self, out: Terminal, *, color: bool) -> None:
         self.out = out

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from core.text import clean
+from tui.cells import cell_len, ellipsized, fit_widths
 from tui.format import counted
 from tui.widgets.keys_footer import KeysFooter
 
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from core.sessions.base import SessionInfo
 
 REFRESH_SECONDS = 2.0
+COLUMNS = ("backend", "socket", "name", "state", "pid", "created", "run")
+#: the columns cut (with an ellipsis) when the rows are wider than the screen: the free text
+#: (a tmux socket, a session name); the run id, pid and time say nothing once cut
+CUTTABLE = (COLUMNS.index("socket"), COLUMNS.index("name"))
+STATE = COLUMNS.index("state")
 
 
 class SessionsScreen(Screen[None]):
@@ -37,6 +43,7 @@ class SessionsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._rows: list[SessionInfo] = []
+        self._notes: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -45,7 +52,6 @@ class SessionsScreen(Screen[None]):
         table: DataTable[str] = DataTable(
             id="sessions-table", cursor_type="row", zebra_stripes=True
         )
-        table.add_columns("backend", "socket", "name", "state", "pid", "created", "run")
         yield table
         yield Static("", id="sessions-note")
         yield KeysFooter()  # the steps screen's: compact under 100 columns, as few rebuilds
@@ -68,26 +74,38 @@ class SessionsScreen(Screen[None]):
         self.app.call_from_thread(self._show, rows, notes)
 
     def _show(self, rows: list[SessionInfo], notes: list[str]) -> None:
+        self._rows, self._notes = rows, notes
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        """The rows, each one line as wide as the table: a wider one is cut in its free text
+        (a long session name), never in the run id."""
         table = self.query_one(DataTable)
         keep = table.cursor_row
-        table.clear()
-        self._rows = rows
-        for row in rows:
-            created = (
-                time.strftime("%m-%d %H:%M", time.localtime(row.created)) if row.created else ""
-            )
-            table.add_row(
-                row.backend,
-                escape(clean(row.server)),
-                escape(clean(row.name)),  # any user's session name: no escapes, no markup
-                f"[green]{row.state}[/]" if row.state == "attached" else escape(clean(row.state)),
-                str(row.pid or ""),
-                created,
-                escape(clean(row.run_id or "")),
-            )
-        if rows:
-            table.move_cursor(row=min(keep, len(rows) - 1))
-        note = " · ".join(notes) if notes else counted(len(rows), "session")
+        cells = [_cells(row) for row in self._rows]
+        natural = [
+            max(cell_len(text) for text in column) for column in zip(COLUMNS, *cells, strict=True)
+        ]
+        room = table.size.width - 2 * table.cell_padding * len(COLUMNS)
+        if len(cells) >= table.size.height:  # a row each, under the header: it scrolls
+            room -= table.styles.scrollbar_size_vertical
+        widths = fit_widths(natural, room, CUTTABLE, [len(header) for header in COLUMNS])
+        table.clear(columns=True)  # a column only ever widens to its cells: set each again
+        for header, width in zip(COLUMNS, widths, strict=True):
+            table.add_column(header, width=width)
+        for row in cells:
+            shown = [
+                escape(ellipsized(text, width)) for text, width in zip(row, widths, strict=True)
+            ]
+            if shown[STATE] == "attached":
+                shown[STATE] = "[green]attached[/]"
+            table.add_row(*shown)
+        if cells:
+            table.move_cursor(row=min(keep, len(cells) - 1))
+        note = " · ".join(self._notes) if self._notes else counted(len(cells), "session")
         self.query_one("#sessions-note", Static).update(f"[dim]{note}[/]")
 
     def action_attach(self) -> None:
@@ -100,3 +118,11 @@ class SessionsScreen(Screen[None]):
         server = row.socket if row.backend == "tmux" else None
         self.app.attach(row.backend, row.name, server)  # type: ignore[attr-defined]
         self.action_reload()
+
+
+def _cells(row: SessionInfo) -> list[str]:
+    """A session's row as plain text, a cell per ``COLUMNS`` (any user's session name: no
+    escapes; markup is escaped once it is cut)."""
+    created = time.strftime("%m-%d %H:%M", time.localtime(row.created)) if row.created else ""
+    texts = [row.backend, row.server, row.name, row.state, str(row.pid or ""), created]
+    return [clean(text) for text in texts] + [clean(row.run_id or "")]

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             debug=debug,
             token=not args.no_token,
         )
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, SystemExit) as exc:
         print(f"hello_dash: {exc}", file=sys.stderr)
         return 1
     return 0

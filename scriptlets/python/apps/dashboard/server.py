@@ -113,8 +113,34 @@ def check_port(host: str, port: int) -> None:
             probe.bind(addr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise RuntimeError(f"port {port} on {host} is already in use") from None
+                raise RuntimeError(in_use(host, port)) from None
             raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def in_use(host: str, port: int) -> str:
+    """ "port N on HOST is already in use", and by whom, or how to find out: the user's next
+    question, and the holder is often a dashboard of an earlier run still going."""
+    text = f"port {port} on {host} is already in use"
+    holder = _holder(host, port)
+    if holder.startswith("pid "):
+        return f"{text} by {holder}"
+    ask = f"ss -ltnp 'sport = :{port}'"
+    if holder:
+        return f"{text} by {holder} (sudo {ask} names it)"
+    return f"{text} ({ask} names who holds it)"
+
+
+def _holder(host: str, port: int) -> str:
+    """Who listens on ``host:port`` ("pid N (command)", "another user's process"), or "":
+    orch-tui's own /proc lookup, which needs no privileges (psutil.net_connections does on
+    some hosts)."""
+    try:
+        from core.ports import describe_holder, listeners, local_addresses
+    except ImportError:  # this file run standalone by a Python without orch-tui
+        return ""
+    addresses = local_addresses(host)
+    found = listeners(port, addresses) if addresses is not None else []
+    return describe_holder(found[0]) if found else ""
 
 
 def _check_params(port: Any, ctx_key: Any, interval_ms: Any, max_points: Any, url_key: Any) -> None:
@@ -137,7 +163,7 @@ def _listen(
     wsgi_app: Any, host: str, port: int, log: logging.Logger, debug: bool
 ) -> tuple[Any, _Connections]:
     """The werkzeug server listening on ``host:port`` (not serving yet) and its connections,
-    for :func:`run` to cut when it stops; a port in use is a ``RuntimeError``."""
+    for :func:`run` to cut when it stops; a port in use is a ``RuntimeError`` naming its holder."""
     from werkzeug.serving import make_server
 
     check_port(host, port)
@@ -151,7 +177,7 @@ def _listen(
             request_handler=_handler_class(conns, log, debug),
         )
     except (SystemExit, OSError):  # werkzeug exits on a bind error; the probe missed a race
-        raise RuntimeError(f"port {port} on {host} is already in use") from None
+        raise RuntimeError(in_use(host, port)) from None
     server.log = lambda type, message, *args: log.error(message, *args)  # type: ignore[method-assign]
     return server, conns
 
@@ -172,7 +198,8 @@ def run(
     """Serve the dashboard of ``ctx[ctx_key]`` on ``http://host:port/`` until ``stop`` is set.
 
     Then the server is shut down and its socket closed, so the port is free at once. A port in
-    use raises ``RuntimeError("port N on HOST is already in use")``. ``debug`` logs every HTTP
+    use raises ``SystemExit("port N on HOST is already in use by ...")``: the step fails with
+    that one line, without a traceback (it is no bug to debug). ``debug`` logs every HTTP
     request (the browser polls twice a second); by default it is on when ``ORCH_DEBUG`` is
     set, as ``orch-tui --debug`` does for its steps. ``token``: a random one (True), none
     (False) or this one (a string); the address with it is printed, and stored in
@@ -185,7 +212,10 @@ def run(
     secret = make_token(token)
     app = build_app(ctx, ctx_key, interval_ms=int(interval_ms), max_points=max_points)
     app.server.logger = log  # Flask logs callback exceptions here: the step's log
-    server, conns = _listen(app.server, host, port, log, bool(debug))
+    try:
+        server, conns = _listen(app.server, host, port, log, bool(debug))
+    except RuntimeError as exc:  # expected (a port in use): one line, as a script exits
+        raise SystemExit(str(exc)) from None
     guard(app.server, host, server.port, secret)
     thread = threading.Thread(
         target=server.serve_forever,
