@@ -317,6 +317,9 @@ class Runner:
         step = run.step
         restarted, run.restarting = run.restarting, False
         run.begin(self.clock())
+        if restarted:  # counted as it happens: a run that ends before made no restart
+            run.state.restarts += 1
+            run.state.restart_reason = run.restart_for
         if not step.background:
             self._running_fg += 1
         try:
@@ -551,13 +554,12 @@ class Runner:
         process group is gone (SIGTERM, grace, SIGKILL: a restart never leaves an orphan).
         Its dependents are not disturbed: they went on when it was first ready."""
         state = run.state
-        state.restarts += 1
-        state.restart_reason = run.end_cause or state.reason or "exit code 0"
+        run.restart_for = run.end_cause or state.reason or "exit code 0"
         state.status, run.retry_due, run.restarting = Status.PENDING, True, True
         if state.health is not None:  # the next start is checked afresh
             state.health = Health.UNKNOWN
         self._emit_step(
-            ev.StepRestart, run, restart=state.restarts, reason=state.restart_reason, delay=delay
+            ev.StepRestart, run, restart=state.restarts + 1, reason=run.restart_for, delay=delay
         )
         due = time.monotonic() + delay
         pgid = None if execution is None else execution.pid

@@ -35,6 +35,7 @@ class StepRun(msgspec.Struct):
     stop_reason: str | None = None
     retry_due: bool = False  # waiting for its retry_delay (a service: its restart delay)
     restarting: bool = False  # a service between two starts: it will be up again
+    restart_for: str | None = None  # why (the state counts the restart once it starts)
     end_cause: str | None = None  # the runner ended this start to restart it: why
     supervisor: Supervisor | None = None  # a service's restart policy
     monitor: HealthMonitor | None = None  # this start's health checks

@@ -24,6 +24,7 @@ from tests.conftest import (
     only_run_dir,
     read_events,
     read_pid,
+    read_state,
     run_cli,
     run_recipe,
     wait_for,
@@ -191,6 +192,38 @@ def test_always_restarts_after_a_clean_exit_and_on_failure_does_not(tmp_path, po
         assert svc["restart_reason"] == "exit code 0"
     else:
         assert len(lines) == 1 and svc["restarts"] == 0
+
+
+def test_a_restart_the_run_ends_before_is_not_counted(tmp_path, runners):
+    """A service closed while it waits out its restart delay was started once and never
+    restarted: it said "restarted 1x" (state.json, ``ctl status``, the summary, the tree's ↻1)
+    and "attempts 1", as the restart was counted once it was due, not once it started."""
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            restart: always
+            restart_delay: 30
+            run: exit 3
+        """,
+        keep_alive=True,
+    )
+    runners.append(runner)
+    runner.start()
+
+    def svc():
+        return runner.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    runner.close()
+    assert runner.wait(10) is not None
+    svc_state = read_state(runner.run_dir)["steps"]["svc"]
+    assert (svc_state["status"], svc_state["attempts"]) == ("stopped", 1), svc_state
+    assert (svc_state["restarts"], svc_state["restart_reason"]) == (0, None), svc_state
+    mirror_matches_state_json(runner.run_dir)
 
 
 def test_a_restart_loop_leaves_no_orphan(tmp_path):
