@@ -649,12 +649,13 @@ class Runner:
             self._finish(leftover_grace=0.0)  # "again to kill at once": leftovers too
             return
         work_done = self.run_state.ended is not None or (
-            self.keep_alive and self._foreground_done()
+            (self.keep_alive or self.interactive) and self._foreground_done()
         )
         if work_done and not self._interrupted:
-            # --keep-alive, or an interactive run whose steps have all ended: Ctrl-C or a
-            # signal is how the user ends a run whose work is done; the background steps are
-            # stopped, not cancelled, and the exit code is the work's.
+            # --keep-alive, or an interactive run whose steps have all ended (its services
+            # perhaps still up): Ctrl-C or a signal is how the user ends a run whose work is
+            # done; the background steps are stopped, not cancelled, and the exit code is the
+            # work's.
             self._do_close()
             return
         self._interrupted = True
