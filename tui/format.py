@@ -71,6 +71,14 @@ def worth_saying(reason: str | None, status: str, exit_code: int | None, sig: in
     return not (sig is not None and lowered in (f"signal {sig}", signal_name(sig).lower()))
 
 
+def timed_out_words(step: StepState, took: str) -> str:
+    """How a step that timed out ended: its reason, which says the ``timeout`` as set ("timed
+    out after 0.3s"; "its thread was abandoned" when a python step did not stop), not ``took``,
+    its duration, which the ``grace`` of a step that outlived its SIGTERM makes longer."""
+    reason = (step.reason or "").strip()
+    return reason if reason.lower().startswith("timed out") else f"timed out after {took}"
+
+
 #: the statuses a step's ending is worth a word for (a success or a skip says it in the tree)
 _UNHAPPY = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.STOPPED})
 
