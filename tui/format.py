@@ -101,6 +101,17 @@ def step_ending(step: StepState | None) -> str:
 #: What a live front end says may be done about a run whose steps failed, besides its state.
 RETRY_HINT = "r retries"
 
+#: the key a service waiting out its restart delay is counted under by ``count_key``
+RESTARTING = "restarting"
+
+
+def count_key(step: StepState) -> str:
+    """What ``run_words`` counts ``step`` as: its status, but ``RESTARTING`` for a service that
+    ended and waits to start again: it is no more due to run than while it was up, and counted
+    as pending it made the header say "running" for each restart's delay."""
+    restarting = step.status == Status.PENDING and step.background and step.attempts > 0
+    return RESTARTING if restarting else step.status
+
 
 def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple[str, str]:
     """The run's state as a live header says it, and what may be done about it (or "").
@@ -110,8 +121,8 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
     which reopen it, so a failed one says ``r retries`` too, unless ``final`` (the run is
     closing, or is a past one read from its folder). Before its end: ``running`` while a step
     runs or is due to, ``waiting`` (with the hint) when only background steps are up and a step
-    failed, is blocked or was cancelled, ``done`` when they are up and nothing failed.
-    ``counts``: the number of steps in each status."""
+    failed, is blocked or was cancelled, ``done`` when they are up (or between two starts) and
+    nothing failed. ``counts``: the number of steps under each ``count_key``."""
     if run.ended is not None:
         failed = run.status == RunStatus.FAILED and not final
         return str(run.status), RETRY_HINT if failed else ""
@@ -119,7 +130,7 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
         return "running", ""
     if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):
         return "waiting", RETRY_HINT
-    if counts.get(Status.READY):
+    if counts.get(Status.READY) or counts.get(RESTARTING):
         return "done", ""  # the foreground is; background steps are still up
     return "succeeded", ""
 
