@@ -632,8 +632,9 @@ class Runner:
 
     def _do_stop_run(self, sig: int, force: bool, note: str) -> None:
         if force and not self._interrupted:
-            self._do_stop_run(sig, False, note)  # what a first stop does (waiting steps cancelled)
-        if force and self._interrupted:  # then every step killed, without its grace
+            # what a first stop does: waiting steps cancelled, or a run whose work is done closed
+            self._do_stop_run(sig, False, note)
+        if force:  # then every step killed, without its grace
             for run in self.runs.values():
                 if run.execution is not None:
                     execution = run.execution
