@@ -625,6 +625,10 @@ class Runner:
         self._stop(run, Status.STOPPED, "restarted by the user")
 
     def _do_stop_step(self, run: StepRun) -> None:
+        if run.restarting:  # a service between two starts: not started again
+            self._stop_restart(run, "stopped by user")
+            self.store.state_changed()
+            return
         if run.state.status not in ACTIVE:
             return self._refuse(run, "stop")
         status = Status.STOPPED if run.ready else Status.CANCELLED

@@ -226,6 +226,40 @@ def test_a_restart_the_run_ends_before_is_not_counted(tmp_path, runners):
     mirror_matches_state_json(runner.run_dir)
 
 
+def test_a_service_waiting_to_restart_can_be_stopped(tmp_path, runners):
+    """``stop`` (``k``) on a service that crashed and waits out its restart delay: it is not
+    started again, and is stopped as if it had been up. It was refused ("cannot stop 'svc':
+    it is pending"), so a service crashing every second could be stopped only in the instant
+    it ran, or skipped ("skipped by user", as if it had never run)."""
+    from core.control import LocalControl, Reply
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, restart_delay: 0.5,
+             run: "exit 3"}
+          - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+
+    def svc():
+        return control.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    assert "stop" in runner.allowed_actions("svc")  # the app offers k, ctl stop is taken
+    assert control.command("stop", "svc") == Reply(True, "stop: svc")
+    wait_for(lambda: svc().status == "stopped", message="stopped")
+    assert (svc().reason, svc().restarts) == ("stopped by user", 0)
+    assert control.command("close").ok
+    assert control.wait(10) == 130  # work was cut short
+    assert svc().status == "stopped" and len(starts(read_events(runner.run_dir), "svc")) == 1
+
+
 def test_a_restart_loop_leaves_no_orphan(tmp_path):
     # Each start leaves a child in its process group that ignores SIGTERM; the next start
     # writes down any child of an earlier start that is still there.

@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from core.state import FAILURES, Health, RunState, RunStatus, Status, StepState
+from core.state import (
+    FAILURES,
+    Health,
+    RunState,
+    RunStatus,
+    Status,
+    StepState,
+    waiting_to_restart,
+)
 
 
 class Glyph(NamedTuple):
@@ -109,8 +117,7 @@ def count_key(step: StepState) -> str:
     """What ``run_words`` counts ``step`` as: its status, but ``RESTARTING`` for a service that
     ended and waits to start again: it is no more due to run than while it was up, and counted
     as pending it made the header say "running" for each restart's delay."""
-    restarting = step.status == Status.PENDING and step.background and step.attempts > 0
-    return RESTARTING if restarting else step.status
+    return RESTARTING if waiting_to_restart(step) else step.status
 
 
 def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple[str, str]:
