@@ -545,7 +545,10 @@ class Runner:
             return None
         delay = supervisor.next_delay(run.state.duration or 0.0)
         if delay is None:
-            gave_up = f"not restarted: {supervisor.limit} restarts in a row (max_restarts)"
+            limit = supervisor.limit
+            gave_up = (
+                f"not restarted: {limit} restart{'' if limit == 1 else 's'} in a row (max_restarts)"
+            )
             run.state.reason = "; ".join(filter(None, (run.state.reason, gave_up)))
         return delay
 

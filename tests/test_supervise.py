@@ -166,6 +166,20 @@ def test_a_service_that_always_crashes_gives_up_after_max_restarts_with_growing_
     assert [e["delay"] for e in of_type(result.events, "step_restart", "svc")] == [0.3, 0.6, 1.2]
 
 
+def test_giving_up_after_one_restart_says_it_in_the_singular(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: on_failure, max_restarts: 1,
+             restart_delay: 0.05, run: exit 1}
+        """,
+        keep_alive=True,
+    )
+    reason = result.steps["svc"]["reason"]
+    assert reason == "exit code 1; not restarted: 1 restart in a row (max_restarts)", reason
+
+
 @pytest.mark.parametrize(
     ("policy", "restarted"), [("always", True), ("on_failure", False)], ids=["always", "on_failure"]
 )
