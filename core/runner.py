@@ -514,14 +514,17 @@ class Runner:
         elif will_retry:
             run.state.status, run.retry_due = Status.PENDING, True
             self._emit_status(run, f"retrying in {step.retry_delay:g}s")
-            self.loop.after(step.retry_delay, lambda: self._retry_due(run))
+            wait = run.wait = run.wait + 1
+            self.loop.after(step.retry_delay, lambda: self._retry_due(run, wait))
         elif run.state.allowed or (status == Status.SUCCEEDED and not run.satisfied):
             self.deps.satisfy(run)
         elif not run.satisfied:
             self.deps.recompute_blocking()
         self.store.state_changed()
 
-    def _retry_due(self, run: StepRun) -> None:
+    def _retry_due(self, run: StepRun, wait: int) -> None:
+        if wait != run.wait:  # a wait given up on (a stop, a skip), another one since
+            return
         run.retry_due = False
         if run.state.status == Status.PENDING and self.deps.satisfied(run):
             self.deps.push_ready(run)
@@ -565,6 +568,7 @@ class Runner:
             ev.StepRestart, run, restart=state.restarts + 1, reason=run.restart_for, delay=delay
         )
         due = time.monotonic() + delay
+        wait = run.wait = run.wait + 1
         pgid = None if execution is None else execution.pid
         grace = run.step.grace
 
@@ -573,7 +577,7 @@ class Runner:
                 stop_group(pgid, grace)
             self.loop.post(
                 lambda: self.loop.after(
-                    max(0.0, due - time.monotonic()), lambda: self._retry_due(run)
+                    max(0.0, due - time.monotonic()), lambda: self._retry_due(run, wait)
                 )
             )
 

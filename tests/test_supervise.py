@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -272,6 +273,45 @@ def test_a_service_waiting_to_restart_can_be_stopped(tmp_path, runners):
     assert control.command("close").ok
     assert control.wait(10) == 130  # work was cut short
     assert svc().status == "stopped" and len(starts(read_events(runner.run_dir), "svc")) == 1
+
+
+def test_a_restart_delay_given_up_on_does_not_start_a_later_one_early(tmp_path, runners):
+    """Stopped while it waited to restart (``k``), then retried (``r``): the service crashes
+    again and waits out its delay anew. The timer of the wait it was stopped in still fired
+    and started it then, ahead of its delay by the time between the two crashes."""
+    from core.control import LocalControl
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, restart_delay: 1.5,
+             run: "exit 3"}
+          - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+
+    def svc():
+        return control.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    assert control.command("stop", "svc").ok
+    wait_for(lambda: svc().status == "stopped", message="stopped")
+    time.sleep(0.5)  # the first wait's timer is now 0.5 s ahead of the next one's
+    assert control.command("retry", "svc").ok
+    wait_for(
+        lambda: len(starts(read_events(runner.run_dir), "svc")) == 3,
+        message="the restart after the second crash, in events.jsonl",
+    )
+    events = read_events(runner.run_dir)
+    third_start = starts(events, "svc")[2]
+    second_crash = of_type(events, "step_restart", "svc")[1]["ts"]  # the first: before the stop
+    assert third_start - second_crash > 1.4, "restarted before its restart_delay"
+    assert control.command("close").ok
 
 
 def test_a_restart_loop_leaves_no_orphan(tmp_path):
