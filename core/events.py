@@ -99,7 +99,9 @@ class StepFinished(StepEvent, tag="step_finished"):
 class StepRestart(StepEvent, tag="step_restart"):
     """A service is restarted (its restart policy, or the user's ``restart``): its last start
     ended (``reason``: "exit code 1", "killed by SIGSEGV", "unhealthy: ...", "manual"), and the
-    ``restart``-th start follows in ``delay`` seconds. The state is pending meanwhile."""
+    ``restart``-th restart follows in ``delay`` seconds. The state is pending meanwhile; its
+    ``restarts`` and ``restart_reason`` count a restart once it starts (a run that ends first
+    made none)."""
 
     restart: int
     reason: str

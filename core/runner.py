@@ -317,6 +317,9 @@ class Runner:
         step = run.step
         restarted, run.restarting = run.restarting, False
         run.begin(self.clock())
+        if restarted:  # counted as it happens: a run that ends before made no restart
+            run.state.restarts += 1
+            run.state.restart_reason = run.restart_for
         if not step.background:
             self._running_fg += 1
         try:
@@ -511,14 +514,17 @@ class Runner:
         elif will_retry:
             run.state.status, run.retry_due = Status.PENDING, True
             self._emit_status(run, f"retrying in {step.retry_delay:g}s")
-            self.loop.after(step.retry_delay, lambda: self._retry_due(run))
+            wait = run.wait = run.wait + 1
+            self.loop.after(step.retry_delay, lambda: self._retry_due(run, wait))
         elif run.state.allowed or (status == Status.SUCCEEDED and not run.satisfied):
             self.deps.satisfy(run)
         elif not run.satisfied:
             self.deps.recompute_blocking()
         self.store.state_changed()
 
-    def _retry_due(self, run: StepRun) -> None:
+    def _retry_due(self, run: StepRun, wait: int) -> None:
+        if wait != run.wait:  # a wait given up on (a stop, a skip), another one since
+            return
         run.retry_due = False
         if run.state.status == Status.PENDING and self.deps.satisfied(run):
             self.deps.push_ready(run)
@@ -542,7 +548,10 @@ class Runner:
             return None
         delay = supervisor.next_delay(run.state.duration or 0.0)
         if delay is None:
-            gave_up = f"not restarted: {supervisor.limit} restarts in a row (max_restarts)"
+            limit = supervisor.limit
+            gave_up = (
+                f"not restarted: {limit} restart{'' if limit == 1 else 's'} in a row (max_restarts)"
+            )
             run.state.reason = "; ".join(filter(None, (run.state.reason, gave_up)))
         return delay
 
@@ -551,15 +560,15 @@ class Runner:
         process group is gone (SIGTERM, grace, SIGKILL: a restart never leaves an orphan).
         Its dependents are not disturbed: they went on when it was first ready."""
         state = run.state
-        state.restarts += 1
-        state.restart_reason = run.end_cause or state.reason or "exit code 0"
+        run.restart_for = run.end_cause or state.reason or "exit code 0"
         state.status, run.retry_due, run.restarting = Status.PENDING, True, True
         if state.health is not None:  # the next start is checked afresh
             state.health = Health.UNKNOWN
         self._emit_step(
-            ev.StepRestart, run, restart=state.restarts, reason=state.restart_reason, delay=delay
+            ev.StepRestart, run, restart=state.restarts + 1, reason=run.restart_for, delay=delay
         )
         due = time.monotonic() + delay
+        wait = run.wait = run.wait + 1
         pgid = None if execution is None else execution.pid
         grace = run.step.grace
 
@@ -568,7 +577,7 @@ class Runner:
                 stop_group(pgid, grace)
             self.loop.post(
                 lambda: self.loop.after(
-                    max(0.0, due - time.monotonic()), lambda: self._retry_due(run)
+                    max(0.0, due - time.monotonic()), lambda: self._retry_due(run, wait)
                 )
             )
 
@@ -623,6 +632,10 @@ class Runner:
         self._stop(run, Status.STOPPED, "restarted by the user")
 
     def _do_stop_step(self, run: StepRun) -> None:
+        if run.restarting:  # a service between two starts: not started again
+            self._stop_restart(run, "stopped by user")
+            self.store.state_changed()
+            return
         if run.state.status not in ACTIVE:
             return self._refuse(run, "stop")
         status = Status.STOPPED if run.ready else Status.CANCELLED
@@ -630,8 +643,9 @@ class Runner:
 
     def _do_stop_run(self, sig: int, force: bool, note: str) -> None:
         if force and not self._interrupted:
-            self._do_stop_run(sig, False, note)  # what a first stop does (waiting steps cancelled)
-        if force and self._interrupted:  # then every step killed, without its grace
+            # what a first stop does: waiting steps cancelled, or a run whose work is done closed
+            self._do_stop_run(sig, False, note)
+        if force:  # then every step killed, without its grace
             for run in self.runs.values():
                 if run.execution is not None:
                     execution = run.execution
@@ -647,12 +661,13 @@ class Runner:
             self._finish(leftover_grace=0.0)  # "again to kill at once": leftovers too
             return
         work_done = self.run_state.ended is not None or (
-            self.keep_alive and self._foreground_done()
+            (self.keep_alive or self.interactive) and self._foreground_done()
         )
         if work_done and not self._interrupted:
-            # --keep-alive, or an interactive run whose steps have all ended: Ctrl-C or a
-            # signal is how the user ends a run whose work is done; the background steps are
-            # stopped, not cancelled, and the exit code is the work's.
+            # --keep-alive, or an interactive run whose steps have all ended (its services
+            # perhaps still up): Ctrl-C or a signal is how the user ends a run whose work is
+            # done; the background steps are stopped, not cancelled, and the exit code is the
+            # work's.
             self._do_close()
             return
         self._interrupted = True

@@ -229,15 +229,26 @@ class RunState(msgspec.Struct, kw_only=True):
         self.seq = event.seq
 
 
+def waiting_to_restart(step: StepState) -> bool:
+    """A service that ended and waits out its restart delay: a background step pending again
+    after a start, not for a retry (a step has ``retries`` or a ``restart`` policy, not both)."""
+    return (
+        step.status == Status.PENDING and step.background and step.attempts > 0 and not step.retries
+    )
+
+
 def allowed_actions(step: StepState, run: RunState) -> frozenset[str]:
     """Which of skip, retry, stop and restart apply to ``step`` now (the TUI offers only these
     keys, and the runner refuses the others). Restart is for a running service: a background
-    step that is not a session step (whose action ends at once)."""
+    step that is not a session step (whose action ends at once); stop, for a service, also
+    while it waits to start again (one that crashes every second is up only for an instant)."""
     if step.status in STOPPABLE:
         service = step.background and step.type != "session"
         return _STOP_RESTART if service and not run.closing else _STOP
     if run.closing:
         return _NONE
+    if waiting_to_restart(step):
+        return _ACTIONS[step.status] | _STOP
     return _ACTIONS[step.status]
 
 

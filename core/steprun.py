@@ -34,7 +34,9 @@ class StepRun(msgspec.Struct):
     stop_as: Status | None = None  # this attempt was stopped: the status it ends with
     stop_reason: str | None = None
     retry_due: bool = False  # waiting for its retry_delay (a service: its restart delay)
+    wait: int = 0  # which wait that is: the timer of an earlier one, given up on, is stale
     restarting: bool = False  # a service between two starts: it will be up again
+    restart_for: str | None = None  # why (the state counts the restart once it starts)
     end_cause: str | None = None  # the runner ended this start to restart it: why
     supervisor: Supervisor | None = None  # a service's restart policy
     monitor: HealthMonitor | None = None  # this start's health checks

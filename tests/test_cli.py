@@ -364,6 +364,30 @@ def test_exit_code_0_and_1(tmp_path):
     assert "root failure: a" in failed.stdout
 
 
+def test_a_timeout_is_said_as_set_and_with_why_its_step_took_longer(tmp_path):
+    """A step with ``timeout: 0.3`` that outlives its SIGTERM (its ``grace``) ends later than
+    0.3 s. The headless lines said "timed out after 0.8s" (its duration, read as the timeout),
+    and left out state.json's reason, whose "its thread was abandoned" is why a python step
+    ended in a timeout without an exit. They say what the app says (the step's reason)."""
+    module = write_module(tmp_path, "import time\ndef run(ctx):\n    time.sleep(3)\n")
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: sh, type: shell, timeout: 0.3, grace: 0.5, run: "trap '' TERM; sleep 30"}}
+          - {{name: py, type: python, module: {module}, depends_on: [], timeout: 0.3, grace: 0.5}}
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", "--jobs", "2", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
+    assert re.search(r"⏱ sh timed out after 0\.3s$", out, re.M), out
+    abandoned = "timed out after 0.3s; did not stop within 0.5s; its thread was abandoned"
+    assert re.search(rf"⏱ py {abandoned}$", out, re.M), out
+    assert "root failure: sh (timed out after 0.3s)" in out, out
+    assert f"root failure: py ({abandoned})" in out, out
+
+
 def test_exit_code_130_on_sigint(tmp_path):
     recipe = write_recipe(
         tmp_path, "steps:\n  - {name: long, type: shell, run: 'touch started; exec sleep 100'}\n"

@@ -160,6 +160,36 @@ def assert_error_line(result, message: str) -> None:
     assert (result.returncode, result.stderr, result.stdout) == (2, f"orch-tui: {message}\n", "")
 
 
+@pytest.mark.parametrize(
+    "step",
+    [
+        "{name: flaky, type: shell, retries: 5, retry_delay: 0.1, run: '%s'}",
+        "{name: flaky, type: shell, background: true, restart: on_failure, max_restarts: 5,"
+        " restart_delay: 0.1, run: '%s'}",
+    ],
+    ids=["retries", "restarts"],
+)
+def test_logs_follow_goes_on_through_a_retry_or_a_restart(tmp_path, daemons, step):
+    """``logs -f`` of a step that failed and is tried again (its ``retries``, or a service's
+    restart) follows the next attempts to the step's end: it ended after the first attempt,
+    which the app shows as failed between two attempts, and the rest was never printed."""
+    run = "echo attempt $(wc -l < tries); sleep 0.2; echo >> tries; [ $(wc -l < tries) -ge 6 ]"
+    (tmp_path / "tries").write_text("")
+    daemon = detach(
+        tmp_path,
+        daemons,
+        "steps:\n  - " + step % run + "\n  - {name: work, type: shell, run: 'sleep 30'}\n",
+    )
+    follower = start_cli("ctl", daemon.run_id, "logs", "flaky", "-f", cwd=tmp_path)
+    try:
+        out, err = follower.communicate(timeout=30)
+    finally:
+        kill_tree(follower)
+    assert (follower.returncode, err) == (0, b"")
+    said = [line for line in out.decode().splitlines() if line.startswith("attempt")]
+    assert said == [f"attempt {n}" for n in range(6)], out
+
+
 def test_events_follow_has_no_gap_and_no_duplicate(tmp_path, daemons):
     daemon = detach(tmp_path, daemons)
     wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")

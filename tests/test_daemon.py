@@ -187,6 +187,63 @@ def test_sighup_is_ignored_and_sigterm_stops_the_run(tmp_path, daemons):
     assert read_state(daemon.run_dir)["steps"]["sleeper"]["status"] == "cancelled"
 
 
+def test_sigterm_once_the_work_is_done_stops_the_services_and_keeps_the_works_outcome(
+    tmp_path, daemons
+):
+    """A daemon whose steps all succeeded, its service still up (as it stays for the app),
+    SIGTERMed (a shutdown, ``kill``): the run ends as ``close`` ends it, as a headless
+    ``--keep-alive`` run ends on Ctrl-C: succeeded, exit 0, the service ``stopped``. It said
+    ``interrupted``, exit 130, the service ``cancelled``, as if the work had been cut short."""
+    recipe = """
+    steps:
+      - name: svc
+        type: shell
+        background: true
+        run: echo $$ > svc.pid; exec sleep 300
+      - name: work
+        type: shell
+        run: echo done
+    """
+    daemons.append(daemon := start_detached(_recipe(tmp_path, recipe), cwd=tmp_path))
+    svc = read_pid(tmp_path / "svc.pid")
+    with connect(daemon.run_dir) as control:
+        wait_for(lambda: control.snapshot().steps["work"].status == "succeeded")
+        os.kill(daemon.pid, signal.SIGTERM)
+        assert control.wait(30) == 0
+    assert_gone([daemon.pid, svc], 10)
+    state = read_state(daemon.run_dir)
+    assert (state["status"], state["steps"]["svc"]["status"]) == ("succeeded", "stopped")
+
+
+def test_a_second_sigterm_once_the_work_is_done_kills_a_service_that_ignores_the_first(
+    tmp_path, daemons
+):
+    """The first SIGTERM ends a run whose work is done as ``close`` does, its services given
+    their ``grace`` (60 s here); a second kills at once, as it does any run: it closed again,
+    and the daemon waited out the grace of a service that ignores SIGTERM."""
+    recipe = """
+    steps:
+      - name: svc
+        type: shell
+        background: true
+        grace: 60
+        run: trap '' TERM; echo $$ > svc.pid; while :; do sleep 0.1; done
+      - name: work
+        type: shell
+        run: echo done
+    """
+    daemons.append(daemon := start_detached(_recipe(tmp_path, recipe), cwd=tmp_path))
+    svc = read_pid(tmp_path / "svc.pid")
+    with connect(daemon.run_dir) as control:
+        wait_for(lambda: control.snapshot().steps["work"].status == "succeeded")
+        os.kill(daemon.pid, signal.SIGTERM)
+        wait_for(lambda: control.snapshot().closing, message="the run closing")
+        os.kill(daemon.pid, signal.SIGTERM)
+        assert control.wait(30) == 0  # the work succeeded
+    assert_gone([daemon.pid, svc], 10)
+    assert read_state(daemon.run_dir)["steps"]["svc"]["status"] == "stopped"
+
+
 def test_sigkill_of_the_daemon_leaves_no_step_process(tmp_path, daemons):
     recipe = SLEEPER.replace(
         "run: echo $$ > sleeper.pid; exec sleep 300",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.conftest import (
     only_run_dir,
     read_events,
     read_pid,
+    read_state,
     run_cli,
     run_recipe,
     wait_for,
@@ -165,6 +167,20 @@ def test_a_service_that_always_crashes_gives_up_after_max_restarts_with_growing_
     assert [e["delay"] for e in of_type(result.events, "step_restart", "svc")] == [0.3, 0.6, 1.2]
 
 
+def test_giving_up_after_one_restart_says_it_in_the_singular(tmp_path):
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: on_failure, max_restarts: 1,
+             restart_delay: 0.05, run: exit 1}
+        """,
+        keep_alive=True,
+    )
+    reason = result.steps["svc"]["reason"]
+    assert reason == "exit code 1; not restarted: 1 restart in a row (max_restarts)", reason
+
+
 @pytest.mark.parametrize(
     ("policy", "restarted"), [("always", True), ("on_failure", False)], ids=["always", "on_failure"]
 )
@@ -191,6 +207,111 @@ def test_always_restarts_after_a_clean_exit_and_on_failure_does_not(tmp_path, po
         assert svc["restart_reason"] == "exit code 0"
     else:
         assert len(lines) == 1 and svc["restarts"] == 0
+
+
+def test_a_restart_the_run_ends_before_is_not_counted(tmp_path, runners):
+    """A service closed while it waits out its restart delay was started once and never
+    restarted: it said "restarted 1x" (state.json, ``ctl status``, the summary, the tree's ↻1)
+    and "attempts 1", as the restart was counted once it was due, not once it started."""
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            restart: always
+            restart_delay: 30
+            run: exit 3
+        """,
+        keep_alive=True,
+    )
+    runners.append(runner)
+    runner.start()
+
+    def svc():
+        return runner.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    runner.close()
+    assert runner.wait(10) is not None
+    svc_state = read_state(runner.run_dir)["steps"]["svc"]
+    assert (svc_state["status"], svc_state["attempts"]) == ("stopped", 1), svc_state
+    assert (svc_state["restarts"], svc_state["restart_reason"]) == (0, None), svc_state
+    mirror_matches_state_json(runner.run_dir)
+
+
+def test_a_service_waiting_to_restart_can_be_stopped(tmp_path, runners):
+    """``stop`` (``k``) on a service that crashed and waits out its restart delay: it is not
+    started again, and is stopped as if it had been up. It was refused ("cannot stop 'svc':
+    it is pending"), so a service crashing every second could be stopped only in the instant
+    it ran, or skipped ("skipped by user", as if it had never run)."""
+    from core.control import LocalControl, Reply
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, restart_delay: 0.5,
+             run: "exit 3"}
+          - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+
+    def svc():
+        return control.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    assert "stop" in runner.allowed_actions("svc")  # the app offers k, ctl stop is taken
+    assert control.command("stop", "svc") == Reply(True, "stop: svc")
+    wait_for(lambda: svc().status == "stopped", message="stopped")
+    assert (svc().reason, svc().restarts) == ("stopped by user", 0)
+    assert control.command("close").ok
+    assert control.wait(10) == 130  # work was cut short
+    assert svc().status == "stopped" and len(starts(read_events(runner.run_dir), "svc")) == 1
+
+
+def test_a_restart_delay_given_up_on_does_not_start_a_later_one_early(tmp_path, runners):
+    """Stopped while it waited to restart (``k``), then retried (``r``): the service crashes
+    again and waits out its delay anew. The timer of the wait it was stopped in still fired
+    and started it then, ahead of its delay by the time between the two crashes."""
+    from core.control import LocalControl
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, restart_delay: 1.5,
+             run: "exit 3"}
+          - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+
+    def svc():
+        return control.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    assert control.command("stop", "svc").ok
+    wait_for(lambda: svc().status == "stopped", message="stopped")
+    time.sleep(0.5)  # the first wait's timer is now 0.5 s ahead of the next one's
+    assert control.command("retry", "svc").ok
+    wait_for(
+        lambda: len(starts(read_events(runner.run_dir), "svc")) == 3,
+        message="the restart after the second crash, in events.jsonl",
+    )
+    events = read_events(runner.run_dir)
+    third_start = starts(events, "svc")[2]
+    second_crash = of_type(events, "step_restart", "svc")[1]["ts"]  # the first: before the stop
+    assert third_start - second_crash > 1.4, "restarted before its restart_delay"
+    assert control.command("close").ok
 
 
 def test_a_restart_loop_leaves_no_orphan(tmp_path):

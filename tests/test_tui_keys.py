@@ -1017,6 +1017,34 @@ async def test_a_long_recipe_name_leaves_the_header_room_for_the_run_state(orch)
         assert "… · failed" in screen_lines(app)[0]
 
 
+async def test_header_does_not_say_running_while_a_service_waits_to_restart(orch):
+    """The work is done and a service crashed: while it waits out its restart delay the run is
+    as it was while the service was up ("done"). It said "running" for the delay and "done"
+    for each start, flipping every second for a service that crashes every second."""
+    from tui.widgets.run_header import RunHeader
+
+    app, runner = orch(
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            restart: always
+            restart_delay: 30
+            run: echo up; sleep 0.3; exit 3
+          - {name: work, type: shell, run: 'true', depends_on: []}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.query_one(RunHeader)
+        await until_status(pilot, runner, "work", "succeeded")
+        await until(pilot, lambda: " · done · " in str(header.render()), what="done, svc up")
+        await until_status(pilot, runner, "svc", "pending")  # crashed: its restart is due
+        await until(pilot, lambda: app._run.steps["svc"].status == "pending", what="the app")
+        await pilot.pause(0.1)  # a few refreshes of the header
+        assert " · done · " in str(header.render()), str(header.render())
+
+
 async def test_header_says_the_run_failed_and_r_retries_once_every_step_has_ended(orch, tmp_path):
     """Every step has ended and one failed: the header says what state.json says (failed) and
     that r retries, not "waiting"; a retry that succeeds makes it succeeded. A

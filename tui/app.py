@@ -34,9 +34,17 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 
 from core import events as ev
-from core.state import ACTIVE, WAITING, RunState, SessionRef, Status, allowed_actions
+from core.state import (
+    ACTIVE,
+    WAITING,
+    RunState,
+    SessionRef,
+    Status,
+    StepState,
+    allowed_actions,
+)
 from core.text import clean
-from tui.format import counted, run_words, step_ending
+from tui.format import count_key, counted, run_words, step_ending
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -233,7 +241,7 @@ class OrchApp(App[int]):
         self._run = run
         self._counts, self._live = {}, set()
         for name, state in run.steps.items():
-            self._count(state.status, 1)
+            self._count(count_key(state), 1)
             if state.status in ACTIVE:
                 self._live.add(name)
         drawn = [s for s in run.steps.values() if every or s.status != Status.PENDING]
@@ -260,9 +268,9 @@ class OrchApp(App[int]):
             if event.seq <= run.seq:
                 continue  # already in the snapshot the app started from
             if isinstance(event, ev.StepEvent):
-                old = run.steps[event.step].status
+                old = run.steps[event.step]
                 run.apply(event)
-                self._step_changed(event.step, old, event.state.status)
+                self._step_changed(event.step, old, event.state)
                 if isinstance(event, ev.StepFinished):
                     self._dirty_logs.add(event.step)
                     if event.status == Status.SUCCEEDED and event.state.session is not None:
@@ -309,11 +317,11 @@ class OrchApp(App[int]):
             markup=False,
         )
 
-    def _step_changed(self, name: str, old: Status, new: Status) -> None:
+    def _step_changed(self, name: str, old: StepState, new: StepState) -> None:
         """A step's new state in the counts and the live set; its row is due."""
-        self._count(old, -1)
-        self._count(new, 1)
-        if new in ACTIVE:
+        self._count(count_key(old), -1)
+        self._count(count_key(new), 1)
+        if new.status in ACTIVE:
             self._live.add(name)
         else:
             self._live.discard(name)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
+from core.events import StepEvent, StepFinished
 from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
 from core.state import ENDED, RunState
@@ -235,9 +236,11 @@ def _logs(control: RunControl, args: argparse.Namespace) -> int:
     step = _known_step(control, args.step)
     out = sys.stdout.buffer
     changed = threading.Event()
+    end = _StepEnd(step)
 
     def follow(live: RunControl) -> None:
-        live.subscribe(lambda event: _touches(event, step) and changed.set())
+        live.subscribe(lambda event: end.see(event) and changed.set())
+        end.seed(live.snapshot())
 
     if args.follow:
         follow(control)
@@ -245,7 +248,7 @@ def _logs(control: RunControl, args: argparse.Namespace) -> int:
     if not args.follow:
         return EXIT_OK
     with _Link(control, follow) as link:
-        while not _log_done(link.current(), step):
+        while not _log_done(link.current(), end):
             changed.wait(POLL_SECONDS)
             changed.clear()
             offset = _copy_log(control.run_dir, step, offset, out)
@@ -253,14 +256,42 @@ def _logs(control: RunControl, args: argparse.Namespace) -> int:
         return _followed_to_the_end(link.control, f"logs {step} -f")
 
 
-def _touches(event: Event, step: str) -> bool:
-    return getattr(event, "step", None) == step or event.kind in ("run_finished", "run_closing")
+class _StepEnd:
+    """Whether a followed step has ended, from its events in order (they come on the client's
+    reader thread): an end that says another attempt follows (``will_retry``, a service's
+    ``will_restart``) is not the step's end. The run's mirror could not tell it: a look
+    between that end and the event after it (pending again) saw the step failed, and ``logs
+    -f`` stopped after one attempt of several."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.seq = -1  # the newest event of the step's seen, or the state it was seeded from
+        self.ended = False
+        self._lock = threading.Lock()
+
+    def seed(self, run: RunState) -> None:
+        """The step as the run was when the follow began, unless an event said more since."""
+        with self._lock:
+            if run.seq > self.seq:
+                self.seq, self.ended = run.seq, run.steps[self.step].status in ENDED
+
+    def see(self, event: Event) -> bool:
+        """Note ``event``; whether it is the step's or the run's end (worth a look at the log)."""
+        if getattr(event, "step", None) != self.step:
+            return event.kind in ("run_finished", "run_closing")
+        if isinstance(event, StepEvent):  # output events have no state
+            again = isinstance(event, StepFinished) and (event.will_retry or event.will_restart)
+            with self._lock:
+                if event.seq > self.seq:
+                    self.seq = event.seq
+                    self.ended = event.state.status in ENDED and not again
+        return True
 
 
-def _log_done(control: RunControl, step: str) -> bool:
+def _log_done(control: RunControl, end: _StepEnd) -> bool:
     if isinstance(control, RecordedRun) or _gone(control):
         return True  # nothing more will be written by this run
-    return control.snapshot().steps[step].status in ENDED or control.wait(0) is not None
+    return end.ended or control.wait(0) is not None
 
 
 def _gone(control: RunControl) -> bool:

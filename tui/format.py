@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from core.state import FAILURES, Health, RunState, RunStatus, Status, StepState
+from core.state import (
+    FAILURES,
+    Health,
+    RunState,
+    RunStatus,
+    Status,
+    StepState,
+    waiting_to_restart,
+)
 
 
 class Glyph(NamedTuple):
@@ -71,6 +79,14 @@ def worth_saying(reason: str | None, status: str, exit_code: int | None, sig: in
     return not (sig is not None and lowered in (f"signal {sig}", signal_name(sig).lower()))
 
 
+def timed_out_words(step: StepState, took: str) -> str:
+    """How a step that timed out ended: its reason, which says the ``timeout`` as set ("timed
+    out after 0.3s"; "its thread was abandoned" when a python step did not stop), not ``took``,
+    its duration, which the ``grace`` of a step that outlived its SIGTERM makes longer."""
+    reason = (step.reason or "").strip()
+    return reason if reason.lower().startswith("timed out") else f"timed out after {took}"
+
+
 #: the statuses a step's ending is worth a word for (a success or a skip says it in the tree)
 _UNHAPPY = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.STOPPED})
 
@@ -93,6 +109,16 @@ def step_ending(step: StepState | None) -> str:
 #: What a live front end says may be done about a run whose steps failed, besides its state.
 RETRY_HINT = "r retries"
 
+#: the key a service waiting out its restart delay is counted under by ``count_key``
+RESTARTING = "restarting"
+
+
+def count_key(step: StepState) -> str:
+    """What ``run_words`` counts ``step`` as: its status, but ``RESTARTING`` for a service that
+    ended and waits to start again: it is no more due to run than while it was up, and counted
+    as pending it made the header say "running" for each restart's delay."""
+    return RESTARTING if waiting_to_restart(step) else step.status
+
 
 def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple[str, str]:
     """The run's state as a live header says it, and what may be done about it (or "").
@@ -102,8 +128,8 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
     which reopen it, so a failed one says ``r retries`` too, unless ``final`` (the run is
     closing, or is a past one read from its folder). Before its end: ``running`` while a step
     runs or is due to, ``waiting`` (with the hint) when only background steps are up and a step
-    failed, is blocked or was cancelled, ``done`` when they are up and nothing failed.
-    ``counts``: the number of steps in each status."""
+    failed, is blocked or was cancelled, ``done`` when they are up (or between two starts) and
+    nothing failed. ``counts``: the number of steps under each ``count_key``."""
     if run.ended is not None:
         failed = run.status == RunStatus.FAILED and not final
         return str(run.status), RETRY_HINT if failed else ""
@@ -111,7 +137,7 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
         return "running", ""
     if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):
         return "waiting", RETRY_HINT
-    if counts.get(Status.READY):
+    if counts.get(Status.READY) or counts.get(RESTARTING):
         return "done", ""  # the foreground is; background steps are still up
     return "succeeded", ""
 

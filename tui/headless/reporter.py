@@ -42,7 +42,15 @@ from core.events import (
 )
 from core.state import ACTIVE, Health, Status, StepState
 from core.text import clean
-from tui.format import cause, counted, display_path, format_duration, status_word, worth_saying
+from tui.format import (
+    cause,
+    counted,
+    display_path,
+    format_duration,
+    status_word,
+    timed_out_words,
+    worth_saying,
+)
 from tui.headless.echo import Echo, StepView
 from tui.headless.summary import Summary, attempt_note, tries
 from tui.headless.terminal import MARKS, Printer, Terminal, stdout_timeout
@@ -222,7 +230,7 @@ class HeadlessReporter:
         if event.status == Status.SUCCEEDED:
             text = f"succeeded in {took}" + attempt_note(state)
         elif event.status == Status.TIMED_OUT:
-            text = f"timed out after {took}"
+            text = timed_out_words(state, took)
         elif event.status == Status.FAILED:
             text = f"failed{f' ({why})' if why else ''} in {took}"
         elif event.status == Status.STOPPED:

@@ -25,6 +25,7 @@ from tui.format import (
     service_note,
     signal_name,
     status_word,
+    timed_out_words,
     worth_saying,
 )
 from tui.headless.echo import StepView
@@ -187,7 +188,7 @@ class Summary:
         view = self.views[step.name]
         why = cause(step.exit_code, step.signal)
         if step.status == Status.TIMED_OUT:
-            why = f"timed out after {format_duration(step.elapsed(self.now))}"
+            why = timed_out_words(step, format_duration(step.elapsed(self.now)))
         said = worth_saying(step.reason, step.status, step.exit_code, step.signal)
         detail = clean(", ".join(x for x in (why, step.reason if said else None) if x))
         self.printer.line(
