@@ -1,7 +1,8 @@
 """``orch-tui ctl``, ``runs`` and ``attach`` as a user runs them: real ``orch-tui`` processes.
 
 Here the runs that are over (read back from their folders) and every error path; the live runs
-(through the run daemon) are in tests/test_ctl_live.py.
+(through the run daemon) are in tests/test_ctl_live.py. And, event by event, how ``logs -f``
+tells a step's end from an attempt another follows (a race live).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import shutil
 
 import pytest
 
+from core.events import StepFinished, StepStatus
+from core.state import RunState, Status, StepState
 from tests.conftest import (
     only_run_dir,
     read_events,
@@ -20,6 +23,7 @@ from tests.conftest import (
     write_recipe,
 )
 from tests.tui_helpers import TmuxApp
+from tui.ctl import _StepEnd
 
 RECIPE = """
 name: demo
@@ -328,3 +332,73 @@ def test_a_daemon_run_without_its_socket_died_whatever_its_pid(tmp_path, past):
     assert listed() == ("running", False)
     (run_dir / "daemon.log").write_text("")
     assert listed() == ("died", False)
+
+
+def _flaky(status: Status, attempts: int, retries: int = 2, background: bool = False) -> StepState:
+    return StepState(
+        name="flaky",
+        type="shell",
+        index=0,
+        retries=retries,
+        background=background,
+        status=status,
+        attempts=attempts,
+    )
+
+
+@pytest.mark.parametrize("again", ["will_retry", "will_restart"])
+def test_logs_follow_is_not_ended_by_an_attempt_another_follows(again):
+    """``logs -f``'s judge of a step's end, event by event: an attempt's end that says another
+    follows (a retry, a service's restart) is not the step's end; the last one is. Asked after
+    each event, as the follow asks between two of them (the race the live test hits 1 in 2)."""
+    end = _StepEnd("flaky")
+    failed = StepFinished(
+        step="flaky",
+        state=_flaky(Status.FAILED, 1),
+        status=Status.FAILED,
+        attempt=1,
+        seq=5,
+        **{again: True},
+    )
+    assert end.see(failed) and not end.ended
+    pending = StepStatus(
+        step="flaky", state=_flaky(Status.PENDING, 1), status=Status.PENDING, seq=6
+    )
+    assert end.see(pending) and not end.ended
+    last = StepFinished(
+        step="flaky", state=_flaky(Status.FAILED, 3), status=Status.FAILED, attempt=3, seq=9
+    )
+    assert end.see(last) and end.ended
+    assert not end.see(
+        StepStatus(step="other", state=_flaky(Status.PENDING, 0), seq=10, status=Status.PENDING)
+    )
+
+
+def test_logs_follow_started_between_a_failed_attempt_and_its_retry_goes_on():
+    """A follow that begins (or connects again) with a snapshot taken right after an attempt
+    failed, before the event that makes the step pending again, does not take it for the end:
+    the step has retries left. One with none left has ended."""
+
+    def run_with(step: StepState) -> RunState:
+        return RunState(
+            run_id="r", recipe="r.yaml", name="r", run_dir="/r", pid=1, seq=5, steps={"flaky": step}
+        )
+
+    between = _StepEnd("flaky")
+    between.seed(run_with(_flaky(Status.FAILED, attempts=1, retries=2)))
+    assert not between.ended
+    over = _StepEnd("flaky")
+    over.seed(run_with(_flaky(Status.FAILED, attempts=3, retries=2)))
+    assert over.ended
+    later = _StepEnd("flaky")  # an event newer than the snapshot wins over it
+    later.see(
+        StepFinished(
+            step="flaky",
+            state=_flaky(Status.SUCCEEDED, 2),
+            attempt=2,
+            status=Status.SUCCEEDED,
+            seq=7,
+        )
+    )
+    later.seed(run_with(_flaky(Status.PENDING, attempts=1)))
+    assert later.ended

@@ -441,6 +441,40 @@ def test_events_follow_whose_connection_is_cut_connects_again(
     assert seen == read_events(daemon.run_dir)[2:]
 
 
+def test_events_follow_cut_as_the_run_ends_still_shows_its_last_events(
+    tmp_path, daemons, monkeypatch, capsysbinary
+):
+    """The connection cut, and the run over before the follow could connect again (nothing to
+    connect to): the events of that gap are in events.jsonl, and the follow shows them, each
+    once, and ends as the run did (exit 0). It stopped at the cut, missing them."""
+    import tui.ctl
+
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")
+    over = threading.Event()
+    current = tui.ctl._Link.current
+
+    def after_the_end(link):  # the follow's attempt to connect again comes once the run is over
+        over.wait(30)
+        return current(link)
+
+    monkeypatch.setattr(tui.ctl._Link, "current", after_the_end)
+    follower = Follower(tmp_path, monkeypatch, daemon.run_id, "events", "--follow", "--since", "2")
+    follower.cut()
+    ctl(tmp_path, daemon.run_id, "skip", "bad")
+    (tmp_path / "go").touch()
+    wait_for(lambda: status_of(daemon, "gate") == "succeeded", 10, "gate")
+    ctl(tmp_path, daemon.run_id, "stop-run")
+    assert_gone([daemon.pid])
+    over.set()
+    assert follower.end() == 0
+    captured = capsysbinary.readouterr()
+    assert captured.err == b""
+    assert [json.loads(line) for line in captured.out.splitlines()] == read_events(daemon.run_dir)[
+        2:
+    ]
+
+
 def test_a_follow_that_cannot_connect_again_says_how_to_follow_again(
     tmp_path, daemons, monkeypatch, capsysbinary
 ):

@@ -29,7 +29,7 @@ import msgspec
 from core.events import StepEvent, StepFinished
 from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
-from core.state import ENDED, RunState
+from core.state import ENDED, FAILURES, RunState
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError
 from tui.format import format_duration, service_note
@@ -270,10 +270,18 @@ class _StepEnd:
         self._lock = threading.Lock()
 
     def seed(self, run: RunState) -> None:
-        """The step as the run was when the follow began, unless an event said more since."""
+        """The step as the run was when the follow began (or connected again), unless an event
+        said more since. A failed attempt with a retry to come is not taken for an end: the
+        snapshot may come right after its end and before the event that makes it pending
+        again. (A service's coming restart is not in its state: a snapshot taken in that
+        instant still reads as its end.)"""
+        state = run.steps[self.step]
+        ended = state.status in ENDED and not (
+            state.status in FAILURES and state.attempts <= state.retries
+        )
         with self._lock:
             if run.seq > self.seq:
-                self.seq, self.ended = run.seq, run.steps[self.step].status in ENDED
+                self.seq, self.ended = run.seq, ended
 
     def see(self, event: Event) -> bool:
         """Note ``event``; whether it is the step's or the run's end (worth a look at the log)."""
@@ -448,6 +456,9 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
                 out.write(encode_event(item) + b"\n")
                 out.flush()
                 last = item.seq
+        # the file's events past the stream's: a connection that dropped just before the
+        # daemon ended (nothing to connect to again) missed them
+        last = _past_events(control.run_dir, last, None, out, gone)
         return _followed_to_the_end(link.control, f"events --follow --since {last}")
 
 
