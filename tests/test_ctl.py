@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 
 import pytest
 
 from tests.conftest import (
+    kill_tree,
     only_run_dir,
     read_events,
+    read_pid,
     read_state,
     run_cli,
+    start_cli,
     write_recipe,
 )
 from tests.tui_helpers import TmuxApp
@@ -328,3 +332,29 @@ def test_a_daemon_run_without_its_socket_died_whatever_its_pid(tmp_path, past):
     assert listed() == ("running", False)
     (run_dir / "daemon.log").write_text("")
     assert listed() == ("died", False)
+
+
+def test_a_headless_run_killed_in_its_first_instant_is_listed_as_died(tmp_path):
+    """SIGKILLed as soon as its first step starts (long before the store's first coalesced
+    save): its folder is still a run that ``runs`` lists as died and ``ctl status`` reads."""
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n"
+        "  - {name: first, type: shell, run: 'echo $$ > first.pid; exec sleep 60'}\n"
+        "  - {name: second, type: shell, run: 'true'}\n",
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    step_pid = None
+    try:
+        step_pid = read_pid(tmp_path / "first.pid")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        run_id = only_run_dir(tmp_path).name
+        [row] = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+        assert (row["id"], row["status"], row["live"]) == (run_id, "died", False)
+        status = ctl(tmp_path, run_id, "status")
+        assert status.returncode == 0, status.stderr
+        assert "interrupted" in status.stdout
+        assert "first" in status.stdout and "cancelled" in status.stdout
+    finally:
+        kill_tree(proc, [step_pid] if step_pid else [])
