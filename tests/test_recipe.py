@@ -311,6 +311,21 @@ CASES = [
         id="wrong-type",
     ),
     pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  retries: 100000000000000000000000\n",
+        4,
+        "step 'a'",
+        "field 'retries' must be at most 10000, got 100000000000000000000000",
+        id="retries-past-any-use",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: always\n"
+        "  max_restarts: 10001\n",
+        6,
+        "step 'a'",
+        "field 'max_restarts' must be at most 10000, got 10001",
+        id="max-restarts-past-any-use",
+    ),
+    pytest.param(
         "- name: a\n  type: shell\n  run: x\n  retries: true\n",
         4,
         "step 'a'",
