@@ -389,6 +389,22 @@ CASES = [
         id="restart-policy",
     ),
     pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: yes\n",
+        5,
+        "step 'a'",
+        "field 'restart' must be one of no, on_failure, always, got true (YAML reads an unquoted "
+        "yes, no, on or off as a boolean: write one of these words)",
+        id="restart-yes-read-as-a-boolean",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  session: x\n  action: kill\n  backend: on\n",
+        5,
+        "step 'a'",
+        "field 'backend' must be one of screen, tmux, got true (YAML reads an unquoted "
+        "yes, no, on or off as a boolean: write one of these words)",
+        id="backend-on-read-as-a-boolean",
+    ),
+    pytest.param(
         "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: on_failure\n"
         "  retries: 2\n",
         6,

@@ -119,11 +119,21 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value not in options:
             raise Invalid(
-                f"must be one of {', '.join(options)}, got {show(value)}{suggest(value, options)}"
+                f"must be one of {', '.join(options)}, got {show(value)}"
+                f"{_boolean_hint(value) or suggest(value, options)}"
             )
         return value
 
     return check
+
+
+def _boolean_hint(value: Any) -> str:
+    """Why a word came out as true or false: YAML 1.1 reads an unquoted yes, no, on, off (any
+    case) as a boolean. The list of values says what to write (a quoted "yes" is no value
+    either)."""
+    if not isinstance(value, bool):
+        return ""
+    return " (YAML reads an unquoted yes, no, on or off as a boolean: write one of these words)"
 
 
 def _pattern(pattern: str, what: str) -> Callable[[Any], str]:
