@@ -567,7 +567,7 @@ class Runner:
         self._emit_step(
             ev.StepRestart, run, restart=state.restarts + 1, reason=run.restart_for, delay=delay
         )
-        due = time.monotonic() + delay
+        run.restart_at, run.restart_armed = time.monotonic() + delay, False
         wait = run.wait = run.wait + 1
         pgid = None if execution is None else execution.pid
         grace = run.step.grace
@@ -575,13 +575,19 @@ class Runner:
         def clear_then_wait() -> None:  # on a worker: stopping the group waits up to grace
             if pgid is not None:
                 stop_group(pgid, grace)
-            self.loop.post(
-                lambda: self.loop.after(
-                    max(0.0, due - time.monotonic()), lambda: self._retry_due(run, wait)
-                )
-            )
+            self.loop.post(lambda: self._arm_restart(run, wait))
 
         self.workers.submit(clear_then_wait)
+
+    def _arm_restart(self, run: StepRun, wait: int) -> None:
+        """The last start's group is gone: the next start comes at ``restart_at`` (which a
+        restart command moves to now)."""
+        if wait != run.wait:  # given up on (a stop, a skip) while the group was cleared
+            return
+        run.restart_armed = True
+        self.loop.after(
+            max(0.0, run.restart_at - time.monotonic()), lambda: self._retry_due(run, wait)
+        )
 
     # ------------------------------------------------------------------ commands
     def _refuse(self, run: StepRun, action: str) -> None:
@@ -628,8 +634,21 @@ class Runner:
     def _do_restart(self, run: StepRun) -> None:
         if "restart" not in self.allowed_actions(run.step.name):
             return self._refuse(run, "restart")
+        if run.restarting:  # a service waiting out its restart delay: started at once
+            return self._restart_now(run)
+        if run.state.status not in ACTIVE:
+            return self._refuse(run, "restart")
         run.end_cause = MANUAL
         self._stop(run, Status.STOPPED, "restarted by the user")
+
+    def _restart_now(self, run: StepRun) -> None:
+        """Skip what is left of a service's restart delay: the user who watched it crash and
+        fixed the cause wants it up now, not in 30 s. Not before its last start's group is
+        gone (``_arm_restart`` then starts it at once)."""
+        run.restart_at = time.monotonic()
+        if run.restart_armed:  # the timer is set for the delay: a new wait, due now
+            wait = run.wait = run.wait + 1
+            self.loop.after(0.0, lambda: self._retry_due(run, wait))
 
     def _do_stop_step(self, run: StepRun) -> None:
         if run.restarting:  # a service between two starts: not started again

@@ -240,15 +240,16 @@ def waiting_to_restart(step: StepState) -> bool:
 def allowed_actions(step: StepState, run: RunState) -> frozenset[str]:
     """Which of skip, retry, stop and restart apply to ``step`` now (the TUI offers only these
     keys, and the runner refuses the others). Restart is for a running service: a background
-    step that is not a session step (whose action ends at once); stop, for a service, also
-    while it waits to start again (one that crashes every second is up only for an instant)."""
+    step that is not a session step (whose action ends at once); stop and restart, for a
+    service, also while it waits to start again (one that crashes every second is up only for
+    an instant; restart then starts it at once, the rest of its delay skipped)."""
+    service = step.background and step.type != "session"
     if step.status in STOPPABLE:
-        service = step.background and step.type != "session"
         return _STOP_RESTART if service and not run.closing else _STOP
     if run.closing:
         return _NONE
     if waiting_to_restart(step):
-        return _ACTIONS[step.status] | _STOP
+        return _ACTIONS[step.status] | (_STOP_RESTART if service else _STOP)
     return _ACTIONS[step.status]
 
 

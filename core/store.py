@@ -101,8 +101,20 @@ class RunStore:
         self._state_fn, self._ctx_fn, self._ctx_version_fn = state_fn, ctx_fn, ctx_version_fn
         if on_error is not None:
             self._on_error = on_error
+        self._save_first_state()
         self._state_dirty = True
         self._thread.start()
+
+    def _save_first_state(self) -> None:
+        """state.json now, before any step starts, not one ``interval`` later: a run killed
+        (SIGKILL) in its first instant must still be a run folder that ``runs`` and ``ctl``
+        show as died. No fsync: a killed process loses no page cache, and the flusher's next
+        save (the state is left dirty) is fsynced as every other."""
+        assert self._state_fn is not None
+        try:
+            atomic_write(self.folder, STATE, self._state_fn(), fsync=False)
+        except Exception as exc:  # the disk: said once, and the flusher tries again
+            self._save_failed(STATE, exc)
 
     # -- events ---------------------------------------------------------------------------------
     def append_events(self, events: list[Event]) -> None:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 
 import pytest
 
 from core.events import StepFinished, StepStatus
 from core.state import RunState, Status, StepState
 from tests.conftest import (
+    kill_tree,
     only_run_dir,
     read_events,
+    read_pid,
     read_state,
     run_cli,
+    start_cli,
     write_recipe,
 )
 from tests.tui_helpers import TmuxApp
@@ -402,3 +406,29 @@ def test_logs_follow_started_between_a_failed_attempt_and_its_retry_goes_on():
     )
     later.seed(run_with(_flaky(Status.PENDING, attempts=1)))
     assert later.ended
+
+
+def test_a_headless_run_killed_in_its_first_instant_is_listed_as_died(tmp_path):
+    """SIGKILLed as soon as its first step starts (long before the store's first coalesced
+    save): its folder is still a run that ``runs`` lists as died and ``ctl status`` reads."""
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n"
+        "  - {name: first, type: shell, run: 'echo $$ > first.pid; exec sleep 60'}\n"
+        "  - {name: second, type: shell, run: 'true'}\n",
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    step_pid = None
+    try:
+        step_pid = read_pid(tmp_path / "first.pid")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        run_id = only_run_dir(tmp_path).name
+        [row] = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+        assert (row["id"], row["status"], row["live"]) == (run_id, "died", False)
+        status = ctl(tmp_path, run_id, "status")
+        assert status.returncode == 0, status.stderr
+        assert "interrupted" in status.stdout
+        assert "first" in status.stdout and "cancelled" in status.stdout
+    finally:
+        kill_tree(proc, [step_pid] if step_pid else [])

@@ -311,6 +311,21 @@ CASES = [
         id="wrong-type",
     ),
     pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  retries: 100000000000000000000000\n",
+        4,
+        "step 'a'",
+        "field 'retries' must be at most 10000, got 100000000000000000000000",
+        id="retries-past-any-use",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: always\n"
+        "  max_restarts: 10001\n",
+        6,
+        "step 'a'",
+        "field 'max_restarts' must be at most 10000, got 10001",
+        id="max-restarts-past-any-use",
+    ),
+    pytest.param(
         "- name: a\n  type: shell\n  run: x\n  retries: true\n",
         4,
         "step 'a'",
@@ -372,6 +387,22 @@ CASES = [
         "field 'restart' must be one of no, on_failure, always, got 'allways' "
         "(did you mean 'always'?)",
         id="restart-policy",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: yes\n",
+        5,
+        "step 'a'",
+        "field 'restart' must be one of no, on_failure, always, got true (YAML reads an unquoted "
+        "yes, no, on or off as a boolean: write one of these words)",
+        id="restart-yes-read-as-a-boolean",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  session: x\n  action: kill\n  backend: on\n",
+        5,
+        "step 'a'",
+        "field 'backend' must be one of screen, tmux, got true (YAML reads an unquoted "
+        "yes, no, on or off as a boolean: write one of these words)",
+        id="backend-on-read-as-a-boolean",
     ),
     pytest.param(
         "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: on_failure\n"

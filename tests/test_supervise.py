@@ -275,6 +275,40 @@ def test_a_service_waiting_to_restart_can_be_stopped(tmp_path, runners):
     assert svc().status == "stopped" and len(starts(read_events(runner.run_dir), "svc")) == 1
 
 
+def test_restart_on_a_service_waiting_out_its_restart_delay_starts_it_at_once(tmp_path, runners):
+    """``restart`` (``r``, ``ctl restart``) on a service that crashed and waits out a long
+    restart delay starts it now, the rest of the delay skipped: the user watched it crash and
+    fixed the cause. It was refused ("cannot restart 'svc': it is pending")."""
+    from core.control import LocalControl, Reply
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, restart_delay: 600,
+             run: 'test -e "$ORCH_RUN_DIR/fixed" && exec sleep 30; exit 3'}
+          - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+
+    def svc():
+        return control.snapshot().steps["svc"]
+
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    (runner.run_dir / "fixed").touch()
+    assert "restart" in runner.allowed_actions("svc")  # the app offers r, ctl restart is taken
+    assert control.command("restart", "svc") == Reply(True, "restart: svc")
+    wait_for(lambda: svc().status in ("running", "ready"), message="the service up again")
+    assert (svc().attempts, svc().restarts) == (2, 1)
+    assert control.command("close").ok
+    assert control.wait(10) == 130  # work was cut short
+    assert len(starts(read_events(runner.run_dir), "svc")) == 2
+
+
 def test_a_restart_delay_given_up_on_does_not_start_a_later_one_early(tmp_path, runners):
     """Stopped while it waited to restart (``k``), then retried (``r``): the service crashes
     again and waits out its delay anew. The timer of the wait it was stopped in still fired

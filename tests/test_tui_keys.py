@@ -97,6 +97,52 @@ async def test_opens_on_first_step_and_moves_with_the_log(orch):
         assert "three" in str(pane.border_title)
 
 
+async def test_f_and_shift_f_go_to_the_next_and_previous_failed_step_around_the_tree(orch):
+    """f / F select the next / previous failed (or timed-out) step, wrapping around; a step
+    blocked by a failure is passed over: the failure it names is the one to look at."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: fine, type: shell, run: "true", depends_on: []}
+          - {name: broke, type: shell, run: "exit 3", depends_on: []}
+          - {name: waits, type: shell, run: "true", depends_on: [broke]}
+          - {name: also_fine, type: shell, run: "true", depends_on: []}
+          - {name: slow, type: shell, run: "sleep 30", timeout: 0.2, depends_on: []}
+          - {name: last, type: shell, run: "true", depends_on: []}
+        """
+    )
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        tree = _tree(app)
+        for name, wanted in (("broke", "failed"), ("slow", "timed_out"), ("last", "succeeded")):
+            await until_status(pilot, runner, name, wanted)
+            await until(pilot, lambda: tree._states[name][0].status == wanted)  # noqa: B023
+        assert status(runner, "waits") == "blocked"
+        assert selected(app) == "fine"
+        for key, expected in (("f", "broke"), ("f", "slow"), ("f", "broke"), ("F", "slow")):
+            await pilot.press(key)
+            await until(pilot, lambda: selected(app) == expected, what=f"{key} to {expected}")  # noqa: B023
+        await pilot.press("F")
+        await until(pilot, lambda: selected(app) == "broke")
+        await until(pilot, lambda: main_pane(app).step == "broke", what="broke's log")
+        assert not app._notifications
+
+
+async def test_f_without_a_failed_step_says_so_and_stays(orch):
+    app, runner = orch(
+        "steps: [{name: one, type: shell, run: 'true'}, {name: two, type: shell, run: 'true'}]"
+    )
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await until_status(pilot, runner, "two", "succeeded")
+        await pilot.press("down")
+        await until(pilot, lambda: selected(app) == "two")
+        for key in ("f", "F"):
+            await pilot.press(key)
+            await until(pilot, lambda: app._notifications, what="a notice")
+            assert [n.message for n in app._notifications] == ["no step has failed"]
+            assert selected(app) == "two"
+            app.clear_notifications()
+
+
 async def test_a_key_moves_the_cursor_in_a_frame_before_the_log_pane_follows(orch):
     """Down paints the tree's new cursor row first; the log pane (a file read and a repaint of
     the whole pane) follows in the next frame. In one frame together, the cursor's move waited

@@ -22,6 +22,9 @@ from msgspec import Meta
 from core.recipe.problems import BAD, Invalid, Trail, show, suggest
 
 MAX_SECONDS = 1e9  # larger durations overflow the timeouts of threading and select
+#: ``retries`` and ``max_restarts``: more is a typo or a wish for "no limit" (lines then said
+#: "attempt 3 of 1e23"; ``restart: always`` without ``max_restarts`` is the unlimited one)
+MAX_COUNT = 10_000
 SESSION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
 SOCKET_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 STEP_TYPES = ("python", "shell", "session")
@@ -103,15 +106,34 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _count(value: Any) -> int:
+    """The bounds are msgspec's; only the too-large case gets its own words."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Invalid()
+    if value > MAX_COUNT:
+        raise Invalid(f"must be at most {MAX_COUNT}, got {show(value)}")
+    return value
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value not in options:
             raise Invalid(
-                f"must be one of {', '.join(options)}, got {show(value)}{suggest(value, options)}"
+                f"must be one of {', '.join(options)}, got {show(value)}"
+                f"{_boolean_hint(value) or suggest(value, options)}"
             )
         return value
 
     return check
+
+
+def _boolean_hint(value: Any) -> str:
+    """Why a word came out as true or false: YAML 1.1 reads an unquoted yes, no, on, off (any
+    case) as a boolean. The list of values says what to write (a quoted "yes" is no value
+    either)."""
+    if not isinstance(value, bool):
+        return ""
+    return " (YAML reads an unquoted yes, no, on or off as a boolean: write one of these words)"
 
 
 def _pattern(pattern: str, what: str) -> Callable[[Any], str]:
@@ -321,7 +343,7 @@ String = Annotated[str, Meta(extra=_kind("text"))]
 Text = Annotated[str, Meta(pattern=_NO_NUL, extra=_kind("text", _text))]
 Key = Annotated[str, Meta(min_length=1, pattern=_NO_NUL, extra=_kind("a non-empty ctx key"))]
 Flag = Annotated[bool, Meta(extra=_kind("true or false"))]
-Count = Annotated[int, Meta(ge=0, extra=_kind("an integer >= 0"))]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT, extra=_kind("an integer >= 0", _count))]
 Positive = Annotated[int, Meta(ge=1, extra=_kind("an integer >= 1"))]
 Port = Annotated[int, Meta(ge=1, le=65535, extra=_kind("a port number 1-65535"))]
 Seconds = Annotated[float, Meta(ge=0, le=MAX_SECONDS, extra=_kind("a number >= 0", _seconds))]

@@ -17,6 +17,7 @@ KEYS = [
     ("Steps", ""),
     ("↑ ↓ enter", "move in the step tree; the log follows the selection"),
     ("Home End", "first / last step"),
+    ("f F", "next / previous failed (or timed-out) step, around the tree"),
     ("s", "skip the selected step (pending, blocked, failed or stopped): its dependents go on"),
     (
         "r",

@@ -33,7 +33,7 @@ from textual.widgets import Tree
 from textual.widgets._tree import _TreeLine
 from textual.widgets.tree import TreeNode
 
-from core.state import ACTIVE, Status, StepState
+from core.state import ACTIVE, FAILURES, Status, StepState
 from tui.format import HEALTH_GLYPHS, format_duration, status_icon, status_style
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
@@ -60,6 +60,8 @@ class StepTree(Tree[dict[str, Any]]):
         Binding("a", "attach", "Attach"),
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
+        Binding("f", "next_failed", "Next failed", show=False),
+        Binding("F", "previous_failed", "Previous failed", show=False),
     ]
 
     class Selected(Message):
@@ -87,6 +89,8 @@ class StepTree(Tree[dict[str, Any]]):
         super().__init__("steps", id=id)
         self._allowed = allowed
         self._step_nodes: dict[str, TreeNode[dict[str, Any]]] = {}
+        self._order: list[str] = []  # the step names in recipe order, and each one's place
+        self._place: dict[str, int] = {}
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
         self._session_nodes: dict[tuple[str, str], TreeNode[dict[str, Any]]] = {}
         self._background: dict[str, bool] = {}
@@ -126,6 +130,8 @@ class StepTree(Tree[dict[str, Any]]):
             self._tree_nodes[node._id] = node
             root._children.append(node)
             self._step_nodes[name] = node
+            self._place[name] = len(self._order)
+            self._order.append(name)
         self._invalidate()
         root.expand()
 
@@ -344,6 +350,27 @@ class StepTree(Tree[dict[str, Any]]):
     def action_last(self) -> None:
         if self._step_nodes:
             self.move_cursor(list(self._step_nodes.values())[-1])
+
+    def action_next_failed(self) -> None:
+        self._select_failed(1)
+
+    def action_previous_failed(self) -> None:
+        self._select_failed(-1)
+
+    def _select_failed(self, direction: int) -> None:
+        """Select the next (1) or previous (-1) failed or timed-out step from the selection,
+        wrapping around: the way to a 2,000-step run's failures. A blocked step is passed
+        over: the failure it names is the one to look at. One pass over the steps per key
+        press, none per event (the states are kept up to date for the rows already)."""
+        count = len(self._order)
+        here = self.selected_step
+        start = self._place[here] if here is not None else (-1 if direction > 0 else count)
+        for offset in range(1, count + 1):
+            name = self._order[(start + direction * offset) % count]
+            if self._states[name][0].status in FAILURES:
+                self.move_cursor(self._step_nodes[name])
+                return
+        self.notify("no step has failed", timeout=2)
 
     # -- actions --------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
