@@ -143,6 +143,7 @@ class StepState(msgspec.Struct, kw_only=True, gc=False):
     log: str | None = None  # relative to the run dir; None until the file exists
     restarts: int = 0  # times the runner restarted this service (its restart policy, or `r`)
     restart_reason: str | None = None  # why the last time: "exit code 1", "unhealthy: ...", ...
+    restarting: bool = False  # a service between two starts, waiting out its restart delay
     health: Health | None = None  # None: the step has no health checks
 
     def elapsed(self, now: float) -> float | None:
@@ -230,11 +231,9 @@ class RunState(msgspec.Struct, kw_only=True):
 
 
 def waiting_to_restart(step: StepState) -> bool:
-    """A service that ended and waits out its restart delay: a background step pending again
-    after a start, not for a retry (a step has ``retries`` or a ``restart`` policy, not both)."""
-    return (
-        step.status == Status.PENDING and step.background and step.attempts > 0 and not step.retries
-    )
+    """A service that ended and waits out its restart delay (the runner's own fact, not a guess
+    from the state: a service the user retried while its dependencies run is pending too)."""
+    return step.status == Status.PENDING and step.restarting
 
 
 def allowed_actions(step: StepState, run: RunState) -> frozenset[str]:

@@ -35,13 +35,22 @@ class StepRun(msgspec.Struct):
     stop_reason: str | None = None
     retry_due: bool = False  # waiting for its retry_delay (a service: its restart delay)
     wait: int = 0  # which wait that is: the timer of an earlier one, given up on, is stale
-    restarting: bool = False  # a service between two starts: it will be up again
     restart_at: float = 0.0  # then when (time.monotonic()) its next start is due
     restart_armed: bool = False  # and whether its timer is set (its last start's group gone)
     restart_for: str | None = None  # why (the state counts the restart once it starts)
     end_cause: str | None = None  # the runner ended this start to restart it: why
     supervisor: Supervisor | None = None  # a service's restart policy
     monitor: HealthMonitor | None = None  # this start's health checks
+
+    @property
+    def restarting(self) -> bool:
+        """A service between two starts: it will be up again (in its state, for every client:
+        stop and restart apply to it then)."""
+        return self.state.restarting
+
+    @restarting.setter
+    def restarting(self, value: bool) -> None:
+        self.state.restarting = value
 
     @classmethod
     def of(cls, step: Step, run_dir: Path) -> StepRun:

@@ -309,6 +309,46 @@ def test_restart_on_a_service_waiting_out_its_restart_delay_starts_it_at_once(tm
     assert len(starts(read_events(runner.run_dir), "svc")) == 2
 
 
+def test_a_retried_service_waiting_for_its_dependency_is_not_offered_stop(tmp_path, runners):
+    """A service stopped (``k``), its dependency retried and then itself (``r``): it is
+    pending until the dependency is done again, not waiting out a restart delay. The app
+    offered ``k`` (a guess from its state: pending, a service, started before) and the runner
+    refused it ("cannot stop 'svc': it is pending"); the header counted it as restarting."""
+    from core.control import LocalControl
+    from tui.format import RESTARTING, count_key
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: a, type: shell, run: "if [ -e again ]; then exec sleep 30; fi"}
+          - {name: svc, type: shell, background: true, restart: on_failure, depends_on: [a],
+             run: "exec sleep 100"}
+          - {name: tail, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+
+    def step(name):
+        return control.snapshot().steps[name]
+
+    wait_for(lambda: step("svc").status == "ready", message="svc up")
+    assert control.command("stop", "svc").ok
+    wait_for(lambda: step("svc").status == "stopped", message="svc stopped")
+    (tmp_path / "again").touch()
+    assert control.command("retry", "a").ok
+    wait_for(lambda: step("a").status == "running", message="a again")
+    assert control.command("retry", "svc").ok
+    wait_for(lambda: step("svc").status == "pending", message="svc waits for a")
+    assert step("svc").attempts == 1
+    assert "stop" not in runner.allowed_actions("svc")
+    assert count_key(step("svc")) != RESTARTING
+    assert control.command("close").ok
+
+
 def test_a_restart_delay_given_up_on_does_not_start_a_later_one_early(tmp_path, runners):
     """Stopped while it waited to restart (``k``), then retried (``r``): the service crashes
     again and waits out its delay anew. The timer of the wait it was stopped in still fired
