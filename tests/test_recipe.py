@@ -29,7 +29,7 @@ from core.recipe import (
     recipe_json_schema,
     source,
 )
-from tests.conftest import ORCH, run_cli, run_recipe, write_module
+from tests.conftest import ORCH, only_run_dir, read_state, run_cli, run_recipe, write_module
 
 
 @pytest.fixture
@@ -1195,12 +1195,40 @@ def test_a_cmd_with_spaces_says_cmd_is_one_program(ws: Path, cmd: str, hint: str
     to write; the words are never run split."""
     path = write(ws, f"steps:\n  - name: a\n    type: shell\n    cmd: {json.dumps(cmd)}\n")
     (problem,) = errors(path).problems
-    assert problem.message.startswith(f"cmd: {cmd!r} not found"), problem
+    assert problem.message.startswith(f"cmd: {json.dumps(cmd)} not found"), problem
     assert f"(cmd is one program: {hint}" in problem.message, problem
     result = run_cli("validate", path, cwd=ws)
     assert result.returncode == 2
     assert result.stderr.splitlines()[1].startswith("r.yaml:4:10: step 'a': cmd: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_command_line_in_cmd_after_another_step_is_an_error_not_a_warning(ws: Path) -> None:
+    """``cmd: echo hi`` after a step was only a warning ("fine only if a step before it makes
+    it"), and the run then failed it with a bare "No such file or directory". Its first word
+    is a program there is: a command line, which no step makes. A path no step has made yet
+    stays a warning, and the run's failure says what to write."""
+    path = write(
+        ws,
+        "steps:\n  - {name: make, type: shell, cmd: 'true'}\n"
+        "  - {name: a, type: shell, cmd: echo héllo}\n"
+        "  - {name: b, type: shell, cmd: build/app --fast}\n",
+    )
+    (problem,) = errors(path).problems
+    assert problem.message == (
+        'cmd: "echo héllo" not found on PATH (cmd is one program: write cmd: echo '
+        'with args: [héllo], or run: "echo héllo" for a shell line)'
+    )
+    path = write(
+        ws,
+        "steps:\n  - {name: make, type: shell, cmd: 'true'}\n"
+        "  - {name: b, type: shell, cmd: build/app --fast}\n",
+    )
+    result = run_cli(path, "--no-ui", cwd=ws)
+    assert result.returncode == 1, result.stderr
+    state = read_state(only_run_dir(ws))["steps"]["b"]
+    assert state["status"] == "failed"
+    assert "(cmd is one program: write cmd: build/app with args: [--fast]" in state["reason"]
 
 
 def test_a_folder_is_not_a_recipe(ws: Path) -> None:

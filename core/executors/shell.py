@@ -10,6 +10,7 @@ exits or the run ends.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -108,6 +109,10 @@ def spawn_error(exc: OSError, argv: list[str], cwd: Path) -> str:
     why = exc.strerror or str(exc)
     if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
         return f"cwd {cwd}: {why}"
+    if any(c.isspace() for c in argv[0]) and exc.errno == errno.ENOENT:
+        from core.recipe.checks import one_program_hint  # only this mistake needs it
+
+        return f"{argv[0]}: {why} (cwd {cwd}){one_program_hint(argv[0])}"
     return f"{argv[0]}: {why} (cwd {cwd})"
 
 

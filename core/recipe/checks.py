@@ -557,19 +557,36 @@ class Validator:
                     return  # a cmd relative to a folder that is not there: already said
         if cmd is None:
             return
+        search = _path_variable(d.values.get("env", {}), env)
         if "/" in cmd:
             problem = _program_problem(folder / cmd)
             base = "" if os.path.isabs(cmd) else f" (relative to cwd {folder})"
         else:
-            search = _path_variable(d.values.get("env", {}), env)
             problem = None if self._on_path(cmd, search) else "not found on PATH"
             base = ""
         if problem is not None:
             shown, hint = _as_written(cmd), ""
             if problem in ("not found", "not found on PATH") and any(c.isspace() for c in cmd):
-                shown, hint = _as_written(repr(cmd)), _one_program_hint(cmd)
+                import json
+
+                shown, hint = (
+                    _as_written(json.dumps(cmd, ensure_ascii=False)),
+                    one_program_hint(cmd),
+                )
+                if self._first_word_runs(cmd, folder, search):
+                    # a command line where a program is meant: no step before makes it
+                    warning, tail = False, ""
             message = f"cmd: {shown} {problem}{base}{hint}{tail}"
             self.report(message, d.trail + ("cmd",), d.who, warning=warning)
+
+    def _first_word_runs(self, cmd: str, folder: Path, search: str) -> bool:
+        """Whether ``cmd``'s first word is a program there is (on PATH, or a path from the
+        step's cwd): then ``cmd: echo hi`` is a command line, not a program a step before it
+        could make."""
+        first = cmd.split(maxsplit=1)[0]
+        if "/" in first:
+            return _program_problem(folder / first) is None
+        return self._on_path(first, search)
 
     def _on_path(self, cmd: str, search: str) -> bool:
         """``shutil.which``, asked once per program and PATH: a recipe runs the same few
@@ -656,14 +673,14 @@ def _as_written(path: str) -> str:
     return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
-def _one_program_hint(cmd: str) -> str:
+def one_program_hint(cmd: str) -> str:
     """What to write instead of ``cmd: echo hi``, the mistake a new user makes most: cmd
     names ONE program, run without a shell. The words are split here (as a shell would) only
     to show the fix; the step itself is never run split, so nothing is guessed."""
     import json
     import shlex
 
-    run = f"run: {json.dumps(cmd)}"
+    run = f"run: {json.dumps(cmd, ensure_ascii=False)}"
     try:
         words = shlex.split(cmd)
     except ValueError:  # an unclosed quote: no split to show
@@ -689,7 +706,7 @@ def _yaml_word(word: str) -> str:
         plain = yaml.safe_load(f"[{word}]") == [word]
     except yaml.YAMLError:
         plain = False
-    return word if plain else json.dumps(word)
+    return word if plain else json.dumps(word, ensure_ascii=False)
 
 
 def _stat(path: Path, missing: str) -> os.stat_result | str:
