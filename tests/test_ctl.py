@@ -432,3 +432,29 @@ def test_a_headless_run_killed_in_its_first_instant_is_listed_as_died(tmp_path):
         assert "first" in status.stdout and "cancelled" in status.stdout
     finally:
         kill_tree(proc, [step_pid] if step_pid else [])
+
+
+def test_a_resumed_run_killed_in_its_first_instant_keeps_the_ctx_its_state_relies_on(tmp_path):
+    """A resumed run's first state.json says the steps it restored succeeded: the ctx they
+    made is on disk before it (as in every save), so a run killed right then can be resumed
+    from in turn. The first save wrote state.json alone, and ctx.json came 0.25 s later."""
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n"
+        "  - {name: produce, type: shell, run: 'echo made=yes > \"$ORCH_CTX_OUT\"'}\n"
+        "  - {name: second, type: shell,"
+        " run: '[ -e go ] || exit 1; echo $$ > second.pid; exec sleep 60'}\n",
+    )
+    assert run_cli(recipe, "--no-ui", cwd=tmp_path).returncode == 1
+    (tmp_path / "go").touch()
+    proc = start_cli(recipe, "--no-ui", "--resume-from", "second", cwd=tmp_path)
+    step_pid = None
+    try:
+        step_pid = read_pid(tmp_path / "second.pid")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        kill_tree(proc, [step_pid] if step_pid else [])
+    newest = max((tmp_path / ".orch" / "runs").iterdir())
+    assert read_state(newest)["resumed_from"] is not None
+    assert json.loads((newest / "ctx.json").read_text()) == {"made": "yes"}
