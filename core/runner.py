@@ -308,8 +308,19 @@ class Runner:
         while self._running_fg < self.jobs and (run := self.deps.pop_ready(False)) is not None:
             self._start_if_pending(run)
 
+    def _start_due(self, run: StepRun) -> bool:
+        """Pending, not waiting out a delay nor for its last start's group to be gone (a
+        service's restart: a new start beside a process of the old one could find its port
+        taken), its dependencies done."""
+        return (
+            run.state.status == Status.PENDING
+            and not run.retry_due
+            and not run.clearing
+            and self.deps.satisfied(run)
+        )
+
     def _start_if_pending(self, run: StepRun) -> None:
-        if run.state.status == Status.PENDING and not run.retry_due and self.deps.satisfied(run):
+        if self._start_due(run):
             self._start(run)
 
     # ------------------------------------------------------------------ starting a step
@@ -484,6 +495,8 @@ class Runner:
             and not (self._interrupted or self._closing)
         )
         run.state.status = status
+        if restart_in is not None:  # in its end's state too: another start comes
+            run.restarting = True
         # a continue_on_error failure lets its dependents go on (once no retry is due)
         run.state.allowed = status in FAILURES and step.continue_on_error and not will_retry
         self.ticker.flush_output(run)  # the attempt's output, then its end, then the next attempt
@@ -577,12 +590,17 @@ class Runner:
                 stop_group(pgid, grace)
             self.loop.post(lambda: self._arm_restart(run, wait))
 
+        run.clearing = True
         self.workers.submit(clear_then_wait)
 
     def _arm_restart(self, run: StepRun, wait: int) -> None:
         """The last start's group is gone: the next start comes at ``restart_at`` (which a
-        restart command moves to now)."""
-        if wait != run.wait:  # given up on (a stop, a skip) while the group was cleared
+        restart command moves to now). A wait given up on meanwhile (a stop, then perhaps a
+        retry, which held the start back until now): the step goes on as that left it."""
+        run.clearing = False
+        if wait != run.wait:
+            if self._start_due(run):
+                self.deps.push_ready(run)
             return
         run.restart_armed = True
         self.loop.after(
@@ -611,7 +629,7 @@ class Runner:
             "skipped by user",
             [],
         )
-        run.retry_due = run.restarting = False
+        self._give_up_wait(run)
         self._emit_status(run, run.state.reason)
         if now:
             self.deps.satisfy(run)
@@ -636,8 +654,6 @@ class Runner:
             return self._refuse(run, "restart")
         if run.restarting:  # a service waiting out its restart delay: started at once
             return self._restart_now(run)
-        if run.state.status not in ACTIVE:
-            return self._refuse(run, "restart")
         run.end_cause = MANUAL
         self._stop(run, Status.STOPPED, "restarted by the user")
 
@@ -710,8 +726,15 @@ class Runner:
     def _stop_restart(self, run: StepRun, reason: str) -> None:
         """A service between two starts is not started again: stopped, as if it had been up."""
         run.state.status, run.state.reason = Status.STOPPED, reason
-        run.retry_due = run.restarting = False
+        self._give_up_wait(run)
         self._emit_status(run)
+
+    @staticmethod
+    def _give_up_wait(run: StepRun) -> None:
+        """No retry or restart is due any more (a skip, a stop): the timer of the wait it was
+        in is stale, and a start the user asks for later is not held to it."""
+        run.retry_due = run.restarting = False
+        run.wait += 1
 
     def _work_left(self) -> bool:
         """A foreground step, or a background step not yet ready, is still to run or running

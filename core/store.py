@@ -109,13 +109,13 @@ class RunStore:
         """state.json now, before any step starts, not one ``interval`` later: a run killed
         (SIGKILL) in its first instant must still be a run folder that ``runs`` and ``ctl``
         show as died. No fsync: a killed process loses no page cache, and the flusher's next
-        save (the state is left dirty) is fsynced as every other. A resumed run's ctx (what
-        it restored: its version is past 0) is saved first, as every save orders them."""
+        save (the state is left dirty, the ctx not marked saved) is fsynced as every other.
+        The ctx is written first, as every save orders them: ``--resume-from`` takes the
+        newest run's ctx.json, and a resumed run's state relies on the ctx it restored."""
         assert self._state_fn is not None
-        restored = self._ctx_version_fn is not None and self._ctx_version_fn() > 0
-        if restored and not self._ctx_saved(final=True):
-            return  # a resumed run's ctx first, as in every save: its state relies on it
         try:
+            if self._ctx_fn is not None:  # the ctx first, as in every save: a resume reads it
+                atomic_write(self.folder, CTX, self._ctx_fn(), fsync=False)
             atomic_write(self.folder, STATE, self._state_fn(), fsync=False)
         except Exception as exc:  # the disk: said once, and the flusher tries again
             self._save_failed(STATE, exc)

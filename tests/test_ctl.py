@@ -338,13 +338,14 @@ def test_a_daemon_run_without_its_socket_died_whatever_its_pid(tmp_path, past):
     assert listed() == ("died", False)
 
 
-def _flaky(status: Status, attempts: int, retries: int = 2, background: bool = False) -> StepState:
+def _flaky(status: Status, attempts: int, retries: int = 2, restarting: bool = False) -> StepState:
     return StepState(
         name="flaky",
         type="shell",
         index=0,
         retries=retries,
-        background=background,
+        background=restarting,
+        restarting=restarting,
         status=status,
         attempts=attempts,
     )
@@ -391,6 +392,9 @@ def test_logs_follow_started_between_a_failed_attempt_and_its_retry_goes_on():
     between = _StepEnd("flaky")
     between.seed(run_with(_flaky(Status.FAILED, attempts=1, retries=2)))
     assert not between.ended
+    service = _StepEnd("flaky")  # a service's end, its restart to come
+    service.seed(run_with(_flaky(Status.FAILED, attempts=1, retries=0, restarting=True)))
+    assert not service.ended
     over = _StepEnd("flaky")
     over.seed(run_with(_flaky(Status.FAILED, attempts=3, retries=2)))
     assert over.ended
@@ -430,6 +434,8 @@ def test_a_headless_run_killed_in_its_first_instant_is_listed_as_died(tmp_path):
         assert status.returncode == 0, status.stderr
         assert "interrupted" in status.stdout
         assert "first" in status.stdout and "cancelled" in status.stdout
+        # its ctx too, which --resume-from takes from the newest run
+        assert json.loads((tmp_path / ".orch" / "runs" / run_id / "ctx.json").read_text()) == {}
     finally:
         kill_tree(proc, [step_pid] if step_pid else [])
 

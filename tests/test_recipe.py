@@ -318,6 +318,13 @@ CASES = [
         id="retries-past-any-use",
     ),
     pytest.param(
+        "- name: a\n  type: shell\n  cmd: ' '\n",
+        3,
+        "step 'a'",
+        "cmd: ' ' not found on PATH",
+        id="blank-cmd",
+    ),
+    pytest.param(
         "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: always\n"
         "  max_restarts: 10001\n",
         6,

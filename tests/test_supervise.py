@@ -18,6 +18,7 @@ from core.recipe import load_recipe
 from core.state import RunState
 from core.supervisor import MAX_DELAY, STABLE_AFTER, Supervisor
 from tests.conftest import (
+    alive,
     assert_gone,
     free_port,
     make_runner,
@@ -307,6 +308,44 @@ def test_restart_on_a_service_waiting_out_its_restart_delay_starts_it_at_once(tm
     assert control.command("close").ok
     assert control.wait(10) == 130  # work was cut short
     assert len(starts(read_events(runner.run_dir), "svc")) == 2
+
+
+@pytest.mark.parametrize("commands", [("restart",), ("stop", "retry")])
+def test_a_service_started_again_during_its_last_starts_grace_waits_for_it_to_be_gone(
+    tmp_path, runners, commands
+):
+    """``r`` on a service waiting to restart, or ``k`` then ``r``, while what its last start
+    left (a child ignoring SIGTERM) is still being stopped (its ``grace``): the new start
+    waits until that child is gone, as every restart does. ``k`` then ``r`` started it beside
+    the old child, whose port the new start would find taken."""
+    from core.control import LocalControl
+
+    runner = make_runner(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, restart_delay: 600,
+             grace: 2, run: 'test -e "$ORCH_RUN_DIR/fixed" && exec sleep 30;
+               (trap "" TERM; exec sleep 60) & echo $! > "$ORCH_RUN_DIR/old.pid"; exit 3'}
+          - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+        interactive=True,
+    )
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+
+    def svc():
+        return control.snapshot().steps["svc"]
+
+    old = read_pid(runner.run_dir / "old.pid")
+    wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
+    (runner.run_dir / "fixed").touch()
+    for command in commands:
+        assert control.command(command, "svc").ok, command
+    wait_for(lambda: svc().status in ("running", "ready"), message="the service up again")
+    assert not alive(old), "started again beside its last start's child"
+    assert control.command("close").ok
 
 
 def test_a_retried_service_waiting_for_its_dependency_is_not_offered_stop(tmp_path, runners):

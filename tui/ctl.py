@@ -273,11 +273,12 @@ class _StepEnd:
         """The step as the run was when the follow began (or connected again), unless an event
         said more since. A failed attempt with a retry to come is not taken for an end: the
         snapshot may come right after its end and before the event that makes it pending
-        again. (A service's coming restart is not in its state: a snapshot taken in that
-        instant still reads as its end.)"""
+        again; nor a service's end with a restart to come (``restarting``)."""
         state = run.steps[self.step]
-        ended = state.status in ENDED and not (
-            state.status in FAILURES and state.attempts <= state.retries
+        ended = (
+            state.status in ENDED
+            and not state.restarting
+            and not (state.status in FAILURES and state.attempts <= state.retries)
         )
         with self._lock:
             if run.seq > self.seq:

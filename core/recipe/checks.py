@@ -566,7 +566,8 @@ class Validator:
             base = ""
         if problem is not None:
             shown, hint = _as_written(cmd), ""
-            if problem in ("not found", "not found on PATH") and any(c.isspace() for c in cmd):
+            spaced = cmd.strip() and any(c.isspace() for c in cmd)
+            if problem in ("not found", "not found on PATH") and spaced:
                 import json
 
                 shown, hint = (
