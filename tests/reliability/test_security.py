@@ -111,10 +111,12 @@ def test_only_run_text_reaches_a_shell(tmp_path, faults):
             expose: {json.dumps(names)}
             run: |
               for v in {" ".join(f'"${n}"' for n in names)}; do printf '[%s]\\n' "$v"; done
+          # (a command line whose first word is a program is refused before the run:
+          # tests/test_recipe.py; this one gets as far as starting)
           - name: cmd_is_not_a_command_line
             type: shell
             continue_on_error: true
-            cmd: "touch pwned-cmd; echo"
+            cmd: "no-such-program; touch pwned-cmd"
         """,
         timeout=30,
     )
