@@ -172,3 +172,39 @@ async def test_a_session_a_step_killed_leaves_the_tree(orch, tmux_socket):
             what="the killed session gone from the tree",
         )
         assert any(f"▣ {kept} tmux" in row for row in tui_helpers.screen_lines(app))
+
+
+@needs_tmux
+async def test_the_mirror_keeps_the_windows_bottom_in_view_after_the_terminal_shrinks(
+    orch, tmux_socket
+):
+    """A terminal made large, then small again (80x24), while a session's window is shown:
+    the pane's shorter view keeps the window's bottom rows (what was just printed) in view.
+    It kept the top rows instead, so the pane "the window now" showed old output while new
+    lines went on arriving below it, out of sight."""
+    from core.sessions import get_backend
+
+    session = f"orchtui-m-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(_recipe(session, "backend: tmux", f"socket: {tmux_socket}"))
+    async with app.run_test(size=(200, 50)) as pilot:
+        mirror = await _open_session(pilot, runner, session)
+        tmux = get_backend("tmux", socket=tmux_socket)
+        tmux.send(session, "clear; for i in $(seq 1 30); do echo row-$i; done")
+        await until(
+            pilot, lambda: any("row-30" in line.plain for line in mirror.lines), 5, "the rows"
+        )
+        assert any("row-30" in row for row in _shown_rows(mirror)), "all of the window shown"
+
+        await pilot.resize_terminal(80, 24)
+        tmux.send(session, "echo newest-$((6 * 7))")
+        await until(pilot, lambda: any("newest-42" in line.plain for line in mirror.lines))
+        await pilot.pause()
+        assert mirror.scrollable_content_region.height < len(mirror.lines), "a shorter view"
+        assert any("newest-42" in row for row in _shown_rows(mirror))
+
+        # scrolled up by the user: new text does not pull the view down again
+        mirror.scroll_home(animate=False, immediate=True)
+        tmux.send(session, "echo later-$((6 * 7))")
+        await until(pilot, lambda: any("later-42" in line.plain for line in mirror.lines))
+        await pilot.pause()
+        assert mirror.scroll_y == 0 and not any("later-42" in row for row in _shown_rows(mirror))
