@@ -208,3 +208,29 @@ async def test_the_mirror_keeps_the_windows_bottom_in_view_after_the_terminal_sh
         await until(pilot, lambda: any("later-42" in line.plain for line in mirror.lines))
         await pilot.pause()
         assert mirror.scroll_y == 0 and not any("later-42" in row for row in _shown_rows(mirror))
+
+
+async def test_two_tmux_servers_sessions_of_one_name_are_both_in_the_tree(orch, tmux_tmpdir):
+    """A tmux session ``api`` on two ``-L`` servers: two rows in the tree, each saying its
+    socket, each mirroring its own window. The tree kept one row for both (sessions were told
+    apart by backend and name only): the other server's session could not be watched."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: a, type: session, backend: tmux, socket: one, action: create, session: api,
+             command: "echo on-$((1 + 0))-socket"}
+          - {name: b, type: session, backend: tmux, socket: two, action: create, session: api,
+             command: "echo on-$((1 + 1))-socket"}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "b", "succeeded", timeout=20)
+        rows = tui_helpers.screen_lines(app)
+        assert any("▣ api tmux -L one" in row for row in rows), rows
+        assert any("▣ api tmux -L two" in row for row in rows), rows
+        mirror = _mirror(app)
+        for socket, text in (("one", "on-1-socket"), ("two", "on-2-socket")):
+            await select_session(pilot, "api", socket)
+            await until(
+                pilot, lambda t=text: t in [r.strip() for r in _shown_rows(mirror)], 5, text
+            )

@@ -92,7 +92,7 @@ class StepTree(Tree[dict[str, Any]]):
         self._order: list[str] = []  # the step names in recipe order, and each one's place
         self._place: dict[str, int] = {}
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
-        self._session_nodes: dict[tuple[str, str], TreeNode[dict[str, Any]]] = {}
+        self._session_nodes: dict[tuple[str, str | None, str], TreeNode[dict[str, Any]]] = {}
         self._background: dict[str, bool] = {}
         #: each step's state and the time its row is drawn at; the row (a Text) is made as it
         #: is drawn and kept for the rows drawn lately only (``_labels``, at most LABELS_KEPT):
@@ -292,7 +292,7 @@ class StepTree(Tree[dict[str, Any]]):
     def set_sessions(self, sessions: list[dict[str, Any]]) -> None:
         """Show the sessions the run's steps created and did not kill since (a Sessions group
         under the steps, gone with the last of them)."""
-        listed = {(session["backend"], session["name"]) for session in sessions}
+        listed = {_session_key(session) for session in sessions}
         for key in [key for key in self._session_nodes if key not in listed]:
             self._session_nodes.pop(key).remove()
         if not sessions:
@@ -303,10 +303,9 @@ class StepTree(Tree[dict[str, Any]]):
         if self._sessions_node is None:
             self._sessions_node = self.root.add("Sessions", data={"kind": "group"}, expand=True)
         for session in sessions:
-            key = (session["backend"], session["name"])
-            label = Text.assemble(
-                ("▣ ", "magenta"), session["name"], (f" {session['backend']}", "dim")
-            )
+            key = _session_key(session)
+            where = f" {session['backend']}" + (f" -L {socket}" if (socket := key[1]) else "")
+            label = Text.assemble(("▣ ", "magenta"), session["name"], (where, "dim"))
             node = self._session_nodes.get(key)
             if node is None:
                 self._session_nodes[key] = self._sessions_node.add_leaf(
@@ -443,3 +442,9 @@ def _node_data(step: StepState) -> dict[str, Any]:
         session = step.session
         data.update(backend=session.backend, session=session.name, socket=session.socket)
     return data
+
+
+def _session_key(session: dict[str, Any]) -> tuple[str, str | None, str]:
+    """What tells the run's sessions apart: backend, tmux socket and name (one name may be a
+    session on two tmux servers)."""
+    return session["backend"], session.get("socket"), session["name"]
