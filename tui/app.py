@@ -592,7 +592,7 @@ class OrchApp(App[int]):
         try:
             with self.suspend():
                 print(
-                    f"\norch-tui: attaching to {session}; detach with {backend.detach_keys} to come back\n",
+                    f"\norch-tui: attaching to {session}; {backend.come_back_hint()}\n",
                     flush=True,
                 )
                 # tmux drops what the terminal has not read yet: the message must be shown first
