@@ -234,3 +234,34 @@ async def test_two_tmux_servers_sessions_of_one_name_are_both_in_the_tree(orch, 
             await until(
                 pilot, lambda t=text: t in [r.strip() for r in _shown_rows(mirror)], 5, text
             )
+
+
+@needs_tmux
+async def test_a_session_killed_from_outside_is_marked_ended_in_the_tree(orch, tmux_socket):
+    """A session ended from outside (``tmux kill-session`` in another terminal) while the app
+    shows it: its tree row's mark is hollow (□, the row dimmed) and `a` is no longer offered.
+    The row stayed a live session's, `a` offered, though the mirror above said the session
+    had ended. Made again and selected again, it is a live row again."""
+    from core.sessions import get_backend
+
+    session = f"orchtui-m-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(_recipe(session, "backend: tmux", f"socket: {tmux_socket}"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        mirror = await _open_session(pilot, runner, session)
+        await until(pilot, lambda: "a" in tui_helpers.footer_keys(app), what="a offered")
+
+        def row(mark: str) -> bool:
+            """The session's row in the tree has this mark (its name is cut at 80 columns)."""
+            return any(f"{mark} {session[:12]}" in r for r in tui_helpers.screen_lines(app))
+
+        tmux = get_backend("tmux", socket=tmux_socket)
+        tmux.kill(session)
+        await until(pilot, lambda: "has ended" in mirror.note, 5, "the mirror says it ended")
+        await until(pilot, lambda: row("□") and not row("▣"), 5, "the row's hollow mark")
+        assert "a" not in tui_helpers.footer_keys(app)
+
+        tmux.create(session)
+        await pilot.press("up")
+        await select_session(pilot, session)
+        await until(pilot, lambda: row("▣") and not row("□"), 5, "a live row again")
+        await until(pilot, lambda: "a" in tui_helpers.footer_keys(app), what="a offered again")

@@ -412,6 +412,11 @@ class OrchApp(App[int]):
         self._selection_due = False
         self._show_selected()
 
+    def on_session_mirror_seen(self, message: SessionMirror.Seen) -> None:
+        session = message.session
+        key = (session.backend, session.socket, session.name)
+        self.query_one(StepTree).mark_session(key, message.ended)
+
     def _show_selected(self) -> None:
         trees = self.screen.query(StepTree) if self.is_running else None
         if not trees:  # shutting down, or another screen is on top: nothing to show

@@ -20,6 +20,7 @@ from rich.segment import Segment
 from rich.text import Text
 from textual import work
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
@@ -89,6 +90,15 @@ class SessionMirror(ScrollView, can_focus=True):
     usually is) stay in view when it is taller, unless the user scrolled up.
     """
 
+    class Seen(Message):
+        """What the pane found of its session: there (a copy came) or ended. Posted once a
+        selection, and when the session ends: the tree marks the session's row."""
+
+        def __init__(self, session: MirroredSession, ended: bool) -> None:
+            super().__init__()
+            self.session = session
+            self.ended = ended
+
     DEFAULT_CSS = """
     SessionMirror {
         display: none;
@@ -116,6 +126,7 @@ class SessionMirror(ScrollView, can_focus=True):
         #: read off the scroll position, since a resize moves the bottom without scrolling
         self._follow = True
         self._busy = False  # a capture is under way
+        self._told = False  # Seen posted for this selection's first copy
         self._strips: dict[int, Strip] = {}
         self._timer: Timer | None = None
         self._polling = False
@@ -147,7 +158,7 @@ class SessionMirror(ScrollView, can_focus=True):
             self.session, self._screen, self._problem = session, None, ""
             self._follow = True
             self._set_lines([], "copying the session's window…" if session else "")
-        self._ended = False
+        self._ended = self._told = False
         self._update_border()
         self._set_polling(session is not None)
         self._poll()
@@ -194,9 +205,13 @@ class SessionMirror(ScrollView, can_focus=True):
             self._set_polling(False)
             self._screen, self._problem = None, ""
             self._set_lines([], f"session {clean(capture.session.name)} has ended")
+            self.post_message(self.Seen(capture.session, ended=True))
         elif capture.error is not None:
             self._problem = clean(capture.error)
         else:
+            if not self._told:
+                self._told = True
+                self.post_message(self.Seen(capture.session, ended=False))
             self._problem = ""
             if capture.lines is not None:
                 self._screen = capture.screen

@@ -304,8 +304,7 @@ class StepTree(Tree[dict[str, Any]]):
             self._sessions_node = self.root.add("Sessions", data={"kind": "group"}, expand=True)
         for session in sessions:
             key = _session_key(session)
-            where = f" {session['backend']}" + (f" -L {socket}" if (socket := key[1]) else "")
-            label = Text.assemble(("▣ ", "magenta"), session["name"], (where, "dim"))
+            label = _session_label(session, ended=False)
             node = self._session_nodes.get(key)
             if node is None:
                 self._session_nodes[key] = self._sessions_node.add_leaf(
@@ -314,6 +313,16 @@ class StepTree(Tree[dict[str, Any]]):
             else:
                 node.set_label(label)
                 node.data = {"kind": "session", **session}
+
+    def mark_session(self, key: tuple[str, str | None, str], ended: bool) -> None:
+        """Say on the session's row whether it has ended (killed from outside the run, seen by
+        the mirror): a hollow mark, dimmed, and `a` is not offered on it."""
+        node = self._session_nodes.get(key)
+        if node is None or node.data is None or node.data.get("ended", False) == ended:
+            return
+        node.data = {**node.data, "ended": ended}
+        node.set_label(_session_label(node.data, ended=ended))
+        self.sync_bindings()
 
     # -- selection ------------------------------------------------------------------------------
     @property
@@ -384,7 +393,9 @@ class StepTree(Tree[dict[str, Any]]):
             return frozenset()
         kind = data.get("kind")
         offered = set(self._allowed(data["name"])) if kind == "step" else set()
-        if kind == "session" or (kind == "step" and data.get("type") == "session"):
+        if (kind == "session" and not data.get("ended")) or (
+            kind == "step" and data.get("type") == "session"
+        ):
             offered.add("attach")
         return frozenset(offered)
 
@@ -448,3 +459,12 @@ def _session_key(session: dict[str, Any]) -> tuple[str, str | None, str]:
     """What tells the run's sessions apart: backend, tmux socket and name (one name may be a
     session on two tmux servers)."""
     return session["backend"], session.get("socket"), session["name"]
+
+
+def _session_label(session: dict[str, Any], ended: bool) -> Text:
+    """A session's row: its mark (hollow once it has ended), name, backend and tmux socket."""
+    socket = session.get("socket")
+    where = f" {session['backend']}" + (f" -L {socket}" if socket else "")
+    if ended:
+        return Text.assemble(("□ ", "dim"), (session["name"], "dim"), (where, "dim"))
+    return Text.assemble(("▣ ", "magenta"), session["name"], (where, "dim"))
