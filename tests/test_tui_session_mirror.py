@@ -258,7 +258,7 @@ async def test_a_session_killed_from_outside_is_marked_ended_in_the_tree(orch, t
         tmux.kill(session)
         await until(pilot, lambda: "has ended" in mirror.note, 5, "the mirror says it ended")
         await until(pilot, lambda: row("□") and not row("▣"), 5, "the row's hollow mark")
-        assert "a" not in tui_helpers.footer_keys(app)
+        await until(pilot, lambda: "a" not in tui_helpers.footer_keys(app), what="a not offered")
 
         tmux.create(session)
         await pilot.press("up")
