@@ -1343,3 +1343,30 @@ def test_validating_a_long_chain_stays_small(tmp_path):
     code, peak_kb = map(int, result.stdout.split())
     assert code == 0, result.stderr
     assert peak_kb < 200 * 1024, f"peak RSS {peak_kb // 1024} MB"
+
+
+def test_two_sessions_logging_to_one_file_is_a_recipe_error(ws: Path) -> None:
+    """One name on two tmux servers (or on screen and tmux) took one default log,
+    sessions/NAME.log: both sessions' output interleaved in it, and each session's pane showed
+    the other's too. Refused before anything runs, naming both steps; one session logged by
+    two steps (created, later recreated) is one log, as before."""
+    recipe = write(
+        ws,
+        """
+        steps:
+          - {name: a, type: session, backend: tmux, socket: one, action: create, session: api,
+             log: true}
+          - {name: b, type: session, backend: tmux, socket: two, action: recreate, session: api}
+          - {name: c, type: session, action: create, session: api, log: sessions/api.log}
+          - {name: again, type: session, backend: tmux, socket: one, action: recreate,
+             session: api}
+        """,
+    )
+    result = run_cli("validate", str(recipe), cwd=ws)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if "api.log" in line]
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("r.yaml:4:") and "step 'b'" in lines[0], lines
+    assert "step 'a' (line 2)" in lines[0], lines
+    assert lines[1].startswith("r.yaml:5:") and "step 'c'" in lines[1], lines
+    assert "Traceback" not in result.stderr

@@ -172,10 +172,15 @@ def _session_state(name: str) -> str | None:
 
 
 def _start(
-    tmp_path: Path, session: str, options: str = "", cli: tuple[str, ...] = ()
+    tmp_path: Path,
+    session: str,
+    options: str = "",
+    cli: tuple[str, ...] = (),
+    inside: dict[str, str] | None = None,
 ) -> tuple[Terminal, Path]:
     """orch-tui (with ``cli`` options) on a recipe that creates ``session`` (screen, or what
-    ``options`` add to the step, e.g. ``backend: tmux, socket: x``), then runs ``sleeper``."""
+    ``options`` add to the step, e.g. ``backend: tmux, socket: x``), then runs ``sleeper``;
+    ``inside``: the variables a multiplexer's window sets ($TMUX, $STY), else none."""
     options = f", {options}" if options else ""
     recipe = write_recipe(
         tmp_path,
@@ -190,6 +195,7 @@ def _start(
     env.update(TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS))
     for name in ("FORCE_COLOR", "NO_COLOR", "TEXTUAL", "STY", "TMUX"):
         env.pop(name, None)
+    env.update(inside or {})
     argv = [sys.executable, "-m", "tui.cli", str(recipe), "--run-dir", str(run_dir), *cli]
     term = Terminal(argv, tmp_path, env, run_dir)
     return term, run_dir
@@ -458,6 +464,33 @@ def test_attach_hands_the_terminal_to_tmux_and_ctrl_b_d_comes_back(tmp_path, tmu
 
         _quit(term, run_dir)
         assert _tmux_attached(tmux_socket, session) == 0, "quitting killed the session"
+    finally:
+        term.kill()
+        for pid in marked(run_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_tmux
+def test_attach_from_inside_tmux_says_the_nested_detach_keys(tmp_path, tmux_socket):
+    """orch-tui in a window of the user's own tmux, attaching to a session of another tmux
+    server: the client is nested, and the user's tmux takes the first Ctrl-b. The line shown
+    first said Ctrl-b d, which detaches the user's own tmux instead of coming back; it says
+    to press the prefix twice. (The user's tmux passes Ctrl-b Ctrl-b d on as Ctrl-b d.)"""
+    session = f"orchtui-n-{uuid.uuid4().hex[:8]}"
+    outer = {"TMUX": f"/tmp/tmux-{os.getuid()}/users-own,1,0", "TMUX_PANE": "%0"}
+    term, run_dir = _start(tmp_path, session, f"backend: tmux, socket: {tmux_socket}", (), outer)
+    try:
+        _wait_running(term, run_dir)
+        mark = len(term.output)
+        term.type("a")  # the first step (the session's) is selected
+        term.wait_for(
+            f"attaching to {session}; detach with Ctrl-b Ctrl-b d (nested in your tmux",
+            since=mark,
+            label="the nested detach keys",
+        )
+        term.wait_for(lambda: _tmux_attached(tmux_socket, session) == 1, 15, label="attached")
+        _detach_from_tmux(term, tmux_socket, session)
+        _quit(term, run_dir)
     finally:
         term.kill()
         for pid in marked(run_dir):

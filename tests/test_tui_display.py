@@ -520,6 +520,43 @@ async def test_the_sessions_screen_fits_80_columns_with_the_run_id_whole(
         await until(pilot, lambda: session in (row() or ""), what="the name whole at 120")
 
 
+async def test_the_sessions_screen_says_the_selected_cut_name_whole(orch, screendir, tmux_tmpdir):
+    """At 80x24, names that differ past the column's width were cut alike (``sess-4…`` for
+    sess-40 to sess-49): the user could not tell which row to attach to. The line under the
+    table says the selected row's name whole, and follows the cursor."""
+    import uuid
+
+    from tui.screens.sessions import SessionsScreen
+
+    stem = "a-64-character-session-name-at-the-limit-of-names-"
+    names = [f"{stem}{uuid.uuid4().hex[: 64 - len(stem) - 1]}{i}" for i in range(2)]
+    steps = "".join(
+        f"  - {{name: s{i}, type: session, action: create, session: {name}, depends_on: []}}\n"
+        for i, name in enumerate(names)
+    )
+    app, runner = orch(f"steps:\n{steps}")
+    async with app.run_test(size=(80, 24)) as pilot:
+        for step in ("s0", "s1"):
+            await until_status(pilot, runner, step, "succeeded", timeout=20)
+        await pilot.press("S")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen), what="sessions")
+
+        def rows() -> list[str] | None:
+            found = [line for line in screen_lines(app) if runner.run_id in line]
+            return found if len(found) == 2 else None
+
+        shown = await until(pilot, rows, 15, "both rows")
+        assert not any(name in row for row in shown for name in names), "the names cut"
+
+        def note() -> str:
+            return screen_lines(app)[-2]
+
+        first = await until(pilot, lambda: next((n for n in names if n in note()), None), 5)
+        await pilot.press("down")
+        await until(pilot, lambda: next(n for n in names if n != first) in note(), 5, "follows")
+        assert "2 sessions" in note() and cell_len(note().rstrip()) <= 80
+
+
 # ------------------------------------------------------------------------------ the run's notes
 async def test_what_the_run_said_before_the_app_attached_is_shown(tmp_path):
     """The app on a run daemon attaches once the run has started: what the runner said as it

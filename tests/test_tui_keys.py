@@ -881,7 +881,7 @@ async def _until_session_shown(pilot, app, runner, session: str):
     """The step tree, once the session step succeeded and its session is under Sessions."""
     await until_status(pilot, runner, "sess", "succeeded", timeout=20)
     tree = _tree(app)
-    await until(pilot, lambda: ("screen", session) in tree._session_nodes, what="Sessions")
+    await until(pilot, lambda: ("screen", None, session) in tree._session_nodes, what="Sessions")
     return tree
 
 

@@ -172,3 +172,96 @@ async def test_a_session_a_step_killed_leaves_the_tree(orch, tmux_socket):
             what="the killed session gone from the tree",
         )
         assert any(f"▣ {kept} tmux" in row for row in tui_helpers.screen_lines(app))
+
+
+@needs_tmux
+async def test_the_mirror_keeps_the_windows_bottom_in_view_after_the_terminal_shrinks(
+    orch, tmux_socket
+):
+    """A terminal made large, then small again (80x24), while a session's window is shown:
+    the pane's shorter view keeps the window's bottom rows (what was just printed) in view.
+    It kept the top rows instead, so the pane "the window now" showed old output while new
+    lines went on arriving below it, out of sight."""
+    from core.sessions import get_backend
+
+    session = f"orchtui-m-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(_recipe(session, "backend: tmux", f"socket: {tmux_socket}"))
+    async with app.run_test(size=(200, 50)) as pilot:
+        mirror = await _open_session(pilot, runner, session)
+        tmux = get_backend("tmux", socket=tmux_socket)
+        tmux.send(session, "clear; for i in $(seq 1 30); do echo row-$i; done")
+        await until(
+            pilot, lambda: any("row-30" in line.plain for line in mirror.lines), 5, "the rows"
+        )
+        assert any("row-30" in row for row in _shown_rows(mirror)), "all of the window shown"
+
+        await pilot.resize_terminal(80, 24)
+        tmux.send(session, "echo newest-$((6 * 7))")
+        await until(pilot, lambda: any("newest-42" in line.plain for line in mirror.lines))
+        await pilot.pause()
+        assert mirror.scrollable_content_region.height < len(mirror.lines), "a shorter view"
+        assert any("newest-42" in row for row in _shown_rows(mirror))
+
+        # scrolled up by the user: new text does not pull the view down again
+        mirror.scroll_home(animate=False, immediate=True)
+        tmux.send(session, "echo later-$((6 * 7))")
+        await until(pilot, lambda: any("later-42" in line.plain for line in mirror.lines))
+        await pilot.pause()
+        assert mirror.scroll_y == 0 and not any("later-42" in row for row in _shown_rows(mirror))
+
+
+async def test_two_tmux_servers_sessions_of_one_name_are_both_in_the_tree(orch, tmux_tmpdir):
+    """A tmux session ``api`` on two ``-L`` servers: two rows in the tree, each saying its
+    socket, each mirroring its own window. The tree kept one row for both (sessions were told
+    apart by backend and name only): the other server's session could not be watched."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: a, type: session, backend: tmux, socket: one, action: create, session: api,
+             command: "echo on-$((1 + 0))-socket"}
+          - {name: b, type: session, backend: tmux, socket: two, action: create, session: api,
+             command: "echo on-$((1 + 1))-socket"}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "b", "succeeded", timeout=20)
+        rows = tui_helpers.screen_lines(app)
+        assert any("▣ api tmux -L one" in row for row in rows), rows
+        assert any("▣ api tmux -L two" in row for row in rows), rows
+        mirror = _mirror(app)
+        for socket, text in (("one", "on-1-socket"), ("two", "on-2-socket")):
+            await select_session(pilot, "api", socket)
+            await until(
+                pilot, lambda t=text: t in [r.strip() for r in _shown_rows(mirror)], 5, text
+            )
+
+
+@needs_tmux
+async def test_a_session_killed_from_outside_is_marked_ended_in_the_tree(orch, tmux_socket):
+    """A session ended from outside (``tmux kill-session`` in another terminal) while the app
+    shows it: its tree row's mark is hollow (□, the row dimmed) and `a` is no longer offered.
+    The row stayed a live session's, `a` offered, though the mirror above said the session
+    had ended. Made again and selected again, it is a live row again."""
+    from core.sessions import get_backend
+
+    session = f"orchtui-m-{uuid.uuid4().hex[:8]}"
+    app, runner = orch(_recipe(session, "backend: tmux", f"socket: {tmux_socket}"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        mirror = await _open_session(pilot, runner, session)
+        await until(pilot, lambda: "a" in tui_helpers.footer_keys(app), what="a offered")
+
+        def row(mark: str) -> bool:
+            """The session's row in the tree has this mark (its name is cut at 80 columns)."""
+            return any(f"{mark} {session[:12]}" in r for r in tui_helpers.screen_lines(app))
+
+        tmux = get_backend("tmux", socket=tmux_socket)
+        tmux.kill(session)
+        await until(pilot, lambda: "has ended" in mirror.note, 5, "the mirror says it ended")
+        await until(pilot, lambda: row("□") and not row("▣"), 5, "the row's hollow mark")
+        await until(pilot, lambda: "a" not in tui_helpers.footer_keys(app), what="a not offered")
+
+        tmux.create(session)
+        await pilot.press("up")
+        await select_session(pilot, session)
+        await until(pilot, lambda: row("▣") and not row("□"), 5, "a live row again")
+        await until(pilot, lambda: "a" in tui_helpers.footer_keys(app), what="a offered again")

@@ -165,14 +165,16 @@ def selected(app) -> str | None:
     return app.query_one(StepTree).selected_step
 
 
-async def select_session(pilot, name: str) -> None:
-    """Move down the tree to the session node ``name`` (under the steps)."""
+async def select_session(pilot, name: str, socket: str | None = None) -> None:
+    """Move down the tree to the session node ``name`` (under the steps); with ``socket``,
+    the one on that tmux server."""
     from tui.widgets import StepTree
 
     tree = pilot.app.query_one(StepTree)
     for _ in range(len(tree._step_nodes) + len(tree._session_nodes) + 1):
         data = tree.selected or {}
-        if data.get("kind") == "session" and data.get("name") == name:
+        wanted = data.get("name") == name and socket in (None, data.get("socket"))
+        if data.get("kind") == "session" and wanted:
             return
         await pilot.press("down")
     pytest.fail(f"no session node {name} in the tree")

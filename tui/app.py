@@ -151,7 +151,7 @@ class OrchApp(App[int]):
         self._ctx_refreshed = 0.0
         self._quitting = False
         self._said = 0  # the seq of the newest message of the run's shown (a toast each)
-        self._sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._sessions: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self._pinned: str | None = None  # the step whose log the second pane keeps
         self._on_pinned = False  # the pinned step is selected: the footer offers `p Unpin log`
         self._selection_due = False  # the panes are to follow a new selection after a refresh
@@ -354,7 +354,7 @@ class OrchApp(App[int]):
     def _note_session(self, session: SessionRef) -> None:
         """What a session step that succeeded did: its session joins the tree's Sessions group
         (or, killed, leaves it); the caller redraws the group."""
-        key = (session.backend, session.name)
+        key = (session.backend, session.socket, session.name)  # one name on two tmux servers
         if session.action == "kill":
             self._sessions.pop(key, None)
             return
@@ -411,6 +411,11 @@ class OrchApp(App[int]):
     def _follow_selection(self) -> None:
         self._selection_due = False
         self._show_selected()
+
+    def on_session_mirror_seen(self, message: SessionMirror.Seen) -> None:
+        session = message.session
+        key = (session.backend, session.socket, session.name)
+        self.query_one(StepTree).mark_session(key, message.ended)
 
     def _show_selected(self) -> None:
         trees = self.screen.query(StepTree) if self.is_running else None
@@ -592,7 +597,7 @@ class OrchApp(App[int]):
         try:
             with self.suspend():
                 print(
-                    f"\norch-tui: attaching to {session}; detach with {backend.detach_keys} to come back\n",
+                    f"\norch-tui: attaching to {session}; {backend.come_back_hint()}\n",
                     flush=True,
                 )
                 # tmux drops what the terminal has not read yet: the message must be shown first

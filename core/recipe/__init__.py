@@ -147,6 +147,7 @@ def _load(path: str | Path, check_imports: bool) -> Recipe:
     check = Validator(source)
     top, drafts = check.document(source.doc)
     check.graph(drafts)
+    check.session_logs(drafts)
     found = list(check.warnings)  # from the bytes alone: kept with the entry
     workspace = _check_here(check, drafts, top.get("env", {}), check_imports)
     check.report_conversion()

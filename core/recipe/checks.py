@@ -441,6 +441,42 @@ class Validator:
                 key=True,
             )
 
+    def session_logs(self, drafts: list[Draft | None]) -> None:
+        """Refuse two sessions logging into one file: their output would interleave there, and
+        each session's pane would show the other's. One name on two tmux servers, or on screen
+        and tmux, takes one default log (sessions/NAME.log). One session logged by several
+        steps (created, later recreated) is one log."""
+        logged = [d for d in drafts if d is not None and _may_log(d)]
+        if len(logged) < 2:
+            return
+        from core.sessions.base import SessionError
+        from core.sessions.step import session_log_path
+
+        owners: dict[Path, Draft] = {}
+        for d in logged:
+            values = d.values
+            try:
+                path = session_log_path(
+                    values.get("log"),
+                    action=values["action"],
+                    run_dir=_RUN,
+                    session=values["session"],
+                )
+            except SessionError:
+                continue  # not a log setting: its field's own check says so
+            if path is None:
+                continue
+            other = owners.setdefault(path, d)
+            if _session_of(other) != _session_of(d):
+                shown = path.relative_to(_RUN) if path.is_relative_to(_RUN) else path
+                self.report(
+                    f"{_describe_session(d)} logs to {shown}, as {_describe_session(other)} of "
+                    f"step {other.name!r} (line {other.line}) does: their output would mix; "
+                    "give one of them its own 'log: PATH'",
+                    d.trail + (("log",) if "log" in d.data else ()),
+                    d.who,
+                )
+
     # -- the graph
 
     def graph(self, drafts: list[Draft | None]) -> None:
@@ -622,6 +658,27 @@ def no_executor_note(recipe: Recipe) -> str | None:
     if len(names) == 1:
         return f"step {names[0]}: {_NO_EXECUTOR}: it runs locally"
     return f"steps {listed(names, _NAMED)}: {_NO_EXECUTOR}: they run locally"
+
+
+#: a stand-in for the run folder: session logs are compared as paths under it
+_RUN = Path("/<run-dir>")
+
+
+def _may_log(d: Draft) -> bool:
+    """A session step that makes a session (and so may give it a log), its name valid."""
+    made = d.values.get("action") in ("create", "recreate")
+    return d.step_type == "session" and made and "session" in d.values
+
+
+def _session_of(d: Draft) -> tuple[str, str | None, str]:
+    """Which session a step acts on: backend, tmux socket (None: the default server) and name."""
+    backend = d.values.get("backend", "screen")
+    return backend, d.values.get("socket") if backend == "tmux" else None, d.values["session"]
+
+
+def _describe_session(d: Draft) -> str:
+    backend, socket, name = _session_of(d)
+    return f"{backend} session {name!r}" + (f" (socket {socket})" if socket else "")
 
 
 def _without_extensions(data: dict[Any, Any]) -> dict[Any, Any]:

@@ -150,6 +150,21 @@ class SessionBackend(ABC):
     install_hint: ClassVar[str]
     #: the keys that detach from an attached session, as shown to the user
     detach_keys: ClassVar[str]
+    #: the same keys through an outer session of this multiplexer, whose prefix key takes the
+    #: first one: pressed twice (tmux's C-b C-b, screen's C-a a) it reaches the inner session
+    nested_detach_keys: ClassVar[str]
+    #: the environment variable this multiplexer sets in its windows ($TMUX, $STY)
+    inside_env: ClassVar[str]
+
+    def come_back_hint(self) -> str:
+        """How the user gets back to orch-tui from ``attach_argv``'s client, as shown before it
+        takes the terminal. Inside this multiplexer the client is nested: the plain detach keys
+        would detach the user's own outer session, not come back."""
+        if os.environ.get(self.inside_env):
+            keys = f"{self.nested_detach_keys} (nested in your {self.name}: prefix key twice)"
+        else:
+            keys = self.detach_keys
+        return f"detach with {keys} to come back"
 
     def available(self) -> bool:
         """True when the multiplexer's binary is on PATH."""

@@ -227,6 +227,8 @@ class ScreenBackend(SessionBackend):
     binary = "screen"
     install_hint = "GNU screen is not installed (apt-get install screen)"
     detach_keys = "Ctrl-a d"
+    nested_detach_keys = "Ctrl-a a d"
+    inside_env = "STY"
 
     def __init__(self, *, ready_timeout: float = READY_TIMEOUT) -> None:
         self.ready_timeout = ready_timeout

@@ -114,6 +114,8 @@ class TmuxBackend(SessionBackend):
     binary = "tmux"
     install_hint = "tmux is not installed (apt-get install tmux)"
     detach_keys = "Ctrl-b d"
+    nested_detach_keys = "Ctrl-b Ctrl-b d"
+    inside_env = "TMUX"
 
     def __init__(self, *, socket: str | None = None, ready_timeout: float = READY_TIMEOUT) -> None:
         if socket is not None and (not _SOCKET_NAME_RE.fullmatch(socket) or not socket.strip(".")):
@@ -281,6 +283,13 @@ class TmuxBackend(SessionBackend):
             return None
         code, out, _ = self._cmd("display-message", "-p", "-t", pane, "#{session_name}")
         return out[0] if code == 0 and out else None
+
+    def come_back_hint(self) -> str:
+        """On this process's own server ``attach_argv`` switches the client: back with the
+        previous-session key, as detaching would leave tmux altogether."""
+        if self._inside_same_server():
+            return "Ctrl-b ( comes back (tmux's previous session)"
+        return super().come_back_hint()
 
     def attach_argv(self, name: str, *, steal: bool = False) -> list[str]:
         """`tmux [-L socket] attach-session [-d] -t =NAME` (`steal`: `-d` detaches the others).

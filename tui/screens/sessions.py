@@ -44,6 +44,7 @@ class SessionsScreen(Screen[None]):
         super().__init__()
         self._rows: list[SessionInfo] = []
         self._notes: list[str] = []
+        self._widths: list[int] = []  # each column's width as drawn
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -93,6 +94,7 @@ class SessionsScreen(Screen[None]):
         if len(cells) >= table.size.height:  # a row each, under the header: it scrolls
             room -= table.styles.scrollbar_size_vertical
         widths = fit_widths(natural, room, CUTTABLE, [len(header) for header in COLUMNS])
+        self._widths = widths
         table.clear(columns=True)  # a column only ever widens to its cells: set each again
         for header, width in zip(COLUMNS, widths, strict=True):
             table.add_column(header, width=width)
@@ -105,15 +107,36 @@ class SessionsScreen(Screen[None]):
             table.add_row(*shown)
         if cells:
             table.move_cursor(row=min(keep, len(cells) - 1))
-        note = " · ".join(self._notes) if self._notes else counted(len(cells), "session")
-        self.query_one("#sessions-note", Static).update(f"[dim]{note}[/]")
+        self._update_note()
+
+    def on_data_table_row_highlighted(self) -> None:
+        self._update_note()
+
+    def _update_note(self) -> None:
+        """Under the table: the selected row's name (and socket) whole when its cell cut it,
+        since cut names often look alike (``sess-4…`` for sess-40 to sess-49); then the count
+        or what the listing could not say."""
+        note = " · ".join(self._notes) if self._notes else counted(len(self._rows), "session")
+        row = self._selected()
+        if row is not None and self._cut(row):
+            where = f" (socket {row.server})" if row.server else ""
+            note = clean(f"{row.name}{where}") + f" · {note}"
+        self.query_one("#sessions-note", Static).update(f"[dim]{escape(note)}[/]")
+
+    def _cut(self, row: SessionInfo) -> bool:
+        """Whether the table shows the row's session name or socket cut."""
+        cells = _cells(row)
+        return any(cell_len(cells[i]) > self._widths[i] for i in CUTTABLE)
+
+    def _selected(self) -> SessionInfo | None:
+        row = self.query_one(DataTable).cursor_row
+        return self._rows[row] if 0 <= row < len(self._rows) else None
 
     def action_attach(self) -> None:
-        table = self.query_one(DataTable)
-        if not self._rows or table.cursor_row >= len(self._rows):
+        row = self._selected()
+        if row is None:
             self.notify("no session selected", severity="warning")
             return
-        row = self._rows[table.cursor_row]
         # a screen session's socket is a file in its SCREENDIR, not a tmux server
         server = row.socket if row.backend == "tmux" else None
         self.app.attach(row.backend, row.name, server)  # type: ignore[attr-defined]

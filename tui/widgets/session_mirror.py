@@ -20,6 +20,7 @@ from rich.segment import Segment
 from rich.text import Text
 from textual import work
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
@@ -89,6 +90,15 @@ class SessionMirror(ScrollView, can_focus=True):
     usually is) stay in view when it is taller, unless the user scrolled up.
     """
 
+    class Seen(Message):
+        """What the pane found of its session: there (a copy came) or ended. Posted once a
+        selection, and when the session ends: the tree marks the session's row."""
+
+        def __init__(self, session: MirroredSession, ended: bool) -> None:
+            super().__init__()
+            self.session = session
+            self.ended = ended
+
     DEFAULT_CSS = """
     SessionMirror {
         display: none;
@@ -112,7 +122,11 @@ class SessionMirror(ScrollView, can_focus=True):
         self._note = ""  # the dim line shown while there is no copy
         self._problem = ""  # why the last capture failed, in the subtitle
         self._ended = False
+        #: the bottom rows kept in view: off while the user has scrolled up. Kept as a flag, not
+        #: read off the scroll position, since a resize moves the bottom without scrolling
+        self._follow = True
         self._busy = False  # a capture is under way
+        self._told = False  # Seen posted for this selection's first copy
         self._strips: dict[int, Strip] = {}
         self._timer: Timer | None = None
         self._polling = False
@@ -142,8 +156,9 @@ class SessionMirror(ScrollView, can_focus=True):
         self.display = session is not None
         if session != self.session:
             self.session, self._screen, self._problem = session, None, ""
+            self._follow = True
             self._set_lines([], "copying the session's window…" if session else "")
-        self._ended = False
+        self._ended = self._told = False
         self._update_border()
         self._set_polling(session is not None)
         self._poll()
@@ -190,9 +205,13 @@ class SessionMirror(ScrollView, can_focus=True):
             self._set_polling(False)
             self._screen, self._problem = None, ""
             self._set_lines([], f"session {clean(capture.session.name)} has ended")
+            self.post_message(self.Seen(capture.session, ended=True))
         elif capture.error is not None:
             self._problem = clean(capture.error)
         else:
+            if not self._told:
+                self._told = True
+                self.post_message(self.Seen(capture.session, ended=False))
             self._problem = ""
             if capture.lines is not None:
                 self._screen = capture.screen
@@ -200,15 +219,28 @@ class SessionMirror(ScrollView, can_focus=True):
         self._update_border()
 
     def _set_lines(self, lines: list[Text], note: str) -> None:
-        at_bottom = self.scroll_y >= self.max_scroll_y
         resized = len(lines) != len(self._lines)
         self._lines, self._note = lines, note
         self._strips.clear()
         width = max((line.cell_len for line in lines), default=cell_len(note))
         self.virtual_size = Size(width, max(1, len(lines)))
         self.refresh(layout=resized)
-        if at_bottom:
+        self._keep_bottom()
+
+    def _keep_bottom(self) -> None:
+        if self._follow:
             self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        """The user scrolling up stops keeping the bottom in view; scrolling back to it
+        resumes."""
+        super().watch_scroll_y(old_value, new_value)
+        self._follow = new_value >= self.max_scroll_y
+
+    def on_resize(self) -> None:
+        """A terminal made smaller cuts the view from below: the bottom rows come back into
+        it (the window's newest text), or the pane shows old rows as the window now."""
+        self._keep_bottom()
 
     def _update_border(self) -> None:
         session = self.session

@@ -92,7 +92,7 @@ class StepTree(Tree[dict[str, Any]]):
         self._order: list[str] = []  # the step names in recipe order, and each one's place
         self._place: dict[str, int] = {}
         self._sessions_node: TreeNode[dict[str, Any]] | None = None
-        self._session_nodes: dict[tuple[str, str], TreeNode[dict[str, Any]]] = {}
+        self._session_nodes: dict[tuple[str, str | None, str], TreeNode[dict[str, Any]]] = {}
         self._background: dict[str, bool] = {}
         #: each step's state and the time its row is drawn at; the row (a Text) is made as it
         #: is drawn and kept for the rows drawn lately only (``_labels``, at most LABELS_KEPT):
@@ -292,7 +292,7 @@ class StepTree(Tree[dict[str, Any]]):
     def set_sessions(self, sessions: list[dict[str, Any]]) -> None:
         """Show the sessions the run's steps created and did not kill since (a Sessions group
         under the steps, gone with the last of them)."""
-        listed = {(session["backend"], session["name"]) for session in sessions}
+        listed = {_session_key(session) for session in sessions}
         for key in [key for key in self._session_nodes if key not in listed]:
             self._session_nodes.pop(key).remove()
         if not sessions:
@@ -303,10 +303,8 @@ class StepTree(Tree[dict[str, Any]]):
         if self._sessions_node is None:
             self._sessions_node = self.root.add("Sessions", data={"kind": "group"}, expand=True)
         for session in sessions:
-            key = (session["backend"], session["name"])
-            label = Text.assemble(
-                ("▣ ", "magenta"), session["name"], (f" {session['backend']}", "dim")
-            )
+            key = _session_key(session)
+            label = _session_label(session, ended=False)
             node = self._session_nodes.get(key)
             if node is None:
                 self._session_nodes[key] = self._sessions_node.add_leaf(
@@ -315,6 +313,16 @@ class StepTree(Tree[dict[str, Any]]):
             else:
                 node.set_label(label)
                 node.data = {"kind": "session", **session}
+
+    def mark_session(self, key: tuple[str, str | None, str], ended: bool) -> None:
+        """Say on the session's row whether it has ended (killed from outside the run, seen by
+        the mirror): a hollow mark, dimmed, and `a` is not offered on it."""
+        node = self._session_nodes.get(key)
+        if node is None or node.data is None or node.data.get("ended", False) == ended:
+            return
+        node.data = {**node.data, "ended": ended}
+        node.set_label(_session_label(node.data, ended=ended))
+        self.sync_bindings()
 
     # -- selection ------------------------------------------------------------------------------
     @property
@@ -385,7 +393,9 @@ class StepTree(Tree[dict[str, Any]]):
             return frozenset()
         kind = data.get("kind")
         offered = set(self._allowed(data["name"])) if kind == "step" else set()
-        if kind == "session" or (kind == "step" and data.get("type") == "session"):
+        if (kind == "session" and not data.get("ended")) or (
+            kind == "step" and data.get("type") == "session"
+        ):
             offered.add("attach")
         return frozenset(offered)
 
@@ -443,3 +453,18 @@ def _node_data(step: StepState) -> dict[str, Any]:
         session = step.session
         data.update(backend=session.backend, session=session.name, socket=session.socket)
     return data
+
+
+def _session_key(session: dict[str, Any]) -> tuple[str, str | None, str]:
+    """What tells the run's sessions apart: backend, tmux socket and name (one name may be a
+    session on two tmux servers)."""
+    return session["backend"], session.get("socket"), session["name"]
+
+
+def _session_label(session: dict[str, Any], ended: bool) -> Text:
+    """A session's row: its mark (hollow once it has ended), name, backend and tmux socket."""
+    socket = session.get("socket")
+    where = f" {session['backend']}" + (f" -L {socket}" if socket else "")
+    if ended:
+        return Text.assemble(("□ ", "dim"), (session["name"], "dim"), (where, "dim"))
+    return Text.assemble(("▣ ", "magenta"), session["name"], (where, "dim"))
