@@ -43,6 +43,20 @@ def of_type(events: list[dict], type_: str, step: str) -> list[dict]:
     return [e for e in events if e["type"] == type_ and e["step"] == step]
 
 
+def live_run(tmp_path, runners, recipe: str, **kwargs):
+    """``recipe`` run in this process as the app runs it (interactive), through its control
+    (the commands a user gives); the runner, the control, and ``step(name)``: that step's
+    state now (``svc`` by default)."""
+    from core.control import LocalControl
+
+    kwargs.setdefault("interactive", True)
+    runner = make_runner(tmp_path, recipe, **kwargs)
+    runners.append(runner)
+    control = LocalControl(runner)
+    runner.start()
+    return runner, control, lambda name="svc": control.snapshot().steps[name]
+
+
 def mirror_matches_state_json(run_dir: Path) -> None:
     """A client following events.jsonl ends with what state.json says (restarts, health)."""
     mirror: RunState | None = None
@@ -247,24 +261,18 @@ def test_a_service_waiting_to_restart_can_be_stopped(tmp_path, runners):
     started again, and is stopped as if it had been up. It was refused ("cannot stop 'svc':
     it is pending"), so a service crashing every second could be stopped only in the instant
     it ran, or skipped ("skipped by user", as if it had never run)."""
-    from core.control import LocalControl, Reply
+    from core.control import Reply
 
-    runner = make_runner(
+    runner, control, svc = live_run(
         tmp_path,
+        runners,
         """
         steps:
           - {name: svc, type: shell, background: true, restart: always, restart_delay: 30,
              run: "exit 3"}
           - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
         """,
-        interactive=True,
     )
-    runners.append(runner)
-    control = LocalControl(runner)
-    runner.start()
-
-    def svc():
-        return control.snapshot().steps["svc"]
 
     wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
     assert "stop" in runner.allowed_actions("svc")  # the app offers k, ctl stop is taken
@@ -280,24 +288,18 @@ def test_restart_on_a_service_waiting_out_its_restart_delay_starts_it_at_once(tm
     """``restart`` (``r``, ``ctl restart``) on a service that crashed and waits out a long
     restart delay starts it now, the rest of the delay skipped: the user watched it crash and
     fixed the cause. It was refused ("cannot restart 'svc': it is pending")."""
-    from core.control import LocalControl, Reply
+    from core.control import Reply
 
-    runner = make_runner(
+    runner, control, svc = live_run(
         tmp_path,
+        runners,
         """
         steps:
           - {name: svc, type: shell, background: true, restart: always, restart_delay: 600,
              run: 'test -e "$ORCH_RUN_DIR/fixed" && exec sleep 30; exit 3'}
           - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
         """,
-        interactive=True,
     )
-    runners.append(runner)
-    control = LocalControl(runner)
-    runner.start()
-
-    def svc():
-        return control.snapshot().steps["svc"]
 
     wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
     (runner.run_dir / "fixed").touch()
@@ -318,10 +320,10 @@ def test_a_service_started_again_during_its_last_starts_grace_waits_for_it_to_be
     left (a child ignoring SIGTERM) is still being stopped (its ``grace``): the new start
     waits until that child is gone, as every restart does. ``k`` then ``r`` started it beside
     the old child, whose port the new start would find taken."""
-    from core.control import LocalControl
 
-    runner = make_runner(
+    runner, control, svc = live_run(
         tmp_path,
+        runners,
         """
         steps:
           - {name: svc, type: shell, background: true, restart: always, restart_delay: 600,
@@ -329,14 +331,7 @@ def test_a_service_started_again_during_its_last_starts_grace_waits_for_it_to_be
                (trap "" TERM; exec sleep 60) & echo $! > "$ORCH_RUN_DIR/old.pid"; exit 3'}
           - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
         """,
-        interactive=True,
     )
-    runners.append(runner)
-    control = LocalControl(runner)
-    runner.start()
-
-    def svc():
-        return control.snapshot().steps["svc"]
 
     old = read_pid(runner.run_dir / "old.pid")
     wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
@@ -353,11 +348,11 @@ def test_a_retried_service_waiting_for_its_dependency_is_not_offered_stop(tmp_pa
     pending until the dependency is done again, not waiting out a restart delay. The app
     offered ``k`` (a guess from its state: pending, a service, started before) and the runner
     refused it ("cannot stop 'svc': it is pending"); the header counted it as restarting."""
-    from core.control import LocalControl
     from tui.format import RESTARTING, count_key
 
-    runner = make_runner(
+    runner, control, step = live_run(
         tmp_path,
+        runners,
         """
         steps:
           - {name: a, type: shell, run: "if [ -e again ]; then exec sleep 30; fi"}
@@ -365,14 +360,7 @@ def test_a_retried_service_waiting_for_its_dependency_is_not_offered_stop(tmp_pa
              run: "exec sleep 100"}
           - {name: tail, type: shell, run: "exec sleep 30", depends_on: []}
         """,
-        interactive=True,
     )
-    runners.append(runner)
-    control = LocalControl(runner)
-    runner.start()
-
-    def step(name):
-        return control.snapshot().steps[name]
 
     wait_for(lambda: step("svc").status == "ready", message="svc up")
     assert control.command("stop", "svc").ok
@@ -392,24 +380,17 @@ def test_a_restart_delay_given_up_on_does_not_start_a_later_one_early(tmp_path, 
     """Stopped while it waited to restart (``k``), then retried (``r``): the service crashes
     again and waits out its delay anew. The timer of the wait it was stopped in still fired
     and started it then, ahead of its delay by the time between the two crashes."""
-    from core.control import LocalControl
 
-    runner = make_runner(
+    runner, control, svc = live_run(
         tmp_path,
+        runners,
         """
         steps:
           - {name: svc, type: shell, background: true, restart: always, restart_delay: 3,
              run: "exit 3"}
           - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
         """,
-        interactive=True,
     )
-    runners.append(runner)
-    control = LocalControl(runner)
-    runner.start()
-
-    def svc():
-        return control.snapshot().steps["svc"]
 
     wait_for(lambda: svc().status == "pending" and svc().attempts == 1, message="the crash")
     assert control.command("stop", "svc").ok
@@ -482,20 +463,17 @@ def test_readiness_timeout_and_stop_are_not_restarted(tmp_path):
 
 
 def test_the_restart_command_takes_a_running_service_only(tmp_path, runners):
-    from core.control import LocalControl, Reply
+    from core.control import Reply
 
-    runner = make_runner(
+    runner, control, step = live_run(
         tmp_path,
+        runners,
         """
         steps:
           - {name: svc, type: shell, background: true, run: "echo $$ >> starts; exec sleep 30"}
           - {name: work, type: shell, run: "exec sleep 30"}
         """,
-        interactive=True,
     )
-    runners.append(runner)
-    control = LocalControl(runner)
-    runner.start()
     wait_for(lambda: control.snapshot().steps["work"].status == "running")
     assert control.command("restart", "work") == Reply(
         False,
