@@ -128,3 +128,51 @@ def test_orch_tui_sessions_shows_every_tmux_server(tmux_tmpdir: Path, tmp_path: 
     ]
     result = run_cli("sessions", "--backend", "tmux", "--socket", "work", cwd=tmp_path)
     assert [line.split()[2] for line in result.stdout.splitlines()[1:]] == ["on-work"]
+
+
+def test_orch_tui_sessions_on_an_80_column_terminal_fits_a_row_a_line(
+    tmux_tmpdir: Path, tmp_path: Path
+) -> None:
+    """A 64-character session name padded every row to 64 columns, so on an 80-column terminal
+    each row took two lines. On a terminal the rows fit, the long name cut with an ellipsis; the
+    rows come by server and name (they came in the multiplexer's order); to a pipe every cell
+    is whole."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from tests.conftest import ORCH
+    from tui.cells import cell_len
+
+    long = "n" * 30 + "-" + "m" * 33  # the longest name there may be (64)
+    TmuxBackend(socket="work").create(long)
+    TmuxBackend().create("zeta")
+    TmuxBackend().create("alpha")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(
+        [*ORCH, "sessions", "--backend", "tmux"], stdout=slave, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer has exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    lines = [line for line in shown.decode().splitlines() if line.strip()]
+    assert all(cell_len(line) <= 80 for line in lines), lines
+    assert [line.split()[:3] for line in lines[1:]][:2] == [
+        ["tmux", "default", "alpha"],
+        ["tmux", "default", "zeta"],
+    ]
+    cut = lines[3].split()[2]
+    assert cut.endswith("…") and long.startswith(cut[:-1]), lines
+    piped = run_cli("sessions", "--backend", "tmux", cwd=tmp_path).stdout
+    assert long in piped

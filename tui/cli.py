@@ -665,12 +665,21 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     return EXIT_USAGE if errors else EXIT_OK
 
 
-def _print_sessions(rows) -> None:
-    """One aligned line per session; SOCKET is the tmux server (`-L` name, or default)."""
-    from core.text import clean
-    from tui.stdout import print_table
+SESSIONS_HEADER = ("BACKEND", "SOCKET", "NAME", "STATE", "PID", "CREATED", "RUN")
+#: the free text of a session's row (socket, name): what a narrow terminal cuts, never an id
+_SESSION_TEXT = (1, 2)
 
-    header = ("BACKEND", "SOCKET", "NAME", "STATE", "PID", "CREATED", "RUN")
+
+def _print_sessions(rows) -> None:
+    """One aligned line per session, by backend, server and name; SOCKET is the tmux server
+    (`-L` name, or default). On a terminal each row fits its width (a 64-character name wrapped
+    every row at 80 columns): the socket and the name are cut, with an ellipsis, the year left
+    out of the time; to a pipe every cell is whole."""
+    from core.text import clean
+    from tui.stdout import print_table, terminal_width
+
+    width = terminal_width()
+    when = "%m-%d %H:%M" if width is not None else "%Y-%m-%d %H:%M"
     table = [
         (
             s.backend,
@@ -678,20 +687,36 @@ def _print_sessions(rows) -> None:
             clean(s.name),  # anyone on the machine names sessions: no escapes to the terminal
             clean(s.state),
             str(s.pid or ""),
-            _fmt_time(s.created),
+            _fmt_time(s.created, when),
             clean(s.run_id or ""),
         )
-        for s in rows
+        for s in sorted(rows, key=lambda s: (s.backend, s.server, s.name))
     ]
-    print_table(header, table)
+    print_table(SESSIONS_HEADER, table if width is None else _fitted_sessions(table, width))
 
 
-def _fmt_time(ts: float | None) -> str:
+def _fitted_sessions(table: list[tuple[str, ...]], width: int) -> list[tuple[str, ...]]:
+    from tui.cells import cell_len, ellipsized, fit_widths
+
+    natural = [max(cell_len(row[i]) for row in [SESSIONS_HEADER, *table]) for i in range(7)]
+    least = [len(title) for title in SESSIONS_HEADER]
+    room = width - 2 * (len(SESSIONS_HEADER) - 1)
+    widths = fit_widths(natural, room, _SESSION_TEXT, least)
+    return [
+        tuple(
+            ellipsized(cell, widths[i]) if i in _SESSION_TEXT else cell
+            for i, cell in enumerate(row)
+        )
+        for row in table
+    ]
+
+
+def _fmt_time(ts: float | None, when: str) -> str:
     if not ts:
         return ""
     import time
 
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+    return time.strftime(when, time.localtime(ts))
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:

@@ -290,9 +290,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     elif not rows:
         print(f"no runs in {os.path.relpath(runs_root(cwd))}")
     else:
-        from tui.stdout import print_table
+        from tui.stdout import print_table, terminal_width
 
-        width = _terminal_width()
+        width = terminal_width()
         table = [_cells(row, now, cwd, short=width is not None) for row in rows]
         print_table(RUNS_HEADER, table if width is None else _fitted(table, width))
     return 0
@@ -300,15 +300,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 RUNS_HEADER = ("RUN", "RECIPE", "STATUS", "STARTED", "DURATION", "LIVE")
 RECIPE_COLUMN = 1
-
-
-def _terminal_width() -> int | None:
-    """The terminal's width when stdout is one: the table is then fitted to it, as a wrapped
-    row is unreadable; to a pipe (awk, grep) every cell is whole."""
-    try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns
-    except (OSError, ValueError):
-        return None
 
 
 def _cells(row: RunRow, now: float, cwd: Path, *, short: bool = False) -> tuple[str, ...]:

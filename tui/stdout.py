@@ -61,3 +61,12 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     for row in table:
         cells = (cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths, strict=True))
         say("  ".join(cells).rstrip())
+
+
+def terminal_width() -> int | None:
+    """The terminal's width when stdout is one: a listing is then fitted to it, as a wrapped
+    row is unreadable; to a pipe (awk, grep) every cell is whole (None)."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return None
