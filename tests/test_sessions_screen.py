@@ -68,6 +68,16 @@ def test_list_gives_the_server_pid_and_its_socket_file(screen: ScreenBackend) ->
 
 
 @needs_screen
+def test_sessions_are_listed_by_name(screen: ScreenBackend) -> None:
+    """screen lists its sessions in an order of its own (by its sockets: pid first), so the
+    S screen and ``orch-tui sessions`` showed them in the order they were made; by name now."""
+    from core.sessions import list_sessions
+
+    for name in ("zeta", "mid", "alpha"):
+        screen.create(name)
+    assert [s.name for s in list_sessions(["screen"])[0]] == ["alpha", "mid", "zeta"]
+
+
 def test_dead_session_is_wiped(screen: ScreenBackend) -> None:
     info = screen.create("doomed")
     assert info.pid is not None

@@ -135,7 +135,7 @@ def test_orch_tui_sessions_on_an_80_column_terminal_fits_a_row_a_line(
 ) -> None:
     """A 64-character session name padded every row to 64 columns, so on an 80-column terminal
     each row took two lines. On a terminal the rows fit, the long name cut with an ellipsis; the
-    rows come by server and name (they came in the multiplexer's order); to a pipe every cell
+    rows come by server, each one's by name (they came in its own order); to a pipe every cell
     is whole."""
     import fcntl
     import pty

@@ -671,7 +671,7 @@ _SESSION_TEXT = (1, 2)
 
 
 def _print_sessions(rows) -> None:
-    """One aligned line per session, by backend, server and name; SOCKET is the tmux server
+    """One aligned line per session (each server's by name); SOCKET is the tmux server
     (`-L` name, or default). On a terminal each row fits its width (a 64-character name wrapped
     every row at 80 columns): the socket and the name are cut, with an ellipsis, the year left
     out of the time; to a pipe every cell is whole."""
@@ -690,7 +690,7 @@ def _print_sessions(rows) -> None:
             _fmt_time(s.created, when),
             clean(s.run_id or ""),
         )
-        for s in sorted(rows, key=lambda s: (s.backend, s.server, s.name))
+        for s in rows
     ]
     print_table(SESSIONS_HEADER, table if width is None else _fitted_sessions(table, width))
 

@@ -267,8 +267,9 @@ def list_sessions(
     backends: Iterable[str] = ("screen", "tmux"), *, socket: str | None = None
 ) -> tuple[list[SessionInfo], list[str]]:
     """(sessions, problems): the sessions of each backend, for tmux on every server of the user
-    (the default one and each `-L` socket; only `socket` when given). A multiplexer that is not
-    installed or a server that fails is a problem (one line), the others are still listed."""
+    (the default one and each `-L` socket; only `socket` when given), each server's by name
+    (a multiplexer lists them in an order of its own). A multiplexer that is not installed or
+    a server that fails is a problem (one line), the others are still listed."""
     sessions: list[SessionInfo] = []
     problems: list[str] = []
     for name in backends:
@@ -283,7 +284,7 @@ def list_sessions(
                 problems.append(backend.install_hint)
                 break
             try:
-                sessions.extend(backend.list())
+                sessions.extend(sorted(backend.list(), key=lambda info: info.name))
             except SessionError as exc:
                 problems.append(str(exc))
     return sessions, problems
