@@ -364,6 +364,7 @@ def valid_recipes(draw) -> tuple[list[dict], dict[str, tuple[str, ...]]]:
         ).filter(lambda ns: not {".", ".."} & set(ns))
     )
     steps, deps = [], {}
+    backends: dict[str, str] = {}  # a session's name: the multiplexer of its first step
     for i, name in enumerate(names):
         step = draw(
             st.one_of(
@@ -398,6 +399,9 @@ def valid_recipes(draw) -> tuple[list[dict], dict[str, tuple[str, ...]]]:
         )
         if step.get("action") == "send":
             step["command"] = draw(LEGAL_TEXT)
+        if step["type"] == "session":  # one name, one multiplexer: two would log to one file
+            backend = backends.setdefault(step["session"], step.get("backend", "screen"))
+            step["backend"] = backend
         step = {"name": name, **step, **draw(extra)}
         if i and draw(st.booleans()):  # absent: the previous step
             deps[name] = (names[i - 1],)
