@@ -78,3 +78,17 @@ def fit_widths(
         widths[widest] -= cut
         excess -= cut
     return widths
+
+
+def fit_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], room: int, cuttable: Collection[int]
+) -> tuple[list[int], list[tuple[str, ...]]]:
+    """A table fitted to ``room`` cells: its columns' widths (``fit_widths``, none under its
+    header) and its rows, a cell wider than its column cut with an ellipsis. For the sessions
+    screen and ``orch-tui sessions`` alike."""
+    natural = [max(cell_len(text) for text in column) for column in zip(header, *rows, strict=True)]
+    widths = fit_widths(natural, room, cuttable, [cell_len(title) for title in header])
+    fitted = [
+        tuple(ellipsized(text, w) for text, w in zip(row, widths, strict=True)) for row in rows
+    ]
+    return widths, fitted

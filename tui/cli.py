@@ -696,19 +696,10 @@ def _print_sessions(rows) -> None:
 
 
 def _fitted_sessions(table: list[tuple[str, ...]], width: int) -> list[tuple[str, ...]]:
-    from tui.cells import cell_len, ellipsized, fit_widths
+    from tui.cells import fit_table
 
-    natural = [max(cell_len(row[i]) for row in [SESSIONS_HEADER, *table]) for i in range(7)]
-    least = [len(title) for title in SESSIONS_HEADER]
-    room = width - 2 * (len(SESSIONS_HEADER) - 1)
-    widths = fit_widths(natural, room, _SESSION_TEXT, least)
-    return [
-        tuple(
-            ellipsized(cell, widths[i]) if i in _SESSION_TEXT else cell
-            for i, cell in enumerate(row)
-        )
-        for row in table
-    ]
+    room = width - 2 * (len(SESSIONS_HEADER) - 1)  # two spaces between columns
+    return fit_table(SESSIONS_HEADER, table, room, _SESSION_TEXT)[1]
 
 
 def _fmt_time(ts: float | None, when: str) -> str:

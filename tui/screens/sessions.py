@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from core.text import clean
-from tui.cells import cell_len, ellipsized, fit_widths
+from tui.cells import cell_len, fit_table
 from tui.format import counted
 from tui.widgets.keys_footer import KeysFooter
 
@@ -87,21 +87,16 @@ class SessionsScreen(Screen[None]):
         table = self.query_one(DataTable)
         keep = table.cursor_row
         cells = [_cells(row) for row in self._rows]
-        natural = [
-            max(cell_len(text) for text in column) for column in zip(COLUMNS, *cells, strict=True)
-        ]
         room = table.size.width - 2 * table.cell_padding * len(COLUMNS)
         if len(cells) >= table.size.height:  # a row each, under the header: it scrolls
             room -= table.styles.scrollbar_size_vertical
-        widths = fit_widths(natural, room, CUTTABLE, [len(header) for header in COLUMNS])
+        widths, fitted = fit_table(COLUMNS, cells, room, CUTTABLE)
         self._widths = widths
         table.clear(columns=True)  # a column only ever widens to its cells: set each again
         for header, width in zip(COLUMNS, widths, strict=True):
             table.add_column(header, width=width)
-        for row in cells:
-            shown = [
-                escape(ellipsized(text, width)) for text, width in zip(row, widths, strict=True)
-            ]
+        for row in fitted:
+            shown = [escape(text) for text in row]
             if shown[STATE] == "attached":
                 shown[STATE] = "[green]attached[/]"
             table.add_row(*shown)
