@@ -580,7 +580,7 @@ class Runner:
         self._emit_step(
             ev.StepRestart, run, restart=state.restarts + 1, reason=run.restart_for, delay=delay
         )
-        run.restart_at, run.restart_armed = time.monotonic() + delay, False
+        run.restart_at = time.monotonic() + delay
         wait = run.wait = run.wait + 1
         pgid = None if execution is None else execution.pid
         grace = run.step.grace
@@ -602,7 +602,6 @@ class Runner:
             if self._start_due(run):
                 self.deps.push_ready(run)
             return
-        run.restart_armed = True
         self.loop.after(
             max(0.0, run.restart_at - time.monotonic()), lambda: self._retry_due(run, wait)
         )
@@ -662,7 +661,7 @@ class Runner:
         fixed the cause wants it up now, not in 30 s. Not before its last start's group is
         gone (``_arm_restart`` then starts it at once)."""
         run.restart_at = time.monotonic()
-        if run.restart_armed:  # the timer is set for the delay: a new wait, due now
+        if not run.clearing:  # the timer is set for the delay: a new wait, due now
             wait = run.wait = run.wait + 1
             self.loop.after(0.0, lambda: self._retry_due(run, wait))
 

@@ -36,8 +36,7 @@ class StepRun(msgspec.Struct):
     retry_due: bool = False  # waiting for its retry_delay (a service: its restart delay)
     wait: int = 0  # which wait that is: the timer of an earlier one, given up on, is stale
     restart_at: float = 0.0  # then when (time.monotonic()) its next start is due
-    restart_armed: bool = False  # and whether its timer is set (its last start's group gone)
-    clearing: bool = False  # its last start's group is being stopped: no start before it is gone
+    clearing: bool = False  # its last start's group is being stopped: no start, no timer yet
     restart_for: str | None = None  # why (the state counts the restart once it starts)
     end_cause: str | None = None  # the runner ended this start to restart it: why
     supervisor: Supervisor | None = None  # a service's restart policy
