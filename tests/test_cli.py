@@ -658,6 +658,29 @@ def test_only_and_skip_leave_the_recipe_alone(tmp_path, args):
     assert _ran(tmp_path) == {"load": "succeeded", "check": "succeeded", "report": "skipped"}
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "check", "--skip", "check"], "--only check and --skip check: choose one"),
+        (
+            ["--only", "load", "--resume-from", "check"],
+            "--only load: 'load' comes before --resume-from check, so it would not run",
+        ),
+    ],
+    ids=["and-skip", "before-resume-from"],
+)
+def test_only_a_step_another_option_leaves_out_is_refused(tmp_path, args, message):
+    """A CI job asking for a step and leaving it out in the same breath ran nothing, skipped
+    it, and passed (exit 0, "run succeeded"): a green job that did nothing."""
+    write_recipe(tmp_path, STEPS3, "r1.yaml")
+    assert run_cli("r1.yaml", "--no-ui", cwd=tmp_path).returncode == 0  # for --resume-from
+    runs = set((tmp_path / ".orch" / "runs").iterdir())
+    result = run_cli("r1.yaml", "--no-ui", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == f"orch-tui: {message}\n"
+    assert set((tmp_path / ".orch" / "runs").iterdir()) == runs, "nothing ran"
+
+
 def test_a_step_name_with_a_comma_is_one_step(tmp_path):
     recipe = write_recipe(
         tmp_path,

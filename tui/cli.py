@@ -297,6 +297,21 @@ def _step_names(recipe, values: list[str] | None, option: str) -> list[str] | No
     return list(dict.fromkeys(names))
 
 
+def _check_only(recipe, args: argparse.Namespace) -> None:
+    """A step named by --only that another option keeps from running is a usage error: the
+    options contradict each other, and the run would skip it and pass (exit 0) without
+    running what was asked for, a green CI job that did nothing."""
+    first = recipe.step(args.resume_from).index if args.resume_from else 0
+    for name in args.only or ():
+        if name in (args.skip or ()):
+            raise UsageError(f"--only {name} and --skip {name}: choose one")
+        if recipe.step(name).index < first:
+            raise UsageError(
+                f"--only {name}: {name!r} comes before --resume-from {args.resume_from}, "
+                "so it would not run"
+            )
+
+
 def _no_such_step(recipe, name: str, option: str) -> UsageError:
     import difflib  # only a mistyped name needs it
 
@@ -364,6 +379,7 @@ def _cmd_run_recipe(args: argparse.Namespace, recipe_path: str, launch: Launch |
     args.skip = _step_names(recipe, args.skip, "--skip")
     if args.resume_from and args.resume_from not in {s.name for s in recipe.steps}:
         raise _no_such_step(recipe, args.resume_from, "--resume-from")
+    _check_only(recipe, args)
     _print_warnings(recipe.warnings)
     resume = _resume_point(recipe, args) if args.resume_from else None
 
