@@ -84,6 +84,28 @@ def test_validate_counts_one_step_in_the_singular(tmp_path):
     assert result.stdout.strip() == f"{recipe}: OK, 1 step (1 shell)"
 
 
+def test_validate_checks_every_recipe_given(tmp_path):
+    """A pre-commit hook (``entry: orch-tui validate``) hands over every staged recipe at
+    once: each is checked and told about, a bad one does not hide the next, and the exit is 2
+    if any is bad. Two files were a usage error, whatever they held."""
+    one = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n", "one.yaml")
+    bad = write_recipe(tmp_path, "steps:\n  - {name: b, type: shell, rn: 'true'}\n", "bad.yaml")
+    two = write_recipe(tmp_path, GOOD, "two.yaml")
+
+    good = run_cli("validate", one, two, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.splitlines() == [
+        f"{one}: OK, 1 step (1 shell)",
+        f"{two}: OK, 3 steps (3 shell)",
+    ]
+
+    mixed = run_cli("validate", one, bad, two, cwd=tmp_path)
+    assert mixed.returncode == 2
+    assert mixed.stdout.splitlines() == good.stdout.splitlines()
+    assert "bad.yaml:2:28: step 'b': unknown field 'rn'" in mixed.stderr, mixed.stderr
+    assert "Traceback" not in mixed.stderr
+
+
 def test_a_one_step_run_says_1_step(tmp_path):
     recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
     result = run_cli(recipe, "--no-ui", cwd=tmp_path)

@@ -143,10 +143,12 @@ def _executor(text: str) -> str:
 
 def _sub_parser(command: str) -> argparse.ArgumentParser:
     p = _Parser(prog=f"orch-tui {command}", formatter_class=_HelpFormatter)
-    if command in ("validate", "graph"):
+    if command == "graph":
         p.add_argument("recipe", metavar="RECIPE")
     if command == "validate":
-        p.description = "Check a recipe without running it; exit 0 if it is good, 2 if not."
+        # several: a pre-commit hook hands over every staged recipe at once
+        p.add_argument("recipes", metavar="RECIPE", nargs="+")
+        p.description = "Check recipes without running them; exit 0 if every one is good, 2 if not."
     if command == "graph":
         p.description = "Print the step graph."
         p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
@@ -626,22 +628,34 @@ def _basic_config(debug: bool = False) -> None:
 
 # ---------------------------------------------------------------------------------- others
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Each recipe checked and told about in turn; one that is bad does not stop the others
+    from being checked (a pre-commit hook's list: every problem at once)."""
+    code = EXIT_OK
+    for path in args.recipes:
+        try:
+            _validate(path, debug=args.debug)
+        except UsageError as exc:
+            print(f"orch-tui: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+    return code
+
+
+def _validate(path: str, *, debug: bool) -> None:
     from core.recipe import no_executor_warnings
     from core.recipe.problems import in_file_order
     from tui.format import counted
 
-    recipe = _load(args.recipe, debug=args.debug)
+    recipe = _load(path, debug=debug)
     kinds: dict[str, int] = {}
     for step in recipe.steps:
         kinds[step.type] = kinds.get(step.type, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in kinds.items())
     # where: cluster steps are told here, not in recipe.warnings: a run may get --executor
-    warnings = in_file_order([*recipe.warnings, *no_executor_warnings(recipe, args.recipe)])
+    warnings = in_file_order([*recipe.warnings, *no_executor_warnings(recipe, path)])
     _print_warnings(warnings)
     count = len(warnings)
     warned = f", {counted(count, 'warning')}" if count else ""
-    print(f"{args.recipe}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
-    return EXIT_OK
+    print(f"{path}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
