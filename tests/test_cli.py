@@ -422,6 +422,9 @@ def test_exit_code_130_on_sigint(tmp_path):
         assert proc.returncode == 130, err
         assert b"Traceback" not in err
         assert "interrupted" in out.decode().splitlines()[-1]
+        # off a terminal (a cancelled CI job: GitHub Actions sends SIGINT) it is no Ctrl-C,
+        # and no blank line ends a ^C that no terminal echoed
+        assert err.decode() == "orch-tui: SIGINT: stopping steps (again to kill at once)\n"
     finally:
         kill_tree(proc)
 

@@ -493,6 +493,18 @@ def _stop_signals() -> tuple[int, ...]:
     return (signal.SIGINT, signal.SIGTERM, *hangup)
 
 
+def _stopping_line(signum: int) -> str:
+    """What a headless run says as a signal stops it. On a terminal, SIGINT is Ctrl-C, whose
+    ``^C`` the line starts after. Off one (a CI job cancelled: GitHub Actions sends SIGINT)
+    nobody pressed Ctrl-C and there is no ``^C`` to end: the signal by its name, no blank
+    line in the job's log."""
+    import signal
+
+    tty = sys.stderr.isatty()
+    name = "Ctrl-C" if signum == signal.SIGINT and tty else signal.Signals(signum).name
+    return ("\n" if tty else "") + f"orch-tui: {name}: stopping steps (again to kill at once)"
+
+
 def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
     import signal
 
@@ -509,11 +521,8 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
-            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
             with contextlib.suppress(OSError):  # after a SIGHUP the terminal may be gone
-                print(
-                    f"\norch-tui: {name}: stopping steps (again to kill at once)", file=sys.stderr
-                )
+                print(_stopping_line(signum), file=sys.stderr)
             # a closed terminal stops the steps as SIGTERM would: to a step, SIGHUP may mean
             # "reload" (its own process group never had the terminal's)
             runner.stop_run(
