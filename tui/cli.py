@@ -143,13 +143,12 @@ def _executor(text: str) -> str:
 
 def _sub_parser(command: str) -> argparse.ArgumentParser:
     p = _Parser(prog=f"orch-tui {command}", formatter_class=_HelpFormatter)
-    if command == "graph":
-        p.add_argument("recipe", metavar="RECIPE")
     if command == "validate":
         # several: a pre-commit hook hands over every staged recipe at once
         p.add_argument("recipes", metavar="RECIPE", nargs="+")
         p.description = "Check recipes without running them; exit 0 if every one is good, 2 if not."
     if command == "graph":
+        p.add_argument("recipe", metavar="RECIPE")
         p.description = "Print the step graph."
         p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
     if command == "sessions":
@@ -650,6 +649,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate(path: str, *, debug: bool) -> None:
+    """One recipe's warnings and its OK line; its problems raised as a UsageError."""
     from core.recipe import no_executor_warnings
     from core.recipe.problems import in_file_order
     from tui.format import counted
