@@ -429,6 +429,33 @@ def test_exit_code_130_on_sigint(tmp_path):
         kill_tree(proc)
 
 
+def test_ctrl_c_under_the_live_view_says_so_above_it(tmp_path, tmux_socket):
+    """Ctrl-C on a terminal: the stop line is printed above the live view, as the event lines
+    are. Written to the terminal by the signal handler, it went under the view, whose next
+    refresh wiped it and left the view's top rows above the cancellations, a stale frame."""
+    from tests.tui_helpers import TmuxApp
+
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: stuck
+        steps:
+          - {name: a, type: shell, depends_on: [], run: 'touch started; exec sleep 100'}
+          - {name: b, type: shell, depends_on: [], run: 'exec sleep 100'}
+        """,
+    )
+    app = TmuxApp(tmux_socket, [str(recipe), "--no-ui", "--jobs", "2"], tmp_path, size=(100, 30))
+    wait_for(lambda: (tmp_path / "started").exists(), message="the step to start")
+    app.shows("stuck · ")  # the live view
+    app.keys("C-c")
+    assert app.exited() == 130
+    rows = [row.rstrip() for row in app.rows()]
+    stop = rows.index("orch-tui: Ctrl-C: stopping steps (again to kill at once)")
+    assert "cancelled" in rows[stop + 1], rows
+    frames = [i for i, row in enumerate(rows) if row.startswith("stuck · ")]
+    assert len(frames) == 1 and frames[0] > stop, rows  # the last frame, left as the run ends
+
+
 # -- clean: only what orch-tui made, in the workspace it is run in -------------------------------
 def _user_files(folder: Path) -> list[Path]:
     """What a user or a developer keeps next to their recipes; clean must leave all of it."""

@@ -492,16 +492,14 @@ def _stop_signals() -> tuple[int, ...]:
     return (signal.SIGINT, signal.SIGTERM, *hangup)
 
 
-def _stopping_line(signum: int) -> str:
-    """What a headless run says as a signal stops it. On a terminal, SIGINT is Ctrl-C, whose
-    ``^C`` the line starts after. Off one (a CI job cancelled: GitHub Actions sends SIGINT)
-    nobody pressed Ctrl-C and there is no ``^C`` to end: the signal by its name, no blank
-    line in the job's log."""
+def _stopping_line(signum: int, *, tty: bool) -> str:
+    """What a headless run says as a signal stops it. On a terminal, SIGINT is Ctrl-C; off
+    one (a CI job cancelled: GitHub Actions sends SIGINT) nobody pressed it: the signal by
+    its name."""
     import signal
 
-    tty = sys.stderr.isatty()
     name = "Ctrl-C" if signum == signal.SIGINT and tty else signal.Signals(signum).name
-    return ("\n" if tty else "") + f"orch-tui: {name}: stopping steps (again to kill at once)"
+    return f"orch-tui: {name}: stopping steps (again to kill at once)"
 
 
 def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
@@ -520,8 +518,12 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
-            with contextlib.suppress(OSError):  # after a SIGHUP the terminal may be gone
-                print(_stopping_line(signum), file=sys.stderr)
+            line = _stopping_line(signum, tty=reporter.tty)
+            if reporter.tty:  # above the live view, by the thread that draws it
+                reporter.say(line)
+            else:
+                with contextlib.suppress(OSError):
+                    print(line, file=sys.stderr)
             # a closed terminal stops the steps as SIGTERM would: to a step, SIGHUP may mean
             # "reload" (its own process group never had the terminal's)
             runner.stop_run(
