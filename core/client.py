@@ -121,6 +121,7 @@ class RemoteControl:
         self.pid: int = hello.get("pid", 0)
         self.protocol: int = hello.get("protocol", 0)
         self.version: str = hello.get("version", "")
+        self._stays_open = bool(hello.get("stays_open"))
         sock.settimeout(None)
         self._reader = threading.Thread(target=self._read_loop, name="orch-client", daemon=True)
         self._reader.start()
@@ -200,6 +201,13 @@ class RemoteControl:
         """Up to ``limit`` bytes of the step's log from ``offset``, and its size now."""
         reply = self._checked({"op": "log", "step": step, "offset": offset, "limit": limit})
         return base64.b64decode(reply["data"]), int(reply["size"])
+
+    @property
+    def stays_open(self) -> bool:
+        """The daemon keeps serving the run once no step can run, until it is closed (the
+        run was started without --exit-when-done), and has not said it is closing."""
+        with self._lock:
+            return self._stays_open and self._closing is None and self._gone is None
 
     @property
     def gone(self) -> str | None:

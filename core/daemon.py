@@ -163,7 +163,9 @@ def _start(recipe, args: DaemonArgs):
             cluster.close()
         raise StartError(create_problem(exc, run_dir)) from None
     _log_to(runner.rundir, args.debug)
-    server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id)
+    server = RunServer(
+        LocalControl(runner), runner.rundir, run_id=runner.run_id, stays_open=runner.interactive
+    )
     try:
         server.start()
     except OSError as exc:

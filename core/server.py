@@ -138,9 +138,14 @@ class RunServer:
         run_id: str,
         ring: EventRing | None = None,
         on_command: Callable[[str], None] | None = None,
+        stays_open: bool = False,
     ) -> None:
-        """``on_command``: told each command's name as it is done (the daemon notes a stop)."""
+        """``on_command``: told each command's name as it is done (the daemon notes a stop).
+        ``stays_open``: the run stays open once no step can run, for retry or skip, until it
+        is closed (a run without --exit-when-done); said in the hello, so that a client that
+        waited for the run's end (``ctl wait`` in CI) can say the daemon is still up."""
         self._control = control
+        self._stays_open = stays_open
         self._run_dir = run_dir
         self._run_id = run_id
         self._ring = ring or EventRing()
@@ -459,6 +464,7 @@ class RunServer:
                 "run_id": self._run_id,
                 "pid": os.getpid(),
                 "version": __version__,
+                "stays_open": self._stays_open,
             }
         )
 

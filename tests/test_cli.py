@@ -84,6 +84,28 @@ def test_validate_counts_one_step_in_the_singular(tmp_path):
     assert result.stdout.strip() == f"{recipe}: OK, 1 step (1 shell)"
 
 
+def test_validate_checks_every_recipe_given(tmp_path):
+    """A pre-commit hook (``entry: orch-tui validate``) hands over every staged recipe at
+    once: each is checked and told about, a bad one does not hide the next, and the exit is 2
+    if any is bad. Two files were a usage error, whatever they held."""
+    one = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n", "one.yaml")
+    bad = write_recipe(tmp_path, "steps:\n  - {name: b, type: shell, rn: 'true'}\n", "bad.yaml")
+    two = write_recipe(tmp_path, GOOD, "two.yaml")
+
+    good = run_cli("validate", one, two, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.splitlines() == [
+        f"{one}: OK, 1 step (1 shell)",
+        f"{two}: OK, 3 steps (3 shell)",
+    ]
+
+    mixed = run_cli("validate", one, bad, two, cwd=tmp_path)
+    assert mixed.returncode == 2
+    assert mixed.stdout.splitlines() == good.stdout.splitlines()
+    assert "bad.yaml:2:28: step 'b': unknown field 'rn'" in mixed.stderr, mixed.stderr
+    assert "Traceback" not in mixed.stderr
+
+
 def test_a_one_step_run_says_1_step(tmp_path):
     recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
     result = run_cli(recipe, "--no-ui", cwd=tmp_path)
@@ -400,8 +422,38 @@ def test_exit_code_130_on_sigint(tmp_path):
         assert proc.returncode == 130, err
         assert b"Traceback" not in err
         assert "interrupted" in out.decode().splitlines()[-1]
+        # off a terminal (a cancelled CI job: GitHub Actions sends SIGINT) it is no Ctrl-C,
+        # and no blank line ends a ^C that no terminal echoed
+        assert err.decode() == "orch-tui: SIGINT: stopping steps (again to kill at once)\n"
     finally:
         kill_tree(proc)
+
+
+def test_ctrl_c_under_the_live_view_says_so_above_it(tmp_path, tmux_socket):
+    """Ctrl-C on a terminal: the stop line is printed above the live view, as the event lines
+    are. Written to the terminal by the signal handler, it went under the view, whose next
+    refresh wiped it and left the view's top rows above the cancellations, a stale frame."""
+    from tests.tui_helpers import TmuxApp
+
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: stuck
+        steps:
+          - {name: a, type: shell, depends_on: [], run: 'touch started; exec sleep 100'}
+          - {name: b, type: shell, depends_on: [], run: 'exec sleep 100'}
+        """,
+    )
+    app = TmuxApp(tmux_socket, [str(recipe), "--no-ui", "--jobs", "2"], tmp_path, size=(100, 30))
+    wait_for(lambda: (tmp_path / "started").exists(), message="the step to start")
+    app.shows("stuck · ")  # the live view
+    app.keys("C-c")
+    assert app.exited() == 130
+    rows = [row.rstrip() for row in app.rows()]
+    stop = rows.index("orch-tui: Ctrl-C: stopping steps (again to kill at once)")
+    assert "cancelled" in rows[stop + 1], rows
+    frames = [i for i, row in enumerate(rows) if row.startswith("stuck · ")]
+    assert len(frames) == 1 and frames[0] > stop, rows  # the last frame, left as the run ends
 
 
 # -- clean: only what orch-tui made, in the workspace it is run in -------------------------------
@@ -656,6 +708,29 @@ def test_only_and_skip_leave_the_recipe_alone(tmp_path, args):
     result = run_cli(*args, "--no-ui", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert _ran(tmp_path) == {"load": "succeeded", "check": "succeeded", "report": "skipped"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "check", "--skip", "check"], "--only check and --skip check: choose one"),
+        (
+            ["--only", "load", "--resume-from", "check"],
+            "--only load: 'load' comes before --resume-from check, so it would not run",
+        ),
+    ],
+    ids=["and-skip", "before-resume-from"],
+)
+def test_only_a_step_another_option_leaves_out_is_refused(tmp_path, args, message):
+    """A CI job asking for a step and leaving it out in the same breath ran nothing, skipped
+    it, and passed (exit 0, "run succeeded"): a green job that did nothing."""
+    write_recipe(tmp_path, STEPS3, "r1.yaml")
+    assert run_cli("r1.yaml", "--no-ui", cwd=tmp_path).returncode == 0  # for --resume-from
+    runs = set((tmp_path / ".orch" / "runs").iterdir())
+    result = run_cli("r1.yaml", "--no-ui", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == f"orch-tui: {message}\n"
+    assert set((tmp_path / ".orch" / "runs").iterdir()) == runs, "nothing ran"
 
 
 def test_a_step_name_with_a_comma_is_one_step(tmp_path):

@@ -146,6 +146,37 @@ def test_detach_then_ctl_status_commands_logs_and_wait(tmp_path, daemons):
     assert read_state(daemon.run_dir)["status"] == "failed"
 
 
+QUICK = """
+steps:
+  - {name: build, type: shell, run: "echo built"}
+"""
+
+
+def test_wait_on_a_run_that_stays_open_says_its_daemon_is_still_up(tmp_path, daemons):
+    """CI's ``orch-tui R --detach`` then ``ctl RUN wait``: the run is over, wait exits 0, and
+    its daemon stays up for retry or skip, a process the job leaves behind: wait said nothing
+    of it. It says so, and how to end it; not for --exit-when-done, nor once closed."""
+    open_run = detach(tmp_path, daemons, QUICK)
+    waited = ctl(tmp_path, open_run.run_id, "wait")
+    assert waited.returncode == 0
+    run_id = open_run.run_id
+    assert waited.stderr == (
+        f"orch-tui: run {run_id} is over, its daemon still up for retry or skip: "
+        f"orch-tui ctl {run_id} close ends it (--exit-when-done ends a run on its own)\n"
+    )
+    assert alive(open_run.pid)
+    assert ctl(tmp_path, run_id, "close").returncode == 0
+    assert_gone([open_run.pid], timeout=20)
+    assert ctl(tmp_path, run_id, "wait").stderr == ""
+
+    ends = start_detached(
+        write_recipe(tmp_path, QUICK, "ends.yaml"), "--exit-when-done", cwd=tmp_path
+    )
+    daemons.append(ends)
+    waited = ctl(tmp_path, ends.run_id, "wait")
+    assert (waited.returncode, waited.stderr) == (0, "")
+
+
 def test_stop_run_force_ends_a_busy_run_interrupted(tmp_path, daemons):
     daemon = detach(tmp_path, daemons)
     run_id = daemon.run_id

@@ -143,11 +143,12 @@ def _executor(text: str) -> str:
 
 def _sub_parser(command: str) -> argparse.ArgumentParser:
     p = _Parser(prog=f"orch-tui {command}", formatter_class=_HelpFormatter)
-    if command in ("validate", "graph"):
-        p.add_argument("recipe", metavar="RECIPE")
     if command == "validate":
-        p.description = "Check a recipe without running it; exit 0 if it is good, 2 if not."
+        # several: a pre-commit hook hands over every staged recipe at once
+        p.add_argument("recipes", metavar="RECIPE", nargs="+")
+        p.description = "Check recipes without running them; exit 0 if every one is good, 2 if not."
     if command == "graph":
+        p.add_argument("recipe", metavar="RECIPE")
         p.description = "Print the step graph."
         p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
     if command == "sessions":
@@ -297,6 +298,21 @@ def _step_names(recipe, values: list[str] | None, option: str) -> list[str] | No
     return list(dict.fromkeys(names))
 
 
+def _check_only(recipe, args: argparse.Namespace) -> None:
+    """A step named by --only that another option keeps from running is a usage error: the
+    options contradict each other, and the run would skip it and pass (exit 0) without
+    running what was asked for, a green CI job that did nothing."""
+    first = recipe.step(args.resume_from).index if args.resume_from else 0
+    for name in args.only or ():
+        if name in (args.skip or ()):
+            raise UsageError(f"--only {name} and --skip {name}: choose one")
+        if recipe.step(name).index < first:
+            raise UsageError(
+                f"--only {name}: {name!r} comes before --resume-from {args.resume_from}, "
+                "so it would not run"
+            )
+
+
 def _no_such_step(recipe, name: str, option: str) -> UsageError:
     import difflib  # only a mistyped name needs it
 
@@ -364,6 +380,7 @@ def _cmd_run_recipe(args: argparse.Namespace, recipe_path: str, launch: Launch |
     args.skip = _step_names(recipe, args.skip, "--skip")
     if args.resume_from and args.resume_from not in {s.name for s in recipe.steps}:
         raise _no_such_step(recipe, args.resume_from, "--resume-from")
+    _check_only(recipe, args)
     _print_warnings(recipe.warnings)
     resume = _resume_point(recipe, args) if args.resume_from else None
 
@@ -475,6 +492,16 @@ def _stop_signals() -> tuple[int, ...]:
     return (signal.SIGINT, signal.SIGTERM, *hangup)
 
 
+def _stopping_line(signum: int, *, tty: bool) -> str:
+    """What a headless run says as a signal stops it. On a terminal, SIGINT is Ctrl-C; off
+    one (a CI job cancelled: GitHub Actions sends SIGINT) nobody pressed it: the signal by
+    its name."""
+    import signal
+
+    name = "Ctrl-C" if signum == signal.SIGINT and tty else signal.Signals(signum).name
+    return f"orch-tui: {name}: stopping steps (again to kill at once)"
+
+
 def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) -> int:
     import signal
 
@@ -491,11 +518,12 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
-            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            with contextlib.suppress(OSError):  # after a SIGHUP the terminal may be gone
-                print(
-                    f"\norch-tui: {name}: stopping steps (again to kill at once)", file=sys.stderr
-                )
+            line = _stopping_line(signum, tty=reporter.tty)
+            if reporter.tty:  # above the live view, by the thread that draws it
+                reporter.say(line)
+            else:
+                with contextlib.suppress(OSError):
+                    print(line, file=sys.stderr)
             # a closed terminal stops the steps as SIGTERM would: to a step, SIGHUP may mean
             # "reload" (its own process group never had the terminal's)
             runner.stop_run(
@@ -610,22 +638,35 @@ def _basic_config(debug: bool = False) -> None:
 
 # ---------------------------------------------------------------------------------- others
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Each recipe checked and told about in turn; one that is bad does not stop the others
+    from being checked (a pre-commit hook's list: every problem at once)."""
+    code = EXIT_OK
+    for path in args.recipes:
+        try:
+            _validate(path, debug=args.debug)
+        except UsageError as exc:
+            print(f"orch-tui: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+    return code
+
+
+def _validate(path: str, *, debug: bool) -> None:
+    """One recipe's warnings and its OK line; its problems raised as a UsageError."""
     from core.recipe import no_executor_warnings
     from core.recipe.problems import in_file_order
     from tui.format import counted
 
-    recipe = _load(args.recipe, debug=args.debug)
+    recipe = _load(path, debug=debug)
     kinds: dict[str, int] = {}
     for step in recipe.steps:
         kinds[step.type] = kinds.get(step.type, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in kinds.items())
     # where: cluster steps are told here, not in recipe.warnings: a run may get --executor
-    warnings = in_file_order([*recipe.warnings, *no_executor_warnings(recipe, args.recipe)])
+    warnings = in_file_order([*recipe.warnings, *no_executor_warnings(recipe, path)])
     _print_warnings(warnings)
     count = len(warnings)
     warned = f", {counted(count, 'warning')}" if count else ""
-    print(f"{args.recipe}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
-    return EXIT_OK
+    print(f"{path}: OK, {counted(len(recipe.steps), 'step')} ({detail}){warned}")
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:

@@ -217,7 +217,7 @@ def _did_you_mean(name: str, known: list[str]) -> str:
 def _wait(control: RunControl, args: argparse.Namespace) -> int:
     """The run's exit code once no step can run; a daemon that dies meanwhile leaves the run
     as its folder tells it (interrupted)."""
-    from core.client import DaemonGone
+    from core.client import DaemonGone, RemoteControl
 
     try:
         code = control.wait()
@@ -226,7 +226,19 @@ def _wait(control: RunControl, args: argparse.Namespace) -> int:
     if code is None:  # the daemon went away without saying how the run ended
         with RecordedRun.open(control.run_dir.path, daemon_gone=True) as recorded:
             code = recorded.wait()
+    elif isinstance(control, RemoteControl) and control.stays_open:
+        _say_still_open(control.run_dir.path.name)
     return code if code is not None else EXIT_OK
+
+
+def _say_still_open(run_id: str) -> None:
+    """A run started without --exit-when-done stays open for retry or skip once no step
+    can run: its daemon outlives ``wait``, a process a CI job would leave behind unawares."""
+    print(
+        f"orch-tui: run {run_id} is over, its daemon still up for retry or skip: "
+        f"orch-tui ctl {run_id} close ends it (--exit-when-done ends a run on its own)",
+        file=sys.stderr,
+    )
 
 
 # -- logs ------------------------------------------------------------------------------------------

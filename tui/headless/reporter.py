@@ -23,6 +23,7 @@ import os
 import stat
 import sys
 import threading
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -117,6 +118,7 @@ class HeadlessReporter:
         self._name = ""
         self._system: tuple[float, float] | None = None  # cpu %, mem %
         self._finished: RunFinished | None = None
+        self._said: deque[str] = deque()  # ``say``'s lines not yet printed
         self._closed = False
         self._out = Terminal(stream, encoding)
         self._rich: RichPrinter | None = None
@@ -132,10 +134,26 @@ class HeadlessReporter:
         )
 
     # == events ======================================================================================
+    def say(self, text: str) -> None:
+        """A line of the front end's own (the stop a signal asked for), printed by the thread
+        that prints the events, with the next one (the stop's first), above the live view. A
+        signal handler that wrote to the terminal itself wrote under the live view, whose next
+        refresh wiped that line and left rows of the view above it, a stale frame."""
+        self._said.append(text)
+
+    def _print_said(self) -> None:
+        while True:
+            try:
+                text = self._said.popleft()
+            except IndexError:  # none left (or taken by close, racing the dispatcher)
+                return
+            self._printer.line(text)
+
     def handle(self, event: Event) -> None:
         """Consume one event (from the single dispatcher thread, in order)."""
         if self._closed:
             return
+        self._print_said()
         with self._lock:
             if event.seq <= self._run.seq:
                 return  # in the snapshot the reporter started from
@@ -313,6 +331,7 @@ class HeadlessReporter:
                     self._views[name] = StepView(name)
                 self._views[name].spinner = None
             self._name = clean(state.name) or self._name
+        self._print_said()
         for view in list(self._views.values()):
             if self.echo_output and self._echo.left(view):
                 self._show_output(view, final=True)
