@@ -30,15 +30,18 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def _as_plain_json(value: Any) -> Any:
-    """A subclass of str, int, list or dict (numpy's ``str_``, say) as that type: what orjson,
-    which the daemon's protocol still uses, writes too. Anything else cannot be in ctx.json."""
-    for base in (str, int, list, dict):
+    """A subclass of str, int, float, list or dict (numpy's ``str_`` and ``float64``, what a
+    numpy mean returns) as that type. Anything else cannot be in ctx.json."""
+    for base in (str, int, float, list, dict):
         if isinstance(value, base):
             return base(value)
     raise TypeError(f"Type is not JSON serializable: {type(value).__qualname__}")
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=_as_plain_json)
+#: A ctx value (or anything holding one) as JSON bytes: ctx.json and the daemon's ``ctx_value``
+#: both write with it, so a value the ctx took is one that each of them can write.
+encode_json: Callable[[Any], bytes] = _ENCODER.encode
 
 
 class ContextValueError(TypeError, ValueError):
@@ -318,7 +321,7 @@ class Context(MutableMapping[str, Any]):
         msgspec, not orjson: as fast on big snapshots, and every run imports msgspec anyway,
         while orjson's import brings dataclasses and inspect, ~10 ms of a one-step run's start.
         """
-        return _ENCODER.encode(self.snapshot())
+        return encode_json(self.snapshot())
 
     def snapshot_at(self, keys: Iterable[str] | None = None) -> tuple[dict[str, Any], int]:
         """A snapshot (of ``keys`` only, when given; missing ones left out) and the version it

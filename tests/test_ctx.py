@@ -166,8 +166,8 @@ def test_concurrent_writers_lose_nothing_and_snapshots_stay_consistent():
 
 
 def test_subclasses_of_json_types_are_saved_as_those_types():
-    """numpy's ``str_`` (a str), a str enum, an int or dict subclass: ctx.json holds their plain
-    value, as it did when orjson wrote it. A value of no JSON type still says which it is."""
+    """numpy's ``str_`` (a str) and ``float64`` (a float), a str enum, an int or dict subclass:
+    ctx.json holds their plain value. A value of no JSON type still says which it is."""
     import enum
 
     class Colour(enum.StrEnum):
@@ -179,14 +179,23 @@ def test_subclasses_of_json_types_are_saved_as_those_types():
     class Count(int):
         pass
 
+    class Mean(float):  # numpy's float64 is one
+        pass
+
     class Row(dict):
         pass
 
     ctx = Context()
     ctx["labels"] = [Label("a"), Colour.RED]
     ctx["n"] = Count(3)
+    ctx["mean"] = Mean(1.5)
     ctx["row"] = Row(x=Label("b"))
-    assert json.loads(ctx.to_json_bytes()) == {"labels": ["a", "red"], "n": 3, "row": {"x": "b"}}
+    assert json.loads(ctx.to_json_bytes()) == {
+        "labels": ["a", "red"],
+        "n": 3,
+        "mean": 1.5,
+        "row": {"x": "b"},
+    }
 
     class Opaque:
         pass
