@@ -676,6 +676,22 @@ def test_python_step_sys_exit_with_a_message_fails_with_that_line_and_no_traceba
     assert result.steps["numbered"]["exit_code"] == 3
 
 
+def test_a_return_value_the_ctx_cannot_hold_fails_with_one_line_naming_output(tmp_path):
+    """A function returning a set (or a numpy array) to ``output:`` has finished: the failure
+    is the storing, said in one line naming the key, not a traceback of orch-tui's frames."""
+    module = write_module(tmp_path, "def run(ctx):\n    return {1, 2}\n")
+    result = run_recipe(
+        tmp_path, f"steps:\n  - {{name: agg, type: python, module: {module}, output: stats}}\n"
+    )
+    assert result.code == 1
+    reason = (
+        "output: ctx['stats']: the value has type set, which is not JSON-serialisable "
+        "(use str, int, float, bool, None, list or dict)"
+    )
+    assert result.steps["agg"]["reason"] == reason
+    assert result.log("agg").decode() == reason + "\n"
+
+
 def test_python_step_error_naming_undecodable_bytes_is_recorded(tmp_path):
     """A file name that is not UTF-8 (os.listdir, os.fsdecode) put in an exception's message
     is a lone surrogate there: the run's state.json and the step's step_finished event must

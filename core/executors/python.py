@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from core.context import Context
+from core.context import Context, ContextValueError
 from core.executors.base import LaunchContext, OnExit, Outcome
 from core.recipe import PythonStep, Step
 from core.steplog import StepLog
@@ -164,9 +164,7 @@ def call_step(
         if "log" in wanted:
             kwargs["log"] = _step_logger(step.name, sink)
         result = fn(ctx, **kwargs)
-        if step.output:
-            ctx[step.output] = result
-        return Outcome(0)
+        return _store_output(step, ctx, result, sink)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 0:
@@ -183,6 +181,20 @@ def call_step(
         sink.write_text("".join(traceback.format_exception(type(exc), exc, _from_the_step(exc))))
         text = _utf8(str(exc)).strip().splitlines()
         return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+
+
+def _store_output(step: PythonStep, ctx: Any, result: Any, sink: Any) -> Outcome:
+    """The return value into ``ctx[output]``. A value the ctx cannot hold (a set, a numpy
+    array) fails the step with the one line that says why: its traceback would show orch-tui's
+    frames only, the step's function having already returned."""
+    if step.output:
+        try:
+            ctx[step.output] = result
+        except ContextValueError as exc:
+            message = f"output: {_utf8(str(exc))}"
+            sink.write_text(message + "\n")
+            return Outcome(1, error=message)
+    return Outcome(0)
 
 
 def _utf8(text: str) -> str:
