@@ -4,6 +4,7 @@ the module (``scheduler``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -283,6 +284,42 @@ def test_reads_ships_only_those_keys(tmp_path: Path, scheduler: str):
     )
     assert runner.ctx["some"] == ["a", "c"]
     assert runner.ctx["all"] == ["a", "b", "c", "some"]
+
+
+def test_numpy_values_a_step_writes_on_a_worker_reach_the_runs_ctx(tmp_path: Path, scheduler: str):
+    """A mean computed with numpy on a worker is an ``np.float64``: the ctx takes it, so its
+    write (and the line printed before it) must come back to the run as locally. Once, the
+    batch holding it could not be sent: the step failed "not JSON serializable", its output
+    lost."""
+    mod = write_module(
+        tmp_path,
+        """
+        import numpy as np
+
+        def mean(ctx):
+            print("computing")
+            ctx["mean"] = np.mean(np.array(ctx["data"]))
+            ctx.append("rows", [np.str_("a"), np.float64(0.5)])
+            return np.float64(2.0)
+        """,
+    )
+    _run(
+        tmp_path,
+        f"""
+    ctx: {{data: [1.0, 2.0, 3.0, 4.0]}}
+    steps:
+      - {{name: mean, type: python, module: {mod}, function: mean, output: out}}
+    """,
+        scheduler,
+    )
+    assert _statuses(tmp_path / "run") == {"mean": "succeeded"}
+    saved = json.loads((tmp_path / "run" / "ctx.json").read_bytes())
+    assert {k: saved[k] for k in ("mean", "rows", "out")} == {
+        "mean": 2.5,
+        "rows": [["a", 0.5]],
+        "out": 2.0,
+    }
+    assert "computing\n" in (tmp_path / "run" / "logs" / "mean.log").read_text()
 
 
 # ------------------------------------------------------------------ a worker lost, leftovers

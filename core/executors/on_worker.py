@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 
-from core.context import Context
+from core.context import Context, encode_json
 from core.executors.base import Outcome
 from core.executors.python import OutputRouting, call_step
 from core.executors.shell import exit_outcome, merge_ctx_out, spawn_error
@@ -132,8 +131,9 @@ class Publisher:
     def _flush_locked(self) -> None:
         if not self._items:
             return
-        # as JSON bytes: Dask's msgpack would hand the lists back as tuples
-        self._send({"k": self._key, "n": self.sent, "i": orjson.dumps(self._items)})
+        # as JSON bytes: Dask's msgpack would hand the lists back as tuples; written as ctx.json
+        # is, so any value the step's ctx took (numpy's float64 too) gets through
+        self._send({"k": self._key, "n": self.sent, "i": encode_json(self._items)})
         self.sent += 1
         self._items, self._size = [], 0
 
