@@ -48,6 +48,22 @@ class ContextValueError(TypeError, ValueError):
     """A value that cannot live in the ctx (not JSON), naming the key it was meant for."""
 
 
+class KeysLeftOut(ValueError):
+    """The ctx as JSON (``data``) without the keys whose values JSON cannot hold, each with why
+    (``problems``): a value a step changed in place (a numpy int appended to a list, past the
+    checks) costs ctx.json that key, not every other key with it."""
+
+    def __init__(self, data: bytes, problems: dict[str, str]) -> None:
+        super().__init__(keys_and_problems(problems))
+        self.data = data
+        self.problems = problems
+
+
+def keys_and_problems(problems: dict[str, str]) -> str:
+    """``ctx['a']: why; ctx['b']: why``."""
+    return "; ".join(f"ctx[{key!r}]: {why}" for key, why in problems.items())
+
+
 #: How deep a ctx value may nest lists and objects. ctx.json must always be writable, and
 #: orjson refuses to write past 254 levels (a value nested 300 deep once killed the thread that
 #: saves the run's files); nothing a step shares needs more than a few.
@@ -317,11 +333,16 @@ class Context(MutableMapping[str, Any]):
 
     def to_json_bytes(self) -> bytes:
         """The ctx as JSON bytes; serialised outside the lock so writers are not held up.
+        KeysLeftOut (holding the rest) when some values cannot be written.
 
         msgspec, not orjson: as fast on big snapshots, and every run imports msgspec anyway,
         while orjson's import brings dataclasses and inspect, ~10 ms of a one-step run's start.
         """
-        return encode_json(self.snapshot())
+        snapshot = self.snapshot()
+        try:
+            return encode_json(snapshot)
+        except (TypeError, ValueError):
+            raise _without_unwritable(snapshot) from None
 
     def snapshot_at(self, keys: Iterable[str] | None = None) -> tuple[dict[str, Any], int]:
         """A snapshot (of ``keys`` only, when given; missing ones left out) and the version it
@@ -356,6 +377,19 @@ class Context(MutableMapping[str, Any]):
             for key, value in values.items():
                 self._data[key] = value
                 self._bump(key)
+
+
+def _without_unwritable(snapshot: dict[str, Any]) -> KeysLeftOut:
+    """The snapshot written key by key (only once a whole save failed), leaving out the keys
+    whose values cannot be written."""
+    problems: dict[str, str] = {}
+    for key, value in snapshot.items():
+        try:
+            encode_json(value)
+        except (TypeError, ValueError) as exc:
+            problems[key] = str(exc)
+    rest = {key: value for key, value in snapshot.items() if key not in problems}
+    return KeysLeftOut(encode_json(rest), problems)
 
 
 def shell_value(value: Any) -> str:
