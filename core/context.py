@@ -39,9 +39,25 @@ def _as_plain_json(value: Any) -> Any:
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=_as_plain_json)
-#: A ctx value (or anything holding one) as JSON bytes: ctx.json and the daemon's ``ctx_value``
-#: both write with it, so a value the ctx took is one that each of them can write.
+#: A ctx value (or anything holding one) as JSON bytes: ctx.json and a Dask step's writes are
+#: written with it, so a value the ctx took is one that each of them can write.
 encode_json: Callable[[Any], bytes] = _ENCODER.encode
+
+
+def _as_shown(value: Any) -> Any:
+    """``_as_plain_json``, or, for a value no JSON holds (one a step changed in place, past the
+    checks: ``ctx["rows"].append(np.int64(3))``), a string saying what it is and that ctx.json
+    lacks it: a viewer shows the rest of the key, and where the culprit is."""
+    try:
+        return _as_plain_json(value)
+    except TypeError:
+        text = repr(value)
+        text = text if len(text) <= 80 else text[:79] + "…"
+        return f"<{text}: not JSON, its key left out of ctx.json>"
+
+
+#: What the run daemon answers ``ctl ctx`` and the app's ctx inspector with.
+encode_for_viewer: Callable[[Any], bytes] = msgspec.json.Encoder(enc_hook=_as_shown).encode
 
 
 class ContextValueError(TypeError, ValueError):

@@ -637,3 +637,36 @@ def test_numpy_scalars_a_step_stores_are_in_ctx_json_and_ctl_ctx(tmp_path, daemo
         assert json.loads(ctl(tmp_path, "ctx", key).stdout) == value
     assert ctl(tmp_path, "stop-run").returncode == 0
     assert_gone([daemon.pid], timeout=20)
+
+
+def test_ctl_ctx_shows_a_value_changed_in_place_past_the_checks_and_where_it_is(tmp_path, daemons):
+    """``ctx["rows"].append(np.int64(3))`` goes past the ctx's checks: ctx.json is saved
+    without the key, and ``ctl ctx`` shows it anyway, the culprit marked where it is. Once,
+    ``ctl ctx`` was an internal error and ``ctl ctx rows`` said "no ctx key 'rows' (did you
+    mean 'rows'?)"."""
+    module = write_module(
+        tmp_path,
+        """
+        import numpy as np
+
+        def run(ctx, stop):
+            ctx["rows"] = [1]
+            ctx["rows"].append(np.int64(3))
+            ctx["n"] = 2
+            stop.wait(60)
+        """,
+    )
+    daemon = detach(
+        tmp_path, daemons, f"steps:\n  - {{name: put, type: python, module: {module}}}\n"
+    )
+    ctx_json = daemon.run_dir / "ctx.json"
+    wait_for(lambda: ctx_json.exists() and json.loads(ctx_json.read_bytes()), 10, "ctx saved")
+    assert json.loads(ctx_json.read_bytes()) == {"n": 2}
+    rows_shown = [1, "<np.int64(3): not JSON, its key left out of ctx.json>"]
+    shown = ctl(tmp_path, "ctx")
+    assert (shown.returncode, shown.stderr) == (0, ""), shown.stderr
+    assert json.loads(shown.stdout) == {"rows": rows_shown, "n": 2}
+    rows = ctl(tmp_path, "ctx", "rows")
+    assert (rows.returncode, json.loads(rows.stdout)) == (0, rows_shown), rows.stderr
+    assert ctl(tmp_path, "stop-run").returncode == 0
+    assert_gone([daemon.pid], timeout=20)
