@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -557,6 +558,59 @@ def test_python_step_output_goes_to_its_log_not_the_terminal(tmp_path, capfd):
     assert "printed-to-stderr-7731" in log
     out, err = capfd.readouterr()
     assert "7731" not in out + err
+
+
+def test_threads_a_python_step_starts_print_to_its_log(tmp_path, capfd):
+    """A thread pool's workers and other threads a step starts print to that step's log (two
+    steps at once, each its own), not to the runner's terminal; one outliving its step prints
+    where the runner's own output goes, not into a closed log."""
+    module = write_module(
+        tmp_path,
+        """
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        late = threading.Event()
+        leftover = []
+
+        def fan_out(ctx, tag):
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda i: print(f"{tag}-pool-{i}"), range(3)))
+            thread = threading.Thread(target=lambda: print(f"{tag}-thread"))
+            thread.start()
+            thread.join()
+
+        def leave(ctx):
+            thread = threading.Thread(target=lambda: late.wait(10) and print("late-7731"))
+            thread.start()
+            leftover.append(thread)
+
+        def finish(ctx):
+            late.set()
+            leftover[0].join(10)
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: a, type: python, module: {module}, function: fan_out, params: {{tag: a}},
+              depends_on: []}}
+          - {{name: b, type: python, module: {module}, function: fan_out, params: {{tag: b}},
+              depends_on: []}}
+          - {{name: leave, type: python, module: {module}, function: leave, depends_on: []}}
+          - {{name: finish, type: python, module: {module}, function: finish,
+              depends_on: [a, b, leave]}}
+        """,
+    )
+    assert result.code == 0
+    for tag in ("a", "b"):
+        # print writes the text, then the newline: threads' lines may interleave
+        said = sorted(re.findall(r"[ab]-(?:pool-\d|thread)", result.log(tag).decode()))
+        assert said == [f"{tag}-pool-0", f"{tag}-pool-1", f"{tag}-pool-2", f"{tag}-thread"]
+    out, err = capfd.readouterr()
+    assert "-pool-" not in out + err and "-thread" not in out + err
+    assert "late-7731" in out
 
 
 def test_python_step_gets_stop_and_log_when_named_and_output_stores_result(tmp_path):

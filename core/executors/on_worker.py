@@ -97,6 +97,11 @@ class Publisher:
         self.flush()
         self._flusher.start()
 
+    @property
+    def closed(self) -> bool:
+        """Sent its last batch: what a thread the step left running prints goes elsewhere."""
+        return self._closed.is_set()
+
     def write_text(self, text: str) -> None:
         """What the step printed (the OutputRouting sink)."""
         if not text:

@@ -34,7 +34,9 @@ class _Router(io.TextIOBase):
         self._local = local
 
     def _sink(self) -> StepLog | None:
-        return getattr(self._local, "sink", None)
+        sink = getattr(self._local, "sink", None)
+        # a thread the step started may outlive it: then it writes where unrouted output goes
+        return None if sink is None or sink.closed else sink
 
     def write(self, text: str) -> int:
         sink = self._sink()
@@ -66,8 +68,28 @@ class _Router(io.TextIOBase):
         return True
 
 
+_THREAD_START = threading.Thread.start
+
+
+def _start_routed(thread: threading.Thread) -> None:
+    """``Thread.start`` while the routers are installed: a thread that a step starts (a thread
+    pool's worker, a progress bar's) writes to that step's log, as the step itself does. Its
+    output went to the runner's terminal (or daemon.log), never to the log."""
+    sink = getattr(OutputRouting._local, "sink", None)
+    if sink is not None:
+        run = thread.run
+
+        def run_routed() -> None:
+            OutputRouting.bind(sink)
+            run()
+
+        thread.run = run_routed  # type: ignore[method-assign]
+    _THREAD_START(thread)
+
+
 class OutputRouting:
-    """Installs the routers on sys.stdout/sys.stderr once, for as many runners as are active."""
+    """Installs the routers on sys.stdout/sys.stderr (and the threads a step starts inherit its
+    log) once, for as many runners as are active."""
 
     _lock = threading.Lock()
     _users = 0
@@ -81,6 +103,7 @@ class OutputRouting:
                 cls._saved = (sys.stdout, sys.stderr)
                 sys.stdout = _Router(sys.stdout, cls._local)  # type: ignore[assignment]
                 sys.stderr = _Router(sys.stderr, cls._local)  # type: ignore[assignment]
+                threading.Thread.start = _start_routed  # type: ignore[method-assign]
             cls._users += 1
 
     @classmethod
@@ -92,6 +115,7 @@ class OutputRouting:
                     sys.stdout = cls._saved[0]
                 if isinstance(sys.stderr, _Router):
                     sys.stderr = cls._saved[1]
+                threading.Thread.start = _THREAD_START  # type: ignore[method-assign]
                 cls._saved = None
 
     @classmethod
