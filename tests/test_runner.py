@@ -8,6 +8,7 @@ runs ``orch-tui`` as a subprocess.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -670,6 +671,42 @@ def test_timed_out_python_step_has_no_exit_code(tmp_path):
     assert slow["reason"] == "timed out after 0.5s"
     finished = result.events[event_index(result.events, "step_finished", "slow")]
     assert finished["exit_code"] is None
+
+
+def test_a_python_step_ignoring_stop_is_interrupted_after_its_grace(tmp_path):
+    """A loop that never looks at ``stop`` (a runaway computation) cannot be killed as a
+    process is: once its grace is over, StepKilled is raised in its thread, so it ends instead
+    of keeping a core busy until the runner exits."""
+    module = write_module(
+        tmp_path,
+        """
+        import threading
+
+        ended = threading.Event()
+
+        def spin(ctx):
+            n = 0
+            try:
+                while True:
+                    n += 1
+            finally:
+                ended.set()
+
+        def after(ctx):
+            pass
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""steps:
+  - {{name: spin, type: python, module: {module}, function: spin, timeout: 0.3, grace: 0.2,
+      continue_on_error: true}}
+  - {{name: after, type: python, module: {module}, function: after}}
+""",
+    )
+    assert result.steps["spin"]["status"] == "timed_out"
+    assert result.steps["after"]["status"] == "succeeded"
+    assert importlib.import_module(module).ended.wait(10), "the spinning step never ended"
 
 
 def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):

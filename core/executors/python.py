@@ -231,6 +231,21 @@ def _utf8(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
+class StepKilled(BaseException):
+    """Raised inside a python step that ignored ``stop`` past its grace: a BaseException, so
+    the step's own ``except Exception`` lets it through."""
+
+
+def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
+    """``exc`` raised in the thread ``ident`` at its next Python instruction (None: one not
+    raised yet is dropped). A thread blocked in C (a long numpy call) gets it on its return."""
+    import ctypes  # here: only a step that ignores its stop gets this far
+
+    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+    set_async_exc(ident, ctypes.py_object(exc) if exc is not None else ctypes.py_object())
+
+
 class PythonExecution:
     """One attempt of a python step."""
 
@@ -248,6 +263,8 @@ class PythonExecution:
         self._stop_event: threading.Event | None = None  # made only when asked for: it is not free
         self._stopping = False
         self.native_thread_id: int | None = None
+        self._kill_lock = threading.Lock()
+        self._calling: int | None = None  # the thread's ident while it runs the step
 
     @classmethod
     def create(
@@ -269,7 +286,30 @@ class PythonExecution:
         self.on_exit(outcome)
 
     def _call(self) -> Outcome:
-        return call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
+        """The step, which ``kill`` may interrupt until it returns, never after: the thread
+        goes on to other steps."""
+        outcome = Outcome(None, error="killed")
+        try:
+            with self._kill_lock:
+                self._calling = threading.get_ident()
+            outcome = call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
+        except StepKilled:  # came as the step's own code was returning: it has ended
+            pass
+        finally:
+            self._disarm()
+        return outcome
+
+    def _disarm(self) -> None:
+        """No more killing; a StepKilled not raised yet is dropped (one raised meanwhile, in
+        here, is caught and the dropping done again)."""
+        while True:
+            try:
+                with self._kill_lock:
+                    self._calling = None
+                    _raise_in(threading.get_ident(), None)
+                return
+            except StepKilled:
+                continue
 
     @property
     def stop_event(self) -> threading.Event:
@@ -284,4 +324,9 @@ class PythonExecution:
         self.stop_event.set()
 
     def kill(self) -> None:
-        self.stop(0)  # a thread cannot be killed; the runner abandons it
+        """A thread cannot be killed: StepKilled is raised in it (a loop that never looks at
+        ``stop`` ends, and its CPU with it), and the runner does not wait for it to end."""
+        self.stop(0)
+        with self._kill_lock:
+            if self._calling is not None:
+                _raise_in(self._calling, StepKilled)
