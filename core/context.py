@@ -88,10 +88,26 @@ MAX_DEPTH = 64
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
-def _check_json(value: Any, key: str) -> None:
+def _checked(value: Any, key: str) -> Any:
+    """``value`` checked (``_check_json``), as the ctx keeps it: its tuples as lists, which is
+    what ctx.json, a step on a Dask worker and a resumed run give back. A tuple kept only here
+    made a step's ``ctx["shape"] == (100, 3)`` true locally, false on a cluster or resumed."""
+    return _untupled(value) if _check_json(value, key) else value
+
+
+def _untupled(value: Any) -> Any:
+    """A copy of ``value`` with lists for its tuples (nested at most ``MAX_DEPTH``: checked)."""
+    if isinstance(value, (list, tuple)):
+        return [_untupled(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _untupled(item) for k, item in value.items()}
+    return value
+
+
+def _check_json(value: Any, key: str) -> bool:
     """Raise ContextValueError unless ``value`` can be saved in ctx.json: plain JSON (no NaN,
     string keys, no cycles), nested at most ``MAX_DEPTH`` levels, integers within 64 bits,
-    text without lone surrogates.
+    text without lone surrogates. Whether it holds a tuple.
 
     Depth first with a stack of iterators, one per level (so at most ``MAX_DEPTH`` of them, and
     no stack overflow however deep the value): a million rows cost no memory of their own, and
@@ -101,7 +117,8 @@ def _check_json(value: Any, key: str) -> None:
         problem = _scalar_problem(value)
         if problem is not None:
             raise ContextValueError(f"ctx[{key!r}]: the value {problem}")
-        return
+        return False
+    has_tuple = isinstance(value, tuple)
     stack = [_Level(value)]
     on_path = {id(value)}  # the lists and objects being inside of: a cycle comes back to one
     while stack:
@@ -117,6 +134,7 @@ def _check_json(value: Any, key: str) -> None:
                 if id(item) in on_path:
                     problem = "contains itself"
                 else:
+                    has_tuple = has_tuple or isinstance(item, tuple)
                     level.key = k
                     stack.append(_Level(item))
                     on_path.add(id(item))
@@ -127,6 +145,7 @@ def _check_json(value: Any, key: str) -> None:
                 raise ContextValueError(f"ctx[{key!r}]: {_path(stack, k)} {problem}")
         else:
             on_path.discard(id(stack.pop().container))
+    return has_tuple
 
 
 _CONTAINERS = (list, tuple, dict)
@@ -227,7 +246,7 @@ class Context(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         _check_key(key)
-        _check_json(value, key)
+        value = _checked(value, key)
         with self._lock:
             self._data[key] = value
             self._bump(key)
@@ -259,7 +278,7 @@ class Context(MutableMapping[str, Any]):
 
         Only the new row is checked; the list is not copied. A missing key starts a new list.
         """
-        _check_json(row, key)
+        row = _checked(row, key)
         with self._lock:
             target = self._data.get(key)
             if target is None:
@@ -274,8 +293,7 @@ class Context(MutableMapping[str, Any]):
 
     def extend(self, key: str, rows: Iterable[Any]) -> int:
         """Append many rows under one lock and one version bump."""
-        rows = list(rows)
-        _check_json(rows, key)
+        rows = _checked(list(rows), key)
         with self._lock:
             target = self._data.get(key)
             if target is None:
@@ -386,11 +404,12 @@ class Context(MutableMapping[str, Any]):
     def update_from(self, values: dict[str, Any]) -> None:
         """Set many keys — used to merge a shell step's ORCH_CTX_OUT. All are checked first:
         a bad value merges nothing, not the keys before it."""
+        checked = {}
         for key, value in values.items():
             _check_key(key)
-            _check_json(value, key)
+            checked[key] = _checked(value, key)
         with self._lock:
-            for key, value in values.items():
+            for key, value in checked.items():
                 self._data[key] = value
                 self._bump(key)
 

@@ -709,6 +709,35 @@ def test_a_python_step_ignoring_stop_is_interrupted_after_its_grace(tmp_path):
     assert importlib.import_module(module).ended.wait(10), "the spinning step never ended"
 
 
+def test_tuples_a_step_stores_are_lists_to_the_next_step_as_on_a_cluster(tmp_path):
+    """``return mean, std`` or ``ctx.append("rows", (t, v))``: the next step gets lists, as it
+    does on a Dask worker or in a resumed run (JSON has no tuple), so the same comparison holds
+    wherever the recipe runs. Locally it got the tuple back: ``== (100, 3)`` was true only
+    here."""
+    module = write_module(
+        tmp_path,
+        """
+        def make(ctx):
+            ctx.append("rows", (1, 2.5))
+            ctx["nested"] = {"pairs": [(1, 2)]}
+            return (100, 3)
+
+        def look(ctx):
+            got = [ctx["shape"], ctx["rows"][0], ctx["nested"]["pairs"][0]]
+            return [[type(value).__name__, value == [100, 3] or value] for value in got]
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""steps:
+  - {{name: make, type: python, module: {module}, function: make, output: shape}}
+  - {{name: look, type: python, module: {module}, function: look, output: seen}}
+""",
+    )
+    assert result.code == 0
+    assert result.runner.ctx["seen"] == [["list", True], ["list", [1, 2.5]], ["list", [1, 2]]]
+
+
 def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
     module = write_module(
         tmp_path,
