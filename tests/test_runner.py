@@ -812,6 +812,23 @@ def test_a_return_value_the_ctx_cannot_hold_fails_with_one_line_naming_output(tm
     assert result.log("agg").decode() == reason + "\n"
 
 
+def test_a_huge_exception_message_is_cut_in_the_reason_and_whole_in_the_log(tmp_path):
+    """An exception quoting a whole array: its reason (state.json, every event, the summary,
+    the app's title) keeps the first 300 characters; the log keeps all of it."""
+    module = write_module(
+        tmp_path,
+        """
+        def run(ctx):
+            raise ValueError("bad rows: " + repr(list(range(100_000))))
+        """,
+    )
+    result = run_recipe(tmp_path, f"steps:\n  - {{name: boom, type: python, module: {module}}}\n")
+    reason = result.steps["boom"]["reason"]
+    message = "ValueError: bad rows: " + repr(list(range(100_000)))
+    assert reason == message[:299] + "…"
+    assert result.log("boom").decode().endswith(message + "\n")
+
+
 def test_python_step_error_naming_undecodable_bytes_is_recorded(tmp_path):
     """A file name that is not UTF-8 (os.listdir, os.fsdecode) put in an exception's message
     is a lone surrogate there: the run's state.json and the step's step_finished event must

@@ -197,14 +197,13 @@ def call_step(
             return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
         # sys.exit("message"): a failure the step expected and worded, no traceback
         sink.write_text(f"{exc.code}\n")
-        text = _utf8(str(exc.code)).strip().splitlines()
-        return Outcome(code, error=text[0] if text else "exited with SystemExit")
+        return Outcome(code, error=_cut(_first_line(str(exc.code))) or "exited with SystemExit")
     except BaseException as exc:
         import traceback  # only a failed step needs it
 
         sink.write_text("".join(traceback.format_exception(type(exc), exc, _from_the_step(exc))))
-        text = _utf8(str(exc)).strip().splitlines()
-        return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+        reason = f"{type(exc).__name__}: {_first_line(str(exc))}".rstrip(": ")
+        return Outcome(1, error=_cut(reason))
 
 
 def _store_output(step: PythonStep, ctx: Any, result: Any, sink: Any) -> Outcome:
@@ -219,6 +218,22 @@ def _store_output(step: PythonStep, ctx: Any, result: Any, sink: Any) -> Outcome
             sink.write_text(message + "\n")
             return Outcome(1, error=message)
     return Outcome(0)
+
+
+#: The most of a message a step's reason keeps: it is shown in one line (the app's log title,
+#: the summary's note) and stored in state.json and each of its events; the log has it whole.
+REASON_MAX = 300
+
+
+def _first_line(message: str) -> str:
+    lines = _utf8(message).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _cut(reason: str) -> str:
+    """At most ``REASON_MAX`` characters: an exception quoting a 100,000-element array made a
+    700 KB reason, printed three times over."""
+    return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "…"
 
 
 def _utf8(text: str) -> str:
