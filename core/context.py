@@ -187,9 +187,11 @@ def _scalar_problem(item: Any) -> str | None:
         if _INT_MIN <= item <= _INT_MAX:
             return None
         return "is an integer beyond 64 bits, which ctx.json cannot hold (store it as a string)"
+    # numpy's arrays and scalars (np.int64) say how to become one
+    hint = ": its .tolist() is one" if callable(getattr(item, "tolist", None)) else ""
     return (
         f"has type {type(item).__name__}, which is not JSON-serialisable "
-        "(use str, int, float, bool, None, list or dict)"
+        f"(use str, int, float, bool, None, list or dict{hint})"
     )
 
 

@@ -207,3 +207,20 @@ def test_subclasses_of_json_types_are_saved_as_those_types():
     ) as info:
         ctx.to_json_bytes()
     assert "rows" not in json.loads(info.value.data) and "mean" in json.loads(info.value.data)
+
+
+def test_a_numpy_value_refused_says_how_to_store_it():
+    """A numpy array or integer is no JSON type: the refusal says ``.tolist()`` makes one (a
+    set has no such way)."""
+    import numpy as np
+
+    ctx = Context()
+    for value, name in ((np.arange(3), "ndarray"), (np.int64(3), "int64")):
+        with pytest.raises(ContextValueError) as info:
+            ctx["x"] = value
+        assert str(info.value) == (
+            f"ctx['x']: the value has type {name}, which is not JSON-serialisable "
+            "(use str, int, float, bool, None, list or dict: its .tolist() is one)"
+        )
+    with pytest.raises(ContextValueError, match=r"list or dict\)$"):
+        ctx["x"] = {1, 2}
