@@ -335,6 +335,37 @@ def _ours(pids: list[int]) -> list[int]:
     return out
 
 
+def test_a_python_step_ignoring_stop_on_a_worker_is_interrupted_and_frees_it(tmp_path: Path):
+    """A runaway loop on a one-thread worker, stopped by its timeout: after its grace the
+    worker interrupts it (StepKilled, as at home), so the next step gets the worker. It held
+    the worker for good: the next step waited forever."""
+    mod = write_module(
+        tmp_path,
+        """
+def spin(ctx):
+    n = 0
+    while True:
+        n += 1
+
+def after(ctx):
+    return "ran"
+""",
+    )
+    runner = _run(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: spin, type: python, module: {mod}, function: spin, timeout: 0.5, grace: 0.3,
+          continue_on_error: true}}
+      - {{name: after, type: python, module: {mod}, function: after, output: after}}
+    """,
+        "dask-local://1",
+        timeout=30,
+    )
+    assert _statuses(tmp_path / "run") == {"spin": "timed_out", "after": "succeeded"}
+    assert runner.ctx["after"] == "ran"
+
+
 def test_a_worker_killed_mid_step_fails_it_once_and_nothing_is_left_behind(tmp_path: Path):
     mod = write_module(
         tmp_path,

@@ -32,7 +32,7 @@ import msgspec
 
 from core.context import Context, encode_json
 from core.executors.base import Outcome
-from core.executors.python import OutputRouting, call_step
+from core.executors.python import Interruptible, OutputRouting, call_step
 from core.executors.shell import exit_outcome, merge_ctx_out, spawn_error
 from core.launch import with_inherited
 from core.privatedir import HeldFile, PrivateDir
@@ -250,12 +250,20 @@ def run_step(job: Job) -> tuple[Outcome, int]:
     publisher = Publisher(lambda msg: worker.log_event(job.topic, msg), job.key)
     publisher.start(worker.address)
     ctx = RecordingContext(job.ctx, publisher.record)
-    stop = StopWatch(job.stop)
+    thread, returned = Interruptible(), threading.Event()
+
+    def on_stop() -> None:  # a step that ignores stop past its grace is interrupted, as at home
+        if not returned.wait(job.step.grace):
+            thread.interrupt()
+
+    stop = StopWatch(job.stop, on_stop=on_stop)
+    stop.event()  # watched whether the step asks for it: one ignoring it held the worker for good
     OutputRouting.acquire()
     OutputRouting.bind(publisher)
     try:
-        outcome = call_step(job.step, ctx, publisher, stop.event)
+        outcome = thread.call(lambda: call_step(job.step, ctx, publisher, stop.event))
     finally:
+        returned.set()
         OutputRouting.bind(None)
         OutputRouting.release()
         stop.close()

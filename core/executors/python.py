@@ -261,6 +261,45 @@ def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
     set_async_exc(ident, ctypes.py_object(exc) if exc is not None else ctypes.py_object())
 
 
+class Interruptible:
+    """The thread that runs a step, in which ``interrupt`` raises StepKilled while the step
+    runs, never after: the thread goes on to other work (the runner's next step, a Dask
+    worker's next task)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calling: int | None = None  # the thread's ident while it runs the step
+
+    def call(self, step: Callable[[], Outcome]) -> Outcome:
+        outcome = Outcome(None, error="killed")
+        try:
+            with self._lock:
+                self._calling = threading.get_ident()
+            outcome = step()
+        except StepKilled:  # came as the step's own code was returning: it has ended
+            pass
+        finally:
+            self._disarm()
+        return outcome
+
+    def _disarm(self) -> None:
+        """No more interrupting; a StepKilled not raised yet is dropped (one raised meanwhile,
+        in here, is caught and the dropping done again)."""
+        while True:
+            try:
+                with self._lock:
+                    self._calling = None
+                    _raise_in(threading.get_ident(), None)
+                return
+            except StepKilled:
+                continue
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self._calling is not None:
+                _raise_in(self._calling, StepKilled)
+
+
 class PythonExecution:
     """One attempt of a python step."""
 
@@ -278,8 +317,7 @@ class PythonExecution:
         self._stop_event: threading.Event | None = None  # made only when asked for: it is not free
         self._stopping = False
         self.native_thread_id: int | None = None
-        self._kill_lock = threading.Lock()
-        self._calling: int | None = None  # the thread's ident while it runs the step
+        self._thread = Interruptible()
 
     @classmethod
     def create(
@@ -301,30 +339,9 @@ class PythonExecution:
         self.on_exit(outcome)
 
     def _call(self) -> Outcome:
-        """The step, which ``kill`` may interrupt until it returns, never after: the thread
-        goes on to other steps."""
-        outcome = Outcome(None, error="killed")
-        try:
-            with self._kill_lock:
-                self._calling = threading.get_ident()
-            outcome = call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
-        except StepKilled:  # came as the step's own code was returning: it has ended
-            pass
-        finally:
-            self._disarm()
-        return outcome
-
-    def _disarm(self) -> None:
-        """No more killing; a StepKilled not raised yet is dropped (one raised meanwhile, in
-        here, is caught and the dropping done again)."""
-        while True:
-            try:
-                with self._kill_lock:
-                    self._calling = None
-                    _raise_in(threading.get_ident(), None)
-                return
-            except StepKilled:
-                continue
+        return self._thread.call(
+            lambda: call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
+        )
 
     @property
     def stop_event(self) -> threading.Event:
@@ -342,6 +359,4 @@ class PythonExecution:
         """A thread cannot be killed: StepKilled is raised in it (a loop that never looks at
         ``stop`` ends, and its CPU with it), and the runner does not wait for it to end."""
         self.stop(0)
-        with self._kill_lock:
-            if self._calling is not None:
-                _raise_in(self._calling, StepKilled)
+        self._thread.interrupt()
