@@ -30,19 +30,54 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def _as_plain_json(value: Any) -> Any:
-    """A subclass of str, int, list or dict (numpy's ``str_``, say) as that type: what orjson,
-    which the daemon's protocol still uses, writes too. Anything else cannot be in ctx.json."""
-    for base in (str, int, list, dict):
+    """A subclass of str, int, float, list or dict (numpy's ``str_`` and ``float64``, what a
+    numpy mean returns) as that type. Anything else cannot be in ctx.json."""
+    for base in (str, int, float, list, dict):
         if isinstance(value, base):
             return base(value)
     raise TypeError(f"Type is not JSON serializable: {type(value).__qualname__}")
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=_as_plain_json)
+#: A ctx value (or anything holding one) as JSON bytes: ctx.json and a Dask step's writes are
+#: written with it, so a value the ctx took is one that each of them can write.
+encode_json: Callable[[Any], bytes] = _ENCODER.encode
+
+
+def _as_shown(value: Any) -> Any:
+    """``_as_plain_json``, or, for a value no JSON holds (one a step changed in place, past the
+    checks: ``ctx["rows"].append(np.int64(3))``), a string saying what it is and that ctx.json
+    lacks it: a viewer shows the rest of the key, and where the culprit is."""
+    try:
+        return _as_plain_json(value)
+    except TypeError:
+        text = repr(value)
+        text = text if len(text) <= 80 else text[:79] + "…"
+        return f"<{text}: not JSON, its key left out of ctx.json>"
+
+
+#: What the run daemon answers ``ctl ctx`` and the app's ctx inspector with.
+encode_for_viewer: Callable[[Any], bytes] = msgspec.json.Encoder(enc_hook=_as_shown).encode
 
 
 class ContextValueError(TypeError, ValueError):
     """A value that cannot live in the ctx (not JSON), naming the key it was meant for."""
+
+
+class KeysLeftOut(ValueError):
+    """The ctx as JSON (``data``) without the keys whose values JSON cannot hold, each with why
+    (``problems``): a value a step changed in place (a numpy int appended to a list, past the
+    checks) costs ctx.json that key, not every other key with it."""
+
+    def __init__(self, data: bytes, problems: dict[str, str]) -> None:
+        super().__init__(keys_and_problems(problems))
+        self.data = data
+        self.problems = problems
+
+
+def keys_and_problems(problems: dict[str, str]) -> str:
+    """``ctx['a']: why; ctx['b']: why``."""
+    return "; ".join(f"ctx[{key!r}]: {why}" for key, why in problems.items())
 
 
 #: How deep a ctx value may nest lists and objects. ctx.json must always be writable, and
@@ -53,10 +88,26 @@ MAX_DEPTH = 64
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
-def _check_json(value: Any, key: str) -> None:
+def _checked(value: Any, key: str) -> Any:
+    """``value`` checked (``_check_json``), as the ctx keeps it: its tuples as lists, which is
+    what ctx.json, a step on a Dask worker and a resumed run give back. A tuple kept only here
+    made a step's ``ctx["shape"] == (100, 3)`` true locally, false on a cluster or resumed."""
+    return _untupled(value) if _check_json(value, key) else value
+
+
+def _untupled(value: Any) -> Any:
+    """A copy of ``value`` with lists for its tuples (nested at most ``MAX_DEPTH``: checked)."""
+    if isinstance(value, (list, tuple)):
+        return [_untupled(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _untupled(item) for k, item in value.items()}
+    return value
+
+
+def _check_json(value: Any, key: str) -> bool:
     """Raise ContextValueError unless ``value`` can be saved in ctx.json: plain JSON (no NaN,
     string keys, no cycles), nested at most ``MAX_DEPTH`` levels, integers within 64 bits,
-    text without lone surrogates.
+    text without lone surrogates. Whether it holds a tuple.
 
     Depth first with a stack of iterators, one per level (so at most ``MAX_DEPTH`` of them, and
     no stack overflow however deep the value): a million rows cost no memory of their own, and
@@ -66,7 +117,8 @@ def _check_json(value: Any, key: str) -> None:
         problem = _scalar_problem(value)
         if problem is not None:
             raise ContextValueError(f"ctx[{key!r}]: the value {problem}")
-        return
+        return False
+    has_tuple = isinstance(value, tuple)
     stack = [_Level(value)]
     on_path = {id(value)}  # the lists and objects being inside of: a cycle comes back to one
     while stack:
@@ -82,6 +134,7 @@ def _check_json(value: Any, key: str) -> None:
                 if id(item) in on_path:
                     problem = "contains itself"
                 else:
+                    has_tuple = has_tuple or isinstance(item, tuple)
                     level.key = k
                     stack.append(_Level(item))
                     on_path.add(id(item))
@@ -92,6 +145,7 @@ def _check_json(value: Any, key: str) -> None:
                 raise ContextValueError(f"ctx[{key!r}]: {_path(stack, k)} {problem}")
         else:
             on_path.discard(id(stack.pop().container))
+    return has_tuple
 
 
 _CONTAINERS = (list, tuple, dict)
@@ -133,9 +187,11 @@ def _scalar_problem(item: Any) -> str | None:
         if _INT_MIN <= item <= _INT_MAX:
             return None
         return "is an integer beyond 64 bits, which ctx.json cannot hold (store it as a string)"
+    # numpy's arrays and scalars (np.int64) say how to become one
+    hint = ": its .tolist() is one" if callable(getattr(item, "tolist", None)) else ""
     return (
         f"has type {type(item).__name__}, which is not JSON-serialisable "
-        "(use str, int, float, bool, None, list or dict)"
+        f"(use str, int, float, bool, None, list or dict{hint})"
     )
 
 
@@ -192,7 +248,7 @@ class Context(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         _check_key(key)
-        _check_json(value, key)
+        value = _checked(value, key)
         with self._lock:
             self._data[key] = value
             self._bump(key)
@@ -224,7 +280,7 @@ class Context(MutableMapping[str, Any]):
 
         Only the new row is checked; the list is not copied. A missing key starts a new list.
         """
-        _check_json(row, key)
+        row = _checked(row, key)
         with self._lock:
             target = self._data.get(key)
             if target is None:
@@ -239,8 +295,7 @@ class Context(MutableMapping[str, Any]):
 
     def extend(self, key: str, rows: Iterable[Any]) -> int:
         """Append many rows under one lock and one version bump."""
-        rows = list(rows)
-        _check_json(rows, key)
+        rows = _checked(list(rows), key)
         with self._lock:
             target = self._data.get(key)
             if target is None:
@@ -314,11 +369,16 @@ class Context(MutableMapping[str, Any]):
 
     def to_json_bytes(self) -> bytes:
         """The ctx as JSON bytes; serialised outside the lock so writers are not held up.
+        KeysLeftOut (holding the rest) when some values cannot be written.
 
         msgspec, not orjson: as fast on big snapshots, and every run imports msgspec anyway,
         while orjson's import brings dataclasses and inspect, ~10 ms of a one-step run's start.
         """
-        return _ENCODER.encode(self.snapshot())
+        snapshot = self.snapshot()
+        try:
+            return encode_json(snapshot)
+        except (TypeError, ValueError):
+            raise _without_unwritable(snapshot) from None
 
     def snapshot_at(self, keys: Iterable[str] | None = None) -> tuple[dict[str, Any], int]:
         """A snapshot (of ``keys`` only, when given; missing ones left out) and the version it
@@ -346,13 +406,27 @@ class Context(MutableMapping[str, Any]):
     def update_from(self, values: dict[str, Any]) -> None:
         """Set many keys — used to merge a shell step's ORCH_CTX_OUT. All are checked first:
         a bad value merges nothing, not the keys before it."""
+        checked = {}
         for key, value in values.items():
             _check_key(key)
-            _check_json(value, key)
+            checked[key] = _checked(value, key)
         with self._lock:
-            for key, value in values.items():
+            for key, value in checked.items():
                 self._data[key] = value
                 self._bump(key)
+
+
+def _without_unwritable(snapshot: dict[str, Any]) -> KeysLeftOut:
+    """The snapshot written key by key (only once a whole save failed), leaving out the keys
+    whose values cannot be written."""
+    problems: dict[str, str] = {}
+    for key, value in snapshot.items():
+        try:
+            encode_json(value)
+        except (TypeError, ValueError) as exc:
+            problems[key] = str(exc)
+    rest = {key: value for key, value in snapshot.items() if key not in problems}
+    return KeysLeftOut(encode_json(rest), problems)
 
 
 def shell_value(value: Any) -> str:

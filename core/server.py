@@ -33,6 +33,7 @@ import msgspec
 
 from core import __version__
 from core import protocol as proto
+from core.context import encode_for_viewer
 from core.control import STOP_SIGNALS
 from core.events import Event, RunFinished, RunReopened, encode_event
 from core.log import get_logger
@@ -503,7 +504,7 @@ class RunServer:
         fields = {"version": value.version, "value": value.value}
         if value.length is not None:
             fields = {"version": value.version, "length": value.length, "rows": value.value}
-        return msgspec.json.encode(fields)[1:-1]  # any JSON value a step put in the ctx
+        return encode_for_viewer(fields)[1:-1]  # any value a step put in the ctx
 
     @functools.cached_property
     def _steps(self) -> frozenset[str]:

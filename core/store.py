@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
+from core.context import KeysLeftOut, keys_and_problems
 from core.events import Event, encode_event, encode_events
 from core.log import get_logger
 from core.privatedir import PrivateDir
@@ -216,13 +217,24 @@ class RunStore:
             self._wake.set()  # come back when it is due
             return False
         started = time.monotonic()
-        data = self._ctx_fn()
+        try:
+            data = self._ctx_fn()
+        except KeysLeftOut as partial:  # the rest is saved; what is not, said once a key
+            data = partial.data
+            self._left_out(partial)
         atomic_write(self.folder, CTX, data)
         took = time.monotonic() - started
         self._ctx_saved_version = version
         # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
         self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
         return True
+
+    def _left_out(self, partial: KeysLeftOut) -> None:
+        """Say which keys ctx.json was saved without, each once (not every interval)."""
+        new = {k: why for k, why in partial.problems.items() if f"{CTX}[{k}]" not in self._reported}
+        if new:
+            self._reported.update(f"{CTX}[{k}]" for k in new)
+            self._on_error(f"{self.run_dir.path / CTX} saved without {keys_and_problems(new)}")
 
     def _save_failed(self, name: str, exc: Exception) -> None:
         if name not in self._reported:  # once, not every interval

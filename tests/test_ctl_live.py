@@ -27,6 +27,7 @@ from tests.conftest import (
     start_cli,
     start_detached,
     wait_for,
+    write_module,
     write_recipe,
 )
 from tests.tui_helpers import TmuxApp
@@ -635,3 +636,68 @@ def test_ctl_says_which_run_it_took_when_a_newer_one_runs_headless(tmp_path, dae
         assert headless.wait(10) == 0
     finally:
         kill_tree(headless)
+
+
+def test_numpy_scalars_a_step_stores_are_in_ctx_json_and_ctl_ctx(tmp_path, daemons):
+    """A mean computed with numpy is an ``np.float64`` (a float), a label an ``np.str_``: the
+    ctx takes them, so ctx.json and ``ctl ctx`` show them as the numbers and text they are.
+    Once, one of them kept every key out of ctx.json (saved as ``{}`` all run long) and made
+    ``ctl ctx`` an internal error."""
+    module = write_module(
+        tmp_path,
+        """
+        import numpy as np
+
+        def run(ctx, stop):
+            ctx["mean"] = np.mean(np.arange(4.0))
+            ctx["label"] = np.str_("hello")
+            ctx["n"] = 4
+            stop.wait(60)
+        """,
+    )
+    daemon = detach(
+        tmp_path, daemons, f"steps:\n  - {{name: put, type: python, module: {module}}}\n"
+    )
+    ctx_json = daemon.run_dir / "ctx.json"
+    wait_for(lambda: ctx_json.exists() and json.loads(ctx_json.read_bytes()), 10, "ctx saved")
+    assert json.loads(ctx_json.read_bytes()) == {"mean": 1.5, "label": "hello", "n": 4}
+    shown = ctl(tmp_path, "ctx")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert "mean" in shown.stdout and "label" in shown.stdout
+    for key, value in (("mean", 1.5), ("label", "hello")):
+        assert json.loads(ctl(tmp_path, "ctx", key).stdout) == value
+    assert ctl(tmp_path, "stop-run").returncode == 0
+    assert_gone([daemon.pid], timeout=20)
+
+
+def test_ctl_ctx_shows_a_value_changed_in_place_past_the_checks_and_where_it_is(tmp_path, daemons):
+    """``ctx["rows"].append(np.int64(3))`` goes past the ctx's checks: ctx.json is saved
+    without the key, and ``ctl ctx`` shows it anyway, the culprit marked where it is. Once,
+    ``ctl ctx`` was an internal error and ``ctl ctx rows`` said "no ctx key 'rows' (did you
+    mean 'rows'?)"."""
+    module = write_module(
+        tmp_path,
+        """
+        import numpy as np
+
+        def run(ctx, stop):
+            ctx["rows"] = [1]
+            ctx["rows"].append(np.int64(3))
+            ctx["n"] = 2
+            stop.wait(60)
+        """,
+    )
+    daemon = detach(
+        tmp_path, daemons, f"steps:\n  - {{name: put, type: python, module: {module}}}\n"
+    )
+    ctx_json = daemon.run_dir / "ctx.json"
+    wait_for(lambda: ctx_json.exists() and json.loads(ctx_json.read_bytes()), 10, "ctx saved")
+    assert json.loads(ctx_json.read_bytes()) == {"n": 2}
+    rows_shown = [1, "<np.int64(3): not JSON, its key left out of ctx.json>"]
+    shown = ctl(tmp_path, "ctx")
+    assert (shown.returncode, shown.stderr) == (0, ""), shown.stderr
+    assert json.loads(shown.stdout) == {"rows": rows_shown, "n": 2}
+    rows = ctl(tmp_path, "ctx", "rows")
+    assert (rows.returncode, json.loads(rows.stdout)) == (0, rows_shown), rows.stderr
+    assert ctl(tmp_path, "stop-run").returncode == 0
+    assert_gone([daemon.pid], timeout=20)

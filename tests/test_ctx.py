@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from core.context import Context, ContextValueError, expose_for_shell
+from core.context import Context, ContextValueError, KeysLeftOut, expose_for_shell
 
 
 def test_set_get_and_expose_like_the_seed():
@@ -166,8 +166,8 @@ def test_concurrent_writers_lose_nothing_and_snapshots_stay_consistent():
 
 
 def test_subclasses_of_json_types_are_saved_as_those_types():
-    """numpy's ``str_`` (a str), a str enum, an int or dict subclass: ctx.json holds their plain
-    value, as it did when orjson wrote it. A value of no JSON type still says which it is."""
+    """numpy's ``str_`` (a str) and ``float64`` (a float), a str enum, an int or dict subclass:
+    ctx.json holds their plain value. A value of no JSON type still says which it is."""
     import enum
 
     class Colour(enum.StrEnum):
@@ -179,19 +179,48 @@ def test_subclasses_of_json_types_are_saved_as_those_types():
     class Count(int):
         pass
 
+    class Mean(float):  # numpy's float64 is one
+        pass
+
     class Row(dict):
         pass
 
     ctx = Context()
     ctx["labels"] = [Label("a"), Colour.RED]
     ctx["n"] = Count(3)
+    ctx["mean"] = Mean(1.5)
     ctx["row"] = Row(x=Label("b"))
-    assert json.loads(ctx.to_json_bytes()) == {"labels": ["a", "red"], "n": 3, "row": {"x": "b"}}
+    assert json.loads(ctx.to_json_bytes()) == {
+        "labels": ["a", "red"],
+        "n": 3,
+        "mean": 1.5,
+        "row": {"x": "b"},
+    }
 
     class Opaque:
         pass
 
     ctx["rows"] = []
     ctx["rows"].append(Opaque())  # in place: not checked when set, refused when saved
-    with pytest.raises(TypeError, match=r"not JSON serializable: .*Opaque"):
+    with pytest.raises(
+        KeysLeftOut, match=r"ctx\['rows'\]: .*not JSON serializable: .*Opaque"
+    ) as info:
         ctx.to_json_bytes()
+    assert "rows" not in json.loads(info.value.data) and "mean" in json.loads(info.value.data)
+
+
+def test_a_numpy_value_refused_says_how_to_store_it():
+    """A numpy array or integer is no JSON type: the refusal says ``.tolist()`` makes one (a
+    set has no such way)."""
+    import numpy as np
+
+    ctx = Context()
+    for value, name in ((np.arange(3), "ndarray"), (np.int64(3), "int64")):
+        with pytest.raises(ContextValueError) as info:
+            ctx["x"] = value
+        assert str(info.value) == (
+            f"ctx['x']: the value has type {name}, which is not JSON-serialisable "
+            "(use str, int, float, bool, None, list or dict: its .tolist() is one)"
+        )
+    with pytest.raises(ContextValueError, match=r"list or dict\)$"):
+        ctx["x"] = {1, 2}

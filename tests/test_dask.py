@@ -4,6 +4,7 @@ the module (``scheduler``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -285,6 +286,42 @@ def test_reads_ships_only_those_keys(tmp_path: Path, scheduler: str):
     assert runner.ctx["all"] == ["a", "b", "c", "some"]
 
 
+def test_numpy_values_a_step_writes_on_a_worker_reach_the_runs_ctx(tmp_path: Path, scheduler: str):
+    """A mean computed with numpy on a worker is an ``np.float64``: the ctx takes it, so its
+    write (and the line printed before it) must come back to the run as locally. Once, the
+    batch holding it could not be sent: the step failed "not JSON serializable", its output
+    lost."""
+    mod = write_module(
+        tmp_path,
+        """
+        import numpy as np
+
+        def mean(ctx):
+            print("computing")
+            ctx["mean"] = np.mean(np.array(ctx["data"]))
+            ctx.append("rows", [np.str_("a"), np.float64(0.5)])
+            return np.float64(2.0)
+        """,
+    )
+    _run(
+        tmp_path,
+        f"""
+    ctx: {{data: [1.0, 2.0, 3.0, 4.0]}}
+    steps:
+      - {{name: mean, type: python, module: {mod}, function: mean, output: out}}
+    """,
+        scheduler,
+    )
+    assert _statuses(tmp_path / "run") == {"mean": "succeeded"}
+    saved = json.loads((tmp_path / "run" / "ctx.json").read_bytes())
+    assert {k: saved[k] for k in ("mean", "rows", "out")} == {
+        "mean": 2.5,
+        "rows": [["a", 0.5]],
+        "out": 2.0,
+    }
+    assert "computing\n" in (tmp_path / "run" / "logs" / "mean.log").read_text()
+
+
 # ------------------------------------------------------------------ a worker lost, leftovers
 def _ours(pids: list[int]) -> list[int]:
     """Processes other than multiprocessing's resource tracker."""
@@ -296,6 +333,37 @@ def _ours(pids: list[int]) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+def test_a_python_step_ignoring_stop_on_a_worker_is_interrupted_and_frees_it(tmp_path: Path):
+    """A runaway loop on a one-thread worker, stopped by its timeout: after its grace the
+    worker interrupts it (StepKilled, as at home), so the next step gets the worker. It held
+    the worker for good: the next step waited forever."""
+    mod = write_module(
+        tmp_path,
+        """
+def spin(ctx):
+    n = 0
+    while True:
+        n += 1
+
+def after(ctx):
+    return "ran"
+""",
+    )
+    runner = _run(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: spin, type: python, module: {mod}, function: spin, timeout: 0.5, grace: 0.3,
+          continue_on_error: true}}
+      - {{name: after, type: python, module: {mod}, function: after, output: after}}
+    """,
+        "dask-local://1",
+        timeout=30,
+    )
+    assert _statuses(tmp_path / "run") == {"spin": "timed_out", "after": "succeeded"}
+    assert runner.ctx["after"] == "ran"
 
 
 def test_a_worker_killed_mid_step_fails_it_once_and_nothing_is_left_behind(tmp_path: Path):

@@ -891,6 +891,26 @@ def test_missing_file_and_directory_are_recipe_errors(ws: Path) -> None:
 # Python steps: import, function and params checked against the signature
 
 
+def test_a_missing_function_is_suggested_only_functions(ws: Path) -> None:
+    """ "did you mean" names a function of the module, never a module it imported (``np``)
+    or a constant: neither could be the step."""
+    plain = module(ws, "import json as js\nVALUE = 3\ndef load(ctx):\n    pass\n")
+    path = write(
+        ws,
+        f"""
+        - {{name: a, type: python, module: {plain}, function: jso}}
+        - {{name: b, type: python, module: {plain}, function: VALUES}}
+        - {{name: c, type: python, module: {plain}, function: laod}}
+        """,
+    )
+    by_step = {p.step: p.message for p in errors(path).problems}
+    assert by_step == {
+        "a": f"module '{plain}' has no function 'jso'",
+        "b": f"module '{plain}' has no function 'VALUES'",
+        "c": f"module '{plain}' has no function 'laod' (did you mean 'load'?)",
+    }
+
+
 def test_python_import_problems(ws: Path) -> None:
     broken = module(ws, "raise RuntimeError('boom at import')\n")
     plain = module(

@@ -8,8 +8,10 @@ runs ``orch-tui`` as a subprocess.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -559,6 +561,59 @@ def test_python_step_output_goes_to_its_log_not_the_terminal(tmp_path, capfd):
     assert "7731" not in out + err
 
 
+def test_threads_a_python_step_starts_print_to_its_log(tmp_path, capfd):
+    """A thread pool's workers and other threads a step starts print to that step's log (two
+    steps at once, each its own), not to the runner's terminal; one outliving its step prints
+    where the runner's own output goes, not into a closed log."""
+    module = write_module(
+        tmp_path,
+        """
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        late = threading.Event()
+        leftover = []
+
+        def fan_out(ctx, tag):
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda i: print(f"{tag}-pool-{i}"), range(3)))
+            thread = threading.Thread(target=lambda: print(f"{tag}-thread"))
+            thread.start()
+            thread.join()
+
+        def leave(ctx):
+            thread = threading.Thread(target=lambda: late.wait(10) and print("late-7731"))
+            thread.start()
+            leftover.append(thread)
+
+        def finish(ctx):
+            late.set()
+            leftover[0].join(10)
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: a, type: python, module: {module}, function: fan_out, params: {{tag: a}},
+              depends_on: []}}
+          - {{name: b, type: python, module: {module}, function: fan_out, params: {{tag: b}},
+              depends_on: []}}
+          - {{name: leave, type: python, module: {module}, function: leave, depends_on: []}}
+          - {{name: finish, type: python, module: {module}, function: finish,
+              depends_on: [a, b, leave]}}
+        """,
+    )
+    assert result.code == 0
+    for tag in ("a", "b"):
+        # print writes the text, then the newline: threads' lines may interleave
+        said = sorted(re.findall(r"[ab]-(?:pool-\d|thread)", result.log(tag).decode()))
+        assert said == [f"{tag}-pool-0", f"{tag}-pool-1", f"{tag}-pool-2", f"{tag}-thread"]
+    out, err = capfd.readouterr()
+    assert "-pool-" not in out + err and "-thread" not in out + err
+    assert "late-7731" in out
+
+
 def test_python_step_gets_stop_and_log_when_named_and_output_stores_result(tmp_path):
     module = write_module(
         tmp_path,
@@ -618,6 +673,71 @@ def test_timed_out_python_step_has_no_exit_code(tmp_path):
     assert finished["exit_code"] is None
 
 
+def test_a_python_step_ignoring_stop_is_interrupted_after_its_grace(tmp_path):
+    """A loop that never looks at ``stop`` (a runaway computation) cannot be killed as a
+    process is: once its grace is over, StepKilled is raised in its thread, so it ends instead
+    of keeping a core busy until the runner exits."""
+    module = write_module(
+        tmp_path,
+        """
+        import threading
+
+        ended = threading.Event()
+
+        def spin(ctx):
+            n = 0
+            try:
+                while True:
+                    n += 1
+            finally:
+                ended.set()
+
+        def after(ctx):
+            pass
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""steps:
+  - {{name: spin, type: python, module: {module}, function: spin, timeout: 0.3, grace: 0.2,
+      continue_on_error: true}}
+  - {{name: after, type: python, module: {module}, function: after}}
+""",
+    )
+    assert result.steps["spin"]["status"] == "timed_out"
+    assert result.steps["after"]["status"] == "succeeded"
+    assert importlib.import_module(module).ended.wait(10), "the spinning step never ended"
+
+
+def test_tuples_a_step_stores_are_lists_to_the_next_step_as_on_a_cluster(tmp_path):
+    """``return mean, std`` or ``ctx.append("rows", (t, v))``: the next step gets lists, as it
+    does on a Dask worker or in a resumed run (JSON has no tuple), so the same comparison holds
+    wherever the recipe runs. Locally it got the tuple back: ``== (100, 3)`` was true only
+    here."""
+    module = write_module(
+        tmp_path,
+        """
+        def make(ctx):
+            ctx.append("rows", (1, 2.5))
+            ctx["nested"] = {"pairs": [(1, 2)]}
+            return (100, 3)
+
+        def look(ctx):
+            got = [ctx["shape"], ctx["rows"][0], ctx["nested"]["pairs"][0]]
+            return [[type(value).__name__, value == [100, 3] or value] for value in got]
+        """,
+    )
+    result = run_recipe(
+        tmp_path,
+        f"""steps:
+  - {{name: make, type: python, module: {module}, function: make, output: shape}}
+  - {{name: look, type: python, module: {module}, function: look, output: seen}}
+""",
+    )
+    assert result.code == 0
+    assert result.runner.ctx["seen"] == [["list", True], ["list", [1, 2.5]], ["list", [1, 2]]]
+
+
 def test_python_step_exception_fails_with_reason_and_traceback(tmp_path):
     module = write_module(
         tmp_path,
@@ -674,6 +794,39 @@ def test_python_step_sys_exit_with_a_message_fails_with_that_line_and_no_traceba
     assert result.log("worded").decode() == "port 8050 is taken\nsecond line\n"
     assert result.steps["numbered"]["reason"] == "exited with SystemExit(3)"
     assert result.steps["numbered"]["exit_code"] == 3
+
+
+def test_a_return_value_the_ctx_cannot_hold_fails_with_one_line_naming_output(tmp_path):
+    """A function returning a set (or a numpy array) to ``output:`` has finished: the failure
+    is the storing, said in one line naming the key, not a traceback of orch-tui's frames."""
+    module = write_module(tmp_path, "def run(ctx):\n    return {1, 2}\n")
+    result = run_recipe(
+        tmp_path, f"steps:\n  - {{name: agg, type: python, module: {module}, output: stats}}\n"
+    )
+    assert result.code == 1
+    reason = (
+        "output: ctx['stats']: the value has type set, which is not JSON-serialisable "
+        "(use str, int, float, bool, None, list or dict)"
+    )
+    assert result.steps["agg"]["reason"] == reason
+    assert result.log("agg").decode() == reason + "\n"
+
+
+def test_a_huge_exception_message_is_cut_in_the_reason_and_whole_in_the_log(tmp_path):
+    """An exception quoting a whole array: its reason (state.json, every event, the summary,
+    the app's title) keeps the first 300 characters; the log keeps all of it."""
+    module = write_module(
+        tmp_path,
+        """
+        def run(ctx):
+            raise ValueError("bad rows: " + repr(list(range(100_000))))
+        """,
+    )
+    result = run_recipe(tmp_path, f"steps:\n  - {{name: boom, type: python, module: {module}}}\n")
+    reason = result.steps["boom"]["reason"]
+    message = "ValueError: bad rows: " + repr(list(range(100_000)))
+    assert reason == message[:299] + "…"
+    assert result.log("boom").decode().endswith(message + "\n")
 
 
 def test_python_step_error_naming_undecodable_bytes_is_recorded(tmp_path):

@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 
-from core.context import Context
+from core.context import Context, encode_json
 from core.executors.base import Outcome
-from core.executors.python import OutputRouting, call_step
+from core.executors.python import Interruptible, OutputRouting, call_step
 from core.executors.shell import exit_outcome, merge_ctx_out, spawn_error
 from core.launch import with_inherited
 from core.privatedir import HeldFile, PrivateDir
@@ -98,6 +97,11 @@ class Publisher:
         self.flush()
         self._flusher.start()
 
+    @property
+    def closed(self) -> bool:
+        """Sent its last batch: what a thread the step left running prints goes elsewhere."""
+        return self._closed.is_set()
+
     def write_text(self, text: str) -> None:
         """What the step printed (the OutputRouting sink)."""
         if not text:
@@ -132,8 +136,9 @@ class Publisher:
     def _flush_locked(self) -> None:
         if not self._items:
             return
-        # as JSON bytes: Dask's msgpack would hand the lists back as tuples
-        self._send({"k": self._key, "n": self.sent, "i": orjson.dumps(self._items)})
+        # as JSON bytes: Dask's msgpack would hand the lists back as tuples; written as ctx.json
+        # is, so any value the step's ctx took (numpy's float64 too) gets through
+        self._send({"k": self._key, "n": self.sent, "i": encode_json(self._items)})
         self.sent += 1
         self._items, self._size = [], 0
 
@@ -245,12 +250,20 @@ def run_step(job: Job) -> tuple[Outcome, int]:
     publisher = Publisher(lambda msg: worker.log_event(job.topic, msg), job.key)
     publisher.start(worker.address)
     ctx = RecordingContext(job.ctx, publisher.record)
-    stop = StopWatch(job.stop)
+    thread, returned = Interruptible(), threading.Event()
+
+    def on_stop() -> None:  # a step that ignores stop past its grace is interrupted, as at home
+        if not returned.wait(job.step.grace):
+            thread.interrupt()
+
+    stop = StopWatch(job.stop, on_stop=on_stop)
+    stop.event()  # watched whether the step asks for it: one ignoring it held the worker for good
     OutputRouting.acquire()
     OutputRouting.bind(publisher)
     try:
-        outcome = call_step(job.step, ctx, publisher, stop.event)
+        outcome = thread.call(lambda: call_step(job.step, ctx, publisher, stop.event))
     finally:
+        returned.set()
         OutputRouting.bind(None)
         OutputRouting.release()
         stop.close()

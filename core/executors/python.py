@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from core.context import Context
+from core.context import Context, ContextValueError
 from core.executors.base import LaunchContext, OnExit, Outcome
 from core.recipe import PythonStep, Step
 from core.steplog import StepLog
@@ -34,7 +34,9 @@ class _Router(io.TextIOBase):
         self._local = local
 
     def _sink(self) -> StepLog | None:
-        return getattr(self._local, "sink", None)
+        sink = getattr(self._local, "sink", None)
+        # a thread the step started may outlive it: then it writes where unrouted output goes
+        return None if sink is None or sink.closed else sink
 
     def write(self, text: str) -> int:
         sink = self._sink()
@@ -66,8 +68,28 @@ class _Router(io.TextIOBase):
         return True
 
 
+_THREAD_START = threading.Thread.start
+
+
+def _start_routed(thread: threading.Thread) -> None:
+    """``Thread.start`` while the routers are installed: a thread that a step starts (a thread
+    pool's worker, a progress bar's) writes to that step's log, as the step itself does. Its
+    output went to the runner's terminal (or daemon.log), never to the log."""
+    sink = getattr(OutputRouting._local, "sink", None)
+    if sink is not None:
+        run = thread.run
+
+        def run_routed() -> None:
+            OutputRouting.bind(sink)
+            run()
+
+        thread.run = run_routed  # type: ignore[method-assign]
+    _THREAD_START(thread)
+
+
 class OutputRouting:
-    """Installs the routers on sys.stdout/sys.stderr once, for as many runners as are active."""
+    """Installs the routers on sys.stdout/sys.stderr (and the threads a step starts inherit its
+    log) once, for as many runners as are active."""
 
     _lock = threading.Lock()
     _users = 0
@@ -81,6 +103,7 @@ class OutputRouting:
                 cls._saved = (sys.stdout, sys.stderr)
                 sys.stdout = _Router(sys.stdout, cls._local)  # type: ignore[assignment]
                 sys.stderr = _Router(sys.stderr, cls._local)  # type: ignore[assignment]
+                threading.Thread.start = _start_routed  # type: ignore[method-assign]
             cls._users += 1
 
     @classmethod
@@ -92,6 +115,7 @@ class OutputRouting:
                     sys.stdout = cls._saved[0]
                 if isinstance(sys.stderr, _Router):
                     sys.stderr = cls._saved[1]
+                threading.Thread.start = _THREAD_START  # type: ignore[method-assign]
                 cls._saved = None
 
     @classmethod
@@ -164,9 +188,7 @@ def call_step(
         if "log" in wanted:
             kwargs["log"] = _step_logger(step.name, sink)
         result = fn(ctx, **kwargs)
-        if step.output:
-            ctx[step.output] = result
-        return Outcome(0)
+        return _store_output(step, ctx, result, sink)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 0:
@@ -175,14 +197,43 @@ def call_step(
             return Outcome(code, error=f"exited with SystemExit({exc.code!r})")
         # sys.exit("message"): a failure the step expected and worded, no traceback
         sink.write_text(f"{exc.code}\n")
-        text = _utf8(str(exc.code)).strip().splitlines()
-        return Outcome(code, error=text[0] if text else "exited with SystemExit")
+        return Outcome(code, error=_cut(_first_line(str(exc.code))) or "exited with SystemExit")
     except BaseException as exc:
         import traceback  # only a failed step needs it
 
         sink.write_text("".join(traceback.format_exception(type(exc), exc, _from_the_step(exc))))
-        text = _utf8(str(exc)).strip().splitlines()
-        return Outcome(1, error=f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+        reason = f"{type(exc).__name__}: {_first_line(str(exc))}".rstrip(": ")
+        return Outcome(1, error=_cut(reason))
+
+
+def _store_output(step: PythonStep, ctx: Any, result: Any, sink: Any) -> Outcome:
+    """The return value into ``ctx[output]``. A value the ctx cannot hold (a set, a numpy
+    array) fails the step with the one line that says why: its traceback would show orch-tui's
+    frames only, the step's function having already returned."""
+    if step.output:
+        try:
+            ctx[step.output] = result
+        except ContextValueError as exc:
+            message = f"output: {_utf8(str(exc))}"
+            sink.write_text(message + "\n")
+            return Outcome(1, error=message)
+    return Outcome(0)
+
+
+#: The most of a message a step's reason keeps: it is shown in one line (the app's log title,
+#: the summary's note) and stored in state.json and each of its events; the log has it whole.
+REASON_MAX = 300
+
+
+def _first_line(message: str) -> str:
+    lines = _utf8(message).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _cut(reason: str) -> str:
+    """At most ``REASON_MAX`` characters: an exception quoting a 100,000-element array made a
+    700 KB reason, printed three times over."""
+    return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 1] + "…"
 
 
 def _utf8(text: str) -> str:
@@ -193,6 +244,60 @@ def _utf8(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:  # a surrogate no byte decodes to ("\ud800"): "?"
         return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class StepKilled(BaseException):
+    """Raised inside a python step that ignored ``stop`` past its grace: a BaseException, so
+    the step's own ``except Exception`` lets it through."""
+
+
+def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
+    """``exc`` raised in the thread ``ident`` at its next Python instruction (None: one not
+    raised yet is dropped). A thread blocked in C (a long numpy call) gets it on its return."""
+    import ctypes  # here: only a step that ignores its stop gets this far
+
+    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+    set_async_exc(ident, ctypes.py_object(exc) if exc is not None else ctypes.py_object())
+
+
+class Interruptible:
+    """The thread that runs a step, in which ``interrupt`` raises StepKilled while the step
+    runs, never after: the thread goes on to other work (the runner's next step, a Dask
+    worker's next task)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calling: int | None = None  # the thread's ident while it runs the step
+
+    def call(self, step: Callable[[], Outcome]) -> Outcome:
+        outcome = Outcome(None, error="killed")
+        try:
+            with self._lock:
+                self._calling = threading.get_ident()
+            outcome = step()
+        except StepKilled:  # came as the step's own code was returning: it has ended
+            pass
+        finally:
+            self._disarm()
+        return outcome
+
+    def _disarm(self) -> None:
+        """No more interrupting; a StepKilled not raised yet is dropped (one raised meanwhile,
+        in here, is caught and the dropping done again)."""
+        while True:
+            try:
+                with self._lock:
+                    self._calling = None
+                    _raise_in(threading.get_ident(), None)
+                return
+            except StepKilled:
+                continue
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self._calling is not None:
+                _raise_in(self._calling, StepKilled)
 
 
 class PythonExecution:
@@ -212,6 +317,7 @@ class PythonExecution:
         self._stop_event: threading.Event | None = None  # made only when asked for: it is not free
         self._stopping = False
         self.native_thread_id: int | None = None
+        self._thread = Interruptible()
 
     @classmethod
     def create(
@@ -233,7 +339,9 @@ class PythonExecution:
         self.on_exit(outcome)
 
     def _call(self) -> Outcome:
-        return call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
+        return self._thread.call(
+            lambda: call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
+        )
 
     @property
     def stop_event(self) -> threading.Event:
@@ -248,4 +356,7 @@ class PythonExecution:
         self.stop_event.set()
 
     def kill(self) -> None:
-        self.stop(0)  # a thread cannot be killed; the runner abandons it
+        """A thread cannot be killed: StepKilled is raised in it (a loop that never looks at
+        ``stop`` ends, and its CPU with it), and the runner does not wait for it to end."""
+        self.stop(0)
+        self._thread.interrupt()

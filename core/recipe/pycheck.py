@@ -161,7 +161,8 @@ def _check_function(check: Validator, d: Draft, seen: _Seen) -> None:
     try:
         func = getattr(mod, name)
     except AttributeError:
-        public = [n for n in dir(mod) if not n.startswith("_")]
+        # what could be the step: not a module it imported (np), not a constant
+        public = [n for n, v in vars(mod).items() if not n.startswith("_") and callable(v)]
         check.report(
             f"module '{module}' has no function '{name}'{suggest(name, public)}",
             at_function,

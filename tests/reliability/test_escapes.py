@@ -156,7 +156,7 @@ async def test_tui_shows_ctx_keys_messages_and_sessions_without_their_escapes(
             return found
 
         def saver_message() -> list[str]:
-            return [str(n.message) for n in app._notifications if "cannot save" in str(n.message)]
+            return [str(n.message) for n in app._notifications if "saved without" in str(n.message)]
 
         await until(pilot, lambda: "n: 1" in labels(), 10, "the ctx in the inspector")
         app.query_one(CtxInspector).expand_key("nested")
