@@ -247,3 +247,15 @@ def test_runs_and_ctl_status_import_no_headless_front_end(tmp_path: Path):
         modules, out = _imported_by(args, tmp_path)
         assert shown in out
         assert {m for m in modules if m.startswith("tui.headless")} == set(), args
+
+
+def test_a_python_step_run_imports_no_ctypes(tmp_path: Path):
+    """A python step that ignores its stop is interrupted through ctypes; one never
+    interrupted (every step of a normal run) costs neither ctypes' import (~2.5 ms of a run's
+    start) nor a call into the interpreter as it ends."""
+    (tmp_path / "quiet_step.py").write_text("def run(ctx):\n    ctx['done'] = True\n")
+    recipe = write_recipe(
+        tmp_path, "steps:\n  - {name: hello, type: python, module: quiet_step}\n"
+    )
+    out = _loaded_after_a_run(tmp_path, recipe, ("ctypes",))
+    assert out.endswith("loaded: []\n"), out
