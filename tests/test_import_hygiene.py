@@ -254,8 +254,6 @@ def test_a_python_step_run_imports_no_ctypes(tmp_path: Path):
     interrupted (every step of a normal run) costs neither ctypes' import (~2.5 ms of a run's
     start) nor a call into the interpreter as it ends."""
     (tmp_path / "quiet_step.py").write_text("def run(ctx):\n    ctx['done'] = True\n")
-    recipe = write_recipe(
-        tmp_path, "steps:\n  - {name: hello, type: python, module: quiet_step}\n"
-    )
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: hello, type: python, module: quiet_step}\n")
     out = _loaded_after_a_run(tmp_path, recipe, ("ctypes",))
     assert out.endswith("loaded: []\n"), out
