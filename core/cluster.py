@@ -121,6 +121,32 @@ def version_skew(versions: dict[str, Any]) -> str | None:
     return None
 
 
+def _local_cluster(workers: int) -> Any:
+    """A LocalCluster of ``workers`` one-thread worker processes that only this run can use.
+
+    It listens on 127.0.0.1, where every local user can connect: over plain TCP another
+    user's client could run any code in its workers, as us. So TLS both ways, with a key and
+    certificate made in memory for this cluster alone (``Security.temporary``; the workers get
+    them through their spawn pipe), and no HTTP pages (the scheduler's show the workers' logs)."""
+    import dask
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    quiet = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, **quiet}):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host=LOOPBACK,
+            security=Security.temporary(),
+            dashboard_address=None,
+            # the scheduler serves HTTP even without a dashboard, on 8787 unless told
+            scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
+            silence_logs=logging.ERROR,
+        )
+
+
 class Cluster:
     """A Dask client (and the LocalCluster, if we started it) for one run, and the run's topic:
     every batch a step's task sends (core.executors.on_worker) is handed to the handler
@@ -135,23 +161,12 @@ class Cluster:
 
     @classmethod
     def start(cls, spec: ExecutorSpec) -> Cluster:
-        import dask
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         if not _log.isEnabledFor(logging.DEBUG):  # Dask's INFO lines would crowd a CI log
             logging.getLogger("distributed").setLevel(logging.WARNING)
         if spec.workers is not None:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                local = LocalCluster(
-                    n_workers=spec.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host=LOOPBACK,
-                    dashboard_address=None,
-                    # the scheduler serves HTTP even without a dashboard, on 8787 unless told
-                    scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
-                    silence_logs=logging.ERROR,
-                )
+            local = _local_cluster(spec.workers)
             try:
                 return cls(spec, Client(local), local)
             except BaseException:
