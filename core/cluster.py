@@ -121,6 +121,20 @@ def version_skew(versions: dict[str, Any]) -> str | None:
     return None
 
 
+def _children_ignore_cwd() -> None:
+    """Make the Python processes multiprocessing starts (Dask's workers, its resource tracker)
+    run with ``-P``: they are ``python -c``, which looks in the current folder first for what
+    it imports as it starts (multiprocessing itself), and a run started in /tmp would import
+    another user's ``multiprocessing.py`` there. Their flags are the ones this process was
+    started with (``util._args_from_interpreter_flags``, for spawn, forkserver and the
+    tracker alike); the daemon has -P already, the ``orch-tui`` script not. Once per process."""
+    from multiprocessing import util
+
+    flags = util._args_from_interpreter_flags
+    if "-P" not in flags():
+        util._args_from_interpreter_flags = lambda: [*flags(), "-P"]
+
+
 def _local_cluster(workers: int) -> Any:
     """A LocalCluster of ``workers`` one-thread worker processes that only this run can use.
 
@@ -132,6 +146,7 @@ def _local_cluster(workers: int) -> Any:
     from distributed import LocalCluster
     from distributed.security import Security
 
+    _children_ignore_cwd()
     quiet = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
     with dask.config.set({"distributed.scheduler.allowed-failures": 0, **quiet}):
         return LocalCluster(

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import (
     ROOT,
+    User,
     assert_gone,
     descendants,
     free_port,
@@ -626,3 +627,24 @@ def test_a_cluster_we_start_runs_no_code_for_a_client_without_the_runs_key():
     finally:
         cluster.close()
     assert page.value.code == 404
+
+
+def test_a_local_cluster_run_from_a_shared_folder_imports_nothing_planted_there(
+    tmp_path: Path, shared: Path, attacker: User
+):
+    """Its worker processes are started as ``python -c``, which looks in the current folder
+    first for what it imports at start (multiprocessing itself) unless run with -P: a run
+    started in /tmp imported another user's ``multiprocessing.py`` there, as the run's user."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+    executor: dask-local://1
+    steps:
+      - {name: sh, type: shell, where: cluster, cmd: "true"}
+    """,
+    )
+    planted = "import os\nopen(os.path.join(os.path.dirname(__file__), 'ran'), 'w').close()\n"
+    attacker.do(lambda: (shared / "multiprocessing.py").write_text(planted))
+    result = run_cli(recipe, "--no-ui", cwd=shared, timeout=120)
+    assert not (shared / "ran").exists()
+    assert result.returncode == 0, result.stderr
