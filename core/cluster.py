@@ -135,13 +135,18 @@ def _children_ignore_cwd() -> None:
         util._args_from_interpreter_flags = lambda: [*flags(), "-P"]
 
 
-def _local_cluster(workers: int) -> Any:
+def _local_cluster(workers: int, scratch: str) -> Any:
     """A LocalCluster of ``workers`` one-thread worker processes that only this run can use.
 
     It listens on 127.0.0.1, where every local user can connect: over plain TCP another
     user's client could run any code in its workers, as us. So TLS both ways, with a key and
     certificate made in memory for this cluster alone (``Security.temporary``; the workers get
-    them through their spawn pipe), and no HTTP pages (the scheduler's show the workers' logs)."""
+    them through their spawn pipe), and no HTTP pages (the scheduler's show the workers' logs).
+
+    Its servers keep their files in ``scratch``, a private folder of the run's: each puts its
+    folder first on ``sys.path`` (the scheduler in this process too), and Dask's default is
+    ``dask-scratch-space`` in the temp folder, the same for every user: whoever made it first,
+    writable, had their modules imported by everybody's runs."""
     import dask
     from distributed import LocalCluster
     from distributed.security import Security
@@ -157,7 +162,8 @@ def _local_cluster(workers: int) -> Any:
             security=Security.temporary(),
             dashboard_address=None,
             # the scheduler serves HTTP even without a dashboard, on 8787 unless told
-            scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
+            scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0", "local_directory": scratch},
+            local_directory=scratch,
             silence_logs=logging.ERROR,
         )
 
@@ -167,8 +173,11 @@ class Cluster:
     every batch a step's task sends (core.executors.on_worker) is handed to the handler
     registered for its task key."""
 
-    def __init__(self, spec: ExecutorSpec, client: Any, local: Any = None) -> None:
-        self.spec, self.client, self._local = spec, client, local
+    def __init__(
+        self, spec: ExecutorSpec, client: Any, local: Any = None, scratch: str | None = None
+    ) -> None:
+        """``local``: the LocalCluster we started, with its private ``scratch`` folder."""
+        self.spec, self.client, self._local, self._scratch = spec, client, local, scratch
         self.topic = f"orch-{uuid.uuid4().hex}"
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
@@ -181,11 +190,19 @@ class Cluster:
         if not _log.isEnabledFor(logging.DEBUG):  # Dask's INFO lines would crowd a CI log
             logging.getLogger("distributed").setLevel(logging.WARNING)
         if spec.workers is not None:
-            local = _local_cluster(spec.workers)
+            import shutil
+            import tempfile
+
+            scratch = tempfile.mkdtemp(prefix="orch-dask-")  # 0700, new: ours alone
             try:
-                return cls(spec, Client(local), local)
+                local = _local_cluster(spec.workers, scratch)
+                try:
+                    return cls(spec, Client(local), local, scratch)
+                except BaseException:
+                    local.close()
+                    raise
             except BaseException:
-                local.close()
+                shutil.rmtree(scratch, ignore_errors=True)
                 raise
         try:
             client = Client(spec.address)
@@ -267,3 +284,7 @@ class Cluster:
         self.client.close()
         if self._local is not None:
             self._local.close()
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)

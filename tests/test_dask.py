@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -648,3 +648,42 @@ def test_a_local_cluster_run_from_a_shared_folder_imports_nothing_planted_there(
     result = run_cli(recipe, "--no-ui", cwd=shared, timeout=120)
     assert not (shared / "ran").exists()
     assert result.returncode == 0, result.stderr
+
+
+def _plant_every_module(folder: Path) -> Callable[[], None]:
+    """``folder``, with a module for every name Python could import here, each leaving a
+    ``.ran`` file next to itself if it is ever imported."""
+    import pkgutil
+
+    names = set(sys.stdlib_module_names) | {m.name for m in pkgutil.iter_modules()}
+    names = {n for n in names if n.isidentifier()} - {"sitecustomize", "usercustomize"}
+
+    def plant() -> None:
+        folder.mkdir(mode=0o777)
+        for name in names:
+            (folder / f"{name}.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+
+    return plant
+
+
+def test_a_local_cluster_imports_nothing_from_a_shared_dask_scratch_space(
+    tmp_path: Path, shared: Path, attacker: User
+):
+    """Dask's scratch folder is ``dask-scratch-space`` in the temp folder, the same name for
+    every user, and each of its servers (the scheduler in the runner itself) puts it first on
+    ``sys.path``: another user who made it first, writable, had their module imported by the
+    run, as the run's user. The attacker plants one for every name that can be imported."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+    executor: dask-local://1
+    steps:
+      - {name: sh, type: shell, where: cluster, cmd: "true"}
+    """,
+    )
+    scratch = shared / "dask-scratch-space"
+    attacker.do(_plant_every_module(scratch))
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=120, env={"TMPDIR": str(shared)})
+    assert sorted(p.name for p in scratch.glob("*.ran")) == []
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in shared.iterdir()] == ["dask-scratch-space"]  # ours went with the run
