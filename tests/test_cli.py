@@ -543,12 +543,18 @@ def test_clean_leaves_what_does_not_look_like_orch_tui_s(tmp_path):
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine\n")
     (tmp_path / ".orch" / "settings.toml").write_text("mine\n")
+    (tmp_path / ".orch" / "runs" / "todo.txt").write_text("mine\n")
+    os.mkfifo(tmp_path / ".orch" / "runs" / "pipe")
 
     result = run_cli("clean", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"removed .orch/runs/{run_dir.name}" in result.stdout
     assert "left alone .orch/runs/my-notes: not an orch-tui run (no state.json)" in result.stdout
     assert "left alone .orch/settings.toml: not made by orch-tui" in result.stdout
+    # the user's own file: not someone else's, as "not a folder of yours" said
+    assert "left alone .orch/runs/todo.txt: not an orch-tui run (not a folder)" in result.stdout
+    assert "left alone .orch/runs/pipe: not an orch-tui run (not a folder)" in result.stdout
+    assert (tmp_path / ".orch" / "runs" / "todo.txt").read_text() == "mine\n"
     assert not run_dir.exists()
     assert (stranger / "notes.txt").exists() and (tmp_path / ".orch" / "settings.toml").exists()
 
