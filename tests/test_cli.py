@@ -1065,3 +1065,14 @@ def test_with_debug_a_python_step_reads_the_runs_stdin(tmp_path):
     finally:
         kill_tree(proc)
         proc.stdin.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400"])
+def test_an_endless_stdout_timeout_waits_for_stdout_without_an_internal_error(tmp_path, value):
+    """``ORCH_STDOUT_TIMEOUT=inf`` (never give up on stdout) ended a run that succeeded with
+    ``internal error: OverflowError`` and exit 1: a wait of inf seconds is more than the
+    thread library takes."""
+    recipe = write_recipe(tmp_path, GOOD)
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path, env={"ORCH_STDOUT_TIMEOUT": value})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
