@@ -135,6 +135,21 @@ def _children_ignore_cwd() -> None:
         util._args_from_interpreter_flags = lambda: [*flags(), "-P"]
 
 
+def _run_key() -> Any:
+    """A TLS key and certificate made in memory for one cluster (``Security.temporary``).
+    It needs ``cryptography``, in the ``dask`` extra since the cluster had TLS: an older
+    install of orch-tui[dask] lacks it, which is ClusterError (one line, exit 2)."""
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()
+    except ImportError:
+        raise ClusterError(
+            "dask-local needs the Python package cryptography (its TLS key): "
+            "pip install 'orch-tui[dask]'"
+        ) from None
+
+
 def _local_cluster(workers: int, scratch: str) -> Any:
     """A LocalCluster of ``workers`` one-thread worker processes that only this run can use.
 
@@ -149,8 +164,8 @@ def _local_cluster(workers: int, scratch: str) -> Any:
     writable, had their modules imported by everybody's runs."""
     import dask
     from distributed import LocalCluster
-    from distributed.security import Security
 
+    security = _run_key()
     _children_ignore_cwd()
     quiet = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
     with dask.config.set({"distributed.scheduler.allowed-failures": 0, **quiet}):
@@ -159,7 +174,7 @@ def _local_cluster(workers: int, scratch: str) -> Any:
             threads_per_worker=1,
             processes=True,
             host=LOOPBACK,
-            security=Security.temporary(),
+            security=security,
             dashboard_address=None,
             # the scheduler serves HTTP even without a dashboard, on 8787 unless told
             scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0", "local_directory": scratch},

@@ -687,3 +687,25 @@ def test_a_local_cluster_imports_nothing_from_a_shared_dask_scratch_space(
     assert sorted(p.name for p in scratch.glob("*.ran")) == []
     assert result.returncode == 0, result.stderr
     assert [p.name for p in shared.iterdir()] == ["dask-scratch-space"]  # ours went with the run
+
+
+def test_dask_local_without_cryptography_is_one_line_and_exit_2(tmp_path: Path):
+    """The cluster's TLS key needs ``cryptography`` (in the ``dask`` extra): an install of
+    orch-tui[dask] from before it was added said ``internal error: ImportError``, exit 1."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+    executor: dask-local://1
+    steps:
+      - {name: sh, type: shell, where: cluster, cmd: "true"}
+    """,
+    )
+    shadow = tmp_path / "shadow"
+    (shadow / "cryptography").mkdir(parents=True)
+    (shadow / "cryptography" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=120, env={"PYTHONPATH": str(shadow)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "orch-tui: dask-local needs the Python package cryptography (its TLS key): "
+        "pip install 'orch-tui[dask]'"
+    ]
