@@ -121,13 +121,78 @@ def version_skew(versions: dict[str, Any]) -> str | None:
     return None
 
 
+def _children_ignore_cwd() -> None:
+    """Make the Python processes multiprocessing starts (Dask's workers, its resource tracker)
+    run with ``-P``: they are ``python -c``, which looks in the current folder first for what
+    it imports as it starts (multiprocessing itself), and a run started in /tmp would import
+    another user's ``multiprocessing.py`` there. Their flags are the ones this process was
+    started with (``util._args_from_interpreter_flags``, for spawn, forkserver and the
+    tracker alike); the daemon has -P already, the ``orch-tui`` script not. Once per process."""
+    from multiprocessing import util
+
+    flags = util._args_from_interpreter_flags
+    if "-P" not in flags():
+        util._args_from_interpreter_flags = lambda: [*flags(), "-P"]
+
+
+def _run_key() -> Any:
+    """A TLS key and certificate made in memory for one cluster (``Security.temporary``).
+    It needs ``cryptography``, in the ``dask`` extra since the cluster had TLS: an older
+    install of orch-tui[dask] lacks it, which is ClusterError (one line, exit 2)."""
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()
+    except ImportError:
+        raise ClusterError(
+            "dask-local needs the Python package cryptography (its TLS key): "
+            "pip install 'orch-tui[dask]'"
+        ) from None
+
+
+def _local_cluster(workers: int, scratch: str) -> Any:
+    """A LocalCluster of ``workers`` one-thread worker processes that only this run can use.
+
+    It listens on 127.0.0.1, where every local user can connect: over plain TCP another
+    user's client could run any code in its workers, as us. So TLS both ways, with a key and
+    certificate made in memory for this cluster alone (``Security.temporary``; the workers get
+    them through their spawn pipe), and no HTTP pages (the scheduler's show the workers' logs).
+
+    Its servers keep their files in ``scratch``, a private folder of the run's: each puts its
+    folder first on ``sys.path`` (the scheduler in this process too), and Dask's default is
+    ``dask-scratch-space`` in the temp folder, the same for every user: whoever made it first,
+    writable, had their modules imported by everybody's runs."""
+    import dask
+    from distributed import LocalCluster
+
+    security = _run_key()
+    _children_ignore_cwd()
+    quiet = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, **quiet}):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host=LOOPBACK,
+            security=security,
+            dashboard_address=None,
+            # the scheduler serves HTTP even without a dashboard, on 8787 unless told
+            scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0", "local_directory": scratch},
+            local_directory=scratch,
+            silence_logs=logging.ERROR,
+        )
+
+
 class Cluster:
     """A Dask client (and the LocalCluster, if we started it) for one run, and the run's topic:
     every batch a step's task sends (core.executors.on_worker) is handed to the handler
     registered for its task key."""
 
-    def __init__(self, spec: ExecutorSpec, client: Any, local: Any = None) -> None:
-        self.spec, self.client, self._local = spec, client, local
+    def __init__(
+        self, spec: ExecutorSpec, client: Any, local: Any = None, scratch: str | None = None
+    ) -> None:
+        """``local``: the LocalCluster we started, with its private ``scratch`` folder."""
+        self.spec, self.client, self._local, self._scratch = spec, client, local, scratch
         self.topic = f"orch-{uuid.uuid4().hex}"
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
@@ -135,27 +200,24 @@ class Cluster:
 
     @classmethod
     def start(cls, spec: ExecutorSpec) -> Cluster:
-        import dask
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         if not _log.isEnabledFor(logging.DEBUG):  # Dask's INFO lines would crowd a CI log
             logging.getLogger("distributed").setLevel(logging.WARNING)
         if spec.workers is not None:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                local = LocalCluster(
-                    n_workers=spec.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host=LOOPBACK,
-                    dashboard_address=None,
-                    # the scheduler serves HTTP even without a dashboard, on 8787 unless told
-                    scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
-                    silence_logs=logging.ERROR,
-                )
+            import shutil
+            import tempfile
+
+            scratch = tempfile.mkdtemp(prefix="orch-dask-")  # 0700, new: ours alone
             try:
-                return cls(spec, Client(local), local)
+                local = _local_cluster(spec.workers, scratch)
+                try:
+                    return cls(spec, Client(local), local, scratch)
+                except BaseException:
+                    local.close()
+                    raise
             except BaseException:
-                local.close()
+                shutil.rmtree(scratch, ignore_errors=True)
                 raise
         try:
             client = Client(spec.address)
@@ -237,3 +299,7 @@ class Cluster:
         self.client.close()
         if self._local is not None:
             self._local.close()
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)

@@ -193,6 +193,16 @@ class PrivateDir:
             raise PrivateDirError(self.path / name, why)
         return PrivateDir(fd, self.path / name)
 
+    def new_subdir(self, name: str) -> PrivateDir:
+        """A folder ``name`` made here now, 0700, held open: FileExistsError when something
+        is already there (what another run made is never taken for this one's)."""
+        try:
+            os.mkdir(name, 0o700, dir_fd=self.fd)
+        except OSError as exc:
+            exc.filename = str(self.path / name)
+            raise
+        return self.subdir(name, create=False)
+
     # -- files
 
     def create(self, name: str) -> int:

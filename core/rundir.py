@@ -110,9 +110,11 @@ class RunDir:
         """The run's folder, made private and held: ``path``, or ``runs_root(cwd)/run_id``
         (with .orch and .orch/runs this user's own too). Raises PrivateDirError when a folder
         is not private to this user, OSError when it cannot be made."""
-        below = None if path is not None else cwd
-        run_dir = cls(path if path is not None else runs_root(cwd) / run_id)
-        run_dir.folder = PrivateDir.open(run_dir.path, below=below)
+        if path is not None:
+            run_dir = cls(path)
+            run_dir.folder = PrivateDir.open(run_dir.path)
+        else:
+            run_dir = cls._fresh(runs_root(cwd), cwd, run_id)
         try:
             run_dir.logs_folder = run_dir.folder.subdir(LOGS)
             run_dir.ctx_out_folder = run_dir.folder.subdir(CTX_OUT)
@@ -120,6 +122,25 @@ class RunDir:
             run_dir.close()
             raise
         return run_dir
+
+    @classmethod
+    def _fresh(cls, root: Path, cwd: Path, run_id: str) -> RunDir:
+        """A new folder under ``root`` named ``run_id``, or ``run_id-2``, ``-3``... when that
+        is taken: never one that was there, another run's. Ids are a second and 16 bits of a
+        pid: runs started in the same second in containers (orch-tui pid 1 in each) on one
+        workspace took the same id, and wrote into one folder."""
+        with PrivateDir.open(root, below=cwd) as runs:
+            name, n = run_id, 1
+            while True:
+                try:
+                    folder = runs.new_subdir(name)
+                except FileExistsError:
+                    n += 1
+                    name = f"{run_id}-{n}"
+                    continue
+                run_dir = cls(root / name)
+                run_dir.folder = folder
+                return run_dir
 
     @classmethod
     def open(cls, path: Path) -> RunDir:

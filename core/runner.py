@@ -99,14 +99,16 @@ class Runner:
         """``cluster``: the run's Dask cluster (core.cluster), already checked; the run
         closes it when it ends."""
         self.recipe = recipe
-        self.run_id = new_run_id()
         self.jobs = jobs or recipe.jobs or os.cpu_count() or 1
         self.interactive = interactive
         self.keep_alive = keep_alive
         self.clock = clock
         self.resume = resume
         self.ctx = Context(resume.ctx if resume is not None else recipe.ctx)
-        self.rundir = RunDir.create(run_dir, Path.cwd(), self.run_id)
+        run_id = new_run_id()
+        self.rundir = RunDir.create(run_dir, Path.cwd(), run_id)
+        #: the default folder is named after the run, made unique there (RunDir.create)
+        self.run_id = self.rundir.path.name if run_dir is None else run_id
         self.rundir.name_logs(s.name for s in recipe.steps)
         self.store = RunStore(self.rundir)
         self.bus = EventBus(sink=self.store.append_events)

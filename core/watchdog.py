@@ -43,15 +43,21 @@ def _marker(run_dir: str) -> bytes:
 
 
 def marked_pids(run_dir: str) -> list[int]:
-    """Processes whose environment says they belong to the run in ``run_dir``."""
+    """This user's processes whose environment says they belong to the run in ``run_dir``.
+
+    Anyone can put the marker in their own processes' environment (a run folder's name is no
+    secret), and root can read and signal them all: a process of another user is never taken
+    for the run's, whatever it claims."""
     marker = _marker(run_dir)
-    me = os.getpid()
+    me, uid = os.getpid(), os.geteuid()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
+                if os.fstat(f.fileno()).st_uid != uid:
+                    continue
                 env = f.read()
         except OSError:
             continue

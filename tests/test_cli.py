@@ -543,12 +543,18 @@ def test_clean_leaves_what_does_not_look_like_orch_tui_s(tmp_path):
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine\n")
     (tmp_path / ".orch" / "settings.toml").write_text("mine\n")
+    (tmp_path / ".orch" / "runs" / "todo.txt").write_text("mine\n")
+    os.mkfifo(tmp_path / ".orch" / "runs" / "pipe")
 
     result = run_cli("clean", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"removed .orch/runs/{run_dir.name}" in result.stdout
     assert "left alone .orch/runs/my-notes: not an orch-tui run (no state.json)" in result.stdout
     assert "left alone .orch/settings.toml: not made by orch-tui" in result.stdout
+    # the user's own file: not someone else's, as "not a folder of yours" said
+    assert "left alone .orch/runs/todo.txt: not an orch-tui run (not a folder)" in result.stdout
+    assert "left alone .orch/runs/pipe: not an orch-tui run (not a folder)" in result.stdout
+    assert (tmp_path / ".orch" / "runs" / "todo.txt").read_text() == "mine\n"
     assert not run_dir.exists()
     assert (stranger / "notes.txt").exists() and (tmp_path / ".orch" / "settings.toml").exists()
 
@@ -1059,3 +1065,14 @@ def test_with_debug_a_python_step_reads_the_runs_stdin(tmp_path):
     finally:
         kill_tree(proc)
         proc.stdin.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400"])
+def test_an_endless_stdout_timeout_waits_for_stdout_without_an_internal_error(tmp_path, value):
+    """``ORCH_STDOUT_TIMEOUT=inf`` (never give up on stdout) ended a run that succeeded with
+    ``internal error: OverflowError`` and exit 1: a wait of inf seconds is more than the
+    thread library takes."""
+    recipe = write_recipe(tmp_path, GOOD)
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path, env={"ORCH_STDOUT_TIMEOUT": value})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

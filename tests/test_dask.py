@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import (
     ROOT,
+    User,
     assert_gone,
     descendants,
     free_port,
@@ -144,7 +145,7 @@ def test_recipes_give_the_same_ctx_and_statuses_on_dask_local(tmp_path: Path, re
         results[where] = (ctx, _statuses(run_dir))
     assert results["dask"] == results["local"]
     assert (
-        "on Dask worker tcp://127.0.0.1:" in (tmp_path / "dask" / "logs" / "init.log").read_text()
+        "on Dask worker tls://127.0.0.1:" in (tmp_path / "dask" / "logs" / "init.log").read_text()
     )
 
 
@@ -540,7 +541,7 @@ def test_a_shell_step_on_the_cluster_runs_in_a_worker_child_with_its_output_and_
     assert "no executor" not in (tmp_path / "run" / "events.jsonl").read_text()
     logs = tmp_path / "run" / "logs"
     first, *rest = (logs / "talk.log").read_text().splitlines()
-    assert first.startswith("orch-tui: on Dask worker tcp://127.0.0.1:")
+    assert first.startswith("orch-tui: on Dask worker tls://127.0.0.1:")
     assert rest == ["hello from talk", "oops"]
     assert f", pid {runner.ctx['pid']} on " in first  # the step's own process
     assert (logs / "literal.log").read_text().splitlines()[1:] == ["$HOME a  b"]
@@ -611,7 +612,7 @@ def test_a_detached_run_runs_its_steps_on_the_cluster_and_leaves_nothing(tmp_pat
     ctx = read_json(daemon.run_dir / "ctx.json")
     assert ctx["pid"] not in (daemon.pid, os.getpid())  # a worker process, not the daemon
     assert ctx["ppid"] == ctx["pid"]  # the shell step: that worker's child
-    assert "on Dask worker tcp:" in (daemon.run_dir / "logs" / "py.log").read_text()
+    assert "on Dask worker tls:" in (daemon.run_dir / "logs" / "py.log").read_text()
     assert_gone([daemon.pid, ctx["pid"]], 30)  # the daemon and the cluster it started
 
 
@@ -647,3 +648,132 @@ def test_a_cluster_we_start_listens_on_loopback_only_and_never_on_8787():
     assert {ip for ip, _ in ours} == {"127.0.0.1"}
     assert 8787 not in {port for _, port in ours}
     assert not [w for w in seen if "already in use" in str(w.message)]
+
+
+_INTRUDER = """
+import os, sys
+from distributed import Client
+from distributed.security import Security
+
+host_port = sys.argv[1].split("://")[1]
+for address, security in ((f"tcp://{host_port}", None), (f"tls://{host_port}", Security.temporary())):
+    try:
+        client = Client(address, security=security, timeout=5)
+    except Exception:
+        continue
+    print("ran code on the run's worker, pid", list(client.run(os.getpid).values()))
+    client.close()
+    sys.exit(1)
+"""
+
+
+def test_a_cluster_we_start_runs_no_code_for_a_client_without_the_runs_key():
+    """Its scheduler listens on 127.0.0.1, where every local user can connect: without TLS and
+    a key of the run's own, another user's client ran any code in the run's workers, as the
+    user who started the run. The intruder here is a fresh process holding no key of ours, as
+    another user's would be; it tries plain TCP, and TLS with a key of its own. The
+    scheduler's HTTP pages (the workers' logs among them) are not served either."""
+    import urllib.error
+    import urllib.request
+
+    from core.cluster import Cluster, parse_executor
+
+    cluster = Cluster.start(parse_executor("dask-local://1"))
+    try:
+        address = cluster.client.scheduler.address
+        intruder = subprocess.run(
+            [sys.executable, "-c", _INTRUDER, address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_worker_env(),
+        )
+        assert intruder.returncode == 0, intruder.stdout + intruder.stderr
+        http = cluster._local.scheduler.http_server.port
+        with pytest.raises(urllib.error.HTTPError) as page:
+            urllib.request.urlopen(f"http://127.0.0.1:{http}/info/main/workers.html", timeout=10)
+    finally:
+        cluster.close()
+    assert page.value.code == 404
+
+
+def test_a_local_cluster_run_from_a_shared_folder_imports_nothing_planted_there(
+    tmp_path: Path, shared: Path, attacker: User
+):
+    """Its worker processes are started as ``python -c``, which looks in the current folder
+    first for what it imports at start (multiprocessing itself) unless run with -P: a run
+    started in /tmp imported another user's ``multiprocessing.py`` there, as the run's user."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+    executor: dask-local://1
+    steps:
+      - {name: sh, type: shell, where: cluster, cmd: "true"}
+    """,
+    )
+    planted = "import os\nopen(os.path.join(os.path.dirname(__file__), 'ran'), 'w').close()\n"
+    attacker.do(lambda: (shared / "multiprocessing.py").write_text(planted))
+    result = run_cli(recipe, "--no-ui", cwd=shared, timeout=120)
+    assert not (shared / "ran").exists()
+    assert result.returncode == 0, result.stderr
+
+
+def _plant_every_module(folder: Path) -> Callable[[], None]:
+    """``folder``, with a module for every name Python could import here, each leaving a
+    ``.ran`` file next to itself if it is ever imported."""
+    import pkgutil
+
+    names = set(sys.stdlib_module_names) | {m.name for m in pkgutil.iter_modules()}
+    names = {n for n in names if n.isidentifier()} - {"sitecustomize", "usercustomize"}
+
+    def plant() -> None:
+        folder.mkdir(mode=0o777)
+        for name in names:
+            (folder / f"{name}.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+
+    return plant
+
+
+def test_a_local_cluster_imports_nothing_from_a_shared_dask_scratch_space(
+    tmp_path: Path, shared: Path, attacker: User
+):
+    """Dask's scratch folder is ``dask-scratch-space`` in the temp folder, the same name for
+    every user, and each of its servers (the scheduler in the runner itself) puts it first on
+    ``sys.path``: another user who made it first, writable, had their module imported by the
+    run, as the run's user. The attacker plants one for every name that can be imported."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+    executor: dask-local://1
+    steps:
+      - {name: sh, type: shell, where: cluster, cmd: "true"}
+    """,
+    )
+    scratch = shared / "dask-scratch-space"
+    attacker.do(_plant_every_module(scratch))
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=120, env={"TMPDIR": str(shared)})
+    assert sorted(p.name for p in scratch.glob("*.ran")) == []
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in shared.iterdir()] == ["dask-scratch-space"]  # ours went with the run
+
+
+def test_dask_local_without_cryptography_is_one_line_and_exit_2(tmp_path: Path):
+    """The cluster's TLS key needs ``cryptography`` (in the ``dask`` extra): an install of
+    orch-tui[dask] from before it was added said ``internal error: ImportError``, exit 1."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+    executor: dask-local://1
+    steps:
+      - {name: sh, type: shell, where: cluster, cmd: "true"}
+    """,
+    )
+    shadow = tmp_path / "shadow"
+    (shadow / "cryptography").mkdir(parents=True)
+    (shadow / "cryptography" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=120, env={"PYTHONPATH": str(shadow)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "orch-tui: dask-local needs the Python package cryptography (its TLS key): "
+        "pip install 'orch-tui[dask]'"
+    ]

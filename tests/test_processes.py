@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import (
     PY,
     ROOT,
+    User,
     alive,
     assert_gone,
     descendants,
@@ -28,6 +29,7 @@ from tests.conftest import (
     only_run_dir,
     read_pid,
     read_state,
+    run_cli,
     start_cli,
     wait_for,
     write_module,
@@ -556,3 +558,24 @@ def test_a_headless_run_under_nohup_outlives_its_terminal(tmp_path):
         assert read_state(only_run_dir(tmp_path))["status"] == "succeeded"
     finally:
         kill_tree(proc)
+
+
+def test_the_end_of_a_run_leaves_another_users_process_that_claims_its_marker(
+    tmp_path: Path, attacker: User
+):
+    """Anyone can put ORCH_RUN_DIR=<a run's folder> in their own process's environment (the
+    folder's name is no secret); a run started by root SIGTERMed it with its own leftovers."""
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, cmd: 'true'}\n")
+    run_dir = tmp_path / "run"
+    stranger = subprocess.Popen(
+        attacker.argv("env", f"ORCH_RUN_DIR={run_dir}", "sleep", "600"),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: b"sleep" in Path(f"/proc/{stranger.pid}/cmdline").read_bytes(), 10)
+        result = run_cli(recipe, "--no-ui", "--run-dir", run_dir, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert stranger.poll() is None, "the run stopped another user's process"
+    finally:
+        kill_tree(stranger)

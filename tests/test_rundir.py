@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+
+import pytest
 
 from core.rundir import RunDir, list_runs, runs_root
 from core.state import RunState
-from tests.conftest import run_recipe, write_module
+from tests.conftest import ORCH, run_recipe, write_module, write_recipe
 
 
 def test_a_run_writes_its_files_where_rundir_says(tmp_path):
@@ -60,3 +64,27 @@ def test_list_runs_passes_over_what_is_not_a_run_folder_of_ours(tmp_path):
     seen = sorted(run_dir.path.name for run_dir in list_runs(root))
     assert seen == ["r1", "r2"]
     assert list(list_runs(tmp_path / "missing")) == []
+
+
+def test_two_runs_that_take_the_same_id_get_a_folder_each(tmp_path):
+    """A run's id is its start second and its pid's last 16 bits: runs started in the same
+    second in containers (each orch-tui is pid 1 in its own PID namespace) on one workspace
+    took the same id and wrote into the same folder, their logs mixed in one file."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare: runs orch-tui as pid 1 of a PID namespace")
+    recipe = write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'echo only me'}\n")
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", *ORCH, str(recipe), "--no-ui"]
+    for _ in range(5):  # until both start within one second (the id's time part)
+        runs = runs_root(tmp_path)
+        before = set(runs.iterdir()) if runs.exists() else set()
+        procs = [
+            subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        results = [(proc.communicate(timeout=60), proc.returncode) for proc in procs]
+        assert [code for _, code in results] == [0, 0], results
+        made = sorted(set(runs.iterdir()) - before)
+        if len({folder.name[:15] for folder in made}) == 1 or len(made) < 2:
+            break
+    assert len(made) == 2, made
+    assert [(folder / "logs" / "a.log").read_text() for folder in made] == ["only me\n"] * 2

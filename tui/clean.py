@@ -52,7 +52,7 @@ class _Cleaner:
         if kind == "link":
             self._unlink(orch)
         elif kind != "ours":
-            self._leave(orch, "not a folder of yours")
+            self._leave(orch, _not_ours(kind))
         elif self._clean_folder(orch, self._runs):
             self._rmdir(orch)
         return True
@@ -65,7 +65,7 @@ class _Cleaner:
         if kind == "link":
             return self._unlink(entry)
         if kind != "ours":
-            return self._leave(entry, "not a folder of yours")
+            return self._leave(entry, _not_ours(kind))
         return self._clean_folder(entry, self._run) and self._rmdir(entry)
 
     def _run(self, run: Path) -> bool:
@@ -77,7 +77,8 @@ class _Cleaner:
             return self._unlink(run)
         state = RunDir(run).state
         if kind != "ours":
-            return self._leave(run, "not a folder of yours")
+            why = "not an orch-tui run (not a folder)" if kind != "theirs" else _not_ours(kind)
+            return self._leave(run, why)
         has_state = self._kind(state) == "file"
         if _daemon_listens(run):
             if has_state:
@@ -100,7 +101,8 @@ class _Cleaner:
 
     @staticmethod
     def _kind(path: Path) -> str | None:
-        """None (nothing there), "link", "ours" (a real folder of this user), "file", "other"."""
+        """None (nothing there), "link", "ours" (a real folder of this user), "theirs" (a
+        folder of another user), "file", "other" (a FIFO, a socket, a device...)."""
         try:
             info = path.lstat()
         except FileNotFoundError:
@@ -110,7 +112,7 @@ class _Cleaner:
         if stat.S_ISLNK(info.st_mode):
             return "link"
         if stat.S_ISDIR(info.st_mode):
-            return "ours" if info.st_uid == os.getuid() else "other"
+            return "ours" if info.st_uid == os.getuid() else "theirs"
         return "file" if stat.S_ISREG(info.st_mode) else "other"
 
     def _clean_folder(self, folder: Path, clean_entry) -> bool:
@@ -170,6 +172,11 @@ class _Cleaner:
         )
         self.failed = True
         return False
+
+
+def _not_ours(kind: str | None) -> str:
+    """Why what ``_kind`` called ``kind`` (not a link, not our folder) is left alone."""
+    return "not a folder of yours" if kind == "theirs" else "not a folder"
 
 
 def _live_pid(state_path: Path) -> int | None:

@@ -67,12 +67,13 @@ Buffer = bytes | memoryview
 
 
 def stdout_timeout() -> float:
-    """``STDOUT_TIMEOUT``, or the seconds ``ORCH_STDOUT_TIMEOUT`` says (if a number >= 0)."""
+    """``STDOUT_TIMEOUT``, or the seconds ``ORCH_STDOUT_TIMEOUT`` says (if a number >= 0),
+    at most the longest wait the thread library takes: ``inf`` (never give up) is that."""
     try:
         seconds = float(os.environ.get("ORCH_STDOUT_TIMEOUT", ""))
     except ValueError:
         return STDOUT_TIMEOUT
-    return seconds if seconds >= 0 else STDOUT_TIMEOUT
+    return min(seconds, threading.TIMEOUT_MAX) if seconds >= 0 else STDOUT_TIMEOUT
 
 
 class Terminal:
