@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sysconfig
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -478,16 +479,39 @@ def _fake_run(runs: Path, name: str, state: dict | None = None) -> Path:
     return run
 
 
-def test_clean_outside_a_workspace_removes_nothing(tmp_path):
+def test_clean_outside_a_workspace_removes_the_runs_made_there_and_nothing_else(tmp_path):
+    """A recipe run in a folder that is no workspace makes its runs in that folder's .orch,
+    and ``orch-tui runs`` lists them there: clean removes them too. It said "nothing to
+    clean: ... not in a workspace" and left them for good."""
     here = tmp_path / "not_a_workspace"
     kept = _user_files(here)
-    kept.append(_fake_run(here / ".orch" / "runs", "20260101-000000-0001") / "state.json")
-    for args in (["--dry-run"], []):
-        result = run_cli("clean", *args, cwd=here)
-        assert result.returncode == 0, result.stderr
-        assert "nothing to clean" in result.stdout and "not in a workspace" in result.stdout
-        assert "remove" not in result.stdout
+    run = _fake_run(here / ".orch" / "runs", "20260101-000000-0001")
+    result = run_cli("clean", "--dry-run", cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert f"would remove .orch/runs/{run.name}" in result.stdout and run.exists()
+    result = run_cli("clean", cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "removed .orch"
+    assert not (here / ".orch").exists()
     assert all(path.exists() for path in kept)
+
+
+def test_clean_in_a_subfolder_removes_the_runs_started_there(tmp_path):
+    """Runs started in a workspace's subfolder go to its .orch (under the cwd, as --run-dir
+    says), where ``orch-tui runs`` lists them; clean there removes them, and the workspace
+    root's runs as before. It cleaned only the root's: "nothing to clean in <workspace>"."""
+    write_recipe(tmp_path, GOOD)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    recipe = sub / "recipe.yaml"  # no pyproject.toml here: sub is in tmp_path's workspace
+    recipe.write_text(textwrap.dedent(GOOD))
+    assert run_cli(recipe, "--no-ui", cwd=sub).returncode == 0
+    assert run_cli("runs", cwd=sub).stdout.count("succeeded") == 1
+    result = run_cli("clean", cwd=sub)
+    assert result.returncode == 0, result.stderr
+    assert "removed .orch" in result.stdout.splitlines(), result.stdout
+    assert not (sub / ".orch").exists()
+    assert (recipe.exists(), (tmp_path / "pyproject.toml").exists()) == (True, True)
 
 
 def test_clean_in_a_system_folder_lists_nothing():
@@ -513,7 +537,10 @@ def test_clean_removes_the_workspace_runs_and_nothing_else(tmp_path):
     assert all(path.exists() for path in kept), [p for p in kept if not p.exists()]
 
 
-def test_clean_removes_symlinks_never_their_targets(tmp_path):
+def test_clean_leaves_symlinks_and_their_targets(tmp_path):
+    """orch-tui makes no symlink in .orch, and deletes only what it made: a link there (the
+    user's ``latest``, or another's) is left and said, and what it points to is never
+    followed. Links were removed ("removed .orch (a symlink: ...)")."""
     workspace, outside = tmp_path / "ws", tmp_path / "outside"
     workspace.mkdir()
     write_recipe(workspace, GOOD)
@@ -521,18 +548,22 @@ def test_clean_removes_symlinks_never_their_targets(tmp_path):
     (workspace / ".orch").symlink_to(outside / "orch")
     result = run_cli("clean", cwd=workspace)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"removed .orch (a symlink: {outside / 'orch'} is not touched)")
-    assert not os.path.lexists(workspace / ".orch")
-    assert (target / "state.json").exists()
+    assert result.stdout.startswith(
+        f"left alone .orch: a symlink to {outside / 'orch'} (orch-tui makes none)"
+    )
+    assert os.path.islink(workspace / ".orch") and (target / "state.json").exists()
 
+    (workspace / ".orch").unlink()
     runs = workspace / ".orch" / "runs"
     runs.mkdir(parents=True)
-    (runs / "20260101-000000-0002").symlink_to(target)
+    (runs / "latest").symlink_to(target)
+    finished = _fake_run(runs, "20260101-000000-0002")
     result = run_cli("clean", cwd=workspace)
     assert result.returncode == 0, result.stderr
-    assert "removed .orch/runs/20260101-000000-0002 (a symlink" in result.stdout
-    assert (target / "state.json").exists()
-    assert not (workspace / ".orch").exists()
+    assert f"left alone .orch/runs/latest: a symlink to {target}" in result.stdout
+    assert f"removed .orch/runs/{finished.name}" in result.stdout
+    assert os.path.islink(runs / "latest") and (target / "state.json").exists()
+    assert not finished.exists()
 
 
 def test_clean_leaves_what_does_not_look_like_orch_tui_s(tmp_path):

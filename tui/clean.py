@@ -1,5 +1,5 @@
-"""``orch-tui clean``: remove what orch-tui made in a workspace (its ``.orch`` folder) and
-nothing else of the user's.
+"""``orch-tui clean``: remove what orch-tui made where it is run (the ``.orch`` folder that
+runs started there write into and ``orch-tui runs`` lists) and nothing else of the user's.
 """
 
 from __future__ import annotations
@@ -10,34 +10,37 @@ import stat
 import sys
 from pathlib import Path
 
-from core.recipe import workspace_of
 from core.recorded import process_alive
 from core.rundir import RUNS_FOLDER, RunDir, orch_folder
 from core.state import RunStatus
 from tui.stdout import say
 
 
-def clean_workspace(here: Path, *, dry_run: bool) -> int:
-    """Remove what orch-tui made in this workspace, its ``.orch`` folder, and nothing else:
-    not a user's ``logs/`` or build output, not what a symlink points to, not another user's
-    files, not a run still going. The developer's clean-up (caches, egg-info) is ``make clean``."""
+def clean_runs(here: Path, *, dry_run: bool) -> int:
+    """Remove what orch-tui made here, and nothing else: not a user's ``logs/`` or build
+    output, not a symlink nor what it points to, not another user's files, not a run still
+    going. The developer's clean-up (caches, egg-info) is ``make clean``.
+
+    Here is ``here``'s ``.orch`` (where runs started in ``here`` go, what ``orch-tui runs``
+    lists), in a workspace or not, and the ``.orch`` at the root of the workspace ``here`` is
+    in. Only the workspace's was cleaned: from a subfolder, or a folder that is no workspace,
+    the runs ``orch-tui runs`` listed there were "nothing to clean"."""
+    from core.recipe import workspace_of
+
     workspace = workspace_of(here)
-    if workspace is None:
-        say(
-            f"nothing to clean: {here} is not in a workspace "
-            "(no pyproject.toml or scriptlets/ here or above)"
-        )
-        return 0
+    places = dict.fromkeys([here, *([workspace] if workspace is not None else [])])
     cleaner = _Cleaner(here, dry_run=dry_run)
-    if not cleaner.orch(orch_folder(workspace)):
-        say(f"nothing to clean in {workspace}")
+    found = [cleaner.orch(orch_folder(place)) for place in places]
+    if not any(found):
+        say(f"nothing to clean in {' or '.join(map(str, places))}")
     return 1 if cleaner.failed else 0
 
 
 class _Cleaner:
     """Walks ``.orch`` and removes (or, dry, lists) only what has the shape of orch-tui's own:
-    the folder itself owned by this user, ``runs/<id>/`` folders holding a state.json. Symlinks
-    are removed as links, never followed. Everything it meets is said, one line each."""
+    the folder itself owned by this user, ``runs/<id>/`` folders holding a state.json. A
+    symlink is left, never followed: orch-tui makes none there, so it is the user's (a
+    ``latest`` link) or another's. Everything it meets is said, one line each."""
 
     def __init__(self, here: Path, *, dry_run: bool) -> None:
         self.here = here
@@ -50,7 +53,7 @@ class _Cleaner:
         if kind is None:
             return False
         if kind == "link":
-            self._unlink(orch)
+            self._link(orch)
         elif kind != "ours":
             self._leave(orch, _not_ours(kind))
         elif self._clean_folder(orch, self._runs):
@@ -63,7 +66,7 @@ class _Cleaner:
             return self._leave(entry, "not made by orch-tui")
         kind = self._kind(entry)
         if kind == "link":
-            return self._unlink(entry)
+            return self._link(entry)
         if kind != "ours":
             return self._leave(entry, _not_ours(kind))
         return self._clean_folder(entry, self._run) and self._rmdir(entry)
@@ -74,7 +77,7 @@ class _Cleaner:
         state.json saying so: ``attach`` and ``ctl`` still reach it), or its runner alive."""
         kind = self._kind(run)
         if kind == "link":
-            return self._unlink(run)
+            return self._link(run)
         state = RunDir(run).state
         if kind != "ours":
             why = "not an orch-tui run (not a folder)" if kind != "theirs" else _not_ours(kind)
@@ -134,12 +137,14 @@ class _Cleaner:
         say(f"left alone {self._shown(path)}: {why}")
         return False
 
-    def _unlink(self, link: Path) -> bool:
+    def _link(self, link: Path) -> bool:
+        """A symlink is left with its target: orch-tui never makes one, and deletes only what
+        it made."""
         try:
             target = os.readlink(link)
         except OSError:
             target = "?"
-        return self._remove(link, f" (a symlink: {target} is not touched)")
+        return self._leave(link, f"a symlink to {target} (orch-tui makes none)")
 
     def _remove(self, path: Path, detail: str = "") -> bool:
         verb = "would remove" if self.dry_run else "removed"
@@ -147,10 +152,7 @@ class _Cleaner:
             import shutil
 
             try:
-                if path.is_symlink():
-                    path.unlink()
-                else:
-                    shutil.rmtree(path)  # never follows the symlinks inside
+                shutil.rmtree(path)  # never follows the symlinks inside
             except OSError as exc:
                 return self._failed(path, exc)
         say(f"{verb} {self._shown(path)}{detail}")

@@ -161,8 +161,9 @@ def _sub_parser(command: str) -> argparse.ArgumentParser:
         )
     if command == "clean":
         p.description = (
-            "Remove what orch-tui made in this workspace: the runs in its .orch folder "
-            "(not a run still going). Nothing else of yours: not logs/, not build output."
+            "Remove what orch-tui made here: the runs in the .orch folder of this folder and "
+            "of its workspace's root (not a run still going). Nothing else of yours: not "
+            "logs/, not build output, not a symlink."
         )
         p.add_argument("--dry-run", action="store_true", help="list what would go")
     if command == "schema":
@@ -752,9 +753,9 @@ def _fmt_time(ts: float | None, when: str) -> str:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from tui.clean import clean_workspace
+    from tui.clean import clean_runs
 
-    return clean_workspace(Path.cwd(), dry_run=args.dry_run)
+    return clean_runs(Path.cwd(), dry_run=args.dry_run)
 
 
 _COMMANDS = {

@@ -191,13 +191,14 @@ def _fake_run(folder: Path) -> Path:
 
 
 def test_clean_never_touches_what_another_user_made(tmp_path, shared, attacker):
-    """Verification of ``orch-tui clean``: in a shared folder it finds no workspace of yours;
-    in yours, another user's run folder is left, a link to one is removed as a link."""
+    """Verification of ``orch-tui clean``: in a shared folder, another user's .orch is left;
+    in yours, another user's run folder is left, and a link to one too (never followed)."""
     attacker.do(lambda: _fake_run(shared / ".orch" / "runs" / "20200101-000000-0001"))
     (shared / "pyproject.toml").write_text("")  # even one of the victim's: the folder is open
     result = run_cli("clean", cwd=shared)
     assert result.returncode == 0, result.stderr
-    assert "nothing to clean" in result.stdout and "remove" not in result.stdout
+    assert "left alone .orch: not a folder of yours" in result.stdout
+    assert "remove" not in result.stdout
     assert (shared / ".orch" / "runs" / "20200101-000000-0001" / "state.json").exists()
 
     write_recipe(tmp_path, "steps:\n  - {name: a, type: shell, run: 'true'}\n")
@@ -212,7 +213,7 @@ def test_clean_never_touches_what_another_user_made(tmp_path, shared, attacker):
     assert result.returncode == 0, result.stderr
     assert f"removed .orch/runs/{mine.name}" in result.stdout
     assert f"left alone .orch/runs/{theirs.name}: not a folder of yours" in result.stdout
-    assert "removed .orch/runs/20200101-000000-0004 (a symlink" in result.stdout
+    assert "left alone .orch/runs/20200101-000000-0004: a symlink to" in result.stdout
     assert not mine.exists() and (theirs / "state.json").exists()
     assert (elsewhere / "state.json").exists()
 
