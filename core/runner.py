@@ -471,7 +471,7 @@ class Runner:
             return
         execution.kill()
         if execution.kill_abandons:  # a thread that ignored ``stop``: give up on it
-            reason = f"did not stop within {run.step.grace:g}s; its thread was abandoned"
+            reason = f"did not stop within {run.step.grace:g}s; StepKilled raised in it"
             # recorded with why it was stopped (state.json's reason), not instead of it
             run.stop_reason = "; ".join(filter(None, (run.stop_reason, reason)))
             self._ended(run, execution, Outcome(None, error=reason))

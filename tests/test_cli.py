@@ -390,7 +390,7 @@ def test_exit_code_0_and_1(tmp_path):
 def test_a_timeout_is_said_as_set_and_with_why_its_step_took_longer(tmp_path):
     """A step with ``timeout: 0.3`` that outlives its SIGTERM (its ``grace``) ends later than
     0.3 s. The headless lines said "timed out after 0.8s" (its duration, read as the timeout),
-    and left out state.json's reason, whose "its thread was abandoned" is why a python step
+    and left out state.json's reason, whose "StepKilled raised in it" is why a python step
     ended in a timeout without an exit. They say what the app says (the step's reason)."""
     module = write_module(tmp_path, "import time\ndef run(ctx):\n    time.sleep(3)\n")
     recipe = write_recipe(
@@ -405,7 +405,7 @@ def test_a_timeout_is_said_as_set_and_with_why_its_step_took_longer(tmp_path):
     assert result.returncode == 1, result.stderr
     out = result.stdout
     assert re.search(r"⏱ sh timed out after 0\.3s$", out, re.M), out
-    abandoned = "timed out after 0.3s; did not stop within 0.5s; its thread was abandoned"
+    abandoned = "timed out after 0.3s; did not stop within 0.5s; StepKilled raised in it"
     assert re.search(rf"⏱ py {abandoned}$", out, re.M), out
     assert "root failure: sh (timed out after 0.3s)" in out, out
     assert f"root failure: py ({abandoned})" in out, out

@@ -121,7 +121,7 @@ def test_a_python_step_ignoring_stop_is_recorded_abandoned_and_the_run_ends(tmp_
     result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=30)  # the run ends
     assert result.returncode == 1, result
     state = read_state(only_run_dir(tmp_path))
-    abandoned = "did not stop within 0.5s; its thread was abandoned"
+    abandoned = "did not stop within 0.5s; StepKilled raised in it"
     steps = state["steps"]
     assert steps["stubborn"]["status"] == "timed_out"
     assert steps["stubborn"]["reason"] == f"timed out after 0.5s; {abandoned}"

@@ -81,7 +81,7 @@ def worth_saying(reason: str | None, status: str, exit_code: int | None, sig: in
 
 def timed_out_words(step: StepState, took: str) -> str:
     """How a step that timed out ended: its reason, which says the ``timeout`` as set ("timed
-    out after 0.3s"; "its thread was abandoned" when a python step did not stop), not ``took``,
+    out after 0.3s"; "StepKilled raised in it" when a python step did not stop), not ``took``,
     its duration, which the ``grace`` of a step that outlived its SIGTERM makes longer."""
     reason = (step.reason or "").strip()
     return reason if reason.lower().startswith("timed out") else f"timed out after {took}"
