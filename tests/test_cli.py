@@ -114,8 +114,9 @@ def test_a_one_step_run_says_1_step(tmp_path):
 
 
 def test_the_summary_to_a_pipe_keeps_every_cell_whole(tmp_path):
-    """A CI log is read whole: the table's note is not cut at any width."""
-    words = " ".join(f"word{i}" for i in range(60))
+    """A CI log is read whole: the table's note is not cut at any width (a reason is at most
+    REASON_MAX characters, which is wider than any terminal's row)."""
+    words = " ".join(f"word{i}" for i in range(40))  # 269 characters
     module = write_module(tmp_path, f"import sys\n\ndef run(ctx):\n    sys.exit({words!r})\n")
     recipe = write_recipe(tmp_path, f"steps:\n  - {{name: a, type: python, module: {module}}}\n")
     result = run_cli(recipe, "--no-ui", cwd=tmp_path)
