@@ -272,14 +272,21 @@ class Interruptible:
         self._sent = False  # interrupted: only then is a StepKilled not raised yet dropped
 
     def call(self, step: Callable[[], Outcome]) -> Outcome:
+        """``step()``, or the killed Outcome if StepKilled ended it. The StepKilled (one a call)
+        may land anywhere between ``_calling`` set and ``_disarm`` done: in the step, as it
+        returns, or at ``_disarm``'s first instruction, outside its own ``try``; caught there too,
+        or it escaped onto the runner's pool thread, whose step then never ended."""
         outcome = Outcome(None, error="killed")
         try:
-            with self._lock:
-                self._calling = threading.get_ident()
-            outcome = step()
-        except StepKilled:  # came as the step's own code was returning: it has ended
-            pass
-        finally:
+            try:
+                with self._lock:
+                    self._calling = threading.get_ident()
+                outcome = step()
+            except StepKilled:  # in the step, or as its own code was returning: it has ended
+                pass
+            finally:
+                self._disarm()
+        except StepKilled:  # at _disarm's first instruction: no other can come (interrupt)
             self._disarm()
         return outcome
 
@@ -299,8 +306,10 @@ class Interruptible:
                 continue
 
     def interrupt(self) -> None:
+        """StepKilled raised in the step's thread, once a call: a second, landing in ``call``'s
+        handling of the first, would have nothing left to catch it."""
         with self._lock:
-            if self._calling is not None:
+            if self._calling is not None and not self._sent:
                 self._sent = True
                 _raise_in(self._calling, StepKilled)
 
