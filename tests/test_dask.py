@@ -27,6 +27,7 @@ from tests.conftest import (
     read_json,
     read_state,
     run_cli,
+    start_cli,
     start_detached,
     stop_runner,
     wait_for,
@@ -397,6 +398,52 @@ def test_a_step_on_a_worker_ends_without_waiting_for_its_stop_watcher(tmp_path: 
     )
     assert _statuses(tmp_path / "run") == {n: "succeeded" for n in ("first", "second", "shell")}
     assert (runner.ctx["first"], runner.ctx["second"]) == (1, 1)
+
+
+def test_sigint_to_a_dask_local_runs_group_stops_it_without_the_workers_tracebacks(tmp_path: Path):
+    """Ctrl-C at the terminal (or a cancelled CI job's SIGINT) reaches the whole process group:
+    the LocalCluster's workers too, which printed 25-40 lines of tracebacks (KeyboardInterrupt,
+    CommClosedError) over the run's summary. The runner stops them itself; they ignore it. A
+    ``where: cluster`` shell step's process still gets SIGINT as at home (neither blocked nor
+    ignored)."""
+    mod = write_module(
+        tmp_path,
+        """
+from pathlib import Path
+
+def spin(ctx):
+    Path("spinning").touch()
+    while True:
+        pass
+""",
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: sigs, type: shell, where: cluster,
+          run: "exec grep -E '^Sig(Blk|Ign)' /proc/self/status > sigs"}}
+      - {{name: spin, type: python, module: {mod}, function: spin, grace: 1}}
+    """,
+    )
+    proc = start_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "spinning").exists(), 60, "the step to spin")
+        started = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        text = (out + err).decode()
+        assert proc.returncode == 130, text
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        assert_gone(started, 30)
+    finally:
+        kill_tree(proc)
+    sigint = 1 << (signal.SIGINT - 1)
+    masks = dict(line.split(":") for line in (tmp_path / "sigs").read_text().splitlines())
+    assert {name: int(mask, 16) & sigint for name, mask in masks.items()} == {
+        "SigBlk": 0,
+        "SigIgn": 0,
+    }
 
 
 def test_a_worker_killed_mid_step_fails_it_once_and_nothing_is_left_behind(tmp_path: Path):

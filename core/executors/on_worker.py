@@ -242,6 +242,18 @@ class StopWatch:
             self._done.set()
 
 
+def dask_setup(worker: Any) -> None:
+    """The preload of the LocalCluster's workers (core.cluster), on a worker's main thread as it
+    starts: SIGINT gets a handler that does nothing. A Ctrl-C at the terminal (or a cancelled
+    CI job's SIGINT) reaches the whole process group, these workers too, which printed 25-40
+    lines of tracebacks (KeyboardInterrupt, then their broken connections) over the run's
+    summary; the runner stops its workers itself. A handler, not SIG_IGN, which exec keeps:
+    the processes a step starts (a ``where: cluster`` shell step's) get SIGINT as at home."""
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+
+
 def put_on_path(workspace: str) -> None:
     """Python steps import from the recipe's folder, on a worker too when it can see it."""
     if workspace not in sys.path and os.path.isdir(workspace):
