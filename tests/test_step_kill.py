@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from core.executors.base import Outcome
-from core.executors.python import Interruptible, StepKilled
+from core.executors.python import Interruptible, OutputRouting, StepKilled
+from core.workers import Workers
 
 
 def test_a_stepkilled_landing_as_the_step_returns_stays_in_call():
@@ -68,3 +71,62 @@ def test_repeated_kills_never_escape_call():
     finally:
         sys.setswitchinterval(interval)
     assert escaped == []
+
+
+class _Sink:
+    """What a step's output is written to (a StepLog, a worker's Publisher): kept here."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+
+    def write_text(self, text: str) -> None:
+        self.text.append(text)
+
+
+@contextmanager
+def _routing() -> Iterator[_Sink]:
+    """The routers installed as for a run, this thread running a step whose log is the sink
+    (in the test itself: pytest puts its own sys.stdout back after the fixtures)."""
+    sink = _Sink()
+    OutputRouting.acquire()
+    OutputRouting.bind(sink)
+    try:
+        yield sink
+    finally:
+        OutputRouting.bind(None)
+        OutputRouting.release()
+
+
+def test_a_thread_orch_tui_starts_on_a_steps_thread_does_not_print_to_its_log(capsys):
+    """The scheduler runs on a step's thread (a ctx write it watches) and may start a pool
+    worker there: the runner's thread, which outlived the step and printed into its log; a
+    thread the step's own code starts still does."""
+    printed = threading.Event()
+    with _routing() as log:
+        Workers("orch-test").submit(lambda: (print("runner-line"), printed.set()))
+        assert printed.wait(10)
+        mine = threading.Thread(target=lambda: print("step-line"))
+        mine.start()
+        mine.join()
+    assert "".join(log.text) == "step-line\n"
+    assert "runner-line" in capsys.readouterr().out
+
+
+def test_releasing_the_routers_keeps_another_librarys_later_thread_start_patch():
+    """A library patching ``Thread.start`` after the run started keeps its patch when the run
+    ends; it was put back to what it was when orch-tui was imported."""
+    original = threading.Thread.start
+    OutputRouting.acquire()
+    routed = threading.Thread.start
+
+    def theirs(thread: threading.Thread) -> None:
+        routed(thread)
+
+    threading.Thread.start = theirs  # type: ignore[method-assign]
+    try:
+        OutputRouting.release()
+        assert threading.Thread.start is theirs
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]

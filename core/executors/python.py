@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from core.workers import Workers
 
 if TYPE_CHECKING:
     import logging
-    from types import TracebackType
+    from types import FrameType, TracebackType
 
 
 class _Router(io.TextIOBase):
@@ -70,13 +71,25 @@ class _Router(io.TextIOBase):
 
 _THREAD_START = threading.Thread.start
 
+#: orch-tui's own code (core/, tui/): where a file's path starts with one of these
+_ORCH_DIRS = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), package, "")
+    for package in ("core", "tui")
+)
+
+
+def _orch_code(frame: FrameType) -> bool:
+    return frame.f_code.co_filename.startswith(_ORCH_DIRS)
+
 
 def _start_routed(thread: threading.Thread) -> None:
     """``Thread.start`` while the routers are installed: a thread that a step starts (a thread
     pool's worker, a progress bar's) writes to that step's log, as the step itself does. Its
-    output went to the runner's terminal (or daemon.log), never to the log."""
+    output went to the runner's terminal (or daemon.log), never to the log. Not a thread
+    orch-tui starts on the step's thread (the scheduler run there on a ctx write starting a
+    pool worker): it is the runner's, and outlives the step."""
     sink = getattr(OutputRouting._local, "sink", None)
-    if sink is not None:
+    if sink is not None and not _orch_code(sys._getframe(1)):
         run = thread.run
 
         def run_routed() -> None:
@@ -115,7 +128,8 @@ class OutputRouting:
                     sys.stdout = cls._saved[0]
                 if isinstance(sys.stderr, _Router):
                     sys.stderr = cls._saved[1]
-                threading.Thread.start = _THREAD_START  # type: ignore[method-assign]
+                if threading.Thread.start is _start_routed:  # not another library's since
+                    threading.Thread.start = _THREAD_START  # type: ignore[method-assign]
                 cls._saved = None
 
     @classmethod
