@@ -9,12 +9,25 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
+from core.context import Context
+from core.executors import python
 from core.executors.base import Outcome
-from core.executors.python import Interruptible, OutputRouting, StepKilled
+from core.executors.python import Interruptible, OutputRouting, StepKilled, call_step
+from core.recipe import PythonStep
 from core.workers import Workers
+from tests.conftest import write_module
 
 
-def test_a_stepkilled_landing_as_the_step_returns_stays_in_call():
+@pytest.fixture
+def anywhere(monkeypatch):
+    """``interrupt`` sends as soon as asked, as if the step's own code always ran: it looks
+    first, and a step that returns between its look and the send gets it as it returns."""
+    monkeypatch.setattr(python, "_in_its_own_code", lambda ident: True)
+
+
+def test_a_stepkilled_landing_as_the_step_returns_stays_in_call(anywhere):
     """The kill comes after the step returned, before ``_disarm`` took its lock: the async
     exception fires at ``_disarm``'s first instruction. It escaped ``call`` (the review's
     stress harness: 4 runs of 7), leaving ``_calling`` set and the runner's pool thread dead,
@@ -38,7 +51,7 @@ def test_a_stepkilled_landing_as_the_step_returns_stays_in_call():
     assert thread.call(lambda: Outcome(3)).exit_code == 3, "the next call was not disarmed"
 
 
-def test_repeated_kills_never_escape_call():
+def test_repeated_kills_never_escape_call(anywhere):
     """The stress harness, bounded by calls: one thread calls a short step over and over while
     another interrupts as fast as it can; no StepKilled may reach the caller."""
     thread = Interruptible()
@@ -130,3 +143,40 @@ def test_releasing_the_routers_keeps_another_librarys_later_thread_start_patch()
         assert threading.Thread.start is theirs
     finally:
         threading.Thread.start = original  # type: ignore[method-assign]
+
+
+def test_a_kill_waits_for_the_step_to_leave_orch_tuis_code(tmp_path, monkeypatch):
+    """A step killed while in orch-tui's code it called (here a ctx write, whose listeners,
+    the scheduler's, take their time) gets StepKilled once back in its own: the write is
+    whole, every listener told. It was raised in the listener, which the other listeners
+    never heard of (the scheduler's: a step waiting for the key never started; or its lock
+    left held, and the run hung)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = write_module(
+        tmp_path, "def run(ctx):\n    ctx['k'] = 1\n    while True:\n        pass\n"
+    )
+    ctx, heard = Context(), []
+    entered, released = threading.Event(), threading.Event()
+
+    def slow(key: str) -> None:
+        entered.set()
+        released.wait(10)
+
+    ctx.add_listener(slow)
+    ctx.add_listener(heard.append)
+    thread, sink = Interruptible(), _Sink()
+    step = PythonStep(name="spin", module=module)
+    runs = threading.Thread(
+        target=thread.call, args=(lambda: call_step(step, ctx, sink, None),), daemon=True
+    )
+    runs.start()
+    try:
+        assert entered.wait(10)
+        thread.interrupt()
+        released.set()
+        runs.join(10)
+        assert not runs.is_alive(), "the step was never killed"
+        assert heard == ["k"]
+        assert "StepKilled" in "".join(sink.text)
+    finally:
+        released.set()

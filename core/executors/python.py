@@ -13,6 +13,7 @@ import io
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -284,6 +285,7 @@ class Interruptible:
         self._lock = threading.Lock()
         self._calling: int | None = None  # the thread's ident while it runs the step
         self._sent = False  # interrupted: only then is a StepKilled not raised yet dropped
+        self._trying = False  # a thread tries to interrupt it again soon (interrupt)
 
     def call(self, step: Callable[[], Outcome]) -> Outcome:
         """``step()``, or the killed Outcome if StepKilled ended it. The StepKilled (one a call)
@@ -320,12 +322,56 @@ class Interruptible:
                 continue
 
     def interrupt(self) -> None:
-        """StepKilled raised in the step's thread, once a call: a second, landing in ``call``'s
-        handling of the first, would have nothing left to catch it."""
+        """StepKilled raised in the step's thread when it runs the step's own code: not in
+        orch-tui's that the step called (a ctx write, the scheduler run inline on a key it
+        watches, a log line), which it would leave half done, its lock held (the run hung).
+        Tried again every KILL_RETRY seconds, by a thread of its own, until then (at most
+        KILL_TRIES times: a step still in orch-tui's code after that is left running)."""
         with self._lock:
-            if self._calling is not None and not self._sent:
-                self._sent = True
-                _raise_in(self._calling, StepKilled)
+            if self._done_with() or self._trying or self._send():
+                return
+            self._trying = True
+        threading.Thread(target=self._keep_trying, name="orch-kill", daemon=True).start()
+
+    def _keep_trying(self) -> None:
+        try:
+            for _ in range(KILL_TRIES):
+                time.sleep(KILL_RETRY)
+                with self._lock:
+                    if self._done_with() or self._send():
+                        return
+        finally:
+            self._trying = False
+
+    def _done_with(self) -> bool:
+        """Nothing to interrupt: no step running, or StepKilled sent to it already (once a
+        call: a second, landing in ``call``'s handling of the first, would escape)."""
+        return self._calling is None or self._sent
+
+    def _send(self) -> bool:
+        """StepKilled raised if the step's own code runs; False if not now. Holds the lock."""
+        assert self._calling is not None
+        if not _in_its_own_code(self._calling):
+            return False
+        self._sent = True
+        _raise_in(self._calling, StepKilled)
+        return True
+
+
+#: how often, and how many times, a kill is tried again while the step is in orch-tui's code
+KILL_RETRY = 0.002
+KILL_TRIES = 5000
+
+
+def _in_its_own_code(ident: int) -> bool:
+    """Whether the thread ``ident`` runs a step's own code: from its innermost frame out to
+    ``call_step``'s (which called the step's function), no frame of orch-tui's."""
+    frame = sys._current_frames().get(ident)
+    while frame is not None and frame.f_code is not call_step.__code__:
+        if _orch_code(frame):
+            return False
+        frame = frame.f_back
+    return frame is not None
 
 
 class PythonExecution:
