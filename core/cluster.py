@@ -180,6 +180,7 @@ def _local_cluster(workers: int, scratch: str) -> Any:
             scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0", "local_directory": scratch},
             local_directory=scratch,
             silence_logs=logging.ERROR,
+            preload=["core.executors.on_worker"],  # its dask_setup: a Ctrl-C is not theirs
         )
 
 

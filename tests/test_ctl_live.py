@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -638,6 +639,17 @@ def test_ctl_says_which_run_it_took_when_a_newer_one_runs_headless(tmp_path, dae
         kill_tree(headless)
 
 
+def _detach_until_ctx_saved(tmp_path, daemons, module: str) -> tuple[Daemon, Path]:
+    """A detached run of ``module``'s ``run`` as its one step; the run and its ctx.json, once
+    saved with something in it."""
+    daemon = detach(
+        tmp_path, daemons, f"steps:\n  - {{name: put, type: python, module: {module}}}\n"
+    )
+    ctx_json = daemon.run_dir / "ctx.json"
+    wait_for(lambda: ctx_json.exists() and json.loads(ctx_json.read_bytes()), 10, "ctx saved")
+    return daemon, ctx_json
+
+
 def test_numpy_scalars_a_step_stores_are_in_ctx_json_and_ctl_ctx(tmp_path, daemons):
     """A mean computed with numpy is an ``np.float64`` (a float), a label an ``np.str_``: the
     ctx takes them, so ctx.json and ``ctl ctx`` show them as the numbers and text they are.
@@ -655,11 +667,7 @@ def test_numpy_scalars_a_step_stores_are_in_ctx_json_and_ctl_ctx(tmp_path, daemo
             stop.wait(60)
         """,
     )
-    daemon = detach(
-        tmp_path, daemons, f"steps:\n  - {{name: put, type: python, module: {module}}}\n"
-    )
-    ctx_json = daemon.run_dir / "ctx.json"
-    wait_for(lambda: ctx_json.exists() and json.loads(ctx_json.read_bytes()), 10, "ctx saved")
+    daemon, ctx_json = _detach_until_ctx_saved(tmp_path, daemons, module)
     assert json.loads(ctx_json.read_bytes()) == {"mean": 1.5, "label": "hello", "n": 4}
     shown = ctl(tmp_path, "ctx")
     assert (shown.returncode, shown.stderr) == (0, "")
@@ -687,11 +695,7 @@ def test_ctl_ctx_shows_a_value_changed_in_place_past_the_checks_and_where_it_is(
             stop.wait(60)
         """,
     )
-    daemon = detach(
-        tmp_path, daemons, f"steps:\n  - {{name: put, type: python, module: {module}}}\n"
-    )
-    ctx_json = daemon.run_dir / "ctx.json"
-    wait_for(lambda: ctx_json.exists() and json.loads(ctx_json.read_bytes()), 10, "ctx saved")
+    daemon, ctx_json = _detach_until_ctx_saved(tmp_path, daemons, module)
     assert json.loads(ctx_json.read_bytes()) == {"n": 2}
     rows_shown = [1, "<np.int64(3): not JSON, its key left out of ctx.json>"]
     shown = ctl(tmp_path, "ctx")

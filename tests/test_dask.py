@@ -4,6 +4,7 @@ the module (``scheduler``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from tests.conftest import (
     read_json,
     read_state,
     run_cli,
+    start_cli,
     start_detached,
     stop_runner,
     wait_for,
@@ -88,11 +90,20 @@ def _open(url: str, recipe_path: Path):
     return recipe, open_cluster(url, recipe)
 
 
-def _run(tmp_path: Path, yaml_text: str, url: str, timeout: float = 60.0):
-    """Run the recipe in-process on the cluster at ``url``; the finished runner."""
+def _run(
+    tmp_path: Path,
+    yaml_text: str,
+    url: str,
+    timeout: float = 60.0,
+    on_workers: Callable[[], object] | None = None,
+):
+    """Run the recipe in-process on the cluster at ``url`` (``on_workers`` run on each worker
+    first); the finished runner."""
     from core.runner import Runner
 
     recipe, cluster = _open(url, write_recipe(tmp_path, yaml_text))
+    if on_workers is not None:
+        cluster.client.run(on_workers)
     runner = Runner(recipe, run_dir=tmp_path / "run", cluster=cluster)
     try:
         runner.start()
@@ -365,6 +376,74 @@ def after(ctx):
     )
     assert _statuses(tmp_path / "run") == {"spin": "timed_out", "after": "succeeded"}
     assert runner.ctx["after"] == "ran"
+
+
+def test_a_step_on_a_worker_ends_without_waiting_for_its_stop_watcher(tmp_path: Path):
+    """Each step's task waited for its stop watcher's poll of the scheduler to end (STOP_POLL,
+    1 s) before it returned: 5 trivial python steps took 5 s instead of 0.4. With the poll
+    made an hour long on the workers, the run ends (python and ``where: cluster`` steps)."""
+    from core.executors import on_worker
+
+    mod = write_module(tmp_path, "def one(ctx):\n    return 1\n")
+    runner = _run(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: first, type: python, module: {mod}, function: one, output: first}}
+      - {{name: second, type: python, module: {mod}, function: one, output: second}}
+      - {{name: shell, type: shell, where: cluster, cmd: "true"}}
+    """,
+        "dask-local://1",
+        on_workers=functools.partial(setattr, on_worker, "STOP_POLL", 3600.0),
+    )
+    assert _statuses(tmp_path / "run") == {n: "succeeded" for n in ("first", "second", "shell")}
+    assert (runner.ctx["first"], runner.ctx["second"]) == (1, 1)
+
+
+def test_sigint_to_a_dask_local_runs_group_stops_it_without_the_workers_tracebacks(tmp_path: Path):
+    """Ctrl-C at the terminal (or a cancelled CI job's SIGINT) reaches the whole process group:
+    the LocalCluster's workers too, which printed 25-40 lines of tracebacks (KeyboardInterrupt,
+    CommClosedError) over the run's summary. The runner stops them itself; they ignore it. A
+    ``where: cluster`` shell step's process still gets SIGINT as at home (neither blocked nor
+    ignored)."""
+    mod = write_module(
+        tmp_path,
+        """
+from pathlib import Path
+
+def spin(ctx):
+    Path("spinning").touch()
+    while True:
+        pass
+""",
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: sigs, type: shell, where: cluster,
+          run: "exec grep -E '^Sig(Blk|Ign)' /proc/self/status > sigs"}}
+      - {{name: spin, type: python, module: {mod}, function: spin, grace: 1}}
+    """,
+    )
+    proc = start_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "spinning").exists(), 60, "the step to spin")
+        started = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        text = (out + err).decode()
+        assert proc.returncode == 130, text
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        assert_gone(started, 30)
+    finally:
+        kill_tree(proc)
+    sigint = 1 << (signal.SIGINT - 1)
+    masks = dict(line.split(":") for line in (tmp_path / "sigs").read_text().splitlines())
+    assert {name: int(mask, 16) & sigint for name, mask in masks.items()} == {
+        "SigBlk": 0,
+        "SigIgn": 0,
+    }
 
 
 def test_a_worker_killed_mid_step_fails_it_once_and_nothing_is_left_behind(tmp_path: Path):

@@ -192,16 +192,19 @@ class RecordingContext(Context):
 class StopWatch:
     """The step's ``stop`` (a threading.Event), set when the run sets the distributed Event.
 
-    Made only if the step asks for ``stop`` (a python step) or has a process to stop (a shell
-    step: ``on_stop``, called on the watching thread); a thread waits on the scheduler's Event
-    (which answers as soon as it is set) until the step ends."""
+    Watched for every step: a python step that ignores ``stop`` is interrupted past its grace
+    (``on_stop``), a shell step's process group is stopped (``on_stop``), called on the
+    watching thread. That thread waits on the scheduler's Event (which answers as soon as it
+    is set) until the step ends; ``close`` does not wait for it (it wakes up to STOP_POLL
+    later: the task waited that long, every step of a run lasted a second at least), it only
+    makes sure ``on_stop`` is not called once the step has ended (its pid may be another's)."""
 
     def __init__(self, name: str, on_stop: Callable[[], object] | None = None) -> None:
         self._name = name
         self._on_stop = on_stop
         self._event: threading.Event | None = None
         self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # held by on_stop: close comes before or after it
 
     def event(self) -> threading.Event:
         """Called on the task's thread, where Dask finds the worker's client."""
@@ -210,29 +213,45 @@ class StopWatch:
 
             remote = Event(self._name, client=get_client())  # lazily, it would find none
             self._event = threading.Event()
-            self._thread = threading.Thread(
+            threading.Thread(
                 target=self._watch, args=(remote,), name="orch-stop", daemon=True
-            )
-            self._thread.start()
+            ).start()
         return self._event
 
     def _watch(self, remote: Any) -> None:
-        assert self._event is not None
         while not self._done.is_set():
             try:
                 if remote.wait(STOP_POLL):
-                    self._event.set()
-                    if self._on_stop is not None:
-                        self._on_stop()
+                    self._stopped()
                     return
             except Exception:  # the scheduler is gone: the run is over anyway
                 if self._done.wait(STOP_POLL):
                     return
 
+    def _stopped(self) -> None:
+        assert self._event is not None
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._event.set()
+            if self._on_stop is not None:
+                self._on_stop()
+
     def close(self) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join(STOP_POLL + 1)
+        with self._lock:
+            self._done.set()
+
+
+def dask_setup(worker: Any) -> None:
+    """The preload of the LocalCluster's workers (core.cluster), on a worker's main thread as it
+    starts: SIGINT gets a handler that does nothing. A Ctrl-C at the terminal (or a cancelled
+    CI job's SIGINT) reaches the whole process group, these workers too, which printed 25-40
+    lines of tracebacks (KeyboardInterrupt, then their broken connections) over the run's
+    summary; the runner stops its workers itself. A handler, not SIG_IGN, which exec keeps:
+    the processes a step starts (a ``where: cluster`` shell step's) get SIGINT as at home."""
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
 def put_on_path(workspace: str) -> None:

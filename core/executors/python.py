@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -23,7 +25,7 @@ from core.workers import Workers
 
 if TYPE_CHECKING:
     import logging
-    from types import TracebackType
+    from types import FrameType, TracebackType
 
 
 class _Router(io.TextIOBase):
@@ -70,13 +72,25 @@ class _Router(io.TextIOBase):
 
 _THREAD_START = threading.Thread.start
 
+#: orch-tui's own code (core/, tui/): where a file's path starts with one of these
+_ORCH_DIRS = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), package, "")
+    for package in ("core", "tui")
+)
+
+
+def _orch_code(frame: FrameType) -> bool:
+    return frame.f_code.co_filename.startswith(_ORCH_DIRS)
+
 
 def _start_routed(thread: threading.Thread) -> None:
     """``Thread.start`` while the routers are installed: a thread that a step starts (a thread
     pool's worker, a progress bar's) writes to that step's log, as the step itself does. Its
-    output went to the runner's terminal (or daemon.log), never to the log."""
+    output went to the runner's terminal (or daemon.log), never to the log. Not a thread
+    orch-tui starts on the step's thread (the scheduler run there on a ctx write starting a
+    pool worker): it is the runner's, and outlives the step."""
     sink = getattr(OutputRouting._local, "sink", None)
-    if sink is not None:
+    if sink is not None and not _orch_code(sys._getframe(1)):
         run = thread.run
 
         def run_routed() -> None:
@@ -115,7 +129,8 @@ class OutputRouting:
                     sys.stdout = cls._saved[0]
                 if isinstance(sys.stderr, _Router):
                     sys.stderr = cls._saved[1]
-                threading.Thread.start = _THREAD_START  # type: ignore[method-assign]
+                if threading.Thread.start is _start_routed:  # not another library's since
+                    threading.Thread.start = _THREAD_START  # type: ignore[method-assign]
                 cls._saved = None
 
     @classmethod
@@ -270,16 +285,24 @@ class Interruptible:
         self._lock = threading.Lock()
         self._calling: int | None = None  # the thread's ident while it runs the step
         self._sent = False  # interrupted: only then is a StepKilled not raised yet dropped
+        self._trying = False  # a thread tries to interrupt it again soon (interrupt)
 
     def call(self, step: Callable[[], Outcome]) -> Outcome:
+        """``step()``, or the killed Outcome if StepKilled ended it. The StepKilled (one a call)
+        may land anywhere between ``_calling`` set and ``_disarm`` done: in the step, as it
+        returns, or at ``_disarm``'s first instruction, outside its own ``try``; caught there too,
+        or it escaped onto the runner's pool thread, whose step then never ended."""
         outcome = Outcome(None, error="killed")
         try:
-            with self._lock:
-                self._calling = threading.get_ident()
-            outcome = step()
-        except StepKilled:  # came as the step's own code was returning: it has ended
-            pass
-        finally:
+            try:
+                with self._lock:
+                    self._calling = threading.get_ident()
+                outcome = step()
+            except StepKilled:  # in the step, or as its own code was returning: it has ended
+                pass
+            finally:
+                self._disarm()
+        except StepKilled:  # at _disarm's first instruction: no other can come (interrupt)
             self._disarm()
         return outcome
 
@@ -299,10 +322,56 @@ class Interruptible:
                 continue
 
     def interrupt(self) -> None:
+        """StepKilled raised in the step's thread when it runs the step's own code: not in
+        orch-tui's that the step called (a ctx write, the scheduler run inline on a key it
+        watches, a log line), which it would leave half done, its lock held (the run hung).
+        Tried again every KILL_RETRY seconds, by a thread of its own, until then (at most
+        KILL_TRIES times: a step still in orch-tui's code after that is left running)."""
         with self._lock:
-            if self._calling is not None:
-                self._sent = True
-                _raise_in(self._calling, StepKilled)
+            if self._done_with() or self._trying or self._send():
+                return
+            self._trying = True
+        threading.Thread(target=self._keep_trying, name="orch-kill", daemon=True).start()
+
+    def _keep_trying(self) -> None:
+        try:
+            for _ in range(KILL_TRIES):
+                time.sleep(KILL_RETRY)
+                with self._lock:
+                    if self._done_with() or self._send():
+                        return
+        finally:
+            self._trying = False
+
+    def _done_with(self) -> bool:
+        """Nothing to interrupt: no step running, or StepKilled sent to it already (once a
+        call: a second, landing in ``call``'s handling of the first, would escape)."""
+        return self._calling is None or self._sent
+
+    def _send(self) -> bool:
+        """StepKilled raised if the step's own code runs; False if not now. Holds the lock."""
+        assert self._calling is not None
+        if not _in_its_own_code(self._calling):
+            return False
+        self._sent = True
+        _raise_in(self._calling, StepKilled)
+        return True
+
+
+#: how often, and how many times, a kill is tried again while the step is in orch-tui's code
+KILL_RETRY = 0.002
+KILL_TRIES = 5000
+
+
+def _in_its_own_code(ident: int) -> bool:
+    """Whether the thread ``ident`` runs a step's own code: from its innermost frame out to
+    ``call_step``'s (which called the step's function), no frame of orch-tui's."""
+    frame = sys._current_frames().get(ident)
+    while frame is not None and frame.f_code is not call_step.__code__:
+        if _orch_code(frame):
+            return False
+        frame = frame.f_back
+    return frame is not None
 
 
 class PythonExecution:
