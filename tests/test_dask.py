@@ -776,20 +776,21 @@ def test_a_cluster_we_start_runs_no_code_for_a_client_without_the_runs_key():
     assert page.value.code == 404
 
 
+#: a dask-local run that starts the cluster and runs one shell step on it, and nothing else
+ONE_CLUSTER_SHELL_STEP = """
+executor: dask-local://1
+steps:
+  - {name: sh, type: shell, where: cluster, cmd: "true"}
+"""
+
+
 def test_a_local_cluster_run_from_a_shared_folder_imports_nothing_planted_there(
     tmp_path: Path, shared: Path, attacker: User
 ):
     """Its worker processes are started as ``python -c``, which looks in the current folder
     first for what it imports at start (multiprocessing itself) unless run with -P: a run
     started in /tmp imported another user's ``multiprocessing.py`` there, as the run's user."""
-    recipe = write_recipe(
-        tmp_path,
-        """
-    executor: dask-local://1
-    steps:
-      - {name: sh, type: shell, where: cluster, cmd: "true"}
-    """,
-    )
+    recipe = write_recipe(tmp_path, ONE_CLUSTER_SHELL_STEP)
     planted = "import os\nopen(os.path.join(os.path.dirname(__file__), 'ran'), 'w').close()\n"
     attacker.do(lambda: (shared / "multiprocessing.py").write_text(planted))
     result = run_cli(recipe, "--no-ui", cwd=shared, timeout=120)
@@ -820,14 +821,7 @@ def test_a_local_cluster_imports_nothing_from_a_shared_dask_scratch_space(
     every user, and each of its servers (the scheduler in the runner itself) puts it first on
     ``sys.path``: another user who made it first, writable, had their module imported by the
     run, as the run's user. The attacker plants one for every name that can be imported."""
-    recipe = write_recipe(
-        tmp_path,
-        """
-    executor: dask-local://1
-    steps:
-      - {name: sh, type: shell, where: cluster, cmd: "true"}
-    """,
-    )
+    recipe = write_recipe(tmp_path, ONE_CLUSTER_SHELL_STEP)
     scratch = shared / "dask-scratch-space"
     attacker.do(_plant_every_module(scratch))
     result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=120, env={"TMPDIR": str(shared)})
@@ -839,14 +833,7 @@ def test_a_local_cluster_imports_nothing_from_a_shared_dask_scratch_space(
 def test_dask_local_without_cryptography_is_one_line_and_exit_2(tmp_path: Path):
     """The cluster's TLS key needs ``cryptography`` (in the ``dask`` extra): an install of
     orch-tui[dask] from before it was added said ``internal error: ImportError``, exit 1."""
-    recipe = write_recipe(
-        tmp_path,
-        """
-    executor: dask-local://1
-    steps:
-      - {name: sh, type: shell, where: cluster, cmd: "true"}
-    """,
-    )
+    recipe = write_recipe(tmp_path, ONE_CLUSTER_SHELL_STEP)
     shadow = tmp_path / "shadow"
     (shadow / "cryptography").mkdir(parents=True)
     (shadow / "cryptography" / "__init__.py").write_text("raise ImportError('not installed')\n")
