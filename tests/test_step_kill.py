@@ -27,25 +27,24 @@ def anywhere(monkeypatch):
     monkeypatch.setattr(python, "_in_its_own_code", lambda ident: True)
 
 
-def test_a_stepkilled_landing_as_the_step_returns_stays_in_call(anywhere):
+def test_a_stepkilled_landing_as_the_step_returns_stays_in_call(anywhere, monkeypatch):
     """The kill comes after the step returned, before ``_disarm`` took its lock: the async
-    exception fires at ``_disarm``'s first instruction. It escaped ``call`` (the review's
-    stress harness: 4 runs of 7), leaving ``_calling`` set and the runner's pool thread dead,
-    the step never ending. Made certain here: the kill is sent as ``_disarm`` is entered."""
+    exception fires as ``_disarm`` starts, outside its own ``try``. It escaped ``call`` (the
+    review's stress harness: 4 runs of 7), leaving ``_calling`` set and the runner's pool
+    thread dead, the step never ending. Made certain here: the kill is sent just before
+    ``_disarm`` runs. (Not with sys.settrace: an async exception sent from a trace function
+    to its own thread made CPython 3.11 spin at the next call's start, a hang in CI.)"""
     thread = Interruptible()
-    sent: list[bool] = []
+    disarm, sent = Interruptible._disarm, []
 
-    def kill_as_disarm_starts(frame, event, arg):
-        if event == "call" and frame.f_code is Interruptible._disarm.__code__ and not sent:
+    def killed_as_disarm_starts(self: Interruptible) -> None:
+        if not sent:
             sent.append(True)
-            thread.interrupt()  # fires at the next instruction checked: here, or _disarm's
-        return None
+            self.interrupt()  # fires at the next instruction checked: the call just below
+        disarm(self)
 
-    sys.settrace(kill_as_disarm_starts)
-    try:
-        outcome = thread.call(lambda: Outcome(0))
-    finally:
-        sys.settrace(None)
+    monkeypatch.setattr(Interruptible, "_disarm", killed_as_disarm_starts)
+    outcome = thread.call(lambda: Outcome(0))
     assert sent, "the step returned without entering _disarm"
     assert outcome.exit_code == 0, "the step had returned: its outcome stands"
     assert thread.call(lambda: Outcome(3)).exit_code == 3, "the next call was not disarmed"
