@@ -1063,6 +1063,29 @@ async def test_a_long_recipe_name_leaves_the_header_room_for_the_run_state(orch)
         assert "… · failed" in screen_lines(app)[0]
 
 
+async def test_header_counts_a_step_stopped_with_k(orch):
+    """A step stopped with `k` is cancelled (⊗ in the tree): the header counts it as it counts
+    the failed ones. It counted it nowhere: "0/2 ⏱1" for a run of a stopped step and a timed
+    out one, as if one step had vanished."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: stuck, type: shell, run: sleep 60, grace: 1}
+          - {name: slow, type: shell, run: sleep 60, timeout: 0.2, grace: 1, depends_on: []}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "stuck", "running")
+        await pilot.press("k")  # stuck is selected: the first step
+        await until_status(pilot, runner, "stuck", "cancelled")
+        await until_status(pilot, runner, "slow", "timed_out")
+        await until(
+            pilot,
+            lambda: " · 0/2 ⏱1 ⊗1 · " in screen_lines(app)[0],
+            what=f"both steps counted on the header: {screen_lines(app)[0]!r}",
+        )
+
+
 async def test_header_does_not_say_running_while_a_service_waits_to_restart(orch):
     """The work is done and a service crashed: while it waits out its restart delay the run is
     as it was while the service was up ("done"). It said "running" for the delay and "done"

@@ -13,9 +13,18 @@ from textual.widget import Widget
 from core.state import Status
 from tui.format import format_duration, status_icon, status_style
 
-#: Statuses that count as done, and those counted one by one beside the total.
+#: Statuses that count as done, and those counted one by one beside the total: every step
+#: is in one or the other but for the pending ones (a step stopped with `k` or cut short by
+#: the run's stop is cancelled, and was in neither: "0/2 ⏱1" for a run of two steps).
 DONE = (Status.SUCCEEDED, Status.SKIPPED, Status.STOPPED)
-COUNTED = (Status.RUNNING, Status.READY, Status.FAILED, Status.TIMED_OUT, Status.BLOCKED)
+COUNTED = (
+    Status.RUNNING,
+    Status.READY,
+    Status.FAILED,
+    Status.TIMED_OUT,
+    Status.BLOCKED,
+    Status.CANCELLED,
+)
 RUN_STYLE = {
     "running": "bold yellow",
     "waiting": "bold red",
