@@ -236,6 +236,27 @@ async def test_two_tmux_servers_sessions_of_one_name_are_both_in_the_tree(orch, 
             )
 
 
+async def test_a_sessions_row_is_whole_at_80_columns(orch, tmux_tmpdir):
+    """At 80x24 the tree widens for a session's row as for a step's name (up to half the
+    screen): the row says the session's tmux socket whole. The tree's width counted the steps'
+    names only: with short ones the row was cut, `▣ lab_shell tmux -L …`, and the socket,
+    shown nowhere else at that size, could not be read."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: mk, type: session, backend: tmux, socket: labsock, action: create,
+             session: lab_shell}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "mk", "succeeded", timeout=20)
+        await until(
+            pilot,
+            lambda: any("▣ lab_shell tmux -L labsock " in r for r in tui_helpers.screen_lines(app)),
+            what=f"the session's row whole: {tui_helpers.screen_lines(app)[:8]}",
+        )
+
+
 @needs_tmux
 async def test_a_session_killed_from_outside_is_marked_ended_in_the_tree(orch, tmux_socket):
     """A session ended from outside (``tmux kill-session`` in another terminal) while the app

@@ -250,7 +250,13 @@ class OrchApp(App[int]):
         made = [s for s in run.steps.values() if s.session and s.status == Status.SUCCEEDED]
         for state in sorted(made, key=lambda s: s.ended or 0.0):
             self._note_session(state.session)
+        self._show_sessions()
+
+    def _show_sessions(self) -> None:
+        """The tree's Sessions group as ``_sessions`` says, the tree widened for their rows (a
+        tmux session's socket was cut at 80 columns: `r12u_tmx tmux -L …`)."""
         self.query_one(StepTree).set_sessions(list(self._sessions.values()))
+        self._fit_tree(self.size.width)
 
     def _drain(self) -> None:
         if not self.is_running:  # shutting down: the widgets are being removed
@@ -275,7 +281,7 @@ class OrchApp(App[int]):
                     self._dirty_logs.add(event.step)
                     if event.status == Status.SUCCEEDED and event.state.session is not None:
                         self._note_session(event.state.session)
-                        self.query_one(StepTree).set_sessions(list(self._sessions.values()))
+                        self._show_sessions()
                 continue
             run.apply(event)
             if isinstance(event, ev.StepOutput):

@@ -180,8 +180,13 @@ class StepTree(Tree[dict[str, Any]]):
         return label
 
     def wanted_width(self) -> int:
-        """Cells the widest row needs to show its name, a duration and its ``bg`` mark."""
-        return self._wanted
+        """Cells the widest row needs to show its name, a duration and its ``bg`` mark, or a
+        session's row whole (its name, backend and tmux socket, under the group's guide)."""
+        sessions = (
+            max((node.label.cell_len for node in self._session_nodes.values()), default=0)
+            + self.guide_depth
+        )
+        return max(self._wanted, sessions)
 
     def process_label(self, label: TextType) -> Text:
         """A one-line Text as it is: Tree splits every label into lines and copies the first,
