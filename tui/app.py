@@ -44,7 +44,7 @@ from core.state import (
     allowed_actions,
 )
 from core.text import clean
-from tui.format import count_key, counted, run_words, step_ending
+from tui.format import count_key, counted, display_path, run_words, step_ending
 from tui.screens.confirm_quit import ConfirmQuit
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
@@ -556,7 +556,13 @@ class OrchApp(App[int]):
             if text is None:
                 return
             if not pane.search(text) and text:
-                self.notify(f"{text!r} not found in the loaded lines", severity="warning")
+                where = "in the log"
+                lines, truncated = pane.searched
+                if truncated and pane.path is not None:  # past the history a pause loads
+                    where = (
+                        f"in the log's last {lines:,} lines (all of it: {display_path(pane.path)})"
+                    )
+                self.notify(f"{text!r} not found {where}", severity="warning", markup=False)
 
         self.push_screen(SearchPrompt(pane._search or ""), done)
 

@@ -3,8 +3,9 @@
 The pane never receives output line by line. The app tells it, at most a few times a second,
 that the step's log grew; the pane then reads the end of the file (the complete log stays on
 disk) and renders only the lines on screen. Following stops when the user scrolls up and the
-pane counts what arrived since; End resumes. ``/`` searches the loaded lines. A *live* pane (a
-session's log: no step events say when it grows) polls its file itself. An empty pane says why
+pane counts what arrived since; End resumes. ``/`` searches the lines a paused pane loads (a
+following one holds fewer: it loads them to search). A *live* pane (a session's log: no step
+events say when it grows) polls its file itself. An empty pane says why
 in a dim line (``empty_hint``), so a step that printed nothing does not look broken.
 
 A line wider than the pane is cut at its edge (scroll sideways to read on), and the border
@@ -98,6 +99,7 @@ class LogPane(ScrollView, can_focus=True):
         self._head: list[Strip] = []  # the title wrapped on top rows, when the border cuts it
         self._search: str | None = None
         self._match: int | None = None
+        self.searched = (0, False)  # (lines, earlier ones left out) of the last search
         self._strip_cache: dict[int, Strip] = {}
         #: (step, path) -> the dim line an empty pane shows; set by the app
         self.empty_hint: Callable[[str | None, Path | None], str] | None = None
@@ -377,9 +379,18 @@ class LogPane(ScrollView, can_focus=True):
         """Find ``text`` from the bottom up; True if found (the view scrolls to it)."""
         self._search = text or None
         self._match = None
+        was_following = self.follow
         self.refresh_bindings()
         self._strip_cache.clear()
         found = self._find(len(self._lines), -1) if text else False
+        if text and not found and self.follow and self._truncated:
+            # following holds the last FOLLOW_LINES only: search the history a pause loads (a
+            # line scrolling up would show was "not found" while following)
+            self._stop_following()
+            found = self._find(len(self._lines), -1)
+        self.searched = (len(self._lines), self._truncated)
+        if not found and was_following and not self.follow:
+            self.action_follow()  # nothing to show: the pane follows on, as it did
         self._update_border()
         self.refresh()
         return found
