@@ -755,6 +755,30 @@ def test_summary_of_a_2000_step_run_lists_failures_then_the_slowest(tmp_path: Pa
     assert "… and 1988 more steps that succeeded or were skipped, none slower than" in out
 
 
+def test_summary_of_a_failure_that_blocked_2000_steps_names_20_of_them(tmp_path: Path) -> None:
+    """A failure early in a 2,000-step run blocks the rest: the summary's "blocked by" line
+    names the first 20 and counts the others. It named all 1,998 on one line of 14,000
+    characters (each blocked step had had a line of its own as it was blocked)."""
+    run = Run(tmp_path / "big")
+    blocked = {"status": "blocked", "blocked_by": ["s0001"], "attempts": 0, "exit_code": None}
+    statuses = {f"s{i:04d}": dict(blocked) for i in range(2, 2000)}
+    statuses["s0001"] = {"status": "failed", "exit_code": 1, "duration": 0.001}
+    run.close(_big_state(statuses, 2000))
+    out = run.output()
+    line = next(x for x in out.splitlines() if x.startswith("blocked by s0001"))
+    match = re.fullmatch(
+        r"blocked by s0001 \(1,998 steps\): (.*) … and 1,978 more \(every step is in .*state\.json\)",
+        line,
+    )
+    assert match, line
+    named = match.group(1).split(", ")
+    assert len(named) == 20 and set(named) <= set(statuses) - {"s0001"}, named
+
+    few = Run(tmp_path / "few")  # a short list stays whole
+    few.close(_big_state({"s0001": statuses["s0001"], "s0005": blocked}, 100))
+    assert "blocked by s0001: s0005\n" in few.output()
+
+
 def test_summary_rows_stay_on_one_line(tmp_path: Path) -> None:
     """On a terminal a long reason is cut with an ellipsis at the screen's edge; the figures
     are kept."""

@@ -40,6 +40,7 @@ TAIL_LINES = 10
 TAIL_BYTES = 64 * 1024
 SUMMARY_ALL_UP_TO = 40  # steps listed one by one in the summary table
 SUMMARY_SLOWEST = 10
+BLOCKED_NAMED = 20  # steps a "blocked by" line of the summary names, the rest counted
 SUMMARY_NAME_MIN, SUMMARY_NOTE_MIN = 20, 12  # a narrow screen cuts them no narrower
 _COLUMNS = (
     ("step", "left"),
@@ -179,9 +180,22 @@ class Summary:
             for root in step.blocked_by:
                 by_root.setdefault(clean(root), []).append(label)
         for root, names in by_root.items():
-            self.printer.line((f"blocked by {root}: {', '.join(names)}", "yellow"))
+            self.printer.line((f"blocked by {root}{self._listed(names)}", "yellow"))
         if orphans:
-            self.printer.line((f"blocked: {', '.join(orphans)}", "yellow"))
+            self.printer.line((f"blocked{self._listed(orphans)}", "yellow"))
+
+    def _listed(self, names: list[str]) -> str:
+        """``: test, deploy``; past BLOCKED_NAMED names, the first of them and how many more
+        (a failure early in a 2,000-step run blocked 1,990: one line of 14,000 characters,
+        which the lines each blocked step got as it was blocked had said already)."""
+        if len(names) <= BLOCKED_NAMED:
+            return f": {', '.join(names)}"
+        where = display_path(self.run_dir.state)
+        more = len(names) - BLOCKED_NAMED
+        return (
+            f" ({len(names):,} steps): {', '.join(names[:BLOCKED_NAMED])}"
+            f" {self.printer.p('…')} and {more:,} more (every step is in {where})"
+        )
 
     def _root_failure(self, step: StepState) -> None:
         """A step that failed on its own: why, where its log is, and the log's last lines."""
