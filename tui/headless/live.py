@@ -65,14 +65,33 @@ class RichPrinter(Printer):
         self._decoder = AnsiDecoder()
         self._live: Live | None = None
         self._refresher: threading.Event | None = None  # set: the live view's refresh ends
+        #: what was printed while the live view is up, printed above it at its next redraw
+        self._pending: list[RenderableType] = []
+        self._pending_lock = threading.Lock()
 
     @property
     def width(self) -> int:  # type: ignore[override]  # the terminal's: rows fit it
         return self.console.width
 
     def print(self, renderable: RenderableType) -> None:
-        if not self.out.broken:
-            self.console.print(renderable, soft_wrap=False, crop=False)
+        """Print above the live view, if it is up: at its next redraw, with what else came
+        meanwhile. Each print under a live view draws the view again below it (Rich's render
+        hook): a 2,000-step run, three lines a step, spent 30 s drawing it, 13 times as long
+        as the same run into a pipe."""
+        if self.out.broken:
+            return
+        if self._live is not None:
+            with self._pending_lock:
+                self._pending.append(renderable)
+            return
+        self.console.print(renderable, soft_wrap=False, crop=False)
+
+    def _flush(self) -> None:
+        """What was printed since the live view's last redraw, in one print."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if pending and not self.out.broken:
+            self.console.print(Group(*pending), soft_wrap=False, crop=False)
 
     def line(self, *pieces: Piece, style: str = "") -> None:
         self.print(Text.assemble(*pieces, style=style))
@@ -149,6 +168,7 @@ class RichPrinter(Printer):
         terminal that takes nothing would pile up without bound, and the next one shows the
         same, newer."""
         while not stop.wait(1 / per_second):
+            self._flush()  # the lines are kept, however far behind the terminal is
             if self.out.backlog < BACKLOG_LIMIT:
                 live.refresh()
 
@@ -156,11 +176,13 @@ class RichPrinter(Printer):
         if self._refresher is not None:
             self._refresher.set()
         if self._live is not None:
+            self._flush()  # above the view's last frame
             try:
                 self._live.stop()
             except Exception:
                 pass
             self._live = None
+            self._flush()  # printed as it stopped
 
 
 @dataclass
