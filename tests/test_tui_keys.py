@@ -1151,6 +1151,46 @@ async def test_header_counts_a_step_stopped_with_k(orch):
         )
 
 
+async def test_an_allowed_failure_is_marked_as_one_not_as_a_failure_of_the_run(orch):
+    """A continue_on_error step that failed blocks nothing and fails no run: the tree and the
+    header mark it with a yellow ✗ (as the headless output does), its log's title says
+    "failed (allowed)", and with a service still up the run is "done", not "waiting · r
+    retries". It was a red ✗ counted with the failures, and the header asked for a retry."""
+    from tui.widgets import StepTree
+    from tui.widgets.run_header import RunHeader
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: lint, type: shell, run: exit 4, continue_on_error: true}
+          - {name: svc, type: shell, background: true, run: sleep 60, depends_on: []}
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "lint", "failed")
+        await until_status(pilot, runner, "svc", "ready")
+        header = app.query_one(RunHeader)
+        await until(
+            pilot,
+            lambda: " · done · 0/2 ●1 ✗1 · " in str(header.render()),
+            what=f"done, the allowed failure counted apart: {str(header.render())!r}",
+        )
+        mark = next(
+            span
+            for span in header.render().spans
+            if "✗1" in str(header.render())[span.start : span.end]
+        )
+        assert mark.style == "yellow", mark
+        row = app.query_one(StepTree).label_of("lint")
+        assert row.plain.startswith("✗ lint") and row.spans[0].style == "yellow", row.spans
+        pane = main_pane(app)  # lint is selected: the first step
+        await until(
+            pilot,
+            lambda: " · failed (allowed): exit 4" in str(pane.border_title),
+            what=f"the title: {str(pane.border_title)!r}",
+        )
+
+
 async def test_header_does_not_say_running_while_a_service_waits_to_restart(orch):
     """The work is done and a service crashed: while it waits out its restart delay the run is
     as it was while the service was up ("done"). It said "running" for the delay and "done"

@@ -46,6 +46,9 @@ STATUS_GLYPHS: dict[str, Glyph] = {
     Status.STOPPED: Glyph("■", "#", "cyan"),
 }
 UNKNOWN = Glyph("?", "?", "")
+#: A failure the recipe allows (``continue_on_error``): it blocks nothing, fails no run.
+ALLOWED = "allowed"
+ALLOWED_GLYPH = Glyph("✗", "x", "yellow")
 #: A service's health (``health:`` checks), beside its status.
 HEALTH_GLYPHS: dict[str, Glyph] = {
     Health.UNKNOWN: Glyph("♡", "?", "dim"),
@@ -55,11 +58,18 @@ HEALTH_GLYPHS: dict[str, Glyph] = {
 
 
 def status_icon(status: str) -> str:
-    return STATUS_GLYPHS.get(status, UNKNOWN).symbol
+    """A status's mark (``ALLOWED`` too: an allowed failure's)."""
+    return (ALLOWED_GLYPH if status == ALLOWED else STATUS_GLYPHS.get(status, UNKNOWN)).symbol
 
 
 def status_style(status: str) -> str:
-    return STATUS_GLYPHS.get(status, UNKNOWN).style
+    return (ALLOWED_GLYPH if status == ALLOWED else STATUS_GLYPHS.get(status, UNKNOWN)).style
+
+
+def mark_key(step: StepState) -> str:
+    """The status a step is marked with: its own, but ``ALLOWED`` for an allowed failure,
+    as the headless output marks it (a yellow ✗, not the red of a failure that fails the run)."""
+    return ALLOWED if step.allowed and step.status in FAILURES else step.status
 
 
 def status_word(status: str) -> str:
@@ -98,8 +108,11 @@ def step_ending(step: StepState | None) -> str:
     if step is None or step.status not in _UNHAPPY:
         return ""
     word, reason = status_word(step.status), (step.reason or "").strip()
+    # continue_on_error: "(allowed)" after the word, as the headless summary says it
+    allowed = " (allowed)" if step.allowed else ""
     if reason.lower().startswith(word):  # "timed out after 0.3s", "stopped by user"
-        return reason
+        return reason + allowed
+    word += allowed
     if worth_saying(reason, step.status, step.exit_code, step.signal):
         return f"{word}: {reason}"
     why = cause(step.exit_code, step.signal)
@@ -117,7 +130,7 @@ def count_key(step: StepState) -> str:
     """What ``run_words`` counts ``step`` as: its status, but ``RESTARTING`` for a service that
     ended and waits to start again: it is no more due to run than while it was up, and counted
     as pending it made the header say "running" for each restart's delay."""
-    return RESTARTING if waiting_to_restart(step) else step.status
+    return RESTARTING if waiting_to_restart(step) else mark_key(step)
 
 
 def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple[str, str]:
