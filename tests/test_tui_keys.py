@@ -127,6 +127,32 @@ async def test_f_and_shift_f_go_to_the_next_and_previous_failed_step_around_the_
         assert not app._notifications
 
 
+async def test_f_goes_to_the_next_failed_step_from_the_log_pane_too(orch):
+    """Reading a failure's log (the log pane has the focus), `f` goes on to the next failed
+    step, its log shown in the pane, the focus kept; `F` back. The keys were the tree's only:
+    with the log focused they did nothing at all, not even the "no step has failed" notice."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: one, type: shell, run: "echo first; exit 3", depends_on: []}
+          - {name: fine, type: shell, run: "true", depends_on: []}
+          - {name: two, type: shell, run: "echo second; exit 4", depends_on: []}
+        """
+    )
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await until_status(pilot, runner, "one", "failed")
+        await until_status(pilot, runner, "two", "failed")
+        pane = main_pane(app)
+        await pilot.press("tab")  # into the log: reading it
+        assert app.focused is pane and selected(app) == "one"
+        await pilot.press("f")
+        await until(pilot, lambda: selected(app) == "two", what="f to two")
+        await until(pilot, lambda: pane.lines == ["second"], what="two's log in the pane")
+        assert app.focused is pane
+        await pilot.press("F")
+        await until(pilot, lambda: selected(app) == "one", what="F back to one")
+
+
 async def test_f_without_a_failed_step_says_so_and_stays(orch):
     app, runner = orch(
         "steps: [{name: one, type: shell, run: 'true'}, {name: two, type: shell, run: 'true'}]"

@@ -98,12 +98,25 @@ class OrchApp(App[int]):
         Binding("n", "next_match", "Next"),  # shown while a search is on (check_action)
         Binding("N", "previous_match", "Prev match", show=False),
         Binding("w", "toggle_wrap", "Wrap", show=False),
+        # the tree has these too; here they reach it from a log or the ctx (they did nothing)
+        Binding("f", "next_failed", "Next failed", show=False),
+        Binding("F", "previous_failed", "Previous failed", show=False),
         # a past run (read-only): the keys that would change it say why they do nothing
         Binding("s,r,k", "read_only", show=False),
     ]
     #: actions on the steps screen's panes: not offered while another screen is on top
     MAIN_SCREEN_ACTIONS = frozenset(
-        {"pin", "unpin", "toggle_ctx", "search", "next_match", "previous_match", "toggle_wrap"}
+        {
+            "pin",
+            "unpin",
+            "toggle_ctx",
+            "search",
+            "next_match",
+            "previous_match",
+            "toggle_wrap",
+            "next_failed",
+            "previous_failed",
+        }
     )
     #: actions that open a screen: none once the app is ending (`y`, `d`: one opened as it
     #: exits is composed no more, and crashed it)
@@ -479,6 +492,12 @@ class OrchApp(App[int]):
         if action in ("next_match", "previous_match"):  # while the pane they act on searches
             return self._search_pane().check_action(action, parameters)
         return True
+
+    def action_next_failed(self) -> None:
+        self.query_one(StepTree).action_next_failed()
+
+    def action_previous_failed(self) -> None:
+        self.query_one(StepTree).action_previous_failed()
 
     def action_read_only(self) -> None:
         self.notify("read-only: this run is over, nothing can change it", severity="warning")
