@@ -1243,6 +1243,8 @@ async def test_header_does_not_say_running_while_a_service_waits_to_restart(orch
         await until(pilot, lambda: app._run.steps["svc"].status == "pending", what="the app")
         await pilot.pause(0.1)  # a few refreshes of the header
         assert " · done · " in str(header.render()), str(header.render())
+        # and counted: "1/2" and nothing else said what the other step was doing
+        assert " · 1/2 ↻1 · " in str(header.render()), str(header.render())
 
 
 async def test_header_says_the_run_failed_and_r_retries_once_every_step_has_ended(orch, tmp_path):

@@ -49,6 +49,11 @@ UNKNOWN = Glyph("?", "?", "")
 #: A failure the recipe allows (``continue_on_error``): it blocks nothing, fails no run.
 ALLOWED = "allowed"
 ALLOWED_GLYPH = Glyph("✗", "x", "yellow")
+#: the key a service waiting out its restart delay is counted under by ``count_key``
+RESTARTING = "restarting"
+#: what such a service is marked with where steps are counted (the header), as restarts are
+RESTARTING_GLYPH = Glyph("↻", "R", "yellow")
+_MARK_GLYPHS = {ALLOWED: ALLOWED_GLYPH, RESTARTING: RESTARTING_GLYPH}
 #: A service's health (``health:`` checks), beside its status.
 HEALTH_GLYPHS: dict[str, Glyph] = {
     Health.UNKNOWN: Glyph("♡", "?", "dim"),
@@ -58,12 +63,12 @@ HEALTH_GLYPHS: dict[str, Glyph] = {
 
 
 def status_icon(status: str) -> str:
-    """A status's mark (``ALLOWED`` too: an allowed failure's)."""
-    return (ALLOWED_GLYPH if status == ALLOWED else STATUS_GLYPHS.get(status, UNKNOWN)).symbol
+    """A status's mark (``ALLOWED`` and ``RESTARTING`` too)."""
+    return (_MARK_GLYPHS.get(status) or STATUS_GLYPHS.get(status, UNKNOWN)).symbol
 
 
 def status_style(status: str) -> str:
-    return (ALLOWED_GLYPH if status == ALLOWED else STATUS_GLYPHS.get(status, UNKNOWN)).style
+    return (_MARK_GLYPHS.get(status) or STATUS_GLYPHS.get(status, UNKNOWN)).style
 
 
 def mark_key(step: StepState) -> str:
@@ -121,9 +126,6 @@ def step_ending(step: StepState | None) -> str:
 
 #: What a live front end says may be done about a run whose steps failed, besides its state.
 RETRY_HINT = "r retries"
-
-#: the key a service waiting out its restart delay is counted under by ``count_key``
-RESTARTING = "restarting"
 
 
 def count_key(step: StepState) -> str:

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from core.state import Status
-from tui.format import ALLOWED, format_duration, status_icon, status_style
+from tui.format import ALLOWED, RESTARTING, format_duration, status_icon, status_style
 
 #: Statuses that count as done, and those counted one by one beside the total: every step
 #: is in one or the other but for the pending ones (a step stopped with `k` or cut short by
@@ -25,6 +25,7 @@ COUNTED = (
     Status.BLOCKED,
     Status.CANCELLED,
     ALLOWED,  # a continue_on_error failure: a yellow ✗, not one that fails the run
+    RESTARTING,  # a service waiting out its restart delay (↻), neither up nor pending
 )
 RUN_STYLE = {
     "running": "bold yellow",
