@@ -179,6 +179,58 @@ def test_wait_on_a_run_that_stays_open_says_its_daemon_is_still_up(tmp_path, dae
     assert (waited.returncode, waited.stderr) == (0, "")
 
 
+WAITING = """
+name: demo
+steps:
+  - {name: svc, type: shell, background: true, cmd: sleep, args: ["60"]}
+  - {name: bad, type: shell, run: "exit 4"}
+  - {name: after, type: shell, run: "echo after", depends_on: [bad]}
+"""
+
+
+def runs_table(cwd) -> tuple[dict[str, list[str]], str]:
+    """``orch-tui runs``' rows by run id (the cells after it), and what it said on stderr."""
+    listed = run_cli("runs", cwd=cwd)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in listed.stdout.splitlines()[1:]}
+    return rows, listed.stderr
+
+
+def test_runs_and_ctl_status_say_of_a_run_what_its_app_says(tmp_path, daemons):
+    """A failed step waiting for a retry beside a service that is up: the app's header says
+    "waiting", state.json "running", and ``runs`` and ``ctl status`` said "running" (a script
+    reads that as progress). A run that is over but kept open (a terminal closed under its
+    app) was "succeeded" and LIVE "yes" in ``runs``, with nothing said of its daemon: they
+    piled up unnoticed."""
+    waiting = detach(tmp_path, daemons, WAITING)
+    wait_for(lambda: status_of(waiting, "bad") == "failed", 10, "bad failed")
+    wait_for(lambda: status_of(waiting, "svc") == "ready", 10, "svc up")
+    status = ctl(tmp_path, waiting.run_id, "status").stdout.splitlines()
+    assert status[0].startswith(
+        f"run {waiting.run_id} demo: waiting (ctl retry or skip a step), "
+    ), status[0]
+    rows, said = runs_table(tmp_path)
+    assert rows[waiting.run_id][1:2] == ["waiting"] and rows[waiting.run_id][-1] == "yes"
+    assert said == ""
+    assert ctl(tmp_path, waiting.run_id, "stop-run").returncode == 0
+    assert_gone([waiting.pid], timeout=20)
+
+    over = detach(tmp_path, daemons, QUICK, "quick.yaml")
+    wait_for(lambda: read_state(over.run_dir)["ended"], 10, "the run over")
+    rows, said = runs_table(tmp_path)
+    assert rows[over.run_id][1] == "succeeded" and rows[over.run_id][-1] == "open"
+    assert said == (
+        f"orch-tui: run {over.run_id} is over, its daemon still up for retry or skip: "
+        f"orch-tui ctl {over.run_id} close ends it\n"
+    )
+    listed = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+    assert [(r["id"], r["live"], r["open"]) for r in listed][0] == (over.run_id, True, True)
+    assert ctl(tmp_path, over.run_id, "close").returncode == 0
+    assert_gone([over.pid], timeout=20)
+    rows, said = runs_table(tmp_path)
+    assert rows[over.run_id][-1] == "no" and said == ""
+
+
 def test_stop_run_force_ends_a_busy_run_interrupted(tmp_path, daemons):
     daemon = detach(tmp_path, daemons)
     run_id = daemon.run_id

@@ -32,8 +32,8 @@ from core.rundir import EVENTS, RunDir
 from core.state import ENDED, FAILURES, RunState
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError
-from tui.format import format_duration, service_note
-from tui.runs import daemon_listens, find_run, open_run
+from tui.format import format_duration, service_note, state_words
+from tui.runs import daemon_listens, find_run, open_run, still_open
 
 if TYPE_CHECKING:
     from core.client import RemoteControl
@@ -145,11 +145,17 @@ def _status(control: RunControl, args: argparse.Namespace) -> int:
 
 def _run_line(control: RunControl, state: RunState, now: float) -> str:
     took = format_duration((state.ended or now) - state.started) if state.started else "not started"
-    if isinstance(control, RecordedRun):
+    recorded = isinstance(control, RecordedRun)
+    if recorded:
         where = "the daemon is gone" if control.died else "not live"
     else:
         where = f"live, pid {state.pid}"
-    return f"run {state.run_id} {clean(state.name)}: {state.status}, {took} ({where})"
+    # the app header's words: "waiting" for a failed step's retry while a service is up, not
+    # state.json's "running"; and what to do about it, in ctl's words
+    word, hint = state_words(state, final=recorded or state.closing)
+    if hint:
+        word += " (ctl retry or skip a step)"
+    return f"run {state.run_id} {clean(state.name)}: {word}, {took} ({where})"
 
 
 def _print_steps(state: RunState, now: float) -> None:
@@ -234,11 +240,7 @@ def _wait(control: RunControl, args: argparse.Namespace) -> int:
 def _say_still_open(run_id: str) -> None:
     """A run started without --exit-when-done stays open for retry or skip once no step
     can run: its daemon outlives ``wait``, a process a CI job would leave behind unawares."""
-    print(
-        f"orch-tui: run {run_id} is over, its daemon still up for retry or skip: "
-        f"orch-tui ctl {run_id} close ends it (--exit-when-done ends a run on its own)",
-        file=sys.stderr,
-    )
+    print(f"{still_open([run_id])} (--exit-when-done ends a run on its own)", file=sys.stderr)
 
 
 # -- logs ------------------------------------------------------------------------------------------

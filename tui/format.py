@@ -157,6 +157,17 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
     return "succeeded", ""
 
 
+def state_words(run: RunState, *, final: bool) -> tuple[str, str]:
+    """``run_words`` of a whole state (``ctl status``, ``runs``), its steps counted here: so
+    that they say what the app's header says (state.json has ``running`` for a run waiting
+    for a retry beside a service that is up)."""
+    counts: dict[str, int] = {}
+    for step in run.steps.values():
+        key = count_key(step)
+        counts[key] = counts.get(key, 0) + 1
+    return run_words(run, counts, final=final)
+
+
 def service_note(step: StepState, note: str = "") -> str:
     """``note`` after what the tree marks beside a service (bg, its health mark, ↻N), in words:
     ``bg; healthy; restarted 2x (exit code 3); note``. The headless summary and ``ctl status``

@@ -26,7 +26,7 @@ from core.recorded import NotARun, RecordedRun
 from core.rundir import DAEMON_LOG, SOCKET, RunDir, list_runs, runs_root
 from core.text import clean, listed
 from tui.cli import UsageError
-from tui.format import format_duration
+from tui.format import format_duration, state_words
 
 if TYPE_CHECKING:
     from core.control import RunControl
@@ -48,6 +48,13 @@ class RunRow:
     started: float | None
     ended: float | None
     live: bool
+    words: str = ""  # the status as the app's header says it ("waiting"), for the table
+
+    @property
+    def open(self) -> bool:
+        """Over, its daemon still up: it waits for a retry, a skip or ``close`` (a run started
+        without --exit-when-done), and stays until one comes."""
+        return self.live and self.ended is not None
 
     def duration(self, now: float) -> float | None:
         if self.started is None:
@@ -64,6 +71,7 @@ class RunRow:
             "ended": self.ended,
             "duration": self.duration(now),
             "live": self.live,
+            "open": self.open,
             "run_dir": str(self.path),
         }
 
@@ -170,6 +178,7 @@ def _row(run_dir: RunDir) -> RunRow | None:
         started=state.started,
         ended=state.ended,
         live=live,
+        words="died" if died else state_words(state, final=not live or state.closing)[0],
     )
 
 
@@ -295,7 +304,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
         width = terminal_width()
         table = [_cells(row, now, cwd, short=width is not None) for row in rows]
         print_table(RUNS_HEADER, table if width is None else _fitted(table, width))
+        _say_open([row for row in rows if row.open])
     return 0
+
+
+def _say_open(rows: list[RunRow]) -> None:
+    """On stderr, under the table: the runs that are over but whose daemons are still up (a
+    terminal closed under a finished run's app leaves it so), and how to end one; else they
+    pile up unnoticed, each a daemon."""
+    if rows:
+        print(still_open([row.path.name for row in rows]), file=sys.stderr)
+
+
+def still_open(run_ids: list[str]) -> str:
+    """What ``runs`` and ``ctl wait`` say of runs over but kept open (no --exit-when-done)."""
+    first = run_ids[0]
+    if len(run_ids) == 1:
+        said = f"run {first} is over, its daemon still up for retry or skip"
+    else:
+        said = f"{len(run_ids)} runs are over (LIVE open), their daemons still up for retry or skip"
+    return (
+        f"orch-tui: {said}: orch-tui ctl {first} close ends {'it' if len(run_ids) == 1 else 'one'}"
+    )
 
 
 RUNS_HEADER = ("RUN", "RECIPE", "STATUS", "STARTED", "DURATION", "LIVE")
@@ -310,10 +340,10 @@ def _cells(row: RunRow, now: float, cwd: Path, *, short: bool = False) -> tuple[
     return (
         clean(row.run_id),
         clean(_shown_path(row.recipe, cwd)),
-        row.status,
+        row.words or row.status,
         started,
         format_duration(duration) if duration is not None else "",
-        "yes" if row.live else "no",
+        "open" if row.open else "yes" if row.live else "no",
     )
 
 
