@@ -32,6 +32,7 @@ import msgspec
 
 from core import protocol as proto
 from core.control import interrupted_by
+from core.log import configure
 from core.rundir import DEBUG_LOG, create_problem
 
 EXIT_USAGE = 2
@@ -197,11 +198,8 @@ def _log_to(run_dir, debug: bool) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     stream = os.fdopen(run_dir.folder.append(DEBUG_LOG), "a") if debug else sys.stderr
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s orch-tui %(levelname)s %(name)s: %(message)s",
-        stream=stream,
-    )
+    formatter = logging.Formatter("%(asctime)s orch-tui %(levelname)s %(name)s: %(message)s")
+    configure(stream, formatter, level=logging.INFO, debug=debug)  # not a step's libraries'
 
 
 def _handle_signals(runner) -> None:

@@ -39,6 +39,7 @@ from core.bus import EventBus
 from core.context import Context
 from core.control import STOPPED_BY_COMMAND
 from core.dependencies import Dependencies
+from core.diskspace import disk_is_full
 from core.executors import Execution, LaunchContext, Outcome, executor_for
 from core.executors.python import OutputRouting
 from core.health import HealthMonitor, make_probe
@@ -111,6 +112,7 @@ class Runner:
         self.run_id = self.rundir.path.name if run_dir is None else run_id
         self.rundir.name_logs(s.name for s in recipe.steps)
         self.store = RunStore(self.rundir)
+        self.store.space.on_full = self._disk_full
         self.bus = EventBus(sink=self.store.append_events)
         self.workers = Workers()
         self.reactor = OutputReactor()
@@ -337,7 +339,9 @@ class Runner:
             self._running_fg += 1
         try:
             log_file = self.rundir.log_file(step.name)
-            steplog = StepLog(self.rundir.logs_folder, log_file, lazy=True)  # made if written
+            steplog = StepLog(  # the file made if written
+                self.rundir.logs_folder, log_file, lazy=True, space=self.store.space
+            )
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
             self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)
@@ -514,8 +518,13 @@ class Runner:
             will_retry=will_retry,
             will_restart=restart_in is not None,
             log_size=None if run.steplog is None else run.steplog.size,
+            log_lost=0 if run.steplog is None else run.steplog.lost,
         )
-        if run.steplog is not None and run.steplog.write_error is not None:
+        if (  # a full disk was said once for the whole run (_disk_full)
+            run.steplog is not None
+            and run.steplog.write_error is not None
+            and not disk_is_full(run.steplog.write_error)
+        ):
             self.emit(
                 ev.RunMessage(
                     level="warning",
@@ -901,6 +910,17 @@ class Runner:
     def _emit_status(self, run: StepRun, reason: str | None = None) -> None:
         status, reason = run.state.status, reason or run.state.reason
         self._emit_step(ev.StepStatus, run, status=status, reason=reason)
+
+    def _disk_full(self, what: str, exc: OSError) -> None:
+        """The run folder's disk was found full (core.diskspace), writing ``what``: said once,
+        with what is lost from now on."""
+        text = (
+            f"disk full: {exc.strerror or exc}, writing {self.run_dir / what}. From now on"
+            " this run writes neither the steps' output to their logs (each step's end says"
+            " how much of its own is lost) nor events.jsonl; state.json and ctx.json are kept"
+            " up to date in space held back for them"
+        )
+        self._save_error(text)
 
     def _save_error(self, text: str) -> None:
         """The store could not save a file (said once a file): a warning in the run's events,

@@ -24,6 +24,7 @@ if __name__ == "__main__":
     sys.modules.setdefault("tui.cli", sys.modules[__name__])
 
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Sequence
 
     from core.recipe.problems import Problem
@@ -600,13 +601,11 @@ def _log_to_file(path: Path) -> None:
     """--debug's log goes to a file: the app draws on stderr, where log lines would tear it."""
     import logging
 
+    from core.log import configure
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    handler = logging.FileHandler(path, encoding="utf-8")
-    for old in root.handlers[:]:
-        handler.setFormatter(old.formatter)
-        root.removeHandler(old)
-    root.addHandler(handler)
+    stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 (the log's, for the run)
+    configure(stream, logging.Formatter(DEBUG_FORMAT), level=logging.DEBUG, debug=True)
 
 
 def _stuck_threads() -> bool:
@@ -627,14 +626,49 @@ def _setup_logging(debug: bool) -> None:
         configure_on_first_use(_basic_config)
 
 
+#: --debug's lines: orch-tui's own, each naming its logger
+DEBUG_FORMAT = "orch-tui %(levelname)s %(name)s: %(message)s"
+
+
 def _basic_config(debug: bool = False) -> None:
+    """orch-tui's log lines on stderr (core.log.configure): with --debug, every detail; in a
+    quiet run, a warning or an error as the headless output says one (``12:00:02 ⚠ warning:
+    cannot save ...``), not in a format of its own beside it."""
     import logging
 
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="orch-tui %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from core.log import configure
+
+    if debug:
+        formatter = logging.Formatter(DEBUG_FORMAT)
+    else:
+        formatter = _user_formatter()
+    configure(sys.stderr, formatter, level=logging.WARNING, debug=debug)
+
+
+def _user_formatter() -> logging.Formatter:
+    """A ``logging.Formatter`` writing a record as the headless output writes a run's message:
+    the time, the mark (its ASCII stand-in on a stream that cannot encode it), the level."""
+    import logging
+    import time
+
+    from tui.headless.terminal import MARKS
+
+    class UserFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            level = record.levelname.lower()
+            glyph = MARKS.get(level, MARKS["info"])
+            mark = glyph.symbol
+            try:
+                mark.encode(getattr(sys.stderr, "encoding", None) or "ascii")
+            except (UnicodeError, LookupError):
+                mark = glyph.ascii
+            clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+            text = f"{clock} {mark} {level}: {record.getMessage()}"
+            if record.exc_info:
+                text += "\n" + self.formatException(record.exc_info)
+            return text
+
+    return UserFormatter()
 
 
 # ---------------------------------------------------------------------------------- others
