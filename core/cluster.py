@@ -193,7 +193,7 @@ class Cluster:
         self, spec: ExecutorSpec, client: Any, local: Any = None, scratch: str | None = None
     ) -> None:
         """``local``: the LocalCluster we started, with its private ``scratch`` folder."""
-        self.spec, self.client, self._local, self._scratch = spec, client, local, scratch
+        self.spec, self.client, self._local, self.scratch = spec, client, local, scratch
         self.topic = f"orch-{uuid.uuid4().hex}"
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
@@ -300,7 +300,7 @@ class Cluster:
         self.client.close()
         if self._local is not None:
             self._local.close()
-        if self._scratch is not None:
+        if self.scratch is not None:
             import shutil
 
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            shutil.rmtree(self.scratch, ignore_errors=True)

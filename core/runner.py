@@ -160,6 +160,8 @@ class Runner:
         self.run_state.started = self.clock()
         self.run_state.status = RunStatus.RUNNING
         self.watchdog.start()
+        if self.cluster is not None and self.cluster.scratch is not None:
+            self.watchdog.own_folder(self.cluster.scratch)  # removed if the runner is killed
         OutputRouting.acquire()
         self.store.start(
             self._state_json, self.ctx.to_json_bytes, lambda: self.ctx.version, self._save_error

@@ -843,3 +843,43 @@ def test_dask_local_without_cryptography_is_one_line_and_exit_2(tmp_path: Path):
         "orch-tui: dask-local needs the Python package cryptography (its TLS key): "
         "pip install 'orch-tui[dask]'"
     ]
+
+
+def test_a_sigkilled_runners_cluster_scratch_folder_is_removed_and_no_other(tmp_path: Path):
+    """A dask-local cluster keeps its files in a private ``orch-dask-*`` folder of the temp
+    folder, removed as the cluster closes. A runner SIGKILLed left it there for ever: the
+    watchdog, which stops what the dead runner started, removes it too, and nothing else (not
+    another run's folder of the same kind)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir(mode=0o700)
+    other = temp / "orch-dask-another-run"
+    other.mkdir()
+    (other / "keep").write_text("another run's\n")
+    mod = write_module(
+        tmp_path,
+        """
+from pathlib import Path
+
+def spin(ctx, stop):
+    Path("spinning").touch()
+    stop.wait(120)
+""",
+    )
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: spin, type: python, module: {mod}, function: spin}}\n"
+    )
+    proc = start_cli(
+        recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, env={"TMPDIR": str(temp)}
+    )
+    try:
+        wait_for(lambda: (tmp_path / "spinning").exists(), 60, "the step to run")
+        (scratch,) = [p for p in temp.glob("orch-dask-*") if p != other]
+        started = descendants(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        assert_gone(started, 30)
+        wait_for(lambda: not scratch.exists(), 30, "the run's scratch folder to go")
+    finally:
+        kill_tree(proc)
+    assert sorted(p.name for p in temp.iterdir()) == [other.name]
+    assert (other / "keep").read_text() == "another run's\n"
