@@ -115,6 +115,18 @@ class RunStore:
         self._state_dirty = True
         self._thread.start()
 
+    def abandon(self, *, folder_too: bool) -> None:
+        """The run could not start (core.runner.RunStartError): nothing more is saved, and
+        what this store wrote goes with the run folder's first files (``RunDir.discard``)."""
+        with self._lock:
+            self._closed = True
+            os.close(self._events_fd)
+        with self._flush_lock:
+            self._final_saved = True
+            self.space.release()
+            self.run_dir.discard(folder_too=folder_too)
+        self._wake.set()
+
     def _save_first_state(self) -> None:
         """state.json now, before any step starts, not one ``interval`` later: a run killed
         (SIGKILL) in its first instant must still be a run folder that ``runs`` and ``ctl``

@@ -312,6 +312,13 @@ class Watchdog:
             ).start()
         self._close_pipe()
 
+    def hand_over(self) -> None:
+        """The run ended but could not stop what its steps left (``kill_leftovers`` failed:
+        no descriptor left to read /proc): the pipe is closed without killing the watchdog,
+        whose clean-up, a process of its own, stops them as if the runner had died."""
+        self._pending = []
+        self._close_pipe()
+
     def _close_pipe(self) -> None:
         """Close the runner's end of the pipe: with ``stop``'s kill first, a clean end; without
         it, what the watchdog sees when the runner dies."""

@@ -187,13 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Exception as exc:
-        from tui import stdout
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            from tui import stdout
 
-        if isinstance(exc, BrokenPipeError) and stdout.closed():
             stdout.gone()  # the reader went away (`orch-tui graph R | head`): nothing to say
             code = EXIT_OK
         elif debug:
             raise
+        elif (words := _limit_words(exc)) is not None:  # not a bug: a limit of this process
+            print(f"orch-tui: {words}", file=sys.stderr)
+            code = EXIT_FAILED
         else:
             print(f"orch-tui: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
             print("orch-tui: run again with --debug for the traceback", file=sys.stderr)
@@ -210,6 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     # back anyway (a one-step run: ~45 ms of CPU, more than its run).
     gc.freeze()
     return code
+
+
+def _stdout_closed() -> bool:
+    from tui import stdout
+
+    return stdout.closed()
+
+
+def _limit_words(exc: BaseException) -> str | None:
+    from core.limits import limit_words
+
+    return limit_words(exc)
 
 
 def _closed_streams_to_devnull() -> None:
@@ -535,8 +550,12 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
             runner.stop_run(signal.SIGKILL, force=True)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in _stop_signals()}
+    from core.runner import RunStartError
+
     try:
         code = runner.run()
+    except RunStartError as exc:  # nothing ran: exit 2, as for a run folder it cannot make
+        raise UsageError(str(exc)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
