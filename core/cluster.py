@@ -77,6 +77,19 @@ def cluster_modules(recipe: Recipe) -> dict[str, str]:
     }
 
 
+class _WaitCutShort(logging.Filter):
+    """Drops the scheduler's report of a step's stop watcher's ``Event.wait`` that the close
+    of the cluster cancelled (``distributed.event - ERROR`` and a 13-line CancelledError
+    traceback on stderr, at the end of every dask-local run with a python step): the wait is
+    a poll (core.executors.on_worker.StopWatch) and being cut short is its normal end."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import asyncio
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, asyncio.CancelledError)
+
+
 def open_cluster(url: str | None, recipe: Recipe) -> Cluster | None:
     """The cluster for ``url`` (``--executor``, else the recipe's ``executor:``), started and
     checked; None without one, or when no step would run on it."""
@@ -205,6 +218,9 @@ class Cluster:
 
         if not _log.isEnabledFor(logging.DEBUG):  # Dask's INFO lines would crowd a CI log
             logging.getLogger("distributed").setLevel(logging.WARNING)
+            events = logging.getLogger("distributed.event")
+            if not any(isinstance(f, _WaitCutShort) for f in events.filters):
+                events.addFilter(_WaitCutShort())
         if spec.workers is not None:
             import shutil
             import tempfile

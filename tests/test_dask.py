@@ -883,3 +883,16 @@ def spin(ctx, stop):
         kill_tree(proc)
     assert sorted(p.name for p in temp.iterdir()) == [other.name]
     assert (other / "keep").read_text() == "another run's\n"
+
+
+def test_a_dask_local_run_ends_without_a_traceback_on_stderr(tmp_path: Path):
+    """Every dask-local run with a python step ended with ``distributed.event - ERROR`` and a
+    13-line CancelledError traceback on stderr: the scheduler's report of a step's stop
+    watcher's poll that the cluster's close cut short, its normal end."""
+    mod = write_module(tmp_path, "def work(ctx):\n    print('hi')\n")
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: w, type: python, module: {mod}, function: work}}\n"
+    )
+    result = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
