@@ -77,6 +77,24 @@ def cluster_modules(recipe: Recipe) -> dict[str, str]:
     }
 
 
+def _block_sigint() -> set[int] | None:
+    """Block SIGINT in this thread if it is the main one (where Python runs its handler); the
+    mask before, or None (another thread: nothing to hold back)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+
+
+def _restore_mask(mask: set[int] | None) -> None:
+    """The mask ``_block_sigint`` returned; a SIGINT that came meanwhile is delivered now."""
+    import signal
+
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 class _WaitCutShort(logging.Filter):
     """Drops the scheduler's report of a step's stop watcher's ``Event.wait`` that the close
     of the cluster cancelled (``distributed.event - ERROR`` and a 13-line CancelledError
@@ -226,9 +244,15 @@ class Cluster:
             import tempfile
 
             scratch = tempfile.mkdtemp(prefix="orch-dask-")  # 0700, new: ours alone
+            # No Ctrl-C in this thread while the cluster starts: one then cut its start short
+            # and left it half made (Dask's exit hook closing it: "AssertionError:
+            # Status.init" tracebacks; its scratch removed under it). Held back here, it comes
+            # once the cluster is whole: below, where it is closed as it should be.
+            blocked = _block_sigint()
             try:
                 local = _local_cluster(spec.workers, scratch)
                 try:
+                    _restore_mask(blocked)
                     return cls(spec, Client(local), local, scratch)
                 except BaseException:
                     local.close()
@@ -236,6 +260,8 @@ class Cluster:
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise
+            finally:
+                _restore_mask(blocked)
         try:
             client = Client(spec.address)
         except (OSError, TimeoutError) as exc:
