@@ -77,6 +77,37 @@ def cluster_modules(recipe: Recipe) -> dict[str, str]:
     }
 
 
+def _block_sigint() -> set[int] | None:
+    """Block SIGINT in this thread if it is the main one (where Python runs its handler); the
+    mask before, or None (another thread: nothing to hold back)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+
+
+def _restore_mask(mask: set[int] | None) -> None:
+    """The mask ``_block_sigint`` returned; a SIGINT that came meanwhile is delivered now."""
+    import signal
+
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+class _WaitCutShort(logging.Filter):
+    """Drops the scheduler's report of a step's stop watcher's ``Event.wait`` that the close
+    of the cluster cancelled (``distributed.event - ERROR`` and a 13-line CancelledError
+    traceback on stderr, at the end of every dask-local run with a python step): the wait is
+    a poll (core.executors.on_worker.StopWatch) and being cut short is its normal end."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import asyncio
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, asyncio.CancelledError)
+
+
 def open_cluster(url: str | None, recipe: Recipe) -> Cluster | None:
     """The cluster for ``url`` (``--executor``, else the recipe's ``executor:``), started and
     checked; None without one, or when no step would run on it."""
@@ -193,7 +224,7 @@ class Cluster:
         self, spec: ExecutorSpec, client: Any, local: Any = None, scratch: str | None = None
     ) -> None:
         """``local``: the LocalCluster we started, with its private ``scratch`` folder."""
-        self.spec, self.client, self._local, self._scratch = spec, client, local, scratch
+        self.spec, self.client, self._local, self.scratch = spec, client, local, scratch
         self.topic = f"orch-{uuid.uuid4().hex}"
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
@@ -205,14 +236,23 @@ class Cluster:
 
         if not _log.isEnabledFor(logging.DEBUG):  # Dask's INFO lines would crowd a CI log
             logging.getLogger("distributed").setLevel(logging.WARNING)
+            events = logging.getLogger("distributed.event")
+            if not any(isinstance(f, _WaitCutShort) for f in events.filters):
+                events.addFilter(_WaitCutShort())
         if spec.workers is not None:
             import shutil
             import tempfile
 
             scratch = tempfile.mkdtemp(prefix="orch-dask-")  # 0700, new: ours alone
+            # No Ctrl-C in this thread while the cluster starts: one then cut its start short
+            # and left it half made (Dask's exit hook closing it: "AssertionError:
+            # Status.init" tracebacks; its scratch removed under it). Held back here, it comes
+            # once the cluster is whole: below, where it is closed as it should be.
+            blocked = _block_sigint()
             try:
                 local = _local_cluster(spec.workers, scratch)
                 try:
+                    _restore_mask(blocked)
                     return cls(spec, Client(local), local, scratch)
                 except BaseException:
                     local.close()
@@ -220,6 +260,8 @@ class Cluster:
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise
+            finally:
+                _restore_mask(blocked)
         try:
             client = Client(spec.address)
         except (OSError, TimeoutError) as exc:
@@ -300,7 +342,7 @@ class Cluster:
         self.client.close()
         if self._local is not None:
             self._local.close()
-        if self._scratch is not None:
+        if self.scratch is not None:
             import shutil
 
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            shutil.rmtree(self.scratch, ignore_errors=True)

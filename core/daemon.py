@@ -32,6 +32,8 @@ import msgspec
 
 from core import protocol as proto
 from core.control import interrupted_by
+from core.limits import limit_words
+from core.log import configure
 from core.rundir import DEBUG_LOG, create_problem
 
 EXIT_USAGE = 2
@@ -82,7 +84,9 @@ def main(argv: list[str]) -> int:
         _tell(handshake, {"ok": False, "code": exc.code, "error": str(exc)})
         return exc.code
     except BaseException as exc:
-        _tell(handshake, {"ok": False, "code": 1, "error": f"internal error: {_line(exc)}"})
+        words = limit_words(exc)
+        error = f"internal error: {_line(exc)}" if words is None else words
+        _tell(handshake, {"ok": False, "code": 1, "error": error})
         raise
     run_dir = runner.rundir
     _tell(
@@ -130,7 +134,7 @@ def _start(recipe, args: DaemonArgs):
     """The runner built and started, its socket served; StartError for what the user must fix."""
     from core.control import LocalControl
     from core.resources import ResourceSampler
-    from core.runner import Runner
+    from core.runner import Runner, RunStartError
     from core.server import RunServer
     from core.store import ResumeError, ResumePoint
 
@@ -163,16 +167,23 @@ def _start(recipe, args: DaemonArgs):
             cluster.close()
         raise StartError(create_problem(exc, run_dir)) from None
     _log_to(runner.rundir, args.debug)
-    server = RunServer(
-        LocalControl(runner), runner.rundir, run_id=runner.run_id, stays_open=runner.interactive
-    )
     try:
+        server = RunServer(
+            LocalControl(runner), runner.rundir, run_id=runner.run_id, stays_open=runner.interactive
+        )
         server.start()
-    except OSError as exc:
-        runner.rundir.close()
+    except OSError as exc:  # nothing ran: what the run made goes
+        runner.abandon()
+        words = limit_words(exc)
+        if words is not None:
+            raise StartError(f"cannot start the run: {words}") from None
         raise StartError(f"cannot serve the run on {runner.rundir.socket}: {_line(exc)}") from None
     _handle_signals(runner)
-    runner.start()
+    try:
+        runner.start()
+    except RunStartError as exc:  # nothing ran: exit 2, the run's folder removed
+        server.close("failed", None)
+        raise StartError(str(exc)) from None
     return runner, server
 
 
@@ -197,11 +208,8 @@ def _log_to(run_dir, debug: bool) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     stream = os.fdopen(run_dir.folder.append(DEBUG_LOG), "a") if debug else sys.stderr
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s orch-tui %(levelname)s %(name)s: %(message)s",
-        stream=stream,
-    )
+    formatter = logging.Formatter("%(asctime)s orch-tui %(levelname)s %(name)s: %(message)s")
+    configure(stream, formatter, level=logging.INFO, debug=debug)  # not a step's libraries'
 
 
 def _handle_signals(runner) -> None:

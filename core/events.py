@@ -94,6 +94,7 @@ class StepFinished(StepEvent, tag="step_finished"):
     will_retry: bool = False
     will_restart: bool = False
     log_size: int | None = None  # the log's size when this attempt ended (None: no log)
+    log_lost: int = 0  # bytes of output not in the log: it could not be written (a full disk)
 
 
 class StepRestart(StepEvent, tag="step_restart"):

@@ -88,3 +88,54 @@ class LazyLogger:
 def get_logger(name: str) -> LazyLogger:
     """``logging.getLogger(name)``, without importing ``logging`` until it logs."""
     return LazyLogger(name)
+
+
+#: the format of the lines libraries log with --debug (the root logger's): plain, not
+#: ``orch-tui ...``, which says orch-tui said them
+PLAIN_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def configure(stream: Any, formatter: logging.Formatter, *, level: int, debug: bool) -> None:
+    """orch-tui's own log lines (its loggers are all ``orch.*``) to ``stream``, formatted by
+    ``formatter``, from ``level`` up; the root logger, which every library's logger ends in,
+    only with ``debug`` (then at DEBUG, in ``PLAIN_FORMAT``).
+
+    Not the root for orch-tui's lines: a python step runs in the runner's process, and the
+    logging of the libraries it calls (``logging.getLogger("mylib").warning(...)``) ended in
+    the root's handler, which wrote ``orch-tui WARNING mylib: ...`` into the step's log as if
+    orch-tui said it. Left alone, the root has no handler and a library's warning is printed
+    as Python prints it anywhere (its message, on stderr: the step's log). Called again (the
+    TUI's --debug log moved to a file), it replaces what it set up before."""
+    import logging
+
+    orch = logging.getLogger("orch")
+    root = logging.getLogger()
+    for logger in (orch, root):
+        for old in logger.handlers[:]:
+            if getattr(old, "_orch_tui", False):
+                logger.removeHandler(old)
+                if old.stream not in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
+                    old.close()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler._orch_tui = True  # type: ignore[attr-defined]
+    orch.addHandler(handler)
+    orch.setLevel(DEBUG if debug else level)
+    orch.propagate = False
+    if debug:  # stderr as it is when a line comes: a python step's is its log
+        plain = logging.StreamHandler(_Stderr() if stream is sys.stderr else stream)
+        plain.setFormatter(logging.Formatter(PLAIN_FORMAT))
+        plain._orch_tui = True  # type: ignore[attr-defined]
+        root.addHandler(plain)
+        root.setLevel(DEBUG)
+
+
+class _Stderr:
+    """``sys.stderr`` when written to, not when a handler was made: in a python step's thread,
+    its log (core.executors.python.OutputRouting)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

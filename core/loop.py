@@ -81,7 +81,10 @@ class MessageLoop:
                 heapq.heappop(self._timers)[2]()
             self._turn_end()
         except Exception:  # a bug here must not leave the run hanging
-            _log.exception("scheduler error")
+            try:
+                _log.exception("scheduler error")
+            except Exception:  # logging's import with no descriptor left: not this thread's end
+                pass
             self._on_error()
         finally:
             self._handling = False

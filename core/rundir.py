@@ -154,6 +154,29 @@ class RunDir:
             if folder is not None:
                 folder.close()
 
+    def discard(self, *, folder_too: bool) -> None:
+        """Remove what a run that could not start made here (its first files, its empty
+        sub-folders), then close; with ``folder_too`` the run folder itself, once empty (one
+        orch-tui made, not a --run-dir the user gave). Only these names, never a link's
+        target: a file a step or anyone else left is left, and keeps the folder."""
+        assert self.folder is not None
+        for name in (STATE, CTX, EVENTS, SOCKET, DAEMON_LOG, DEBUG_LOG, ".space-reserve"):
+            try:
+                self.folder.unlink(name)
+            except OSError:
+                pass
+        self.close()
+        for name in (LOGS, CTX_OUT):
+            try:
+                os.rmdir(self.path / name)
+            except OSError:
+                pass
+        if folder_too:
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass
+
     def removed(self) -> bool:
         """The held folder was deleted under the run (``rm -r``): its link count is 0. Nothing
         can reach the run any more, not its socket, not ``runs``. A renamed folder is not."""

@@ -39,10 +39,12 @@ from core.bus import EventBus
 from core.context import Context
 from core.control import STOPPED_BY_COMMAND
 from core.dependencies import Dependencies
+from core.diskspace import disk_is_full
 from core.executors import Execution, LaunchContext, Outcome, executor_for
 from core.executors.python import OutputRouting
 from core.health import HealthMonitor, make_probe
 from core.launch import Launcher
+from core.limits import limit_words
 from core.log import DEBUG, get_logger
 from core.loop import MessageLoop
 from core.reactor import OutputReactor
@@ -79,6 +81,11 @@ _NOT_DEBUG_FIELDS = frozenset({"type", "ts", "seq", "state"})
 _FAILS_THE_RUN = FAILURES | {Status.BLOCKED, Status.CANCELLED}
 
 
+class RunStartError(Exception):
+    """The run could not start: a limit ran out (open files, processes: core.limits). Its
+    message is one line for the user; nothing ran, and what the run had made is removed."""
+
+
 class Runner:
     def __init__(
         self,
@@ -106,11 +113,13 @@ class Runner:
         self.resume = resume
         self.ctx = Context(resume.ctx if resume is not None else recipe.ctx)
         run_id = new_run_id()
+        self._made_folder = run_dir is None  # not a --run-dir: ours to remove, if it must be
         self.rundir = RunDir.create(run_dir, Path.cwd(), run_id)
         #: the default folder is named after the run, made unique there (RunDir.create)
         self.run_id = self.rundir.path.name if run_dir is None else run_id
         self.rundir.name_logs(s.name for s in recipe.steps)
         self.store = RunStore(self.rundir)
+        self.store.space.on_full = self._disk_full
         self.bus = EventBus(sink=self.store.append_events)
         self.workers = Workers()
         self.reactor = OutputReactor()
@@ -157,12 +166,26 @@ class Runner:
         put_workspace_on_path(self.recipe)
         self.run_state.started = self.clock()
         self.run_state.status = RunStatus.RUNNING
-        self.watchdog.start()
-        OutputRouting.acquire()
-        self.store.start(
-            self._state_json, self.ctx.to_json_bytes, lambda: self.ctx.version, self._save_error
-        )
-        self.bus.start()
+        routed = False
+        try:
+            self.watchdog.start()
+            if self.cluster is not None and self.cluster.scratch is not None:
+                self.watchdog.own_folder(self.cluster.scratch)  # removed if the runner is killed
+            OutputRouting.acquire()
+            routed = True
+            self.store.start(
+                self._state_json, self.ctx.to_json_bytes, lambda: self.ctx.version, self._save_error
+            )
+            self.bus.start()
+        except (OSError, RuntimeError) as exc:  # a limit ran out: nothing ran, one line says it
+            words = limit_words(exc)
+            if words is None:
+                raise
+            self.watchdog.stop()
+            if routed:
+                OutputRouting.release()
+            self.abandon()
+            raise RunStartError(f"cannot start the run: {words}") from None
         with self.lock:
             self.emit(
                 ev.RunStarted(
@@ -183,6 +206,14 @@ class Runner:
                 self._emit_status(run)
         self.loop.start(self.deps.release_initial)
         self.ticker.start()
+
+    def abandon(self) -> None:
+        """The run could not start (``start`` failed, or the daemon could not serve it):
+        what it made goes (its first files, its folder if orch-tui made it), its cluster is
+        closed."""
+        self.store.abandon(folder_too=self._made_folder)
+        if self.cluster is not None:
+            self.cluster.close()
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the run is over; its exit code (None if ``timeout`` passed first)."""
@@ -337,7 +368,9 @@ class Runner:
             self._running_fg += 1
         try:
             log_file = self.rundir.log_file(step.name)
-            steplog = StepLog(self.rundir.logs_folder, log_file, lazy=True)  # made if written
+            steplog = StepLog(  # the file made if written
+                self.rundir.logs_folder, log_file, lazy=True, space=self.store.space
+            )
         except OSError as exc:  # no log file (too many open files, disk trouble): fail, not hang
             run.steplog = None
             self._emit_step(ev.StepStarted, run, attempt=run.state.attempts)
@@ -514,8 +547,13 @@ class Runner:
             will_retry=will_retry,
             will_restart=restart_in is not None,
             log_size=None if run.steplog is None else run.steplog.size,
+            log_lost=0 if run.steplog is None else run.steplog.lost,
         )
-        if run.steplog is not None and run.steplog.write_error is not None:
+        if (  # a full disk was said once for the whole run (_disk_full)
+            run.steplog is not None
+            and run.steplog.write_error is not None
+            and not disk_is_full(run.steplog.write_error)
+        ):
             self.emit(
                 ev.RunMessage(
                     level="warning",
@@ -812,7 +850,7 @@ class Runner:
     def _finish(self, leftover_grace: float = 2.0) -> None:
         if self._finished.is_set():
             return
-        leftovers = self.watchdog.kill_leftovers(leftover_grace)
+        leftovers = self._kill_leftovers(leftover_grace)
         if leftovers:
             self.emit(
                 ev.RunMessage(
@@ -822,7 +860,10 @@ class Runner:
                     ts=self.clock(),
                 )
             )
-        self.watchdog.stop()
+        if leftovers is None:  # its clean-up, a process of its own, looks for them instead
+            self.watchdog.hand_over()
+        else:
+            self.watchdog.stop()
         if self.cluster is not None:
             self.cluster.close()
         self._record_end()
@@ -832,6 +873,26 @@ class Runner:
         self._finished.set()
         self.ticker.stop()
         self.loop.stop()
+
+    def _kill_leftovers(self, grace: float) -> int | None:
+        """``Watchdog.kill_leftovers``, tried again for a moment when a limit ran out (with
+        ``ulimit -n`` low, /proc cannot be read until the steps' pipes are closed); None if it
+        never could: said, and left to the watchdog. An error here once left the run hanging,
+        its end never recorded."""
+        for wait in (0.05, 0.1, 0.25, 0.5, 1.0, None):
+            try:
+                return self.watchdog.kill_leftovers(grace)
+            except OSError as exc:
+                words = limit_words(exc) or exc.strerror or str(exc)
+                if wait is None or limit_words(exc) is None:
+                    text = (
+                        f"cannot look for processes the steps left running: {words}; the run's"
+                        " watchdog stops them"
+                    )
+                    self.emit(ev.RunMessage(level="warning", text=text, ts=self.clock()))
+                    return None
+                time.sleep(wait)  # until the steps' descriptors are closed: nothing to wait on
+        return None
 
     def _record_end(self) -> None:
         """The run's end in state.json and events: status, exit code, end time, RunFinished.
@@ -901,6 +962,17 @@ class Runner:
     def _emit_status(self, run: StepRun, reason: str | None = None) -> None:
         status, reason = run.state.status, reason or run.state.reason
         self._emit_step(ev.StepStatus, run, status=status, reason=reason)
+
+    def _disk_full(self, what: str, exc: OSError) -> None:
+        """The run folder's disk was found full (core.diskspace), writing ``what``: said once,
+        with what is lost from now on."""
+        text = (
+            f"disk full: {exc.strerror or exc}, writing {self.run_dir / what}. From now on"
+            " this run writes neither the steps' output to their logs (each step's end says"
+            " how much of its own is lost) nor events.jsonl; state.json and ctx.json are kept"
+            " up to date in space held back for them"
+        )
+        self._save_error(text)
 
     def _save_error(self, text: str) -> None:
         """The store could not save a file (said once a file): a warning in the run's events,

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from core.diskspace import DiskSpace
 from core.privatedir import PrivateDir
 from core.text import clean
 
@@ -43,7 +44,13 @@ class StepLog:
     """Sink for one step attempt's output. Thread-safe: a reader thread writes, viewers read."""
 
     def __init__(
-        self, folder: PrivateDir, name: str, *, ring_lines: int = RING_LINES, lazy: bool = False
+        self,
+        folder: PrivateDir,
+        name: str,
+        *,
+        ring_lines: int = RING_LINES,
+        lazy: bool = False,
+        space: DiskSpace | None = None,
     ) -> None:
         """The log is file ``name`` in the run's held ``folder`` (logs/): opened through it,
         never by a path a planted link could redirect (``PrivateDir.append``).
@@ -51,8 +58,11 @@ class StepLog:
         ``lazy``: create the file on the first write. A step that prints nothing then
         costs no file at all, which on a slow file system is most of what a no-op step
         costs (creating a file took from 6 µs to 300 µs on the same machine here; on ext4
-        without a journal, right after deletions, up to 0.4 ms)."""
-        self.folder, self.name = folder, name
+        without a journal, right after deletions, up to 0.4 ms).
+
+        ``space``: the run folder's (core.diskspace): once its disk is found full, by this log
+        or by anything else of the run, nothing more is written to the log."""
+        self.folder, self.name, self.space = folder, name, space
         self._fd: int | None = None
         self.size = 0
         if not lazy:
@@ -66,7 +76,10 @@ class StepLog:
         self._watch: re.Pattern[str] | None = None
         self._on_match: Callable[[], None] | None = None
         self._closed = False
-        self.write_error: OSError | None = None  # the first failed write: the log is incomplete
+        #: the first failed write: the log ends there, nothing after it is written (a log
+        #: with a hole where the disk was full would not say so), and ``lost`` counts the rest
+        self.write_error: OSError | None = None
+        self.lost = 0
 
     # -- writing ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -74,6 +87,12 @@ class StepLog:
             return
         with self._lock:
             if self._closed:
+                return
+            if self.write_error is None and self.space is not None and self.space.full:
+                self.write_error = self.space.error  # what is left is for state.json
+            if self.write_error is not None:
+                self.lost += len(data)
+                self._take_lines(data)
                 return
             written = 0
             try:
@@ -84,8 +103,10 @@ class StepLog:
                     written += n
                     view = view[n:]
             except OSError as exc:  # disk full, I/O error: the step goes on, its log is short
-                if self.write_error is None:
-                    self.write_error = exc
+                self.write_error = exc
+                self.lost += len(data) - written
+                if self.space is not None:
+                    self.space.trip(exc, f"logs/{self.name}")
             self.size += written
             self._take_lines(data)  # viewers and ready: {log} still see the lines
 

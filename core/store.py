@@ -17,11 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
 from core.context import KeysLeftOut, keys_and_problems
+from core.diskspace import RESERVE_BASE, DiskSpace, disk_is_full
 from core.events import Event, encode_event, encode_events
 from core.log import get_logger
 from core.privatedir import PrivateDir
@@ -29,6 +30,8 @@ from core.rundir import CTX, EVENTS, STATE, RunDir, list_runs
 from core.state import FAILURES, Status
 
 _log = get_logger("orch.store")
+#: bytes of events' lines buffered before they are written (at the latest at each flush)
+EVENTS_BUFFER = 64 * 1024
 
 
 def atomic_write(folder: PrivateDir, name: str, data: bytes, *, fsync: bool = True) -> None:
@@ -70,10 +73,16 @@ class RunStore:
         self.interval = interval
         try:
             # 0600 like every file of the run, whatever the umask: events carry the steps' output
-            self._events: BinaryIO = os.fdopen(self.folder.append(EVENTS), "ab")
+            self._events_fd = self.folder.append(EVENTS)
         except BaseException:
             run_dir.close()
             raise
+        #: events' lines not written yet (written past EVENTS_BUFFER, and at each flush): a
+        #: buffer of our own, so that a full disk drops it instead of writing it later
+        self._events_buf: list[bytes] = []
+        self._events_buffered = 0
+        #: the folder's disk: its reserve, and whether it was found full (core.diskspace)
+        self.space = DiskSpace(self.folder)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time, so an old save never lands last
         self._wake = threading.Event()
@@ -106,6 +115,18 @@ class RunStore:
         self._state_dirty = True
         self._thread.start()
 
+    def abandon(self, *, folder_too: bool) -> None:
+        """The run could not start (core.runner.RunStartError): nothing more is saved, and
+        what this store wrote goes with the run folder's first files (``RunDir.discard``)."""
+        with self._lock:
+            self._closed = True
+            os.close(self._events_fd)
+        with self._flush_lock:
+            self._final_saved = True
+            self.space.release()
+            self.run_dir.discard(folder_too=folder_too)
+        self._wake.set()
+
     def _save_first_state(self) -> None:
         """state.json now, before any step starts, not one ``interval`` later: a run killed
         (SIGKILL) in its first instant must still be a run folder that ``runs`` and ``ctl``
@@ -114,12 +135,21 @@ class RunStore:
         The ctx is written first, as every save orders them: ``--resume-from`` takes the
         newest run's ctx.json, and a resumed run's state relies on the ctx it restored."""
         assert self._state_fn is not None
+        size = 0
         try:
             if self._ctx_fn is not None:  # the ctx first, as in every save: a resume reads it
-                atomic_write(self.folder, CTX, self._ctx_fn(), fsync=False)
-            atomic_write(self.folder, STATE, self._state_fn(), fsync=False)
+                ctx = self._ctx_fn()
+                size += len(ctx)
+                atomic_write(self.folder, CTX, ctx, fsync=False)
+            state = self._state_fn()
+            size += len(state)
+            atomic_write(self.folder, STATE, state, fsync=False)
         except Exception as exc:  # the disk: said once, and the flusher tries again
-            self._save_failed(STATE, exc)
+            if not self.space.trip(exc, STATE):  # a full disk is said as such, once
+                self._save_failed(STATE, exc)
+        # room for these two files' saves kept whatever fills the disk (core.diskspace)
+        if not self.space.full:
+            self.space.reserve(RESERVE_BASE + 2 * size)
 
     # -- events ---------------------------------------------------------------------------------
     def append_events(self, events: list[Event]) -> None:
@@ -128,15 +158,40 @@ class RunStore:
         an idle run printing now and then may never make. Still one write per interval, not per
         event. Encoded all at once (the bus records what was published meanwhile); an event
         that cannot be encoded (a reason with a lone surrogate) is left out, not its batch."""
+        if self.space.full:  # the disk is full: state.json and ctx.json take what is left
+            return
         try:
             data = encode_events(events)
         except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
             data = b"".join(_lines(events))
         with self._lock:
             if not self._closed:
-                self._events.write(data)
+                self._events_buf.append(data)
+                self._events_buffered += len(data)
+                if self._events_buffered >= EVENTS_BUFFER:
+                    self._write_events()
         if not self._wake.is_set():  # set already in a flood: a read, not the Event's lock
             self._wake.set()
+
+    def _write_events(self) -> None:
+        """Write the buffered events' lines (under ``_lock``). A full disk drops what is left
+        and every later event; another error is said once and tried again."""
+        if not self._events_buf:
+            return
+        data = b"".join(self._events_buf)
+        self._events_buf.clear()
+        self._events_buffered = 0
+        if self.space.full:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._events_fd, view) :]
+        except OSError as exc:
+            if not self.space.trip(exc, EVENTS):  # a full disk: the rest is dropped
+                self._events_buf.append(bytes(view))
+                self._events_buffered = len(view)
+                self._save_failed(EVENTS, exc)
 
     # -- coalesced snapshots ----------------------------------------------------------------------
     def state_changed(self) -> None:
@@ -171,10 +226,7 @@ class RunStore:
         """
         with self._lock:
             if not self._closed:
-                try:
-                    self._events.flush()
-                except OSError as exc:
-                    self._save_failed(EVENTS, exc)
+                self._write_events()
         state = None
         if (self._state_dirty or final) and self._state_fn is not None:
             self._state_dirty = False
@@ -192,7 +244,7 @@ class RunStore:
                 state = None  # the ctx save is not due yet, or failed: the state waits for it
                 self._state_dirty = True
             if state is not None:
-                atomic_write(self.folder, STATE, state)
+                self._save(STATE, state)
             if final:
                 self._final_saved = True
 
@@ -222,12 +274,22 @@ class RunStore:
         except KeysLeftOut as partial:  # the rest is saved; what is not, said once a key
             data = partial.data
             self._left_out(partial)
-        atomic_write(self.folder, CTX, data)
+        self._save(CTX, data)
         took = time.monotonic() - started
         self._ctx_saved_version = version
         # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
         self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
         return True
+
+    def _save(self, name: str, data: bytes) -> None:
+        """``atomic_write``; the first time the disk is found full, once more: that gave the
+        reserve back (core.diskspace), for these files alone."""
+        try:
+            atomic_write(self.folder, name, data)
+        except OSError as exc:
+            if self.space.full or not self.space.trip(exc, name):
+                raise
+            atomic_write(self.folder, name, data)
 
     def _left_out(self, partial: KeysLeftOut) -> None:
         """Say which keys ctx.json was saved without, each once (not every interval)."""
@@ -240,7 +302,9 @@ class RunStore:
         if name not in self._reported:  # once, not every interval
             self._reported.add(name)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            self._on_error(f"cannot save {self.run_dir.path / name}: {why}")
+            held = disk_is_full(exc) and self.space.full
+            even = " even with the space held back for it" if held else ""
+            self._on_error(f"cannot save {self.run_dir.path / name}{even}: {why}")
 
     def close(self) -> None:
         """Final, synchronous save of everything; the directory is complete after this returns
@@ -254,16 +318,14 @@ class RunStore:
         with self._lock:
             self._closed = True
             try:
-                self._events.flush()
-                os.fsync(self._events.fileno())
+                self._write_events()
+                os.fsync(self._events_fd)
             except OSError as exc:
                 self._save_failed(EVENTS, exc)
-            try:
-                self._events.close()
-            except OSError:  # what the flush above could not write: already reported
-                pass
+            os.close(self._events_fd)
         with self._flush_lock:  # a save of the flusher thread may still be using them
             self._final_saved = True  # even if the final save failed: nothing saves after
+            self.space.release()
             self.run_dir.close()
         self._wake.set()
 

@@ -272,6 +272,13 @@ class Watchdog:
         self.groups.add(pgid)
         self._send(f"+ {pgid} {grace:g}")
 
+    def own_folder(self, path: str) -> None:
+        """A folder the run made for itself outside its run folder (a dask-local cluster's
+        scratch, ``orch-dask-*`` in the temp folder), which the clean-up removes if the runner
+        dies: sent at once, not at the next flush."""
+        self._send(f"d {os.fsencode(path).hex()}")
+        self.flush()
+
     def prune(self, running: set[int]) -> None:
         """Forget the process groups of ended steps that no longer exist: the kernel may give
         their ids to unrelated processes, which the end-of-run clean-up and the watchdog must
@@ -303,6 +310,13 @@ class Watchdog:
             threading.Thread(
                 target=self._proc.wait, name="orch-watchdog-reaper", daemon=True
             ).start()
+        self._close_pipe()
+
+    def hand_over(self) -> None:
+        """The run ended but could not stop what its steps left (``kill_leftovers`` failed:
+        no descriptor left to read /proc): the pipe is closed without killing the watchdog,
+        whose clean-up, a process of its own, stops them as if the runner had died."""
+        self._pending = []
         self._close_pipe()
 
     def _close_pipe(self) -> None:
@@ -368,15 +382,44 @@ def _watch(run_dir: str) -> None:
     pipe's rest (3), tell which process groups to stop with the run's marked processes."""
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(sig, signal.SIG_IGN)
-    groups = _told((_read_all(0), _read_all(3)))
+    folders: list[bytes] = []
+    groups = _told((_read_all(0), _read_all(3)), folders)
     grace = min(max(groups.values(), default=2.0), 10.0)
     kill_leftovers(run_dir, list(groups), grace)
+    for folder in folders:  # once what could write there is gone
+        remove_scratch(os.fsdecode(folder))
 
 
-def _told(streams: Iterable[Iterable[bytes]]) -> dict[int, float]:
+#: what a folder the clean-up removes is named like (core.cluster's scratch)
+SCRATCH_PREFIX = "orch-dask-"
+
+
+def remove_scratch(path: str) -> bool:
+    """Remove ``path``, a scratch folder a run made (``Watchdog.own_folder``), only if it is
+    still one: a folder (not a link), this user's, named ``orch-dask-*``. Nothing in it is
+    followed (``shutil.rmtree`` works through descriptors, never through a link). Returns
+    whether it was removed."""
+    import shutil
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    mine = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+    if not mine or not os.path.basename(path).startswith(SCRATCH_PREFIX):
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return not os.path.lexists(path)
+
+
+def _told(
+    streams: Iterable[Iterable[bytes]], folders: list[bytes] | None = None
+) -> dict[int, float]:
     """The process groups (and their grace) the runner's lines leave: the copy's, then the
-    pipe's rest. A line the copy ends in the middle of (a full disk: what cat read, it could
-    not write) is not finished by the pipe's first bytes."""
+    pipe's rest; the folders it made for itself go to ``folders``. A line the copy ends in the
+    middle of (a full disk: what cat read, it could not write) is not finished by the pipe's
+    first bytes."""
     groups: dict[int, float] = {}
     for stream in streams:
         buf = b""
@@ -384,13 +427,14 @@ def _told(streams: Iterable[Iterable[bytes]]) -> dict[int, float]:
             buf += data
             *lines, buf = buf.split(b"\n")
             for line in lines:
-                _apply(line, groups)
+                _apply(line, groups, folders)
     return groups
 
 
-def _apply(line: bytes, groups: dict[int, float]) -> None:
-    """One line of the runner's: ``+ PGID GRACE`` or ``- PGID``. A garbled one is passed over:
-    the clean-up must still stop what it can (the marked processes at least)."""
+def _apply(line: bytes, groups: dict[int, float], folders: list[bytes] | None = None) -> None:
+    """One line of the runner's: ``+ PGID GRACE``, ``- PGID`` or ``d HEXPATH`` (a folder of
+    the run's). A garbled one is passed over: the clean-up must still stop what it can (the
+    marked processes at least)."""
     op, _, rest = line.partition(b" ")
     try:
         if op == b"+":
@@ -398,7 +442,9 @@ def _apply(line: bytes, groups: dict[int, float]) -> None:
             groups[int(pgid)] = float(grace)
         elif op == b"-":
             groups.pop(int(rest), None)
-    except ValueError:
+        elif op == b"d" and folders is not None:
+            folders.append(bytes.fromhex(rest.decode("ascii")))
+    except ValueError:  # UnicodeDecodeError is one
         pass
 
 

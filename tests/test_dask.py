@@ -843,3 +843,100 @@ def test_dask_local_without_cryptography_is_one_line_and_exit_2(tmp_path: Path):
         "orch-tui: dask-local needs the Python package cryptography (its TLS key): "
         "pip install 'orch-tui[dask]'"
     ]
+
+
+def test_a_sigkilled_runners_cluster_scratch_folder_is_removed_and_no_other(tmp_path: Path):
+    """A dask-local cluster keeps its files in a private ``orch-dask-*`` folder of the temp
+    folder, removed as the cluster closes. A runner SIGKILLed left it there for ever: the
+    watchdog, which stops what the dead runner started, removes it too, and nothing else (not
+    another run's folder of the same kind)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir(mode=0o700)
+    other = temp / "orch-dask-another-run"
+    other.mkdir()
+    (other / "keep").write_text("another run's\n")
+    mod = write_module(
+        tmp_path,
+        """
+from pathlib import Path
+
+def spin(ctx, stop):
+    Path("spinning").touch()
+    stop.wait(120)
+""",
+    )
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: spin, type: python, module: {mod}, function: spin}}\n"
+    )
+    proc = start_cli(
+        recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, env={"TMPDIR": str(temp)}
+    )
+    try:
+        wait_for(lambda: (tmp_path / "spinning").exists(), 60, "the step to run")
+        (scratch,) = [p for p in temp.glob("orch-dask-*") if p != other]
+        started = descendants(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        assert_gone(started, 30)
+        wait_for(lambda: not scratch.exists(), 30, "the run's scratch folder to go")
+    finally:
+        kill_tree(proc)
+    assert sorted(p.name for p in temp.iterdir()) == [other.name]
+    assert (other / "keep").read_text() == "another run's\n"
+
+
+def test_a_dask_local_run_ends_without_a_traceback_on_stderr(tmp_path: Path):
+    """Every dask-local run with a python step ended with ``distributed.event - ERROR`` and a
+    13-line CancelledError traceback on stderr: the scheduler's report of a step's stop
+    watcher's poll that the cluster's close cut short, its normal end."""
+    mod = write_module(tmp_path, "def work(ctx):\n    print('hi')\n")
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: w, type: python, module: {mod}, function: work}}\n"
+    )
+    result = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+
+
+def _worker_spawned(proc: subprocess.Popen) -> bool:
+    """A LocalCluster worker process is among ``proc``'s (or it is over)."""
+    for pid in descendants(proc.pid):
+        try:
+            if "spawn_main" in " ".join(psutil.Process(pid).cmdline()):
+                return True
+        except psutil.Error:
+            pass
+    return proc.poll() is not None
+
+
+def test_a_ctrl_c_as_the_cluster_starts_ends_the_run_without_tracebacks(tmp_path: Path):
+    """SIGINT to the runner just as the LocalCluster's first worker process appears: it cut
+    the cluster's start short, and Dask's exit hook, closing the half-made cluster, printed
+    ``AssertionError: Status.init`` tracebacks (and its scratch folder was removed under it).
+    Now SIGINT waits until the cluster is whole, then ends the run as usual. Three tries: the
+    moment varies. (To the whole group, a worker may still get it before its preload.)"""
+    temp = tmp_path / "tmp"
+    temp.mkdir(mode=0o700)
+    mod = write_module(tmp_path, "def work(ctx):\n    print('hi')\n")
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: w, type: python, module: {mod}, function: work}}\n"
+    )
+    for _ in range(3):
+        proc = start_cli(
+            recipe,
+            "--no-ui",
+            "--executor",
+            "dask-local://2",
+            cwd=tmp_path,
+            env={"TMPDIR": str(temp)},
+        )
+        try:
+            wait_for(lambda p=proc: _worker_spawned(p), 60, "a worker process")
+            os.kill(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            kill_tree(proc)
+        text = (out + err).decode()
+        assert proc.returncode in (0, 130), text
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert list(temp.iterdir()) == []

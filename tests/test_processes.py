@@ -579,3 +579,28 @@ def test_the_end_of_a_run_leaves_another_users_process_that_claims_its_marker(
         assert stranger.poll() is None, "the run stopped another user's process"
     finally:
         kill_tree(stranger)
+
+
+def test_the_watchdog_removes_only_a_scratch_folder_of_the_runs_kind(tmp_path):
+    """What the watchdog is told to remove (``d HEXPATH``) goes only if it is still a folder of
+    this user's named ``orch-dask-*``: a link put in its place (to a folder with files) or a
+    folder of another name is left, its content too."""
+    from core.watchdog import _told, remove_scratch
+
+    ours = tmp_path / "orch-dask-abc"
+    (ours / "sub").mkdir(parents=True)
+    (ours / "sub" / "f").write_text("x")
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "f").write_text("keep")
+    link = tmp_path / "orch-dask-link"
+    link.symlink_to(target)
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    folders: list[bytes] = []
+    lines = b"".join(b"d " + os.fsencode(p).hex().encode() + b"\n" for p in (ours, link, other))
+    assert _told([[lines + b"d zz\n"]], folders) == {}
+    assert [os.fsdecode(f) for f in folders] == [str(ours), str(link), str(other)]
+    assert [remove_scratch(os.fsdecode(f)) for f in folders] == [True, False, False]
+    assert not ours.exists() and (target / "f").read_text() == "keep"
+    assert link.is_symlink() and other.is_dir()

@@ -24,6 +24,7 @@ if __name__ == "__main__":
     sys.modules.setdefault("tui.cli", sys.modules[__name__])
 
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Sequence
 
     from core.recipe.problems import Problem
@@ -186,13 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Exception as exc:
-        from tui import stdout
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            from tui import stdout
 
-        if isinstance(exc, BrokenPipeError) and stdout.closed():
             stdout.gone()  # the reader went away (`orch-tui graph R | head`): nothing to say
             code = EXIT_OK
         elif debug:
             raise
+        elif (words := _limit_words(exc)) is not None:  # not a bug: a limit of this process
+            print(f"orch-tui: {words}", file=sys.stderr)
+            code = EXIT_FAILED
         else:
             print(f"orch-tui: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
             print("orch-tui: run again with --debug for the traceback", file=sys.stderr)
@@ -209,6 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     # back anyway (a one-step run: ~45 ms of CPU, more than its run).
     gc.freeze()
     return code
+
+
+def _stdout_closed() -> bool:
+    from tui import stdout
+
+    return stdout.closed()
+
+
+def _limit_words(exc: BaseException) -> str | None:
+    from core.limits import limit_words
+
+    return limit_words(exc)
 
 
 def _closed_streams_to_devnull() -> None:
@@ -534,8 +550,12 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
             runner.stop_run(signal.SIGKILL, force=True)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in _stop_signals()}
+    from core.runner import RunStartError
+
     try:
         code = runner.run()
+    except RunStartError as exc:  # nothing ran: exit 2, as for a run folder it cannot make
+        raise UsageError(str(exc)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -600,13 +620,11 @@ def _log_to_file(path: Path) -> None:
     """--debug's log goes to a file: the app draws on stderr, where log lines would tear it."""
     import logging
 
+    from core.log import configure
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    handler = logging.FileHandler(path, encoding="utf-8")
-    for old in root.handlers[:]:
-        handler.setFormatter(old.formatter)
-        root.removeHandler(old)
-    root.addHandler(handler)
+    stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 (the log's, for the run)
+    configure(stream, logging.Formatter(DEBUG_FORMAT), level=logging.DEBUG, debug=True)
 
 
 def _stuck_threads() -> bool:
@@ -627,14 +645,49 @@ def _setup_logging(debug: bool) -> None:
         configure_on_first_use(_basic_config)
 
 
+#: --debug's lines: orch-tui's own, each naming its logger
+DEBUG_FORMAT = "orch-tui %(levelname)s %(name)s: %(message)s"
+
+
 def _basic_config(debug: bool = False) -> None:
+    """orch-tui's log lines on stderr (core.log.configure): with --debug, every detail; in a
+    quiet run, a warning or an error as the headless output says one (``12:00:02 ⚠ warning:
+    cannot save ...``), not in a format of its own beside it."""
     import logging
 
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="orch-tui %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from core.log import configure
+
+    if debug:
+        formatter = logging.Formatter(DEBUG_FORMAT)
+    else:
+        formatter = _user_formatter()
+    configure(sys.stderr, formatter, level=logging.WARNING, debug=debug)
+
+
+def _user_formatter() -> logging.Formatter:
+    """A ``logging.Formatter`` writing a record as the headless output writes a run's message:
+    the time, the mark (its ASCII stand-in on a stream that cannot encode it), the level."""
+    import logging
+    import time
+
+    from tui.headless.terminal import MARKS
+
+    class UserFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            level = record.levelname.lower()
+            glyph = MARKS.get(level, MARKS["info"])
+            mark = glyph.symbol
+            try:
+                mark.encode(getattr(sys.stderr, "encoding", None) or "ascii")
+            except (UnicodeError, LookupError):
+                mark = glyph.ascii
+            clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+            text = f"{clock} {mark} {level}: {record.getMessage()}"
+            if record.exc_info:
+                text += "\n" + self.formatException(record.exc_info)
+            return text
+
+    return UserFormatter()
 
 
 # ---------------------------------------------------------------------------------- others

@@ -250,6 +250,16 @@ class Echo:
         view.dropped = 0
         self.printer.line((notice, "dim"))
 
+    def lost_notice(self, view: StepView, lost: int) -> None:
+        """The step wrote ``lost`` bytes more than its log holds (it could not be written: a
+        full disk), so the echo, which reads the log, ends short of them: said where it does."""
+        log = display_path(self.run_dir.log(view.name))
+        notice = (
+            f"{view.label} | {self.printer.p('…')} {lost:,} more bytes of output lost "
+            f"(they could not be written to {log})"
+        )
+        self.printer.line((notice, "dim"))
+
     def _hidden_notice(self, view: StepView) -> None:
         log = display_path(self.run_dir.log(view.name))
         notice = f"{view.label} | {self.printer.p('…')} {view.hidden} more lines in {log}"

@@ -229,6 +229,8 @@ class HeadlessReporter:
         # its output before the line that says it ended, and no further: a retry's next
         # attempt may already be writing, and its lines must not come before that line
         self._show_output(view, final=True, upto=event.log_size)
+        if event.log_lost:  # the echo reads the log: say where it stops short, not be silent
+            self._echo.lost_notice(view, event.log_lost)
         with self._lock:
             view.spinner = None
             view.cpu = view.rss = None
