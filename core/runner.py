@@ -912,6 +912,9 @@ class Runner:
         for run in self.ticker.live():
             self.ticker.flush_output(run)
         self.ticker.flush_ctx()
+        # on disk before RunFinished reaches a client: ``ctl wait`` returns on it, and a script
+        # then reads ctx.json (which stayed as the run began, for a run of a few steps)
+        self.store.save_now()
         counts: dict[str, int] = {}
         for run in self.runs.values():
             status = str(run.state.status)

@@ -216,8 +216,21 @@ class RunStore:
                 self._state_dirty = True
                 self._wake.set()  # try again after the next interval
 
-    def flush(self, *, final: bool = False) -> None:
-        """Write whatever is dirty now. ``final`` also forces a state and ctx save.
+    def save_now(self) -> None:
+        """state.json and ctx.json now, whatever their timers, and not yet fsynced (the final
+        save or the next one is): the run has just ended, and a client told so next (``ctl
+        wait`` returns, a script reads ctx.json) must find them saying so, not as they were
+        up to ``interval`` before (a run of a few steps: as it began, ctx.json empty)."""
+        try:
+            self.flush(now=True)
+        except Exception as exc:  # the disk: said once; the flusher tries again
+            self._save_failed(STATE, exc)
+            self._state_dirty = True
+            self._wake.set()
+
+    def flush(self, *, final: bool = False, now: bool = False) -> None:
+        """Write whatever is dirty now. ``final`` also forces a state and ctx save (fsynced),
+        and is the last; ``now`` forces them too, not fsynced (``save_now``).
 
         The state is taken *before* ``_flush_lock``: ``state_fn`` takes the runner's lock, and
         the runner calls ``close`` while holding it, so taking them in the other order here
@@ -228,7 +241,8 @@ class RunStore:
             if not self._closed:
                 self._write_events()
         state = None
-        if (self._state_dirty or final) and self._state_fn is not None:
+        forced = final or now
+        if (self._state_dirty or forced) and self._state_fn is not None:
             self._state_dirty = False
             state = self._state_fn()
         with self._flush_lock:
@@ -239,25 +253,25 @@ class RunStore:
             # holding what that step wrote, or --resume-from after a crash would lose it.
             # Only the final save writes the state whatever happened to the ctx: a run must
             # end with its state on disk, and the error said what ctx.json lacks.
-            ctx_saved = self._ctx_saved(final)
+            ctx_saved = self._ctx_saved(forced, fsync=not now)
             if not ctx_saved and not final and state is not None:
                 state = None  # the ctx save is not due yet, or failed: the state waits for it
                 self._state_dirty = True
             if state is not None:
-                self._save(STATE, state)
+                self._save(STATE, state, fsync=not now)
             if final:
                 self._final_saved = True
 
-    def _ctx_saved(self, final: bool) -> bool:
+    def _ctx_saved(self, final: bool, *, fsync: bool = True) -> bool:
         """``_flush_ctx``; a ctx that cannot be saved (the disk, or a value a step changed in
         place into something JSON cannot hold) is reported and counts as not saved."""
         try:
-            return self._flush_ctx(final)
+            return self._flush_ctx(final, fsync=fsync)
         except Exception as exc:
             self._save_failed(CTX, exc)
             return False
 
-    def _flush_ctx(self, final: bool) -> bool:
+    def _flush_ctx(self, final: bool, *, fsync: bool = True) -> bool:
         """Save the ctx if it changed; False when it changed but its save is not due yet."""
         if self._ctx_fn is None or self._ctx_version_fn is None:
             return True
@@ -274,22 +288,22 @@ class RunStore:
         except KeysLeftOut as partial:  # the rest is saved; what is not, said once a key
             data = partial.data
             self._left_out(partial)
-        self._save(CTX, data)
+        self._save(CTX, data, fsync=fsync)
         took = time.monotonic() - started
         self._ctx_saved_version = version
         # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
         self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
         return True
 
-    def _save(self, name: str, data: bytes) -> None:
+    def _save(self, name: str, data: bytes, *, fsync: bool = True) -> None:
         """``atomic_write``; the first time the disk is found full, once more: that gave the
         reserve back (core.diskspace), for these files alone."""
         try:
-            atomic_write(self.folder, name, data)
+            atomic_write(self.folder, name, data, fsync=fsync)
         except OSError as exc:
             if self.space.full or not self.space.trip(exc, name):
                 raise
-            atomic_write(self.folder, name, data)
+            atomic_write(self.folder, name, data, fsync=fsync)
 
     def _left_out(self, partial: KeysLeftOut) -> None:
         """Say which keys ctx.json was saved without, each once (not every interval)."""

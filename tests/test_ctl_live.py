@@ -22,6 +22,7 @@ from tests.conftest import (
     kill_tree,
     marked,
     read_events,
+    read_json,
     read_pid,
     read_state,
     run_cli,
@@ -229,6 +230,35 @@ def test_runs_and_ctl_status_say_of_a_run_what_its_app_says(tmp_path, daemons):
     assert_gone([over.pid], timeout=20)
     rows, said = runs_table(tmp_path)
     assert rows[over.run_id][-1] == "no" and said == ""
+
+
+ANSWERS = """
+steps:
+  - {name: answer, type: shell, run: 'sleep 0.5; echo "{\\"answer\\": 42}" > "$ORCH_CTX_OUT"'}
+"""
+
+
+@pytest.mark.parametrize("exit_when_done", [False, True])
+def test_ctl_wait_returns_once_the_runs_files_say_how_it_ended(tmp_path, daemons, exit_when_done):
+    """A script's ``--detach``, ``ctl wait``, then ctx.json: wait returned as the run's end
+    reached its daemon's clients, and the files were saved up to 0.25 s later (or as the
+    daemon closed): ctx.json was still ``{}`` and state.json said running (CI, under load)."""
+    extra = ("--exit-when-done",) if exit_when_done else ()
+    daemon = start_detached(write_recipe(tmp_path, ANSWERS), *extra, cwd=tmp_path)
+    daemons.append(daemon)
+    waited = ctl(tmp_path, daemon.run_id, "wait")
+    state, ctx = read_state(daemon.run_dir), read_json(daemon.run_dir / "ctx.json")
+    assert waited.returncode == 0, waited.stderr
+    assert (state["status"], state["exit_code"], state["steps"]["answer"]["status"]) == (
+        "succeeded",
+        0,
+        "succeeded",
+    )
+    assert state["ended"] is not None
+    assert ctx == {"answer": 42}
+    if not exit_when_done:
+        assert ctl(tmp_path, daemon.run_id, "close").returncode == 0
+    assert_gone([daemon.pid], timeout=20)
 
 
 def test_stop_run_force_ends_a_busy_run_interrupted(tmp_path, daemons):
