@@ -213,6 +213,8 @@ def call_step(
         # sys.exit("message"): a failure the step expected and worded, no traceback
         sink.write_text(f"{exc.code}\n")
         return Outcome(code, error=_cut(_first_line(str(exc.code))) or "exited with SystemExit")
+    except StepKilled:  # orch-tui ended it (Interruptible): a stop, not a failure to trace
+        raise
     except BaseException as exc:
         import traceback  # only a failed step needs it
 
