@@ -102,11 +102,8 @@ class OrchApp(App[int]):
         # the tree has these too; here they reach it from a log or the ctx (they did nothing)
         Binding("f", "next_failed", "Next failed", show=False),
         Binding("F", "previous_failed", "Previous failed", show=False),
-        # from any pane of the steps screen; a priority key, so that the keys typed right behind
-        # it (in one burst, or while the app is busy) reach its prompt: they went to the pane
-        # that had the focus, queued there before the prompt opened (`gdeploy` in one burst: an
-        # empty prompt)
-        Binding("g", "goto", "Go to step", show=False, priority=True),
+        # from any pane of the steps screen (the keys typed right behind it: on_key)
+        Binding("g", "goto", "Go to step", show=False),
         # a past run (read-only): the keys that would change it say why they do nothing
         Binding("s,r,k", "read_only", show=False),
     ]
@@ -509,6 +506,16 @@ class OrchApp(App[int]):
 
     def action_previous_failed(self) -> None:
         self.query_one(StepTree).action_previous_failed()
+
+    def on_key(self, event: events.Key) -> None:
+        """A key that comes back unused from a pane of the steps screen while a prompt opened
+        by a key typed before it is on top (``g``, then a name, in one burst): the pane had
+        the focus as the key was queued. It goes to the prompt (``type_ahead``): keys keep
+        their order, and were lost (no binding of the steps screen applies under a prompt)."""
+        type_ahead = getattr(self.screen, "type_ahead", None)
+        if type_ahead is not None and type_ahead(event):
+            event.stop()
+            event.prevent_default()
 
     def action_goto(self) -> None:
         """`g`: go to a step by a part of its name (tui.screens.goto); the focus comes back

@@ -17,6 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
@@ -59,23 +60,45 @@ class GotoPrompt(ModalScreen[str | None]):
         self._text = initial
         self._matches = tree.find_steps(initial)
         self._typed = False  # the text is still the one it opened with
-
-    def compose(self) -> ComposeResult:
-        prompt = Input(value=self.initial, placeholder=PLACEHOLDER, id="goto-input")
-        prompt.border_title = "go to step"
-        yield prompt
-
-    def on_mount(self) -> None:
-        if self.initial:
+        self._input = Input(value=initial, placeholder=PLACEHOLDER, id="goto-input")
+        self._input.border_title = "go to step"
+        if initial:
             count = len(self._matches)
             self._say(f"{count:,} {'match' if count == 1 else 'matches'} · Enter: the next one")
 
+    def compose(self) -> ComposeResult:
+        yield self._input
+
+    def type_ahead(self, event: events.Key) -> bool:
+        """A key typed right behind ``g`` (in one burst, or while the app was busy) went to
+        the pane that had the focus, queued there before the prompt opened, and was lost
+        (``gdeploy`` in one burst: an empty prompt). The app hands such a key here as it comes
+        back from that pane: a character is typed into the prompt, after those typed before
+        it (replacing the text the prompt opened with, as the first key typed does), Enter
+        before the prompt has the focus keeps the step. Whether it was taken."""
+        prompt = self._input
+        if event.is_printable and event.character:
+            prompt.select_on_focus = False  # what was typed ahead stays as it gets the focus
+            text = (self._text if self._typed else "") + event.character
+            prompt.value = text
+            prompt.cursor_position = len(text)
+            self._changed(text)
+            return True
+        if event.key == "enter" and self.focused is not prompt:
+            self._submit()
+            return True
+        return False
+
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        if not self._typed and event.value == self.initial:
-            return  # the text it opened with (Input says so as it mounts): nothing typed yet
+        if event.value == self._text and (self._typed or event.value == self.initial):
+            return  # the text it opened with (Input says so as it mounts), or typed ahead
+        self._changed(event.value)
+
+    def _changed(self, text: str) -> None:
+        """Each change of the text: the first match from where the prompt opened."""
         self._typed = True
-        self._text = event.value
+        self._text = text
         self._matches = self._steps.find_steps(self._text)
         if not self._text:
             self._back()
@@ -88,6 +111,9 @@ class GotoPrompt(ModalScreen[str | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        self._submit()
+
+    def _submit(self) -> None:
         if not self._text:
             self._back()
             self.dismiss(None)
@@ -140,4 +166,4 @@ class GotoPrompt(ModalScreen[str | None]):
         self._say(Text(self._none(), style="bold red"))
 
     def _say(self, text: str | Text) -> None:
-        self.query_one("#goto-input", Input).border_subtitle = text
+        self._input.border_subtitle = text
