@@ -62,9 +62,11 @@ class GotoPrompt(ModalScreen[str | None]):
         self._typed = False  # the text is still the one it opened with
         self._input = Input(value=initial, placeholder=PLACEHOLDER, id="goto-input")
         self._input.border_title = "go to step"
-        if initial:
-            count = len(self._matches)
+        count = len(self._matches)
+        if count:
             self._say(f"{count:,} {'match' if count == 1 else 'matches'} · Enter: the next one")
+        elif initial:  # kept from a search that found nothing
+            self._say_none()
 
     def compose(self) -> ComposeResult:
         yield self._input
