@@ -80,7 +80,7 @@ async def test_keys_typed_after_d_open_nothing_over_the_leaving_app(served):
     app = make_app(control, detachable=True)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app._run.steps["sleeper"].status == "running", 10, "running")
-        for key in ("d", "question_mark", "S", "slash"):  # in the queue before d is handled
+        for key in ("d", "question_mark", "S", "slash", "g"):  # in the queue before d is handled
             send_key(app, key)
         await until(pilot, lambda: not app.is_running, 10, "the app to exit")
         assert app.screen_stack[-1] is app.screen_stack[0], app.screen_stack

@@ -634,6 +634,31 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
         assert not pane.follow
 
 
+async def test_a_search_typed_in_one_burst_with_its_slash_is_whole(orch):
+    """`/beta` and Enter in one burst (typed fast, pasted, or while the app is busy): the keys
+    behind `/` were queued to the tree, which had the focus, before the prompt opened, and
+    were lost: the prompt opened empty, waiting. They go to the prompt, in their order."""
+    from textual import events
+
+    from tui.screens.search import SearchPrompt
+
+    app, runner = orch(
+        "steps: [{name: one, type: shell, run: 'echo alpha; echo beta; echo gamma'}]"
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "one", "succeeded")
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines == ["alpha", "beta", "gamma"], what="the log")
+        for key, char in (("slash", "/"), *((c, c) for c in "beta"), ("enter", "\r")):
+            event = events.Key(key, char)
+            event.set_sender(app)
+            app._driver.send_message(event)  # all queued before the app handles one
+        await until(pilot, lambda: pane._match is not None, what="a match")
+        assert pane.lines[pane._match] == "beta"
+        assert not isinstance(app.screen, SearchPrompt)
+        assert str(pane.border_subtitle).startswith("/beta")
+
+
 async def test_a_search_while_following_finds_a_line_above_the_followed_tail(orch):
     """A following pane holds the log's last 2,000 lines; a pause loads 20,000. `/` while
     following searched the 2,000 only: in a 3,000-line log `<77>` was "not found in the

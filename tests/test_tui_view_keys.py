@@ -230,3 +230,37 @@ async def test_the_w_hint_survives_a_narrow_border_with_a_long_log(orch):
         await pilot.press("tab", "pageup")
         await until(pilot, lambda: "paused" in border(), what="paused")
         assert "End to follow" in border() and "w wraps" in border()
+
+
+async def test_the_log_border_says_whole_words_beside_a_wide_tree_at_80x24(orch):
+    """A step name of 22 characters widens the tree at 80 columns: the log pane's border
+    holds 37 cells. It read "following · w wraps · earlier lines …" (and, paused, "paused ·
+    End to follow · w wraps · e…"): now it says it shorter, or leaves out the least useful
+    part, and every word is whole."""
+    app, runner = orch(
+        """
+        steps:
+          - name: the_step_with_the_logs
+            type: shell
+            run: |
+              seq 1 200000
+              echo "long $(printf 'x%.0s' $(seq 1 150)) END"
+              echo last
+        """
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, "the_step_with_the_logs", "succeeded", timeout=30)
+        pane = main_pane(app)
+        await until(pilot, lambda: pane.lines[-1:] == ["last"], what="the whole log")
+
+        def border() -> str:
+            """The pane's bottom border, as drawn, without its line and corners."""
+            region = pane.region
+            return screen_lines(app)[region.bottom - 1][region.x : region.right].strip("╰─╯ ")
+
+        await until(pilot, lambda: "following" in border(), what="the border drawn")
+        assert pane.outer_size.width == 43
+        assert border() == "following · w wraps · earlier on disk"
+        await pilot.press("tab", "pageup")
+        await until(pilot, lambda: "paused" in border(), what="paused")
+        assert border() == "paused · End to follow · w wraps"

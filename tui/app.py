@@ -46,6 +46,7 @@ from core.state import (
 from core.text import clean
 from tui.format import count_key, counted, display_path, run_words, step_ending
 from tui.screens.confirm_quit import ConfirmQuit
+from tui.screens.goto import GotoPrompt
 from tui.screens.help import HelpScreen
 from tui.screens.search import SearchPrompt
 from tui.screens.sessions import SessionsScreen
@@ -101,6 +102,8 @@ class OrchApp(App[int]):
         # the tree has these too; here they reach it from a log or the ctx (they did nothing)
         Binding("f", "next_failed", "Next failed", show=False),
         Binding("F", "previous_failed", "Previous failed", show=False),
+        # from any pane of the steps screen (the keys typed right behind it: on_key)
+        Binding("g", "goto", "Go to step", show=False),
         # a past run (read-only): the keys that would change it say why they do nothing
         Binding("s,r,k", "read_only", show=False),
     ]
@@ -116,11 +119,12 @@ class OrchApp(App[int]):
             "toggle_wrap",
             "next_failed",
             "previous_failed",
+            "goto",
         }
     )
     #: actions that open a screen: none once the app is ending (`y`, `d`: one opened as it
     #: exits is composed no more, and crashed it)
-    SCREEN_ACTIONS = frozenset({"help", "sessions", "search", "command_palette"})
+    SCREEN_ACTIONS = frozenset({"help", "sessions", "search", "goto", "command_palette"})
     #: what ``exit`` returns after ``d``: the run goes on (``detached`` says so too)
     DETACHED = 0
 
@@ -168,6 +172,7 @@ class OrchApp(App[int]):
         self._pinned: str | None = None  # the step whose log the second pane keeps
         self._on_pinned = False  # the pinned step is selected: the footer offers `p Unpin log`
         self._selection_due = False  # the panes are to follow a new selection after a refresh
+        self._goto = ""  # the text `g` last went to a step with: the prompt opens with it
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -437,7 +442,10 @@ class OrchApp(App[int]):
         self.query_one(StepTree).mark_session(key, message.ended)
 
     def _show_selected(self) -> None:
-        trees = self.screen.query(StepTree) if self.is_running else None
+        screen = self.screen
+        if isinstance(screen, GotoPrompt):  # the panes follow the steps the prompt goes to
+            screen = self.screen_stack[0]
+        trees = screen.query(StepTree) if self.is_running else None
         if not trees:  # shutting down, or another screen is on top: nothing to show
             return
         tree = trees.first()
@@ -498,6 +506,26 @@ class OrchApp(App[int]):
 
     def action_previous_failed(self) -> None:
         self.query_one(StepTree).action_previous_failed()
+
+    def on_key(self, event: events.Key) -> None:
+        """A key that comes back unused from a pane of the steps screen while a prompt opened
+        by a key typed before it is on top (``g``, then a name, in one burst): the pane had
+        the focus as the key was queued. It goes to the prompt (``type_ahead``): keys keep
+        their order, and were lost (no binding of the steps screen applies under a prompt)."""
+        type_ahead = getattr(self.screen, "type_ahead", None)
+        if type_ahead is not None and type_ahead(event):
+            event.stop()
+            event.prevent_default()
+
+    def action_goto(self) -> None:
+        """`g`: go to a step by a part of its name (tui.screens.goto); the focus comes back
+        to the pane that had it."""
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                self._goto = text
+
+        self.push_screen(GotoPrompt(self.query_one(StepTree), self._goto), done)
 
     def action_read_only(self) -> None:
         self.notify("read-only: this run is over, nothing can change it", severity="warning")
@@ -714,6 +742,7 @@ class OrchApp(App[int]):
                 "Detach", "Leave the run going; orch-tui attach comes back", self.action_detach
             )
         tree = self.query_one(StepTree)
+        yield SystemCommand("Go to step", "Select a step by a part of its name", self.action_goto)
         name = tree.selected_step
         if name is not None:
             allowed = self._allowed(name)

@@ -18,6 +18,7 @@ KEYS = [
     ("↑ ↓ enter", "move in the step tree; the log follows the selection"),
     ("Home End", "first / last step"),
     ("f F", "next / previous failed (or timed-out) step, around the tree"),
+    ("g", "go to a step by a part of its name: ↓ ↑ other matches, Enter keeps, Escape goes back"),
     ("s", "skip the selected step (pending, blocked, failed or stopped): its dependents go on"),
     (
         "r",

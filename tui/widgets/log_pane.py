@@ -47,6 +47,8 @@ from tui.widgets._strips import note_strip
 HEAD_RULE = "╌"
 #: cells of the top edge the title cannot use: the corners, a line and a space on each side
 TITLE_CHROME = 6
+#: what the bottom border says that a narrow pane says shorter (``_fit_parts``)
+SHORTER = {"earlier lines on disk": "earlier on disk"}
 FOLLOW_LINES = 2000  # lines kept while following: a few screens of history
 FOLLOW_BYTES = 512 * 1024
 FROZEN_LINES = 20000  # lines loaded when the user scrolls back
@@ -326,12 +328,16 @@ class LogPane(ScrollView, can_focus=True):
         self.border_title = title
         self._wrap_head(title)
         self._cut = self._lines_cut()
-        self.border_subtitle = " · ".join(self._border_parts())
+        self.border_subtitle = _fit_parts(
+            self._border_parts(), self.outer_size.width - TITLE_CHROME
+        )
 
     def _border_parts(self) -> list[str]:
-        """What the border's subtitle says, the keys first: at 80 columns it holds ~45 cells
-        and cuts the rest, and the footer shows the pane's keys only while the pane has the
-        focus (the tree has it first). What the user cannot act on comes last."""
+        """What the border's subtitle says, the keys first: at 80 columns it holds 30 to 48
+        cells (the tree takes up to half the screen for its names), and the footer shows the
+        pane's keys only while the pane has the focus (the tree has it first). What the user
+        cannot act on comes last: it goes first where the border has no room for all
+        (``_fit_parts``)."""
         parts = []
         if self._search:
             hits = sum(1 for line in self._lines if self._search in line)
@@ -482,3 +488,17 @@ def _row_cuts(line: str, width: int) -> list[int]:
     for row in chop_cells(line, width):
         cuts.append(cuts[-1] + cell_len(row))
     return cuts
+
+
+def _fit_parts(parts: list[str], room: int) -> str:
+    """The border's parts joined, whole, in ``room`` cells: said shorter (``SHORTER``), then
+    the last parts left out, the least useful, until the rest fits. The border cut what did
+    not fit mid-word: at 80 columns "following · w wraps · earlier lin…". The first part is
+    kept even where it does not fit (the border cuts it, with …)."""
+    joined = " · ".join(parts)
+    if cell_len(joined) <= room:
+        return joined
+    parts = [SHORTER.get(part, part) for part in parts]
+    while len(parts) > 1 and cell_len(" · ".join(parts)) > room:
+        parts.pop()
+    return " · ".join(parts)
