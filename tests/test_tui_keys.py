@@ -320,6 +320,9 @@ async def test_r_restarts_a_running_service_and_leaves_its_dependents_alone(orch
         assert runner.snapshot().steps["svc"].restart_reason == "manual"
         assert (tmp_path / "starts").read_text().count("\n") == 2
         assert step_pid(runner, "user") == user and alive(user)  # its dependent: undisturbed
+        # events.jsonl is written within the store's interval: once the svc's second start is
+        # there, everything before it is too
+        await until(pilot, lambda: len(_events_of(runner, "svc", "step_started")) == 2, what="")
         assert len(_events_of(runner, "user", "step_started")) == 1
 
 
