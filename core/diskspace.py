@@ -19,11 +19,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from core.rundir import RESERVE  # the file holding the space back, while the run goes on
+
 if TYPE_CHECKING:
     from core.privatedir import PrivateDir
 
-#: the file holding the space back, in the run folder while the run goes on
-RESERVE_NAME = ".space-reserve"
 #: held back beyond twice the first state.json and ctx.json (an atomic save writes the new
 #: file beside the old one; the state grows a little as steps end)
 RESERVE_BASE = 64 * 1024
@@ -54,7 +54,7 @@ class DiskSpace:
         """Hold ``size`` bytes back (best effort: a disk without the room, or a file system
         that cannot allocate ahead, gets no reserve)."""
         try:
-            fd = self.folder.create(RESERVE_NAME)
+            fd = self.folder.create(RESERVE)
         except OSError:  # one there already (not ours to take), or no room for a file
             return
         try:
@@ -91,6 +91,6 @@ class DiskSpace:
 
     def _unlink(self) -> None:
         try:
-            self.folder.unlink(RESERVE_NAME)
+            self.folder.unlink(RESERVE)
         except OSError:
             pass

@@ -42,6 +42,8 @@ SESSIONS = "sessions"
 DEBUG_LOG = "debug.log"
 SOCKET = "daemon.sock"
 DAEMON_LOG = "daemon.log"
+#: space held back for state.json and ctx.json while the run goes on (core.diskspace)
+RESERVE = ".space-reserve"
 
 #: What a file name cannot hold (or would turn into a path): '/', NUL and control characters.
 _UNFIT = re.compile("[/\x00-\x1f\x7f-\x9f]")
@@ -160,7 +162,7 @@ class RunDir:
         orch-tui made, not a --run-dir the user gave). Only these names, never a link's
         target: a file a step or anyone else left is left, and keeps the folder."""
         assert self.folder is not None
-        for name in (STATE, CTX, EVENTS, SOCKET, DAEMON_LOG, DEBUG_LOG, ".space-reserve"):
+        for name in (STATE, CTX, EVENTS, SOCKET, DAEMON_LOG, DEBUG_LOG, RESERVE):
             try:
                 self.folder.unlink(name)
             except OSError:

@@ -388,6 +388,25 @@ def _watch(run_dir: str) -> None:
     kill_leftovers(run_dir, list(groups), grace)
     for folder in folders:  # once what could write there is gone
         remove_scratch(os.fsdecode(folder))
+    remove_reserve(run_dir)
+
+
+#: core.rundir.RESERVE (this script is stdlib only): the space a run held back for its state
+RESERVE = ".space-reserve"
+
+
+def remove_reserve(run_dir: str) -> None:
+    """The space the dead runner held back for its state.json (core.diskspace), given back:
+    only a regular file of this user's (never through a link: unlink does not follow one)."""
+    import stat
+
+    path = os.path.join(run_dir, RESERVE)
+    try:
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 #: what a folder the clean-up removes is named like (core.cluster's scratch)

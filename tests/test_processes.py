@@ -604,3 +604,30 @@ def test_the_watchdog_removes_only_a_scratch_folder_of_the_runs_kind(tmp_path):
     assert [remove_scratch(os.fsdecode(f)) for f in folders] == [True, False, False]
     assert not ours.exists() and (target / "f").read_text() == "keep"
     assert link.is_symlink() and other.is_dir()
+
+
+def test_a_sigkilled_runners_space_reserve_is_given_back_by_its_watchdog(tmp_path):
+    """A run holds space back for its state.json (core.diskspace: 64 KiB and twice its first
+    state, megabytes for a big recipe) and gives it back as it ends; a runner SIGKILLed left
+    it in its folder until ``clean``. Its watchdog's clean-up removes it, with the steps."""
+    from core.rundir import RESERVE
+
+    recipe = write_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: sleeper, type: shell, run: echo $$ > sleeper.pid; exec sleep 1000}
+        """,
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        pids = [read_pid(tmp_path / "sleeper.pid")]
+        reserve = only_run_dir(tmp_path) / RESERVE
+        assert reserve.is_file()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+        assert_gone(pids, timeout=8)  # the clean-up ran
+        wait_for(lambda: not reserve.exists(), 5, "the reserve given back")
+    finally:
+        kill_tree(proc, pids)
