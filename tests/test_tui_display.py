@@ -626,3 +626,27 @@ async def test_a_run_that_said_many_things_shows_the_newest_few_and_a_count(tmp_
         "said number 9",
         "said number 10",
     ]
+
+
+async def test_the_app_runs_with_no_color_set(orch, monkeypatch):
+    """``NO_COLOR=1`` (a convention many users set in their shell) crashed the app at its
+    first frame: an empty log pane's "no output yet" line was a segment without a style, on
+    which Textual's monochrome filter failed (``'NoneType' object has no attribute 'color'``).
+    With it set, the app draws, the empty pane says why, and the screens open."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app, runner = orch(
+        """
+        steps:
+          - {name: quiet, type: shell, run: sleep 30}
+          - {name: talks, type: shell, run: echo hello, depends_on: []}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "quiet", "running")
+        await until(
+            pilot, lambda: "waiting for output" in "\n".join(screen_lines(app)), what="hint"
+        )
+        for key in ("question_mark", "escape", "g", "escape", "c", "c"):
+            await pilot.press(key)
+            await pilot.pause()
+        assert "quiet" in "\n".join(screen_lines(app))

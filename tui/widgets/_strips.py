@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 from textual.strip import Strip
 
 
-def note_strip(console: Console, note: str, width: int, style: Style) -> Strip:
-    """The dim, italic line an empty pane shows in its first row, saying why it is empty."""
-    text = Text(note, style=style + Style(dim=True, italic=True))
-    return Strip(text.render(console), text.cell_len).crop_extend(0, width, style)
+def note_strip(note: str, width: int, style: Style) -> Strip:
+    """The dim, italic line an empty pane shows in its first row, saying why it is empty.
+
+    One segment with its style, not ``Text.render``: that gave a segment without a style, on
+    which Textual's monochrome filter (``NO_COLOR=1``) failed, and the app crashed at once."""
+    segment = Segment(note, style + Style(dim=True, italic=True))
+    return Strip([segment], cell_len(note)).crop_extend(0, width, style)

@@ -447,7 +447,7 @@ class LogPane(ScrollView, can_focus=True):
         index, part = self._line_at(scroll_y + y - len(self._head))
         if index >= len(self._lines):
             if index == 0 and self._hint:
-                return note_strip(self.app.console, self._hint, width, style)
+                return note_strip(self._hint, width, style)
             return Strip.blank(width, style)
         strip = self._strip_cache.get(index)
         if strip is None:

@@ -264,7 +264,7 @@ class SessionMirror(ScrollView, can_focus=True):
         style = self.rich_style
         if index >= len(self._lines):
             if index == 0 and self._note:
-                return note_strip(self.app.console, self._note, width, style)
+                return note_strip(self._note, width, style)
             return Strip.blank(width, style)
         strip = self._strips.get(index)
         if strip is None:
