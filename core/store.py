@@ -95,6 +95,10 @@ class RunStore:
         self._ctx_fn: Callable[[], bytes] | None = None
         self._ctx_version_fn: Callable[[], int] | None = None
         self._ctx_saved_version = -1
+        self._ctx_synced = True  # the last ctx.json save was fsynced (save_now's is not)
+        #: forced saves (save_now, the final one) so far: a snapshot the flusher took before
+        #: one of them is older than what it wrote, and is not written after it
+        self._forced = 0
         self._ctx_next_due = 0.0
         self._thread = threading.Thread(target=self._flush_loop, name="orch-store", daemon=True)
 
@@ -242,12 +246,21 @@ class RunStore:
                 self._write_events()
         state = None
         forced = final or now
+        if forced:
+            self._forced += 1  # on the runner's thread, under its lock: one at a time
+        taken = self._forced
         if (self._state_dirty or forced) and self._state_fn is not None:
             self._state_dirty = False
             state = self._state_fn()
         with self._flush_lock:
             if self._final_saved:
                 return
+            if state is not None and not forced and taken != self._forced:
+                # save_now wrote a newer state meanwhile (the run's end, which ``ctl wait``
+                # answers): this older one must not land over it
+                state = None
+                self._state_dirty = True
+                self._wake.set()
             # The ctx first (it was taken after the state, so it is as new or newer): a
             # state.json calling a step succeeded must never be on disk before the ctx.json
             # holding what that step wrote, or --resume-from after a crash would lose it.
@@ -276,8 +289,8 @@ class RunStore:
         if self._ctx_fn is None or self._ctx_version_fn is None:
             return True
         version = self._ctx_version_fn()
-        if version == self._ctx_saved_version:
-            return True
+        if version == self._ctx_saved_version and (self._ctx_synced or not fsync):
+            return True  # saved already (a save to be fsynced fsyncs one save_now did not)
         now = time.monotonic()
         if not final and now < self._ctx_next_due:
             self._wake.set()  # come back when it is due
@@ -290,7 +303,7 @@ class RunStore:
             self._left_out(partial)
         self._save(CTX, data, fsync=fsync)
         took = time.monotonic() - started
-        self._ctx_saved_version = version
+        self._ctx_saved_version, self._ctx_synced = version, fsync
         # A ctx that takes 100 ms to save is saved at most every 0.5 s, and so on.
         self._ctx_next_due = time.monotonic() + max(0.0, 5 * took - self.interval)
         return True
