@@ -920,3 +920,47 @@ def test_summary_of_a_large_run_of_instant_steps(tmp_path: Path) -> None:
     table = out[out.index("big — run r") : out.index("and 50 more")]
     assert len(re.findall(r"^s\d{4}\s", table, re.M)) == 10
     assert "run succeeded" in out
+
+
+def test_lines_under_the_live_view_keep_their_order_when_its_redraw_is_slow() -> None:
+    """The live view's thread takes the lines printed since its last redraw and prints them;
+    a line that came meanwhile, and the summary once the view stopped, were printed at once
+    by another thread, ahead of that batch (seen by the review: the last step's end and the
+    summary above the lines before them). They wait for it now."""
+    import threading
+
+    from rich.text import Text
+
+    from tui.headless.live import RichPrinter
+    from tui.headless.terminal import Terminal
+
+    buf = io.StringIO()
+    printer = RichPrinter(Terminal(buf, "utf-8"), color=False, width=80)
+    printing, go = threading.Event(), threading.Event()
+    real_print = printer.console.print
+
+    def slow_batch(*args, **kw):
+        if threading.current_thread().name == "orch-live" and not go.is_set():
+            printing.set()
+            go.wait(10)  # a big batch to a busy terminal
+        return real_print(*args, **kw)
+
+    printer.console.print = slow_batch  # type: ignore[method-assign]
+    printer.start_live(lambda: Text("LIVE VIEW"), refresh_per_second=8)
+    for i in range(5):
+        printer.line(f"line {i}")
+    assert printing.wait(10), "the live view's thread never printed"
+
+    def the_end() -> None:
+        printer.line("line 5")
+        printer.stop_live()
+        printer.line("SUMMARY")
+
+    ending = threading.Thread(target=the_end)
+    ending.start()
+    ending.join(1.0)  # the old code printed line 5 and the summary now, ahead of the batch
+    go.set()
+    ending.join(10)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "\n", buf.getvalue())
+    lines = [line for line in plain.splitlines() if line.startswith(("line", "SUMMARY"))]
+    assert lines == [f"line {i}" for i in range(6)] + ["SUMMARY"]

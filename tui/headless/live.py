@@ -31,6 +31,9 @@ from tui.headless.terminal import BACKLOG_LIMIT, Piece, Printer, Terminal
 
 #: An echoed line is cut to this many characters (the log keeps all of it).
 TTY_MAX_LINE = 2000
+#: seconds the end of the live view waits for its refresh thread's last print (a terminal that
+#: takes nothing does not hold the run's end longer: the out's backlog drops what is left)
+STOP_PATIENCE = 5.0
 #: the cells the live view's header keeps for the recipe's name, however narrow the terminal
 MIN_NAME = 8
 #: what the live view counts as done
@@ -68,6 +71,10 @@ class RichPrinter(Printer):
         #: what was printed while the live view is up, printed above it at its next redraw
         self._pending: list[RenderableType] = []
         self._pending_lock = threading.Lock()
+        #: held from taking the pending lines to their print, and around a redraw: a batch
+        #: the refresh thread is printing is never overtaken by a later line or the summary
+        self._print_lock = threading.Lock()
+        self._refresh_thread: threading.Thread | None = None
 
     @property
     def width(self) -> int:  # type: ignore[override]  # the terminal's: rows fit it
@@ -84,14 +91,16 @@ class RichPrinter(Printer):
             with self._pending_lock:
                 self._pending.append(renderable)
             return
-        self.console.print(renderable, soft_wrap=False, crop=False)
+        with self._print_lock:
+            self.console.print(renderable, soft_wrap=False, crop=False)
 
     def _flush(self) -> None:
         """What was printed since the live view's last redraw, in one print."""
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        if pending and not self.out.broken:
-            self.console.print(Group(*pending), soft_wrap=False, crop=False)
+        with self._print_lock:
+            with self._pending_lock:
+                pending, self._pending = self._pending, []
+            if pending and not self.out.broken:
+                self.console.print(Group(*pending), soft_wrap=False, crop=False)
 
     def line(self, *pieces: Piece, style: str = "") -> None:
         self.print(Text.assemble(*pieces, style=style))
@@ -156,12 +165,13 @@ class RichPrinter(Printer):
         except Exception:
             return
         self._live, self._refresher = live, threading.Event()
-        threading.Thread(
+        self._refresh_thread = threading.Thread(
             target=self._refresh,
             args=(live, self._refresher, refresh_per_second),
             name="orch-live",
             daemon=True,
-        ).start()
+        )
+        self._refresh_thread.start()
 
     def _refresh(self, live: Live, stop: threading.Event, per_second: float) -> None:
         """Redraw the live view, but not while the terminal is behind: redraws queued for a
@@ -170,11 +180,16 @@ class RichPrinter(Printer):
         while not stop.wait(1 / per_second):
             self._flush()  # the lines are kept, however far behind the terminal is
             if self.out.backlog < BACKLOG_LIMIT:
-                live.refresh()
+                with self._print_lock:
+                    if not stop.is_set():  # not after the view stopped
+                        live.refresh()
 
     def stop_live(self) -> None:
         if self._refresher is not None:
             self._refresher.set()
+        if self._refresh_thread is not None:  # its batch printed before what follows
+            self._refresh_thread.join(STOP_PATIENCE)
+            self._refresh_thread = None
         if self._live is not None:
             self._flush()  # above the view's last frame
             try:
