@@ -76,7 +76,8 @@ class DiskSpace:
         with self._lock:
             if self.full:
                 return True
-            self.full, self.error = True, exc
+            self.error = exc  # first: a log that sees ``full`` takes it as its error
+            self.full = True
             self.release()
             callback = self.on_full
         if callback is not None:

@@ -860,7 +860,9 @@ class Runner:
                     ts=self.clock(),
                 )
             )
-        if leftovers is None:  # its clean-up, a process of its own, looks for them instead
+        if leftovers is None:  # its clean-up, a process of its own, looks for them instead,
+            # now: the steps' leftovers hold the descriptors the end's saves need (after the
+            # final save, the run hung short of them)
             self.watchdog.hand_over()
         else:
             self.watchdog.stop()

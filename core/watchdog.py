@@ -316,7 +316,7 @@ class Watchdog:
         """The run ended but could not stop what its steps left (``kill_leftovers`` failed:
         no descriptor left to read /proc): the pipe is closed without killing the watchdog,
         whose clean-up, a process of its own, stops them as if the runner had died."""
-        self._pending = []
+        self.flush()  # the groups started since the last tick: found by their group too
         self._close_pipe()
 
     def _close_pipe(self) -> None:
