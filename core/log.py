@@ -115,7 +115,7 @@ def configure(stream: Any, formatter: logging.Formatter, *, level: int, debug: b
             if getattr(old, "_orch_tui", False):
                 logger.removeHandler(old)
                 if old.stream not in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
-                    old.close()
+                    old.stream.close()  # a StreamHandler's close leaves its stream open
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler._orch_tui = True  # type: ignore[attr-defined]

@@ -167,12 +167,12 @@ class RunDir:
                 self.folder.unlink(name)
             except OSError:
                 pass
-        self.close()
-        for name in (LOGS, CTX_OUT):
+        for name in (LOGS, CTX_OUT):  # through the held folder, not by a path
             try:
-                os.rmdir(self.path / name)
+                os.rmdir(name, dir_fd=self.folder.fd)
             except OSError:
                 pass
+        self.close()
         if folder_too:
             try:
                 os.rmdir(self.path)

@@ -32,6 +32,8 @@ from core.state import FAILURES, Status
 _log = get_logger("orch.store")
 #: bytes of events' lines buffered before they are written (at the latest at each flush)
 EVENTS_BUFFER = 64 * 1024
+#: events' lines kept for another try while events.jsonl cannot be written (past it: dropped)
+EVENTS_HELD = 16 << 20
 
 
 def atomic_write(folder: PrivateDir, name: str, data: bytes, *, fsync: bool = True) -> None:
@@ -193,9 +195,10 @@ class RunStore:
                 view = view[os.write(self._events_fd, view) :]
         except OSError as exc:
             if not self.space.trip(exc, EVENTS):  # a full disk: the rest is dropped
-                self._events_buf.append(bytes(view))
-                self._events_buffered = len(view)
                 self._save_failed(EVENTS, exc)
+                if len(view) <= EVENTS_HELD:  # tried again; an error that lasts (EIO, a
+                    self._events_buf.append(bytes(view))  # file size limit) costs no more
+                    self._events_buffered = len(view)  # memory than this
 
     # -- coalesced snapshots ----------------------------------------------------------------------
     def state_changed(self) -> None:
