@@ -650,3 +650,32 @@ async def test_the_app_runs_with_no_color_set(orch, monkeypatch):
             await pilot.press(key)
             await pilot.pause()
         assert "quiet" in "\n".join(screen_lines(app))
+
+
+async def test_the_header_keeps_the_runs_state_when_its_counts_fill_the_line():
+    """The header cuts a recipe name too long for the line, never the run's state after it;
+    but when the counts alone were as wide as the line (a 2,000-step run's four-digit counts
+    of seven kinds at 80 columns), the name was not cut at all and the state fell off."""
+    from textual.app import App
+
+    from tui.widgets.run_header import RunHeader
+
+    class HeaderApp(App[None]):
+        def compose(self):
+            yield RunHeader(id="header")
+
+    app = HeaderApp()
+    async with app.run_test(size=(80, 3)) as pilot:
+        header = app.query_one(RunHeader)
+        counts = {s: 1000 for s in ("failed", "timed_out", "blocked", "cancelled", "running")}
+        header.show(
+            recipe="a nightly pipeline whose recipe has a long and descriptive name",
+            run_state="waiting",
+            hint="r retries",
+            counts={**counts, "succeeded": 1000},
+            total=6000,
+            elapsed=3725.0,
+        )
+        await pilot.pause()
+        line = screen_lines(app)[0]
+        assert "waiting" in line and "r retries" in line, line

@@ -53,7 +53,7 @@ class RunHeader(Widget):
         state after it."""
         name = Text(f" {self._recipe} ", style="bold")
         room = self.size.width - len(BADGE) - self._rest.cell_len
-        if 0 < room < name.cell_len:
+        if room < name.cell_len:  # counts alone as wide as the line: the name is "…"
             name.truncate(max(room - 1, 2), overflow="ellipsis")
             name.append(" ", style="bold")
         return Text.assemble((BADGE, "bold reverse"), name, self._rest)
