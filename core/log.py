@@ -10,6 +10,7 @@ to the same handlers, as with ``logging.getLogger``.
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -114,8 +115,11 @@ def configure(stream: Any, formatter: logging.Formatter, *, level: int, debug: b
         for old in logger.handlers[:]:
             if getattr(old, "_orch_tui", False):
                 logger.removeHandler(old)
-                if old.stream not in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
-                    old.stream.close()  # a StreamHandler's close leaves its stream open
+                before = old.stream
+                standard = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+                if isinstance(before, io.IOBase) and before not in standard:
+                    before.close()  # a file of ours (the debug log): the handler's close
+                    # leaves its stream open; a standard stream or _Stderr stays
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler._orch_tui = True  # type: ignore[attr-defined]
