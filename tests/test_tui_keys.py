@@ -621,10 +621,7 @@ async def test_log_follows_pauses_on_scroll_resumes_on_end_and_searches(orch, tm
 
         from tui.screens.search import SearchPrompt
 
-        await pilot.press("slash")
-        await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
-        await _type(pilot, "line 1234")
-        await pilot.press("enter")
+        await _search(pilot, app, "line 1234")
         await until(pilot, lambda: not isinstance(app.screen, SearchPrompt))
         await until(pilot, lambda: pane._match is not None, what="a match")
         assert pane.lines[pane._match] == "line 1234"
@@ -662,6 +659,16 @@ async def test_a_search_typed_in_one_burst_with_its_slash_is_whole(orch):
         assert str(pane.border_subtitle).startswith("/beta")
 
 
+async def _search(pilot, app, text: str) -> None:
+    """``/``, the text typed into the prompt, Enter."""
+    from tui.screens.search import SearchPrompt
+
+    await pilot.press("slash")
+    await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
+    await _type(pilot, text)
+    await pilot.press("enter")
+
+
 async def test_a_search_while_following_finds_a_line_above_the_followed_tail(orch):
     """A following pane holds the log's last 2,000 lines; a pause loads 20,000. `/` while
     following searched the 2,000 only: in a 3,000-line log `<77>` was "not found in the
@@ -681,20 +688,14 @@ async def test_a_search_while_following_finds_a_line_above_the_followed_tail(orc
         await until(pilot, lambda: pane.lines[-1:] == ["line <3000>"], what="the tail")
         assert pane.follow and "line <77>" not in pane.lines  # the followed tail only
 
-        async def search(text: str) -> None:
-            await pilot.press("slash")
-            await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
-            await _type(pilot, text)
-            await pilot.press("enter")
-            await until(pilot, lambda: not isinstance(app.screen, SearchPrompt))
-
-        await search("<77>")
+        await _search(pilot, app, "<77>")
+        await until(pilot, lambda: not isinstance(app.screen, SearchPrompt))
         await until(pilot, lambda: pane._match is not None, what="a match")
         assert pane.lines[pane._match] == "line <77>" and not pane.follow
 
         await pilot.press("tab", "end")  # following again
         await until(pilot, lambda: pane.follow and len(pane.lines) < 3000, what="following")
-        await search("<nowhere>")
+        await _search(pilot, app, "<nowhere>")
         await until(pilot, lambda: app._notifications, what="a notice")
         notice = list(app._notifications)[-1].message
         assert notice == "'<nowhere>' not found in the log", notice
@@ -704,7 +705,6 @@ async def test_a_search_while_following_finds_a_line_above_the_followed_tail(orc
 async def test_a_search_not_found_in_a_long_log_says_where_all_of_it_is(orch):
     """The pane loads at most 20,000 lines: a text not among them is not said to be nowhere,
     the notice names how many lines were searched and the log file that has every line."""
-    from tui.screens.search import SearchPrompt
 
     app, runner = orch(
         """
@@ -716,10 +716,7 @@ async def test_a_search_not_found_in_a_long_log_says_where_all_of_it_is(orch):
         await until_status(pilot, runner, "chatty", "succeeded")
         pane = main_pane(app)
         await until(pilot, lambda: pane.lines[-1:] == ["25000"], what="the tail")
-        await pilot.press("slash")
-        await until(pilot, lambda: isinstance(app.screen, SearchPrompt), what="the prompt")
-        await _type(pilot, "nowhere")
-        await pilot.press("enter")
+        await _search(pilot, app, "nowhere")
         await until(pilot, lambda: app._notifications, what="a notice")
         notice = list(app._notifications)[-1].message
         log = runner.run_dir / "logs" / "chatty.log"

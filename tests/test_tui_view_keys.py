@@ -221,15 +221,19 @@ async def test_the_w_hint_survives_a_narrow_border_with_a_long_log(orch):
         await until(pilot, lambda: pane.lines[-1:] == ["last"], what="the whole log")
 
         def border() -> str:
-            """The pane's bottom border, as drawn."""
-            region = pane.region
-            return screen_lines(app)[region.bottom - 1][region.x : region.right]
+            return _bottom_border(app, pane)
 
         await until(pilot, lambda: "following" in border(), what="the border drawn")
         assert "following · w wraps · earlier lines on disk" in border()  # whole, uncut
         await pilot.press("tab", "pageup")
         await until(pilot, lambda: "paused" in border(), what="paused")
         assert "End to follow" in border() and "w wraps" in border()
+
+
+def _bottom_border(app, pane) -> str:
+    """The pane's bottom border, as drawn."""
+    region = pane.region
+    return screen_lines(app)[region.bottom - 1][region.x : region.right]
 
 
 async def test_the_log_border_says_whole_words_beside_a_wide_tree_at_80x24(orch):
@@ -254,9 +258,7 @@ async def test_the_log_border_says_whole_words_beside_a_wide_tree_at_80x24(orch)
         await until(pilot, lambda: pane.lines[-1:] == ["last"], what="the whole log")
 
         def border() -> str:
-            """The pane's bottom border, as drawn, without its line and corners."""
-            region = pane.region
-            return screen_lines(app)[region.bottom - 1][region.x : region.right].strip("╰─╯ ")
+            return _bottom_border(app, pane).strip("╰─╯ ")  # without its line and corners
 
         await until(pilot, lambda: "following" in border(), what="the border drawn")
         assert pane.outer_size.width == 43
