@@ -1270,6 +1270,8 @@ async def test_header_does_not_say_running_while_a_service_waits_to_restart(orch
         assert " · done · " in str(header.render()), str(header.render())
         # and counted: "1/2" and nothing else said what the other step was doing
         assert " · 1/2 ↻1 · " in str(header.render()), str(header.render())
+        # and marked so in the tree, not as a step that never ran (○)
+        assert str(tree_label(app, "svc")).startswith("↻ svc"), str(tree_label(app, "svc"))
 
 
 async def test_header_says_the_run_failed_and_r_retries_once_every_step_has_ended(orch, tmp_path):

@@ -34,7 +34,7 @@ from textual.widgets._tree import _TreeLine
 from textual.widgets.tree import TreeNode
 
 from core.state import ACTIVE, FAILURES, Status, StepState
-from tui.format import HEALTH_GLYPHS, format_duration, mark_key, status_icon, status_style
+from tui.format import HEALTH_GLYPHS, count_key, format_duration, status_icon, status_style
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
 DURATION_CELLS = 7
@@ -277,7 +277,7 @@ class StepTree(Tree[dict[str, Any]]):
 
     @staticmethod
     def _label(state: StepState, now: float) -> Text:
-        status, mark = state.status, mark_key(state)
+        status, mark = state.status, count_key(state)  # as the header counts it: ↻ too
         text = Text()
         text.append(status_icon(mark) + " ", style=status_style(mark))
         text.append(state.name, style="bold" if status in ACTIVE else "")
