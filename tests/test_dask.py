@@ -480,10 +480,16 @@ def victim(ctx, stop):
         10,
         "the cluster's processes to go",
     )
-    left = {t.name for t in threading.enumerate() if t.is_alive()} - threads_before
-    # what stays: Dask's module-wide pool for blocking work, and the runner's idle daemon
-    # pool (core.workers), as after any run
-    assert {n for n in left if not n.startswith(("Dask-Offload", "orch-worker-"))} == set()
+
+    def left() -> set[str]:
+        """Threads of the run still there: what stays is Dask's module-wide pool for blocking
+        work, and the runner's idle daemon pool (core.workers), as after any run. The run's
+        scheduler thread ends just after the run does (it may be handing over its lock)."""
+        names = {t.name for t in threading.enumerate() if t.is_alive()} - threads_before
+        return {n for n in names if not n.startswith(("Dask-Offload", "orch-worker-"))}
+
+    wait_for(lambda: not left(), 10, "the run's threads to end")
+    assert left() == set()
 
 
 # ------------------------------------------------------------------ exit 2 before anything runs
