@@ -17,7 +17,7 @@ from collections import deque
 from typing import TextIO
 
 from core.text import clean, clean_bytes
-from tui.format import ALLOWED, ALLOWED_GLYPH, HEALTH_GLYPHS, STATUS_GLYPHS, Glyph
+from tui.format import ALLOWED, ALLOWED_GLYPH, HEALTH_GLYPHS, RESTARTING_GLYPH, STATUS_GLYPHS, Glyph
 from tui.headless.table import Table, render_plain
 
 #: Bytes waiting for the terminal past which the steps' output is skipped (and counted, and
@@ -35,7 +35,7 @@ IOV_MAX = 1024
 
 #: marks of lines that are not a step's status (tui.format has those), with their fallbacks
 MARKS: dict[str, Glyph] = {
-    "retry": Glyph("↻", "R", "yellow"),
+    "retry": RESTARTING_GLYPH,  # a retry is marked as a restart is
     ALLOWED: ALLOWED_GLYPH,
     "run": Glyph("»", ">", "bold"),
     "debug": Glyph("·", ".", "dim"),
