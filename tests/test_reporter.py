@@ -484,6 +484,8 @@ def test_summary_root_failure_before_blocked(run: Run) -> None:
         assert re.search(rf"^{name}\s", table, re.M), name
     assert re.search(r"^build\s+✗ failed\s+0.3s\s+1\s+1\s+12%\s+50.0 MiB", table, re.M)
     assert re.search(r"^dash\s+■ stopped\s+1.0s\s+1\s+SIGTERM", table, re.M)
+    # an allowed failure's mark is not a failure's ✗ (told apart without colour too)
+    assert re.search(r"^lint\s+⚠ failed \(allowed\)\s", table, re.M)
     assert not any(line != line.rstrip() for line in summary.splitlines())
 
 

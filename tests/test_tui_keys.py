@@ -1204,9 +1204,10 @@ async def test_header_counts_a_step_stopped_with_k(orch):
 
 async def test_an_allowed_failure_is_marked_as_one_not_as_a_failure_of_the_run(orch):
     """A continue_on_error step that failed blocks nothing and fails no run: the tree and the
-    header mark it with a yellow ✗ (as the headless output does), its log's title says
-    "failed (allowed)", and with a service still up the run is "done", not "waiting · r
-    retries". It was a red ✗ counted with the failures, and the header asked for a retry."""
+    header mark it with a yellow ⚠ (as the headless output does: told from a failure's ✗ by
+    its shape, without colour too), its log's title says "failed (allowed)", and with a
+    service still up the run is "done", not "waiting · r retries". It was a red ✗ counted with
+    the failures, and the header asked for a retry; then a yellow ✗, a failure's shape."""
     from tui.widgets import StepTree
     from tui.widgets.run_header import RunHeader
 
@@ -1223,17 +1224,17 @@ async def test_an_allowed_failure_is_marked_as_one_not_as_a_failure_of_the_run(o
         header = app.query_one(RunHeader)
         await until(
             pilot,
-            lambda: " · done · 0/2 ●1 ✗1 · " in str(header.render()),
+            lambda: " · done · 0/2 ●1 ⚠1 · " in str(header.render()),
             what=f"done, the allowed failure counted apart: {str(header.render())!r}",
         )
         mark = next(
             span
             for span in header.render().spans
-            if "✗1" in str(header.render())[span.start : span.end]
+            if "⚠1" in str(header.render())[span.start : span.end]
         )
         assert mark.style == "yellow", mark
         row = app.query_one(StepTree).label_of("lint")
-        assert row.plain.startswith("✗ lint") and row.spans[0].style == "yellow", row.spans
+        assert row.plain.startswith("⚠ lint") and row.spans[0].style == "yellow", row.spans
         pane = main_pane(app)  # lint is selected: the first step
         await until(
             pilot,

@@ -48,7 +48,9 @@ STATUS_GLYPHS: dict[str, Glyph] = {
 UNKNOWN = Glyph("?", "?", "")
 #: A failure the recipe allows (``continue_on_error``): it blocks nothing, fails no run.
 ALLOWED = "allowed"
-ALLOWED_GLYPH = Glyph("✗", "x", "yellow")
+#: not a yellow ✗: told from a failure by its shape too (no colour, a colour-blind user), the
+#: warning sign CI services mark an allowed failure with
+ALLOWED_GLYPH = Glyph("⚠", "!", "yellow")
 #: the key a service waiting out its restart delay is counted under by ``count_key``
 RESTARTING = "restarting"
 #: what such a service is marked with where steps are counted (the header), as restarts are
@@ -73,7 +75,7 @@ def status_style(status: str) -> str:
 
 def mark_key(step: StepState) -> str:
     """The status a step is marked with: its own, but ``ALLOWED`` for an allowed failure,
-    as the headless output marks it (a yellow ✗, not the red of a failure that fails the run)."""
+    as the headless output marks it (a yellow ⚠, not the red ✗ of a failure that fails the run)."""
     return ALLOWED if step.allowed and step.status in FAILURES else step.status
 
 

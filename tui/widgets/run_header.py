@@ -24,7 +24,7 @@ COUNTED = (
     Status.TIMED_OUT,
     Status.BLOCKED,
     Status.CANCELLED,
-    ALLOWED,  # a continue_on_error failure: a yellow ✗, not one that fails the run
+    ALLOWED,  # a continue_on_error failure: a yellow ⚠, not one that fails the run
     RESTARTING,  # a service waiting out its restart delay (↻), neither up nor pending
 )
 RUN_STYLE = {
