@@ -23,7 +23,7 @@ import msgspec
 
 from core.context import KeysLeftOut, keys_and_problems
 from core.diskspace import RESERVE_BASE, DiskSpace, disk_is_full
-from core.events import Event, encode_event, encode_events
+from core.events import Event, RunFinished, encode_event, encode_events
 from core.log import get_logger
 from core.privatedir import PrivateDir
 from core.rundir import CTX, EVENTS, STATE, RunDir, list_runs
@@ -163,7 +163,11 @@ class RunStore:
         readers of events.jsonl (``ctl events``) must not wait for the next state change, which
         an idle run printing now and then may never make. Still one write per interval, not per
         event. Encoded all at once (the bus records what was published meanwhile); an event
-        that cannot be encoded (a reason with a lone surrogate) is left out, not its batch."""
+        that cannot be encoded (a reason with a lone surrogate) is left out, not its batch.
+
+        The run's end is written at once: the bus hands a batch to the run's clients once it is
+        recorded here, and ``ctl wait`` returns on its ``run_finished``, after which a script
+        reads events.jsonl (it came up to ``interval`` later, for a run kept open)."""
         if self.space.full:  # the disk is full: state.json and ctx.json take what is left
             return
         try:
@@ -174,7 +178,7 @@ class RunStore:
             if not self._closed:
                 self._events_buf.append(data)
                 self._events_buffered += len(data)
-                if self._events_buffered >= EVENTS_BUFFER:
+                if self._events_buffered >= EVENTS_BUFFER or _ends_the_run(events):
                     self._write_events()
         if not self._wake.is_set():  # set already in a flood: a read, not the Event's lock
             self._wake.set()
@@ -485,3 +489,8 @@ def find_resume_point(
         f"no earlier run of {recipe.name} in which every step before {step!r} succeeded; "
         f"in the newest, {newest.run_id} ({newest.run_dir}), {newest.not_done(before)}"
     )
+
+
+def _ends_the_run(events: list[Event]) -> bool:
+    """The batch holds the run's end (anywhere: a chatty service's output may follow it)."""
+    return any(type(event) is RunFinished for event in events)

@@ -162,6 +162,9 @@ def test_wait_on_a_run_that_stays_open_says_its_daemon_is_still_up(tmp_path, dae
     open_run = detach(tmp_path, daemons, QUICK)
     waited = ctl(tmp_path, open_run.run_id, "wait")
     assert waited.returncode == 0
+    # and its record says so as wait returns (it was written up to 0.25 s later)
+    lines = (open_run.run_dir / "events.jsonl").read_bytes().splitlines()
+    assert json.loads(lines[-1])["type"] == "run_finished", lines[-3:]
     run_id = open_run.run_id
     assert waited.stderr == (
         f"orch-tui: run {run_id} is over, its daemon still up for retry or skip: "
