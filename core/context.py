@@ -282,13 +282,7 @@ class Context(MutableMapping[str, Any]):
         """
         row = _checked(row, key)
         with self._lock:
-            target = self._data.get(key)
-            if target is None:
-                target = self._data[key] = []
-            elif not isinstance(target, list):
-                raise ContextValueError(
-                    f"ctx[{key!r}] holds a {type(target).__name__}, not a list: cannot append"
-                )
+            target = self._list_at(key, "append")
             target.append(row)
             self._bump(key)
             return len(target)
@@ -297,16 +291,22 @@ class Context(MutableMapping[str, Any]):
         """Append many rows under one lock and one version bump."""
         rows = _checked(list(rows), key)
         with self._lock:
-            target = self._data.get(key)
-            if target is None:
-                target = self._data[key] = []
-            elif not isinstance(target, list):
-                raise ContextValueError(
-                    f"ctx[{key!r}] holds a {type(target).__name__}, not a list: cannot extend"
-                )
+            target = self._list_at(key, "extend")
             target.extend(rows)
             self._bump(key)
             return len(target)
+
+    def _list_at(self, key: str, verb: str) -> list[Any]:
+        """The list at ``key`` (a new one if the key is missing), under the lock; a value of
+        another kind is not replaced: ContextValueError, saying what ``verb`` cannot do."""
+        target = self._data.get(key)
+        if target is None:
+            target = self._data[key] = []
+        elif not isinstance(target, list):
+            raise ContextValueError(
+                f"ctx[{key!r}] holds a {type(target).__name__}, not a list: cannot {verb}"
+            )
+        return target
 
     def rows_since(self, key: str, start: int) -> tuple[int, list[Any]]:
         """Rows ``start:`` of the list at ``key`` (copied) and its length: incremental readers."""
