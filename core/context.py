@@ -304,7 +304,7 @@ class Context(MutableMapping[str, Any]):
             target = self._data[key] = []
         elif not isinstance(target, list):
             raise ContextValueError(
-                f"ctx[{key!r}] holds a {type(target).__name__}, not a list: cannot {verb}"
+                f"ctx[{key!r}] holds a value of type {type(target).__name__}, not a list: cannot {verb}"
             )
         return target
 
