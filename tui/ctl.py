@@ -123,7 +123,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         raise UsageError(f"ctl: which command? ({', '.join(COMMANDS)})")
     parsed = _commands_parser().parse_args(words)
     reader = parsed.command in READERS
-    control = open_run(find_run(run, Path.cwd(), or_newest=reader), client="ctl")
+    control = open_run(find_run(run, Path.cwd(), or_newest=reader), client="ctl", reader=reader)
     try:
         return _HANDLERS[parsed.command](control, parsed)
     except DaemonGone as exc:
