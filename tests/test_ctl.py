@@ -24,6 +24,7 @@ from tests.conftest import (
     read_state,
     run_cli,
     start_cli,
+    wait_for,
     write_recipe,
 )
 from tests.tui_helpers import TmuxApp
@@ -106,9 +107,48 @@ def test_logs_ctx_and_events_of_a_past_run(tmp_path, past):
 
 
 def test_a_past_run_takes_no_command(tmp_path, past):
-    for command in (["retry", "broken"], ["skip", "after"], ["stop-run"], ["close"]):
+    for command in (["retry", "broken"], ["skip", "after"], ["stop", "broken"]):
         assert_error(ctl(tmp_path, past, *command), "the run is over (read-only)")
     assert read_state(tmp_path / ".orch" / "runs" / past)["steps"]["broken"]["status"] == "failed"
+
+
+def test_stop_run_and_close_of_a_past_run_succeed_doing_nothing(tmp_path, past):
+    """A CI job's cleanup step runs `ctl "$run" stop-run` (as the README advises), and the run
+    is most often over by then: that was "the run is over (read-only)", exit 2, a red job for a
+    run that ended as it should. What they are asked for is done already: exit 0, said so."""
+    state = tmp_path / ".orch" / "runs" / past / "state.json"
+    before = state.read_bytes()
+    for command in (["stop-run"], ["stop-run", "--force"], ["close"]):
+        result = ctl(tmp_path, past, *command)
+        assert (result.returncode, result.stderr) == (0, ""), command
+        assert result.stdout == f"run {past} is over already (failed, exit 1): nothing to stop\n"
+    assert state.read_bytes() == before
+
+
+def test_commands_to_a_headless_run_still_going_say_it_has_no_daemon(tmp_path):
+    """A run going --no-ui has no daemon to take a command: `ctl RUN stop-run` said "the run
+    is over (read-only)" of a run that was not, and then (once stop-run of a past run
+    succeeds) would have said it was over already. Now: why not, and what stops it."""
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: gate, type: shell, run: 'while [ ! -f go ]; do sleep 0.05; done'}\n",
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    try:
+        wait_for(lambda: read_state(only_run_dir(tmp_path))["steps"]["gate"]["status"] == "running")
+        run_id = only_run_dir(tmp_path).name
+        pid = read_state(only_run_dir(tmp_path))["pid"]
+        said = (
+            f"run {run_id} runs without a daemon (--no-ui, pid {pid}): ctl cannot change it; "
+            f"Ctrl-C in its terminal or kill -INT {pid} stops it"
+        )
+        for command in (["stop-run"], ["close"], ["retry", "gate"], ["stop", "gate"]):
+            assert_error(ctl(tmp_path, run_id, *command), said)
+        assert read_state(only_run_dir(tmp_path))["steps"]["gate"]["status"] == "running"
+        (tmp_path / "go").touch()
+        assert proc.wait(30) == 0
+    finally:
+        kill_tree(proc)
 
 
 def test_wait_on_a_past_run_exits_with_its_code(tmp_path, past):

@@ -185,6 +185,7 @@ def _print_steps(state: RunState, now: float) -> None:
 # -- commands ----------------------------------------------------------------------------------------
 def _step_command(control: RunControl, args: argparse.Namespace) -> int:
     step = _known_step(control, args.step)
+    _no_daemon_yet_going(control)
     reply = control.command(args.command, step)
     if not reply.ok and args.command == "restart" and reply.message.startswith("unknown command"):
         raise UsageError(f"restart {step!r}: not supported by this run")
@@ -192,13 +193,43 @@ def _step_command(control: RunControl, args: argparse.Namespace) -> int:
 
 
 def _stop_run(control: RunControl, args: argparse.Namespace) -> int:
+    if isinstance(control, RecordedRun):
+        return _over_already(control)
     reply = control.command("stop_run", force=args.force)
     return _said(reply.ok, reply.message)
 
 
 def _close(control: RunControl, args: argparse.Namespace) -> int:
+    if isinstance(control, RecordedRun):
+        return _over_already(control)
     reply = control.command("close")
     return _said(reply.ok, reply.message)
+
+
+def _over_already(recorded: RecordedRun) -> int:
+    """``stop-run`` or ``close`` of a run that is over: what they ask for is done, exit 0 (a
+    CI job's cleanup step runs them whether the run ended first or not)."""
+    _no_daemon_yet_going(recorded)
+    state = recorded.snapshot()
+    print(
+        f"run {recorded.run_dir.path.name} is over already ({state.status}, exit "
+        f"{state.exit_code}): nothing to stop"
+    )
+    return EXIT_OK
+
+
+def _no_daemon_yet_going(control: RunControl) -> None:
+    """A command for a run read from its folder that is not over: one running ``--no-ui``, in
+    its own process, which has no daemon to take commands (it was refused as "the run is
+    over", which it is not)."""
+    if not isinstance(control, RecordedRun):
+        return
+    state = control.snapshot()
+    if state.ended is None:
+        raise UsageError(
+            f"run {control.run_dir.path.name} runs without a daemon (--no-ui, pid {state.pid}): "
+            f"ctl cannot change it; Ctrl-C in its terminal or kill -INT {state.pid} stops it"
+        )
 
 
 def _said(ok: bool, message: str) -> int:
