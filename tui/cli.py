@@ -598,10 +598,14 @@ def _run_daemon(
         print(f"orch-tui: {exc}", file=sys.stderr)
         return exc.code
     if not attach:
-        print(
-            f"run {started.run_id} started in the background (pid {started.pid}); "
-            f"attach with: orch-tui attach {started.run_id}"
-        )
+        try:
+            print(
+                f"run {started.run_id} started in the background (pid {started.pid}); "
+                f"attach with: orch-tui attach {started.run_id}",
+                flush=True,
+            )
+        except OSError as exc:  # a full disk, a reader gone: nobody learnt the run's id
+            return _call_off(launch, started, exc)
         return EXIT_OK
     from tui.remote import run_attached
 
@@ -614,6 +618,29 @@ def _run_daemon(
         sys.stdout.flush()
         os._exit(code)
     return code
+
+
+def _call_off(launch: Launch, started, exc: OSError) -> int:
+    """The run --detach started, stopped (exit 1): its id could not be printed, so no script
+    would know of it, and a run without --exit-when-done would stay up until someone closed
+    it. Its daemon is waited for (at most 30 s), so nothing of it is left once this returns."""
+    from core.client import DaemonGone, ProtocolError, connect
+    from tui import stdout
+
+    stdout.gone()  # what could not be written goes nowhere: the exit's own flush must not fail
+    try:
+        with connect(started.run_dir, client="cli", attach=False) as control:
+            control.command("stop_run")
+    except (DaemonGone, ProtocolError):
+        pass  # it ended on its own meanwhile
+    launch.wait_exit(30)
+    with contextlib.suppress(OSError):
+        print(
+            f"orch-tui: cannot print the run's id ({exc.strerror or exc}): run "
+            f"{started.run_id} stopped (nobody would know of it)",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED
 
 
 def _log_to_file(path: Path) -> None:
