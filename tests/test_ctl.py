@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 
@@ -149,6 +150,51 @@ def test_commands_to_a_headless_run_still_going_say_it_has_no_daemon(tmp_path):
         assert proc.wait(30) == 0
     finally:
         kill_tree(proc)
+
+
+GATED = """
+steps:
+  - name: gate
+    type: shell
+    run: 'echo waiting; while [ ! -f go ]; do sleep 0.05; done; echo through'
+  - {name: after, type: shell, run: 'echo after'}
+"""
+
+
+@pytest.mark.parametrize("command", [["logs", "gate", "-f"], ["events", "--follow"]])
+def test_a_follow_of_a_headless_run_still_going_follows_it(tmp_path, command):
+    """`orch-tui R --no-ui &` then `ctl RUN logs STEP -f` (or `events --follow`): the run has
+    no daemon, and the follow printed what was there and ended at once, exit 0, as if the step
+    (the run) were over. It follows the folder now, to the step's (the run's) end."""
+    recipe = write_recipe(tmp_path, GATED)
+    run = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    follower = None
+    try:
+        wait_for(
+            lambda: (only_run_dir(tmp_path) / "logs" / "gate.log").read_bytes() == b"waiting\n"
+        )
+        follower = start_cli("ctl", only_run_dir(tmp_path).name, *command, cwd=tmp_path)
+        first = b""
+        while not first.endswith(b"\n"):  # a byte at a time: the rest is communicate's
+            assert select.select([follower.stdout], [], [], 30)[0], first
+            byte = os.read(follower.stdout.fileno(), 1)
+            assert byte, first
+            first += byte
+        assert first == b"waiting\n" if command[0] == "logs" else b'"run_started"' in first
+        (tmp_path / "go").touch()
+        out, err = follower.communicate(timeout=30)
+        assert (follower.returncode, err) == (0, b"")
+        assert run.wait(30) == 0
+        if command[0] == "logs":
+            assert first + out == b"waiting\nthrough\n"
+        else:
+            every = [json.loads(line) for line in (first + out).splitlines()]
+            assert every == read_events(only_run_dir(tmp_path))
+            assert every[-1]["type"] == "run_finished"
+    finally:
+        kill_tree(run)
+        if follower is not None:
+            kill_tree(follower)
 
 
 def test_wait_on_a_past_run_exits_with_its_code(tmp_path, past):

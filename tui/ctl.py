@@ -343,7 +343,11 @@ class _StepEnd:
 
 
 def _log_done(control: RunControl, end: _StepEnd) -> bool:
-    if isinstance(control, RecordedRun) or _gone(control):
+    if isinstance(control, RecordedRun):  # no events come: its folder is read again
+        run = control.refresh()
+        end.seed(run)
+        return end.ended or run.exit_code is not None  # over, or died
+    if _gone(control):
         return True  # nothing more will be written by this run
     return end.ended or control.wait(0) is not None
 
@@ -469,9 +473,16 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
     from core.events import encode_event
 
     out = sys.stdout.buffer
-    if isinstance(control, RecordedRun):  # the file is the whole run
-        _past_events(control.run_dir, args.since, None, out)
-        return _followed_to_the_end(control) if args.follow else EXIT_OK
+    if isinstance(control, RecordedRun):  # the file is the whole run, or all of it so far
+        last = _past_events(control.run_dir, args.since, None, out)
+        if not args.follow:
+            return EXIT_OK
+        while control.snapshot().exit_code is None:  # a headless run still going (or died)
+            time.sleep(POLL_SECONDS)  # another process writes the files: nothing to wait on
+            control.refresh()
+            last = _past_events(control.run_dir, last, None, out)
+        _past_events(control.run_dir, last, None, out)  # up to its end, written before state.json's
+        return _followed_to_the_end(control)
     live: queue.SimpleQueue[Event | RunState] = queue.SimpleQueue()
 
     def follow(connection: RunControl) -> None:
