@@ -144,6 +144,11 @@ class RecordedRun:
             self._state, self.died = self._read_state()
         return self._state.exit_code
 
+    def refresh(self) -> RunState:
+        """state.json read again (a run still going, headless, writes it as it goes)."""
+        self._state, self.died = self._read_state()
+        return self._state.copy()
+
     # -- the files ------------------------------------------------------------------------------
     def _read_state(self) -> tuple[RunState, bool]:
         """state.json, and whether the run died (then shown as interrupted: module docstring)."""

@@ -1037,6 +1037,40 @@ def test_a_closed_stdout_is_as_dev_null(tmp_path, recipe, code):
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
 
 
+def _to_dev_full(*args: str, cwd: Path) -> tuple[int, str]:
+    """``orch-tui ARGS > /dev/full`` (stdout a full disk, as a CI log can be): exit code and
+    stderr."""
+    with open("/dev/full", "wb") as full:
+        proc = start_cli(*args, cwd=cwd, stdout=full)
+        _, err = proc.communicate(timeout=60)
+    return proc.returncode, err.decode()
+
+
+def test_stdout_on_a_full_disk_is_said_in_one_line(tmp_path):
+    """A run's output to a full disk was lost without a word (exit 0, stderr empty); a listing
+    (`runs`, `validate`, `graph`) said "internal error: OSError: [Errno 28] ...", as if a bug.
+    Now one line says what happened; a run keeps its exit code and its files."""
+    path = write_recipe(tmp_path, GOOD)
+    code, err = _to_dev_full(str(path), "--no-ui", cwd=tmp_path)
+    run_dir = only_run_dir(tmp_path)
+    assert (code, err) == (
+        0,
+        "orch-tui: cannot write to stdout (No space left on device): the output stops short "
+        f"there (the run's files are complete in {run_dir})\n",
+    )
+    assert read_state(run_dir)["status"] == "succeeded"
+    for args in (
+        ["runs"],
+        ["validate", str(path)],
+        ["graph", str(path)],
+        ["ctl", run_dir.name, "status"],
+    ):
+        code, err = _to_dev_full(*args, cwd=tmp_path)
+        assert (code, err) == (1, "orch-tui: cannot write to stdout: No space left on device\n"), (
+            args
+        )
+
+
 def _reader_run(tmp_path, *args: str) -> subprocess.Popen[bytes]:
     """``orch-tui R --no-ui ARGS`` of a python step that returns the line it reads from stdin
     (into ctx["got"]), with a stdin that stays open until the test closes it."""

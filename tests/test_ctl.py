@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 
@@ -24,6 +25,7 @@ from tests.conftest import (
     read_state,
     run_cli,
     start_cli,
+    wait_for,
     write_recipe,
 )
 from tests.tui_helpers import TmuxApp
@@ -106,9 +108,93 @@ def test_logs_ctx_and_events_of_a_past_run(tmp_path, past):
 
 
 def test_a_past_run_takes_no_command(tmp_path, past):
-    for command in (["retry", "broken"], ["skip", "after"], ["stop-run"], ["close"]):
+    for command in (["retry", "broken"], ["skip", "after"], ["stop", "broken"]):
         assert_error(ctl(tmp_path, past, *command), "the run is over (read-only)")
     assert read_state(tmp_path / ".orch" / "runs" / past)["steps"]["broken"]["status"] == "failed"
+
+
+def test_stop_run_and_close_of_a_past_run_succeed_doing_nothing(tmp_path, past):
+    """A CI job's cleanup step runs `ctl "$run" stop-run` (as the README advises), and the run
+    is most often over by then: that was "the run is over (read-only)", exit 2, a red job for a
+    run that ended as it should. What they are asked for is done already: exit 0, said so."""
+    state = tmp_path / ".orch" / "runs" / past / "state.json"
+    before = state.read_bytes()
+    for command in (["stop-run"], ["stop-run", "--force"], ["close"]):
+        result = ctl(tmp_path, past, *command)
+        assert (result.returncode, result.stderr) == (0, ""), command
+        assert result.stdout == f"run {past} is over already (failed, exit 1): nothing to stop\n"
+    assert state.read_bytes() == before
+
+
+def test_commands_to_a_headless_run_still_going_say_it_has_no_daemon(tmp_path):
+    """A run going --no-ui has no daemon to take a command: `ctl RUN stop-run` said "the run
+    is over (read-only)" of a run that was not, and then (once stop-run of a past run
+    succeeds) would have said it was over already. Now: why not, and what stops it."""
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {name: gate, type: shell, run: 'while [ ! -f go ]; do sleep 0.05; done'}\n",
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    try:
+        wait_for(lambda: read_state(only_run_dir(tmp_path))["steps"]["gate"]["status"] == "running")
+        run_id = only_run_dir(tmp_path).name
+        pid = read_state(only_run_dir(tmp_path))["pid"]
+        said = (
+            f"run {run_id} runs without a daemon (--no-ui, pid {pid}): ctl cannot change it; "
+            f"Ctrl-C in its terminal or kill -INT {pid} stops it"
+        )
+        for command in (["stop-run"], ["close"], ["retry", "gate"], ["stop", "gate"]):
+            assert_error(ctl(tmp_path, run_id, *command), said)
+        assert read_state(only_run_dir(tmp_path))["steps"]["gate"]["status"] == "running"
+        (tmp_path / "go").touch()
+        assert proc.wait(30) == 0
+    finally:
+        kill_tree(proc)
+
+
+GATED = """
+steps:
+  - name: gate
+    type: shell
+    run: 'echo waiting; while [ ! -f go ]; do sleep 0.05; done; echo through'
+  - {name: after, type: shell, run: 'echo after'}
+"""
+
+
+@pytest.mark.parametrize("command", [["logs", "gate", "-f"], ["events", "--follow"]])
+def test_a_follow_of_a_headless_run_still_going_follows_it(tmp_path, command):
+    """`orch-tui R --no-ui &` then `ctl RUN logs STEP -f` (or `events --follow`): the run has
+    no daemon, and the follow printed what was there and ended at once, exit 0, as if the step
+    (the run) were over. It follows the folder now, to the step's (the run's) end."""
+    recipe = write_recipe(tmp_path, GATED)
+    run = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    follower = None
+    try:
+        wait_for(
+            lambda: (only_run_dir(tmp_path) / "logs" / "gate.log").read_bytes() == b"waiting\n"
+        )
+        follower = start_cli("ctl", only_run_dir(tmp_path).name, *command, cwd=tmp_path)
+        first = b""
+        while not first.endswith(b"\n"):  # a byte at a time: the rest is communicate's
+            assert select.select([follower.stdout], [], [], 30)[0], first
+            byte = os.read(follower.stdout.fileno(), 1)
+            assert byte, first
+            first += byte
+        assert first == b"waiting\n" if command[0] == "logs" else b'"run_started"' in first
+        (tmp_path / "go").touch()
+        out, err = follower.communicate(timeout=30)
+        assert (follower.returncode, err) == (0, b"")
+        assert run.wait(30) == 0
+        if command[0] == "logs":
+            assert first + out == b"waiting\nthrough\n"
+        else:
+            every = [json.loads(line) for line in (first + out).splitlines()]
+            assert every == read_events(only_run_dir(tmp_path))
+            assert every[-1]["type"] == "run_finished"
+    finally:
+        kill_tree(run)
+        if follower is not None:
+            kill_tree(follower)
 
 
 def test_wait_on_a_past_run_exits_with_its_code(tmp_path, past):

@@ -790,3 +790,71 @@ def test_ctl_ctx_shows_a_value_changed_in_place_past_the_checks_and_where_it_is(
     assert (rows.returncode, json.loads(rows.stdout)) == (0, rows_shown), rows.stderr
     assert ctl(tmp_path, "stop-run").returncode == 0
     assert_gone([daemon.pid], timeout=20)
+
+
+def _ctl_in_thread(tmp_path, monkeypatch, *words: str) -> tuple[threading.Thread, list]:
+    """``orch-tui ctl WORDS`` in this process, on a thread: its exit code, or the one-line
+    error it ends with (a UsageError's message), goes in the list."""
+    from tui.cli import UsageError
+    from tui.ctl import cmd_ctl
+
+    monkeypatch.chdir(tmp_path)
+    results: list = []
+
+    def run() -> None:
+        try:
+            results.append(cmd_ctl(argparse.Namespace(words=list(words))))
+        except UsageError as exc:
+            results.append(str(exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results
+
+
+def test_ctl_waits_for_a_daemon_too_busy_to_answer_at_once(tmp_path, daemons, monkeypatch, capsys):
+    """A daemon that does not answer ctl's first look within its 2 s (a python step holding
+    the interpreter in C code, a regex backtracking; here: stopped until ctl has looked) is
+    busy, not over: `ctl RUN stop-run` said "the run is over (read-only)", exit 2, and the run
+    went on. Now ctl waits for the daemon, and the run is stopped."""
+    import tui.runs
+
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    looked = threading.Event()
+    probe = tui.runs.probe
+
+    def probed(run_dir):
+        try:
+            return probe(run_dir)
+        finally:
+            looked.set()
+
+    monkeypatch.setattr(tui.runs, "probe", probed)
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        thread, results = _ctl_in_thread(tmp_path, monkeypatch, daemon.run_id, "stop-run")
+        assert looked.wait(30), "ctl did not look at the run"
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    thread.join(60)
+    assert results == [0]
+    captured = capsys.readouterr()
+    assert captured.out == "stopping the run\n"
+    assert f"run {daemon.run_id}: its daemon is busy" in captured.err
+    assert_gone([daemon.pid])
+    assert status_of(daemon, "sleeper") == "cancelled"
+
+
+def test_runs_lists_a_busy_daemon_live_and_ctl_finds_it(tmp_path, daemons, monkeypatch, capsys):
+    """A run whose daemon is too busy to answer at once is live (its socket accepts, its
+    process is there): `runs --json` said `"live": false` beside `"status": "running"`, and
+    `ctl` without RUN said there was no live run (a command) or read the folder."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        listed = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    assert [(r["id"], r["status"], r["live"]) for r in listed] == [(daemon.run_id, "running", True)]

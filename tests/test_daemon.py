@@ -24,6 +24,7 @@ from tests.conftest import (
     read_pid,
     read_state,
     run_cli,
+    start_cli,
     start_detached,
     wait_for,
     write_recipe,
@@ -88,6 +89,25 @@ def test_detach_with_a_bad_recipe_exits_2_and_starts_nothing(tmp_path):
     assert not (tmp_path / ".orch").exists() and _daemons_of(many) == []
     result = run_cli(_recipe(tmp_path), "--detach", "--no-ui", cwd=tmp_path)
     assert result.returncode == 2 and "choose one" in result.stderr
+
+
+def test_detach_whose_run_id_cannot_be_printed_stops_the_run(tmp_path):
+    """`--detach` with stdout a full disk (`/dev/full`): it said "internal error: OSError",
+    exit 1, and left the run going with nobody told its id (without --exit-when-done, a daemon
+    up until someone closes it). Now the run is stopped and the reason is one line."""
+    recipe = _recipe(tmp_path)
+    with open("/dev/full", "wb") as full:
+        proc = start_cli(recipe, "--detach", cwd=tmp_path, stdout=full)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    [line] = err.decode().splitlines()
+    assert line.startswith("orch-tui: cannot print the run's id (No space left on device): run ")
+    assert line.endswith(" stopped (nobody would know of it)")
+    [run_dir] = (tmp_path / ".orch" / "runs").iterdir()
+    assert read_state(run_dir)["status"] == "interrupted"
+    assert _daemons_of(recipe) == []
+    if (tmp_path / "sleeper.pid").exists():
+        assert_gone([read_pid(tmp_path / "sleeper.pid")])
 
 
 def test_a_run_folder_the_daemon_cannot_make_is_a_one_line_error(tmp_path):

@@ -33,7 +33,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("attach needs a terminal (orch-tui ctl [RUN] status works without one)")
     path = find_run(args.run, Path.cwd())
-    live, gone = probe_folder(path)
+    live, gone, _ = probe_folder(path)
     if live:
         from tui.remote import run_attached
 

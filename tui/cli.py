@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import os
 import sys
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
             stdout.gone()  # the reader went away (`orch-tui graph R | head`): nothing to say
             code = EXIT_OK
+        elif isinstance(exc, OSError) and (words := _stdout_fails(exc)) is not None:
+            print(f"orch-tui: cannot write to stdout: {words}", file=sys.stderr)
+            code = EXIT_FAILED
         elif debug:
             raise
         elif (words := _limit_words(exc)) is not None:  # not a bug: a limit of this process
@@ -207,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         from tui import stdout
 
         stdout.gone()
+    except OSError as exc:  # a full disk: what is left of a listing cannot be written
+        from tui import stdout
+
+        stdout.gone()
+        print(f"orch-tui: cannot write to stdout: {exc.strerror or exc}", file=sys.stderr)
+        code = code or EXIT_FAILED
     # The command is over (its files closed, its output flushed) and the process ends: what it
     # built is frozen out of the garbage collector, whose passes at interpreter exit went
     # through every module, the recipe and the run's objects to free memory the system takes
@@ -219,6 +229,31 @@ def _stdout_closed() -> bool:
     from tui import stdout
 
     return stdout.closed()
+
+
+def _stdout_fails(exc: OSError) -> str | None:
+    """Why stdout cannot be written (the error's words), if that is what ``exc`` is: a write
+    to a full disk (a CI log's), or to /dev/full; None for any other error. What stdout could
+    not take is given up (sent to /dev/null)."""
+    import stat
+
+    from tui import stdout
+
+    if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None  # a file's error, not the stream's; or not a full disk
+    try:
+        info = os.fstat(sys.stdout.fileno())
+        if stat.S_ISCHR(info.st_mode):
+            full = os.stat("/dev/full").st_rdev == info.st_rdev
+        else:
+            space = os.fstatvfs(sys.stdout.fileno())
+            full = exc.errno == errno.EDQUOT or not space.f_bavail or not space.f_bfree
+    except (OSError, ValueError):
+        return None
+    if not full:
+        return None
+    stdout.gone()
+    return exc.strerror or str(exc)
 
 
 def _limit_words(exc: BaseException) -> str | None:
@@ -569,6 +604,15 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
             "orch-tui: stdout is not being read: gave up on the rest of the output "
             f"(the run's files are complete in {runner.run_dir})\n"
         )
+    elif (error := reporter.output_error) is not None and error.errno != errno.EPIPE:
+        from tui import stdout
+
+        # a CI log on a full disk: its output stopped short, which is not the reader leaving
+        stdout.gone()
+        stdout.tell_stderr(
+            f"orch-tui: cannot write to stdout ({error.strerror or error}): the output stops "
+            f"short there (the run's files are complete in {runner.run_dir})\n"
+        )
     return code
 
 
@@ -598,10 +642,14 @@ def _run_daemon(
         print(f"orch-tui: {exc}", file=sys.stderr)
         return exc.code
     if not attach:
-        print(
-            f"run {started.run_id} started in the background (pid {started.pid}); "
-            f"attach with: orch-tui attach {started.run_id}"
-        )
+        try:
+            print(
+                f"run {started.run_id} started in the background (pid {started.pid}); "
+                f"attach with: orch-tui attach {started.run_id}",
+                flush=True,
+            )
+        except OSError as exc:  # a full disk, a reader gone: nobody learnt the run's id
+            return _call_off(launch, started, exc)
         return EXIT_OK
     from tui.remote import run_attached
 
@@ -614,6 +662,29 @@ def _run_daemon(
         sys.stdout.flush()
         os._exit(code)
     return code
+
+
+def _call_off(launch: Launch, started, exc: OSError) -> int:
+    """The run --detach started, stopped (exit 1): its id could not be printed, so no script
+    would know of it, and a run without --exit-when-done would stay up until someone closed
+    it. Its daemon is waited for (at most 30 s), so nothing of it is left once this returns."""
+    from core.client import DaemonGone, ProtocolError, connect
+    from tui import stdout
+
+    stdout.gone()  # what could not be written goes nowhere: the exit's own flush must not fail
+    try:
+        with connect(started.run_dir, client="cli", attach=False) as control:
+            control.command("stop_run")
+    except (DaemonGone, ProtocolError):
+        pass  # it ended on its own meanwhile
+    launch.wait_exit(30)
+    with contextlib.suppress(OSError):
+        print(
+            f"orch-tui: cannot print the run's id ({exc.strerror or exc}): run "
+            f"{started.run_id} stopped (nobody would know of it)",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED
 
 
 def _log_to_file(path: Path) -> None:

@@ -123,7 +123,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         raise UsageError(f"ctl: which command? ({', '.join(COMMANDS)})")
     parsed = _commands_parser().parse_args(words)
     reader = parsed.command in READERS
-    control = open_run(find_run(run, Path.cwd(), or_newest=reader), client="ctl")
+    control = open_run(find_run(run, Path.cwd(), or_newest=reader), client="ctl", reader=reader)
     try:
         return _HANDLERS[parsed.command](control, parsed)
     except DaemonGone as exc:
@@ -185,6 +185,7 @@ def _print_steps(state: RunState, now: float) -> None:
 # -- commands ----------------------------------------------------------------------------------------
 def _step_command(control: RunControl, args: argparse.Namespace) -> int:
     step = _known_step(control, args.step)
+    _no_daemon_yet_going(control)
     reply = control.command(args.command, step)
     if not reply.ok and args.command == "restart" and reply.message.startswith("unknown command"):
         raise UsageError(f"restart {step!r}: not supported by this run")
@@ -192,13 +193,43 @@ def _step_command(control: RunControl, args: argparse.Namespace) -> int:
 
 
 def _stop_run(control: RunControl, args: argparse.Namespace) -> int:
+    if isinstance(control, RecordedRun):
+        return _over_already(control)
     reply = control.command("stop_run", force=args.force)
     return _said(reply.ok, reply.message)
 
 
 def _close(control: RunControl, args: argparse.Namespace) -> int:
+    if isinstance(control, RecordedRun):
+        return _over_already(control)
     reply = control.command("close")
     return _said(reply.ok, reply.message)
+
+
+def _over_already(recorded: RecordedRun) -> int:
+    """``stop-run`` or ``close`` of a run that is over: what they ask for is done, exit 0 (a
+    CI job's cleanup step runs them whether the run ended first or not)."""
+    _no_daemon_yet_going(recorded)
+    state = recorded.snapshot()
+    print(
+        f"run {recorded.run_dir.path.name} is over already ({state.status}, exit "
+        f"{state.exit_code}): nothing to stop"
+    )
+    return EXIT_OK
+
+
+def _no_daemon_yet_going(control: RunControl) -> None:
+    """A command for a run read from its folder that is not over: one running ``--no-ui``, in
+    its own process, which has no daemon to take commands (it was refused as "the run is
+    over", which it is not)."""
+    if not isinstance(control, RecordedRun):
+        return
+    state = control.snapshot()
+    if state.ended is None:
+        raise UsageError(
+            f"run {control.run_dir.path.name} runs without a daemon (--no-ui, pid {state.pid}): "
+            f"ctl cannot change it; Ctrl-C in its terminal or kill -INT {state.pid} stops it"
+        )
 
 
 def _said(ok: bool, message: str) -> int:
@@ -312,7 +343,11 @@ class _StepEnd:
 
 
 def _log_done(control: RunControl, end: _StepEnd) -> bool:
-    if isinstance(control, RecordedRun) or _gone(control):
+    if isinstance(control, RecordedRun):  # no events come: its folder is read again
+        run = control.refresh()
+        end.seed(run)
+        return end.ended or run.exit_code is not None  # over, or died
+    if _gone(control):
         return True  # nothing more will be written by this run
     return end.ended or control.wait(0) is not None
 
@@ -438,9 +473,16 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
     from core.events import encode_event
 
     out = sys.stdout.buffer
-    if isinstance(control, RecordedRun):  # the file is the whole run
-        _past_events(control.run_dir, args.since, None, out)
-        return _followed_to_the_end(control) if args.follow else EXIT_OK
+    if isinstance(control, RecordedRun):  # the file is the whole run, or all of it so far
+        last = _past_events(control.run_dir, args.since, None, out)
+        if not args.follow:
+            return EXIT_OK
+        while control.snapshot().exit_code is None:  # a headless run still going (or died)
+            time.sleep(POLL_SECONDS)  # another process writes the files: nothing to wait on
+            control.refresh()
+            last = _past_events(control.run_dir, last, None, out)
+        _past_events(control.run_dir, last, None, out)  # up to its end, written before state.json's
+        return _followed_to_the_end(control)
     live: queue.SimpleQueue[Event | RunState] = queue.SimpleQueue()
 
     def follow(connection: RunControl) -> None:

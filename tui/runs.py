@@ -5,7 +5,9 @@ A run's folder is under ``.orch/runs/`` of the directory it was started in (or a
 hello on its socket), never guessed from state.json: a daemon that died, even by SIGKILL, left
 a state.json that says "running" and a socket file nobody listens on. Such a run is listed as
 ``died`` (core.recorded) and its socket file is removed, but only once connecting to it was
-refused: a socket something listens on is never touched.
+refused: a socket something listens on is never touched. A daemon that does not answer the hello
+in time but whose socket accepts and whose process is there is busy (a python step holding the
+interpreter in C code, or stopped), not over: it is live, and ``ctl`` waits for it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core.recorded import NotARun, RecordedRun
-from core.rundir import DAEMON_LOG, SOCKET, RunDir, list_runs, runs_root
+from core.rundir import DAEMON_LOG, SOCKET, STATE, RunDir, list_runs, runs_root
 from core.text import clean, listed
 from tui.cli import UsageError
 from tui.format import format_duration, state_words
@@ -32,8 +34,10 @@ if TYPE_CHECKING:
     from core.control import RunControl
     from core.state import RunState
 
-#: How long a daemon has to answer the hello before it counts as not live (it may be busy).
+#: How long a daemon has to answer the hello before it is looked at closer (it may be busy).
 HELLO_TIMEOUT = 2.0
+#: How long ``ctl`` waits for a busy daemon (live, but it did not answer in HELLO_TIMEOUT).
+BUSY_PATIENCE = 30.0
 
 
 @dataclass(frozen=True)
@@ -77,23 +81,52 @@ class RunRow:
 
 
 # -- is a daemon there ---------------------------------------------------------------------------
-def probe(run_dir: RunDir) -> tuple[bool, bool]:
-    """(live, gone) for a held run folder: live, its daemon answered the hello; gone, the run
-    had a daemon and it is not there any more: its socket refused a connection (and so was
-    removed), or is gone while its daemon.log is there (a daemon binds its socket before its
-    run starts, and removes it only once the run's end is in state.json). Neither: no daemon
-    (a headless run), or one that did not answer in time (busy: left alone)."""
+class Probe(NamedTuple):
+    """What ``probe`` found of a run's daemon."""
+
+    live: bool  # it answered the hello, or it is busy
+    gone: bool  # the run had a daemon and it is not there any more
+    busy: bool = False  # live, but it did not answer the hello in HELLO_TIMEOUT
+
+
+def probe(run_dir: RunDir) -> Probe:
+    """Live, gone or busy (``Probe``) for a held run folder: live, its daemon answered the
+    hello, or is busy: it did not answer in time, but its socket accepts and its process is
+    there (a python step holding the interpreter in C code, or a stopped daemon: not over);
+    gone, the run had a daemon and it is not there any more: its socket refused a connection
+    (and so was removed), or is gone while its daemon.log is there (a daemon binds its socket
+    before its run starts, and removes it only once the run's end is in state.json). Neither:
+    no daemon (a headless run), or a socket something else listens on (left alone)."""
     from core.client import DaemonGone, ProtocolError, connect
 
     if not _socket_there(run_dir):
-        return False, _in_folder(run_dir, DAEMON_LOG)
+        return Probe(False, _in_folder(run_dir, DAEMON_LOG))
     try:
         connect(run_dir, client="runs", attach=False, timeout=HELLO_TIMEOUT).close()
     except ProtocolError:  # another orch-tui's daemon: live all the same
-        return True, False
+        return Probe(True, False)
     except DaemonGone:
-        return False, _remove_if_refused(run_dir)
-    return True, False
+        if busy(run_dir):
+            return Probe(True, False, busy=True)
+        return Probe(False, _remove_if_refused(run_dir))
+    return Probe(True, False)
+
+
+def busy(run_dir: RunDir) -> bool:
+    """Whether the run's daemon is there though it does not answer: its socket accepts (a live
+    daemon's does, however busy) and the process state.json names is running (not a zombie;
+    a stopped one is running all the same). Before state.json, a socket that accepts is it."""
+    from core.recorded import process_alive
+
+    if _connect_error(run_dir) is not None:
+        return False
+    try:
+        pid = run_dir.read_json(STATE).get("pid")
+    except FileNotFoundError:
+        return True  # just started: its socket is up before its first state.json
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(pid, int) and process_alive(pid)
 
 
 def _socket_there(run_dir: RunDir) -> bool:
@@ -158,7 +191,7 @@ def workspace_runs(cwd: Path) -> list[RunRow]:
 
 
 def _row(run_dir: RunDir) -> RunRow | None:
-    live, gone = probe(run_dir)
+    live, gone, _ = probe(run_dir)
     try:
         recorded = RecordedRun(run_dir, daemon_gone=gone)
     except NotARun:
@@ -247,23 +280,44 @@ def _say_newer(live: RunRow, newest: RunRow) -> None:
     )
 
 
-def open_run(path: Path, *, client: str) -> RunControl:
+def open_run(path: Path, *, client: str, reader: bool = True) -> RunControl:
     """The run in ``path``: its daemon's ``RemoteControl`` when it is live, else the run read
-    back from its folder (``RecordedRun``, read-only). Errors are UsageErrors, one line."""
+    back from its folder (``RecordedRun``, read-only). A busy daemon is waited for, up to
+    BUSY_PATIENCE; if it still does not answer, a ``reader`` (a command that only reads) reads
+    the folder, saying so, and a command that changes the run is refused: the run is not over.
+    Errors are UsageErrors, one line."""
     from core.client import DaemonGone, ProtocolError, connect
 
-    live, gone = probe_folder(path)
-    if live:
+    found = probe_folder(path)
+    if found.live:
+        if found.busy:
+            print(
+                f"orch-tui: run {path.name}: its daemon is busy (it did not answer in "
+                f"{HELLO_TIMEOUT:g}s): waiting for it, {BUSY_PATIENCE:g}s at most",
+                file=sys.stderr,
+            )
         try:
-            return connect(path, client=client)
+            return connect(path, client=client, timeout=BUSY_PATIENCE if found.busy else 5.0)
         except ProtocolError as exc:
             raise UsageError(f"run {path.name}: {exc}") from None
-        except DaemonGone:  # it ended meanwhile: its folder has the whole run now
-            pass
-    return open_recorded(path, daemon_gone=gone)
+        except DaemonGone:  # it ended meanwhile (its folder has the whole run now), or busy
+            if _still_busy(path):
+                said = f"run {path.name}: its daemon is there but did not answer in time"
+                if not reader:
+                    raise UsageError(f"{said} (busy, or stopped): try again") from None
+                print(f"orch-tui: {said}: read from its folder", file=sys.stderr)
+    return open_recorded(path, daemon_gone=found.gone)
 
 
-def probe_folder(path: Path) -> tuple[bool, bool]:
+def _still_busy(path: Path) -> bool:
+    try:
+        with RunDir.open(path) as run_dir:
+            return busy(run_dir)
+    except OSError:
+        return False
+
+
+def probe_folder(path: Path) -> Probe:
     """``probe`` of the run folder ``path``."""
     try:
         with RunDir.open(path) as run_dir:

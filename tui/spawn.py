@@ -97,6 +97,15 @@ class Launch:
                 f"the run daemon said what orch-tui cannot read: {line[:200]!r}", 1
             ) from None
 
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait for the daemon (this process's child) to exit, and reap it; False if it did
+        not within ``timeout``."""
+        try:
+            self._daemon.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def cancel(self) -> None:
         """No run after all: the daemon, which has made nothing yet, is killed and reaped.
         Nothing once the run was started."""

@@ -316,6 +316,11 @@ class HeadlessReporter:
             return Text(f"(live view error: {exc})", style="dim")
 
     # == the end =====================================================================================
+    @property
+    def output_error(self) -> OSError | None:
+        """Why writing to the stream failed (its output stopped there), or None."""
+        return self._out.error
+
     def close(self, *, patience: float | None = None) -> bool:
         """Stop the live view, print what output is left, then the summary of the run's state
         (once it is over: the final one), and wait for the terminal to take it: once it has

@@ -94,6 +94,7 @@ class Terminal:
         self._cond = threading.Condition()
         self.backlog = 0
         self.broken = False  # the stream went away (a closed pipe): nothing more is written
+        self.error: OSError | None = None  # why it broke, when a write failed
         self._progress = time.monotonic()  # when the terminal last took something
         try:
             self._fd: int | None = stream.fileno()
@@ -110,7 +111,9 @@ class Terminal:
             try:
                 self._stream.write(text)
                 self._stream.flush()
-            except (OSError, ValueError):
+            except OSError as exc:
+                self.broken, self.error = True, exc
+            except ValueError:  # a closed stream
                 self.broken = True
             return len(text)
         self.write_bytes(text.encode(self.encoding, "replace"))
@@ -158,9 +161,9 @@ class Terminal:
                 except BlockingIOError:  # someone made the descriptor non-blocking
                     select.select([], [self._fd], [])
                     continue
-                except OSError:  # a closed pipe, a closed descriptor: nobody reads any more
+                except OSError as exc:  # a closed pipe or descriptor, a full disk
                     with self._cond:
-                        self.broken = True
+                        self.broken, self.error = True, exc
                         self._queue.clear()
                         self.backlog = 0
                         self._cond.notify_all()
