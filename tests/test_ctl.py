@@ -226,7 +226,11 @@ def test_ctl_errors_are_one_line_and_exit_2(tmp_path, past):
         ((past, "logs"), "ctl [RUN] logs: the following arguments are required: STEP"),
         (
             (past, "events", "--since", "x"),
-            "ctl [RUN] events: argument --since: invalid int value: 'x'",
+            "ctl [RUN] events: argument --since: expected a whole number, got 'x'",
+        ),
+        (
+            (past, "events", "--since", "-5"),
+            "ctl [RUN] events: argument --since: must be at least 0, got -5",
         ),
         (
             (past, "dance"),

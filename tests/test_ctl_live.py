@@ -647,6 +647,24 @@ def test_attach_follows_a_live_run_and_d_leaves_it_going(tmp_path, daemons, tmux
     assert json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)[0]["live"] is True
 
 
+def test_attach_waits_for_a_daemon_too_busy_to_answer_at_once(tmp_path, daemons, tmux_socket):
+    """`attach` to a run whose daemon does not answer at once (busy in C code; here stopped
+    until the app has said it waits): it says so and waits for it, as ctl does. It gave up
+    after 5 s: "did not answer", exit 2, for a run that was live."""
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        app = TmuxApp(tmux_socket, ["attach", daemon.run_id], tmp_path)
+        app.shows(f"run {daemon.run_id}: its daemon is busy", "waiting for it", timeout=30)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    app.shows("▶ sleeper")
+    app.keys("d")
+    wait_for(lambda: not app.running(), 10, "the app to leave on d")
+    assert alive(daemon.pid)
+
+
 def test_an_attached_app_whose_daemon_is_killed_says_so_and_exits(tmp_path, daemons, tmux_socket):
     """The daemon SIGKILLed under an attached app: the app leaves its full screen (no hang,
     no traceback), says the daemon is gone and where its log is, and exits 1; the terminal

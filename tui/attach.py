@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tui.cli import UsageError
-from tui.runs import find_run, open_recorded, probe_folder
+from tui.runs import find_run, open_recorded, patience, probe_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +33,12 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("attach needs a terminal (orch-tui ctl [RUN] status works without one)")
     path = find_run(args.run, Path.cwd())
-    live, gone, _ = probe_folder(path)
-    if live:
+    found = probe_folder(path)
+    if found.live:
         from tui.remote import run_attached
 
-        return run_attached(path)
-    with open_recorded(path, daemon_gone=gone) as recorded:
+        return run_attached(path, timeout=patience(found, path))
+    with open_recorded(path, daemon_gone=found.gone) as recorded:
         from tui.app import make_app
 
         make_app(recorded).run()

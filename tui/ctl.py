@@ -31,7 +31,7 @@ from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
 from core.state import ENDED, FAILURES, RunState
 from core.text import clean
-from tui.cli import EXIT_FAILED, EXIT_OK, UsageError
+from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
 from tui.format import format_duration, service_note, state_words
 from tui.runs import daemon_listens, find_run, open_run, still_open
 
@@ -106,7 +106,9 @@ def _commands_parser() -> _Parser:
     ctx.add_argument("key", nargs="?", metavar="KEY")
     events = sub.add_parser("events", help="the run's events as JSON lines")
     events.add_argument("--follow", action="store_true", help="then the live ones, to the end")
-    events.add_argument("--since", type=int, default=0, metavar="SEQ", help="after event SEQ")
+    events.add_argument(
+        "--since", type=whole_number(0), default=0, metavar="SEQ", help="after event SEQ"
+    )
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return parser

@@ -20,13 +20,13 @@ from core.client import DaemonGone, ProtocolError, RemoteControl, connect
 CLOSE_TIMEOUT = 60.0
 
 
-def run_attached(target: Path) -> int:
+def run_attached(target: Path, timeout: float = 5.0) -> int:
     """The app on the run daemon of the run folder ``target``, until it quits or detaches;
-    the exit code (the run's, when it was ended here)."""
+    the exit code (the run's, when it was ended here). ``timeout``: for its answer."""
     from tui.app import make_app
 
     try:
-        control = connect(target, client="tui")
+        control = connect(target, client="tui", timeout=timeout)
     except (DaemonGone, ProtocolError) as exc:
         print(f"orch-tui: {exc}", file=sys.stderr)
         return 2

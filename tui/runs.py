@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 #: How long a daemon has to answer the hello before it is looked at closer (it may be busy).
 HELLO_TIMEOUT = 2.0
-#: How long ``ctl`` waits for a busy daemon (live, but it did not answer in HELLO_TIMEOUT).
+#: How long ``ctl`` and ``attach`` wait for a busy daemon (live, but it did not answer in
+#: HELLO_TIMEOUT), and for one that is not.
 BUSY_PATIENCE = 30.0
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -290,14 +292,8 @@ def open_run(path: Path, *, client: str, reader: bool = True) -> RunControl:
 
     found = probe_folder(path)
     if found.live:
-        if found.busy:
-            print(
-                f"orch-tui: run {path.name}: its daemon is busy (it did not answer in "
-                f"{HELLO_TIMEOUT:g}s): waiting for it, {BUSY_PATIENCE:g}s at most",
-                file=sys.stderr,
-            )
         try:
-            return connect(path, client=client, timeout=BUSY_PATIENCE if found.busy else 5.0)
+            return connect(path, client=client, timeout=patience(found, path))
         except ProtocolError as exc:
             raise UsageError(f"run {path.name}: {exc}") from None
         except DaemonGone:  # it ended meanwhile (its folder has the whole run now), or busy
@@ -307,6 +303,19 @@ def open_run(path: Path, *, client: str, reader: bool = True) -> RunControl:
                     raise UsageError(f"{said} (busy, or stopped): try again") from None
                 print(f"orch-tui: {said}: read from its folder", file=sys.stderr)
     return open_recorded(path, daemon_gone=found.gone)
+
+
+def patience(found: Probe, path: Path) -> float:
+    """How long to wait for the daemon ``probe`` found to answer (``connect``'s timeout):
+    longer for a busy one, which is said on stderr."""
+    if not found.busy:
+        return CONNECT_TIMEOUT
+    print(
+        f"orch-tui: run {path.name}: its daemon is busy (it did not answer in "
+        f"{HELLO_TIMEOUT:g}s): waiting for it, {BUSY_PATIENCE:g}s at most",
+        file=sys.stderr,
+    )
+    return BUSY_PATIENCE
 
 
 def _still_busy(path: Path) -> bool:
