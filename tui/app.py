@@ -42,6 +42,7 @@ from core.state import (
     Status,
     StepState,
     allowed_actions,
+    waiting_to_restart,
 )
 from core.text import clean
 from tui.format import count_key, counted, display_path, run_words, step_ending
@@ -680,7 +681,14 @@ class OrchApp(App[int]):
         ctx.display = not ctx.display
 
     def _running_steps(self) -> list[str]:
-        return [n for n, s in self._run.steps.items() if s.status in ACTIVE]
+        """The steps quitting would stop: those running, and the services waiting out their
+        restart delay (due to start again: q ended the run at once, unasked, when such a
+        service was all the run had)."""
+        return [
+            f"{n} (restarting)" if waiting_to_restart(s) else n
+            for n, s in self._run.steps.items()
+            if s.status in ACTIVE or waiting_to_restart(s)
+        ]
 
     def action_quit_app(self) -> None:
         if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already
