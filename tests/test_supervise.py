@@ -508,6 +508,12 @@ def test_the_restart_command_takes_a_running_service_only(tmp_path, runners):
     svc = control.snapshot().steps["svc"]
     assert (svc.restarts, svc.restart_reason) == (1, "manual")
     assert control.snapshot().steps["work"].attempts == 1
+    # a service stopped (k, ctl stop) is not restarted: the refusal says what starts it
+    assert control.command("stop", "svc").ok
+    wait_for(lambda: control.snapshot().steps["svc"].status == "stopped")
+    assert control.command("restart", "svc") == Reply(
+        False, "cannot restart 'svc': it is stopped, not running; retry starts it again"
+    )
     assert control.command("close").ok
     assert control.wait(10) == 130  # work was cut short
 
