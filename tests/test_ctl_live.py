@@ -326,6 +326,26 @@ def test_events_follow_has_no_gap_and_no_duplicate(tmp_path, daemons):
     assert seen == recorded[2:]
 
 
+def test_ctl_status_says_a_service_waiting_out_its_restart_delay_is_restarting(tmp_path, daemons):
+    """A crashed service due to start again is ↻ in the app's tree and counted so in its
+    header; ``ctl status`` said "pending", as a step that never ran."""
+    daemon = detach(
+        tmp_path,
+        daemons,
+        """
+        steps:
+          - {name: api, type: shell, background: true, restart: always, restart_delay: 30,
+             run: exit 3}
+        """,
+    )
+    wait_for(lambda: read_state(daemon.run_dir)["steps"]["api"]["restarting"], 10, "the crash")
+    status = ctl(tmp_path, "status")
+    row = next(line for line in status.stdout.splitlines() if line.startswith("api "))
+    assert row.split()[1] == "restarting", status.stdout
+    assert row.endswith("bg; exit code 3")  # the restart is counted once it is made
+    assert ctl(tmp_path, "stop-run").returncode == 0
+
+
 def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, daemons):
     first, second = detach(tmp_path, daemons), detach(tmp_path, daemons, name="second.yaml")
     killed, live = first.run_id, second.run_id
