@@ -114,6 +114,13 @@ class LocalControl:
                         f"cannot restart {step!r}: only a service (a background "
                         "step) restarts; retry runs a step again once it has ended",
                     )
+                if name == "restart" and "retry" in runner.allowed_actions(step):
+                    # a service stopped or failed: overmind's restart starts it, here retry does
+                    return Reply(
+                        False,
+                        f"cannot restart {step!r}: it is {state.status}, not running; "
+                        "retry starts it again",
+                    )
                 return Reply(False, f"cannot {name} {step!r}: it is {state.status}")
             commands = {
                 "skip": runner.skip,

@@ -49,7 +49,18 @@ class Supervisor:
         if self.limit is not None and self.in_a_row >= self.limit:
             return None
         self.in_a_row += 1
-        return min(self.delay * 2 ** (self.in_a_row - 1), max(MAX_DELAY, self.delay))
+        cap = max(MAX_DELAY, self.delay)
+        if self.delay <= 0:
+            return 0.0
+        # doubled only up to the cap: 2 ** n itself overflows a float past n = 1023, which a
+        # service crashing every 2 s reaches in some 9 hours (its restarts 30 s apart, a row
+        # never broken)
+        delay = self.delay
+        for _ in range(self.in_a_row - 1):
+            if delay >= cap:
+                break
+            delay *= 2
+        return min(delay, cap)
 
     def reset(self) -> None:
         """The user started the step afresh (retry): a new row."""

@@ -329,6 +329,26 @@ def test_events_follow_has_no_gap_and_no_duplicate(tmp_path, daemons):
     assert seen == recorded[2:]
 
 
+def test_ctl_status_says_a_service_waiting_out_its_restart_delay_is_restarting(tmp_path, daemons):
+    """A crashed service due to start again is ↻ in the app's tree and counted so in its
+    header; ``ctl status`` said "pending", as a step that never ran."""
+    daemon = detach(
+        tmp_path,
+        daemons,
+        """
+        steps:
+          - {name: api, type: shell, background: true, restart: always, restart_delay: 30,
+             run: exit 3}
+        """,
+    )
+    wait_for(lambda: read_state(daemon.run_dir)["steps"]["api"]["restarting"], 10, "the crash")
+    status = ctl(tmp_path, "status")
+    row = next(line for line in status.stdout.splitlines() if line.startswith("api "))
+    assert row.split()[1] == "restarting", status.stdout
+    assert row.endswith("bg; exit code 3")  # the restart is counted once it is made
+    assert ctl(tmp_path, "stop-run").returncode == 0
+
+
 def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, daemons):
     first, second = detach(tmp_path, daemons), detach(tmp_path, daemons, name="second.yaml")
     killed, live = first.run_id, second.run_id
@@ -684,6 +704,57 @@ def test_an_attached_app_whose_daemon_is_killed_says_so_and_exits(tmp_path, daem
     )
     assert "Traceback" not in printed
     assert app.modes() == {"alternate_on": "0", "mouse_any_flag": "0"}
+
+
+async def test_an_app_whose_daemon_is_killed_as_the_ctx_changes_shows_no_traceback(
+    tmp_path, daemons
+):
+    """A dev stack with a dashboard feeder changes the ctx all the time; its daemon SIGKILLed,
+    the app's next refresh of the ctx asked the dead daemon and the app crashed with a
+    traceback (DaemonGone in the ctx tree's refresh, a screen of locals) over the line saying
+    the daemon was gone. A key that asks the daemon (k on a step) did the same."""
+    from core.client import connect
+    from tests.tui_helpers import SIZE, until
+    from tui.app import make_app
+
+    module = write_module(
+        tmp_path,
+        """
+        def run(ctx, stop):
+            n = 0
+            while not stop.wait(0.01):
+                n += 1
+                ctx["n"] = n
+        """,
+    )
+    daemon = detach(
+        tmp_path,
+        daemons,
+        f"""
+        steps:
+          - {{name: feed, type: python, background: true, module: {module}}}
+          - {{name: sleeper, type: shell, run: 'exec sleep 60', depends_on: []}}
+        """,
+    )
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    control = connect(daemon.run_dir, client="tui")
+    try:
+        app = make_app(control, detachable=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app._ctx_dirty, 10, "a ctx change not shown yet")
+            os.kill(daemon.pid, signal.SIGKILL)
+            await until(pilot, lambda: control.gone is not None, 10, "the daemon gone")
+            await until(pilot, lambda: not app._ctx_dirty, 10, "the ctx tree's refresh")
+            await pilot.press("k")  # feed, the first step: a command to the dead daemon
+            await until(
+                pilot,
+                lambda: any("went away" in str(n.message) for n in app._notifications),
+                10,
+                "a notice that the daemon went away",
+            )
+            assert app.is_running
+    finally:
+        control.close()
 
 
 def test_attach_shows_the_sessions_the_run_made_before(tmp_path, daemons, tmux_socket):

@@ -224,6 +224,27 @@ def test_always_restarts_after_a_clean_exit_and_on_failure_does_not(tmp_path, po
         assert len(lines) == 1 and svc["restarts"] == 0
 
 
+def test_a_service_restarted_over_a_thousand_times_in_a_row_is_still_restarted(tmp_path):
+    """A crash loop left running for hours: the 1,025th restart in a row (some 9 hours of a
+    service crashing every 2 s, its restarts 30 s apart; seconds with ``restart_delay: 0``)
+    raised OverflowError in the scheduler (``2 ** 1024`` as a float), and the service stayed
+    "ready" with no process, never restarted again, the run never ending."""
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: on_failure,
+             restart_delay: 0, max_restarts: 1030, cmd: "false"}
+        """,
+        keep_alive=True,
+        timeout=60,
+    )
+    svc = result.steps["svc"]
+    assert result.code == 1 and svc["status"] == "failed", svc
+    assert svc["restarts"] == 1030 and svc["attempts"] == 1031, svc
+    assert "not restarted: 1030 restarts in a row (max_restarts)" in svc["reason"]
+
+
 def test_a_restart_the_run_ends_before_is_not_counted(tmp_path, runners):
     """A service closed while it waits out its restart delay was started once and never
     restarted: it said "restarted 1x" (state.json, ``ctl status``, the summary, the tree's ↻1)
@@ -487,6 +508,12 @@ def test_the_restart_command_takes_a_running_service_only(tmp_path, runners):
     svc = control.snapshot().steps["svc"]
     assert (svc.restarts, svc.restart_reason) == (1, "manual")
     assert control.snapshot().steps["work"].attempts == 1
+    # a service stopped (k, ctl stop) is not restarted: the refusal says what starts it
+    assert control.command("stop", "svc").ok
+    wait_for(lambda: control.snapshot().steps["svc"].status == "stopped")
+    assert control.command("restart", "svc") == Reply(
+        False, "cannot restart 'svc': it is stopped, not running; retry starts it again"
+    )
     assert control.command("close").ok
     assert control.wait(10) == 130  # work was cut short
 
@@ -689,6 +716,17 @@ def test_the_delay_doubles_per_restart_in_a_row_up_to_a_cap_and_starts_over(tmp_
     delays = [supervisor.next_delay(uptime=0.1) for _ in range(7)]
     assert delays == [2, 4, 8, 16, MAX_DELAY, MAX_DELAY, MAX_DELAY]
     assert supervisor.next_delay(uptime=STABLE_AFTER) == 2  # it stayed up: a new row
+
+
+def test_the_delay_stays_at_its_cap_however_long_the_row(tmp_path):
+    """A service crashing every 2 s, restarted 30 s apart, never stays up the 60 s that ends
+    its row: past 1,024 restarts (~9 hours) the delay was 2 ** 1024 times restart_delay, an
+    OverflowError."""
+    supervisor = Supervisor(service(tmp_path, restart="always", restart_delay=1))
+    delays = [supervisor.next_delay(uptime=2.0) for _ in range(1100)]
+    assert delays[:6] == [1, 2, 4, 8, 16, MAX_DELAY] and set(delays[5:]) == {MAX_DELAY}
+    tiny = Supervisor(service(tmp_path, restart="always", restart_delay="1.0e-300"))
+    assert [tiny.next_delay(uptime=0) for _ in range(1100)][-1] == MAX_DELAY
 
 
 def test_max_restarts_counts_restarts_in_a_row(tmp_path):

@@ -390,6 +390,35 @@ async def test_quit_while_running_asks_and_n_or_escape_cancel(orch, key: str):
     assert read_state(runner.run_dir)["steps"]["sleeper"]["status"] == "cancelled"
 
 
+async def test_quit_asks_while_a_service_waits_out_its_restart_delay(orch):
+    """A dev stack whose one service crashed and waits to start again (↻ in the tree and the
+    header): q ended the run at once, unasked, as if nothing ran; it asks, naming the service
+    as restarting, and n keeps the run, its service restarted when due."""
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: api, type: shell, background: true, restart: always, restart_delay: 30,
+             run: exit 1}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app._run.steps["api"].restarting, 10, "api to wait")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        assert app.screen.running == ["api (restarting)"]
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
+        assert app.is_running and not runner.finished
+        assert runner.snapshot().steps["api"].restarting
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, 20, "the app to exit")
+    assert read_state(runner.run_dir)["steps"]["api"]["status"] == "stopped"
+
+
 @needs_screen
 async def test_quit_yes_stops_steps_keeps_sessions_and_exits(orch, screendir):
     from tui.screens.confirm_quit import ConfirmQuit

@@ -34,6 +34,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 
 from core import events as ev
+from core.client import DaemonGone
 from core.state import (
     ACTIVE,
     WAITING,
@@ -42,6 +43,7 @@ from core.state import (
     Status,
     StepState,
     allowed_actions,
+    waiting_to_restart,
 )
 from core.text import clean
 from tui.format import count_key, counted, display_path, run_words, step_ending
@@ -625,7 +627,11 @@ class OrchApp(App[int]):
         name = data.get("name")
         if data.get("kind") != "step" or name is None:
             return
-        reply = self.control.command(message.action, name)
+        try:
+            reply = self.control.command(message.action, name)
+        except DaemonGone as exc:  # killed: the app leaves once it has seen it go
+            self.notify(clean(str(exc)), severity="error", markup=False)
+            return
         if not reply.ok:  # the step changed since the key was offered
             self.notify(clean(reply.message), severity="warning", markup=False)
             return
@@ -680,7 +686,14 @@ class OrchApp(App[int]):
         ctx.display = not ctx.display
 
     def _running_steps(self) -> list[str]:
-        return [n for n, s in self._run.steps.items() if s.status in ACTIVE]
+        """The steps quitting would stop: those running, and the services waiting out their
+        restart delay (due to start again: q ended the run at once, unasked, when such a
+        service was all the run had)."""
+        return [
+            f"{n} (restarting)" if waiting_to_restart(s) else n
+            for n, s in self._run.steps.items()
+            if s.status in ACTIVE or waiting_to_restart(s)
+        ]
 
     def action_quit_app(self) -> None:
         if self._quitting or isinstance(self.screen, ConfirmQuit):  # asked already
@@ -715,16 +728,22 @@ class OrchApp(App[int]):
 
     @work(thread=True, exclusive=True, group="shutdown")
     def _close_runner(self) -> None:
-        if self.control.wait(0) is None:
-            self.control.command("close")
-            self.control.wait(60)
-        code = self.control.wait(0)
+        try:
+            if self.control.wait(0) is None:
+                self.control.command("close")
+                self.control.wait(60)
+            code = self.control.wait(0)
+        except DaemonGone:  # killed meanwhile: the command line says so as the app exits
+            code = None
         self.call_from_thread(self.exit, code if code is not None else 0)
 
     def interrupt(self) -> None:
         """SIGTERM/SIGHUP to the app: stop everything as Ctrl-C would headless, then exit 130."""
         self._quitting = True
-        self.control.command("stop_run", signal=signal.SIGTERM)  # the note says so
+        try:
+            self.control.command("stop_run", signal=signal.SIGTERM)  # the note says so
+        except DaemonGone:
+            pass  # nothing left to stop: _close_runner exits
         self._close_runner()
 
     # -- command palette --------------------------------------------------------------------------

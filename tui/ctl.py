@@ -29,7 +29,7 @@ import msgspec
 from core.events import StepEvent, StepFinished
 from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
-from core.state import ENDED, FAILURES, RunState
+from core.state import ENDED, FAILURES, RunState, waiting_to_restart
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
 from tui.format import format_duration, service_note, state_words
@@ -172,7 +172,11 @@ def _print_steps(state: RunState, now: float) -> None:
         rows.append(
             (
                 clean(step.name),
-                str(step.status) + (" (allowed)" if step.allowed else ""),
+                # a service waiting out its restart delay, as the tree's ↻ (not "pending", as
+                # a step that never ran)
+                "restarting"
+                if waiting_to_restart(step)
+                else str(step.status) + (" (allowed)" if step.allowed else ""),
                 format_duration(elapsed) if elapsed is not None else "",
                 str(step.attempts),
                 ""

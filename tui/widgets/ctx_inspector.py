@@ -19,6 +19,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from core.client import DaemonGone
 from core.control import RunControl
 from core.text import clean
 
@@ -104,8 +105,12 @@ class CtxInspector(Tree[str]):
         self.refresh_keys()
 
     def refresh_keys(self) -> None:
-        """Rebuild the nodes of keys whose version changed; add new keys, drop deleted ones."""
-        keys = self.control.ctx_keys()
+        """Rebuild the nodes of keys whose version changed; add new keys, drop deleted ones.
+        A run daemon gone meanwhile leaves the tree as it was: the app is told and leaves."""
+        try:
+            keys = self.control.ctx_keys()
+        except DaemonGone:
+            return
         for key in list(self._key_nodes):
             if key not in keys:
                 self._key_nodes.pop(key).remove()
@@ -126,7 +131,7 @@ class CtxInspector(Tree[str]):
     def _build_key(self, key: str) -> None:
         try:
             shown = self.control.ctx_value(key, tail=TAIL_ROWS)
-        except KeyError:
+        except (KeyError, DaemonGone):
             return
         value, length = shown.value, shown.length
         node = self._key_nodes.get(key)
