@@ -226,15 +226,16 @@ def test_always_restarts_after_a_clean_exit_and_on_failure_does_not(tmp_path, po
 
 def test_a_service_restarted_over_a_thousand_times_in_a_row_is_still_restarted(tmp_path):
     """A crash loop left running for hours: the 1,025th restart in a row (some 9 hours of a
-    service crashing every 2 s, its restarts 30 s apart; seconds with ``restart_delay: 0``)
-    raised OverflowError in the scheduler (``2 ** 1024`` as a float), and the service stayed
-    "ready" with no process, never restarted again, the run never ending."""
+    service crashing every 2 s, its restarts 30 s apart; seconds with the smallest delay there
+    is, which doubled 1,030 times is still not a millisecond) raised OverflowError in the
+    scheduler (``2 ** 1024`` as a float), and the service stayed "ready" with no process,
+    never restarted again, the run never ending."""
     result = run_recipe(
         tmp_path,
         """
         steps:
           - {name: svc, type: shell, background: true, restart: on_failure,
-             restart_delay: 0, max_restarts: 1030, cmd: "false"}
+             restart_delay: 5.0e-324, max_restarts: 1030, cmd: "false"}
         """,
         keep_alive=True,
         timeout=60,
@@ -729,10 +730,21 @@ def test_the_delay_stays_at_its_cap_however_long_the_row(tmp_path):
     assert [tiny.next_delay(uptime=0) for _ in range(1100)][-1] == MAX_DELAY
 
 
+def test_a_zero_restart_delay_restarts_at_once_then_backs_off(tmp_path):
+    """``restart_delay: 0`` on a service that crashes at once: it was restarted with no delay
+    for ever, a core spinning and events.jsonl growing by a megabyte a second (59 MB in 40 s).
+    The first restart in a row is at once; the next ones back off from 0.1 s, to the cap; a
+    start that stayed up starts a new row."""
+    supervisor = Supervisor(service(tmp_path, restart="always", restart_delay=0))
+    delays = [supervisor.next_delay(uptime=0.01) for _ in range(12)]
+    assert delays[:5] == [0, 0.1, 0.2, 0.4, 0.8] and delays[-1] == MAX_DELAY, delays
+    assert supervisor.next_delay(uptime=STABLE_AFTER) == 0
+
+
 def test_max_restarts_counts_restarts_in_a_row(tmp_path):
-    on_failure = Supervisor(service(tmp_path, restart="on_failure", restart_delay=0))
-    assert [on_failure.next_delay(0) for _ in range(6)] == [0] * 5 + [None]  # default 5
-    assert on_failure.next_delay(STABLE_AFTER) == 0  # a long run earns a new row
+    on_failure = Supervisor(service(tmp_path, restart="on_failure", restart_delay=1))
+    assert [on_failure.next_delay(0) for _ in range(6)] == [1, 2, 4, 8, 16, None]  # default 5
+    assert on_failure.next_delay(STABLE_AFTER) == 1  # a long run earns a new row
     assert Supervisor(service(tmp_path, restart="always")).limit is None
     assert Supervisor(service(tmp_path, restart="always", max_restarts=0)).next_delay(0) is None
 
