@@ -326,6 +326,32 @@ async def test_r_restarts_a_running_service_and_leaves_its_dependents_alone(orch
         assert len(_events_of(runner, "user", "step_started")) == 1
 
 
+async def test_a_stopped_service_is_not_marked_healthy(orch):
+    """A healthy service the user stops (k): its row kept its green ♥ and ``ctl status`` /
+    the summary said "bg; healthy; …" of a service that was not there any more."""
+    from tui.format import service_note
+
+    app, runner = orch(
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            health: {cmd: "true", interval: 0.05}
+            cmd: sleep
+            args: ["100"]
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "♥" in tree_label(app, "svc"), what="svc healthy in the tree")
+        assert "healthy" in service_note(runner.snapshot().steps["svc"])
+        await pilot.press("k")
+        await until_status(pilot, runner, "svc", "stopped")
+        await until(pilot, lambda: "♥" not in tree_label(app, "svc"), what="no ♥ once stopped")
+        assert str(tree_label(app, "svc")).startswith("■ svc"), str(tree_label(app, "svc"))
+        assert "healthy" not in service_note(runner.snapshot().steps["svc"])
+
+
 async def test_the_footer_keeps_its_keys_when_the_terminal_focus_comes_back(orch):
     """Focus leaving and coming back (tmux's focus events) republishes the screen's keys: the
     footer shows the same ones and keeps them (Textual's rebuilt every key widget each time,

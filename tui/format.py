@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from core.state import (
+    ACTIVE,
     FAILURES,
     Health,
     RunState,
@@ -170,13 +171,21 @@ def state_words(run: RunState, *, final: bool) -> tuple[str, str]:
     return run_words(run, counts, final=final)
 
 
+def shown_health(step: StepState) -> Health | None:
+    """The service's health as it is marked: while it is up or about to start again, not
+    once it has ended (a service stopped by the user still said "healthy")."""
+    if step.health is None or not (step.status in ACTIVE or waiting_to_restart(step)):
+        return None
+    return step.health
+
+
 def service_note(step: StepState, note: str = "") -> str:
     """``note`` after what the tree marks beside a service (bg, its health mark, ↻N), in words:
     ``bg; healthy; restarted 2x (exit code 3); note``. The headless summary and ``ctl status``
     both say it so."""
     marks = ["bg"] if step.background else []
-    if step.health is not None:
-        marks.append(str(step.health))
+    if (health := shown_health(step)) is not None:
+        marks.append(str(health))
     if step.restarts:
         marks.append(f"restarted {step.restarts}x ({step.restart_reason})")
     return "; ".join([*marks, note] if note else marks)

@@ -34,7 +34,14 @@ from textual.widgets._tree import _TreeLine
 from textual.widgets.tree import TreeNode
 
 from core.state import ACTIVE, FAILURES, Status, StepState
-from tui.format import HEALTH_GLYPHS, count_key, format_duration, status_icon, status_style
+from tui.format import (
+    HEALTH_GLYPHS,
+    count_key,
+    format_duration,
+    shown_health,
+    status_icon,
+    status_style,
+)
 
 #: Room kept in the tree's width for a duration (" 12m05s") beside the longest name.
 DURATION_CELLS = 7
@@ -287,8 +294,8 @@ class StepTree(Tree[dict[str, Any]]):
             text.append(f" ×{state.attempts - state.restarts}", style="yellow")
         if state.restarts:
             text.append(f" ↻{state.restarts}", style="yellow")
-        if state.health is not None:
-            glyph = HEALTH_GLYPHS[state.health]
+        if (health := shown_health(state)) is not None:
+            glyph = HEALTH_GLYPHS[health]
             text.append(" " + glyph.symbol, style=glyph.style)
         if state.background:
             text.append(" bg", style="cyan dim")
