@@ -131,7 +131,7 @@ def test_the_headless_report_says_restarts_not_failures(tmp_path):
 
 def test_ctl_status_says_restarts_and_health_as_the_summary_does(tmp_path):
     """``ctl status`` of a run says what the headless summary's note says of a service (the
-    tree's ↻N and health mark, in words), in the same words. The work ends once the third start
+    tree's ↻N, in words; its health only while it is up), in the same words. The work ends once the third start
     has passed a check (it was a race: the run could end before that start's first check)."""
     health = (
         "health: {cmd: \"sh -c '[ $(wc -l < starts) -lt 3 ] || touch third.ok'\", interval: 0.05}"
@@ -151,7 +151,7 @@ def test_ctl_status_says_restarts_and_health_as_the_summary_does(tmp_path):
     def note(out: str) -> str:
         return next(line for line in out.splitlines() if line.startswith("svc  ")).split("  ")[-1]
 
-    said = "bg; healthy; restarted 2x (exit code 3)"
+    said = "bg; restarted 2x (exit code 3)"  # no health once it has ended (it was "healthy")
     assert note(status.stdout) == f"{said}; stopped after the foreground steps ended"
     assert note(status.stdout).startswith(note(result.stdout).rstrip("…"))  # the summary's, cut
 
