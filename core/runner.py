@@ -14,7 +14,8 @@ What it decides with: core.dependencies (who waits for whom, what a failure bloc
 core.steprun (a step's record, an attempt's start and end), core.executors and core.launch (how
 a step of each type is started), core.readiness (when a background step is ready), core.ticker
 (the coalesced output, ctx and resource events), core.store and core.rundir (the run's files),
-core.supervisor and core.health (when a service is restarted, and whether it is healthy).
+core.supervisor and core.health (when a service is restarted, and whether it is healthy),
+core.stoporder (the run's end stops dependents before what they depend on).
 
 Two modes: headless, the run ends when no step can run any more; ``interactive`` (the TUI), a
 failed step blocks its dependents and the runner waits for the user to retry or skip it, until
@@ -29,6 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,7 @@ from core.state import (
 )
 from core.steplog import StepLog
 from core.steprun import MANUAL, StepRun, preselect
+from core.stoporder import StopOrder
 from core.store import ResumePoint, RunStore
 from core.ticker import Ticker
 from core.watchdog import Watchdog, stop_group
@@ -155,6 +158,7 @@ class Runner:
         self._cut_short = False
         self._finished = threading.Event()
         self._stopping_background = False
+        self._stop_order = StopOrder(self.runs)  # the run's end: dependents first
 
     # ------------------------------------------------------------------ public API
     def subscribe(self, callback: Callable[[ev.Event], None]) -> None:
@@ -499,6 +503,12 @@ class Runner:
         execution.stop(sig)
         self.loop.after(run.step.grace, lambda: self._kill(run, execution))
 
+    def _stop_in_turn(self) -> None:
+        """The run's end: stop the steps whose turn it is (core.stoporder: those no step
+        still running depends on), the others as the steps they hold up end (``_ended``)."""
+        for stop in self._stop_order.due():
+            stop()
+
     def _kill(self, run: StepRun, execution: Execution) -> None:
         if run.execution is not execution:
             return
@@ -573,6 +583,8 @@ class Runner:
             self.deps.satisfy(run)
         elif not run.satisfied:
             self.deps.recompute_blocking()
+        if self._stop_order:  # the run is ending: what this step held up may stop now
+            self._stop_in_turn()
         self.store.state_changed()
 
     def _retry_due(self, run: StepRun, wait: int) -> None:
@@ -719,7 +731,8 @@ class Runner:
         if force and not self._interrupted:
             # what a first stop does: waiting steps cancelled, or a run whose work is done closed
             self._do_stop_run(sig, False, note)
-        if force:  # then every step killed, without its grace
+        if force:  # then every step killed, without its grace, whatever its turn
+            self._stop_order.clear()
             for run in self.runs.values():
                 if run.execution is not None:
                     execution = run.execution
@@ -753,7 +766,8 @@ class Runner:
                 run.state.reason = note  # kept in state.json too: ctl status and runs say it
                 self._emit_status(run)
             elif run.execution is not None:
-                self._stop(run, Status.CANCELLED, note, sig)
+                self._stop_order.add(run, partial(self._stop, run, Status.CANCELLED, note, sig))
+        self._stop_in_turn()
         self.store.state_changed()
 
     def _mark_closing(self, status: RunStatus) -> None:
@@ -792,11 +806,10 @@ class Runner:
         self._mark_closing(self.run_state.status)
         for run in self.runs.values():
             if run.execution is not None:
-                if run.step.background and run.ready:
-                    self._stop(run, Status.STOPPED, "stopped when the run was closed")
-                else:
-                    self._cut_short = True
-                    self._stop(run, Status.CANCELLED, "stopped when the run was closed")
+                status = Status.STOPPED if run.step.background and run.ready else Status.CANCELLED
+                self._cut_short = self._cut_short or status == Status.CANCELLED
+                reason = "stopped when the run was closed"
+                self._stop_order.add(run, partial(self._stop, run, status, reason))
             elif run.restarting:
                 self._stop_restart(run, "stopped when the run was closed")
             elif run.state.status == Status.PENDING:
@@ -804,6 +817,7 @@ class Runner:
                 run.state.status, run.retry_due = Status.CANCELLED, False
                 run.state.reason = "the run was closed before it started"
                 self._emit_status(run)
+        self._stop_in_turn()
         self.store.state_changed()
 
     # ------------------------------------------------------------------ finishing
@@ -842,7 +856,8 @@ class Runner:
                 if run.restarting:
                     self._stop_restart(run, reason)
                 else:
-                    self._stop(run, Status.STOPPED, reason)
+                    self._stop_order.add(run, partial(self._stop, run, Status.STOPPED, reason))
+            self._stop_in_turn()
         if any(r.execution is not None for r in self.runs.values()):
             return
         self._finish()
