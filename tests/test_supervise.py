@@ -131,8 +131,9 @@ def test_the_headless_report_says_restarts_not_failures(tmp_path):
 
 def test_ctl_status_says_restarts_and_health_as_the_summary_does(tmp_path):
     """``ctl status`` of a run says what the headless summary's note says of a service (the
-    tree's ↻N, in words; its health only while it is up), in the same words. The work ends once the third start
-    has passed a check (it was a race: the run could end before that start's first check)."""
+    tree's ↻N, in words; its health only while it is up), in the same words. The work ends
+    once the third start has passed a check (it was a race: the run could end before that
+    start's first check)."""
     health = (
         "health: {cmd: \"sh -c '[ $(wc -l < starts) -lt 3 ] || touch third.ok'\", interval: 0.05}"
     )
