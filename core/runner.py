@@ -627,6 +627,7 @@ class Runner:
         state = run.state
         run.restart_for = run.end_cause or state.reason or "exit code 0"
         state.status, run.retry_due, run.restarting = Status.PENDING, True, True
+        state.restart_due = self.clock() + delay  # the app counts it down
         if state.health is not None:  # the next start is checked afresh
             state.health = Health.UNKNOWN
         self._emit_step(
@@ -713,6 +714,7 @@ class Runner:
         fixed the cause wants it up now, not in 30 s. Not before its last start's group is
         gone (``_arm_restart`` then starts it at once)."""
         run.restart_at = time.monotonic()
+        run.state.restart_due = self.clock()
         if not run.clearing:  # the timer is set for the delay: a new wait, due now
             wait = run.wait = run.wait + 1
             self.loop.after(0.0, lambda: self._retry_due(run, wait))

@@ -144,6 +144,7 @@ class StepState(msgspec.Struct, kw_only=True, gc=False):
     restarts: int = 0  # times the runner restarted this service (its restart policy, or `r`)
     restart_reason: str | None = None  # why the last time: "exit code 1", "unhealthy: ...", ...
     restarting: bool = False  # a service between two starts, waiting out its restart delay
+    restart_due: float | None = None  # then when its next start is due (the run's clock)
     health: Health | None = None  # None: the step has no health checks
 
     def elapsed(self, now: float) -> float | None:

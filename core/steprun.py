@@ -51,6 +51,8 @@ class StepRun(msgspec.Struct):
     @restarting.setter
     def restarting(self, value: bool) -> None:
         self.state.restarting = value
+        if not value:
+            self.state.restart_due = None
 
     @classmethod
     def of(cls, step: Step, run_dir: Path) -> StepRun:
@@ -85,6 +87,7 @@ class StepRun(msgspec.Struct):
         state.started, state.ended, state.duration = now, None, None
         state.exit_code = state.signal = None
         state.reason = self.stop_as = self.stop_reason = self.end_cause = None
+        state.restart_due = None
         state.health = None if self.step.health is None else Health.UNKNOWN
         self.ready = False
 

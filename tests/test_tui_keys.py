@@ -1326,8 +1326,32 @@ async def test_header_does_not_say_running_while_a_service_waits_to_restart(orch
         assert " · done · " in str(header.render()), str(header.render())
         # and counted: "1/2" and nothing else said what the other step was doing
         assert " · 1/2 ↻1 · " in str(header.render()), str(header.render())
-        # and marked so in the tree, not as a step that never ran (○)
-        assert str(tree_label(app, "svc")).startswith("↻ svc"), str(tree_label(app, "svc"))
+        # and marked so in the tree, not as a step that never ran (○), with the time its
+        # next start is due in (it showed its last start's duration)
+        assert str(tree_label(app, "svc")).startswith("↻ svc in 30s "), tree_label(app, "svc")
+
+
+async def test_a_service_waiting_to_restart_counts_its_delay_down(orch):
+    """The tree says when a crashed service starts again, and counts it down (the run's real
+    clock here): its row showed its last start's duration, which says nothing of that."""
+    app, runner = orch(
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, restart_delay: 30,
+             run: exit 3}
+        """,
+        clock=time.time,
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app._run.steps["svc"].restarting, what="svc to crash")
+        await until(pilot, lambda: " in " in str(tree_label(app, "svc")), what="its countdown")
+        first = str(tree_label(app, "svc"))
+        assert re.match(r"↻ svc in (29|30)s ", first), first
+        await until(
+            pilot,
+            lambda: re.match(r"↻ svc in 2[0-8]s ", str(tree_label(app, "svc"))),
+            what=f"the delay counted down from {first!r}: {str(tree_label(app, 'svc'))!r}",
+        )
 
 
 async def test_header_says_the_run_failed_and_r_retries_once_every_step_has_ended(orch, tmp_path):

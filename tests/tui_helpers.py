@@ -65,11 +65,13 @@ def build_app(
     *,
     recipe_name: str = "recipe.yaml",
     detachable: bool = False,
+    clock: Callable[[], float] = fixed_clock,
     **runner_kw,
 ):
     """(app, runner): the app on the runner's control (the app starts the runner as it mounts),
-    with the fixed clock and sampler. ``detachable``: the app offers ``d`` as it does on a run
-    daemon (pressing it only ends the app: the runner is this process's)."""
+    with the fixed clock (or ``clock``, for both) and sampler. ``detachable``: the app offers
+    ``d`` as it does on a run daemon (pressing it only ends the app: the runner is this
+    process's)."""
     from core.control import LocalControl
     from core.recipe import load_recipe
     from core.runner import Runner
@@ -79,10 +81,8 @@ def build_app(
     runner_kw.setdefault("run_dir", tmp_path / "run")
     runner_kw.setdefault("sampler", fixed_sampler())
     runner_kw.setdefault("resource_interval", 3600)
-    runner = Runner(load_recipe(path), interactive=True, clock=fixed_clock, **runner_kw)
-    app = make_app(
-        LocalControl(runner), clock=fixed_clock, start=runner.start, detachable=detachable
-    )
+    runner = Runner(load_recipe(path), interactive=True, clock=clock, **runner_kw)
+    app = make_app(LocalControl(runner), clock=clock, start=runner.start, detachable=detachable)
     return app, runner
 
 

@@ -262,7 +262,7 @@ class OrchApp(App[int]):
         self._counts, self._live = {}, set()
         for name, state in run.steps.items():
             self._count(count_key(state), 1)
-            if state.status in ACTIVE:
+            if _is_live(state):
                 self._live.add(name)
         drawn = [s for s in run.steps.values() if every or s.status != Status.PENDING]
         self.query_one(StepTree).update_steps(drawn, self.clock())
@@ -347,7 +347,7 @@ class OrchApp(App[int]):
         """A step's new state in the counts and the live set; its row is due."""
         self._count(count_key(old), -1)
         self._count(count_key(new), 1)
-        if new.status in ACTIVE:
+        if _is_live(new):
             self._live.add(name)
         else:
             self._live.discard(name)
@@ -692,7 +692,7 @@ class OrchApp(App[int]):
         return [
             f"{n} (restarting)" if waiting_to_restart(s) else n
             for n, s in self._run.steps.items()
-            if s.status in ACTIVE or waiting_to_restart(s)
+            if _is_live(s)
         ]
 
     def action_quit_app(self) -> None:
@@ -809,3 +809,9 @@ def make_app(
 ) -> OrchApp:
     """Build the app around a run (tests pass a runner with a fixed clock and sampler)."""
     return OrchApp(control, clock=clock, start=start, detachable=detachable)
+
+
+def _is_live(state: StepState) -> bool:
+    """Running, or a service about to start again: what quitting stops, and a row whose time
+    moves (redrawn about once a second: a duration, or what is left of a restart delay)."""
+    return state.status in ACTIVE or waiting_to_restart(state)

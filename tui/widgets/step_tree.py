@@ -36,6 +36,7 @@ from textual.widgets.tree import TreeNode
 from core.state import ACTIVE, FAILURES, Status, StepState
 from tui.format import (
     HEALTH_GLYPHS,
+    RESTARTING,
     count_key,
     format_duration,
     shown_health,
@@ -288,7 +289,9 @@ class StepTree(Tree[dict[str, Any]]):
         text = Text()
         text.append(status_icon(mark) + " ", style=status_style(mark))
         text.append(state.name, style="bold" if status in ACTIVE else "")
-        if state.started is not None:
+        if mark == RESTARTING and state.restart_due is not None:  # counted down, not its last run
+            text.append(" in " + format_duration(max(0.0, state.restart_due - now)), style="yellow")
+        elif state.started is not None:
             text.append(" " + format_duration((state.ended or now) - state.started), style="dim")
         if state.attempts - state.restarts > 1:  # the restarts have their own mark
             text.append(f" ×{state.attempts - state.restarts}", style="yellow")
