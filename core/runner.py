@@ -502,6 +502,9 @@ class Runner:
             run.stop_as, run.stop_reason = status, reason
         execution.stop(sig)
         self.loop.after(run.step.grace, lambda: self._kill(run, execution))
+        if not run.state.stopping:  # said: a service draining its connections takes a while
+            run.state.stopping = True
+            self._emit_status(run)
 
     def _stop_in_turn(self) -> None:
         """The run's end: stop the steps whose turn it is (core.stoporder: those no step

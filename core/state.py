@@ -145,6 +145,7 @@ class StepState(msgspec.Struct, kw_only=True, gc=False):
     restart_reason: str | None = None  # why the last time: "exit code 1", "unhealthy: ...", ...
     restarting: bool = False  # a service between two starts, waiting out its restart delay
     restart_due: float | None = None  # then when its next start is due (the run's clock)
+    stopping: bool = False  # this attempt was asked to end (its grace, then SIGKILL): not yet
     health: Health | None = None  # None: the step has no health checks
 
     def elapsed(self, now: float) -> float | None:

@@ -87,7 +87,7 @@ class StepRun(msgspec.Struct):
         state.started, state.ended, state.duration = now, None, None
         state.exit_code = state.signal = None
         state.reason = self.stop_as = self.stop_reason = self.end_cause = None
-        state.restart_due = None
+        state.restart_due, state.stopping = None, False
         state.health = None if self.step.health is None else Health.UNKNOWN
         self.ready = False
 
@@ -98,6 +98,7 @@ class StepRun(msgspec.Struct):
         state.ended = now
         state.duration = round(now - (state.started or now), 3)
         state.exit_code, state.signal = outcome.exit_code, outcome.signal
+        state.stopping = False
         if self.stop_as:
             status, state.reason = self.stop_as, self.stop_reason or outcome.error
             if execution is not None and execution.pid is None:

@@ -326,6 +326,31 @@ async def test_r_restarts_a_running_service_and_leaves_its_dependents_alone(orch
         assert len(_events_of(runner, "user", "step_started")) == 1
 
 
+async def test_a_step_asked_to_stop_says_so_until_it_has_ended(orch):
+    """k on a service that takes its grace to end (it ignores SIGTERM, or drains its
+    connections): its row said "● svc" (up) for the whole grace, as if k had done nothing.
+    It says "stopping" until it has ended, and so does ctl status."""
+    from tui.format import step_status_words
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: svc, type: shell, background: true, grace: 30,
+             run: "trap '' TERM; while true; do sleep 0.05; done"}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "svc", "ready")
+        await pilot.press("k")
+        await until(pilot, lambda: " stopping" in str(tree_label(app, "svc")), what="stopping")
+        assert str(tree_label(app, "svc")).startswith("● svc"), tree_label(app, "svc")
+        assert step_status_words(runner.snapshot().steps["svc"]) == "stopping"
+        runner.stop_run(force=True)  # not its 30 s of grace
+        await until_status(pilot, runner, "svc", "stopped")
+        await until(pilot, lambda: "stopping" not in str(tree_label(app, "svc")), what="ended")
+        assert step_status_words(runner.snapshot().steps["svc"]) == "stopped"
+
+
 async def test_a_stopped_service_is_not_marked_healthy(orch):
     """A healthy service the user stops (k): its row kept its green ♥ and ``ctl status`` /
     the summary said "bg; healthy; …" of a service that was not there any more."""

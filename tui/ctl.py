@@ -29,10 +29,10 @@ import msgspec
 from core.events import StepEvent, StepFinished
 from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
-from core.state import ENDED, FAILURES, RunState, waiting_to_restart
+from core.state import ENDED, FAILURES, RunState
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
-from tui.format import format_duration, service_note, state_words
+from tui.format import format_duration, service_note, state_words, step_status_words
 from tui.runs import daemon_listens, find_run, open_run, still_open
 
 if TYPE_CHECKING:
@@ -172,11 +172,7 @@ def _print_steps(state: RunState, now: float) -> None:
         rows.append(
             (
                 clean(step.name),
-                # a service waiting out its restart delay, as the tree's ↻ (not "pending", as
-                # a step that never ran)
-                "restarting"
-                if waiting_to_restart(step)
-                else str(step.status) + (" (allowed)" if step.allowed else ""),
+                step_status_words(step),
                 format_duration(elapsed) if elapsed is not None else "",
                 str(step.attempts),
                 ""

@@ -85,6 +85,17 @@ def status_word(status: str) -> str:
     return "timed out" if status == Status.TIMED_OUT else str(status)
 
 
+def step_status_words(step: StepState) -> str:
+    """A step's status as a listing's column says it (``ctl status``): as the tree marks it,
+    ``restarting`` for a service waiting out its restart delay (not ``pending``, as a step
+    that never ran), ``stopping`` while it is asked to end, ``failed (allowed)``."""
+    if waiting_to_restart(step):
+        return "restarting"
+    if step.stopping and step.status in ACTIVE:
+        return "stopping"
+    return str(step.status) + (" (allowed)" if step.allowed else "")
+
+
 def worth_saying(reason: str | None, status: str, exit_code: int | None, sig: int | None) -> bool:
     """Whether a reason adds to what the line says already ("exit code 1" does not)."""
     if not reason:

@@ -293,6 +293,8 @@ class StepTree(Tree[dict[str, Any]]):
             text.append(" in " + format_duration(max(0.0, state.restart_due - now)), style="yellow")
         elif state.started is not None:
             text.append(" " + format_duration((state.ended or now) - state.started), style="dim")
+        if state.stopping:
+            text.append(" stopping", style="yellow")
         if state.attempts - state.restarts > 1:  # the restarts have their own mark
             text.append(f" ×{state.attempts - state.restarts}", style="yellow")
         if state.restarts:
