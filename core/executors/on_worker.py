@@ -15,7 +15,6 @@ orch-tui installed (``pip install orch-tui[dask]``), which ``check_worker`` prov
 from __future__ import annotations
 
 import codecs
-import importlib
 import os
 import selectors
 import socket
@@ -62,6 +61,7 @@ class Job(Task, frozen=True, kw_only=True):
     step: PythonStep
     ctx: dict[str, Any]
     workspace: str  # the recipe's folder: python steps import from it
+    again: bool = False  # a later attempt: the module as its file is now (core.stepmodules)
 
 
 class ShellJob(Task, frozen=True, kw_only=True):
@@ -280,7 +280,9 @@ def run_step(job: Job) -> tuple[Outcome, int]:
     OutputRouting.acquire()
     OutputRouting.bind(publisher)
     try:
-        outcome = thread.call(lambda: call_step(job.step, ctx, publisher, stop.event))
+        outcome = thread.call(
+            lambda: call_step(job.step, ctx, publisher, stop.event, again=job.again)
+        )
     finally:
         returned.set()
         OutputRouting.bind(None)
@@ -379,11 +381,13 @@ def _pump(proc: subprocess.Popen[bytes], publisher: Publisher) -> int:
 def check_worker(workspace: str, modules: dict[str, str]) -> list[str]:
     """Run on every worker before the run starts: the steps' modules it cannot import
     (``{step: module}``), one line each."""
+    from core import stepmodules
+
     put_on_path(workspace)
     problems = []
     for step, module in modules.items():
         try:
-            importlib.import_module(module)
+            stepmodules.import_module(module)
         except BaseException as exc:  # a module may raise anything, SystemExit included
             problems.append(f"step {step!r}: cannot import {module}: {type(exc).__name__}: {exc}")
     return problems

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import stepmodules
 from core.recipe.problems import describe, show, suggest
 from core.recipe.workspace import workspace_problem
 
@@ -126,7 +127,7 @@ class _Seen:
     def module(self, name: str) -> Any:
         if name not in self.modules:
             try:
-                self.modules[name] = importlib.import_module(name)
+                self.modules[name] = stepmodules.import_module(name)
             except (Exception, SystemExit) as exc:
                 self.modules[name] = exc
         found = self.modules[name]
