@@ -65,7 +65,7 @@ from core.steplog import StepLog
 from core.steprun import MANUAL, StepRun, preselect
 from core.store import ResumePoint, RunStore
 from core.ticker import Ticker
-from core.watchdog import Watchdog, stop_group
+from core.watchdog import Watchdog, mark_this_process, stop_group
 from core.workers import Workers
 
 if TYPE_CHECKING:
@@ -102,10 +102,14 @@ class Runner:
         resource_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         cluster: Cluster | None = None,
+        own_process: bool = False,
     ) -> None:
         """``cluster``: the run's Dask cluster (core.cluster), already checked; the run
-        closes it when it ends."""
+        closes it when it ends. ``own_process``: the run is this process's only one (the run
+        daemon, a headless orch-tui): its marker goes in the process's environment
+        (``mark_this_process``), so what python steps start is the run's to stop."""
         self.recipe = recipe
+        self.own_process = own_process
         self.jobs = jobs or recipe.jobs or os.cpu_count() or 1
         self.interactive = interactive
         self.keep_alive = keep_alive
@@ -171,6 +175,8 @@ class Runner:
             self.watchdog.start()
             if self.cluster is not None and self.cluster.scratch is not None:
                 self.watchdog.own_folder(self.cluster.scratch)  # removed if the runner is killed
+            if self.own_process:  # after the watchdog's start: it is not the run's to stop
+                mark_this_process(str(self.run_dir))
             OutputRouting.acquire()
             routed = True
             self.store.start(
