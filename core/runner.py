@@ -23,6 +23,7 @@ failed step blocks its dependents and the runner waits for the user to retry or 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -84,6 +85,17 @@ _FAILS_THE_RUN = FAILURES | {Status.BLOCKED, Status.CANCELLED}
 class RunStartError(Exception):
     """The run could not start: a limit ran out (open files, processes: core.limits). Its
     message is one line for the user; nothing ran, and what the run had made is removed."""
+
+
+def _say_where_a_crash_was() -> None:
+    """A python step that crashes the interpreter (a segfault in a C extension, an abort)
+    takes the runner with it (README, Processes): Python's fault handler then writes the
+    crashing thread's stack, the step's file and line in it, to the runner's stderr (a
+    headless run's, the daemon's daemon.log) instead of nothing at all."""
+    import faulthandler
+
+    with contextlib.suppress(OSError, ValueError):  # no stderr at all: nowhere to say it
+        faulthandler.enable(file=2, all_threads=False)
 
 
 class Runner:
@@ -177,6 +189,7 @@ class Runner:
                 self.watchdog.own_folder(self.cluster.scratch)  # removed if the runner is killed
             if self.own_process:  # after the watchdog's start: it is not the run's to stop
                 mark_this_process(str(self.run_dir))
+                _say_where_a_crash_was()
             OutputRouting.acquire()
             routed = True
             self.store.start(
