@@ -946,3 +946,34 @@ def test_a_ctrl_c_as_the_cluster_starts_ends_the_run_without_tracebacks(tmp_path
         assert proc.returncode in (0, 130), text
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert list(temp.iterdir()) == []
+
+
+def test_a_big_ctx_shipped_to_a_worker_leaves_no_dask_warning_in_the_output(tmp_path: Path):
+    """A python step on a worker gets a copy of the ctx: an analyst's 12 MB of it made Dask
+    print six lines of ``UserWarning: Sending large graph of size 12.00 MiB ... Consider
+    loading the data with Dask directly`` into the run's output, unprefixed, about nothing the
+    user wrote. The step's copy is the contract (``reads:`` ships less): no warning."""
+    mod = write_module(
+        tmp_path,
+        """
+def fill(ctx):
+    ctx["big"] = "x" * (12 * 1024 * 1024)
+
+def use(ctx):
+    return len(ctx["big"])
+""",
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: fill, type: python, module: {mod}, function: fill, where: local}}
+      - {{name: use, type: python, module: {mod}, function: use, output: n}}
+    """,
+    )
+    result = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert "Warning" not in text and "large graph" not in text, text
+    run_dir = next((tmp_path / ".orch" / "runs").iterdir())
+    assert read_json(run_dir / "ctx.json")["n"] == 12 * 1024 * 1024
