@@ -184,11 +184,26 @@ def resolve(module: str, function: str, *, again: bool = False) -> Callable[...,
     return getattr(stepmodules.import_module(module), function)
 
 
+#: orch-tui's own code: core/ (the ctx's checks, a worker's recording ctx)
+_CORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
 def _from_the_step(exc: BaseException) -> TracebackType | None:
     """The traceback from the step's own code down: its first frame, ``call_step``'s, is
-    orch-tui's, and a user reading the log looks for their own file at the top."""
+    orch-tui's, and a user reading the log looks for their own file at the top. A value the
+    ctx refuses (ContextValueError) ends at the step's line that wrote it: the ctx's own
+    frames below it (five, eight on a worker) said nothing the error's line does not."""
     tb = exc.__traceback__
-    return tb.tb_next if tb is not None and tb.tb_next is not None else tb
+    tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
+    if isinstance(exc, ContextValueError):
+        last, here = None, tb
+        while here is not None:
+            if not here.tb_frame.f_code.co_filename.startswith(_CORE):
+                last = here
+            here = here.tb_next
+        if last is not None:
+            last.tb_next = None
+    return tb
 
 
 def call_step(
