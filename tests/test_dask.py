@@ -977,3 +977,38 @@ def use(ctx):
     assert "Warning" not in text and "large graph" not in text, text
     run_dir = next((tmp_path / ".orch" / "runs").iterdir())
     assert read_json(run_dir / "ctx.json")["n"] == 12 * 1024 * 1024
+
+
+def test_what_a_python_step_starts_on_a_worker_is_stopped_when_it_ends(tmp_path: Path):
+    """A python step on a dask-local worker that starts a process and returns: the process
+    once outlived the run, and held the run's stdout (the workers' own) open, so a headless
+    run read through a pipe did not end until it did. It is stopped as the step ends, as a
+    ``where: cluster`` shell step's group is, and its log says so."""
+    mod = write_module(
+        tmp_path,
+        """
+import subprocess
+
+def spawn(ctx):
+    child = subprocess.Popen(["sleep", "1000"])
+    with open("child.pid", "w") as f:
+        f.write(str(child.pid))
+""",
+    )
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: spawn, type: python, module: {mod}, function: spawn}}\n"
+    )
+    out = tmp_path / "out.txt"  # a file, not a pipe: the process once held a pipe open for good
+    try:
+        with out.open("wb") as sink:
+            proc = start_cli(
+                recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, stdout=sink
+            )
+            assert proc.wait(timeout=60) == 0, out.read_text() + proc.stderr.read().decode()
+        child = int((tmp_path / "child.pid").read_text())
+        assert_gone([child], timeout=1)
+        text = out.read_text()
+        assert "spawn | orch-tui: stopped 1 process the step left running" in text, text
+    finally:
+        if (tmp_path / "child.pid").exists():
+            kill_tree(int((tmp_path / "child.pid").read_text()))
