@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -234,6 +235,10 @@ class Cluster:
     def start(cls, spec: ExecutorSpec) -> Cluster:
         from distributed import Client
 
+        # A python step gets a copy of the ctx in its task (README: ``reads:`` ships less): a
+        # big one made Dask print six lines, "UserWarning: Sending large graph of size ...",
+        # into the run's output, unprefixed, about nothing the recipe wrote.
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
         if not _log.isEnabledFor(logging.DEBUG):  # Dask's INFO lines would crowd a CI log
             logging.getLogger("distributed").setLevel(logging.WARNING)
             events = logging.getLogger("distributed.event")

@@ -161,6 +161,7 @@ def _start(recipe, args: DaemonArgs):
             interactive=not args.exit_when_done,
             keep_alive=args.keep_alive,
             sampler=ResourceSampler(),
+            own_process=True,
         )
     except OSError as exc:
         if cluster is not None:

@@ -24,6 +24,7 @@ failed step blocks its dependents and the runner waits for the user to retry or 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -68,7 +69,7 @@ from core.steprun import MANUAL, StepRun, preselect
 from core.stoporder import StopOrder
 from core.store import ResumePoint, RunStore
 from core.ticker import Ticker
-from core.watchdog import Watchdog, stop_group
+from core.watchdog import Watchdog, mark_this_process, stop_group
 from core.workers import Workers
 
 if TYPE_CHECKING:
@@ -89,6 +90,17 @@ class RunStartError(Exception):
     message is one line for the user; nothing ran, and what the run had made is removed."""
 
 
+def _say_where_a_crash_was() -> None:
+    """A python step that crashes the interpreter (a segfault in a C extension, an abort)
+    takes the runner with it (README, Processes): Python's fault handler then writes the
+    crashing thread's stack, the step's file and line in it, to the runner's stderr (a
+    headless run's, the daemon's daemon.log) instead of nothing at all."""
+    import faulthandler
+
+    with contextlib.suppress(OSError, ValueError):  # no stderr at all: nowhere to say it
+        faulthandler.enable(file=2, all_threads=False)
+
+
 class Runner:
     def __init__(
         self,
@@ -105,10 +117,14 @@ class Runner:
         resource_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         cluster: Cluster | None = None,
+        own_process: bool = False,
     ) -> None:
         """``cluster``: the run's Dask cluster (core.cluster), already checked; the run
-        closes it when it ends."""
+        closes it when it ends. ``own_process``: the run is this process's only one (the run
+        daemon, a headless orch-tui): its marker goes in the process's environment
+        (``mark_this_process``), so what python steps start is the run's to stop."""
         self.recipe = recipe
+        self.own_process = own_process
         self.jobs = jobs or recipe.jobs or os.cpu_count() or 1
         self.interactive = interactive
         self.keep_alive = keep_alive
@@ -175,6 +191,9 @@ class Runner:
             self.watchdog.start()
             if self.cluster is not None and self.cluster.scratch is not None:
                 self.watchdog.own_folder(self.cluster.scratch)  # removed if the runner is killed
+            if self.own_process:  # after the watchdog's start: it is not the run's to stop
+                mark_this_process(str(self.run_dir))
+                _say_where_a_crash_was()
             OutputRouting.acquire()
             routed = True
             self.store.start(

@@ -38,8 +38,31 @@ if TYPE_CHECKING:  # the watchdog process itself imports no more than it uses: i
 KILL_WAIT = 2.0
 
 
+#: the environment variable that marks a run's processes (core.launch gives it to every step)
+MARKER = "ORCH_RUN_DIR"
+
+
 def _marker(run_dir: str) -> bytes:
-    return b"ORCH_RUN_DIR=" + os.fsencode(run_dir) + b"\x00"
+    return MARKER.encode() + b"=" + os.fsencode(run_dir) + b"\x00"
+
+
+def mark_this_process(run_dir: str) -> None:
+    """The run's marker in this process's own environment, for a process that holds one run
+    (the run daemon, a headless ``orch-tui``), once its watchdog runs (unmarked). A python step
+    runs in this process: what it starts (``subprocess.Popen``, a process pool) inherits the
+    marker, and is stopped at the end of the run, or by the watchdog, as a shell step's
+    leftovers are. What must outlive the run is started with ``unmarked_environ``."""
+    os.environ[MARKER] = run_dir
+
+
+def unmarked_environ() -> dict[str, str] | None:
+    """This process's environment without a run's marker, for a process that outlives the run
+    (a session's screen or tmux server); None when it has none: inherited as it is."""
+    if MARKER not in os.environ:
+        return None
+    env = dict(os.environ)
+    del env[MARKER]
+    return env
 
 
 def marked_pids(run_dir: str) -> list[int]:

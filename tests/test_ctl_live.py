@@ -947,3 +947,62 @@ def test_runs_lists_a_busy_daemon_live_and_ctl_finds_it(tmp_path, daemons, monke
     finally:
         os.kill(daemon.pid, signal.SIGCONT)
     assert [(r["id"], r["status"], r["live"]) for r in listed] == [(daemon.run_id, "running", True)]
+
+
+def test_a_retry_runs_the_step_module_as_edited_since_it_failed(tmp_path, daemons):
+    """An analyst's python step fails, they fix its module and retry it (``r``, ``ctl
+    retry``): the retry runs the fixed code. It once ran the module as imported when the run
+    started, failing again with the old error (its traceback showing the new source). An edit
+    that breaks the file fails the retry with its SyntaxError, naming file and line; fixed
+    once more, the next retry takes it."""
+    module = write_module(
+        tmp_path,
+        """
+        FAIL = True
+
+        def clean(ctx):
+            ctx.append("attempts", 1)
+            if FAIL:
+                raise ValueError("bug in clean")
+            return "fixed"
+        """,
+    )
+    source = tmp_path / f"{module}.py"
+    daemon = detach(
+        tmp_path,
+        daemons,
+        f"""
+        steps:
+          - {{name: clean, type: python, module: {module}, function: clean, output: result}}
+          - {{name: report, type: shell, expose: [result], run: 'echo "result=$result"'}}
+        """,
+    )
+    wait_for(lambda: status_of(daemon, "clean") == "failed", 10, "clean failed")
+
+    def retry_until_over(attempts: int) -> dict:
+        assert ctl(tmp_path, "retry", "clean").returncode == 0
+        wait_for(
+            lambda: (
+                read_state(daemon.run_dir)["steps"]["clean"]["attempts"] == attempts
+                and status_of(daemon, "clean") in ("failed", "succeeded")
+            ),
+            10,
+            f"attempt {attempts} over",
+        )
+        return read_state(daemon.run_dir)["steps"]["clean"]
+
+    source.write_text(source.read_text().replace('return "fixed"', 'return ("fixed"'))
+    broken = retry_until_over(2)
+    assert broken["status"] == "failed"
+    assert broken["reason"].startswith("SyntaxError"), broken["reason"]
+    log = (daemon.run_dir / "logs" / "clean.log").read_text()
+    assert f'{source}", line 7' in log.split("--- attempt 2 ---")[1]
+
+    source.write_text(source.read_text().replace('("fixed"', '"fixed"').replace("True", "False"))
+    fixed = retry_until_over(3)
+    assert fixed["status"] == "succeeded", fixed
+    assert ctl(tmp_path, "wait").returncode == 0
+    assert json.loads(ctl(tmp_path, "ctx", "result").stdout) == "fixed"
+    assert status_of(daemon, "report") == "succeeded"
+    assert ctl(tmp_path, "close").returncode == 0
+    assert_gone([daemon.pid], timeout=20)

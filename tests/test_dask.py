@@ -946,3 +946,69 @@ def test_a_ctrl_c_as_the_cluster_starts_ends_the_run_without_tracebacks(tmp_path
         assert proc.returncode in (0, 130), text
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert list(temp.iterdir()) == []
+
+
+def test_a_big_ctx_shipped_to_a_worker_leaves_no_dask_warning_in_the_output(tmp_path: Path):
+    """A python step on a worker gets a copy of the ctx: an analyst's 12 MB of it made Dask
+    print six lines of ``UserWarning: Sending large graph of size 12.00 MiB ... Consider
+    loading the data with Dask directly`` into the run's output, unprefixed, about nothing the
+    user wrote. The step's copy is the contract (``reads:`` ships less): no warning."""
+    mod = write_module(
+        tmp_path,
+        """
+def fill(ctx):
+    ctx["big"] = "x" * (12 * 1024 * 1024)
+
+def use(ctx):
+    return len(ctx["big"])
+""",
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: fill, type: python, module: {mod}, function: fill, where: local}}
+      - {{name: use, type: python, module: {mod}, function: use, output: n}}
+    """,
+    )
+    result = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert "Warning" not in text and "large graph" not in text, text
+    run_dir = next((tmp_path / ".orch" / "runs").iterdir())
+    assert read_json(run_dir / "ctx.json")["n"] == 12 * 1024 * 1024
+
+
+def test_what_a_python_step_starts_on_a_worker_is_stopped_when_it_ends(tmp_path: Path):
+    """A python step on a dask-local worker that starts a process and returns: the process
+    once outlived the run, and held the run's stdout (the workers' own) open, so a headless
+    run read through a pipe did not end until it did. It is stopped as the step ends, as a
+    ``where: cluster`` shell step's group is, and its log says so."""
+    mod = write_module(
+        tmp_path,
+        """
+import subprocess
+
+def spawn(ctx):
+    child = subprocess.Popen(["sleep", "1000"])
+    with open("child.pid", "w") as f:
+        f.write(str(child.pid))
+""",
+    )
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: spawn, type: python, module: {mod}, function: spawn}}\n"
+    )
+    out = tmp_path / "out.txt"  # a file, not a pipe: the process once held a pipe open for good
+    try:
+        with out.open("wb") as sink:
+            proc = start_cli(
+                recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, stdout=sink
+            )
+            assert proc.wait(timeout=60) == 0, out.read_text() + proc.stderr.read().decode()
+        child = int((tmp_path / "child.pid").read_text())
+        assert_gone([child], timeout=1)
+        text = out.read_text()
+        assert "spawn | orch-tui: stopped 1 process the step left running" in text, text
+    finally:
+        if (tmp_path / "child.pid").exists():
+            kill_tree(int((tmp_path / "child.pid").read_text()))

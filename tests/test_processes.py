@@ -20,10 +20,12 @@ import pytest
 from tests.conftest import (
     PY,
     ROOT,
+    TMUX,
     User,
     alive,
     assert_gone,
     descendants,
+    end_daemon,
     kill_tree,
     marked,
     only_run_dir,
@@ -31,6 +33,7 @@ from tests.conftest import (
     read_state,
     run_cli,
     start_cli,
+    start_detached,
     wait_for,
     write_module,
     write_recipe,
@@ -631,3 +634,113 @@ def test_a_sigkilled_runners_space_reserve_is_given_back_by_its_watchdog(tmp_pat
         wait_for(lambda: not reserve.exists(), 5, "the reserve given back")
     finally:
         kill_tree(proc, pids)
+
+
+#: A python step that starts a process and returns, leaving it running (its pid in child.pid).
+LITTERING_STEP = """
+import subprocess
+
+def run(ctx):
+    child = subprocess.Popen(["sleep", "1000"])
+    with open("child.pid", "w") as f:
+        f.write(str(child.pid))
+"""
+
+
+def test_what_a_python_step_started_is_stopped_at_the_end_of_the_run(tmp_path, tmux_socket):
+    """A python step runs in the runner's process: a process it starts and leaves running
+    (``subprocess.Popen``) once outlived the run, found by nothing (``sleep`` left after every
+    nightly run). The runner now carries the run's marker, so it is stopped with the other
+    steps' leftovers; a session the run creates, meant to outlive it, does not get the marker
+    and is left. (Holding the runner's stdout, it also kept ``orch-tui R --no-ui | tee log``
+    from ever ending.)"""
+    module = write_module(tmp_path, LITTERING_STEP)
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: spawns, type: python, module: {module}}}
+          - name: lab
+            type: session
+            backend: tmux
+            socket: {tmux_socket}
+            action: create
+            session: lab
+          - {{name: next, type: shell, run: echo next}}
+        """,
+    )
+    try:
+        result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+        child = read_pid(tmp_path / "child.pid")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "stopped 1 process that steps left running" in result.stdout, result.stdout
+        assert_gone([child], timeout=1)
+        assert marked(only_run_dir(tmp_path)) == []
+        session = [TMUX, "-L", tmux_socket, "has-session", "-t", "=lab"]
+        assert subprocess.run(session, capture_output=True).returncode == 0, "the session is gone"
+    finally:
+        if (tmp_path / "child.pid").exists():
+            kill_tree(read_pid(tmp_path / "child.pid"))
+
+
+def test_what_a_python_step_started_is_stopped_when_the_runner_is_killed(tmp_path):
+    """The same process, its runner SIGKILLed: the watchdog's clean-up finds it by the run's
+    marker (it once reparented to init and ran on)."""
+    module = write_module(tmp_path, LITTERING_STEP)
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: spawns, type: python, module: {module}}}
+          - {{name: other, type: shell, run: echo $$ > other.pid; exec sleep 1000}}
+        """,
+    )
+    proc = start_cli(recipe, "--no-ui", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        pids = [read_pid(tmp_path / "child.pid"), read_pid(tmp_path / "other.pid")]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+        assert_gone(pids, timeout=8)
+    finally:
+        kill_tree(proc, pids)
+
+
+#: A python step that crashes the interpreter, as a C extension's bug does (once ``go`` exists).
+CRASHING_STEP = """
+import ctypes, os, time
+
+def crash(ctx):
+    while not os.path.exists("go"):
+        time.sleep(0.02)
+    ctypes.string_at(0)
+"""
+
+
+@pytest.mark.parametrize("where", ["headless", "daemon"])
+def test_a_python_step_that_crashes_the_runner_says_where(tmp_path, where):
+    """A segfault in a python step takes the runner with it (a known limit): it once did so in
+    silence, the headless output stopping short with exit 139 and the app's "see daemon.log"
+    pointing to an empty file. Python's fault handler now writes the crashing stack there,
+    the step's own file and line in it."""
+    module = write_module(tmp_path, CRASHING_STEP)
+    recipe = write_recipe(
+        tmp_path,
+        f"steps:\n  - {{name: crashes, type: python, module: {module}, function: crash}}\n",
+    )
+    (tmp_path / "go").touch()
+    if where == "headless":
+        result = run_cli(recipe, "--no-ui", cwd=tmp_path)
+        assert result.returncode == -signal.SIGSEGV, result.stdout + result.stderr
+        said = result.stderr
+    else:
+        (tmp_path / "go").unlink()
+        daemon = start_detached(recipe, cwd=tmp_path)
+        try:
+            (tmp_path / "go").touch()
+            assert_gone([daemon.pid], timeout=10)
+        finally:
+            end_daemon(daemon)
+        said = (daemon.run_dir / "daemon.log").read_text()
+    assert "Fatal Python error: Segmentation fault" in said, said
+    assert f'{tmp_path / module}.py", line 6 in crash' in said, said

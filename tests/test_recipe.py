@@ -955,7 +955,7 @@ def test_python_import_problems(ws: Path) -> None:
     error = errors(path)
     by_step = {p.step: p for p in error.problems}
     assert "ModuleNotFoundError" in by_step["missing"].message and by_step["missing"].line == 3
-    assert by_step["broken"].message.endswith("RuntimeError: boom at import")
+    assert by_step["broken"].message.endswith(f"RuntimeError: boom at import (at {broken}.py:1)")
     assert by_step["broken"].line == 6
     assert "has no function 'rnu' (did you mean 'run'?)" in by_step["nofunc"].message
     assert by_step["nofunc"].line == 10
@@ -972,13 +972,16 @@ def test_python_import_problems(ws: Path) -> None:
 
 def test_a_module_that_fails_to_import_is_run_once_and_named_for_each_step(ws: Path) -> None:
     """Checking imports the steps' modules: one that fails runs its code once per check (its
-    side effects once, like a module that imports fine), and each step using it is told."""
+    side effects once, like a module that imports fine), and each step using it is told, with
+    the file and line that raised (once only "RuntimeError: boom": which file said it was the
+    analyst's to find)."""
     ran = ws / "ran.txt"
     broken = module(ws, f"open({str(ran)!r}, 'a').write('x')\nraise RuntimeError('boom')\n")
     steps = "".join(f"- {{name: s{i}, type: python, module: {broken}}}\n" for i in range(3))
     problems = errors(write(ws, steps)).problems
     assert [(p.step, p.line, p.message) for p in problems] == [
-        (f"s{i}", i + 1, f"cannot import module '{broken}': RuntimeError: boom") for i in range(3)
+        (f"s{i}", i + 1, f"cannot import module '{broken}': RuntimeError: boom (at {broken}.py:2)")
+        for i in range(3)
     ]
     assert ran.read_text() == "x"
 
@@ -1390,3 +1393,32 @@ def test_two_sessions_logging_to_one_file_is_a_recipe_error(ws: Path) -> None:
     assert "step 'a' (line 2)" in lines[0], lines
     assert lines[1].startswith("r.yaml:5:") and "step 'c'" in lines[1], lines
     assert "Traceback" not in result.stderr
+
+
+def test_an_import_error_names_the_workspace_file_and_line_that_raised(ws: Path) -> None:
+    """A step's module importing a helper that fails, or a package not installed, or edited into
+    a syntax error: the problem names where, relative to the workspace (a SyntaxError's own
+    text named the file without its folder); a module that does not exist names no place."""
+    ana = f"ana_{uuid.uuid4().hex[:8]}"  # in-process checks share sys.modules: a name of its own
+    (ws / ana / "sub").mkdir(parents=True)
+    (ws / ana / "__init__.py").write_text("")
+    (ws / ana / "sub" / "__init__.py").write_text("")
+    (ws / ana / "sub" / "deep.py").write_text("x = 1\nraise RuntimeError('config missing')\n")
+    (ws / ana / "helper.py").write_text(f"import {ana}.sub.deep\n")
+    (ws / ana / "needs.py").write_text("import os\nimport not_installed_anywhere\n")
+    (ws / ana / "broken.py").write_text("def f(ctx):\n    return 1 +\n")
+    steps = "".join(
+        f"- {{name: {m}, type: python, module: {ana}.{m}, function: f}}\n"
+        for m in ("helper", "needs", "broken", "absent")
+    )
+    messages = {p.step: p.message for p in errors(write(ws, steps)).problems}
+    assert messages == {
+        "helper": f"cannot import module '{ana}.helper': RuntimeError: config missing"
+        f" (at {ana}/sub/deep.py:2)",
+        "needs": f"cannot import module '{ana}.needs': ModuleNotFoundError: No module named"
+        f" 'not_installed_anywhere' (at {ana}/needs.py:2)",
+        "broken": f"cannot import module '{ana}.broken': SyntaxError: invalid syntax"
+        f" (at {ana}/broken.py:2)",
+        "absent": f"cannot import module '{ana}.absent': ModuleNotFoundError: No module named"
+        f" '{ana}.absent'",
+    }

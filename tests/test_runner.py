@@ -521,6 +521,12 @@ def test_non_json_ctx_value_fails_the_step_naming_the_key(tmp_path):
     assert "widget" in log
     assert result.steps["after"]["status"] == "blocked"
     assert result.ctx == {"fine": 1}, "ctx.json still holds what was valid"
+    # the traceback ends at the step's line that wrote the value: the ctx's own frames (five
+    # of core/context.py's, once) say nothing the error's line does not
+    lines = log.splitlines()
+    assert lines[-3:-1] == ['    ctx["widget"] = object()', "    ~~~^^^^^^^^^^"], log
+    assert lines[-1].startswith("core.context.ContextValueError: ctx['widget']"), log
+    assert "core/context.py" not in log, log
 
 
 def test_non_json_return_value_with_output_fails_naming_the_key(tmp_path):

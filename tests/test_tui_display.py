@@ -118,6 +118,35 @@ async def test_ctx_numbers_keep_every_digit_and_epoch_times_show_their_date(orch
         assert str(rows[-1].label) == "[29]: [1795980029.0 (2026-11-29 19:20:29), 7.25]"
 
 
+async def test_a_ctx_key_with_a_newline_or_of_300_characters_still_shows_its_value(orch, tmp_path):
+    """Keys are any text a step chose. A key with a newline drew its first part alone (``├
+    new``: the rest of the row, its value, lost below), and a 300-character key filled the
+    row, its value past the pane's edge. Each is now one row: the newline shown as ``\\n``, a
+    long key cut with an ellipsis before its value."""
+    from tui.widgets import CtxInspector
+
+    module = write_module(
+        tmp_path,
+        """
+        def run(ctx):
+            ctx["new\\nline"] = 6
+            ctx["tab\\there"] = 7
+            ctx["k" * 300] = 5
+        """,
+    )
+    app, runner = orch(f"steps:\n  - {{name: fill, type: python, module: {module}}}\n")
+    async with app.run_test(size=tui_helpers.SIZE) as pilot:
+        await until_status(pilot, runner, "fill", "succeeded")
+        inspector = app.query_one(CtxInspector)
+        await until(pilot, lambda: len(inspector._key_nodes) == 3, what="the ctx keys")
+        await pilot.pause()
+        drawn = _drawn(inspector)
+        assert "new\\nline: 6" in drawn, drawn
+        assert "tab\\there: 7" in drawn, drawn
+        long_row = next(line for line in drawn.splitlines() if "kkkk" in line)
+        assert "…: 5" in long_row, long_row
+
+
 # ------------------------------------------------------------------------------ 80x24
 HELP_RECIPE = "steps:\n  - {name: build, type: shell, run: echo built}\n"
 

@@ -571,7 +571,7 @@ def _run_headless(recipe, args: argparse.Namespace, resume: ResumePoint | None) 
 
     if not args.debug:  # --debug: a python step's breakpoint() gets the terminal
         _stdin_to_devnull()
-    runner = make_runner(recipe, args, resume)
+    runner = make_runner(recipe, args, resume, own_process=True)
     reporter = HeadlessReporter(LocalControl(runner), stream=sys.stdout)
     interrupts = 0
 

@@ -57,6 +57,7 @@ class DaskExecution:
         self.step, self.log, self.context, self.on_exit = step, log, context, on_exit
         self.cluster: Cluster = context.cluster
         self.key = self.cluster.task_key(step.name, attempt)
+        self.attempt = attempt
         self._stop_name = f"{self.key}-stop"
         self._future: Any = None
         self._received = threading.Condition()
@@ -93,7 +94,13 @@ class DaskExecution:
         assert step.type == "python"
         snapshot, self._base = self.context.ctx.snapshot_at(step.reads)
         workspace = str(self.context.launcher.recipe.workspace)
-        return run_step, Job(step=step, ctx=snapshot, workspace=workspace, **self._names())
+        return run_step, Job(
+            step=step,
+            ctx=snapshot,
+            workspace=workspace,
+            again=self.attempt > 1,
+            **self._names(),
+        )
 
     def _shell_job(self) -> tuple[Callable[[ShellJob], Any], ShellJob]:
         step, launcher = self.step, self.context.launcher

@@ -15,7 +15,7 @@ orch-tui installed (``pip install orch-tui[dask]``), which ``check_worker`` prov
 from __future__ import annotations
 
 import codecs
-import importlib
+import contextlib
 import os
 import selectors
 import socket
@@ -62,6 +62,7 @@ class Job(Task, frozen=True, kw_only=True):
     step: PythonStep
     ctx: dict[str, Any]
     workspace: str  # the recipe's folder: python steps import from it
+    again: bool = False  # a later attempt: the module as its file is now (core.stepmodules)
 
 
 class ShellJob(Task, frozen=True, kw_only=True):
@@ -277,16 +278,61 @@ def run_step(job: Job) -> tuple[Outcome, int]:
 
     stop = StopWatch(job.stop, on_stop=on_stop)
     stop.event()  # watched whether the step asks for it: one ignoring it held the worker for good
+    # one thread: every process this worker starts meanwhile is the step's (README, Dask)
+    alone = getattr(getattr(worker, "state", None), "nthreads", 0) == 1
+    before = _children() if alone else None
     OutputRouting.acquire()
     OutputRouting.bind(publisher)
     try:
-        outcome = thread.call(lambda: call_step(job.step, ctx, publisher, stop.event))
+        outcome = thread.call(
+            lambda: call_step(job.step, ctx, publisher, stop.event, again=job.again)
+        )
     finally:
         returned.set()
         OutputRouting.bind(None)
         OutputRouting.release()
         stop.close()
+        if before is not None:
+            _stop_left(before, job.step.grace, publisher)
     return outcome, publisher.close()
+
+
+def _children() -> dict[int, float]:
+    """This worker's descendants now: pid -> start time."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            found[child.pid] = child.create_time()
+    return found
+
+
+def _stop_left(before: dict[int, float], grace: float, publisher: Publisher) -> None:
+    """What a python step started on this worker and left running (``subprocess.Popen``):
+    SIGTERM, ``grace``, SIGKILL, as a shell step's group here; no run's end comes to the worker
+    to do it. It once outlived the run, and held the run's stdout (the workers' own) open, so
+    ``orch-tui R --executor dask-local://2 --no-ui | tee log`` waited for it to end. Each is
+    signalled only while it is the process found (psutil checks its start time)."""
+    import psutil
+
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if before.get(child.pid) != child.create_time():
+                left.append(child)
+    if not left:
+        return
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(left, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=2)
+    plural = "es" if len(left) > 1 else ""
+    publisher.write_text(f"orch-tui: stopped {len(left)} process{plural} the step left running\n")
 
 
 def run_shell(job: ShellJob) -> tuple[Outcome, int]:
@@ -379,11 +425,13 @@ def _pump(proc: subprocess.Popen[bytes], publisher: Publisher) -> int:
 def check_worker(workspace: str, modules: dict[str, str]) -> list[str]:
     """Run on every worker before the run starts: the steps' modules it cannot import
     (``{step: module}``), one line each."""
+    from core import stepmodules
+
     put_on_path(workspace)
     problems = []
     for step, module in modules.items():
         try:
-            importlib.import_module(module)
+            stepmodules.import_module(module)
         except BaseException as exc:  # a module may raise anything, SystemExit included
             problems.append(f"step {step!r}: cannot import {module}: {type(exc).__name__}: {exc}")
     return problems

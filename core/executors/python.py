@@ -8,7 +8,6 @@ real streams as before).
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 import sys
@@ -17,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from core import stepmodules
 from core.context import Context, ContextValueError
 from core.executors.base import LaunchContext, OnExit, Outcome
 from core.recipe import PythonStep, Step
@@ -176,26 +176,51 @@ def _named_parameters(fn: Callable[..., Any]) -> frozenset[str]:
     return names
 
 
-def resolve(module: str, function: str) -> Callable[..., Any]:
-    return getattr(importlib.import_module(module), function)
+def resolve(module: str, function: str, *, again: bool = False) -> Callable[..., Any]:
+    """The step's function; ``again`` (a later attempt): from its module as its file is now
+    (core.stepmodules)."""
+    if again:
+        return getattr(stepmodules.current_module(module), function)
+    return getattr(stepmodules.import_module(module), function)
+
+
+#: orch-tui's own code: core/ (the ctx's checks, a worker's recording ctx)
+_CORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _from_the_step(exc: BaseException) -> TracebackType | None:
     """The traceback from the step's own code down: its first frame, ``call_step``'s, is
-    orch-tui's, and a user reading the log looks for their own file at the top."""
+    orch-tui's, and a user reading the log looks for their own file at the top. A value the
+    ctx refuses (ContextValueError) ends at the step's line that wrote it: the ctx's own
+    frames below it (five, eight on a worker) said nothing the error's line does not."""
     tb = exc.__traceback__
-    return tb.tb_next if tb is not None and tb.tb_next is not None else tb
+    tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
+    if isinstance(exc, ContextValueError):
+        last, here = None, tb
+        while here is not None:
+            if not here.tb_frame.f_code.co_filename.startswith(_CORE):
+                last = here
+            here = here.tb_next
+        if last is not None:
+            last.tb_next = None
+    return tb
 
 
 def call_step(
-    step: PythonStep, ctx: Any, sink: Any, stop_event: Callable[[], threading.Event]
+    step: PythonStep,
+    ctx: Any,
+    sink: Any,
+    stop_event: Callable[[], threading.Event],
+    *,
+    again: bool = False,
 ) -> Outcome:
     """``function(ctx, **params)`` with ``stop`` and ``log`` when its signature names them, its
     return value stored in ``output``; how it ended as an Outcome. ``sink`` (``write_text``) takes
     the traceback and the log lines. Shared by the runner's threads and the Dask workers
-    (core.executors.on_worker), so a step behaves alike wherever it runs."""
+    (core.executors.on_worker), so a step behaves alike wherever it runs. ``again``: a later
+    attempt, which runs the module as it is on disk now (edited since: reloaded)."""
     try:
-        fn = resolve(step.module or "", step.function)
+        fn = resolve(step.module or "", step.function, again=again)
         kwargs = dict(step.params)
         wanted = _named_parameters(fn)
         if "stop" in wanted:
@@ -383,9 +408,16 @@ class PythonExecution:
     kill_abandons = True
 
     def __init__(
-        self, step: Step, ctx: Context, log: StepLog, workers: Workers, on_exit: OnExit
+        self,
+        step: Step,
+        ctx: Context,
+        log: StepLog,
+        workers: Workers,
+        on_exit: OnExit,
+        attempt: int = 1,
     ) -> None:
         self.step = step
+        self.attempt = attempt
         self.ctx = ctx
         self.log = log
         self.workers = workers
@@ -399,7 +431,7 @@ class PythonExecution:
     def create(
         cls, step: Step, log: StepLog, attempt: int, context: LaunchContext, on_exit: OnExit
     ) -> PythonExecution:
-        return cls(step, context.ctx, log, context.workers, on_exit)
+        return cls(step, context.ctx, log, context.workers, on_exit, attempt)
 
     def start(self) -> None:
         self.workers.submit(self._run)
@@ -416,7 +448,9 @@ class PythonExecution:
 
     def _call(self) -> Outcome:
         return self._thread.call(
-            lambda: call_step(self.step, self.ctx, self.log, lambda: self.stop_event)
+            lambda: call_step(
+                self.step, self.ctx, self.log, lambda: self.stop_event, again=self.attempt > 1
+            )
         )
 
     @property

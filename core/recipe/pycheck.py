@@ -10,12 +10,14 @@ before it starts, and from then on the workspace stays first on the path for the
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import stepmodules
 from core.recipe.problems import describe, show, suggest
 from core.recipe.workspace import workspace_problem
 
@@ -74,10 +76,41 @@ def check_python_steps(check: Validator, drafts: list[Draft | None], workspace: 
         )
         check.report(message, first.trail + ("module",), first.who)
         return
-    seen = _Seen()
+    seen = _Seen(workspace)
     with _on_path(workspace):
         for d in python:
             _check_function(check, d, seen)
+
+
+def _importing(filename: str) -> bool:
+    """A frame of the import machinery (importlib's, orch-tui's), not of the module imported."""
+    return (
+        filename.startswith("<frozen ")
+        or filename in (__file__, stepmodules.__file__)
+        or os.path.dirname(filename) == os.path.dirname(importlib.__file__)
+    )
+
+
+def _raised_at(exc: BaseException, workspace: Path) -> str:
+    """Where importing a module failed, `` (at ana/sub/deep.py:2)``: the file and line that
+    raised (a SyntaxError: the line it found), relative to the workspace when it is in it; ""
+    when only the import machinery is on the traceback (a module that does not exist). Once,
+    "RuntimeError: config missing" left the analyst to find which of their modules said it."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        filename, line = exc.filename, exc.lineno
+    else:
+        tb, found = exc.__traceback__, None
+        while tb is not None:
+            if not _importing(tb.tb_frame.f_code.co_filename):
+                found = tb
+            tb = tb.tb_next
+        if found is None:
+            return ""
+        filename, line = found.tb_frame.f_code.co_filename, found.tb_lineno
+    path = Path(filename)
+    if path.is_relative_to(workspace):
+        path = path.relative_to(workspace)
+    return f" (at {path}:{line})"
 
 
 class _Callee:
@@ -119,14 +152,15 @@ class _Seen:
     by id, as a callable object need not be hashable; each is kept with its _Callee, so its id
     cannot be reused meanwhile."""
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
         self.modules: dict[str, Any] = {}  # the module, or the exception importing it raised
         self.callees: dict[int, tuple[Any, _Callee | None]] = {}
 
     def module(self, name: str) -> Any:
         if name not in self.modules:
             try:
-                self.modules[name] = importlib.import_module(name)
+                self.modules[name] = stepmodules.import_module(name)
             except (Exception, SystemExit) as exc:
                 self.modules[name] = exc
         found = self.modules[name]
@@ -152,7 +186,10 @@ def _check_function(check: Validator, d: Draft, seen: _Seen) -> None:
     try:
         mod = seen.module(module)
     except (Exception, SystemExit) as exc:
-        check.report(f"cannot import module '{module}': {describe(exc)}", at_module, d.who)
+        # a SyntaxError's own text names the file without its folder: the place says it whole
+        said = f"SyntaxError: {exc.msg}" if isinstance(exc, SyntaxError) else describe(exc)
+        where = _raised_at(exc, seen.workspace)
+        check.report(f"cannot import module '{module}': {said}{where}", at_module, d.who)
         return
     if "function" in d.data and "function" not in d.values:
         return  # already reported as a bad value

@@ -63,6 +63,7 @@ from core.sessions.base import (
     wait_until,
     without_blank_rows,
 )
+from core.watchdog import unmarked_environ
 
 _SOCKET_DIR_RE = re.compile(r"(?:\d+ Sockets? in|No Sockets found in) (.+?)\.?$")
 _TARGET_RE = re.compile(r"(\d+)\.(.+)")
@@ -326,7 +327,8 @@ class ScreenBackend(SessionBackend):
         args = ["-dmS", name]
         if log is not None:
             args = ["-L", "-Logfile", _escape_log_path(log), *args]
-        result = self._run(args, env={**os.environ, **env}, cwd=cwd)
+        # the session outlives the run: its server does not carry the run's marker
+        result = self._run(args, env={**(unmarked_environ() or os.environ), **env}, cwd=cwd)
         if result.returncode != 0:
             detail = (result.stdout + result.stderr).strip().replace("\r", "")
             raise SessionError(f"screen could not create session '{name}': {detail}")

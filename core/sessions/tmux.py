@@ -38,6 +38,7 @@ from core.sessions.base import (
     wait_until,
     without_blank_rows,
 )
+from core.watchdog import unmarked_environ
 
 _SOCKET_NAME_RE = re.compile(SOCKET_NAME_PATTERN)
 _FIELDS = "#{session_attached}|#{session_created}|#{pane_pid}|#{@orch_run_id}|#{session_name}"
@@ -49,6 +50,8 @@ _NO_SERVER = (
 )
 #: characters per send-keys: a tmux command must fit in one message
 _SEND_CHUNK = 2000
+#: seconds a `new-session` may take (it may start the server): a hung one fails the step
+NEW_SESSION_TIMEOUT = 30.0
 #: tmux sets these for the session's own shell; copies of the caller's would point elsewhere
 _SERVER_OWNED_ENV = frozenset({"TMUX", "TMUX_PANE"})
 #: the bytes of a log path that go into pipe-pane's command as they are
@@ -144,9 +147,12 @@ class TmuxBackend(SessionBackend):
             raise _failure(name, args[0], code, err)
         return out
 
-    def _cmd_bounded(self, timeout: float, *args: str) -> subprocess.CompletedProcess[str]:
+    def _cmd_bounded(
+        self, timeout: float, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """`_cmd` for a caller that must not hang with the server (libtmux waits forever): the
-        client is killed after `timeout` seconds (SessionError)."""
+        client is killed after `timeout` seconds (SessionError). `env`: the client's
+        environment (default: this process's)."""
         argv = [self._require_binary(), *(["-L", self.socket] if self.socket else []), *args]
         try:
             return subprocess.run(
@@ -156,6 +162,7 @@ class TmuxBackend(SessionBackend):
                 encoding="utf-8",
                 errors="replace",
                 timeout=timeout,
+                env=env,
             )
         except subprocess.TimeoutExpired:
             raise SessionError(f"tmux {args[0]} did not answer in {timeout:g} s") from None
@@ -204,7 +211,10 @@ class TmuxBackend(SessionBackend):
         for key, value in env.items():
             if key not in _SERVER_OWNED_ENV:
                 args += ["-e", f"{key}={value}"]
-        code, _, err = self._cmd(*args)
+        # the session outlives the run: the server this may start, whose environment its
+        # shells get, does not carry the run's marker
+        result = self._cmd_bounded(NEW_SESSION_TIMEOUT, *args, env=unmarked_environ())
+        code, err = result.returncode, result.stderr.splitlines()
         if code != 0:
             detail = err[0] if err else f"exit code {code}"
             raise SessionError(f"tmux could not create session '{name}': {detail}")

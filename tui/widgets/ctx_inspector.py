@@ -27,6 +27,7 @@ TAIL_ROWS = 20
 MAX_CHILDREN = 50
 MAX_DEPTH = 6
 MAX_SCALAR = 120
+MAX_KEY = 60
 EPOCH_FROM = 946_684_800  # 2000-01-01 UTC
 EPOCH_TO = 4_102_444_800  # 2100-01-01 UTC
 
@@ -79,8 +80,19 @@ def _compact_row(values: list[Any]) -> Text:
     return text
 
 
+def _key_text(key: str) -> str:
+    """A key as one row's text: a key is any text a step chose. A newline, return or tab in it
+    is shown as JSON writes it (a newline once broke the row: its value drawn on a line the
+    tree never shows), other controls are removed, and a key past MAX_KEY characters is cut
+    with an ellipsis, so its value stays in view."""
+    text = str(key)
+    if not text.isprintable():
+        text = clean(text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
+    return text if len(text) <= MAX_KEY else text[: MAX_KEY - 1] + "…"
+
+
 def _key_label(key: str, value: Any, *, length: int | None = None) -> Text:
-    label = Text(clean(str(key)), style="bold")  # a key is any text a step chose
+    label = Text(_key_text(key), style="bold")
     if isinstance(value, dict):
         label.append(f" {{{len(value)}}}", style="dim")
     elif isinstance(value, list) or length is not None:
