@@ -143,3 +143,17 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def say_where_a_crash_is() -> None:
+    """A crash of the interpreter (a segfault in a C extension, an abort: a python step's
+    module as the recipe is checked, the step as it runs) takes orch-tui with it: Python's
+    fault handler then writes the crashing thread's stack, the module's file and line in it,
+    to stderr (a headless run's or the command's terminal, the daemon's daemon.log) instead of
+    nothing at all ("Segmentation fault", exit 139, and a daemon.log left empty)."""
+    import faulthandler
+
+    try:
+        faulthandler.enable(file=2, all_threads=False)
+    except (OSError, ValueError):  # no stderr at all: nowhere to say it
+        pass

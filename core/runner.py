@@ -24,7 +24,6 @@ failed step blocks its dependents and the runner waits for the user to retry or 
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import signal
@@ -48,7 +47,7 @@ from core.executors.python import OutputRouting
 from core.health import HealthMonitor, make_probe
 from core.launch import Launcher
 from core.limits import limit_words
-from core.log import DEBUG, get_logger
+from core.log import DEBUG, get_logger, say_where_a_crash_is
 from core.loop import MessageLoop
 from core.reactor import OutputReactor
 from core.readiness import Readiness
@@ -88,17 +87,6 @@ _FAILS_THE_RUN = FAILURES | {Status.BLOCKED, Status.CANCELLED}
 class RunStartError(Exception):
     """The run could not start: a limit ran out (open files, processes: core.limits). Its
     message is one line for the user; nothing ran, and what the run had made is removed."""
-
-
-def _say_where_a_crash_was() -> None:
-    """A python step that crashes the interpreter (a segfault in a C extension, an abort)
-    takes the runner with it (README, Processes): Python's fault handler then writes the
-    crashing thread's stack, the step's file and line in it, to the runner's stderr (a
-    headless run's, the daemon's daemon.log) instead of nothing at all."""
-    import faulthandler
-
-    with contextlib.suppress(OSError, ValueError):  # no stderr at all: nowhere to say it
-        faulthandler.enable(file=2, all_threads=False)
 
 
 class Runner:
@@ -193,7 +181,7 @@ class Runner:
                 self.watchdog.own_folder(self.cluster.scratch)  # removed if the runner is killed
             if self.own_process:  # after the watchdog's start: it is not the run's to stop
                 mark_this_process(str(self.run_dir))
-                _say_where_a_crash_was()
+                say_where_a_crash_is()
             OutputRouting.acquire()
             routed = True
             self.store.start(

@@ -744,3 +744,47 @@ def test_a_python_step_that_crashes_the_runner_says_where(tmp_path, where):
         said = (daemon.run_dir / "daemon.log").read_text()
     assert "Fatal Python error: Segmentation fault" in said, said
     assert f'{tmp_path / module}.py", line 6 in crash' in said, said
+
+
+def test_an_attached_app_whose_daemon_crashes_says_how_it_ended(tmp_path, tmux_socket):
+    """The app on the daemon it started, which a python step's segfault takes down: it said
+    "the run daemon went away without ending the run (was it killed?)", or, crashed before the
+    app connected, "[Errno 104] Connection reset by peer" (exit 2), or "see the run's
+    folder/daemon.log" word for word. It says the daemon died, how (SIGSEGV), and which
+    daemon.log holds the crash's stack; exit 1."""
+    from tests.tui_helpers import TmuxApp
+
+    module = write_module(tmp_path, CRASHING_STEP)
+    recipe = write_recipe(
+        tmp_path,
+        f"steps:\n  - {{name: crashes, type: python, module: {module}, function: crash}}\n",
+    )
+    app = TmuxApp(tmux_socket, [str(recipe)], tmp_path)
+    app.shows("▶ crashes")
+    (tmp_path / "go").touch()
+    assert app.exited() == 1
+    log = only_run_dir(tmp_path).relative_to(tmp_path) / "daemon.log"
+    printed = " ".join(app.printed().split())
+    assert (
+        "orch-tui: the run daemon died (killed by SIGSEGV) without ending the run; "
+        f"see {log}" in printed
+    ), printed
+    # crashed as it started: said so too, the run's folder found by the daemon's pid
+    app = TmuxApp(tmux_socket, [str(recipe)], tmp_path, session="again")
+    assert app.exited() == 1
+    printed = " ".join(app.printed().split())
+    assert "orch-tui: the run daemon died as " in printed, printed
+    assert "(killed by SIGSEGV)" in printed and "/daemon.log" in printed, printed
+
+
+def test_a_step_module_crashing_as_the_recipe_is_checked_says_where(tmp_path):
+    """A module whose import crashes the interpreter (a C extension's bug) as ``validate`` (or
+    any run) checks the recipe: "Segmentation fault", exit 139, nothing else. The fault
+    handler names the module's file and line."""
+    module = write_module(tmp_path, "import ctypes\nctypes.string_at(0)\n\ndef f(ctx):\n    pass\n")
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: s, type: python, module: {module}, function: f}}\n"
+    )
+    result = run_cli("validate", recipe, cwd=tmp_path)
+    assert result.returncode == -signal.SIGSEGV
+    assert f'{tmp_path / module}.py", line 2 in <module>' in result.stderr, result.stderr

@@ -209,12 +209,19 @@ class TmuxApp:
     program has exited (remain-on-exit), so what it ``printed`` last and how it ``exited`` can be
     read; the test's server goes with its fixture."""
 
-    def __init__(self, socket: str, args: list[str], cwd: Path, size: tuple[int, int] = (80, 24)):
+    def __init__(
+        self,
+        socket: str,
+        args: list[str],
+        cwd: Path,
+        size: tuple[int, int] = (80, 24),
+        session: str = "app",
+    ):
         import shlex
 
         from tests.conftest import ORCH
 
-        self.socket, self.session = socket, "app"
+        self.socket, self.session = socket, session
         width, height = size
         command = shlex.join([*ORCH, *args])
         self._tmux("start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from core import __version__
+from core.log import say_where_a_crash_is
 
 if __name__ == "__main__":
     # ``python -m tui.cli``: this module is __main__, and tui.ctl, tui.attach and tui.runs would
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _closed_streams_to_devnull()
+    say_where_a_crash_is()  # a step module's C code crashing as the recipe is checked
     try:
         code = _dispatch(argv)
     except UsageError as exc:
@@ -664,7 +666,7 @@ def _run_daemon(
 
     if args.debug:
         _log_to_file(started.run_dir / "debug.log")
-    code = run_attached(started.run_dir)
+    code = run_attached(started.run_dir, launch=launch)
     if _stuck_threads():
         # Textual's input thread spins on a terminal that hung up and is not a daemon, so the
         # interpreter would wait for it forever at exit (seen with a killed tmux): leave.

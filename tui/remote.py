@@ -13,23 +13,38 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.client import DaemonGone, ProtocolError, RemoteControl, connect
 
+if TYPE_CHECKING:
+    from tui.spawn import Launch
+
 #: How long quitting waits for the daemon to stop the run's steps and exit.
 CLOSE_TIMEOUT = 60.0
+#: How long a daemon that went away is given to be seen to exit (how it ended then said).
+GONE_PATIENCE = 2.0
 
 
-def run_attached(target: Path, timeout: float = 5.0) -> int:
+def run_attached(target: Path, timeout: float = 5.0, launch: Launch | None = None) -> int:
     """The app on the run daemon of the run folder ``target``, until it quits or detaches;
-    the exit code (the run's, when it was ended here). ``timeout``: for its answer."""
+    the exit code (the run's, when it was ended here). ``timeout``: for its answer;
+    ``launch``: the daemon, when this process started it (how it ended is then known)."""
     from tui.app import make_app
 
     try:
         control = connect(target, client="tui", timeout=timeout)
     except (DaemonGone, ProtocolError) as exc:
-        print(f"orch-tui: {exc}", file=sys.stderr)
-        return 2
+        how = None if launch is None else launch.ended(GONE_PATIENCE)
+        if how is None:
+            print(f"orch-tui: {exc}", file=sys.stderr)
+            return 2
+        where = os.path.relpath(target)
+        print(
+            f"orch-tui: the run daemon died as the run started ({how}); see {where}/daemon.log",
+            file=sys.stderr,
+        )
+        return 1
     app = make_app(control, detachable=True)
 
     def on_signal(signum: int, _frame) -> None:
@@ -53,10 +68,10 @@ def run_attached(target: Path, timeout: float = 5.0) -> int:
             f"orch-tui: detached from run {control.run_id}; orch-tui attach {control.run_id} comes back"
         )
         return 0
-    return _end_run(control)
+    return _end_run(control, launch)
 
 
-def _end_run(control: RemoteControl) -> int:
+def _end_run(control: RemoteControl, launch: Launch | None = None) -> int:
     """The app quit: close the run (if the app did not already) and wait for its daemon to
     finish it; tell how it ended."""
     if control.gone is None:
@@ -67,8 +82,12 @@ def _end_run(control: RemoteControl) -> int:
         control.wait_gone(CLOSE_TIMEOUT)
     final = control.wait(0)
     where = os.path.relpath(control.run_dir.path)
-    if final is None:  # gone without saying it closed: killed
-        said = f"orch-tui: {control.gone}; see {where}/daemon.log"
+    if final is None:  # gone without saying it closed: killed, or crashed
+        how = None if launch is None else launch.ended(GONE_PATIENCE)
+        gone = (
+            control.gone if how is None else f"the run daemon died ({how}) without ending the run"
+        )
+        said = f"orch-tui: {gone}; see {where}/daemon.log"
         code = 1
     else:
         said = f"orch-tui: run {control.run_id} {control.snapshot().status}; logs in {where}"

@@ -67,6 +67,7 @@ class Launch:
         finally:
             os.close(handshake_w)
             os.close(options_r)
+        self.recipe = recipe
         self._handshake = handshake_r
         self._options = options_w
         self._waiting = True  # neither started nor called off yet
@@ -82,11 +83,18 @@ class Launch:
             pass  # it is gone already: its handshake (or none) says why
         with os.fdopen(self._handshake, "rb") as pipe:
             line = _read_line(pipe.fileno())
-        where = options.get("run_dir") or "the run's folder"
         if not line:
-            if self._daemon.poll() is None:  # it took too long: not left to run unseen
+            how = self.ended(2.0)
+            if how is None:  # it took too long: not left to run unseen
                 self._daemon.terminate()
-            raise StartFailed(f"the run daemon did not start; see {where}/daemon.log", 1)
+            where = options.get("run_dir") or _folder_of(self._daemon.pid)
+            see = (
+                f"see {os.path.relpath(where)}/daemon.log"
+                if where is not None
+                else f"it made no run folder: orch-tui {self.recipe} --no-ui shows what happens"
+            )
+            said = "did not start in time" if how is None else f"died as it started ({how})"
+            raise StartFailed(f"the run daemon {said}; {see}", 1)
         try:
             answer = orjson.loads(line)
             if answer["ok"]:
@@ -106,6 +114,18 @@ class Launch:
             return False
         return True
 
+    def ended(self, timeout: float) -> str | None:
+        """How the daemon (this process's child) ended, ``killed by SIGSEGV`` or ``exit 3``,
+        once it has (waiting up to ``timeout``); None while it runs. A daemon that crashed
+        (a python step's segfault takes it down) is told apart from one that was killed."""
+        from tui.format import signal_name
+
+        try:
+            code = self._daemon.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return f"killed by {signal_name(-code)}" if code < 0 else f"exit {code}"
+
     def cancel(self) -> None:
         """No run after all: the daemon, which has made nothing yet, is killed and reaped.
         Nothing once the run was started."""
@@ -116,6 +136,19 @@ class Launch:
         os.close(self._handshake)
         self._daemon.kill()
         self._daemon.wait()
+
+
+def _folder_of(pid: int) -> str | None:
+    """The run folder the daemon ``pid`` made under this directory's runs, if it made one:
+    its run id ends in its pid (core.rundir.new_run_id); the newest such, as it just started."""
+    from core.rundir import runs_root
+
+    root = runs_root(Path.cwd())
+    try:
+        names = sorted(n for n in os.listdir(root) if n.endswith(f"-{pid & 0xFFFF:04x}"))
+    except OSError:
+        return None
+    return str(root / names[-1]) if names else None
 
 
 def _read_line(fd: int) -> bytes:
