@@ -235,6 +235,29 @@ def test_runs_and_ctl_status_say_of_a_run_what_its_app_says(tmp_path, daemons):
     assert rows[over.run_id][-1] == "no" and said == ""
 
 
+def test_ctl_status_on_a_terminal_fits_its_rows_to_it(tmp_path, daemons, tmux_socket):
+    """``ctl status`` in an 80-column terminal, a step with a long note (a service's "bg;
+    healthy; restarted 2x (...)" and why it ended): its row wrapped onto the next line, which
+    no eye can read as a table. The note is cut with an ellipsis; into a pipe it stays whole
+    (for grep), as ``runs`` and ``sessions`` do."""
+    reason = "x" * 120
+    module = write_module(tmp_path, f"def f(ctx):\n    raise ValueError('{reason}')\n")
+    daemon = detach(
+        tmp_path,
+        daemons,
+        f"steps:\n  - {{name: long, type: python, module: {module}, function: f}}\n",
+    )
+    wait_for(lambda: status_of(daemon, "long") == "failed", 10, "long failed")
+    app = TmuxApp(tmux_socket, ["ctl", daemon.run_id, "status"], tmp_path)
+    assert app.exited() == 0
+    rows = app.rows()
+    line = next(row for row in rows if row.startswith("long "))
+    assert line.endswith("…") and len(line) <= 80, rows
+    assert not any(row.startswith("x") for row in rows), rows  # no row wrapped
+    whole = ctl(tmp_path, daemon.run_id, "status").stdout  # into a pipe
+    assert reason in whole
+
+
 ANSWERS = """
 steps:
   - {name: answer, type: shell, run: 'sleep 0.5; echo "{\\"answer\\": 42}" > "$ORCH_CTX_OUT"'}

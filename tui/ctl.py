@@ -160,8 +160,14 @@ def _run_line(control: RunControl, state: RunState, now: float) -> str:
     return f"run {state.run_id} {clean(state.name)}: {word}, {took} ({where})"
 
 
+#: ``status``'s columns, and those cut to fit a terminal (the note first, then the name)
+STEPS_HEADER = ("STEP", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE")
+_STEP_TEXT = (5, 0)
+
+
 def _print_steps(state: RunState, now: float) -> None:
-    from tui.stdout import print_table
+    from tui.cells import fit_table
+    from tui.stdout import print_table, terminal_width
 
     rows = []
     for step in state.steps.values():
@@ -181,7 +187,10 @@ def _print_steps(state: RunState, now: float) -> None:
                 " ".join(clean(note or "").split()),
             )
         )
-    print_table(("STEP", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE"), rows)
+    width = terminal_width()
+    if width is not None:  # a row wrapped on a terminal is unreadable (into a pipe: whole)
+        rows = fit_table(STEPS_HEADER, rows, width - 2 * (len(STEPS_HEADER) - 1), _STEP_TEXT)[1]
+    print_table(STEPS_HEADER, rows)
 
 
 # -- commands ----------------------------------------------------------------------------------------
