@@ -513,6 +513,17 @@ class Runner:
             run.state.stopping = True
             self._emit_status(run)
 
+    def _stop_in_turn_as(
+        self, run: StepRun, status: str, reason: str | None, sig: int = signal.SIGTERM
+    ) -> None:
+        """The run's end: ``run`` is to stop as ``status``, signalled in its turn
+        (``_stop_in_turn``). Recorded so at once: whatever ends it while it waits (a second
+        Ctrl-C's SIGKILL, its own crash as what it serves goes) is the end's, not a failure
+        of its own, as when every step was signalled together."""
+        if run.stop_as is None:
+            run.stop_as, run.stop_reason = status, reason
+        self._stop_order.add(run, partial(self._stop, run, status, reason, sig))
+
     def _stop_in_turn(self) -> None:
         """The run's end: stop the steps whose turn it is (core.stoporder: those no step
         still running depends on), the others as the steps they hold up end (``_ended``)."""
@@ -778,7 +789,7 @@ class Runner:
                 run.state.reason = note  # kept in state.json too: ctl status and runs say it
                 self._emit_status(run)
             elif run.execution is not None:
-                self._stop_order.add(run, partial(self._stop, run, Status.CANCELLED, note, sig))
+                self._stop_in_turn_as(run, Status.CANCELLED, note, sig)
         self._stop_in_turn()
         self.store.state_changed()
 
@@ -821,7 +832,7 @@ class Runner:
                 status = Status.STOPPED if run.step.background and run.ready else Status.CANCELLED
                 self._cut_short = self._cut_short or status == Status.CANCELLED
                 reason = "stopped when the run was closed"
-                self._stop_order.add(run, partial(self._stop, run, status, reason))
+                self._stop_in_turn_as(run, status, reason)
             elif run.restarting:
                 self._stop_restart(run, "stopped when the run was closed")
             elif run.state.status == Status.PENDING:
@@ -868,7 +879,7 @@ class Runner:
                 if run.restarting:
                     self._stop_restart(run, reason)
                 else:
-                    self._stop_order.add(run, partial(self._stop, run, Status.STOPPED, reason))
+                    self._stop_in_turn_as(run, Status.STOPPED, reason)
             self._stop_in_turn()
         if any(r.execution is not None for r in self.runs.values()):
             return

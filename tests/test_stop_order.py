@@ -54,3 +54,52 @@ def test_the_run_stops_dependents_before_what_they_depend_on(tmp_path, runners, 
     assert "other" in stopped  # needed by nothing: stopped at once, beside the first
     steps = runner.snapshot().steps
     assert steps["db"].ended >= steps["web"].ended, "db ended before web"
+
+
+#: web drains for long (until killed): db waits its turn meanwhile
+DRAINING = """
+steps:
+  - name: db
+    type: shell
+    background: true
+    run: "while true; do sleep 0.05; done"
+  - name: web
+    type: shell
+    background: true
+    depends_on: [db]
+    grace: 30
+    run: "trap 'touch {draining}; while true; do sleep 0.05; done' INT TERM; while true; do sleep 0.05; done"
+  - {{name: work, type: shell, depends_on: [web], run: "touch {up}; {work}"}}
+"""
+
+
+@pytest.mark.parametrize("end", ["ctrl-c", "keep-alive"])
+def test_a_second_ctrl_c_during_the_end_kills_the_waiting_steps_as_stopped(tmp_path, runners, end):
+    """Ctrl-C, then Ctrl-C again while web drains and db waits its turn: db, never signalled,
+    was killed as if it had failed on its own (✗ failed, SIGKILL, "root failure: db"), and a
+    --keep-alive run whose work had succeeded exited 1. db ends as the end records it:
+    cancelled, or stopped once the work is done, and the run's outcome is the end's."""
+    draining, up = tmp_path / "draining", tmp_path / "up"
+    work = "true" if end == "keep-alive" else "while true; do sleep 0.05; done"
+    runner = make_runner(
+        tmp_path,
+        DRAINING.format(draining=draining, up=up, work=work),
+        keep_alive=end == "keep-alive",
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(up.exists, 10, "the work step to start")
+    if end == "keep-alive":
+        wait_for(lambda: runner.snapshot().steps["work"].status == "succeeded", 10, "work")
+    runner.stop_run(signal.SIGINT)
+    wait_for(draining.exists, 10, "web to drain")
+    assert runner.snapshot().steps["db"].status == "ready"  # its turn has not come
+    runner.stop_run(signal.SIGINT, force=True)  # Ctrl-C again
+    code = runner.wait(30)
+    steps = runner.snapshot().steps
+    if end == "keep-alive":
+        assert code == 0, steps
+        assert (steps["db"].status, steps["web"].status) == ("stopped", "stopped")
+    else:
+        assert code == 130, steps
+        assert (steps["db"].status, steps["web"].status) == ("cancelled", "cancelled")
