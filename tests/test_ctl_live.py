@@ -958,6 +958,42 @@ def test_ctl_waits_for_a_daemon_too_busy_to_answer_at_once(tmp_path, daemons, mo
     assert status_of(daemon, "sleeper") == "cancelled"
 
 
+def test_ctl_on_a_stopped_daemon_whose_queue_is_full_does_not_hang(
+    tmp_path, daemons, monkeypatch, capsys
+):
+    """A daemon that answers nothing for long (stopped, or busy in C code) while scripts keep
+    asking (``watch ctl status``): each ask leaves connections queued on its socket, and once
+    its queue was full the next ``ctl`` waited for ever in its look at whether the daemon is
+    there (a connect with no timeout), "30 s at most" notwithstanding. A full queue is a
+    daemon that is there: ctl waits its patience, then reads the run's folder."""
+    import tui.runs
+
+    monkeypatch.setattr(tui.runs, "HELLO_TIMEOUT", 0.2)
+    monkeypatch.setattr(tui.runs, "BUSY_PATIENCE", 0.5)
+    daemon = detach(tmp_path, daemons)
+    wait_for(lambda: status_of(daemon, "sleeper") == "running", 10, "sleeper running")
+    os.kill(daemon.pid, signal.SIGSTOP)
+    queued = []
+    try:
+        while True:  # the daemon accepts none of them: its queue fills
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            queued.append(sock)
+            try:
+                sock.connect(str(daemon.run_dir / "daemon.sock"))
+            except BlockingIOError:
+                break
+        thread, results = _ctl_in_thread(tmp_path, monkeypatch, daemon.run_id, "status")
+        thread.join(30)
+        hung = thread.is_alive()
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+        for sock in queued:
+            sock.close()
+    assert not hung, "ctl status hung on the full queue"
+    assert results == [0]
+    assert "did not answer in time: read from its folder" in capsys.readouterr().err
+
+
 def test_runs_lists_a_busy_daemon_live_and_ctl_finds_it(tmp_path, daemons, monkeypatch, capsys):
     """A run whose daemon is too busy to answer at once is live (its socket accepts, its
     process is there): `runs --json` said `"live": false` beside `"status": "running"`, and

@@ -153,10 +153,15 @@ def daemon_listens(run_dir: RunDir) -> bool:
 
 
 def _connect_error(run_dir: RunDir) -> OSError | None:
-    """What connecting to the run's socket raised; None when it accepted (then closed)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+    """What connecting to the run's socket raised; None when it accepted (then closed), or its
+    queue is full: something listens there, a daemon too busy to take what was asked of it
+    (a connect that waits for room waited for ever on a stopped daemon: never blocks here)."""
+    flags = socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+    with socket.socket(socket.AF_UNIX, flags) as sock:
         try:
             sock.connect(run_dir.socket_address())
+        except BlockingIOError:
+            return None
         except OSError as exc:
             return exc
     return None
