@@ -888,6 +888,8 @@ class Runner:
     def _finish(self, leftover_grace: float = 2.0) -> None:
         if self._finished.is_set():
             return
+        if self.cluster is not None:  # first: a worker its nanny started again since the run
+            self.cluster.close()  # began carries the run's marker, and is no step's leftover
         leftovers = self._kill_leftovers(leftover_grace)
         if leftovers:
             self.emit(
@@ -904,8 +906,6 @@ class Runner:
             self.watchdog.hand_over()
         else:
             self.watchdog.stop()
-        if self.cluster is not None:
-            self.cluster.close()
         self._record_end()
         self.bus.close()
         self.store.close()

@@ -1012,3 +1012,26 @@ def spawn(ctx):
     finally:
         if (tmp_path / "child.pid").exists():
             kill_tree(int((tmp_path / "child.pid").read_text()))
+
+
+def test_a_worker_started_again_by_its_nanny_is_not_called_a_steps_leftover(tmp_path: Path):
+    """A python step kills its own worker (a crash in C code does); the cluster's nanny starts
+    a new one, from the runner's process, which carries the run's marker since python steps'
+    children do. The run's end stopped it as a process "that steps left running" before it
+    closed the cluster: a message about nothing the recipe left. The cluster is closed first."""
+    mod = write_module(
+        tmp_path,
+        "import os, signal\n\ndef die(ctx):\n    os.kill(os.getpid(), signal.SIGKILL)\n\n"
+        "def ok(ctx):\n    return 1\n",
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: die, type: python, module: {mod}, function: die, continue_on_error: true}}
+          - {{name: ok, type: python, module: {mod}, function: ok, output: done}}
+        """,
+    )
+    result = run_cli(recipe, "--no-ui", "--executor", "dask-local://1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "left running" not in result.stdout, result.stdout
