@@ -89,6 +89,18 @@ class RunStartError(Exception):
     message is one line for the user; nothing ran, and what the run had made is removed."""
 
 
+def _default_signals() -> None:
+    """In a child a python step forks without exec (``multiprocessing``'s fork, ``os.fork``):
+    the signals the runner handles are as in any new Python process again. The runner's own
+    handler ran in the child, which SIGTERM then never ended: a daemonic process a step left
+    was terminated at the runner's exit, joined, and orch-tui waited for it for ever."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if callable(signal.getsignal(sig)):
+            signal.signal(sig, signal.SIG_DFL)
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Runner:
     def __init__(
         self,
@@ -182,6 +194,7 @@ class Runner:
             if self.own_process:  # after the watchdog's start: it is not the run's to stop
                 mark_this_process(str(self.run_dir))
                 say_where_a_crash_is()
+                os.register_at_fork(after_in_child=_default_signals)
             OutputRouting.acquire()
             routed = True
             self.store.start(

@@ -788,3 +788,31 @@ def test_a_step_module_crashing_as_the_recipe_is_checked_says_where(tmp_path):
     result = run_cli("validate", recipe, cwd=tmp_path)
     assert result.returncode == -signal.SIGSEGV
     assert f'{tmp_path / module}.py", line 2 in <module>' in result.stderr, result.stderr
+
+
+def test_a_daemonic_process_a_python_step_forked_does_not_keep_orch_tui_from_exiting(tmp_path):
+    """A python step starts a daemonic ``multiprocessing.Process`` (forked, no exec) and
+    returns: the run ended, printed its summary, and orch-tui never exited (multiprocessing
+    terminates daemonic children at exit and joins them, and the child ran the runner's
+    SIGTERM handler, which ended nothing). A forked child has the default handlers."""
+    module = write_module(
+        tmp_path,
+        """
+        import multiprocessing, os, time
+
+        def _sleep():
+            time.sleep(1000)
+
+        def run(ctx):
+            child = multiprocessing.get_context("fork").Process(target=_sleep, daemon=True)
+            child.start()
+            with open("child.pid", "w") as f:
+                f.write(str(child.pid))
+        """,
+    )
+    recipe = write_recipe(
+        tmp_path, f"steps:\n  - {{name: forks, type: python, module: {module}, function: run}}\n"
+    )
+    result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_gone([read_pid(tmp_path / "child.pid")], timeout=5)
