@@ -816,3 +816,30 @@ def test_a_daemonic_process_a_python_step_forked_does_not_keep_orch_tui_from_exi
     result = run_cli(recipe, "--no-ui", cwd=tmp_path, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_gone([read_pid(tmp_path / "child.pid")], timeout=5)
+
+
+def test_a_run_a_step_detaches_is_not_the_steps_leftover(tmp_path, daemons):
+    """A step starts a run of its own in the background (``orch-tui inner.yaml --detach``):
+    its daemon carried the outer run's marker, and the outer run's end stopped it as a process
+    the step left running. A detached run is a run of its own: it goes on."""
+    import shlex
+
+    from tests.conftest import ORCH, Daemon
+
+    inner = write_recipe(
+        tmp_path, "steps:\n  - {name: long, type: shell, run: 'sleep 60'}\n", "inner.yaml"
+    )
+    detach = shlex.join([*ORCH, str(inner), "--detach"])
+    outer = write_recipe(
+        tmp_path, f"steps:\n  - {{name: starts, type: shell, run: {shlex.quote(detach)}}}\n"
+    )
+    result = run_cli(outer, "--no-ui", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = json.loads(run_cli("runs", "--json", cwd=tmp_path).stdout)
+    inner_run = next(r for r in listed if r["recipe"].endswith("inner.yaml"))
+    state = read_state(tmp_path / ".orch" / "runs" / inner_run["id"])
+    daemons.append(
+        Daemon(inner_run["id"], tmp_path / ".orch" / "runs" / inner_run["id"], state["pid"])
+    )
+    assert "left running" not in result.stdout, result.stdout
+    assert alive(state["pid"]) and inner_run["live"], inner_run

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from core.watchdog import unmarked_environ
+
 #: How long the daemon may take to say it is up (a recipe of 10,000 steps loads in seconds).
 START_TIMEOUT = 30.0
 
@@ -54,6 +56,9 @@ class Launch:
             args = {"recipe": recipe, "handshake_fd": handshake_w, "options_fd": options_r}
             self._daemon = subprocess.Popen(
                 [sys.executable, "-P", "-m", "core.daemon", orjson.dumps(args).decode()],
+                # a run of its own, started from a step of another (`orch-tui R --detach` in
+                # a step): not that run's to stop as it ends
+                env=unmarked_environ(),
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
