@@ -485,14 +485,12 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
 
     out = sys.stdout.buffer
     if isinstance(control, RecordedRun):  # the file is the whole run, or all of it so far
-        last = _past_events(control.run_dir, args.since, None, out)
         if not args.follow:
+            _past_events(control.run_dir, args.since, None, out)
             return EXIT_OK
-        while control.snapshot().exit_code is None:  # a headless run still going (or died)
-            time.sleep(POLL_SECONDS)  # another process writes the files: nothing to wait on
-            control.refresh()
-            last = _past_events(control.run_dir, last, None, out)
-        _past_events(control.run_dir, last, None, out)  # up to its end, written before state.json's
+        # a headless run still going (or died): the file read on as it grows, once, up to
+        # the run's end (its events are written before state.json says it ended)
+        _past_events(control.run_dir, args.since, None, out, until=_ended(control))
         return _followed_to_the_end(control)
     live: queue.SimpleQueue[Event | RunState] = queue.SimpleQueue()
 
@@ -530,20 +528,39 @@ def _events(control: RunControl, args: argparse.Namespace) -> int:
         return _followed_to_the_end(link.control, f"events --follow --since {last}")
 
 
+def _ended(control: RecordedRun) -> Callable[[], bool]:
+    """Whether the run read from its folder has ended (or died), its state.json read again
+    at most every POLL_SECONDS (another process writes it: nothing to wait on)."""
+    looked = time.monotonic()
+
+    def ended() -> bool:
+        nonlocal looked
+        if time.monotonic() - looked < POLL_SECONDS:
+            return False
+        looked = time.monotonic()
+        return control.refresh().exit_code is not None
+
+    return ended
+
+
 def _past_events(
     run_dir: RunDir,
     after: int,
     upto: int | None,
     out: BinaryIO,
     gone: Callable[[], bool] = lambda: False,
+    until: Callable[[], bool] | None = None,
 ) -> int:
     """Copy events.jsonl's lines with ``after`` < seq <= ``upto`` (None: to its end), waiting
     (a while) for the file to hold them all, unless the daemon is ``gone``: a killed one never
-    writes what it had sent and not yet flushed; the last seq copied."""
+    writes what it had sent and not yet flushed; ``until``: to its end, waiting for more until
+    it says so. The last seq copied."""
     last = after
     deadline = time.monotonic() + EVENTS_FILE_PATIENCE
 
     def enough(seen: int) -> bool:
+        if until is not None:
+            return until()
         return upto is None or seen >= upto or time.monotonic() > deadline or gone()
 
     for seq, line in _event_lines(run_dir, enough):
@@ -570,9 +587,12 @@ def _event_lines(run_dir: RunDir, enough: Callable[[int], bool]) -> Iterator[tup
             chunk = file.read(LOG_CHUNK)
             if not chunk:
                 if enough(seen):
-                    return
-                time.sleep(FILE_POLL_SECONDS)  # another process appends: nothing to wait on
-                continue
+                    chunk = file.read(LOG_CHUNK)  # what came as it looked
+                    if not chunk:
+                        return
+                else:
+                    time.sleep(FILE_POLL_SECONDS)  # another process appends: nothing to wait on
+                    continue
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
             for line in lines:
