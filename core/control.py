@@ -121,6 +121,10 @@ class LocalControl:
                         f"cannot restart {step!r}: it is {state.status}, not running; "
                         "retry starts it again",
                     )
+                if name != "stop" and (run := runner.snapshot()).closing:
+                    # not the step's status: a failed step is retried, but not as the run ends
+                    ending = "over" if run.ended is not None else "stopping"
+                    return Reply(False, f"cannot {name} {step!r}: the run is {ending}")
                 return Reply(False, f"cannot {name} {step!r}: it is {state.status}")
             commands = {
                 "skip": runner.skip,

@@ -764,10 +764,16 @@ class Runner:
         self._stop(run, status, "stopped by user")
 
     def _do_stop_run(self, sig: int, force: bool, note: str) -> None:
-        if force and not self._interrupted:
+        # A stop asked for while the run already ends (a stop-run, ``close``, ``q`` then
+        # ``y``) is the user's "again": its steps are killed at once, as a second Ctrl-C kills
+        # them headless and a second signal does the daemon's (a second stop-run only
+        # signalled them again, so a stack taking its graces could not be hurried but by
+        # --force).
+        again = self._interrupted or self._closing
+        if not self._interrupted:
             # what a first stop does: waiting steps cancelled, or a run whose work is done closed
-            self._do_stop_run(sig, False, note)
-        if force:  # then every step killed, without its grace, whatever its turn
+            self._stop_first(sig, note)
+        if force or again:  # then every step killed, without its grace, whatever its turn
             self._stop_order.clear()
             for run in self.runs.values():
                 if run.execution is not None:
@@ -782,16 +788,22 @@ class Runner:
                     )
                     self._ended(run, execution, outcome)
             self._finish(leftover_grace=0.0)  # "again to kill at once": leftovers too
-            return
-        work_done = self.run_state.ended is not None or (
-            (self.keep_alive or self.interactive) and self._foreground_done()
+
+    def _stop_first(self, sig: int, note: str) -> None:
+        """The run's first stop: what runs is stopped in its turn, what waits cancelled; a run
+        whose work is done (its services still up, or being stopped as a headless run's end
+        stops them) is closed: its services ``stopped``, its exit code the work's."""
+        work_done = (
+            self.run_state.ended is not None
+            or self._stopping_background  # a headless run's foreground is done: its end
+            or ((self.keep_alive or self.interactive) and self._foreground_done())
         )
         if work_done and not self._interrupted:
             # --keep-alive, or an interactive run whose steps have all ended (its services
             # perhaps still up): Ctrl-C or a signal is how the user ends a run whose work is
             # done; the background steps are stopped, not cancelled, and the exit code is the
-            # work's.
-            self._do_close()
+            # work's. The signal is the one asked for (SIGINT for Ctrl-C).
+            self._do_close(sig)
             return
         self._interrupted = True
         self._mark_closing(RunStatus.INTERRUPTED)
@@ -836,8 +848,9 @@ class Runner:
     def _foreground_done(self) -> bool:
         return not self._work_left()
 
-    def _do_close(self) -> None:
-        """Stop what runs; a run closed before its foreground steps ended counts as interrupted."""
+    def _do_close(self, sig: int = signal.SIGTERM) -> None:
+        """Stop what runs (``sig``, grace, SIGKILL); a run closed before its foreground steps
+        ended counts as interrupted."""
         self._closing = True
         self._mark_closing(self.run_state.status)
         for run in self.runs.values():
@@ -845,7 +858,7 @@ class Runner:
                 status = Status.STOPPED if run.step.background and run.ready else Status.CANCELLED
                 self._cut_short = self._cut_short or status == Status.CANCELLED
                 reason = "stopped when the run was closed"
-                self._stop_in_turn_as(run, status, reason)
+                self._stop_in_turn_as(run, status, reason, sig)
             elif run.restarting:
                 self._stop_restart(run, "stopped when the run was closed")
             elif run.state.status == Status.PENDING:

@@ -61,7 +61,8 @@ def test_a_closing_run_takes_only_stop(tmp_path, runners):
     assert control.command("stop_run").ok
     wait_for(lambda: control.snapshot().closing)
     assert control.command("retry", "failing") == Reply(
-        False, "cannot retry 'failing': it is failed"
+        False,
+        "cannot retry 'failing': the run is stopping",  # not "it is failed": why not
     )
     assert control.wait(10) == 130
 

@@ -258,6 +258,46 @@ def test_ctl_status_on_a_terminal_fits_its_rows_to_it(tmp_path, daemons, tmux_so
     assert reason in whole
 
 
+SLOW_TO_STOP = """
+name: demo
+steps:
+  - name: svc
+    type: shell
+    background: true
+    grace: 60
+    run: "trap '' TERM; echo up; while true; do sleep 0.05; done"
+    ready: {log: up}
+  - {name: bad, type: shell, run: "exit 4"}
+  - {name: after, type: shell, run: "echo after", depends_on: [bad]}
+"""
+
+
+def test_a_run_being_stopped_says_stopping_and_a_second_stop_run_kills_it(tmp_path, daemons):
+    """``ctl stop-run`` of a run whose service takes its grace: ``ctl status`` and ``runs``
+    say "stopping" until it has ended, as its app's header does; they said "waiting (ctl retry
+    or skip a step)" (a retry is refused then, "it is failed" said why) or "done". A second ``stop-run`` kills it at
+    once (README), where it signalled the service again and left the run to its 60 s grace."""
+    daemon = detach(tmp_path, daemons, SLOW_TO_STOP)
+    wait_for(lambda: status_of(daemon, "bad") == "failed", 10, "bad failed")
+    wait_for(lambda: status_of(daemon, "svc") == "ready", 10, "svc up")
+    assert ctl(tmp_path, daemon.run_id, "stop-run").returncode == 0
+    wait_for(lambda: read_state(daemon.run_dir)["steps"]["svc"]["stopping"], 10, "svc stopping")
+    status = ctl(tmp_path, daemon.run_id, "status").stdout.splitlines()
+    assert status[0].startswith(f"run {daemon.run_id} demo: stopping, "), status[0]
+    rows, _ = runs_table(tmp_path)
+    assert rows[daemon.run_id][1:2] == ["stopping"], rows[daemon.run_id]
+    # a failed step is retried, but not as the run ends: said so (was "it is failed")
+    assert_error_line(
+        ctl(tmp_path, daemon.run_id, "retry", "bad"), "cannot retry 'bad': the run is stopping"
+    )
+    assert ctl(tmp_path, daemon.run_id, "stop-run").returncode == 0
+    assert_gone([daemon.pid], timeout=20)
+    state = read_state(daemon.run_dir)
+    # its work was done (bad failed, after blocked): ended as close ends it, the work's status
+    assert (state["status"], state["steps"]["svc"]["status"]) == ("failed", "stopped")
+    assert state["steps"]["svc"]["signal"] == signal.SIGKILL
+
+
 ANSWERS = """
 steps:
   - {name: answer, type: shell, run: 'sleep 0.5; echo "{\\"answer\\": 42}" > "$ORCH_CTX_OUT"'}

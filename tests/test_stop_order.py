@@ -103,3 +103,62 @@ def test_a_second_ctrl_c_during_the_end_kills_the_waiting_steps_as_stopped(tmp_p
     else:
         assert code == 130, steps
         assert (steps["db"].status, steps["web"].status) == ("cancelled", "cancelled")
+
+
+#: a service that takes its whole grace (it ignores SIGTERM), a test that needs it
+SLOW_TO_STOP = """
+steps:
+  - name: db
+    type: shell
+    background: true
+    grace: 60
+    run: "trap '' TERM; touch {up}; while true; do sleep 0.05; done"
+  - name: tests
+    type: shell
+    depends_on: [db]
+    run: "{work}"
+"""
+
+
+@pytest.mark.parametrize("first", ["stop-run", "close"])
+def test_a_stop_run_while_the_run_stops_kills_at_once(tmp_path, runners, first):
+    """``stop-run`` (Ctrl-C) again while the run stops: its steps are killed at once, not
+    after their grace, as a second Ctrl-C does headless and README says (`a second stop-run
+    kills at once`). After ``stop-run`` or ``close`` (the app's `y`), a second stop-run sent
+    SIGTERM again and the run waited out a service's 60 s grace."""
+    up = tmp_path / "up"
+    runner = make_runner(
+        tmp_path, SLOW_TO_STOP.format(up=up, work="sleep 100"), interactive=first == "close"
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(up.exists, 10, "db to start")
+    wait_for(lambda: runner.snapshot().steps["tests"].status == "running", 10, "tests to run")
+    runner.stop_run() if first == "stop-run" else runner.close()
+    wait_for(lambda: runner.snapshot().steps["db"].stopping, 10, "db to be stopping")
+    runner.stop_run()
+    assert runner.wait(10) == 130, "the second stop-run waited for db's grace"
+    db = runner.snapshot().steps["db"]
+    closed = "stopped" if first == "close" else "cancelled"  # `y`: a service up is stopped
+    assert (db.status, db.signal) == (closed, signal.SIGKILL)
+
+
+def test_ctrl_c_while_a_headless_run_stops_its_services_keeps_the_works_exit_code(
+    tmp_path, runners
+):
+    """A headless run whose work succeeded stops its services (in turn, each its grace):
+    Ctrl-C then hurries that end (twice: killed at once), it does not interrupt the work that
+    was done. The run was ``interrupted``, exit 130, its summary ``run interrupted``, though
+    every step had done what it was for (README: a run whose work is done, its services still
+    up, is ended as ``close`` ends it, the work's exit code)."""
+    up = tmp_path / "up"
+    runner = make_runner(tmp_path, SLOW_TO_STOP.format(up=up, work="true"))
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: runner.snapshot().steps["db"].stopping, 10, "the run's end to stop db")
+    assert runner.snapshot().steps["tests"].status == "succeeded"
+    runner.stop_run(signal.SIGINT)  # Ctrl-C: db ignores SIGTERM, not SIGINT
+    assert runner.wait(10) == 0
+    state = runner.snapshot()
+    assert str(state.status) == "succeeded"
+    assert (state.steps["db"].status, state.steps["db"].signal) == ("stopped", signal.SIGINT)

@@ -107,6 +107,46 @@ async def test_an_in_process_run_offers_no_detach(orch):
     assert runner.snapshot().steps["sleeper"].status == "running"
 
 
+def test_quitting_waits_for_an_end_longer_than_its_patience_and_says_how_the_run_ended(
+    tmp_path, monkeypatch, capsys
+):
+    """The app quit (`y`) while a step takes its grace: the command line waits for the run's
+    end however long the graces take (``q`` kills them meanwhile), then says how it ended.
+    Past CLOSE_TIMEOUT (60 s, after the app's own 60 s) it printed ``orch-tui: None; see
+    .../daemon.log``, exit 1, while the daemon was still ending the run (130 a moment later)."""
+    from core.server import RunServer
+    from tui import remote
+
+    monkeypatch.setattr(remote, "CLOSE_TIMEOUT", 0.2)  # the patience for the daemon's exit
+    up = tmp_path / "up"
+    runner = make_runner(
+        tmp_path,
+        f"""
+        steps:
+          - name: slow
+            type: shell
+            grace: 2
+            run: "trap '' TERM; touch {up}; while true; do sleep 0.05; done"
+        """,
+        interactive=True,
+    )
+    server = RunServer(LocalControl(runner), runner.rundir, run_id=runner.run_id)
+    server.start()
+    runner.start()
+    control = connect(tmp_path / "run", client="tui")
+    try:
+        wait_for(up.exists, 10, "the step to start")
+        assert remote._end_run(control) == 130
+        assert capsys.readouterr().out == (
+            f"orch-tui: run {runner.run_id} interrupted; logs in {os.path.relpath(runner.run_dir)}\n"
+        )
+    finally:
+        control.close()
+        close_runner(runner)
+        server.close(str(runner.status), runner.exit_code)
+        runner.rundir.close()
+
+
 # ---------------------------------------------------------------------------------- in tmux
 def _running(run_dir) -> bool:
     return read_state(run_dir)["steps"]["sleeper"]["status"] == "running"

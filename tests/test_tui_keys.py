@@ -554,6 +554,49 @@ async def test_once_quitting_no_screen_opens_over_the_ending_app(orch, tmp_path:
     assert app.return_value == 130  # closed before its foreground step was done
 
 
+@pytest.mark.parametrize("again", ["q", "ctrl+c"])
+async def test_q_again_while_the_run_stops_kills_its_steps_at_once(orch, tmp_path: Path, again):
+    """`q`, `y`, then a service that takes its 60 s grace: the footer offers `q Kill now` (no
+    `d`, which did nothing then), and `q` or Ctrl+C kills every step at once, as a second
+    Ctrl-C does headless. Both did nothing: the footer said `q Quit`, `d Detach`, and the app
+    waited out the grace."""
+    from textual.widgets._footer import FooterKey
+
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    up = tmp_path / "up"
+    app, runner = orch(
+        f"""
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            grace: 60
+            run: "trap '' TERM; touch {up}; while true; do sleep 0.05; done"
+          - {{name: work, type: shell, cmd: sleep, args: ["100"], depends_on: [svc]}}
+        """,
+        detachable=True,
+    )
+
+    def offered() -> set[tuple[str, str]]:
+        return {(key.key, key.description) for key in app.screen.query(FooterKey)}
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, up.exists, what="svc to start")
+        await until_status(pilot, runner, "work", "running")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: runner.snapshot().steps["svc"].stopping, what="svc stopping")
+        await until(pilot, lambda: ("q", "Kill now") in offered(), what="q Kill now")
+        assert ("q", "Quit") not in offered() and "d" not in footer_keys(app), offered()
+        await pilot.press(again)
+        await until(pilot, lambda: not app.is_running, 10, "the app to exit")
+    assert app.return_value == 130
+    svc = runner.snapshot().steps["svc"]
+    assert (svc.status, svc.signal) == ("stopped", 9)  # a service up: stopped by `y`
+
+
 # ------------------------------------------------------------------------------ ?, p
 async def test_help_opens_and_escape_closes(orch):
     from tui.screens.help import HelpScreen

@@ -85,11 +85,15 @@ class OrchApp(App[int]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
         Binding("q", "quit_app", "Quit"),
+        # while the run stops (`y`): its steps killed at once, as a second Ctrl-C headless
+        Binding("q", "kill_now", "Kill now"),
         Binding("d", "detach", "Detach"),
         # Textual quits on Ctrl+Q without asking and only shows a toast on Ctrl+C: both do what
         # q does here (Ctrl+C still copies text selected with the mouse: the screen's binding)
         Binding("ctrl+q", "quit_app", "Quit", show=False, priority=True),
+        Binding("ctrl+q", "kill_now", "Kill now", show=False, priority=True),
         Binding("ctrl+c", "quit_app", "Quit", show=False),
+        Binding("ctrl+c", "kill_now", "Kill now", show=False),
         Binding("question_mark", "help", "Help"),
         # one key, two words: check_action offers the one that applies to the selected step
         Binding("p", "pin", "Pin log"),
@@ -169,6 +173,7 @@ class OrchApp(App[int]):
         self._ctx_dirty = False
         self._ctx_refreshed = 0.0
         self._quitting = False
+        self._killing = False  # q again while the run stops: every step killed at once
         self._said = 0  # the seq of the newest message of the run's shown (a toast each)
         self._sessions: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self._pinned: str | None = None  # the step whose log the second pane keeps
@@ -491,8 +496,12 @@ class OrchApp(App[int]):
         """Pinning, searching and the ctx toggle act on the steps screen only: hidden elsewhere."""
         if action == "read_only":
             return self.read_only
-        if action == "detach":
-            return self.detachable
+        if action == "detach":  # not once the run stops: the app waits for its end
+            return self.detachable and not self._quitting
+        if action == "quit_app":
+            return not self._quitting
+        if action == "kill_now":
+            return self._quitting and not self._killing
         if action in self.SCREEN_ACTIONS and (self._quitting or self.detached):
             return False
         if action in self.MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0]:
@@ -721,25 +730,48 @@ class OrchApp(App[int]):
             self.detached = True
             self.exit(self.DETACHED)
 
+    def action_kill_now(self) -> None:
+        """``q`` (Ctrl+C) again while the run stops: its steps are killed at once, whatever
+        their turn and grace (``stop-run --force``), as a second Ctrl-C does headless. The
+        app showed ``q Quit`` then and did nothing, for as long as a stack's graces took."""
+        if not self._quitting or self._killing:
+            return
+        self._killing = True
+        self.refresh_bindings()
+        try:
+            self.control.command("stop_run", force=True)
+        except DaemonGone:
+            return  # nothing left to kill: _close_runner exits
+        self.notify("killing every step now (SIGKILL)", timeout=3)
+
     def _begin_shutdown(self) -> None:
         self._quitting = True
         self._refresh_header()
+        self.refresh_bindings()  # q kills at once from now on; d is no more
         self._close_runner()
 
     @work(thread=True, exclusive=True, group="shutdown")
     def _close_runner(self) -> None:
+        """Close the run and wait for its end, however long its steps' graces take (``q``
+        kills them meanwhile): the app gave up after 60 s, and the command line then said
+        ``orch-tui: None; see .../daemon.log``, exit 1, of a run its daemon was still ending."""
         try:
             if self.control.wait(0) is None:
                 self.control.command("close")
-                self.control.wait(60)
+                self.control.wait()
             code = self.control.wait(0)
         except DaemonGone:  # killed meanwhile: the command line says so as the app exits
             code = None
         self.call_from_thread(self.exit, code if code is not None else 0)
 
     def interrupt(self) -> None:
-        """SIGTERM/SIGHUP to the app: stop everything as Ctrl-C would headless, then exit 130."""
+        """SIGTERM/SIGHUP to the app: stop everything as Ctrl-C would headless, then exit 130;
+        a second one while the run stops kills its steps at once, as headless."""
+        if self._quitting:
+            self.action_kill_now()
+            return
         self._quitting = True
+        self.refresh_bindings()
         try:
             self.control.command("stop_run", signal=signal.SIGTERM)  # the note says so
         except DaemonGone:

@@ -158,10 +158,15 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
     closing, or is a past one read from its folder). Before its end: ``running`` while a step
     runs or is due to, ``waiting`` (with the hint) when only background steps are up and a step
     failed, is blocked or was cancelled, ``done`` when they are up (or between two starts) and
-    nothing failed. ``counts``: the number of steps under each ``count_key``."""
+    nothing failed; ``stopping`` once it is ending (``stop-run``, ``close``, ``q`` then ``y``,
+    from any client) until it has: a retry or a skip is refused then, and "waiting (ctl retry
+    or skip a step)" or "done" said so to another terminal while its services took their
+    grace. ``counts``: the number of steps under each ``count_key``."""
     if run.ended is not None:
         failed = run.status == RunStatus.FAILED and not final
         return str(run.status), RETRY_HINT if failed else ""
+    if run.closing:
+        return "stopping", ""
     if counts.get(Status.RUNNING) or counts.get(Status.PENDING):
         return "running", ""
     if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):

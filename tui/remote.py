@@ -20,7 +20,7 @@ from core.client import DaemonGone, ProtocolError, RemoteControl, connect
 if TYPE_CHECKING:
     from tui.spawn import Launch
 
-#: How long quitting waits for the daemon to stop the run's steps and exit.
+#: How long quitting waits for the daemon to exit once the run is over.
 CLOSE_TIMEOUT = 60.0
 #: How long a daemon that went away is given to be seen to exit (how it ended then said).
 GONE_PATIENCE = 2.0
@@ -77,9 +77,10 @@ def _end_run(control: RemoteControl, launch: Launch | None = None) -> int:
     if control.gone is None:
         try:
             control.command("close")
+            control.wait()  # the run's end: as long as its steps' graces take
         except DaemonGone:
             pass
-        control.wait_gone(CLOSE_TIMEOUT)
+        control.wait_gone(CLOSE_TIMEOUT)  # then its daemon's exit
     final = control.wait(0)
     where = os.path.relpath(control.run_dir.path)
     if final is None:  # gone without saying it closed: killed, or crashed
