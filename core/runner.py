@@ -358,7 +358,7 @@ class Runner:
         self._maybe_finish()
 
     def _schedule(self) -> None:
-        if self._interrupted or self._closing:
+        if self._interrupted or self._closing or self._stopping_background:
             return
         while (run := self.deps.pop_ready(background=True)) is not None:
             self._start_if_pending(run)
@@ -850,7 +850,11 @@ class Runner:
 
     def _do_close(self, sig: int = signal.SIGTERM) -> None:
         """Stop what runs (``sig``, grace, SIGKILL); a run closed before its foreground steps
-        ended counts as interrupted."""
+        ended counts as interrupted. Once: a run already ending (a stop-run, then a close; the
+        app's SIGTERM asks both) does not signal its steps again, which some programs take for
+        "quit now, skip the drain"."""
+        if self._closing or self._interrupted:
+            return
         self._closing = True
         self._mark_closing(self.run_state.status)
         for run in self.runs.values():
@@ -900,6 +904,9 @@ class Runner:
             return
         if services and not self._stopping_background:
             self._stopping_background = True
+            # the run ends: said so to every client (`stopping`), and no retry, skip or restart
+            # taken meanwhile (a service retried then was never stopped: the run never ended)
+            self._mark_closing(self.run_state.status)
             for run in services:
                 reason = "stopped after the foreground steps ended"
                 if run.restarting:

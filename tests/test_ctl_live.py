@@ -155,6 +155,15 @@ steps:
 """
 
 
+#: web takes its grace (1 s) to stop: the run's end takes a while
+DRAINS = """
+steps:
+  - {name: web, type: shell, background: true, depends_on: [], grace: 1,
+     run: "trap 'echo TERM' TERM; while true; do sleep 0.05; done"}
+  - {name: work, type: shell, depends_on: [], run: exec sleep 1000}
+"""
+
+
 def test_wait_on_a_run_that_stays_open_says_its_daemon_is_still_up(tmp_path, daemons):
     """CI's ``orch-tui R --detach`` then ``ctl RUN wait``: the run is over, wait exits 0, and
     its daemon stays up for retry or skip, a process the job leaves behind: wait said nothing
@@ -181,6 +190,14 @@ def test_wait_on_a_run_that_stays_open_says_its_daemon_is_still_up(tmp_path, dae
     daemons.append(ends)
     waited = ctl(tmp_path, ends.run_id, "wait")
     assert (waited.returncode, waited.stderr) == (0, "")
+
+    # nor of a run being stopped: its daemon exits (the wait's answer came before its word
+    # that it closes, and the line said "still up ... close ends it")
+    stopped = detach(tmp_path, daemons, DRAINS, "stopped.yaml")
+    wait_for(lambda: status_of(stopped, "work") == "running", 10, "work running")
+    assert ctl(tmp_path, stopped.run_id, "stop-run").returncode == 0
+    waited = ctl(tmp_path, stopped.run_id, "wait")  # as web drains, its grace
+    assert (waited.returncode, waited.stderr) == (130, "")
 
 
 WAITING = """

@@ -17,29 +17,40 @@ steps:
   - name: db
     type: shell
     background: true
-    run: "trap 'echo db >> {order}; exit 0' INT TERM; while true; do sleep 0.05; done"
+    run: "trap 'echo db >> {order}; exit 0' INT TERM; touch {dir}/db.up; while true; do sleep 0.05; done"
   - name: web
     type: shell
     background: true
     depends_on: [db]
-    run: "trap 'sleep 0.3; echo web >> {order}; exit 0' INT TERM; while true; do sleep 0.05; done"
+    run: "trap 'sleep 0.3; echo web >> {order}; exit 0' INT TERM; touch {dir}/web.up; while true; do sleep 0.05; done"
   - name: tests
     type: shell
     depends_on: [web]
-    run: "trap 'sleep 0.3; echo tests >> {order}; exit 0' INT TERM; touch {up}; {work}"
+    run: "trap 'sleep 0.3; echo tests >> {order}; exit 0' INT TERM; {traps_set}; touch {up}; {work}"
   - name: other
     type: shell
     background: true
     depends_on: []
-    run: "trap 'echo other >> {order}; exit 0' INT TERM; while true; do sleep 0.05; done"
+    run: "trap 'echo other >> {order}; exit 0' INT TERM; touch {dir}/other.up; while true; do sleep 0.05; done"
 """
+
+
+def _traps_set(folder, *names: str) -> str:
+    """A shell loop until the services ``names`` (db, web, other) have set their traps: a
+    signal before that ends one as the default does, and it writes nothing."""
+    names = names or ("db", "web", "other")
+    missing = " || ".join(f"[ ! -f {folder}/{name}.up ]" for name in names)
+    return f"while {missing}; do sleep 0.02; done"
 
 
 @pytest.mark.parametrize("end", ["ctrl-c", "close", "work-done"])
 def test_the_run_stops_dependents_before_what_they_depend_on(tmp_path, runners, end):
     order, up = tmp_path / "order", tmp_path / "up"
     work = "true" if end == "work-done" else "while true; do sleep 0.05; done"
-    runner = make_runner(tmp_path, STACK.format(order=order, up=up, work=work))
+    runner = make_runner(
+        tmp_path,
+        STACK.format(order=order, up=up, work=work, dir=tmp_path, traps_set=_traps_set(tmp_path)),
+    )
     runners.append(runner)
     runner.start()
     wait_for(up.exists, 10, "the tests step to start")
@@ -68,8 +79,8 @@ steps:
     background: true
     depends_on: [db]
     grace: 30
-    run: "trap 'touch {draining}; while true; do sleep 0.05; done' INT TERM; while true; do sleep 0.05; done"
-  - {{name: work, type: shell, depends_on: [web], run: "touch {up}; {work}"}}
+    run: "trap 'touch {draining}; while true; do sleep 0.05; done' INT TERM; touch {dir}/web.up; while true; do sleep 0.05; done"
+  - {{name: work, type: shell, depends_on: [web], run: "{traps_set}; touch {up}; {work}"}}
 """
 
 
@@ -83,7 +94,9 @@ def test_a_second_ctrl_c_during_the_end_kills_the_waiting_steps_as_stopped(tmp_p
     work = "true" if end == "keep-alive" else "while true; do sleep 0.05; done"
     runner = make_runner(
         tmp_path,
-        DRAINING.format(draining=draining, up=up, work=work),
+        DRAINING.format(
+            draining=draining, up=up, work=work, dir=tmp_path, traps_set=_traps_set(tmp_path, "web")
+        ),
         keep_alive=end == "keep-alive",
     )
     runners.append(runner)
@@ -162,3 +175,69 @@ def test_ctrl_c_while_a_headless_run_stops_its_services_keeps_the_works_exit_cod
     state = runner.snapshot()
     assert str(state.status) == "succeeded"
     assert (state.steps["db"].status, state.steps["db"].signal) == ("stopped", signal.SIGINT)
+
+
+def test_nothing_is_retried_as_a_headless_run_stops_its_services(tmp_path, runners):
+    """The work is done and the run stops its services (--exit-when-done, headless): a retry
+    of a service then was taken, the service came up again and nothing stopped it: the run
+    never ended (``ctl wait`` for ever). The run says it is stopping; retry, skip and restart
+    are refused, and it ends."""
+    from core.control import LocalControl
+
+    draining = tmp_path / "draining"
+    runner = make_runner(
+        tmp_path,
+        f"""
+        steps:
+          - {{name: db, type: shell, background: true, depends_on: [], run: exec sleep 1000}}
+          - name: slow
+            type: shell
+            background: true
+            depends_on: []
+            grace: 30
+            run: "trap 'touch {draining}' TERM; touch slow.up; while true; do sleep 0.05; done"
+          - {{name: work, type: shell, depends_on: [], run: "{_traps_set(tmp_path, "slow")}"}}
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(draining.exists, 10, "slow to drain, the work done")
+    wait_for(lambda: runner.snapshot().steps["db"].status == "stopped", 10, "db stopped")
+    assert runner.snapshot().closing  # said "done" and took a retry
+    reply = LocalControl(runner).command("retry", "db")
+    assert (reply.ok, reply.message) == (False, "cannot retry 'db': the run is stopping")
+    runner.stop_run(force=True)  # not slow's 30 s of grace
+    assert runner.wait(10) == 0
+    assert runner.snapshot().steps["db"].status == "stopped"
+
+
+def test_a_close_after_a_stop_run_does_not_signal_the_steps_again(tmp_path, runners):
+    """``ctl stop-run`` then ``ctl close`` (the app's SIGTERM asks both): each step draining
+    got a second SIGTERM, which many programs take for "quit now, skip the drain"."""
+    log, beats = tmp_path / "terms", tmp_path / "beats"
+    runner = make_runner(
+        tmp_path,
+        f"""
+        steps:
+          - name: web
+            type: shell
+            background: true
+            depends_on: []
+            grace: 30
+            run: "trap 'echo TERM >> {log}' TERM; while true; do echo >> {beats}; sleep 0.05; done"
+          - {{name: work, type: shell, depends_on: [], run: exec sleep 1000}}
+        """,
+    )
+    runners.append(runner)
+    runner.start()
+    wait_for(lambda: runner.snapshot().steps["work"].status == "running", 10, "work running")
+    wait_for(beats.exists, 10, "web's trap set")
+    runner.stop_run(signal.SIGTERM)
+    wait_for(log.exists, 10, "web's first SIGTERM")
+    runner.close()
+    wait_for(lambda: runner.snapshot().steps["work"].ended, 10, "work to end")
+    seen = beats.read_text().count("\n")  # a few turns of web's loop: a trap due has run
+    wait_for(lambda: beats.read_text().count("\n") >= seen + 3, 10, "web to go on")
+    runner.stop_run(force=True)  # not web's 30 s of grace
+    assert runner.wait(10) == 130
+    assert log.read_text() == "TERM\n"

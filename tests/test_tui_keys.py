@@ -441,6 +441,28 @@ async def test_quit_while_running_asks_and_n_or_escape_cancel(orch, key: str):
     assert read_state(runner.run_dir)["steps"]["sleeper"]["status"] == "cancelled"
 
 
+async def test_a_sigterm_to_the_app_under_the_quit_question_takes_the_question_away(orch):
+    """``q`` shows the question, then the app gets SIGTERM (the run stops, as Ctrl-C stops a
+    headless one): the question stayed up, offering a ``d`` and a ``y`` that no longer did
+    anything, while the header said "stopping"."""
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: sleeper, type: shell, cmd: sleep, args: ["100"]}
+        """
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "sleeper", "running")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        app.interrupt()  # what the app's SIGTERM handler calls
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), what="no question")
+        await until(pilot, lambda: not app.is_running, 20, "the app to exit")
+    assert app.return_value == 130
+
+
 async def test_quit_asks_while_a_service_waits_out_its_restart_delay(orch):
     """A dev stack whose one service crashed and waits to start again (↻ in the tree and the
     header): q ended the run at once, unasked, as if nothing ran; it asks, naming the service

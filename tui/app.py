@@ -772,6 +772,8 @@ class OrchApp(App[int]):
             return
         self._quitting = True
         self.refresh_bindings()
+        if isinstance(self.screen, ConfirmQuit):  # its d and y apply no more: the run stops
+            self.pop_screen()
         try:
             self.control.command("stop_run", signal=signal.SIGTERM)  # the note says so
         except DaemonGone:

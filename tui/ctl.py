@@ -274,9 +274,15 @@ def _wait(control: RunControl, args: argparse.Namespace) -> int:
     if code is None:  # the daemon went away without saying how the run ended
         with RecordedRun.open(control.run_dir.path, daemon_gone=True) as recorded:
             code = recorded.wait()
-    elif isinstance(control, RemoteControl) and control.stays_open:
+    elif isinstance(control, RemoteControl) and control.stays_open and not _ending(control):
         _say_still_open(control.run_dir.path.name)
     return code if code is not None else EXIT_OK
+
+
+def _ending(control: RunControl) -> bool:
+    """The run was ended (a stop-run, a close): its daemon exits, though the wait's answer
+    may come before its word that it closes (said "still up ... close ends it", falsely)."""
+    return control.snapshot().closing
 
 
 def _say_still_open(run_id: str) -> None:
