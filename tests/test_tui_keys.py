@@ -615,6 +615,26 @@ async def test_help_opens_and_escape_closes(orch):
         assert app.focused is _tree(app)
 
 
+def test_help_says_what_every_key_in_the_footer_does():
+    """Each key the steps screen's footer can offer (the app's, the tree's, a log's) has a row
+    in the help that names what the footer says it does: ``q Kill now`` while the run stops
+    was offered with the help saying only "quit" of ``q``."""
+    from tui.app import OrchApp
+    from tui.screens.help import KEYS
+    from tui.widgets import LogPane, StepTree
+
+    shown = {"slash": "/", "question_mark": "?", "end": "End"}
+    for owner in (OrchApp, StepTree, LogPane):
+        for binding in owner.BINDINGS:
+            if not binding.show:
+                continue
+            key = shown.get(binding.key, binding.key)
+            word = binding.description.split()[0].lower()  # "Kill now": kill
+            rows = [text for keys, text in KEYS if text and key in keys.split()]
+            assert rows, f"{key} ({binding.description}) is not in the help"
+            assert any(word in text.lower() for text in rows), (key, binding.description, rows)
+
+
 async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):
     from tui.widgets import LogPane
 

@@ -44,7 +44,8 @@ KEYS = [
     ("d", "detach: the app exits, the run goes on; orch-tui attach comes back"),
     (
         "q ctrl+q ctrl+c",
-        "quit: while steps run asks: d detach, y stop the run, n cancel; sessions stay",
+        "quit: while steps run asks: d detach, y stop the run, n cancel; sessions stay."
+        " Again while the run stops (the header says stopping): kill every step now",
     ),
     ("?", "this help"),
 ]
