@@ -298,6 +298,23 @@ def test_a_run_being_stopped_says_stopping_and_a_second_stop_run_kills_it(tmp_pa
     assert state["steps"]["svc"]["signal"] == signal.SIGKILL
 
 
+def test_ctl_stop_twice_kills_a_step_taking_its_grace(tmp_path, daemons):
+    """``ctl stop svc`` of a service that ignores SIGTERM (grace 60 s), then again: the second
+    kills it at once and says so, as a second ``stop-run`` kills the run's steps. It said
+    "stop: svc" and sent SIGTERM once more: the service took its whole grace."""
+    daemon = detach(tmp_path, daemons, SLOW_TO_STOP)
+    wait_for(lambda: status_of(daemon, "svc") == "ready", 10, "svc up")
+    assert ctl(tmp_path, daemon.run_id, "stop", "svc").stdout.strip() == "stop: svc"
+    wait_for(lambda: read_state(daemon.run_dir)["steps"]["svc"]["stopping"], 10, "svc stopping")
+    again = ctl(tmp_path, daemon.run_id, "stop", "svc")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "killing 'svc' now (SIGKILL): it was stopping already"
+    wait_for(lambda: status_of(daemon, "svc") == "stopped", 10, "svc killed")
+    assert read_state(daemon.run_dir)["steps"]["svc"]["signal"] == signal.SIGKILL
+    assert ctl(tmp_path, daemon.run_id, "close").returncode == 0
+    assert_gone([daemon.pid], timeout=20)
+
+
 ANSWERS = """
 steps:
   - {name: answer, type: shell, run: 'sleep 0.5; echo "{\\"answer\\": 42}" > "$ORCH_CTX_OUT"'}

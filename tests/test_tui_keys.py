@@ -351,6 +351,37 @@ async def test_a_step_asked_to_stop_says_so_until_it_has_ended(orch):
         assert step_status_words(runner.snapshot().steps["svc"]) == "stopped"
 
 
+async def test_k_again_on_a_step_taking_its_grace_kills_it_now(orch):
+    """k on a step that ignores SIGTERM (grace 60 s): its row says stopping and the footer
+    offers ``k Kill now``; k again kills it at once (SIGKILL), as q again kills the run's
+    steps. The footer offered ``k Stop`` again, and k sent SIGTERM once more and said
+    "stop: svc": the step took its whole grace."""
+    from textual.widgets._footer import FooterKey
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: svc, type: shell, background: true, grace: 60,
+             run: "trap '' TERM; while true; do sleep 0.05; done"}
+        """
+    )
+
+    def offered() -> set[tuple[str, str]]:
+        return {(key.key, key.description) for key in app.screen.query(FooterKey)}
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "svc", "ready")
+        await until(pilot, lambda: ("k", "Stop") in offered(), what="k Stop")
+        await pilot.press("k")
+        await until(pilot, lambda: runner.snapshot().steps["svc"].stopping, what="stopping")
+        await until(pilot, lambda: ("k", "Kill now") in offered(), what="k Kill now")
+        assert ("k", "Stop") not in offered(), offered()
+        await pilot.press("k")
+        await until_status(pilot, runner, "svc", "stopped", timeout=10)
+        svc = runner.snapshot().steps["svc"]
+        assert (svc.signal, svc.stopping) == (9, False), svc
+
+
 async def test_a_stopped_service_is_not_marked_healthy(orch):
     """A healthy service the user stops (k): its row kept its green ♥ and ``ctl status`` /
     the summary said "bg; healthy; …" of a service that was not there any more."""

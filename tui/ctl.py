@@ -91,7 +91,7 @@ def _commands_parser() -> _Parser:
     for name, what in (
         ("skip", "skip a step (pending, blocked, failed or stopped): its dependents go on"),
         ("retry", "run a step again (failed, cancelled or succeeded)"),
-        ("stop", "stop a running step"),
+        ("stop", "stop a running step (again while it stops: kill it now)"),
         ("restart", "restart a service step"),
     ):
         sub.add_parser(name, help=what).add_argument("step", metavar="STEP")

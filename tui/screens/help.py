@@ -24,7 +24,7 @@ KEYS = [
         "r",
         "retry the selected step (failed, cancelled or succeeded); on a running service: restart",
     ),
-    ("k", "stop the selected running step"),
+    ("k", "stop the selected running step; again while it stops (its grace): kill it now"),
     ("a", "attach to the selected session (detach: Ctrl-a d in screen, Ctrl-b d in tmux)"),
     (
         "p",
