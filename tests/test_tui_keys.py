@@ -353,7 +353,7 @@ async def test_a_step_asked_to_stop_says_so_until_it_has_ended(orch):
 
 async def test_k_again_on_a_step_taking_its_grace_kills_it_now(orch):
     """k on a step that ignores SIGTERM (grace 60 s): its row says stopping and the footer
-    offers ``k Kill now``; k again kills it at once (SIGKILL), as q again kills the run's
+    offers ``k Kill step``; k again kills it at once (SIGKILL), as q again kills the run's
     steps. The footer offered ``k Stop`` again, and k sent SIGTERM once more and said
     "stop: svc": the step took its whole grace."""
     from textual.widgets._footer import FooterKey
@@ -374,7 +374,7 @@ async def test_k_again_on_a_step_taking_its_grace_kills_it_now(orch):
         await until(pilot, lambda: ("k", "Stop") in offered(), what="k Stop")
         await pilot.press("k")
         await until(pilot, lambda: runner.snapshot().steps["svc"].stopping, what="stopping")
-        await until(pilot, lambda: ("k", "Kill now") in offered(), what="k Kill now")
+        await until(pilot, lambda: ("k", "Kill step") in offered(), what="k Kill step")
         assert ("k", "Stop") not in offered(), offered()
         await pilot.press("k")
         await until_status(pilot, runner, "svc", "stopped", timeout=10)

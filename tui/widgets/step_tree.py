@@ -66,7 +66,7 @@ class StepTree(Tree[dict[str, Any]]):
         Binding("r", "restart", "Restart"),
         Binding("k", "stop", "Stop"),
         # on a step already stopping (taking its grace): `k` again kills it at once
-        Binding("k", "kill", "Kill now"),
+        Binding("k", "kill", "Kill step"),
         Binding("a", "attach", "Attach"),
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
