@@ -1048,7 +1048,11 @@ def test_ctl_on_a_stopped_daemon_whose_queue_is_full_does_not_hang(
             sock.close()
     assert not hung, "ctl status hung on the full queue"
     assert results == [0]
-    assert "did not answer in time: read from its folder" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "did not answer in time: read from its folder" in captured.err
+    # the run is live, its daemon there: its line said "(not live)"
+    first = captured.out.splitlines()[0]
+    assert first.endswith(f"(live, pid {daemon.pid}, busy: read from its folder)"), first
 
 
 def test_runs_lists_a_busy_daemon_live_and_ctl_finds_it(tmp_path, daemons, monkeypatch, capsys):

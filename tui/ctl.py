@@ -149,7 +149,12 @@ def _run_line(control: RunControl, state: RunState, now: float) -> str:
     took = format_duration((state.ended or now) - state.started) if state.started else "not started"
     recorded = isinstance(control, RecordedRun)
     if recorded:
-        where = "the daemon is gone" if control.died else "not live"
+        if control.died:
+            where = "the daemon is gone"
+        elif control.busy:  # live: it did not answer (stopped, or busy in C code)
+            where = f"live, pid {state.pid}, busy: read from its folder"
+        else:
+            where = "not live"
     else:
         where = f"live, pid {state.pid}"
     # the app header's words: "waiting" for a failed step's retry while a service is up, not
