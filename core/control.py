@@ -132,7 +132,10 @@ class LocalControl:
                 "stop": runner.stop_step,
                 "restart": runner.restart,
             }
+            again = name == "stop" and runner.runs[step].state.stopping  # killed at once
             commands[name](step)
+            if again:
+                return Reply(True, f"killing {step!r} now (SIGKILL): it was stopping already")
             return Reply(True, f"{name}: {step}")
         if name == "stop_run":
             by = args.get("signal")  # the signal that made the front end stop the run, if one did

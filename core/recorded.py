@@ -78,6 +78,9 @@ class RecordedRun:
     shown as it is, running."""
 
     read_only = True
+    #: read from the folder because the run's daemon, live, did not answer in time (ctl
+    #: status says so instead of "not live"); set by whoever opened it
+    busy = False
 
     def __init__(self, run_dir: RunDir, *, daemon_gone: bool = False) -> None:
         self.run_dir = run_dir

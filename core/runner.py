@@ -760,6 +760,11 @@ class Runner:
             return
         if run.state.status not in ACTIVE:
             return self._refuse(run, "stop")
+        if run.state.stopping and run.execution is not None:
+            # asked again while it takes its grace (`k` twice, `ctl stop` twice): killed now,
+            # as the run's stop asked again kills every step (it only sent SIGTERM once more)
+            self._kill(run, run.execution)
+            return
         status = Status.STOPPED if run.ready else Status.CANCELLED
         self._stop(run, status, "stopped by user")
 

@@ -315,6 +315,23 @@ def test_a_run_being_stopped_says_stopping_and_a_second_stop_run_kills_it(tmp_pa
     assert state["steps"]["svc"]["signal"] == signal.SIGKILL
 
 
+def test_ctl_stop_twice_kills_a_step_taking_its_grace(tmp_path, daemons):
+    """``ctl stop svc`` of a service that ignores SIGTERM (grace 60 s), then again: the second
+    kills it at once and says so, as a second ``stop-run`` kills the run's steps. It said
+    "stop: svc" and sent SIGTERM once more: the service took its whole grace."""
+    daemon = detach(tmp_path, daemons, SLOW_TO_STOP)
+    wait_for(lambda: status_of(daemon, "svc") == "ready", 10, "svc up")
+    assert ctl(tmp_path, daemon.run_id, "stop", "svc").stdout.strip() == "stop: svc"
+    wait_for(lambda: read_state(daemon.run_dir)["steps"]["svc"]["stopping"], 10, "svc stopping")
+    again = ctl(tmp_path, daemon.run_id, "stop", "svc")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "killing 'svc' now (SIGKILL): it was stopping already"
+    wait_for(lambda: status_of(daemon, "svc") == "stopped", 10, "svc killed")
+    assert read_state(daemon.run_dir)["steps"]["svc"]["signal"] == signal.SIGKILL
+    assert ctl(tmp_path, daemon.run_id, "close").returncode == 0
+    assert_gone([daemon.pid], timeout=20)
+
+
 ANSWERS = """
 steps:
   - {name: answer, type: shell, run: 'sleep 0.5; echo "{\\"answer\\": 42}" > "$ORCH_CTX_OUT"'}
@@ -1048,7 +1065,11 @@ def test_ctl_on_a_stopped_daemon_whose_queue_is_full_does_not_hang(
             sock.close()
     assert not hung, "ctl status hung on the full queue"
     assert results == [0]
-    assert "did not answer in time: read from its folder" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "did not answer in time: read from its folder" in captured.err
+    # the run is live, its daemon there: its line said "(not live)"
+    first = captured.out.splitlines()[0]
+    assert first.endswith(f"(live, pid {daemon.pid}, busy: read from its folder)"), first
 
 
 def test_runs_lists_a_busy_daemon_live_and_ctl_finds_it(tmp_path, daemons, monkeypatch, capsys):

@@ -499,6 +499,33 @@ async def test_the_quit_question_fits_without_wrapping_a_line(orch, size):
             assert text.size.height == len(lines), f"wrapped: {lines}"
 
 
+async def test_the_quit_question_names_each_running_step_at_80x24(orch):
+    """Two steps running, the first with a long name: the question's line names both, each
+    cut with … (the first took the whole line: "2 steps still running:
+    unit_tests_with_a_rather_long_na…", the second never said)."""
+    from tui.screens.confirm_quit import ConfirmQuit
+
+    first, second = "unit_tests_with_a_rather_long_name_for_the_tree", "integration_tests_too"
+    app, runner = orch(
+        f"""
+        steps:
+          - {{name: {first}, type: shell, depends_on: [], cmd: sleep, args: ["100"]}}
+          - {{name: {second}, type: shell, depends_on: [], cmd: sleep, args: ["100"]}}
+        """,
+        detachable=True,
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_status(pilot, runner, first, "running")
+        await until_status(pilot, runner, second, "running")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), what="the question")
+        await pilot.pause()
+        row = next(line for line in screen_lines(app) if "still running" in line)
+        assert "unit_tests_with_a_r" in row and "integration_tests_t" in row, row
+        await pilot.press("n")
+        runner.stop_run(force=True)
+
+
 async def test_the_sessions_screen_draws_its_keys_as_compact_as_the_steps_screen(orch, screendir):
     """The sessions screen (S) has the steps screen's footer: at 80 columns its keys drawn
     compact, each whole, and no palette key taking their room (Textual's footer there ended

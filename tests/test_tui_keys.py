@@ -351,6 +351,37 @@ async def test_a_step_asked_to_stop_says_so_until_it_has_ended(orch):
         assert step_status_words(runner.snapshot().steps["svc"]) == "stopped"
 
 
+async def test_k_again_on_a_step_taking_its_grace_kills_it_now(orch):
+    """k on a step that ignores SIGTERM (grace 60 s): its row says stopping and the footer
+    offers ``k Kill step``; k again kills it at once (SIGKILL), as q again kills the run's
+    steps. The footer offered ``k Stop`` again, and k sent SIGTERM once more and said
+    "stop: svc": the step took its whole grace."""
+    from textual.widgets._footer import FooterKey
+
+    app, runner = orch(
+        """
+        steps:
+          - {name: svc, type: shell, background: true, grace: 60,
+             run: "trap '' TERM; while true; do sleep 0.05; done"}
+        """
+    )
+
+    def offered() -> set[tuple[str, str]]:
+        return {(key.key, key.description) for key in app.screen.query(FooterKey)}
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until_status(pilot, runner, "svc", "ready")
+        await until(pilot, lambda: ("k", "Stop") in offered(), what="k Stop")
+        await pilot.press("k")
+        await until(pilot, lambda: runner.snapshot().steps["svc"].stopping, what="stopping")
+        await until(pilot, lambda: ("k", "Kill step") in offered(), what="k Kill step")
+        assert ("k", "Stop") not in offered(), offered()
+        await pilot.press("k")
+        await until_status(pilot, runner, "svc", "stopped", timeout=10)
+        svc = runner.snapshot().steps["svc"]
+        assert (svc.signal, svc.stopping) == (9, False), svc
+
+
 async def test_a_stopped_service_is_not_marked_healthy(orch):
     """A healthy service the user stops (k): its row kept its green ♥ and ``ctl status`` /
     the summary said "bg; healthy; …" of a service that was not there any more."""
@@ -635,6 +666,26 @@ async def test_help_opens_and_escape_closes(orch):
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
         assert app.focused is _tree(app)
+
+
+def test_help_says_what_every_key_in_the_footer_does():
+    """Each key the steps screen's footer can offer (the app's, the tree's, a log's) has a row
+    in the help that names what the footer says it does: ``q Kill now`` while the run stops
+    was offered with the help saying only "quit" of ``q``."""
+    from tui.app import OrchApp
+    from tui.screens.help import KEYS
+    from tui.widgets import LogPane, StepTree
+
+    shown = {"slash": "/", "question_mark": "?", "end": "End"}
+    for owner in (OrchApp, StepTree, LogPane):
+        for binding in owner.BINDINGS:
+            if not binding.show:
+                continue
+            key = shown.get(binding.key, binding.key)
+            word = binding.description.split()[0].lower()  # "Kill now": kill
+            rows = [text for keys, text in KEYS if text and key in keys.split()]
+            assert rows, f"{key} ({binding.description}) is not in the help"
+            assert any(word in text.lower() for text in rows), (key, binding.description, rows)
 
 
 async def test_pin_keeps_a_log_beside_and_never_repeats_the_main_pane(orch):

@@ -636,8 +636,10 @@ class OrchApp(App[int]):
         name = data.get("name")
         if data.get("kind") != "step" or name is None:
             return
+        # `k` on a step that takes its grace: the runner's stop, asked again, kills it now
+        command = "stop" if message.action == "kill" else message.action
         try:
-            reply = self.control.command(message.action, name)
+            reply = self.control.command(command, name)
         except DaemonGone as exc:  # killed: the app leaves once it has seen it go
             self.notify(clean(str(exc)), severity="error", markup=False)
             return
@@ -648,6 +650,9 @@ class OrchApp(App[int]):
             for pane in self.query(LogPane):
                 if pane.step == name:
                     pane.action_follow()
+        if message.action == "kill":
+            self.notify(f"killing {name} now (SIGKILL)", timeout=3)
+            return
         self.notify(f"{message.action}: {name}", timeout=2)
 
     def attach(self, backend_name: str, session: str, socket: str | None = None) -> None:

@@ -91,7 +91,7 @@ def _commands_parser() -> _Parser:
     for name, what in (
         ("skip", "skip a step (pending, blocked, failed or stopped): its dependents go on"),
         ("retry", "run a step again (failed, cancelled or succeeded)"),
-        ("stop", "stop a running step"),
+        ("stop", "stop a running step (again while it stops: kill it now)"),
         ("restart", "restart a service step"),
     ):
         sub.add_parser(name, help=what).add_argument("step", metavar="STEP")
@@ -149,7 +149,12 @@ def _run_line(control: RunControl, state: RunState, now: float) -> str:
     took = format_duration((state.ended or now) - state.started) if state.started else "not started"
     recorded = isinstance(control, RecordedRun)
     if recorded:
-        where = "the daemon is gone" if control.died else "not live"
+        if control.died:
+            where = "the daemon is gone"
+        elif control.busy:  # live: it did not answer (stopped, or busy in C code)
+            where = f"live, pid {state.pid}, busy: read from its folder"
+        else:
+            where = "not live"
     else:
         where = f"live, pid {state.pid}"
     # the app header's words: "waiting" for a failed step's retry while a service is up, not

@@ -307,6 +307,9 @@ def open_run(path: Path, *, client: str, reader: bool = True) -> RunControl:
                 if not reader:
                     raise UsageError(f"{said} (busy, or stopped): try again") from None
                 print(f"orch-tui: {said}: read from its folder", file=sys.stderr)
+                recorded = open_recorded(path, daemon_gone=False)
+                recorded.busy = True
+                return recorded
     return open_recorded(path, daemon_gone=found.gone)
 
 

@@ -4,6 +4,7 @@ of its own (a run daemon): an in-process run ends with the app."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -12,6 +13,16 @@ from textual.widgets import Static
 
 from tui.format import counted
 from tui.widgets.keys_footer import KeysFooter
+
+#: cells a step's name may take in the list of running steps: a long first name left no room
+#: for the others on the line ("2 steps still running: unit_tests_with_a_rather_long_na…")
+NAME_CELLS = 20
+
+
+def _short(name: str) -> str:
+    text = Text(name)
+    text.truncate(NAME_CELLS, overflow="ellipsis")
+    return text.plain
 
 
 class ConfirmQuit(ModalScreen[str | None]):
@@ -31,7 +42,8 @@ class ConfirmQuit(ModalScreen[str | None]):
         self.detachable = detachable
 
     def compose(self) -> ComposeResult:
-        names = ", ".join(self.running[:6]) + (" …" if len(self.running) > 6 else "")
+        shown = [_short(name) for name in self.running[:6]]
+        names = ", ".join(shown) + (" …" if len(self.running) > 6 else "")
         detach = "[b]d[/] detach: they go on; orch-tui attach comes back\n"
         # one answer a line, each shorter than the box (66 columns inside): none wraps
         with Vertical(id="quit-box"):

@@ -24,7 +24,7 @@ KEYS = [
         "r",
         "retry the selected step (failed, cancelled or succeeded); on a running service: restart",
     ),
-    ("k", "stop the selected running step"),
+    ("k", "stop the selected running step; again while it stops (its grace): kill it now"),
     ("a", "attach to the selected session (detach: Ctrl-a d in screen, Ctrl-b d in tmux)"),
     (
         "p",
@@ -44,7 +44,8 @@ KEYS = [
     ("d", "detach: the app exits, the run goes on; orch-tui attach comes back"),
     (
         "q ctrl+q ctrl+c",
-        "quit: while steps run asks: d detach, y stop the run, n cancel; sessions stay",
+        "quit: while steps run asks: d detach, y stop the run, n cancel; sessions stay."
+        " Again while the run stops (the header says stopping): kill every step now",
     ),
     ("?", "this help"),
 ]

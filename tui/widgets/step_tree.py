@@ -54,7 +54,7 @@ NAME_KEPT = 8
 #: Rows (Texts) kept made: a few screens of the tree, not a Text per step of a big run.
 LABELS_KEPT = 256
 #: the keys of the selection's actions (what ``check_action`` asks the runner about)
-STEP_ACTIONS = ("skip", "retry", "restart", "stop", "attach")
+STEP_ACTIONS = ("skip", "retry", "restart", "stop", "kill", "attach")
 
 
 class StepTree(Tree[dict[str, Any]]):
@@ -65,6 +65,8 @@ class StepTree(Tree[dict[str, Any]]):
         Binding("r", "retry", "Retry"),
         Binding("r", "restart", "Restart"),
         Binding("k", "stop", "Stop"),
+        # on a step already stopping (taking its grace): `k` again kills it at once
+        Binding("k", "kill", "Kill step"),
         Binding("a", "attach", "Attach"),
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
@@ -439,6 +441,8 @@ class StepTree(Tree[dict[str, Any]]):
             return frozenset()
         kind = data.get("kind")
         offered = set(self._allowed(data["name"])) if kind == "step" else set()
+        if "stop" in offered and self._states[data["name"]][0].stopping:
+            offered.symmetric_difference_update(("stop", "kill"))  # the stop asked again
         if (kind == "session" and not data.get("ended")) or (
             kind == "step" and data.get("type") == "session"
         ):
@@ -461,6 +465,9 @@ class StepTree(Tree[dict[str, Any]]):
 
     def action_stop(self) -> None:
         self._act("stop")
+
+    def action_kill(self) -> None:
+        self._act("kill")
 
     def action_attach(self) -> None:
         self._act("attach")
