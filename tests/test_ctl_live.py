@@ -464,7 +464,7 @@ def test_runs_shows_a_killed_daemon_died_and_removes_only_its_socket(tmp_path, d
     assert not marked(killed_dir)  # the watchdog took the killed daemon's steps with it
 
     status = ctl(tmp_path, killed, "status").stdout.splitlines()
-    assert status[0].startswith(f"run {killed} demo: interrupted, ")
+    assert status[0].startswith(f"run {killed} demo: died, ")  # as runs says (was interrupted)
     assert status[0].endswith("(the daemon is gone)")
     assert "interrupted (the daemon is gone)" in status[5]  # the sleeper
     assert ctl(tmp_path, "status").stdout.startswith(f"run {live} ")  # the newest live one

@@ -162,6 +162,8 @@ def _run_line(control: RunControl, state: RunState, now: float) -> str:
     word, hint = state_words(state, final=recorded or state.closing)
     if hint:
         word += " (ctl retry or skip a step)"
+    if recorded and control.died:  # as ``runs`` says it (state.json: interrupted, as read)
+        word = "died"
     return f"run {state.run_id} {clean(state.name)}: {word}, {took} ({where})"
 
 
