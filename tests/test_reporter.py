@@ -441,6 +441,23 @@ def test_failure_line_and_blocked_without_reason(run: Run) -> None:
     assert "⊘ deploy blocked by build" in out  # the root failure the runner names
 
 
+def test_a_blocked_step_is_said_once_however_its_roots_grow(run: Run) -> None:
+    """Ctrl-C in a 2,000-step run: each step cut short is one more root of what it blocks, and
+    a join of them was said again each time, with every name (five lines of 100 names and more
+    for one step). It is said once, its first roots, at most 20 named."""
+    run.start()
+    roots = [f"fan{i:04d}" for i in range(30)]
+    run.step(StepStatus, "join", status="blocked", blocked_by=roots[:1])
+    for grown in range(2, 31):
+        run.step(StepStatus, "join", status="blocked", blocked_by=roots[:grown])
+    run.step(StepStatus, "wide", status="blocked", blocked_by=roots)
+    lines = [line for line in run.output().splitlines() if "blocked by" in line]
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "⊘ join blocked by fan0000",
+        "⊘ wide blocked by " + ", ".join(roots[:20]) + " and 10 more",
+    ]
+
+
 # -- summary ----------------------------------------------------------------------------------------
 def test_summary_root_failure_before_blocked(run: Run) -> None:
     run.start()

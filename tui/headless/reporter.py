@@ -53,7 +53,7 @@ from tui.format import (
     worth_saying,
 )
 from tui.headless.echo import Echo, StepView
-from tui.headless.summary import Summary, attempt_note, tries
+from tui.headless.summary import BLOCKED_NAMED, Summary, attempt_note, tries
 from tui.headless.terminal import MARKS, Printer, Terminal, stdout_timeout
 
 if TYPE_CHECKING:
@@ -268,10 +268,12 @@ class HeadlessReporter:
             with self._lock:
                 view.spinner = None
         if event.status == Status.BLOCKED:
-            if event.reason and event.reason.startswith("blocked"):
+            if before is not None and before.status == Status.BLOCKED:
+                return  # said already: only what blocks it grew (the summary names it all)
+            if state.blocked_by:
+                text = "blocked by " + _names(state.blocked_by)
+            elif event.reason and event.reason.startswith("blocked"):
                 text = event.reason
-            elif state.blocked_by:
-                text = "blocked by " + ", ".join(state.blocked_by)
             else:
                 text = "blocked" + (f" ({event.reason})" if event.reason else "")
         elif event.status == Status.PENDING:
@@ -356,3 +358,11 @@ def _discards(stream: TextIO) -> bool:
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
         return False
     return stat.S_ISCHR(info.st_mode) and info.st_rdev == null.st_rdev
+
+
+def _names(names: list[str]) -> str:
+    """``a, b, c``; past BLOCKED_NAMED (as the summary), the first ones and how many more: a
+    step blocked by a Ctrl-C in a 2,000-step run named every step cut short, 100 and more."""
+    if len(names) <= BLOCKED_NAMED:
+        return ", ".join(names)
+    return f"{', '.join(names[:BLOCKED_NAMED])} and {len(names) - BLOCKED_NAMED} more"
