@@ -299,12 +299,18 @@ def run_step(job: Job) -> tuple[Outcome, int]:
 
 def _children() -> dict[int, float]:
     """This worker's descendants now: pid -> start time."""
+    return {child.pid: started for child, started in _descendants()}
+
+
+def _descendants() -> list[tuple[Any, float]]:
+    """This worker's descendants (psutil processes) and their start times; one that ended
+    as it was looked at is left out."""
     import psutil
 
-    found = {}
+    found = []
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            found[child.pid] = child.create_time()
+            found.append((child, child.create_time()))
     return found
 
 
@@ -316,11 +322,7 @@ def _stop_left(before: dict[int, float], grace: float, publisher: Publisher) -> 
     signalled only while it is the process found (psutil checks its start time)."""
     import psutil
 
-    left = []
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if before.get(child.pid) != child.create_time():
-                left.append(child)
+    left = [child for child, started in _descendants() if before.get(child.pid) != started]
     if not left:
         return
     for proc in left:
