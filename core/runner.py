@@ -760,6 +760,10 @@ class Runner:
             return
         if run.state.status not in ACTIVE:
             return self._refuse(run, "stop")
+        if run.state.stopping and run.end_cause == MANUAL:
+            # stopped to be restarted (`r`), then `k` ("k Kill step" on any stopping step):
+            # killed, and not started again
+            run.end_cause, run.stop_reason = None, "stopped by user"
         if run.state.stopping and run.execution is not None:
             # asked again while it takes its grace (`k` twice, `ctl stop` twice): killed now,
             # as the run's stop asked again kills every step (it only sent SIGTERM once more)

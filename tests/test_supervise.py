@@ -335,6 +335,33 @@ def test_restart_on_a_service_waiting_out_its_restart_delay_starts_it_at_once(tm
     assert len(starts(read_events(runner.run_dir), "svc")) == 2
 
 
+def test_stop_on_a_service_being_restarted_stops_it_for_good(tmp_path, runners):
+    """``r`` then ``k`` (``ctl restart``, then ``ctl stop``) on a service that takes its grace
+    to stop: ``k`` kills a stopping step ("k Kill step"), and a killed service is not started
+    again. It was, as the ``r`` had asked: the user could not stop it."""
+    runner, control, svc = live_run(
+        tmp_path,
+        runners,
+        """
+        steps:
+          - {name: svc, type: shell, background: true, restart: always, grace: 30,
+             run: 'trap "" TERM; echo $$ >> starts; while :; do sleep 0.1; done'}
+          - {name: work, type: shell, run: "exec sleep 30", depends_on: []}
+        """,
+    )
+    wait_for(lambda: (tmp_path / "starts").exists(), message="the service up")
+    wait_for(lambda: svc().status in ("running", "ready"), message="the service running")
+    assert control.command("restart", "svc").ok
+    wait_for(lambda: svc().stopping, message="the restart's stop")
+    assert control.command("stop", "svc").ok
+    wait_for(lambda: svc().status == "stopped", message="stopped (killed, not its 30 s grace)")
+    assert (svc().reason, svc().restarts) == ("stopped by user", 0)
+    assert control.command("close").ok
+    assert control.wait(10) == 130  # work was cut short
+    assert len(starts(read_events(runner.run_dir), "svc")) == 1
+    assert len((tmp_path / "starts").read_text().split()) == 1
+
+
 @pytest.mark.parametrize("commands", [("restart",), ("stop", "retry")])
 def test_a_service_started_again_during_its_last_starts_grace_waits_for_it_to_be_gone(
     tmp_path, runners, commands
