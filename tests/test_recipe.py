@@ -450,6 +450,29 @@ CASES = [
         "field 'restart' is not for session steps",
         id="restart-session",
     ),
+    pytest.param(  # it ran in the runner's own folder and environment: the field did nothing
+        "- name: a\n  type: python\n  module: m\n  cwd: /tmp\n",
+        4,
+        "step 'a'",
+        "field 'cwd' is for shell and session steps, not python steps (a python step runs in "
+        "the runner's process",
+        id="cwd-python",
+    ),
+    pytest.param(
+        "- name: a\n  type: python\n  module: m\n  env: {A: b}\n",
+        4,
+        "step 'a'",
+        "field 'env' is for shell and session steps, not python steps",
+        id="env-python",
+    ),
+    pytest.param(  # a send types into a shell that is running already
+        "- name: a\n  type: session\n  action: send\n  session: s\n  command: ls\n  env: {A: b}\n",
+        6,
+        "step 'a'",
+        "field 'env' goes with action create or recreate (the session's shell starts with it), "
+        "not send",
+        id="env-session-send",
+    ),
     pytest.param(
         "- name: a\n  type: shell\n  run: x\n  health: {port: 80}\n",
         4,

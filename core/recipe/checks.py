@@ -302,6 +302,7 @@ class Validator:
         self.ready(draft)
         self.health(draft)
         self.restart(draft)
+        self.env_and_cwd(draft)
         if step_type == "shell":
             self.shell(draft)
         elif step_type == "session":
@@ -366,6 +367,33 @@ class Validator:
         if len(self.problems) == before and len(named) == 1:
             d.values[field] = cls(**values)  # else the recipe is refused: never built
         return spec
+
+    def env_and_cwd(self, d: Draft) -> None:
+        """``env`` and ``cwd`` are a process's as it starts: a shell step's, or the shell of a
+        session a step creates. A python step runs in the runner's process, which its steps
+        share, and a session's shell that a step types into is running already: there the
+        fields would do nothing, so they are refused rather than ignored."""
+        action = d.values.get("action")
+        for field in ("env", "cwd"):
+            if field not in d.data:
+                continue
+            if d.step_type == "python":
+                why = (
+                    "a python step runs in the runner's process, whose environment and working "
+                    "directory its steps share: pass values in 'params', or make it a shell step"
+                )
+                message = (
+                    f"field '{field}' is for shell and session steps, not python steps ({why})"
+                )
+            elif d.step_type == "session" and action not in (None, "create", "recreate"):
+                message = (
+                    f"field '{field}' goes with action create or recreate (the session's shell "
+                    f"starts with it), not {action}: that shell is running already (type a "
+                    "'cd DIR' or 'export NAME=VALUE' into it with command:)"
+                )
+            else:
+                continue
+            self.report(message, d.trail + (field,), d.who, key=True)
 
     def restart(self, d: Draft) -> None:
         """``restart`` is for services (background steps; a foreground step has ``retries``),
@@ -573,8 +601,8 @@ class Validator:
         build/app`` after a ``make`` step, or a ``cwd`` an earlier step creates, are normal, and
         an error would refuse such a recipe for good."""
         for d in drafts:
-            if d is not None and d.step_type == "shell":
-                self.shell_paths(d, workspace, env)
+            if d is not None and d.step_type in ("shell", "session"):
+                self.shell_paths(d, workspace, env)  # a session: its cwd (it has no cmd)
 
     def shell_paths(self, d: Draft, workspace: Path, env: Mapping[str, str]) -> None:
         cwd, cmd = d.values.get("cwd"), d.values.get("cmd")
