@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -334,7 +335,7 @@ def test_a_session_step_starts_its_shell_in_its_cwd_with_its_env(
             session: lab_env
             cwd: {json.dumps(str(lab))}
             env: {{LAB_MODE: "fast and 'safe'"}}
-            command: printf '%s|%s\\n' "$PWD" "$LAB_MODE" > seen
+            command: printf '%s|%s\\n' "$PWD" "$LAB_MODE" > {shlex.quote(str(lab / "seen"))}
         """,
     )
     assert result.code == 0, result.runner.state()
