@@ -450,6 +450,53 @@ CASES = [
         "field 'restart' is not for session steps",
         id="restart-session",
     ),
+    # the fields of the tools a recipe is moved from (process-compose, docker compose, tmuxp):
+    # spelling is no guide, start_directory was "did you mean 'restart_delay'?"
+    pytest.param(
+        "- name: a\n  type: session\n  action: create\n  session: s\n  start_directory: /tmp\n",
+        5,
+        "step 'a'",
+        "unknown field 'start_directory' (did you mean 'cwd'?)",
+        id="peer-start-directory",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  readiness_probe: {}\n",
+        5,
+        "step 'a'",
+        "unknown field 'readiness_probe' (did you mean 'ready'?)",
+        id="peer-readiness-probe",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  environment: {A: b}\n",
+        4,
+        "step 'a'",
+        "unknown field 'environment' (did you mean 'env'?)",
+        id="peer-environment",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: create\n  session: s\n  shell_command: ls\n",
+        5,
+        "step 'a'",
+        "unknown field 'shell_command' (did you mean 'command'?)",
+        id="peer-shell-command-session",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: create\n  session: s\n  windows: []\n",
+        5,
+        "step 'a'",
+        "unknown field 'windows' (a session step makes one session, its one window running "
+        "'command': one step per session",
+        id="peer-windows",
+    ),
+    pytest.param(
+        "- name: db\n  type: shell\n  run: x\n- name: api\n  type: shell\n  run: x\n"
+        "  depends_on:\n    db: {condition: process_healthy}\n",
+        8,
+        "step 'api'",
+        "field 'depends_on' must be a list of step names, got a mapping: depends_on: [db] (a "
+        "step waits for each to succeed, or for a background one to be ready",
+        id="depends-on-conditions",
+    ),
     pytest.param(  # it ran in the runner's own folder and environment: the field did nothing
         "- name: a\n  type: python\n  module: m\n  cwd: /tmp\n",
         4,

@@ -41,6 +41,7 @@ from core.recipe.problems import (
     Problem,
     Trail,
     boolean_hint,
+    peer_hint,
     show,
     suggest,
 )
@@ -186,8 +187,8 @@ class Validator:
             spec = table.get(key)
             if spec is None:
                 # offer a field of this step's type: 'comand' in a shell step means 'cmd'
-                fits = (name for name, spec in table.items() if spec.applies(step_type))
-                hint = suggest(key, fits)
+                fits = [name for name, spec in table.items() if spec.applies(step_type)]
+                hint = (peer_hint(key, step_type, fits) if trail else "") or suggest(key, fits)
                 if not hint and not trail:  # the recipe's own keys: likely a home for anchors
                     hint = f" (keys starting with {EXTENSION_PREFIX} are ignored: for YAML anchors)"
                 message = f"unknown field {show(prefix + key)}{hint}"
