@@ -1278,6 +1278,46 @@ def test_after_other_steps_a_missing_cmd_or_cwd_is_a_warning(ws: Path) -> None:
     ]
 
 
+def test_a_service_with_health_and_no_ready_that_steps_depend_on_is_a_warning(ws: Path) -> None:
+    """docker compose's and process-compose's dependents wait until a service is healthy; here
+    a background step without ``ready`` is ready as it starts, and its dependent ran against a
+    server not up yet (curl: Failed to connect) with nothing said before."""
+    path = write(
+        ws,
+        """
+        steps:
+          - name: db
+            type: shell
+            background: true
+            run: sleep 3; exec python3 -m http.server 18741
+            health: {http: "http://127.0.0.1:18741/"}
+          - {name: api, type: shell, run: "true"}
+          - {name: web, type: shell, depends_on: [db], run: "true"}
+          - name: cache
+            type: shell
+            background: true
+            depends_on: []
+            run: sleep 100
+            ready: {log: up}
+            health: {port: 6379}
+          - {name: uses_cache, type: shell, depends_on: [cache], run: "true"}
+          - name: lonely
+            type: shell
+            background: true
+            depends_on: []
+            run: sleep 100
+            health: {port: 6380}
+        """,
+    )
+    recipe = load_recipe(path)
+    assert [str(w) for w in recipe.warnings] == [
+        "r.yaml:6:5: step 'db': steps 'api' and 'web' will not wait for its health: a "
+        "background step without 'ready' is ready as it starts ('health' is checked from then "
+        "on); give it a 'ready' ({port: N} or {log: REGEX}) for its dependents to wait until "
+        "it answers"
+    ]
+
+
 @pytest.mark.parametrize(
     ("cmd", "hint"),
     [

@@ -540,6 +540,34 @@ class Validator:
             self.report("dependency cycle: " + " -> ".join(cycle), head.trail, head.who)
         else:
             self.same_output(list(first.values()), deps)
+        self.health_not_waited_for(list(first.values()))
+
+    def health_not_waited_for(self, drafts: list[Draft]) -> None:
+        """Warn about a service with ``health`` and no ``ready`` that steps depend on: they
+        start as soon as it starts (a background step without ``ready`` is ready then), while
+        one coming from docker compose or process-compose expects them to wait until it is
+        healthy, and the first of them fails against a server not up yet."""
+        dependents: dict[str, list[str]] = {}
+        for d in drafts:
+            for dep in d.deps:
+                dependents.setdefault(dep, []).append(d.name or "")
+        for d in drafts:
+            waiting = dependents.get(d.name or "")
+            if not waiting or "health" not in d.data or "ready" in d.data:
+                continue
+            if d.data.get("background") is not True:
+                continue  # 'health' without background is refused already
+            names = listed([f"'{name}'" for name in waiting], _NAMED)
+            self.report(
+                f"{'step' if len(waiting) == 1 else 'steps'} {names} will not wait for its "
+                "health: a background step without 'ready' is ready as it starts ('health' is "
+                "checked from then on); give it a 'ready' ({port: N} or {log: REGEX}) for its "
+                "dependents to wait until it answers",
+                d.trail + ("health",),
+                d.who,
+                key=True,
+                warning=True,
+            )
 
     def same_output(self, drafts: list[Draft], deps: dict[str, tuple[str, ...]]) -> None:
         """Warn about two steps that set the same ``output:`` key with no order between them:
