@@ -71,11 +71,19 @@ class Launcher:
         return env
 
     def session_env(self, step: Step) -> dict[str, str]:
-        """What a created session gets: not ORCH_RUN_DIR, which marks the run's processes for
-        the end-of-run clean-up and the watchdog; sessions outlive the run (contract.md)."""
-        env = self.orch_env(step)
+        """What a created session gets over what it inherits: the step's ``env``, then the
+        ORCH_* variables but ORCH_RUN_DIR, which marks the run's processes for the end-of-run
+        clean-up and the watchdog; sessions outlive the run (contract.md)."""
+        env = dict(step.env)
+        env.update(self.orch_env(step))
         del env[RUN_DIR_VAR]
         return env
+
+    def session_cwd(self, step: Step) -> Path | None:
+        """Where a created session's shell starts: the step's ``cwd`` (relative to the
+        workspace), or, without one, the folder the run was started in (the multiplexer's
+        default)."""
+        return self.cwd(step) if step.cwd else None
 
     def ctx_out(self, step: Step, attempt: int) -> HeldFile:
         """The attempt's ORCH_CTX_OUT (a name; the step makes the file if it writes one)."""

@@ -450,6 +450,76 @@ CASES = [
         "field 'restart' is not for session steps",
         id="restart-session",
     ),
+    # the fields of the tools a recipe is moved from (process-compose, docker compose, tmuxp):
+    # spelling is no guide, start_directory was "did you mean 'restart_delay'?"
+    pytest.param(
+        "- name: a\n  type: session\n  action: create\n  session: s\n  start_directory: /tmp\n",
+        5,
+        "step 'a'",
+        "unknown field 'start_directory' (did you mean 'cwd'?)",
+        id="peer-start-directory",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  readiness_probe: {}\n",
+        5,
+        "step 'a'",
+        "unknown field 'readiness_probe' (did you mean 'ready'?)",
+        id="peer-readiness-probe",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  environment: {A: b}\n",
+        4,
+        "step 'a'",
+        "unknown field 'environment' (did you mean 'env'?)",
+        id="peer-environment",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: create\n  session: s\n  shell_command: ls\n",
+        5,
+        "step 'a'",
+        "unknown field 'shell_command' (did you mean 'command'?)",
+        id="peer-shell-command-session",
+    ),
+    pytest.param(
+        "- name: a\n  type: session\n  action: create\n  session: s\n  windows: []\n",
+        5,
+        "step 'a'",
+        "unknown field 'windows' (a session step makes one session, its one window running "
+        "'command': one step per session",
+        id="peer-windows",
+    ),
+    pytest.param(
+        "- name: db\n  type: shell\n  run: x\n- name: api\n  type: shell\n  run: x\n"
+        "  depends_on:\n    db: {condition: process_healthy}\n",
+        8,
+        "step 'api'",
+        "field 'depends_on' must be a list of step names, got a mapping: depends_on: [db] (a "
+        "step waits for each to succeed, or for a background one to be ready",
+        id="depends-on-conditions",
+    ),
+    pytest.param(  # it ran in the runner's own folder and environment: the field did nothing
+        "- name: a\n  type: python\n  module: m\n  cwd: /tmp\n",
+        4,
+        "step 'a'",
+        "field 'cwd' is for shell and session steps, not python steps (a python step runs in "
+        "the runner's process",
+        id="cwd-python",
+    ),
+    pytest.param(
+        "- name: a\n  type: python\n  module: m\n  env: {A: b}\n",
+        4,
+        "step 'a'",
+        "field 'env' is for shell and session steps, not python steps",
+        id="env-python",
+    ),
+    pytest.param(  # a send types into a shell that is running already
+        "- name: a\n  type: session\n  action: send\n  session: s\n  command: ls\n  env: {A: b}\n",
+        6,
+        "step 'a'",
+        "field 'env' goes with action create or recreate (the session's shell starts with it), "
+        "not send",
+        id="env-session-send",
+    ),
     pytest.param(
         "- name: a\n  type: shell\n  run: x\n  health: {port: 80}\n",
         4,
@@ -1205,6 +1275,46 @@ def test_after_other_steps_a_missing_cmd_or_cwd_is_a_warning(ws: Path) -> None:
         "fine only if a step before it makes it",
         f"r.yaml:4:38: step 'report': cwd: out/reports does not exist (relative to {ws}): "
         "fine only if a step before it makes it",
+    ]
+
+
+def test_a_service_with_health_and_no_ready_that_steps_depend_on_is_a_warning(ws: Path) -> None:
+    """docker compose's and process-compose's dependents wait until a service is healthy; here
+    a background step without ``ready`` is ready as it starts, and its dependent ran against a
+    server not up yet (curl: Failed to connect) with nothing said before."""
+    path = write(
+        ws,
+        """
+        steps:
+          - name: db
+            type: shell
+            background: true
+            run: sleep 3; exec python3 -m http.server 18741
+            health: {http: "http://127.0.0.1:18741/"}
+          - {name: api, type: shell, run: "true"}
+          - {name: web, type: shell, depends_on: [db], run: "true"}
+          - name: cache
+            type: shell
+            background: true
+            depends_on: []
+            run: sleep 100
+            ready: {log: up}
+            health: {port: 6379}
+          - {name: uses_cache, type: shell, depends_on: [cache], run: "true"}
+          - name: lonely
+            type: shell
+            background: true
+            depends_on: []
+            run: sleep 100
+            health: {port: 6380}
+        """,
+    )
+    recipe = load_recipe(path)
+    assert [str(w) for w in recipe.warnings] == [
+        "r.yaml:6:5: step 'db': steps 'api' and 'web' will not wait for its health: a "
+        "background step without 'ready' is ready as it starts ('health' is checked from then "
+        "on); give it a 'ready' ({port: N} or {log: REGEX}) for its dependents to wait until "
+        "it answers"
     ]
 
 

@@ -8,8 +8,10 @@ is tested in test_sessions_screen.py and test_sessions_tmux.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,7 @@ from tests.conftest import (
     input_eating_home,
     printf_command,
     read_bytes,
+    run_recipe,
     wait_for,
 )
 
@@ -309,6 +312,34 @@ def test_attach_state_and_detach(backend: SessionBackend) -> None:
 
 
 # -- the step --------------------------------------------------------------------------------
+
+
+def test_a_session_step_starts_its_shell_in_its_cwd_with_its_env(
+    backend: SessionBackend, tmp_path: Path
+) -> None:
+    """``cwd`` and ``env`` of a create/recreate step are the session shell's (tmuxp's
+    start_directory and environment): both were accepted and did nothing, the shell started in
+    the folder the run was started in, without the variables."""
+    lab = tmp_path / "lab dir"
+    lab.mkdir()
+    socket = getattr(backend, "socket", None)
+    result = run_recipe(
+        tmp_path,
+        f"""
+        steps:
+          - name: lab
+            type: session
+            backend: {backend.name}
+            {f"socket: {socket}" if socket else ""}
+            action: recreate
+            session: lab_env
+            cwd: {json.dumps(str(lab))}
+            env: {{LAB_MODE: "fast and 'safe'"}}
+            command: printf '%s|%s\\n' "$PWD" "$LAB_MODE" > {shlex.quote(str(lab / "seen"))}
+        """,
+    )
+    assert result.code == 0, result.runner.state()
+    file_becomes(lab / "seen", f"{lab}|fast and 'safe'\n".encode())
 
 
 def test_run_session_step_actions(backend: SessionBackend, tmp_path: Path) -> None:

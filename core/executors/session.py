@@ -24,6 +24,7 @@ class SessionExecution:
         *,
         run_dir: Path,
         env: dict[str, str],
+        cwd: Path | None,
         log: StepLog,
         workers: Workers,
         on_exit: OnExit,
@@ -31,6 +32,7 @@ class SessionExecution:
         self.step = step
         self.run_dir = run_dir
         self.env = env
+        self.cwd = cwd
         self.log = log
         self.workers = workers
         self.on_exit = on_exit
@@ -45,6 +47,7 @@ class SessionExecution:
             step,
             run_dir=launcher.run_dir,
             env=env,
+            cwd=launcher.session_cwd(step),
             log=log,
             workers=context.workers,
             on_exit=on_exit,
@@ -70,6 +73,7 @@ class SessionExecution:
                 step_name=step.name,
                 write=lambda text: self.log.write_text(text.rstrip("\n") + "\n"),
                 env=self.env,
+                cwd=self.cwd,
             )
             outcome = Outcome(0)
         except SessionError as exc:

@@ -41,6 +41,7 @@ from core.recipe.problems import (
     Problem,
     Trail,
     boolean_hint,
+    peer_hint,
     show,
     suggest,
 )
@@ -186,8 +187,8 @@ class Validator:
             spec = table.get(key)
             if spec is None:
                 # offer a field of this step's type: 'comand' in a shell step means 'cmd'
-                fits = (name for name, spec in table.items() if spec.applies(step_type))
-                hint = suggest(key, fits)
+                fits = [name for name, spec in table.items() if spec.applies(step_type)]
+                hint = (peer_hint(key, step_type, fits) if trail else "") or suggest(key, fits)
                 if not hint and not trail:  # the recipe's own keys: likely a home for anchors
                     hint = f" (keys starting with {EXTENSION_PREFIX} are ignored: for YAML anchors)"
                 message = f"unknown field {show(prefix + key)}{hint}"
@@ -302,6 +303,7 @@ class Validator:
         self.ready(draft)
         self.health(draft)
         self.restart(draft)
+        self.env_and_cwd(draft)
         if step_type == "shell":
             self.shell(draft)
         elif step_type == "session":
@@ -366,6 +368,33 @@ class Validator:
         if len(self.problems) == before and len(named) == 1:
             d.values[field] = cls(**values)  # else the recipe is refused: never built
         return spec
+
+    def env_and_cwd(self, d: Draft) -> None:
+        """``env`` and ``cwd`` are a process's as it starts: a shell step's, or the shell of a
+        session a step creates. A python step runs in the runner's process, which its steps
+        share, and a session's shell that a step types into is running already: there the
+        fields would do nothing, so they are refused rather than ignored."""
+        action = d.values.get("action")
+        for field in ("env", "cwd"):
+            if field not in d.data:
+                continue
+            if d.step_type == "python":
+                why = (
+                    "a python step runs in the runner's process, whose environment and working "
+                    "directory its steps share: pass values in 'params', or make it a shell step"
+                )
+                message = (
+                    f"field '{field}' is for shell and session steps, not python steps ({why})"
+                )
+            elif d.step_type == "session" and action not in (None, "create", "recreate"):
+                message = (
+                    f"field '{field}' goes with action create or recreate (the session's shell "
+                    f"starts with it), not {action}: that shell is running already (type a "
+                    "'cd DIR' or 'export NAME=VALUE' into it with command:)"
+                )
+            else:
+                continue
+            self.report(message, d.trail + (field,), d.who, key=True)
 
     def restart(self, d: Draft) -> None:
         """``restart`` is for services (background steps; a foreground step has ``retries``),
@@ -511,6 +540,34 @@ class Validator:
             self.report("dependency cycle: " + " -> ".join(cycle), head.trail, head.who)
         else:
             self.same_output(list(first.values()), deps)
+        self.health_not_waited_for(list(first.values()))
+
+    def health_not_waited_for(self, drafts: list[Draft]) -> None:
+        """Warn about a service with ``health`` and no ``ready`` that steps depend on: they
+        start as soon as it starts (a background step without ``ready`` is ready then), while
+        one coming from docker compose or process-compose expects them to wait until it is
+        healthy, and the first of them fails against a server not up yet."""
+        dependents: dict[str, list[str]] = {}
+        for d in drafts:
+            for dep in d.deps:
+                dependents.setdefault(dep, []).append(d.name or "")
+        for d in drafts:
+            waiting = dependents.get(d.name or "")
+            if not waiting or "health" not in d.data or "ready" in d.data:
+                continue
+            if d.data.get("background") is not True:
+                continue  # 'health' without background is refused already
+            names = listed([f"'{name}'" for name in waiting], _NAMED)
+            self.report(
+                f"{'step' if len(waiting) == 1 else 'steps'} {names} will not wait for its "
+                "health: a background step without 'ready' is ready as it starts ('health' is "
+                "checked from then on); give it a 'ready' ({port: N} or {log: REGEX}) for its "
+                "dependents to wait until it answers",
+                d.trail + ("health",),
+                d.who,
+                key=True,
+                warning=True,
+            )
 
     def same_output(self, drafts: list[Draft], deps: dict[str, tuple[str, ...]]) -> None:
         """Warn about two steps that set the same ``output:`` key with no order between them:
@@ -573,8 +630,8 @@ class Validator:
         build/app`` after a ``make`` step, or a ``cwd`` an earlier step creates, are normal, and
         an error would refuse such a recipe for good."""
         for d in drafts:
-            if d is not None and d.step_type == "shell":
-                self.shell_paths(d, workspace, env)
+            if d is not None and d.step_type in ("shell", "session"):
+                self.shell_paths(d, workspace, env)  # a session: its cwd (it has no cmd)
 
     def shell_paths(self, d: Draft, workspace: Path, env: Mapping[str, str]) -> None:
         cwd, cmd = d.values.get("cwd"), d.values.get("cmd")

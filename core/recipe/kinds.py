@@ -219,6 +219,14 @@ def _expose(value: Any) -> tuple[str, ...]:
 def _deps(value: Any) -> tuple[str, ...]:
     """A list of step names; one name alone is accepted as a one-item list."""
     items = [value] if isinstance(value, str) else value
+    if isinstance(items, dict) and items and all(isinstance(k, str) for k in items):
+        # docker compose's and process-compose's form: {db: {condition: service_healthy}}
+        names = ", ".join(items)
+        raise Invalid(
+            f"must be a list of step names, got a mapping: depends_on: [{names}] (a step waits "
+            "for each to succeed, or for a background one to be ready, as its 'ready' says: "
+            "there are no conditions)"
+        )
     if not isinstance(items, (list, tuple)):
         raise Invalid()
     for i, item in enumerate(items):

@@ -114,6 +114,52 @@ def show(value: Any) -> str:
     return type(value).__name__
 
 
+#: a step field of the tools a recipe is often moved from (process-compose, docker compose,
+#: tmuxp, go-task, GitHub Actions) -> the field that does its work here, per step type (None:
+#: any). Spelling is no guide there: tmuxp's start_directory was "did you mean 'restart_delay'?"
+PEER_FIELDS: dict[str, dict[str | None, str]] = {
+    **dict.fromkeys(
+        ("working_dir", "working_directory", "workdir", "start_directory", "dir", "chdir"),
+        {None: "cwd"},
+    ),
+    **dict.fromkeys(("environment", "environ"), {None: "env"}),
+    **dict.fromkeys(("readiness_probe", "wait_for", "ready_check"), {None: "ready"}),
+    **dict.fromkeys(("liveness_probe", "healthcheck", "health_check"), {None: "health"}),
+    **dict.fromkeys(("availability", "restart_policy"), {None: "restart"}),
+    **dict.fromkeys(("backoff_seconds", "backoff", "restart_backoff"), {None: "restart_delay"}),
+    **dict.fromkeys(("is_daemon", "daemon", "detach"), {None: "background"}),
+    **dict.fromkeys(("shutdown", "stop_grace_period", "kill_timeout"), {None: "grace"}),
+    **dict.fromkeys(("depends", "needs", "deps", "after"), {None: "depends_on"}),
+    **dict.fromkeys(
+        ("shell_command", "script", "commands"),
+        {"shell": "run", "session": "command", None: "run"},
+    ),
+}
+#: fields of peer tools with nothing like them here, and what to do instead
+PEER_NOTES = {
+    **dict.fromkeys(
+        ("windows", "panes", "layout", "window_name", "focus"),
+        "a session step makes one session, its one window running 'command': "
+        "one step per session, action: send to type into it",
+    ),
+    "shell_command_before": "put it first in 'command'",
+    "replicas": "one process per step: a step per copy, with YAML anchors in x- keys",
+}
+
+
+def peer_hint(word: Any, step_type: str | None, fields: Iterable[str]) -> str:
+    """ " (did you mean 'cwd'?)" for a field of a peer tool with a counterpart among ``fields``
+    (those of the step's type), a note for one without; nothing for other words."""
+    if not isinstance(word, str):
+        return ""
+    targets = PEER_FIELDS.get(word.lower())
+    if targets is not None:
+        target = targets.get(step_type, targets[None])
+        return f" (did you mean '{target}'?)" if target in fields else ""
+    note = PEER_NOTES.get(word.lower())
+    return f" ({note})" if note else ""
+
+
 def suggest(word: Any, options: Iterable[str]) -> str:
     """ " (did you mean 'x'?)" for the closest option, or nothing."""
     if not isinstance(word, str) or len(word) > 200:

@@ -47,11 +47,13 @@ def run_session_step(
     step_name: str,
     write: Callable[[str], None],
     env: dict[str, str],
+    cwd: Path | None = None,
 ) -> None:
     """Perform one session action, writing a line about it with `write`.
 
     Raises SessionError (one line, for the step's failure) when the action fails. `env` is given
-    to a created session (it should carry ORCH_RUN_ID, which `orch-tui sessions` shows).
+    to a created session (it should carry ORCH_RUN_ID, which `orch-tui sessions` shows), and
+    its shell starts in `cwd` (None: where the multiplexer starts it).
     """
     if action not in ACTIONS:
         raise SessionError(f"step '{step_name}': unknown session action {action!r}")
@@ -68,7 +70,7 @@ def run_session_step(
                 raise SessionError(f"session '{session}' exists; use action: recreate")
             multiplexer.kill(session)
             write(f"killed {kind}")
-        info = multiplexer.create(session, log_path=log_path, env=dict(env))
+        info = multiplexer.create(session, log_path=log_path, env=dict(env), cwd=cwd)
         line = f"created {kind}"
         if info.pid is not None:
             line += f" (pid {info.pid})"
