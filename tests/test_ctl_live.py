@@ -217,6 +217,31 @@ def runs_table(cwd) -> tuple[dict[str, list[str]], str]:
     return rows, listed.stderr
 
 
+SERVING = """
+name: demo
+steps:
+  - {name: svc, type: shell, background: true, cmd: sleep, args: ["60"]}
+  - {name: work, type: shell, run: "true", depends_on: []}
+"""
+
+
+def test_a_run_whose_work_is_done_says_its_services_are_up(tmp_path, daemons):
+    """The work done, a service up: ``ctl status`` says ``done`` and that services are up
+    (what ends them), as the app's header says ``done · services up``. "done" alone read, to a
+    process-compose user, as everything having ended. ``runs`` keeps one word a cell."""
+    run = detach(tmp_path, daemons, SERVING)
+    wait_for(lambda: status_of(run, "work") == "succeeded", 10, "work done")
+    wait_for(lambda: status_of(run, "svc") == "ready", 10, "svc up")
+    status = ctl(tmp_path, run.run_id, "status").stdout.splitlines()
+    assert status[0].startswith(
+        f"run {run.run_id} demo: done (services up: ctl close ends the run), "
+    ), status[0]
+    rows, said = runs_table(tmp_path)
+    assert rows[run.run_id][1] == "done" and said == ""
+    assert ctl(tmp_path, run.run_id, "close").returncode == 0
+    assert_gone([run.pid], timeout=20)
+
+
 def test_runs_and_ctl_status_say_of_a_run_what_its_app_says(tmp_path, daemons):
     """A failed step waiting for a retry beside a service that is up: the app's header says
     "waiting", state.json "running", and ``runs`` and ``ctl status`` said "running" (a script

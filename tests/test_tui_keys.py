@@ -1402,8 +1402,9 @@ async def test_an_allowed_failure_is_marked_as_one_not_as_a_failure_of_the_run(o
     """A continue_on_error step that failed blocks nothing and fails no run: the tree and the
     header mark it with a yellow ⚠ (as the headless output does: told from a failure's ✗ by
     its shape, without colour too), its log's title says "failed (allowed)", and with a
-    service still up the run is "done", not "waiting · r retries". It was a red ✗ counted with
-    the failures, and the header asked for a retry; then a yellow ✗, a failure's shape."""
+    service still up the run is "done · services up", not "waiting · r retries". It was a red
+    ✗ counted with the failures, and the header asked for a retry; then a yellow ✗, a
+    failure's shape."""
     from tui.widgets import StepTree
     from tui.widgets.run_header import RunHeader
 
@@ -1420,7 +1421,7 @@ async def test_an_allowed_failure_is_marked_as_one_not_as_a_failure_of_the_run(o
         header = app.query_one(RunHeader)
         await until(
             pilot,
-            lambda: " · done · 0/2 ●1 ⚠1 · " in str(header.render()),
+            lambda: " · done · services up · 0/2 ●1 ⚠1 · " in str(header.render()),
             what=f"done, the allowed failure counted apart: {str(header.render())!r}",
         )
         mark = next(

@@ -32,7 +32,13 @@ from core.rundir import EVENTS, RunDir
 from core.state import ENDED, FAILURES, RunState
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
-from tui.format import format_duration, service_note, state_words, step_status_words
+from tui.format import (
+    RETRY_HINT,
+    format_duration,
+    service_note,
+    state_words,
+    step_status_words,
+)
 from tui.runs import daemon_listens, find_run, open_run, still_open
 
 if TYPE_CHECKING:
@@ -160,8 +166,10 @@ def _run_line(control: RunControl, state: RunState, now: float) -> str:
     # the app header's words: "waiting" for a failed step's retry while a service is up, not
     # state.json's "running"; and what to do about it, in ctl's words
     word, hint = state_words(state, final=recorded or state.closing)
-    if hint:
+    if hint == RETRY_HINT:
         word += " (ctl retry or skip a step)"
+    elif hint:
+        word += f" ({hint}: ctl close ends the run)"
     if recorded and control.died:  # as ``runs`` says it (state.json: interrupted, as read)
         word = "died"
     return f"run {state.run_id} {clean(state.name)}: {word}, {took} ({where})"

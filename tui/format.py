@@ -140,6 +140,8 @@ def step_ending(step: StepState | None) -> str:
 
 #: What a live front end says may be done about a run whose steps failed, besides its state.
 RETRY_HINT = "r retries"
+#: beside ``done``: the work is, but its services run on ("done" alone read as all ended)
+SERVICES_HINT = "services up"
 
 
 def count_key(step: StepState) -> str:
@@ -157,8 +159,8 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
     which reopen it, so a failed one says ``r retries`` too, unless ``final`` (the run is
     closing, or is a past one read from its folder). Before its end: ``running`` while a step
     runs or is due to, ``waiting`` (with the hint) when only background steps are up and a step
-    failed, is blocked or was cancelled, ``done`` when they are up (or between two starts) and
-    nothing failed; ``stopping`` once it is ending (``stop-run``, ``close``, ``q`` then ``y``,
+    failed, is blocked or was cancelled, ``done`` (``services up``) when they are up (or
+    between two starts) and nothing failed; ``stopping`` once it is ending (``stop-run``, ``close``, ``q`` then ``y``,
     from any client) until it has: a retry or a skip is refused then, and "waiting (ctl retry
     or skip a step)" or "done" said so to another terminal while its services took their
     grace. ``counts``: the number of steps under each ``count_key``."""
@@ -172,7 +174,7 @@ def run_words(run: RunState, counts: Mapping[str, int], *, final: bool) -> tuple
     if any(counts.get(s) for s in (*FAILURES, Status.BLOCKED, Status.CANCELLED)):
         return "waiting", RETRY_HINT
     if counts.get(Status.READY) or counts.get(RESTARTING):
-        return "done", ""  # the foreground is; background steps are still up
+        return "done", SERVICES_HINT  # the foreground is; background steps are still up
     return "succeeded", ""
 
 
