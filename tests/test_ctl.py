@@ -94,6 +94,43 @@ def test_status_columns_line_up_under_wide_step_names(tmp_path):
     assert columns == {cell_len(header[: header.index("STATUS")])}, rows
 
 
+def test_status_of_a_large_run_on_a_terminal_fits_the_screen(tmp_path, tmux_socket):
+    """``ctl status`` in an 80x24 terminal of a run of 300 steps (one failed, 200 it blocked):
+    it printed a row a step, the run's line scrolled away, the screen left showing the last
+    steps. It lists the steps worth a row (the failure first, then what it blocked), as many as
+    fit under the run's line, and counts the rest; ``--all`` lists every one, as a pipe gets."""
+    steps = ["  - {name: broken, type: shell, run: 'exit 3', depends_on: []}"]
+    steps += [
+        f"  - {{name: b{i:03d}, type: shell, run: 'true', depends_on: [broken]}}"
+        for i in range(200)
+    ]
+    steps += [
+        f"  - {{name: s{i:03d}, type: shell, run: 'true', depends_on: []}}" for i in range(99)
+    ]
+    recipe = write_recipe(tmp_path, "steps:\n" + "\n".join(steps) + "\n")
+    assert run_cli(recipe, "--no-ui", "--jobs", "4", cwd=tmp_path, timeout=120).returncode == 1
+    run_id = only_run_dir(tmp_path).name
+
+    app = TmuxApp(tmux_socket, ["ctl", run_id, "status"], tmp_path)
+    assert app.exited() == 0
+    rows = [row for row in app.rows() if row.strip() and not row.startswith("Pane is dead")]
+    # nothing scrolled away: the run's line first, a line left for the shell's prompt
+    assert rows[0].startswith(f"run {run_id} ") and len(rows) <= 23, "\n".join(app.rows())
+    assert rows[2].split()[:2] == ["broken", "failed"], rows
+    listed = [row.split()[0] for row in rows[3:-1]]
+    assert listed and all(name.startswith("b") for name in listed), rows  # then what it blocked
+    assert rows[-1] == (
+        f"… and {299 - len(listed)} more steps ({200 - len(listed)} blocked, 99 succeeded): "
+        "--all lists every step"
+    ), rows
+
+    app = TmuxApp(tmux_socket, ["ctl", run_id, "status", "--all"], tmp_path, session="all")
+    assert app.exited() == 0
+    assert "s098 " in app.printed() and "… and" not in app.printed()
+    piped = ctl(tmp_path, run_id, "status").stdout.splitlines()
+    assert len(piped) == 2 + 300 and not piped[-1].startswith("…")
+
+
 def test_logs_ctx_and_events_of_a_past_run(tmp_path, past):
     assert ctl(tmp_path, past, "logs", "broken").stdout == "oops\n"
     assert ctl(tmp_path, past, "logs", "broken", "-f").stdout == "oops\n"  # over: no waiting

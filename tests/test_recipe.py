@@ -284,7 +284,7 @@ CASES = [
     ),
     pytest.param(  # a syntax error too names the step it is in
         GOOD_A + "- name: 'b c'\n  type: shell\n  run: [x\n",
-        5,
+        4,  # where the list opens, not the end of the file where the parser stopped
         "step 'b c'",
         "invalid YAML:",
         id="yaml-syntax-in-step",
@@ -757,7 +757,7 @@ BUILD = "- name: build\n  type: shell\n  run: x\n"
     ("text", "line", "step"),
     [
         pytest.param(  # the item's first key is not name:, its name: is below it
-            BUILD + "- type: shell\n  name: test\n  run: 'echo\n", 7, "test", id="name-below"
+            BUILD + "- type: shell\n  name: test\n  run: 'echo\n", 6, "test", id="name-below"
         ),
         pytest.param(BUILD + '- {name: lint, run: "x" y}\n', 4, "lint", id="flow-item"),
         pytest.param(  # a nameless item is not put on the step above it
@@ -776,6 +776,33 @@ def test_a_syntax_error_names_the_step_it_is_in(
     assert (problem.file, problem.line, problem.step) == ("r.yaml", line, step)
     named = f": step '{step}': invalid YAML: " if step else ": invalid YAML: "
     assert named in str(problem), str(problem)
+
+
+@pytest.mark.parametrize(
+    ("field", "opener", "words"),
+    [
+        pytest.param('run: "echo unclosed', 10, "the quoted text that starts here", id="quote"),
+        pytest.param("cmd: echo\n    args: [a, b", 11, "the list ('[')", id="list"),
+        pytest.param("run: x\n    env: {A: b", 10, "the mapping ('{')", id="mapping"),
+    ],
+)
+def test_an_opener_left_open_is_located_where_it_opens(
+    ws: Path, field: str, opener: int, words: str
+) -> None:
+    """A quote, ``[`` or ``{`` left open in step 1,900 of 2,000: the parser gives up steps
+    later (a quote at the end of the file), which named the last step and the file's last line;
+    the problem is where it opens, in the step it is in, and says where the parser stopped."""
+    steps = [f"  - name: s{i}\n    type: shell\n    run: echo {i}\n" for i in range(2000)]
+    steps[1900] = f"  - name: broken\n    type: shell\n    {field}\n"
+    text = "steps:\n" + "".join(steps)
+    path = ws / "r.yaml"
+    path.write_text(text)
+    line = 1 + 1900 * 3 + 2 + field.count("\n") + 1  # "steps:", the items above, its line
+    (problem,) = errors(path).problems
+    assert (problem.line, problem.column, problem.step) == (line, opener, "broken"), str(problem)
+    assert problem.message.startswith(f"invalid YAML: {words}"), problem.message
+    stopped = int(problem.message.rsplit("(line ", 1)[1].split(",")[0])
+    assert stopped > line  # where the parser stopped, said too
 
 
 def test_a_syntax_error_after_the_steps_names_no_step(ws: Path) -> None:

@@ -29,7 +29,7 @@ import msgspec
 from core.events import StepEvent, StepFinished
 from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
-from core.state import ENDED, FAILURES, RunState
+from core.state import ENDED, FAILURES, RunState, Status, StepState
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
 from tui.format import (
@@ -94,6 +94,9 @@ def _commands_parser() -> _Parser:
     )
     status = sub.add_parser("status", help="the run and its steps")
     status.add_argument("--json", action="store_true", help="the run's state as JSON")
+    status.add_argument(
+        "--all", action="store_true", help="every step, also on a terminal (into a pipe: always)"
+    )
     for name, what in (
         ("skip", "skip a step (pending, blocked, failed or stopped): its dependents go on"),
         ("retry", "run a step again (failed, cancelled or succeeded)"),
@@ -146,8 +149,9 @@ def _status(control: RunControl, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state.to_dict(), indent=2))
         return EXIT_OK
-    print(_run_line(control, state, time.time()))
-    _print_steps(state, time.time())
+    line = _run_line(control, state, time.time())
+    print(line)
+    _print_steps(state, time.time(), every=args.all, above=line)
     return EXIT_OK
 
 
@@ -178,14 +182,66 @@ def _run_line(control: RunControl, state: RunState, now: float) -> str:
 #: ``status``'s columns, and those cut to fit a terminal (the note first, then the name)
 STEPS_HEADER = ("STEP", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE")
 _STEP_TEXT = (5, 0)
+#: A run of up to this many steps has each on a terminal (the headless summary's number)
+STATUS_ALL_UP_TO = 40
+#: A larger one's steps worth a row, the first kept when the screen has no room for all: what
+#: runs (and is stopping or restarting), what failed, what a failure cut short or kept waiting
+_WORTH_ORDER = {
+    Status.RUNNING: 0,
+    Status.READY: 0,
+    Status.FAILED: 1,
+    Status.TIMED_OUT: 1,
+    "allowed": 2,
+    Status.CANCELLED: 3,
+    Status.STOPPED: 3,
+    Status.BLOCKED: 4,
+}
 
 
-def _print_steps(state: RunState, now: float) -> None:
+def _worth_a_row(step: StepState) -> int | None:
+    """Where ``step`` comes among a large run's rows on a terminal (None: counted, not listed:
+    it succeeded, was skipped or waits its turn)."""
+    if step.stopping or step.restarting:
+        return 0
+    return _WORTH_ORDER.get("allowed" if step.allowed else step.status)
+
+
+def _terminal_rows(
+    steps: list[StepState], above: str, width: int
+) -> tuple[list[StepState], list[StepState]]:
+    """The steps a terminal lists, in recipe order, and those left out: every step of a run of
+    up to STATUS_ALL_UP_TO; of a larger one those worth a row (``_worth_a_row``), as many as
+    fit on the screen under the run's line (``above``), the header, and the line counting the
+    rest (two lines kept for it), the shell's prompt after them. Ten thousand rows scrolled the
+    run's line away and left the last steps on the screen, pending."""
+    from tui.cells import cell_len
+
+    if len(steps) <= STATUS_ALL_UP_TO:
+        return steps, []
+    height = os.get_terminal_size(sys.stdout.fileno()).lines
+    room = max(height - -(-cell_len(above) // max(width, 1)) - 4, 10)
+    ranked = sorted(
+        (
+            (rank, index)
+            for index, step in enumerate(steps)
+            if (rank := _worth_a_row(step)) is not None
+        )
+    )
+    kept = sorted(index for _, index in ranked[:room])
+    chosen = set(kept)
+    return [steps[i] for i in kept], [s for i, s in enumerate(steps) if i not in chosen]
+
+
+def _print_steps(state: RunState, now: float, *, every: bool = False, above: str = "") -> None:
     from tui.cells import fit_table
     from tui.stdout import print_table, terminal_width
 
+    steps, hidden = list(state.steps.values()), []
+    width = terminal_width()
+    if width is not None and not every:
+        steps, hidden = _terminal_rows(steps, above, width)
     rows = []
-    for step in state.steps.values():
+    for step in steps:
         elapsed = step.elapsed(now)
         exit_ = step.exit_code if step.exit_code is not None else step.signal
         note = f"blocked by {', '.join(step.blocked_by)}" if step.blocked_by else step.reason
@@ -202,10 +258,15 @@ def _print_steps(state: RunState, now: float) -> None:
                 " ".join(clean(note or "").split()),
             )
         )
-    width = terminal_width()
     if width is not None:  # a row wrapped on a terminal is unreadable (into a pipe: whole)
         rows = fit_table(STEPS_HEADER, rows, width - 2 * (len(STEPS_HEADER) - 1), _STEP_TEXT)[1]
-    print_table(STEPS_HEADER, rows)
+    if rows:
+        print_table(STEPS_HEADER, rows)
+    if hidden:
+        from tui.headless.summary import counts
+
+        more = f"… and {len(hidden):,} more steps" if rows else f"{len(hidden):,} steps"
+        print(f"{more} ({counts(hidden)}): --all lists every step")
 
 
 # -- commands ----------------------------------------------------------------------------------------

@@ -391,9 +391,44 @@ def _plain_name(value: str) -> str | None:
     return None
 
 
+#: The YAML errors whose context is an opener (a quote, ``[``, ``{``): one left open is to be
+#: fixed where it opens, not where the parser gave up, which may be many steps on (at the end of
+#: the file, for a quote). Their words for it, and ours.
+_OPENERS = {
+    "while scanning a quoted scalar": "the quoted text that starts here does not end",
+    "while parsing a flow sequence": "the list ('[') that starts here does not end",
+    "while parsing a flow mapping": "the mapping ('{') that starts here does not end",
+}
+
+
+def _left_open(text: str, exc: yaml.YAMLError) -> bool:
+    """Whether ``exc`` is a quote, ``[`` or ``{`` left open: the parser went on to the end of the
+    file, or past the end of the step it opens in. A mistake inside the step it opens in (an
+    unknown escape, ``[a: b: c]``) is where the parser says it is."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or not exc.problem:
+        return False
+    opened, stopped = exc.context_mark, exc.problem_mark
+    if exc.context not in _OPENERS or opened is None or stopped is None:
+        return False
+    if opened.line == stopped.line:
+        return False
+    lines = _YAML_BREAK.split(text)
+    rest = lines[stopped.line][stopped.column :] if stopped.line < len(lines) else ""
+    if not "".join([rest, *lines[stopped.line + 1 :]]).strip():
+        return True  # it stopped at the end of the file (a mark counts characters, not bytes)
+    return _item_above(lines, opened.line) != _item_above(lines, stopped.line)
+
+
 def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    if isinstance(exc, yaml.MarkedYAMLError):
+    if _left_open(text, exc):
+        # located where it opens, in the step it opens in; where the parser stopped is said
+        message = (
+            f"invalid YAML: {_OPENERS[exc.context]}: {exc.problem} "
+            f"(line {mark.line + 1}, column {mark.column + 1})"
+        )
+        mark = exc.context_mark  # type: ignore[attr-defined]
+    elif isinstance(exc, yaml.MarkedYAMLError):
         message = f"invalid YAML: {exc.problem or exc.context or 'syntax error'}"
         if exc.problem and exc.context:
             message += f" ({exc.context})"
