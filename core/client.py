@@ -281,7 +281,7 @@ class RemoteControl:
         with self._lock:  # the names only: no copy of the whole state
             assert self._mirror is not None
             steps = sorted(self._mirror.steps.values(), key=lambda s: s.index)
-        self.run_dir.name_logs(s.name for s in steps)
+        self.run_dir.name_logs(lambda: [s.name for s in steps])
 
     def _send(self, message: dict[str, Any]) -> None:
         data = proto.encode(message)

@@ -87,7 +87,8 @@ class RecordedRun:
         self._daemon_gone = daemon_gone
         self._ctx: Context | None = None
         self._state, self.died = self._read_state()
-        run_dir.name_logs(sorted(self._state.steps, key=lambda n: self._state.steps[n].index))
+        steps = self._state.steps
+        run_dir.name_logs(lambda: sorted(steps, key=lambda n: steps[n].index))
 
     @classmethod
     def open(cls, path: Path, *, daemon_gone: bool = False) -> RecordedRun:

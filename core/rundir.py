@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,8 @@ class RunDir:
         self.logs_folder: PrivateDir | None = None
         self.ctx_out_folder: PrivateDir | None = None
         self._log_files: dict[str, str] = {}
+        self._log_order: Callable[[], Iterable[str]] | None = None  # named at the first ask
+        self._naming = threading.Lock()
 
     @classmethod
     def create(cls, path: Path | None, cwd: Path, run_id: str) -> RunDir:
@@ -233,14 +236,21 @@ class RunDir:
     def daemon_log(self) -> Path:
         return self.path / DAEMON_LOG
 
-    def name_logs(self, steps: Iterable[str]) -> None:
-        """Give each step its log file name (in recipe order: the first of two that fold to
-        the same name keeps it)."""
-        taken: set[str] = set()
-        self._log_files = {step: log_name(step, taken) for step in steps}
+    def name_logs(self, steps: Callable[[], Iterable[str]]) -> None:
+        """Give each step its log file name: ``steps()`` in recipe order (the first of two
+        that fold to the same name keeps it), called when a name is first asked for. A reader
+        that never asks (``orch-tui runs``, sixty past runs of 10,000 steps) spent half its
+        time naming logs it did not read."""
+        self._log_order, self._log_files = steps, {}
 
     def log_file(self, step: str) -> str:
         """The step's log file name in logs/."""
+        if self._log_order is not None:
+            with self._naming:  # one thread names them; another asking meanwhile waits
+                if (order := self._log_order) is not None:
+                    taken: set[str] = set()
+                    self._log_files = {name: log_name(name, taken) for name in order()}
+                    self._log_order = None
         name = self._log_files.get(step)
         return name if name is not None else log_name(step, set())
 

@@ -136,7 +136,7 @@ class Runner:
         self.rundir = RunDir.create(run_dir, Path.cwd(), run_id)
         #: the default folder is named after the run, made unique there (RunDir.create)
         self.run_id = self.rundir.path.name if run_dir is None else run_id
-        self.rundir.name_logs(s.name for s in recipe.steps)
+        self.rundir.name_logs(lambda: [s.name for s in recipe.steps])
         self.store = RunStore(self.rundir)
         self.store.space.on_full = self._disk_full
         self.bus = EventBus(sink=self.store.append_events)

@@ -28,7 +28,7 @@ def test_a_run_writes_its_files_where_rundir_says(tmp_path):
     assert result.code == 0
     run_dir = RunDir(result.run_dir)
     state = RunState.from_json(run_dir.state.read_bytes())
-    run_dir.name_logs(state.steps)  # as a reader does: from the run's own state
+    run_dir.name_logs(lambda: state.steps)  # as a reader does: from the run's own state
     for name, step in state.steps.items():
         assert run_dir.log_name(name) == step.log
         assert run_dir.log(name) == result.run_dir / step.log
