@@ -144,8 +144,18 @@ def _opener() -> Any:
     return _OPENER
 
 
-def probe_cmd(command: str, timeout: float, env: Mapping[str, str], cwd: Path) -> str | None:
-    """``bash -c command`` in its own process group; killed, group and all, at ``timeout``."""
+def probe_cmd(
+    command: str,
+    timeout: float,
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    label: str = "check",
+    cancelled: Callable[[], bool] | None = None,
+) -> str | None:
+    """``bash -c command`` in its own process group; killed, group and all, at ``timeout``, or
+    as soon as ``cancelled()`` says so (looked at every ``CANCEL_POLL`` seconds). ``label``
+    names the command in what it says: "check exit code 1"."""
     try:
         proc = subprocess.Popen(
             ["bash", "-c", command],
@@ -157,36 +167,57 @@ def probe_cmd(command: str, timeout: float, env: Mapping[str, str], cwd: Path) -
             start_new_session=True,
         )
     except OSError as exc:
-        return f"cannot run the check: {exc.strerror or exc}"
+        return f"cannot run the {label}: {exc.strerror or exc}"
     try:
-        exited = _wait_unreaped(proc, timeout)
+        exited = _wait_unreaped(proc, timeout, cancelled)
         # The leader is not reaped yet, so its group id is still ours to signal: whatever the
         # check left behind goes with it (and all of it, when it ran out of time).
         _kill_group(proc.pid)
     finally:
         code = proc.wait()
+    if exited is None:
+        return f"{label} cancelled"
     if not exited:
-        return f"check timed out after {timeout:g}s"
-    return None if code == 0 else f"check exit code {code}"
+        return f"{label} timed out after {timeout:g}s"
+    return None if code == 0 else f"{label} exit code {code}"
 
 
-def _wait_unreaped(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Wait up to ``timeout`` for ``proc`` to exit, leaving it a zombie; True if it did. A
-    pidfd says so without reaping it."""
+CANCEL_POLL = 0.05  # how often a cancellable command looks whether it is still wanted
+
+
+def _wait_unreaped(
+    proc: subprocess.Popen[bytes], timeout: float, cancelled: Callable[[], bool] | None = None
+) -> bool | None:
+    """Wait up to ``timeout`` for ``proc`` to exit, leaving it a zombie; True if it did, None
+    if ``cancelled()`` said to stop first. A pidfd says so without reaping it."""
+    deadline = time.monotonic() + timeout
     try:
         fd = os.pidfd_open(proc.pid)
     except OSError:  # no pidfd (Linux < 5.3): reaped, and its group id is only likely ours
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+        fd = None
     try:
         poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait = left if cancelled is None else min(left, CANCEL_POLL)
+            if fd is not None:
+                if poller.poll(wait * 1000):
+                    return True
+            else:
+                try:
+                    proc.wait(wait)
+                    return True
+                except subprocess.TimeoutExpired:
+                    pass
+            if cancelled is not None and cancelled():
+                return None
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _kill_group(pgid: int) -> None:

@@ -151,7 +151,9 @@ class Runner:
         #: says something else (neither holds the other's lock; each keeps its message)
         self._messages_lock = threading.Lock()
         self.loop = MessageLoop(self.lock, self._turn_end, self._scheduler_error)
-        self.readiness = Readiness(self.ctx, self.workers, self.loop.post, self.loop.after)
+        self.readiness = Readiness(
+            self.ctx, self.workers, self.loop.post, self.loop.after, launcher
+        )
         self.ticker = Ticker(self, sampler, resource_interval)
 
         self.runs = {s.name: StepRun.of(s, self.run_dir) for s in recipe.steps}
@@ -454,11 +456,15 @@ class Runner:
         """Check the background step's readiness (core.readiness): ready only while this
         attempt still waits for it."""
 
-        def waiting() -> bool:
-            return run.execution is execution and run.state.status == Status.RUNNING
+        def waiting() -> bool:  # not once it is being stopped: nothing is tried after
+            return (
+                run.execution is execution
+                and run.state.status == Status.RUNNING
+                and not run.stop_as
+            )
 
         def ready() -> None:
-            if waiting() and not run.stop_as:
+            if waiting():
                 self._mark_ready(run)
 
         def fail(reason: str) -> None:
@@ -935,6 +941,7 @@ class Runner:
             return
         if self.cluster is not None:  # first: a worker its nanny started again since the run
             self.cluster.close()  # began carries the run's marker, and is no step's leftover
+        self.readiness.close()  # a ready cmd being tried is no step's leftover
         leftovers = self._kill_leftovers(leftover_grace)
         if leftovers:
             self.emit(
