@@ -12,20 +12,19 @@ so such a step is not started at all (``port_taken``).
 process group of its own) every ``interval`` on a worker thread until one passes, each try
 bounded by ``TRY_LIMIT`` and what is left of the timeout; the timeout's reason says what the
 last try answered. They stop as soon as the attempt no longer waits (it exited, is being
-stopped, the run ends): a command being tried is killed then, group and all, and ``close`` (the
-run's end) waits for that, so no try is left running for the end's clean-up to find.
+stopped, the run ends): a command being tried is killed then, group and all, and the run's end
+waits for that (core.health.Commands), so no try is left for the end's clean-up to find.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 
 from core.context import Context
 from core.executors import Execution
-from core.health import CANCEL_POLL, probe_cmd, probe_http
+from core.health import CANCEL_POLL, Commands, probe_http
 from core.launch import Launcher
 from core.ports import answers, describe_holder, group_members, held_by, listeners, local_addresses
 from core.recipe import Step
@@ -36,7 +35,6 @@ Callback = Callable[[], None]
 PORT_POLL = 0.05  # polling a port: there is nothing to wait on
 PORT_POLL_TAKEN = 0.25  # somebody else answers: /proc/net/tcp less often
 TRY_LIMIT = 5.0  # an http or cmd try: at most this long (or what is left of the timeout)
-CLOSE_WAIT = 2.0  # the run's end waits this long at most for commands being tried to be killed
 
 
 class Readiness:
@@ -50,22 +48,14 @@ class Readiness:
         post: Callable[[Callback], None],
         after: Callable[[float, Callback], None],
         launcher: Launcher,
+        commands: Commands,
     ) -> None:
-        """``launcher``: a ``cmd``'s environment and folder, the step's."""
+        """``launcher``: a ``cmd``'s environment and folder, the step's; ``commands``: the
+        run's, which runs it (and, at the run's end, stops it)."""
         self.ctx, self.workers, self.post, self.after = ctx, workers, post, after
-        self.launcher = launcher
+        self.launcher, self.commands = launcher, commands
         self._ctx_watch: dict[str, list[Callback]] = {}  # key -> who waits for it
         ctx.add_listener(self._on_ctx_write)
-        self._closed = False
-        self._trying = 0  # cmd tries running now
-        self._tries_done = threading.Condition()
-
-    def close(self) -> None:
-        """The run ends: no more tries, and the commands being tried are killed (waited for,
-        up to ``CLOSE_WAIT``: they look every ``CANCEL_POLL`` seconds)."""
-        with self._tries_done:
-            self._closed = True
-            self._tries_done.wait_for(lambda: self._trying == 0, CLOSE_WAIT)
 
     @staticmethod
     def port_taken(step: Step) -> str | None:
@@ -164,7 +154,7 @@ class Readiness:
             env = self.launcher.probe_env(step)
 
         def stopped() -> bool:
-            return self._closed or not waiting()
+            return self.commands.closed or not waiting()
 
         while not stopped():
             left = deadline - time.monotonic()
@@ -174,16 +164,9 @@ class Readiness:
             if spec.http is not None:
                 why = probe_http(spec.http, limit)
             else:
-                with self._tries_done:
-                    if self._closed:
-                        return
-                    self._trying += 1
-                try:
-                    why = probe_cmd(spec.cmd or "", limit, env, cwd, label=label, cancelled=stopped)
-                finally:
-                    with self._tries_done:
-                        self._trying -= 1
-                        self._tries_done.notify_all()
+                why = self.commands.run(
+                    spec.cmd or "", limit, env, cwd, label=label, stopped=stopped
+                )
             if stopped():
                 return
             if why is None:
