@@ -92,7 +92,7 @@ def test_ready_http_not_ready_in_time_says_what_the_last_try_answered(tmp_path):
     result = run_recipe(
         tmp_path,
         "steps:\n"
-        + server_step("sick", port, 10**9, f'{{http: "http://127.0.0.1:{port}/", timeout: 2}}')
+        + server_step("sick", port, 10**9, f'{{http: "http://127.0.0.1:{port}/", timeout: 3}}')
         + f"""\
   - name: silent
     type: shell
@@ -106,7 +106,7 @@ def test_ready_http_not_ready_in_time_says_what_the_last_try_answered(tmp_path):
     assert result.code == 1
     steps = result.steps
     assert steps["sick"]["status"] == steps["silent"]["status"] == "failed"
-    assert steps["sick"]["reason"] == f"not ready within 2s (http://127.0.0.1:{port}/: HTTP 503)"
+    assert steps["sick"]["reason"] == f"not ready within 3s (http://127.0.0.1:{port}/: HTTP 503)"
     assert steps["silent"]["reason"] == (
         f"not ready within 2s (http://127.0.0.1:{closed}/: Connection refused)"
     )
