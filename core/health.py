@@ -13,6 +13,9 @@ The http check does not follow redirects (a 3xx answer is healthy, as the server
 uses no proxy from the environment (the URL is the service's own, usually on this machine).
 The cmd check runs in a process group of its own, which is killed when it times out, and
 whatever it left in its group is killed when it ends: a check never leaves anything behind.
+One running when its service's start ends is killed then; the run's ``Commands`` (shared with
+the ``ready: {cmd}`` tries, core.readiness) lets the run's end wait for that, so no check is
+taken for a step's leftover ("stopped 1 process that steps left running").
 """
 
 from __future__ import annotations
@@ -33,6 +36,50 @@ from core.workers import Workers
 
 #: told of a change: the new health, and the last check's result for the user
 Report = Callable[[Health, "str | None"], None]
+#: a check: why it failed (None: it passed); given what says it is no longer wanted
+Probe = Callable[[Callable[[], bool]], "str | None"]
+CANCEL_POLL = 0.05  # how often a command being run looks whether it is still wanted
+CLOSE_WAIT = 2.0  # the run's end waits this long at most for its commands to be killed
+
+
+class Commands:
+    """The check commands (``health: {cmd}``, ``ready: {cmd}``) of one run: ``run`` runs one
+    (``probe_cmd``), ``close`` (the run's end) stops those running, waits for them to be
+    killed (they look every ``CANCEL_POLL`` seconds), and runs no more."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._running = 0
+        self._done = threading.Condition()
+
+    def run(
+        self,
+        command: str,
+        timeout: float,
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        label: str = "check",
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> str | None:
+        """``probe_cmd``, cut short when ``stopped()`` says so or the run ends."""
+        with self._done:
+            if self.closed:
+                return f"{label} cancelled"
+            self._running += 1
+        try:
+            return probe_cmd(
+                command, timeout, env, cwd, label=label, cancelled=lambda: self.closed or stopped()
+            )
+        finally:
+            with self._done:
+                self._running -= 1
+                self._done.notify_all()
+
+    def close(self) -> None:
+        with self._done:
+            self.closed = True
+            self._done.wait_for(lambda: self._running == 0, CLOSE_WAIT)
 
 
 class HealthMonitor:
@@ -42,7 +89,7 @@ class HealthMonitor:
     def __init__(
         self,
         spec: HealthCheck,
-        probe: Callable[[], str | None],
+        probe: Probe,
         report: Report,
         *,
         settle: float = 0.0,
@@ -66,7 +113,7 @@ class HealthMonitor:
     def _run(self) -> None:
         health, failed = Health.UNKNOWN, 0
         while not self._stopped.is_set():
-            why = self.probe()
+            why = self.probe(self._stopped.is_set)
             if self._stopped.is_set():
                 return
             if why is None:
@@ -83,17 +130,18 @@ class HealthMonitor:
             self._stopped.wait(self.spec.interval)
 
 
-def make_probe(spec: HealthCheck, env: Mapping[str, str], cwd: Path) -> Callable[[], str | None]:
-    """The check ``spec`` names, as a call that says why it failed (None: it passed)."""
+def make_probe(spec: HealthCheck, env: Mapping[str, str], cwd: Path, commands: Commands) -> Probe:
+    """The check ``spec`` names, as a call that says why it failed (None: it passed); a cmd
+    is run by the run's ``commands``."""
     timeout = spec.timeout
     if spec.port is not None:
         port = spec.port
-        return lambda: probe_port(port, timeout)
+        return lambda stopped: probe_port(port, timeout)
     if spec.http is not None:
         url = spec.http
-        return lambda: probe_http(url, timeout)
+        return lambda stopped: probe_http(url, timeout)
     command = spec.cmd or ""
-    return lambda: probe_cmd(command, timeout, env, cwd)
+    return lambda stopped: commands.run(command, timeout, env, cwd, stopped=stopped)
 
 
 def probe_port(port: int, timeout: float) -> str | None:
@@ -144,8 +192,18 @@ def _opener() -> Any:
     return _OPENER
 
 
-def probe_cmd(command: str, timeout: float, env: Mapping[str, str], cwd: Path) -> str | None:
-    """``bash -c command`` in its own process group; killed, group and all, at ``timeout``."""
+def probe_cmd(
+    command: str,
+    timeout: float,
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    label: str = "check",
+    cancelled: Callable[[], bool] | None = None,
+) -> str | None:
+    """``bash -c command`` in its own process group; killed, group and all, at ``timeout``, or
+    as soon as ``cancelled()`` says so (looked at every ``CANCEL_POLL`` seconds). ``label``
+    names the command in what it says: "check exit code 1"."""
     try:
         proc = subprocess.Popen(
             ["bash", "-c", command],
@@ -157,36 +215,54 @@ def probe_cmd(command: str, timeout: float, env: Mapping[str, str], cwd: Path) -
             start_new_session=True,
         )
     except OSError as exc:
-        return f"cannot run the check: {exc.strerror or exc}"
+        return f"cannot run the {label}: {exc.strerror or exc}"
     try:
-        exited = _wait_unreaped(proc, timeout)
+        exited = _wait_unreaped(proc, timeout, cancelled)
         # The leader is not reaped yet, so its group id is still ours to signal: whatever the
         # check left behind goes with it (and all of it, when it ran out of time).
         _kill_group(proc.pid)
     finally:
         code = proc.wait()
+    if exited is None:
+        return f"{label} cancelled"
     if not exited:
-        return f"check timed out after {timeout:g}s"
-    return None if code == 0 else f"check exit code {code}"
+        return f"{label} timed out after {timeout:g}s"
+    return None if code == 0 else f"{label} exit code {code}"
 
 
-def _wait_unreaped(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Wait up to ``timeout`` for ``proc`` to exit, leaving it a zombie; True if it did. A
-    pidfd says so without reaping it."""
+def _wait_unreaped(
+    proc: subprocess.Popen[bytes], timeout: float, cancelled: Callable[[], bool] | None = None
+) -> bool | None:
+    """Wait up to ``timeout`` for ``proc`` to exit, leaving it a zombie; True if it did, None
+    if ``cancelled()`` said to stop first. A pidfd says so without reaping it."""
+    deadline = time.monotonic() + timeout
     try:
         fd = os.pidfd_open(proc.pid)
     except OSError:  # no pidfd (Linux < 5.3): reaped, and its group id is only likely ours
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+        fd = None
     try:
         poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait = left if cancelled is None else min(left, CANCEL_POLL)
+            if fd is not None:
+                if poller.poll(wait * 1000):
+                    return True
+            else:
+                try:
+                    proc.wait(wait)
+                    return True
+                except subprocess.TimeoutExpired:
+                    pass
+            if cancelled is not None and cancelled():
+                return None
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _kill_group(pgid: int) -> None:

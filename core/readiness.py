@@ -1,4 +1,5 @@
-"""When a background step counts as ready: ``ready: {port | log | ctx | delay}`` and its timeout.
+"""When a background step counts as ready: ``ready: {port | log | ctx | delay | http | cmd}`` and
+its timeout.
 
 The scheduler arms a check for each attempt of a background step and is called back, on its own
 thread (through ``post``), with ``ready()`` or ``fail(reason)``; it decides there whether the
@@ -6,6 +7,13 @@ attempt is still the one waiting (a check may fire after the step ended). A port
 when the step's own process tree listens on it (core.ports): a stranger already on the port
 made a step "ready" in milliseconds while its own server died with "Address already in use",
 so such a step is not started at all (``port_taken``).
+
+``http`` and ``cmd`` are tried (core.health's probes: no proxy, no redirects; ``bash -c`` in a
+process group of its own) every ``interval`` on a worker thread until one passes, each try
+bounded by ``TRY_LIMIT`` and what is left of the timeout; the timeout's reason says what the
+last try answered. They stop as soon as the attempt no longer waits (it exited, is being
+stopped, the run ends): a command being tried is killed then, group and all, and the run's end
+waits for that (core.health.Commands), so no try is left for the end's clean-up to find.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from collections.abc import Callable
 
 from core.context import Context
 from core.executors import Execution
+from core.health import CANCEL_POLL, Commands, probe_http
+from core.launch import Launcher
 from core.ports import answers, describe_holder, group_members, held_by, listeners, local_addresses
 from core.recipe import Step
 from core.steplog import StepLog
@@ -24,6 +34,7 @@ from core.workers import Workers
 Callback = Callable[[], None]
 PORT_POLL = 0.05  # polling a port: there is nothing to wait on
 PORT_POLL_TAKEN = 0.25  # somebody else answers: /proc/net/tcp less often
+TRY_LIMIT = 5.0  # an http or cmd try: at most this long (or what is left of the timeout)
 
 
 class Readiness:
@@ -36,8 +47,13 @@ class Readiness:
         workers: Workers,
         post: Callable[[Callback], None],
         after: Callable[[float, Callback], None],
+        launcher: Launcher,
+        commands: Commands,
     ) -> None:
+        """``launcher``: a ``cmd``'s environment and folder, the step's; ``commands``: the
+        run's, which runs it (and, at the run's end, stops it)."""
         self.ctx, self.workers, self.post, self.after = ctx, workers, post, after
+        self.launcher, self.commands = launcher, commands
         self._ctx_watch: dict[str, list[Callback]] = {}  # key -> who waits for it
         ctx.add_listener(self._on_ctx_write)
 
@@ -86,8 +102,12 @@ class Readiness:
             self.after(float(spec.value), ready)
         elif spec.kind == "port":
             self.workers.submit(self._probe_port, step, execution, waiting, ready, fail)
-        what = f"{spec.kind} {spec.value}"
-        self.after(spec.timeout, lambda: fail(f"not ready within {spec.timeout:g}s ({what})"))
+        answers = _Answers(f"{spec.kind} {spec.value}")
+        if spec.kind in ("http", "cmd"):
+            self.workers.submit(self._try, step, waiting, ready, answers)
+        self.after(
+            spec.timeout, lambda: fail(f"not ready within {spec.timeout:g}s ({answers.last})")
+        )
 
     def _probe_port(
         self,
@@ -119,6 +139,44 @@ class Readiness:
                 return
             time.sleep(pause)
 
+    def _try(
+        self, step: Step, waiting: Callable[[], bool], ready: Callback, answers: _Answers
+    ) -> None:
+        """Try ``ready.http`` or ``ready.cmd`` every ``interval`` until it passes, the attempt
+        stops waiting, the run ends or the timeout passes; ``answers`` keeps the last answer
+        for the timeout's reason."""
+        spec = step.ready
+        assert spec is not None
+        deadline = time.monotonic() + spec.timeout
+        env: dict[str, str] = {}
+        cwd, label = self.launcher.cwd(step), f"cmd {_shown(spec.cmd or '')}"
+        if spec.cmd is not None:
+            env = self.launcher.probe_env(step)
+
+        def stopped() -> bool:
+            return self.commands.closed or not waiting()
+
+        while not stopped():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            limit = min(TRY_LIMIT, left)
+            if spec.http is not None:
+                why = probe_http(spec.http, limit)
+            else:
+                why = self.commands.run(
+                    spec.cmd or "", limit, env, cwd, label=label, stopped=stopped
+                )
+            if stopped():
+                return
+            if why is None:
+                self.post(ready)
+                return
+            answers.last = why
+            pause_until = min(time.monotonic() + spec.interval, deadline)
+            while not stopped() and (left := pause_until - time.monotonic()) > 0:
+                time.sleep(min(left, CANCEL_POLL))
+
     def _on_ctx_write(self, key: str) -> None:
         """A ctx key was written (any thread): its waiters are told, on the scheduler thread."""
         if self._ctx_watch.get(key):
@@ -137,3 +195,16 @@ def _listens(execution: Execution, port: int, addresses: frozenset[str]) -> bool
         return False
     pids = [os.getpid()] if execution.pid is None else group_members(execution.pid)
     return held_by(found, pids)
+
+
+class _Answers:
+    """What an http or cmd try last answered (written by its worker, read at the timeout)."""
+
+    def __init__(self, first: str) -> None:
+        self.last = first  # before any answer: what is waited for
+
+
+def _shown(command: str, width: int = 40) -> str:
+    """A command as a reason quotes it: one line, long ones cut."""
+    line = " ".join(command.split())
+    return repr(line if len(line) <= width else line[: width - 3] + "...")

@@ -44,7 +44,7 @@ from core.dependencies import Dependencies
 from core.diskspace import disk_is_full
 from core.executors import Execution, LaunchContext, Outcome, executor_for
 from core.executors.python import OutputRouting
-from core.health import HealthMonitor, make_probe
+from core.health import Commands, HealthMonitor, make_probe
 from core.launch import Launcher
 from core.limits import limit_words
 from core.log import DEBUG, get_logger, say_where_a_crash_is
@@ -151,7 +151,10 @@ class Runner:
         #: says something else (neither holds the other's lock; each keeps its message)
         self._messages_lock = threading.Lock()
         self.loop = MessageLoop(self.lock, self._turn_end, self._scheduler_error)
-        self.readiness = Readiness(self.ctx, self.workers, self.loop.post, self.loop.after)
+        self.commands = Commands()  # the ready and health cmds: the run's end stops them
+        self.readiness = Readiness(
+            self.ctx, self.workers, self.loop.post, self.loop.after, launcher, self.commands
+        )
         self.ticker = Ticker(self, sampler, resource_interval)
 
         self.runs = {s.name: StepRun.of(s, self.run_dir) for s in recipe.steps}
@@ -454,11 +457,15 @@ class Runner:
         """Check the background step's readiness (core.readiness): ready only while this
         attempt still waits for it."""
 
-        def waiting() -> bool:
-            return run.execution is execution and run.state.status == Status.RUNNING
+        def waiting() -> bool:  # not once it is being stopped: nothing is tried after
+            return (
+                run.execution is execution
+                and run.state.status == Status.RUNNING
+                and not run.stop_as
+            )
 
         def ready() -> None:
-            if waiting() and not run.stop_as:
+            if waiting():
                 self._mark_ready(run)
 
         def fail(reason: str) -> None:
@@ -484,7 +491,8 @@ class Runner:
         if spec is None or execution is None:
             return
         launcher = self.launcher
-        probe = make_probe(spec, launcher.probe_env(run.step), launcher.cwd(run.step))
+        env, cwd = launcher.probe_env(run.step), launcher.cwd(run.step)
+        probe = make_probe(spec, env, cwd, self.commands)
 
         def report(health: Health, detail: str | None) -> None:
             self.loop.post(lambda: self._health_changed(run, monitor, health, detail))
@@ -935,6 +943,7 @@ class Runner:
             return
         if self.cluster is not None:  # first: a worker its nanny started again since the run
             self.cluster.close()  # began carries the run's marker, and is no step's leftover
+        self.commands.close()  # a ready or health cmd being run is no step's leftover
         leftovers = self._kill_leftovers(leftover_grace)
         if leftovers:
             self.emit(

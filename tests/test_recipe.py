@@ -225,7 +225,9 @@ def test_a_field_left_out_gets_the_default_the_schema_shows(ws: Path) -> None:
             if name not in fields:
                 assert plain(getattr(step, name)) == default, (step.name, name)
     ready = recipe.steps[1].ready
-    assert {"host": ready.host, "timeout": ready.timeout} == defaults("Readiness")
+    assert {"host": ready.host, "interval": ready.interval, "timeout": ready.timeout} == defaults(
+        "Readiness"
+    )
     assert {k: getattr(recipe, k) for k in RECIPE_FIELDS if k != "steps"} == {
         **defaults("RecipeFile"),
         "jobs": None,
@@ -592,8 +594,60 @@ CASES = [
         "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    port: 80\n    log: up\n",
         7,
         "step 'a'",
-        "takes one of port, log, ctx or delay, not port and log",
+        "takes one of port, log, ctx, delay, http or cmd, not port and log",
         id="ready-two-kinds",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n"
+        "    http: 'http://127.0.0.1:8000/'\n    cmd: 'true'\n",
+        7,
+        "step 'a'",
+        "field 'ready' takes one of port, log, ctx, delay, http or cmd, not http and cmd",
+        id="ready-http-and-cmd",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready: {http: 3}\n",
+        5,
+        "step 'a'",
+        "field 'ready.http' must be an http:// or https:// URL, got 3",
+        id="ready-http-number",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready: {http: 'ftp://x'}\n",
+        5,
+        "step 'a'",
+        "field 'ready.http' must be an http:// or https:// URL with a host, got 'ftp://x'",
+        id="ready-http-ftp",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    cmd: ''\n",
+        6,
+        "step 'a'",
+        "field 'ready.cmd' must be a shell command, got '' (it would always pass)",
+        id="ready-cmd-empty",
+    ),
+    pytest.param(  # bash -c "" exits 0: a service always healthy
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  health: {cmd: ' '}\n",
+        5,
+        "step 'a'",
+        "field 'health.cmd' must be a shell command, got ' ' (it would always pass)",
+        id="health-cmd-blank",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    port: 80\n"
+        "    interval: 1\n",
+        7,
+        "step 'a'",
+        "field 'ready.interval' only goes with ready.http or ready.cmd",
+        id="ready-interval-with-port",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    cmd: 'true'\n"
+        "    interval: 0\n",
+        7,
+        "step 'a'",
+        "field 'ready.interval' must be a number > 0, got 0",
+        id="ready-interval-zero",
     ),
     pytest.param(
         "- name: a\n  type: shell\n  run: x\n  background: true\n  ready:\n    log: '(unclosed'\n",
@@ -1334,15 +1388,32 @@ def test_a_service_with_health_and_no_ready_that_steps_depend_on_is_a_warning(ws
             depends_on: []
             run: sleep 100
             health: {port: 6380}
+          - name: queue
+            type: shell
+            background: true
+            depends_on: []
+            run: sleep 100
+            health: {cmd: "test -S q.sock", interval: 1}
+          - {name: uses_queue, type: shell, depends_on: [queue], run: "true"}
         """,
     )
     recipe = load_recipe(path)
+    start = (
+        "will not wait for its health: a background step without 'ready' is ready as it starts "
+        "('health' is checked from then on); give it a 'ready' for its dependents to wait "
+        "until it answers: "
+    )
     assert [str(w) for w in recipe.warnings] == [
-        "r.yaml:6:5: step 'db': steps 'api' and 'web' will not wait for its health: a "
-        "background step without 'ready' is ready as it starts ('health' is checked from then "
-        "on); give it a 'ready' ({port: N} or {log: REGEX}) for its dependents to wait until "
-        "it answers"
+        f"r.yaml:6:5: step 'db': steps 'api' and 'web' {start}"
+        'ready: {http: "http://127.0.0.1:18741/"}, the check its health makes',
+        f"r.yaml:28:5: step 'queue': step 'uses_queue' {start}"
+        'ready: {cmd: "test -S q.sock"}, the check its health makes',
     ]
+    # the ready it says is one the recipe can take, and then there is nothing to say
+    health = 'health: {cmd: "test -S q.sock", interval: 1}'
+    text = path.read_text().replace(health, health + '\n    ready: {cmd: "test -S q.sock"}')
+    path.write_text(text)
+    assert [w.step for w in load_recipe(path).warnings] == ["db"]
 
 
 @pytest.mark.parametrize(
@@ -1455,6 +1526,14 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
                 "health": {"http": "http://127.0.0.1:1/", "failures": 2},
             },
             {"name": "d", "type": "shell", "run": "x", "background": True, "restart": False},
+            {
+                "name": "e",
+                "type": "shell",
+                "run": "x",
+                "background": True,
+                "ready": {"http": "http://127.0.0.1:1/", "interval": 0.5},
+            },
+            {"name": "f", "type": "shell", "run": "x", "background": True, "ready": {"cmd": "t"}},
         ]
     }
     assert validator.is_valid(good)
@@ -1469,6 +1548,10 @@ def test_json_schema_accepts_a_good_recipe_and_rejects_a_bad_one() -> None:
         {**shell, "index": 3},  # the loader's, not the user's
         {**shell, "background": True, "ready": {"port": 1, "log": "up"}},
         {**shell, "background": True, "ready": {"host": "h"}},
+        {**shell, "background": True, "ready": {"log": "up", "host": "h"}},
+        {**shell, "background": True, "ready": {"port": 1, "interval": 1}},
+        {**shell, "background": True, "ready": {"http": "http://h/", "cmd": "true"}},
+        {**shell, "background": True, "ready": {"cmd": ""}},
         {**shell, "background": True, "health": {"port": 1, "cmd": "true"}},
         {**shell, "background": True, "health": {"interval": 1}},
         {**shell, "background": True, "restart": "sometimes"},

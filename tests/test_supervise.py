@@ -782,3 +782,27 @@ def test_which_ends_a_policy_restarts(tmp_path):
     on_failure = Supervisor(service(tmp_path, restart="on_failure"))
     assert always.wants(failed=False) and always.wants(failed=True)
     assert on_failure.wants(failed=True) and not on_failure.wants(failed=False)
+
+
+def test_a_health_cmd_running_as_the_run_ends_is_stopped_not_called_a_leftover(tmp_path):
+    """The run ends (its work done) while a health check runs: the check is killed as its
+    service's start ends, and the run's end waits for that. It ran on until its timeout, and
+    the end's clean-up killed it as a step's leftover: "stopped 1 process that steps left
+    running", said of a check of orch-tui's own."""
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: svc
+            type: shell
+            background: true
+            health: {cmd: "echo $$ >> checks; exec sleep 300", timeout: 600}
+            run: exec sleep 300
+          - {name: work, type: shell, run: "until [ -s checks ]; do sleep 0.02; done"}
+        """,
+    )
+    assert result.code == 0, result.steps
+    (check,) = map(int, (tmp_path / "checks").read_text().split())
+    assert not alive(check)
+    assert not [e for e in result.events if "left running" in e.get("text", "")], result.events
+    assert not marked(result.run_dir)

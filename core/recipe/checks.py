@@ -20,7 +20,13 @@ from typing import Any
 import msgspec
 
 from core.graph import find_cycle
-from core.recipe.kinds import HEALTH_KINDS, READY_KINDS, check_steps, valid_step_name
+from core.recipe.kinds import (
+    HEALTH_KINDS,
+    READY_KINDS,
+    READY_OPTIONS,
+    check_steps,
+    valid_step_name,
+)
 from core.recipe.model import (
     EXTENSION_PREFIX,
     HEALTH_FIELDS,
@@ -314,13 +320,15 @@ class Validator:
         spec = self.condition(d, "ready", READY_FIELDS, Readiness, READY_KINDS)
         if spec is None:
             return
-        if "host" in spec and "port" not in spec:
-            self.report(
-                "field 'ready.host' only goes with ready.port",
-                d.trail + ("ready", "host"),
-                d.who,
-                key=True,
-            )
+        for option, kinds in READY_OPTIONS.items():
+            if option in spec and not any(kind in spec for kind in kinds):
+                self.report(
+                    f"field 'ready.{option}' only goes with "
+                    + " or ".join(f"ready.{kind}" for kind in kinds),
+                    d.trail + ("ready", option),
+                    d.who,
+                    key=True,
+                )
 
     def health(self, d: Draft) -> None:
         self.condition(d, "health", HEALTH_FIELDS, HealthCheck, HEALTH_KINDS)
@@ -561,8 +569,8 @@ class Validator:
             self.report(
                 f"{'step' if len(waiting) == 1 else 'steps'} {names} will not wait for its "
                 "health: a background step without 'ready' is ready as it starts ('health' is "
-                "checked from then on); give it a 'ready' ({port: N} or {log: REGEX}) for its "
-                "dependents to wait until it answers",
+                f"checked from then on); give it a 'ready' for its dependents to wait until it "
+                f"answers: {_ready_like(d.data['health'])}",
                 d.trail + ("health",),
                 d.who,
                 key=True,
@@ -736,6 +744,21 @@ def _session_of(d: Draft) -> tuple[str, str | None, str]:
 def _describe_session(d: Draft) -> str:
     backend, socket, name = _session_of(d)
     return f"{backend} session {name!r}" + (f" (socket {socket})" if socket else "")
+
+
+def _ready_like(health: Any) -> str:
+    """The ``ready`` that waits for what a ``health`` check asks (its port, URL or command),
+    or, for a check not written right, the conditions there are."""
+    import json
+
+    if isinstance(health, dict):
+        named = [kind for kind in HEALTH_KINDS if kind in health]
+        value = health.get(named[0]) if len(named) == 1 else None
+        if isinstance(value, str) and value.strip():
+            return f"ready: {{{named[0]}: {json.dumps(value)}}}, the check its health makes"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"ready: {{{named[0]}: {value}}}, the check its health makes"
+    return '{port: N}, {http: URL}, {cmd: "..."} or {log: REGEX}'
 
 
 def _without_extensions(data: dict[Any, Any]) -> dict[Any, Any]:

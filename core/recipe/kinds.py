@@ -30,7 +30,9 @@ SOCKET_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 STEP_TYPES = ("python", "shell", "session")
 SESSION_ACTIONS = ("create", "recreate", "send", "kill", "detach")
 BACKENDS = ("screen", "tmux")
-READY_KINDS = ("port", "log", "ctx", "delay")
+READY_KINDS = ("port", "log", "ctx", "delay", "http", "cmd")
+#: ``ready`` fields that go with one kind only
+READY_OPTIONS = {"host": ("port",), "interval": ("http", "cmd")}
 HEALTH_KINDS = ("port", "http", "cmd")
 RESTART_POLICIES = ("no", "on_failure", "always")
 PLACES = ("local", "cluster")
@@ -309,6 +311,14 @@ def _http_url(value: Any) -> str:
     return text
 
 
+def _command(value: Any) -> str:
+    """A shell line a check runs (``bash -c``): an empty one would always pass."""
+    text = _text(value)
+    if not text.strip():
+        raise Invalid(f"must be a shell command, got {show(value)} (it would always pass)")
+    return text
+
+
 def _restart_policy(value: Any) -> str:
     """YAML 1.1 reads an unquoted ``restart: no`` as false: that is what the user wrote."""
     return "no" if value is False else _choice(RESTART_POLICIES)(value)
@@ -409,6 +419,13 @@ HttpUrl = Annotated[
     Meta(
         extra_json_schema={"pattern": "^https?://", "format": "uri"},
         extra=_kind("an http:// or https:// URL", _http_url),
+    ),
+]
+Command = Annotated[
+    str,
+    Meta(
+        pattern="^[^\\x00]*[^\\s\\x00][^\\x00]*$",
+        extra=_kind("a shell command", _command),
     ),
 ]
 RestartPolicy = Annotated[

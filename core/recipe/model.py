@@ -31,6 +31,7 @@ from core.recipe.kinds import (
     Action,
     Args,
     Backend,
+    Command,
     Count,
     Deps,
     Env,
@@ -68,7 +69,7 @@ def _about(text: str) -> Meta:
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """When a background step counts as ready: one of port, log, ctx or delay."""
+    """When a background step counts as ready: one of port, log, ctx, delay, http or cmd."""
 
     port: Annotated[Port, _about("ready once a TCP connection to host:port succeeds")] | None = None
     log: (
@@ -77,19 +78,27 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ) = None
     ctx: Annotated[Key, _about("ready once this ctx key exists")] | None = None
     delay: Annotated[Seconds, _about("ready this many seconds after it started")] | None = None
+    http: Annotated[HttpUrl, _about("ready once a GET of this URL answers 2xx or 3xx")] | None = (
+        None
+    )
+    cmd: Annotated[Command, _about("ready once this shell command (bash -c) exits 0")] | None = None
     host: Annotated[Key, _about("host for 'port'")] = "127.0.0.1"
+    interval: Annotated[PositiveSeconds, _about("seconds between two tries of 'http' or 'cmd'")] = (
+        0.25
+    )
     timeout: Annotated[PositiveSeconds, _about("seconds to become ready before the step fails")] = (
         30.0
     )
 
     @property
     def kind(self) -> str:
-        """Which condition: "port", "log", "ctx" or "delay" (the validator allows one)."""
+        """Which condition: one of READY_KINDS (the validator allows one)."""
         return next(k for k in READY_KINDS if getattr(self, k) is not None)
 
     @property
     def value(self) -> Any:
-        """The condition's value: a port number, a regex, a ctx key or seconds."""
+        """The condition's value: a port number, a regex, a ctx key, seconds, a URL or a
+        shell command."""
         return getattr(self, self.kind)
 
 
@@ -102,7 +111,9 @@ class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     http: (
         Annotated[HttpUrl, _about("healthy while a GET of this URL answers 2xx or 3xx")] | None
     ) = None
-    cmd: Annotated[Text, _about("healthy while this shell command (bash -c) exits 0")] | None = None
+    cmd: Annotated[Command, _about("healthy while this shell command (bash -c) exits 0")] | None = (
+        None
+    )
     interval: Annotated[PositiveSeconds, _about("seconds between two checks")] = 5.0
     timeout: Annotated[PositiveSeconds, _about("seconds a check may take before it fails")] = 2.0
     failures: Annotated[
@@ -143,7 +154,7 @@ class StepBase(
             Readiness,
             Meta(
                 description="when a background step counts as ready",
-                extra={"phrase": "a mapping with one of port, log, ctx or delay"},
+                extra={"phrase": "a mapping with one of port, log, ctx, delay, http or cmd"},
             ),
         ]
         | None

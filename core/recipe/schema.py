@@ -5,9 +5,10 @@ What msgspec writes is tidied for the YAML a person edits: a field the recipe ma
 absent, never ``null`` (msgspec says ``anyOf: [..., null]`` for the model's ``| None``); the
 fields the loader sets (``index``, ``line``) are not the user's to write; every property carries
 its description (msgspec leaves it off a ``$ref``), in the order of the field tables; and a
-``ready`` or ``health`` mapping needs exactly one condition. Rules a schema cannot say
-(unique names, known dependencies, no cycles, importable modules, which fields need
-``background: true``) are left to ``orch-tui validate``.
+``ready`` or ``health`` mapping needs exactly one condition (and a ``ready`` option such as
+``host`` the condition it goes with). Rules a schema cannot say (unique names, known
+dependencies, no cycles, importable modules, which fields need ``background: true``) are left
+to ``orch-tui validate``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from core.recipe.kinds import HEALTH_KINDS, READY_KINDS
+from core.recipe.kinds import HEALTH_KINDS, READY_KINDS, READY_OPTIONS
 from core.recipe.model import (
     EXTENSION_PREFIX,
     HEALTH_FIELDS,
@@ -54,6 +55,10 @@ def recipe_json_schema() -> dict[str, Any]:
     for name in (RecipeFile.__name__, *(cls.__name__ for cls in STEP_CLASSES.values())):
         defs[name]["patternProperties"] = {f"^{EXTENSION_PREFIX}": {}}  # anchors' place
     defs[Readiness.__name__]["oneOf"] = [{"required": [kind]} for kind in READY_KINDS]
+    defs[Readiness.__name__]["dependentSchemas"] = {  # host only with port, ...
+        option: {"anyOf": [{"required": [kind]} for kind in kinds]}
+        for option, kinds in READY_OPTIONS.items()
+    }
     defs[HealthCheck.__name__]["oneOf"] = [{"required": [kind]} for kind in HEALTH_KINDS]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
