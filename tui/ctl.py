@@ -265,7 +265,7 @@ def _print_steps(state: RunState, now: float, *, every: bool = False, above: str
     if hidden:
         from tui.headless.summary import counts
 
-        more = f"… and {len(hidden):,} more steps" if rows else f"{len(hidden):,} steps"
+        more = f"… and {len(hidden)} more steps" if rows else f"{len(hidden)} steps"
         print(f"{more} ({counts(hidden)}): --all lists every step")
 
 
