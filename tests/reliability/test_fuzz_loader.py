@@ -403,6 +403,8 @@ def valid_recipes(draw) -> tuple[list[dict], dict[str, tuple[str, ...]]]:
             backend = backends.setdefault(step["session"], step.get("backend", "screen"))
             step["backend"] = backend
         step = {"name": name, **step, **draw(extra)}
+        if step["type"] == "python" or step.get("action") in ("send", "kill", "detach"):
+            step.pop("env", None)  # a process's as it starts: a shell's, a created session's
         if i and draw(st.booleans()):  # absent: the previous step
             deps[name] = (names[i - 1],)
         else:
