@@ -544,9 +544,6 @@ class Runner:
         if run.stop_as is None:
             run.stop_as, run.stop_reason = status, reason
         self._stop_order.add(run, partial(self._stop, run, status, reason, sig))
-        if not run.state.stopping:  # said at once: the run is stopping it, signal or not yet
-            run.state.stopping = True  # (it read `ready` while a web server drained)
-            self._emit_status(run)
 
     def _stop_in_turn(self) -> None:
         """The run's end: stop the steps whose turn it is (core.stoporder: those no step

@@ -106,9 +106,7 @@ def test_a_second_ctrl_c_during_the_end_kills_the_waiting_steps_as_stopped(tmp_p
         wait_for(lambda: runner.snapshot().steps["work"].status == "succeeded", 10, "work")
     runner.stop_run(signal.SIGINT)
     wait_for(draining.exists, 10, "web to drain")
-    db = runner.snapshot().steps["db"]
-    assert db.status == "ready"  # its turn has not come
-    assert db.stopping  # but the run is stopping it: said so (it read `ready` alone)
+    assert runner.snapshot().steps["db"].status == "ready"  # its turn has not come
     runner.stop_run(signal.SIGINT, force=True)  # Ctrl-C again
     code = runner.wait(30)
     steps = runner.snapshot().steps
