@@ -118,6 +118,39 @@ def test_a_second_ctrl_c_during_the_end_kills_the_waiting_steps_as_stopped(tmp_p
         assert (steps["db"].status, steps["web"].status) == ("cancelled", "cancelled")
 
 
+def test_k_on_a_step_waiting_its_turn_stops_it_with_its_grace(tmp_path, runners):
+    """The run stops (web drains, db waits its turn) and the user stops db (``k``, ``ctl
+    stop db``): db gets SIGTERM now and its trap runs (a database flushes). Marked
+    ``stopping`` as it waited, db read as asked twice and was SIGKILLed at once, its trap never
+    run (r16-review)."""
+    draining, up, flushed = tmp_path / "draining", tmp_path / "up", tmp_path / "flushed"
+    recipe = DRAINING.format(
+        draining=draining,
+        up=up,
+        work="while true; do sleep 0.05; done",
+        dir=tmp_path,
+        traps_set=_traps_set(tmp_path, "web", "db"),
+    ).replace(
+        'run: "while true; do sleep 0.05; done"',
+        f"run: \"trap 'touch {flushed}; exit 0' TERM; touch {tmp_path}/db.up; "
+        'while true; do sleep 0.05; done"',
+        1,
+    )
+    runner = make_runner(tmp_path, recipe)
+    runners.append(runner)
+    runner.start()
+    wait_for(up.exists, 10, "the work step to start")
+    runner.stop_run()
+    wait_for(draining.exists, 10, "web to drain")
+    assert runner.snapshot().steps["db"].status == "ready"  # its turn has not come
+    runner.stop_step("db")
+    wait_for(flushed.exists, 10, "db's trap (SIGTERM), not a SIGKILL")
+    wait_for(lambda: runner.snapshot().steps["db"].status == "cancelled", 10, "db ended")
+    assert runner.snapshot().steps["db"].signal is None  # its own exit 0, from its trap
+    runner.stop_run()  # again: web killed now
+    assert runner.wait(10) == 130
+
+
 #: a service that takes its whole grace (it ignores SIGTERM), a test that needs it
 SLOW_TO_STOP = """
 steps:
