@@ -71,10 +71,12 @@ class Launcher:
         return env
 
     def session_env(self, step: Step) -> dict[str, str]:
-        """What a created session gets over what it inherits: the step's ``env``, then the
-        ORCH_* variables but ORCH_RUN_DIR, which marks the run's processes for the end-of-run
-        clean-up and the watchdog; sessions outlive the run (contract.md)."""
-        env = dict(step.env)
+        """What a created session gets over what it inherits: the recipe's ``env``, the step's
+        over it (as a shell step's), then the ORCH_* variables but ORCH_RUN_DIR, which marks
+        the run's processes for the end-of-run clean-up and the watchdog; sessions outlive the
+        run (contract.md)."""
+        env = dict(self.recipe.env)
+        env.update(step.env)
         env.update(self.orch_env(step))
         del env[RUN_DIR_VAR]
         return env

@@ -499,29 +499,6 @@ CASES = [
         "step waits for each to succeed, or for a background one to be ready",
         id="depends-on-conditions",
     ),
-    pytest.param(  # it ran in the runner's own folder and environment: the field did nothing
-        "- name: a\n  type: python\n  module: m\n  cwd: /tmp\n",
-        4,
-        "step 'a'",
-        "field 'cwd' is for shell and session steps, not python steps (a python step runs in "
-        "the runner's process",
-        id="cwd-python",
-    ),
-    pytest.param(
-        "- name: a\n  type: python\n  module: m\n  env: {A: b}\n",
-        4,
-        "step 'a'",
-        "field 'env' is for shell and session steps, not python steps",
-        id="env-python",
-    ),
-    pytest.param(  # a send types into a shell that is running already
-        "- name: a\n  type: session\n  action: send\n  session: s\n  command: ls\n  env: {A: b}\n",
-        6,
-        "step 'a'",
-        "field 'env' goes with action create or recreate (the session's shell starts with it), "
-        "not send",
-        id="env-session-send",
-    ),
     pytest.param(
         "- name: a\n  type: shell\n  run: x\n  health: {port: 80}\n",
         4,
@@ -1357,6 +1334,49 @@ def test_after_other_steps_a_missing_cmd_or_cwd_is_a_warning(ws: Path) -> None:
         f"r.yaml:4:38: step 'report': cwd: out/reports does not exist (relative to {ws}): "
         "fine only if a step before it makes it",
     ]
+
+
+def test_env_and_cwd_where_they_do_nothing_are_warnings(ws: Path) -> None:
+    """``env``/``cwd`` on a python step (it runs in the runner's process) or a session's send
+    (its shell runs already) do nothing: said, not refused, so a recipe that merges one anchor
+    into every step still runs (an error refused it, r16-review), and said once at the anchor.
+    A python service's ready or health command runs with them: nothing to say there."""
+    path = write(
+        ws,
+        """
+        x-common: &common {env: {LANG: C.UTF-8}, timeout: 60}
+        steps:
+          - {name: a, type: python, module: m, <<: *common}
+          - {name: b, type: python, module: m, cwd: /tmp}
+          - {name: s, type: session, action: send, session: x, command: ls, <<: *common}
+          - {name: c, type: python, module: m, <<: *common}
+          - name: svc
+            type: python
+            module: m
+            background: true
+            cwd: /tmp
+            env: {A: b}
+            health: {cmd: "test -d .", interval: 1}
+        """,
+    )
+    (ws / "m.py").write_text("def run(ctx):\n    pass\n")
+    recipe = load_recipe(path)
+    said = {w.step: (w.line, str(w).split(": ", 2)[2]) for w in recipe.warnings}
+    python = (
+        "does nothing for a python step: it runs in the runner's process, whose environment "
+        "and working directory its steps share (pass values in 'params', or make it a shell step)"
+    )
+    assert said == {  # the anchor's env once (at the anchor) for each kind of step, not per step
+        "a": (1, f"field 'env' {python}"),
+        "b": (4, f"field 'cwd' {python}"),
+        "s": (
+            1,
+            "field 'env' does nothing with action send: it is for create or recreate (the "
+            "session's shell starts with it), and that shell is running already (type a 'cd "
+            "DIR' or 'export NAME=VALUE' into it with command:)",
+        ),
+    }
+    assert len(recipe.warnings) == 3
 
 
 def test_a_service_with_health_and_no_ready_that_steps_depend_on_is_a_warning(ws: Path) -> None:

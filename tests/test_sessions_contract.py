@@ -319,13 +319,15 @@ def test_a_session_step_starts_its_shell_in_its_cwd_with_its_env(
 ) -> None:
     """``cwd`` and ``env`` of a create/recreate step are the session shell's (tmuxp's
     start_directory and environment): both were accepted and did nothing, the shell started in
-    the folder the run was started in, without the variables."""
+    the folder the run was started in, without the variables. The recipe's ``env`` comes under
+    the step's, as for a shell step (it was left out, r16-review)."""
     lab = tmp_path / "lab dir"
     lab.mkdir()
     socket = getattr(backend, "socket", None)
     result = run_recipe(
         tmp_path,
         f"""
+        env: {{FROM_RECIPE: recipe, LAB_MODE: overridden}}
         steps:
           - name: lab
             type: session
@@ -335,11 +337,11 @@ def test_a_session_step_starts_its_shell_in_its_cwd_with_its_env(
             session: lab_env
             cwd: {json.dumps(str(lab))}
             env: {{LAB_MODE: "fast and 'safe'"}}
-            command: printf '%s|%s\\n' "$PWD" "$LAB_MODE" > {shlex.quote(str(lab / "seen"))}
+            command: printf '%s|%s|%s\\n' "$PWD" "$LAB_MODE" "$FROM_RECIPE" > {shlex.quote(str(lab / "seen"))}
         """,
     )
     assert result.code == 0, result.runner.state()
-    file_becomes(lab / "seen", f"{lab}|fast and 'safe'\n".encode())
+    file_becomes(lab / "seen", f"{lab}|fast and 'safe'|recipe\n".encode())
 
 
 def test_run_session_step_actions(backend: SessionBackend, tmp_path: Path) -> None:

@@ -119,6 +119,9 @@ class Validator:
         self.base: Trail = ()  # trail of the steps list
         self.whos: dict[int, Who] = {}
         self._found: dict[tuple[str, str], bool] = {}  # shutil.which, per program and PATH
+        #: where an ``env``/``cwd`` that does nothing was said: an anchor merged into 500
+        #: steps is said once, at the anchor, not 500 times
+        self._idle_fields: set[tuple[int, int, str]] = set()
 
     # -- reporting
 
@@ -378,31 +381,36 @@ class Validator:
         return spec
 
     def env_and_cwd(self, d: Draft) -> None:
-        """``env`` and ``cwd`` are a process's as it starts: a shell step's, or the shell of a
-        session a step creates. A python step runs in the runner's process, which its steps
-        share, and a session's shell that a step types into is running already: there the
-        fields would do nothing, so they are refused rather than ignored."""
+        """``env`` and ``cwd`` are a process's as it starts: a shell step's, the shell of a
+        session a step creates, a ``ready`` or ``health`` command's. A python step runs in the
+        runner's process, which its steps share, and a session's shell that a step types into
+        is running already: there the fields do nothing, said in a warning (an error refused
+        recipes that merge one anchor, ``env`` in it, into every step)."""
         action = d.values.get("action")
+        checks = [d.data.get(field) for field in ("ready", "health")]
+        if d.step_type == "python" and any(isinstance(c, dict) and "cmd" in c for c in checks):
+            return  # its ready or health command's
         for field in ("env", "cwd"):
             if field not in d.data:
                 continue
             if d.step_type == "python":
-                why = (
-                    "a python step runs in the runner's process, whose environment and working "
-                    "directory its steps share: pass values in 'params', or make it a shell step"
-                )
                 message = (
-                    f"field '{field}' is for shell and session steps, not python steps ({why})"
+                    f"field '{field}' does nothing for a python step: it runs in the runner's "
+                    "process, whose environment and working directory its steps share (pass "
+                    "values in 'params', or make it a shell step)"
                 )
             elif d.step_type == "session" and action not in (None, "create", "recreate"):
                 message = (
-                    f"field '{field}' goes with action create or recreate (the session's shell "
-                    f"starts with it), not {action}: that shell is running already (type a "
-                    "'cd DIR' or 'export NAME=VALUE' into it with command:)"
+                    f"field '{field}' does nothing with action {action}: it is for create or "
+                    "recreate (the session's shell starts with it), and that shell is running "
+                    "already (type a 'cd DIR' or 'export NAME=VALUE' into it with command:)"
                 )
             else:
                 continue
-            self.report(message, d.trail + (field,), d.who, key=True)
+            where = (*self.source.where(d.trail + (field,), key=True), d.step_type or "")
+            if where not in self._idle_fields:
+                self._idle_fields.add(where)
+                self.report(message, d.trail + (field,), d.who, key=True, warning=True)
 
     def restart(self, d: Draft) -> None:
         """``restart`` is for services (background steps; a foreground step has ``retries``),
