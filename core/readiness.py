@@ -28,6 +28,7 @@ from core.health import CANCEL_POLL, Commands, probe_http
 from core.launch import Launcher
 from core.ports import answers, describe_holder, group_members, held_by, listeners, local_addresses
 from core.recipe import Step
+from core.recipe.model import Readiness as ReadyCheck
 from core.steplog import StepLog
 from core.workers import Workers
 
@@ -59,16 +60,18 @@ class Readiness:
 
     @staticmethod
     def port_taken(step: Step) -> str | None:
-        """Why a ``ready: {port: N}`` step cannot start: somebody already listens on N (its own
-        server would die with "Address already in use" while the stranger answered for it)."""
+        """Why a ``ready: {port: N}`` (or ``{http: URL}`` on this machine) step cannot start:
+        somebody already listens on N (its own server would die with "Address already in use"
+        while the stranger answered for it)."""
         ready = step.ready
-        if ready is None or ready.kind != "port":
+        where = None if ready is None else _listened(ready)
+        if where is None:
             return None
-        addresses = local_addresses(ready.host)
+        host, port = where
+        addresses = local_addresses(host)
         if addresses is None:
             return None  # another machine: nobody's processes to see there
-        port = int(ready.value)
-        found = listeners(port, addresses) if answers(ready.host, port) else []
+        found = listeners(port, addresses) if answers(host, port) else []
         if not found:
             return None
         return f"port {port} is already in use by {describe_holder(found[0])}"
@@ -102,9 +105,9 @@ class Readiness:
             self.after(float(spec.value), ready)
         elif spec.kind == "port":
             self.workers.submit(self._probe_port, step, execution, waiting, ready, fail)
-        answers = _Answers(f"{spec.kind} {spec.value}")
+        answers = _Answers(f"cmd {_shown(spec.cmd)}" if spec.cmd else f"{spec.kind} {spec.value}")
         if spec.kind in ("http", "cmd"):
-            self.workers.submit(self._try, step, waiting, ready, answers)
+            self.workers.submit(self._try, step, execution, waiting, ready, answers)
         self.after(
             spec.timeout, lambda: fail(f"not ready within {spec.timeout:g}s ({answers.last})")
         )
@@ -140,7 +143,12 @@ class Readiness:
             time.sleep(pause)
 
     def _try(
-        self, step: Step, waiting: Callable[[], bool], ready: Callback, answers: _Answers
+        self,
+        step: Step,
+        execution: Execution,
+        waiting: Callable[[], bool],
+        ready: Callback,
+        answers: _Answers,
     ) -> None:
         """Try ``ready.http`` or ``ready.cmd`` every ``interval`` until it passes, the attempt
         stops waiting, the run ends or the timeout passes; ``answers`` keeps the last answer
@@ -163,6 +171,8 @@ class Readiness:
             limit = min(TRY_LIMIT, left)
             if spec.http is not None:
                 why = probe_http(spec.http, limit)
+                if why is None:
+                    why = _answered_by_another(spec, execution)
             else:
                 why = self.commands.run(
                     spec.cmd or "", limit, env, cwd, label=label, stopped=stopped
@@ -197,6 +207,38 @@ def _listens(execution: Execution, port: int, addresses: frozenset[str]) -> bool
     return held_by(found, pids)
 
 
+def _listened(spec: ReadyCheck) -> tuple[str, int] | None:
+    """The host and port a ``ready`` check connects to: its port's, or its URL's (80 or 443
+    when the URL names none); None for the other kinds, or a URL without a usable port."""
+    if spec.port is not None:
+        return spec.host, int(spec.port)
+    if spec.http is None:
+        return None
+    from urllib.parse import urlsplit  # loaded by pathlib already: no start-up cost
+
+    try:
+        url = urlsplit(spec.http)
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return (url.hostname or "", port) if url.hostname else None
+
+
+def _answered_by_another(spec: ReadyCheck, execution: Execution) -> str | None:
+    """Why a 2xx from a URL on this machine does not make the step ready: the server that
+    answered is not the step's own (a stranger on its port), as ``ready: {port}`` asks."""
+    where = _listened(spec)
+    if where is None:
+        return None
+    host, port = where
+    addresses = local_addresses(host)
+    if addresses is None or _listens(execution, port, addresses):
+        return None
+    found = listeners(port, addresses)
+    who = describe_holder(found[0]) if found else "another process"
+    return f"{spec.http}: answered by {who}, not by the step"
+
+
 class _Answers:
     """What an http or cmd try last answered (written by its worker, read at the timeout)."""
 
@@ -204,7 +246,7 @@ class _Answers:
         self.last = first  # before any answer: what is waited for
 
 
-def _shown(command: str, width: int = 40) -> str:
+def _shown(command: str | None, width: int = 40) -> str:
     """A command as a reason quotes it: one line, long ones cut."""
-    line = " ".join(command.split())
+    line = " ".join((command or "").split())
     return repr(line if len(line) <= width else line[: width - 3] + "...")

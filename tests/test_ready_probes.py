@@ -226,3 +226,56 @@ def test_the_run_stopped_while_a_ready_cmd_is_tried_leaves_nothing(tmp_path, run
     # the try was the readiness check's to end, not a leftover of the step's
     events = read_events(runner.run_dir)
     assert not [e for e in events if "left running" in e.get("text", "")], events
+
+
+def _stranger(tmp_path, port: int):
+    """Another program already answering 200 on ``port`` (started by the test, not the run)."""
+    import subprocess
+
+    folder = tmp_path / "stranger"
+    folder.mkdir()
+    (folder / "server.py").write_text(SERVER)
+    proc = subprocess.Popen([PY, "server.py", str(port), "0"], cwd=folder)
+    wait_for(lambda: core.readiness.answers("127.0.0.1", port), 10, "the stranger up")
+    return proc
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_ready_http_answered_by_another_program_is_not_ready(tmp_path, when):
+    """A 2xx from a URL on this machine counts only when the step's own server gave it, as
+    for ``ready: {port}``: a stranger already on the port stops the step from starting (its
+    own server would die with "Address already in use"), one that comes after it started is
+    not the step's answer. The stranger made the step ready and its dependents talked to it
+    (r16-review)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    recipe = (
+        "steps:\n"
+        "  - name: web\n"
+        "    type: shell\n"
+        "    background: true\n"
+        "    run: touch started; exec sleep 30\n"
+        f'    ready: {{http: "{url}", interval: 0.05, timeout: 2}}\n'
+        "  - {name: client, type: shell, run: echo talked}\n"
+    )
+    stranger = _stranger(tmp_path, port) if when == "before" else None
+    try:
+        runner = make_runner(tmp_path, recipe)
+        runner.start()
+        if when == "after":
+            wait_for((tmp_path / "started").exists, 10, "web started")
+            stranger = _stranger(tmp_path, port)
+        code = runner.wait(20)
+        web = runner.snapshot().steps["web"]
+        assert code == 1 and web.status == "failed", web
+        assert runner.snapshot().steps["client"].status == "blocked"
+        if when == "before":
+            assert f"port {port} is already in use by" in (web.reason or ""), web.reason
+        else:
+            assert f"{url}: answered by" in (web.reason or "") and "not by the step" in (
+                web.reason or ""
+            ), web.reason
+    finally:
+        if stranger is not None:
+            stranger.kill()
+            stranger.wait()
