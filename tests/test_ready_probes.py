@@ -279,3 +279,28 @@ def test_ready_http_answered_by_another_program_is_not_ready(tmp_path, when):
         if stranger is not None:
             stranger.kill()
             stranger.wait()
+
+
+def test_a_ready_cmd_still_tried_at_the_timeout_is_quoted_on_one_line(tmp_path):
+    """The timeout comes while the first try still runs: the reason quotes the command on one
+    line, cut, as a try's answer does. It held the raw block, newlines and all, in the reason,
+    the event line and state.json (r16-review)."""
+    result = run_recipe(
+        tmp_path,
+        """
+        steps:
+          - name: db
+            type: shell
+            background: true
+            run: exec sleep 30
+            ready:
+              timeout: 1
+              cmd: |
+                # wait for the database to take connections
+                sleep 10
+                echo up
+        """,
+    )
+    reason = result.steps["db"]["reason"]
+    assert result.code == 1 and "\n" not in reason, reason
+    assert reason.startswith("not ready within 1s (cmd '# wait for the database to take"), reason
