@@ -124,6 +124,16 @@ def test_status_of_a_large_run_on_a_terminal_fits_the_screen(tmp_path, tmux_sock
         "--all lists every step"
     ), rows
 
+    # a short, narrow terminal: still the run's line on screen, the count line not wrapped
+    # (at 60x10 ten rows were listed whatever the height, and the count line wrapped)
+    app = TmuxApp(tmux_socket, ["ctl", run_id, "status"], tmp_path, session="short", size=(60, 10))
+    assert app.exited() == 0
+    rows = [row for row in app.rows() if row.strip() and not row.startswith("Pane is dead")]
+    assert rows[0].startswith(f"run {run_id} ") and len(rows) <= 9, "\n".join(app.rows())
+    assert rows[-1].startswith("… and ") and rows[-1].endswith(
+        " more steps: --all lists every step"
+    )
+
     app = TmuxApp(tmux_socket, ["ctl", run_id, "status", "--all"], tmp_path, session="all")
     assert app.exited() == 0
     assert "s098 " in app.printed() and "… and" not in app.printed()

@@ -219,7 +219,7 @@ def _terminal_rows(
     if len(steps) <= STATUS_ALL_UP_TO:
         return steps, []
     height = os.get_terminal_size(sys.stdout.fileno()).lines
-    room = max(height - -(-cell_len(above) // max(width, 1)) - 4, 10)
+    room = max(height - -(-cell_len(above) // max(width, 1)) - 4, 1)
     ranked = sorted(
         (
             (rank, index)
@@ -266,7 +266,10 @@ def _print_steps(state: RunState, now: float, *, every: bool = False, above: str
         from tui.headless.summary import counts
 
         more = f"… and {len(hidden)} more steps" if rows else f"{len(hidden)} steps"
-        print(f"{more} ({counts(hidden)}): --all lists every step")
+        line = f"{more} ({counts(hidden)}): --all lists every step"
+        if width is not None and len(line) > width:  # a wrapped line is one line more
+            line = f"{more}: --all lists every step"
+        print(line)
 
 
 # -- commands ----------------------------------------------------------------------------------------
