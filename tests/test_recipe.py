@@ -482,6 +482,13 @@ CASES = [
         "unknown field 'shell_command' (did you mean 'command'?)",
         id="peer-shell-command-session",
     ),
+    pytest.param(  # a session's detach is an action, not a service's background
+        "- name: a\n  type: session\n  action: create\n  session: s\n  detach: true\n",
+        5,
+        "step 'a'",
+        "unknown field 'detach' (did you mean 'action: detach'?)",
+        id="peer-detach-session",
+    ),
     pytest.param(
         "- name: a\n  type: session\n  action: create\n  session: s\n  windows: []\n",
         5,

@@ -152,6 +152,8 @@ def peer_hint(word: Any, step_type: str | None, fields: Iterable[str]) -> str:
     (those of the step's type), a note for one without; nothing for other words."""
     if not isinstance(word, str):
         return ""
+    if step_type == "session" and word.lower() == "detach":  # not a service's 'background'
+        return " (did you mean 'action: detach'?)"
     targets = PEER_FIELDS.get(word.lower())
     if targets is not None:
         target = targets.get(step_type, targets[None])
