@@ -206,7 +206,7 @@ def _row(run_dir: RunDir) -> RunRow | None:
             return None
         state, died = _daemon_state(run_dir), False  # just started: no state.json yet
     else:
-        state, died = recorded.snapshot(), recorded.died
+        state, died = recorded.state, recorded.died
     if state is None:
         return None
     return RunRow(
