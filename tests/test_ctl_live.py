@@ -1168,3 +1168,33 @@ def test_a_retry_runs_the_step_module_as_edited_since_it_failed(tmp_path, daemon
     assert status_of(daemon, "report") == "succeeded"
     assert ctl(tmp_path, "close").returncode == 0
     assert_gone([daemon.pid], timeout=20)
+
+
+def test_a_detached_run_keeps_the_recipe_warnings_for_the_app_and_ctl_events(tmp_path, daemons):
+    """A recipe's warnings were printed on the terminal the app then covered, and kept nowhere:
+    the app on the run, `attach` the next morning and `ctl events` never said that the tests
+    would not wait for the service's health. They are the run's first messages now."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: warned
+        steps:
+          - name: db
+            type: shell
+            background: true
+            run: exec sleep 60
+            health: {cmd: "true"}
+          - {name: tests, type: shell, run: "echo tests"}
+        """,
+    )
+    daemon = start_detached(recipe, "--exit-when-done", cwd=tmp_path)
+    daemons.append(daemon)
+    said = ctl(tmp_path, daemon.run_id, "wait")
+    assert said.returncode == 0, said.stderr
+    warning = "recipe.yaml:7:5: step 'db': step 'tests' will not wait for its health"
+    messages = read_state(daemon.run_dir)["messages"]
+    assert [m["level"] for m in messages] == ["warning"], messages
+    assert messages[0]["text"].startswith(warning), messages
+    events = ctl(tmp_path, daemon.run_id, "events")
+    said = [json.loads(line) for line in events.stdout.splitlines()]
+    assert [e["text"][: len(warning)] for e in said if e["type"] == "message"] == [warning]
