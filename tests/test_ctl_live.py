@@ -1198,3 +1198,36 @@ def test_a_detached_run_keeps_the_recipe_warnings_for_the_app_and_ctl_events(tmp
     events = ctl(tmp_path, daemon.run_id, "events")
     said = [json.loads(line) for line in events.stdout.splitlines()]
     assert [e["text"][: len(warning)] for e in said if e["type"] == "message"] == [warning]
+
+
+def test_wait_on_an_open_run_says_once_its_work_is_done_and_a_service_keeps_it(tmp_path, daemons):
+    """CI's ``--detach`` (no --exit-when-done) then ``ctl RUN wait``, a service in the recipe:
+    the tests passed, the service stays up, and wait waited on without a word, the job hung.
+    It says, once, as the work is done, what keeps the run and how to end it."""
+    service = detach(
+        tmp_path,
+        daemons,
+        """
+        steps:
+          - {name: db, type: shell, background: true, run: exec sleep 60}
+          - {name: tests, type: shell, run: 'while [ ! -f go ]; do sleep 0.05; done'}
+        """,
+    )
+    run_id = service.run_id
+    wait_for(lambda: status_of(service, "tests") == "running", 10, "tests running")
+    waiting = start_cli("ctl", run_id, "wait", cwd=tmp_path)
+    (tmp_path / "go").touch()
+    said = (
+        f"orch-tui: run {run_id}: its work is done, service db still up: wait waits until the "
+        f"run ends (orch-tui ctl {run_id} close ends it; --exit-when-done ends a run on its own)"
+    )
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([waiting.stderr], [], [], 10)
+        assert ready, f"nothing said: {line!r}"
+        line += os.read(waiting.stderr.fileno(), 1)
+    assert line.decode() == said + "\n"
+    assert waiting.poll() is None  # still waiting, as README says
+    assert ctl(tmp_path, run_id, "close").returncode == 0
+    out, err = waiting.communicate(timeout=20)
+    assert (waiting.returncode, err) == (0, b"")
