@@ -162,6 +162,7 @@ def _start(recipe, args: DaemonArgs):
             keep_alive=args.keep_alive,
             sampler=ResourceSampler(),
             own_process=True,
+            say_warnings=True,
         )
     except OSError as exc:
         if cluster is not None:

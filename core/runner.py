@@ -118,13 +118,18 @@ class Runner:
         clock: Callable[[], float] = time.time,
         cluster: Cluster | None = None,
         own_process: bool = False,
+        say_warnings: bool = False,
     ) -> None:
         """``cluster``: the run's Dask cluster (core.cluster), already checked; the run
         closes it when it ends. ``own_process``: the run is this process's only one (the run
         daemon, a headless orch-tui): its marker goes in the process's environment
-        (``mark_this_process``), so what python steps start is the run's to stop."""
+        (``mark_this_process``), so what python steps start is the run's to stop.
+        ``say_warnings``: the recipe's warnings are the run's first messages (a run daemon's:
+        the app and ``ctl events`` show them, as the run's other warnings; a headless run's
+        command line has printed them already)."""
         self.recipe = recipe
         self.own_process = own_process
+        self.say_warnings = say_warnings
         self.jobs = jobs or recipe.jobs or os.cpu_count() or 1
         self.interactive = interactive
         self.keep_alive = keep_alive
@@ -226,6 +231,9 @@ class Runner:
         if self.resume is not None:
             where = f"{self.resume.run_id} ({self.resume.run_dir})"
             self.emit(ev.RunMessage(level="info", text=f"ctx restored from run {where}"))
+        if self.say_warnings:
+            for warning in self.recipe.warnings:
+                self.emit(ev.RunMessage(level="warning", text=str(warning), ts=self.clock()))
         if self.cluster is None and (note := no_executor_note(self.recipe)) is not None:
             self.emit(ev.RunMessage(level="warning", text=note, ts=self.clock()))
         for run in self.runs.values():

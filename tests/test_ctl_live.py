@@ -1168,3 +1168,66 @@ def test_a_retry_runs_the_step_module_as_edited_since_it_failed(tmp_path, daemon
     assert status_of(daemon, "report") == "succeeded"
     assert ctl(tmp_path, "close").returncode == 0
     assert_gone([daemon.pid], timeout=20)
+
+
+def test_a_detached_run_keeps_the_recipe_warnings_for_the_app_and_ctl_events(tmp_path, daemons):
+    """A recipe's warnings were printed on the terminal the app then covered, and kept nowhere:
+    the app on the run, `attach` the next morning and `ctl events` never said that the tests
+    would not wait for the service's health. They are the run's first messages now."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        name: warned
+        steps:
+          - name: db
+            type: shell
+            background: true
+            run: exec sleep 60
+            health: {cmd: "true"}
+          - {name: tests, type: shell, run: "echo tests"}
+        """,
+    )
+    daemon = start_detached(recipe, "--exit-when-done", cwd=tmp_path)
+    daemons.append(daemon)
+    said = ctl(tmp_path, daemon.run_id, "wait")
+    assert said.returncode == 0, said.stderr
+    warning = "recipe.yaml:7:5: step 'db': step 'tests' will not wait for its health"
+    messages = read_state(daemon.run_dir)["messages"]
+    assert [m["level"] for m in messages] == ["warning"], messages
+    assert messages[0]["text"].startswith(warning), messages
+    events = ctl(tmp_path, daemon.run_id, "events")
+    said = [json.loads(line) for line in events.stdout.splitlines()]
+    assert [e["text"][: len(warning)] for e in said if e["type"] == "message"] == [warning]
+
+
+def test_wait_on_an_open_run_says_once_its_work_is_done_and_a_service_keeps_it(tmp_path, daemons):
+    """CI's ``--detach`` (no --exit-when-done) then ``ctl RUN wait``, a service in the recipe:
+    the tests passed, the service stays up, and wait waited on without a word, the job hung.
+    It says, once, as the work is done, what keeps the run and how to end it."""
+    service = detach(
+        tmp_path,
+        daemons,
+        """
+        steps:
+          - {name: db, type: shell, background: true, run: exec sleep 60}
+          - {name: tests, type: shell, run: 'while [ ! -f go ]; do sleep 0.05; done'}
+        """,
+    )
+    run_id = service.run_id
+    wait_for(lambda: status_of(service, "tests") == "running", 10, "tests running")
+    waiting = start_cli("ctl", run_id, "wait", cwd=tmp_path)
+    (tmp_path / "go").touch()
+    said = (
+        f"orch-tui: run {run_id}: its work is done, service db still up: wait waits until the "
+        f"run ends (orch-tui ctl {run_id} close ends it; --exit-when-done ends a run on its own)"
+    )
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([waiting.stderr], [], [], 10)
+        assert ready, f"nothing said: {line!r}"
+        line += os.read(waiting.stderr.fileno(), 1)
+    assert line.decode() == said + "\n"
+    assert waiting.poll() is None  # still waiting, as README says
+    assert ctl(tmp_path, run_id, "close").returncode == 0
+    out, err = waiting.communicate(timeout=20)
+    assert (waiting.returncode, err) == (0, b"")

@@ -497,6 +497,59 @@ CASES = [
         "'command': one step per session",
         id="peer-windows",
     ),
+    # docker compose's words, which said nothing of what to write here
+    pytest.param(
+        "- name: a\n  type: shell\n  command: x\n",
+        3,
+        "step 'a'",
+        "field 'command' is for session steps, not shell steps (did you mean 'run'?)",
+        id="peer-compose-command",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  ports: ['8080:8080']\n",
+        4,
+        "step 'a'",
+        "unknown field 'ports' (nothing is mapped: a step's processes listen on this machine "
+        "itself; ready: {port: N} waits until one does)",
+        id="peer-compose-ports",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  image: postgres:16\n",
+        4,
+        "step 'a'",
+        "unknown field 'image' (a step runs on this machine, in no container",
+        id="peer-compose-image",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  enviroment: {A: b}\n",
+        4,
+        "step 'a'",
+        "unknown field 'enviroment' (did you mean 'env'?)",
+        id="peer-environment-typo",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n  restart: unless-stopped\n",
+        5,
+        "step 'a'",
+        "field 'restart' must be one of no, on_failure, always, got 'unless-stopped' "
+        "(did you mean 'always'?)",
+        id="peer-compose-restart-value",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  timeout: 1m30s\n",
+        4,
+        "step 'a'",
+        "field 'timeout' must be a number > 0, got '1m30s' (seconds, without a unit: 90)",
+        id="duration-with-units",
+    ),
+    pytest.param(
+        "- name: a\n  type: shell\n  run: x\n  background: true\n"
+        "  health: {port: 1, interval: 500ms}\n",
+        5,
+        "step 'a'",
+        "field 'health.interval' must be a number > 0, got '500ms' (seconds, without a unit: 0.5)",
+        id="duration-ms-in-health",
+    ),
     pytest.param(
         "- name: db\n  type: shell\n  run: x\n- name: api\n  type: shell\n  run: x\n"
         "  depends_on:\n    db: {condition: process_healthy}\n",

@@ -29,7 +29,7 @@ import msgspec
 from core.events import StepEvent, StepFinished
 from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
-from core.state import ENDED, FAILURES, RunState, Status, StepState
+from core.state import ACTIVE, ENDED, FAILURES, RunState, Status, StepState
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
 from tui.format import (
@@ -346,6 +346,8 @@ def _wait(control: RunControl, args: argparse.Namespace) -> int:
     as its folder tells it (interrupted)."""
     from core.client import DaemonGone, RemoteControl
 
+    if isinstance(control, RemoteControl) and control.stays_open:
+        _say_why_waiting(control)
     try:
         code = control.wait()
     except DaemonGone:
@@ -356,6 +358,46 @@ def _wait(control: RunControl, args: argparse.Namespace) -> int:
     elif isinstance(control, RemoteControl) and control.stays_open and not _ending(control):
         _say_still_open(control.run_dir.path.name)
     return code if code is not None else EXIT_OK
+
+
+def _say_why_waiting(control: RunControl) -> None:
+    """A run kept open (no --exit-when-done) whose work is done while a service is up is not
+    over: ``wait`` waits on until it is closed, and it said nothing of it (a CI job hung
+    there). Said once on stderr, when the run is found so (now, or as its steps end), from a
+    thread of its own: the reader thread's events only flag it."""
+    run_id = control.run_dir.path.name
+    changed = threading.Event()
+
+    def watch() -> None:
+        while True:
+            state = control.snapshot()
+            word, _hint = state_words(state, final=state.closing)
+            if word in ("done", "waiting"):
+                up = [s.name for s in state.steps.values() if s.background and s.status in ACTIVE]
+                work = (
+                    "its work is done"
+                    if word == "done"
+                    else "a step failed and waits for ctl retry or skip"
+                )
+                print(
+                    f"orch-tui: run {run_id}: {work}, {_services(up)} still up: wait waits "
+                    f"until the run ends (orch-tui ctl {run_id} close ends it; "
+                    "--exit-when-done ends a run on its own)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+            changed.wait()
+            changed.clear()
+            time.sleep(POLL_SECONDS)  # a look at most this often: a snapshot copies the run
+
+    control.subscribe(lambda _event: changed.set())
+    threading.Thread(target=watch, name="ctl-wait-why", daemon=True).start()
+
+
+def _services(names: list[str]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{'service' if len(names) == 1 else 'services'} {shown}"
 
 
 def _ending(control: RunControl) -> bool:

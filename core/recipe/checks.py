@@ -48,6 +48,7 @@ from core.recipe.problems import (
     Trail,
     boolean_hint,
     peer_hint,
+    peer_typo_hint,
     show,
     suggest,
 )
@@ -198,6 +199,8 @@ class Validator:
                 # offer a field of this step's type: 'comand' in a shell step means 'cmd'
                 fits = [name for name, spec in table.items() if spec.applies(step_type)]
                 hint = (peer_hint(key, step_type, fits) if trail else "") or suggest(key, fits)
+                if not hint and trail:
+                    hint = peer_typo_hint(key, step_type, fits)
                 if not hint and not trail:  # the recipe's own keys: likely a home for anchors
                     hint = f" (keys starting with {EXTENSION_PREFIX} are ignored: for YAML anchors)"
                 message = f"unknown field {show(prefix + key)}{hint}"
@@ -206,6 +209,9 @@ class Validator:
             if not spec.applies(step_type):
                 owners = " and ".join(sorted(spec.types or ()))
                 message = f"field '{prefix}{key}' is for {owners} steps, not {step_type} steps"
+                if trail:  # docker compose's 'command' on a shell step: 'run' does its work
+                    fits = [name for name, spec in table.items() if spec.applies(step_type)]
+                    message += peer_hint(key, step_type, fits)
                 self.report(message, here, who, key=True)
                 continue
             if value is BAD or key in skip:
@@ -253,7 +259,7 @@ class Validator:
     ) -> None:
         if bad.silent:
             return
-        tail = bad.tail or f"must be {spec.phrase}, got {show(value)}"
+        tail = (bad.tail or f"must be {spec.phrase}, got {show(value)}") + bad.hint
         if "text" in spec.phrase:
             tail += boolean_hint(spec.name, value)
         self.report(f"field '{prefix}{spec.name}' {tail}", here + bad.sub, who, key=bad.on_key)

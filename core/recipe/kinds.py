@@ -99,12 +99,28 @@ def _identifier(value: Any) -> str:
     return value
 
 
+#: a duration as docker compose, process-compose or Go write it: "2s", "1m30s", "500ms"
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h)\s*)+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def _in_seconds(value: Any) -> str:
+    """ " (seconds, without a unit: 90)" for a duration written with units, as the tools a
+    recipe is moved from write them; nothing for other values."""
+    if not isinstance(value, str) or len(value) > 40 or not _DURATION.fullmatch(value.strip()):
+        return ""
+    parts = _DURATION_PART.findall(value.strip())
+    total = round(sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts), 3)
+    return f" (seconds, without a unit: {int(total) if total.is_integer() else total})"
+
+
 def _seconds(value: Any) -> float:
     """The bounds themselves are msgspec's; only the too-large case gets its own words."""
     if _is_number(value) and value > MAX_SECONDS:
         raise Invalid(f"must be at most {MAX_SECONDS:.0f} seconds, got {show(value)}")
     if not _is_number(value):
-        raise Invalid()
+        raise Invalid(hint=_in_seconds(value))
     return float(value)
 
 
@@ -117,12 +133,19 @@ def _count(value: Any) -> int:
     return value
 
 
+#: a value of a peer tool's field (docker compose's ``restart``) -> the one that does its work
+#: here; spelling is no guide ("unless-stopped" suggested nothing)
+_PEER_VALUES = {"unless-stopped": "always", "never": "no"}
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value not in options:
+            peer = _PEER_VALUES.get(value) if isinstance(value, str) else None
+            meant = f" (did you mean '{peer}'?)" if peer in options else suggest(value, options)
             raise Invalid(
                 f"must be one of {', '.join(options)}, got {show(value)}"
-                f"{_boolean_hint(value) or suggest(value, options)}"
+                f"{_boolean_hint(value) or meant}"
             )
         return value
 

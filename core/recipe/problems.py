@@ -69,12 +69,14 @@ class Invalid(Exception):
         *,
         on_key: bool = False,
         silent: bool = False,
+        hint: str = "",
     ) -> None:
         super().__init__(tail)
         self.tail = tail
         self.sub = sub
         self.on_key = on_key
         self.silent = silent
+        self.hint = hint  # said after the standard "must be ..., got ..." text
 
 
 class Bad:
@@ -134,6 +136,8 @@ PEER_FIELDS: dict[str, dict[str | None, str]] = {
         ("shell_command", "script", "commands"),
         {"shell": "run", "session": "command", None: "run"},
     ),
+    "command": {None: "run"},  # docker compose's, on a shell step (a session step's own field)
+    "entrypoint": {None: "cmd"},
 }
 #: fields of peer tools with nothing like them here, and what to do instead
 PEER_NOTES = {
@@ -144,6 +148,12 @@ PEER_NOTES = {
     ),
     "shell_command_before": "put it first in 'command'",
     "replicas": "one process per step: a step per copy, with YAML anchors in x- keys",
+    "ports": "nothing is mapped: a step's processes listen on this machine itself; "
+    "ready: {port: N} waits until one does",
+    **dict.fromkeys(
+        ("image", "build", "volumes", "container_name", "networks"),
+        "a step runs on this machine, in no container: its program in 'run', or 'cmd' with 'args'",
+    ),
 }
 
 
@@ -160,6 +170,16 @@ def peer_hint(word: Any, step_type: str | None, fields: Iterable[str]) -> str:
         return f" (did you mean '{target}'?)" if target in fields else ""
     note = PEER_NOTES.get(word.lower())
     return f" ({note})" if note else ""
+
+
+def peer_typo_hint(word: Any, step_type: str | None, fields: Iterable[str]) -> str:
+    """``peer_hint`` of the peer tool's field ``word`` is a typo of ('enviroment'), if any."""
+    if not isinstance(word, str) or len(word) > 200:
+        return ""
+    import difflib
+
+    match = difflib.get_close_matches(word.lower(), list(PEER_FIELDS), n=1, cutoff=0.85)
+    return peer_hint(match[0], step_type, fields) if match else ""
 
 
 def suggest(word: Any, options: Iterable[str]) -> str:
