@@ -89,6 +89,10 @@ class RunStartError(Exception):
     message is one line for the user; nothing ran, and what the run had made is removed."""
 
 
+#: the recipe's warnings a run daemon says as messages (toasts in the app), the rest counted
+WARNINGS_SAID = 5
+
+
 def _default_signals() -> None:
     """In a child a python step forks without exec (``multiprocessing``'s fork, ``os.fork``):
     the signals the runner handles are as in any new Python process again. The runner's own
@@ -232,8 +236,7 @@ class Runner:
             where = f"{self.resume.run_id} ({self.resume.run_dir})"
             self.emit(ev.RunMessage(level="info", text=f"ctx restored from run {where}"))
         if self.say_warnings:
-            for warning in self.recipe.warnings:
-                self.emit(ev.RunMessage(level="warning", text=str(warning), ts=self.clock()))
+            self._say_recipe_warnings()
         if self.cluster is None and (note := no_executor_note(self.recipe)) is not None:
             self.emit(ev.RunMessage(level="warning", text=note, ts=self.clock()))
         for run in self.runs.values():
@@ -1043,6 +1046,21 @@ class Runner:
             if run.state.status in _FAILS_THE_RUN and not run.state.allowed:
                 return 1, RunStatus.FAILED
         return 0, RunStatus.SUCCEEDED
+
+    def _say_recipe_warnings(self) -> None:
+        """The recipe's warnings as the run's first messages, ``WARNINGS_SAID`` at most and a
+        count of the rest: each is a toast in the app, and a recipe warned of once a step (a
+        program an earlier step makes, in 500 steps) would flood it."""
+        warnings = self.recipe.warnings
+        for warning in warnings[:WARNINGS_SAID]:
+            self.emit(ev.RunMessage(level="warning", text=str(warning), ts=self.clock()))
+        if len(warnings) > WARNINGS_SAID:
+            more = len(warnings) - WARNINGS_SAID
+            text = (
+                f"{more} more warning{'' if more == 1 else 's'} of the recipe: "
+                f"orch-tui validate {self.recipe.path} lists them"
+            )
+            self.emit(ev.RunMessage(level="warning", text=text, ts=self.clock()))
 
     # ------------------------------------------------------------------ events
     def emit(self, event: ev.Event) -> None:

@@ -1200,6 +1200,29 @@ def test_a_detached_run_keeps_the_recipe_warnings_for_the_app_and_ctl_events(tmp
     assert [e["text"][: len(warning)] for e in said if e["type"] == "message"] == [warning]
 
 
+def test_many_recipe_warnings_are_five_messages_and_a_count(tmp_path, runners):
+    """A recipe warned of once a step (a program an earlier step makes) gave the app a toast
+    for each warning as the run began: the first five are said, the rest counted, naming the
+    command that lists them."""
+    from tests.conftest import make_runner
+
+    steps = "\n".join(f"  - {{name: s{i}, type: shell, cmd: build/app{i}}}" for i in range(1, 9))
+    runner = make_runner(
+        tmp_path,
+        "steps:\n  - {name: s0, type: shell, run: 'true'}\n" + steps + "\n",
+        say_warnings=True,
+    )
+    runners.append(runner)
+    assert len(runner.recipe.warnings) == 8
+    runner.start()
+    runner.wait(20)
+    texts = [m.text for m in runner.snapshot().messages]
+    assert len(texts) == 6 and all("fine only if a step before it makes it" in t for t in texts[:5])
+    assert texts[5] == (
+        f"3 more warnings of the recipe: orch-tui validate {tmp_path / 'recipe.yaml'} lists them"
+    )
+
+
 def test_wait_on_an_open_run_says_once_its_work_is_done_and_a_service_keeps_it(tmp_path, daemons):
     """CI's ``--detach`` (no --exit-when-done) then ``ctl RUN wait``, a service in the recipe:
     the tests passed, the service stays up, and wait waited on without a word, the job hung.
