@@ -529,6 +529,21 @@ def test_non_json_ctx_value_fails_the_step_naming_the_key(tmp_path):
     assert "core/context.py" not in log, log
 
 
+def test_a_missing_ctx_key_fails_the_step_with_a_traceback_ending_at_its_line(tmp_path):
+    """``ctx["totl"]`` (a typo): the traceback ends at the step's line, as Python's own dict
+    says it; it ended in orch-tui's core/context.py, which a data person then read (r17-user)."""
+    module = write_module(tmp_path, "def report(ctx):\n    return ctx['totl'] / 2\n")
+    result = run_recipe(
+        tmp_path,
+        f"steps:\n  - {{name: report, type: python, module: {module}, function: report}}\n",
+    )
+    assert result.code == 1
+    lines = result.log("report").decode().splitlines()
+    assert lines[-1] == "KeyError: 'totl'", lines
+    assert "return ctx['totl'] / 2" in lines[-3] or "return ctx['totl'] / 2" in lines[-2], lines
+    assert not any("core/context.py" in line for line in lines), lines
+
+
 def test_non_json_return_value_with_output_fails_naming_the_key(tmp_path):
     module = write_module(tmp_path, "def make(ctx):\n    return {1, 2}\n")
     result = run_recipe(

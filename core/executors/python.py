@@ -186,16 +186,18 @@ def resolve(module: str, function: str, *, again: bool = False) -> Callable[...,
 
 #: orch-tui's own code: core/ (the ctx's checks, a worker's recording ctx)
 _CORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_CONTEXT = _CORE + "context.py"
 
 
 def _from_the_step(exc: BaseException) -> TracebackType | None:
     """The traceback from the step's own code down: its first frame, ``call_step``'s, is
     orch-tui's, and a user reading the log looks for their own file at the top. A value the
     ctx refuses (ContextValueError) ends at the step's line that wrote it: the ctx's own
-    frames below it (five, eight on a worker) said nothing the error's line does not."""
+    frames below it (five, eight on a worker) said nothing the error's line does not; so does
+    any error the ctx itself raised (``ctx["totl"]``: a KeyError, ending in core/context.py)."""
     tb = exc.__traceback__
     tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
-    if isinstance(exc, ContextValueError):
+    if isinstance(exc, ContextValueError) or _raised_in_the_ctx(tb):
         last, here = None, tb
         while here is not None:
             if not here.tb_frame.f_code.co_filename.startswith(_CORE):
@@ -204,6 +206,13 @@ def _from_the_step(exc: BaseException) -> TracebackType | None:
         if last is not None:
             last.tb_next = None
     return tb
+
+
+def _raised_in_the_ctx(tb: TracebackType | None) -> bool:
+    """Whether the traceback's last frame is the ctx's (core/context.py)."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename == _CONTEXT
 
 
 def call_step(
