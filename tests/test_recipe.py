@@ -482,6 +482,14 @@ CASES = [
         "unknown field 'shell_command' (did you mean 'command'?)",
         id="peer-shell-command-session",
     ),
+    pytest.param(  # docker compose writes env as a list of NAME=value
+        "- name: a\n  type: shell\n  run: x\n  env: [A=b, C=d e, F=g]\n",
+        4,
+        "step 'a'",
+        "field 'env' must be a mapping of variable names to text, numbers or booleans, got a "
+        'list (a mapping, not compose\'s list: env: {A: "b", C: "d e", ...})',
+        id="peer-compose-env-list",
+    ),
     pytest.param(  # a session's detach is an action, not a service's background
         "- name: a\n  type: session\n  action: create\n  session: s\n  detach: true\n",
         5,

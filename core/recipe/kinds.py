@@ -189,7 +189,7 @@ def _scalar_text(value: Any) -> str:
 
 def _env(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise Invalid()
+        raise Invalid(hint=_env_as_mapping(value))
     out: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
@@ -221,6 +221,20 @@ def _args(value: Any) -> tuple[str, ...]:
                 f"item {i + 1} must be text, a number or a boolean, got {show(item)}", (i,)
             ) from None
     return tuple(out)
+
+
+def _env_as_mapping(value: Any) -> str:
+    """docker compose's list form, ``[A=b, C=d]``: the mapping to write instead."""
+    if not isinstance(value, list) or not value:
+        return ""
+    if not all(isinstance(item, str) and "=" in item.strip("=") for item in value):
+        return ""
+    import json  # only a refused env needs it
+
+    pairs = [item.split("=", 1) for item in value[:2]]
+    shown = ", ".join(f"{name}: {json.dumps(text)}" for name, text in pairs)
+    more = ", ..." if len(value) > 2 else ""
+    return f" (a mapping, not compose's list: env: {{{shown}{more}}})"
 
 
 def _env_name(value: Any) -> bool:
