@@ -107,7 +107,7 @@ class Readiness:
             self.workers.submit(self._probe_port, step, execution, waiting, ready, fail)
         answers = _Answers(f"cmd {_shown(spec.cmd)}" if spec.cmd else f"{spec.kind} {spec.value}")
         if spec.kind in ("http", "cmd"):
-            self.workers.submit(self._try, step, execution, waiting, ready, answers)
+            self.workers.submit(self._try, step, waiting, ready, answers)
         self.after(
             spec.timeout, lambda: fail(f"not ready within {spec.timeout:g}s ({answers.last})")
         )
@@ -143,16 +143,14 @@ class Readiness:
             time.sleep(pause)
 
     def _try(
-        self,
-        step: Step,
-        execution: Execution,
-        waiting: Callable[[], bool],
-        ready: Callback,
-        answers: _Answers,
+        self, step: Step, waiting: Callable[[], bool], ready: Callback, answers: _Answers
     ) -> None:
         """Try ``ready.http`` or ``ready.cmd`` every ``interval`` until it passes, the attempt
         stops waiting, the run ends or the timeout passes; ``answers`` keeps the last answer
-        for the timeout's reason."""
+        for the timeout's reason. A 2xx counts whoever gave it, once the port was free as the
+        step started (``port_taken``): a server that daemonizes, or one in a container or on a
+        Dask worker, is not in the step's process group, and the URL answering is what was
+        asked for."""
         spec = step.ready
         assert spec is not None
         deadline = time.monotonic() + spec.timeout
@@ -171,8 +169,6 @@ class Readiness:
             limit = min(TRY_LIMIT, left)
             if spec.http is not None:
                 why = probe_http(spec.http, limit)
-                if why is None:
-                    why = _answered_by_another(spec, execution)
             else:
                 why = self.commands.run(
                     spec.cmd or "", limit, env, cwd, label=label, stopped=stopped
@@ -222,21 +218,6 @@ def _listened(spec: ReadyCheck) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (url.hostname or "", port) if url.hostname else None
-
-
-def _answered_by_another(spec: ReadyCheck, execution: Execution) -> str | None:
-    """Why a 2xx from a URL on this machine does not make the step ready: the server that
-    answered is not the step's own (a stranger on its port), as ``ready: {port}`` asks."""
-    where = _listened(spec)
-    if where is None:
-        return None
-    host, port = where
-    addresses = local_addresses(host)
-    if addresses is None or _listens(execution, port, addresses):
-        return None
-    found = listeners(port, addresses)
-    who = describe_holder(found[0]) if found else "another process"
-    return f"{spec.http}: answered by {who}, not by the step"
 
 
 class _Answers:
