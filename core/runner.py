@@ -89,8 +89,9 @@ class RunStartError(Exception):
     message is one line for the user; nothing ran, and what the run had made is removed."""
 
 
-#: the recipe's warnings a run daemon says as messages (toasts in the app), the rest counted
-WARNINGS_SAID = 5
+#: the recipe's warnings a run daemon says as messages, the rest counted: with the count, as
+#: many as the app shows of the messages said before it attached (tui.app.MESSAGES_AT_ONCE)
+WARNINGS_SAID = 2
 
 
 def _default_signals() -> None:
@@ -1049,8 +1050,11 @@ class Runner:
 
     def _say_recipe_warnings(self) -> None:
         """The recipe's warnings as the run's first messages, ``WARNINGS_SAID`` at most and a
-        count of the rest: each is a toast in the app, and a recipe warned of once a step (a
-        program an earlier step makes, in 500 steps) would flood it."""
+        count of the rest: each is a toast in the app, which shows three of the messages said
+        before it attached, and a recipe warned of once a step (a program an earlier step
+        makes, in 500 steps) would flood it."""
+        import shlex
+
         warnings = self.recipe.warnings
         for warning in warnings[:WARNINGS_SAID]:
             self.emit(ev.RunMessage(level="warning", text=str(warning), ts=self.clock()))
@@ -1058,7 +1062,7 @@ class Runner:
             more = len(warnings) - WARNINGS_SAID
             text = (
                 f"{more} more warning{'' if more == 1 else 's'} of the recipe: "
-                f"orch-tui validate {self.recipe.path} lists them"
+                f"orch-tui validate {shlex.quote(str(self.recipe.path))} lists them"
             )
             self.emit(ev.RunMessage(level="warning", text=text, ts=self.clock()))
 
