@@ -1223,25 +1223,38 @@ def test_many_recipe_warnings_are_two_messages_and_a_count(tmp_path, runners):
     )
 
 
-def test_wait_on_an_open_run_says_once_its_work_is_done_and_a_service_keeps_it(tmp_path, daemons):
+@pytest.mark.parametrize(
+    ("db", "shown"),
+    [
+        ("{run: exec sleep 60}", "db"),
+        # between two starts: named too (it said "services  still up", no name, r17-review)
+        ("{run: 'sleep 0.3; exit 1', restart: always, restart_delay: 30}", "db (restarting)"),
+    ],
+    ids=["up", "restarting"],
+)
+def test_wait_on_an_open_run_says_once_its_work_is_done_and_a_service_keeps_it(
+    tmp_path, daemons, db, shown
+):
     """CI's ``--detach`` (no --exit-when-done) then ``ctl RUN wait``, a service in the recipe:
     the tests passed, the service stays up, and wait waited on without a word, the job hung.
     It says, once, as the work is done, what keeps the run and how to end it."""
     service = detach(
         tmp_path,
         daemons,
-        """
+        f"""
         steps:
-          - {name: db, type: shell, background: true, run: exec sleep 60}
-          - {name: tests, type: shell, run: 'while [ ! -f go ]; do sleep 0.05; done'}
+          - {{name: db, type: shell, background: true, {db[1:-1]}}}
+          - {{name: tests, type: shell, run: 'while [ ! -f go ]; do sleep 0.05; done'}}
         """,
     )
     run_id = service.run_id
     wait_for(lambda: status_of(service, "tests") == "running", 10, "tests running")
+    if "restart" in db:
+        wait_for(lambda: status_of(service, "db") == "pending", 10, "db waiting to restart")
     waiting = start_cli("ctl", run_id, "wait", cwd=tmp_path)
     (tmp_path / "go").touch()
     said = (
-        f"orch-tui: run {run_id}: its work is done, service db still up: wait waits until the "
+        f"orch-tui: run {run_id}: its work is done, service {shown} still up: wait waits until the "
         f"run ends (orch-tui ctl {run_id} close ends it; --exit-when-done ends a run on its own)"
     )
     line = b""

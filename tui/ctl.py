@@ -29,7 +29,15 @@ import msgspec
 from core.events import StepEvent, StepFinished
 from core.recorded import DIED_EXIT_CODE, RecordedRun
 from core.rundir import EVENTS, RunDir
-from core.state import ACTIVE, ENDED, FAILURES, RunState, Status, StepState
+from core.state import (
+    ACTIVE,
+    ENDED,
+    FAILURES,
+    RunState,
+    Status,
+    StepState,
+    waiting_to_restart,
+)
 from core.text import clean
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
 from tui.format import (
@@ -373,7 +381,11 @@ def _say_why_waiting(control: RunControl) -> None:
             state = control.snapshot()
             word, _hint = state_words(state, final=state.closing)
             if word in ("done", "waiting"):
-                up = [s.name for s in state.steps.values() if s.background and s.status in ACTIVE]
+                up = [
+                    s.name if s.status in ACTIVE else f"{s.name} (restarting)"
+                    for s in state.steps.values()
+                    if s.background and (s.status in ACTIVE or waiting_to_restart(s))
+                ]
                 work = (
                     "its work is done"
                     if word == "done"
@@ -396,6 +408,8 @@ def _say_why_waiting(control: RunControl) -> None:
 
 
 def _services(names: list[str]) -> str:
+    if not names:
+        return "its services"
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"{'service' if len(names) == 1 else 'services'} {shown}"
 
