@@ -532,7 +532,12 @@ def test_non_json_ctx_value_fails_the_step_naming_the_key(tmp_path):
 def test_a_missing_ctx_key_fails_the_step_with_a_traceback_ending_at_its_line(tmp_path):
     """``ctx["totl"]`` (a typo): the traceback ends at the step's line, as Python's own dict
     says it; it ended in orch-tui's core/context.py, which a data person then read (r17-user)."""
-    module = write_module(tmp_path, "def report(ctx):\n    return ctx['totl'] / 2\n")
+    module = write_module(
+        tmp_path,
+        "def report(ctx):\n    return ctx['totl'] / 2\n\n"
+        "def chained(ctx):\n    try:\n        ctx['totl']\n    except KeyError as e:\n"
+        "        raise ValueError('no total') from e\n",
+    )
     result = run_recipe(
         tmp_path,
         f"steps:\n  - {{name: report, type: python, module: {module}, function: report}}\n",
@@ -542,6 +547,15 @@ def test_a_missing_ctx_key_fails_the_step_with_a_traceback_ending_at_its_line(tm
     assert lines[-1] == "KeyError: 'totl'", lines
     assert "return ctx['totl'] / 2" in lines[-3] or "return ctx['totl'] / 2" in lines[-2], lines
     assert not any("core/context.py" in line for line in lines), lines
+    # raised from it: the cause's traceback, printed above, ends at the step's line too
+    result = run_recipe(
+        tmp_path,
+        f"steps:\n  - {{name: chained, type: python, module: {module}, function: chained}}\n",
+        run_dir=tmp_path / "run2",
+    )
+    log = result.log("chained").decode()
+    assert log.rstrip().endswith("ValueError: no total") and "KeyError: 'totl'" in log, log
+    assert "core/context.py" not in log, log
 
 
 def test_non_json_return_value_with_output_fails_naming_the_key(tmp_path):

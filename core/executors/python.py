@@ -194,18 +194,30 @@ def _from_the_step(exc: BaseException) -> TracebackType | None:
     orch-tui's, and a user reading the log looks for their own file at the top. A value the
     ctx refuses (ContextValueError) ends at the step's line that wrote it: the ctx's own
     frames below it (five, eight on a worker) said nothing the error's line does not; so does
-    any error the ctx itself raised (``ctx["totl"]``: a KeyError, ending in core/context.py)."""
+    any error the ctx itself raised (``ctx["totl"]``: a KeyError, ending in core/context.py),
+    the exception's own or one it was raised from (``raise ValueError(...) from e``)."""
     tb = exc.__traceback__
     tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
     if isinstance(exc, ContextValueError) or _raised_in_the_ctx(tb):
-        last, here = None, tb
-        while here is not None:
-            if not here.tb_frame.f_code.co_filename.startswith(_CORE):
-                last = here
-            here = here.tb_next
-        if last is not None:
-            last.tb_next = None
+        _cut_core_tail(tb)
+    seen, cause = {id(exc)}, exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:  # the chain traceback prints too
+        seen.add(id(cause))
+        if _raised_in_the_ctx(cause.__traceback__):
+            _cut_core_tail(cause.__traceback__)
+        cause = cause.__cause__ or cause.__context__
     return tb
+
+
+def _cut_core_tail(tb: TracebackType | None) -> None:
+    """End ``tb`` at its last frame outside orch-tui's core/ (in place)."""
+    last, here = None, tb
+    while here is not None:
+        if not here.tb_frame.f_code.co_filename.startswith(_CORE):
+            last = here
+        here = here.tb_next
+    if last is not None:
+        last.tb_next = None
 
 
 def _raised_in_the_ctx(tb: TracebackType | None) -> bool:
