@@ -27,7 +27,7 @@ def _recipe() -> str:
         "steps:",
         "  - name: gate",
         "    type: shell",
-        '    run: while [ ! -e "$ORCH_RUN_DIR/go" ]; do sleep 0.05; done',
+        '    run: while [ ! -e "$ORCH_RUN_DIR/go" ]; do sleep 0.05; done; echo gate open',
     ]
     for i in range(STEPS):
         lines.append(f"  - {{name: s{i}, type: shell, cmd: 'true', depends_on: [gate]}}")
@@ -45,6 +45,7 @@ async def test_an_app_whose_loop_is_held_keeps_a_bounded_inbox_and_shows_the_run
     from core.server import RunServer
     from tui import app as app_module
     from tui.app import make_app
+    from tui.widgets import LogPane
 
     monkeypatch.setattr(app_module, "INBOX_EVENTS", CAP, raising=False)
     runner = make_runner(tmp_path, _recipe(), interactive=True)
@@ -79,6 +80,10 @@ async def test_an_app_whose_loop_is_held_keeps_a_bounded_inbox_and_shows_the_run
             )
             assert app._run.seq >= last[0]
             assert app._run.steps["last"].status == "succeeded"
+            # the log shown (the first step's, selected) has what it printed as it ended
+            pane = app.query_one("#log-main", LogPane)
+            assert pane.step == "gate"
+            await until(pilot, lambda: "gate open" in pane.lines, 10, "gate's last line shown")
     finally:
         control.close()
         close_runner(runner)

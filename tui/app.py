@@ -320,7 +320,8 @@ class OrchApp(App[int]):
             if isinstance(event, RunState):  # resynced: the events missed are in it
                 self._follow(event, every=True)
                 run, run_changed = self._run, True
-                self._dirty_logs.update(self._live)
+                # what the panes show may have ended meanwhile, its last lines unread
+                self._dirty_logs.update(self._live, (p.step for p in self.query(LogPane) if p.step))
                 continue
             if event.seq <= run.seq:
                 continue  # already in the snapshot the app started from
