@@ -266,7 +266,8 @@ class OrchApp(App[int]):
     def _receive(self, item: ev.Event | RunState) -> None:
         """On the event thread (the only one that appends): keep ``item`` for the drain; past
         ``INBOX_EVENTS`` undrained, drop them all for a mark. The drain pops meanwhile, from
-        the other end: it may take some of them first, which the state it takes then holds."""
+        the other end: it may take some of them first, which the state it takes then holds,
+        or find the inbox empty between the clear and the mark (the mark waits a tick)."""
         inbox = self._inbox
         inbox.append(item)
         if len(inbox) > INBOX_EVENTS:
@@ -313,8 +314,11 @@ class OrchApp(App[int]):
         inbox, run = self._inbox, self._run
         samples = []
         run_changed = False
-        while inbox:
-            event = inbox.popleft()
+        while True:
+            try:
+                event = inbox.popleft()
+            except IndexError:  # empty: also when ``_receive`` cleared it since it was looked at
+                break
             if isinstance(event, _Behind):  # dropped undrained: the run as it is now holds
                 event = self.control.snapshot()  # them (the events after it: skipped by seq)
             if isinstance(event, RunState):  # resynced: the events missed are in it
