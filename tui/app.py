@@ -8,6 +8,10 @@ the run going; in tests it is an in-process runner's LocalControl.
 Events arrive on the run's event thread; they are only appended to a deque there. A timer on the
 UI side drains the deque 15 times a second and applies the whole batch at once, so a step
 printing half a million lines a second costs the UI a file read per tick, not a message per line.
+The deque holds at most ``INBOX_EVENTS``: while the UI does not drain it (the user in a session
+attached with ``a``, which blocks the UI's loop until the multiplexer detaches, for hours maybe),
+the events past that are dropped for a mark, and the drain takes the run's state then instead,
+as a client the daemon resyncs.
 
 The app keeps a mirror of the run (``RunState``: a snapshot, then every event applied; a step's
 event carries its whole new state), so a tick costs what changed in it: it never asks for the
@@ -71,6 +75,15 @@ TREE_CHROME = 6  # the tree's border, padding and vertical scrollbar, in columns
 MESSAGES_AT_ONCE = 3  # the run's messages an app shows as it follows a snapshot (the rest: a count)
 #: events that change the run (not a step): the keys offered may change with them (closing)
 RUN_EVENTS = (ev.RunFinished, ev.RunReopened, ev.RunClosing)
+#: events the app holds undrained at most; past them it takes the run's state when it drains
+#: (an app left in a session with ``a`` for an hour held every event of it: 1 MB a minute, for
+#: a few chatty services, and all of it applied one by one when it came back)
+INBOX_EVENTS = 10_000
+
+
+class _Behind:
+    """The mark in the app's inbox for events it dropped: the drain takes a snapshot."""
+
 
 if TYPE_CHECKING:
     from core.control import RunControl
@@ -156,8 +169,9 @@ class OrchApp(App[int]):
         self.detached = False
         self.clock = clock
         self._start = start
-        # events, and a whole RunState when a client that fell behind was resynced
-        self._inbox: deque[ev.Event | RunState] = deque()
+        # events, and a whole RunState when a client that fell behind was resynced, or the
+        # mark of events dropped while the app did not drain (``_receive``)
+        self._inbox: deque[ev.Event | RunState | _Behind] = deque()
         # The run as its events tell it (a mirror: core.state), from a snapshot taken as the app
         # subscribes; the counts per status and the live (running/ready) steps follow it.
         self._run: RunState = control.snapshot()
@@ -203,7 +217,7 @@ class OrchApp(App[int]):
         self.query_one("#log-pinned", LogPane).display = False
         self.query_one(StepTree).border_title = "steps"
         # called on the event thread: append only
-        self.control.subscribe(self._inbox.append, on_resync=self._inbox.append)
+        self.control.subscribe(self._receive, on_resync=self._receive)
         self._follow(self.control.snapshot())
         # What exists now (Textual, the widgets, a node per step, the recipe) lives as long as
         # the app: out of the collector's sight, a full collection during a run of thousands of
@@ -249,6 +263,17 @@ class OrchApp(App[int]):
         self.query_one("#left").styles.width = max(least, min(wanted, screen_width // 2))
 
     # -- the event batch ----------------------------------------------------------------------------
+    def _receive(self, item: ev.Event | RunState) -> None:
+        """On the event thread (the only one that appends): keep ``item`` for the drain; past
+        ``INBOX_EVENTS`` undrained, drop them all for a mark. The drain pops meanwhile, from
+        the other end: it may take some of them first, which the state it takes then holds,
+        or find the inbox empty between the clear and the mark (the mark waits a tick)."""
+        inbox = self._inbox
+        inbox.append(item)
+        if len(inbox) > INBOX_EVENTS:
+            inbox.clear()
+            inbox.append(_Behind())
+
     def _follow(self, run: RunState, *, every: bool = False) -> None:
         """Start from this snapshot (as the app subscribes, and on a resync): the counts and
         live steps from it, and every row that is not pending drawn (a pending one is
@@ -289,12 +314,18 @@ class OrchApp(App[int]):
         inbox, run = self._inbox, self._run
         samples = []
         run_changed = False
-        while inbox:
-            event = inbox.popleft()
+        while True:
+            try:
+                event = inbox.popleft()
+            except IndexError:  # empty: also when ``_receive`` cleared it since it was looked at
+                break
+            if isinstance(event, _Behind):  # dropped undrained: the run as it is now holds
+                event = self.control.snapshot()  # them (the events after it: skipped by seq)
             if isinstance(event, RunState):  # resynced: the events missed are in it
                 self._follow(event, every=True)
                 run, run_changed = self._run, True
-                self._dirty_logs.update(self._live)
+                # what the panes show may have ended meanwhile, its last lines unread
+                self._dirty_logs.update(self._live, (p.step for p in self.query(LogPane) if p.step))
                 continue
             if event.seq <= run.seq:
                 continue  # already in the snapshot the app started from
