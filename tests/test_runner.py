@@ -744,6 +744,37 @@ def test_a_python_step_ignoring_stop_is_interrupted_after_its_grace(tmp_path):
     assert importlib.import_module(module).ended.wait(10), "the spinning step never ended"
 
 
+def test_a_runaway_python_step_is_killed_with_the_collector_off_while_its_frames_are_read(
+    tmp_path, monkeypatch
+):
+    """Killing a python step reads the threads' frames (``sys._current_frames``). CPython 3.11
+    may collect inside that call while it holds the interpreter's lock on its threads, and a
+    finalizer waiting for the lock hangs the process (python/cpython#106883): the fresh-clone
+    CI hung for good in the test above, the scheduler in that call. The hang cannot be forced
+    at will; what is checked is that the frames are read with the collector off, and that the
+    collector is on again after."""
+    import gc
+    import sys
+
+    seen: list[bool] = []
+    real = sys._current_frames
+
+    def frames():
+        seen.append(gc.isenabled())
+        return real()
+
+    monkeypatch.setattr(sys, "_current_frames", frames)
+    module = write_module(tmp_path, "def spin(ctx):\n    while True:\n        pass\n")
+    result = run_recipe(
+        tmp_path,
+        f"steps:\n  - {{name: spin, type: python, module: {module}, function: spin, "
+        "timeout: 0.3, grace: 0.2}\n",
+    )
+    assert result.steps["spin"]["status"] == "timed_out"
+    assert seen and not any(seen), seen
+    assert gc.isenabled()
+
+
 def test_tuples_a_step_stores_are_lists_to_the_next_step_as_on_a_cluster(tmp_path):
     """``return mean, std`` or ``ctx.append("rows", (t, v))``: the next step gets lists, as it
     does on a Dask worker or in a resumed run (JSON has no tuple), so the same comparison holds

@@ -8,6 +8,7 @@ real streams as before).
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import sys
@@ -411,10 +412,24 @@ KILL_RETRY = 0.002
 KILL_TRIES = 5000
 
 
+def _frame_of(ident: int) -> FrameType | None:
+    """Thread ``ident``'s innermost frame, read with the collector off. CPython 3.11 may
+    collect inside ``sys._current_frames``, which holds the interpreter's lock on its threads
+    meanwhile, and a finalizer waiting for that lock hangs the process (python/cpython#106883,
+    fixed in 3.12 the same way): the run hung as ``k`` killed a runaway python step."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames().get(ident)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _in_its_own_code(ident: int) -> bool:
     """Whether the thread ``ident`` runs a step's own code: from its innermost frame out to
     ``call_step``'s (which called the step's function), no frame of orch-tui's."""
-    frame = sys._current_frames().get(ident)
+    frame = _frame_of(ident)
     while frame is not None and frame.f_code is not call_step.__code__:
         if _orch_code(frame):
             return False
