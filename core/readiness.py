@@ -195,11 +195,17 @@ class Readiness:
 
 def _listens(execution: Execution, port: int, addresses: frozenset[str]) -> bool:
     """A LISTEN socket on ``port`` belongs to the step: its process group or session, or for a
-    python step (a thread of the runner) the runner's own process."""
+    python step the process it runs in: the runner's, or a Dask worker's on this machine."""
     found = listeners(port, addresses)
     if not found:
         return False
-    pids = [os.getpid()] if execution.pid is None else group_members(execution.pid)
+    worker = getattr(execution, "worker_pid", None)  # a step on a Dask worker of this machine
+    if execution.pid is not None:
+        pids = group_members(execution.pid)
+    elif worker is not None:  # the worker (a python step) or a shell's group there
+        pids = [worker, *group_members(worker)]
+    else:  # a python step here: the runner's own process
+        pids = [os.getpid()]
     return held_by(found, pids)
 
 

@@ -378,6 +378,43 @@ def after(ctx):
     assert runner.ctx["after"] == "ran"
 
 
+def test_a_python_service_on_a_worker_is_ready_by_its_port(tmp_path: Path):
+    """A python service serving on a worker, ``ready: {port}``: the listener is the worker's
+    process, the step's own. Only the runner's pid counted for a python step, and the service
+    was never ready there (r17-review)."""
+    port = free_port()
+    mod = write_module(
+        tmp_path,
+        """
+import socket
+
+def serve(ctx, port, stop):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        stop.wait()
+
+def after(ctx):
+    return "ran"
+""",
+    )
+    runner = _run(
+        tmp_path,
+        f"""
+    steps:
+      - {{name: web, type: python, module: {mod}, function: serve, params: {{port: {port}}},
+          background: true, ready: {{port: {port}, timeout: 20}}}}
+      - {{name: after, type: python, module: {mod}, function: after, output: after}}
+    """,
+        "dask-local://2",
+        timeout=60,
+    )
+    statuses = _statuses(tmp_path / "run")
+    assert statuses["after"] == "succeeded", read_state(tmp_path / "run")["steps"]["web"]
+    assert runner.ctx["after"] == "ran"
+
+
 def test_a_step_on_a_worker_ends_without_waiting_for_its_stop_watcher(tmp_path: Path):
     """Each step's task waited for its stop watcher's poll of the scheduler to end (STOP_POLL,
     1 s) before it returned: 5 trivial python steps took 5 s instead of 0.4. With the poll

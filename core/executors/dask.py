@@ -20,6 +20,7 @@ task is caught and fails it the same way.
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,9 @@ class DaskExecution:
 
     pid = None
     native_thread_id = None
+
+    #: the worker process the step runs in, once it started there, if on this machine
+    worker_pid: int | None = None
 
     def __init__(
         self,
@@ -175,6 +179,8 @@ class DaskExecution:
     def _started(self, pid: int, worker: str, host: str) -> None:
         """The worker first (an 80-column TUI shows a log line's first 50 characters)."""
         self._starts += 1
+        if self._starts == 1 and host == socket.gethostname():
+            self.worker_pid = pid  # the step's process, for ready: {port} (core.readiness)
         if self._starts > 1:
             self._fail(f"{WORKER_LOST} (Dask started it again, on {worker})")
         else:
