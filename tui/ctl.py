@@ -38,7 +38,7 @@ from core.state import (
     StepState,
     waiting_to_restart,
 )
-from core.text import clean
+from core.text import clean, listed
 from tui.cli import EXIT_FAILED, EXIT_OK, UsageError, whole_number
 from tui.format import (
     RETRY_HINT,
@@ -410,8 +410,7 @@ def _say_why_waiting(control: RunControl) -> None:
 def _services(names: list[str]) -> str:
     if not names:
         return "its services"
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return f"{'service' if len(names) == 1 else 'services'} {shown}"
+    return f"{'service' if len(names) == 1 else 'services'} {listed(names, 3)}"
 
 
 def _ending(control: RunControl) -> bool:
